@@ -1,0 +1,315 @@
+// Package jetstream is the NATS JetStream implementation of the event
+// store (es.Store) and the projection runner.
+//
+// Layout: one stream (EVENTS, subjects ev.>), one message per commit on the
+// aggregate's subject ev.<context>.<type>.<id>, payload a protobuf
+// tideline.es.v1.Commit. Headers carry routing and dedup data so readers
+// need not decode payloads to filter.
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tideline/tideline/domain/es"
+	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
+)
+
+// Header names Tideline sets on every commit.
+const (
+	HeaderEventTypes    = "Tl-Event-Types" // comma-separated, in commit order
+	HeaderCorrelationID = "Tl-Correlation-Id"
+	HeaderCausationID   = "Tl-Causation-Id"
+	HeaderActor         = "Tl-Actor"
+	HeaderSource        = "Tl-Source"
+)
+
+// Config configures the EVENTS stream.
+type Config struct {
+	// Stream is the stream name; default "EVENTS".
+	Stream string
+	// Replicas is 1 embedded, 3 clustered; default 1.
+	Replicas int
+	// DuplicateWindow bounds idempotency-key dedup; default 2 minutes.
+	DuplicateWindow time.Duration
+	// APIPrefix is the JetStream API prefix; default "$JS.API".
+	APIPrefix string
+}
+
+func (c Config) withDefaults() Config {
+	if c.Stream == "" {
+		c.Stream = "EVENTS"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.APIPrefix == "" {
+		c.APIPrefix = jetstream.DefaultAPIPrefix
+	}
+	c.APIPrefix = strings.TrimSuffix(c.APIPrefix, ".")
+	return c
+}
+
+// Store is the JetStream event store. It is safe for concurrent use;
+// concurrent Appends are pipelined over one connection (async publish),
+// each waiting only for its own ack.
+type Store struct {
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	cfg       Config
+	directGet string
+}
+
+var _ es.Store = (*Store)(nil)
+
+// Open provisions (creates or updates) the EVENTS stream and returns a
+// store on it.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
+	js, err := jetstream.NewWithAPIPrefix(nc, cfg.APIPrefix, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "Tideline events: one message per commit, subject ev.<context>.<type>.<id>",
+		Subjects:    []string{"ev.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew, // limits are unlimited: events are never discarded
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		MaxAge:      0,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
+	}
+	return &Store{nc: nc, js: js, cfg: cfg, directGet: cfg.APIPrefix + ".DIRECT.GET." + cfg.Stream}, nil
+}
+
+// JetStream returns the JetStream context the store uses.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// StreamName returns the events stream's name.
+func (s *Store) StreamName() string { return s.cfg.Stream }
+
+// LastPosition returns the stream's last sequence: the position every
+// read model is measured against.
+func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
+	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Append implements es.Store.
+func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (es.AppendResult, error) {
+	msg, err := encodeCommit(stream, events, opts)
+	if err != nil {
+		return es.AppendResult{}, err
+	}
+	paf, err := s.js.PublishMsgAsync(msg)
+	if err != nil {
+		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit", err)
+	}
+	select {
+	case ack := <-paf.Ok():
+		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
+	case err := <-paf.Err():
+		return es.AppendResult{}, appendError(err)
+	case <-ctx.Done():
+		// The commit may still land; the caller retries with its
+		// idempotency key to learn the outcome.
+		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
+	}
+}
+
+func appendError(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return es.ErrConflict
+	}
+	return es.Wrap(es.Unavailable, "append commit", err)
+}
+
+// encodeCommit builds the message for one commit. It validates the stream
+// id and the events before anything is sent.
+func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOptions) (*nats.Msg, error) {
+	if err := stream.Validate(); err != nil {
+		return nil, err
+	}
+	if len(events) == 0 {
+		return nil, es.Invalidf("events", "a commit needs at least one event")
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	ts := timestamppb.New(now)
+	commit := &esv1.Commit{Events: make([]*esv1.Event, len(events))}
+	types := make([]string, len(events))
+	for i, e := range events {
+		data, err := proto.Marshal(e)
+		if err != nil {
+			return nil, es.Wrap(es.Internal, "marshal event", err)
+		}
+		types[i] = string(e.ProtoReflect().Descriptor().FullName())
+		commit.Events[i] = &esv1.Event{Id: ulid.Make().String(), Type: types[i], OccurredAt: ts, Data: data}
+	}
+	data, err := proto.Marshal(commit)
+	if err != nil {
+		return nil, es.Wrap(es.Internal, "marshal commit", err)
+	}
+	h := make(nats.Header, 8)
+	id := opts.IdempotencyKey
+	if id == "" {
+		id = commit.Events[0].Id
+	}
+	h.Set(jetstream.MsgIDHeader, id)
+	if opts.ExpectedVersion != es.AnyVersion {
+		if opts.ExpectedVersion < 0 {
+			return nil, es.Invalidf("expected_version", "must be >= 0 or AnyVersion, got %d", opts.ExpectedVersion)
+		}
+		h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatInt(opts.ExpectedVersion, 10))
+	}
+	h.Set(HeaderEventTypes, strings.Join(types, ","))
+	setIf(h, HeaderCorrelationID, opts.Meta.CorrelationID)
+	setIf(h, HeaderCausationID, opts.Meta.CausationID)
+	setIf(h, HeaderActor, opts.Meta.Actor)
+	setIf(h, HeaderSource, opts.Meta.Source)
+	return &nats.Msg{Subject: stream.String(), Header: h, Data: data}, nil
+}
+
+func setIf(h nats.Header, k, v string) {
+	if v != "" {
+		h.Set(k, v)
+	}
+}
+
+// Load implements es.Store with batched Direct Get on the aggregate's
+// subject: no consumer is created per load.
+func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]es.Commit, uint64, error) {
+	if err := stream.Validate(); err != nil {
+		return nil, 0, err
+	}
+	subj := stream.String()
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, 0, es.Wrap(es.Unavailable, "load: subscribe", err)
+	}
+	defer sub.Unsubscribe()
+
+	var commits []es.Commit
+	version := after
+	const batch = 256
+	for {
+		req, _ := json.Marshal(directGetRequest{Seq: version + 1, NextFor: subj, Batch: batch})
+		if err := s.nc.PublishRequest(s.directGet, inbox, req); err != nil {
+			return nil, 0, es.Wrap(es.Unavailable, "load: direct get", err)
+		}
+		more, err := func() (bool, error) {
+			for {
+				m, err := sub.NextMsgWithContext(ctx)
+				if err != nil {
+					return false, es.Wrap(es.Unavailable, "load: direct get", err)
+				}
+				switch m.Header.Get("Status") {
+				case "":
+				case "404":
+					return false, nil
+				case "204": // end of batch
+					np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+					return np > 0, nil
+				default:
+					return false, es.Errorf(es.Unavailable, "load: direct get status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+				}
+				seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+				if err != nil {
+					return false, es.Wrap(es.Internal, "load: bad sequence header", err)
+				}
+				c, err := DecodeCommit(stream, seq, m.Header, m.Data)
+				if err != nil {
+					return false, err
+				}
+				commits = append(commits, c)
+				version = seq
+			}
+		}()
+		if err != nil {
+			return nil, 0, err
+		}
+		if !more {
+			return commits, version, nil
+		}
+	}
+}
+
+type directGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+	Batch   int    `json:"batch,omitempty"`
+}
+
+// DecodeCommit decodes one stored commit message. Events of types this
+// binary does not know (written by a newer version) have nil Data.
+func DecodeCommit(stream es.StreamID, seq uint64, h nats.Header, data []byte) (es.Commit, error) {
+	var pc esv1.Commit
+	if err := proto.Unmarshal(data, &pc); err != nil {
+		return es.Commit{}, es.Wrap(es.Internal, fmt.Sprintf("decode commit at %d", seq), err)
+	}
+	meta := es.Metadata{
+		CorrelationID: h.Get(HeaderCorrelationID),
+		CausationID:   h.Get(HeaderCausationID),
+		Actor:         h.Get(HeaderActor),
+		Source:        h.Get(HeaderSource),
+	}
+	c := es.Commit{Seq: seq, Stream: stream, Events: make([]es.Event, len(pc.Events))}
+	for i, pe := range pc.Events {
+		ev := es.Event{
+			ID:         pe.Id,
+			Type:       pe.Type,
+			OccurredAt: pe.OccurredAt.AsTime(),
+			Position:   es.Position{Seq: seq, Index: uint32(i)},
+			Stream:     stream,
+			Meta:       meta,
+		}
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(pe.Type))
+		if err == nil {
+			m := mt.New().Interface()
+			if err := proto.Unmarshal(pe.Data, m); err != nil {
+				return es.Commit{}, es.Wrap(es.Internal, fmt.Sprintf("decode %s at %d", pe.Type, seq), err)
+			}
+			ev.Data = m
+		}
+		c.Events[i] = ev
+	}
+	return c, nil
+}

@@ -1,0 +1,149 @@
+package es
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// Decider is an aggregate's pure behaviour: Decide turns a command and the
+// current state into new events (or a coded error); Evolve folds one event
+// into the state. Neither does I/O nor reads a clock.
+type Decider[S, C any] struct {
+	Initial func() S
+	Decide  func(state S, cmd C) ([]proto.Message, error)
+	Evolve  func(state S, event proto.Message) S
+}
+
+// Repository runs commands against aggregates stored in a Store: load
+// (from a bounded in-memory cache of recent states, else from the store),
+// decide, append with optimistic concurrency, and on a version conflict
+// reload and decide again up to MaxAttempts times. It is safe for
+// concurrent use.
+type Repository[S, C any] struct {
+	store       Store
+	decider     Decider[S, C]
+	MaxAttempts int // default 5
+
+	mu    sync.Mutex
+	cache map[StreamID]*list.Element
+	lru   *list.List
+	limit int
+}
+
+type cached[S any] struct {
+	stream  StreamID
+	state   S
+	version uint64
+}
+
+// NewRepository returns a repository keeping up to cacheSize states.
+func NewRepository[S, C any](store Store, d Decider[S, C], cacheSize int) *Repository[S, C] {
+	if cacheSize <= 0 {
+		cacheSize = 10000
+	}
+	return &Repository[S, C]{store: store, decider: d, MaxAttempts: 5,
+		cache: make(map[StreamID]*list.Element), lru: list.New(), limit: cacheSize}
+}
+
+// Handle decides cmd against the stream's current state and appends the
+// resulting events. A decision that yields no events appends nothing and
+// returns the stream's current version as the position. Errors: the
+// Decide error as is; Conflict when MaxAttempts attempts all conflicted;
+// store errors wrapped.
+func (r *Repository[S, C]) Handle(ctx context.Context, stream StreamID, cmd C, opts AppendOptions) (AppendResult, error) {
+	if err := stream.Validate(); err != nil {
+		return AppendResult{}, err
+	}
+	attempts := max(r.MaxAttempts, 1)
+	for range attempts {
+		state, version, err := r.Get(ctx, stream)
+		if err != nil {
+			return AppendResult{}, err
+		}
+		events, err := r.decider.Decide(state, cmd)
+		if err != nil {
+			return AppendResult{}, err
+		}
+		if len(events) == 0 {
+			return AppendResult{Position: Position{Seq: version}}, nil
+		}
+		opts.ExpectedVersion = int64(version)
+		res, err := r.store.Append(ctx, stream, events, opts)
+		if errors.Is(err, ErrConflict) {
+			r.forget(stream)
+			continue
+		}
+		if err != nil {
+			return AppendResult{}, err
+		}
+		if res.Duplicate {
+			r.forget(stream) // the original's events are not in our state yet
+		} else {
+			for _, e := range events {
+				state = r.decider.Evolve(state, e)
+			}
+			r.put(stream, state, res.Position.Seq)
+		}
+		return res, nil
+	}
+	return AppendResult{}, ErrConflict
+}
+
+// Get returns the stream's current state and version.
+func (r *Repository[S, C]) Get(ctx context.Context, stream StreamID) (S, uint64, error) {
+	r.mu.Lock()
+	if el, ok := r.cache[stream]; ok {
+		r.lru.MoveToFront(el)
+		c := el.Value.(*cached[S])
+		r.mu.Unlock()
+		return c.state, c.version, nil
+	}
+	r.mu.Unlock()
+	state := r.decider.Initial()
+	commits, version, err := r.store.Load(ctx, stream, 0)
+	if err != nil {
+		var zero S
+		return zero, 0, err
+	}
+	for _, c := range commits {
+		for _, e := range c.Events {
+			if e.Data != nil {
+				state = r.decider.Evolve(state, e.Data)
+			}
+		}
+	}
+	r.put(stream, state, version)
+	return state, version, nil
+}
+
+func (r *Repository[S, C]) put(stream StreamID, state S, version uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if el, ok := r.cache[stream]; ok {
+		c := el.Value.(*cached[S])
+		if version >= c.version {
+			c.state, c.version = state, version
+		}
+		r.lru.MoveToFront(el)
+		return
+	}
+	r.cache[stream] = r.lru.PushFront(&cached[S]{stream: stream, state: state, version: version})
+	for r.lru.Len() > r.limit {
+		old := r.lru.Back()
+		r.lru.Remove(old)
+		delete(r.cache, old.Value.(*cached[S]).stream)
+	}
+}
+
+func (r *Repository[S, C]) forget(stream StreamID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if el, ok := r.cache[stream]; ok {
+		r.lru.Remove(el)
+		delete(r.cache, stream)
+	}
+}

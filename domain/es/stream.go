@@ -1,0 +1,79 @@
+package es
+
+import (
+	"fmt"
+	"strings"
+)
+
+// StreamID names one aggregate instance: context, aggregate type and id.
+// On JetStream it is the subject ev.<context>.<type>.<id>.
+type StreamID struct {
+	Context string
+	Type    string
+	ID      string
+}
+
+// String returns the stream's subject form, ev.<context>.<type>.<id>.
+func (s StreamID) String() string {
+	return "ev." + s.Context + "." + s.Type + "." + s.ID
+}
+
+// MaxTokenLen is the longest id accepted as a stream token.
+const MaxTokenLen = 64
+
+// ValidateToken reports whether s is a safe single subject token: 1 to
+// MaxTokenLen bytes of ASCII letters, digits, '-', '_', '=' or ':'. field
+// names the input in the returned Invalid error.
+func ValidateToken(field, s string) error {
+	if s == "" {
+		return Invalidf(field, "must not be empty")
+	}
+	if len(s) > MaxTokenLen {
+		return Invalidf(field, "must be at most %d bytes, got %d", MaxTokenLen, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '=', c == ':':
+		default:
+			return Invalidf(field, "has character %q at byte %d; allowed: letters, digits, '-', '_', '=', ':'", c, i)
+		}
+	}
+	return nil
+}
+
+// Validate checks every part of the stream id.
+func (s StreamID) Validate() error {
+	if err := ValidateToken("stream.context", s.Context); err != nil {
+		return err
+	}
+	if err := ValidateToken("stream.type", s.Type); err != nil {
+		return err
+	}
+	return ValidateToken("stream.id", s.ID)
+}
+
+// ParseStreamID is the inverse of StreamID.String.
+func ParseStreamID(subject string) (StreamID, error) {
+	p := strings.Split(subject, ".")
+	if len(p) != 4 || p[0] != "ev" {
+		return StreamID{}, fmt.Errorf("subject %q is not ev.<context>.<type>.<id>", subject)
+	}
+	return StreamID{Context: p[1], Type: p[2], ID: p[3]}, nil
+}
+
+// MaxIdempotencyKeyLen bounds client-supplied idempotency keys.
+const MaxIdempotencyKeyLen = 128
+
+// ValidateIdempotencyKey accepts empty or 1..128 bytes of printable ASCII.
+func ValidateIdempotencyKey(field, k string) error {
+	if len(k) > MaxIdempotencyKeyLen {
+		return Invalidf(field, "must be at most %d bytes, got %d", MaxIdempotencyKeyLen, len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return Invalidf(field, "has non-printable or space character at byte %d", i)
+		}
+	}
+	return nil
+}

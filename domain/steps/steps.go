@@ -1,0 +1,111 @@
+// Package steps is the pedometer context: walkers' daily cumulative step
+// counts as reported by their phones.
+package steps
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+)
+
+// MaxSteps is the largest daily count accepted.
+const MaxSteps = 200000
+
+// DateLayout is the date format of every steps date.
+const DateLayout = "2006-01-02"
+
+// Record is the command to record a user's cumulative count for a date.
+type Record struct {
+	UserID         string
+	Date           string
+	Steps          int32
+	IdempotencyKey string
+}
+
+// Stream returns the aggregate stream of a user's steps.
+func Stream(userID string) es.StreamID {
+	return es.StreamID{Context: "steps", Type: "user", ID: userID}
+}
+
+// ValidateDate checks a YYYY-MM-DD date no later than the day after now
+// (UTC), naming field in the error.
+func ValidateDate(field, date string, now time.Time) error {
+	d, err := time.Parse(DateLayout, date)
+	if err != nil {
+		return es.Invalidf(field, "must be a date YYYY-MM-DD, got %q", date)
+	}
+	limit := now.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+	if d.After(limit) {
+		return es.Invalidf(field, "%s is more than a day in the future", date)
+	}
+	return nil
+}
+
+// Decide validates and authorizes cmd for principal p at time now and
+// returns the event to record. It returns Invalid errors naming the field
+// (user_id, date, steps, idempotency_key) and Forbidden when a walker
+// records someone else's steps.
+func Decide(p auth.Principal, cmd Record, now time.Time) (*stepsv1.StepsRecorded, error) {
+	if err := es.ValidateToken("user_id", cmd.UserID); err != nil {
+		return nil, err
+	}
+	if err := ValidateDate("date", cmd.Date, now); err != nil {
+		return nil, err
+	}
+	if cmd.Steps < 0 || cmd.Steps > MaxSteps {
+		return nil, es.Invalidf("steps", "must be between 0 and %d, got %d", MaxSteps, cmd.Steps)
+	}
+	if err := es.ValidateIdempotencyKey("idempotency_key", cmd.IdempotencyKey); err != nil {
+		return nil, err
+	}
+	switch {
+	case p.Privileged():
+	case p.Role == auth.Walker && p.Subject == cmd.UserID:
+	case p.Role == auth.Walker:
+		return nil, ErrNotYourSteps
+	default:
+		return nil, es.Errorf(es.Forbidden, "role %q may not record steps", p.Role)
+	}
+	return &stepsv1.StepsRecorded{UserId: cmd.UserID, Date: cmd.Date, Steps: cmd.Steps}, nil
+}
+
+// ErrNotYourSteps is returned when a walker records another user's steps.
+var ErrNotYourSteps = &es.Error{Kind: es.Forbidden, Message: "a walker may record only their own steps"}
+
+// Service records steps in an event store. Safe for concurrent use.
+type Service struct {
+	Store es.Store
+	Now   func() time.Time
+}
+
+// Record validates, authorizes and appends cmd. A count is a fact that
+// needs no invariant (a day's value is the highest seen), so it appends
+// without a version check. Without an idempotency key, an exact resend
+// (same user, date and count) within the duplicate window is recognised
+// and appends nothing.
+func (s *Service) Record(ctx context.Context, p auth.Principal, cmd Record) (es.AppendResult, error) {
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
+	ev, err := Decide(p, cmd, now)
+	if err != nil {
+		return es.AppendResult{}, err
+	}
+	key := cmd.IdempotencyKey
+	if key == "" {
+		key = "steps:" + cmd.UserID + ":" + cmd.Date + ":" + strconv.Itoa(int(cmd.Steps))
+	}
+	return s.Store.Append(ctx, Stream(cmd.UserID), []proto.Message{ev}, es.AppendOptions{
+		ExpectedVersion: es.AnyVersion,
+		IdempotencyKey:  key,
+		Meta:            es.Metadata{Actor: p.String(), Source: "api"},
+		Now:             now,
+	})
+}

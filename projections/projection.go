@@ -1,0 +1,28 @@
+// Package projections defines read models: named, versioned, pure folds
+// of events that a runner (adapters/jetstream.Runner) feeds in position
+// order, checkpoints, snapshots and rebuilds.
+package projections
+
+import "github.com/tideline/tideline/domain/es"
+
+// Projection is a read model.
+//
+// Apply is called by one goroutine, in position order, once per event
+// (events of unknown types have nil Data and may be ignored). Queries may
+// run concurrently with Apply, so implementations guard their state.
+// Apply must be deterministic: a model built live equals one rebuilt from
+// position 1.
+type Projection interface {
+	// Name is stable; renaming a projection is a migration (it changes
+	// where its checkpoint lives).
+	Name() string
+	// Version changes when Apply's meaning changes; a stored snapshot of
+	// another version is discarded and the model rebuilt from position 1.
+	Version() int
+	Apply(e es.Event)
+	// Reset empties the model, as before position 1.
+	Reset()
+	// Snapshot serializes the model; Restore replaces the model with one.
+	Snapshot() ([]byte, error)
+	Restore(data []byte) error
+}
