@@ -1,0 +1,66 @@
+package api
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+)
+
+// adminHandler serves tideline.admin.v1.AdminService (admin role only).
+type adminHandler struct{ d Deps }
+
+func statusPB(s ProjectionStatus) *adminv1.ProjectionStatus {
+	return &adminv1.ProjectionStatus{Name: s.Name, Version: int32(s.Version), Position: s.Position, Lag: s.Lag, Rebuilding: s.Rebuilding}
+}
+
+func (h *adminHandler) ListProjections(ctx context.Context, _ *connect.Request[adminv1.ListProjectionsRequest]) (*connect.Response[adminv1.ListProjectionsResponse], error) {
+	if err := requireRole(ctx, auth.Admin); err != nil {
+		return nil, err
+	}
+	out := &adminv1.ListProjectionsResponse{}
+	names := make([]string, 0, len(h.d.Projections))
+	for n := range h.d.Projections {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		out.Projections = append(out.Projections, statusPB(h.d.Projections[n].Status(ctx)))
+	}
+	if h.d.LastPosition != nil {
+		last, err := h.d.LastPosition(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out.LastPosition = last
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (h *adminHandler) RebuildProjection(ctx context.Context, req *connect.Request[adminv1.RebuildProjectionRequest]) (*connect.Response[adminv1.RebuildProjectionResponse], error) {
+	if err := requireRole(ctx, auth.Admin); err != nil {
+		return nil, err
+	}
+	p, ok := h.d.Projections[req.Msg.Name]
+	if !ok {
+		return nil, es.Invalidf("name", "no projection named %q", req.Msg.Name)
+	}
+	start := time.Now()
+	if err := p.Rebuild(ctx); err != nil {
+		return nil, err
+	}
+	elapsed := time.Since(start)
+	st := p.Status(ctx)
+	rate := 0.0
+	if elapsed > 0 {
+		rate = float64(st.Position) / elapsed.Seconds()
+	}
+	return connect.NewResponse(&adminv1.RebuildProjectionResponse{
+		Status: statusPB(st), EventsPerSecond: rate, DurationMs: elapsed.Milliseconds(),
+	}), nil
+}

@@ -1,0 +1,413 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/steps"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
+	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
+	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
+	steppb "github.com/tideline/tideline/schemas/gen/step"
+	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
+)
+
+type fixture struct {
+	url    string
+	tokens *api.Tokens
+	store  *jetstream.Store
+	runner *jetstream.Runner
+}
+
+func start(t *testing.T) *fixture {
+	t.Helper()
+	_, nc := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := stepsmodel.New()
+	runner := jetstream.NewRunner(store, model, jetstream.RunnerOptions{})
+	done := make(chan struct{})
+	go func() { defer close(done); runner.Run(ctx) }()
+	tokens, err := api.LoadOrCreateTokens(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := api.New(api.Deps{
+		Tokens: tokens, Steps: &steps.Service{Store: store},
+		StepsModel: model, StepsFeed: runner,
+		Projections:  map[string]api.ProjectionControl{},
+		LastPosition: store.LastPosition,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(a.Handler())
+	srv.Config = api.NewServer(a.Handler())
+	srv.Start()
+	t.Cleanup(func() {
+		a.Close()
+		srv.Close()
+		cancel()
+		<-done
+	})
+	return &fixture{url: srv.URL, tokens: tokens, store: store, runner: runner}
+}
+
+// h2c is an HTTP client speaking HTTP/2 cleartext, as gRPC needs.
+var h2c = func() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+}()
+
+var protocols = []struct {
+	name string
+	opts []connect.ClientOption
+}{
+	{"connect", nil},
+	{"grpc", []connect.ClientOption{connect.WithGRPC()}},
+	{"grpcweb", []connect.ClientOption{connect.WithGRPCWeb()}},
+}
+
+func (f *fixture) token(t *testing.T, sub string, role auth.Role) string {
+	t.Helper()
+	tok, err := f.tokens.Issue(auth.Principal{Subject: sub, Role: role}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func withToken[T any](msg *T, tok string) *connect.Request[T] {
+	r := connect.NewRequest(msg)
+	if tok != "" {
+		r.Header().Set("Authorization", "Bearer "+tok)
+	}
+	return r
+}
+
+func today() string { return time.Now().UTC().Format("2006-01-02") }
+
+func TestStepsServiceOverEveryProtocol(t *testing.T) {
+	f := start(t)
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			c := stepsv1connect.NewStepsServiceClient(h2c, f.url, p.opts...)
+			user := "walker-" + p.name
+			tok := f.token(t, user, auth.Walker)
+			ctx := context.Background()
+			rec, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: user, Date: today(), Steps: 1234}, tok))
+			if err != nil {
+				t.Fatalf("record: %v", err)
+			}
+			if rec.Msg.Position == 0 {
+				t.Fatal("record returned no position")
+			}
+			got, err := c.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{user}, FromDate: today(), MinPosition: rec.Msg.Position}, tok))
+			if err != nil {
+				t.Fatalf("get: %v", err)
+			}
+			if len(got.Msg.Steps) != 1 || got.Msg.Steps[0].Steps != 1234 || got.Msg.Position < rec.Msg.Position {
+				t.Fatalf("get after own write = %v", got.Msg)
+			}
+		})
+	}
+}
+
+func TestRecordStepsRejects(t *testing.T) {
+	f := start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
+	alice := f.token(t, "alice", auth.Walker)
+	tomorrow2 := time.Now().UTC().Add(72 * time.Hour).Format("2006-01-02")
+	cases := []struct {
+		name  string
+		tok   string
+		req   *stepsv1.RecordStepsRequest
+		code  connect.Code
+		field string
+	}{
+		{"no_token", "", &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 1}, connect.CodeUnauthenticated, ""},
+		{"bad_token", "x.y.z", &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 1}, connect.CodeUnauthenticated, ""},
+		{"empty_user", alice, &stepsv1.RecordStepsRequest{UserId: "", Date: today(), Steps: 1}, connect.CodeInvalidArgument, "user_id"},
+		{"user_with_dot", alice, &stepsv1.RecordStepsRequest{UserId: "a.b", Date: today(), Steps: 1}, connect.CodeInvalidArgument, "user_id"},
+		{"user_too_long", alice, &stepsv1.RecordStepsRequest{UserId: string(make([]byte, 65)), Date: today(), Steps: 1}, connect.CodeInvalidArgument, "user_id"},
+		{"bad_date", alice, &stepsv1.RecordStepsRequest{UserId: "alice", Date: "2024-13-01", Steps: 1}, connect.CodeInvalidArgument, "date"},
+		{"future_date", alice, &stepsv1.RecordStepsRequest{UserId: "alice", Date: tomorrow2, Steps: 1}, connect.CodeInvalidArgument, "date"},
+		{"negative_steps", alice, &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: -1}, connect.CodeInvalidArgument, "steps"},
+		{"too_many_steps", alice, &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 200001}, connect.CodeInvalidArgument, "steps"},
+		{"walker_records_other", alice, &stepsv1.RecordStepsRequest{UserId: "bob", Date: today(), Steps: 1}, connect.CodePermissionDenied, ""},
+		{"rider_cannot_record", f.token(t, "alice", auth.Rider), &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 1}, connect.CodePermissionDenied, ""},
+	}
+	ctx := context.Background()
+	before, err := f.store.LastPosition(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.RecordSteps(ctx, withToken(tc.req, tc.tok))
+			if connect.CodeOf(err) != tc.code {
+				t.Fatalf("code = %v (%v), want %v", connect.CodeOf(err), err, tc.code)
+			}
+			var ce *connect.Error
+			if tc.field != "" && (!errors.As(err, &ce) || len(ce.Message()) < len(tc.field) || ce.Message()[:len(tc.field)] != tc.field) {
+				t.Fatalf("error %q does not name field %q", err, tc.field)
+			}
+		})
+	}
+	after, err := f.store.LastPosition(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Fatalf("rejected requests appended %d commits", after-before)
+	}
+	// admin and service may record anyone's steps.
+	for _, role := range []auth.Role{auth.Admin, auth.Service} {
+		if _, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "bob", Date: today(), Steps: 5}, f.token(t, "ops", role))); err != nil {
+			t.Fatalf("%s records for bob: %v", role, err)
+		}
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	f := start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
+	tok := f.token(t, "alice", auth.Walker)
+	ctx := context.Background()
+	req := &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 10, IdempotencyKey: "phone-1:42"}
+	first, err := c.RecordSteps(ctx, withToken(req, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.RecordSteps(ctx, withToken(req, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Msg.Duplicate || again.Msg.Position != first.Msg.Position {
+		t.Fatalf("retry = %v, want duplicate of position %d", again.Msg, first.Msg.Position)
+	}
+}
+
+func TestLeaderboard(t *testing.T) {
+	f := start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
+	svc := f.token(t, "shop", auth.Service)
+	ctx := context.Background()
+	var last uint64
+	for i, n := range []int32{300, 100, 500, 200, 400} {
+		r, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "u" + strconv.Itoa(i), Date: today(), Steps: n}, svc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r.Msg.Position
+	}
+	res, err := c.GetLeaderboard(ctx, withToken(&stepsv1.GetLeaderboardRequest{Date: today(), Limit: 3, MinPosition: last}, f.token(t, "u3", auth.Walker)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := res.Msg.Leaderboard
+	if len(lb.Top) != 3 || lb.Top[0].UserId != "u2" || lb.Top[1].UserId != "u4" || lb.Top[2].UserId != "u0" || lb.Total != 5 {
+		t.Fatalf("top = %v total %d", lb.Top, lb.Total)
+	}
+	if lb.Me == nil || lb.Me.UserId != "u3" || lb.Me.Rank != 4 {
+		t.Fatalf("me = %v, want u3 rank 4", lb.Me)
+	}
+	if _, err := c.GetLeaderboard(ctx, withToken(&stepsv1.GetLeaderboardRequest{Date: today(), Limit: 5000}, svc)); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("limit 5000: %v", err)
+	}
+}
+
+func TestWatchLeaderboardPushesChanges(t *testing.T) {
+	f := start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
+	tok := f.token(t, "alice", auth.Walker)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := c.WatchLeaderboard(ctx, withToken(&stepsv1.WatchLeaderboardRequest{Date: today(), Limit: 5}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no initial leaderboard: %v", stream.Err())
+	}
+	if n := len(stream.Msg().Leaderboard.Top); n != 0 {
+		t.Fatalf("initial top has %d entries", n)
+	}
+	if _, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 77}, tok)); err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() {
+		t.Fatalf("no update: %v", stream.Err())
+	}
+	lb := stream.Msg().Leaderboard
+	if len(lb.Top) != 1 || lb.Top[0].Steps != 77 || lb.Me.GetRank() != 1 {
+		t.Fatalf("update = %v", lb)
+	}
+}
+
+func TestLegacyStepService(t *testing.T) {
+	f := start(t)
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			c := stepconnect.NewStepServiceClient(h2c, f.url, p.opts...)
+			user := "legacy-" + p.name
+			tok := f.token(t, user, auth.Walker)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+
+			watch, err := c.StreamSteps(ctx, withToken(&steppb.GetStepsByUuidsInput{UserIds: []string{user, "nobody"}, Date: today()}, tok))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer watch.Close()
+			initial := map[string]int32{}
+			for range 2 {
+				if !watch.Receive() {
+					t.Fatalf("initial values: %v", watch.Err())
+				}
+				initial[watch.Msg().UserId] = watch.Msg().Steps
+			}
+			if len(initial) != 2 || initial[user] != 0 || initial["nobody"] != 0 {
+				t.Fatalf("initial = %v", initial)
+			}
+
+			rec, err := c.RecordSteps(ctx, withToken(&steppb.StepInput{UserId: user, Steps: 4321, Date: today()}, tok))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Msg.Message != "ok" || rec.Header().Get(api.PositionHeader) == "" {
+				t.Fatalf("record = %q, position header %q", rec.Msg.Message, rec.Header().Get(api.PositionHeader))
+			}
+			if !watch.Receive() {
+				t.Fatalf("no change pushed: %v", watch.Err())
+			}
+			if m := watch.Msg(); m.UserId != user || m.Steps != 4321 || m.Date != today() {
+				t.Fatalf("pushed %v", m)
+			}
+
+			get := withToken(&steppb.GetStepsByUuidsInput{UserIds: []string{user, "nobody"}, Date: today()}, tok)
+			get.Header().Set(api.MinPositionHeader, rec.Header().Get(api.PositionHeader))
+			res, err := c.GetStepsByUuids(ctx, get)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var counts map[string]int32
+			if err := json.Unmarshal([]byte(res.Msg.Message), &counts); err != nil {
+				t.Fatalf("message %q is not a JSON object: %v", res.Msg.Message, err)
+			}
+			if counts[user] != 4321 || counts["nobody"] != 0 || len(counts) != 2 {
+				t.Fatalf("counts = %v", counts)
+			}
+		})
+	}
+}
+
+func TestStreamUserSteps(t *testing.T) {
+	f := start(t)
+	c := stepconnect.NewStepServiceClient(h2c, f.url, connect.WithGRPC())
+	tok := f.token(t, "carol", auth.Walker)
+	ctx := context.Background()
+
+	stream := c.StreamUserSteps(ctx)
+	stream.RequestHeader().Set("Authorization", "Bearer "+tok)
+	for _, n := range []int32{10, 20, 30} {
+		if err := stream.Send(&steppb.StepInput{UserId: "carol", Steps: n, Date: today()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := stream.CloseAndReceive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Msg.Message != "ok: 3 recorded" {
+		t.Fatalf("message = %q", res.Msg.Message)
+	}
+
+	bad := c.StreamUserSteps(ctx)
+	bad.RequestHeader().Set("Authorization", "Bearer "+tok)
+	bad.Send(&steppb.StepInput{UserId: "carol", Steps: 40, Date: today()})
+	bad.Send(&steppb.StepInput{UserId: "carol", Steps: -5, Date: today()})
+	_, err = bad.CloseAndReceive()
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("bad update: %v", err)
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Message()[:len("update[1].steps")] != "update[1].steps" {
+		t.Fatalf("error does not name update[1].steps: %v", err)
+	}
+}
+
+func TestHealthReflectionCORS(t *testing.T) {
+	f := start(t)
+	h := healthv1connect.NewHealthClient(h2c, f.url, connect.WithGRPC())
+	res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{Service: stepconnect.StepServiceName}))
+	if err != nil || res.Msg.Status != healthv1.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", res, err)
+	}
+	if _, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{Service: "nope"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("unknown service: %v", err)
+	}
+
+	rc := grpcreflect.NewClient(h2c, f.url)
+	rs := rc.NewStream(context.Background())
+	names, err := rs.ListServices()
+	rs.Close()
+	if err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+	want := map[protoreflect.FullName]bool{stepconnect.StepServiceName: true, stepsv1connect.StepsServiceName: true, healthv1connect.HealthName: true}
+	for _, n := range names {
+		delete(want, n)
+	}
+	if len(want) != 0 {
+		t.Fatalf("reflection lists %v; missing %v", names, want)
+	}
+
+	req, _ := http.NewRequest(http.MethodOptions, f.url+"/tideline.steps.v1.StepsService/GetSteps", nil)
+	req.Header.Set("Origin", "https://dashboard.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Access-Control-Allow-Origin") == "" {
+		t.Fatalf("CORS preflight not allowed: %v", resp.Header)
+	}
+}
+
+func TestAdminNeedsAdmin(t *testing.T) {
+	f := start(t)
+	c := adminv1connect.NewAdminServiceClient(h2c, f.url)
+	ctx := context.Background()
+	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.token(t, "alice", auth.Walker))); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("walker lists projections: %v", err)
+	}
+	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.token(t, "root", auth.Admin))); err != nil {
+		t.Fatalf("admin lists projections: %v", err)
+	}
+}

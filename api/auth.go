@@ -1,0 +1,195 @@
+package api
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+)
+
+// KeyFile is where a data dir keeps its token signing key.
+const KeyFile = "keys/token-ed25519.pem"
+
+const issuer = "tideline"
+
+// Tokens issues and verifies bearer tokens (JWT, EdDSA) signed with one
+// data dir's key. Safe for concurrent use.
+type Tokens struct {
+	priv ed25519.PrivateKey
+	pub  ed25519.PublicKey
+}
+
+// LoadOrCreateTokens reads dataDir's signing key, creating it (mode 0600)
+// on first use. The key is never logged.
+func LoadOrCreateTokens(dataDir string) (*Tokens, error) {
+	path := filepath.Join(dataDir, KeyFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return createKey(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read signing key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("signing key %s: not PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("signing key %s: not ed25519", path)
+	}
+	return &Tokens{priv: priv, pub: priv.Public().(ed25519.PublicKey)}, nil
+}
+
+func createKey(path string) (*Tokens, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("encode signing key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create key dir: %w", err)
+	}
+	// O_EXCL: if two processes race to create it, one wins and the other
+	// reads the winner's key.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return LoadOrCreateTokens(filepath.Dir(filepath.Dir(path)))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create signing key: %w", err)
+	}
+	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write signing key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sync signing key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("close signing key: %w", err)
+	}
+	return &Tokens{priv: priv, pub: priv.Public().(ed25519.PublicKey)}, nil
+}
+
+type claims struct {
+	Role string `json:"role"`
+	jwt.RegisteredClaims
+}
+
+// Issue returns a token for p valid for ttl.
+func (t *Tokens) Issue(p auth.Principal, ttl time.Duration) (string, error) {
+	if err := es.ValidateToken("sub", p.Subject); err != nil {
+		return "", err
+	}
+	if _, err := auth.ParseRole(string(p.Role)); err != nil {
+		return "", es.Invalidf("role", "%v", err)
+	}
+	now := time.Now()
+	c := claims{Role: string(p.Role), RegisteredClaims: jwt.RegisteredClaims{
+		Issuer:    issuer,
+		Subject:   p.Subject,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}}
+	return jwt.NewWithClaims(jwt.SigningMethodEdDSA, c).SignedString(t.priv)
+}
+
+// Verify checks a token's signature, issuer, expiry and role.
+func (t *Tokens) Verify(token string) (auth.Principal, error) {
+	var c claims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.pub, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(issuer), jwt.WithExpirationRequired())
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	role, err := auth.ParseRole(c.Role)
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	if c.Subject == "" {
+		return auth.Principal{}, errors.New("token has no subject")
+	}
+	return auth.Principal{Subject: c.Subject, Role: role}, nil
+}
+
+// authInterceptor authenticates every RPC with a bearer token and puts
+// the principal in the context.
+type authInterceptor struct{ tokens *Tokens }
+
+func (a authInterceptor) principal(h interface{ Get(string) string }) (auth.Principal, error) {
+	v := h.Get("Authorization")
+	tok, ok := strings.CutPrefix(v, "Bearer ")
+	if !ok || tok == "" {
+		return auth.Principal{}, es.Errorf(es.Unauthenticated, "missing bearer token (Authorization: Bearer <token>; get one with `tideline token`)")
+	}
+	p, err := a.tokens.Verify(strings.TrimSpace(tok))
+	if err != nil {
+		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid token: %v", err)
+	}
+	return p, nil
+}
+
+func (a authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		p, err := a.principal(req.Header())
+		if err != nil {
+			return nil, toConnect(ctx, err)
+		}
+		return next(auth.WithPrincipal(ctx, p), req)
+	}
+}
+
+func (a authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		p, err := a.principal(conn.RequestHeader())
+		if err != nil {
+			return toConnect(ctx, err)
+		}
+		return next(auth.WithPrincipal(ctx, p), conn)
+	}
+}
+
+// caller returns the authenticated principal; the auth interceptor
+// guarantees one on every service route.
+func caller(ctx context.Context) auth.Principal {
+	p, _ := auth.FromContext(ctx)
+	return p
+}
+
+// requireRole returns Forbidden unless the caller has one of roles.
+func requireRole(ctx context.Context, roles ...auth.Role) error {
+	p := caller(ctx)
+	for _, r := range roles {
+		if p.Role == r {
+			return nil
+		}
+	}
+	return es.Errorf(es.Forbidden, "role %q may not call this method", p.Role)
+}

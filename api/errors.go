@@ -1,0 +1,76 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	"github.com/tideline/tideline/domain/es"
+)
+
+var kindCodes = map[es.Kind]connect.Code{
+	es.Invalid:            connect.CodeInvalidArgument,
+	es.NotFound:           connect.CodeNotFound,
+	es.Conflict:           connect.CodeAborted,
+	es.FailedPrecondition: connect.CodeFailedPrecondition,
+	es.Forbidden:          connect.CodePermissionDenied,
+	es.Unauthenticated:    connect.CodeUnauthenticated,
+	es.Unavailable:        connect.CodeUnavailable,
+}
+
+// toConnect is the one mapping from domain errors to Connect errors.
+// Coded errors keep their client-safe message (with the field for
+// invalid input); anything else is logged and reported as Internal
+// without details.
+func toConnect(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	}
+	var e *es.Error
+	if errors.As(err, &e) {
+		if code, ok := kindCodes[e.Kind]; ok {
+			msg := e.Message
+			if e.Field != "" {
+				msg = e.Field + ": " + msg
+			}
+			if e.Kind == es.Unavailable && e.Err != nil {
+				slog.WarnContext(ctx, "unavailable", "err", err)
+			}
+			return connect.NewError(code, errors.New(msg))
+		}
+	}
+	slog.ErrorContext(ctx, "internal error", "err", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}
+
+// errorInterceptor applies toConnect to every handler error.
+type errorInterceptor struct{}
+
+func (errorInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		res, err := next(ctx, req)
+		return res, toConnect(ctx, err)
+	}
+}
+
+func (errorInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (errorInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return toConnect(ctx, next(ctx, conn))
+	}
+}

@@ -1,0 +1,184 @@
+// Package api serves Tideline's Connect-RPC services (Connect, gRPC and
+// gRPC-Web on one HTTP/2-cleartext port) with reflection, health, CORS,
+// bearer-token auth and one mapping from domain errors to Connect codes.
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpcreflect"
+	"github.com/rs/cors"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/steps"
+	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
+	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
+	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
+	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
+	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
+)
+
+// ReadModel is what queries need of a running projection: its applied
+// position, a way to wait for one (read-your-writes), and a broadcast of
+// advances (live streams). adapters/jetstream.Runner implements it.
+type ReadModel interface {
+	Position() uint64
+	WaitFor(ctx context.Context, pos uint64) error
+	Advanced() <-chan struct{}
+}
+
+// ProjectionStatus is one projection's state as the admin API reports it.
+type ProjectionStatus struct {
+	Name       string
+	Version    int
+	Position   uint64
+	Lag        uint64
+	Rebuilding bool
+}
+
+// ProjectionControl is a running projection as the admin API operates it.
+type ProjectionControl interface {
+	Status(ctx context.Context) ProjectionStatus
+	Rebuild(ctx context.Context) error
+}
+
+// Deps are what the API serves.
+type Deps struct {
+	Tokens *Tokens
+	Steps  *steps.Service
+	// StepsModel is the steps read model and StepsFeed its runner.
+	StepsModel *stepsmodel.Model
+	StepsFeed  ReadModel
+	// Projections by name, for the admin service.
+	Projections map[string]ProjectionControl
+	// LastPosition reports the event stream's last position.
+	LastPosition func(ctx context.Context) (uint64, error)
+	// CORSOrigins allowed for browsers; empty allows any origin.
+	CORSOrigins []string
+	// MaxWait bounds how long a query waits for min_position; default 5s.
+	MaxWait time.Duration
+
+	closing chan struct{}
+}
+
+// API is the set of services over Deps.
+type API struct {
+	handler http.Handler
+	closing chan struct{}
+	once    sync.Once
+}
+
+// Handler returns the HTTP handler serving every service.
+func (a *API) Handler() http.Handler { return a.handler }
+
+// Close ends every live stream (watch RPCs) so an HTTP server shutdown
+// does not wait for clients that never leave. Safe to call twice.
+func (a *API) Close() { a.once.Do(func() { close(a.closing) }) }
+
+// New returns the API serving d.
+func New(d Deps) (*API, error) {
+	if d.Tokens == nil || d.Steps == nil || d.StepsModel == nil || d.StepsFeed == nil {
+		return nil, errors.New("api: Tokens, Steps, StepsModel and StepsFeed are required")
+	}
+	if d.MaxWait == 0 {
+		d.MaxWait = 5 * time.Second
+	}
+	d.closing = make(chan struct{})
+	opts := connect.WithInterceptors(errorInterceptor{}, authInterceptor{tokens: d.Tokens})
+	mux := http.NewServeMux()
+	services := []string{
+		stepconnect.StepServiceName,
+		stepsv1connect.StepsServiceName,
+		adminv1connect.AdminServiceName,
+	}
+	mux.Handle(stepconnect.NewStepServiceHandler(&stepHandler{d: d}, opts))
+	mux.Handle(stepsv1connect.NewStepsServiceHandler(&stepsHandler{d: d}, opts))
+	mux.Handle(adminv1connect.NewAdminServiceHandler(&adminHandler{d: d}, opts))
+
+	reflector := grpcreflect.NewStaticReflector(append(services, healthv1connect.HealthName)...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(healthv1connect.NewHealthHandler(healthHandler{services: services, closing: d.closing}))
+
+	c := cors.New(cors.Options{
+		AllowedOrigins: d.CORSOrigins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), PositionHeader),
+		MaxAge:         7200,
+	})
+	return &API{handler: c.Handler(mux), closing: d.closing}, nil
+}
+
+// NewServer returns an HTTP server for h that speaks HTTP/1.1 and
+// HTTP/2 cleartext (gRPC needs HTTP/2).
+func NewServer(h http.Handler) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// waitFor implements min_position: it waits, bounded by MaxWait, until
+// the read model has applied pos.
+func waitFor(ctx context.Context, rm ReadModel, pos uint64, max time.Duration) error {
+	if pos == 0 || rm.Position() >= pos {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	if err := rm.WaitFor(wctx, pos); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, max, rm.Position())
+	}
+	return nil
+}
+
+type healthHandler struct {
+	services []string
+	closing  chan struct{}
+}
+
+func (h healthHandler) status(name string) (healthv1.HealthCheckResponse_ServingStatus, error) {
+	if name == "" {
+		return healthv1.HealthCheckResponse_SERVING, nil
+	}
+	for _, s := range h.services {
+		if s == name {
+			return healthv1.HealthCheckResponse_SERVING, nil
+		}
+	}
+	return 0, connect.NewError(connect.CodeNotFound, errors.New("unknown service "+name))
+}
+
+func (h healthHandler) Check(_ context.Context, req *connect.Request[healthv1.HealthCheckRequest]) (*connect.Response[healthv1.HealthCheckResponse], error) {
+	st, err := h.status(req.Msg.Service)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&healthv1.HealthCheckResponse{Status: st}), nil
+}
+
+func (h healthHandler) Watch(ctx context.Context, req *connect.Request[healthv1.HealthCheckRequest], s *connect.ServerStream[healthv1.HealthCheckResponse]) error {
+	st, err := h.status(req.Msg.Service)
+	if err != nil {
+		st = healthv1.HealthCheckResponse_SERVICE_UNKNOWN
+	}
+	if err := s.Send(&healthv1.HealthCheckResponse{Status: st}); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-h.closing:
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/steps"
+	steppb "github.com/tideline/tideline/schemas/gen/step"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+)
+
+// Headers for clients of the fixed step.StepService contract, whose
+// messages have no room for them.
+const (
+	PositionHeader       = "Tideline-Position"     // response: position of the recorded event
+	MinPositionHeader    = "Tideline-Min-Position" // request: read-your-writes for queries
+	IdempotencyKeyHeader = "Idempotency-Key"       // request: safe retries of RecordSteps
+)
+
+// Query limits.
+const (
+	maxUsersPerQuery = 1000
+	maxRangeDays     = 366
+	maxLeaderboard   = 1000
+)
+
+// stepHandler serves step.StepService exactly as the pedometer clients'
+// contract (shared/contracts/step.proto) defines it.
+type stepHandler struct{ d Deps }
+
+func (h *stepHandler) RecordSteps(ctx context.Context, req *connect.Request[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
+	m := req.Msg
+	res, err := h.d.Steps.Record(ctx, caller(ctx), steps.Record{
+		UserID: m.UserId, Date: m.Date, Steps: m.Steps,
+		IdempotencyKey: req.Header().Get(IdempotencyKeyHeader),
+	})
+	if err != nil {
+		return nil, legacyFields(err)
+	}
+	out := connect.NewResponse(&steppb.StepResponse{Message: "ok"})
+	out.Header().Set(PositionHeader, strconv.FormatUint(res.Position.Seq, 10))
+	return out, nil
+}
+
+func (h *stepHandler) GetStepsByUuids(ctx context.Context, req *connect.Request[steppb.GetStepsByUuidsInput]) (*connect.Response[steppb.StepResponse], error) {
+	if err := validateUsers("userIds", req.Msg.UserIds); err != nil {
+		return nil, err
+	}
+	if err := steps.ValidateDate("date", req.Msg.Date, time.Now()); err != nil {
+		return nil, err
+	}
+	minPos, err := minPositionHeader(req.Header().Get(MinPositionHeader))
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, h.d.StepsFeed, minPos, h.d.MaxWait); err != nil {
+		return nil, err
+	}
+	counts := make(map[string]int32, len(req.Msg.UserIds))
+	for _, u := range req.Msg.UserIds {
+		n, _ := h.d.StepsModel.Steps(u, req.Msg.Date)
+		counts[u] = n
+	}
+	b, err := json.Marshal(counts)
+	if err != nil {
+		return nil, fmt.Errorf("encode counts: %w", err)
+	}
+	out := connect.NewResponse(&steppb.StepResponse{Message: string(b)})
+	out.Header().Set(PositionHeader, strconv.FormatUint(h.d.StepsFeed.Position(), 10))
+	return out, nil
+}
+
+// StreamSteps sends each listed user's current count for the date, then
+// every change until the client leaves. Changes are read from the read
+// model as it advances, so a burst of updates to one user may arrive as
+// its latest value only (counts are cumulative, so nothing is lost).
+func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[steppb.GetStepsByUuidsInput], s *connect.ServerStream[steppb.StepInput]) error {
+	if err := validateUsers("userIds", req.Msg.UserIds); err != nil {
+		return err
+	}
+	date := req.Msg.Date
+	if err := steps.ValidateDate("date", date, time.Now()); err != nil {
+		return err
+	}
+	users := dedup(req.Msg.UserIds)
+	last := make(map[string]int32, len(users))
+	for first := true; ; first = false {
+		advanced := h.d.StepsFeed.Advanced()
+		for _, u := range users {
+			n, _ := h.d.StepsModel.Steps(u, date)
+			if prev, seen := last[u]; !first && seen && prev == n {
+				continue
+			}
+			last[u] = n
+			if err := s.Send(&steppb.StepInput{UserId: u, Steps: n, Date: date}); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.d.closing:
+			return nil
+		case <-advanced:
+		}
+	}
+}
+
+// StreamUserSteps records each update as it arrives (each is an
+// independent fact, acknowledged in order). An invalid update ends the
+// stream with InvalidArgument naming it; earlier updates stay recorded
+// and the error says how many.
+func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStream[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
+	n := 0
+	for s.Receive() {
+		m := s.Msg()
+		_, err := h.d.Steps.Record(ctx, caller(ctx), steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps})
+		if err != nil {
+			var e *es.Error
+			if errors.As(legacyFields(err), &e) && e.Field != "" {
+				return nil, es.Invalidf(fmt.Sprintf("update[%d].%s", n, e.Field), "%s (%d earlier updates were recorded)", e.Message, n)
+			}
+			return nil, err
+		}
+		n++
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&steppb.StepResponse{Message: fmt.Sprintf("ok: %d recorded", n)}), nil
+}
+
+// legacyFields renames fields to the step.proto contract's JSON names.
+func legacyFields(err error) error {
+	var e *es.Error
+	if errors.As(err, &e) && e.Field == "user_id" {
+		c := *e
+		c.Field = "userId"
+		return &c
+	}
+	return err
+}
+
+// stepsHandler serves tideline.steps.v1.StepsService.
+type stepsHandler struct{ d Deps }
+
+func (h *stepsHandler) RecordSteps(ctx context.Context, req *connect.Request[stepsv1.RecordStepsRequest]) (*connect.Response[stepsv1.RecordStepsResponse], error) {
+	m := req.Msg
+	res, err := h.d.Steps.Record(ctx, caller(ctx), steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps, IdempotencyKey: m.IdempotencyKey})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&stepsv1.RecordStepsResponse{Position: res.Position.Seq, Duplicate: res.Duplicate}), nil
+}
+
+func (h *stepsHandler) GetSteps(ctx context.Context, req *connect.Request[stepsv1.GetStepsRequest]) (*connect.Response[stepsv1.GetStepsResponse], error) {
+	m := req.Msg
+	if err := validateUsers("user_ids", m.UserIds); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if err := steps.ValidateDate("from_date", m.FromDate, now); err != nil {
+		return nil, err
+	}
+	to := m.ToDate
+	if to == "" {
+		to = m.FromDate
+	}
+	if err := steps.ValidateDate("to_date", to, now); err != nil {
+		return nil, err
+	}
+	from, _ := time.Parse(steps.DateLayout, m.FromDate)
+	until, _ := time.Parse(steps.DateLayout, to)
+	if until.Before(from) {
+		return nil, es.Invalidf("to_date", "%s is before from_date %s", to, m.FromDate)
+	}
+	if until.Sub(from) > maxRangeDays*24*time.Hour {
+		return nil, es.Invalidf("to_date", "range is longer than %d days", maxRangeDays)
+	}
+	if err := waitFor(ctx, h.d.StepsFeed, m.MinPosition, h.d.MaxWait); err != nil {
+		return nil, err
+	}
+	pos := h.d.StepsFeed.Position()
+	out := &stepsv1.GetStepsResponse{Position: pos}
+	for _, u := range dedup(m.UserIds) {
+		for _, d := range h.d.StepsModel.Range(u, m.FromDate, to) {
+			out.Steps = append(out.Steps, &stepsv1.DailySteps{UserId: d.UserID, Date: d.Date, Steps: d.Steps})
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (h *stepsHandler) leaderboardArgs(ctx context.Context, date string, limit int32, user string) (int, string, error) {
+	if err := steps.ValidateDate("date", date, time.Now()); err != nil {
+		return 0, "", err
+	}
+	if limit == 0 {
+		limit = 10
+	}
+	if limit < 1 || limit > maxLeaderboard {
+		return 0, "", es.Invalidf("limit", "must be between 1 and %d, got %d", maxLeaderboard, limit)
+	}
+	if user == "" {
+		user = caller(ctx).Subject
+	} else if err := es.ValidateToken("user_id", user); err != nil {
+		return 0, "", err
+	}
+	return int(limit), user, nil
+}
+
+func (h *stepsHandler) leaderboard(date string, limit int, user string) *stepsv1.Leaderboard {
+	lb := &stepsv1.Leaderboard{Date: date, Position: h.d.StepsFeed.Position()}
+	for _, e := range h.d.StepsModel.Top(date, limit) {
+		lb.Top = append(lb.Top, &stepsv1.LeaderboardEntry{Rank: e.Rank, UserId: e.UserID, Steps: e.Steps})
+	}
+	if e, ok := h.d.StepsModel.Rank(date, user); ok {
+		lb.Me = &stepsv1.LeaderboardEntry{Rank: e.Rank, UserId: e.UserID, Steps: e.Steps}
+	}
+	lb.Total = h.d.StepsModel.Total(date)
+	return lb
+}
+
+func (h *stepsHandler) GetLeaderboard(ctx context.Context, req *connect.Request[stepsv1.GetLeaderboardRequest]) (*connect.Response[stepsv1.GetLeaderboardResponse], error) {
+	m := req.Msg
+	limit, user, err := h.leaderboardArgs(ctx, m.Date, m.Limit, m.UserId)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, h.d.StepsFeed, m.MinPosition, h.d.MaxWait); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&stepsv1.GetLeaderboardResponse{Leaderboard: h.leaderboard(m.Date, limit, user)}), nil
+}
+
+// WatchLeaderboard sends the leaderboard, then again whenever it changes,
+// coalescing bursts into one update.
+func (h *stepsHandler) WatchLeaderboard(ctx context.Context, req *connect.Request[stepsv1.WatchLeaderboardRequest], s *connect.ServerStream[stepsv1.WatchLeaderboardResponse]) error {
+	m := req.Msg
+	limit, user, err := h.leaderboardArgs(ctx, m.Date, m.Limit, m.UserId)
+	if err != nil {
+		return err
+	}
+	var prev *stepsv1.Leaderboard
+	for {
+		advanced := h.d.StepsFeed.Advanced()
+		lb := h.leaderboard(m.Date, limit, user)
+		if prev == nil || !sameRanking(prev, lb) {
+			if err := s.Send(&stepsv1.WatchLeaderboardResponse{Leaderboard: lb}); err != nil {
+				return err
+			}
+			prev = lb
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.d.closing:
+			return nil
+		case <-advanced:
+		}
+	}
+}
+
+// sameRanking compares two leaderboards ignoring their positions.
+func sameRanking(a, b *stepsv1.Leaderboard) bool {
+	pa, pb := a.Position, b.Position
+	a.Position, b.Position = 0, 0
+	eq := proto.Equal(a, b)
+	a.Position, b.Position = pa, pb
+	return eq
+}
+
+func validateUsers(field string, users []string) error {
+	if len(users) == 0 {
+		return es.Invalidf(field, "must list at least one user")
+	}
+	if len(users) > maxUsersPerQuery {
+		return es.Invalidf(field, "must list at most %d users, got %d", maxUsersPerQuery, len(users))
+	}
+	for i, u := range users {
+		if err := es.ValidateToken(fmt.Sprintf("%s[%d]", field, i), u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func minPositionHeader(v string) (uint64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	p, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, es.Invalidf(MinPositionHeader, "must be a non-negative integer, got %q", v)
+	}
+	return p, nil
+}
+
+func dedup(xs []string) []string {
+	seen := make(map[string]bool, len(xs))
+	out := xs[:0:0]
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+

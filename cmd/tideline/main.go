@@ -1,0 +1,62 @@
+// Command tideline is the Tideline server and its admin CLI.
+//
+//	tideline serve        run the server (embedded NATS + Connect API)
+//	tideline token        print a bearer token for a user and role
+//	tideline projections  list read models, or rebuild one
+//	tideline bench        measure Tideline against raw JetStream and connect-go
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `tideline: event-sourced streaming backend on NATS JetStream
+
+usage:
+  tideline serve [--data DIR] [--listen ADDR] [flags]   run the server
+  tideline token --sub ID --role ROLE [--data DIR]      print a bearer token
+  tideline projections list|rebuild NAME [flags]        operate read models
+  tideline bench [--json] [flags]                       run the benchmarks
+
+Run 'tideline COMMAND -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "tideline:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "serve":
+		return serveCmd(ctx, args[1:], stderr)
+	case "token":
+		return tokenCmd(args[1:], stdout, stderr)
+	case "projections":
+		return projectionsCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

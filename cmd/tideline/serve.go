@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	nserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/steps"
+	"github.com/tideline/tideline/projections"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
+)
+
+// Config is everything `tideline serve` takes.
+type Config struct {
+	DataDir         string
+	Listen          string // HTTP address of the Connect API
+	NATSListen      string // optional TCP listener for NATS clients
+	SyncAlways      bool
+	DuplicateWindow time.Duration
+	CORSOrigins     []string
+	Logger          *slog.Logger
+}
+
+// Main is a running server: embedded NATS, the event store, the
+// projection runners and the Connect API. End-to-end tests reuse it on
+// port 0 and a temp dir.
+type Main struct {
+	Config Config
+
+	ns      *nserver.Server
+	nc      *nats.Conn
+	Store   *jetstream.Store
+	Tokens  *api.Tokens
+	api     *api.API
+	http    *http.Server
+	ln      net.Listener
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	runners []*jetstream.Runner
+}
+
+// Addr returns the API's listening address once Run has returned.
+func (m *Main) Addr() string { return m.ln.Addr().String() }
+
+// Run starts everything and returns once the API accepts requests. The
+// caller must call Close.
+func (m *Main) Run(ctx context.Context) (err error) {
+	c := &m.Config
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	log := c.Logger
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	m.Tokens, err = api.LoadOrCreateTokens(c.DataDir)
+	if err != nil {
+		return err
+	}
+	m.ns, err = natsserver.Start(natsserver.Config{
+		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
+		ClientListen: c.NATSListen,
+		SyncAlways:   c.SyncAlways,
+	})
+	if err != nil {
+		return err
+	}
+	if c.NATSListen != "" {
+		log.Info("nats listening", "url", m.ns.ClientURL())
+	}
+	m.nc, err = natsserver.Connect(m.ns, "tideline")
+	if err != nil {
+		return err
+	}
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{DuplicateWindow: c.DuplicateWindow})
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	stepsModel := stepsmodel.New()
+	stepsRunner := m.startRunner(runCtx, stepsModel)
+	controls := map[string]api.ProjectionControl{}
+	for _, r := range m.runners {
+		controls[r.Name()] = runnerControl{r}
+	}
+
+	m.api, err = api.New(api.Deps{
+		Tokens:       m.Tokens,
+		Steps:        &steps.Service{Store: m.Store},
+		StepsModel:   stepsModel,
+		StepsFeed:    stepsRunner,
+		Projections:  controls,
+		LastPosition: m.Store.LastPosition,
+		CORSOrigins:  c.CORSOrigins,
+	})
+	if err != nil {
+		return err
+	}
+	m.ln, err = net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	m.http = api.NewServer(m.api.Handler())
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.http.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir)
+	log.Info("get a token: tideline token --data " + c.DataDir + " --sub alice --role walker")
+	return nil
+}
+
+func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetstream.Runner {
+	r := jetstream.NewRunner(m.Store, p, jetstream.RunnerOptions{Logger: m.Config.Logger})
+	m.runners = append(m.runners, r)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := r.Run(ctx); err != nil {
+			m.Config.Logger.Error("projection stopped", "projection", p.Name(), "err", err)
+		}
+	}()
+	return r
+}
+
+// Close shuts down in order: stop accepting requests and end live
+// streams, let in-flight requests finish (bounded), stop runners (each
+// writes a final snapshot), flush the connection, stop NATS.
+func (m *Main) Close() error {
+	if m.api != nil {
+		m.api.Close()
+	}
+	if m.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := m.http.Shutdown(ctx); err != nil {
+			m.http.Close()
+		}
+		cancel()
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.wg.Wait()
+	if m.nc != nil {
+		m.nc.Drain()
+		for m.nc.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if m.ns != nil {
+		m.ns.Shutdown()
+		m.ns.WaitForShutdown()
+	}
+	return nil
+}
+
+// runnerControl adapts a runner to the admin API.
+type runnerControl struct{ r *jetstream.Runner }
+
+func (c runnerControl) Status(ctx context.Context) api.ProjectionStatus {
+	s := c.r.Status(ctx)
+	return api.ProjectionStatus{Name: s.Name, Version: s.Version, Position: s.Position, Lag: s.Lag, Rebuilding: s.Rebuilding}
+}
+
+func (c runnerControl) Rebuild(ctx context.Context) error { return c.r.Rebuild(ctx) }
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c Config
+	var sync, cors string
+	fs.StringVar(&c.DataDir, "data", "./data", "data directory (JetStream store, signing key)")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address of the Connect/gRPC/gRPC-Web API")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients on this address (e.g. 127.0.0.1:4222); default in-process only")
+	fs.StringVar(&sync, "sync", "default", "fsync policy: 'default' (periodic; survives kill -9) or 'always' (also survives power loss, much slower)")
+	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
+	fs.StringVar(&cors, "cors-origins", "", "comma-separated browser origins allowed (default: any)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch sync {
+	case "default":
+	case "always":
+		c.SyncAlways = true
+	default:
+		return fmt.Errorf("--sync: want 'default' or 'always', got %q", sync)
+	}
+	if cors != "" {
+		c.CORSOrigins = strings.Split(cors, ",")
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	slog.SetDefault(c.Logger)
+	m := &Main{Config: c}
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	c.Logger.Info("shutting down")
+	return m.Close()
+}
