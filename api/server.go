@@ -17,12 +17,12 @@ import (
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
-	stepsmodel "github.com/tideline/tideline/projections/steps"
 )
 
 // ReadModel is what queries need of a running projection: its applied

@@ -314,4 +314,3 @@ func dedup(xs []string) []string {
 	}
 	return out
 }
-

@@ -1,0 +1,118 @@
+package steps_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections/steps"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+)
+
+const benchDate = "2025-06-01"
+
+var benchSizes = []struct {
+	name  string
+	users int
+}{{"users=10k", 10_000}, {"users=1M", 1_000_000}}
+
+type benchBoard struct {
+	m     *steps.Model
+	ids   []string
+	steps []int32
+}
+
+// newBenchBoard ranks users on benchDate with random counts below 20000.
+func newBenchBoard(b *testing.B, users int) *benchBoard {
+	b.Helper()
+	rng := rand.New(rand.NewPCG(uint64(users), 1))
+	bb := &benchBoard{m: steps.New(), ids: make([]string, users), steps: make([]int32, users)}
+	rec := &stepsv1.StepsRecorded{Date: benchDate}
+	for i := range users {
+		bb.ids[i] = fmt.Sprintf("user-%07d", i)
+		bb.steps[i] = rng.Int32N(20000)
+		rec.UserId, rec.Steps = bb.ids[i], bb.steps[i]
+		bb.m.Apply(es.Event{Data: rec, Position: es.Position{Seq: uint64(i + 1)}})
+	}
+	return bb
+}
+
+// BenchmarkApply raises a random ranked user's count: the steady-state
+// update, a treap delete and insert.
+func BenchmarkApply(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			bb := newBenchBoard(b, size.users)
+			rng := rand.New(rand.NewPCG(3, 3))
+			rec := &stepsv1.StepsRecorded{Date: benchDate}
+			for i := 0; b.Loop(); i++ {
+				u := rng.IntN(size.users)
+				bb.steps[u] += 1 + rng.Int32N(100)
+				rec.UserId, rec.Steps = bb.ids[u], bb.steps[u]
+				bb.m.Apply(es.Event{Data: rec, Position: es.Position{Seq: uint64(size.users + i + 1)}})
+			}
+		})
+	}
+}
+
+func BenchmarkTop10(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			bb := newBenchBoard(b, size.users)
+			for b.Loop() {
+				if len(bb.m.Top(benchDate, 10)) != 10 {
+					b.Fatal("short top")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkRank(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			bb := newBenchBoard(b, size.users)
+			rng := rand.New(rand.NewPCG(4, 4))
+			for b.Loop() {
+				if _, ok := bb.m.Rank(benchDate, bb.ids[rng.IntN(size.users)]); !ok {
+					b.Fatal("unranked")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSnapshot and BenchmarkRestore show how long a snapshot holds
+// the read lock (blocking Apply) and how long a restart restores.
+func BenchmarkSnapshot(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			bb := newBenchBoard(b, size.users)
+			for b.Loop() {
+				data, err := bb.m.Snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(len(data)), "bytes")
+			}
+		})
+	}
+}
+
+func BenchmarkRestore(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(size.name, func(b *testing.B) {
+			data, err := newBenchBoard(b, size.users).m.Snapshot()
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := steps.New()
+			for b.Loop() {
+				if err := m.Restore(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

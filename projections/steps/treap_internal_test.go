@@ -1,0 +1,118 @@
+package steps
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tideline/tideline/domain/es"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+)
+
+// TestTreapShapeIsCanonical checks, beyond the answers the black-box tests
+// compare, that every board is a valid treap (order, heap, sizes) and that
+// in-order, shuffled and restored models build the very same trees.
+func TestTreapShapeIsCanonical(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	dates := []string{"2025-06-01", "2025-06-02", "2025-06-03"}
+	var events []es.Event
+	for i := range 3000 {
+		events = append(events, es.Event{
+			Position: es.Position{Seq: uint64(i + 1)},
+			Data: &stepsv1.StepsRecorded{
+				UserId: fmt.Sprintf("user-%03d", rng.IntN(400)),
+				Date:   dates[rng.IntN(len(dates))],
+				Steps:  rng.Int32N(60),
+			},
+		})
+	}
+	inOrder := New()
+	for _, e := range events {
+		inOrder.Apply(e)
+	}
+	shuffled := New()
+	for _, i := range rng.Perm(len(events)) {
+		shuffled.Apply(events[i])
+	}
+	data, err := inOrder.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := New()
+	if err := restored.Restore(data); err != nil {
+		t.Fatal(err)
+	}
+	for _, date := range dates {
+		want := inOrder.shape(t, date)
+		for name, m := range map[string]*Model{"shuffled": shuffled, "restored": restored} {
+			if got := m.shape(t, date); got != want {
+				t.Errorf("%s: %s tree differs from the in-order one", name, date)
+			}
+		}
+	}
+}
+
+// shape checks date's treap and returns its preorder, nodes as user:steps.
+func (m *Model) shape(tb testing.TB, date string) string {
+	tb.Helper()
+	b := m.days[date]
+	var last *node
+	b.walk(func(n *node) bool {
+		if last != nil && !before(m.ids, last, n) {
+			tb.Fatalf("%s: %s:%d before %s:%d", date, m.ids[last.uid], last.steps, m.ids[n.uid], n.steps)
+		}
+		last = n
+		return true
+	})
+	var pre func(t int32) (string, int32)
+	pre = func(t int32) (string, int32) {
+		if t == 0 {
+			return "", 0
+		}
+		n := b.nodes[t]
+		for _, c := range []int32{n.left, n.right} {
+			if c != 0 && b.nodes[c].prio > n.prio {
+				tb.Fatalf("%s: heap order broken under %s", date, m.ids[n.uid])
+			}
+		}
+		l, ls := pre(n.left)
+		r, rs := pre(n.right)
+		if n.size != ls+rs+1 {
+			tb.Fatalf("%s: %s has size %d, want %d", date, m.ids[n.uid], n.size, ls+rs+1)
+		}
+		return fmt.Sprintf("%s:%d(%s,%s)", m.ids[n.uid], n.steps, l, r), n.size
+	}
+	s, size := pre(b.root)
+	if size != int32(len(b.at)) || size != int32(len(b.nodes)-1) {
+		tb.Fatalf("%s: tree holds %d nodes, index %d, slab %d", date, size, len(b.at), len(b.nodes)-1)
+	}
+	return s
+}
+
+// TestTreapStaysShallow checks the O(log N) depth that Rank, Top and Apply
+// rely on, for records arriving in rank order (the worst case of an
+// unbalanced tree), both new users and raises.
+func TestTreapStaysShallow(t *testing.T) {
+	const users = 100_000
+	m := New()
+	for i := range users {
+		m.record(fmt.Sprintf("user-%06d", i), "d", int32(users-i)) // each ranks last
+	}
+	for i := range users / 10 {
+		m.record(fmt.Sprintf("user-%06d", i), "d", int32(2*users+i)) // each jumps to first
+	}
+	b := m.days["d"]
+	var height func(t int32) int
+	height = func(t int32) int {
+		if t == 0 {
+			return 0
+		}
+		return 1 + max(height(b.nodes[t].left), height(b.nodes[t].right))
+	}
+	// A treap's expected height is about 3·log2 N (here 50).
+	if h := height(b.root); h > 60 {
+		t.Errorf("height %d for %d users", h, users)
+	} else {
+		t.Logf("height %d for %d users", h, users)
+	}
+}
