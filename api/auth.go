@@ -35,10 +35,20 @@ type Tokens struct {
 // LoadOrCreateTokens reads dataDir's signing key, creating it (mode 0600)
 // on first use. The key is never logged.
 func LoadOrCreateTokens(dataDir string) (*Tokens, error) {
+	t, err := LoadTokens(dataDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return createKey(filepath.Join(dataDir, KeyFile))
+	}
+	return t, err
+}
+
+// LoadTokens reads dataDir's signing key; the error wraps os.ErrNotExist
+// when the server has never started on dataDir.
+func LoadTokens(dataDir string) (*Tokens, error) {
 	path := filepath.Join(dataDir, KeyFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return createKey(path)
+		return nil, fmt.Errorf("no signing key in %s (start `tideline serve --data %s` once, or pass the server's --data): %w", dataDir, dataDir, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read signing key: %w", err)

@@ -2,10 +2,662 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
+	steppb "github.com/tideline/tideline/schemas/gen/step"
+	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
 
+// figure is one measurement beside its baseline. Its JSON form is the
+// --json output line.
+type figure struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+	Baseline float64 `json:"baseline"`
+	Ratio    float64 `json:"ratio"`
+	target   float64 // minimum ratio; 0 when the figure has none
+}
+
+type benchConfig struct {
+	n          int // events per round of append; rebuild replays them all
+	rpcN       int // requests or messages per round of the RPC figures
+	writers    int // concurrent OCC writers in append
+	aggregates int // aggregates per writer
+	rpcConc    int // concurrent unary callers in record_steps
+	streams    int // concurrent client streams in stream_ingest
+	rounds     int // interleaved baseline and value rounds; the best of each counts
+	only       map[string]bool
+	progress   io.Writer
+}
+
+func (c *benchConfig) wants(name string) bool { return len(c.only) == 0 || c.only[name] }
+
+// best runs baseline and value alternately c.rounds times and returns the
+// best rate of each: load elsewhere on the machine then spoils a round
+// rather than one side.
+func (c *benchConfig) best(name string, baseline, value func(round int) (float64, error)) (b, v float64, err error) {
+	for r := range c.rounds {
+		rb, err := baseline(r)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s baseline: %w", name, err)
+		}
+		rv, err := value(r)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		c.logf("%s round %d/%d: %.0f vs baseline %.0f", name, r+1, c.rounds, rv, rb)
+		b, v = max(b, rb), max(v, rv)
+	}
+	return b, v, nil
+}
+
+// benchFigures names the figures in the order they run.
+var benchFigures = []string{"append", "rebuild", "record_steps", "stream_ingest"}
+
+// benchPayload is the size of every raw message and of every event.
+const benchPayload = 256
+
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("bench: being written")
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: tideline bench [--json] [--n N] [flags]
+
+Measures Tideline against raw JetStream and bare connect-go, in one run, on
+an embedded server in a temporary directory (removed afterwards):
+
+  append         OCC appends through es.Store  vs  raw JetStream async publish
+  rebuild        steps projection rebuild       vs  raw ordered-consumer replay
+  record_steps   RecordSteps on a real server   vs  the same RPC, trivial handler
+  stream_ingest  StreamUserSteps on the server  vs  the same stream, trivial handler
+
+Progress goes to stderr; the table (or JSON lines) to stdout.`)
+		fs.PrintDefaults()
+	}
+	asJSON := fs.Bool("json", false, "print one JSON object per figure: name, value, unit, baseline, ratio")
+	c := benchConfig{progress: stderr}
+	fs.IntVar(&c.n, "n", 100000, "events per round of append (rebuild replays all rounds' events)")
+	fs.IntVar(&c.rpcN, "rpc-n", 0, "requests or messages per round of record_steps and stream_ingest (default n/4)")
+	fs.IntVar(&c.writers, "concurrency", 256, "concurrent OCC writers in append; also the raw publish window")
+	fs.IntVar(&c.aggregates, "aggregates", 4, "aggregates per append writer")
+	fs.IntVar(&c.rpcConc, "rpc-concurrency", 64, "concurrent callers in record_steps")
+	fs.IntVar(&c.streams, "streams", 16, "concurrent client streams in stream_ingest")
+	fs.IntVar(&c.rounds, "rounds", 3, "rounds per figure, baseline and value alternately; the best of each counts")
+	only := fs.String("only", "", "comma-separated figures to run (default all)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (server included) to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *only != "" {
+		c.only = map[string]bool{}
+		for _, name := range strings.Split(*only, ",") {
+			if !slices.Contains(benchFigures, name) {
+				return fmt.Errorf("bench: --only: unknown figure %q (want some of %s)", name, strings.Join(benchFigures, ","))
+			}
+			c.only[name] = true
+		}
+	}
+	if c.rpcN == 0 {
+		c.rpcN = max(c.n/4, 1)
+	}
+	if c.n < 1 || c.rpcN < 1 || c.writers < 1 || c.aggregates < 1 || c.rpcConc < 1 || c.streams < 1 || c.rounds < 1 {
+		return errors.New("bench: --n, --rpc-n, --concurrency, --aggregates, --rpc-concurrency, --streams and --rounds must be positive")
+	}
+	dir, err := os.MkdirTemp("", "tideline-bench-")
+	if err != nil {
+		return fmt.Errorf("bench: temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	var figs []figure
+	emit := func(f figure) error {
+		f.Ratio = f.Value / f.Baseline
+		figs = append(figs, f)
+		c.logf("%s: %.0f %s vs %.0f baseline: ratio %.2f", f.Name, f.Value, f.Unit, f.Baseline, f.Ratio)
+		if !*asJSON {
+			return nil
+		}
+		b, err := json.Marshal(f)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	if err := c.storeFigures(ctx, filepath.Join(dir, "store"), emit); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if err := c.apiFigures(ctx, filepath.Join(dir, "api"), emit); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	c.logf("done in %s", time.Since(start).Round(100*time.Millisecond))
+	if !*asJSON {
+		printTable(stdout, figs)
+	}
+	return nil
+}
+
+func (c *benchConfig) logf(format string, args ...any) {
+	fmt.Fprintf(c.progress, "bench: "+format+"\n", args...)
+}
+
+func printTable(w io.Writer, figs []figure) {
+	const row = "%-14s %10s %-9s %10s %6s %7s %s\n"
+	fmt.Fprintf(w, row, "name", "value", "unit", "baseline", "ratio", "target", "result")
+	for _, f := range figs {
+		target, result := "-", "-"
+		if f.target > 0 {
+			target, result = fmt.Sprintf("%.2f", f.target), "MISS"
+			if f.Ratio >= f.target {
+				result = "PASS"
+			}
+		}
+		fmt.Fprintf(w, row, f.Name, fmt.Sprintf("%.0f", f.Value), f.Unit, fmt.Sprintf("%.0f", f.Baseline), fmt.Sprintf("%.2f", f.Ratio), target, result)
+	}
+}
+
+// storeFigures measures append and rebuild. The raw baseline runs on an
+// embedded server of its own, as EVENTS takes every ev.> subject; both
+// servers are configured alike and their streams grow alike.
+func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(figure) error) error {
+	if !c.wants("append") && !c.wants("rebuild") {
+		return nil
+	}
+	nc, stop, err := startNATS(filepath.Join(dir, "events"))
+	if err != nil {
+		return err
+	}
+	defer stop()
+	store, err := tljs.Open(ctx, nc, tljs.Config{})
+	if err != nil {
+		return err
+	}
+	if c.wants("append") {
+		rawNC, stopRaw, err := startNATS(filepath.Join(dir, "raw"))
+		if err != nil {
+			return err
+		}
+		defer stopRaw()
+		raw, err := c.newRawPublisher(ctx, rawNC)
+		if err != nil {
+			return err
+		}
+		c.logf("append: raw JetStream async publish (window %d) vs es.Store.Append with OCC (%d writers × %d aggregates), %d × %d B per round",
+			c.writers, c.writers, c.aggregates, c.n, benchPayload)
+		base, val, err := c.best("append",
+			func(int) (float64, error) { return raw.publish(ctx) },
+			func(r int) (float64, error) { return c.occAppend(ctx, store, r) })
+		if err != nil {
+			return err
+		}
+		if err := emit(figure{Name: "append", Value: val, Unit: "events/s", Baseline: base, target: 0.7}); err != nil {
+			return err
+		}
+	} else if _, err := c.occAppend(ctx, store, 0); err != nil { // rebuild needs events
+		return err
+	}
+	if c.wants("rebuild") {
+		base, val, err := c.replayFigures(ctx, store)
+		if err != nil {
+			return err
+		}
+		return emit(figure{Name: "rebuild", Value: val, Unit: "events/s", Baseline: base, target: 0.7})
+	}
+	return nil
+}
+
+// startNATS starts an embedded server storing in dir and connects to it.
+func startNATS(dir string) (*nats.Conn, func(), error) {
+	ns, err := natsserver.Start(natsserver.Config{StoreDir: dir, Name: "bench"})
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := natsserver.Connect(ns, "tideline-bench")
+	if err != nil {
+		ns.Shutdown()
+		return nil, nil, err
+	}
+	return nc, func() {
+		nc.Close()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}, nil
+}
+
+// rawPublisher is the append baseline: JetStream async publish of
+// benchPayload-byte messages with c.writers in flight, to a stream
+// configured like EVENTS, over as many subjects as the OCC writers use.
+type rawPublisher struct {
+	c        *benchConfig
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	subjects []string
+	failed   atomic.Int64
+	firstErr atomic.Value
+}
+
+func (c *benchConfig) newRawPublisher(ctx context.Context, nc *nats.Conn) (*rawPublisher, error) {
+	p := &rawPublisher{c: c, subjects: make([]string, c.writers*c.aggregates)}
+	for k := range p.subjects {
+		p.subjects[k] = "ev.bench.raw." + strconv.Itoa(k)
+	}
+	var err error
+	p.js, err = jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(c.writers),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+			p.failed.Add(1)
+			p.firstErr.CompareAndSwap(nil, err)
+		}))
+	if err != nil {
+		return nil, err
+	}
+	p.stream, err = p.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        "BENCH_RAW",
+		Subjects:    []string{"ev.bench.raw.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		Replicas:    1,
+		Duplicates:  2 * time.Minute,
+		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create raw stream: %w", err)
+	}
+	return p, nil
+}
+
+// publish publishes c.n messages, waits for every ack and returns msgs/s.
+func (p *rawPublisher) publish(ctx context.Context) (float64, error) {
+	n := p.c.n
+	before, err := p.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	payload := make([]byte, benchPayload)
+	t0 := time.Now()
+	for i := range n {
+		if _, err := p.js.PublishAsync(p.subjects[i%len(p.subjects)], payload, jetstream.WithStallWait(time.Minute)); err != nil {
+			return 0, err
+		}
+		if i%4096 == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
+	select {
+	case <-p.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	elapsed := time.Since(t0)
+	if f := p.failed.Load(); f > 0 {
+		return 0, fmt.Errorf("%d publishes failed, first: %v", f, p.firstErr.Load())
+	}
+	after, err := p.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if got := after.State.Msgs - before.State.Msgs; got != uint64(n) {
+		return 0, fmt.Errorf("stream gained %d messages, want %d", got, n)
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// occAppend appends c.n one-event commits from c.writers goroutines, each
+// on c.aggregates new aggregates of its own with the expected version
+// tracked, and returns events/s.
+func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, round int) (float64, error) {
+	first, err := store.LastPosition(ctx)
+	if err != nil {
+		return 0, err
+	}
+	date := time.Now().UTC().Format("2006-01-02")
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for w := range c.writers {
+		wg.Go(func() {
+			streams := make([]es.StreamID, c.aggregates)
+			users := make([]string, c.aggregates)
+			versions := make([]int64, c.aggregates)
+			for a := range streams {
+				streams[a] = es.StreamID{Context: "bench", Type: "occ", ID: fmt.Sprintf("r%d-w%d-a%d", round, w, a)}
+				users[a] = benchUser(streams[a].ID, date)
+			}
+			for k := 0; ; k++ {
+				if next.Add(1) > int64(c.n) {
+					return
+				}
+				a := k % c.aggregates
+				ev := &stepsv1.StepsRecorded{UserId: users[a], Date: date, Steps: int32(k)}
+				res, err := store.Append(ctx, streams[a], []proto.Message{ev}, es.AppendOptions{ExpectedVersion: versions[a]})
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					next.Store(int64(c.n)) // stop everyone
+					return
+				}
+				versions[a] = int64(res.Position.Seq)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(t0)
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	last, err := store.LastPosition(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if last-first != uint64(c.n) {
+		return 0, fmt.Errorf("stream gained %d commits, want %d", last-first, c.n)
+	}
+	return float64(c.n) / elapsed.Seconds(), nil
+}
+
+// benchUser pads id into a user id that makes a StepsRecorded of
+// benchPayload bytes.
+func benchUser(id, date string) string {
+	size := proto.Size(&stepsv1.StepsRecorded{UserId: id, Date: date, Steps: 1 << 20})
+	if size >= benchPayload {
+		return id
+	}
+	// The user id's length prefix grows to two bytes past 127.
+	return id + strings.Repeat("x", benchPayload-size-1)
+}
+
+// replayFigures reads the whole events stream with a raw ordered consumer
+// and by rebuilding the steps projection through a running Runner, and
+// returns the best rate of each in events/s.
+func (c *benchConfig) replayFigures(ctx context.Context, store *tljs.Store) (replay, rebuild float64, err error) {
+	last, err := store.LastPosition(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	runner := tljs.NewRunner(store, stepsmodel.New(), tljs.RunnerOptions{Logger: slog.New(slog.DiscardHandler)})
+	runCtx, cancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- runner.Run(runCtx) }()
+	defer func() {
+		cancel()
+		if rerr := <-runErr; rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer wcancel()
+	if err := runner.WaitFor(wctx, last); err != nil {
+		return 0, 0, fmt.Errorf("initial build of steps projection: %w", err)
+	}
+	c.logf("rebuild: raw ordered consumer vs steps projection Runner.Rebuild, %d events per round", last)
+	return c.best("rebuild",
+		func(int) (float64, error) {
+			t0 := time.Now()
+			if err := rawReplay(wctx, store, last); err != nil {
+				return 0, err
+			}
+			return float64(last) / time.Since(t0).Seconds(), nil
+		},
+		func(int) (float64, error) {
+			t0 := time.Now()
+			if err := runner.Rebuild(wctx); err != nil {
+				return 0, err
+			}
+			return float64(last) / time.Since(t0).Seconds(), nil
+		})
+}
+
+// rawReplay reads the events stream from position 1 to last with an
+// ordered consumer, counting messages without decoding them.
+func rawReplay(ctx context.Context, store *tljs.Store, last uint64) error {
+	cons, err := store.JetStream().OrderedConsumer(ctx, store.StreamName(), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	var n uint64
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if n++; n == last {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(5 * time.Minute):
+		return fmt.Errorf("read %d of %d messages in 5 minutes", n, last)
+	}
+}
+
+// apiFigures measures record_steps and stream_ingest against a real Main
+// and against a trivial step.StepService on the same kind of server.
+func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figure) error) error {
+	if !c.wants("record_steps") && !c.wants("stream_ingest") {
+		return nil
+	}
+	bareURL, stopBare, err := startBareServer()
+	if err != nil {
+		return err
+	}
+	defer stopBare()
+	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}}
+	if err := m.Run(ctx); err != nil {
+		return fmt.Errorf("start server: %w", err)
+	}
+	defer m.Close()
+	token, err := m.Tokens.Issue(auth.Principal{Subject: "bench", Role: auth.Service}, time.Hour)
+	if err != nil {
+		return err
+	}
+	bare := stepconnect.NewStepServiceClient(h2cClient(), bareURL)
+	tl := stepconnect.NewStepServiceClient(h2cClient(), "http://"+m.Addr())
+	date := time.Now().UTC().Format("2006-01-02")
+
+	if c.wants("record_steps") {
+		c.logf("record_steps: unary RPC to a trivial handler vs RecordSteps on a real server, %d requests per round, %d concurrent",
+			c.rpcN, c.rpcConc)
+		base, val, err := c.best("record_steps",
+			func(r int) (float64, error) { return c.unary(ctx, bare, token, date, fmt.Sprint("b", r)) },
+			func(r int) (float64, error) { return c.unary(ctx, tl, token, date, fmt.Sprint("r", r)) })
+		if err != nil {
+			return err
+		}
+		if err := emit(figure{Name: "record_steps", Value: val, Unit: "req/s", Baseline: base, target: 0.8}); err != nil {
+			return err
+		}
+	}
+	if c.wants("stream_ingest") {
+		c.logf("stream_ingest: client streams to a trivial handler vs StreamUserSteps on a real server, %d streams, %d messages per round",
+			c.streams, c.rpcN)
+		base, val, err := c.best("stream_ingest",
+			func(r int) (float64, error) { return c.ingest(ctx, bare, token, date, fmt.Sprint("b", r)) },
+			func(r int) (float64, error) { return c.ingest(ctx, tl, token, date, fmt.Sprint("i", r)) })
+		if err != nil {
+			return err
+		}
+		return emit(figure{Name: "stream_ingest", Value: val, Unit: "msgs/s", Baseline: base})
+	}
+	return nil
+}
+
+// h2cClient speaks HTTP/2 without TLS, as gRPC clients and the server do.
+func h2cClient() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+}
+
+// bareStep is the trivial step.StepService of the RPC baselines.
+type bareStep struct {
+	stepconnect.UnimplementedStepServiceHandler
+}
+
+func (bareStep) RecordSteps(context.Context, *connect.Request[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
+	return connect.NewResponse(&steppb.StepResponse{Message: "ok"}), nil
+}
+
+func (bareStep) StreamUserSteps(_ context.Context, s *connect.ClientStream[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
+	n := 0
+	for s.Receive() {
+		n++
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&steppb.StepResponse{Message: fmt.Sprintf("ok: %d recorded", n)}), nil
+}
+
+// startBareServer serves bareStep on api.NewServer at a free local port.
+func startBareServer() (url string, stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle(stepconnect.NewStepServiceHandler(bareStep{}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := api.NewServer(mux)
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// benchUsers is how many users each caller or stream records for.
+const benchUsers = 64
+
+// unary sends c.rpcN RecordSteps from c.rpcConc callers and returns req/s.
+// Every request is for a user and count not sent before, so none is
+// recognised as a resend.
+func (c *benchConfig) unary(ctx context.Context, client stepconnect.StepServiceClient, token, date, prefix string) (float64, error) {
+	call := func(w, k int) error {
+		req := connect.NewRequest(&steppb.StepInput{
+			UserId: fmt.Sprintf("%s-%d-%d", prefix, w, k%benchUsers),
+			Steps:  int32(k / benchUsers),
+			Date:   date,
+		})
+		req.Header().Set("Authorization", "Bearer "+token)
+		_, err := client.RecordSteps(ctx, req)
+		return err
+	}
+	// Warm up: one connection, and each caller's first request.
+	for w := range c.rpcConc {
+		if err := call(w, 0); err != nil {
+			return 0, err
+		}
+	}
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for w := range c.rpcConc {
+		wg.Go(func() {
+			for k := 1; ; k++ {
+				if next.Add(1) > int64(c.rpcN) {
+					return
+				}
+				if err := call(w, k); err != nil {
+					once.Do(func() { firstErr = err })
+					next.Store(int64(c.rpcN))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(t0)
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	return float64(c.rpcN) / elapsed.Seconds(), nil
+}
+
+// ingest sends c.rpcN StepInput messages over c.streams concurrent
+// StreamUserSteps client streams and returns msgs/s, counted when every
+// stream's response has arrived.
+func (c *benchConfig) ingest(ctx context.Context, client stepconnect.StepServiceClient, token, date, prefix string) (float64, error) {
+	errs := make([]error, c.streams)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for s := range c.streams {
+		count := c.rpcN / c.streams
+		if s < c.rpcN%c.streams {
+			count++
+		}
+		wg.Go(func() {
+			stream := client.StreamUserSteps(ctx)
+			stream.RequestHeader().Set("Authorization", "Bearer "+token)
+			for k := range count {
+				msg := &steppb.StepInput{UserId: fmt.Sprintf("%s-%d-%d", prefix, s, k%benchUsers), Steps: int32(k / benchUsers), Date: date}
+				if err := stream.Send(msg); err != nil {
+					break // the response says why
+				}
+			}
+			res, err := stream.CloseAndReceive()
+			if err != nil {
+				errs[s] = err
+				return
+			}
+			if want := fmt.Sprintf("ok: %d recorded", count); res.Msg.Message != want {
+				errs[s] = fmt.Errorf("stream %d: response %q, want %q", s, res.Msg.Message, want)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(t0)
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	return float64(c.rpcN) / elapsed.Seconds(), nil
 }

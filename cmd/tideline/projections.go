@@ -38,7 +38,7 @@ func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
-	tokens, err := api.LoadOrCreateTokens(*data)
+	tokens, err := api.LoadTokens(*data)
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,7 @@ type Main struct {
 	http    *http.Server
 	ln      net.Listener
 	cancel  context.CancelFunc
+	failed  chan error // the HTTP server stopped on its own
 	wg      sync.WaitGroup
 	runners []*jetstream.Runner
 }
@@ -124,11 +125,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("listen: %w", err)
 	}
 	m.http = api.NewServer(m.api.Handler())
+	m.failed = make(chan error, 1)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		if err := m.http.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
+			m.failed <- fmt.Errorf("http server: %w", err)
 		}
 	}()
 	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir)
@@ -168,9 +170,10 @@ func (m *Main) Close() error {
 	}
 	m.wg.Wait()
 	if m.nc != nil {
-		m.nc.Drain()
-		for m.nc.IsDraining() {
-			time.Sleep(10 * time.Millisecond)
+		closed := make(chan struct{})
+		m.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := m.nc.Drain(); err == nil {
+			<-closed
 		}
 	}
 	if m.ns != nil {
@@ -225,7 +228,12 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := m.Run(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	c.Logger.Info("shutting down")
-	return m.Close()
+	var err error
+	select {
+	case <-ctx.Done():
+		c.Logger.Info("shutting down")
+	case err = <-m.failed:
+		c.Logger.Error("stopping", "err", err)
+	}
+	return errors.Join(err, m.Close())
 }

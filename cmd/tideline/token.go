@@ -27,7 +27,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--role: %w", err)
 	}
-	tokens, err := api.LoadOrCreateTokens(*data)
+	tokens, err := api.LoadTokens(*data)
 	if err != nil {
 		return err
 	}

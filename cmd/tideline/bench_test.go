@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBenchSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args := []string{"bench", "--json", "--n", "300", "--concurrency", "16", "--rpc-concurrency", "8", "--streams", "4", "--rounds", "2"}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var names []string
+	for line := range strings.Lines(stdout.String()) {
+		var f struct {
+			Name     string   `json:"name"`
+			Value    *float64 `json:"value"`
+			Unit     string   `json:"unit"`
+			Baseline *float64 `json:"baseline"`
+			Ratio    *float64 `json:"ratio"`
+		}
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if f.Name == "" || f.Unit == "" || f.Value == nil || f.Baseline == nil || f.Ratio == nil {
+			t.Fatalf("line %q: want name, value, unit, baseline and ratio", line)
+		}
+		if *f.Value <= 0 || *f.Baseline <= 0 {
+			t.Errorf("%s: value %v and baseline %v, want both positive", f.Name, *f.Value, *f.Baseline)
+		}
+		if want := *f.Value / *f.Baseline; math.Abs(*f.Ratio-want) > 1e-9*want {
+			t.Errorf("%s: ratio %v, want value/baseline = %v", f.Name, *f.Ratio, want)
+		}
+		names = append(names, f.Name)
+	}
+	if got, want := strings.Join(names, ","), "append,rebuild,record_steps,stream_ingest"; got != want {
+		t.Errorf("figures %s, want %s\nstderr:\n%s", got, want, stderr.String())
+	}
+}
