@@ -142,12 +142,50 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 	case ack := <-paf.Ok():
 		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
 	case err := <-paf.Err():
-		return es.AppendResult{}, appendError(err)
+		err = appendError(err)
+		if errors.Is(err, es.ErrConflict) && opts.IdempotencyKey != "" {
+			seq, found, ferr := s.retriedCommit(ctx, msg, uint64(opts.ExpectedVersion))
+			if ferr != nil {
+				return es.AppendResult{}, ferr
+			}
+			if found {
+				return es.AppendResult{Position: es.Position{Seq: seq}, Duplicate: true}, nil
+			}
+		}
+		return es.AppendResult{}, err
 	case <-ctx.Done():
 		// The commit may still land; the caller retries with its
 		// idempotency key to learn the outcome.
 		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
 	}
+}
+
+// retriedCommit finds the commit an append with an idempotency key already
+// stored, after that append conflicted. JetStream checks the expected
+// subject sequence before the duplicate window, so the retry of a commit
+// that landed reports a conflict; under optimistic concurrency that commit
+// can only be the first on the subject after the expected version.
+func (s *Store) retriedCommit(ctx context.Context, msg *nats.Msg, expected uint64) (uint64, bool, error) {
+	req, _ := json.Marshal(directGetRequest{Seq: expected + 1, NextFor: msg.Subject})
+	m, err := s.nc.RequestWithContext(ctx, s.directGet, req)
+	if err != nil {
+		return 0, false, es.Wrap(es.Unavailable, "append commit: find retried commit", err)
+	}
+	switch m.Header.Get("Status") {
+	case "":
+	case "404":
+		return 0, false, nil
+	default:
+		return 0, false, es.Errorf(es.Unavailable, "append commit: direct get status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+	}
+	if m.Header.Get(jetstream.MsgIDHeader) != msg.Header.Get(jetstream.MsgIDHeader) {
+		return 0, false, nil
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, false, es.Wrap(es.Internal, "append commit: bad sequence header", err)
+	}
+	return seq, true, nil
 }
 
 func appendError(err error) error {
@@ -167,6 +205,9 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 	}
 	if len(events) == 0 {
 		return nil, es.Invalidf("events", "a commit needs at least one event")
+	}
+	if err := es.ValidateIdempotencyKey("idempotency_key", opts.IdempotencyKey); err != nil {
+		return nil, err
 	}
 	now := opts.Now
 	if now.IsZero() {
@@ -188,9 +229,12 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 		return nil, es.Wrap(es.Internal, "marshal commit", err)
 	}
 	h := make(nats.Header, 8)
-	id := opts.IdempotencyKey
-	if id == "" {
-		id = commit.Events[0].Id
+	// Dedup is stream-wide in JetStream, and clients pick their keys: a
+	// key counts only on its own aggregate's subject. '/' occurs in no
+	// subject, so the id is unambiguous.
+	id := commit.Events[0].Id
+	if opts.IdempotencyKey != "" {
+		id = stream.String() + "/" + opts.IdempotencyKey
 	}
 	h.Set(jetstream.MsgIDHeader, id)
 	if opts.ExpectedVersion != es.AnyVersion {
@@ -221,25 +265,38 @@ func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]e
 	}
 	subj := stream.String()
 	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	// One batch and its end marker fit the channel, and the next batch is
+	// asked for only once this one is read: the subscription never drops a
+	// message. (SubscribeSync would allocate a 64k-slot channel per load.)
+	// Unlike a sync subscription's, the channel is not closed when the
+	// connection is, hence the reply timeout.
+	const batch = 256
+	msgs := make(chan *nats.Msg, batch+1)
+	sub, err := s.nc.ChanSubscribe(inbox, msgs)
 	if err != nil {
 		return nil, 0, es.Wrap(es.Unavailable, "load: subscribe", err)
 	}
 	defer sub.Unsubscribe()
+	replyTimeout := time.NewTimer(directGetTimeout)
+	defer replyTimeout.Stop()
 
 	var commits []es.Commit
 	version := after
-	const batch = 256
 	for {
 		req, _ := json.Marshal(directGetRequest{Seq: version + 1, NextFor: subj, Batch: batch})
 		if err := s.nc.PublishRequest(s.directGet, inbox, req); err != nil {
 			return nil, 0, es.Wrap(es.Unavailable, "load: direct get", err)
 		}
+		replyTimeout.Reset(directGetTimeout)
 		more, err := func() (bool, error) {
 			for {
-				m, err := sub.NextMsgWithContext(ctx)
-				if err != nil {
-					return false, es.Wrap(es.Unavailable, "load: direct get", err)
+				var m *nats.Msg
+				select {
+				case m = <-msgs:
+				case <-ctx.Done():
+					return false, es.Wrap(es.Unavailable, "load: direct get", ctx.Err())
+				case <-replyTimeout.C:
+					return false, es.Errorf(es.Unavailable, "load: direct get: no reply in %v", directGetTimeout)
 				}
 				switch m.Header.Get("Status") {
 				case "":
@@ -271,6 +328,10 @@ func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]e
 		}
 	}
 }
+
+// directGetTimeout bounds the wait for each batch of a Load, as the
+// jetstream package bounds its API calls.
+const directGetTimeout = 5 * time.Second
 
 type directGetRequest struct {
 	Seq     uint64 `json:"seq,omitempty"`
