@@ -12,13 +12,17 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
+	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
@@ -26,6 +30,8 @@ import (
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
@@ -47,8 +53,11 @@ func start(t *testing.T) *fixture {
 	}
 	model := stepsmodel.New()
 	runner := jetstream.NewRunner(store, model, jetstream.RunnerOptions{})
-	done := make(chan struct{})
-	go func() { defer close(done); runner.Run(ctx) }()
+	safetyModel := safetymodel.New()
+	safetyRunner := jetstream.NewRunner(store, safetyModel, jetstream.RunnerOptions{})
+	done := make(chan struct{}, 2)
+	go func() { runner.Run(ctx); done <- struct{}{} }()
+	go func() { safetyRunner.Run(ctx); done <- struct{}{} }()
 	tokens, err := api.LoadOrCreateTokens(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +65,7 @@ func start(t *testing.T) *fixture {
 	a, err := api.New(api.Deps{
 		Tokens: tokens, Steps: &steps.Service{Store: store},
 		StepsModel: model, StepsFeed: runner,
+		SafetyModel: safetyModel, SafetyFeed: safetyRunner,
 		Projections:  map[string]api.ProjectionControl{},
 		LastPosition: store.LastPosition,
 	})
@@ -69,6 +79,7 @@ func start(t *testing.T) *fixture {
 		a.Close()
 		srv.Close()
 		cancel()
+		<-done
 		<-done
 	})
 	return &fixture{url: srv.URL, tokens: tokens, store: store, runner: runner}
@@ -409,5 +420,52 @@ func TestAdminNeedsAdmin(t *testing.T) {
 	}
 	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.token(t, "root", auth.Admin))); err != nil {
 		t.Fatalf("admin lists projections: %v", err)
+	}
+}
+
+func TestListDangerEvents(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	detected := time.Now().Add(-time.Minute).UTC()
+	var last uint64
+	for i, id := range []string{"dev1-crash-1", "dev1-crash-1", "dev1-fall-2"} {
+		res, err := f.store.Append(ctx, es.StreamID{Context: "safety", Type: "device", ID: "dev1"}, []proto.Message{&safetyv1.DangerDetected{
+			EventId: id, DeviceId: "dev1", RiderId: "rider7", Kind: safetyv1.DangerKind_DANGER_KIND_CRASH,
+			Severity: safetyv1.Severity_SEVERITY_HIGH, PeakAccelG: 5, DetectedAt: timestamppb.New(detected.Add(time.Duration(i) * time.Second)),
+		}}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res.Position.Seq
+	}
+	c := safetyv1connect.NewSafetyServiceClient(h2c, f.url, connect.WithGRPC())
+	admin := f.token(t, "ops", auth.Admin)
+	res, err := c.ListDangerEvents(ctx, withToken(&safetyv1.ListDangerEventsRequest{RiderId: "rider7", MinPosition: last}, admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.Msg.Events
+	if len(got) != 2 || got[0].EventId != "dev1-fall-2" || got[1].EventId != "dev1-crash-1" || res.Msg.Total != 2 {
+		t.Fatalf("events = %v", got)
+	}
+	if got[0].ReceivedAt == nil || got[0].ReceivedAt.AsTime().Before(detected) {
+		t.Fatalf("received_at = %v", got[0].ReceivedAt)
+	}
+	rejects := []struct {
+		name string
+		tok  string
+		req  *safetyv1.ListDangerEventsRequest
+		code connect.Code
+	}{
+		{"rider_may_not_list", f.token(t, "rider7", auth.Rider), &safetyv1.ListDangerEventsRequest{RiderId: "rider7"}, connect.CodePermissionDenied},
+		{"bad_rider_id", admin, &safetyv1.ListDangerEventsRequest{RiderId: "a b"}, connect.CodeInvalidArgument},
+		{"limit_too_big", admin, &safetyv1.ListDangerEventsRequest{RiderId: "rider7", Limit: 5000}, connect.CodeInvalidArgument},
+	}
+	for _, tc := range rejects {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := c.ListDangerEvents(ctx, withToken(tc.req, tc.tok)); connect.CodeOf(err) != tc.code {
+				t.Fatalf("code = %v (%v), want %v", connect.CodeOf(err), err, tc.code)
+			}
+		})
 	}
 }

@@ -17,11 +17,13 @@ import (
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
+	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
+	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
 
@@ -56,6 +58,9 @@ type Deps struct {
 	// StepsModel is the steps read model and StepsFeed its runner.
 	StepsModel *stepsmodel.Model
 	StepsFeed  ReadModel
+	// SafetyModel is riders' danger events and SafetyFeed its runner.
+	SafetyModel *safetymodel.Model
+	SafetyFeed  ReadModel
 	// Projections by name, for the admin service.
 	Projections map[string]ProjectionControl
 	// LastPosition reports the event stream's last position.
@@ -84,8 +89,8 @@ func (a *API) Close() { a.once.Do(func() { close(a.closing) }) }
 
 // New returns the API serving d.
 func New(d Deps) (*API, error) {
-	if d.Tokens == nil || d.Steps == nil || d.StepsModel == nil || d.StepsFeed == nil {
-		return nil, errors.New("api: Tokens, Steps, StepsModel and StepsFeed are required")
+	if d.Tokens == nil || d.Steps == nil || d.StepsModel == nil || d.StepsFeed == nil || d.SafetyModel == nil || d.SafetyFeed == nil {
+		return nil, errors.New("api: Tokens, Steps, StepsModel, StepsFeed, SafetyModel and SafetyFeed are required")
 	}
 	if d.MaxWait == 0 {
 		d.MaxWait = 5 * time.Second
@@ -97,10 +102,12 @@ func New(d Deps) (*API, error) {
 		stepconnect.StepServiceName,
 		stepsv1connect.StepsServiceName,
 		adminv1connect.AdminServiceName,
+		safetyv1connect.SafetyServiceName,
 	}
 	mux.Handle(stepconnect.NewStepServiceHandler(&stepHandler{d: d}, opts))
 	mux.Handle(stepsv1connect.NewStepsServiceHandler(&stepsHandler{d: d}, opts))
 	mux.Handle(adminv1connect.NewAdminServiceHandler(&adminHandler{d: d}, opts))
+	mux.Handle(safetyv1connect.NewSafetyServiceHandler(&safetyHandler{d: d}, opts))
 
 	reflector := grpcreflect.NewStaticReflector(append(services, healthv1connect.HealthName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

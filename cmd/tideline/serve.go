@@ -23,6 +23,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/steps"
 	"github.com/tideline/tideline/projections"
+	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 )
 
@@ -103,6 +104,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.cancel = cancel
 	stepsModel := stepsmodel.New()
 	stepsRunner := m.startRunner(runCtx, stepsModel)
+	safetyModel := safetymodel.New()
+	safetyRunner := m.startRunner(runCtx, safetyModel)
 	controls := map[string]api.ProjectionControl{}
 	for _, r := range m.runners {
 		controls[r.Name()] = runnerControl{r}
@@ -113,6 +116,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Steps:        &steps.Service{Store: m.Store},
 		StepsModel:   stepsModel,
 		StepsFeed:    stepsRunner,
+		SafetyModel:  safetyModel,
+		SafetyFeed:   safetyRunner,
 		Projections:  controls,
 		LastPosition: m.Store.LastPosition,
 		CORSOrigins:  c.CORSOrigins,

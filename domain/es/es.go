@@ -29,6 +29,9 @@ type Event struct {
 	Position   Position
 	Stream     StreamID
 	Meta       Metadata
+	// RecordedAt is when the store accepted the commit (server time);
+	// zero when the reader did not have it.
+	RecordedAt time.Time
 }
 
 // Metadata travels with a commit in message headers.

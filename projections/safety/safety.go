@@ -1,0 +1,196 @@
+// Package safety holds the safety context's read models: each rider's
+// danger events, deduplicated by event id, newest first.
+package safety
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+)
+
+// Name is the projection's stable name.
+const Name = "safety"
+
+// MaxPerRider bounds the events kept per rider; the oldest go first.
+const MaxPerRider = 10000
+
+// Model is riders' danger events. Safe for concurrent queries during Apply.
+type Model struct {
+	mu      sync.RWMutex
+	byRider map[string][]*safetyv1.DangerDetected // ascending by detected_at, event_id
+	byID    map[string]*safetyv1.DangerDetected
+	pos     uint64
+}
+
+var _ projections.Projection = (*Model)(nil)
+
+// New returns an empty model.
+func New() *Model {
+	m := &Model{}
+	m.Reset()
+	return m
+}
+
+func (m *Model) Name() string { return Name }
+func (m *Model) Version() int { return 1 }
+
+// Reset empties the model.
+func (m *Model) Reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.byRider = map[string][]*safetyv1.DangerDetected{}
+	m.byID = map[string]*safetyv1.DangerDetected{}
+	m.pos = 0
+}
+
+// Position returns the last applied position.
+func (m *Model) Position() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.pos
+}
+
+// Apply folds DangerDetected events in. An event whose id was seen before
+// (the same detection delivered twice, or a later update of it) is merged:
+// severity and peaks only rise, so order does not matter. received_at is
+// the store's acceptance time when the event does not carry one.
+func (m *Model) Apply(e es.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pos = e.Position.Seq
+	d, ok := e.Data.(*safetyv1.DangerDetected)
+	if !ok || d.EventId == "" || d.RiderId == "" {
+		return
+	}
+	if old, seen := m.byID[d.EventId]; seen {
+		merge(old, d)
+		return
+	}
+	d = proto.Clone(d).(*safetyv1.DangerDetected)
+	if d.ReceivedAt == nil {
+		at := e.RecordedAt
+		if at.IsZero() {
+			at = e.OccurredAt
+		}
+		d.ReceivedAt = timestamppb.New(at)
+	}
+	m.insert(d)
+}
+
+func (m *Model) insert(d *safetyv1.DangerDetected) {
+	list := m.byRider[d.RiderId]
+	i := sort.Search(len(list), func(i int) bool { return !before(list[i], d) })
+	list = append(list, nil)
+	copy(list[i+1:], list[i:])
+	list[i] = d
+	if len(list) > MaxPerRider {
+		delete(m.byID, list[0].EventId)
+		list = list[1:]
+	}
+	m.byRider[d.RiderId] = list
+	m.byID[d.EventId] = d
+}
+
+func before(a, b *safetyv1.DangerDetected) bool {
+	ta, tb := a.DetectedAt.AsTime(), b.DetectedAt.AsTime()
+	if !ta.Equal(tb) {
+		return ta.Before(tb)
+	}
+	return a.EventId < b.EventId
+}
+
+func merge(into, d *safetyv1.DangerDetected) {
+	if d.Severity > into.Severity {
+		into.Severity = d.Severity
+	}
+	into.PeakAccelG = max(into.PeakAccelG, d.PeakAccelG)
+	into.PeakGyroDps = max(into.PeakGyroDps, d.PeakGyroDps)
+	into.DurationMs = max(into.DurationMs, d.DurationMs)
+	if into.Location == nil && d.Location != nil {
+		into.Location = proto.Clone(d.Location).(*safetyv1.Location)
+	}
+}
+
+// List returns up to limit of rider's events detected at or after since
+// (zero: all), newest first, and the number kept for the rider. The
+// returned messages are copies.
+func (m *Model) List(rider string, since time.Time, limit int) ([]*safetyv1.DangerDetected, int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	list := m.byRider[rider]
+	var out []*safetyv1.DangerDetected
+	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
+		if !since.IsZero() && list[i].DetectedAt.AsTime().Before(since) {
+			break
+		}
+		out = append(out, proto.Clone(list[i]).(*safetyv1.DangerDetected))
+	}
+	return out, len(list)
+}
+
+const magic = "tlsafety1"
+
+// Snapshot encodes the model: magic, position, then every event as a
+// length-prefixed deterministic protobuf, riders and events in order.
+func (m *Model) Snapshot() ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	riders := make([]string, 0, len(m.byRider))
+	for r := range m.byRider {
+		riders = append(riders, r)
+	}
+	sort.Strings(riders)
+	b := append([]byte(magic), make([]byte, 8)...)
+	binary.LittleEndian.PutUint64(b[len(magic):], m.pos)
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, r := range riders {
+		for _, d := range m.byRider[r] {
+			enc, err := opts.Marshal(d)
+			if err != nil {
+				return nil, fmt.Errorf("encode danger event: %w", err)
+			}
+			b = binary.AppendUvarint(b, uint64(len(enc)))
+			b = append(b, enc...)
+		}
+	}
+	return b, nil
+}
+
+// Restore replaces the model with a snapshot; on error the model is unchanged.
+func (m *Model) Restore(data []byte) error {
+	if len(data) < len(magic)+8 || string(data[:len(magic)]) != magic {
+		return errors.New("safety snapshot: bad header")
+	}
+	n := New()
+	n.pos = binary.LittleEndian.Uint64(data[len(magic):])
+	rest := data[len(magic)+8:]
+	for len(rest) > 0 {
+		l, k := binary.Uvarint(rest)
+		if k <= 0 || uint64(len(rest)-k) < l {
+			return errors.New("safety snapshot: truncated")
+		}
+		d := &safetyv1.DangerDetected{}
+		if err := proto.Unmarshal(rest[k:k+int(l)], d); err != nil {
+			return fmt.Errorf("safety snapshot: %w", err)
+		}
+		if d.EventId == "" || d.RiderId == "" || n.byID[d.EventId] != nil {
+			return errors.New("safety snapshot: bad or repeated event")
+		}
+		n.insert(d)
+		rest = rest[k+int(l):]
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.byRider, m.byID, m.pos = n.byRider, n.byID, n.pos
+	return nil
+}
