@@ -105,13 +105,13 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	}
 	asJSON := fs.Bool("json", false, "print one JSON object per figure: name, value, unit, baseline, ratio")
 	c := benchConfig{progress: stderr}
-	fs.IntVar(&c.n, "n", 100000, "events per round of append (rebuild replays all rounds' events)")
+	fs.IntVar(&c.n, "n", 50000, "events per round of append (rebuild replays all rounds' events)")
 	fs.IntVar(&c.rpcN, "rpc-n", 0, "requests or messages per round of record_steps and stream_ingest (default n/4)")
 	fs.IntVar(&c.writers, "concurrency", 256, "concurrent OCC writers in append; also the raw publish window")
 	fs.IntVar(&c.aggregates, "aggregates", 4, "aggregates per append writer")
 	fs.IntVar(&c.rpcConc, "rpc-concurrency", 64, "concurrent callers in record_steps")
 	fs.IntVar(&c.streams, "streams", 16, "concurrent client streams in stream_ingest")
-	fs.IntVar(&c.rounds, "rounds", 3, "rounds per figure, baseline and value alternately; the best of each counts")
+	fs.IntVar(&c.rounds, "rounds", 5, "rounds per figure, baseline and value alternately; the best of each counts")
 	only := fs.String("only", "", "comma-separated figures to run (default all)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (server included) to this file")
 	if err := fs.Parse(args); err != nil {
@@ -176,6 +176,12 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 		printTable(stdout, figs)
 	}
 	return nil
+}
+
+// logger logs warnings and errors of the servers under test to the
+// progress output.
+func (c *benchConfig) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(c.progress, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 func (c *benchConfig) logf(format string, args ...any) {
@@ -421,20 +427,33 @@ func (c *benchConfig) replayFigures(ctx context.Context, store *tljs.Store) (rep
 	if err != nil {
 		return 0, 0, err
 	}
-	runner := tljs.NewRunner(store, stepsmodel.New(), tljs.RunnerOptions{Logger: slog.New(slog.DiscardHandler)})
+	runner := tljs.NewRunner(store, stepsmodel.New(), tljs.RunnerOptions{Logger: c.logger()})
 	runCtx, cancel := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- runner.Run(runCtx) }()
+	stopped := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = runner.Run(runCtx)
+		close(stopped)
+	}()
 	defer func() {
 		cancel()
-		if rerr := <-runErr; rerr != nil && err == nil {
-			err = rerr
+		<-stopped
+		if runErr != nil && err == nil {
+			err = runErr
 		}
 	}()
+	// Waits end when the runner stops, whyever it does.
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer wcancel()
+	go func() {
+		select {
+		case <-stopped:
+			wcancel()
+		case <-wctx.Done():
+		}
+	}()
 	if err := runner.WaitFor(wctx, last); err != nil {
-		return 0, 0, fmt.Errorf("initial build of steps projection: %w", err)
+		return 0, 0, fmt.Errorf("initial build of steps projection at %d of %d: %w", runner.Position(), last, err)
 	}
 	c.logf("rebuild: raw ordered consumer vs steps projection Runner.Rebuild, %d events per round", last)
 	return c.best("rebuild",
@@ -493,7 +512,7 @@ func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figu
 		return err
 	}
 	defer stopBare()
-	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}}
+	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.logger()}}
 	if err := m.Run(ctx); err != nil {
 		return fmt.Errorf("start server: %w", err)
 	}
