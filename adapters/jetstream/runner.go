@@ -1,0 +1,579 @@
+package jetstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections"
+)
+
+// RunnerOptions tune a Runner.
+type RunnerOptions struct {
+	// Bucket is the object-store bucket holding snapshots, one object per
+	// projection named after it; default "projections".
+	Bucket string
+	// SnapshotEvery is how often a changed model is snapshotted; default
+	// 30s. A final snapshot is also written when Run returns.
+	SnapshotEvery time.Duration
+	// SnapshotAfter snapshots after this many events applied since the
+	// last snapshot; default 100000.
+	SnapshotAfter int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// RunnerStatus describes a runner at one moment.
+type RunnerStatus struct {
+	Name       string
+	Version    int
+	Position   uint64 // last applied commit sequence
+	Lag        uint64 // stream last sequence - Position; 0 when the stream cannot be read
+	Rebuilding bool   // replaying from position 1 after a version change or Rebuild
+}
+
+// Snapshot object metadata keys. The object's bytes are the projection's
+// Snapshot; these say what they are, so a snapshot of another version is
+// skipped without downloading it.
+const (
+	snapshotMetaName     = "tideline-projection"
+	snapshotMetaVersion  = "tideline-projection-version"
+	snapshotMetaPosition = "tideline-position"
+)
+
+const (
+	// maxBatch bounds how many commits the consumer's callback hands to
+	// Run at once; it hands over sooner when nothing more is pending.
+	maxBatch = 256
+	// pullMaxMessages is how many messages the consumer keeps in flight.
+	pullMaxMessages = 2048
+	// snapshotWriteTimeout bounds one snapshot upload, including the final
+	// one written after Run's context is done.
+	snapshotWriteTimeout = time.Minute
+	// noSnapshot is the snapshot position when the stored snapshot does not
+	// match the model (none, another version, or a rebuild is under way).
+	noSnapshot = ^uint64(0)
+)
+
+// Runner feeds one projection from the events stream: it restores the
+// projection's latest snapshot, applies every later commit in order with an
+// ordered consumer, snapshots periodically, and rebuilds on demand.
+//
+// Apply, Reset, Restore and Snapshot are only ever called from Run's
+// goroutine, so a snapshot always matches the position it is stored with.
+// The other methods are safe for concurrent use, also while Run is running.
+type Runner struct {
+	store *Store
+	p     projections.Projection
+	opts  RunnerOptions
+	log   *slog.Logger
+
+	pos        atomic.Uint64
+	advanced   atomic.Pointer[chan struct{}]
+	rebuilding atomic.Bool
+	running    atomic.Bool
+	rebuilds   chan rebuildRequest
+}
+
+type rebuildRequest struct {
+	target uint64     // the stream's last sequence when Rebuild was called
+	done   chan error // nil once the model is reset and replay has started
+}
+
+// NewRunner returns a runner of p on store's events stream.
+func NewRunner(store *Store, p projections.Projection, opts RunnerOptions) *Runner {
+	if opts.Bucket == "" {
+		opts.Bucket = "projections"
+	}
+	if opts.SnapshotEvery <= 0 {
+		opts.SnapshotEvery = 30 * time.Second
+	}
+	if opts.SnapshotAfter <= 0 {
+		opts.SnapshotAfter = 100000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	r := &Runner{
+		store:    store,
+		p:        p,
+		opts:     opts,
+		log:      opts.Logger.With("projection", p.Name()),
+		rebuilds: make(chan rebuildRequest),
+	}
+	ch := make(chan struct{})
+	r.advanced.Store(&ch)
+	return r
+}
+
+// Name returns the projection's name.
+func (r *Runner) Name() string { return r.p.Name() }
+
+// Position returns the sequence of the last commit applied to the model;
+// 0 before any, and again right after a Rebuild resets the model.
+func (r *Runner) Position() uint64 { return r.pos.Load() }
+
+// Advanced returns a channel closed the next time Position advances. Each
+// advance closes the current channel and starts a new one; advances within
+// one applied batch close a single channel.
+func (r *Runner) Advanced() <-chan struct{} { return *r.advanced.Load() }
+
+// WaitFor returns nil once Position() >= pos, or ctx's error. Callers bound
+// ctx: if Run is not running, only ctx ends the wait.
+func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
+	for {
+		ch := r.Advanced() // before the check, so an advance in between is not missed
+		if r.Position() >= pos {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Lag returns the stream's last sequence minus Position: 0 when caught up.
+func (r *Runner) Lag(ctx context.Context) (uint64, error) {
+	last, err := r.store.LastPosition(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if pos := r.Position(); last > pos {
+		return last - pos, nil
+	}
+	return 0, nil
+}
+
+// Status returns the runner's name, version, position, lag and whether it
+// is rebuilding. Lag is 0 when the stream cannot be read.
+func (r *Runner) Status(ctx context.Context) RunnerStatus {
+	lag, _ := r.Lag(ctx)
+	return RunnerStatus{
+		Name:       r.p.Name(),
+		Version:    r.p.Version(),
+		Position:   r.Position(),
+		Lag:        lag,
+		Rebuilding: r.rebuilding.Load(),
+	}
+}
+
+// Rebuild asks the running Run to reset the model and replay it from
+// position 1, then carry on live. It returns once the replay has reached
+// the stream's last sequence as of the call, or with ctx's error (the
+// rebuild itself carries on). It waits for Run to accept the request, so
+// callers bound ctx.
+func (r *Runner) Rebuild(ctx context.Context) error {
+	target, err := r.store.LastPosition(ctx)
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", r.p.Name(), err)
+	}
+	req := rebuildRequest{target: target, done: make(chan error, 1)}
+	select {
+	case r.rebuilds <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return fmt.Errorf("rebuild %s: %w", r.p.Name(), err)
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return r.WaitFor(ctx, target)
+}
+
+// Run restores the projection's latest snapshot (or, when there is none or
+// it is of another Version, resets the model and starts from position 1),
+// then applies every later commit in order until ctx is done. It snapshots
+// every SnapshotEvery or SnapshotAfter events, and once more on the way
+// out. It returns nil when ctx is done, an error when the snapshot bucket
+// or the consumer fail; at most one Run may run at a time.
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("projection %s: runner already running", r.p.Name())
+	}
+	defer r.running.Store(false)
+
+	if err := r.run(ctx); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("projection %s: %w", r.p.Name(), err)
+	}
+	return nil
+}
+
+func (r *Runner) run(ctx context.Context) error {
+	obs, err := r.store.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      r.opts.Bucket,
+		Description: "Tideline projection snapshots, one object per projection",
+		Storage:     jetstream.FileStorage,
+		Replicas:    r.store.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot bucket %s: %w", r.opts.Bucket, err)
+	}
+	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1)}
+	if err := l.restore(ctx); err != nil {
+		return err
+	}
+	return l.run(ctx)
+}
+
+// runLoop is the state of one Run, owned by its goroutine.
+type runLoop struct {
+	r       *Runner
+	obs     jetstream.ObjectStore
+	feed    *feed
+	target  uint64 // while rebuilding: the position that ends the rebuild
+	snapPos uint64 // position of the stored snapshot, or noSnapshot
+	since   int    // events applied since the last snapshot was taken
+	writing bool   // a snapshot upload is in flight; it reports on written
+	written chan snapshotWritten
+}
+
+type snapshotWritten struct {
+	pos uint64
+	err error
+}
+
+func (l *runLoop) restore(ctx context.Context) error {
+	r := l.r
+	res, err := l.obs.Get(ctx, r.p.Name())
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		r.p.Reset()
+		r.pos.Store(0)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get snapshot: %w", err)
+	}
+	defer res.Close()
+	info, err := res.Info()
+	if err != nil {
+		return fmt.Errorf("get snapshot: %w", err)
+	}
+	version, verr := strconv.Atoi(info.Metadata[snapshotMetaVersion])
+	pos, perr := strconv.ParseUint(info.Metadata[snapshotMetaPosition], 10, 64)
+	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() {
+		r.log.Info("ignoring snapshot of another version; rebuilding from position 1",
+			"snapshot_version", info.Metadata[snapshotMetaVersion], "version", r.p.Version())
+		return l.startRebuild(ctx)
+	}
+	data, err := io.ReadAll(res)
+	if err != nil {
+		return fmt.Errorf("read snapshot: %w", err)
+	}
+	if err := r.p.Restore(data); err != nil {
+		r.log.Warn("snapshot does not restore; rebuilding from position 1", "error", err)
+		return l.startRebuild(ctx)
+	}
+	r.pos.Store(pos)
+	r.broadcast()
+	l.snapPos = pos
+	r.log.Info("restored snapshot", "position", pos, "bytes", len(data))
+	return nil
+}
+
+func (l *runLoop) startRebuild(ctx context.Context) error {
+	last, err := l.r.store.LastPosition(ctx)
+	if err != nil {
+		return err
+	}
+	l.r.p.Reset()
+	l.r.pos.Store(0)
+	l.target = last
+	l.r.rebuilding.Store(last > 0)
+	return nil
+}
+
+func (l *runLoop) run(ctx context.Context) error {
+	r := l.r
+	var err error
+	if l.feed, err = r.startFeed(r.Position()); err != nil {
+		return err
+	}
+	tick := time.NewTicker(r.opts.SnapshotEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return l.stop(ctx, nil)
+		case <-l.feed.closed:
+			return l.stop(ctx, errors.New("consumer stopped"))
+		case req := <-r.rebuilds:
+			err := l.rebuild(req.target)
+			req.done <- err
+			if err != nil {
+				return l.stop(ctx, err)
+			}
+		case <-tick.C:
+			l.snapshot(ctx)
+		case w := <-l.written:
+			l.wrote(w)
+		case batch := <-l.feed.batches:
+			if !l.apply(batch) {
+				// Only possible if the consumer reset while a callback
+				// was blocked: a commit may have been skipped.
+				r.log.Error("consumer delivered out of order; rebuilding")
+				if err := l.rebuild(r.Position()); err != nil {
+					return l.stop(ctx, err)
+				}
+				continue
+			}
+			if r.rebuilding.Load() && r.Position() >= l.target {
+				r.rebuilding.Store(false)
+				r.log.Info("rebuild caught up", "position", r.Position())
+			}
+			r.broadcast()
+			if l.since >= r.opts.SnapshotAfter {
+				l.snapshot(ctx)
+			}
+		}
+	}
+}
+
+// apply applies batch in order. It returns false, having applied the
+// commits before it, at a commit that does not follow the position.
+func (l *runLoop) apply(batch []delivery) bool {
+	for i := range batch {
+		d := &batch[i]
+		if d.seq <= l.r.pos.Load() {
+			return false
+		}
+		for j := range d.commit.Events {
+			l.r.p.Apply(d.commit.Events[j])
+		}
+		l.since += len(d.commit.Events)
+		l.r.pos.Store(d.seq)
+	}
+	return true
+}
+
+func (l *runLoop) rebuild(target uint64) error {
+	r := l.r
+	l.feed.stop()
+	if l.writing {
+		// Let it land first, so it cannot mark the rebuilt model as stored.
+		l.wrote(<-l.written)
+	}
+	r.p.Reset()
+	r.pos.Store(0)
+	l.snapPos = noSnapshot // the stored snapshot is replaced once the rebuild has progressed
+	l.since = 0
+	if !r.rebuilding.Load() || target > l.target {
+		l.target = target
+	}
+	r.rebuilding.Store(l.target > 0)
+	r.log.Info("rebuilding from position 1", "target", l.target)
+	var err error
+	l.feed, err = r.startFeed(0)
+	return err
+}
+
+// snapshot takes the model's snapshot on Run's goroutine and uploads it in
+// the background, unless one is in flight or the model is unchanged.
+func (l *runLoop) snapshot(ctx context.Context) {
+	pos := l.r.Position()
+	if l.writing || pos == l.snapPos {
+		return
+	}
+	data, err := l.r.p.Snapshot()
+	if err != nil {
+		l.r.log.Error("snapshot", "position", pos, "error", err)
+		return
+	}
+	l.since = 0
+	l.writing = true
+	go func() {
+		l.written <- snapshotWritten{pos: pos, err: l.write(ctx, pos, data)}
+	}()
+}
+
+func (l *runLoop) wrote(w snapshotWritten) {
+	l.writing = false
+	if w.err != nil {
+		l.r.log.Error("write snapshot", "position", w.pos, "error", w.err)
+		return
+	}
+	l.snapPos = w.pos
+}
+
+func (l *runLoop) write(ctx context.Context, pos uint64, data []byte) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
+	defer cancel()
+	name := l.r.p.Name()
+	_, err := l.obs.Put(ctx, jetstream.ObjectMeta{
+		Name:        name,
+		Description: "snapshot of projection " + name,
+		Metadata: map[string]string{
+			snapshotMetaName:     name,
+			snapshotMetaVersion:  strconv.Itoa(l.r.p.Version()),
+			snapshotMetaPosition: strconv.FormatUint(pos, 10),
+		},
+	}, bytes.NewReader(data))
+	return err
+}
+
+// stop ends the feed and writes a final snapshot if the model changed
+// since the last one. It returns err.
+func (l *runLoop) stop(ctx context.Context, err error) error {
+	l.feed.stop()
+	if l.writing {
+		l.wrote(<-l.written)
+	}
+	if pos := l.r.Position(); pos != l.snapPos {
+		data, serr := l.r.p.Snapshot()
+		if serr == nil {
+			serr = l.write(ctx, pos, data)
+		}
+		if serr != nil {
+			l.r.log.Error("final snapshot", "position", pos, "error", serr)
+		} else {
+			l.snapPos = pos
+		}
+	}
+	return err
+}
+
+func (r *Runner) broadcast() {
+	ch := make(chan struct{})
+	close(*r.advanced.Swap(&ch))
+}
+
+// feed is one ordered consumer. Its callback decodes messages in
+// parallel with Run applying them and hands them over in batches.
+type feed struct {
+	cc      jetstream.ConsumeContext
+	batches chan []delivery
+	stopped chan struct{}   // closed by stop: unblocks a callback waiting on batches
+	closed  <-chan struct{} // closed when the consumer has stopped, by stop or not
+
+	mu    sync.Mutex // serializes callbacks, which overlap if the consumer resets mid-callback
+	batch []delivery
+}
+
+// delivery is one stream message: a decoded commit, or a message skipped
+// (no events) that still advances the position.
+type delivery struct {
+	seq    uint64
+	commit es.Commit
+}
+
+// startFeed starts an ordered consumer at after+1.
+func (r *Runner) startFeed(after uint64) (*feed, error) {
+	cons, err := r.store.js.OrderedConsumer(context.Background(), r.store.cfg.Stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   after + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer: %w", err)
+	}
+	f := &feed{batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
+	f.cc, err = cons.Consume(func(m jetstream.Msg) { f.receive(r.decode(m)) },
+		jetstream.PullMaxMessages(pullMaxMessages),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			r.log.Warn("consumer", "error", err)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("consume: %w", err)
+	}
+	f.closed = f.cc.Closed()
+	return f, nil
+}
+
+// receive adds d to the batch and hands the batch over when the stream
+// has nothing more pending or the batch is full: while replaying, one
+// notification covers a whole batch.
+func (f *feed) receive(d delivery, pending uint64, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ok {
+		f.batch = append(f.batch, d)
+	}
+	if len(f.batch) == 0 || (pending > 0 && len(f.batch) < maxBatch) {
+		return
+	}
+	select {
+	case f.batches <- f.batch:
+	case <-f.stopped:
+	}
+	f.batch = make([]delivery, 0, maxBatch)
+}
+
+func (f *feed) stop() {
+	f.cc.Stop()
+	close(f.stopped)
+}
+
+// decode turns a stream message into a delivery and reports how many
+// messages the stream holds after it. A message that is not a commit on an
+// ev.<context>.<type>.<id> subject is logged and delivered without events,
+// so the position still advances past it.
+func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
+	d.seq, pending, ok = ackSequences(m.Reply())
+	if !ok {
+		md, err := m.Metadata()
+		if err != nil {
+			r.log.Error("message without stream metadata", "subject", m.Subject(), "error", err)
+			return delivery{}, 0, false
+		}
+		d.seq, pending = md.Sequence.Stream, md.NumPending
+	}
+	stream, err := es.ParseStreamID(m.Subject())
+	if err == nil {
+		err = stream.Validate()
+	}
+	if err != nil {
+		r.log.Warn("skipping message on a non-stream subject", "seq", d.seq, "subject", m.Subject(), "error", err)
+		return d, pending, true
+	}
+	if d.commit, err = DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
+		r.log.Error("skipping undecodable commit", "seq", d.seq, "subject", m.Subject(), "error", err)
+		d.commit = es.Commit{}
+	}
+	return d, pending, true
+}
+
+// ackSequences reads a message's stream sequence and pending count from
+// its reply subject, like Msg.Metadata but without allocating. The subject
+// is $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>,
+// or, with a JetStream domain, has <domain>.<account hash> after ACK and
+// may end in one more token. ok is false for any other form.
+func ackSequences(reply string) (seq, pending uint64, ok bool) {
+	rest, found := strings.CutPrefix(reply, "$JS.ACK.")
+	var tokens [10]string
+	n := 0
+	for ; found && n < len(tokens); n++ {
+		tokens[n], rest, found = strings.Cut(rest, ".")
+	}
+	var seqTok, pendingTok string
+	switch {
+	case found:
+		return 0, 0, false
+	case n == 7:
+		seqTok, pendingTok = tokens[3], tokens[6]
+	case n >= 9:
+		seqTok, pendingTok = tokens[5], tokens[8]
+	default:
+		return 0, 0, false
+	}
+	seq, err := strconv.ParseUint(seqTok, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	pending, err = strconv.ParseUint(pendingTok, 10, 64)
+	return seq, pending, err == nil
+}
