@@ -96,7 +96,11 @@ func New(d Deps) (*API, error) {
 		d.MaxWait = 5 * time.Second
 	}
 	d.closing = make(chan struct{})
-	opts := connect.WithInterceptors(errorInterceptor{}, authInterceptor{tokens: d.Tokens})
+	opts := connect.WithHandlerOptions(
+		connect.WithInterceptors(errorInterceptor{}, authInterceptor{tokens: d.Tokens}),
+		// Compressing responses of a few bytes costs more than it saves.
+		connect.WithCompressMinBytes(1024),
+	)
 	mux := http.NewServeMux()
 	services := []string{
 		stepconnect.StepServiceName,

@@ -26,3 +26,11 @@ type Projection interface {
 	Snapshot() ([]byte, error)
 	Restore(data []byte) error
 }
+
+// Selective is implemented by projections that read only some event
+// types: the runner skips decoding commits that carry none of them (it
+// reads the types from the commit's headers) and only advances the
+// position past them.
+type Selective interface {
+	EventTypes() []string
+}

@@ -84,6 +84,7 @@ type Runner struct {
 	rebuilding atomic.Bool
 	running    atomic.Bool
 	rebuilds   chan rebuildRequest
+	types      map[string]struct{} // nil: the projection reads every type
 }
 
 type rebuildRequest struct {
@@ -111,6 +112,12 @@ func NewRunner(store *Store, p projections.Projection, opts RunnerOptions) *Runn
 		opts:     opts,
 		log:      opts.Logger.With("projection", p.Name()),
 		rebuilds: make(chan rebuildRequest),
+	}
+	if sel, ok := p.(projections.Selective); ok {
+		r.types = map[string]struct{}{}
+		for _, t := range sel.EventTypes() {
+			r.types[t] = struct{}{}
+		}
 	}
 	ch := make(chan struct{})
 	r.advanced.Store(&ch)
@@ -523,14 +530,15 @@ func (f *feed) stop() {
 // ev.<context>.<type>.<id> subject is logged and delivered without events,
 // so the position still advances past it.
 func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
-	d.seq, pending, ok = ackSequences(m.Reply())
+	var recorded time.Time
+	d.seq, pending, recorded, ok = ackSequences(m.Reply())
 	if !ok {
 		md, err := m.Metadata()
 		if err != nil {
 			r.log.Error("message without stream metadata", "subject", m.Subject(), "error", err)
 			return delivery{}, 0, false
 		}
-		d.seq, pending = md.Sequence.Stream, md.NumPending
+		d.seq, pending, recorded = md.Sequence.Stream, md.NumPending, md.Timestamp
 	}
 	stream, err := es.ParseStreamID(m.Subject())
 	if err == nil {
@@ -540,40 +548,62 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 		r.log.Warn("skipping message on a non-stream subject", "seq", d.seq, "subject", m.Subject(), "error", err)
 		return d, pending, true
 	}
+	if r.types != nil && !r.wants(m.Headers().Get(HeaderEventTypes)) {
+		return d, pending, true
+	}
 	if d.commit, err = DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
 		r.log.Error("skipping undecodable commit", "seq", d.seq, "subject", m.Subject(), "error", err)
 		d.commit = es.Commit{}
 	}
+	for i := range d.commit.Events {
+		d.commit.Events[i].RecordedAt = recorded
+	}
 	return d, pending, true
 }
 
-// ackSequences reads a message's stream sequence and pending count from
-// its reply subject, like Msg.Metadata but without allocating. The subject
+// wants reports whether a commit's event-types header names a type the
+// projection reads. A commit without the header is decoded to be safe.
+func (r *Runner) wants(types string) bool {
+	if types == "" {
+		return true
+	}
+	for t := range strings.SplitSeq(types, ",") {
+		if _, ok := r.types[t]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ackSequences reads a message's stream sequence, pending count and
+// stored time from its reply subject, like Msg.Metadata but without
+// allocating. The subject
 // is $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>,
 // or, with a JetStream domain, has <domain>.<account hash> after ACK and
 // may end in one more token. ok is false for any other form.
-func ackSequences(reply string) (seq, pending uint64, ok bool) {
+func ackSequences(reply string) (seq, pending uint64, recorded time.Time, ok bool) {
 	rest, found := strings.CutPrefix(reply, "$JS.ACK.")
 	var tokens [10]string
 	n := 0
 	for ; found && n < len(tokens); n++ {
 		tokens[n], rest, found = strings.Cut(rest, ".")
 	}
-	var seqTok, pendingTok string
+	var seqTok, tmTok, pendingTok string
 	switch {
 	case found:
-		return 0, 0, false
+		return 0, 0, time.Time{}, false
 	case n == 7:
-		seqTok, pendingTok = tokens[3], tokens[6]
+		seqTok, tmTok, pendingTok = tokens[3], tokens[5], tokens[6]
 	case n >= 9:
-		seqTok, pendingTok = tokens[5], tokens[8]
+		seqTok, tmTok, pendingTok = tokens[5], tokens[7], tokens[8]
 	default:
-		return 0, 0, false
+		return 0, 0, time.Time{}, false
 	}
-	seq, err := strconv.ParseUint(seqTok, 10, 64)
-	if err != nil {
-		return 0, 0, false
+	seq, err1 := strconv.ParseUint(seqTok, 10, 64)
+	tm, err2 := strconv.ParseInt(tmTok, 10, 64)
+	pending, err3 := strconv.ParseUint(pendingTok, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, 0, time.Time{}, false
 	}
-	pending, err = strconv.ParseUint(pendingTok, 10, 64)
-	return seq, pending, err == nil
+	return seq, pending, time.Unix(0, tm).UTC(), true
 }

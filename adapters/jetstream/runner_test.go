@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
@@ -568,4 +569,73 @@ func TestRunnerSkipsMessagesThatAreNotCommits(t *testing.T) {
 	if !reflect.DeepEqual(got.Counts, want) || len(got.Seen) != 1 || got.Seen[0].Seq != last {
 		t.Errorf("model %+v, want only the commit at %d: %v", got, last, want)
 	}
+}
+
+// selectiveProjection reads only StepsRecorded.
+type selectiveProjection struct{ *countingProjection }
+
+func (selectiveProjection) EventTypes() []string { return []string{"tideline.steps.v1.StepsRecorded"} }
+
+func TestRunnerSelectiveProjectionSkipsOtherTypesAndStampsRecordedAt(t *testing.T) {
+	s := runnerStore(t)
+	before := time.Now()
+	ctx := context.Background()
+	other := es.StreamID{Context: "other", Type: "thing", ID: "x"}
+	for range 3 {
+		if _, err := s.Append(ctx, other, []proto.Message{wrapperspb.String("not steps")}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := appendCommits(t, s, 0, 4) // 4 commits of StepsRecorded (6 events)
+	for range 2 {
+		res, err := s.Append(ctx, other, []proto.Message{wrapperspb.String("not steps")}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res.Position.Seq
+	}
+	p := selectiveProjection{newCountingProjection("selective", 1)}
+	r := tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger})
+	startRunner(t, r)
+	waitFor(t, r, last) // position passes the skipped commits too
+
+	m := p.model()
+	if m.Counts[other.String()] != 0 || len(m.Seen) != eventsIn(0, 4) {
+		t.Fatalf("applied %d events, %d of another type; want %d and 0", len(m.Seen), m.Counts[other.String()], eventsIn(0, 4))
+	}
+	commits, _, err := s.Load(ctx, other, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at := commits[0].Events[0].RecordedAt; at.Before(before.Add(-time.Second)) || at.After(time.Now().Add(time.Second)) {
+		t.Fatalf("Load's RecordedAt = %v, want about %v", at, before)
+	}
+}
+
+func TestRunnerStampsRecordedAt(t *testing.T) {
+	s := runnerStore(t)
+	before := time.Now().Add(-time.Second)
+	last := appendCommits(t, s, 0, 1)
+	var got time.Time
+	p := &recordedAtProjection{countingProjection: newCountingProjection("stamps", 1), at: &got}
+	r := tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger})
+	startRunner(t, r)
+	waitFor(t, r, last)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if got.Before(before) || got.After(time.Now().Add(time.Second)) {
+		t.Fatalf("RecordedAt = %v, want the store's time (after %v)", got, before)
+	}
+}
+
+type recordedAtProjection struct {
+	*countingProjection
+	at *time.Time
+}
+
+func (p *recordedAtProjection) Apply(e es.Event) {
+	p.countingProjection.Apply(e)
+	p.mu.Lock()
+	*p.at = e.RecordedAt
+	p.mu.Unlock()
 }

@@ -33,6 +33,12 @@ type Model struct {
 }
 
 var _ projections.Projection = (*Model)(nil)
+var _ projections.Selective = (*Model)(nil)
+
+// EventTypes lists the events the model reads.
+func (m *Model) EventTypes() []string {
+	return []string{string((*safetyv1.DangerDetected)(nil).ProtoReflect().Descriptor().FullName())}
+}
 
 // New returns an empty model.
 func New() *Model {

@@ -49,7 +49,7 @@ func TestModel(t *testing.T) {
 		{"same_event_twice_is_one", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("a", "r1", 1, 2)}, "r1", 0, 10, []string{"a"}, 1},
 		{"other_riders_are_separate", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("b", "r2", 2, 2)}, "r2", 0, 10, []string{"b"}, 1},
 		{"limit_keeps_newest", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("b", "r1", 2, 2), danger("c", "r1", 3, 2)}, "r1", 0, 2, []string{"c", "b"}, 3},
-		{"since_excludes_older", []*safetyv1.DangerDetected{danger("a", "r1", time.Minute, 2), danger("b", "r1", 3 * time.Minute, 2)}, "r1", 2 * time.Minute, 10, []string{"b"}, 2},
+		{"since_excludes_older", []*safetyv1.DangerDetected{danger("a", "r1", time.Minute, 2), danger("b", "r1", 3*time.Minute, 2)}, "r1", 2 * time.Minute, 10, []string{"b"}, 2},
 		{"unknown_rider_is_empty", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2)}, "nobody", 0, 10, nil, 0},
 		{"event_without_id_is_ignored", []*safetyv1.DangerDetected{danger("", "r1", 1, 2)}, "r1", 0, 10, nil, 0},
 	}

@@ -41,6 +41,12 @@ type Entry struct {
 //
 // Model is safe for queries concurrent with Apply.
 var _ projections.Projection = (*Model)(nil)
+var _ projections.Selective = (*Model)(nil)
+
+// EventTypes lists the events the model reads.
+func (m *Model) EventTypes() []string {
+	return []string{string((*stepsv1.StepsRecorded)(nil).ProtoReflect().Descriptor().FullName())}
+}
 
 type Model struct {
 	mu    sync.RWMutex
