@@ -1,11 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -114,23 +116,50 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 	}
 }
 
-// StreamUserSteps records each update as it arrives (each is an
-// independent fact, acknowledged in order). An invalid update ends the
-// stream with InvalidArgument naming it; earlier updates stay recorded
-// and the error says how many.
+// StreamUserSteps records each update as it arrives. Updates are
+// validated in order as they are read and appended in a bounded window
+// (counts are max-merged, so landing order does not matter). An invalid
+// update ends the stream with InvalidArgument naming it; earlier updates
+// stay recorded and the error says how many.
 func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStream[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
+	const window = 64
+	p := caller(ctx)
+	sem := make(chan struct{}, window)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var storeErr error
 	n := 0
+	finish := func() error {
+		wg.Wait()
+		return storeErr
+	}
 	for s.Receive() {
 		m := s.Msg()
-		_, err := h.d.Steps.Record(ctx, caller(ctx), steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps})
-		if err != nil {
+		cmd := steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps}
+		if _, err := steps.Decide(p, cmd, time.Now()); err != nil {
+			if serr := finish(); serr != nil {
+				return nil, serr
+			}
 			var e *es.Error
 			if errors.As(legacyFields(err), &e) && e.Field != "" {
 				return nil, es.Invalidf(fmt.Sprintf("update[%d].%s", n, e.Field), "%s (%d earlier updates were recorded)", e.Message, n)
 			}
 			return nil, err
 		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := h.d.Steps.Record(ctx, p, cmd); err != nil {
+				mu.Lock()
+				storeErr = cmp.Or(storeErr, err)
+				mu.Unlock()
+			}
+		}()
 		n++
+	}
+	if err := finish(); err != nil {
+		return nil, err
 	}
 	if err := s.Err(); err != nil {
 		return nil, err
