@@ -99,8 +99,11 @@ func (r *Repository[S, C]) Get(ctx context.Context, stream StreamID) (S, uint64,
 	if el, ok := r.cache[stream]; ok {
 		r.lru.MoveToFront(el)
 		c := el.Value.(*cached[S])
+		// Copy under the lock: put updates the entry in place, and a torn
+		// read (old state, new version) would defeat the version check.
+		state, version := c.state, c.version
 		r.mu.Unlock()
-		return c.state, c.version, nil
+		return state, version, nil
 	}
 	r.mu.Unlock()
 	state := r.decider.Initial()
