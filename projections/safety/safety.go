@@ -28,7 +28,7 @@ const MaxPerRider = 10000
 type Model struct {
 	mu      sync.RWMutex
 	byRider map[string][]*safetyv1.DangerDetected // ascending by detected_at, event_id
-	byID    map[string]*safetyv1.DangerDetected
+	byID    map[eventKey]*safetyv1.DangerDetected
 	pos     uint64
 }
 
@@ -55,7 +55,7 @@ func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.byRider = map[string][]*safetyv1.DangerDetected{}
-	m.byID = map[string]*safetyv1.DangerDetected{}
+	m.byID = map[eventKey]*safetyv1.DangerDetected{}
 	m.pos = 0
 }
 
@@ -66,8 +66,15 @@ func (m *Model) Position() uint64 {
 	return m.pos
 }
 
+// eventKey scopes event ids to their rider, so one reporter cannot hide
+// another rider's event by reusing its id.
+type eventKey struct{ rider, id string }
+
+func keyOf(d *safetyv1.DangerDetected) eventKey { return eventKey{d.RiderId, d.EventId} }
+
 // Apply folds DangerDetected events in. An event whose id was seen before
-// (the same detection delivered twice, or a later update of it) is merged:
+// for the same rider (the same detection delivered twice, or a later
+// update of it) is merged:
 // severity and peaks only rise, so order does not matter. received_at is
 // the store's acceptance time when the event does not carry one.
 func (m *Model) Apply(e es.Event) {
@@ -78,7 +85,7 @@ func (m *Model) Apply(e es.Event) {
 	if !ok || d.EventId == "" || d.RiderId == "" {
 		return
 	}
-	if old, seen := m.byID[d.EventId]; seen {
+	if old, seen := m.byID[keyOf(d)]; seen {
 		merge(old, d)
 		return
 	}
@@ -100,11 +107,11 @@ func (m *Model) insert(d *safetyv1.DangerDetected) {
 	copy(list[i+1:], list[i:])
 	list[i] = d
 	if len(list) > MaxPerRider {
-		delete(m.byID, list[0].EventId)
+		delete(m.byID, keyOf(list[0]))
 		list = list[1:]
 	}
 	m.byRider[d.RiderId] = list
-	m.byID[d.EventId] = d
+	m.byID[keyOf(d)] = d
 }
 
 func before(a, b *safetyv1.DangerDetected) bool {
@@ -189,7 +196,7 @@ func (m *Model) Restore(data []byte) error {
 		if err := proto.Unmarshal(rest[k:k+int(l)], d); err != nil {
 			return fmt.Errorf("safety snapshot: %w", err)
 		}
-		if d.EventId == "" || d.RiderId == "" || n.byID[d.EventId] != nil {
+		if d.EventId == "" || d.RiderId == "" || n.byID[keyOf(d)] != nil {
 			return errors.New("safety snapshot: bad or repeated event")
 		}
 		n.insert(d)

@@ -47,6 +47,7 @@ func TestModel(t *testing.T) {
 	}{
 		{"newest_first", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("c", "r1", 3, 2), danger("b", "r1", 2, 2)}, "r1", 0, 10, []string{"c", "b", "a"}, 3},
 		{"same_event_twice_is_one", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("a", "r1", 1, 2)}, "r1", 0, 10, []string{"a"}, 1},
+		{"same_id_for_another_rider_hides_nothing", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("a", "r2", 2, 2)}, "r1", 0, 10, []string{"a"}, 1},
 		{"other_riders_are_separate", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("b", "r2", 2, 2)}, "r2", 0, 10, []string{"b"}, 1},
 		{"limit_keeps_newest", []*safetyv1.DangerDetected{danger("a", "r1", 1, 2), danger("b", "r1", 2, 2), danger("c", "r1", 3, 2)}, "r1", 0, 2, []string{"c", "b"}, 3},
 		{"since_excludes_older", []*safetyv1.DangerDetected{danger("a", "r1", time.Minute, 2), danger("b", "r1", 3*time.Minute, 2)}, "r1", 2 * time.Minute, 10, []string{"b"}, 2},
