@@ -1,0 +1,155 @@
+package api
+
+import (
+	"context"
+	"math"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/delivery"
+	"github.com/tideline/tideline/domain/es"
+	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
+)
+
+// SearchNearbyOrders limits.
+const (
+	defaultNearbyRadiusM = 1000
+	maxNearbyRadiusM     = 5000
+	defaultNearbyLimit   = 20
+	maxNearbyLimit       = 100
+)
+
+// deliveryHandler serves tideline.delivery.v1.DeliveryService.
+type deliveryHandler struct{ d Deps }
+
+func latLng(p *deliveryv1.LatLng) delivery.LatLng {
+	return delivery.LatLng{Lat: p.GetLat(), Lng: p.GetLng()}
+}
+
+func (h *deliveryHandler) exec(ctx context.Context, cmd delivery.Command) (uint64, error) {
+	res, err := h.d.Delivery.Execute(ctx, caller(ctx), cmd)
+	return res.Position.Seq, err
+}
+
+func (h *deliveryHandler) PlaceOrder(ctx context.Context, req *connect.Request[deliveryv1.PlaceOrderRequest]) (*connect.Response[deliveryv1.PlaceOrderResponse], error) {
+	m := req.Msg
+	if m.Pickup == nil {
+		return nil, es.Invalidf("pickup", "is required")
+	}
+	if m.Dropoff == nil {
+		return nil, es.Invalidf("dropoff", "is required")
+	}
+	cmd := delivery.PlaceOrder{OrderID: m.OrderId, StoreID: m.StoreId, Pickup: latLng(m.Pickup), Dropoff: latLng(m.Dropoff), Amount: m.Amount}
+	pos, err := h.exec(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&deliveryv1.PlaceOrderResponse{Position: pos, Zone: delivery.Zone(cmd.Pickup.Lat, cmd.Pickup.Lng)}), nil
+}
+
+func (h *deliveryHandler) AcceptOrder(ctx context.Context, req *connect.Request[deliveryv1.AcceptOrderRequest]) (*connect.Response[deliveryv1.AcceptOrderResponse], error) {
+	pos, err := h.exec(ctx, delivery.AcceptOrder{OrderID: req.Msg.OrderId, RiderID: req.Msg.RiderId})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&deliveryv1.AcceptOrderResponse{Position: pos}), nil
+}
+
+func (h *deliveryHandler) PickUpOrder(ctx context.Context, req *connect.Request[deliveryv1.PickUpOrderRequest]) (*connect.Response[deliveryv1.PickUpOrderResponse], error) {
+	pos, err := h.exec(ctx, delivery.PickUpOrder{OrderID: req.Msg.OrderId, RiderID: req.Msg.RiderId})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&deliveryv1.PickUpOrderResponse{Position: pos}), nil
+}
+
+func (h *deliveryHandler) DeliverOrder(ctx context.Context, req *connect.Request[deliveryv1.DeliverOrderRequest]) (*connect.Response[deliveryv1.DeliverOrderResponse], error) {
+	pos, err := h.exec(ctx, delivery.DeliverOrder{OrderID: req.Msg.OrderId, RiderID: req.Msg.RiderId})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&deliveryv1.DeliverOrderResponse{Position: pos}), nil
+}
+
+func (h *deliveryHandler) CancelOrder(ctx context.Context, req *connect.Request[deliveryv1.CancelOrderRequest]) (*connect.Response[deliveryv1.CancelOrderResponse], error) {
+	pos, err := h.exec(ctx, delivery.CancelOrder{OrderID: req.Msg.OrderId, Reason: req.Msg.Reason})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&deliveryv1.CancelOrderResponse{Position: pos}), nil
+}
+
+func (h *deliveryHandler) RateOrder(ctx context.Context, req *connect.Request[deliveryv1.RateOrderRequest]) (*connect.Response[deliveryv1.RateOrderResponse], error) {
+	pos, err := h.exec(ctx, delivery.RateOrder{OrderID: req.Msg.OrderId, Stars: req.Msg.Stars})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&deliveryv1.RateOrderResponse{Position: pos}), nil
+}
+
+var orderStatuses = map[delivery.Status]deliveryv1.OrderStatus{
+	delivery.Placed:    deliveryv1.OrderStatus_ORDER_STATUS_PLACED,
+	delivery.Accepted:  deliveryv1.OrderStatus_ORDER_STATUS_ACCEPTED,
+	delivery.PickedUp:  deliveryv1.OrderStatus_ORDER_STATUS_PICKED_UP,
+	delivery.Delivered: deliveryv1.OrderStatus_ORDER_STATUS_DELIVERED,
+	delivery.Cancelled: deliveryv1.OrderStatus_ORDER_STATUS_CANCELLED,
+}
+
+// GetOrder reads the aggregate itself, so min_position needs no wait.
+func (h *deliveryHandler) GetOrder(ctx context.Context, req *connect.Request[deliveryv1.GetOrderRequest]) (*connect.Response[deliveryv1.GetOrderResponse], error) {
+	o, version, err := h.d.Delivery.Get(ctx, caller(ctx), req.Msg.OrderId)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&deliveryv1.GetOrderResponse{Order: &deliveryv1.Order{
+		OrderId: o.ID, StoreId: o.StoreID,
+		Pickup:  &deliveryv1.LatLng{Lat: o.Pickup.Lat, Lng: o.Pickup.Lng},
+		Dropoff: &deliveryv1.LatLng{Lat: o.Dropoff.Lat, Lng: o.Dropoff.Lng},
+		Amount:  o.Amount, Zone: o.Zone, Status: orderStatuses[o.Status],
+		RiderId: o.RiderID, Stars: o.Stars, CancelReason: o.Reason,
+		PlacedAt: timestamppb.New(o.PlacedAt), UpdatedAt: timestamppb.New(o.UpdatedAt),
+		Version: version,
+	}}), nil
+}
+
+func (h *deliveryHandler) SearchNearbyOrders(ctx context.Context, req *connect.Request[deliveryv1.SearchNearbyOrdersRequest]) (*connect.Response[deliveryv1.SearchNearbyOrdersResponse], error) {
+	if err := requireRole(ctx, auth.Rider, auth.Admin, auth.Service); err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	if err := delivery.ValidateLatLng("", delivery.LatLng{Lat: m.Lat, Lng: m.Lng}); err != nil {
+		return nil, err
+	}
+	radius := m.RadiusM
+	if radius == 0 {
+		radius = defaultNearbyRadiusM
+	}
+	if math.IsNaN(radius) || radius < 1 || radius > maxNearbyRadiusM {
+		return nil, es.Invalidf("radius_m", "must be between 1 and %d, got %v", maxNearbyRadiusM, m.RadiusM)
+	}
+	limit := int(m.Limit)
+	if limit == 0 {
+		limit = defaultNearbyLimit
+	}
+	if limit < 1 || limit > maxNearbyLimit {
+		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxNearbyLimit, m.Limit)
+	}
+	if err := waitFor(ctx, h.d.NearbyFeed, m.MinPosition, h.d.MaxWait); err != nil {
+		return nil, err
+	}
+	pos := h.d.NearbyFeed.Position()
+	hits := h.d.NearbyModel.Nearby(m.Lat, m.Lng, radius, limit)
+	out := &deliveryv1.SearchNearbyOrdersResponse{Orders: make([]*deliveryv1.NearbyOrder, len(hits)), Position: pos}
+	for i, hit := range hits {
+		o := hit.Order
+		out.Orders[i] = &deliveryv1.NearbyOrder{
+			OrderId: o.OrderId, StoreId: o.StoreId,
+			Pickup:  &deliveryv1.LatLng{Lat: o.GetPickup().GetLat(), Lng: o.GetPickup().GetLng()},
+			Dropoff: &deliveryv1.LatLng{Lat: o.GetDropoff().GetLat(), Lng: o.GetDropoff().GetLng()},
+			Amount:  o.Amount, Zone: o.Zone, PlacedAt: o.PlacedAt, DistanceM: hit.DistanceM,
+		}
+	}
+	return connect.NewResponse(out), nil
+}
