@@ -1,0 +1,178 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections/dashboard"
+	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
+)
+
+// Dashboard query limits and the watch's pacing.
+const (
+	maxDashboardLimit = 1000
+	maxHeatRange      = 366 * 24 * time.Hour
+	minHeatCellDeg    = 0.0001
+	maxHeatCellDeg    = 1
+	// watchMinGap spaces a watch's updates: the first advance after a quiet
+	// spell is sent at once, a burst's later ones fold into one update at
+	// most this long after the previous.
+	watchMinGap = 50 * time.Millisecond
+	// watchRefresh recomputes a watched dashboard without events, so that
+	// "today", "this month" and the next hour roll over.
+	watchRefresh = time.Minute
+)
+
+// dashboardHandler serves tideline.dashboard.v1.DashboardService.
+type dashboardHandler struct{ d Deps }
+
+// query checks the caller's role and q's fields, and resolves the heat
+// map's range (default: now's KST day; one bound alone spans a day).
+func (h *dashboardHandler) query(ctx context.Context, q *dashboardv1.DashboardQuery, now time.Time) (dashboard.Query, error) {
+	if err := requireRole(ctx, auth.Admin, auth.Enterprise); err != nil {
+		return dashboard.Query{}, err
+	}
+	if q == nil {
+		q = &dashboardv1.DashboardQuery{}
+	}
+	out := dashboard.Query{
+		Now:          now,
+		RiderID:      q.RiderId,
+		CellDeg:      q.HeatCellDeg,
+		RankingLimit: int(q.RankingLimit),
+		ActiveLimit:  int(q.ActiveLimit),
+		TrendLimit:   int(q.TrendLimit),
+	}
+	if q.RiderId != "" {
+		if err := es.ValidateToken("query.rider_id", q.RiderId); err != nil {
+			return dashboard.Query{}, err
+		}
+	}
+	for _, l := range []struct {
+		field string
+		v     int32
+	}{{"query.ranking_limit", q.RankingLimit}, {"query.active_limit", q.ActiveLimit}, {"query.trend_limit", q.TrendLimit}} {
+		if l.v < 0 || l.v > maxDashboardLimit {
+			return dashboard.Query{}, es.Invalidf(l.field, "must be between 1 and %d (0: default), got %d", maxDashboardLimit, l.v)
+		}
+	}
+	if c := q.HeatCellDeg; c != 0 && !(c >= minHeatCellDeg && c <= maxHeatCellDeg) {
+		return dashboard.Query{}, es.Invalidf("query.heat_cell_deg", "must be between %g and %g degrees (0: default %g), got %g", minHeatCellDeg, float64(maxHeatCellDeg), dashboard.DefaultCellDeg, c)
+	}
+	if q.HeatFrom != nil {
+		if err := q.HeatFrom.CheckValid(); err != nil {
+			return dashboard.Query{}, es.Invalidf("query.heat_from", "%v", err)
+		}
+		out.HeatFrom = q.HeatFrom.AsTime()
+	}
+	if q.HeatTo != nil {
+		if err := q.HeatTo.CheckValid(); err != nil {
+			return dashboard.Query{}, es.Invalidf("query.heat_to", "%v", err)
+		}
+		out.HeatTo = q.HeatTo.AsTime()
+	}
+	switch {
+	case q.HeatFrom == nil && q.HeatTo == nil:
+		out.HeatFrom = dashboard.StartOfDay(now)
+		out.HeatTo = out.HeatFrom.AddDate(0, 0, 1)
+	case q.HeatTo == nil:
+		out.HeatTo = out.HeatFrom.Add(24 * time.Hour)
+	case q.HeatFrom == nil:
+		out.HeatFrom = out.HeatTo.Add(-24 * time.Hour)
+	}
+	if !out.HeatTo.After(out.HeatFrom) {
+		return dashboard.Query{}, es.Invalidf("query.heat_to", "must be after heat_from")
+	}
+	if out.HeatTo.Sub(out.HeatFrom) > maxHeatRange {
+		return dashboard.Query{}, es.Invalidf("query.heat_to", "heat map range is longer than %d days", int(maxHeatRange/(24*time.Hour)))
+	}
+	return out, nil
+}
+
+// dashboard returns the dashboard for q, stamped with the runner's
+// position, read before the figures so that they include at least it.
+func (h *dashboardHandler) dashboard(q dashboard.Query) *dashboardv1.Dashboard {
+	pos := h.d.DashboardFeed.Position()
+	d := h.d.DashboardModel.Dashboard(q)
+	d.Position = pos
+	return d
+}
+
+func (h *dashboardHandler) GetDashboard(ctx context.Context, req *connect.Request[dashboardv1.GetDashboardRequest]) (*connect.Response[dashboardv1.GetDashboardResponse], error) {
+	q, err := h.query(ctx, req.Msg.Query, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, h.d.DashboardFeed, req.Msg.MinPosition, h.d.MaxWait); err != nil {
+		return nil, err
+	}
+	q.Now = time.Now()
+	return connect.NewResponse(&dashboardv1.GetDashboardResponse{Dashboard: h.dashboard(q)}), nil
+}
+
+// WatchDashboard sends the dashboard now, then after each advance of the
+// read model: at once after a quiet spell, else watchMinGap after the
+// previous update, so a burst of events costs one update. An update with
+// no figure changed is not sent. The stream ends when the client leaves or
+// the server closes.
+func (h *dashboardHandler) WatchDashboard(ctx context.Context, req *connect.Request[dashboardv1.WatchDashboardRequest], s *connect.ServerStream[dashboardv1.WatchDashboardResponse]) error {
+	q, err := h.query(ctx, req.Msg.Query, time.Now())
+	if err != nil {
+		return err
+	}
+	fixedHeat := req.Msg.Query.GetHeatFrom() != nil || req.Msg.Query.GetHeatTo() != nil
+	refresh := time.NewTicker(watchRefresh)
+	defer refresh.Stop()
+	var prev *dashboardv1.Dashboard
+	var sent time.Time
+	for {
+		advanced := h.d.DashboardFeed.Advanced()
+		q.Now = time.Now()
+		if !fixedHeat { // the default heat map follows today
+			q.HeatFrom = dashboard.StartOfDay(q.Now)
+			q.HeatTo = q.HeatFrom.AddDate(0, 0, 1)
+		}
+		d := h.dashboard(q)
+		if prev == nil || !sameFigures(prev, d) {
+			if err := s.Send(&dashboardv1.WatchDashboardResponse{Dashboard: d}); err != nil {
+				return err
+			}
+			prev, sent = d, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.d.closing:
+			return nil
+		case <-refresh.C:
+			continue
+		case <-advanced:
+		}
+		if wait := watchMinGap - time.Since(sent); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-h.d.closing:
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// sameFigures compares two dashboards ignoring their position and time.
+func sameFigures(a, b *dashboardv1.Dashboard) bool {
+	pa, pb, ga, gb := a.Position, b.Position, a.GeneratedAt, b.GeneratedAt
+	a.Position, b.Position, a.GeneratedAt, b.GeneratedAt = 0, 0, nil, nil
+	eq := proto.Equal(a, b)
+	a.Position, b.Position, a.GeneratedAt, b.GeneratedAt = pa, pb, ga, gb
+	return eq
+}

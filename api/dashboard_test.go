@@ -1,0 +1,328 @@
+package api_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/steps"
+	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
+	safetymodel "github.com/tideline/tideline/projections/safety"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
+	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
+	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+)
+
+type dashFixture struct {
+	url    string
+	tokens *api.Tokens
+	store  *jetstream.Store
+	runner *jetstream.Runner
+}
+
+// startDashboard serves the API over a real embedded NATS, event store
+// and dashboard runner; the other read models are idle.
+func startDashboard(tb testing.TB) *dashFixture {
+	tb.Helper()
+	_, nc := natstest.Start(tb)
+	ctx, cancel := context.WithCancel(context.Background())
+	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	model := dashboardmodel.New()
+	runner := jetstream.NewRunner(store, model, jetstream.RunnerOptions{})
+	done := make(chan struct{})
+	go func() { runner.Run(ctx); close(done) }()
+	tokens, err := api.LoadOrCreateTokens(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stepsModel, safetyModel := stepsmodel.New(), safetymodel.New()
+	a, err := api.New(api.Deps{
+		Tokens: tokens, Steps: &steps.Service{Store: store},
+		StepsModel: stepsModel, StepsFeed: jetstream.NewRunner(store, stepsModel, jetstream.RunnerOptions{}),
+		SafetyModel: safetyModel, SafetyFeed: jetstream.NewRunner(store, safetyModel, jetstream.RunnerOptions{}),
+		DashboardModel: model, DashboardFeed: runner,
+		Projections:  map[string]api.ProjectionControl{},
+		LastPosition: store.LastPosition,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(a.Handler())
+	srv.Config = api.NewServer(a.Handler())
+	srv.Start()
+	tb.Cleanup(func() {
+		a.Close()
+		srv.Close()
+		cancel()
+		<-done
+	})
+	return &dashFixture{url: srv.URL, tokens: tokens, store: store, runner: runner}
+}
+
+func (f *dashFixture) token(tb testing.TB, role auth.Role) string {
+	tb.Helper()
+	tok, err := f.tokens.Issue(auth.Principal{Subject: "ops", Role: role}, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+// append stores msgs as one commit on the order's (or rider's) stream and
+// returns its position.
+func (f *dashFixture) append(tb testing.TB, id string, msgs ...proto.Message) uint64 {
+	tb.Helper()
+	stream := es.StreamID{Context: "delivery", Type: "order", ID: id}
+	if _, ok := msgs[0].(*safetyv1.DangerDetected); ok {
+		stream = es.StreamID{Context: "safety", Type: "rider", ID: id}
+	}
+	res, err := f.store.Append(context.Background(), stream, msgs, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res.Position.Seq
+}
+
+func TestDashboardRoles(t *testing.T) {
+	f := startDashboard(t)
+	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url)
+	cases := []struct {
+		name string
+		tok  string
+		code connect.Code // 0: allowed
+	}{
+		{"admin_reads", f.token(t, auth.Admin), 0},
+		{"enterprise_reads", f.token(t, auth.Enterprise), 0},
+		{"rider_denied", f.token(t, auth.Rider), connect.CodePermissionDenied},
+		{"walker_denied", f.token(t, auth.Walker), connect.CodePermissionDenied},
+		{"service_denied", f.token(t, auth.Service), connect.CodePermissionDenied},
+		{"no_token", "", connect.CodeUnauthenticated},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.GetDashboard(context.Background(), withToken(&dashboardv1.GetDashboardRequest{}, tc.tok))
+			if tc.code == 0 && err != nil || tc.code != 0 && connect.CodeOf(err) != tc.code {
+				t.Fatalf("GetDashboard: %v, want code %v", err, tc.code)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, err := c.WatchDashboard(ctx, withToken(&dashboardv1.WatchDashboardRequest{}, tc.tok))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ok := s.Receive()
+			if tc.code == 0 && !ok || tc.code != 0 && (ok || connect.CodeOf(s.Err()) != tc.code) {
+				t.Fatalf("WatchDashboard: received %v, err %v, want code %v", ok, s.Err(), tc.code)
+			}
+		})
+	}
+}
+
+func TestDashboardRejectsBadQueries(t *testing.T) {
+	f := startDashboard(t)
+	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url)
+	tok := f.token(t, auth.Admin)
+	now := time.Now()
+	cases := []struct {
+		name  string
+		query *dashboardv1.DashboardQuery
+		field string
+	}{
+		{"cell_too_large", &dashboardv1.DashboardQuery{HeatCellDeg: 2}, "query.heat_cell_deg"},
+		{"cell_too_small", &dashboardv1.DashboardQuery{HeatCellDeg: 0.00001}, "query.heat_cell_deg"},
+		{"negative_limit", &dashboardv1.DashboardQuery{RankingLimit: -1}, "query.ranking_limit"},
+		{"limit_too_large", &dashboardv1.DashboardQuery{ActiveLimit: 1001}, "query.active_limit"},
+		{"bad_rider", &dashboardv1.DashboardQuery{RiderId: "a.b"}, "query.rider_id"},
+		{"heat_to_before_from", &dashboardv1.DashboardQuery{HeatFrom: timestamppb.New(now), HeatTo: timestamppb.New(now.Add(-time.Hour))}, "query.heat_to"},
+		{"heat_range_too_long", &dashboardv1.DashboardQuery{HeatFrom: timestamppb.New(now.AddDate(-2, 0, 0)), HeatTo: timestamppb.New(now)}, "query.heat_to"},
+		{"bad_timestamp", &dashboardv1.DashboardQuery{HeatFrom: &timestamppb.Timestamp{Nanos: -1}}, "query.heat_from"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.GetDashboard(context.Background(), withToken(&dashboardv1.GetDashboardRequest{Query: tc.query}, tok))
+			var ce *connect.Error
+			if connect.CodeOf(err) != connect.CodeInvalidArgument || !errors.As(err, &ce) || len(ce.Message()) < len(tc.field) || ce.Message()[:len(tc.field)] != tc.field {
+				t.Fatalf("err = %v, want InvalidArgument naming %s", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestGetDashboardReadsOwnWritesOverEveryProtocol(t *testing.T) {
+	f := startDashboard(t)
+	now := time.Now()
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url, p.opts...)
+			order, zone, rider := "o-"+p.name, "zone-"+p.name, "rider-"+p.name
+			f.append(t, order, &deliveryv1.OrderPlaced{OrderId: order, Zone: zone, Amount: 15000, PlacedAt: timestamppb.New(now)})
+			f.append(t, order, &deliveryv1.OrderAccepted{OrderId: order, RiderId: rider, AcceptedAt: timestamppb.New(now)})
+			f.append(t, rider, &safetyv1.DangerDetected{EventId: "d-" + p.name, RiderId: rider, DetectedAt: timestamppb.New(now), Location: &safetyv1.Location{Lat: 37.5, Lng: 127.03}})
+			pos := f.append(t, order, &deliveryv1.OrderRated{OrderId: order, RiderId: rider, Stars: 5})
+			res, err := c.GetDashboard(context.Background(), withToken(&dashboardv1.GetDashboardRequest{
+				MinPosition: pos, Query: &dashboardv1.DashboardQuery{RiderId: rider},
+			}, f.token(t, auth.Enterprise)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := res.Msg.Dashboard
+			if d.Position < pos {
+				t.Fatalf("position %d < min_position %d", d.Position, pos)
+			}
+			i := slices.IndexFunc(d.Zones, func(z *dashboardv1.ZoneStats) bool { return z.Zone == zone })
+			if i < 0 || d.Zones[i].Today.Orders != 1 || d.Zones[i].Today.AvgOrderAmount != 15000 {
+				t.Fatalf("zone %s not counted: %v", zone, d.Zones)
+			}
+			if !slices.ContainsFunc(d.Board.Active, func(a *dashboardv1.ActiveDelivery) bool { return a.OrderId == order && a.RiderId == rider }) {
+				t.Fatalf("order %s not active with %s: %v", order, rider, d.Board)
+			}
+			if !slices.ContainsFunc(d.RiderRanking, func(r *dashboardv1.RiderRating) bool { return r.RiderId == rider && r.AverageStars == 5 }) {
+				t.Fatalf("rider %s not ranked: %v", rider, d.RiderRanking)
+			}
+			if len(d.DangerTrends) != 1 || d.DangerTrends[0].Total != 1 || d.HeatMap.Total == 0 {
+				t.Fatalf("danger trend %v heat map %v", d.DangerTrends, d.HeatMap)
+			}
+		})
+	}
+}
+
+// watch opens a WatchDashboard stream and forwards what it receives.
+func (f *dashFixture) watch(tb testing.TB, ctx context.Context) <-chan *dashboardv1.Dashboard {
+	tb.Helper()
+	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url)
+	s, err := c.WatchDashboard(ctx, withToken(&dashboardv1.WatchDashboardRequest{}, f.token(tb, auth.Admin)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make(chan *dashboardv1.Dashboard, 1024)
+	go func() {
+		defer close(out)
+		defer s.Close()
+		for s.Receive() {
+			out <- s.Msg().Dashboard
+		}
+	}()
+	return out
+}
+
+// await returns the first update at or past pos.
+func await(tb testing.TB, updates <-chan *dashboardv1.Dashboard, pos uint64) *dashboardv1.Dashboard {
+	tb.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case d, ok := <-updates:
+			if !ok {
+				tb.Fatal("watch ended")
+			}
+			if d.Position >= pos {
+				return d
+			}
+		case <-timeout:
+			tb.Fatalf("no update reached position %d", pos)
+		}
+	}
+}
+
+func TestWatchDashboardPushesAppends(t *testing.T) {
+	f := startDashboard(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	updates := f.watch(t, ctx)
+	first := await(t, updates, 0)
+	if first.Board.Placed != 0 {
+		t.Fatalf("first update = %v", first.Board)
+	}
+	pos := f.append(t, "o1", &deliveryv1.OrderPlaced{OrderId: "o1", Zone: "z1", Amount: 9000, PlacedAt: timestamppb.Now()})
+	if d := await(t, updates, pos); d.Board.Placed != 1 || d.Today.Orders != 1 {
+		t.Fatalf("update after placing = board %v today %v", d.Board, d.Today)
+	}
+	// A burst of 50 orders arrives in far fewer updates, the last with all.
+	var last uint64
+	for i := range 50 {
+		id := fmt.Sprintf("b%d", i)
+		last = f.append(t, id, &deliveryv1.OrderPlaced{OrderId: id, Zone: "z1", Amount: 9000, PlacedAt: timestamppb.Now()})
+	}
+	n := 0
+	for {
+		d := await(t, updates, 0)
+		n++
+		if d.Position >= last {
+			if d.Board.Placed != 51 {
+				t.Fatalf("after the burst: %d placed, want 51", d.Board.Placed)
+			}
+			break
+		}
+	}
+	t.Logf("50 appends arrived in %d updates", n)
+	if n >= 50 {
+		t.Errorf("burst not coalesced: %d updates", n)
+	}
+	// An event the dashboard does not read changes no figure: no update.
+	f.append(t, "w1", &safetyv1.DangerDetected{RiderId: "no-event-id"})
+	select {
+	case d := <-updates:
+		t.Fatalf("update without a change: %v", d)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// BenchmarkDashboardFreshness measures event append → pushed dashboard
+// update through the real server: the time from calling Append to
+// receiving the first WatchDashboard update that includes the event.
+// "isolated" events arrive after a quiet spell (the watch's minimum gap);
+// "back_to_back" ones right after the previous update, so each waits out
+// the coalescing gap. Run with:
+//
+//	go test ./api/ -run '^$' -bench DashboardFreshness -benchtime 200x
+func BenchmarkDashboardFreshness(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		pause time.Duration
+	}{{"isolated", 60 * time.Millisecond}, {"back_to_back", 0}} {
+		b.Run(mode.name, func(b *testing.B) {
+			f := startDashboard(b)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			updates := f.watch(b, ctx)
+			await(b, updates, 0)
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				time.Sleep(mode.pause)
+				b.StartTimer()
+				id := fmt.Sprintf("o%d", i)
+				start := time.Now()
+				pos := f.append(b, id, &deliveryv1.OrderPlaced{OrderId: id, Zone: "z1", Amount: 9000, PlacedAt: timestamppb.New(start)})
+				await(b, updates, pos)
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+			b.ReportMetric(q(0.5), "p50-ms")
+			b.ReportMetric(q(0.99), "p99-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

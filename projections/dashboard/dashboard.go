@@ -1,0 +1,371 @@
+// Package dashboard is the admin dashboard's read model: the live
+// delivery board, order amounts and delivery times per day and zone,
+// orders per zone per hour with a seasonal forecast of the next hour,
+// rider ratings, and riders' danger events per day and place.
+//
+// Time semantics: every period is a calendar period in Korea Standard Time
+// (Zone, UTC+9, no daylight saving), and every event counts in the period
+// of its own timestamp: an order's placement and amount by placed_at, a
+// delivery and its time (accepted_at to delivered_at) by delivered_at, a
+// cancellation by cancelled_at, a danger event by detected_at. An event
+// without its timestamp falls back to the event's OccurredAt. Apply never
+// reads the clock: "today", "this month" and "the next hour" are relative
+// to the Now a query passes.
+package dashboard
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections"
+	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+)
+
+// Name is the projection's stable name.
+const Name = "dashboard"
+
+// Zone is the time zone of every day, month and hour of the dashboard:
+// Korea Standard Time, fixed so that no tzdata is needed.
+var Zone = time.FixedZone("Asia/Seoul", 9*60*60)
+
+const zoneOffset = 9 * 60 * 60 // seconds east of UTC
+
+// Order states of the open orders the model tracks.
+const (
+	statePlaced   = 1
+	stateAccepted = 2
+	statePickedUp = 3
+)
+
+// order is an open order: placed and neither delivered nor cancelled.
+// Times are Unix milliseconds.
+type order struct {
+	Zone       string `json:"z"`
+	Amount     int64  `json:"a"`
+	State      int    `json:"s"`
+	Rider      string `json:"r,omitempty"`
+	PlacedAt   int64  `json:"p"`
+	AcceptedAt int64  `json:"ac,omitempty"`
+	PickedUpAt int64  `json:"pu,omitempty"`
+}
+
+// dayStats are one zone's figures for one KST day.
+type dayStats struct {
+	Orders     int32 `json:"o,omitempty"`
+	Amount     int64 `json:"a,omitempty"`
+	Delivered  int32 `json:"d,omitempty"`
+	DeliveryMs int64 `json:"dm,omitempty"` // sum of delivered_at - accepted_at
+	Cancelled  int32 `json:"c,omitempty"`
+}
+
+func (d *dayStats) add(o dayStats) {
+	d.Orders += o.Orders
+	d.Amount += o.Amount
+	d.Delivered += o.Delivered
+	d.DeliveryMs += o.DeliveryMs
+	d.Cancelled += o.Cancelled
+}
+
+type rating struct {
+	Stars int64 `json:"s"`
+	N     int32 `json:"n"`
+}
+
+// danger is one danger event, kept for the heat map.
+type danger struct {
+	ID     string  `json:"i"`
+	At     int64   `json:"t"` // detected_at, Unix milliseconds
+	HasLoc bool    `json:"h,omitempty"`
+	Lat    float64 `json:"la,omitempty"`
+	Lng    float64 `json:"ln,omitempty"`
+}
+
+// state is everything the model holds; its JSON encoding is the snapshot
+// (encoding/json sorts map keys, so equal states give equal bytes).
+type state struct {
+	Pos    uint64                         `json:"pos"`
+	Orders map[string]*order              `json:"orders"`
+	Days   map[string]map[int32]*dayStats `json:"days"`  // zone -> KST day number -> stats
+	Hours  map[string]map[int64]int32     `json:"hours"` // zone -> KST hour number -> orders placed
+	// FirstHour is each zone's earliest hour with an order.
+	FirstHour map[string]int64   `json:"firstHour"`
+	Ratings   map[string]*rating `json:"ratings"`
+	// RiderDanger is rider -> KST day number -> danger events.
+	RiderDanger map[string]map[int32]int32 `json:"riderDanger"`
+	// Danger is every danger event, ascending by At then ID.
+	Danger []danger `json:"danger"`
+}
+
+// Model is the dashboard read model. Safe for concurrent queries during
+// Apply.
+type Model struct {
+	mu   sync.RWMutex
+	s    state
+	seen map[string]bool // danger event ids in s.Danger
+}
+
+var _ projections.Projection = (*Model)(nil)
+var _ projections.Selective = (*Model)(nil)
+
+// New returns an empty model.
+func New() *Model {
+	m := &Model{}
+	m.Reset()
+	return m
+}
+
+func (m *Model) Name() string { return Name }
+
+// Version is 1.
+func (m *Model) Version() int { return 1 }
+
+func typeName(msg proto.Message) string {
+	return string(msg.ProtoReflect().Descriptor().FullName())
+}
+
+// EventTypes lists the delivery and safety events the model reads.
+func (m *Model) EventTypes() []string {
+	return []string{
+		typeName((*deliveryv1.OrderPlaced)(nil)),
+		typeName((*deliveryv1.OrderAccepted)(nil)),
+		typeName((*deliveryv1.OrderPickedUp)(nil)),
+		typeName((*deliveryv1.OrderDelivered)(nil)),
+		typeName((*deliveryv1.OrderCancelled)(nil)),
+		typeName((*deliveryv1.OrderRated)(nil)),
+		typeName((*safetyv1.DangerDetected)(nil)),
+	}
+}
+
+func emptyState() state {
+	return state{
+		Orders:      map[string]*order{},
+		Days:        map[string]map[int32]*dayStats{},
+		Hours:       map[string]map[int64]int32{},
+		FirstHour:   map[string]int64{},
+		Ratings:     map[string]*rating{},
+		RiderDanger: map[string]map[int32]int32{},
+	}
+}
+
+// Reset empties the model.
+func (m *Model) Reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.s = emptyState()
+	m.seen = map[string]bool{}
+}
+
+// Position returns the position of the last event applied.
+func (m *Model) Position() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.s.Pos
+}
+
+// at returns t in Unix milliseconds, or the event's OccurredAt when t is
+// missing or invalid.
+func at(t *timestamppb.Timestamp, e es.Event) int64 {
+	if t != nil && t.IsValid() {
+		return t.AsTime().UnixMilli()
+	}
+	return e.OccurredAt.UnixMilli()
+}
+
+// dayOf returns the KST day number (days since 1970-01-01 KST) of ms.
+func dayOf(ms int64) int32 { return int32(floorDiv(ms/1000+zoneOffset, 86400)) }
+
+// hourOf returns the KST hour number (hours since 1970-01-01 00:00 KST) of ms.
+func hourOf(ms int64) int64 { return floorDiv(ms/1000+zoneOffset, 3600) }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+func (m *Model) day(zone string, d int32) *dayStats {
+	days := m.s.Days[zone]
+	if days == nil {
+		days = map[int32]*dayStats{}
+		m.s.Days[zone] = days
+	}
+	st := days[d]
+	if st == nil {
+		st = &dayStats{}
+		days[d] = st
+	}
+	return st
+}
+
+// Apply folds delivery and safety events in. Events of an order the model
+// does not know as open (never placed, or already delivered or cancelled)
+// change nothing but ratings, which carry their rider (the delivery domain
+// allows one rating per order, of 1 to 5 stars; others are ignored). A
+// danger event is counted once per event_id (the fast path and the synced
+// copy share it).
+//
+// The model keeps the open orders, per zone a day's totals and an hour's
+// order count for every day and hour with activity, per rider a rating
+// sum and a day's danger count, and every danger event's time and place
+// (for heat maps over any range): it grows with history, by a few bytes per
+// zone-hour and ~60 bytes per danger event.
+func (m *Model) Apply(e es.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.s.Pos = e.Position.Seq
+	switch d := e.Data.(type) {
+	case *deliveryv1.OrderPlaced:
+		if d.OrderId == "" || m.s.Orders[d.OrderId] != nil {
+			return
+		}
+		t := at(d.PlacedAt, e)
+		m.s.Orders[d.OrderId] = &order{Zone: d.Zone, Amount: d.Amount, State: statePlaced, PlacedAt: t}
+		st := m.day(d.Zone, dayOf(t))
+		st.Orders++
+		st.Amount += d.Amount
+		hours := m.s.Hours[d.Zone]
+		if hours == nil {
+			hours = map[int64]int32{}
+			m.s.Hours[d.Zone] = hours
+		}
+		h := hourOf(t)
+		hours[h]++
+		if first, ok := m.s.FirstHour[d.Zone]; !ok || h < first {
+			m.s.FirstHour[d.Zone] = h
+		}
+	case *deliveryv1.OrderAccepted:
+		if o := m.s.Orders[d.OrderId]; o != nil && o.State == statePlaced {
+			o.State, o.Rider, o.AcceptedAt = stateAccepted, d.RiderId, at(d.AcceptedAt, e)
+		}
+	case *deliveryv1.OrderPickedUp:
+		if o := m.s.Orders[d.OrderId]; o != nil && o.State == stateAccepted {
+			o.State, o.PickedUpAt = statePickedUp, at(d.PickedUpAt, e)
+			if d.RiderId != "" {
+				o.Rider = d.RiderId
+			}
+		}
+	case *deliveryv1.OrderDelivered:
+		o := m.s.Orders[d.OrderId]
+		if o == nil || o.State == statePlaced {
+			return
+		}
+		t := at(d.DeliveredAt, e)
+		st := m.day(o.Zone, dayOf(t))
+		st.Delivered++
+		st.DeliveryMs += t - o.AcceptedAt
+		delete(m.s.Orders, d.OrderId)
+	case *deliveryv1.OrderCancelled:
+		o := m.s.Orders[d.OrderId]
+		if o == nil {
+			return
+		}
+		m.day(o.Zone, dayOf(at(d.CancelledAt, e))).Cancelled++
+		delete(m.s.Orders, d.OrderId)
+	case *deliveryv1.OrderRated:
+		if d.RiderId == "" || d.Stars < 1 || d.Stars > 5 {
+			return
+		}
+		r := m.s.Ratings[d.RiderId]
+		if r == nil {
+			r = &rating{}
+			m.s.Ratings[d.RiderId] = r
+		}
+		r.Stars += int64(d.Stars)
+		r.N++
+	case *safetyv1.DangerDetected:
+		if d.EventId == "" || m.seen[d.EventId] {
+			return
+		}
+		m.seen[d.EventId] = true
+		p := danger{ID: d.EventId, At: at(d.DetectedAt, e)}
+		if l := d.Location; l != nil {
+			p.HasLoc, p.Lat, p.Lng = true, l.Lat, l.Lng
+		}
+		m.insertDanger(p)
+		if d.RiderId != "" {
+			days := m.s.RiderDanger[d.RiderId]
+			if days == nil {
+				days = map[int32]int32{}
+				m.s.RiderDanger[d.RiderId] = days
+			}
+			days[dayOf(p.At)]++
+		}
+	}
+}
+
+func dangerBefore(a, b danger) bool {
+	if a.At != b.At {
+		return a.At < b.At
+	}
+	return a.ID < b.ID
+}
+
+// insertDanger keeps s.Danger sorted; events mostly arrive in order, so
+// this is usually an append.
+func (m *Model) insertDanger(p danger) {
+	list := m.s.Danger
+	i := len(list)
+	if i > 0 && dangerBefore(p, list[i-1]) {
+		i = sort.Search(len(list), func(i int) bool { return dangerBefore(p, list[i]) })
+	}
+	list = append(list, danger{})
+	copy(list[i+1:], list[i:])
+	list[i] = p
+	m.s.Danger = list
+}
+
+const magic = "tldashboard1\n"
+
+// Snapshot encodes the model canonically (equal models give equal bytes):
+// a magic line, then the state as JSON with sorted map keys.
+func (m *Model) Snapshot() ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	b, err := json.Marshal(&m.s)
+	if err != nil {
+		return nil, fmt.Errorf("encode dashboard: %w", err)
+	}
+	return append([]byte(magic), b...), nil
+}
+
+// Restore replaces the model with a snapshot; on error the model is
+// unchanged.
+func (m *Model) Restore(data []byte) error {
+	if len(data) < len(magic) || string(data[:len(magic)]) != magic {
+		return errors.New("dashboard snapshot: bad header")
+	}
+	s := emptyState()
+	if err := json.Unmarshal(data[len(magic):], &s); err != nil {
+		return fmt.Errorf("dashboard snapshot: %w", err)
+	}
+	if s.Orders == nil || s.Days == nil || s.Hours == nil || s.FirstHour == nil || s.Ratings == nil || s.RiderDanger == nil {
+		return errors.New("dashboard snapshot: missing part")
+	}
+	seen := make(map[string]bool, len(s.Danger))
+	for i, p := range s.Danger {
+		if seen[p.ID] || (i > 0 && !dangerBefore(s.Danger[i-1], p)) {
+			return errors.New("dashboard snapshot: danger events repeated or out of order")
+		}
+		seen[p.ID] = true
+	}
+	for id, o := range s.Orders {
+		if o == nil {
+			return fmt.Errorf("dashboard snapshot: order %q is empty", id)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.s, m.seen = s, seen
+	return nil
+}
