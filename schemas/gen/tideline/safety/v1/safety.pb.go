@@ -153,11 +153,392 @@ func (x *ListDangerEventsResponse) GetPosition() uint64 {
 	return 0
 }
 
+type ReportDangerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// event carries the detection; event_id, rider_id, kind, severity and
+	// detected_at are required, received_at is set by the server.
+	Event         *DangerDetected `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDangerRequest) Reset() {
+	*x = ReportDangerRequest{}
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDangerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDangerRequest) ProtoMessage() {}
+
+func (x *ReportDangerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDangerRequest.ProtoReflect.Descriptor instead.
+func (*ReportDangerRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_safety_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReportDangerRequest) GetEvent() *DangerDetected {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type ReportDangerResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Position uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	// duplicate is true when this event_id was reported before.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDangerResponse) Reset() {
+	*x = ReportDangerResponse{}
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDangerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDangerResponse) ProtoMessage() {}
+
+func (x *ReportDangerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDangerResponse.ProtoReflect.Descriptor instead.
+func (*ReportDangerResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_safety_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReportDangerResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *ReportDangerResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+type ListAlertsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rider_id limits the list to one rider; empty: every rider.
+	RiderId string `protobuf:"bytes,1,opt,name=rider_id,json=riderId,proto3" json:"rider_id,omitempty"`
+	// open_only leaves out acknowledged alerts.
+	OpenOnly bool `protobuf:"varint,2,opt,name=open_only,json=openOnly,proto3" json:"open_only,omitempty"`
+	// limit is 1..1000; default 50.
+	Limit         int32  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	MinPosition   uint64 `protobuf:"varint,4,opt,name=min_position,json=minPosition,proto3" json:"min_position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertsRequest) Reset() {
+	*x = ListAlertsRequest{}
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertsRequest) ProtoMessage() {}
+
+func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
+func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_safety_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListAlertsRequest) GetRiderId() string {
+	if x != nil {
+		return x.RiderId
+	}
+	return ""
+}
+
+func (x *ListAlertsRequest) GetOpenOnly() bool {
+	if x != nil {
+		return x.OpenOnly
+	}
+	return false
+}
+
+func (x *ListAlertsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListAlertsRequest) GetMinPosition() uint64 {
+	if x != nil {
+		return x.MinPosition
+	}
+	return 0
+}
+
+type Alert struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Raised *AlertRaised           `protobuf:"bytes,1,opt,name=raised,proto3" json:"raised,omitempty"`
+	// acknowledged is absent while the alert is open.
+	Acknowledged  *AlertAcknowledged `protobuf:"bytes,2,opt,name=acknowledged,proto3" json:"acknowledged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Alert) Reset() {
+	*x = Alert{}
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Alert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Alert) ProtoMessage() {}
+
+func (x *Alert) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Alert.ProtoReflect.Descriptor instead.
+func (*Alert) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_safety_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Alert) GetRaised() *AlertRaised {
+	if x != nil {
+		return x.Raised
+	}
+	return nil
+}
+
+func (x *Alert) GetAcknowledged() *AlertAcknowledged {
+	if x != nil {
+		return x.Acknowledged
+	}
+	return nil
+}
+
+type ListAlertsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Alerts []*Alert               `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	// total is the number of alerts matching rider_id and open_only.
+	Total         int64  `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Position      uint64 `protobuf:"varint,3,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertsResponse) Reset() {
+	*x = ListAlertsResponse{}
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertsResponse) ProtoMessage() {}
+
+func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
+func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_safety_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListAlertsResponse) GetAlerts() []*Alert {
+	if x != nil {
+		return x.Alerts
+	}
+	return nil
+}
+
+func (x *ListAlertsResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ListAlertsResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+type AcknowledgeAlertRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AlertId       string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeAlertRequest) Reset() {
+	*x = AcknowledgeAlertRequest{}
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeAlertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeAlertRequest) ProtoMessage() {}
+
+func (x *AcknowledgeAlertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeAlertRequest.ProtoReflect.Descriptor instead.
+func (*AcknowledgeAlertRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_safety_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AcknowledgeAlertRequest) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+type AcknowledgeAlertResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Position uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	// already is true when the alert had been acknowledged before.
+	Already       bool `protobuf:"varint,2,opt,name=already,proto3" json:"already,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeAlertResponse) Reset() {
+	*x = AcknowledgeAlertResponse{}
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeAlertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeAlertResponse) ProtoMessage() {}
+
+func (x *AcknowledgeAlertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_safety_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeAlertResponse.ProtoReflect.Descriptor instead.
+func (*AcknowledgeAlertResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_safety_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AcknowledgeAlertResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *AcknowledgeAlertResponse) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
 var File_tideline_safety_v1_safety_proto protoreflect.FileDescriptor
 
 const file_tideline_safety_v1_safety_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftideline/safety/v1/safety.proto\x12\x12tideline.safety.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftideline/safety/v1/events.proto\"\x9f\x01\n" +
+	"\x1ftideline/safety/v1/safety.proto\x12\x12tideline.safety.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftideline/safety/v1/alerts.proto\x1a\x1ftideline/safety/v1/events.proto\"\x9f\x01\n" +
 	"\x17ListDangerEventsRequest\x12\x19\n" +
 	"\brider_id\x18\x01 \x01(\tR\ariderId\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
@@ -166,9 +547,35 @@ const file_tideline_safety_v1_safety_proto_rawDesc = "" +
 	"\x18ListDangerEventsResponse\x12:\n" +
 	"\x06events\x18\x01 \x03(\v2\".tideline.safety.v1.DangerDetectedR\x06events\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x1a\n" +
-	"\bposition\x18\x03 \x01(\x04R\bposition2~\n" +
+	"\bposition\x18\x03 \x01(\x04R\bposition\"O\n" +
+	"\x13ReportDangerRequest\x128\n" +
+	"\x05event\x18\x01 \x01(\v2\".tideline.safety.v1.DangerDetectedR\x05event\"P\n" +
+	"\x14ReportDangerResponse\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x84\x01\n" +
+	"\x11ListAlertsRequest\x12\x19\n" +
+	"\brider_id\x18\x01 \x01(\tR\ariderId\x12\x1b\n" +
+	"\topen_only\x18\x02 \x01(\bR\bopenOnly\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12!\n" +
+	"\fmin_position\x18\x04 \x01(\x04R\vminPosition\"\x8b\x01\n" +
+	"\x05Alert\x127\n" +
+	"\x06raised\x18\x01 \x01(\v2\x1f.tideline.safety.v1.AlertRaisedR\x06raised\x12I\n" +
+	"\facknowledged\x18\x02 \x01(\v2%.tideline.safety.v1.AlertAcknowledgedR\facknowledged\"y\n" +
+	"\x12ListAlertsResponse\x121\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x19.tideline.safety.v1.AlertR\x06alerts\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x1a\n" +
+	"\bposition\x18\x03 \x01(\x04R\bposition\"4\n" +
+	"\x17AcknowledgeAlertRequest\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\tR\aalertId\"P\n" +
+	"\x18AcknowledgeAlertResponse\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x18\n" +
+	"\aalready\x18\x02 \x01(\bR\aalready2\xad\x03\n" +
 	"\rSafetyService\x12m\n" +
-	"\x10ListDangerEvents\x12+.tideline.safety.v1.ListDangerEventsRequest\x1a,.tideline.safety.v1.ListDangerEventsResponseB\xd5\x01\n" +
+	"\x10ListDangerEvents\x12+.tideline.safety.v1.ListDangerEventsRequest\x1a,.tideline.safety.v1.ListDangerEventsResponse\x12a\n" +
+	"\fReportDanger\x12'.tideline.safety.v1.ReportDangerRequest\x1a(.tideline.safety.v1.ReportDangerResponse\x12[\n" +
+	"\n" +
+	"ListAlerts\x12%.tideline.safety.v1.ListAlertsRequest\x1a&.tideline.safety.v1.ListAlertsResponse\x12m\n" +
+	"\x10AcknowledgeAlert\x12+.tideline.safety.v1.AcknowledgeAlertRequest\x1a,.tideline.safety.v1.AcknowledgeAlertResponseB\xd5\x01\n" +
 	"\x16com.tideline.safety.v1B\vSafetyProtoP\x01ZDgithub.com/tideline/tideline/schemas/gen/tideline/safety/v1;safetyv1\xa2\x02\x03TSX\xaa\x02\x12Tideline.Safety.V1\xca\x02\x12Tideline\\Safety\\V1\xe2\x02\x1eTideline\\Safety\\V1\\GPBMetadata\xea\x02\x14Tideline::Safety::V1b\x06proto3"
 
 var (
@@ -183,23 +590,42 @@ func file_tideline_safety_v1_safety_proto_rawDescGZIP() []byte {
 	return file_tideline_safety_v1_safety_proto_rawDescData
 }
 
-var file_tideline_safety_v1_safety_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_tideline_safety_v1_safety_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_tideline_safety_v1_safety_proto_goTypes = []any{
 	(*ListDangerEventsRequest)(nil),  // 0: tideline.safety.v1.ListDangerEventsRequest
 	(*ListDangerEventsResponse)(nil), // 1: tideline.safety.v1.ListDangerEventsResponse
-	(*timestamppb.Timestamp)(nil),    // 2: google.protobuf.Timestamp
-	(*DangerDetected)(nil),           // 3: tideline.safety.v1.DangerDetected
+	(*ReportDangerRequest)(nil),      // 2: tideline.safety.v1.ReportDangerRequest
+	(*ReportDangerResponse)(nil),     // 3: tideline.safety.v1.ReportDangerResponse
+	(*ListAlertsRequest)(nil),        // 4: tideline.safety.v1.ListAlertsRequest
+	(*Alert)(nil),                    // 5: tideline.safety.v1.Alert
+	(*ListAlertsResponse)(nil),       // 6: tideline.safety.v1.ListAlertsResponse
+	(*AcknowledgeAlertRequest)(nil),  // 7: tideline.safety.v1.AcknowledgeAlertRequest
+	(*AcknowledgeAlertResponse)(nil), // 8: tideline.safety.v1.AcknowledgeAlertResponse
+	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
+	(*DangerDetected)(nil),           // 10: tideline.safety.v1.DangerDetected
+	(*AlertRaised)(nil),              // 11: tideline.safety.v1.AlertRaised
+	(*AlertAcknowledged)(nil),        // 12: tideline.safety.v1.AlertAcknowledged
 }
 var file_tideline_safety_v1_safety_proto_depIdxs = []int32{
-	2, // 0: tideline.safety.v1.ListDangerEventsRequest.since:type_name -> google.protobuf.Timestamp
-	3, // 1: tideline.safety.v1.ListDangerEventsResponse.events:type_name -> tideline.safety.v1.DangerDetected
-	0, // 2: tideline.safety.v1.SafetyService.ListDangerEvents:input_type -> tideline.safety.v1.ListDangerEventsRequest
-	1, // 3: tideline.safety.v1.SafetyService.ListDangerEvents:output_type -> tideline.safety.v1.ListDangerEventsResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9,  // 0: tideline.safety.v1.ListDangerEventsRequest.since:type_name -> google.protobuf.Timestamp
+	10, // 1: tideline.safety.v1.ListDangerEventsResponse.events:type_name -> tideline.safety.v1.DangerDetected
+	10, // 2: tideline.safety.v1.ReportDangerRequest.event:type_name -> tideline.safety.v1.DangerDetected
+	11, // 3: tideline.safety.v1.Alert.raised:type_name -> tideline.safety.v1.AlertRaised
+	12, // 4: tideline.safety.v1.Alert.acknowledged:type_name -> tideline.safety.v1.AlertAcknowledged
+	5,  // 5: tideline.safety.v1.ListAlertsResponse.alerts:type_name -> tideline.safety.v1.Alert
+	0,  // 6: tideline.safety.v1.SafetyService.ListDangerEvents:input_type -> tideline.safety.v1.ListDangerEventsRequest
+	2,  // 7: tideline.safety.v1.SafetyService.ReportDanger:input_type -> tideline.safety.v1.ReportDangerRequest
+	4,  // 8: tideline.safety.v1.SafetyService.ListAlerts:input_type -> tideline.safety.v1.ListAlertsRequest
+	7,  // 9: tideline.safety.v1.SafetyService.AcknowledgeAlert:input_type -> tideline.safety.v1.AcknowledgeAlertRequest
+	1,  // 10: tideline.safety.v1.SafetyService.ListDangerEvents:output_type -> tideline.safety.v1.ListDangerEventsResponse
+	3,  // 11: tideline.safety.v1.SafetyService.ReportDanger:output_type -> tideline.safety.v1.ReportDangerResponse
+	6,  // 12: tideline.safety.v1.SafetyService.ListAlerts:output_type -> tideline.safety.v1.ListAlertsResponse
+	8,  // 13: tideline.safety.v1.SafetyService.AcknowledgeAlert:output_type -> tideline.safety.v1.AcknowledgeAlertResponse
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_tideline_safety_v1_safety_proto_init() }
@@ -207,6 +633,7 @@ func file_tideline_safety_v1_safety_proto_init() {
 	if File_tideline_safety_v1_safety_proto != nil {
 		return
 	}
+	file_tideline_safety_v1_alerts_proto_init()
 	file_tideline_safety_v1_events_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -214,7 +641,7 @@ func file_tideline_safety_v1_safety_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_safety_v1_safety_proto_rawDesc), len(file_tideline_safety_v1_safety_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

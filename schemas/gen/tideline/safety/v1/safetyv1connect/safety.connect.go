@@ -36,6 +36,15 @@ const (
 	// SafetyServiceListDangerEventsProcedure is the fully-qualified name of the SafetyService's
 	// ListDangerEvents RPC.
 	SafetyServiceListDangerEventsProcedure = "/tideline.safety.v1.SafetyService/ListDangerEvents"
+	// SafetyServiceReportDangerProcedure is the fully-qualified name of the SafetyService's
+	// ReportDanger RPC.
+	SafetyServiceReportDangerProcedure = "/tideline.safety.v1.SafetyService/ReportDanger"
+	// SafetyServiceListAlertsProcedure is the fully-qualified name of the SafetyService's ListAlerts
+	// RPC.
+	SafetyServiceListAlertsProcedure = "/tideline.safety.v1.SafetyService/ListAlerts"
+	// SafetyServiceAcknowledgeAlertProcedure is the fully-qualified name of the SafetyService's
+	// AcknowledgeAlert RPC.
+	SafetyServiceAcknowledgeAlertProcedure = "/tideline.safety.v1.SafetyService/AcknowledgeAlert"
 )
 
 // SafetyServiceClient is a client for the tideline.safety.v1.SafetyService service.
@@ -43,6 +52,17 @@ type SafetyServiceClient interface {
 	// ListDangerEvents returns a rider's danger events, newest first.
 	// Admin only.
 	ListDangerEvents(context.Context, *connect.Request[v1.ListDangerEventsRequest]) (*connect.Response[v1.ListDangerEventsResponse], error)
+	// ReportDanger records a danger event detected on a phone, with the same
+	// validation as events from edge devices. A rider reports as themself;
+	// device, service and admin callers for any rider. Retries with the same
+	// event_id are idempotent.
+	ReportDanger(context.Context, *connect.Request[v1.ReportDangerRequest]) (*connect.Response[v1.ReportDangerResponse], error)
+	// ListAlerts returns raised alerts, newest first. Admin only.
+	ListAlerts(context.Context, *connect.Request[v1.ListAlertsRequest]) (*connect.Response[v1.ListAlertsResponse], error)
+	// AcknowledgeAlert marks an alert as taken in charge. Admin only.
+	// Acknowledging an acknowledged alert succeeds and changes nothing;
+	// an unknown alert is NotFound.
+	AcknowledgeAlert(context.Context, *connect.Request[v1.AcknowledgeAlertRequest]) (*connect.Response[v1.AcknowledgeAlertResponse], error)
 }
 
 // NewSafetyServiceClient constructs a client for the tideline.safety.v1.SafetyService service. By
@@ -62,12 +82,33 @@ func NewSafetyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(safetyServiceMethods.ByName("ListDangerEvents")),
 			connect.WithClientOptions(opts...),
 		),
+		reportDanger: connect.NewClient[v1.ReportDangerRequest, v1.ReportDangerResponse](
+			httpClient,
+			baseURL+SafetyServiceReportDangerProcedure,
+			connect.WithSchema(safetyServiceMethods.ByName("ReportDanger")),
+			connect.WithClientOptions(opts...),
+		),
+		listAlerts: connect.NewClient[v1.ListAlertsRequest, v1.ListAlertsResponse](
+			httpClient,
+			baseURL+SafetyServiceListAlertsProcedure,
+			connect.WithSchema(safetyServiceMethods.ByName("ListAlerts")),
+			connect.WithClientOptions(opts...),
+		),
+		acknowledgeAlert: connect.NewClient[v1.AcknowledgeAlertRequest, v1.AcknowledgeAlertResponse](
+			httpClient,
+			baseURL+SafetyServiceAcknowledgeAlertProcedure,
+			connect.WithSchema(safetyServiceMethods.ByName("AcknowledgeAlert")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // safetyServiceClient implements SafetyServiceClient.
 type safetyServiceClient struct {
 	listDangerEvents *connect.Client[v1.ListDangerEventsRequest, v1.ListDangerEventsResponse]
+	reportDanger     *connect.Client[v1.ReportDangerRequest, v1.ReportDangerResponse]
+	listAlerts       *connect.Client[v1.ListAlertsRequest, v1.ListAlertsResponse]
+	acknowledgeAlert *connect.Client[v1.AcknowledgeAlertRequest, v1.AcknowledgeAlertResponse]
 }
 
 // ListDangerEvents calls tideline.safety.v1.SafetyService.ListDangerEvents.
@@ -75,11 +116,37 @@ func (c *safetyServiceClient) ListDangerEvents(ctx context.Context, req *connect
 	return c.listDangerEvents.CallUnary(ctx, req)
 }
 
+// ReportDanger calls tideline.safety.v1.SafetyService.ReportDanger.
+func (c *safetyServiceClient) ReportDanger(ctx context.Context, req *connect.Request[v1.ReportDangerRequest]) (*connect.Response[v1.ReportDangerResponse], error) {
+	return c.reportDanger.CallUnary(ctx, req)
+}
+
+// ListAlerts calls tideline.safety.v1.SafetyService.ListAlerts.
+func (c *safetyServiceClient) ListAlerts(ctx context.Context, req *connect.Request[v1.ListAlertsRequest]) (*connect.Response[v1.ListAlertsResponse], error) {
+	return c.listAlerts.CallUnary(ctx, req)
+}
+
+// AcknowledgeAlert calls tideline.safety.v1.SafetyService.AcknowledgeAlert.
+func (c *safetyServiceClient) AcknowledgeAlert(ctx context.Context, req *connect.Request[v1.AcknowledgeAlertRequest]) (*connect.Response[v1.AcknowledgeAlertResponse], error) {
+	return c.acknowledgeAlert.CallUnary(ctx, req)
+}
+
 // SafetyServiceHandler is an implementation of the tideline.safety.v1.SafetyService service.
 type SafetyServiceHandler interface {
 	// ListDangerEvents returns a rider's danger events, newest first.
 	// Admin only.
 	ListDangerEvents(context.Context, *connect.Request[v1.ListDangerEventsRequest]) (*connect.Response[v1.ListDangerEventsResponse], error)
+	// ReportDanger records a danger event detected on a phone, with the same
+	// validation as events from edge devices. A rider reports as themself;
+	// device, service and admin callers for any rider. Retries with the same
+	// event_id are idempotent.
+	ReportDanger(context.Context, *connect.Request[v1.ReportDangerRequest]) (*connect.Response[v1.ReportDangerResponse], error)
+	// ListAlerts returns raised alerts, newest first. Admin only.
+	ListAlerts(context.Context, *connect.Request[v1.ListAlertsRequest]) (*connect.Response[v1.ListAlertsResponse], error)
+	// AcknowledgeAlert marks an alert as taken in charge. Admin only.
+	// Acknowledging an acknowledged alert succeeds and changes nothing;
+	// an unknown alert is NotFound.
+	AcknowledgeAlert(context.Context, *connect.Request[v1.AcknowledgeAlertRequest]) (*connect.Response[v1.AcknowledgeAlertResponse], error)
 }
 
 // NewSafetyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -95,10 +162,34 @@ func NewSafetyServiceHandler(svc SafetyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(safetyServiceMethods.ByName("ListDangerEvents")),
 		connect.WithHandlerOptions(opts...),
 	)
+	safetyServiceReportDangerHandler := connect.NewUnaryHandler(
+		SafetyServiceReportDangerProcedure,
+		svc.ReportDanger,
+		connect.WithSchema(safetyServiceMethods.ByName("ReportDanger")),
+		connect.WithHandlerOptions(opts...),
+	)
+	safetyServiceListAlertsHandler := connect.NewUnaryHandler(
+		SafetyServiceListAlertsProcedure,
+		svc.ListAlerts,
+		connect.WithSchema(safetyServiceMethods.ByName("ListAlerts")),
+		connect.WithHandlerOptions(opts...),
+	)
+	safetyServiceAcknowledgeAlertHandler := connect.NewUnaryHandler(
+		SafetyServiceAcknowledgeAlertProcedure,
+		svc.AcknowledgeAlert,
+		connect.WithSchema(safetyServiceMethods.ByName("AcknowledgeAlert")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tideline.safety.v1.SafetyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SafetyServiceListDangerEventsProcedure:
 			safetyServiceListDangerEventsHandler.ServeHTTP(w, r)
+		case SafetyServiceReportDangerProcedure:
+			safetyServiceReportDangerHandler.ServeHTTP(w, r)
+		case SafetyServiceListAlertsProcedure:
+			safetyServiceListAlertsHandler.ServeHTTP(w, r)
+		case SafetyServiceAcknowledgeAlertProcedure:
+			safetyServiceAcknowledgeAlertHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -110,4 +201,16 @@ type UnimplementedSafetyServiceHandler struct{}
 
 func (UnimplementedSafetyServiceHandler) ListDangerEvents(context.Context, *connect.Request[v1.ListDangerEventsRequest]) (*connect.Response[v1.ListDangerEventsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.safety.v1.SafetyService.ListDangerEvents is not implemented"))
+}
+
+func (UnimplementedSafetyServiceHandler) ReportDanger(context.Context, *connect.Request[v1.ReportDangerRequest]) (*connect.Response[v1.ReportDangerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.safety.v1.SafetyService.ReportDanger is not implemented"))
+}
+
+func (UnimplementedSafetyServiceHandler) ListAlerts(context.Context, *connect.Request[v1.ListAlertsRequest]) (*connect.Response[v1.ListAlertsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.safety.v1.SafetyService.ListAlerts is not implemented"))
+}
+
+func (UnimplementedSafetyServiceHandler) AcknowledgeAlert(context.Context, *connect.Request[v1.AcknowledgeAlertRequest]) (*connect.Response[v1.AcknowledgeAlertResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.safety.v1.SafetyService.AcknowledgeAlert is not implemented"))
 }

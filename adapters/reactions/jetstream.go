@@ -1,0 +1,197 @@
+package reactions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// subscriber is a watermill Subscriber over JetStream durable consumers.
+//
+// (watermill-nats/v2's beta jetstream subscriber closes its output channel
+// while its consume callback may still send to it, a data race and a
+// possible panic on shutdown, and its Close drains the connection it was
+// given; this one has a single goroutine per subscription that owns the
+// channel.)
+type subscriber struct {
+	js       jetstream.JetStream
+	stream   string
+	consumer func(topic string) (jetstream.ConsumerConfig, error)
+	// retryDelay is the redelivery delay after a nack of a message
+	// delivered n times.
+	retryDelay func(n uint64) time.Duration
+	log        *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+}
+
+var _ message.Subscriber = (*subscriber)(nil)
+
+// Subscribe creates or updates topic's durable consumer and delivers its
+// messages one at a time: the next is fetched once the previous one is
+// acked or nacked. A message neither acked nor nacked when the
+// subscription ends is redelivered by JetStream after AckWait.
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("subscriber closed")
+	}
+	cfg, err := s.consumer(topic)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
+	}
+	out := make(chan *message.Message)
+	done := make(chan struct{})
+	s.wg.Add(2)
+	go func() { // ends the iterator, which ends the loop below
+		defer s.wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		case <-done:
+		}
+		it.Stop()
+	}()
+	go func() {
+		defer s.wg.Done()
+		defer close(out)
+		defer close(done)
+		for {
+			m, err := it.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if err != nil {
+				s.log.Debug("consumer", "consumer", cfg.Durable, "err", err)
+				continue
+			}
+			if !s.deliver(ctx, m, out) {
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// deliver hands m to the router and settles it; false means stop.
+func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *message.Message) bool {
+	wm, err := unmarshal(m)
+	if err != nil { // not a JetStream message: nothing to redeliver
+		s.log.Error("reaction message", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return true
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wm.SetContext(mctx)
+	select {
+	case out <- wm:
+	case <-ctx.Done():
+		return false
+	case <-s.closing:
+		return false
+	}
+	select {
+	case <-wm.Acked():
+		if err := m.DoubleAck(ctx); err != nil {
+			s.log.Warn("ack", "subject", m.Subject(), "err", err)
+		}
+	case <-wm.Nacked():
+		n := uint64(1)
+		if md, err := m.Metadata(); err == nil {
+			n = md.NumDelivered
+		}
+		if err := m.NakWithDelay(s.retryDelay(n)); err != nil {
+			s.log.Warn("nak", "subject", m.Subject(), "err", err)
+		}
+	case <-ctx.Done():
+		return false
+	case <-s.closing:
+		return false
+	}
+	return true
+}
+
+// Close ends every subscription and waits for them (bounded). It does
+// not close the connection.
+func (s *subscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.closing)
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("reactions: subscriptions did not stop within 10s")
+	}
+}
+
+// unmarshal keeps the raw commit with its subject, sequence and headers;
+// decoding happens in the handler, where an error can be retried and
+// poisoned.
+func unmarshal(m jetstream.Msg) (*message.Message, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil, fmt.Errorf("message metadata: %w", err)
+	}
+	seq := strconv.FormatUint(md.Sequence.Stream, 10)
+	wm := message.NewMessage(seq, m.Data())
+	for k, v := range m.Headers() {
+		if len(v) > 0 {
+			wm.Metadata.Set(k, v[0])
+		}
+	}
+	wm.Metadata.Set(mdSubject, m.Subject())
+	wm.Metadata.Set(mdSeq, seq)
+	return wm, nil
+}
+
+// publisher is a watermill Publisher to JetStream: the topic is the
+// subject, metadata become headers. It is used for the poison queue.
+type publisher struct{ js jetstream.JetStream }
+
+var _ message.Publisher = publisher{}
+
+func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		nm := nats.NewMsg(topic)
+		for k, v := range m.Metadata {
+			nm.Header.Set(k, v)
+		}
+		nm.Header.Set(jetstream.MsgIDHeader, topic+"/"+m.UUID) // a retried poisoning stores once
+		nm.Data = m.Payload
+		if _, err := p.js.PublishMsg(context.Background(), nm); err != nil {
+			return fmt.Errorf("publish %s: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+func (publisher) Close() error { return nil }

@@ -1,0 +1,220 @@
+// Package reactions runs Tideline's reactions (process managers) on a
+// watermill router (handlers, retry and poison-queue middleware) over
+// JetStream durable consumers of the EVENTS stream (our own small watermill
+// Subscriber, see jetstream.go).
+//
+// Each reaction has a stable name (its durable consumer, "reaction-<name>",
+// whose ack floor is its checkpoint) and subject filters. A commit is
+// handled at least once: the handler must be idempotent and append its
+// results as new events. A failing handler is retried in process with
+// exponential backoff (watermill Retry); when the retries are spent the
+// message goes to the poison queue (subject reactions.poison.<name> on the
+// POISON stream, with the reason in its headers) and is acked, so one bad
+// commit does not stop the reaction. If even the poison publish fails the
+// message is nacked with a delay and JetStream redelivers it, up to
+// MaxDeliver times.
+package reactions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tideline/tideline/domain/es"
+)
+
+// Decoder decodes one stored commit message; cmd wires
+// adapters/jetstream.DecodeCommit (adapters do not import each other).
+type Decoder func(stream es.StreamID, seq uint64, h nats.Header, data []byte) (es.Commit, error)
+
+// Reaction is one named handler of commits.
+type Reaction struct {
+	// Name is stable: renaming it starts a new durable consumer from the
+	// stream's first event.
+	Name string
+	// Subjects filter the EVENTS stream, e.g. "ev.safety.device.>".
+	Subjects []string
+	// Handle is called once per commit, at least once, in stream order;
+	// it must be idempotent. An error retries, then poisons the commit.
+	Handle func(ctx context.Context, c es.Commit) error
+}
+
+// Config configures an Engine.
+type Config struct {
+	// Conn is the connection to JetStream; the engine does not close it.
+	Conn *nats.Conn
+	// Stream is the events stream; default "EVENTS".
+	Stream string
+	// Decode decodes commits (required).
+	Decode Decoder
+	Logger *slog.Logger
+	// MaxRetries in process before poisoning; default 5, from
+	// RetryInterval (default 100ms) doubling up to 5s.
+	MaxRetries    int
+	RetryInterval time.Duration
+	// MaxDeliver bounds JetStream redeliveries; default 10.
+	MaxDeliver int
+	// AckWait is how long a handler may run before JetStream redelivers;
+	// default 1 minute.
+	AckWait time.Duration
+}
+
+// PoisonStream holds the commits reactions gave up on, on subjects
+// PoisonSubjectPrefix.<reaction>.
+const (
+	PoisonStream        = "POISON"
+	PoisonSubjectPrefix = "reactions.poison"
+)
+
+// Engine is a running set of reactions.
+type Engine struct {
+	router *message.Router
+	sub    *subscriber
+}
+
+// New provisions the poison stream and each reaction's durable consumer
+// and returns the engine; Run starts it.
+func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
+	if cfg.Conn == nil || cfg.Decode == nil {
+		return nil, errors.New("reactions: Conn and Decode are required")
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = "EVENTS"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = 5
+	}
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = 100 * time.Millisecond
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = 10
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = time.Minute
+	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("reactions: jetstream: %w", err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        PoisonStream,
+		Description: "commits that reactions failed to handle, with the reason in headers",
+		Subjects:    []string{PoisonSubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+	}); err != nil {
+		return nil, fmt.Errorf("reactions: provision %s stream: %w", PoisonStream, err)
+	}
+	byName := map[string]Reaction{}
+	for _, r := range rs {
+		if err := es.ValidateToken("reaction", r.Name); err != nil {
+			return nil, fmt.Errorf("reactions: %w", err)
+		}
+		if _, dup := byName[r.Name]; dup || len(r.Subjects) == 0 || r.Handle == nil {
+			return nil, fmt.Errorf("reactions: reaction %q is repeated or lacks subjects or a handler", r.Name)
+		}
+		byName[r.Name] = r
+	}
+	// Watermill logs every message at info: that is debug here.
+	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger.With("component", "reactions"),
+		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	sub := &subscriber{
+		js:      js,
+		stream:  cfg.Stream,
+		log:     cfg.Logger,
+		closing: make(chan struct{}),
+		consumer: func(topic string) (jetstream.ConsumerConfig, error) {
+			r, ok := byName[topic]
+			if !ok {
+				return jetstream.ConsumerConfig{}, fmt.Errorf("no reaction %q", topic)
+			}
+			return jetstream.ConsumerConfig{
+				Durable:        "reaction-" + r.Name,
+				Description:    "reaction " + r.Name,
+				FilterSubjects: r.Subjects,
+				DeliverPolicy:  jetstream.DeliverAllPolicy,
+				AckPolicy:      jetstream.AckExplicitPolicy,
+				AckWait:        cfg.AckWait,
+				MaxDeliver:     cfg.MaxDeliver,
+				MaxAckPending:  1, // in stream order, one at a time
+			}, nil
+		},
+		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*time.Second, 30*time.Second) },
+	}
+	pub := publisher{js: js}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("reactions: router: %w", err)
+	}
+	router.AddMiddleware(middleware.Recoverer)
+	for name, r := range byName {
+		poison, err := middleware.PoisonQueue(pub, PoisonSubjectPrefix+"."+name)
+		if err != nil {
+			return nil, fmt.Errorf("reactions: poison queue: %w", err)
+		}
+		retry := middleware.Retry{MaxRetries: cfg.MaxRetries, InitialInterval: cfg.RetryInterval,
+			MaxInterval: 5 * time.Second, Multiplier: 2, Logger: wlog}
+		h := router.AddConsumerHandler(name, name, sub, handler(r, cfg.Decode, cfg.Logger))
+		h.AddMiddleware(poison, retry.Middleware)
+	}
+	return &Engine{router: router, sub: sub}, nil
+}
+
+// Run runs the reactions until ctx ends or Close; it returns once they
+// stopped.
+func (e *Engine) Run(ctx context.Context) error { return e.router.Run(ctx) }
+
+// Running is closed once every reaction consumes.
+func (e *Engine) Running() <-chan struct{} { return e.router.Running() }
+
+// Close stops the reactions and waits for handlers in flight (bounded).
+// It leaves the connection open.
+func (e *Engine) Close() error {
+	return errors.Join(e.router.Close(), e.sub.Close())
+}
+
+// Metadata keys the unmarshaler sets.
+const (
+	mdSubject = "tl_subject"
+	mdSeq     = "tl_seq"
+)
+
+func handler(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
+		if err != nil {
+			return fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)
+		}
+		stream, err := es.ParseStreamID(msg.Metadata.Get(mdSubject))
+		if err != nil {
+			return fmt.Errorf("reaction %s: %w", r.Name, err)
+		}
+		h := nats.Header{}
+		for k, v := range msg.Metadata {
+			if k != mdSeq && k != mdSubject {
+				h.Set(k, v)
+			}
+		}
+		c, err := decode(stream, seq, h, msg.Payload)
+		if err != nil {
+			return fmt.Errorf("reaction %s: decode commit %d: %w", r.Name, seq, err)
+		}
+		if err := r.Handle(msg.Context(), c); err != nil {
+			log.Warn("reaction failed", "reaction", r.Name, "seq", seq, "err", err)
+			return err
+		}
+		return nil
+	}
+}

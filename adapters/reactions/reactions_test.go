@@ -1,0 +1,222 @@
+package reactions_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/adapters/reactions"
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/safety"
+	alertsmodel "github.com/tideline/tideline/projections/alerts"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+)
+
+// fakeNotifier records notifications and fails the first failures calls.
+type fakeNotifier struct {
+	mu       sync.Mutex
+	failures int
+	calls    int
+	notified map[string]int
+}
+
+func (f *fakeNotifier) Notify(_ context.Context, a *safetyv1.AlertRaised) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.calls <= f.failures {
+		return errors.New("webhook down")
+	}
+	f.notified[a.AlertId]++
+	return nil
+}
+
+func (f *fakeNotifier) count() (alerts, total int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range f.notified {
+		total += n
+	}
+	return len(f.notified), total
+}
+
+type env struct {
+	ns     *server.Server
+	store  *tljs.Store
+	model  *alertsmodel.Model
+	runner *tljs.Runner
+	svc    *safety.Service
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	ns, nc := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	store, err := tljs.Open(ctx, nc, tljs.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := alertsmodel.New(alertsmodel.Rules{})
+	runner := tljs.NewRunner(store, model, tljs.RunnerOptions{})
+	done := make(chan struct{})
+	go func() { runner.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &env{ns: ns, store: store, model: model, runner: runner, svc: safety.NewService(store)}
+}
+
+func (e *env) engine(t *testing.T, rs ...reactions.Reaction) *reactions.Engine {
+	t.Helper()
+	nc, err := natsserver.Connect(e.ns, "reactions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := reactions.New(context.Background(), reactions.Config{Conn: nc, Decode: tljs.DecodeCommit,
+		RetryInterval: 10 * time.Millisecond, MaxRetries: 3, Logger: slog.New(slog.DiscardHandler)}, rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(context.Background()) }()
+	select {
+	case <-eng.Running():
+	case err := <-done:
+		t.Fatalf("engine stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine did not start")
+	}
+	t.Cleanup(func() { eng.Close(); <-done; nc.Close() })
+	return eng
+}
+
+func (e *env) raiseAndNotify(n reactions.Notifier) []reactions.Reaction {
+	return []reactions.Reaction{
+		reactions.RaiseAlerts(e.svc, reactions.AlertRules{WaitFor: e.runner.WaitFor, Triggered: e.model.Triggered}),
+		reactions.NotifyAlerts(n),
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+var rider = auth.Principal{Subject: "r1", Role: auth.Rider}
+
+func danger(id, riderID string, sev safetyv1.Severity, at time.Time) *safetyv1.DangerDetected {
+	return &safetyv1.DangerDetected{EventId: id, RiderId: riderID, Kind: safetyv1.DangerKind_DANGER_KIND_HARD_BRAKE,
+		Severity: sev, PeakAccelG: 1.2, DetectedAt: timestamppb.New(at)}
+}
+
+func TestAlertsRaisedOnceAndNotified(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	n := &fakeNotifier{failures: 2, notified: map[string]int{}} // the webhook is down at first
+	e.engine(t, e.raiseAndNotify(n)...)
+	now := time.Now().Add(-10 * time.Minute)
+	// r1: three low events within the window, reported from the phone.
+	for i := range 3 {
+		if _, err := e.svc.Report(ctx, rider, danger(fmt.Sprintf("p%d", i), "r1", safetyv1.Severity_SEVERITY_LOW, now.Add(time.Duration(i)*time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// r2: one high event from an edge device, plus its CRITICAL upgrade.
+	dev := es.StreamID{Context: "safety", Type: "device", ID: "dev1"}
+	for _, d := range []*safetyv1.DangerDetected{
+		danger("dev1:crash-1:high", "r2", safetyv1.Severity_SEVERITY_HIGH, now),
+		danger("dev1:crash-1:critical", "r2", safetyv1.Severity_SEVERITY_CRITICAL, now.Add(5*time.Second)),
+	} {
+		if _, err := e.store.Append(ctx, dev, []proto.Message{d}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "two alerts notified", func() bool { a, _ := n.count(); return a == 2 })
+	if list, _ := e.model.List("", false, 10); len(list) != 2 {
+		t.Fatalf("alerts = %v", list)
+	}
+	// The same events again (a resend beyond any dedup window) and a
+	// restarted engine raise nothing new.
+	if _, err := e.store.Append(ctx, dev, []proto.Message{danger("dev1:crash-1:high", "r2", safetyv1.Severity_SEVERITY_HIGH, now)}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	e.engine(t, e.raiseAndNotify(n)...)
+	if _, err := e.svc.Report(ctx, rider, danger("p9", "r1", safetyv1.Severity_SEVERITY_LOW, now.Add(4*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	last, err := e.store.LastPosition(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "rules caught up", func() bool { return e.model.Position() >= last })
+	if list, total := e.model.List("", false, 10); total != 2 {
+		t.Fatalf("alerts after redelivery = %v", list)
+	}
+	if a, total := n.count(); a != 2 || total > 4 {
+		t.Fatalf("notified %d alerts %d times", a, total)
+	}
+}
+
+func TestFailingReactionIsPoisoned(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var handled []uint64
+	e.engine(t, reactions.Reaction{
+		Name:     "flaky",
+		Subjects: []string{"ev.test.>"},
+		Handle: func(_ context.Context, c es.Commit) error {
+			if c.Events[0].Data.(*safetyv1.DangerDetected).EventId == "bad" {
+				return errors.New("cannot handle")
+			}
+			mu.Lock()
+			handled = append(handled, c.Seq)
+			mu.Unlock()
+			return nil
+		},
+	})
+	for _, id := range []string{"bad", "good"} {
+		if _, err := e.store.Append(ctx, es.StreamID{Context: "test", Type: "x", ID: id}, []proto.Message{danger(id, "r", 1, time.Now())}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The bad commit does not block the good one behind it.
+	eventually(t, "good commit handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 1 })
+	js, err := jetstream.New(e.store.JetStream().Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "bad commit poisoned", func() bool {
+		s, err := js.Stream(ctx, reactions.PoisonStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	})
+	s, _ := js.Stream(ctx, reactions.PoisonStream)
+	m, err := s.GetLastMsgForSubject(ctx, reactions.PoisonSubjectPrefix+".flaky")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get("reason_poisoned") == "" {
+		t.Fatalf("poisoned message headers = %v", m.Header)
+	}
+}

@@ -1,0 +1,463 @@
+// Package alerts is the safety context's alert rules and alerts read
+// model, one pure projection over DangerDetected, AlertRaised and
+// AlertAcknowledged.
+//
+// The rules: a rider's danger events are grouped into incidents (session
+// windows: an event within Window of the incident's latest event joins
+// it). An incident qualifies for an alert when one of its events has
+// severity HIGH or above, or when Count of its events fall within Window
+// of each other. An incident qualifies at most once, and its alert id is
+// safety.AlertID(rider, id of the event that opened the incident): the
+// same incident always yields the same id, so a replay, a redelivery or
+// a duplicate report never raises a second alert.
+//
+// The model only decides; it appends nothing. The alerts reaction
+// (adapters/reactions) asks Triggered for each new danger event and
+// appends the AlertRaised through the alert aggregate, which raises each
+// id once. Once an AlertRaised is applied the decision is forgotten.
+package alerts
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/safety"
+	"github.com/tideline/tideline/projections"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+)
+
+// Name is the projection's stable name.
+const Name = "alerts"
+
+// Rules are the alert thresholds.
+type Rules struct {
+	// Count events of an incident within Window raise an alert.
+	Count int
+	// Window is both the incident gap and the counting window.
+	Window time.Duration
+	// Severe is the lowest severity that raises an alert at once.
+	Severe safetyv1.Severity
+}
+
+// DefaultRules: 3 events within 10 minutes, or one of severity HIGH.
+func DefaultRules() Rules {
+	return Rules{Count: 3, Window: 10 * time.Minute, Severe: safetyv1.Severity_SEVERITY_HIGH}
+}
+
+// Bounds on the rules' memory.
+const (
+	maxSeen          = 100000 // event ids remembered for deduplication
+	maxIncidentItems = 256    // events kept per incident
+)
+
+type item struct {
+	ID       string
+	At       time.Time
+	Severity safetyv1.Severity
+	Kind     safetyv1.DangerKind
+}
+
+type incident struct {
+	FirstID     string
+	First, Last time.Time
+	Items       []item // ascending by At, ID
+	AlertID     string // set once the incident qualified
+}
+
+// Model is the alert rules' state and the alerts read model. Safe for
+// concurrent queries during Apply.
+type Model struct {
+	rules Rules
+
+	mu        sync.RWMutex
+	incidents map[string]*incident // by rider
+	seen      map[string]bool
+	seenOrder []string // ring of seen ids, oldest at seenNext
+	seenNext  int
+	triggered map[string][]*safetyv1.AlertRaised // by triggering event id
+	trigger   map[string]string                  // alert id -> triggering event id, until raised
+	alerts    map[string]*safetyv1.Alert
+	pos       uint64
+}
+
+var _ projections.Projection = (*Model)(nil)
+var _ projections.Selective = (*Model)(nil)
+
+// New returns an empty model with rules r (zero fields take the defaults).
+func New(r Rules) *Model {
+	d := DefaultRules()
+	if r.Count <= 0 {
+		r.Count = d.Count
+	}
+	if r.Window <= 0 {
+		r.Window = d.Window
+	}
+	if r.Severe == safetyv1.Severity_SEVERITY_UNSPECIFIED {
+		r.Severe = d.Severe
+	}
+	m := &Model{rules: r}
+	m.Reset()
+	return m
+}
+
+func (m *Model) Name() string { return Name }
+
+// Version is 1; change it when the rules' meaning changes.
+func (m *Model) Version() int { return 1 }
+
+// EventTypes lists the events the model reads.
+func (m *Model) EventTypes() []string {
+	return []string{typeName(&safetyv1.DangerDetected{}), typeName(&safetyv1.AlertRaised{}), typeName(&safetyv1.AlertAcknowledged{})}
+}
+
+func typeName(p proto.Message) string { return string(p.ProtoReflect().Descriptor().FullName()) }
+
+// Reset empties the model.
+func (m *Model) Reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reset()
+}
+
+func (m *Model) reset() {
+	m.incidents = map[string]*incident{}
+	m.seen = map[string]bool{}
+	m.seenOrder, m.seenNext = nil, 0
+	m.triggered = map[string][]*safetyv1.AlertRaised{}
+	m.trigger = map[string]string{}
+	m.alerts = map[string]*safetyv1.Alert{}
+	m.pos = 0
+}
+
+// Position returns the last applied position.
+func (m *Model) Position() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.pos
+}
+
+// Apply folds one event in.
+func (m *Model) Apply(e es.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pos = e.Position.Seq
+	switch d := e.Data.(type) {
+	case *safetyv1.DangerDetected:
+		m.danger(d)
+	case *safetyv1.AlertRaised:
+		if d.AlertId == "" || m.alerts[d.AlertId] != nil {
+			return
+		}
+		m.alerts[d.AlertId] = &safetyv1.Alert{Raised: proto.Clone(d).(*safetyv1.AlertRaised)}
+		if ev, ok := m.trigger[d.AlertId]; ok {
+			delete(m.trigger, d.AlertId)
+			rest := m.triggered[ev][:0:0]
+			for _, a := range m.triggered[ev] {
+				if a.AlertId != d.AlertId {
+					rest = append(rest, a)
+				}
+			}
+			if len(rest) == 0 {
+				delete(m.triggered, ev)
+			} else {
+				m.triggered[ev] = rest
+			}
+		}
+	case *safetyv1.AlertAcknowledged:
+		if a := m.alerts[d.AlertId]; a != nil && a.Acknowledged == nil {
+			a.Acknowledged = proto.Clone(d).(*safetyv1.AlertAcknowledged)
+		}
+	}
+}
+
+func (m *Model) markSeen(id string) bool {
+	if m.seen[id] {
+		return false
+	}
+	if len(m.seenOrder) < maxSeen {
+		m.seenOrder = append(m.seenOrder, id)
+	} else {
+		delete(m.seen, m.seenOrder[m.seenNext])
+		m.seenOrder[m.seenNext] = id
+		m.seenNext = (m.seenNext + 1) % maxSeen
+	}
+	m.seen[id] = true
+	return true
+}
+
+// danger runs the rules on one danger event.
+func (m *Model) danger(d *safetyv1.DangerDetected) {
+	// Seen per rider: a client-chosen event id must not shadow another
+	// rider's event.
+	if d.EventId == "" || d.RiderId == "" || d.DetectedAt == nil || !m.markSeen(d.RiderId+"/"+d.EventId) {
+		return
+	}
+	it := item{ID: d.EventId, At: d.DetectedAt.AsTime(), Severity: d.Severity, Kind: d.Kind}
+	w := m.rules.Window
+	inc := m.incidents[d.RiderId]
+	switch {
+	case inc == nil || it.At.After(inc.Last.Add(w)):
+		inc = &incident{FirstID: it.ID, First: it.At, Last: it.At}
+		m.incidents[d.RiderId] = inc
+	case it.At.Before(inc.First.Add(-w)):
+		// A late report of an older incident (a device that was offline):
+		// judged on its own, without disturbing the current incident.
+		old := &incident{FirstID: it.ID, First: it.At, Last: it.At}
+		old.add(it)
+		m.judge(d.RiderId, old, it)
+		return
+	}
+	inc.add(it)
+	m.judge(d.RiderId, inc, it)
+}
+
+func (inc *incident) add(it item) {
+	i := sort.Search(len(inc.Items), func(i int) bool {
+		o := inc.Items[i]
+		return o.At.After(it.At) || o.At.Equal(it.At) && o.ID > it.ID
+	})
+	inc.Items = append(inc.Items, item{})
+	copy(inc.Items[i+1:], inc.Items[i:])
+	inc.Items[i] = it
+	if len(inc.Items) > maxIncidentItems {
+		inc.Items = inc.Items[1:]
+	}
+	if it.At.Before(inc.First) {
+		inc.First = it.At
+	}
+	if it.At.After(inc.Last) {
+		inc.Last = it.At
+	}
+}
+
+// judge raises the incident's alert, triggered by it, if the incident
+// qualifies and has not yet.
+func (m *Model) judge(rider string, inc *incident, it item) {
+	if inc.AlertID != "" {
+		return
+	}
+	var reason string
+	if it.Severity >= m.rules.Severe {
+		reason = fmt.Sprintf("severity %s %s", severityName(it.Severity), kindName(it.Kind))
+	} else if n := maxInWindow(inc.Items, m.rules.Window); n >= m.rules.Count {
+		reason = fmt.Sprintf("%d danger events within %s", n, m.rules.Window)
+	} else {
+		return
+	}
+	inc.AlertID = safety.AlertID(rider, inc.FirstID)
+	a := &safetyv1.AlertRaised{AlertId: inc.AlertID, RiderId: rider, Reason: reason, RaisedAt: timestampOf(it.At)}
+	for _, x := range inc.Items {
+		a.EventIds = append(a.EventIds, x.ID)
+		a.Severity = max(a.Severity, x.Severity)
+	}
+	if m.alerts[a.AlertId] != nil { // already raised (e.g. rebuilt after the reaction ran)
+		return
+	}
+	m.triggered[it.ID] = append(m.triggered[it.ID], a)
+	m.trigger[a.AlertId] = it.ID
+}
+
+// maxInWindow returns the largest number of items within w of each other.
+func maxInWindow(items []item, w time.Duration) int {
+	best, j := 0, 0
+	for i := range items {
+		for items[i].At.Sub(items[j].At) > w {
+			j++
+		}
+		best = max(best, i-j+1)
+	}
+	return best
+}
+
+// Triggered returns copies of the alerts that danger event eventID made
+// due and that are not raised yet (no AlertRaised applied).
+func (m *Model) Triggered(eventID string) []*safetyv1.AlertRaised {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*safetyv1.AlertRaised
+	for _, a := range m.triggered[eventID] {
+		out = append(out, proto.Clone(a).(*safetyv1.AlertRaised))
+	}
+	return out
+}
+
+// Pending returns copies of every alert due and not raised yet, oldest
+// trigger first: what a reaction that lost its work would still owe.
+func (m *Model) Pending() []*safetyv1.AlertRaised {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*safetyv1.AlertRaised
+	for _, list := range m.triggered {
+		for _, a := range list {
+			out = append(out, proto.Clone(a).(*safetyv1.AlertRaised))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return newer(out[j], out[i]) })
+	return out
+}
+
+// List returns up to limit alerts of rider (empty: every rider), only
+// unacknowledged ones if openOnly, newest first, and how many match.
+// The returned messages are copies.
+func (m *Model) List(rider string, openOnly bool, limit int) ([]*safetyv1.Alert, int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var match []*safetyv1.Alert
+	for _, a := range m.alerts {
+		if (rider == "" || a.Raised.RiderId == rider) && (!openOnly || a.Acknowledged == nil) {
+			match = append(match, a)
+		}
+	}
+	sort.Slice(match, func(i, j int) bool { return newer(match[i].Raised, match[j].Raised) })
+	out := make([]*safetyv1.Alert, 0, min(limit, len(match)))
+	for _, a := range match[:min(limit, len(match))] {
+		out = append(out, proto.Clone(a).(*safetyv1.Alert))
+	}
+	return out, len(match)
+}
+
+// Get returns a copy of alert id, or nil.
+func (m *Model) Get(id string) *safetyv1.Alert {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if a := m.alerts[id]; a != nil {
+		return proto.Clone(a).(*safetyv1.Alert)
+	}
+	return nil
+}
+
+func newer(a, b *safetyv1.AlertRaised) bool {
+	ta, tb := a.RaisedAt.AsTime(), b.RaisedAt.AsTime()
+	if !ta.Equal(tb) {
+		return ta.After(tb)
+	}
+	return a.AlertId > b.AlertId
+}
+
+func severityName(s safetyv1.Severity) string {
+	n, ok := safetyv1.Severity_name[int32(s)]
+	if !ok {
+		return fmt.Sprint(int32(s))
+	}
+	return n[len("SEVERITY_"):]
+}
+
+func kindName(k safetyv1.DangerKind) string {
+	n, ok := safetyv1.DangerKind_name[int32(k)]
+	if !ok || k == 0 {
+		return "danger"
+	}
+	return toLower(n[len("DANGER_KIND_"):])
+}
+
+func toLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		case c == '_':
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// snapshot is the model's serialized form. Protobuf messages are stored
+// as their deterministic encodings.
+type snapshot struct {
+	Magic     string
+	Pos       uint64
+	Incidents map[string]*incident
+	SeenOrder []string
+	SeenNext  int
+	Triggered map[string][][]byte
+	Alerts    [][]byte
+}
+
+const magic = "tlalerts1"
+
+// Snapshot encodes the model.
+func (m *Model) Snapshot() ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	opts := proto.MarshalOptions{Deterministic: true}
+	s := snapshot{Magic: magic, Pos: m.pos, Incidents: m.incidents, SeenOrder: m.seenOrder, SeenNext: m.seenNext,
+		Triggered: map[string][][]byte{}}
+	for ev, list := range m.triggered {
+		for _, a := range list {
+			b, err := opts.Marshal(a)
+			if err != nil {
+				return nil, fmt.Errorf("encode alert: %w", err)
+			}
+			s.Triggered[ev] = append(s.Triggered[ev], b)
+		}
+	}
+	ids := make([]string, 0, len(m.alerts))
+	for id := range m.alerts {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		b, err := opts.Marshal(m.alerts[id])
+		if err != nil {
+			return nil, fmt.Errorf("encode alert: %w", err)
+		}
+		s.Alerts = append(s.Alerts, b)
+	}
+	return json.Marshal(s) // map keys are sorted: deterministic
+}
+
+// Restore replaces the model with a snapshot; on error it is unchanged.
+func (m *Model) Restore(data []byte) error {
+	var s snapshot
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("alerts snapshot: %w", err)
+	}
+	if s.Magic != magic || s.SeenNext < 0 || (len(s.SeenOrder) > 0 && s.SeenNext >= len(s.SeenOrder)) {
+		return errors.New("alerts snapshot: bad header")
+	}
+	n := New(m.rules)
+	n.pos, n.seenOrder, n.seenNext = s.Pos, s.SeenOrder, s.SeenNext
+	if s.Incidents != nil {
+		n.incidents = s.Incidents
+	}
+	for _, id := range s.SeenOrder {
+		n.seen[id] = true
+	}
+	for ev, list := range s.Triggered {
+		for _, b := range list {
+			a := &safetyv1.AlertRaised{}
+			if err := proto.Unmarshal(b, a); err != nil {
+				return fmt.Errorf("alerts snapshot: %w", err)
+			}
+			n.triggered[ev] = append(n.triggered[ev], a)
+			n.trigger[a.AlertId] = ev
+		}
+	}
+	for _, b := range s.Alerts {
+		a := &safetyv1.Alert{}
+		if err := proto.Unmarshal(b, a); err != nil {
+			return fmt.Errorf("alerts snapshot: %w", err)
+		}
+		if a.Raised == nil || a.Raised.AlertId == "" {
+			return errors.New("alerts snapshot: alert without id")
+		}
+		n.alerts[a.Raised.AlertId] = a
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.incidents, m.seen, m.seenOrder, m.seenNext = n.incidents, n.seen, n.seenOrder, n.seenNext
+	m.triggered, m.trigger, m.alerts, m.pos = n.triggered, n.trigger, n.alerts, n.pos
+	return nil
+}
+
+func timestampOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
