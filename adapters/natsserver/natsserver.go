@@ -5,6 +5,8 @@ package natsserver
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -26,6 +28,22 @@ type Config struct {
 	Name string
 	// Logs enables nats-server's own logging to stderr.
 	Logs bool
+	// JetStreamDomain names this server's JetStream domain. Leaf nodes that
+	// run a JetStream of their own (edge devices) reach this server's API
+	// as $JS.<domain>.API. Empty: no domain.
+	JetStreamDomain string
+	// LeafListen is host:port accepting leaf node connections from edge
+	// devices; empty: none. Port -1 picks a free port. Leaf nodes are
+	// authenticated by Devices, which is required with LeafListen.
+	LeafListen string
+	// LeafAdvertise tells leaf nodes this server's other leaf URLs (useful
+	// only in a cluster). Off by default: a device then reconnects only to
+	// the URL it was given, so a proxy or a cut link in between is obeyed.
+	LeafAdvertise bool
+	// Devices authenticates edge devices connecting as leaf nodes and
+	// confines each to its own subjects. Client connections are not
+	// affected: they stay as open as without Devices.
+	Devices *Devices
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -54,9 +72,27 @@ func Start(cfg Config) (*server.Server, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	opts.JetStreamDomain = cfg.JetStreamDomain
+	if cfg.LeafListen != "" {
+		if cfg.Devices == nil {
+			return nil, errors.New("natsserver: LeafListen needs Devices to authenticate leaf nodes")
+		}
+		host, port, err := splitHostPort(cfg.LeafListen)
+		if err != nil {
+			return nil, err
+		}
+		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+		opts.LeafNode.NoAdvertise = !cfg.LeafAdvertise
+	}
+	if cfg.Devices != nil {
+		opts.CustomClientAuthentication = cfg.Devices
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("new nats server: %w", err)
+	}
+	if cfg.Devices != nil {
+		cfg.Devices.attach(s, cfg.JetStreamDomain)
 	}
 	if cfg.Logs {
 		s.ConfigureLogger()
@@ -67,6 +103,20 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, errors.New("nats server not ready after 30s")
 	}
 	return s, nil
+}
+
+// LeafURL returns the nats-leaf:// URL edge devices connect to, or "" when
+// s does not accept leaf nodes.
+func LeafURL(s *server.Server) string {
+	v, err := s.Varz(nil)
+	if err != nil || v.LeafNode.Port <= 0 {
+		return ""
+	}
+	host := v.LeafNode.Host
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "nats-leaf://" + net.JoinHostPort(host, strconv.Itoa(v.LeafNode.Port))
 }
 
 // Connect opens an in-process client connection to s.

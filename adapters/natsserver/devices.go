@@ -1,0 +1,365 @@
+package natsserver
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/tideline/tideline/domain/es"
+)
+
+// Device is one registered edge device, as stored in the registry
+// directory (one <id>.json per device).
+type Device struct {
+	ID      string `json:"id"`
+	RiderID string `json:"rider_id"`
+	// NKey is the public half of the device's key pair; the seed is only in
+	// the device's credentials file.
+	NKey      string     `json:"nkey"`
+	CreatedAt time.Time  `json:"created_at"`
+	Revoked   bool       `json:"revoked,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// HubDomain is the hub's JetStream domain when it accepts edge devices:
+// their agents reach its API as $JS.hub.API.
+const HubDomain = "hub"
+
+// Subjects a device may use on the hub. The edge agent builds the same
+// names; the end-to-end tests in cmd/ check they agree.
+func deviceDangerSubject(id string) string    { return "ev.safety.device." + id }
+func deviceTelemetrySubject(id string) string { return "ev.telemetry.device." + id }
+
+// DeviceInboxPrefix is the only inbox a device may receive replies on.
+func DeviceInboxPrefix(id string) string { return "_INBOX_" + id }
+
+// devicePermissions confine a device (seen from the device: what it may
+// publish into the hub and receive from it) to appending to its own two
+// subjects, reading back the last commit of each with Direct Get, and
+// receiving replies on its own inbox. It reads nothing else.
+func devicePermissions(id, domain string) *server.Permissions {
+	api := "$JS.API"
+	if domain != "" {
+		api = "$JS." + domain + ".API"
+	}
+	danger, telemetry := deviceDangerSubject(id), deviceTelemetrySubject(id)
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			danger, telemetry,
+			api + ".DIRECT.GET.EVENTS." + danger,
+			api + ".DIRECT.GET.EVENTS." + telemetry,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{DeviceInboxPrefix(id) + ".>"}},
+	}
+}
+
+// Devices is the hub's device registry: it authenticates edge devices
+// connecting as leaf nodes (nkey signature of the server's nonce), binds
+// each to its permissions, and follows the registry directory while the
+// server runs, so added devices may connect and revoked ones are
+// disconnected at once, without a restart.
+//
+// nats-server cannot reload leaf node users (server/reload.go refuses a
+// change of LeafNode.Users), so Devices plugs in as the server's custom
+// authentication, which it consults for leaf nodes when no leaf users are
+// configured. Client (non-leaf) connections are let through unchanged.
+// Safe for concurrent use.
+type Devices struct {
+	dir string
+	log *slog.Logger
+
+	mu     sync.Mutex
+	byKey  map[string]Device
+	byID   map[string]Device
+	conns  map[string]map[uint64]struct{} // device id → leaf connection ids
+	srv    *server.Server
+	domain string
+	stamp  string
+}
+
+var _ server.Authentication = (*Devices)(nil)
+
+// OpenDevices loads the registry in dir (created if missing).
+func OpenDevices(dir string, log *slog.Logger) (*Devices, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	d := &Devices{dir: dir, log: log, conns: map[string]map[uint64]struct{}{}}
+	if _, err := d.Reload(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Devices) attach(s *server.Server, domain string) {
+	d.mu.Lock()
+	d.srv = s
+	d.domain = domain
+	d.mu.Unlock()
+}
+
+// Check implements server.Authentication. It is called by the server.
+func (d *Devices) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.LEAF {
+		return true
+	}
+	opts := c.GetOpts()
+	d.mu.Lock()
+	dev, ok := d.byKey[opts.Nkey]
+	srv, domain := d.srv, d.domain
+	d.mu.Unlock()
+	if !ok || dev.Revoked || srv == nil || !verifyNonce(opts.Nkey, opts.Sig, c.GetNonce()) {
+		d.log.Warn("edge device refused", "nkey", opts.Nkey, "known", ok, "revoked", dev.Revoked, "remote", addr(c))
+		return false
+	}
+	c.RegisterUser(&server.User{
+		Username:    "device:" + dev.ID,
+		Account:     srv.GlobalAccount(),
+		Permissions: devicePermissions(dev.ID, domain),
+	})
+	d.mu.Lock()
+	if d.conns[dev.ID] == nil {
+		d.conns[dev.ID] = map[uint64]struct{}{}
+	}
+	d.conns[dev.ID][c.GetID()] = struct{}{}
+	d.mu.Unlock()
+	d.log.Info("edge device connected", "device", dev.ID, "rider", dev.RiderID, "remote", addr(c))
+	return true
+}
+
+func addr(c server.ClientAuthentication) string {
+	if a := c.RemoteAddress(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+func verifyNonce(pub, sig string, nonce []byte) bool {
+	if pub == "" || sig == "" || len(nonce) == 0 {
+		return false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		if raw, err = base64.StdEncoding.DecodeString(sig); err != nil {
+			return false
+		}
+	}
+	kp, err := nkeys.FromPublicKey(pub)
+	if err != nil {
+		return false
+	}
+	return kp.Verify(nonce, raw) == nil
+}
+
+// Reload rereads the registry directory and disconnects the devices that
+// were revoked or removed. It reports whether anything changed.
+func (d *Devices) Reload() (bool, error) {
+	stamp, err := dirStamp(d.dir)
+	if err != nil {
+		return false, err
+	}
+	d.mu.Lock()
+	same := stamp == d.stamp && d.byID != nil
+	d.mu.Unlock()
+	if same {
+		return false, nil
+	}
+	devs, err := ListDevices(d.dir)
+	if err != nil {
+		return false, err
+	}
+	byKey, byID := make(map[string]Device, len(devs)), make(map[string]Device, len(devs))
+	for _, dev := range devs {
+		byKey[dev.NKey], byID[dev.ID] = dev, dev
+	}
+	d.mu.Lock()
+	d.byKey, d.byID, d.stamp = byKey, byID, stamp
+	var kick []uint64
+	for id, cids := range d.conns {
+		if dev, ok := byID[id]; ok && !dev.Revoked {
+			continue
+		}
+		for cid := range cids {
+			kick = append(kick, cid)
+		}
+		delete(d.conns, id)
+		d.log.Info("edge device revoked: disconnecting", "device", id)
+	}
+	srv := d.srv
+	d.mu.Unlock()
+	for _, cid := range kick {
+		if srv != nil {
+			_ = srv.DisconnectClientByID(cid) // already gone is fine
+		}
+	}
+	return true, nil
+}
+
+// Watch reloads the registry every interval until ctx ends.
+func (d *Devices) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := d.Reload(); err != nil {
+				d.log.Error("device registry reload", "err", err)
+			}
+		}
+	}
+}
+
+// dirStamp fingerprints the registry's files (names, sizes, mtimes).
+func dirStamp(dir string) (string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("device registry: %w", err)
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("device registry: %w", err)
+		}
+		fmt.Fprintf(&b, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String(), nil
+}
+
+// ListDevices returns the devices registered in dir, sorted by id.
+func ListDevices(dir string) ([]Device, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	var devs []Device
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		dev, err := readDevice(filepath.Join(dir, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, dev)
+	}
+	sort.Slice(devs, func(i, j int) bool { return devs[i].ID < devs[j].ID })
+	return devs, nil
+}
+
+func readDevice(path string) (Device, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Device{}, err
+	}
+	var dev Device
+	if err := json.Unmarshal(b, &dev); err != nil {
+		return Device{}, fmt.Errorf("device file %s: %w", path, err)
+	}
+	return dev, nil
+}
+
+// ErrDeviceExists is returned by AddDevice for an id already registered.
+var ErrDeviceExists = errors.New("device already registered")
+
+// ErrDeviceNotFound is returned by RevokeDevice for an unknown id.
+var ErrDeviceNotFound = errors.New("device not registered")
+
+// AddDevice registers a new device in dir with a fresh nkey pair and
+// returns it with the key's seed (the device's secret, to put in its
+// credentials file; the registry keeps only the public key).
+func AddDevice(dir, id, rider string) (Device, []byte, error) {
+	if err := es.ValidateToken("device id", id); err != nil {
+		return Device{}, nil, err
+	}
+	if err := es.ValidateToken("rider id", rider); err != nil {
+		return Device{}, nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Device{}, nil, fmt.Errorf("device registry: %w", err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return Device{}, nil, fmt.Errorf("device key: %w", err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	dev := Device{ID: id, RiderID: rider, NKey: pub, CreatedAt: time.Now().UTC()}
+	b, _ := json.MarshalIndent(dev, "", "  ")
+	path := filepath.Join(dir, id+".json")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return Device{}, nil, fmt.Errorf("%w: %s", ErrDeviceExists, id)
+	}
+	if err != nil {
+		return Device{}, nil, fmt.Errorf("device registry: %w", err)
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return Device{}, nil, fmt.Errorf("device registry: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return Device{}, nil, fmt.Errorf("device registry: %w", err)
+	}
+	return dev, seed, nil
+}
+
+// RevokeDevice marks a device revoked: a running hub disconnects it and
+// refuses it from then on. Revoking twice is not an error.
+func RevokeDevice(dir, id string) (Device, error) {
+	if err := es.ValidateToken("device id", id); err != nil {
+		return Device{}, err
+	}
+	path := filepath.Join(dir, id+".json")
+	dev, err := readDevice(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Device{}, fmt.Errorf("%w: %s", ErrDeviceNotFound, id)
+	}
+	if err != nil {
+		return Device{}, err
+	}
+	if dev.Revoked {
+		return dev, nil
+	}
+	now := time.Now().UTC()
+	dev.Revoked, dev.RevokedAt = true, &now
+	b, _ := json.MarshalIndent(dev, "", "  ")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return Device{}, fmt.Errorf("device registry: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return Device{}, fmt.Errorf("device registry: %w", err)
+	}
+	return dev, nil
+}

@@ -1,0 +1,195 @@
+// Command tideline-edge is the edge agent: it reads a motion sensor (BLE),
+// a recorded trace or a simulator, raises the local alarm on danger, and
+// keeps its events in a local JetStream that syncs to the hub over a NATS
+// leaf link, exactly once and in order.
+//
+//	tideline-edge --device ID --creds FILE --hub nats-leaf://HOST:7422 \
+//	  --source ble:AA:BB:CC:DD:EE:FF|replay:FILE|sim:SCENARIO|none --data DIR
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/edge/ble"
+)
+
+// Config is everything tideline-edge takes.
+type Config struct {
+	DeviceID  string
+	CredsFile string
+	Agent     edge.Config // Creds, Source and Logger are filled by Run
+	Source    string
+	Speed     float64
+}
+
+// Main is a running agent. End-to-end tests reuse it with a temp dir.
+type Main struct {
+	Config Config
+	Agent  *edge.Agent
+	// SourceDone receives Run's result when the source ends.
+	SourceDone chan error
+	cancel     context.CancelFunc
+}
+
+// Run opens the agent and starts its source; it returns once both run.
+// The caller must call Close.
+func (m *Main) Run(ctx context.Context) error {
+	c := &m.Config
+	if c.Agent.Logger == nil {
+		c.Agent.Logger = slog.Default()
+	}
+	creds, err := edge.LoadCreds(c.CredsFile)
+	if err != nil {
+		return err
+	}
+	if c.DeviceID != "" && c.DeviceID != creds.DeviceID {
+		return fmt.Errorf("--device %q but the credentials are for %q", c.DeviceID, creds.DeviceID)
+	}
+	c.Agent.Creds = creds
+	c.Agent.Source, err = parseSource(c.Source, c.Speed, c.Agent.Logger)
+	if err != nil {
+		return err
+	}
+	m.Agent, err = edge.Open(ctx, c.Agent)
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.SourceDone = make(chan error, 1)
+	go func() { m.SourceDone <- m.Agent.Run(runCtx) }()
+	return nil
+}
+
+// Close stops the source, then the agent. Everything acknowledged locally
+// stays in the data dir and is forwarded on the next start.
+func (m *Main) Close() error {
+	if m.cancel != nil {
+		m.cancel()
+		<-m.SourceDone
+	}
+	if m.Agent != nil {
+		return m.Agent.Close()
+	}
+	return nil
+}
+
+// parseSource builds the --source: ble:ADDR, replay:FILE, sim:SCENARIO or
+// none (forward what is stored, read nothing).
+func parseSource(spec string, speed float64, log *slog.Logger) (edge.Source, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "none":
+		return nil, nil
+	case "ble":
+		return ble.New(arg, ble.Options{Logger: log})
+	case "replay":
+		if arg == "" {
+			return nil, errors.New("--source replay:FILE needs a file")
+		}
+		return &edge.Replay{Path: arg, Speed: speed}, nil
+	case "sim":
+		return simSource(arg, speed)
+	}
+	return nil, fmt.Errorf("--source %q: want ble:ADDR, replay:FILE, sim:SCENARIO or none", spec)
+}
+
+// parseSize reads 1073741824, 512MB, 64MiB, 1GiB, 1G.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "tideline-edge:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tideline-edge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c Config
+	var maxDisk, sync string
+	fs.StringVar(&c.DeviceID, "device", "", "device id (must match the credentials)")
+	fs.StringVar(&c.CredsFile, "creds", "", "device credentials file from `tideline device add`")
+	fs.StringVar(&c.Agent.Hub, "hub", "", "hub leaf URL, e.g. nats-leaf://hub.example:7422")
+	fs.StringVar(&c.Source, "source", "", "ble:ADDR, replay:FILE, sim:SCENARIO or none")
+	fs.StringVar(&c.Agent.DataDir, "data", "./edge-data", "local store directory")
+	fs.StringVar(&maxDisk, "max-disk", "1GiB", "local store bound; telemetry is dropped oldest first beyond it, danger events never")
+	fs.StringVar(&c.Agent.AlarmCmd, "alarm-cmd", "", "command run (sh -c) on every detection, with TIDELINE_KIND, TIDELINE_SEVERITY, ... in its environment")
+	fs.Float64Var(&c.Speed, "speed", 1, "replay/sim pacing: 1 real time, 2 twice as fast, 0 as fast as possible")
+	fs.DurationVar(&c.Agent.LeafReconnect, "leaf-reconnect", time.Second, "leaf link reconnect interval")
+	fs.StringVar(&sync, "sync", "default", "local fsync: 'default' (every second) or 'always'")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if c.CredsFile == "" || c.Agent.Hub == "" || c.Source == "" {
+		fs.Usage()
+		return errors.New("--creds, --hub and --source are required")
+	}
+	var err error
+	if c.Agent.MaxDisk, err = parseSize(maxDisk); err != nil {
+		return fmt.Errorf("--max-disk: %w", err)
+	}
+	switch sync {
+	case "default":
+	case "always":
+		c.Agent.SyncAlways = true
+	default:
+		return fmt.Errorf("--sync: want 'default' or 'always', got %q", sync)
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	c.Agent.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	slog.SetDefault(c.Agent.Logger)
+	m := &Main{Config: c}
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-m.SourceDone:
+		m.SourceDone <- err // for Close
+		if err != nil {
+			c.Agent.Logger.Error("source failed", "err", err)
+		}
+		<-ctx.Done() // keep forwarding what is stored
+	}
+	c.Agent.Logger.Info("shutting down")
+	return errors.Join(err, m.Close())
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/edge"
+)
+
+func deviceRun(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), append([]string{"device"}, args...), &out, &errb)
+	return out.String(), err
+}
+
+// `tideline device add/list/revoke` against a running `serve --leaf-listen`:
+// an added device connects without a restart, a revoked one is cut and
+// refused.
+func TestDeviceRegistry(t *testing.T) {
+	dir := t.TempDir()
+	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:-1",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	out, err := deviceRun(t, "add", "bike-7", "--rider", "alice", "--data", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := strings.TrimSpace(out)
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("creds file %s: %v mode %v", path, err, info.Mode())
+	}
+	creds, err := edge.LoadCreds(path)
+	if err != nil || creds.DeviceID != "bike-7" || creds.RiderID != "alice" || creds.HubDomain != natsserver.HubDomain {
+		t.Fatalf("creds %+v: %v", creds, err)
+	}
+	for _, bad := range [][]string{
+		{"add", "bike-7", "--rider", "bob", "--data", dir}, // already registered
+		{"add", "bad id", "--rider", "bob", "--data", dir}, // not a token
+		{"add", "bike-8", "--data", dir},                   // no rider
+		{"revoke", "nobody", "--data", dir},                // unknown
+	} {
+		if _, err := deviceRun(t, bad...); err == nil {
+			t.Errorf("device %v: no error", bad)
+		}
+	}
+
+	a, err := edge.Open(context.Background(), edge.Config{Creds: creds, Hub: natsserver.LeafURL(m.ns), DataDir: t.TempDir(),
+		LeafReconnect: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	waitUntil(t, "added device connected", a.LinkUp)
+	if out, _ := deviceRun(t, "list", "--data", dir); !strings.Contains(out, "bike-7") || !strings.Contains(out, "active") {
+		t.Fatalf("list:\n%s", out)
+	}
+	if _, err := deviceRun(t, "revoke", "bike-7", "--data", dir); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "revoked device cut", func() bool { return !a.LinkUp() && m.ns.NumLeafNodes() == 0 })
+	if out, _ := deviceRun(t, "list", "--data", dir); !strings.Contains(out, "revoked") {
+		t.Fatalf("list:\n%s", out)
+	}
+	// It keeps trying and keeps being refused.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if m.ns.NumLeafNodes() != 0 {
+			t.Fatal("revoked device connected again")
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}

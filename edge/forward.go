@@ -1,0 +1,310 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// forwarder moves one lane's events to the hub, in local order, exactly
+// once: the outbox pattern over the leaf link.
+//
+// Each hub commit carries a run of local events (one tideline.es.v1.Commit)
+// and is appended with Nats-Expected-Last-Subject-Sequence set to the hub
+// sequence of the lane's previous commit, and headers naming the last
+// local sequence it holds. The hub's subject is written by this device
+// alone, so:
+//   - a commit whose ack was lost and is sent again conflicts (wrong last
+//     sequence) instead of landing twice, however long the outage: no
+//     reliance on the duplicate window;
+//   - on any doubt (error, timeout, conflict, restart) the forwarder reads
+//     the hub's last commit on the subject (Direct Get) and resumes after
+//     the local sequence it names.
+type forwarder struct {
+	lane  *lane
+	hubNC *nats.Conn // the lane's connection, used towards the hub
+	api   string     // the hub's JetStream API prefix, $JS.<domain>.API
+	log   *slog.Logger
+	// linkUp reports whether the leaf link is connected; while it is not,
+	// the forwarder waits on it instead of backing off.
+	linkUp   func() bool
+	retryMax time.Duration
+	timeout  time.Duration
+	purged   uint64 // local sequence purged up to; run's goroutine only
+
+	stored    atomic.Uint64
+	forwarded atomic.Uint64
+	hubSeq    atomic.Uint64
+	dropped   atomic.Uint64
+	commits   atomic.Uint64
+}
+
+func (f *forwarder) status() LaneStatus {
+	return LaneStatus{
+		Name: f.lane.name, Stored: f.stored.Load(), Forwarded: f.forwarded.Load(),
+		HubSeq: f.hubSeq.Load(), Dropped: f.dropped.Load(), Commits: f.commits.Load(),
+	}
+}
+
+// errResync says the hub's state must be read again before going on.
+var errResync = errors.New("resync")
+
+func (f *forwarder) run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	synced, failing := false, false
+	var lastPurge time.Time
+	for ctx.Err() == nil {
+		var err error
+		if !synced {
+			err = f.resync(ctx)
+			synced = err == nil
+		}
+		var sent bool
+		if err == nil {
+			sent, err = f.forwardOnce(ctx)
+		}
+		switch {
+		case err == nil && sent:
+			if failing {
+				f.log.Info("sync resumed", "lane", f.lane.name, "forwarded", f.forwarded.Load())
+			}
+			failing, backoff = false, 100*time.Millisecond
+			if time.Since(lastPurge) > 250*time.Millisecond {
+				f.purge(ctx)
+				lastPurge = time.Now()
+			}
+		case err == nil:
+			f.purge(ctx)
+			lastPurge = time.Now()
+			select { // caught up: wait for news
+			case <-f.lane.wake:
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		default:
+			if ctx.Err() != nil {
+				return
+			}
+			synced = false
+			if !failing {
+				if f.linkUp() {
+					f.log.Warn("sync paused", "lane", f.lane.name, "err", err)
+				} else {
+					f.log.Info("hub link down: events kept locally", "lane", f.lane.name)
+				}
+			}
+			failing = true
+			if f.waitLink(ctx, backoff) {
+				backoff = 100 * time.Millisecond // a fresh link: retry soon
+			} else {
+				backoff = min(2*backoff, f.retryMax)
+			}
+		}
+	}
+}
+
+// waitLink waits d, and while the link is down until it is up again. It
+// reports whether the link was down.
+func (f *forwarder) waitLink(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	const poll = 20 * time.Millisecond
+	down := false
+	for !f.linkUp() {
+		down = true
+		select {
+		case <-ctx.Done():
+			return down
+		case <-time.After(poll):
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return down
+}
+
+// resync reads the hub's last commit on the lane's subject and sets where
+// forwarding resumes.
+func (f *forwarder) resync(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	m, err := f.hubNC.RequestWithContext(rctx, f.api+".DIRECT.GET."+hubStream+"."+f.lane.hub, nil)
+	if err != nil {
+		return fmt.Errorf("read hub state: %w", err)
+	}
+	var hubSeq, fwd uint64
+	switch st := m.Header.Get("Status"); st {
+	case "404": // nothing forwarded yet
+	case "":
+		hubSeq, err = strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return fmt.Errorf("read hub state: bad sequence: %w", err)
+		}
+		if m.Header.Get(HeaderEdgeEpoch) == f.lane.epoch {
+			fwd, _ = strconv.ParseUint(m.Header.Get(HeaderEdgeSeq), 10, 64)
+		}
+	default:
+		return fmt.Errorf("read hub state: status %s %s", st, m.Header.Get("Description"))
+	}
+	f.hubSeq.Store(hubSeq)
+	f.forwarded.Store(fwd)
+	// The hub has more of this store than the store itself: it lost
+	// acknowledged writes (power cut within the sync interval). Move the
+	// local sequence past what the hub has, or new events would reuse
+	// sequences the hub counts as forwarded.
+	if info, err := f.lane.st.Info(ctx); err == nil && info.State.LastSeq < fwd {
+		f.log.Error("local store is behind the hub: it lost writes; skipping ahead", "lane", f.lane.name,
+			"local_last", info.State.LastSeq, "hub_has", fwd)
+		if err := f.lane.st.Purge(ctx, jetstream.WithPurgeSequence(fwd+1)); err != nil {
+			return fmt.Errorf("skip ahead: %w", err)
+		}
+	}
+	return nil
+}
+
+// forwardOnce sends the next run of local events as one hub commit and
+// reports whether there was anything to send.
+func (f *forwarder) forwardOnce(ctx context.Context) (bool, error) {
+	from := f.forwarded.Load() + 1
+	msgs, err := f.readLocal(ctx, from)
+	if err != nil || len(msgs) == 0 {
+		return false, err
+	}
+	first, last := msgs[0].seq, msgs[len(msgs)-1].seq
+	if first > from {
+		// Evicted by the disk bound before it could be sent.
+		f.dropped.Add(first - from)
+		f.log.Warn("telemetry dropped before sync (disk full)", "lane", f.lane.name, "from", from, "to", first-1)
+	}
+	msg := f.encodeCommit(msgs, f.hubSeq.Load())
+	rctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	reply, err := f.hubNC.RequestMsgWithContext(rctx, msg)
+	if err != nil {
+		return false, fmt.Errorf("forward: %w", err)
+	}
+	var ack struct {
+		Seq   uint64 `json:"seq"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &ack); err != nil {
+		return false, fmt.Errorf("forward: bad ack %q: %w", reply.Data, err)
+	}
+	if ack.Error != nil {
+		if ack.Error.ErrCode == int(jetstream.JSErrCodeStreamWrongLastSequence) {
+			// An earlier send landed but its ack was lost: learn where.
+			return false, fmt.Errorf("forward: %w: %s", errResync, ack.Error.Description)
+		}
+		return false, fmt.Errorf("forward: %s (%d)", ack.Error.Description, ack.Error.ErrCode)
+	}
+	f.hubSeq.Store(ack.Seq)
+	f.forwarded.Store(last)
+	f.commits.Add(1)
+	return true, nil
+}
+
+type localMsgRec struct {
+	seq  uint64
+	typ  string
+	data []byte
+}
+
+// readLocal returns the lane's next events from local sequence from on,
+// at most maxEvents and about maxBytes, with a batched Direct Get.
+func (f *forwarder) readLocal(ctx context.Context, from uint64) ([]localMsgRec, error) {
+	nc := f.lane.nc
+	inbox := nc.NewRespInbox()
+	ch := make(chan *nats.Msg, f.lane.maxEvents+1)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("read local: %w", err)
+	}
+	defer sub.Unsubscribe()
+	req, _ := json.Marshal(map[string]any{"seq": from, "batch": f.lane.maxEvents, "max_bytes": f.lane.maxBytes, "next_by_subj": f.lane.local})
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+f.lane.stream, inbox, req); err != nil {
+		return nil, fmt.Errorf("read local: %w", err)
+	}
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	var out []localMsgRec
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-timeout.C:
+			return nil, errors.New("read local: no reply in 5s")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		switch st := m.Header.Get("Status"); st {
+		case "":
+		case "404", "204":
+			return out, nil
+		default:
+			return nil, fmt.Errorf("read local: status %s %s", st, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("read local: bad sequence: %w", err)
+		}
+		out = append(out, localMsgRec{seq: seq, typ: m.Header.Get(headerEventType), data: m.Data})
+	}
+}
+
+// encodeCommit packs local events (each a marshalled tideline.es.v1.Event)
+// into one tideline.es.v1.Commit message for the hub: field 1, repeated.
+func (f *forwarder) encodeCommit(msgs []localMsgRec, expected uint64) *nats.Msg {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.data) + 8
+	}
+	data := make([]byte, 0, n)
+	types := make([]string, len(msgs))
+	for i, m := range msgs {
+		data = protowire.AppendTag(data, 1, protowire.BytesType)
+		data = protowire.AppendBytes(data, m.data)
+		types[i] = m.typ
+	}
+	first, last := msgs[0].seq, msgs[len(msgs)-1].seq
+	l := f.lane
+	device := l.device
+	h := nats.Header{}
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s/%s-%s-%s-%d", l.hub, device, l.name, l.epoch, last))
+	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
+	h.Set(headerEventTypes, strings.Join(types, ","))
+	h.Set(headerActor, "device:"+device)
+	h.Set(headerSource, "edge:"+device)
+	h.Set(HeaderEdgeSeq, strconv.FormatUint(last, 10))
+	h.Set(HeaderEdgeFirstSeq, strconv.FormatUint(first, 10))
+	h.Set(HeaderEdgeEpoch, l.epoch)
+	return &nats.Msg{Subject: l.hub, Header: h, Data: data}
+}
+
+// purge deletes locally what the hub has acknowledged.
+func (f *forwarder) purge(ctx context.Context) {
+	fwd := f.forwarded.Load()
+	if fwd == 0 || fwd == f.purged {
+		return
+	}
+	if err := f.lane.st.Purge(ctx, jetstream.WithPurgeSequence(fwd+1)); err != nil {
+		f.log.Warn("purge forwarded events", "lane", f.lane.name, "err", err)
+		return
+	}
+	f.purged = fwd
+}

@@ -1,0 +1,206 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
+)
+
+// Subjects and names shared with the hub (adapters/natsserver builds the
+// same ones for a device's permissions).
+const (
+	// LocalDomain is the JetStream domain of every agent's embedded server:
+	// its API stays on the device and never crosses the leaf link.
+	LocalDomain = "edge"
+	hubStream   = "EVENTS"
+)
+
+// HubDangerSubject is where a device's danger events land on the hub.
+func HubDangerSubject(device string) string { return "ev.safety.device." + device }
+
+// HubTelemetrySubject is where a device's telemetry lands on the hub.
+func HubTelemetrySubject(device string) string { return "ev.telemetry.device." + device }
+
+// InboxPrefix is the only inbox a device may receive replies on at the hub.
+func InboxPrefix(device string) string { return "_INBOX_" + device }
+
+// Header names the agent sets on local messages and on hub commits. The
+// Tl-* commit headers are the ones adapters/jetstream reads.
+const (
+	headerEventType  = "Tl-Event-Type" // local message: the event's type
+	headerEventTypes = "Tl-Event-Types"
+	headerActor      = "Tl-Actor"
+	headerSource     = "Tl-Source"
+	// HeaderEdgeSeq is the local sequence of the last event in a hub commit:
+	// where the device resumes after a restart or a lost ack.
+	HeaderEdgeSeq = "Tl-Edge-Seq"
+	// HeaderEdgeFirstSeq is the local sequence of the commit's first event.
+	HeaderEdgeFirstSeq = "Tl-Edge-First-Seq"
+	// HeaderEdgeEpoch identifies the device's local store: local sequences
+	// restart when the store is wiped, and a new epoch says so.
+	HeaderEdgeEpoch = "Tl-Edge-Epoch"
+)
+
+// LaneStatus is a snapshot of one lane.
+type LaneStatus struct {
+	Name string
+	// Stored is the last local sequence stored (acknowledged locally).
+	Stored uint64
+	// Forwarded is the last local sequence the hub has acknowledged.
+	Forwarded uint64
+	// HubSeq is the hub's sequence of the last forwarded commit.
+	HubSeq uint64
+	// Dropped counts events evicted before forwarding (telemetry only).
+	Dropped uint64
+	// Commits counts commits the hub acknowledged in this run.
+	Commits uint64
+}
+
+// lane is one local stream and the hub subject it is forwarded to.
+type lane struct {
+	name      string // "danger" or "telemetry"
+	device    string
+	stream    string // local stream name
+	local     string // local subject
+	hub       string // hub subject
+	epoch     string
+	nc        *nats.Conn // the lane's own connection: danger never queues behind telemetry
+	js        jetstream.JetStream
+	st        jetstream.Stream
+	wake      chan struct{}
+	maxEvents int
+	maxBytes  int
+}
+
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// provision creates or updates the lane's stream, keeping its epoch.
+// maxBytes < 0 means unlimited (the danger lane).
+func (l *lane) provision(ctx context.Context, maxBytes int64) error {
+	cfg := jetstream.StreamConfig{
+		Name:        l.stream,
+		Subjects:    []string{l.local},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxBytes:    maxBytes,
+		MaxMsgs:     -1,
+		AllowDirect: true,
+		Duplicates:  time.Minute,
+	}
+	st, err := l.js.Stream(ctx, l.stream)
+	switch {
+	case err == nil:
+		l.epoch = st.CachedInfo().Config.Metadata["tl_epoch"]
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	default:
+		return fmt.Errorf("stream %s: %w", l.stream, err)
+	}
+	if l.epoch == "" {
+		l.epoch = newEpoch()
+	}
+	cfg.Metadata = map[string]string{"tl_epoch": l.epoch}
+	if l.st, err = l.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("provision stream %s: %w", l.stream, err)
+	}
+	return nil
+}
+
+// record stores local messages (from localMsg) durably in the lane, in
+// order, and returns the local sequence of the last. Returning nil means
+// acknowledged locally. Retrying with the same messages cannot store them
+// twice: their Nats-Msg-Id dedups within the local duplicate window.
+func (l *lane) record(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, msg := range msgs {
+		f, err := l.js.PublishMsgAsync(msg)
+		if err != nil {
+			return 0, fmt.Errorf("record %s: %w", l.name, err)
+		}
+		futs = append(futs, f)
+	}
+	var last uint64
+	for _, f := range futs {
+		select {
+		case ack := <-f.Ok():
+			last = max(last, ack.Sequence)
+		case err := <-f.Err():
+			return 0, fmt.Errorf("record %s: %w", l.name, err)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("record %s: %w", l.name, ctx.Err())
+		}
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return last, nil
+}
+
+// localMsg wraps one event as a tideline.es.v1.Event with a fresh ULID (a
+// hub commit is then just these bytes concatenated, see encodeCommit).
+// The ULID is also the local message id. Not the payload's own ids: a
+// danger incident's first report and its CRITICAL upgrade share event_id.
+func localMsg(subject string, e proto.Message) (*nats.Msg, error) {
+	data, err := proto.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("marshal event: %w", err)
+	}
+	typ := string(e.ProtoReflect().Descriptor().FullName())
+	id := ulid.Make().String()
+	ev := &esv1.Event{Id: id, Type: typ, OccurredAt: timestamppb.Now(), Data: data}
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("marshal event: %w", err)
+	}
+	h := nats.Header{}
+	h.Set(jetstream.MsgIDHeader, id)
+	h.Set(headerEventType, typ)
+	return &nats.Msg{Subject: subject, Header: h, Data: b}, nil
+}
+
+// serverOptions builds the embedded leaf server's options.
+func serverOptions(cfg *Config) (*server.Options, error) {
+	u, err := url.Parse(cfg.Hub)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--hub %q: want a URL like nats-leaf://host:7422", cfg.Hub)
+	}
+	opts := &server.Options{
+		ServerName:         "edge-" + cfg.Creds.DeviceID,
+		JetStream:          true,
+		JetStreamDomain:    LocalDomain,
+		StoreDir:           cfg.storeDir(),
+		SyncInterval:       cfg.SyncInterval,
+		SyncAlways:         cfg.SyncAlways,
+		DontListen:         true,
+		NoSigs:             true,
+		MaxPayload:         8 << 20,
+		JetStreamMaxMemory: 64 << 20,
+		LeafNode: server.LeafNodeOpts{
+			ReconnectInterval: cfg.LeafReconnect,
+			Remotes: []*server.RemoteLeafOpts{{
+				URLs:                    []*url.URL{u},
+				Nkey:                    cfg.Creds.NKeySeed,
+				IgnoreDiscoveredServers: true,
+			}},
+		},
+	}
+	return opts, nil
+}

@@ -1,0 +1,267 @@
+package edge_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/edge/edgetest"
+)
+
+// rig is one hub, one device behind a cuttable proxy.
+type rig struct {
+	h     *hub
+	p     *edgetest.Proxy
+	a     *edge.Agent
+	dev   string
+	dir   string
+	creds edge.Creds
+}
+
+func newRig(t *testing.T, dupWindow time.Duration, o agentOpts) *rig {
+	t.Helper()
+	r := &rig{h: startHub(t, "", dupWindow), dev: "bike-1", dir: t.TempDir()}
+	r.creds = r.h.addDevice(t, r.dev)
+	r.p = edgetest.NewProxy(t, r.h.leafURL[len("nats-leaf://"):])
+	r.a = openAgent(t, r.creds, "nats-leaf://"+r.p.Addr(), r.dir, o)
+	return r
+}
+
+// writer records danger event i and telemetry window i for i in [from, to).
+func (r *rig) write(t *testing.T, from, to int) (lastD, lastT uint64) {
+	t.Helper()
+	ctx := context.Background()
+	for i := from; i < to; i++ {
+		var err error
+		if lastD, err = r.a.RecordDanger(ctx, danger(r.dev, i)); err != nil {
+			t.Fatal(err)
+		}
+		if lastT, err = r.a.RecordTelemetry(ctx, telemetry(r.dev, i, 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lastD, lastT
+}
+
+// checkHub waits for both lanes to reach the given local sequences and
+// checks that the hub holds events 0..n-1 of each exactly once, in order.
+func (r *rig) checkHub(t *testing.T, lastD, lastT uint64, n int, within time.Duration) {
+	t.Helper()
+	waitSynced(t, r.h, edge.HubDangerSubject(r.dev), lastD, within)
+	waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), lastT, within)
+	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, edge.HubDangerSubject(r.dev))), n)
+	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, edge.HubTelemetrySubject(r.dev))), n)
+}
+
+func TestForwardsBothLanesInOrder(t *testing.T) {
+	r := newRig(t, 0, agentOpts{})
+	lastD, lastT := r.write(t, 0, 1000)
+	r.checkHub(t, lastD, lastT, 1000, 20*time.Second)
+}
+
+// A link cut during a stream, and an outage longer than the hub's
+// duplicate window right after commits landed whose acks were lost: every
+// event arrives exactly once, in order.
+func TestLinkOutages(t *testing.T) {
+	tests := []struct {
+		name string
+		// outage runs with the link up and events flowing, and must leave
+		// it down.
+		outage func(t *testing.T, r *rig)
+	}{
+		{"cut_during_stream", func(t *testing.T, r *rig) {
+			r.p.Cut()
+		}},
+		{"acks_lost_then_outage_longer_than_dup_window", func(t *testing.T, r *rig) {
+			// The hub receives commits but the device never hears back.
+			st := r.a.Status()
+			waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), st[1].Stored, 10*time.Second)
+			before := r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev))
+			r.p.Deafen()
+			r.write(t, 1000, 1100)
+			waitFor(t, 10*time.Second, "a commit to land unacknowledged", func() bool {
+				return r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev)) > before
+			})
+			r.p.Cut()
+			// Let the duplicate window (1s) pass: dedup by message id can
+			// no longer save a resend.
+			time.Sleep(1500 * time.Millisecond)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, time.Second, agentOpts{})
+			r.write(t, 0, 1000)
+			tc.outage(t, r)
+			r.write(t, r.maxWritten(t), 2000)
+			if r.a.LinkUp() {
+				t.Fatal("link still up after the outage")
+			}
+			r.p.Restore()
+			lastD, lastT := r.write(t, 2000, 2100)
+			r.checkHub(t, lastD, lastT, 2100, 30*time.Second)
+		})
+	}
+}
+
+// maxWritten is how many events of each lane were written so far.
+func (r *rig) maxWritten(t *testing.T) int {
+	st := r.a.Status()
+	return int(st[0].Stored)
+}
+
+// A link that flaps: 20 cuts at random intervals during a 20k-event stream.
+func TestFlappingLink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	r := newRig(t, time.Second, agentOpts{})
+	const n, cuts = 20000, 20
+	rng := rand.New(rand.NewPCG(1, 2))
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() { // the cutter
+		defer wg.Done()
+		for c := 0; c < cuts; c++ {
+			select {
+			case <-time.After(time.Duration(150+rng.IntN(500)) * time.Millisecond):
+			case <-done:
+			}
+			r.p.Cut()
+			time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond) // link down for a while
+			r.p.Restore()
+		}
+	}()
+	ctx := context.Background()
+	var lastD, lastT uint64
+	for i := 0; i < n; i += 20 {
+		batch := make([]int, 20)
+		for k := range batch {
+			batch[k] = i + k
+		}
+		var err error
+		for _, k := range batch {
+			if k%20 == 0 {
+				if lastD, err = r.a.RecordDanger(ctx, danger(r.dev, k/20)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		ts := make([]*telemetryT, 0, len(batch))
+		for _, k := range batch {
+			ts = append(ts, telemetry(r.dev, k, 3))
+		}
+		if lastT, err = r.a.RecordTelemetry(ctx, ts...); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // pace the stream over the cuts
+	}
+	close(done)
+	wg.Wait()
+	waitSynced(t, r.h, edge.HubDangerSubject(r.dev), lastD, 30*time.Second)
+	waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), lastT, 30*time.Second)
+	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, edge.HubDangerSubject(r.dev))), n/20)
+	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, edge.HubTelemetrySubject(r.dev))), n)
+}
+
+// Sync resumes within seconds of the link returning.
+func TestSyncResumesQuickly(t *testing.T) {
+	r := newRig(t, 0, agentOpts{})
+	r.write(t, 0, 100)
+	r.p.Cut()
+	waitFor(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
+	lastD, lastT := r.write(t, 100, 5000)
+	before := r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev))
+	back := time.Now()
+	r.p.Restore()
+	var first time.Duration
+	waitFor(t, 10*time.Second, "first event after link return", func() bool {
+		if r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev)) > before {
+			first = time.Since(back)
+			return true
+		}
+		return false
+	})
+	r.checkHub(t, lastD, lastT, 5000, 10*time.Second)
+	last := time.Since(back)
+	t.Logf("link return → first event at hub %v, → last %v (4900 events per lane)", first, last)
+	if last > 5*time.Second {
+		t.Fatalf("sync took %v after link return, want < 5s", last)
+	}
+}
+
+// --max-disk: telemetry beyond the bound is dropped oldest first; danger
+// events are never dropped nor blocked.
+func TestMaxDisk(t *testing.T) {
+	const maxDisk = 8 << 20
+	r := newRig(t, 0, agentOpts{maxDisk: maxDisk})
+	r.p.Cut()
+	waitFor(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
+	ctx := context.Background()
+	const n, dangers = 6000, 300
+	var lastD, lastT uint64
+	for i := 0; i < n; i++ {
+		var err error
+		if lastT, err = r.a.RecordTelemetry(ctx, telemetry(r.dev, i, 100)); err != nil {
+			t.Fatal(err)
+		}
+		if i%(n/dangers) == 0 {
+			if lastD, err = r.a.RecordDanger(ctx, danger(r.dev, i/(n/dangers))); err != nil {
+				t.Fatalf("danger event blocked at telemetry %d: %v", i, err)
+			}
+		}
+	}
+	size := dirSize(t, r.dir)
+	if os.Getenv("EDGE_DU") != "" {
+		filepath.Walk(r.dir, func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				t.Logf("%8d %s", info.Size(), p)
+			}
+			return nil
+		})
+	}
+	t.Logf("local store %d bytes for %d bytes of telemetry written (max-disk %d)", size, n*telemetryBytes(r.dev), maxDisk)
+	if size > maxDisk*3/2 {
+		t.Fatalf("local store is %d bytes, want about --max-disk %d", size, maxDisk)
+	}
+	r.p.Restore()
+	waitSynced(t, r.h, edge.HubDangerSubject(r.dev), lastD, 20*time.Second)
+	waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), lastT, 20*time.Second)
+	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, edge.HubDangerSubject(r.dev))), dangers)
+	tel := telemetryIndexes(t, r.h.hubEvents(t, edge.HubTelemetrySubject(r.dev)))
+	if len(tel) == 0 || len(tel) >= n {
+		t.Fatalf("hub has %d telemetry windows of %d: want the newest that fit", len(tel), n)
+	}
+	for k, i := range tel { // the newest, contiguous, in order
+		if want := n - len(tel) + k; i != want {
+			t.Fatalf("telemetry %d at hub is #%d, want #%d", k, i, want)
+		}
+	}
+	st := r.a.Status()[1]
+	if st.Dropped != uint64(n-len(tel)) {
+		t.Fatalf("agent counted %d dropped, hub misses %d", st.Dropped, n-len(tel))
+	}
+	t.Logf("kept %d newest telemetry windows of %d, all %d danger events", len(tel), n, dangers)
+}
+
+func telemetryBytes(dev string) int {
+	b, _ := protoSize(telemetry(dev, 0, 100))
+	return b
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
