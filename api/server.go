@@ -15,14 +15,21 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/rs/cors"
 
+	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/domain/steps"
+	alertsmodel "github.com/tideline/tideline/projections/alerts"
+	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
+	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
+	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
+	"github.com/tideline/tideline/schemas/gen/tideline/delivery/v1/deliveryv1connect"
 	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
@@ -61,6 +68,23 @@ type Deps struct {
 	// SafetyModel is riders' danger events and SafetyFeed its runner.
 	SafetyModel *safetymodel.Model
 	SafetyFeed  ReadModel
+	// Safety records danger reports and runs alert commands; AlertsModel
+	// is the alert rules and alerts read model, AlertsFeed its runner.
+	// Optional: without them ReportDanger, ListAlerts and AcknowledgeAlert
+	// are Unavailable.
+	Safety      *safety.Service
+	AlertsModel *alertsmodel.Model
+	AlertsFeed  ReadModel
+	// Delivery runs order commands; NearbyModel is the open-orders index
+	// and NearbyFeed its runner. Optional: without all three the
+	// DeliveryService is not served.
+	Delivery    *delivery.Service
+	NearbyModel *nearbymodel.Model
+	NearbyFeed  ReadModel
+	// DashboardModel is the admin dashboard read model and DashboardFeed
+	// its runner. Optional: without both the DashboardService is not served.
+	DashboardModel *dashboardmodel.Model
+	DashboardFeed  ReadModel
 	// Projections by name, for the admin service.
 	Projections map[string]ProjectionControl
 	// LastPosition reports the event stream's last position.
@@ -112,6 +136,14 @@ func New(d Deps) (*API, error) {
 	mux.Handle(stepsv1connect.NewStepsServiceHandler(&stepsHandler{d: d}, opts))
 	mux.Handle(adminv1connect.NewAdminServiceHandler(&adminHandler{d: d}, opts))
 	mux.Handle(safetyv1connect.NewSafetyServiceHandler(&safetyHandler{d: d}, opts))
+	if d.Delivery != nil && d.NearbyModel != nil && d.NearbyFeed != nil {
+		services = append(services, deliveryv1connect.DeliveryServiceName)
+		mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&deliveryHandler{d: d}, opts))
+	}
+	if d.DashboardModel != nil && d.DashboardFeed != nil {
+		services = append(services, dashboardv1connect.DashboardServiceName)
+		mux.Handle(dashboardv1connect.NewDashboardServiceHandler(&dashboardHandler{d: d}, opts))
+	}
 
 	reflector := grpcreflect.NewStaticReflector(append(services, healthv1connect.HealthName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

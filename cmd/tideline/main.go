@@ -3,7 +3,9 @@
 //	tideline serve        run the server (embedded NATS + Connect API)
 //	tideline token        print a bearer token for a user and role
 //	tideline projections  list read models, or rebuild one
+//	tideline device       register, revoke and list edge devices
 //	tideline bench        measure Tideline against raw JetStream and connect-go
+//	tideline demo         drive a realistic day through the public API
 package main
 
 import (
@@ -23,7 +25,9 @@ usage:
   tideline serve [--data DIR] [--listen ADDR] [flags]   run the server
   tideline token --sub ID --role ROLE [--data DIR]      print a bearer token
   tideline projections list|rebuild NAME [flags]        operate read models
+  tideline device add|revoke|list [ID] [flags]          manage edge devices
   tideline bench [--json] [flags]                       run the benchmarks
+  tideline demo [--server URL --data DIR] [flags]       drive a realistic day through the API
 
 Run 'tideline COMMAND -h' for a command's flags.
 `
@@ -51,8 +55,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tokenCmd(args[1:], stdout, stderr)
 	case "projections":
 		return projectionsCmd(ctx, args[1:], stdout, stderr)
+	case "device":
+		return deviceCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return demoCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

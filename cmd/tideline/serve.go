@@ -21,8 +21,13 @@ import (
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/delivery"
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/domain/steps"
 	"github.com/tideline/tideline/projections"
+	alertsmodel "github.com/tideline/tideline/projections/alerts"
+	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
+	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 )
@@ -32,9 +37,11 @@ type Config struct {
 	DataDir         string
 	Listen          string // HTTP address of the Connect API
 	NATSListen      string // optional TCP listener for NATS clients
+	LeafListen      string // optional listener for edge devices (NATS leaf nodes); see device.go
 	SyncAlways      bool
 	DuplicateWindow time.Duration
 	CORSOrigins     []string
+	AlertWebhook    string // optional URL each safety alert is POSTed to
 	Logger          *slog.Logger
 }
 
@@ -55,6 +62,8 @@ type Main struct {
 	failed  chan error // the HTTP server stopped on its own
 	wg      sync.WaitGroup
 	runners []*jetstream.Runner
+	// Devices is the edge device registry (DATA/devices), with LeafListen.
+	Devices *natsserver.Devices
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -80,16 +89,26 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.ns, err = natsserver.Start(natsserver.Config{
+	nsCfg := natsserver.Config{
 		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
 		ClientListen: c.NATSListen,
 		SyncAlways:   c.SyncAlways,
-	})
+	}
+	if c.LeafListen != "" {
+		if m.Devices, err = natsserver.OpenDevices(deviceDir(c.DataDir), log); err != nil {
+			return err
+		}
+		nsCfg.LeafListen, nsCfg.Devices, nsCfg.JetStreamDomain = c.LeafListen, m.Devices, natsserver.HubDomain
+	}
+	m.ns, err = natsserver.Start(nsCfg)
 	if err != nil {
 		return err
 	}
 	if c.NATSListen != "" {
 		log.Info("nats listening", "url", m.ns.ClientURL())
+	}
+	if c.LeafListen != "" {
+		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", deviceDir(c.DataDir))
 	}
 	m.nc, err = natsserver.Connect(m.ns, "tideline")
 	if err != nil {
@@ -102,10 +121,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
+	if m.Devices != nil { // added and revoked devices apply without a restart
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.Devices.Watch(runCtx, 500*time.Millisecond)
+		}()
+	}
 	stepsModel := stepsmodel.New()
 	stepsRunner := m.startRunner(runCtx, stepsModel)
 	safetyModel := safetymodel.New()
 	safetyRunner := m.startRunner(runCtx, safetyModel)
+	alertsModel := alertsmodel.New(alertsmodel.Rules{})
+	alertsRunner := m.startRunner(runCtx, alertsModel)
+	safetySvc := safety.NewService(m.Store)
+	if err := m.startReactions(ctx, runCtx, safetySvc, alertsModel, alertsRunner); err != nil {
+		return err
+	}
+	dashboardModel := dashboardmodel.New()
+	dashboardRunner := m.startRunner(runCtx, dashboardModel)
+	nearbyModel := nearbymodel.New()
+	nearbyRunner := m.startRunner(runCtx, nearbyModel)
 	controls := map[string]api.ProjectionControl{}
 	for _, r := range m.runners {
 		controls[r.Name()] = runnerControl{r}
@@ -118,9 +154,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		StepsFeed:    stepsRunner,
 		SafetyModel:  safetyModel,
 		SafetyFeed:   safetyRunner,
+		Safety:       safetySvc,
+		AlertsModel:  alertsModel,
+		AlertsFeed:   alertsRunner,
+		Delivery:     delivery.NewService(m.Store, 0, nil),
+		NearbyModel:  nearbyModel,
+		NearbyFeed:   nearbyRunner,
 		Projections:  controls,
 		LastPosition: m.Store.LastPosition,
 		CORSOrigins:  c.CORSOrigins,
+		// The admin dashboard.
+		DashboardModel: dashboardModel,
+		DashboardFeed:  dashboardRunner,
 	})
 	if err != nil {
 		return err
@@ -206,8 +251,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.DataDir, "data", "./data", "data directory (JetStream store, signing key)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address of the Connect/gRPC/gRPC-Web API")
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients on this address (e.g. 127.0.0.1:4222); default in-process only")
+	fs.StringVar(&c.LeafListen, "leaf-listen", "", "accept edge devices (NATS leaf nodes, registered with `tideline device add`) on this address, e.g. 0.0.0.0:7422")
 	fs.StringVar(&sync, "sync", "default", "fsync policy: 'default' (periodic; survives kill -9) or 'always' (also survives power loss, much slower)")
 	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
+	fs.StringVar(&c.AlertWebhook, "alert-webhook", "", "POST each safety alert (JSON) to this URL; alerts are always logged")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated browser origins allowed (default: any)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {

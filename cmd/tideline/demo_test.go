@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDemoFillsEveryReadModel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	sum, err := runDemo(ctx, demoConfig{riders: 5, orders: 30, speed: 1e9, seed: 7, out: &out})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if sum.Placed != 30 || sum.Delivered == 0 || sum.Rated == 0 || sum.Dangers == 0 {
+		t.Fatalf("summary = %+v\n%s", sum, out.String())
+	}
+	if len(sum.Top) == 0 || sum.Top[0].Steps == 0 {
+		t.Fatalf("step ranking empty\n%s", out.String())
+	}
+	if len(sum.Alerts) == 0 || sum.OpenAlerts == 0 {
+		t.Fatalf("no alert raised\n%s", out.String())
+	}
+	if sum.Dashboard == nil || sum.Dashboard.GetBoard().GetDeliveredToday() == 0 {
+		t.Fatalf("dashboard = %v\n%s", sum.Dashboard, out.String())
+	}
+	for _, want := range []string{"Admin token", "[12:00]", "Day done", "Step ranking", "Alerts:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestDemoFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"demo", "--server", "http://127.0.0.1:1"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "--data") {
+		t.Fatalf("--server without --data: %v", err)
+	}
+	if err := run(context.Background(), []string{"demo", "--riders", "0"}, &out, &errb); err == nil {
+		t.Fatal("--riders 0 accepted")
+	}
+}
+
+func TestDemoAgainstRunningServer(t *testing.T) {
+	dir := t.TempDir()
+	m, _ := startMain(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"demo", "--server", "http://" + m.Addr(), "--data", dir, "--riders", "3", "--orders", "12", "--speed", "1e9"}, &out, &out)
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if strings.Contains(out.String(), "Embedded server") || !strings.Contains(out.String(), "12 orders placed") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+}
