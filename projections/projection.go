@@ -34,3 +34,13 @@ type Projection interface {
 type Selective interface {
 	EventTypes() []string
 }
+
+// Scoped is implemented by projections that read only some streams: the
+// runner's consumer then receives only these subjects (e.g. "ev.steps.>"),
+// so other contexts' appends cost the projection nothing. Positions stay
+// stream-wide: the runner proves, when asked to wait for a position, that
+// no event of these subjects lies between what it applied and that
+// position.
+type Scoped interface {
+	Subjects() []string
+}

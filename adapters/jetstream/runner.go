@@ -85,6 +85,16 @@ type Runner struct {
 	running    atomic.Bool
 	rebuilds   chan rebuildRequest
 	types      map[string]struct{} // nil: the projection reads every type
+
+	// For a scoped projection (subjects non-nil), covered is a position up
+	// to which the stream was shown to hold nothing more for it than it
+	// applied; Position reports the larger of the two. gen counts rebuilds
+	// so a proof begun before one is not recorded after it.
+	subjects []string
+	covMu    sync.Mutex
+	gen      uint64
+	covered  atomic.Uint64
+	target   atomic.Uint64 // the position the current rebuild must reach
 }
 
 type rebuildRequest struct {
@@ -113,6 +123,9 @@ func NewRunner(store *Store, p projections.Projection, opts RunnerOptions) *Runn
 		log:      opts.Logger.With("projection", p.Name()),
 		rebuilds: make(chan rebuildRequest),
 	}
+	if sc, ok := p.(projections.Scoped); ok {
+		r.subjects = sc.Subjects()
+	}
 	if sel, ok := p.(projections.Selective); ok {
 		r.types = map[string]struct{}{}
 		for _, t := range sel.EventTypes() {
@@ -129,7 +142,7 @@ func (r *Runner) Name() string { return r.p.Name() }
 
 // Position returns the sequence of the last commit applied to the model;
 // 0 before any, and again right after a Rebuild resets the model.
-func (r *Runner) Position() uint64 { return r.pos.Load() }
+func (r *Runner) Position() uint64 { return max(r.pos.Load(), r.covered.Load()) }
 
 // Advanced returns a channel closed the next time Position advances. Each
 // advance closes the current channel and starts a new one; advances within
@@ -142,6 +155,11 @@ func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
 	for {
 		ch := r.Advanced() // before the check, so an advance in between is not missed
 		if r.Position() >= pos {
+			return nil
+		}
+		if covered, err := r.cover(ctx, pos); err != nil {
+			return err
+		} else if covered {
 			return nil
 		}
 		select {
@@ -159,9 +177,43 @@ func (r *Runner) Lag(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	if pos := r.Position(); last > pos {
-		return last - pos, nil
+		if covered, err := r.cover(ctx, last); err != nil || !covered {
+			return last - pos, err
+		}
 	}
 	return 0, nil
+}
+
+// cover reports whether a scoped projection has everything it reads up to
+// pos: no message on its subjects lies after what it applied and at or
+// before pos. Every sequence up to pos exists once pos was returned by an
+// append, so the answer cannot change later; it is recorded in covered.
+func (r *Runner) cover(ctx context.Context, pos uint64) (bool, error) {
+	if r.subjects == nil {
+		return false, nil
+	}
+	r.covMu.Lock()
+	gen := r.gen
+	r.covMu.Unlock()
+	applied := r.pos.Load()
+	for _, subj := range r.subjects {
+		next, found, err := r.store.nextOn(ctx, subj, applied+1)
+		if err != nil {
+			return false, err
+		}
+		if found && next <= pos {
+			return false, nil
+		}
+	}
+	r.covMu.Lock()
+	defer r.covMu.Unlock()
+	if r.gen != gen {
+		return false, nil
+	}
+	if r.covered.Load() < pos {
+		r.covered.Store(pos)
+	}
+	return true, nil
 }
 
 // Status returns the runner's name, version, position, lag and whether it
@@ -173,7 +225,7 @@ func (r *Runner) Status(ctx context.Context) RunnerStatus {
 		Version:    r.p.Version(),
 		Position:   r.Position(),
 		Lag:        lag,
-		Rebuilding: r.rebuilding.Load(),
+		Rebuilding: r.rebuilding.Load() && r.Position() < r.target.Load(),
 	}
 }
 
@@ -302,6 +354,7 @@ func (l *runLoop) startRebuild(ctx context.Context) error {
 	l.r.p.Reset()
 	l.r.pos.Store(0)
 	l.target = last
+	l.r.target.Store(last)
 	l.r.rebuilding.Store(last > 0)
 	return nil
 }
@@ -378,11 +431,16 @@ func (l *runLoop) rebuild(target uint64) error {
 	}
 	r.p.Reset()
 	r.pos.Store(0)
+	r.covMu.Lock() // after pos: a proof that saw the old pos is discarded
+	r.gen++
+	r.covered.Store(0)
+	r.covMu.Unlock()
 	l.snapPos = noSnapshot // the stored snapshot is replaced once the rebuild has progressed
 	l.since = 0
 	if !r.rebuilding.Load() || target > l.target {
 		l.target = target
 	}
+	r.target.Store(l.target)
 	r.rebuilding.Store(l.target > 0)
 	r.log.Info("rebuilding from position 1", "target", l.target)
 	var err error
@@ -482,8 +540,9 @@ type delivery struct {
 // startFeed starts an ordered consumer at after+1.
 func (r *Runner) startFeed(after uint64) (*feed, error) {
 	cons, err := r.store.js.OrderedConsumer(context.Background(), r.store.cfg.Stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   after + 1,
+		FilterSubjects: r.subjects,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    after + 1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ordered consumer: %w", err)

@@ -639,3 +639,65 @@ func (p *recordedAtProjection) Apply(e es.Event) {
 	*p.at = e.RecordedAt
 	p.mu.Unlock()
 }
+
+// scopedProjection reads only ev.steps.> streams.
+type scopedProjection struct{ *countingProjection }
+
+func (scopedProjection) Subjects() []string { return []string{"ev.steps.>"} }
+
+func TestRunnerScopedProjection(t *testing.T) {
+	s := runnerStore(t)
+	ctx := context.Background()
+	other := es.StreamID{Context: "other", Type: "thing", ID: "x"}
+	appendOther := func() uint64 {
+		t.Helper()
+		res, err := s.Append(ctx, other, []proto.Message{wrapperspb.String("not steps")}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Position.Seq
+	}
+	p := scopedProjection{newCountingProjection("scoped", 1)}
+	r := tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger})
+
+	first := appendOther()            // 1
+	mine := appendCommits(t, s, 0, 1) // 2: a steps commit
+	last := appendOther()             // 3
+
+	// Not running yet: nothing applied. Position 1 holds nothing of ours,
+	// so waiting for it succeeds; 3 has our commit at 2 before it.
+	if err := r.WaitFor(ctx, first); err != nil {
+		t.Fatalf("WaitFor(%d), no event of ours before it: %v", first, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := r.WaitFor(short, last); err == nil {
+		t.Fatalf("WaitFor(%d) returned before our commit at %d was applied", last, mine)
+	}
+
+	startRunner(t, r)
+	waitFor(t, r, last)
+	m := p.model()
+	if m.Counts[other.String()] != 0 || len(m.Seen) != eventsIn(0, 1) {
+		t.Fatalf("a scoped runner applied %v", m.Counts)
+	}
+	if lag, err := r.Lag(ctx); err != nil || lag != 0 {
+		t.Fatalf("idle lag = %d, %v; want 0 although other streams moved on", lag, err)
+	}
+	after := appendOther()
+	if err := r.WaitFor(ctx, after); err != nil || r.Position() < after {
+		t.Fatalf("WaitFor(%d) = %v, position %d", after, err, r.Position())
+	}
+
+	// A rebuild replays only our events and finishes though the last
+	// position belongs to another stream.
+	if err := r.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(ctx); st.Rebuilding || st.Position < after || st.Lag != 0 {
+		t.Fatalf("after rebuild: %+v", st)
+	}
+	if m := p.model(); len(m.Seen) != eventsIn(0, 1) {
+		t.Fatalf("rebuilt model saw %d events", len(m.Seen))
+	}
+}

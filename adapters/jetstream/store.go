@@ -379,3 +379,25 @@ func DecodeCommit(stream es.StreamID, seq uint64, h nats.Header, data []byte) (e
 	}
 	return c, nil
 }
+
+// nextOn returns the sequence of the first message at or after from on
+// subject (wildcards allowed), with one Direct Get.
+func (s *Store) nextOn(ctx context.Context, subject string, from uint64) (uint64, bool, error) {
+	req, _ := json.Marshal(directGetRequest{Seq: from, NextFor: subject})
+	m, err := s.nc.RequestWithContext(ctx, s.directGet, req)
+	if err != nil {
+		return 0, false, es.Wrap(es.Unavailable, "direct get next", err)
+	}
+	switch m.Header.Get("Status") {
+	case "":
+	case "404":
+		return 0, false, nil
+	default:
+		return 0, false, es.Errorf(es.Unavailable, "direct get next: status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, false, es.Wrap(es.Internal, "direct get next: bad sequence header", err)
+	}
+	return seq, true, nil
+}

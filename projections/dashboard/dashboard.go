@@ -114,6 +114,11 @@ type Model struct {
 }
 
 var _ projections.Projection = (*Model)(nil)
+var _ projections.Scoped = (*Model)(nil)
+
+// Subjects lists the streams the model reads.
+func (m *Model) Subjects() []string { return []string{"ev.delivery.>", "ev.safety.>"} }
+
 var _ projections.Selective = (*Model)(nil)
 
 // New returns an empty model.

@@ -74,6 +74,11 @@ type Model struct {
 }
 
 var _ projections.Projection = (*Model)(nil)
+var _ projections.Scoped = (*Model)(nil)
+
+// Subjects lists the streams the model reads.
+func (m *Model) Subjects() []string { return []string{"ev.delivery.>"} }
+
 var _ projections.Selective = (*Model)(nil)
 
 // New returns an empty index.

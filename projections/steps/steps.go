@@ -41,6 +41,11 @@ type Entry struct {
 //
 // Model is safe for queries concurrent with Apply.
 var _ projections.Projection = (*Model)(nil)
+var _ projections.Scoped = (*Model)(nil)
+
+// Subjects lists the streams the model reads.
+func (m *Model) Subjects() []string { return []string{"ev.steps.>"} }
+
 var _ projections.Selective = (*Model)(nil)
 
 // EventTypes lists the events the model reads.
