@@ -362,7 +362,7 @@ func (l *runLoop) startRebuild(ctx context.Context) error {
 func (l *runLoop) run(ctx context.Context) error {
 	r := l.r
 	var err error
-	if l.feed, err = r.startFeed(r.Position()); err != nil {
+	if l.feed, err = r.startFeed(r.pos.Load(), false); err != nil {
 		return err
 	}
 	tick := time.NewTicker(r.opts.SnapshotEvery)
@@ -398,6 +398,14 @@ func (l *runLoop) run(ctx context.Context) error {
 				r.log.Info("rebuild caught up", "position", r.Position())
 			}
 			r.broadcast()
+			if r.subjects != nil && !l.feed.filtered && l.feed.pending.Load() == 0 {
+				// Caught up: follow only our subjects from here. What the
+				// old feed still held is delivered again by the new one.
+				l.feed.stop()
+				if l.feed, err = r.startFeed(r.pos.Load(), true); err != nil {
+					return l.stop(ctx, err)
+				}
+			}
 			if l.since >= r.opts.SnapshotAfter {
 				l.snapshot(ctx)
 			}
@@ -444,7 +452,7 @@ func (l *runLoop) rebuild(target uint64) error {
 	r.rebuilding.Store(l.target > 0)
 	r.log.Info("rebuilding from position 1", "target", l.target)
 	var err error
-	l.feed, err = r.startFeed(0)
+	l.feed, err = r.startFeed(0, false)
 	return err
 }
 
@@ -521,10 +529,12 @@ func (r *Runner) broadcast() {
 // feed is one ordered consumer. Its callback decodes messages in
 // parallel with Run applying them and hands them over in batches.
 type feed struct {
-	cc      jetstream.ConsumeContext
-	batches chan []delivery
-	stopped chan struct{}   // closed by stop: unblocks a callback waiting on batches
-	closed  <-chan struct{} // closed when the consumer has stopped, by stop or not
+	filtered bool          // on the projection's subjects only
+	pending  atomic.Uint64 // messages after the last one received
+	cc       jetstream.ConsumeContext
+	batches  chan []delivery
+	stopped  chan struct{}   // closed by stop: unblocks a callback waiting on batches
+	closed   <-chan struct{} // closed when the consumer has stopped, by stop or not
 
 	mu    sync.Mutex // serializes callbacks, which overlap if the consumer resets mid-callback
 	batch []delivery
@@ -537,17 +547,25 @@ type delivery struct {
 	commit es.Commit
 }
 
-// startFeed starts an ordered consumer at after+1.
-func (r *Runner) startFeed(after uint64) (*feed, error) {
+// startFeed starts an ordered consumer at after+1, on the projection's
+// subjects if filtered. Replays run unfiltered (the server's wildcard
+// filter makes bulk reads several times slower than skipping commits by
+// their types header); a scoped projection switches to a filtered feed
+// once caught up, so other contexts' appends no longer reach it.
+func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
+	var subjects []string
+	if filtered {
+		subjects = r.subjects
+	}
 	cons, err := r.store.js.OrderedConsumer(context.Background(), r.store.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: r.subjects,
+		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    after + 1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ordered consumer: %w", err)
 	}
-	f := &feed{batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
+	f := &feed{filtered: filtered, batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
 	f.cc, err = cons.Consume(func(m jetstream.Msg) { f.receive(r.decode(m)) },
 		jetstream.PullMaxMessages(pullMaxMessages),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -566,6 +584,7 @@ func (r *Runner) startFeed(after uint64) (*feed, error) {
 func (f *feed) receive(d delivery, pending uint64, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.pending.Store(pending)
 	if ok {
 		f.batch = append(f.batch, d)
 	}
@@ -609,6 +628,9 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 	}
 	if r.types != nil && !r.wants(m.Headers().Get(HeaderEventTypes)) {
 		return d, pending, true
+	}
+	if r.subjects != nil && !matchesAny(r.subjects, m.Subject()) {
+		return d, pending, true // an unfiltered replay: not ours
 	}
 	if d.commit, err = DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
 		r.log.Error("skipping undecodable commit", "seq", d.seq, "subject", m.Subject(), "error", err)
@@ -665,4 +687,31 @@ func ackSequences(reply string) (seq, pending uint64, recorded time.Time, ok boo
 		return 0, 0, time.Time{}, false
 	}
 	return seq, pending, time.Unix(0, tm).UTC(), true
+}
+
+// matchesAny reports whether subject matches one of the NATS subject
+// patterns ('*' one token, '>' the rest).
+func matchesAny(patterns []string, subject string) bool {
+	for _, p := range patterns {
+		if subjectMatches(p, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+func subjectMatches(pattern, subject string) bool {
+	for {
+		pt, prest, pmore := strings.Cut(pattern, ".")
+		st, srest, smore := strings.Cut(subject, ".")
+		switch {
+		case pt == ">":
+			return true
+		case pt != "*" && pt != st:
+			return false
+		case !pmore || !smore:
+			return pmore == smore
+		}
+		pattern, subject = prest, srest
+	}
 }

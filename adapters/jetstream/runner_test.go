@@ -688,6 +688,13 @@ func TestRunnerScopedProjection(t *testing.T) {
 	if err := r.WaitFor(ctx, after); err != nil || r.Position() < after {
 		t.Fatalf("WaitFor(%d) = %v, position %d", after, err, r.Position())
 	}
+	// Caught up, the runner follows only its subjects: its own new events
+	// still arrive.
+	more := appendCommits(t, s, 1, 2)
+	waitFor(t, r, more)
+	if m := p.model(); len(m.Seen) != eventsIn(0, 3) || len(m.Disorder) != 0 {
+		t.Fatalf("after catching up the model saw %d events (disorder %v), want %d", len(m.Seen), m.Disorder, eventsIn(0, 3))
+	}
 
 	// A rebuild replays only our events and finishes though the last
 	// position belongs to another stream.
@@ -697,7 +704,7 @@ func TestRunnerScopedProjection(t *testing.T) {
 	if st := r.Status(ctx); st.Rebuilding || st.Position < after || st.Lag != 0 {
 		t.Fatalf("after rebuild: %+v", st)
 	}
-	if m := p.model(); len(m.Seen) != eventsIn(0, 1) {
-		t.Fatalf("rebuilt model saw %d events", len(m.Seen))
+	if m := p.model(); len(m.Seen) != eventsIn(0, 3) {
+		t.Fatalf("rebuilt model saw %d events, want %d", len(m.Seen), eventsIn(0, 3))
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/steps"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
@@ -374,7 +375,7 @@ func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, round in
 			users := make([]string, c.aggregates)
 			versions := make([]int64, c.aggregates)
 			for a := range streams {
-				streams[a] = es.StreamID{Context: "bench", Type: "occ", ID: fmt.Sprintf("r%d-w%d-a%d", round, w, a)}
+				streams[a] = steps.Stream(fmt.Sprintf("r%d-w%d-a%d", round, w, a)) // the steps projection rebuilds over these
 				users[a] = benchUser(streams[a].ID, date)
 			}
 			for k := 0; ; k++ {
