@@ -453,7 +453,8 @@ func (d *demo) tick(ctx context.Context, t, n int) error {
 		switch {
 		case r.order == "":
 			res, err := d.delivery.SearchNearbyOrders(rctx, connect.NewRequest(&deliveryv1.SearchNearbyOrdersRequest{
-				Lat: r.lat, Lng: r.lng, RadiusM: 5000, Limit: 5}))
+				Lat: r.lat, Lng: r.lng, RadiusM: 5000, Limit: 5,
+				MinPosition: r.pos})) // read our own last delivery: not offered it again
 			if err != nil {
 				return fmt.Errorf("demo: search nearby orders: %w", err)
 			}
