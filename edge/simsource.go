@@ -34,16 +34,8 @@ func (s *Sim) Run(ctx context.Context, emit func(safety.Sample) error) error {
 			last = smp.T.Sub(sim.Start)
 			at := offset + last
 			smp.T = start.Add(at)
-			if s.Speed > 0 {
-				if wait := time.Until(start.Add(time.Duration(float64(at) / s.Speed))); wait > 0 {
-					select {
-					case <-time.After(wait):
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}
-			} else if ctx.Err() != nil {
-				return ctx.Err()
+			if err := pace(ctx, start, at, s.Speed); err != nil {
+				return err
 			}
 			if err := emit(smp); err != nil {
 				return err

@@ -93,16 +93,8 @@ func (r *Replay) Run(ctx context.Context, emit func(safety.Sample) error) error 
 		}
 		offset := rec.T.Sub(t0)
 		rec.T = start.Add(offset)
-		if r.Speed > 0 {
-			if wait := time.Until(start.Add(time.Duration(float64(offset) / r.Speed))); wait > 0 {
-				select {
-				case <-time.After(wait):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-		} else if ctx.Err() != nil {
-			return ctx.Err()
+		if err := pace(ctx, start, offset, r.Speed); err != nil {
+			return err
 		}
 		if err := emit(rec); err != nil {
 			return err
@@ -246,4 +238,24 @@ func parseSample(get func(string) (any, bool)) (safety.Sample, error) {
 		s.Seq = uint32(seq)
 	}
 	return s, nil
+}
+
+// pace waits until a sample at offset from start is due at speed (1 real
+// time, 2 twice as fast, 0 or less at once), or ctx ends.
+func pace(ctx context.Context, start time.Time, offset time.Duration, speed float64) error {
+	if speed <= 0 {
+		return ctx.Err()
+	}
+	wait := time.Until(start.Add(time.Duration(float64(offset) / speed)))
+	if wait <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

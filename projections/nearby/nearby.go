@@ -18,9 +18,7 @@ package nearby
 
 import (
 	"cmp"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -382,10 +380,9 @@ func box(lat, lng, radiusM float64) (rowLo, rowHi, cols, colLo int) {
 	return rowLo, rowHi, cols, colLo
 }
 
-const magic = "tlnearby1"
+var snapshotFormat = projections.Framed{Magic: "tlnearby1"}
 
-// Snapshot encodes the index: magic, position, then every open order as a
-// length-prefixed deterministic protobuf, by order id.
+// Snapshot encodes the index: every open order, by order id.
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -394,46 +391,30 @@ func (m *Model) Snapshot() ([]byte, error) {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	b := append([]byte(magic), make([]byte, 8)...)
-	binary.LittleEndian.PutUint64(b[len(magic):], m.pos)
-	opts := proto.MarshalOptions{Deterministic: true}
-	for _, id := range ids {
+	msgs := make([]proto.Message, len(ids))
+	for i, id := range ids {
 		at := m.byID[id]
-		enc, err := opts.Marshal(m.cells[at.cell][at.index].order)
-		if err != nil {
-			return nil, fmt.Errorf("encode order: %w", err)
-		}
-		b = binary.AppendUvarint(b, uint64(len(enc)))
-		b = append(b, enc...)
+		msgs[i] = m.cells[at.cell][at.index].order
 	}
-	return b, nil
+	return snapshotFormat.Marshal(m.pos, msgs)
 }
 
 // Restore replaces the index with a snapshot; on error it is unchanged.
 func (m *Model) Restore(data []byte) error {
-	if len(data) < len(magic)+8 || string(data[:len(magic)]) != magic {
-		return errors.New("nearby snapshot: bad header")
-	}
 	n := New()
-	n.pos = binary.LittleEndian.Uint64(data[len(magic):])
-	rest := data[len(magic)+8:]
-	for len(rest) > 0 {
-		l, k := binary.Uvarint(rest)
-		if k <= 0 || uint64(len(rest)-k) < l {
-			return errors.New("nearby snapshot: truncated")
-		}
-		o := &deliveryv1.OrderPlaced{}
-		if err := proto.Unmarshal(rest[k:k+int(l)], o); err != nil {
-			return fmt.Errorf("nearby snapshot: %w", err)
-		}
+	pos, err := snapshotFormat.Unmarshal(data, func() proto.Message { return &deliveryv1.OrderPlaced{} }, func(msg proto.Message) error {
+		o := msg.(*deliveryv1.OrderPlaced)
 		if o.OrderId == "" || n.has(o.OrderId) {
-			return errors.New("nearby snapshot: bad or repeated order")
+			return errors.New("bad or repeated order")
 		}
 		n.insert(o)
-		rest = rest[k+int(l):]
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.cells, m.byID, m.pos = n.cells, n.byID, n.pos
+	m.cells, m.byID, m.pos = n.cells, n.byID, pos
 	return nil
 }

@@ -3,9 +3,7 @@
 package safety
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -156,10 +154,9 @@ func (m *Model) List(rider string, since time.Time, limit int) ([]*safetyv1.Dang
 	return out, len(list)
 }
 
-const magic = "tlsafety1"
+var snapshotFormat = projections.Framed{Magic: "tlsafety1"}
 
-// Snapshot encodes the model: magic, position, then every event as a
-// length-prefixed deterministic protobuf, riders and events in order.
+// Snapshot encodes the model: every event, riders and events in order.
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -168,47 +165,31 @@ func (m *Model) Snapshot() ([]byte, error) {
 		riders = append(riders, r)
 	}
 	sort.Strings(riders)
-	b := append([]byte(magic), make([]byte, 8)...)
-	binary.LittleEndian.PutUint64(b[len(magic):], m.pos)
-	opts := proto.MarshalOptions{Deterministic: true}
+	var msgs []proto.Message
 	for _, r := range riders {
 		for _, d := range m.byRider[r] {
-			enc, err := opts.Marshal(d)
-			if err != nil {
-				return nil, fmt.Errorf("encode danger event: %w", err)
-			}
-			b = binary.AppendUvarint(b, uint64(len(enc)))
-			b = append(b, enc...)
+			msgs = append(msgs, d)
 		}
 	}
-	return b, nil
+	return snapshotFormat.Marshal(m.pos, msgs)
 }
 
 // Restore replaces the model with a snapshot; on error the model is unchanged.
 func (m *Model) Restore(data []byte) error {
-	if len(data) < len(magic)+8 || string(data[:len(magic)]) != magic {
-		return errors.New("safety snapshot: bad header")
-	}
 	n := New()
-	n.pos = binary.LittleEndian.Uint64(data[len(magic):])
-	rest := data[len(magic)+8:]
-	for len(rest) > 0 {
-		l, k := binary.Uvarint(rest)
-		if k <= 0 || uint64(len(rest)-k) < l {
-			return errors.New("safety snapshot: truncated")
-		}
-		d := &safetyv1.DangerDetected{}
-		if err := proto.Unmarshal(rest[k:k+int(l)], d); err != nil {
-			return fmt.Errorf("safety snapshot: %w", err)
-		}
+	pos, err := snapshotFormat.Unmarshal(data, func() proto.Message { return &safetyv1.DangerDetected{} }, func(msg proto.Message) error {
+		d := msg.(*safetyv1.DangerDetected)
 		if d.EventId == "" || d.RiderId == "" || n.byID[keyOf(d)] != nil {
-			return errors.New("safety snapshot: bad or repeated event")
+			return errors.New("bad or repeated event")
 		}
 		n.insert(d)
-		rest = rest[k+int(l):]
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byRider, m.byID, m.pos = n.byRider, n.byID, n.pos
+	m.byRider, m.byID, m.pos = n.byRider, n.byID, pos
 	return nil
 }
