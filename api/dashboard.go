@@ -155,14 +155,10 @@ func (h *dashboardHandler) WatchDashboard(ctx context.Context, req *connect.Requ
 		}
 		if wait := watchMinGap - time.Since(sent); wait > 0 {
 			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			ok := await(ctx, h.d.closing, t.C)
+			t.Stop()
+			if !ok {
 				return nil
-			case <-h.d.closing:
-				t.Stop()
-				return nil
-			case <-t.C:
 			}
 		}
 	}

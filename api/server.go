@@ -169,6 +169,19 @@ func NewServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
 }
 
+// await blocks until ch fires (true) or a live stream must end because
+// the client left or the server is closing (false).
+func await[T any](ctx context.Context, closing <-chan struct{}, ch <-chan T) bool {
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-closing:
+		return false
+	}
+}
+
 // waitFor implements min_position: it waits, bounded by MaxWait, until
 // the read model has applied pos.
 func waitFor(ctx context.Context, rm ReadModel, pos uint64, max time.Duration) error {

@@ -106,12 +106,8 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 				return err
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !await(ctx, h.d.closing, advanced) {
 			return nil
-		case <-h.d.closing:
-			return nil
-		case <-advanced:
 		}
 	}
 }
@@ -287,12 +283,8 @@ func (h *stepsHandler) WatchLeaderboard(ctx context.Context, req *connect.Reques
 			}
 			prev = lb
 		}
-		select {
-		case <-ctx.Done():
+		if !await(ctx, h.d.closing, advanced) {
 			return nil
-		case <-h.d.closing:
-			return nil
-		case <-advanced:
 		}
 	}
 }
