@@ -64,3 +64,30 @@ func (h *adminHandler) RebuildProjection(ctx context.Context, req *connect.Reque
 		Status: statusPB(st), EventsPerSecond: rate, DurationMs: elapsed.Milliseconds(),
 	}), nil
 }
+
+const maxRejected = 1000
+
+// ListRejectedDeviceCommits lists the edge device commits the hub refused.
+func (h *adminHandler) ListRejectedDeviceCommits(ctx context.Context, req *connect.Request[adminv1.ListRejectedDeviceCommitsRequest]) (*connect.Response[adminv1.ListRejectedDeviceCommitsResponse], error) {
+	if err := requireRole(ctx, auth.Admin); err != nil {
+		return nil, err
+	}
+	if h.d.DeviceRejections == nil {
+		return nil, es.Errorf(es.Unavailable, "this server does not accept edge devices")
+	}
+	m := req.Msg
+	if m.DeviceId != "" {
+		if err := es.ValidateToken("device_id", m.DeviceId); err != nil {
+			return nil, err
+		}
+	}
+	limit := int(m.Limit)
+	if limit == 0 {
+		limit = 50
+	}
+	if limit < 1 || limit > maxRejected {
+		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxRejected, m.Limit)
+	}
+	commits, total := h.d.DeviceRejections.Rejected(m.DeviceId, limit)
+	return connect.NewResponse(&adminv1.ListRejectedDeviceCommitsResponse{Commits: commits, Total: int64(total)}), nil
+}

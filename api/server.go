@@ -27,6 +27,7 @@ import (
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
 	"github.com/tideline/tideline/schemas/gen/tideline/delivery/v1/deliveryv1connect"
@@ -58,6 +59,13 @@ type ProjectionControl interface {
 	Rebuild(ctx context.Context) error
 }
 
+// DeviceRejections is the device gate as the admin API reads it.
+type DeviceRejections interface {
+	// Rejected returns up to limit refused commits of device (empty: all),
+	// newest first, and how many are kept for it.
+	Rejected(device string, limit int) ([]*adminv1.RejectedDeviceCommit, int)
+}
+
 // Deps are what the API serves.
 type Deps struct {
 	Tokens *Tokens
@@ -87,6 +95,10 @@ type Deps struct {
 	DashboardFeed  ReadModel
 	// Projections by name, for the admin service.
 	Projections map[string]ProjectionControl
+	// DeviceRejections lists the edge device commits the hub refused
+	// (adapters/devicegate.Gate). Optional: without it
+	// ListRejectedDeviceCommits is Unavailable.
+	DeviceRejections DeviceRejections
 	// LastPosition reports the event stream's last position.
 	LastPosition func(ctx context.Context) (uint64, error)
 	// CORSOrigins allowed for browsers; empty allows any origin.

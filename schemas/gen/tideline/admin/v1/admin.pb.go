@@ -9,6 +9,7 @@ package adminv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -293,11 +294,275 @@ func (x *RebuildProjectionResponse) GetDurationMs() int64 {
 	return 0
 }
 
+type ListRejectedDeviceCommitsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// device_id limits the list to one device; empty: every device.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// limit is 1..1000; default 50.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRejectedDeviceCommitsRequest) Reset() {
+	*x = ListRejectedDeviceCommitsRequest{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRejectedDeviceCommitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRejectedDeviceCommitsRequest) ProtoMessage() {}
+
+func (x *ListRejectedDeviceCommitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRejectedDeviceCommitsRequest.ProtoReflect.Descriptor instead.
+func (*ListRejectedDeviceCommitsRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListRejectedDeviceCommitsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *ListRejectedDeviceCommitsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// RejectedDeviceCommit is one commit from an edge device that the hub
+// refused.
+type RejectedDeviceCommit struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// rider_id is the rider the device registry binds the device to (empty
+	// for an unknown device): never what the commit claimed.
+	RiderId string `protobuf:"bytes,2,opt,name=rider_id,json=riderId,proto3" json:"rider_id,omitempty"`
+	// lane is the device's lane the commit came in on: "danger" or "telemetry".
+	Lane string `protobuf:"bytes,3,opt,name=lane,proto3" json:"lane,omitempty"`
+	// ingress_seq is the commit's sequence in the DEVICE_INGRESS stream.
+	IngressSeq uint64 `protobuf:"varint,4,opt,name=ingress_seq,json=ingressSeq,proto3" json:"ingress_seq,omitempty"`
+	// code classifies the reason: undecodable, wrong_type, foreign_rider,
+	// foreign_device, invalid, unknown_device, revoked_device, store_refused.
+	Code string `protobuf:"bytes,5,opt,name=code,proto3" json:"code,omitempty"`
+	// reason says what was wrong, naming the field, e.g.
+	// "events[0].data.rider_id: is "bob" but device "bike-7" is registered to "alice"".
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// received_at is when the hub received the commit.
+	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	RejectedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=rejected_at,json=rejectedAt,proto3" json:"rejected_at,omitempty"`
+	// size_bytes is the commit's payload size.
+	SizeBytes int64 `protobuf:"varint,9,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// quarantine_seq locates the kept commit (payload and headers) in the
+	// DEVICE_QUARANTINE stream.
+	QuarantineSeq uint64 `protobuf:"varint,10,opt,name=quarantine_seq,json=quarantineSeq,proto3" json:"quarantine_seq,omitempty"`
+	// edge_epoch, edge_first_seq and edge_last_seq are what the device said
+	// of the commit (its local store and sequences), for diagnosis.
+	EdgeEpoch     string `protobuf:"bytes,11,opt,name=edge_epoch,json=edgeEpoch,proto3" json:"edge_epoch,omitempty"`
+	EdgeFirstSeq  uint64 `protobuf:"varint,12,opt,name=edge_first_seq,json=edgeFirstSeq,proto3" json:"edge_first_seq,omitempty"`
+	EdgeLastSeq   uint64 `protobuf:"varint,13,opt,name=edge_last_seq,json=edgeLastSeq,proto3" json:"edge_last_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedDeviceCommit) Reset() {
+	*x = RejectedDeviceCommit{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedDeviceCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedDeviceCommit) ProtoMessage() {}
+
+func (x *RejectedDeviceCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedDeviceCommit.ProtoReflect.Descriptor instead.
+func (*RejectedDeviceCommit) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RejectedDeviceCommit) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *RejectedDeviceCommit) GetRiderId() string {
+	if x != nil {
+		return x.RiderId
+	}
+	return ""
+}
+
+func (x *RejectedDeviceCommit) GetLane() string {
+	if x != nil {
+		return x.Lane
+	}
+	return ""
+}
+
+func (x *RejectedDeviceCommit) GetIngressSeq() uint64 {
+	if x != nil {
+		return x.IngressSeq
+	}
+	return 0
+}
+
+func (x *RejectedDeviceCommit) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *RejectedDeviceCommit) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RejectedDeviceCommit) GetReceivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReceivedAt
+	}
+	return nil
+}
+
+func (x *RejectedDeviceCommit) GetRejectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RejectedAt
+	}
+	return nil
+}
+
+func (x *RejectedDeviceCommit) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *RejectedDeviceCommit) GetQuarantineSeq() uint64 {
+	if x != nil {
+		return x.QuarantineSeq
+	}
+	return 0
+}
+
+func (x *RejectedDeviceCommit) GetEdgeEpoch() string {
+	if x != nil {
+		return x.EdgeEpoch
+	}
+	return ""
+}
+
+func (x *RejectedDeviceCommit) GetEdgeFirstSeq() uint64 {
+	if x != nil {
+		return x.EdgeFirstSeq
+	}
+	return 0
+}
+
+func (x *RejectedDeviceCommit) GetEdgeLastSeq() uint64 {
+	if x != nil {
+		return x.EdgeLastSeq
+	}
+	return 0
+}
+
+type ListRejectedDeviceCommitsResponse struct {
+	state   protoimpl.MessageState  `protogen:"open.v1"`
+	Commits []*RejectedDeviceCommit `protobuf:"bytes,1,rep,name=commits,proto3" json:"commits,omitempty"`
+	// total is the number of rejected commits the server keeps track of
+	// that match device_id (before limit).
+	Total         int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRejectedDeviceCommitsResponse) Reset() {
+	*x = ListRejectedDeviceCommitsResponse{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRejectedDeviceCommitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRejectedDeviceCommitsResponse) ProtoMessage() {}
+
+func (x *ListRejectedDeviceCommitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRejectedDeviceCommitsResponse.ProtoReflect.Descriptor instead.
+func (*ListRejectedDeviceCommitsResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListRejectedDeviceCommitsResponse) GetCommits() []*RejectedDeviceCommit {
+	if x != nil {
+		return x.Commits
+	}
+	return nil
+}
+
+func (x *ListRejectedDeviceCommitsResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 var File_tideline_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1dtideline/admin/v1/admin.proto\x12\x11tideline.admin.v1\"\x18\n" +
+	"\x1dtideline/admin/v1/admin.proto\x12\x11tideline.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n" +
 	"\x16ListProjectionsRequest\"\x8e\x01\n" +
 	"\x10ProjectionStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -316,10 +581,37 @@ const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2#.tideline.admin.v1.ProjectionStatusR\x06status\x12*\n" +
 	"\x11events_per_second\x18\x02 \x01(\x01R\x0feventsPerSecond\x12\x1f\n" +
 	"\vduration_ms\x18\x03 \x01(\x03R\n" +
-	"durationMs2\xe8\x01\n" +
+	"durationMs\"U\n" +
+	" ListRejectedDeviceCommitsRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xd8\x03\n" +
+	"\x14RejectedDeviceCommit\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x19\n" +
+	"\brider_id\x18\x02 \x01(\tR\ariderId\x12\x12\n" +
+	"\x04lane\x18\x03 \x01(\tR\x04lane\x12\x1f\n" +
+	"\vingress_seq\x18\x04 \x01(\x04R\n" +
+	"ingressSeq\x12\x12\n" +
+	"\x04code\x18\x05 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12;\n" +
+	"\vreceived_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"receivedAt\x12;\n" +
+	"\vrejected_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"rejectedAt\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\t \x01(\x03R\tsizeBytes\x12%\n" +
+	"\x0equarantine_seq\x18\n" +
+	" \x01(\x04R\rquarantineSeq\x12\x1d\n" +
+	"\n" +
+	"edge_epoch\x18\v \x01(\tR\tedgeEpoch\x12$\n" +
+	"\x0eedge_first_seq\x18\f \x01(\x04R\fedgeFirstSeq\x12\"\n" +
+	"\redge_last_seq\x18\r \x01(\x04R\vedgeLastSeq\"|\n" +
+	"!ListRejectedDeviceCommitsResponse\x12A\n" +
+	"\acommits\x18\x01 \x03(\v2'.tideline.admin.v1.RejectedDeviceCommitR\acommits\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total2\xf1\x02\n" +
 	"\fAdminService\x12h\n" +
 	"\x0fListProjections\x12).tideline.admin.v1.ListProjectionsRequest\x1a*.tideline.admin.v1.ListProjectionsResponse\x12n\n" +
-	"\x11RebuildProjection\x12+.tideline.admin.v1.RebuildProjectionRequest\x1a,.tideline.admin.v1.RebuildProjectionResponseB\xcd\x01\n" +
+	"\x11RebuildProjection\x12+.tideline.admin.v1.RebuildProjectionRequest\x1a,.tideline.admin.v1.RebuildProjectionResponse\x12\x86\x01\n" +
+	"\x19ListRejectedDeviceCommits\x123.tideline.admin.v1.ListRejectedDeviceCommitsRequest\x1a4.tideline.admin.v1.ListRejectedDeviceCommitsResponseB\xcd\x01\n" +
 	"\x15com.tideline.admin.v1B\n" +
 	"AdminProtoP\x01ZBgithub.com/tideline/tideline/schemas/gen/tideline/admin/v1;adminv1\xa2\x02\x03TAX\xaa\x02\x11Tideline.Admin.V1\xca\x02\x11Tideline\\Admin\\V1\xe2\x02\x1dTideline\\Admin\\V1\\GPBMetadata\xea\x02\x13Tideline::Admin::V1b\x06proto3"
 
@@ -335,26 +627,35 @@ func file_tideline_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_tideline_admin_v1_admin_proto_rawDescData
 }
 
-var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_tideline_admin_v1_admin_proto_goTypes = []any{
-	(*ListProjectionsRequest)(nil),    // 0: tideline.admin.v1.ListProjectionsRequest
-	(*ProjectionStatus)(nil),          // 1: tideline.admin.v1.ProjectionStatus
-	(*ListProjectionsResponse)(nil),   // 2: tideline.admin.v1.ListProjectionsResponse
-	(*RebuildProjectionRequest)(nil),  // 3: tideline.admin.v1.RebuildProjectionRequest
-	(*RebuildProjectionResponse)(nil), // 4: tideline.admin.v1.RebuildProjectionResponse
+	(*ListProjectionsRequest)(nil),            // 0: tideline.admin.v1.ListProjectionsRequest
+	(*ProjectionStatus)(nil),                  // 1: tideline.admin.v1.ProjectionStatus
+	(*ListProjectionsResponse)(nil),           // 2: tideline.admin.v1.ListProjectionsResponse
+	(*RebuildProjectionRequest)(nil),          // 3: tideline.admin.v1.RebuildProjectionRequest
+	(*RebuildProjectionResponse)(nil),         // 4: tideline.admin.v1.RebuildProjectionResponse
+	(*ListRejectedDeviceCommitsRequest)(nil),  // 5: tideline.admin.v1.ListRejectedDeviceCommitsRequest
+	(*RejectedDeviceCommit)(nil),              // 6: tideline.admin.v1.RejectedDeviceCommit
+	(*ListRejectedDeviceCommitsResponse)(nil), // 7: tideline.admin.v1.ListRejectedDeviceCommitsResponse
+	(*timestamppb.Timestamp)(nil),             // 8: google.protobuf.Timestamp
 }
 var file_tideline_admin_v1_admin_proto_depIdxs = []int32{
 	1, // 0: tideline.admin.v1.ListProjectionsResponse.projections:type_name -> tideline.admin.v1.ProjectionStatus
 	1, // 1: tideline.admin.v1.RebuildProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
-	0, // 2: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
-	3, // 3: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
-	2, // 4: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
-	4, // 5: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	8, // 2: tideline.admin.v1.RejectedDeviceCommit.received_at:type_name -> google.protobuf.Timestamp
+	8, // 3: tideline.admin.v1.RejectedDeviceCommit.rejected_at:type_name -> google.protobuf.Timestamp
+	6, // 4: tideline.admin.v1.ListRejectedDeviceCommitsResponse.commits:type_name -> tideline.admin.v1.RejectedDeviceCommit
+	0, // 5: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
+	3, // 6: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
+	5, // 7: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:input_type -> tideline.admin.v1.ListRejectedDeviceCommitsRequest
+	2, // 8: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
+	4, // 9: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
+	7, // 10: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:output_type -> tideline.admin.v1.ListRejectedDeviceCommitsResponse
+	8, // [8:11] is the sub-list for method output_type
+	5, // [5:8] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_tideline_admin_v1_admin_proto_init() }
@@ -368,7 +669,7 @@ func file_tideline_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_admin_v1_admin_proto_rawDesc), len(file_tideline_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

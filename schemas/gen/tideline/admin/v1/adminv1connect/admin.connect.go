@@ -39,6 +39,9 @@ const (
 	// AdminServiceRebuildProjectionProcedure is the fully-qualified name of the AdminService's
 	// RebuildProjection RPC.
 	AdminServiceRebuildProjectionProcedure = "/tideline.admin.v1.AdminService/RebuildProjection"
+	// AdminServiceListRejectedDeviceCommitsProcedure is the fully-qualified name of the AdminService's
+	// ListRejectedDeviceCommits RPC.
+	AdminServiceListRejectedDeviceCommitsProcedure = "/tideline.admin.v1.AdminService/ListRejectedDeviceCommits"
 )
 
 // AdminServiceClient is a client for the tideline.admin.v1.AdminService service.
@@ -48,6 +51,11 @@ type AdminServiceClient interface {
 	// RebuildProjection resets a projection and replays it from position 1;
 	// it returns once the rebuild has caught up.
 	RebuildProjection(context.Context, *connect.Request[v1.RebuildProjectionRequest]) (*connect.Response[v1.RebuildProjectionResponse], error)
+	// ListRejectedDeviceCommits returns the commits edge devices sent that
+	// the hub refused (quarantined), newest first, with the reason. Their
+	// events reached no read model; the commits themselves are kept in the
+	// DEVICE_QUARANTINE stream at quarantine_seq.
+	ListRejectedDeviceCommits(context.Context, *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the tideline.admin.v1.AdminService service. By
@@ -73,13 +81,20 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RebuildProjection")),
 			connect.WithClientOptions(opts...),
 		),
+		listRejectedDeviceCommits: connect.NewClient[v1.ListRejectedDeviceCommitsRequest, v1.ListRejectedDeviceCommitsResponse](
+			httpClient,
+			baseURL+AdminServiceListRejectedDeviceCommitsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListRejectedDeviceCommits")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	listProjections   *connect.Client[v1.ListProjectionsRequest, v1.ListProjectionsResponse]
-	rebuildProjection *connect.Client[v1.RebuildProjectionRequest, v1.RebuildProjectionResponse]
+	listProjections           *connect.Client[v1.ListProjectionsRequest, v1.ListProjectionsResponse]
+	rebuildProjection         *connect.Client[v1.RebuildProjectionRequest, v1.RebuildProjectionResponse]
+	listRejectedDeviceCommits *connect.Client[v1.ListRejectedDeviceCommitsRequest, v1.ListRejectedDeviceCommitsResponse]
 }
 
 // ListProjections calls tideline.admin.v1.AdminService.ListProjections.
@@ -92,6 +107,11 @@ func (c *adminServiceClient) RebuildProjection(ctx context.Context, req *connect
 	return c.rebuildProjection.CallUnary(ctx, req)
 }
 
+// ListRejectedDeviceCommits calls tideline.admin.v1.AdminService.ListRejectedDeviceCommits.
+func (c *adminServiceClient) ListRejectedDeviceCommits(ctx context.Context, req *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error) {
+	return c.listRejectedDeviceCommits.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the tideline.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// ListProjections reports every projection's version, position and lag.
@@ -99,6 +119,11 @@ type AdminServiceHandler interface {
 	// RebuildProjection resets a projection and replays it from position 1;
 	// it returns once the rebuild has caught up.
 	RebuildProjection(context.Context, *connect.Request[v1.RebuildProjectionRequest]) (*connect.Response[v1.RebuildProjectionResponse], error)
+	// ListRejectedDeviceCommits returns the commits edge devices sent that
+	// the hub refused (quarantined), newest first, with the reason. Their
+	// events reached no read model; the commits themselves are kept in the
+	// DEVICE_QUARANTINE stream at quarantine_seq.
+	ListRejectedDeviceCommits(context.Context, *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -120,12 +145,20 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RebuildProjection")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceListRejectedDeviceCommitsHandler := connect.NewUnaryHandler(
+		AdminServiceListRejectedDeviceCommitsProcedure,
+		svc.ListRejectedDeviceCommits,
+		connect.WithSchema(adminServiceMethods.ByName("ListRejectedDeviceCommits")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tideline.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceListProjectionsProcedure:
 			adminServiceListProjectionsHandler.ServeHTTP(w, r)
 		case AdminServiceRebuildProjectionProcedure:
 			adminServiceRebuildProjectionHandler.ServeHTTP(w, r)
+		case AdminServiceListRejectedDeviceCommitsProcedure:
+			adminServiceListRejectedDeviceCommitsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -141,4 +174,8 @@ func (UnimplementedAdminServiceHandler) ListProjections(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) RebuildProjection(context.Context, *connect.Request[v1.RebuildProjectionRequest]) (*connect.Response[v1.RebuildProjectionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.RebuildProjection is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListRejectedDeviceCommits(context.Context, *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.ListRejectedDeviceCommits is not implemented"))
 }
