@@ -189,7 +189,6 @@ type Gate struct {
 	mu      sync.Mutex
 	workers map[string]*worker // by ingress subject
 	wg      sync.WaitGroup
-	runCtx  context.Context
 
 	rejected *index
 	admitted atomic.Uint64
@@ -276,9 +275,6 @@ func Open(ctx context.Context, cfg Config) (*Gate, error) {
 // stopped. It follows the ingress stream (headers only) to learn which
 // device lanes have news, and the quarantine stream for Rejected.
 func (g *Gate) Run(ctx context.Context) error {
-	g.mu.Lock()
-	g.runCtx = ctx
-	g.mu.Unlock()
 	defer g.wg.Wait()
 	follow := func(stream string, each func(jetstream.Msg)) (jetstream.ConsumeContext, error) {
 		c, err := g.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{HeadersOnly: true})
