@@ -9,7 +9,9 @@ import (
 )
 
 // Sim replays a synthetic scenario from edge/sim (`--source sim:NAME`),
-// rebased to the current time, paced like Replay.
+// rebased to the current time and paced like Replay: faster than real
+// time it ends now, so no event is dated in the future (unless it repeats
+// forever).
 type Sim struct {
 	Scenario string
 	Seed     int64
@@ -22,7 +24,21 @@ type Sim struct {
 
 // Run implements Source.
 func (s *Sim) Run(ctx context.Context, emit func(safety.Sample) error) error {
-	start := time.Now()
+	wall := time.Now()
+	start := wall
+	if aheadOfTime(s.Speed) && s.Repeat >= 0 {
+		var length time.Duration
+		for play := 0; play < max(1, s.Repeat); play++ {
+			tr, err := sim.Scenario(s.Scenario, s.Seed+int64(play))
+			if err != nil {
+				return err
+			}
+			if n := len(tr.Samples); n > 0 {
+				length += tr.Samples[n-1].T.Sub(sim.Start) + sim.Period
+			}
+		}
+		start = wall.Add(-length)
+	}
 	var offset time.Duration
 	for play := 0; s.Repeat < 0 || play < max(1, s.Repeat); play++ {
 		tr, err := sim.Scenario(s.Scenario, s.Seed+int64(play))
@@ -34,7 +50,7 @@ func (s *Sim) Run(ctx context.Context, emit func(safety.Sample) error) error {
 			last = smp.T.Sub(sim.Start)
 			at := offset + last
 			smp.T = start.Add(at)
-			if err := pace(ctx, start, at, s.Speed); err != nil {
+			if err := pace(ctx, wall, at, s.Speed); err != nil {
 				return err
 			}
 			if err := emit(smp); err != nil {

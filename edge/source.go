@@ -43,8 +43,11 @@ type Source interface {
 //
 //	{"t":0.00,"ax":0.01,"ay":-0.02,"az":1.0,"gx":0.3,"gy":0.1,"gz":-0.2}
 //
-// Sample times are rebased to the replay's start, so events carry current
-// times; the trace's spacing is kept. Lines starting with # are comments.
+// Sample times are rebased so events carry current times, the trace's
+// spacing kept: in real time (Speed 1) the trace starts now; faster (or
+// as fast as possible) it ends now, read once ahead to learn its length,
+// so that no event is dated in the future (the hub refuses those, see
+// safety.MaxClockSkew). Lines starting with # are comments.
 type Replay struct {
 	Path string
 	// Speed paces the replay: 1 is real time, 2 twice as fast, 0 (or less)
@@ -61,15 +64,49 @@ var (
 
 // Run implements Source.
 func (r *Replay) Run(ctx context.Context, emit func(safety.Sample) error) error {
+	now := r.Now
+	if now == nil {
+		now = time.Now
+	}
+	var length time.Duration // how far the trace's last sample is from its first
+	if aheadOfTime(r.Speed) {
+		var t0 time.Time
+		if err := r.read(ctx, func(s safety.Sample) error {
+			if t0.IsZero() {
+				t0 = s.T
+			}
+			length = max(length, s.T.Sub(t0))
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	var start, wall, t0 time.Time
+	return r.read(ctx, func(rec safety.Sample) error {
+		if start.IsZero() {
+			wall, t0 = now(), rec.T
+			start = wall.Add(-length)
+		}
+		offset := rec.T.Sub(t0)
+		rec.T = start.Add(offset)
+		if err := pace(ctx, wall, offset, r.Speed); err != nil {
+			return err
+		}
+		return emit(rec)
+	})
+}
+
+// aheadOfTime reports whether a source paced at speed would run ahead of
+// the clock.
+func aheadOfTime(speed float64) bool { return speed <= 0 || speed > 1 }
+
+// read parses the trace, passing each record to each.
+func (r *Replay) read(ctx context.Context, each func(safety.Sample) error) error {
 	f, err := os.Open(r.Path)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer f.Close()
-	now := r.Now
-	if now == nil {
-		now = time.Now
-	}
 	br := bufio.NewReaderSize(f, 64<<10)
 	first, err := br.Peek(1)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -79,7 +116,6 @@ func (r *Replay) Run(ctx context.Context, emit func(safety.Sample) error) error 
 	if len(first) == 1 && first[0] == '{' {
 		next = r.jsonReader(br)
 	}
-	var start, t0 time.Time
 	for line := 1; ; line++ {
 		rec, err := next()
 		if errors.Is(err, io.EOF) {
@@ -88,16 +124,11 @@ func (r *Replay) Run(ctx context.Context, emit func(safety.Sample) error) error 
 		if err != nil {
 			return fmt.Errorf("replay %s: record %d: %w", r.Path, line, err)
 		}
-		if start.IsZero() {
-			start, t0 = now(), rec.T
-		}
-		offset := rec.T.Sub(t0)
-		rec.T = start.Add(offset)
-		if err := pace(ctx, start, offset, r.Speed); err != nil {
+		if err := each(rec); err != nil {
 			return err
 		}
-		if err := emit(rec); err != nil {
-			return err
+		if line%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 }
