@@ -1,9 +1,11 @@
 // Package edge is the edge agent: it reads a sensor source, runs the
 // danger detector, fires the local alarm, and keeps its events in a local
 // JetStream (an embedded nats-server, a leaf node of the hub with its own
-// JetStream domain) from which they are forwarded to the hub's EVENTS
-// stream over the leaf link, exactly once and in order, whenever the link
-// is up.
+// JetStream domain) from which they are forwarded to the hub's device
+// ingress stream over the leaf link, exactly once and in order, whenever
+// the link is up. The hub's device gate admits them into its EVENTS
+// stream, bound to the device's registered rider; a device never writes
+// EVENTS itself.
 //
 // Two lanes, one local stream each: danger (never dropped, never blocked:
 // no byte limit, forwarded first on its own connection) and telemetry
@@ -163,7 +165,7 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 	id := cfg.Creds.DeviceID
 	fwdCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	newLane := func(name, stream, hub string, maxBytes int64, maxEvents, commitBytes int) (*forwarder, error) {
+	newLane := func(name, stream, hub string, maxBytes int64, maxEvents int) (*forwarder, error) {
 		nc, err := nats.Connect("", nats.InProcessServer(a.ns), nats.Name("edge-"+name),
 			nats.CustomInboxPrefix(InboxPrefix(id)), nats.MaxReconnects(-1))
 		if err != nil {
@@ -175,22 +177,22 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 			return nil, err
 		}
 		l := &lane{name: name, device: id, stream: stream, local: "edge." + id + "." + name, hub: hub,
-			nc: nc, js: js, wake: make(chan struct{}, 1), maxEvents: maxEvents, maxBytes: commitBytes}
+			nc: nc, js: js, wake: make(chan struct{}, 1), maxEvents: maxEvents, maxBytes: MaxCommitBytes - commitHeaderBytes}
 		if err := l.provision(ctx, maxBytes); err != nil {
 			nc.Close()
 			return nil, err
 		}
-		f := &forwarder{lane: l, hubNC: nc, api: "$JS." + cfg.Creds.HubDomain + ".API", log: a.log,
+		f := &forwarder{lane: l, hubNC: nc, api: "$JS." + cfg.Creds.HubDomain + ".API", ingress: cfg.Creds.Ingress(), log: a.log,
 			linkUp: func() bool { return a.ns.NumLeafNodes() > 0 }, retryMax: cfg.RetryMax, timeout: cfg.HubTimeout}
 		if info, err := l.st.Info(ctx); err == nil {
 			f.stored.Store(info.State.LastSeq)
 		}
 		return f, nil
 	}
-	if a.danger, err = newLane("danger", "EDGE_DANGER", HubDangerSubject(id), -1, 256, 512<<10); err != nil {
+	if a.danger, err = newLane("danger", "EDGE_DANGER", IngressDangerSubject(id), -1, 256); err != nil {
 		return nil, err
 	}
-	if a.telemetry, err = newLane("telemetry", "EDGE_TELEMETRY", HubTelemetrySubject(id), cfg.TelemetryBytes(), 256, 512<<10); err != nil {
+	if a.telemetry, err = newLane("telemetry", "EDGE_TELEMETRY", IngressTelemetrySubject(id), cfg.TelemetryBytes(), 256); err != nil {
 		return nil, err
 	}
 	for _, f := range []*forwarder{a.danger, a.telemetry} {

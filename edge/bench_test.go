@@ -63,7 +63,7 @@ func benchBacklog(b *testing.B, n, samples int) {
 		}
 	}
 	stored := time.Since(t0)
-	sub := edge.HubTelemetrySubject("bench")
+	sub := eventsTelemetry("bench")
 	b.ResetTimer()
 	back := time.Now()
 	p.Restore()
@@ -218,7 +218,7 @@ func BenchmarkTwentyDevices(b *testing.B) {
 		}
 		wg.Wait()
 		for d := range agents {
-			waitSynced(b, h, edge.HubTelemetrySubject(fmt.Sprintf("dev%02d", d)), lasts[d], 5*time.Minute)
+			waitSynced(b, h, eventsTelemetry(fmt.Sprintf("dev%02d", d)), lasts[d], 5*time.Minute)
 		}
 		el := time.Since(t0)
 		b.StopTimer()

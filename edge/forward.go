@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,22 +18,29 @@ import (
 // forwarder moves one lane's events to the hub, in local order, exactly
 // once: the outbox pattern over the leaf link.
 //
-// Each hub commit carries a run of local events (one tideline.es.v1.Commit)
-// and is appended with Nats-Expected-Last-Subject-Sequence set to the hub
-// sequence of the lane's previous commit, and headers naming the last
-// local sequence it holds. The hub's subject is written by this device
-// alone, so:
+// Each hub commit carries a run of local events (one tideline.es.v1.Commit
+// of at most MaxCommitBytes) and is appended to the lane's subject of the
+// hub's device ingress stream with Nats-Expected-Last-Subject-Sequence set
+// to the ingress sequence of the lane's previous commit, and headers
+// naming the last local sequence it holds. The subject is written by this
+// device alone, so:
 //   - a commit whose ack was lost and is sent again conflicts (wrong last
 //     sequence) instead of landing twice, however long the outage: no
-//     reliance on the duplicate window;
+//     reliance on a duplicate window (no Nats-Msg-Id is sent);
 //   - on any doubt (error, timeout, conflict, restart) the forwarder reads
 //     the hub's last commit on the subject (Direct Get) and resumes after
 //     the local sequence it names.
+//
+// The hub's device gate admits each commit into EVENTS, or quarantines it;
+// either way the ingress stream acknowledged it and the device is done
+// with it.
 type forwarder struct {
 	lane  *lane
 	hubNC *nats.Conn // the lane's connection, used towards the hub
 	api   string     // the hub's JetStream API prefix, $JS.<domain>.API
-	log   *slog.Logger
+	// ingress is the hub's device ingress stream.
+	ingress string
+	log     *slog.Logger
 	// linkUp reports whether the leaf link is connected; while it is not,
 	// the forwarder waits on it instead of backing off.
 	linkUp   func() bool
@@ -140,7 +146,7 @@ func (f *forwarder) waitLink(ctx context.Context, d time.Duration) bool {
 func (f *forwarder) resync(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	m, err := f.hubNC.RequestWithContext(rctx, f.api+".DIRECT.GET."+hubStream+"."+f.lane.hub, nil)
+	m, err := f.hubNC.RequestWithContext(rctx, f.api+".DIRECT.GET."+f.ingress+"."+f.lane.hub, nil)
 	if err != nil {
 		return fmt.Errorf("read hub state: %w", err)
 	}
@@ -182,11 +188,28 @@ func (f *forwarder) forwardOnce(ctx context.Context) (bool, error) {
 	if err != nil || len(msgs) == 0 {
 		return false, err
 	}
-	first, last := msgs[0].seq, msgs[len(msgs)-1].seq
+	first := msgs[0].seq
 	if first > from {
 		// Evicted by the disk bound before it could be sent.
 		f.dropped.Add(first - from)
 		f.log.Warn("telemetry dropped before sync (disk full)", "lane", f.lane.name, "from", from, "to", first-1)
+	}
+	n, size := 0, 0
+	for ; n < len(msgs); n++ {
+		s := commitSize(len(msgs[n].data))
+		if n > 0 && size+s > f.lane.maxBytes {
+			break
+		}
+		size += s
+	}
+	msgs = msgs[:n]
+	last := msgs[n-1].seq
+	if size > f.lane.maxBytes {
+		// Recorded before this bound existed: it can never be sent.
+		f.dropped.Add(1)
+		f.forwarded.Store(last)
+		f.log.Error("event too large for a hub commit: skipped", "lane", f.lane.name, "seq", last, "bytes", size)
+		return true, nil
 	}
 	msg := f.encodeCommit(msgs, f.hubSeq.Load())
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
@@ -207,9 +230,14 @@ func (f *forwarder) forwardOnce(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("forward: bad ack %q: %w", reply.Data, err)
 	}
 	if ack.Error != nil {
-		if ack.Error.ErrCode == int(jetstream.JSErrCodeStreamWrongLastSequence) {
+		switch jetstream.ErrorCode(ack.Error.ErrCode) {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			// An earlier send landed but its ack was lost: learn where.
 			return false, fmt.Errorf("forward: %w: %s", errResync, ack.Error.Description)
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum:
+			// The hub takes smaller commits than we thought.
+			f.lane.maxBytes = max(f.lane.maxBytes/2, 1)
+			f.log.Warn("hub refused a commit as too large: halving commits", "lane", f.lane.name, "bytes", len(msg.Data), "now", f.lane.maxBytes)
 		}
 		return false, fmt.Errorf("forward: %s (%d)", ack.Error.Description, ack.Error.ErrCode)
 	}
@@ -221,7 +249,6 @@ func (f *forwarder) forwardOnce(ctx context.Context) (bool, error) {
 
 type localMsgRec struct {
 	seq  uint64
-	typ  string
 	data []byte
 }
 
@@ -263,7 +290,7 @@ func (f *forwarder) readLocal(ctx context.Context, from uint64) ([]localMsgRec, 
 		if err != nil {
 			return nil, fmt.Errorf("read local: bad sequence: %w", err)
 		}
-		out = append(out, localMsgRec{seq: seq, typ: m.Header.Get(headerEventType), data: m.Data})
+		out = append(out, localMsgRec{seq: seq, data: m.Data})
 	}
 }
 
@@ -275,21 +302,14 @@ func (f *forwarder) encodeCommit(msgs []localMsgRec, expected uint64) *nats.Msg 
 		n += len(m.data) + 8
 	}
 	data := make([]byte, 0, n)
-	types := make([]string, len(msgs))
-	for i, m := range msgs {
+	for _, m := range msgs {
 		data = protowire.AppendTag(data, 1, protowire.BytesType)
 		data = protowire.AppendBytes(data, m.data)
-		types[i] = m.typ
 	}
 	first, last := msgs[0].seq, msgs[len(msgs)-1].seq
 	l := f.lane
-	device := l.device
 	h := nats.Header{}
-	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s/%s-%s-%s-%d", l.hub, device, l.name, l.epoch, last))
 	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
-	h.Set(headerEventTypes, strings.Join(types, ","))
-	h.Set(headerActor, "device:"+device)
-	h.Set(headerSource, "edge:"+device)
 	h.Set(HeaderEdgeSeq, strconv.FormatUint(last, 10))
 	h.Set(HeaderEdgeFirstSeq, strconv.FormatUint(first, 10))
 	h.Set(HeaderEdgeEpoch, l.epoch)

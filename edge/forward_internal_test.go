@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/natsserver"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
 )
 
-// A commit resent after its ack was lost, once the hub's duplicate window
-// has passed, conflicts instead of landing twice; the forwarder then
+// A commit resent after its ack was lost, once the ingress stream's
+// duplicate window has passed, conflicts instead of landing twice; the forwarder then
 // learns from the hub where to resume. And a local store that lost
 // acknowledged writes (power cut) skips ahead of what the hub has.
 func TestLostAckResendConflicts(t *testing.T) {
@@ -32,7 +32,8 @@ func TestLostAckResendConflicts(t *testing.T) {
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	nc, _ := natsserver.Connect(ns, "hub")
 	defer nc.Close()
-	if _, err := jetstream.Open(context.Background(), nc, jetstream.Config{DuplicateWindow: 200 * time.Millisecond}); err != nil {
+	// The ingress stream devices write, with no gate draining it.
+	if _, err := devicegate.Open(context.Background(), devicegate.Config{Conn: nc, Registry: devices.Registered}); err != nil {
 		t.Fatal(err)
 	}
 	dev, seed, err := natsserver.AddDevice(filepath.Join(dir, "devices"), "d1", "r1")
@@ -66,7 +67,7 @@ func TestLostAckResendConflicts(t *testing.T) {
 	if sent, err := f.forwardOnce(ctx); !sent || err != nil {
 		t.Fatalf("first send: %v %v", sent, err)
 	}
-	time.Sleep(300 * time.Millisecond) // past the duplicate window
+	time.Sleep(300 * time.Millisecond) // past the ingress stream's duplicate window
 	f.forwarded.Store(0)               // as if the ack had been lost
 	f.hubSeq.Store(0)
 	if _, err := f.forwardOnce(ctx); !errors.Is(err, errResync) {
@@ -93,7 +94,7 @@ func TestLostAckResendConflicts(t *testing.T) {
 	if sent, err := f.forwardOnce(ctx); !sent || err != nil {
 		t.Fatalf("send after the loss: %v %v", sent, err)
 	}
-	m, err := nc.Request("$JS.API.STREAM.INFO.EVENTS", nil, time.Second)
+	m, err := nc.Request("$JS.API.STREAM.INFO."+devicegate.DefaultStream, nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

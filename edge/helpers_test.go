@@ -14,10 +14,13 @@ import (
 	nserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
@@ -25,15 +28,18 @@ import (
 )
 
 // hub is a real embedded hub: EVENTS stream, JetStream domain "hub", a
-// leaf listener authenticated by a device registry.
+// leaf listener authenticated by a device registry, and the device gate
+// admitting devices' commits from the ingress stream into EVENTS.
 type hub struct {
-	ns      *nserver.Server
-	nc      *nats.Conn
-	store   *jetstream.Store
-	devDir  string
-	devices *natsserver.Devices
-	leafURL string
-	dir     string
+	ns       *nserver.Server
+	nc       *nats.Conn
+	store    *jetstream.Store
+	gate     *devicegate.Gate
+	stopGate func()
+	devDir   string
+	devices  *natsserver.Devices
+	leafURL  string
+	dir      string
 }
 
 func testLogger(tb testing.TB) *slog.Logger {
@@ -72,6 +78,14 @@ func startHub(tb testing.TB, dir string, dupWindow time.Duration) *hub {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	h.gate, err = devicegate.Open(context.Background(), devicegate.Config{Conn: h.nc, Registry: h.devices.Registered, Logger: testLogger(tb)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.gate.Run(ctx); close(done) }()
+	h.stopGate = func() { cancel(); <-done }
 	tb.Cleanup(h.stop)
 	return h
 }
@@ -80,6 +94,7 @@ func (h *hub) stop() {
 	if h.ns == nil {
 		return
 	}
+	h.stopGate()
 	h.nc.Close()
 	h.ns.Shutdown()
 	h.ns.WaitForShutdown()
@@ -99,8 +114,11 @@ func (h *hub) addDevice(tb testing.TB, id string) edge.Creds {
 	return edge.Creds{Format: edge.CredsFormat, DeviceID: id, RiderID: dev.RiderID, LeafUser: dev.NKey, NKeySeed: string(seed), HubDomain: "hub"}
 }
 
-// hubEvents returns every event the hub holds on subject, in order, with
-// the commits' local-sequence headers checked for gaps and overlaps.
+// Where the gate admits a device's lanes in EVENTS.
+func eventsDanger(dev string) string    { return devicegate.EventsSubject(safety.LaneDanger, dev) }
+func eventsTelemetry(dev string) string { return devicegate.EventsSubject(safety.LaneTelemetry, dev) }
+
+// hubEvents returns every event the hub holds on subject, in order.
 func (h *hub) hubEvents(tb testing.TB, subject string) []es.Event {
 	tb.Helper()
 	sid, err := es.ParseStreamID(subject)
@@ -147,7 +165,8 @@ func openAgent(tb testing.TB, creds edge.Creds, hubURL, dir string, o agentOpts)
 // danger makes the i-th test danger event.
 func danger(dev string, i int) *safetyv1.DangerDetected {
 	return &safetyv1.DangerDetected{EventId: fmt.Sprintf("%s-d%07d", dev, i), DeviceId: dev, RiderId: "rider-" + dev,
-		Kind: safetyv1.DangerKind_DANGER_KIND_CRASH, Severity: safetyv1.Severity_SEVERITY_HIGH, PeakAccelG: 5}
+		Kind: safetyv1.DangerKind_DANGER_KIND_CRASH, Severity: safetyv1.Severity_SEVERITY_HIGH, PeakAccelG: 5,
+		DetectedAt: timestamppb.Now()}
 }
 
 // telemetry makes the i-th test telemetry window (i in offset_ms[0]).
@@ -229,7 +248,7 @@ func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // hubEdgeSeq is the local sequence named by the hub's last commit on
-// subject (0 if none).
+// subject of EVENTS (0 if none).
 func (h *hub) hubEdgeSeq(tb testing.TB, subject string) uint64 {
 	tb.Helper()
 	m, err := h.nc.Request("$JS.API.DIRECT.GET.EVENTS."+subject, nil, 5*time.Second)

@@ -52,9 +52,9 @@ func TestReplayAlarmsAndSyncs(t *testing.T) {
 			}
 			mu.Unlock()
 			st := a.Status()
-			waitSynced(t, h, edge.HubDangerSubject("bike-1"), st[0].Stored, 10*time.Second)
-			waitSynced(t, h, edge.HubTelemetrySubject("bike-1"), st[1].Stored, 10*time.Second)
-			evs := h.hubEvents(t, edge.HubDangerSubject("bike-1"))
+			waitSynced(t, h, eventsDanger("bike-1"), st[0].Stored, 10*time.Second)
+			waitSynced(t, h, eventsTelemetry("bike-1"), st[1].Stored, 10*time.Second)
+			evs := h.hubEvents(t, eventsDanger("bike-1"))
 			if len(evs) != 6 {
 				t.Fatalf("hub has %d danger events, want 6", len(evs))
 			}
@@ -67,7 +67,7 @@ func TestReplayAlarmsAndSyncs(t *testing.T) {
 					t.Errorf("source %q", e.Meta.Source)
 				}
 			}
-			if n, want := len(h.hubEvents(t, edge.HubTelemetrySubject("bike-1"))), (samples+99)/100; n != want {
+			if n, want := len(h.hubEvents(t, eventsTelemetry("bike-1"))), (samples+99)/100; n != want {
 				t.Errorf("hub has %d telemetry windows, want %d", n, want)
 			}
 			waitFor(t, 5*time.Second, "alarm command output", func() bool {
@@ -118,8 +118,8 @@ func TestSimSourceAlarms(t *testing.T) {
 			if len(alarms) == 0 || alarms[0].Event.Kind != tc.want {
 				t.Fatalf("alarms %v, want first %v", alarms, tc.want)
 			}
-			waitSynced(t, h, edge.HubDangerSubject("bike-2"), a.Status()[0].Stored, 10*time.Second)
-			if n := len(h.hubEvents(t, edge.HubDangerSubject("bike-2"))); n != len(alarms) {
+			waitSynced(t, h, eventsDanger("bike-2"), a.Status()[0].Stored, 10*time.Second)
+			if n := len(h.hubEvents(t, eventsDanger("bike-2"))); n != len(alarms) {
 				t.Fatalf("hub has %d danger events for %d alarms", n, len(alarms))
 			}
 		})

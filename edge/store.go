@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -20,30 +21,40 @@ import (
 )
 
 // Subjects and names shared with the hub (adapters/natsserver builds the
-// same ones for a device's permissions).
+// same ones for a device's permissions, adapters/devicegate reads them).
 const (
 	// LocalDomain is the JetStream domain of every agent's embedded server:
 	// its API stays on the device and never crosses the leaf link.
 	LocalDomain = "edge"
-	hubStream   = "EVENTS"
+	// DefaultIngressStream is the hub's device ingress stream when the
+	// credentials name none.
+	DefaultIngressStream = "DEVICE_INGRESS"
+	// MaxCommitBytes is the largest message the hub's ingress stream
+	// takes, headers included (adapters/devicegate.MaxCommitBytes); the
+	// forwarder packs commits to fit, and a single event that could never
+	// fit is refused when recorded.
+	MaxCommitBytes = 64 << 10
+	// commitHeaderBytes is kept free in a commit for its headers.
+	commitHeaderBytes = 1 << 10
 )
 
-// HubDangerSubject is where a device's danger events land on the hub.
-func HubDangerSubject(device string) string { return "ev.safety.device." + device }
+// IngressDangerSubject is where a device's danger lane is forwarded on the
+// hub: its lane of the device ingress stream, from which the hub's device
+// gate admits each commit into EVENTS (ev.safety.device.<id>), checked and
+// bound to the device's registered rider.
+func IngressDangerSubject(device string) string { return "in.danger.device." + device }
 
-// HubTelemetrySubject is where a device's telemetry lands on the hub.
-func HubTelemetrySubject(device string) string { return "ev.telemetry.device." + device }
+// IngressTelemetrySubject is where a device's telemetry lane is forwarded
+// on the hub (admitted into ev.telemetry.device.<id>).
+func IngressTelemetrySubject(device string) string { return "in.telemetry.device." + device }
 
 // InboxPrefix is the only inbox a device may receive replies on at the hub.
 func InboxPrefix(device string) string { return "_INBOX_" + device }
 
 // Header names the agent sets on local messages and on hub commits. The
-// Tl-* commit headers are the ones adapters/jetstream reads.
+// hub's gate keeps the Tl-Edge-* headers on the commits it admits.
 const (
-	headerEventType  = "Tl-Event-Type" // local message: the event's type
-	headerEventTypes = "Tl-Event-Types"
-	headerActor      = "Tl-Actor"
-	headerSource     = "Tl-Source"
+	headerEventType = "Tl-Event-Type" // local message: the event's type
 	// HeaderEdgeSeq is the local sequence of the last event in a hub commit:
 	// where the device resumes after a restart or a lost ack.
 	HeaderEdgeSeq = "Tl-Edge-Seq"
@@ -75,14 +86,14 @@ type lane struct {
 	device    string
 	stream    string // local stream name
 	local     string // local subject
-	hub       string // hub subject
+	hub       string // hub ingress subject
 	epoch     string
 	nc        *nats.Conn // the lane's own connection: danger never queues behind telemetry
 	js        jetstream.JetStream
 	st        jetstream.Stream
 	wake      chan struct{}
 	maxEvents int
-	maxBytes  int
+	maxBytes  int // a commit's payload: MaxCommitBytes less its headers
 }
 
 func newEpoch() string {
@@ -128,6 +139,11 @@ func (l *lane) provision(ctx context.Context, maxBytes int64) error {
 // acknowledged locally. Retrying with the same messages cannot store them
 // twice: their Nats-Msg-Id dedups within the local duplicate window.
 func (l *lane) record(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+	for _, msg := range msgs {
+		if n := commitSize(len(msg.Data)); n > l.maxBytes {
+			return 0, fmt.Errorf("record %s: event of %d bytes: a hub commit holds at most %d", l.name, n, l.maxBytes)
+		}
+	}
 	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, msg := range msgs {
 		f, err := l.js.PublishMsgAsync(msg)
@@ -153,6 +169,9 @@ func (l *lane) record(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
 	}
 	return last, nil
 }
+
+// commitSize is what an event of n bytes adds to a hub commit.
+func commitSize(n int) int { return protowire.SizeTag(1) + protowire.SizeBytes(n) }
 
 // localMsg wraps one event as a tideline.es.v1.Event with a fresh ULID (a
 // hub commit is then just these bytes concatenated, see encodeCommit).

@@ -52,10 +52,10 @@ func (r *rig) write(t *testing.T, from, to int) (lastD, lastT uint64) {
 // checks that the hub holds events 0..n-1 of each exactly once, in order.
 func (r *rig) checkHub(t *testing.T, lastD, lastT uint64, n int, within time.Duration) {
 	t.Helper()
-	waitSynced(t, r.h, edge.HubDangerSubject(r.dev), lastD, within)
-	waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), lastT, within)
-	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, edge.HubDangerSubject(r.dev))), n)
-	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, edge.HubTelemetrySubject(r.dev))), n)
+	waitSynced(t, r.h, eventsDanger(r.dev), lastD, within)
+	waitSynced(t, r.h, eventsTelemetry(r.dev), lastT, within)
+	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, eventsDanger(r.dev))), n)
+	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, eventsTelemetry(r.dev))), n)
 }
 
 func TestForwardsBothLanesInOrder(t *testing.T) {
@@ -80,12 +80,12 @@ func TestLinkOutages(t *testing.T) {
 		{"acks_lost_then_outage_longer_than_dup_window", func(t *testing.T, r *rig) {
 			// The hub receives commits but the device never hears back.
 			st := r.a.Status()
-			waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), st[1].Stored, 10*time.Second)
-			before := r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev))
+			waitSynced(t, r.h, eventsTelemetry(r.dev), st[1].Stored, 10*time.Second)
+			before := r.h.hubEdgeSeq(t, eventsTelemetry(r.dev))
 			r.p.Deafen()
 			r.write(t, 1000, 1100)
 			waitFor(t, 10*time.Second, "a commit to land unacknowledged", func() bool {
-				return r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev)) > before
+				return r.h.hubEdgeSeq(t, eventsTelemetry(r.dev)) > before
 			})
 			r.p.Cut()
 			// Let the duplicate window (1s) pass: dedup by message id can
@@ -164,10 +164,10 @@ func TestFlappingLink(t *testing.T) {
 	}
 	close(done)
 	wg.Wait()
-	waitSynced(t, r.h, edge.HubDangerSubject(r.dev), lastD, 30*time.Second)
-	waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), lastT, 30*time.Second)
-	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, edge.HubDangerSubject(r.dev))), n/20)
-	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, edge.HubTelemetrySubject(r.dev))), n)
+	waitSynced(t, r.h, eventsDanger(r.dev), lastD, 30*time.Second)
+	waitSynced(t, r.h, eventsTelemetry(r.dev), lastT, 30*time.Second)
+	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, eventsDanger(r.dev))), n/20)
+	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, eventsTelemetry(r.dev))), n)
 }
 
 // Sync resumes within seconds of the link returning.
@@ -177,12 +177,12 @@ func TestSyncResumesQuickly(t *testing.T) {
 	r.p.Cut()
 	waitFor(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
 	lastD, lastT := r.write(t, 100, 5000)
-	before := r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev))
+	before := r.h.hubEdgeSeq(t, eventsTelemetry(r.dev))
 	back := time.Now()
 	r.p.Restore()
 	var first time.Duration
 	waitFor(t, 10*time.Second, "first event after link return", func() bool {
-		if r.h.hubEdgeSeq(t, edge.HubTelemetrySubject(r.dev)) > before {
+		if r.h.hubEdgeSeq(t, eventsTelemetry(r.dev)) > before {
 			first = time.Since(back)
 			return true
 		}
@@ -231,10 +231,10 @@ func TestMaxDisk(t *testing.T) {
 		t.Fatalf("local store is %d bytes, want about --max-disk %d", size, maxDisk)
 	}
 	r.p.Restore()
-	waitSynced(t, r.h, edge.HubDangerSubject(r.dev), lastD, 20*time.Second)
-	waitSynced(t, r.h, edge.HubTelemetrySubject(r.dev), lastT, 20*time.Second)
-	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, edge.HubDangerSubject(r.dev))), dangers)
-	tel := telemetryIndexes(t, r.h.hubEvents(t, edge.HubTelemetrySubject(r.dev)))
+	waitSynced(t, r.h, eventsDanger(r.dev), lastD, 20*time.Second)
+	waitSynced(t, r.h, eventsTelemetry(r.dev), lastT, 20*time.Second)
+	checkExact(t, "danger", dangerIndexes(t, r.h.hubEvents(t, eventsDanger(r.dev))), dangers)
+	tel := telemetryIndexes(t, r.h.hubEvents(t, eventsTelemetry(r.dev)))
 	if len(tel) == 0 || len(tel) >= n {
 		t.Fatalf("hub has %d telemetry windows of %d: want the newest that fit", len(tel), n)
 	}

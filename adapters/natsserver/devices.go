@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/safety"
 )
 
 // Device is one registered edge device, as stored in the registry
@@ -38,30 +39,38 @@ type Device struct {
 // their agents reach its API as $JS.hub.API.
 const HubDomain = "hub"
 
-// Subjects a device may use on the hub. The edge agent builds the same
+// Subjects a device may use on the hub: its own lanes of the device
+// ingress stream, which adapters/devicegate admits into EVENTS (a device
+// never writes EVENTS itself). The edge agent and the gate build the same
 // names; the end-to-end tests in cmd/ check they agree.
-func deviceDangerSubject(id string) string    { return "ev.safety.device." + id }
-func deviceTelemetrySubject(id string) string { return "ev.telemetry.device." + id }
+func deviceIngressSubjects(id string) []string {
+	return []string{"in.danger.device." + id, "in.telemetry.device." + id}
+}
+
+// DefaultIngressStream is the device ingress stream's name unless
+// UseIngressStream says otherwise (adapters/devicegate.DefaultStream).
+const DefaultIngressStream = "DEVICE_INGRESS"
 
 // DeviceInboxPrefix is the only inbox a device may receive replies on.
 func DeviceInboxPrefix(id string) string { return "_INBOX_" + id }
 
 // devicePermissions confine a device (seen from the device: what it may
 // publish into the hub and receive from it) to appending to its own two
-// subjects, reading back the last commit of each with Direct Get, and
-// receiving replies on its own inbox. It reads nothing else.
-func devicePermissions(id, domain string) *server.Permissions {
+// ingress subjects, reading back the last commit of each with Direct Get
+// on the ingress stream, and receiving replies on its own inbox. It reads
+// nothing else and writes no other subject: not EVENTS, not another
+// device's lanes, no JetStream API call but those Direct Gets.
+func devicePermissions(id, domain, ingress string) *server.Permissions {
 	api := "$JS.API"
 	if domain != "" {
 		api = "$JS." + domain + ".API"
 	}
-	danger, telemetry := deviceDangerSubject(id), deviceTelemetrySubject(id)
+	var pub []string
+	for _, s := range deviceIngressSubjects(id) {
+		pub = append(pub, s, api+".DIRECT.GET."+ingress+"."+s)
+	}
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			danger, telemetry,
-			api + ".DIRECT.GET.EVENTS." + danger,
-			api + ".DIRECT.GET.EVENTS." + telemetry,
-		}},
+		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: []string{DeviceInboxPrefix(id) + ".>"}},
 	}
 }
@@ -81,13 +90,14 @@ type Devices struct {
 	dir string
 	log *slog.Logger
 
-	mu     sync.Mutex
-	byKey  map[string]Device
-	byID   map[string]Device
-	conns  map[string]map[uint64]struct{} // device id → leaf connection ids
-	srv    *server.Server
-	domain string
-	stamp  string
+	mu      sync.Mutex
+	byKey   map[string]Device
+	byID    map[string]Device
+	conns   map[string]map[uint64]struct{} // device id → leaf connection ids
+	srv     *server.Server
+	domain  string
+	ingress string
+	stamp   string
 }
 
 var _ server.Authentication = (*Devices)(nil)
@@ -100,11 +110,46 @@ func OpenDevices(dir string, log *slog.Logger) (*Devices, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}
-	d := &Devices{dir: dir, log: log, conns: map[string]map[uint64]struct{}{}}
+	d := &Devices{dir: dir, log: log, conns: map[string]map[uint64]struct{}{}, ingress: DefaultIngressStream}
 	if _, err := d.Reload(); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// UseIngressStream names the device ingress stream devices may read
+// their last commit from (default DefaultIngressStream). Call it before
+// devices connect.
+func (d *Devices) UseIngressStream(name string) {
+	d.mu.Lock()
+	d.ingress = name
+	d.mu.Unlock()
+}
+
+// Lookup returns the registered device id (revoked ones too).
+func (d *Devices) Lookup(id string) (Device, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dev, ok := d.byID[id]
+	return dev, ok
+}
+
+// Registered returns what the registry says of device id in the safety
+// context's terms (adapters/devicegate's Registry): its rider, and when it
+// was revoked. An unknown id has no rider.
+func (d *Devices) Registered(id string) safety.RegisteredDevice {
+	dev, ok := d.Lookup(id)
+	if !ok {
+		return safety.RegisteredDevice{ID: id}
+	}
+	r := safety.RegisteredDevice{ID: id, RiderID: dev.RiderID}
+	if dev.Revoked {
+		r.RevokedAt = time.Unix(0, 1) // revoked before the time was kept: since always
+		if dev.RevokedAt != nil {
+			r.RevokedAt = *dev.RevokedAt
+		}
+	}
+	return r
 }
 
 func (d *Devices) attach(s *server.Server, domain string) {
@@ -122,7 +167,7 @@ func (d *Devices) Check(c server.ClientAuthentication) bool {
 	opts := c.GetOpts()
 	d.mu.Lock()
 	dev, ok := d.byKey[opts.Nkey]
-	srv, domain := d.srv, d.domain
+	srv, domain, ingress := d.srv, d.domain, d.ingress
 	d.mu.Unlock()
 	if !ok || dev.Revoked || srv == nil || !verifyNonce(opts.Nkey, opts.Sig, c.GetNonce()) {
 		d.log.Warn("edge device refused", "nkey", opts.Nkey, "known", ok, "revoked", dev.Revoked, "remote", addr(c))
@@ -131,7 +176,7 @@ func (d *Devices) Check(c server.ClientAuthentication) bool {
 	c.RegisterUser(&server.User{
 		Username:    "device:" + dev.ID,
 		Account:     srv.GlobalAccount(),
-		Permissions: devicePermissions(dev.ID, domain),
+		Permissions: devicePermissions(dev.ID, domain, ingress),
 	})
 	d.mu.Lock()
 	if d.conns[dev.ID] == nil {

@@ -64,8 +64,13 @@ func startHub(tb testing.TB) *testHub {
 		tb.Fatal(err)
 	}
 	h.js, _ = jetstream.New(h.nc)
-	if _, err := h.js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"}, AllowDirect: true}); err != nil {
-		tb.Fatal(err)
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "EVENTS", Subjects: []string{"ev.>"}, AllowDirect: true},
+		{Name: natsserver.DefaultIngressStream, Subjects: []string{"in.>"}, AllowDirect: true},
+	} {
+		if _, err := h.js.CreateStream(context.Background(), sc); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	tb.Cleanup(func() {
 		h.nc.Close()
@@ -140,9 +145,9 @@ func (l *leaf) publish(subject string) error {
 	return err
 }
 
-// directGet asks the hub for the last message on subject.
-func (l *leaf) directGet(subject string) (*nats.Msg, error) {
-	return l.nc.Request("$JS.hub.API.DIRECT.GET.EVENTS."+subject, nil, 500*time.Millisecond)
+// directGet asks the hub for the last message on subject in stream.
+func (l *leaf) directGet(stream, subject string) (*nats.Msg, error) {
+	return l.nc.Request("$JS.hub.API.DIRECT.GET."+stream+"."+subject, nil, 500*time.Millisecond)
 }
 
 func TestDeviceAuthentication(t *testing.T) {
@@ -153,13 +158,15 @@ func TestDeviceAuthentication(t *testing.T) {
 		{"registered_device_appends_and_reads_its_own_subjects", func(t *testing.T, h *testHub) {
 			l := startLeaf(t, h, "a", addDevice(t, h, "a"))
 			waitFor(t, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
-			waitFor(t, "append acked", func() bool { return l.publish("ev.safety.device.a") == nil })
-			if err := l.publish("ev.telemetry.device.a"); err != nil {
+			waitFor(t, "append acked", func() bool { return l.publish("in.danger.device.a") == nil })
+			if err := l.publish("in.telemetry.device.a"); err != nil {
 				t.Fatal(err)
 			}
-			m, err := l.directGet("ev.safety.device.a")
-			if err != nil || m.Header.Get("Nats-Sequence") == "" {
-				t.Fatalf("direct get own subject: %v %v", err, m)
+			for _, s := range []string{"in.danger.device.a", "in.telemetry.device.a"} {
+				m, err := l.directGet(natsserver.DefaultIngressStream, s)
+				if err != nil || m.Header.Get("Nats-Sequence") == "" {
+					t.Fatalf("direct get own subject %s: %v %v", s, err, m)
+				}
 			}
 		}},
 		{"unknown_device_refused", func(t *testing.T, h *testHub) {
@@ -202,25 +209,33 @@ func TestDeviceAuthentication(t *testing.T) {
 			addDevice(t, h, "b")
 			la := startLeaf(t, h, "a", seedA)
 			waitFor(t, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
-			waitFor(t, "own append acked", func() bool { return la.publish("ev.safety.device.a") == nil })
+			waitFor(t, "own append acked", func() bool { return la.publish("in.danger.device.a") == nil })
 			// Something of b's and others' on the hub to try to read.
-			for _, s := range []string{"ev.safety.device.b", "ev.steps.user.alice"} {
+			for _, s := range []string{"ev.safety.device.b", "ev.safety.device.a", "ev.steps.user.alice", "in.danger.device.b"} {
 				if _, err := h.js.Publish(context.Background(), s, []byte("secret")); err != nil {
 					t.Fatal(err)
 				}
 			}
-			for _, s := range []string{"ev.safety.device.b", "ev.telemetry.device.b", "ev.safety.device.a", "_INBOX_b.x"} {
-				if err := la.publish(s); err == nil && !strings.HasSuffix(s, ".a") {
+			// Not even its own subjects of EVENTS: only the device gate
+			// writes those, after checking.
+			for _, s := range []string{"ev.safety.device.a", "ev.telemetry.device.a", "ev.safety.device.b", "ev.safety.alert.x",
+				"ev.delivery.order.o1", "in.danger.device.b", "in.telemetry.device.b", "in.danger.device.*", "_INBOX_b.x"} {
+				if err := la.publish(s); err == nil {
 					t.Errorf("device a appended to %s", s)
 				}
 			}
-			for _, s := range []string{"ev.safety.device.b", "ev.steps.user.alice"} {
-				if m, err := la.directGet(s); err == nil {
-					t.Errorf("device a read %s: %q %q", s, m.Header, m.Data)
+			for _, g := range [][2]string{
+				{"EVENTS", "ev.safety.device.a"}, {"EVENTS", "ev.safety.device.b"}, {"EVENTS", "ev.steps.user.alice"},
+				{natsserver.DefaultIngressStream, "in.danger.device.b"},
+			} {
+				if m, err := la.directGet(g[0], g[1]); err == nil {
+					t.Errorf("device a read %s %s: %q %q", g[0], g[1], m.Header, m.Data)
 				}
 			}
-			if m, err := la.nc.Request("$JS.hub.API.STREAM.INFO.EVENTS", nil, 500*time.Millisecond); err == nil {
-				t.Errorf("device a got stream info: %s", m.Data)
+			for _, api := range []string{"STREAM.INFO.EVENTS", "STREAM.PURGE." + natsserver.DefaultIngressStream, "STREAM.DELETE." + natsserver.DefaultIngressStream} {
+				if m, err := la.nc.Request("$JS.hub.API."+api, nil, 500*time.Millisecond); err == nil {
+					t.Errorf("device a called %s: %s", api, m.Data)
+				}
 			}
 			// Hub traffic the device must not see, then a marker it may.
 			var got []string
@@ -259,10 +274,18 @@ func TestDeviceAuthentication(t *testing.T) {
 					t.Errorf("device a received hub traffic on %s", s)
 				}
 			}
-			// b's subject holds only the hub's own message.
-			m, err := h.nc.Request("$JS.API.DIRECT.GET.EVENTS.ev.telemetry.device.b", nil, time.Second)
-			if err != nil || m.Header.Get("Status") != "404" {
-				t.Fatalf("b's telemetry subject got something: %v %q", err, m.Header)
+			// b's lanes and a's EVENTS subjects hold only the hub's own messages.
+			for _, g := range [][2]string{{natsserver.DefaultIngressStream, "in.telemetry.device.b"}, {"EVENTS", "ev.telemetry.device.a"}} {
+				m, err := h.nc.Request("$JS.API.DIRECT.GET."+g[0]+"."+g[1], nil, time.Second)
+				if err != nil || m.Header.Get("Status") != "404" {
+					t.Fatalf("%s got something: %v %q", g[1], err, m.Header)
+				}
+			}
+			for _, g := range [][2]string{{natsserver.DefaultIngressStream, "in.danger.device.b"}, {"EVENTS", "ev.safety.device.a"}} {
+				m, err := h.nc.Request("$JS.API.DIRECT.GET."+g[0]+"."+g[1], nil, time.Second)
+				if err != nil || string(m.Data) != "secret" {
+					t.Fatalf("%s holds %q (%v), want only the hub's message", g[1], m.Data, err)
+				}
 			}
 		}},
 	}

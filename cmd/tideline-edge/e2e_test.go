@@ -21,6 +21,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tideline/tideline/adapters/devicegate"
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
@@ -285,7 +287,7 @@ func TestAgentKilled(t *testing.T) {
 
 	p.Restore()
 	a2 := agent("none")
-	dsub, tsub := edge.HubDangerSubject("bike-9"), edge.HubTelemetrySubject("bike-9")
+	dsub, tsub := devicegate.EventsSubject(safety.LaneDanger, "bike-9"), devicegate.EventsSubject(safety.LaneTelemetry, "bike-9")
 	waitFor(t, 20*time.Second, "first commit at the hub", func() bool { return h.lastEdgeSeq(tsub) > 0 })
 	a2.kill(t) // mid-sync, right after a send
 	mid := h.lastEdgeSeq(tsub)
@@ -325,7 +327,9 @@ func TestHubKilledMidSync(t *testing.T) {
 	batch := make([]*telemetryv1.SamplesRecorded, 0, 500)
 	var last uint64
 	for i := 0; i < n; i++ {
-		batch = append(batch, &telemetryv1.SamplesRecorded{DeviceId: "bike-8", OffsetMs: []uint32{uint32(i)}, AccelXMg: make([]int32, 50)})
+		w := &telemetryv1.SamplesRecorded{DeviceId: "bike-8", OffsetMs: make([]uint32, 25), AccelXMg: make([]int32, 25)}
+		w.OffsetMs[0] = uint32(i)
+		batch = append(batch, w)
 		if len(batch) == cap(batch) {
 			if last, err = a.RecordTelemetry(context.Background(), batch...); err != nil {
 				t.Fatal(err)
@@ -333,7 +337,7 @@ func TestHubKilledMidSync(t *testing.T) {
 			batch = batch[:0]
 		}
 	}
-	tsub := edge.HubTelemetrySubject("bike-8")
+	tsub := devicegate.EventsSubject(safety.LaneTelemetry, "bike-8")
 	p.Restore()
 	var mid uint64
 	waitFor(t, 20*time.Second, "first commit at the hub", func() bool { mid = h.lastEdgeSeq(tsub); return mid > 0 })

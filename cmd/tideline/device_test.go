@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 )
 
@@ -43,7 +45,8 @@ func TestDeviceRegistry(t *testing.T) {
 		t.Fatalf("creds file %s: %v mode %v", path, err, info.Mode())
 	}
 	creds, err := edge.LoadCreds(path)
-	if err != nil || creds.DeviceID != "bike-7" || creds.RiderID != "alice" || creds.HubDomain != natsserver.HubDomain {
+	if err != nil || creds.DeviceID != "bike-7" || creds.RiderID != "alice" || creds.HubDomain != natsserver.HubDomain ||
+		creds.Ingress() != devicegate.DefaultStream {
 		t.Fatalf("creds %+v: %v", creds, err)
 	}
 	for _, bad := range [][]string{
@@ -92,5 +95,23 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+// The edge agent, the device registry's permissions and the device gate
+// name the same ingress stream, subjects and size limit (each package
+// keeps its own copy: edge/ imports nothing server-side).
+func TestDeviceWireNamesAgree(t *testing.T) {
+	if edge.DefaultIngressStream != devicegate.DefaultStream || natsserver.DefaultIngressStream != devicegate.DefaultStream {
+		t.Fatalf("ingress stream: edge %q, registry %q, gate %q", edge.DefaultIngressStream, natsserver.DefaultIngressStream, devicegate.DefaultStream)
+	}
+	if edge.MaxCommitBytes != devicegate.MaxCommitBytes {
+		t.Fatalf("commit size: edge %d, gate %d", edge.MaxCommitBytes, devicegate.MaxCommitBytes)
+	}
+	if a, b := edge.IngressDangerSubject("d"), devicegate.IngressSubject(safety.LaneDanger, "d"); a != b {
+		t.Fatalf("danger lane: edge %q, gate %q", a, b)
+	}
+	if a, b := edge.IngressTelemetrySubject("d"), devicegate.IngressSubject(safety.LaneTelemetry, "d"); a != b {
+		t.Fatalf("telemetry lane: edge %q, gate %q", a, b)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	nserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
@@ -42,7 +43,11 @@ type Config struct {
 	DuplicateWindow time.Duration
 	CORSOrigins     []string
 	AlertWebhook    string // optional URL each safety alert is POSTed to
-	Logger          *slog.Logger
+	// DeviceRate and DeviceBurst are each edge device lane's quota at the
+	// device gate: commits per second and bucket size (see devicegate).
+	DeviceRate  float64
+	DeviceBurst int
+	Logger      *slog.Logger
 }
 
 // Main is a running server: embedded NATS, the event store, the
@@ -62,8 +67,10 @@ type Main struct {
 	failed  chan error // the HTTP server stopped on its own
 	wg      sync.WaitGroup
 	runners []*jetstream.Runner
-	// Devices is the edge device registry (DATA/devices), with LeafListen.
+	// Devices is the edge device registry (DATA/devices), and Gate admits
+	// devices' commits into EVENTS; both with LeafListen only.
 	Devices *natsserver.Devices
+	Gate    *devicegate.Gate
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -98,6 +105,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if m.Devices, err = natsserver.OpenDevices(deviceDir(c.DataDir), log); err != nil {
 			return err
 		}
+		m.Devices.UseIngressStream(devicegate.DefaultStream)
 		nsCfg.LeafListen, nsCfg.Devices, nsCfg.JetStreamDomain = c.LeafListen, m.Devices, natsserver.HubDomain
 	}
 	m.ns, err = natsserver.Start(nsCfg)
@@ -119,13 +127,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	if m.Devices != nil {
+		m.Gate, err = devicegate.Open(ctx, devicegate.Config{Conn: m.nc, Registry: m.Devices.Registered,
+			EventsStream: m.Store.StreamName(), Rate: c.DeviceRate, Burst: c.DeviceBurst, Logger: log})
+		if err != nil {
+			return err
+		}
+	}
+
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	if m.Devices != nil { // added and revoked devices apply without a restart
-		m.wg.Add(1)
+		m.wg.Add(2)
 		go func() {
 			defer m.wg.Done()
 			m.Devices.Watch(runCtx, 500*time.Millisecond)
+		}()
+		go func() {
+			defer m.wg.Done()
+			if err := m.Gate.Run(runCtx); err != nil {
+				log.Error("device gate stopped", "err", err)
+			}
 		}()
 	}
 	stepsModel := stepsmodel.New()
@@ -147,6 +169,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		controls[r.Name()] = runnerControl{r}
 	}
 
+	var rejections api.DeviceRejections
+	if m.Gate != nil {
+		rejections = m.Gate
+	}
 	m.api, err = api.New(api.Deps{
 		Tokens:         m.Tokens,
 		Steps:          &steps.Service{Store: m.Store},
@@ -165,6 +191,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		CORSOrigins:    c.CORSOrigins,
 		DashboardModel: dashboardModel,
 		DashboardFeed:  dashboardRunner,
+
+		DeviceRejections: rejections,
 	})
 	if err != nil {
 		return err
@@ -254,6 +282,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&sync, "sync", "default", "fsync policy: 'default' (periodic; survives kill -9) or 'always' (also survives power loss, much slower)")
 	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
 	fs.StringVar(&c.AlertWebhook, "alert-webhook", "", "POST each safety alert (JSON) to this URL; alerts are always logged")
+	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "edge devices: commits per second each device lane may have admitted, sustained (beyond it they wait, first at the hub, then on the device)")
+	fs.IntVar(&c.DeviceBurst, "device-burst", 2000, "edge devices: commits each device lane may have admitted at once (the token bucket's size)")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated browser origins allowed (default: any)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
