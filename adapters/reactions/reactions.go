@@ -12,7 +12,8 @@
 // POISON stream, with the reason in its headers) and is acked, so one bad
 // commit does not stop the reaction. If even the poison publish fails the
 // message is nacked with a delay and JetStream redelivers it, up to
-// MaxDeliver times.
+// MaxDeliver times. A commit that cannot be decoded is poisoned at once,
+// without retries: no retry could help, and the commits behind it wait.
 package reactions
 
 import (
@@ -165,7 +166,8 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 			return nil, fmt.Errorf("reactions: poison queue: %w", err)
 		}
 		retry := middleware.Retry{MaxRetries: cfg.MaxRetries, InitialInterval: cfg.RetryInterval,
-			MaxInterval: 5 * time.Second, Multiplier: 2, Logger: wlog}
+			MaxInterval: 5 * time.Second, Multiplier: 2, Logger: wlog,
+			ShouldRetry: func(p middleware.RetryParams) bool { return !errors.As(p.Err, new(permanentError)) }}
 		h := router.AddConsumerHandler(name, name, sub, handler(r, cfg.Decode, cfg.Logger))
 		h.AddMiddleware(poison, retry.Middleware)
 	}
@@ -191,15 +193,23 @@ const (
 	mdSeq     = "tl_seq"
 )
 
+// permanentError marks a commit no retry can help (it cannot be
+// decoded): it goes to the poison queue at once, so it holds up the
+// commits behind it for no longer than one attempt.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
 func handler(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
 		if err != nil {
-			return fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)
+			return permanentError{fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)}
 		}
 		stream, err := es.ParseStreamID(msg.Metadata.Get(mdSubject))
 		if err != nil {
-			return fmt.Errorf("reaction %s: %w", r.Name, err)
+			return permanentError{fmt.Errorf("reaction %s: %w", r.Name, err)}
 		}
 		h := nats.Header{}
 		for k, v := range msg.Metadata {
@@ -209,7 +219,8 @@ func handler(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHand
 		}
 		c, err := decode(stream, seq, h, msg.Payload)
 		if err != nil {
-			return fmt.Errorf("reaction %s: decode commit %d: %w", r.Name, seq, err)
+			log.Warn("reaction: undecodable commit poisoned without retry", "reaction", r.Name, "seq", seq, "err", err)
+			return permanentError{fmt.Errorf("reaction %s: decode commit %d: %w", r.Name, seq, err)}
 		}
 		if err := r.Handle(msg.Context(), c); err != nil {
 			log.Warn("reaction failed", "reaction", r.Name, "seq", seq, "err", err)

@@ -79,12 +79,18 @@ func setup(t *testing.T) *env {
 
 func (e *env) engine(t *testing.T, rs ...reactions.Reaction) *reactions.Engine {
 	t.Helper()
+	return e.engineWith(t, reactions.Config{RetryInterval: 10 * time.Millisecond, MaxRetries: 3}, rs...)
+}
+
+// engineWith runs rs with cfg (Conn, Decode and Logger filled in).
+func (e *env) engineWith(t *testing.T, cfg reactions.Config, rs ...reactions.Reaction) *reactions.Engine {
+	t.Helper()
 	nc, err := natsserver.Connect(e.ns, "reactions")
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := reactions.New(context.Background(), reactions.Config{Conn: nc, Decode: tljs.DecodeCommit,
-		RetryInterval: 10 * time.Millisecond, MaxRetries: 3, Logger: slog.New(slog.DiscardHandler)}, rs...)
+	cfg.Conn, cfg.Decode, cfg.Logger = nc, tljs.DecodeCommit, slog.New(slog.DiscardHandler)
+	eng, err := reactions.New(context.Background(), cfg, rs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,4 +225,39 @@ func TestFailingReactionIsPoisoned(t *testing.T) {
 	if m.Header.Get("reason_poisoned") == "" {
 		t.Fatalf("poisoned message headers = %v", m.Header)
 	}
+}
+
+// Commits that cannot be decoded go to the poison queue without retries:
+// twenty of them ahead of a severe danger report delay its alert by no
+// more than their one attempt each (with five retries each, from 100 ms
+// doubling, they held it up about a minute).
+func TestUndecodableCommitsPoisonedAtOnce(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	n := &fakeNotifier{notified: map[string]int{}}
+	e.engineWith(t, reactions.Config{}, e.raiseAndNotify(n)...) // default retries
+	for i := range 20 {
+		if _, err := e.store.JetStream().Publish(ctx, fmt.Sprintf("ev.safety.device.junk%d", i%2), []byte("0123456789")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Now()
+	if _, err := e.svc.Report(ctx, rider, danger("crit", "r1", safetyv1.Severity_SEVERITY_CRITICAL, at.Add(-time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the alert notified", func() bool { a, _ := n.count(); return a == 1 })
+	took := time.Since(at)
+	t.Logf("CRITICAL report → alert notified in %v behind 20 undecodable commits", took)
+	if took > 3*time.Second {
+		t.Fatalf("alert took %v behind 20 undecodable commits", took)
+	}
+	js, _ := jetstream.New(e.store.JetStream().Conn())
+	eventually(t, "20 commits poisoned", func() bool {
+		s, err := js.Stream(ctx, reactions.PoisonStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 20
+	})
 }
