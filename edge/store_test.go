@@ -265,3 +265,33 @@ func dirSize(t *testing.T, dir string) int64 {
 	})
 	return n
 }
+
+// Commits are packed to fit the hub's ingress limit (64 KiB), and an
+// event that could never fit one is refused when recorded, not left to
+// block its lane.
+func TestCommitsFitTheHubLimit(t *testing.T) {
+	r := newRig(t, 0, agentOpts{})
+	r.p.Cut()
+	waitFor(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
+	ctx := context.Background()
+	const n = 300
+	var last uint64
+	for i := 0; i < n; i++ {
+		var err error
+		if last, err = r.a.RecordTelemetry(ctx, telemetry(r.dev, i, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.a.RecordTelemetry(ctx, telemetry(r.dev, n, 8000)); err == nil {
+		t.Fatal("an event larger than a hub commit was recorded")
+	}
+	r.p.Restore()
+	waitSynced(t, r.h, eventsTelemetry(r.dev), last, 20*time.Second)
+	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, eventsTelemetry(r.dev))), n)
+	if st := r.a.Status()[1]; st.Commits < uint64(n*telemetryBytes(r.dev)/edge.MaxCommitBytes) {
+		t.Fatalf("%d events of %d bytes in %d commits: more than %d bytes each", n, telemetryBytes(r.dev), st.Commits, edge.MaxCommitBytes)
+	}
+	if _, refused := r.h.gate.Stats(); refused != 0 {
+		t.Fatalf("the hub refused %d commits", refused)
+	}
+}
