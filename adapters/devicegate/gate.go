@@ -45,6 +45,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -91,17 +92,20 @@ func QuarantineSubject(lane safety.DeviceLane, id string) string {
 // headers adapters/jetstream reads, the ingress position, and the
 // device's own edge headers (what it says of its local sequences).
 const (
-	HeaderIngressSeq   = "Tl-Ingress-Seq"
-	HeaderIngressEpoch = "Tl-Ingress-Epoch"
-	HeaderReceivedAt   = "Tl-Received-At"
-	HeaderDevice       = "Tl-Device"
-	HeaderRider        = "Tl-Rider"
-	HeaderLane         = "Tl-Lane"
-	HeaderRejectCode   = "Tl-Reject-Code"
-	HeaderRejectReason = "Tl-Reject-Reason"
-	headerEventTypes   = "Tl-Event-Types"
-	headerActor        = "Tl-Actor"
-	headerSource       = "Tl-Source"
+	HeaderIngressSeq = "Tl-Ingress-Seq"
+	// HeaderIngressFirstSeq is the first ingress commit a commit holds
+	// when it holds several (a run admitted together).
+	HeaderIngressFirstSeq = "Tl-Ingress-First-Seq"
+	HeaderIngressEpoch    = "Tl-Ingress-Epoch"
+	HeaderReceivedAt      = "Tl-Received-At"
+	HeaderDevice          = "Tl-Device"
+	HeaderRider           = "Tl-Rider"
+	HeaderLane            = "Tl-Lane"
+	HeaderRejectCode      = "Tl-Reject-Code"
+	HeaderRejectReason    = "Tl-Reject-Reason"
+	headerEventTypes      = "Tl-Event-Types"
+	headerActor           = "Tl-Actor"
+	headerSource          = "Tl-Source"
 )
 
 // edgeHeaders are the device's own headers the gate keeps with a commit.
@@ -278,6 +282,9 @@ func (g *Gate) Run(ctx context.Context) error {
 	defer g.wg.Wait()
 	follow := func(stream string, each func(jetstream.Msg)) (jetstream.ConsumeContext, error) {
 		c, err := g.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+		if ctx.Err() != nil {
+			return nil, nil // stopped before it started
+		}
 		if err != nil {
 			return nil, fmt.Errorf("devicegate: follow %s: %w", stream, err)
 		}
@@ -288,7 +295,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		return cc, nil
 	}
 	qc, err := follow(g.cfg.QuarantineStream, g.rejected.add)
-	if err != nil {
+	if err != nil || qc == nil {
 		return err
 	}
 	defer qc.Stop()
@@ -297,7 +304,7 @@ func (g *Gate) Run(ctx context.Context) error {
 			g.hint(ctx, m.Subject(), md.Sequence.Stream)
 		}
 	})
-	if err != nil {
+	if err != nil || ic == nil {
 		return err
 	}
 	defer ic.Stop()
@@ -408,58 +415,117 @@ func (g *Gate) directGet(ctx context.Context, stream, subject string, seq uint64
 	}
 }
 
+// decoded is a device commit as read: its events, and per event its
+// occurred_at and, when the event can be stored as sent (no unknown
+// fields), its payload bytes.
+type decoded struct {
+	events []es.Event
+	stamps []*timestamppb.Timestamp
+	raw    [][]byte
+}
+
 // decode reads a device commit: a tideline.es.v1.Commit whose events of
 // lane's type are decoded (others keep nil Data, for the domain to
-// refuse). Unknown fields are dropped, so nothing rides along unchecked.
-func decode(lane safety.DeviceLane, data []byte, receivedAt time.Time) ([]es.Event, []*timestamppb.Timestamp, error) {
+// refuse). Nothing rides along unchecked: unknown fields are dropped
+// (their events are encoded again), and a missing occurred_at is the
+// receipt time.
+func decode(lane safety.DeviceLane, data []byte, receivedAt time.Time) (decoded, error) {
 	var c esv1.Commit
 	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &c); err != nil {
-		return nil, nil, es.Invalidf("commit", "not a tideline.es.v1.Commit: %v", err)
+		return decoded{}, es.Invalidf("commit", "not a tideline.es.v1.Commit: %v", err)
 	}
 	want := lane.EventType()
-	events := make([]es.Event, len(c.Events))
-	stamps := make([]*timestamppb.Timestamp, len(c.Events))
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(want))
+	if err != nil {
+		return decoded{}, es.Invalidf("lane", "%s is not known to this hub", want)
+	}
+	d := decoded{events: make([]es.Event, len(c.Events)), stamps: make([]*timestamppb.Timestamp, len(c.Events)), raw: make([][]byte, len(c.Events))}
 	for i, e := range c.Events {
-		stamps[i] = e.OccurredAt
-		if stamps[i] == nil {
-			stamps[i] = timestamppb.New(receivedAt)
+		d.stamps[i] = e.OccurredAt
+		if d.stamps[i] == nil {
+			d.stamps[i] = timestamppb.New(receivedAt)
 		} else if err := e.OccurredAt.CheckValid(); err != nil {
-			return nil, nil, es.Invalidf(fmt.Sprintf("events[%d].occurred_at", i), "%v", err)
+			return decoded{}, es.Invalidf(fmt.Sprintf("events[%d].occurred_at", i), "%v", err)
 		}
-		events[i] = es.Event{ID: e.Id, Type: e.Type, OccurredAt: stamps[i].AsTime()}
+		d.events[i] = es.Event{ID: e.Id, Type: e.Type, OccurredAt: d.stamps[i].AsTime()}
 		if e.Type != want {
 			continue
 		}
-		mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(want))
-		if err != nil {
-			return nil, nil, es.Invalidf(fmt.Sprintf("events[%d].type", i), "%s is not known to this hub", want)
-		}
 		m := mt.New().Interface()
-		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Data, m); err != nil {
-			return nil, nil, es.Invalidf(fmt.Sprintf("events[%d].data", i), "not a %s: %v", want, err)
+		if err := proto.Unmarshal(e.Data, m); err != nil {
+			return decoded{}, es.Invalidf(fmt.Sprintf("events[%d].data", i), "not a %s: %v", want, err)
 		}
-		events[i].Data = m
+		if len(m.ProtoReflect().GetUnknown()) == 0 {
+			d.raw[i] = e.Data
+		} else {
+			m.ProtoReflect().SetUnknown(nil)
+		}
+		d.events[i].Data = m
 	}
-	return events, stamps, nil
+	return d, nil
 }
 
-// encode builds the EVENTS commit of admitted events.
-func encode(events []es.Event, stamps []*timestamppb.Timestamp) ([]byte, []string, error) {
-	c := &esv1.Commit{Events: make([]*esv1.Event, len(events))}
-	types := make([]string, len(events))
-	for i, e := range events {
-		b, err := proto.Marshal(e.Data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("marshal event: %w", err)
+// encode appends admitted events to buf, an EVENTS commit being built,
+// and their types to types. An event the domain admitted unchanged is
+// stored as the device sent it (the same message, not encoded again).
+func encode(buf []byte, types []string, d decoded, admitted []es.Event) ([]byte, []string, error) {
+	for i, e := range admitted {
+		b := d.raw[i]
+		if b == nil || e.Data != d.events[i].Data {
+			var err error
+			if b, err = proto.Marshal(e.Data); err != nil {
+				return nil, nil, fmt.Errorf("marshal event: %w", err)
+			}
 		}
-		types[i] = e.Type
-		c.Events[i] = &esv1.Event{Id: e.ID, Type: e.Type, OccurredAt: stamps[i], Data: b}
+		types = append(types, e.Type)
+		buf = appendEvent(buf, e.ID, e.Type, d.stamps[i], b)
 	}
-	b, err := proto.Marshal(c)
-	if err != nil {
-		return nil, nil, fmt.Errorf("marshal commit: %w", err)
+	return buf, types, nil
+}
+
+// appendEvent appends one tideline.es.v1.Commit.events entry (field 1): a
+// tideline.es.v1.Event of 1 id, 2 type, 3 occurred_at, 4 data, written
+// as proto.Marshal would, without building the message.
+func appendEvent(buf []byte, id, typ string, at *timestamppb.Timestamp, data []byte) []byte {
+	secs, nanos := uint64(at.GetSeconds()), uint64(int64(at.GetNanos()))
+	ts := 0
+	if secs != 0 {
+		ts += protowire.SizeTag(1) + protowire.SizeVarint(secs)
 	}
-	return b, types, nil
+	if nanos != 0 {
+		ts += protowire.SizeTag(2) + protowire.SizeVarint(nanos)
+	}
+	n := protowire.SizeTag(3) + protowire.SizeBytes(ts)
+	for _, f := range []int{len(id), len(typ), len(data)} {
+		if f > 0 {
+			n += protowire.SizeTag(1) + protowire.SizeBytes(f)
+		}
+	}
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(n))
+	if id != "" {
+		buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+		buf = protowire.AppendString(buf, id)
+	}
+	if typ != "" {
+		buf = protowire.AppendTag(buf, 2, protowire.BytesType)
+		buf = protowire.AppendString(buf, typ)
+	}
+	buf = protowire.AppendTag(buf, 3, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(ts))
+	if secs != 0 {
+		buf = protowire.AppendTag(buf, 1, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, secs)
+	}
+	if nanos != 0 {
+		buf = protowire.AppendTag(buf, 2, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, nanos)
+	}
+	if len(data) > 0 {
+		buf = protowire.AppendTag(buf, 4, protowire.BytesType)
+		buf = protowire.AppendBytes(buf, data)
+	}
+	return buf
 }
 
 // headerValue makes s safe and short as a header value.

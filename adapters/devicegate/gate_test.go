@@ -1,6 +1,7 @@
 package devicegate_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -151,6 +153,18 @@ func (e *env) events(t testing.TB, lane safety.DeviceLane, device string) []es.C
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// dangerIDs returns the event ids of device's danger events in EVENTS, in order.
+func (e *env) dangerIDs(t testing.TB, device string) []string {
+	t.Helper()
+	var ids []string
+	for _, c := range e.events(t, safety.LaneDanger, device) {
+		for _, ev := range c.Events {
+			ids = append(ids, ev.Data.(*safetyv1.DangerDetected).EventId)
+		}
+	}
+	return ids
 }
 
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
@@ -313,17 +327,17 @@ func TestRateQuotaDelaysWithoutLoss(t *testing.T) {
 	}
 	start := time.Now()
 	e.send(t, safety.LaneDanger, "d2", commit(t, dangerFor("", "", "b")))
-	eventually(t, 2*time.Second, "d2 admitted", func() bool { return len(e.events(t, safety.LaneDanger, "d2")) == 1 })
-	if got := len(e.events(t, safety.LaneDanger, "d1")); got >= n {
+	eventually(t, 2*time.Second, "d2 admitted", func() bool { return len(e.dangerIDs(t, "d2")) == 1 })
+	if got := len(e.dangerIDs(t, "d1")); got >= n {
 		t.Fatalf("d1 had all %d commits admitted within %v: no quota", got, time.Since(start))
 	}
-	eventually(t, 10*time.Second, "all of d1 admitted", func() bool { return len(e.events(t, safety.LaneDanger, "d1")) == n })
+	eventually(t, 10*time.Second, "all of d1 admitted", func() bool { return len(e.dangerIDs(t, "d1")) == n })
 	if el := time.Since(start); el < 800*time.Millisecond {
 		t.Fatalf("%d commits at 20/s with a burst of 5 took %v", n, el)
 	}
-	for i, c := range e.events(t, safety.LaneDanger, "d1") {
-		if id := c.Events[0].Data.(*safetyv1.DangerDetected).EventId; id != fmt.Sprintf("a%02d", i) {
-			t.Fatalf("commit %d is %s: order lost", i, id)
+	for i, id := range e.dangerIDs(t, "d1") {
+		if id != fmt.Sprintf("a%02d", i) {
+			t.Fatalf("event %d is %s: order lost", i, id)
 		}
 	}
 	if _, n := e.gate.Rejected("", 10); n != 0 {
@@ -377,14 +391,14 @@ func TestExactlyOnceAcrossRestarts(t *testing.T) {
 	}
 	check := func(n int) {
 		t.Helper()
-		eventually(t, 10*time.Second, fmt.Sprintf("%d commits", n), func() bool { return len(e.events(t, safety.LaneDanger, "d1")) >= n })
-		cs := e.events(t, safety.LaneDanger, "d1")
-		if len(cs) != n {
-			t.Fatalf("%d commits, want %d", len(cs), n)
+		eventually(t, 10*time.Second, fmt.Sprintf("%d events", n), func() bool { return len(e.dangerIDs(t, "d1")) >= n })
+		ids := e.dangerIDs(t, "d1")
+		if len(ids) != n {
+			t.Fatalf("%d events, want %d", len(ids), n)
 		}
-		for i, c := range cs {
-			if got := c.Events[0].Data.(*safetyv1.DangerDetected).EventId; got != fmt.Sprintf("e%03d", i) {
-				t.Fatalf("commit %d is %s", i, got)
+		for i, id := range ids {
+			if id != fmt.Sprintf("e%03d", i) {
+				t.Fatalf("event %d is %s", i, id)
 			}
 		}
 	}
@@ -434,7 +448,7 @@ func TestIngressStreamRecreated(t *testing.T) {
 	for i := range 3 {
 		e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("old%d", i))))
 	}
-	eventually(t, 10*time.Second, "3 commits", func() bool { return len(e.events(t, safety.LaneDanger, "d1")) == 3 })
+	eventually(t, 10*time.Second, "3 events", func() bool { return len(e.dangerIDs(t, "d1")) == 3 })
 	e.stop()
 	if err := e.js.DeleteStream(context.Background(), devicegate.DefaultStream); err != nil {
 		t.Fatal(err)
@@ -443,7 +457,7 @@ func TestIngressStreamRecreated(t *testing.T) {
 	if seq := e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", "new"))); seq != 1 {
 		t.Fatalf("recreated stream gave seq %d", seq)
 	}
-	eventually(t, 10*time.Second, "the new commit", func() bool { return len(e.events(t, safety.LaneDanger, "d1")) == 4 })
+	eventually(t, 10*time.Second, "the new commit", func() bool { return len(e.dangerIDs(t, "d1")) == 4 })
 }
 
 // Decided commits are purged from the ingress stream, all but each lane's
@@ -459,4 +473,70 @@ func TestDecidedCommitsPurged(t *testing.T) {
 		info, err := st.Info(context.Background())
 		return err == nil && info.State.Msgs == 1 && info.State.FirstSeq == last
 	})
+}
+
+// A backlog is admitted in few EVENTS commits (a run of ingress commits
+// per append), each naming the ingress commits it holds; a refused commit
+// in the middle splits the run, and order holds.
+func TestBacklogAdmittedInRuns(t *testing.T) {
+	e := setup(t, devicegate.Config{})
+	e.stop()
+	var want []string
+	var seqs []uint64
+	for i := range 200 {
+		if i == 120 {
+			e.send(t, safety.LaneDanger, "d1", []byte("garbage"))
+			continue
+		}
+		id := fmt.Sprintf("r%03d", i)
+		want = append(want, id)
+		seqs = append(seqs, e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", id))))
+	}
+	e.start(t, devicegate.Config{})
+	eventually(t, 10*time.Second, "the backlog", func() bool { return len(e.dangerIDs(t, "d1")) == len(want) })
+	if got := e.dangerIDs(t, "d1"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events %v", got)
+	}
+	cs := e.events(t, safety.LaneDanger, "d1")
+	if len(cs) > 10 {
+		t.Fatalf("200 ingress commits took %d appends", len(cs))
+	}
+	if got := e.lastIngressSeq(t, "EVENTS", devicegate.EventsSubject(safety.LaneDanger, "d1")); got != seqs[len(seqs)-1] {
+		t.Fatalf("last commit names ingress seq %d, want %d", got, seqs[len(seqs)-1])
+	}
+	if admitted, refused := e.gate.Stats(); admitted != 199 || refused != 1 {
+		t.Fatalf("admitted %d, refused %d", admitted, refused)
+	}
+}
+
+// Nothing rides along unchecked: fields the schema does not know are
+// dropped before an event is stored.
+func TestUnknownFieldsDropped(t *testing.T) {
+	e := setup(t, devicegate.Config{})
+	smuggle := func(m proto.Message) []byte {
+		c := &esv1.Commit{}
+		b, _ := proto.Marshal(m)
+		b = protowire.AppendTag(b, 99, protowire.BytesType)
+		b = protowire.AppendBytes(b, []byte("payload the schema does not know"))
+		c.Events = append(c.Events, &esv1.Event{Id: ulid.Make().String(), Type: string(m.ProtoReflect().Descriptor().FullName()), Data: b})
+		out, _ := proto.Marshal(c)
+		return out
+	}
+	e.send(t, safety.LaneTelemetry, "d1", smuggle(&telemetryv1.SamplesRecorded{RiderId: "alice", DeviceId: "d1", OffsetMs: []uint32{0}}))
+	e.send(t, safety.LaneDanger, "d1", smuggle(dangerFor("alice", "d1", "s1")))
+	for _, lane := range devicegate.Lanes {
+		sub := devicegate.EventsSubject(lane, "d1")
+		eventually(t, 5*time.Second, sub, func() bool { return len(e.events(t, lane, "d1")) == 1 })
+		m, err := e.nc.Request("$JS.API.DIRECT.GET.EVENTS."+sub, nil, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c esv1.Commit
+		if err := proto.Unmarshal(m.Data, &c); err != nil || len(c.Events) != 1 {
+			t.Fatalf("%s: %v %v", sub, err, c.Events)
+		}
+		if bytes.Contains(c.Events[0].Data, []byte("schema does not know")) || c.Events[0].OccurredAt == nil {
+			t.Fatalf("%s stored %q (occurred_at %v)", sub, c.Events[0].Data, c.Events[0].OccurredAt)
+		}
+	}
 }

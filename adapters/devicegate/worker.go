@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
+	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
 )
 
@@ -44,6 +45,9 @@ func (g *Gate) newWorker(lane safety.DeviceLane, device string) *worker {
 
 const (
 	fetchBatch = 64
+	// maxGroupBytes bounds the EVENTS commit a run of admitted ingress
+	// commits is appended as.
+	maxGroupBytes = 1 << 20
 	// purgeEvery bounds what a busy lane leaves decided in the ingress
 	// stream; purgeIdle is how soon an idle one purges.
 	purgeEvery = 64
@@ -51,30 +55,49 @@ const (
 	retryMax   = 2 * time.Second
 )
 
+// group is a run of admitted ingress commits appended to EVENTS as one
+// commit: a backlog costs one append per megabyte, not one per commit.
+type group struct {
+	buf   []byte
+	types []string
+	parts []part
+	done  uint64 // the last ingress commit dropped from it (appended or quarantined)
+}
+
+// part is one ingress commit's share of a group.
+type part struct {
+	m        ingressMsg
+	end, nty int // where its events end in buf and types
+}
+
 func (w *worker) run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
-	fail := func(what string, err error) bool {
-		if ctx.Err() != nil {
-			return false
+	// retry runs f until it succeeds; false means ctx ended.
+	retry := func(what string, f func() error) bool {
+		for {
+			err := f()
+			if err == nil {
+				backoff = 50 * time.Millisecond
+				return true
+			}
+			if ctx.Err() != nil {
+				return false
+			}
+			w.log.Warn("device gate: "+what+": retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return false
+			}
+			backoff = min(2*backoff, retryMax)
 		}
-		w.log.Warn("device gate: "+what+": retrying", "err", err, "in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return false
-		}
-		backoff = min(2*backoff, retryMax)
-		return true
 	}
 	var idle *time.Timer
+	var g group
+	flush := func() bool { return retry("append to "+w.out, func() error { return w.flush(ctx, &g) }) }
 	for ctx.Err() == nil {
-		if !w.loaded {
-			if err := w.load(ctx); err != nil {
-				if !fail("read state", err) {
-					return
-				}
-				continue
-			}
+		if !w.loaded && !retry("read state", func() error { return w.load(ctx) }) {
+			return
 		}
 		if w.known.Load() < w.next {
 			var purge <-chan time.Time
@@ -95,12 +118,12 @@ func (w *worker) run(ctx context.Context) {
 			}
 			continue
 		}
-		msgs, err := w.g.directGet(ctx, w.g.cfg.Stream, w.in, w.next, fetchBatch, false)
-		if err != nil {
-			if !fail("read ingress", err) {
-				return
-			}
-			continue
+		var msgs []ingressMsg
+		if !retry("read ingress", func() (err error) {
+			msgs, err = w.g.directGet(ctx, w.g.cfg.Stream, w.in, w.next, fetchBatch, false)
+			return err
+		}) {
+			return
 		}
 		if len(msgs) == 0 {
 			// Hinted but gone (the stream was purged by hand): nothing to decide.
@@ -109,25 +132,58 @@ func (w *worker) run(ctx context.Context) {
 			continue
 		}
 		for _, m := range msgs {
-			if err := w.lim.Wait(ctx); err != nil {
-				return
-			}
-			for {
-				err := w.decide(ctx, m)
-				if err == nil {
-					break
+			if !w.lim.Allow() { // over quota: what is admitted goes first, then wait
+				if !flush() {
+					return
 				}
-				if !fail("decide commit "+strconv.FormatUint(m.seq, 10), err) {
+				if err := w.lim.Wait(ctx); err != nil {
 					return
 				}
 			}
-			backoff = 50 * time.Millisecond
-			w.next, w.done = m.seq+1, m.seq
+			d, err := decode(w.lane, m.data, m.receivedAt)
+			var admitted []es.Event
+			if err == nil {
+				admitted, err = safety.AdmitDeviceCommit(w.registered(), w.lane, d.events, m.receivedAt)
+			} else {
+				err = safety.Rejected(safety.RejectUndecodable, err)
+			}
+			if err == nil && len(g.parts) > 0 && g.parts[0].m.header.Get("Tl-Edge-Epoch") != m.header.Get("Tl-Edge-Epoch") {
+				if !flush() { // a new local store on the device: its own commit
+					return
+				}
+			}
+			if err == nil {
+				n, nt := len(g.buf), len(g.types)
+				if g.buf, g.types, err = encode(g.buf, g.types, d, admitted); err != nil {
+					g.buf, g.types = g.buf[:n], g.types[:nt]
+					err = safety.Rejected(safety.RejectUndecodable, err)
+				}
+			}
+			if err != nil { // refused: what came before goes first
+				if !flush() || !retry("quarantine", func() error { return w.quarantine(ctx, m, err) }) {
+					return
+				}
+				w.next, w.done = m.seq+1, m.seq
+				continue
+			}
+			g.parts = append(g.parts, part{m: m, end: len(g.buf), nty: len(g.types)})
+			if len(g.buf) >= maxGroupBytes && !flush() {
+				return
+			}
+		}
+		if !flush() {
+			return
 		}
 		if w.done-w.purged >= purgeEvery {
 			w.purge(ctx)
 		}
 	}
+}
+
+func (w *worker) registered() safety.RegisteredDevice {
+	reg := w.g.cfg.Registry(w.device)
+	reg.ID = w.device
+	return reg
 }
 
 // load reads where the lane stands: the last commit the gate appended to
@@ -163,29 +219,87 @@ func (g *Gate) ingressSeq(h nats.Header) uint64 {
 	return n
 }
 
-// decide admits or quarantines one commit. An error is transient (the
-// hub's own streams did not answer) and the commit is decided again.
-func (w *worker) decide(ctx context.Context, m ingressMsg) error {
-	reg := w.g.cfg.Registry(w.device)
-	reg.ID = w.device
-	events, stamps, err := decode(w.lane, m.data, m.receivedAt)
-	if err != nil {
-		return w.quarantine(ctx, m, reg, safety.RejectUndecodable, err)
+// flush appends g to EVENTS as one commit and empties it. An error is
+// transient (the store did not answer) and what is left of g is kept to
+// flush again. Commits found already in EVENTS (an append whose ack was
+// lost, or another gate's) are not appended again. A group the store
+// refuses for good is appended commit by commit, and a commit it refuses
+// alone is quarantined.
+func (w *worker) flush(ctx context.Context, g *group) error {
+	for len(g.parts) > 0 {
+		landed, err := w.append(ctx, g.buf, g.types, g.parts[0].m, g.parts[len(g.parts)-1].m)
+		var refused *storeRefused
+		switch {
+		case err == nil:
+			w.g.admitted.Add(uint64(len(g.parts)))
+			g.drop(len(g.parts))
+		case landed > 0: // some or all are in already
+			n := 0
+			for n < len(g.parts) && g.parts[n].m.seq <= landed {
+				n++
+			}
+			g.drop(n)
+		case errors.As(err, &refused):
+			p := g.parts[0]
+			if len(g.parts) > 1 {
+				if _, err = w.append(ctx, g.buf[:p.end], g.types[:p.nty], p.m, p.m); err == nil {
+					w.g.admitted.Add(1)
+				}
+			}
+			if errors.As(err, &refused) {
+				err = w.quarantine(ctx, p.m, safety.Rejected(safety.RejectStoreRefused, refused.err))
+			}
+			if err != nil {
+				return err
+			}
+			g.drop(1)
+		default:
+			return err
+		}
+		w.next, w.done = g.done+1, g.done
 	}
-	admitted, err := safety.AdmitDeviceCommit(reg, w.lane, events, m.receivedAt)
-	if err != nil {
-		return w.quarantine(ctx, m, reg, safety.CodeOf(err), err)
+	return nil
+}
+
+// drop removes the first n parts of g, recording them decided.
+func (g *group) drop(n int) {
+	if n == 0 {
+		return
 	}
-	data, types, err := encode(admitted, stamps)
-	if err != nil {
-		return w.quarantine(ctx, m, reg, safety.RejectUndecodable, err)
+	p := g.parts[n-1]
+	g.done = p.m.seq
+	// What is left moves to the front: the buffers are reused.
+	g.buf = g.buf[:copy(g.buf, g.buf[p.end:])]
+	g.types = g.types[:copy(g.types, g.types[p.nty:])]
+	g.parts = g.parts[:copy(g.parts, g.parts[n:])]
+	for i := range g.parts {
+		g.parts[i].end -= p.end
+		g.parts[i].nty -= p.nty
 	}
+}
+
+// storeRefused is the event store refusing a commit for good.
+type storeRefused struct{ err error }
+
+func (e *storeRefused) Error() string { return e.err.Error() }
+
+// append appends the admitted events of ingress commits first..last to
+// EVENTS with the lane's expected last sequence. When the subject's last
+// commit turns out to hold ingress commits from first on already, it
+// returns that commit's last ingress sequence with an error.
+func (w *worker) append(ctx context.Context, data []byte, types []string, first, last ingressMsg) (uint64, error) {
 	h := nats.Header{}
-	h.Set(jetstream.MsgIDHeader, w.out+"/ingress-"+w.g.epoch+"-"+strconv.FormatUint(m.seq, 10))
+	h.Set(jetstream.MsgIDHeader, w.out+"/ingress-"+w.g.epoch+"-"+strconv.FormatUint(last.seq, 10))
 	h.Set(headerEventTypes, strings.Join(types, ","))
 	h.Set(headerActor, "device:"+w.device)
 	h.Set(headerSource, "edge:"+w.device)
-	w.g.stamp(h, m)
+	w.g.stamp(h, last)
+	if v := first.header.Get("Tl-Edge-First-Seq"); v != "" {
+		h.Set("Tl-Edge-First-Seq", headerValue(v))
+	}
+	if first.seq != last.seq {
+		h.Set(HeaderIngressFirstSeq, strconv.FormatUint(first.seq, 10))
+	}
 	msg := &nats.Msg{Subject: w.out, Header: h, Data: data}
 	for attempt := 0; ; attempt++ {
 		h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.outSeq, 10))
@@ -194,32 +308,31 @@ func (w *worker) decide(ctx context.Context, m ingressMsg) error {
 		cancel()
 		if err == nil {
 			w.outSeq = ack.Sequence
-			w.g.admitted.Add(1)
-			return nil
+			return 0, nil
 		}
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) {
-			return fmt.Errorf("append to %s: %w", w.out, err)
+			return 0, fmt.Errorf("append to %s: %w", w.out, err)
 		}
 		if apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence && apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant {
-			return w.quarantine(ctx, m, reg, safety.RejectStoreRefused, err)
+			return 0, &storeRefused{err}
 		}
 		// The subject moved: an earlier attempt of ours landed (its ack
-		// lost), or someone else wrote it, which only the gate should.
-		last, err := w.g.directGet(ctx, w.g.cfg.EventsStream, w.out, 0, 1, true)
+		// lost), or another writer's.
+		got, err := w.g.directGet(ctx, w.g.cfg.EventsStream, w.out, 0, 1, true)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		if len(last) == 0 {
+		if len(got) == 0 {
 			w.outSeq = 0
 		} else {
-			w.outSeq = last[0].seq
-			if w.g.ingressSeq(last[0].header) >= m.seq {
-				return nil
+			w.outSeq = got[0].seq
+			if in := w.g.ingressSeq(got[0].header); in >= first.seq {
+				return in, fmt.Errorf("append to %s: ingress commits up to %d are in already", w.out, in)
 			}
 		}
 		if attempt >= 3 {
-			return fmt.Errorf("append to %s: subject keeps moving (another writer?)", w.out)
+			return 0, fmt.Errorf("append to %s: subject keeps moving (another writer?)", w.out)
 		}
 	}
 }
@@ -237,12 +350,14 @@ func (g *Gate) stamp(h nats.Header, m ingressMsg) {
 	}
 }
 
-// quarantine keeps a refused commit, as received, with the reason.
-func (w *worker) quarantine(ctx context.Context, m ingressMsg, reg safety.RegisteredDevice, code safety.RejectCode, reason error) error {
+// quarantine keeps a refused commit, as received, with the reason (a
+// *safety.RejectedError).
+func (w *worker) quarantine(ctx context.Context, m ingressMsg, reason error) error {
+	code := safety.CodeOf(reason)
 	h := nats.Header{}
 	h.Set(jetstream.MsgIDHeader, w.q+"/"+w.g.epoch+"-"+strconv.FormatUint(m.seq, 10))
 	h.Set(HeaderDevice, w.device)
-	h.Set(HeaderRider, reg.RiderID)
+	h.Set(HeaderRider, w.registered().RiderID)
 	h.Set(HeaderLane, string(w.lane))
 	h.Set(HeaderRejectCode, string(code))
 	h.Set(HeaderRejectReason, headerValue(reason.Error()))

@@ -121,9 +121,11 @@ type RegisteredDevice struct {
 // or fails ValidateReport (danger, at receivedAt) or ValidateSamples
 // (telemetry). The error is a *RejectedError.
 //
-// Admitted events are copies bound to the registry: rider_id and
-// device_id set from dev, and a DangerDetected's received_at set to
-// receivedAt (a device cannot choose it).
+// Admitted events are bound to the registry: rider_id and device_id set
+// from dev, and a DangerDetected's received_at set to receivedAt (a device
+// cannot choose it). An event that needs no change (telemetry that
+// already names its rider and device) is returned as it is; the others
+// are copies. The input is never modified.
 func AdmitDeviceCommit(dev RegisteredDevice, lane DeviceLane, events []es.Event, receivedAt time.Time) ([]es.Event, error) {
 	if dev.RiderID == "" {
 		return nil, Rejected(RejectUnknownDevice, es.Errorf(es.Forbidden, "device %q is not registered", dev.ID))
@@ -163,12 +165,14 @@ func AdmitDeviceCommit(dev RegisteredDevice, lane DeviceLane, events []es.Event,
 			if err = bind(field, dev, &d.RiderId, &d.DeviceId); err != nil {
 				return nil, err
 			}
-			d = proto.Clone(d).(*telemetryv1.SamplesRecorded)
-			d.RiderId, d.DeviceId = dev.RiderID, dev.ID
 			if err = ValidateSamples(d); err != nil {
 				return nil, Rejected(RejectInvalid, prefix(field("data"), err))
 			}
-			e.Data = d
+			if d.RiderId != dev.RiderID || d.DeviceId != dev.ID {
+				d = proto.Clone(d).(*telemetryv1.SamplesRecorded)
+				d.RiderId, d.DeviceId = dev.RiderID, dev.ID
+				e.Data = d
+			}
 		default:
 			return nil, Rejected(RejectWrongType, es.Invalidf(field("type"), "lane %s admits only %s, got %T", lane, want, e.Data))
 		}

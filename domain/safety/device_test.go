@@ -122,6 +122,19 @@ func TestAdmitDeviceCommit(t *testing.T) {
 	}
 }
 
+// Telemetry already bound is admitted as it is (the hub then stores the
+// device's bytes without encoding them again); other events are copies.
+func TestAdmitDeviceCommitCopiesOnlyWhatItBinds(t *testing.T) {
+	bound, unbound := samplesEvent(nil), samplesEvent(func(s *telemetryv1.SamplesRecorded) { s.RiderId = "" })
+	got, err := safety.AdmitDeviceCommit(bike7, safety.LaneTelemetry, []es.Event{bound, unbound}, reportNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Data != bound.Data || got[1].Data == unbound.Data || unbound.Data.(*telemetryv1.SamplesRecorded).RiderId != "" {
+		t.Fatal("bound telemetry copied, or unbound telemetry modified in place")
+	}
+}
+
 // The device cannot choose received_at: the hub's ingress time wins.
 func TestAdmitDeviceCommitStampsReceivedAt(t *testing.T) {
 	e := dangerEvent(func(d *safetyv1.DangerDetected) { d.ReceivedAt = timestamppb.New(reportNow.Add(-48 * time.Hour)) })
