@@ -276,34 +276,30 @@ func Open(ctx context.Context, cfg Config) (*Gate, error) {
 }
 
 // Run admits device commits until ctx ends; it returns once every worker
-// stopped. It follows the ingress stream (headers only) to learn which
-// device lanes have news, and the quarantine stream for Rejected.
+// stopped. It follows the ingress stream, handing each commit to its
+// lane's worker, and the quarantine stream (headers only) for Rejected.
 func (g *Gate) Run(ctx context.Context) error {
 	defer g.wg.Wait()
-	follow := func(stream string, each func(jetstream.Msg)) (jetstream.ConsumeContext, error) {
-		c, err := g.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	follow := func(stream string, headersOnly bool, each func(jetstream.Msg)) (jetstream.ConsumeContext, error) {
+		c, err := g.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{HeadersOnly: headersOnly})
 		if ctx.Err() != nil {
 			return nil, nil // stopped before it started
 		}
 		if err != nil {
 			return nil, fmt.Errorf("devicegate: follow %s: %w", stream, err)
 		}
-		cc, err := c.Consume(each)
+		cc, err := c.Consume(each, jetstream.PullMaxBytes(8<<20))
 		if err != nil {
 			return nil, fmt.Errorf("devicegate: follow %s: %w", stream, err)
 		}
 		return cc, nil
 	}
-	qc, err := follow(g.cfg.QuarantineStream, g.rejected.add)
+	qc, err := follow(g.cfg.QuarantineStream, true, g.rejected.add)
 	if err != nil || qc == nil {
 		return err
 	}
 	defer qc.Stop()
-	ic, err := follow(g.cfg.Stream, func(m jetstream.Msg) {
-		if md, err := m.Metadata(); err == nil {
-			g.hint(ctx, m.Subject(), md.Sequence.Stream)
-		}
-	})
+	ic, err := follow(g.cfg.Stream, false, func(m jetstream.Msg) { g.dispatch(ctx, m) })
 	if err != nil || ic == nil {
 		return err
 	}
@@ -317,8 +313,16 @@ func (g *Gate) Run(ctx context.Context) error {
 // Stats counts commits admitted into EVENTS and refused since Open.
 func (g *Gate) Stats() (admitted, refused uint64) { return g.admitted.Load(), g.refused.Load() }
 
-// hint tells the worker of subject that its ingress holds seq.
-func (g *Gate) hint(ctx context.Context, subject string, seq uint64) {
+// dispatch hands one ingress commit to its lane's worker (started on its
+// lane's first commit). It never waits: a worker whose feed is full reads
+// the commit from the stream itself. Only the ingress consumer's
+// goroutine calls it.
+func (g *Gate) dispatch(ctx context.Context, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	subject := m.Subject()
 	p := strings.Split(subject, ".")
 	if len(p) != 4 || p[0] != "in" || p[2] != "device" {
 		return
@@ -335,11 +339,18 @@ func (g *Gate) hint(ctx context.Context, subject string, seq uint64) {
 		}()
 	}
 	g.mu.Unlock()
+	seq := md.Sequence.Stream
+	im := ingressMsg{seq: seq, prev: w.seen, receivedAt: md.Timestamp, header: m.Headers(), data: m.Data()}
+	w.seen = seq
 	for {
 		k := w.known.Load()
 		if seq <= k || w.known.CompareAndSwap(k, seq) {
 			break
 		}
+	}
+	select {
+	case w.feed <- im:
+	default:
 	}
 	select {
 	case w.wake <- struct{}{}:
@@ -349,7 +360,10 @@ func (g *Gate) hint(ctx context.Context, subject string, seq uint64) {
 
 // ingressMsg is one commit read from the ingress stream.
 type ingressMsg struct {
-	seq        uint64
+	seq uint64
+	// prev is the lane's commit before it, when it came through the
+	// ingress consumer (0: unknown).
+	prev       uint64
 	receivedAt time.Time
 	header     nats.Header
 	data       []byte

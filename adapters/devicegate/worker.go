@@ -19,7 +19,8 @@ import (
 )
 
 // worker admits one device lane's commits, in ingress order. Only its run
-// goroutine touches its state, except known and wake.
+// goroutine touches its state, except known, wake and feed (the ingress
+// consumer's, see Gate.dispatch) and seen (the ingress consumer's alone).
 type worker struct {
 	g            *Gate
 	log          *slog.Logger
@@ -28,6 +29,8 @@ type worker struct {
 	in, out, q   string
 	known        atomic.Uint64 // highest ingress sequence hinted
 	wake         chan struct{}
+	feed         chan ingressMsg // commits as the ingress consumer delivered them
+	seen         uint64          // the last commit the ingress consumer delivered
 	lim          *rate.Limiter
 	next         uint64 // next ingress sequence to decide
 	outSeq       uint64 // EVENTS sequence of the subject's last commit
@@ -39,7 +42,7 @@ func (g *Gate) newWorker(lane safety.DeviceLane, device string) *worker {
 	return &worker{
 		g: g, log: g.log.With("device", device, "lane", string(lane)), device: device, lane: lane,
 		in: IngressSubject(lane, device), out: EventsSubject(lane, device), q: QuarantineSubject(lane, device),
-		wake: make(chan struct{}, 1), lim: rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst),
+		wake: make(chan struct{}, 1), feed: make(chan ingressMsg, fetchBatch), lim: rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst),
 	}
 }
 
@@ -118,8 +121,8 @@ func (w *worker) run(ctx context.Context) {
 			}
 			continue
 		}
-		var msgs []ingressMsg
-		if !retry("read ingress", func() (err error) {
+		msgs := w.fed()
+		if len(msgs) == 0 && !retry("read ingress", func() (err error) {
 			msgs, err = w.g.directGet(ctx, w.g.cfg.Stream, w.in, w.next, fetchBatch, false)
 			return err
 		}) {
@@ -176,6 +179,28 @@ func (w *worker) run(ctx context.Context) {
 		}
 		if w.done-w.purged >= purgeEvery {
 			w.purge(ctx)
+		}
+	}
+}
+
+// fed returns the commits the ingress consumer handed over that follow
+// the last decided one without a gap; the rest (after a feed that was
+// full, or a restart) are read from the stream.
+func (w *worker) fed() []ingressMsg {
+	var out []ingressMsg
+	last, gap := w.done, false
+	for {
+		select {
+		case m := <-w.feed:
+			switch {
+			case m.seq <= last: // decided already
+			case gap || m.prev != last:
+				gap = true
+			default:
+				out, last = append(out, m), m.seq
+			}
+		default:
+			return out
 		}
 	}
 }
