@@ -42,11 +42,11 @@ type Config struct {
 	DuplicateWindow time.Duration
 	CORSOrigins     []string
 	AlertWebhook    string // optional URL each safety alert is POSTed to
+	Logger          *slog.Logger
 	// DiskReserve is the free space on the data disk under which writes
 	// are refused (natsserver.DiskGuardConfig.Reserve); 0: 64 MiB, at
 	// most a tenth of the disk; negative: none.
 	DiskReserve int64
-	Logger      *slog.Logger
 }
 
 // Main is a running server: embedded NATS, the event store, the
@@ -58,10 +58,6 @@ type Main struct {
 	ns      *nserver.Server
 	nc      *nats.Conn
 	Store   *jetstream.Store
-	disk    *natsserver.DiskGuard
-	// diskStop stops the disk guard; it runs until the runners have
-	// written their final snapshots, which it may have to cut short.
-	diskStop func()
 	Tokens  *api.Tokens
 	api     *api.API
 	http    *http.Server
@@ -72,6 +68,10 @@ type Main struct {
 	runners []*jetstream.Runner
 	// Devices is the edge device registry (DATA/devices), with LeafListen.
 	Devices *natsserver.Devices
+	// disk guards the data disk. diskStop stops it once the runners have
+	// written their final snapshots, which it may have to cut short.
+	disk     *natsserver.DiskGuard
+	diskStop func()
 }
 
 // Addr returns the API's listening address once Run has returned.
