@@ -58,6 +58,10 @@ const (
 	maxBatch = 256
 	// pullMaxMessages is how many messages the consumer keeps in flight.
 	pullMaxMessages = 2048
+	// feedHeartbeat is the consumer's idle heartbeat: a consumer the server
+	// lost (JetStream restarted after a full disk) is recreated after two
+	// missed, rather than the ordered consumer's default 2×5s.
+	feedHeartbeat = time.Second
 	// snapshotWriteTimeout bounds one snapshot upload, including the final
 	// one written after Run's context is done.
 	snapshotWriteTimeout = time.Minute
@@ -460,8 +464,8 @@ func (l *runLoop) rebuild(target uint64) error {
 // the background, unless one is in flight or the model is unchanged.
 func (l *runLoop) snapshot(ctx context.Context) {
 	pos := l.r.Position()
-	if l.writing || pos == l.snapPos {
-		return
+	if l.writing || pos == l.snapPos || l.r.store.writable() != nil {
+		return // a store refusing writes (disk full) is retried at the next tick
 	}
 	data, err := l.r.p.Snapshot()
 	if err != nil {
@@ -487,6 +491,8 @@ func (l *runLoop) wrote(w snapshotWritten) {
 func (l *runLoop) write(ctx context.Context, pos uint64, data []byte) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
 	defer cancel()
+	ctx, stop := l.r.store.whileWritable(ctx)
+	defer stop()
 	name := l.r.p.Name()
 	_, err := l.obs.Put(ctx, jetstream.ObjectMeta{
 		Name:        name,
@@ -508,6 +514,12 @@ func (l *runLoop) stop(ctx context.Context, err error) error {
 		l.wrote(<-l.written)
 	}
 	if pos := l.r.Position(); pos != l.snapPos {
+		if werr := l.r.store.writable(); werr != nil {
+			// An upload would wait out snapshotWriteTimeout for nothing;
+			// the next Run replays from the last stored snapshot.
+			l.r.log.Warn("final snapshot skipped", "position", pos, "error", werr)
+			return err
+		}
 		data, serr := l.r.p.Snapshot()
 		if serr == nil {
 			serr = l.write(ctx, pos, data)
@@ -567,7 +579,7 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 	}
 	f := &feed{filtered: filtered, batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
 	f.cc, err = cons.Consume(func(m jetstream.Msg) { f.receive(r.decode(m)) },
-		jetstream.PullMaxMessages(pullMaxMessages),
+		jetstream.PullMaxMessages(pullMaxMessages), jetstream.PullHeartbeat(feedHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			r.log.Warn("consumer", "error", err)
 		}))

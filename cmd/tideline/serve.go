@@ -43,6 +43,10 @@ type Config struct {
 	CORSOrigins     []string
 	AlertWebhook    string // optional URL each safety alert is POSTed to
 	Logger          *slog.Logger
+	// DiskReserve is the free space on the data disk under which writes
+	// are refused (natsserver.DiskGuardConfig.Reserve); 0: 64 MiB, at
+	// most a tenth of the disk; negative: none.
+	DiskReserve int64
 }
 
 // Main is a running server: embedded NATS, the event store, the
@@ -64,6 +68,10 @@ type Main struct {
 	runners []*jetstream.Runner
 	// Devices is the edge device registry (DATA/devices), with LeafListen.
 	Devices *natsserver.Devices
+	// disk guards the data disk. diskStop stops it once the runners have
+	// written their final snapshots, which it may have to cut short.
+	disk     *natsserver.DiskGuard
+	diskStop func()
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -114,10 +122,22 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{DuplicateWindow: c.DuplicateWindow})
+	m.disk, err = natsserver.NewDiskGuard(m.ns, natsserver.DiskGuardConfig{Reserve: c.DiskReserve, Logger: log})
 	if err != nil {
 		return err
 	}
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
+	if err != nil {
+		return err
+	}
+
+	diskCtx, diskCancel := context.WithCancel(context.Background())
+	diskDone := make(chan struct{})
+	go func() {
+		defer close(diskDone)
+		m.disk.Run(diskCtx)
+	}()
+	m.diskStop = func() { diskCancel(); <-diskDone }
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
@@ -193,8 +213,27 @@ func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetst
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := r.Run(ctx); err != nil {
-			m.Config.Logger.Error("projection stopped", "projection", p.Name(), "err", err)
+		// A runner that fails (its consumer or snapshot bucket lost while
+		// the store was out of space or restarting) starts again from its
+		// last snapshot.
+		const maxBackoff = 30 * time.Second
+		backoff := time.Second
+		for {
+			start := time.Now()
+			err := r.Run(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			if time.Since(start) > maxBackoff {
+				backoff = time.Second
+			}
+			m.Config.Logger.Error("projection stopped; restarting", "projection", p.Name(), "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
 		}
 	}()
 	return r
@@ -218,6 +257,9 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
+	if m.diskStop != nil {
+		m.diskStop()
+	}
 	if m.nc != nil {
 		closed := make(chan struct{})
 		m.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
@@ -255,6 +297,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
 	fs.StringVar(&c.AlertWebhook, "alert-webhook", "", "POST each safety alert (JSON) to this URL; alerts are always logged")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated browser origins allowed (default: any)")
+	reserveMiB := fs.Int64("disk-reserve-mb", 0, "refuse writes (ResourceExhausted) while less than this many MiB are free on the data disk, and resume above it; 0: 64, at most a tenth of the disk; -1: only once the disk is full")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -269,6 +312,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if cors != "" {
 		c.CORSOrigins = strings.Split(cors, ",")
 	}
+	c.DiskReserve = *reserveMiB << 20
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
