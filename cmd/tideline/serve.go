@@ -24,6 +24,7 @@ import (
 	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/domain/steps"
+	"github.com/tideline/tideline/internal/dirlock"
 	"github.com/tideline/tideline/projections"
 	alertsmodel "github.com/tideline/tideline/projections/alerts"
 	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
@@ -64,6 +65,7 @@ type Main struct {
 	runners []*jetstream.Runner
 	// Devices is the edge device registry (DATA/devices), with LeafListen.
 	Devices *natsserver.Devices
+	lock    *dirlock.Lock // DATA/LOCK: one server per data dir
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -82,8 +84,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	m.lock, err = dirlock.Acquire(c.DataDir, dirlock.Holder{Program: "tideline serve", Addr: c.Listen})
+	if err != nil {
+		return err
 	}
 	m.Tokens, err = api.LoadOrCreateTokens(c.DataDir)
 	if err != nil {
@@ -173,6 +176,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
+		return err
+	}
 	m.http = api.NewServer(m.api.Handler())
 	m.failed = make(chan error, 1)
 	m.wg.Add(1)
@@ -229,7 +235,7 @@ func (m *Main) Close() error {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
 	}
-	return nil
+	return m.lock.Release()
 }
 
 // runnerControl adapts a runner to the admin API.
