@@ -44,6 +44,9 @@ func TestSecondServerOnDataDirRefused(t *testing.T) {
 	} else if _, err := os.Stat(strings.TrimSpace(out)); err != nil {
 		t.Fatalf("device add while serving wrote no creds: %v", err)
 	}
+	if _, err := natsUserRun(t, "add", "analyst", "--role", "reader", "--data", dir); err != nil {
+		t.Fatalf("nats-user add while serving: %v", err)
+	}
 
 	stop()
 	third := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0",

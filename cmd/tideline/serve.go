@@ -37,7 +37,7 @@ import (
 type Config struct {
 	DataDir         string
 	Listen          string // HTTP address of the Connect API
-	NATSListen      string // optional TCP listener for NATS clients
+	NATSListen      string // optional TCP listener for NATS clients, registered with `tideline nats-user add`
 	LeafListen      string // optional listener for edge devices (NATS leaf nodes); see device.go
 	SyncAlways      bool
 	DuplicateWindow time.Duration
@@ -65,7 +65,9 @@ type Main struct {
 	runners []*jetstream.Runner
 	// Devices is the edge device registry (DATA/devices), with LeafListen.
 	Devices *natsserver.Devices
-	lock    *dirlock.Lock // DATA/LOCK: one server per data dir
+	// Users is the NATS client registry (DATA/nats-users), with NATSListen.
+	Users *natsserver.Users
+	lock  *dirlock.Lock // DATA/LOCK: one server per data dir
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -97,6 +99,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ClientListen: c.NATSListen,
 		SyncAlways:   c.SyncAlways,
 	}
+	if c.NATSListen != "" {
+		if m.Users, err = natsserver.OpenUsers(natsUserDir(c.DataDir), log); err != nil {
+			return err
+		}
+		nsCfg.Users = m.Users
+	}
 	if c.LeafListen != "" {
 		if m.Devices, err = natsserver.OpenDevices(deviceDir(c.DataDir), log); err != nil {
 			return err
@@ -108,7 +116,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if c.NATSListen != "" {
-		log.Info("nats listening", "url", m.ns.ClientURL())
+		log.Info("nats listening (credentials required)", "url", m.ns.ClientURL(), "registry", natsUserDir(c.DataDir))
 	}
 	if c.LeafListen != "" {
 		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", deviceDir(c.DataDir))
@@ -129,6 +137,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		go func() {
 			defer m.wg.Done()
 			m.Devices.Watch(runCtx, 500*time.Millisecond)
+		}()
+	}
+	if m.Users != nil { // added and revoked users apply without a restart
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.Users.Watch(runCtx, 500*time.Millisecond)
 		}()
 	}
 	stepsModel := stepsmodel.New()
@@ -255,7 +270,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	var sync, cors string
 	fs.StringVar(&c.DataDir, "data", "./data", "data directory (JetStream store, signing key)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address of the Connect/gRPC/gRPC-Web API")
-	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients on this address (e.g. 127.0.0.1:4222); default in-process only")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients (registered with 'tideline nats-user add') on this address, e.g. 127.0.0.1:4222; default in-process only")
 	fs.StringVar(&c.LeafListen, "leaf-listen", "", "accept edge devices (NATS leaf nodes, registered with `tideline device add`) on this address, e.g. 0.0.0.0:7422")
 	fs.StringVar(&sync, "sync", "default", "fsync policy: 'default' (periodic; survives kill -9) or 'always' (also survives power loss, much slower)")
 	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
