@@ -31,8 +31,8 @@ const (
 	// ReaderDomain. It writes nothing and touches no one else's consumer.
 	RoleReader = "reader"
 	// RoleOps monitors: account, stream and consumer info and listings
-	// with the JetStream domain OpsDomain, and JetStream advisories. It
-	// reads no event.
+	// with the JetStream domain OpsDomain, and JetStream advisories and
+	// metrics (not the API audit). It reads no event.
 	RoleOps = "ops"
 )
 
@@ -77,8 +77,10 @@ func userPermissions(role, name string) *server.Permissions {
 		}
 	case RoleOps:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{"$JS." + OpsDomain + ".API.>"}},
-			Subscribe: &server.SubjectPermission{Allow: []string{inbox, "$JS.EVENT.>"}},
+			Publish: &server.SubjectPermission{Allow: []string{"$JS." + OpsDomain + ".API.>"}},
+			// Advisories and metrics, but not the API audit, which carries
+			// every API request and response (Direct Gets of events too).
+			Subscribe: &server.SubjectPermission{Allow: []string{inbox, "$JS.EVENT.>"}, Deny: []string{"$JS.EVENT.ADVISORY.API", "$JS.EVENT.ADVISORY.API.>"}},
 		}
 	}
 	return nil

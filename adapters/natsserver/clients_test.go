@@ -542,4 +542,27 @@ func TestOpsMonitorsWithoutData(t *testing.T) {
 	if err := subViolation(nc, "ev.>"); err == nil {
 		t.Fatal("ops subscribed to events")
 	}
+
+	// Advisories reach ops; the API audit (request and response bodies) does not.
+	adv, err := nc.SubscribeSync("$JS.EVENT.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	for _, name := range []string{"fresh", "fresh2"} { // the first one's audit comes before the second's advisory
+		if _, err := h.js.CreateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Name: name, AckPolicy: jetstream.AckNonePolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sawCreated := false
+	for !sawCreated {
+		m, err := adv.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no consumer advisory: %v", err)
+		}
+		if strings.HasPrefix(m.Subject, "$JS.EVENT.ADVISORY.API") {
+			t.Fatalf("ops received the API audit %s", m.Subject)
+		}
+		sawCreated = m.Subject == "$JS.EVENT.ADVISORY.CONSUMER.CREATED.EVENTS.fresh2"
+	}
 }
