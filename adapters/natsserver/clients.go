@@ -157,14 +157,15 @@ func (u *Users) check(c server.ClientAuthentication) bool {
 	}
 	srv := u.srv
 	u.mu.Unlock()
-	if !ok || usr.Revoked || srv == nil || !verifyNonce(usr.NKey, opts.Sig, nonce) {
-		u.log.Warn("nats client refused", "nkey", opts.Nkey, "known", ok, "revoked", usr.Revoked, "remote", addr(c))
+	perms := userPermissions(usr.Role, usr.Name) // nil would mean every right: an unknown role gets none
+	if !ok || usr.Revoked || srv == nil || perms == nil || !verifyNonce(usr.NKey, opts.Sig, nonce) {
+		u.log.Warn("nats client refused", "nkey", opts.Nkey, "user", usr.Name, "role", usr.Role, "known", ok, "revoked", usr.Revoked, "remote", addr(c))
 		return false
 	}
 	c.RegisterUser(&server.User{
 		Username:    "nats-user:" + usr.Name,
 		Account:     srv.GlobalAccount(),
-		Permissions: userPermissions(usr.Role, usr.Name),
+		Permissions: perms,
 	})
 	u.mu.Lock()
 	if u.conns[usr.Name] == nil {

@@ -161,11 +161,19 @@ func TestClientPortRequiresCredentials(t *testing.T) {
 	if _, err := natsserver.RevokeUser(h.usersDir, "gone"); err != nil {
 		t.Fatal(err)
 	}
+	// A registry file edited by hand to a role the hub does not know.
+	adminCreds := h.addUser(t, "root", natsserver.RoleReader)
+	file := filepath.Join(h.usersDir, "root.json")
+	b, _ := os.ReadFile(file)
+	if err := os.WriteFile(file, []byte(strings.Replace(string(b), `"role": "reader"`, `"role": "admin"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	h.users.Reload()
 	for name, opts := range map[string][]nats.Option{
 		"no_credentials":   nil,
 		"unregistered_key": {strangerOpt},
 		"revoked_user":     {nats.UserCredentials(revokedCreds)},
+		"unknown_role":     {nats.UserCredentials(adminCreds)},
 		"user_password":    {nats.UserInfo("admin", "admin")},
 	} {
 		t.Run(name, func(t *testing.T) {
