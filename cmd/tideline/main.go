@@ -4,6 +4,7 @@
 //	tideline token        print a bearer token for a user and role
 //	tideline projections  list read models, or rebuild one
 //	tideline device       register, revoke and list edge devices
+//	tideline nats-user    register, revoke and list NATS client users
 //	tideline bench        measure Tideline against raw JetStream and connect-go
 //	tideline demo         drive a realistic day through the public API
 package main
@@ -26,6 +27,7 @@ usage:
   tideline token --sub ID --role ROLE [--data DIR]      print a bearer token
   tideline projections list|rebuild NAME [flags]        operate read models
   tideline device add|revoke|list [ID] [flags]          manage edge devices
+  tideline nats-user add|revoke|list [NAME] [flags]     manage NATS clients (--nats-listen)
   tideline bench [--json] [flags]                       run the benchmarks
   tideline demo [--server URL --data DIR] [flags]       drive a realistic day through the API
 
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return projectionsCmd(ctx, args[1:], stdout, stderr)
 	case "device":
 		return deviceCmd(args[1:], stdout, stderr)
+	case "nats-user":
+		return natsUserCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "demo":

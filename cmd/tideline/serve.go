@@ -24,6 +24,7 @@ import (
 	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/domain/steps"
+	"github.com/tideline/tideline/internal/dirlock"
 	"github.com/tideline/tideline/projections"
 	alertsmodel "github.com/tideline/tideline/projections/alerts"
 	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
@@ -36,7 +37,7 @@ import (
 type Config struct {
 	DataDir         string
 	Listen          string // HTTP address of the Connect API
-	NATSListen      string // optional TCP listener for NATS clients
+	NATSListen      string // optional TCP listener for NATS clients, registered with `tideline nats-user add`
 	LeafListen      string // optional listener for edge devices (NATS leaf nodes); see device.go
 	SyncAlways      bool
 	DuplicateWindow time.Duration
@@ -72,6 +73,9 @@ type Main struct {
 	// written their final snapshots, which it may have to cut short.
 	disk     *natsserver.DiskGuard
 	diskStop func()
+	// Users is the NATS client registry (DATA/nats-users), with NATSListen.
+	Users *natsserver.Users
+	lock  *dirlock.Lock // DATA/LOCK: one server per data dir
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -90,8 +94,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	m.lock, err = dirlock.Acquire(c.DataDir, dirlock.Holder{Program: "tideline serve", Addr: c.Listen})
+	if err != nil {
+		return err
 	}
 	m.Tokens, err = api.LoadOrCreateTokens(c.DataDir)
 	if err != nil {
@@ -101,6 +106,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
 		ClientListen: c.NATSListen,
 		SyncAlways:   c.SyncAlways,
+	}
+	if c.NATSListen != "" {
+		if m.Users, err = natsserver.OpenUsers(natsUserDir(c.DataDir), log); err != nil {
+			return err
+		}
+		nsCfg.Users = m.Users
 	}
 	if c.LeafListen != "" {
 		if m.Devices, err = natsserver.OpenDevices(deviceDir(c.DataDir), log); err != nil {
@@ -113,7 +124,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if c.NATSListen != "" {
-		log.Info("nats listening", "url", m.ns.ClientURL())
+		log.Info("nats listening (credentials required)", "url", m.ns.ClientURL(), "registry", natsUserDir(c.DataDir))
 	}
 	if c.LeafListen != "" {
 		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", deviceDir(c.DataDir))
@@ -146,6 +157,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		go func() {
 			defer m.wg.Done()
 			m.Devices.Watch(runCtx, 500*time.Millisecond)
+		}()
+	}
+	if m.Users != nil { // added and revoked users apply without a restart
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.Users.Watch(runCtx, 500*time.Millisecond)
 		}()
 	}
 	stepsModel := stepsmodel.New()
@@ -192,6 +210,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.ln, err = net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
+		return err
 	}
 	m.http = api.NewServer(m.api.Handler())
 	m.failed = make(chan error, 1)
@@ -271,7 +292,7 @@ func (m *Main) Close() error {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
 	}
-	return nil
+	return m.lock.Release()
 }
 
 // runnerControl adapts a runner to the admin API.
@@ -291,7 +312,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	var sync, cors string
 	fs.StringVar(&c.DataDir, "data", "./data", "data directory (JetStream store, signing key)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address of the Connect/gRPC/gRPC-Web API")
-	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients on this address (e.g. 127.0.0.1:4222); default in-process only")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients (registered with 'tideline nats-user add') on this address, e.g. 127.0.0.1:4222; default in-process only")
 	fs.StringVar(&c.LeafListen, "leaf-listen", "", "accept edge devices (NATS leaf nodes, registered with `tideline device add`) on this address, e.g. 0.0.0.0:7422")
 	fs.StringVar(&sync, "sync", "default", "fsync policy: 'default' (periodic; survives kill -9) or 'always' (also survives power loss, much slower)")
 	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
