@@ -18,6 +18,7 @@ const (
 	Forbidden                      // the caller may not do this: Connect PermissionDenied
 	Unauthenticated                // no or bad credentials: Connect Unauthenticated
 	Unavailable                    // try again later: Connect Unavailable
+	OutOfRange                     // a position past anything written: Connect OutOfRange
 )
 
 func (k Kind) String() string {
@@ -36,6 +37,8 @@ func (k Kind) String() string {
 		return "unauthenticated"
 	case Unavailable:
 		return "unavailable"
+	case OutOfRange:
+		return "out of range"
 	}
 	return "internal"
 }
