@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -183,20 +184,24 @@ func await[T any](ctx context.Context, closing <-chan struct{}, ch <-chan T) boo
 }
 
 // waitFor implements min_position: it waits, bounded by MaxWait, until
-// the read model has applied pos.
+// the read model has applied pos. A pos past anything written is
+// OutOfRange at once (it is never trusted, nor waited for).
 func waitFor(ctx context.Context, rm ReadModel, pos uint64, max time.Duration) error {
 	if pos == 0 || rm.Position() >= pos {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
-	if err := rm.WaitFor(wctx, pos); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, max, rm.Position())
+	err := rm.WaitFor(wctx, pos)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case es.KindOf(err) == es.OutOfRange:
+		return &es.Error{Kind: es.OutOfRange, Field: "min_position", Message: fmt.Sprintf("%d is past the last written position", pos)}
 	}
-	return nil
+	return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, max, rm.Position())
 }
 
 type healthHandler struct {

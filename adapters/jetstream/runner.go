@@ -88,7 +88,8 @@ type Runner struct {
 
 	// For a scoped projection (subjects non-nil), covered is a position up
 	// to which the stream was shown to hold nothing more for it than it
-	// applied; Position reports the larger of the two. gen counts rebuilds
+	// applied; Position reports the larger of the two. It never exceeds
+	// the stream's end. gen counts rebuilds
 	// so a proof begun before one is not recorded after it.
 	subjects []string
 	covMu    sync.Mutex
@@ -149,13 +150,18 @@ func (r *Runner) Position() uint64 { return max(r.pos.Load(), r.covered.Load()) 
 // one applied batch close a single channel.
 func (r *Runner) Advanced() <-chan struct{} { return *r.advanced.Load() }
 
-// WaitFor returns nil once Position() >= pos, or ctx's error. Callers bound
-// ctx: if Run is not running, only ctx ends the wait.
+// WaitFor returns nil once Position() >= pos, or ctx's error. It fails at
+// once with an es.OutOfRange error when pos lies past the stream's last
+// sequence (no append returned it). Callers bound ctx: if Run is not
+// running, only ctx ends the wait.
 func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
 	for {
 		ch := r.Advanced() // before the check, so an advance in between is not missed
 		if r.Position() >= pos {
 			return nil
+		}
+		if err := r.written(ctx, pos); err != nil {
+			return err
 		}
 		if covered, err := r.cover(ctx, pos); err != nil {
 			return err
@@ -169,6 +175,27 @@ func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
 		}
 	}
 }
+
+// written returns nil if the stream holds pos and an es.OutOfRange error
+// if it ends before. It asks the server only when pos is past the highest
+// sequence known to exist, which a position an append returned in this
+// process never is.
+func (r *Runner) written(ctx context.Context, pos uint64) error {
+	if pos <= r.knownEnd() {
+		return nil
+	}
+	last, err := r.store.LastPosition(ctx)
+	if err != nil {
+		return es.Wrap(es.Unavailable, "read the stream's last position", err)
+	}
+	if pos > last {
+		return es.Errorf(es.OutOfRange, "position %d is past the end of the event stream", pos)
+	}
+	return nil
+}
+
+// knownEnd returns a sequence the stream is known to hold, without asking.
+func (r *Runner) knownEnd() uint64 { return max(r.store.knownEnd(), r.pos.Load()) }
 
 // Lag returns the stream's last sequence minus Position: 0 when caught up.
 func (r *Runner) Lag(ctx context.Context) (uint64, error) {
@@ -186,10 +213,11 @@ func (r *Runner) Lag(ctx context.Context) (uint64, error) {
 
 // cover reports whether a scoped projection has everything it reads up to
 // pos: no message on its subjects lies after what it applied and at or
-// before pos. Every sequence up to pos exists once pos was returned by an
-// append, so the answer cannot change later; it is recorded in covered.
+// before pos. Once the stream holds pos the answer cannot change, so it is
+// recorded in covered; a pos past the stream's known end is never covered
+// (it would let a caller's made-up position stand for writes to come).
 func (r *Runner) cover(ctx context.Context, pos uint64) (bool, error) {
-	if r.subjects == nil {
+	if r.subjects == nil || pos > r.knownEnd() {
 		return false, nil
 	}
 	r.covMu.Lock()
@@ -329,6 +357,14 @@ func (l *runLoop) restore(ctx context.Context) error {
 	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() {
 		r.log.Info("ignoring snapshot of another version; rebuilding from position 1",
 			"snapshot_version", info.Metadata[snapshotMetaVersion], "version", r.p.Version())
+		return l.startRebuild(ctx)
+	}
+	last, err := r.store.LastPosition(ctx)
+	if err != nil {
+		return err
+	}
+	if pos > last {
+		r.log.Warn("discarding snapshot past the stream's end; rebuilding from position 1", "snapshot_position", pos, "stream_last", last)
 		return l.startRebuild(ctx)
 	}
 	data, err := io.ReadAll(res)

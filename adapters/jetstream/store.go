@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,6 +76,10 @@ type Store struct {
 	js        jetstream.JetStream
 	cfg       Config
 	directGet string
+	// end is the highest stream sequence known to exist: from appends'
+	// acks, LastPosition and reads. It only grows, so a position at or
+	// below it is proven written without asking the server.
+	end atomic.Uint64
 }
 
 var _ es.Store = (*Store)(nil)
@@ -126,7 +131,22 @@ func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("stream info: %w", err)
 	}
+	s.sawEnd(info.State.LastSeq)
 	return info.State.LastSeq, nil
+}
+
+// knownEnd returns the highest stream sequence known to exist, without
+// asking the server: at most LastPosition.
+func (s *Store) knownEnd() uint64 { return s.end.Load() }
+
+// sawEnd records that sequence seq exists.
+func (s *Store) sawEnd(seq uint64) {
+	for {
+		cur := s.end.Load()
+		if seq <= cur || s.end.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
 }
 
 // Append implements es.Store.
@@ -141,6 +161,7 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 	}
 	select {
 	case ack := <-paf.Ok():
+		s.sawEnd(ack.Sequence)
 		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
 	case err := <-paf.Err():
 		err = appendError(err)
