@@ -23,6 +23,8 @@ type Projection interface {
 	// Reset empties the model, as before position 1.
 	Reset()
 	// Snapshot serializes the model; Restore replaces the model with one.
+	// When Restore fails (or panics) the runner discards the snapshot and
+	// rebuilds the model from position 1.
 	Snapshot() ([]byte, error)
 	Restore(data []byte) error
 }

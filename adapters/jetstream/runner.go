@@ -59,8 +59,10 @@ const (
 	// pullMaxMessages is how many messages the consumer keeps in flight.
 	pullMaxMessages = 2048
 	// snapshotWriteTimeout bounds one snapshot upload, including the final
-	// one written after Run's context is done.
+	// one written after Run's context is done; snapshotReadTimeout bounds
+	// reading one back.
 	snapshotWriteTimeout = time.Minute
+	snapshotReadTimeout  = time.Minute
 	// noSnapshot is the snapshot position when the stored snapshot does not
 	// match the model (none, another version, or a rebuild is under way).
 	noSnapshot = ^uint64(0)
@@ -284,11 +286,11 @@ func (r *Runner) Rebuild(ctx context.Context) error {
 	return r.WaitFor(ctx, target)
 }
 
-// Run restores the projection's latest snapshot (or, when there is none or
-// it is of another Version, resets the model and starts from position 1),
-// then applies every later commit in order until ctx is done. It snapshots
-// every SnapshotEvery or SnapshotAfter events, and once more on the way
-// out. It returns nil when ctx is done, an error when the snapshot bucket
+// Run restores the projection's latest snapshot (or, when there is none,
+// it is of another Version, or it cannot be read or restored, resets the
+// model and starts from position 1), then applies every later commit in
+// order until ctx is done. It snapshots every SnapshotEvery or
+// SnapshotAfter events, and once more on the way out. It returns nil when ctx is done, an error when the snapshot bucket
 // or the consumer fail; at most one Run may run at a time.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
@@ -336,27 +338,30 @@ type snapshotWritten struct {
 	err error
 }
 
+// errOtherSnapshot marks a stored snapshot of another projection version.
+var errOtherSnapshot = errors.New("snapshot of another version")
+
+// restore replaces the model with its stored snapshot. When there is none
+// the model starts empty at position 1; a snapshot of another version, or
+// one that cannot be read or restored (damaged or truncated bytes, a
+// failed digest, a panicking Restore), or that claims a position past the
+// stream's end, is discarded and the model rebuilt from position 1.
 func (l *runLoop) restore(ctx context.Context) error {
 	r := l.r
-	res, err := l.obs.Get(ctx, r.p.Name())
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
+	data, pos, err := l.readSnapshot(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
 		r.p.Reset()
 		r.pos.Store(0)
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("get snapshot: %w", err)
-	}
-	defer res.Close()
-	info, err := res.Info()
-	if err != nil {
-		return fmt.Errorf("get snapshot: %w", err)
-	}
-	version, verr := strconv.Atoi(info.Metadata[snapshotMetaVersion])
-	pos, perr := strconv.ParseUint(info.Metadata[snapshotMetaPosition], 10, 64)
-	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() {
-		r.log.Info("ignoring snapshot of another version; rebuilding from position 1",
-			"snapshot_version", info.Metadata[snapshotMetaVersion], "version", r.p.Version())
+	case errors.Is(err, errOtherSnapshot):
+		r.log.Info("ignoring snapshot; rebuilding from position 1", "error", err, "version", r.p.Version())
+		return l.startRebuild(ctx)
+	case err != nil:
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.log.Warn("discarding snapshot that cannot be read; rebuilding from position 1", "error", err)
 		return l.startRebuild(ctx)
 	}
 	last, err := r.store.LastPosition(ctx)
@@ -367,12 +372,8 @@ func (l *runLoop) restore(ctx context.Context) error {
 		r.log.Warn("discarding snapshot past the stream's end; rebuilding from position 1", "snapshot_position", pos, "stream_last", last)
 		return l.startRebuild(ctx)
 	}
-	data, err := io.ReadAll(res)
-	if err != nil {
-		return fmt.Errorf("read snapshot: %w", err)
-	}
-	if err := r.p.Restore(data); err != nil {
-		r.log.Warn("snapshot does not restore; rebuilding from position 1", "error", err)
+	if err := restoreModel(r.p, data); err != nil {
+		r.log.Warn("discarding snapshot that does not restore; rebuilding from position 1", "error", err)
 		return l.startRebuild(ctx)
 	}
 	r.pos.Store(pos)
@@ -380,6 +381,48 @@ func (l *runLoop) restore(ctx context.Context) error {
 	l.snapPos = pos
 	r.log.Info("restored snapshot", "position", pos, "bytes", len(data))
 	return nil
+}
+
+// readSnapshot reads the stored snapshot and the position it holds. It
+// returns jetstream.ErrObjectNotFound when there is none, errOtherSnapshot
+// for one of another version, and any other error for one that cannot be
+// read whole.
+func (l *runLoop) readSnapshot(ctx context.Context) ([]byte, uint64, error) {
+	r := l.r
+	ctx, cancel := context.WithTimeout(ctx, snapshotReadTimeout)
+	defer cancel()
+	res, err := l.obs.Get(ctx, r.p.Name())
+	if err != nil {
+		return nil, 0, fmt.Errorf("get snapshot: %w", err)
+	}
+	defer res.Close()
+	info, err := res.Info()
+	if err != nil {
+		return nil, 0, fmt.Errorf("get snapshot: %w", err)
+	}
+	version, verr := strconv.Atoi(info.Metadata[snapshotMetaVersion])
+	pos, perr := strconv.ParseUint(info.Metadata[snapshotMetaPosition], 10, 64)
+	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() {
+		return nil, 0, fmt.Errorf("%w: name %q, version %q", errOtherSnapshot, info.Metadata[snapshotMetaName], info.Metadata[snapshotMetaVersion])
+	}
+	data, err := io.ReadAll(res)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read snapshot: %w", err)
+	}
+	if uint64(len(data)) != info.Size {
+		return nil, 0, fmt.Errorf("read snapshot: %d of %d bytes", len(data), info.Size)
+	}
+	return data, pos, nil
+}
+
+// restoreModel restores p from data, turning a panic into an error.
+func restoreModel(p projections.Projection, data []byte) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("restore panicked: %v", v)
+		}
+	}()
+	return p.Restore(data)
 }
 
 func (l *runLoop) startRebuild(ctx context.Context) error {
