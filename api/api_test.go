@@ -422,6 +422,15 @@ func TestAdminNeedsAdmin(t *testing.T) {
 	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.token(t, "root", auth.Admin))); err != nil {
 		t.Fatalf("admin lists projections: %v", err)
 	}
+	for _, role := range []auth.Role{auth.Walker, auth.Service, auth.Rider} {
+		tok := f.token(t, "someone", role)
+		if _, err := c.ResumeProjection(ctx, withToken(&adminv1.ResumeProjectionRequest{Name: "steps"}, tok)); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("%s resumes a projection: %v", role, err)
+		}
+		if _, err := c.SkipProjectionCommit(ctx, withToken(&adminv1.SkipProjectionCommitRequest{Name: "steps", Position: 1, Reason: "x"}, tok)); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("%s skips a commit: %v", role, err)
+		}
+	}
 }
 
 // TestMinPositionPastTheEnd: a min_position no write returned is refused

@@ -11,7 +11,9 @@ import "github.com/tideline/tideline/domain/es"
 // (events of unknown types have nil Data and may be ignored). Queries may
 // run concurrently with Apply, so implementations guard their state.
 // Apply must be deterministic: a model built live equals one rebuilt from
-// position 1.
+// position 1. An Apply that panics stops the projection at that commit
+// (the runner recovers; the server goes on) until the code is fixed or an
+// operator records the decision to skip the commit.
 type Projection interface {
 	// Name is stable; renaming a projection is a migration (it changes
 	// where its checkpoint lives).

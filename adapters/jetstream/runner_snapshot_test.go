@@ -219,7 +219,7 @@ func TestRunnerRebuildsOverDamagedSnapshots(t *testing.T) {
 					if err := r.Rebuild(shortCtx(t)); err != nil {
 						t.Errorf("Rebuild: %v", err)
 					}
-					if st := r.Status(context.Background()); st.Rebuilding || st.Lag != 0 {
+					if st := r.Status(context.Background()); st.State != tljs.Running || st.Lag != 0 {
 						t.Errorf("status %+v, want running and caught up", st)
 					}
 					if err := stop(); err != nil { // writes a good snapshot for the next case
