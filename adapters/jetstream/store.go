@@ -76,9 +76,10 @@ type Store struct {
 	js        jetstream.JetStream
 	cfg       Config
 	directGet string
-	// end is the highest stream sequence known to exist: from appends'
-	// acks, LastPosition and reads. It only grows, so a position at or
-	// below it is proven written without asking the server.
+	// end is a stream sequence known to exist, the highest seen in
+	// appends' acks and LastPosition (give or take a race between two
+	// updates): a position at or below it is proven written without
+	// asking the server.
 	end atomic.Uint64
 }
 
@@ -135,17 +136,16 @@ func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// knownEnd returns the highest stream sequence known to exist, without
-// asking the server: at most LastPosition.
+// knownEnd returns a stream sequence known to exist, without asking the
+// server: at most LastPosition.
 func (s *Store) knownEnd() uint64 { return s.end.Load() }
 
-// sawEnd records that sequence seq exists.
+// sawEnd records that sequence seq exists. Concurrent calls may leave the
+// lower of two values: end is a lower bound of the stream's last sequence
+// either way, and appends stay free of a compare-and-swap loop.
 func (s *Store) sawEnd(seq uint64) {
-	for {
-		cur := s.end.Load()
-		if seq <= cur || s.end.CompareAndSwap(cur, seq) {
-			return
-		}
+	if seq > s.end.Load() {
+		s.end.Store(seq)
 	}
 }
 
