@@ -13,7 +13,8 @@ import "github.com/tideline/tideline/domain/es"
 // Apply must be deterministic: a model built live equals one rebuilt from
 // position 1. An Apply that panics stops the projection at that commit
 // (the runner recovers; the server goes on) until the code is fixed or an
-// operator records the decision to skip the commit.
+// operator records the decision to skip the commit; so release locks with
+// defer.
 type Projection interface {
 	// Name is stable; renaming a projection is a migration (it changes
 	// where its checkpoint lives).

@@ -324,7 +324,7 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 			t.Errorf("%v succeeded: %s", args, out)
 		}
 	}
-	if out, err = cli("projections", "skip", "steps", "--position", fmt.Sprint(bad), "--reason", "mallory's test bytes"); err != nil {
+	if out, err = cli("projections", "skip", "--position", fmt.Sprint(bad), "--reason", "mallory's test bytes", "steps"); err != nil {
 		t.Fatalf("projections skip: %v", err)
 	}
 	if !strings.Contains(out, "skips the commit at "+fmt.Sprint(bad)) || !strings.Contains(out, "running") {

@@ -45,12 +45,25 @@ func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("projections: want list, rebuild, resume or skip")
 	}
 	verb, rest := args[0], args[1:]
+	if verb == "-h" || verb == "--help" || verb == "help" {
+		fs.Usage()
+		return flag.ErrHelp
+	}
 	var name string
 	if verb != "list" && len(rest) > 0 && rest[0] != "" && rest[0][0] != '-' {
 		name, rest = rest[0], rest[1:]
 	}
 	if err := fs.Parse(rest); err != nil {
 		return err
+	}
+	if name == "" && verb != "list" && fs.NArg() > 0 { // flags before the name, maybe after it too
+		name = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("projections %s: unexpected %q", verb, fs.Arg(0))
 	}
 	switch verb {
 	case "list":
