@@ -19,6 +19,7 @@ var kindCodes = map[es.Kind]connect.Code{
 	es.Unauthenticated:    connect.CodeUnauthenticated,
 	es.Unavailable:        connect.CodeUnavailable,
 	es.ResourceExhausted:  connect.CodeResourceExhausted,
+	es.OutOfRange:         connect.CodeOutOfRange,
 }
 
 // toConnect is the one mapping from domain errors to Connect errors.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -86,6 +87,11 @@ type Store struct {
 	js        jetstream.JetStream
 	cfg       Config
 	directGet string
+	// end is a stream sequence known to exist, the highest seen in
+	// appends' acks and LastPosition (give or take a race between two
+	// updates): a position at or below it is proven written without
+	// asking the server.
+	end atomic.Uint64
 }
 
 var _ es.Store = (*Store)(nil)
@@ -141,7 +147,21 @@ func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("stream info: %w", err)
 	}
+	s.sawEnd(info.State.LastSeq)
 	return info.State.LastSeq, nil
+}
+
+// knownEnd returns a stream sequence known to exist, without asking the
+// server: at most LastPosition.
+func (s *Store) knownEnd() uint64 { return s.end.Load() }
+
+// sawEnd records that sequence seq exists. Concurrent calls may leave the
+// lower of two values: end is a lower bound of the stream's last sequence
+// either way, and appends stay free of a compare-and-swap loop.
+func (s *Store) sawEnd(seq uint64) {
+	if seq > s.end.Load() {
+		s.end.Store(seq)
+	}
 }
 
 // Append implements es.Store. It returns within Config.WriteTimeout
@@ -162,6 +182,7 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 	}
 	select {
 	case ack := <-paf.Ok():
+		s.sawEnd(ack.Sequence)
 		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
 	case err := <-paf.Err():
 		err = appendError(err)

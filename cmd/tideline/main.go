@@ -2,7 +2,7 @@
 //
 //	tideline serve        run the server (embedded NATS + Connect API)
 //	tideline token        print a bearer token for a user and role
-//	tideline projections  list read models, or rebuild one
+//	tideline projections  list read models; rebuild, resume or skip a commit
 //	tideline device       register, revoke and list edge devices
 //	tideline nats-user    register, revoke and list NATS client users
 //	tideline bench        measure Tideline against raw JetStream and connect-go
@@ -25,7 +25,7 @@ const usage = `tideline: event-sourced streaming backend on NATS JetStream
 usage:
   tideline serve [--data DIR] [--listen ADDR] [flags]   run the server
   tideline token --sub ID --role ROLE [--data DIR]      print a bearer token
-  tideline projections list|rebuild NAME [flags]        operate read models
+  tideline projections list|rebuild|resume|skip [NAME]  operate read models
   tideline device add|revoke|list [ID] [flags]          manage edge devices
   tideline nats-user add|revoke|list [NAME] [flags]     manage NATS clients (--nats-listen)
   tideline bench [--json] [flags]                       run the benchmarks

@@ -22,6 +22,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/delivery"
+	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/domain/steps"
 	"github.com/tideline/tideline/internal/dirlock"
@@ -31,6 +32,7 @@ import (
 	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 )
 
 // Config is everything `tideline serve` takes.
@@ -300,10 +302,25 @@ type runnerControl struct{ r *jetstream.Runner }
 
 func (c runnerControl) Status(ctx context.Context) api.ProjectionStatus {
 	s := c.r.Status(ctx)
-	return api.ProjectionStatus{Name: s.Name, Version: s.Version, Position: s.Position, Lag: s.Lag, Rebuilding: s.Rebuilding}
+	return api.ProjectionStatus{Name: s.Name, Version: s.Version, Position: s.Position, Lag: s.Lag,
+		State: projectionStates[s.State], StoppedAt: s.StoppedAt, Reason: s.Reason}
+}
+
+var projectionStates = map[jetstream.RunnerState]adminv1.ProjectionState{
+	jetstream.NotRunning: adminv1.ProjectionState_PROJECTION_STATE_NOT_RUNNING,
+	jetstream.Running:    adminv1.ProjectionState_PROJECTION_STATE_RUNNING,
+	jetstream.Rebuilding: adminv1.ProjectionState_PROJECTION_STATE_REBUILDING,
+	jetstream.Stopped:    adminv1.ProjectionState_PROJECTION_STATE_STOPPED,
 }
 
 func (c runnerControl) Rebuild(ctx context.Context) error { return c.r.Rebuild(ctx) }
+
+func (c runnerControl) Resume(ctx context.Context) error { return c.r.Resume(ctx) }
+
+func (c runnerControl) Skip(ctx context.Context, position uint64, reason string, meta es.Metadata) (uint64, error) {
+	decision, err := c.r.Skip(ctx, position, reason, meta)
+	return decision.Seq, err
+}
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)

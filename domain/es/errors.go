@@ -19,6 +19,7 @@ const (
 	Unauthenticated                // no or bad credentials: Connect Unauthenticated
 	Unavailable                    // try again later: Connect Unavailable
 	ResourceExhausted              // out of room (the store's disk is full); retry once freed: Connect ResourceExhausted
+	OutOfRange                     // a position past anything written: Connect OutOfRange
 )
 
 func (k Kind) String() string {
@@ -39,6 +40,8 @@ func (k Kind) String() string {
 		return "unavailable"
 	case ResourceExhausted:
 		return "resource exhausted"
+	case OutOfRange:
+		return "out of range"
 	}
 	return "internal"
 }
