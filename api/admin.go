@@ -16,7 +16,23 @@ import (
 type adminHandler struct{ d Deps }
 
 func statusPB(s ProjectionStatus) *adminv1.ProjectionStatus {
-	return &adminv1.ProjectionStatus{Name: s.Name, Version: int32(s.Version), Position: s.Position, Lag: s.Lag, Rebuilding: s.Rebuilding}
+	return &adminv1.ProjectionStatus{
+		Name: s.Name, Version: int32(s.Version), Position: s.Position, Lag: s.Lag,
+		Rebuilding: s.State == adminv1.ProjectionState_PROJECTION_STATE_REBUILDING,
+		State:      s.State, StoppedAt: s.StoppedAt, Reason: s.Reason,
+	}
+}
+
+// projection returns the named projection, for an admin caller.
+func (h *adminHandler) projection(ctx context.Context, name string) (ProjectionControl, error) {
+	if err := requireRole(ctx, auth.Admin); err != nil {
+		return nil, err
+	}
+	p, ok := h.d.Projections[name]
+	if !ok {
+		return nil, es.Invalidf("name", "no projection named %q", name)
+	}
+	return p, nil
 }
 
 func (h *adminHandler) ListProjections(ctx context.Context, _ *connect.Request[adminv1.ListProjectionsRequest]) (*connect.Response[adminv1.ListProjectionsResponse], error) {
@@ -43,12 +59,9 @@ func (h *adminHandler) ListProjections(ctx context.Context, _ *connect.Request[a
 }
 
 func (h *adminHandler) RebuildProjection(ctx context.Context, req *connect.Request[adminv1.RebuildProjectionRequest]) (*connect.Response[adminv1.RebuildProjectionResponse], error) {
-	if err := requireRole(ctx, auth.Admin); err != nil {
+	p, err := h.projection(ctx, req.Msg.Name)
+	if err != nil {
 		return nil, err
-	}
-	p, ok := h.d.Projections[req.Msg.Name]
-	if !ok {
-		return nil, es.Invalidf("name", "no projection named %q", req.Msg.Name)
 	}
 	start := time.Now()
 	if err := p.Rebuild(ctx); err != nil {
@@ -63,6 +76,32 @@ func (h *adminHandler) RebuildProjection(ctx context.Context, req *connect.Reque
 	return connect.NewResponse(&adminv1.RebuildProjectionResponse{
 		Status: statusPB(st), EventsPerSecond: rate, DurationMs: elapsed.Milliseconds(),
 	}), nil
+}
+
+func (h *adminHandler) ResumeProjection(ctx context.Context, req *connect.Request[adminv1.ResumeProjectionRequest]) (*connect.Response[adminv1.ResumeProjectionResponse], error) {
+	p, err := h.projection(ctx, req.Msg.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Resume(ctx); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&adminv1.ResumeProjectionResponse{Status: statusPB(p.Status(ctx))}), nil
+}
+
+func (h *adminHandler) SkipProjectionCommit(ctx context.Context, req *connect.Request[adminv1.SkipProjectionCommitRequest]) (*connect.Response[adminv1.SkipProjectionCommitResponse], error) {
+	p, err := h.projection(ctx, req.Msg.Name)
+	if err != nil {
+		return nil, err
+	}
+	if req.Msg.Position == 0 {
+		return nil, es.Invalidf("position", "must be the position the projection is stopped at, got 0")
+	}
+	decision, err := p.Skip(ctx, req.Msg.Position, req.Msg.Reason, es.Metadata{Actor: caller(ctx).String(), Source: "api"})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&adminv1.SkipProjectionCommitResponse{Status: statusPB(p.Status(ctx)), DecisionPosition: decision}), nil
 }
 
 const maxRejected = 1000

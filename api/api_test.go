@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -420,6 +421,72 @@ func TestAdminNeedsAdmin(t *testing.T) {
 	}
 	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.token(t, "root", auth.Admin))); err != nil {
 		t.Fatalf("admin lists projections: %v", err)
+	}
+	for _, role := range []auth.Role{auth.Walker, auth.Service, auth.Rider} {
+		tok := f.token(t, "someone", role)
+		if _, err := c.ResumeProjection(ctx, withToken(&adminv1.ResumeProjectionRequest{Name: "steps"}, tok)); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("%s resumes a projection: %v", role, err)
+		}
+		if _, err := c.SkipProjectionCommit(ctx, withToken(&adminv1.SkipProjectionCommitRequest{Name: "steps", Position: 1, Reason: "x"}, tok)); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("%s skips a commit: %v", role, err)
+		}
+	}
+}
+
+// TestMinPositionPastTheEnd: a min_position no write returned is refused
+// at once, by every kind of query, and the read model keeps answering
+// real positions.
+func TestMinPositionPastTheEnd(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	tok := f.token(t, "walker-1", auth.Walker)
+	admin := f.token(t, "root", auth.Admin)
+	steps := stepsv1connect.NewStepsServiceClient(h2c, f.url)
+	rec, err := steps.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "walker-1", Date: today(), Steps: 10}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	safety := safetyv1connect.NewSafetyServiceClient(h2c, f.url)
+	legacy := stepconnect.NewStepServiceClient(h2c, f.url)
+	for _, bogus := range []uint64{rec.Msg.Position + 1, 1 << 40, ^uint64(0)} {
+		queries := map[string]func() error{
+			"GetSteps": func() error {
+				_, err := steps.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{"walker-1"}, FromDate: today(), MinPosition: bogus}, tok))
+				return err
+			},
+			"ListDangerEvents": func() error {
+				_, err := safety.ListDangerEvents(ctx, withToken(&safetyv1.ListDangerEventsRequest{RiderId: "r1", MinPosition: bogus}, admin))
+				return err
+			},
+			"legacy_header": func() error {
+				req := withToken(&steppb.GetStepsByUuidsInput{UserIds: []string{"walker-1"}, Date: today()}, tok)
+				req.Header().Set(api.MinPositionHeader, strconv.FormatUint(bogus, 10))
+				_, err := legacy.GetStepsByUuids(ctx, req)
+				return err
+			},
+		}
+		for name, query := range queries {
+			start := time.Now()
+			err := query()
+			if connect.CodeOf(err) != connect.CodeOutOfRange || !strings.Contains(err.Error(), "min_position") {
+				t.Errorf("%s with min_position %d: %v, want OutOfRange naming min_position", name, bogus, err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("%s with min_position %d answered after %v, want at once", name, bogus, d)
+			}
+		}
+	}
+	got, err := steps.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{"walker-1"}, FromDate: today(), MinPosition: rec.Msg.Position}, tok))
+	if err != nil || len(got.Msg.Steps) != 1 || got.Msg.Steps[0].Steps != 10 {
+		t.Fatalf("GetSteps at the written position: %v, %v", got, err)
+	}
+	more, err := steps.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "walker-1", Date: today(), Steps: 20}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = steps.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{"walker-1"}, FromDate: today(), MinPosition: more.Msg.Position}, tok))
+	if err != nil || got.Msg.Steps[0].Steps != 20 {
+		t.Fatalf("GetSteps after a write following the refused positions: %v, %v", got, err)
 	}
 }
 

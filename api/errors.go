@@ -18,6 +18,8 @@ var kindCodes = map[es.Kind]connect.Code{
 	es.Forbidden:          connect.CodePermissionDenied,
 	es.Unauthenticated:    connect.CodeUnauthenticated,
 	es.Unavailable:        connect.CodeUnavailable,
+	es.ResourceExhausted:  connect.CodeResourceExhausted,
+	es.OutOfRange:         connect.CodeOutOfRange,
 }
 
 // toConnect is the one mapping from domain errors to Connect errors.

@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -46,17 +47,32 @@ type ReadModel interface {
 
 // ProjectionStatus is one projection's state as the admin API reports it.
 type ProjectionStatus struct {
-	Name       string
-	Version    int
-	Position   uint64
-	Lag        uint64
-	Rebuilding bool
+	Name     string
+	Version  int
+	Position uint64
+	Lag      uint64
+	State    adminv1.ProjectionState
+	// StoppedAt is, when stopped, the position of the commit it cannot
+	// apply; Reason says why it is stopped or not running.
+	StoppedAt uint64
+	Reason    string
 }
 
 // ProjectionControl is a running projection as the admin API operates it.
+// adapters/jetstream.Runner implements it (through cmd/tideline).
 type ProjectionControl interface {
 	Status(ctx context.Context) ProjectionStatus
+	// Rebuild replays the projection from position 1 and returns once it
+	// has caught up.
 	Rebuild(ctx context.Context) error
+	// Resume retries a stopped projection from the commit it stopped at;
+	// es.FailedPrecondition if it is not stopped or stops there again.
+	Resume(ctx context.Context) error
+	// Skip records the decision (by meta's actor) that the projection
+	// skips the commit at position, the one it is stopped at, resumes it,
+	// and returns the decision's position. es.FailedPrecondition unless it
+	// is stopped at exactly position; es.Invalid for a bad reason.
+	Skip(ctx context.Context, position uint64, reason string, meta es.Metadata) (uint64, error)
 }
 
 // DeviceRejections is the device gate as the admin API reads it.
@@ -195,20 +211,29 @@ func await[T any](ctx context.Context, closing <-chan struct{}, ch <-chan T) boo
 }
 
 // waitFor implements min_position: it waits, bounded by MaxWait, until
-// the read model has applied pos.
+// the read model has applied pos. A pos past anything written is
+// OutOfRange at once (it is never trusted, nor waited for); a read model
+// stopped before pos is Unavailable at once.
 func waitFor(ctx context.Context, rm ReadModel, pos uint64, max time.Duration) error {
 	if pos == 0 || rm.Position() >= pos {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
-	if err := rm.WaitFor(wctx, pos); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, max, rm.Position())
+	err := rm.WaitFor(wctx, pos)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case es.KindOf(err) == es.OutOfRange:
+		return &es.Error{Kind: es.OutOfRange, Field: "min_position", Message: fmt.Sprintf("%d is past the last written position", pos)}
 	}
-	return nil
+	var e *es.Error
+	if errors.As(err, &e) && e.Kind == es.Unavailable && e.Err == nil {
+		return err // the read model says why, e.g. it is stopped
+	}
+	return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, max, rm.Position())
 }
 
 type healthHandler struct {

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tideline/tideline/internal/dirlock"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
 )
@@ -133,6 +133,7 @@ type Agent struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	lock      *dirlock.Lock // DataDir/LOCK: one agent per data dir
 }
 
 // Open starts the embedded server and the local streams, and begins
@@ -142,13 +143,14 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 		return nil, err
 	}
 	a = &Agent{cfg: cfg, log: cfg.Logger.With("device", cfg.Creds.DeviceID)}
+	opened := a // the error returns below set a to nil
 	defer func() {
 		if err != nil {
-			a.Close()
+			opened.Close()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+	if a.lock, err = dirlock.Acquire(cfg.DataDir, dirlock.Holder{Program: "tideline-edge --device " + cfg.Creds.DeviceID}); err != nil {
+		return nil, err
 	}
 	opts, err := serverOptions(&a.cfg)
 	if err != nil {
@@ -278,6 +280,7 @@ func (a *Agent) Close() error {
 			a.ns.Shutdown()
 			a.ns.WaitForShutdown()
 		}
+		a.lock.Release()
 	})
 	return nil
 }

@@ -11,7 +11,10 @@ import "github.com/tideline/tideline/domain/es"
 // (events of unknown types have nil Data and may be ignored). Queries may
 // run concurrently with Apply, so implementations guard their state.
 // Apply must be deterministic: a model built live equals one rebuilt from
-// position 1.
+// position 1. An Apply that panics stops the projection at that commit
+// (the runner recovers; the server goes on) until the code is fixed or an
+// operator records the decision to skip the commit; so release locks with
+// defer.
 type Projection interface {
 	// Name is stable; renaming a projection is a migration (it changes
 	// where its checkpoint lives).
@@ -23,6 +26,8 @@ type Projection interface {
 	// Reset empties the model, as before position 1.
 	Reset()
 	// Snapshot serializes the model; Restore replaces the model with one.
+	// When Restore fails (or panics) the runner discards the snapshot and
+	// rebuilds the model from position 1.
 	Snapshot() ([]byte, error)
 	Restore(data []byte) error
 }

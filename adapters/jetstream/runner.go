@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 )
 
 // RunnerOptions tune a Runner.
@@ -34,13 +36,46 @@ type RunnerOptions struct {
 	Logger *slog.Logger
 }
 
+// RunnerState is what a runner is doing.
+type RunnerState int
+
+const (
+	// NotRunning: Run is not running (not started yet, or it returned).
+	NotRunning RunnerState = iota
+	// Running: applying commits as they are written.
+	Running
+	// Rebuilding: replaying from position 1 up to the stream's last
+	// sequence as of the rebuild's start.
+	Rebuilding
+	// Stopped: halted at a commit the projection cannot decode or apply;
+	// see Resume and Skip.
+	Stopped
+)
+
+func (s RunnerState) String() string {
+	switch s {
+	case Running:
+		return "running"
+	case Rebuilding:
+		return "rebuilding"
+	case Stopped:
+		return "stopped"
+	}
+	return "not running"
+}
+
 // RunnerStatus describes a runner at one moment.
 type RunnerStatus struct {
-	Name       string
-	Version    int
-	Position   uint64 // last applied commit sequence
-	Lag        uint64 // stream last sequence - Position; 0 when the stream cannot be read
-	Rebuilding bool   // replaying from position 1 after a version change or Rebuild
+	Name     string
+	Version  int
+	Position uint64 // last applied commit sequence
+	Lag      uint64 // stream last sequence - Position; 0 when the stream cannot be read
+	State    RunnerState
+	// StoppedAt is, when Stopped, the sequence of the commit the
+	// projection cannot apply; Position is before it.
+	StoppedAt uint64
+	// Reason says why the runner is Stopped, or why Run returned an error.
+	Reason string
 }
 
 // Snapshot object metadata keys. The object's bytes are the projection's
@@ -58,17 +93,31 @@ const (
 	maxBatch = 256
 	// pullMaxMessages is how many messages the consumer keeps in flight.
 	pullMaxMessages = 2048
+	// feedHeartbeat is the consumer's idle heartbeat: a consumer the server
+	// lost (JetStream restarted after a full disk) is recreated after two
+	// missed, rather than the ordered consumer's default 2×5s.
+	feedHeartbeat = time.Second
 	// snapshotWriteTimeout bounds one snapshot upload, including the final
-	// one written after Run's context is done.
+	// one written after Run's context is done; snapshotReadTimeout bounds
+	// reading one back.
 	snapshotWriteTimeout = time.Minute
+	snapshotReadTimeout  = time.Minute
 	// noSnapshot is the snapshot position when the stored snapshot does not
 	// match the model (none, another version, or a rebuild is under way).
 	noSnapshot = ^uint64(0)
+	// maxSkipReason bounds the reason recorded with a skip decision.
+	maxSkipReason = 1000
 )
 
 // Runner feeds one projection from the events stream: it restores the
 // projection's latest snapshot, applies every later commit in order with an
 // ordered consumer, snapshots periodically, and rebuilds on demand.
+//
+// A commit the projection cannot decode, or whose Apply panics, stops the
+// runner at that commit (state Stopped): the model stays as of the commit
+// before, queries still read it, and waiting for a position at or past the
+// commit fails. Resume retries the commit (as does the next Run); Skip
+// records the decision to pass it, which every later replay honours.
 //
 // Apply, Reset, Restore and Snapshot are only ever called from Run's
 // goroutine, so a snapshot always matches the position it is stored with.
@@ -83,13 +132,17 @@ type Runner struct {
 	advanced   atomic.Pointer[chan struct{}]
 	rebuilding atomic.Bool
 	running    atomic.Bool
+	halted     atomic.Pointer[halt]   // non-nil while stopped at a commit
+	failure    atomic.Pointer[string] // why the last Run returned an error
 	rebuilds   chan rebuildRequest
+	controls   chan control
 	types      map[string]struct{} // nil: the projection reads every type
 
 	// For a scoped projection (subjects non-nil), covered is a position up
 	// to which the stream was shown to hold nothing more for it than it
-	// applied; Position reports the larger of the two. gen counts rebuilds
-	// so a proof begun before one is not recorded after it.
+	// applied; Position reports the larger of the two. It never exceeds
+	// the stream's end. gen counts rewinds so a proof begun before one is
+	// not recorded after it.
 	subjects []string
 	covMu    sync.Mutex
 	gen      uint64
@@ -100,6 +153,19 @@ type Runner struct {
 type rebuildRequest struct {
 	target uint64     // the stream's last sequence when Rebuild was called
 	done   chan error // nil once the model is reset and replay has started
+}
+
+// halt is where and why a runner stopped.
+type halt struct {
+	pos    uint64
+	reason string
+}
+
+// control asks Run to add skip (unless 0) to the skipped positions and to
+// resume a halted model.
+type control struct {
+	skip uint64
+	done chan error
 }
 
 // NewRunner returns a runner of p on store's events stream.
@@ -122,6 +188,7 @@ func NewRunner(store *Store, p projections.Projection, opts RunnerOptions) *Runn
 		opts:     opts,
 		log:      opts.Logger.With("projection", p.Name()),
 		rebuilds: make(chan rebuildRequest),
+		controls: make(chan control),
 	}
 	if sc, ok := p.(projections.Scoped); ok {
 		r.subjects = sc.Subjects()
@@ -144,18 +211,27 @@ func (r *Runner) Name() string { return r.p.Name() }
 // 0 before any, and again right after a Rebuild resets the model.
 func (r *Runner) Position() uint64 { return max(r.pos.Load(), r.covered.Load()) }
 
-// Advanced returns a channel closed the next time Position advances. Each
-// advance closes the current channel and starts a new one; advances within
-// one applied batch close a single channel.
+// Advanced returns a channel closed the next time Position advances or the
+// runner stops at a commit. Each closes the current channel and starts a
+// new one; advances within one applied batch close a single channel.
 func (r *Runner) Advanced() <-chan struct{} { return *r.advanced.Load() }
 
-// WaitFor returns nil once Position() >= pos, or ctx's error. Callers bound
-// ctx: if Run is not running, only ctx ends the wait.
+// WaitFor returns nil once Position() >= pos, or ctx's error. It fails at
+// once with an es.OutOfRange error when pos lies past the stream's last
+// sequence (no append returned it), and with an es.Unavailable error while
+// the runner is stopped at a commit at or before pos. Callers bound ctx:
+// if Run is not running, only ctx ends the wait.
 func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
 	for {
 		ch := r.Advanced() // before the check, so an advance in between is not missed
 		if r.Position() >= pos {
 			return nil
+		}
+		if h := r.halted.Load(); h != nil && h.pos <= pos {
+			return es.Errorf(es.Unavailable, "read model %s is stopped at position %d", r.p.Name(), h.pos)
+		}
+		if err := r.written(ctx, pos); err != nil {
+			return err
 		}
 		if covered, err := r.cover(ctx, pos); err != nil {
 			return err
@@ -169,6 +245,27 @@ func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
 		}
 	}
 }
+
+// written returns nil if the stream holds pos and an es.OutOfRange error
+// if it ends before. It asks the server only when pos is past the highest
+// sequence known to exist, which a position an append returned in this
+// process never is.
+func (r *Runner) written(ctx context.Context, pos uint64) error {
+	if pos <= r.knownEnd() {
+		return nil
+	}
+	last, err := r.store.LastPosition(ctx)
+	if err != nil {
+		return es.Wrap(es.Unavailable, "read the stream's last position", err)
+	}
+	if pos > last {
+		return es.Errorf(es.OutOfRange, "position %d is past the end of the event stream", pos)
+	}
+	return nil
+}
+
+// knownEnd returns a sequence the stream is known to hold, without asking.
+func (r *Runner) knownEnd() uint64 { return max(r.store.knownEnd(), r.pos.Load()) }
 
 // Lag returns the stream's last sequence minus Position: 0 when caught up.
 func (r *Runner) Lag(ctx context.Context) (uint64, error) {
@@ -186,10 +283,11 @@ func (r *Runner) Lag(ctx context.Context) (uint64, error) {
 
 // cover reports whether a scoped projection has everything it reads up to
 // pos: no message on its subjects lies after what it applied and at or
-// before pos. Every sequence up to pos exists once pos was returned by an
-// append, so the answer cannot change later; it is recorded in covered.
+// before pos. Once the stream holds pos the answer cannot change, so it is
+// recorded in covered; a pos past the stream's known end is never covered
+// (it would let a caller's made-up position stand for writes to come).
 func (r *Runner) cover(ctx context.Context, pos uint64) (bool, error) {
-	if r.subjects == nil {
+	if r.subjects == nil || pos > r.knownEnd() {
 		return false, nil
 	}
 	r.covMu.Lock()
@@ -216,24 +314,41 @@ func (r *Runner) cover(ctx context.Context, pos uint64) (bool, error) {
 	return true, nil
 }
 
-// Status returns the runner's name, version, position, lag and whether it
-// is rebuilding. Lag is 0 when the stream cannot be read.
+// rewind sets the applied position to pos (after a reset or a restore)
+// and discards what cover proved from the old one.
+func (r *Runner) rewind(pos uint64) {
+	r.pos.Store(pos)
+	r.covMu.Lock() // after pos: a proof that saw the old pos is discarded
+	r.gen++
+	r.covered.Store(0)
+	r.covMu.Unlock()
+}
+
+// Status returns the runner's name, version, position, lag and state, with
+// where and why it is stopped. Lag is 0 when the stream cannot be read.
 func (r *Runner) Status(ctx context.Context) RunnerStatus {
 	lag, _ := r.Lag(ctx)
-	return RunnerStatus{
-		Name:       r.p.Name(),
-		Version:    r.p.Version(),
-		Position:   r.Position(),
-		Lag:        lag,
-		Rebuilding: r.rebuilding.Load() && r.Position() < r.target.Load(),
+	st := RunnerStatus{Name: r.p.Name(), Version: r.p.Version(), Position: r.Position(), Lag: lag, State: Running}
+	switch h := r.halted.Load(); {
+	case !r.running.Load():
+		st.State = NotRunning
+		if f := r.failure.Load(); f != nil {
+			st.Reason = *f
+		}
+	case h != nil:
+		st.State, st.StoppedAt, st.Reason = Stopped, h.pos, h.reason
+	case r.rebuilding.Load() && st.Position < r.target.Load():
+		st.State = Rebuilding
 	}
+	return st
 }
 
 // Rebuild asks the running Run to reset the model and replay it from
-// position 1, then carry on live. It returns once the replay has reached
-// the stream's last sequence as of the call, or with ctx's error (the
-// rebuild itself carries on). It waits for Run to accept the request, so
-// callers bound ctx.
+// position 1 (reading the recorded skip decisions again), then carry on
+// live. It returns once the replay has reached the stream's last sequence
+// as of the call, with an es.Unavailable error if it stops at a commit
+// before, or with ctx's error (the rebuild itself carries on). It waits for
+// Run to accept the request, so callers bound ctx.
 func (r *Runner) Rebuild(ctx context.Context) error {
 	target, err := r.store.LastPosition(ctx)
 	if err != nil {
@@ -256,20 +371,128 @@ func (r *Runner) Rebuild(ctx context.Context) error {
 	return r.WaitFor(ctx, target)
 }
 
-// Run restores the projection's latest snapshot (or, when there is none or
-// it is of another Version, resets the model and starts from position 1),
-// then applies every later commit in order until ctx is done. It snapshots
-// every SnapshotEvery or SnapshotAfter events, and once more on the way
-// out. It returns nil when ctx is done, an error when the snapshot bucket
-// or the consumer fail; at most one Run may run at a time.
+// Resume retries a Stopped runner from the commit it stopped at, after
+// reading the recorded skip decisions again (use it once the code that
+// failed on the commit is fixed; a new Run retries too). If Apply panicked
+// part-way through the commit, the model is first restored from its last
+// snapshot. Resume returns nil once the projection is past the commit, an
+// es.FailedPrecondition error if it is not stopped or stops before the
+// commit again, or ctx's error. It waits for Run, so callers bound ctx.
+func (r *Runner) Resume(ctx context.Context) error {
+	h := r.halted.Load()
+	if h == nil {
+		return es.Errorf(es.FailedPrecondition, "projection %s is not stopped", r.p.Name())
+	}
+	if err := r.control(ctx, control{}); err != nil {
+		return err
+	}
+	return r.awaitPast(ctx, h.pos)
+}
+
+// Skip records the decision that the projection does not apply the commit
+// at pos, the one it is stopped at: a ProjectionCommitSkipped event on
+// ev.admin.projection.<name> with reason and meta (who decided). Then it
+// resumes the runner past the commit, as Resume does. Every later replay
+// and rebuild of the projection skips that commit too.
+//
+// It returns the decision's position; an es.Invalid error for a reason
+// that is empty or longer than 1000 bytes, an es.FailedPrecondition error
+// unless the runner is stopped at exactly pos, or ctx's error once the
+// decision is recorded (the runner then carries on by itself).
+func (r *Runner) Skip(ctx context.Context, pos uint64, reason string, meta es.Metadata) (es.Position, error) {
+	if reason == "" || len(reason) > maxSkipReason {
+		return es.Position{}, es.Invalidf("reason", "must be 1 to %d bytes, got %d", maxSkipReason, len(reason))
+	}
+	h := r.halted.Load()
+	if h == nil {
+		return es.Position{}, es.Errorf(es.FailedPrecondition, "projection %s is not stopped: only the commit it is stopped at can be skipped", r.p.Name())
+	}
+	if h.pos != pos {
+		return es.Position{}, es.Errorf(es.FailedPrecondition, "projection %s is stopped at position %d, not %d: only that commit can be skipped", r.p.Name(), h.pos, pos)
+	}
+	res, err := r.store.Append(ctx, skipStream(r.p.Name()), []proto.Message{&adminv1.ProjectionCommitSkipped{
+		Projection: r.p.Name(),
+		Position:   pos,
+		Reason:     reason,
+		Error:      h.reason,
+		Version:    int32(r.p.Version()),
+	}}, es.AppendOptions{
+		ExpectedVersion: es.AnyVersion,
+		IdempotencyKey:  "skip-" + strconv.FormatUint(pos, 10),
+		Meta:            meta,
+	})
+	if err != nil {
+		return es.Position{}, fmt.Errorf("record skip decision: %w", err)
+	}
+	r.log.Warn("recorded decision to skip a commit", "position", pos, "reason", reason, "actor", meta.Actor, "decision", res.Position.Seq)
+	if err := r.control(ctx, control{skip: pos}); err != nil {
+		return res.Position, err
+	}
+	return res.Position, r.awaitPast(ctx, pos)
+}
+
+// skipStream is where a projection's skip decisions are recorded.
+func skipStream(projection string) es.StreamID {
+	return es.StreamID{Context: "admin", Type: "projection", ID: projection}
+}
+
+// control hands c to Run and returns Run's answer.
+func (r *Runner) control(ctx context.Context, c control) error {
+	c.done = make(chan error, 1)
+	select {
+	case r.controls <- c:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// awaitPast waits until Position reaches pos, failing if the runner stops
+// before it.
+func (r *Runner) awaitPast(ctx context.Context, pos uint64) error {
+	for {
+		ch := r.Advanced()
+		if r.Position() >= pos {
+			return nil
+		}
+		if h := r.halted.Load(); h != nil {
+			return es.Errorf(es.FailedPrecondition, "projection %s is stopped at position %d: %s", r.p.Name(), h.pos, h.reason)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Run restores the projection's latest snapshot (or, when there is none,
+// it is of another Version, or it cannot be read or restored, resets the
+// model and starts from position 1), then applies every later commit in
+// order until ctx is done, skipping the commits recorded skip decisions
+// name. It snapshots every SnapshotEvery or SnapshotAfter events, and once
+// more on the way out. It returns nil when ctx is done, an error when the
+// snapshot bucket or the consumer fail; at most one Run may run at a time.
+// A commit it cannot apply stops it there (see Runner) without returning.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("projection %s: runner already running", r.p.Name())
 	}
 	defer r.running.Store(false)
+	r.failure.Store(nil)
+	// A halt lasts as long as this Run: the next one retries the commit.
+	defer r.halted.Store(nil)
 
 	if err := r.run(ctx); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("projection %s: %w", r.p.Name(), err)
+		err = fmt.Errorf("projection %s: %w", r.p.Name(), err)
+		msg := err.Error()
+		r.failure.Store(&msg)
+		return err
 	}
 	return nil
 }
@@ -284,7 +507,8 @@ func (r *Runner) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("snapshot bucket %s: %w", r.opts.Bucket, err)
 	}
-	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1)}
+	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}}
+	l.loadSkips(ctx)
 	if err := l.restore(ctx); err != nil {
 		return err
 	}
@@ -295,12 +519,17 @@ func (r *Runner) run(ctx context.Context) error {
 type runLoop struct {
 	r       *Runner
 	obs     jetstream.ObjectStore
-	feed    *feed
+	feed    *feed  // nil while halted
 	target  uint64 // while rebuilding: the position that ends the rebuild
 	snapPos uint64 // position of the stored snapshot, or noSnapshot
 	since   int    // events applied since the last snapshot was taken
 	writing bool   // a snapshot upload is in flight; it reports on written
 	written chan snapshotWritten
+	skips   map[uint64]struct{} // commits recorded skip decisions name
+	// dirty: Apply panicked part-way through a commit, so the model may
+	// hold part of it. It is never snapshotted, and resuming restores the
+	// last snapshot first.
+	dirty bool
 }
 
 type snapshotWritten struct {
@@ -308,42 +537,110 @@ type snapshotWritten struct {
 	err error
 }
 
+// loadSkips adds the projection's recorded skip decisions to l.skips. On
+// error it logs and keeps what it had: the runner then stops at a commit
+// a decision it missed would skip, rather than pass it.
+func (l *runLoop) loadSkips(ctx context.Context) {
+	r := l.r
+	commits, _, err := r.store.Load(ctx, skipStream(r.p.Name()), 0)
+	if err != nil {
+		r.log.Error("read skip decisions", "error", err)
+		return
+	}
+	for _, c := range commits {
+		for _, e := range c.Events {
+			if d, ok := e.Data.(*adminv1.ProjectionCommitSkipped); ok && d.GetProjection() == r.p.Name() {
+				l.skips[d.GetPosition()] = struct{}{}
+			}
+		}
+	}
+}
+
+// errOtherSnapshot marks a stored snapshot of another projection version.
+var errOtherSnapshot = errors.New("snapshot of another version")
+
+// restore replaces the model with its stored snapshot. When there is none
+// the model starts empty at position 1; a snapshot of another version, or
+// one that cannot be read or restored (damaged or truncated bytes, a
+// failed digest, a panicking Restore), or that claims a position past the
+// stream's end, is discarded and the model rebuilt from position 1.
 func (l *runLoop) restore(ctx context.Context) error {
 	r := l.r
-	res, err := l.obs.Get(ctx, r.p.Name())
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
+	data, pos, err := l.readSnapshot(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
 		r.p.Reset()
-		r.pos.Store(0)
+		r.rewind(0)
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("get snapshot: %w", err)
-	}
-	defer res.Close()
-	info, err := res.Info()
-	if err != nil {
-		return fmt.Errorf("get snapshot: %w", err)
-	}
-	version, verr := strconv.Atoi(info.Metadata[snapshotMetaVersion])
-	pos, perr := strconv.ParseUint(info.Metadata[snapshotMetaPosition], 10, 64)
-	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() {
-		r.log.Info("ignoring snapshot of another version; rebuilding from position 1",
-			"snapshot_version", info.Metadata[snapshotMetaVersion], "version", r.p.Version())
+	case errors.Is(err, errOtherSnapshot):
+		r.log.Info("ignoring snapshot; rebuilding from position 1", "error", err, "version", r.p.Version())
+		return l.startRebuild(ctx)
+	case err != nil:
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.log.Warn("discarding snapshot that cannot be read; rebuilding from position 1", "error", err)
 		return l.startRebuild(ctx)
 	}
-	data, err := io.ReadAll(res)
+	last, err := r.store.LastPosition(ctx)
 	if err != nil {
-		return fmt.Errorf("read snapshot: %w", err)
+		return err
 	}
-	if err := r.p.Restore(data); err != nil {
-		r.log.Warn("snapshot does not restore; rebuilding from position 1", "error", err)
+	if pos > last {
+		r.log.Warn("discarding snapshot past the stream's end; rebuilding from position 1", "snapshot_position", pos, "stream_last", last)
 		return l.startRebuild(ctx)
 	}
-	r.pos.Store(pos)
+	if err := restoreModel(r.p, data); err != nil {
+		r.log.Warn("discarding snapshot that does not restore; rebuilding from position 1", "error", err)
+		return l.startRebuild(ctx)
+	}
+	r.rewind(pos)
 	r.broadcast()
 	l.snapPos = pos
 	r.log.Info("restored snapshot", "position", pos, "bytes", len(data))
 	return nil
+}
+
+// readSnapshot reads the stored snapshot and the position it holds. It
+// returns jetstream.ErrObjectNotFound when there is none, errOtherSnapshot
+// for one of another version, and any other error for one that cannot be
+// read whole.
+func (l *runLoop) readSnapshot(ctx context.Context) ([]byte, uint64, error) {
+	r := l.r
+	ctx, cancel := context.WithTimeout(ctx, snapshotReadTimeout)
+	defer cancel()
+	res, err := l.obs.Get(ctx, r.p.Name())
+	if err != nil {
+		return nil, 0, fmt.Errorf("get snapshot: %w", err)
+	}
+	defer res.Close()
+	info, err := res.Info()
+	if err != nil {
+		return nil, 0, fmt.Errorf("get snapshot: %w", err)
+	}
+	version, verr := strconv.Atoi(info.Metadata[snapshotMetaVersion])
+	pos, perr := strconv.ParseUint(info.Metadata[snapshotMetaPosition], 10, 64)
+	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() {
+		return nil, 0, fmt.Errorf("%w: name %q, version %q", errOtherSnapshot, info.Metadata[snapshotMetaName], info.Metadata[snapshotMetaVersion])
+	}
+	data, err := io.ReadAll(res)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read snapshot: %w", err)
+	}
+	if uint64(len(data)) != info.Size {
+		return nil, 0, fmt.Errorf("read snapshot: %d of %d bytes", len(data), info.Size)
+	}
+	return data, pos, nil
+}
+
+// restoreModel restores p from data, turning a panic into an error.
+func restoreModel(p projections.Projection, data []byte) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("restore panicked: %v", v)
+		}
+	}()
+	return p.Restore(data)
 }
 
 func (l *runLoop) startRebuild(ctx context.Context) error {
@@ -352,7 +649,7 @@ func (l *runLoop) startRebuild(ctx context.Context) error {
 		return err
 	}
 	l.r.p.Reset()
-	l.r.pos.Store(0)
+	l.r.rewind(0)
 	l.target = last
 	l.r.target.Store(last)
 	l.r.rebuilding.Store(last > 0)
@@ -361,8 +658,7 @@ func (l *runLoop) startRebuild(ctx context.Context) error {
 
 func (l *runLoop) run(ctx context.Context) error {
 	r := l.r
-	var err error
-	if l.feed, err = r.startFeed(r.pos.Load(), false); err != nil {
+	if err := l.startFeed(false); err != nil {
 		return err
 	}
 	tick := time.NewTicker(r.opts.SnapshotEvery)
@@ -371,11 +667,28 @@ func (l *runLoop) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return l.stop(ctx, nil)
-		case <-l.feed.closed:
+		case <-l.feed.closedCh():
 			return l.stop(ctx, errors.New("consumer stopped"))
 		case req := <-r.rebuilds:
-			err := l.rebuild(req.target)
+			err := l.rebuild(ctx, req.target)
 			req.done <- err
+			if err != nil {
+				return l.stop(ctx, err)
+			}
+		case c := <-r.controls:
+			if c.skip != 0 {
+				l.skips[c.skip] = struct{}{}
+			}
+			if r.halted.Load() == nil {
+				var err error
+				if c.skip == 0 {
+					err = es.Errorf(es.FailedPrecondition, "projection %s is not stopped", r.p.Name())
+				}
+				c.done <- err
+				continue
+			}
+			err := l.resume(ctx)
+			c.done <- err
 			if err != nil {
 				return l.stop(ctx, err)
 			}
@@ -383,12 +696,12 @@ func (l *runLoop) run(ctx context.Context) error {
 			l.snapshot(ctx)
 		case w := <-l.written:
 			l.wrote(w)
-		case batch := <-l.feed.batches:
+		case batch := <-l.feed.batchCh():
 			if !l.apply(batch) {
 				// Only possible if the consumer reset while a callback
 				// was blocked: a commit may have been skipped.
 				r.log.Error("consumer delivered out of order; rebuilding")
-				if err := l.rebuild(r.Position()); err != nil {
+				if err := l.rebuild(ctx, r.Position()); err != nil {
 					return l.stop(ctx, err)
 				}
 				continue
@@ -398,11 +711,14 @@ func (l *runLoop) run(ctx context.Context) error {
 				r.log.Info("rebuild caught up", "position", r.Position())
 			}
 			r.broadcast()
+			if l.feed == nil {
+				continue // halted
+			}
 			if r.subjects != nil && !l.feed.filtered && l.feed.pending.Load() == 0 {
 				// Caught up: follow only our subjects from here. What the
 				// old feed still held is delivered again by the new one.
-				l.feed.stop()
-				if l.feed, err = r.startFeed(r.pos.Load(), true); err != nil {
+				l.stopFeed()
+				if err := l.startFeed(true); err != nil {
 					return l.stop(ctx, err)
 				}
 			}
@@ -413,36 +729,114 @@ func (l *runLoop) run(ctx context.Context) error {
 	}
 }
 
+// startFeed starts a feed after the applied position.
+func (l *runLoop) startFeed(filtered bool) error {
+	f, err := l.r.startFeed(l.r.pos.Load(), filtered)
+	if err != nil {
+		return err
+	}
+	l.feed = f
+	return nil
+}
+
+func (l *runLoop) stopFeed() {
+	if l.feed != nil {
+		l.feed.stop()
+		l.feed = nil
+	}
+}
+
 // apply applies batch in order. It returns false, having applied the
-// commits before it, at a commit that does not follow the position.
+// commits before it, at a commit that does not follow the position. A
+// commit a recorded decision names is passed over; at any other commit
+// that cannot be decoded or applied the runner halts, with the position
+// before that commit and the rest of the batch dropped.
 func (l *runLoop) apply(batch []delivery) bool {
+	r := l.r
 	for i := range batch {
 		d := &batch[i]
-		if d.seq <= l.r.pos.Load() {
+		if d.seq <= r.pos.Load() {
 			return false
 		}
-		for j := range d.commit.Events {
-			l.r.p.Apply(d.commit.Events[j])
+		if len(l.skips) > 0 {
+			if _, skip := l.skips[d.seq]; skip {
+				r.log.Info("skipping commit by recorded decision", "position", d.seq)
+				r.pos.Store(d.seq)
+				continue
+			}
+		}
+		if d.err != nil {
+			l.halt(d.seq, d.err.Error(), false)
+			return true
+		}
+		if err := applyCommit(r.p, d.commit.Events); err != nil {
+			l.halt(d.seq, err.Error(), true)
+			return true
 		}
 		l.since += len(d.commit.Events)
-		l.r.pos.Store(d.seq)
+		r.pos.Store(d.seq)
 	}
 	return true
 }
 
-func (l *runLoop) rebuild(target uint64) error {
+// applyCommit applies a commit's events, turning a panic in Apply into an
+// error.
+func applyCommit(p projections.Projection, events []es.Event) (err error) {
+	i := 0
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("apply %s (event %d of the commit) panicked: %v", events[i].Type, i, v)
+		}
+	}()
+	for ; i < len(events); i++ {
+		p.Apply(events[i])
+	}
+	return nil
+}
+
+// halt stops the runner at the commit at seq, which it cannot apply.
+func (l *runLoop) halt(seq uint64, reason string, dirty bool) {
+	l.stopFeed()
+	l.dirty = dirty
+	l.r.halted.Store(&halt{pos: seq, reason: reason})
+	l.r.log.Error("projection stopped at a commit it cannot apply; fix the code and resume (or restart), or skip the commit with a recorded decision",
+		"position", seq, "reason", reason)
+	l.r.broadcast()
+}
+
+// resume restarts the feed of a halted model, reading the skip decisions
+// again; a dirty model is restored from its snapshot first.
+func (l *runLoop) resume(ctx context.Context) error {
 	r := l.r
-	l.feed.stop()
+	l.loadSkips(ctx)
+	r.halted.Store(nil)
+	if l.dirty {
+		l.dirty = false
+		if l.writing {
+			l.wrote(<-l.written)
+		}
+		r.log.Info("the model may hold part of the commit it stopped at; restoring its snapshot")
+		if err := l.restore(ctx); err != nil {
+			return err
+		}
+	}
+	r.log.Info("resuming", "after", r.pos.Load())
+	r.broadcast()
+	return l.startFeed(false)
+}
+
+func (l *runLoop) rebuild(ctx context.Context, target uint64) error {
+	r := l.r
+	l.stopFeed()
 	if l.writing {
 		// Let it land first, so it cannot mark the rebuilt model as stored.
 		l.wrote(<-l.written)
 	}
+	r.halted.Store(nil)
+	l.dirty = false
+	l.loadSkips(ctx)
 	r.p.Reset()
-	r.pos.Store(0)
-	r.covMu.Lock() // after pos: a proof that saw the old pos is discarded
-	r.gen++
-	r.covered.Store(0)
-	r.covMu.Unlock()
+	r.rewind(0)
 	l.snapPos = noSnapshot // the stored snapshot is replaced once the rebuild has progressed
 	l.since = 0
 	if !r.rebuilding.Load() || target > l.target {
@@ -451,17 +845,16 @@ func (l *runLoop) rebuild(target uint64) error {
 	r.target.Store(l.target)
 	r.rebuilding.Store(l.target > 0)
 	r.log.Info("rebuilding from position 1", "target", l.target)
-	var err error
-	l.feed, err = r.startFeed(0, false)
-	return err
+	return l.startFeed(false)
 }
 
 // snapshot takes the model's snapshot on Run's goroutine and uploads it in
-// the background, unless one is in flight or the model is unchanged.
+// the background, unless one is in flight, the model is unchanged, or it
+// may hold part of a commit.
 func (l *runLoop) snapshot(ctx context.Context) {
 	pos := l.r.Position()
-	if l.writing || pos == l.snapPos {
-		return
+	if l.writing || pos == l.snapPos || l.dirty || l.r.store.writable() != nil {
+		return // a store refusing writes (disk full) is retried at the next tick
 	}
 	data, err := l.r.p.Snapshot()
 	if err != nil {
@@ -487,6 +880,8 @@ func (l *runLoop) wrote(w snapshotWritten) {
 func (l *runLoop) write(ctx context.Context, pos uint64, data []byte) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
 	defer cancel()
+	ctx, stop := l.r.store.whileWritable(ctx)
+	defer stop()
 	name := l.r.p.Name()
 	_, err := l.obs.Put(ctx, jetstream.ObjectMeta{
 		Name:        name,
@@ -501,13 +896,19 @@ func (l *runLoop) write(ctx context.Context, pos uint64, data []byte) error {
 }
 
 // stop ends the feed and writes a final snapshot if the model changed
-// since the last one. It returns err.
+// since the last one (and holds no part of a commit). It returns err.
 func (l *runLoop) stop(ctx context.Context, err error) error {
-	l.feed.stop()
+	l.stopFeed()
 	if l.writing {
 		l.wrote(<-l.written)
 	}
-	if pos := l.r.Position(); pos != l.snapPos {
+	if pos := l.r.Position(); pos != l.snapPos && !l.dirty {
+		if werr := l.r.store.writable(); werr != nil {
+			// An upload would wait out snapshotWriteTimeout for nothing;
+			// the next Run replays from the last stored snapshot.
+			l.r.log.Warn("final snapshot skipped", "position", pos, "error", werr)
+			return err
+		}
 		data, serr := l.r.p.Snapshot()
 		if serr == nil {
 			serr = l.write(ctx, pos, data)
@@ -540,11 +941,13 @@ type feed struct {
 	batch []delivery
 }
 
-// delivery is one stream message: a decoded commit, or a message skipped
-// (no events) that still advances the position.
+// delivery is one stream message: a decoded commit, a message skipped (no
+// events) that still advances the position, or a commit that does not
+// decode (err).
 type delivery struct {
 	seq    uint64
 	commit es.Commit
+	err    error
 }
 
 // startFeed starts an ordered consumer at after+1, on the projection's
@@ -567,7 +970,7 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 	}
 	f := &feed{filtered: filtered, batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
 	f.cc, err = cons.Consume(func(m jetstream.Msg) { f.receive(r.decode(m)) },
-		jetstream.PullMaxMessages(pullMaxMessages),
+		jetstream.PullMaxMessages(pullMaxMessages), jetstream.PullHeartbeat(feedHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			r.log.Warn("consumer", "error", err)
 		}))
@@ -603,10 +1006,28 @@ func (f *feed) stop() {
 	close(f.stopped)
 }
 
+// batchCh and closedCh are nil for no feed: they never fire.
+func (f *feed) batchCh() <-chan []delivery {
+	if f == nil {
+		return nil
+	}
+	return f.batches
+}
+
+func (f *feed) closedCh() <-chan struct{} {
+	if f == nil {
+		return nil
+	}
+	return f.closed
+}
+
 // decode turns a stream message into a delivery and reports how many
-// messages the stream holds after it. A message that is not a commit on an
-// ev.<context>.<type>.<id> subject is logged and delivered without events,
-// so the position still advances past it.
+// messages the stream holds after it. A message on a subject that is not
+// an ev.<context>.<type>.<id> stream is logged and delivered without
+// events, so the position still advances past it: no aggregate can own it
+// (the store appends only to valid streams), so no projection could read
+// it. A message on a stream's subject that does not decode is delivered
+// with its error, and stops the runner there.
 func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 	var recorded time.Time
 	d.seq, pending, recorded, ok = ackSequences(m.Reply())
@@ -633,8 +1054,7 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 		return d, pending, true // an unfiltered replay: not ours
 	}
 	if d.commit, err = DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
-		r.log.Error("skipping undecodable commit", "seq", d.seq, "subject", m.Subject(), "error", err)
-		d.commit = es.Commit{}
+		d.err = err
 	}
 	for i := range d.commit.Events {
 		d.commit.Events[i].RecordedAt = recorded

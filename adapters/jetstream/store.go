@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,6 +49,14 @@ type Config struct {
 	DuplicateWindow time.Duration
 	// APIPrefix is the JetStream API prefix; default "$JS.API".
 	APIPrefix string
+	// WriteTimeout bounds how long an append waits for the server's
+	// acknowledgement when its context allows longer; default 5s. A server
+	// that cannot write (a full disk) sends none.
+	WriteTimeout time.Duration
+	// Writable, if set, is asked before every append: a non-nil error
+	// fails the append at once, nothing sent. The embedded server's
+	// natsserver.DiskGuard.Err reports a full disk this way.
+	Writable func() error
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +72,9 @@ func (c Config) withDefaults() Config {
 	if c.APIPrefix == "" {
 		c.APIPrefix = jetstream.DefaultAPIPrefix
 	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 5 * time.Second
+	}
 	c.APIPrefix = strings.TrimSuffix(c.APIPrefix, ".")
 	return c
 }
@@ -75,6 +87,11 @@ type Store struct {
 	js        jetstream.JetStream
 	cfg       Config
 	directGet string
+	// end is a stream sequence known to exist, the highest seen in
+	// appends' acks and LastPosition (give or take a race between two
+	// updates): a position at or below it is proven written without
+	// asking the server.
+	end atomic.Uint64
 }
 
 var _ es.Store = (*Store)(nil)
@@ -83,7 +100,11 @@ var _ es.Store = (*Store)(nil)
 // store on it.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
-	js, err := jetstream.NewWithAPIPrefix(nc, cfg.APIPrefix, jetstream.WithPublishAsyncMaxPending(8192))
+	// The ack timeout also frees the pending slot of an append that is
+	// never acknowledged; without it 8192 of them would stall every later
+	// append until a restart.
+	js, err := jetstream.NewWithAPIPrefix(nc, cfg.APIPrefix,
+		jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(cfg.WriteTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
@@ -126,21 +147,42 @@ func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("stream info: %w", err)
 	}
+	s.sawEnd(info.State.LastSeq)
 	return info.State.LastSeq, nil
 }
 
-// Append implements es.Store.
+// knownEnd returns a stream sequence known to exist, without asking the
+// server: at most LastPosition.
+func (s *Store) knownEnd() uint64 { return s.end.Load() }
+
+// sawEnd records that sequence seq exists. Concurrent calls may leave the
+// lower of two values: end is a lower bound of the stream's last sequence
+// either way, and appends stay free of a compare-and-swap loop.
+func (s *Store) sawEnd(seq uint64) {
+	if seq > s.end.Load() {
+		s.end.Store(seq)
+	}
+}
+
+// Append implements es.Store. It returns within Config.WriteTimeout
+// whatever ctx allows: es.ErrStoreFull (kind ResourceExhausted) when the
+// server has no room, at once; kind Unavailable when the server cannot be
+// reached or does not acknowledge in time (the commit may then still land).
 func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (es.AppendResult, error) {
 	msg, err := encodeCommit(stream, events, opts)
 	if err != nil {
 		return es.AppendResult{}, err
 	}
+	if err := s.writable(); err != nil {
+		return es.AppendResult{}, err
+	}
 	paf, err := s.js.PublishMsgAsync(msg)
 	if err != nil {
-		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit", err)
+		return es.AppendResult{}, appendError(err)
 	}
 	select {
 	case ack := <-paf.Ok():
+		s.sawEnd(ack.Sequence)
 		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
 	case err := <-paf.Err():
 		err = appendError(err)
@@ -189,13 +231,92 @@ func (s *Store) retriedCommit(ctx context.Context, msg *nats.Msg, expected uint6
 	return seq, true, nil
 }
 
+// JetStream error codes nats.go does not name (nats-server's
+// jetstream_errors_generated.go): each says the server has no room.
+const (
+	jsErrCodeAccountResourcesExceeded = 10002 // resource limits exceeded for account
+	jsErrCodeInsufficientResources    = 10023 // insufficient resources: the server's max store is reached
+	jsErrCodeMemoryResourcesExceeded  = 10028
+	jsErrCodeStorageResourcesExceeded = 10047
+)
+
 func appendError(err error) error {
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return es.ErrConflict
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return es.ErrConflict
+		case jsErrCodeAccountResourcesExceeded, jsErrCodeInsufficientResources,
+			jsErrCodeMemoryResourcesExceeded, jsErrCodeStorageResourcesExceeded:
+			return storeFull(err)
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return es.Wrap(es.Unavailable, "append commit: event store unavailable", err)
+		}
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return es.Wrap(es.Unavailable, "append commit: no acknowledgement in time; outcome unknown", err)
+	case errors.Is(err, nats.ErrNoResponders):
+		return es.Wrap(es.Unavailable, "append commit: event store unavailable", err)
 	}
 	return es.Wrap(es.Unavailable, "append commit", err)
+}
+
+// storeFull returns es.ErrStoreFull with cause err.
+func storeFull(err error) error {
+	return &es.Error{Kind: es.ErrStoreFull.Kind, Message: es.ErrStoreFull.Message, Err: err}
+}
+
+// writable asks Config.Writable.
+func (s *Store) writable() error {
+	if s.cfg.Writable == nil {
+		return nil
+	}
+	return s.cfg.Writable()
+}
+
+// whileWritable returns a context that is also canceled, with the error
+// as its cause, once Config.Writable reports one: an upload the server
+// will never acknowledge (its disk is full) is abandoned then rather than
+// at its deadline.
+func (s *Store) whileWritable(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if s.cfg.Writable == nil {
+		return ctx, func() { cancel(nil) }
+	}
+	go func() {
+		t := time.NewTicker(writableEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.cfg.Writable(); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// writableEvery is how often whileWritable asks Config.Writable.
+const writableEvery = 50 * time.Millisecond
+
+// Healthy returns nil when the store can take writes and its stream
+// answers within ctx. Otherwise it returns what an append would: an
+// *es.Error of kind ResourceExhausted (es.ErrStoreFull) when the disk is
+// full, of kind Unavailable when the stream cannot be reached.
+func (s *Store) Healthy(ctx context.Context) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if _, err := s.js.Stream(ctx, s.cfg.Stream); err != nil {
+		return es.Wrap(es.Unavailable, "event store unavailable", err)
+	}
+	return nil
 }
 
 // encodeCommit builds the message for one commit. It validates the stream

@@ -18,7 +18,9 @@ type Config struct {
 	// StoreDir holds JetStream's files. Required.
 	StoreDir string
 	// ClientListen is host:port for NATS clients; empty means in-process
-	// only (no TCP listener). Port -1 picks a free port.
+	// only (no TCP listener). Port -1 picks a free port. Clients on it
+	// must be registered in Users; in-process connections (the hub's
+	// own) need no credentials and keep full rights.
 	ClientListen string
 	// SyncAlways fsyncs every write before acking: survives power loss on
 	// one node at a large cost in throughput. Default: the server's
@@ -41,9 +43,12 @@ type Config struct {
 	// the URL it was given, so a proxy or a cut link in between is obeyed.
 	LeafAdvertise bool
 	// Devices authenticates edge devices connecting as leaf nodes and
-	// confines each to its own subjects. Client connections are not
-	// affected: they stay as open as without Devices.
+	// confines each to its own subjects.
 	Devices *Devices
+	// Users authenticates NATS clients on ClientListen and gives each its
+	// role's rights (clients.go, guard.go); nil refuses every client that
+	// is not in-process.
+	Users *Users
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -84,15 +89,19 @@ func Start(cfg Config) (*server.Server, error) {
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
 		opts.LeafNode.NoAdvertise = !cfg.LeafAdvertise
 	}
-	if cfg.Devices != nil {
-		opts.CustomClientAuthentication = cfg.Devices
-	}
+	// One authenticator for every connection: nats-server then ignores its
+	// own users, so nothing gets in without Devices or Users.
+	opts.CustomClientAuthentication = clientAuth{devices: cfg.Devices, users: cfg.Users}
+	opts.AlwaysEnableNonce = true // users sign it
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("new nats server: %w", err)
 	}
 	if cfg.Devices != nil {
 		cfg.Devices.attach(s, cfg.JetStreamDomain)
+	}
+	if cfg.Users != nil {
+		cfg.Users.attach(s)
 	}
 	if cfg.Logs {
 		s.ConfigureLogger()
@@ -101,6 +110,12 @@ func Start(cfg Config) (*server.Server, error) {
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
 		return nil, errors.New("nats server not ready after 30s")
+	}
+	if cfg.Users != nil {
+		if _, err := startGuard(s, cfg.Users); err != nil {
+			s.Shutdown()
+			return nil, err
+		}
 	}
 	return s, nil
 }

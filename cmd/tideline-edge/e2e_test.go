@@ -144,7 +144,8 @@ func (p *proc) waitLog(tb testing.TB, re *regexp.Regexp, d time.Duration) []stri
 type hubProc struct {
 	bin, dir, leaf, nats string
 	p                    *proc
-	nc                   *nats.Conn
+	nc                   *nats.Conn // a NATS reader ("e2e", its creds in creds)
+	creds                string
 }
 
 func startHubProc(tb testing.TB, bin, dir string) *hubProc {
@@ -158,10 +159,18 @@ var servingRe = regexp.MustCompile(`tideline serving`)
 
 func (h *hubProc) start(tb testing.TB) {
 	tb.Helper()
+	if h.creds == "" {
+		out, err := exec.Command(h.bin, "nats-user", "add", "e2e", "--role", "reader", "--data", h.dir).Output()
+		if err != nil {
+			tb.Fatalf("nats-user add: %v", err)
+		}
+		h.creds = strings.TrimSpace(string(out))
+	}
 	h.p = start(tb, h.bin, "serve", "--data", h.dir, "--listen", "127.0.0.1:0", "--leaf-listen", h.leaf, "--nats-listen", h.nats)
 	h.p.waitLog(tb, servingRe, 30*time.Second)
 	var err error
-	h.nc, err = nats.Connect("nats://"+h.nats, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	h.nc, err = nats.Connect("nats://"+h.nats, nats.UserCredentials(h.creds), nats.CustomInboxPrefix("_INBOX.e2e"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -185,7 +194,7 @@ func (h *hubProc) checkContiguous(tb testing.TB, subject string) uint64 {
 	var seq, next uint64 = 0, 1
 	for {
 		req, _ := json.Marshal(map[string]any{"seq": seq + 1, "next_by_subj": subject})
-		m, err := h.nc.Request("$JS.API.DIRECT.GET.EVENTS", req, 5*time.Second)
+		m, err := h.nc.Request("$JS.read.API.DIRECT.GET.EVENTS", req, 5*time.Second)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -207,7 +216,7 @@ func (h *hubProc) checkContiguous(tb testing.TB, subject string) uint64 {
 
 // lastEdgeSeq is the local sequence of the hub's last commit on subject.
 func (h *hubProc) lastEdgeSeq(subject string) uint64 {
-	m, err := h.nc.Request("$JS.API.DIRECT.GET.EVENTS."+subject, nil, time.Second)
+	m, err := h.nc.Request("$JS.read.API.DIRECT.GET.EVENTS."+subject, nil, time.Second)
 	if err != nil || m.Header.Get("Status") != "" {
 		return 0
 	}

@@ -2,8 +2,9 @@
 //
 //	tideline serve        run the server (embedded NATS + Connect API)
 //	tideline token        print a bearer token for a user and role
-//	tideline projections  list read models, or rebuild one
+//	tideline projections  list read models; rebuild, resume or skip a commit
 //	tideline device       register, revoke and list edge devices
+//	tideline nats-user    register, revoke and list NATS client users
 //	tideline bench        measure Tideline against raw JetStream and connect-go
 //	tideline demo         drive a realistic day through the public API
 package main
@@ -24,8 +25,9 @@ const usage = `tideline: event-sourced streaming backend on NATS JetStream
 usage:
   tideline serve [--data DIR] [--listen ADDR] [flags]   run the server
   tideline token --sub ID --role ROLE [--data DIR]      print a bearer token
-  tideline projections list|rebuild NAME [flags]        operate read models
+  tideline projections list|rebuild|resume|skip [NAME]  operate read models
   tideline device add|revoke|list [ID] [flags]          manage edge devices
+  tideline nats-user add|revoke|list [NAME] [flags]     manage NATS clients (--nats-listen)
   tideline bench [--json] [flags]                       run the benchmarks
   tideline demo [--server URL --data DIR] [flags]       drive a realistic day through the API
 
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return projectionsCmd(ctx, args[1:], stdout, stderr)
 	case "device":
 		return deviceCmd(args[1:], stdout, stderr)
+	case "nats-user":
+		return natsUserCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "demo":

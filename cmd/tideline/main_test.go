@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -250,4 +251,119 @@ func TestProjectionsRebuildCommand(t *testing.T) {
 	if err := run(ctx, []string{"projections", "rebuild", "nosuch", "--server", url, "--data", dir}, &stdout, &stderr); err == nil {
 		t.Fatal("rebuilding an unknown projection succeeded")
 	}
+}
+
+// runCLI runs the tideline CLI with args and returns what it printed.
+func runCLI(tb testing.TB, args ...string) (string, error) {
+	tb.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, &stdout, &stderr)
+	return stdout.String(), err
+}
+
+// TestProjectionsStopAtUndecodableCommit: the steps projection stops at a
+// commit it cannot decode instead of losing it, says so in `projections
+// list`, and goes on only by the operator's resume or recorded skip, which
+// holds across restarts and rebuilds.
+func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
+	dir := t.TempDir()
+	m, stop := startMain(t, dir)
+	url := "http://" + m.Addr()
+	ctx := context.Background()
+	svc := mainToken(t, m, "ingest", auth.Service)
+	c := stepsv1connect.NewStepsServiceClient(http.DefaultClient, url)
+	date := todayUTC()
+	record := func(user string, steps int32) uint64 {
+		t.Helper()
+		res, err := c.RecordSteps(ctx, authed(&stepsv1.RecordStepsRequest{UserId: user, Date: date, Steps: steps}, svc))
+		if err != nil {
+			t.Fatalf("record: %v", err)
+		}
+		return res.Msg.Position
+	}
+	before := record("alice", 100)
+	ack, err := m.Store.JetStream().Publish(ctx, "ev.steps.day.mallory", []byte("\xff\xff not a commit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := ack.Sequence
+	after := record("bob", 200)
+	cli := func(args ...string) (string, error) {
+		return runCLI(t, append(args, "--server", url, "--data", dir)...)
+	}
+
+	var out string
+	deadline := time.Now().Add(10 * time.Second)
+	for tick := time.Tick(10 * time.Millisecond); !strings.Contains(out, "stopped") && time.Now().Before(deadline); <-tick {
+		if out, err = cli("projections", "list"); err != nil {
+			t.Fatalf("projections list: %v", err)
+		}
+	}
+	t.Logf("projections list:\n%s", out)
+	// NAME VERSION STATE POSITION LAG STOPPED_AT REASON...
+	f := strings.Fields(lineOf(out, "steps "))
+	if len(f) < 7 || f[2] != "stopped" || f[3] != fmt.Sprint(before) || f[4] != fmt.Sprint(after-before) || f[5] != fmt.Sprint(bad) || f[6] != "decode" {
+		t.Fatalf("projections list shows steps as %q, want stopped at %d, position %d, lag %d, a decode error", f, bad, before, after-before)
+	}
+	if _, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"bob"}, FromDate: date, MinPosition: after}, svc)); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("GetSteps past the stop: %v, want Unavailable", err)
+	}
+	got, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"alice"}, FromDate: date, MinPosition: before}, svc))
+	if err != nil || len(got.Msg.Steps) != 1 {
+		t.Fatalf("GetSteps before the stop: %v, %v", got, err)
+	}
+
+	refusals := [][]string{
+		{"projections", "resume", "steps"},
+		{"projections", "skip", "steps", "--position", fmt.Sprint(bad + 1), "--reason", "wrong one"},
+		{"projections", "skip", "steps", "--position", fmt.Sprint(bad)},
+		{"projections", "skip", "nosuch", "--position", fmt.Sprint(bad), "--reason", "x"},
+	}
+	for _, args := range refusals {
+		if out, err := cli(args...); err == nil {
+			t.Errorf("%v succeeded: %s", args, out)
+		}
+	}
+	if out, err = cli("projections", "skip", "--position", fmt.Sprint(bad), "--reason", "mallory's test bytes", "steps"); err != nil {
+		t.Fatalf("projections skip: %v", err)
+	}
+	if !strings.Contains(out, "skips the commit at "+fmt.Sprint(bad)) || !strings.Contains(out, "running") {
+		t.Fatalf("projections skip printed %q", out)
+	}
+	bobs := func(minPos uint64) int32 {
+		t.Helper()
+		got, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"bob"}, FromDate: date, MinPosition: minPos}, svc))
+		if err != nil || len(got.Msg.Steps) != 1 {
+			t.Fatalf("GetSteps bob at %d: %v, %v", minPos, got, err)
+		}
+		return got.Msg.Steps[0].Steps
+	}
+	if n := bobs(after); n != 200 {
+		t.Fatalf("bob has %d steps after the skip, want 200", n)
+	}
+
+	// The decision holds after a restart and through a rebuild from 1.
+	stop()
+	m, _ = startMain(t, dir)
+	url = "http://" + m.Addr()
+	c = stepsv1connect.NewStepsServiceClient(http.DefaultClient, url)
+	svc = mainToken(t, m, "ingest", auth.Service)
+	if out, err = cli("projections", "rebuild", "steps"); err != nil {
+		t.Fatalf("projections rebuild after the skip: %v", err)
+	}
+	if n := bobs(after); n != 200 {
+		t.Fatalf("bob has %d steps after restart and rebuild, want 200", n)
+	}
+	if out, err = cli("projections", "list"); err != nil || !strings.HasPrefix(strings.Join(strings.Fields(lineOf(out, "steps ")), " "), "steps 1 running") {
+		t.Fatalf("projections list after rebuild: %v\n%s", err, out)
+	}
+}
+
+func lineOf(out, prefix string) string {
+	for l := range strings.SplitSeq(out, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,26 +18,64 @@ import (
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 )
 
+const projectionsUsage = `usage:
+  tideline projections list [--server URL] [--data DIR]
+  tideline projections rebuild NAME [--server URL] [--data DIR]
+  tideline projections resume NAME [--server URL] [--data DIR]
+  tideline projections skip NAME --position N --reason TEXT [--server URL] [--data DIR]
+
+A projection that meets a commit it cannot decode or apply stops there
+(state stopped, with the position and the reason). Fix the code and resume
+it (a restart resumes too), or skip that one commit: the decision is
+recorded as an event and every later replay and rebuild honours it.`
+
 func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("projections", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tideline projections list|rebuild NAME [--server URL] [--data DIR]")
+		fmt.Fprintln(stderr, projectionsUsage)
 		fs.PrintDefaults()
 	}
 	server := fs.String("server", "http://127.0.0.1:8080", "URL of the running server")
 	data := fs.String("data", "./data", "the server's data directory (its key signs an admin token)")
+	position := fs.Uint64("position", 0, "skip: the position the projection is stopped at")
+	reason := fs.String("reason", "", "skip: why skipping the commit is right (recorded with the decision)")
 	if len(args) == 0 {
 		fs.Usage()
-		return fmt.Errorf("projections: want list or rebuild NAME")
+		return fmt.Errorf("projections: want list, rebuild, resume or skip")
 	}
 	verb, rest := args[0], args[1:]
+	if verb == "-h" || verb == "--help" || verb == "help" {
+		fs.Usage()
+		return flag.ErrHelp
+	}
 	var name string
-	if verb == "rebuild" && len(rest) > 0 && rest[0] != "" && rest[0][0] != '-' {
+	if verb != "list" && len(rest) > 0 && rest[0] != "" && rest[0][0] != '-' {
 		name, rest = rest[0], rest[1:]
 	}
 	if err := fs.Parse(rest); err != nil {
 		return err
+	}
+	if name == "" && verb != "list" && fs.NArg() > 0 { // flags before the name, maybe after it too
+		name = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("projections %s: unexpected %q", verb, fs.Arg(0))
+	}
+	switch verb {
+	case "list":
+	case "rebuild", "resume", "skip":
+		if name == "" {
+			return fmt.Errorf("projections %s: name the projection (see 'tideline projections list')", verb)
+		}
+	default:
+		return fmt.Errorf("projections: unknown verb %q (want list, rebuild, resume or skip)", verb)
+	}
+	if verb == "skip" && (*position == 0 || *reason == "") {
+		return fmt.Errorf("projections skip: --position (where %s is stopped) and --reason are required", name)
 	}
 	tokens, err := api.LoadTokens(*data)
 	if err != nil {
@@ -51,32 +90,57 @@ func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer tw.Flush()
 	switch verb {
 	case "list":
-		req := connect.NewRequest(&adminv1.ListProjectionsRequest{})
-		req.Header().Set("Authorization", "Bearer "+tok)
-		res, err := client.ListProjections(ctx, req)
+		res, err := client.ListProjections(ctx, adminRequest(&adminv1.ListProjectionsRequest{}, tok))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(tw, "NAME\tVERSION\tPOSITION\tLAG\tREBUILDING")
+		fmt.Fprintln(tw, "NAME\tVERSION\tSTATE\tPOSITION\tLAG\tSTOPPED_AT\tREASON")
 		for _, p := range res.Msg.Projections {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%v\n", p.Name, p.Version, p.Position, p.Lag, p.Rebuilding)
+			stoppedAt := "-"
+			if p.State == adminv1.ProjectionState_PROJECTION_STATE_STOPPED {
+				stoppedAt = fmt.Sprint(p.StoppedAt)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Name, p.Version, stateName(p.State), p.Position, p.Lag, stoppedAt, p.Reason)
 		}
 		fmt.Fprintf(tw, "(stream last position %d)\n", res.Msg.LastPosition)
-		return nil
 	case "rebuild":
-		if name == "" {
-			return fmt.Errorf("projections rebuild: name the projection (see 'tideline projections list')")
-		}
-		req := connect.NewRequest(&adminv1.RebuildProjectionRequest{Name: name})
-		req.Header().Set("Authorization", "Bearer "+tok)
-		res, err := client.RebuildProjection(ctx, req)
+		res, err := client.RebuildProjection(ctx, adminRequest(&adminv1.RebuildProjectionRequest{Name: name}, tok))
 		if err != nil {
 			return err
 		}
 		s := res.Msg.Status
 		fmt.Fprintf(tw, "rebuilt %s v%d to position %d in %d ms (%.0f events/s), lag %d\n",
 			s.Name, s.Version, s.Position, res.Msg.DurationMs, res.Msg.EventsPerSecond, s.Lag)
-		return nil
+	case "resume":
+		res, err := client.ResumeProjection(ctx, adminRequest(&adminv1.ResumeProjectionRequest{Name: name}, tok))
+		if err != nil {
+			return err
+		}
+		s := res.Msg.Status
+		fmt.Fprintf(tw, "resumed %s: %s at position %d, lag %d\n", s.Name, stateName(s.State), s.Position, s.Lag)
+	case "skip":
+		res, err := client.SkipProjectionCommit(ctx, adminRequest(&adminv1.SkipProjectionCommitRequest{Name: name, Position: *position, Reason: *reason}, tok))
+		if err != nil {
+			return err
+		}
+		s := res.Msg.Status
+		fmt.Fprintf(tw, "recorded at position %d: %s skips the commit at %d; now %s at position %d, lag %d\n",
+			res.Msg.DecisionPosition, s.Name, *position, stateName(s.State), s.Position, s.Lag)
+		if s.State == adminv1.ProjectionState_PROJECTION_STATE_STOPPED {
+			fmt.Fprintf(tw, "%s stopped again at %d: %s\n", s.Name, s.StoppedAt, s.Reason)
+		}
 	}
-	return fmt.Errorf("projections: unknown verb %q (want list or rebuild)", verb)
+	return nil
+}
+
+func adminRequest[T any](msg *T, tok string) *connect.Request[T] {
+	req := connect.NewRequest(msg)
+	req.Header().Set("Authorization", "Bearer "+tok)
+	return req
+}
+
+// stateName is a state as the CLI prints it: running, rebuilding, stopped,
+// not_running.
+func stateName(s adminv1.ProjectionState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "PROJECTION_STATE_"))
 }

@@ -23,31 +23,38 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/delivery"
+	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/domain/steps"
+	"github.com/tideline/tideline/internal/dirlock"
 	"github.com/tideline/tideline/projections"
 	alertsmodel "github.com/tideline/tideline/projections/alerts"
 	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
 	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 )
 
 // Config is everything `tideline serve` takes.
 type Config struct {
 	DataDir         string
 	Listen          string // HTTP address of the Connect API
-	NATSListen      string // optional TCP listener for NATS clients
+	NATSListen      string // optional TCP listener for NATS clients, registered with `tideline nats-user add`
 	LeafListen      string // optional listener for edge devices (NATS leaf nodes); see device.go
 	SyncAlways      bool
 	DuplicateWindow time.Duration
 	CORSOrigins     []string
 	AlertWebhook    string // optional URL each safety alert is POSTed to
+	Logger          *slog.Logger
+	// DiskReserve is the free space on the data disk under which writes
+	// are refused (natsserver.DiskGuardConfig.Reserve); 0: 64 MiB, at
+	// most a tenth of the disk; negative: none.
+	DiskReserve int64
 	// DeviceRate and DeviceBurst are each edge device lane's quota at the
 	// device gate: commits per second and bucket size (see devicegate).
 	DeviceRate  float64
 	DeviceBurst int
-	Logger      *slog.Logger
 }
 
 // Main is a running server: embedded NATS, the event store, the
@@ -71,6 +78,13 @@ type Main struct {
 	// devices' commits into EVENTS; both with LeafListen only.
 	Devices *natsserver.Devices
 	Gate    *devicegate.Gate
+	// disk guards the data disk. diskStop stops it once the runners have
+	// written their final snapshots, which it may have to cut short.
+	disk     *natsserver.DiskGuard
+	diskStop func()
+	// Users is the NATS client registry (DATA/nats-users), with NATSListen.
+	Users *natsserver.Users
+	lock  *dirlock.Lock // DATA/LOCK: one server per data dir
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -89,8 +103,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	m.lock, err = dirlock.Acquire(c.DataDir, dirlock.Holder{Program: "tideline serve", Addr: c.Listen})
+	if err != nil {
+		return err
 	}
 	m.Tokens, err = api.LoadOrCreateTokens(c.DataDir)
 	if err != nil {
@@ -100,6 +115,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
 		ClientListen: c.NATSListen,
 		SyncAlways:   c.SyncAlways,
+	}
+	if c.NATSListen != "" {
+		if m.Users, err = natsserver.OpenUsers(natsUserDir(c.DataDir), log); err != nil {
+			return err
+		}
+		nsCfg.Users = m.Users
 	}
 	if c.LeafListen != "" {
 		if m.Devices, err = natsserver.OpenDevices(deviceDir(c.DataDir), log); err != nil {
@@ -113,7 +134,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if c.NATSListen != "" {
-		log.Info("nats listening", "url", m.ns.ClientURL())
+		log.Info("nats listening (credentials required)", "url", m.ns.ClientURL(), "registry", natsUserDir(c.DataDir))
 	}
 	if c.LeafListen != "" {
 		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", deviceDir(c.DataDir))
@@ -122,10 +143,22 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{DuplicateWindow: c.DuplicateWindow})
+	m.disk, err = natsserver.NewDiskGuard(m.ns, natsserver.DiskGuardConfig{Reserve: c.DiskReserve, Logger: log})
 	if err != nil {
 		return err
 	}
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
+	if err != nil {
+		return err
+	}
+
+	diskCtx, diskCancel := context.WithCancel(context.Background())
+	diskDone := make(chan struct{})
+	go func() {
+		defer close(diskDone)
+		m.disk.Run(diskCtx)
+	}()
+	m.diskStop = func() { diskCancel(); <-diskDone }
 
 	if m.Devices != nil {
 		m.Gate, err = devicegate.Open(ctx, devicegate.Config{Conn: m.nc, Registry: m.Devices.Registered,
@@ -148,6 +181,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			if err := m.Gate.Run(runCtx); err != nil {
 				log.Error("device gate stopped", "err", err)
 			}
+		}()
+	}
+	if m.Users != nil { // added and revoked users apply without a restart
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.Users.Watch(runCtx, 500*time.Millisecond)
 		}()
 	}
 	stepsModel := stepsmodel.New()
@@ -201,6 +241,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
+		return err
+	}
 	m.http = api.NewServer(m.api.Handler())
 	m.failed = make(chan error, 1)
 	m.wg.Add(1)
@@ -221,8 +264,27 @@ func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetst
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := r.Run(ctx); err != nil {
-			m.Config.Logger.Error("projection stopped", "projection", p.Name(), "err", err)
+		// A runner that fails (its consumer or snapshot bucket lost while
+		// the store was out of space or restarting) starts again from its
+		// last snapshot.
+		const maxBackoff = 30 * time.Second
+		backoff := time.Second
+		for {
+			start := time.Now()
+			err := r.Run(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			if time.Since(start) > maxBackoff {
+				backoff = time.Second
+			}
+			m.Config.Logger.Error("projection stopped; restarting", "projection", p.Name(), "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
 		}
 	}()
 	return r
@@ -246,6 +308,9 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
+	if m.diskStop != nil {
+		m.diskStop()
+	}
 	if m.nc != nil {
 		closed := make(chan struct{})
 		m.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
@@ -257,7 +322,7 @@ func (m *Main) Close() error {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
 	}
-	return nil
+	return m.lock.Release()
 }
 
 // runnerControl adapts a runner to the admin API.
@@ -265,10 +330,25 @@ type runnerControl struct{ r *jetstream.Runner }
 
 func (c runnerControl) Status(ctx context.Context) api.ProjectionStatus {
 	s := c.r.Status(ctx)
-	return api.ProjectionStatus{Name: s.Name, Version: s.Version, Position: s.Position, Lag: s.Lag, Rebuilding: s.Rebuilding}
+	return api.ProjectionStatus{Name: s.Name, Version: s.Version, Position: s.Position, Lag: s.Lag,
+		State: projectionStates[s.State], StoppedAt: s.StoppedAt, Reason: s.Reason}
+}
+
+var projectionStates = map[jetstream.RunnerState]adminv1.ProjectionState{
+	jetstream.NotRunning: adminv1.ProjectionState_PROJECTION_STATE_NOT_RUNNING,
+	jetstream.Running:    adminv1.ProjectionState_PROJECTION_STATE_RUNNING,
+	jetstream.Rebuilding: adminv1.ProjectionState_PROJECTION_STATE_REBUILDING,
+	jetstream.Stopped:    adminv1.ProjectionState_PROJECTION_STATE_STOPPED,
 }
 
 func (c runnerControl) Rebuild(ctx context.Context) error { return c.r.Rebuild(ctx) }
+
+func (c runnerControl) Resume(ctx context.Context) error { return c.r.Resume(ctx) }
+
+func (c runnerControl) Skip(ctx context.Context, position uint64, reason string, meta es.Metadata) (uint64, error) {
+	decision, err := c.r.Skip(ctx, position, reason, meta)
+	return decision.Seq, err
+}
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -277,7 +357,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	var sync, cors string
 	fs.StringVar(&c.DataDir, "data", "./data", "data directory (JetStream store, signing key)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address of the Connect/gRPC/gRPC-Web API")
-	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients on this address (e.g. 127.0.0.1:4222); default in-process only")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients (registered with 'tideline nats-user add') on this address, e.g. 127.0.0.1:4222; default in-process only")
 	fs.StringVar(&c.LeafListen, "leaf-listen", "", "accept edge devices (NATS leaf nodes, registered with `tideline device add`) on this address, e.g. 0.0.0.0:7422")
 	fs.StringVar(&sync, "sync", "default", "fsync policy: 'default' (periodic; survives kill -9) or 'always' (also survives power loss, much slower)")
 	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
@@ -285,6 +365,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "edge devices: commits per second each device lane may have admitted, sustained (beyond it they wait, first at the hub, then on the device)")
 	fs.IntVar(&c.DeviceBurst, "device-burst", 2000, "edge devices: commits each device lane may have admitted at once (the token bucket's size)")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated browser origins allowed (default: any)")
+	reserveMiB := fs.Int64("disk-reserve-mb", 0, "refuse writes (ResourceExhausted) while less than this many MiB are free on the data disk, and resume above it; 0: 64, at most a tenth of the disk; -1: only once the disk is full")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -299,6 +380,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if cors != "" {
 		c.CORSOrigins = strings.Split(cors, ",")
 	}
+	c.DiskReserve = *reserveMiB << 20
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)

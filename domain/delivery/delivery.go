@@ -316,6 +316,8 @@ func Decide(o Order, r Request) ([]proto.Message, error) {
 			return nil, ErrOrderCancelled
 		case o.Status != Delivered:
 			return nil, ErrOrderNotDelivered
+		case o.Stars == c.Stars:
+			return nil, nil // the same rating again: a retry
 		case o.Stars != 0:
 			return nil, ErrOrderAlreadyRated
 		}

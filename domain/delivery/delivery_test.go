@@ -124,7 +124,8 @@ func TestDecide(t *testing.T) {
 		{"rider_cannot_rate", delivered, kim, rate(5), nil, nil, es.Forbidden, ""},
 		{"rating_needs_delivery", pickedUp, shop, rate(5), nil, delivery.ErrOrderNotDelivered, 0, ""},
 		{"cannot_rate_cancelled_order", cancelled, shop, rate(5), nil, delivery.ErrOrderCancelled, 0, ""},
-		{"cannot_rate_twice", rated, shop, rate(5), nil, delivery.ErrOrderAlreadyRated, 0, ""},
+		{"cannot_rate_twice", rated, shop, rate(4), nil, delivery.ErrOrderAlreadyRated, 0, ""},
+		{"same_rating_again_is_a_retry", rated, shop, rate(5), nil, nil, 0, ""},
 		{"stars_at_least_one", delivered, shop, rate(0), nil, nil, es.Invalid, "stars"},
 		{"stars_at_most_five", delivered, shop, rate(6), nil, nil, es.Invalid, "stars"},
 	}

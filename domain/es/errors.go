@@ -18,6 +18,8 @@ const (
 	Forbidden                      // the caller may not do this: Connect PermissionDenied
 	Unauthenticated                // no or bad credentials: Connect Unauthenticated
 	Unavailable                    // try again later: Connect Unavailable
+	ResourceExhausted              // out of room (the store's disk is full); retry once freed: Connect ResourceExhausted
+	OutOfRange                     // a position past anything written: Connect OutOfRange
 )
 
 func (k Kind) String() string {
@@ -36,6 +38,10 @@ func (k Kind) String() string {
 		return "unauthenticated"
 	case Unavailable:
 		return "unavailable"
+	case ResourceExhausted:
+		return "resource exhausted"
+	case OutOfRange:
+		return "out of range"
 	}
 	return "internal"
 }
@@ -89,6 +95,11 @@ func KindOf(err error) Kind {
 
 // ErrConflict is returned by Store.Append when the expected version is stale.
 var ErrConflict = &Error{Kind: Conflict, Message: "stream version changed concurrently"}
+
+// ErrStoreFull is returned by Store.Append when the store has no room for
+// more events (its disk is full). Nothing is stored; appends succeed again
+// once room is made, without a restart.
+var ErrStoreFull = &Error{Kind: ResourceExhausted, Message: "event store is out of disk space"}
 
 // Wrap returns an error of kind k with a short context message and cause.
 func Wrap(k Kind, msg string, err error) error {

@@ -155,9 +155,10 @@ func (s *Service) now() time.Time {
 
 // Report validates and authorizes a danger report from p and appends it,
 // stamped with received_at, to the rider's report stream. It is a fact:
-// no version check; the event id is the idempotency key, so a retry
-// within the store's duplicate window appends nothing (Duplicate), and
-// read models deduplicate by event id beyond it.
+// no version check; the event id and severity are the idempotency key, so
+// a retry within the store's duplicate window appends nothing (Duplicate)
+// while a detector's CRITICAL upgrade, which reuses its detection's event
+// id, is recorded. Read models merge by rider and event id beyond it.
 func (s *Service) Report(ctx context.Context, p auth.Principal, d *safetyv1.DangerDetected) (es.AppendResult, error) {
 	now := s.now()
 	if err := ValidateReport(d, now); err != nil {
@@ -170,7 +171,7 @@ func (s *Service) Report(ctx context.Context, p auth.Principal, d *safetyv1.Dang
 	d.ReceivedAt = timestamppb.New(now)
 	return s.Store.Append(ctx, ReportStream(d.RiderId), []proto.Message{d}, es.AppendOptions{
 		ExpectedVersion: es.AnyVersion,
-		IdempotencyKey:  "danger:" + d.EventId,
+		IdempotencyKey:  "danger:" + d.EventId + ":" + d.Severity.String(),
 		Meta:            es.Metadata{Actor: p.String(), Source: "api"},
 		Now:             now,
 	})

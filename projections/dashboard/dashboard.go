@@ -110,7 +110,7 @@ type state struct {
 type Model struct {
 	mu   sync.RWMutex
 	s    state
-	seen map[string]bool // danger event ids in s.Danger
+	seen map[string]bool // danger keys (rider/event_id) in s.Danger
 }
 
 var _ projections.Projection = (*Model)(nil)
@@ -131,7 +131,7 @@ func New() *Model {
 func (m *Model) Name() string { return Name }
 
 // Version is 1.
-func (m *Model) Version() int { return 1 }
+func (m *Model) Version() int { return 2 } // 2: danger events keyed by rider and event id
 
 func typeName(msg proto.Message) string {
 	return string(msg.ProtoReflect().Descriptor().FullName())
@@ -217,8 +217,9 @@ func (m *Model) day(zone string, d int32) *dayStats {
 // does not know as open (never placed, or already delivered or cancelled)
 // change nothing but ratings, which carry their rider (the delivery domain
 // allows one rating per order, of 1 to 5 stars; others are ignored). A
-// danger event is counted once per event_id (the fast path and the synced
-// copy share it).
+// danger event is counted once per rider and event_id (a detection and
+// its CRITICAL upgrade share it); event ids are unique per rider only, so
+// one rider's event never hides another's.
 //
 // The model keeps the open orders, per zone a day's totals and an hour's
 // order count for every day and hour with activity, per rider a rating
@@ -289,11 +290,12 @@ func (m *Model) Apply(e es.Event) {
 		r.Stars += int64(d.Stars)
 		r.N++
 	case *safetyv1.DangerDetected:
-		if d.EventId == "" || m.seen[d.EventId] {
+		key := d.RiderId + "/" + d.EventId // rider ids are tokens: no "/"
+		if d.EventId == "" || m.seen[key] {
 			return
 		}
-		m.seen[d.EventId] = true
-		p := danger{ID: d.EventId, At: at(d.DetectedAt, e)}
+		m.seen[key] = true
+		p := danger{ID: key, At: at(d.DetectedAt, e)}
 		if l := d.Location; l != nil {
 			p.HasLoc, p.Lat, p.Lng = true, l.Lat, l.Lng
 		}

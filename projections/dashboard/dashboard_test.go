@@ -263,6 +263,22 @@ func TestDashboardFigures(t *testing.T) {
 			},
 		},
 		{
+			name: "riders_sharing_an_event_id_are_counted_apart",
+			events: []proto.Message{
+				dangerAt("d1", "r1", kst(2026, 11, 5, 12, 0), nil),
+				dangerAt("d1", "r2", kst(2026, 11, 5, 12, 0), nil), // another rider, same id
+				dangerAt("d1", "r1", kst(2026, 11, 5, 12, 0), nil), // r1's again: a duplicate
+			},
+			check: func(t *testing.T, d *dashboardv1.Dashboard) {
+				daily := make([]int32, 30)
+				daily[4] = 1
+				wantEqual(t, "trends", d.DangerTrends, []*dashboardv1.RiderDangerTrend{
+					{RiderId: "r1", Daily: daily, Total: 1},
+					{RiderId: "r2", Daily: daily, Total: 1},
+				})
+			},
+		},
+		{
 			name: "danger_trend_of_one_rider",
 			events: []proto.Message{
 				dangerAt("d1", "r1", kst(2026, 11, 5, 12, 0), nil),

@@ -22,6 +22,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ProjectionState is what a projection's runner is doing.
+type ProjectionState int32
+
+const (
+	ProjectionState_PROJECTION_STATE_UNSPECIFIED ProjectionState = 0
+	// Applying commits as they are written.
+	ProjectionState_PROJECTION_STATE_RUNNING ProjectionState = 1
+	// Replaying from position 1 (version change, damaged snapshot, or on demand).
+	ProjectionState_PROJECTION_STATE_REBUILDING ProjectionState = 2
+	// Stopped at a commit it cannot apply (stopped_at, reason): queries answer
+	// as of the commit before it; resume or skip it.
+	ProjectionState_PROJECTION_STATE_STOPPED ProjectionState = 3
+	// The runner is not running (not started, or failed: reason).
+	ProjectionState_PROJECTION_STATE_NOT_RUNNING ProjectionState = 4
+)
+
+// Enum value maps for ProjectionState.
+var (
+	ProjectionState_name = map[int32]string{
+		0: "PROJECTION_STATE_UNSPECIFIED",
+		1: "PROJECTION_STATE_RUNNING",
+		2: "PROJECTION_STATE_REBUILDING",
+		3: "PROJECTION_STATE_STOPPED",
+		4: "PROJECTION_STATE_NOT_RUNNING",
+	}
+	ProjectionState_value = map[string]int32{
+		"PROJECTION_STATE_UNSPECIFIED": 0,
+		"PROJECTION_STATE_RUNNING":     1,
+		"PROJECTION_STATE_REBUILDING":  2,
+		"PROJECTION_STATE_STOPPED":     3,
+		"PROJECTION_STATE_NOT_RUNNING": 4,
+	}
+)
+
+func (x ProjectionState) Enum() *ProjectionState {
+	p := new(ProjectionState)
+	*p = x
+	return p
+}
+
+func (x ProjectionState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProjectionState) Descriptor() protoreflect.EnumDescriptor {
+	return file_tideline_admin_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (ProjectionState) Type() protoreflect.EnumType {
+	return &file_tideline_admin_v1_admin_proto_enumTypes[0]
+}
+
+func (x ProjectionState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProjectionState.Descriptor instead.
+func (ProjectionState) EnumDescriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 type ListProjectionsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -65,8 +126,14 @@ type ProjectionStatus struct {
 	// position is the last applied event-store position.
 	Position uint64 `protobuf:"varint,3,opt,name=position,proto3" json:"position,omitempty"`
 	// lag is the stream's last position minus position.
-	Lag           uint64 `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
-	Rebuilding    bool   `protobuf:"varint,5,opt,name=rebuilding,proto3" json:"rebuilding,omitempty"`
+	Lag uint64 `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
+	// rebuilding is state == PROJECTION_STATE_REBUILDING.
+	Rebuilding bool            `protobuf:"varint,5,opt,name=rebuilding,proto3" json:"rebuilding,omitempty"`
+	State      ProjectionState `protobuf:"varint,6,opt,name=state,proto3,enum=tideline.admin.v1.ProjectionState" json:"state,omitempty"`
+	// stopped_at is, while stopped, the position of the commit it cannot apply.
+	StoppedAt uint64 `protobuf:"varint,7,opt,name=stopped_at,json=stoppedAt,proto3" json:"stopped_at,omitempty"`
+	// reason is why it is stopped, or why the runner is not running.
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -134,6 +201,27 @@ func (x *ProjectionStatus) GetRebuilding() bool {
 		return x.Rebuilding
 	}
 	return false
+}
+
+func (x *ProjectionStatus) GetState() ProjectionState {
+	if x != nil {
+		return x.State
+	}
+	return ProjectionState_PROJECTION_STATE_UNSPECIFIED
+}
+
+func (x *ProjectionStatus) GetStoppedAt() uint64 {
+	if x != nil {
+		return x.StoppedAt
+	}
+	return 0
+}
+
+func (x *ProjectionStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 type ListProjectionsResponse struct {
@@ -294,6 +382,209 @@ func (x *RebuildProjectionResponse) GetDurationMs() int64 {
 	return 0
 }
 
+type ResumeProjectionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeProjectionRequest) Reset() {
+	*x = ResumeProjectionRequest{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeProjectionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeProjectionRequest) ProtoMessage() {}
+
+func (x *ResumeProjectionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeProjectionRequest.ProtoReflect.Descriptor instead.
+func (*ResumeProjectionRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ResumeProjectionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ResumeProjectionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *ProjectionStatus      `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeProjectionResponse) Reset() {
+	*x = ResumeProjectionResponse{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeProjectionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeProjectionResponse) ProtoMessage() {}
+
+func (x *ResumeProjectionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeProjectionResponse.ProtoReflect.Descriptor instead.
+func (*ResumeProjectionResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResumeProjectionResponse) GetStatus() *ProjectionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type SkipProjectionCommitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// position must be the one the projection is stopped at.
+	Position uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// reason is recorded with the decision: why skipping is right (1-1000 bytes).
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SkipProjectionCommitRequest) Reset() {
+	*x = SkipProjectionCommitRequest{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkipProjectionCommitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkipProjectionCommitRequest) ProtoMessage() {}
+
+func (x *SkipProjectionCommitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkipProjectionCommitRequest.ProtoReflect.Descriptor instead.
+func (*SkipProjectionCommitRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SkipProjectionCommitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SkipProjectionCommitRequest) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *SkipProjectionCommitRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SkipProjectionCommitResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status *ProjectionStatus      `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// decision_position is where the ProjectionCommitSkipped event was recorded.
+	DecisionPosition uint64 `protobuf:"varint,2,opt,name=decision_position,json=decisionPosition,proto3" json:"decision_position,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SkipProjectionCommitResponse) Reset() {
+	*x = SkipProjectionCommitResponse{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkipProjectionCommitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkipProjectionCommitResponse) ProtoMessage() {}
+
+func (x *SkipProjectionCommitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkipProjectionCommitResponse.ProtoReflect.Descriptor instead.
+func (*SkipProjectionCommitResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SkipProjectionCommitResponse) GetStatus() *ProjectionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *SkipProjectionCommitResponse) GetDecisionPosition() uint64 {
+	if x != nil {
+		return x.DecisionPosition
+	}
+	return 0
+}
+
 type ListRejectedDeviceCommitsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// device_id limits the list to one device; empty: every device.
@@ -306,7 +597,7 @@ type ListRejectedDeviceCommitsRequest struct {
 
 func (x *ListRejectedDeviceCommitsRequest) Reset() {
 	*x = ListRejectedDeviceCommitsRequest{}
-	mi := &file_tideline_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +609,7 @@ func (x *ListRejectedDeviceCommitsRequest) String() string {
 func (*ListRejectedDeviceCommitsRequest) ProtoMessage() {}
 
 func (x *ListRejectedDeviceCommitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +622,7 @@ func (x *ListRejectedDeviceCommitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRejectedDeviceCommitsRequest.ProtoReflect.Descriptor instead.
 func (*ListRejectedDeviceCommitsRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListRejectedDeviceCommitsRequest) GetDeviceId() string {
@@ -385,7 +676,7 @@ type RejectedDeviceCommit struct {
 
 func (x *RejectedDeviceCommit) Reset() {
 	*x = RejectedDeviceCommit{}
-	mi := &file_tideline_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +688,7 @@ func (x *RejectedDeviceCommit) String() string {
 func (*RejectedDeviceCommit) ProtoMessage() {}
 
 func (x *RejectedDeviceCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +701,7 @@ func (x *RejectedDeviceCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedDeviceCommit.ProtoReflect.Descriptor instead.
 func (*RejectedDeviceCommit) Descriptor() ([]byte, []int) {
-	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RejectedDeviceCommit) GetDeviceId() string {
@@ -516,7 +807,7 @@ type ListRejectedDeviceCommitsResponse struct {
 
 func (x *ListRejectedDeviceCommitsResponse) Reset() {
 	*x = ListRejectedDeviceCommitsResponse{}
-	mi := &file_tideline_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +819,7 @@ func (x *ListRejectedDeviceCommitsResponse) String() string {
 func (*ListRejectedDeviceCommitsResponse) ProtoMessage() {}
 
 func (x *ListRejectedDeviceCommitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +832,7 @@ func (x *ListRejectedDeviceCommitsResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ListRejectedDeviceCommitsResponse.ProtoReflect.Descriptor instead.
 func (*ListRejectedDeviceCommitsResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListRejectedDeviceCommitsResponse) GetCommits() []*RejectedDeviceCommit {
@@ -563,7 +854,7 @@ var File_tideline_admin_v1_admin_proto protoreflect.FileDescriptor
 const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x1dtideline/admin/v1/admin.proto\x12\x11tideline.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n" +
-	"\x16ListProjectionsRequest\"\x8e\x01\n" +
+	"\x16ListProjectionsRequest\"\xff\x01\n" +
 	"\x10ProjectionStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x12\x1a\n" +
@@ -571,7 +862,11 @@ const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\x03lag\x18\x04 \x01(\x04R\x03lag\x12\x1e\n" +
 	"\n" +
 	"rebuilding\x18\x05 \x01(\bR\n" +
-	"rebuilding\"\x85\x01\n" +
+	"rebuilding\x128\n" +
+	"\x05state\x18\x06 \x01(\x0e2\".tideline.admin.v1.ProjectionStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"stopped_at\x18\a \x01(\x04R\tstoppedAt\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"\x85\x01\n" +
 	"\x17ListProjectionsResponse\x12E\n" +
 	"\vprojections\x18\x01 \x03(\v2#.tideline.admin.v1.ProjectionStatusR\vprojections\x12#\n" +
 	"\rlast_position\x18\x02 \x01(\x04R\flastPosition\".\n" +
@@ -581,7 +876,18 @@ const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2#.tideline.admin.v1.ProjectionStatusR\x06status\x12*\n" +
 	"\x11events_per_second\x18\x02 \x01(\x01R\x0feventsPerSecond\x12\x1f\n" +
 	"\vduration_ms\x18\x03 \x01(\x03R\n" +
-	"durationMs\"U\n" +
+	"durationMs\"-\n" +
+	"\x17ResumeProjectionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"W\n" +
+	"\x18ResumeProjectionResponse\x12;\n" +
+	"\x06status\x18\x01 \x01(\v2#.tideline.admin.v1.ProjectionStatusR\x06status\"e\n" +
+	"\x1bSkipProjectionCommitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x88\x01\n" +
+	"\x1cSkipProjectionCommitResponse\x12;\n" +
+	"\x06status\x18\x01 \x01(\v2#.tideline.admin.v1.ProjectionStatusR\x06status\x12+\n" +
+	"\x11decision_position\x18\x02 \x01(\x04R\x10decisionPosition\"U\n" +
 	" ListRejectedDeviceCommitsRequest\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xd8\x03\n" +
@@ -607,10 +913,18 @@ const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\redge_last_seq\x18\r \x01(\x04R\vedgeLastSeq\"|\n" +
 	"!ListRejectedDeviceCommitsResponse\x12A\n" +
 	"\acommits\x18\x01 \x03(\v2'.tideline.admin.v1.RejectedDeviceCommitR\acommits\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x03R\x05total2\xf1\x02\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total*\xb2\x01\n" +
+	"\x0fProjectionState\x12 \n" +
+	"\x1cPROJECTION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18PROJECTION_STATE_RUNNING\x10\x01\x12\x1f\n" +
+	"\x1bPROJECTION_STATE_REBUILDING\x10\x02\x12\x1c\n" +
+	"\x18PROJECTION_STATE_STOPPED\x10\x03\x12 \n" +
+	"\x1cPROJECTION_STATE_NOT_RUNNING\x10\x042\xd7\x04\n" +
 	"\fAdminService\x12h\n" +
 	"\x0fListProjections\x12).tideline.admin.v1.ListProjectionsRequest\x1a*.tideline.admin.v1.ListProjectionsResponse\x12n\n" +
-	"\x11RebuildProjection\x12+.tideline.admin.v1.RebuildProjectionRequest\x1a,.tideline.admin.v1.RebuildProjectionResponse\x12\x86\x01\n" +
+	"\x11RebuildProjection\x12+.tideline.admin.v1.RebuildProjectionRequest\x1a,.tideline.admin.v1.RebuildProjectionResponse\x12k\n" +
+	"\x10ResumeProjection\x12*.tideline.admin.v1.ResumeProjectionRequest\x1a+.tideline.admin.v1.ResumeProjectionResponse\x12w\n" +
+	"\x14SkipProjectionCommit\x12..tideline.admin.v1.SkipProjectionCommitRequest\x1a/.tideline.admin.v1.SkipProjectionCommitResponse\x12\x86\x01\n" +
 	"\x19ListRejectedDeviceCommits\x123.tideline.admin.v1.ListRejectedDeviceCommitsRequest\x1a4.tideline.admin.v1.ListRejectedDeviceCommitsResponseB\xcd\x01\n" +
 	"\x15com.tideline.admin.v1B\n" +
 	"AdminProtoP\x01ZBgithub.com/tideline/tideline/schemas/gen/tideline/admin/v1;adminv1\xa2\x02\x03TAX\xaa\x02\x11Tideline.Admin.V1\xca\x02\x11Tideline\\Admin\\V1\xe2\x02\x1dTideline\\Admin\\V1\\GPBMetadata\xea\x02\x13Tideline::Admin::V1b\x06proto3"
@@ -627,35 +941,48 @@ func file_tideline_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_tideline_admin_v1_admin_proto_rawDescData
 }
 
-var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_tideline_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_tideline_admin_v1_admin_proto_goTypes = []any{
-	(*ListProjectionsRequest)(nil),            // 0: tideline.admin.v1.ListProjectionsRequest
-	(*ProjectionStatus)(nil),                  // 1: tideline.admin.v1.ProjectionStatus
-	(*ListProjectionsResponse)(nil),           // 2: tideline.admin.v1.ListProjectionsResponse
-	(*RebuildProjectionRequest)(nil),          // 3: tideline.admin.v1.RebuildProjectionRequest
-	(*RebuildProjectionResponse)(nil),         // 4: tideline.admin.v1.RebuildProjectionResponse
-	(*ListRejectedDeviceCommitsRequest)(nil),  // 5: tideline.admin.v1.ListRejectedDeviceCommitsRequest
-	(*RejectedDeviceCommit)(nil),              // 6: tideline.admin.v1.RejectedDeviceCommit
-	(*ListRejectedDeviceCommitsResponse)(nil), // 7: tideline.admin.v1.ListRejectedDeviceCommitsResponse
-	(*timestamppb.Timestamp)(nil),             // 8: google.protobuf.Timestamp
+	(ProjectionState)(0),                      // 0: tideline.admin.v1.ProjectionState
+	(*ListProjectionsRequest)(nil),            // 1: tideline.admin.v1.ListProjectionsRequest
+	(*ProjectionStatus)(nil),                  // 2: tideline.admin.v1.ProjectionStatus
+	(*ListProjectionsResponse)(nil),           // 3: tideline.admin.v1.ListProjectionsResponse
+	(*RebuildProjectionRequest)(nil),          // 4: tideline.admin.v1.RebuildProjectionRequest
+	(*RebuildProjectionResponse)(nil),         // 5: tideline.admin.v1.RebuildProjectionResponse
+	(*ResumeProjectionRequest)(nil),           // 6: tideline.admin.v1.ResumeProjectionRequest
+	(*ResumeProjectionResponse)(nil),          // 7: tideline.admin.v1.ResumeProjectionResponse
+	(*SkipProjectionCommitRequest)(nil),       // 8: tideline.admin.v1.SkipProjectionCommitRequest
+	(*SkipProjectionCommitResponse)(nil),      // 9: tideline.admin.v1.SkipProjectionCommitResponse
+	(*ListRejectedDeviceCommitsRequest)(nil),  // 10: tideline.admin.v1.ListRejectedDeviceCommitsRequest
+	(*RejectedDeviceCommit)(nil),              // 11: tideline.admin.v1.RejectedDeviceCommit
+	(*ListRejectedDeviceCommitsResponse)(nil), // 12: tideline.admin.v1.ListRejectedDeviceCommitsResponse
+	(*timestamppb.Timestamp)(nil),             // 13: google.protobuf.Timestamp
 }
 var file_tideline_admin_v1_admin_proto_depIdxs = []int32{
-	1, // 0: tideline.admin.v1.ListProjectionsResponse.projections:type_name -> tideline.admin.v1.ProjectionStatus
-	1, // 1: tideline.admin.v1.RebuildProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
-	8, // 2: tideline.admin.v1.RejectedDeviceCommit.received_at:type_name -> google.protobuf.Timestamp
-	8, // 3: tideline.admin.v1.RejectedDeviceCommit.rejected_at:type_name -> google.protobuf.Timestamp
-	6, // 4: tideline.admin.v1.ListRejectedDeviceCommitsResponse.commits:type_name -> tideline.admin.v1.RejectedDeviceCommit
-	0, // 5: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
-	3, // 6: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
-	5, // 7: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:input_type -> tideline.admin.v1.ListRejectedDeviceCommitsRequest
-	2, // 8: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
-	4, // 9: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
-	7, // 10: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:output_type -> tideline.admin.v1.ListRejectedDeviceCommitsResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: tideline.admin.v1.ProjectionStatus.state:type_name -> tideline.admin.v1.ProjectionState
+	2,  // 1: tideline.admin.v1.ListProjectionsResponse.projections:type_name -> tideline.admin.v1.ProjectionStatus
+	2,  // 2: tideline.admin.v1.RebuildProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
+	2,  // 3: tideline.admin.v1.ResumeProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
+	2,  // 4: tideline.admin.v1.SkipProjectionCommitResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
+	13, // 5: tideline.admin.v1.RejectedDeviceCommit.received_at:type_name -> google.protobuf.Timestamp
+	13, // 6: tideline.admin.v1.RejectedDeviceCommit.rejected_at:type_name -> google.protobuf.Timestamp
+	11, // 7: tideline.admin.v1.ListRejectedDeviceCommitsResponse.commits:type_name -> tideline.admin.v1.RejectedDeviceCommit
+	1,  // 8: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
+	4,  // 9: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
+	6,  // 10: tideline.admin.v1.AdminService.ResumeProjection:input_type -> tideline.admin.v1.ResumeProjectionRequest
+	8,  // 11: tideline.admin.v1.AdminService.SkipProjectionCommit:input_type -> tideline.admin.v1.SkipProjectionCommitRequest
+	10, // 12: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:input_type -> tideline.admin.v1.ListRejectedDeviceCommitsRequest
+	3,  // 13: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
+	5,  // 14: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
+	7,  // 15: tideline.admin.v1.AdminService.ResumeProjection:output_type -> tideline.admin.v1.ResumeProjectionResponse
+	9,  // 16: tideline.admin.v1.AdminService.SkipProjectionCommit:output_type -> tideline.admin.v1.SkipProjectionCommitResponse
+	12, // 17: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:output_type -> tideline.admin.v1.ListRejectedDeviceCommitsResponse
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_tideline_admin_v1_admin_proto_init() }
@@ -668,13 +995,14 @@ func file_tideline_admin_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_admin_v1_admin_proto_rawDesc), len(file_tideline_admin_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   8,
+			NumEnums:      1,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_tideline_admin_v1_admin_proto_goTypes,
 		DependencyIndexes: file_tideline_admin_v1_admin_proto_depIdxs,
+		EnumInfos:         file_tideline_admin_v1_admin_proto_enumTypes,
 		MessageInfos:      file_tideline_admin_v1_admin_proto_msgTypes,
 	}.Build()
 	File_tideline_admin_v1_admin_proto = out.File

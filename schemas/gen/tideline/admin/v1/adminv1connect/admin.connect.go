@@ -39,6 +39,12 @@ const (
 	// AdminServiceRebuildProjectionProcedure is the fully-qualified name of the AdminService's
 	// RebuildProjection RPC.
 	AdminServiceRebuildProjectionProcedure = "/tideline.admin.v1.AdminService/RebuildProjection"
+	// AdminServiceResumeProjectionProcedure is the fully-qualified name of the AdminService's
+	// ResumeProjection RPC.
+	AdminServiceResumeProjectionProcedure = "/tideline.admin.v1.AdminService/ResumeProjection"
+	// AdminServiceSkipProjectionCommitProcedure is the fully-qualified name of the AdminService's
+	// SkipProjectionCommit RPC.
+	AdminServiceSkipProjectionCommitProcedure = "/tideline.admin.v1.AdminService/SkipProjectionCommit"
 	// AdminServiceListRejectedDeviceCommitsProcedure is the fully-qualified name of the AdminService's
 	// ListRejectedDeviceCommits RPC.
 	AdminServiceListRejectedDeviceCommitsProcedure = "/tideline.admin.v1.AdminService/ListRejectedDeviceCommits"
@@ -46,11 +52,23 @@ const (
 
 // AdminServiceClient is a client for the tideline.admin.v1.AdminService service.
 type AdminServiceClient interface {
-	// ListProjections reports every projection's version, position and lag.
+	// ListProjections reports every projection's version, position, lag and
+	// state, with the position and reason of a stopped one.
 	ListProjections(context.Context, *connect.Request[v1.ListProjectionsRequest]) (*connect.Response[v1.ListProjectionsResponse], error)
 	// RebuildProjection resets a projection and replays it from position 1;
 	// it returns once the rebuild has caught up.
 	RebuildProjection(context.Context, *connect.Request[v1.RebuildProjectionRequest]) (*connect.Response[v1.RebuildProjectionResponse], error)
+	// ResumeProjection retries a stopped projection from the commit it
+	// stopped at (after the code that could not apply it was fixed). It
+	// returns once the projection is past that commit; FailedPrecondition if
+	// it is not stopped or stops there again.
+	ResumeProjection(context.Context, *connect.Request[v1.ResumeProjectionRequest]) (*connect.Response[v1.ResumeProjectionResponse], error)
+	// SkipProjectionCommit records the decision that a projection skips the
+	// commit it is stopped at (a ProjectionCommitSkipped event on
+	// ev.admin.projection.<name>), then resumes it. The projection honours
+	// the decision on every later replay and rebuild. FailedPrecondition
+	// unless the projection is stopped at exactly that position.
+	SkipProjectionCommit(context.Context, *connect.Request[v1.SkipProjectionCommitRequest]) (*connect.Response[v1.SkipProjectionCommitResponse], error)
 	// ListRejectedDeviceCommits returns the commits edge devices sent that
 	// the hub refused (quarantined), newest first, with the reason. Their
 	// events reached no read model; the commits themselves are kept in the
@@ -81,6 +99,18 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RebuildProjection")),
 			connect.WithClientOptions(opts...),
 		),
+		resumeProjection: connect.NewClient[v1.ResumeProjectionRequest, v1.ResumeProjectionResponse](
+			httpClient,
+			baseURL+AdminServiceResumeProjectionProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ResumeProjection")),
+			connect.WithClientOptions(opts...),
+		),
+		skipProjectionCommit: connect.NewClient[v1.SkipProjectionCommitRequest, v1.SkipProjectionCommitResponse](
+			httpClient,
+			baseURL+AdminServiceSkipProjectionCommitProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SkipProjectionCommit")),
+			connect.WithClientOptions(opts...),
+		),
 		listRejectedDeviceCommits: connect.NewClient[v1.ListRejectedDeviceCommitsRequest, v1.ListRejectedDeviceCommitsResponse](
 			httpClient,
 			baseURL+AdminServiceListRejectedDeviceCommitsProcedure,
@@ -94,6 +124,8 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type adminServiceClient struct {
 	listProjections           *connect.Client[v1.ListProjectionsRequest, v1.ListProjectionsResponse]
 	rebuildProjection         *connect.Client[v1.RebuildProjectionRequest, v1.RebuildProjectionResponse]
+	resumeProjection          *connect.Client[v1.ResumeProjectionRequest, v1.ResumeProjectionResponse]
+	skipProjectionCommit      *connect.Client[v1.SkipProjectionCommitRequest, v1.SkipProjectionCommitResponse]
 	listRejectedDeviceCommits *connect.Client[v1.ListRejectedDeviceCommitsRequest, v1.ListRejectedDeviceCommitsResponse]
 }
 
@@ -107,6 +139,16 @@ func (c *adminServiceClient) RebuildProjection(ctx context.Context, req *connect
 	return c.rebuildProjection.CallUnary(ctx, req)
 }
 
+// ResumeProjection calls tideline.admin.v1.AdminService.ResumeProjection.
+func (c *adminServiceClient) ResumeProjection(ctx context.Context, req *connect.Request[v1.ResumeProjectionRequest]) (*connect.Response[v1.ResumeProjectionResponse], error) {
+	return c.resumeProjection.CallUnary(ctx, req)
+}
+
+// SkipProjectionCommit calls tideline.admin.v1.AdminService.SkipProjectionCommit.
+func (c *adminServiceClient) SkipProjectionCommit(ctx context.Context, req *connect.Request[v1.SkipProjectionCommitRequest]) (*connect.Response[v1.SkipProjectionCommitResponse], error) {
+	return c.skipProjectionCommit.CallUnary(ctx, req)
+}
+
 // ListRejectedDeviceCommits calls tideline.admin.v1.AdminService.ListRejectedDeviceCommits.
 func (c *adminServiceClient) ListRejectedDeviceCommits(ctx context.Context, req *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error) {
 	return c.listRejectedDeviceCommits.CallUnary(ctx, req)
@@ -114,11 +156,23 @@ func (c *adminServiceClient) ListRejectedDeviceCommits(ctx context.Context, req 
 
 // AdminServiceHandler is an implementation of the tideline.admin.v1.AdminService service.
 type AdminServiceHandler interface {
-	// ListProjections reports every projection's version, position and lag.
+	// ListProjections reports every projection's version, position, lag and
+	// state, with the position and reason of a stopped one.
 	ListProjections(context.Context, *connect.Request[v1.ListProjectionsRequest]) (*connect.Response[v1.ListProjectionsResponse], error)
 	// RebuildProjection resets a projection and replays it from position 1;
 	// it returns once the rebuild has caught up.
 	RebuildProjection(context.Context, *connect.Request[v1.RebuildProjectionRequest]) (*connect.Response[v1.RebuildProjectionResponse], error)
+	// ResumeProjection retries a stopped projection from the commit it
+	// stopped at (after the code that could not apply it was fixed). It
+	// returns once the projection is past that commit; FailedPrecondition if
+	// it is not stopped or stops there again.
+	ResumeProjection(context.Context, *connect.Request[v1.ResumeProjectionRequest]) (*connect.Response[v1.ResumeProjectionResponse], error)
+	// SkipProjectionCommit records the decision that a projection skips the
+	// commit it is stopped at (a ProjectionCommitSkipped event on
+	// ev.admin.projection.<name>), then resumes it. The projection honours
+	// the decision on every later replay and rebuild. FailedPrecondition
+	// unless the projection is stopped at exactly that position.
+	SkipProjectionCommit(context.Context, *connect.Request[v1.SkipProjectionCommitRequest]) (*connect.Response[v1.SkipProjectionCommitResponse], error)
 	// ListRejectedDeviceCommits returns the commits edge devices sent that
 	// the hub refused (quarantined), newest first, with the reason. Their
 	// events reached no read model; the commits themselves are kept in the
@@ -145,6 +199,18 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RebuildProjection")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceResumeProjectionHandler := connect.NewUnaryHandler(
+		AdminServiceResumeProjectionProcedure,
+		svc.ResumeProjection,
+		connect.WithSchema(adminServiceMethods.ByName("ResumeProjection")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceSkipProjectionCommitHandler := connect.NewUnaryHandler(
+		AdminServiceSkipProjectionCommitProcedure,
+		svc.SkipProjectionCommit,
+		connect.WithSchema(adminServiceMethods.ByName("SkipProjectionCommit")),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceListRejectedDeviceCommitsHandler := connect.NewUnaryHandler(
 		AdminServiceListRejectedDeviceCommitsProcedure,
 		svc.ListRejectedDeviceCommits,
@@ -157,6 +223,10 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListProjectionsHandler.ServeHTTP(w, r)
 		case AdminServiceRebuildProjectionProcedure:
 			adminServiceRebuildProjectionHandler.ServeHTTP(w, r)
+		case AdminServiceResumeProjectionProcedure:
+			adminServiceResumeProjectionHandler.ServeHTTP(w, r)
+		case AdminServiceSkipProjectionCommitProcedure:
+			adminServiceSkipProjectionCommitHandler.ServeHTTP(w, r)
 		case AdminServiceListRejectedDeviceCommitsProcedure:
 			adminServiceListRejectedDeviceCommitsHandler.ServeHTTP(w, r)
 		default:
@@ -174,6 +244,14 @@ func (UnimplementedAdminServiceHandler) ListProjections(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) RebuildProjection(context.Context, *connect.Request[v1.RebuildProjectionRequest]) (*connect.Response[v1.RebuildProjectionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.RebuildProjection is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ResumeProjection(context.Context, *connect.Request[v1.ResumeProjectionRequest]) (*connect.Response[v1.ResumeProjectionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.ResumeProjection is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SkipProjectionCommit(context.Context, *connect.Request[v1.SkipProjectionCommitRequest]) (*connect.Response[v1.SkipProjectionCommitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.SkipProjectionCommit is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) ListRejectedDeviceCommits(context.Context, *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error) {
