@@ -1,11 +1,11 @@
 // Package edge is the edge agent: it reads a sensor source, runs the
 // danger detector, fires the local alarm, and keeps its events in a local
 // JetStream (an embedded nats-server, a leaf node of the hub with its own
-// JetStream domain) from which they are forwarded to the hub's device
-// ingress stream over the leaf link, exactly once and in order, whenever
-// the link is up. The hub's device gate admits them into its EVENTS
-// stream, bound to the device's registered rider; a device never writes
-// EVENTS itself.
+// JetStream domain) from which they are forwarded over the leaf link to
+// the hub's device gate, exactly once and in order, whenever the link is
+// up. The gate admits them into the hub's EVENTS stream, bound to the
+// device's registered rider, or quarantines them; a device writes no hub
+// stream itself.
 //
 // Two lanes, one local stream each: danger (never dropped, never blocked:
 // no byte limit, forwarded first on its own connection) and telemetry
@@ -184,7 +184,7 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 			nc.Close()
 			return nil, err
 		}
-		f := &forwarder{lane: l, hubNC: nc, api: "$JS." + cfg.Creds.HubDomain + ".API", ingress: cfg.Creds.Ingress(), log: a.log,
+		f := &forwarder{lane: l, hubNC: nc, log: a.log,
 			linkUp: func() bool { return a.ns.NumLeafNodes() > 0 }, retryMax: cfg.RetryMax, timeout: cfg.HubTimeout}
 		if info, err := l.st.Info(ctx); err == nil {
 			f.stored.Store(info.State.LastSeq)

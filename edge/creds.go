@@ -24,12 +24,8 @@ const CredsFormat = "tideline-device-creds/v1"
 //	  "rider_id": "alice",              // the rider its events are for
 //	  "leaf_user": "UA...",             // public nkey the hub knows it by
 //	  "nkey_seed": "SUA...",            // the secret: signs the hub's nonce
-//	  "hub_domain": "hub",              // the hub's JetStream domain
-//	  "ingress_stream": "DEVICE_INGRESS" // the hub's device ingress stream
+//	  "hub_domain": "hub"               // the hub's JetStream domain (kept apart from the agent's own)
 //	}
-//
-// ingress_stream may be absent (files written before it existed): the
-// default, DefaultIngressStream, is meant.
 //
 // Only nkey_seed is secret; the hub keeps the public key alone.
 type Creds struct {
@@ -39,17 +35,6 @@ type Creds struct {
 	LeafUser  string `json:"leaf_user"`
 	NKeySeed  string `json:"nkey_seed"`
 	HubDomain string `json:"hub_domain"`
-	// IngressStream is the hub's device ingress stream; empty means
-	// DefaultIngressStream.
-	IngressStream string `json:"ingress_stream,omitempty"`
-}
-
-// Ingress returns the hub's device ingress stream.
-func (c Creds) Ingress() string {
-	if c.IngressStream == "" {
-		return DefaultIngressStream
-	}
-	return c.IngressStream
 }
 
 // Validate checks the fields and that the seed matches leaf_user.
@@ -65,9 +50,6 @@ func (c Creds) Validate() error {
 	}
 	if c.HubDomain == "" || strings.ContainsAny(c.HubDomain, ". *>") {
 		return fmt.Errorf("creds: bad hub_domain %q", c.HubDomain)
-	}
-	if strings.ContainsAny(c.IngressStream, ". *>\t\r\n") {
-		return fmt.Errorf("creds: bad ingress_stream %q", c.IngressStream)
 	}
 	kp, err := nkeys.FromSeed([]byte(c.NKeySeed))
 	if err != nil {

@@ -19,28 +19,24 @@ import (
 // once: the outbox pattern over the leaf link.
 //
 // Each hub commit carries a run of local events (one tideline.es.v1.Commit
-// of at most MaxCommitBytes) and is appended to the lane's subject of the
-// hub's device ingress stream with Nats-Expected-Last-Subject-Sequence set
-// to the ingress sequence of the lane's previous commit, and headers
-// naming the last local sequence it holds. The subject is written by this
+// of at most MaxCommitBytes) and is sent as a request to the hub's device
+// gate with Nats-Expected-Last-Subject-Sequence set to the hub (EVENTS)
+// sequence of the lane's previous commit, and headers naming the local
+// sequences it holds. The gate admits it into EVENTS with that expected
+// sequence, or refuses it (quarantined, with the reason: the device is
+// done with it either way). The lane's hub subject is written by this
 // device alone, so:
-//   - a commit whose ack was lost and is sent again conflicts (wrong last
-//     sequence) instead of landing twice, however long the outage: no
-//     reliance on a duplicate window (no Nats-Msg-Id is sent);
-//   - on any doubt (error, timeout, conflict, restart) the forwarder reads
-//     the hub's last commit on the subject (Direct Get) and resumes after
-//     the local sequence it names.
-//
-// The hub's device gate admits each commit into EVENTS, or quarantines it;
-// either way the ingress stream acknowledged it and the device is done
-// with it.
+//   - a commit whose reply was lost and is sent again conflicts (wrong
+//     last sequence) instead of landing twice, however long the outage: no
+//     reliance on a duplicate window;
+//   - on any doubt (error, timeout, conflict, restart) the forwarder asks
+//     the gate where the hub stands (LastSubject: the lane's last sequence
+//     and the last local sequence it decided for this store) and resumes
+//     after it.
 type forwarder struct {
 	lane  *lane
 	hubNC *nats.Conn // the lane's connection, used towards the hub
-	api   string     // the hub's JetStream API prefix, $JS.<domain>.API
-	// ingress is the hub's device ingress stream.
-	ingress string
-	log     *slog.Logger
+	log   *slog.Logger
 	// linkUp reports whether the leaf link is connected; while it is not,
 	// the forwarder waits on it instead of backing off.
 	linkUp   func() bool
@@ -53,12 +49,13 @@ type forwarder struct {
 	hubSeq    atomic.Uint64
 	dropped   atomic.Uint64
 	commits   atomic.Uint64
+	refused   atomic.Uint64
 }
 
 func (f *forwarder) status() LaneStatus {
 	return LaneStatus{
 		Name: f.lane.name, Stored: f.stored.Load(), Forwarded: f.forwarded.Load(),
-		HubSeq: f.hubSeq.Load(), Dropped: f.dropped.Load(), Commits: f.commits.Load(),
+		HubSeq: f.hubSeq.Load(), Dropped: f.dropped.Load(), Commits: f.commits.Load(), Refused: f.refused.Load(),
 	}
 }
 
@@ -141,29 +138,54 @@ func (f *forwarder) waitLink(ctx context.Context, d time.Duration) bool {
 	return down
 }
 
-// resync reads the hub's last commit on the lane's subject and sets where
-// forwarding resumes.
-func (f *forwarder) resync(ctx context.Context) error {
+// hubReply is the device gate's answer (adapters/devicegate.Reply).
+type hubReply struct {
+	Seq         uint64 `json:"seq"`
+	EdgeSeq     uint64 `json:"edge_seq"`
+	Quarantined bool   `json:"quarantined"`
+	Code        string `json:"code"`
+	Reason      string `json:"reason"`
+	Error       *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// Error codes of the gate's replies, JetStream's where it has one.
+const (
+	errCodeWrongLastSequence = 10071
+	errCodeTooLarge          = 10054
+)
+
+// ask sends a request to the hub's device gate and reads its answer.
+func (f *forwarder) ask(ctx context.Context, m *nats.Msg) (hubReply, error) {
+	var r hubReply
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	m, err := f.hubNC.RequestWithContext(rctx, f.api+".DIRECT.GET."+f.ingress+"."+f.lane.hub, nil)
+	reply, err := f.hubNC.RequestMsgWithContext(rctx, m)
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(reply.Data, &r); err != nil {
+		return r, fmt.Errorf("bad reply %q: %w", reply.Data, err)
+	}
+	return r, nil
+}
+
+// resync asks the hub where the lane stands and sets where forwarding
+// resumes.
+func (f *forwarder) resync(ctx context.Context) error {
+	m := nats.NewMsg(LastSubject(f.lane.hub))
+	m.Header.Set(HeaderEdgeEpoch, f.lane.epoch)
+	r, err := f.ask(ctx, m)
 	if err != nil {
 		return fmt.Errorf("read hub state: %w", err)
 	}
-	var hubSeq, fwd uint64
-	switch st := m.Header.Get("Status"); st {
-	case "404": // nothing forwarded yet
-	case "":
-		hubSeq, err = strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil {
-			return fmt.Errorf("read hub state: bad sequence: %w", err)
-		}
-		if m.Header.Get(HeaderEdgeEpoch) == f.lane.epoch {
-			fwd, _ = strconv.ParseUint(m.Header.Get(HeaderEdgeSeq), 10, 64)
-		}
-	default:
-		return fmt.Errorf("read hub state: status %s %s", st, m.Header.Get("Description"))
+	if r.Error != nil {
+		return fmt.Errorf("read hub state: %s (%d)", r.Error.Description, r.Error.Code)
 	}
+	hubSeq, fwd := r.Seq, r.EdgeSeq
 	f.hubSeq.Store(hubSeq)
 	f.forwarded.Store(fwd)
 	// The hub has more of this store than the store itself: it lost
@@ -212,36 +234,28 @@ func (f *forwarder) forwardOnce(ctx context.Context) (bool, error) {
 		return true, nil
 	}
 	msg := f.encodeCommit(msgs, f.hubSeq.Load())
-	rctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	reply, err := f.hubNC.RequestMsgWithContext(rctx, msg)
+	r, err := f.ask(ctx, msg)
 	if err != nil {
 		return false, fmt.Errorf("forward: %w", err)
 	}
-	var ack struct {
-		Seq   uint64 `json:"seq"`
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(reply.Data, &ack); err != nil {
-		return false, fmt.Errorf("forward: bad ack %q: %w", reply.Data, err)
-	}
-	if ack.Error != nil {
-		switch jetstream.ErrorCode(ack.Error.ErrCode) {
-		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
-			// An earlier send landed but its ack was lost: learn where.
-			return false, fmt.Errorf("forward: %w: %s", errResync, ack.Error.Description)
-		case jetstream.JSErrCodeStreamMessageExceedsMaximum:
+	if r.Error != nil {
+		switch r.Error.ErrCode {
+		case errCodeWrongLastSequence:
+			// An earlier send landed but its reply was lost: learn where.
+			return false, fmt.Errorf("forward: %w: %s", errResync, r.Error.Description)
+		case errCodeTooLarge:
 			// The hub takes smaller commits than we thought.
 			f.lane.maxBytes = max(f.lane.maxBytes/2, 1)
 			f.log.Warn("hub refused a commit as too large: halving commits", "lane", f.lane.name, "bytes", len(msg.Data), "now", f.lane.maxBytes)
 		}
-		return false, fmt.Errorf("forward: %s (%d)", ack.Error.Description, ack.Error.ErrCode)
+		return false, fmt.Errorf("forward: %s (%d)", r.Error.Description, r.Error.Code)
 	}
-	f.hubSeq.Store(ack.Seq)
+	if r.Quarantined {
+		f.refused.Add(1)
+		f.log.Warn("hub refused a commit: kept in its quarantine, not in its read models", "lane", f.lane.name,
+			"from", msgs[0].seq, "to", last, "code", r.Code, "reason", r.Reason)
+	}
+	f.hubSeq.Store(r.Seq)
 	f.forwarded.Store(last)
 	f.commits.Add(1)
 	return true, nil

@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/adapters/devicegate"
+	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
 )
 
-// A commit resent after its ack was lost, once the ingress stream's
-// duplicate window has passed, conflicts instead of landing twice; the forwarder then
+// A commit resent after its ack was lost, once the hub's duplicate window
+// has passed, conflicts instead of landing twice; the forwarder then
 // learns from the hub where to resume. And a local store that lost
 // acknowledged writes (power cut) skips ahead of what the hub has.
 func TestLostAckResendConflicts(t *testing.T) {
@@ -32,10 +33,18 @@ func TestLostAckResendConflicts(t *testing.T) {
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	nc, _ := natsserver.Connect(ns, "hub")
 	defer nc.Close()
-	// The ingress stream devices write, with no gate draining it.
-	if _, err := devicegate.Open(context.Background(), devicegate.Config{Conn: nc, Registry: devices.Registered}); err != nil {
+	if _, err := jetstream.Open(context.Background(), nc, jetstream.Config{DuplicateWindow: 200 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
+	gate, err := devicegate.Open(context.Background(), devicegate.Config{Conn: nc, Registry: devices.Registered,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, stopGate := context.WithCancel(context.Background())
+	gateDone := make(chan struct{})
+	go func() { gate.Run(gctx); close(gateDone) }()
+	defer func() { stopGate(); <-gateDone }()
 	dev, seed, err := natsserver.AddDevice(filepath.Join(dir, "devices"), "d1", "r1")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +62,7 @@ func TestLostAckResendConflicts(t *testing.T) {
 	a.wg.Wait()
 	ctx := context.Background()
 	for i := 0; i < 10; i++ {
-		if _, err := a.RecordTelemetry(ctx, &telemetryv1.SamplesRecorded{DeviceId: "d1"}); err != nil {
+		if _, err := a.RecordTelemetry(ctx, &telemetryv1.SamplesRecorded{DeviceId: "d1", OffsetMs: []uint32{0}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +76,7 @@ func TestLostAckResendConflicts(t *testing.T) {
 	if sent, err := f.forwardOnce(ctx); !sent || err != nil {
 		t.Fatalf("first send: %v %v", sent, err)
 	}
-	time.Sleep(300 * time.Millisecond) // past the ingress stream's duplicate window
+	time.Sleep(300 * time.Millisecond) // past the EVENTS duplicate window
 	f.forwarded.Store(0)               // as if the ack had been lost
 	f.hubSeq.Store(0)
 	if _, err := f.forwardOnce(ctx); !errors.Is(err, errResync) {
@@ -87,14 +96,14 @@ func TestLostAckResendConflicts(t *testing.T) {
 	if err := f.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	seq, err := a.RecordTelemetry(ctx, &telemetryv1.SamplesRecorded{DeviceId: "d1"})
+	seq, err := a.RecordTelemetry(ctx, &telemetryv1.SamplesRecorded{DeviceId: "d1", OffsetMs: []uint32{0}})
 	if err != nil || seq != 11 {
 		t.Fatalf("after the loss the next event got local seq %d (%v), want 11", seq, err)
 	}
 	if sent, err := f.forwardOnce(ctx); !sent || err != nil {
 		t.Fatalf("send after the loss: %v %v", sent, err)
 	}
-	m, err := nc.Request("$JS.API.STREAM.INFO."+devicegate.DefaultStream, nil, time.Second)
+	m, err := nc.Request("$JS.API.STREAM.INFO.EVENTS", nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 
 // hub is a real embedded hub: EVENTS stream, JetStream domain "hub", a
 // leaf listener authenticated by a device registry, and the device gate
-// admitting devices' commits from the ingress stream into EVENTS.
+// admitting devices' commits into EVENTS.
 type hub struct {
 	ns       *nserver.Server
 	nc       *nats.Conn

@@ -21,16 +21,13 @@ import (
 )
 
 // Subjects and names shared with the hub (adapters/natsserver builds the
-// same ones for a device's permissions, adapters/devicegate reads them).
+// same ones for a device's permissions, adapters/devicegate serves them).
 const (
 	// LocalDomain is the JetStream domain of every agent's embedded server:
 	// its API stays on the device and never crosses the leaf link.
 	LocalDomain = "edge"
-	// DefaultIngressStream is the hub's device ingress stream when the
-	// credentials name none.
-	DefaultIngressStream = "DEVICE_INGRESS"
-	// MaxCommitBytes is the largest message the hub's ingress stream
-	// takes, headers included (adapters/devicegate.MaxCommitBytes); the
+	// MaxCommitBytes is the largest commit the hub's device gate takes,
+	// headers included (adapters/devicegate.MaxCommitBytes); the
 	// forwarder packs commits to fit, and a single event that could never
 	// fit is refused when recorded.
 	MaxCommitBytes = 64 << 10
@@ -38,21 +35,25 @@ const (
 	commitHeaderBytes = 1 << 10
 )
 
-// IngressDangerSubject is where a device's danger lane is forwarded on the
-// hub: its lane of the device ingress stream, from which the hub's device
-// gate admits each commit into EVENTS (ev.safety.device.<id>), checked and
-// bound to the device's registered rider.
+// IngressDangerSubject is where a device sends its danger lane's commits:
+// a request to the hub's device gate, which admits each into EVENTS
+// (ev.safety.device.<id>), checked and bound to the device's registered
+// rider, or quarantines it. A device writes no stream itself.
 func IngressDangerSubject(device string) string { return "in.danger.device." + device }
 
-// IngressTelemetrySubject is where a device's telemetry lane is forwarded
-// on the hub (admitted into ev.telemetry.device.<id>).
+// IngressTelemetrySubject is where a device sends its telemetry lane's
+// commits (admitted into ev.telemetry.device.<id>).
 func IngressTelemetrySubject(device string) string { return "in.telemetry.device." + device }
+
+// LastSubject is where a device asks the gate where the hub stands for the
+// lane it sends on subject.
+func LastSubject(subject string) string { return subject + ".last" }
 
 // InboxPrefix is the only inbox a device may receive replies on at the hub.
 func InboxPrefix(device string) string { return "_INBOX_" + device }
 
 // Header names the agent sets on local messages and on hub commits. The
-// hub's gate keeps the Tl-Edge-* headers on the commits it admits.
+// hub's gate keeps the Tl-Edge-* headers with the commits it decides.
 const (
 	headerEventType = "Tl-Event-Type" // local message: the event's type
 	// HeaderEdgeSeq is the local sequence of the last event in a hub commit:
@@ -78,6 +79,10 @@ type LaneStatus struct {
 	Dropped uint64
 	// Commits counts commits the hub acknowledged in this run.
 	Commits uint64
+	// Refused counts, of those, the commits the hub refused: it keeps them
+	// in its quarantine, with the reason, and their events reach no read
+	// model there.
+	Refused uint64
 }
 
 // lane is one local stream and the hub subject it is forwarded to.
@@ -86,7 +91,7 @@ type lane struct {
 	device    string
 	stream    string // local stream name
 	local     string // local subject
-	hub       string // hub ingress subject
+	hub       string // the gate's subject for the lane's commits
 	epoch     string
 	nc        *nats.Conn // the lane's own connection: danger never queues behind telemetry
 	js        jetstream.JetStream

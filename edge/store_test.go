@@ -266,7 +266,7 @@ func dirSize(t *testing.T, dir string) int64 {
 	return n
 }
 
-// Commits are packed to fit the hub's ingress limit (64 KiB), and an
+// Commits are packed to fit the hub's limit (64 KiB), and an
 // event that could never fit one is refused when recorded, not left to
 // block its lane.
 func TestCommitsFitTheHubLimit(t *testing.T) {

@@ -1,38 +1,44 @@
-// Package devicegate is the hub's gate for edge devices. Devices never
-// write the EVENTS stream: each publishes its commits into its own
-// subjects of the DEVICE_INGRESS stream, and the gate admits them into
-// EVENTS one by one, after the domain's check (safety.AdmitDeviceCommit),
-// bound to the rider the device registry names, or quarantines them with
-// the reason. Nothing a device sends reaches a read model unchecked.
+// Package devicegate is the hub's gate for edge devices. A device never
+// writes a stream, nor calls the JetStream API: it sends each commit as a
+// request to its own subject, in.<lane>.device.<id>, and the gate decides
+// it with the domain's check (safety.AdmitDeviceCommit), bound to the
+// rider the device registry names. An admitted commit is appended to
+// EVENTS; a refused one is quarantined with the reason, and the device is
+// told either way. Nothing a device sends reaches a read model unchecked.
 //
-// Layout:
+//	request   in.<lane>.device.<id>         a commit (tideline.es.v1.Commit)
+//	request   in.<lane>.device.<id>.last    where the hub stands for the lane
+//	EVENTS    ev.safety.device.<id>         lane danger, written by the gate alone
+//	          ev.telemetry.device.<id>      lane telemetry
+//	DEVICE_QUARANTINE  quarantine.<lane>.device.<id>   refused commits, as sent, with the reason
 //
-//	DEVICE_INGRESS     in.<lane>.device.<id>          written by devices (their only write)
-//	EVENTS             ev.safety.device.<id>          written by the gate alone (lane danger)
-//	                   ev.telemetry.device.<id>       (lane telemetry)
-//	DEVICE_QUARANTINE  quarantine.<lane>.device.<id>  refused commits, kept with the reason
+// Why requests to the gate rather than publishes into a stream: JetStream
+// answers every API request and every publish on the reply subject the
+// sender names, in the hub's account, and an answer on ev.<anything> is
+// stored in EVENTS. A device allowed to publish into a stream (or to read
+// its last message back) could so make the hub write its own message, or
+// the ack, on any subject of EVENTS, past any gate. The gate answers only
+// on the device's own inbox.
 //
-// Each device lane has its own worker, so one device's commits never wait
-// behind another's: a poison commit is quarantined at once (no retry),
-// and a device over its rate quota waits alone. Order holds per lane.
+// Exactly once, as the edge agent's forwarder wants it: a commit carries
+// Nats-Expected-Last-Subject-Sequence, the EVENTS sequence of its lane's
+// last commit; the gate appends with it, and quarantines only when it
+// still holds. The .last request returns that sequence and the last local
+// sequence (Tl-Edge-Seq) the hub has decided for the device's store epoch,
+// admitted or quarantined. A commit without the header is appended (or
+// quarantined) without the check.
 //
-// Exactly once: the gate is the single writer of a device's EVENTS
-// subject and each commit it appends names its ingress sequence
-// (Tl-Ingress-Seq); quarantine records do too. A worker resumes after the
-// larger of the two, and appends with Nats-Expected-Last-Subject-Sequence,
-// so a crash between an append and its bookkeeping never appends twice.
-// It never forwards a device's Nats-Msg-Id or other Nats-* headers.
-//
-// Backpressure, not loss: over its quota (a token bucket per device lane)
-// a device's commits wait in the ingress stream, at most Backlog of them
-// per lane; beyond that the stream refuses new ones and they wait on the
-// device, which keeps them (its danger lane is never dropped).
+// Quotas: a commit is at most MaxCommitBytes; each device lane decides
+// one commit at a time and has a token bucket (Config.Rate, Burst). Over
+// either, the device is told to retry later (it keeps the commit: a danger
+// event is never dropped for going too fast), and nothing is stored. One
+// device's commits never wait behind another's: each request is decided
+// on its own goroutine, and a refused commit is quarantined at once, never
+// retried.
 package devicegate
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,34 +51,29 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"golang.org/x/time/rate"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
-	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 )
 
-// Stream names and limits. The edge agent builds the same subjects
-// (edge.IngressSubject) and packs commits to fit MaxCommitBytes.
-const (
-	DefaultStream           = "DEVICE_INGRESS"
-	DefaultQuarantineStream = "DEVICE_QUARANTINE"
-	// MaxCommitBytes is the ingress stream's message size limit, headers
-	// included: a larger message is refused by the stream, never stored.
-	MaxCommitBytes = 64 << 10
-)
+// DefaultQuarantineStream keeps the refused commits.
+const DefaultQuarantineStream = "DEVICE_QUARANTINE"
+
+// MaxCommitBytes bounds a device commit, headers included. The edge agent
+// packs its commits to fit (edge.MaxCommitBytes).
+const MaxCommitBytes = 64 << 10
 
 // Lanes lists the device lanes the gate serves.
 var Lanes = []safety.DeviceLane{safety.LaneDanger, safety.LaneTelemetry}
 
-// IngressSubject is where device id publishes lane's commits.
-func IngressSubject(lane safety.DeviceLane, id string) string {
+// CommitSubject is where device id sends lane's commits.
+func CommitSubject(lane safety.DeviceLane, id string) string {
 	return "in." + string(lane) + ".device." + id
 }
+
+// LastSubject is where device id asks where the hub stands for lane.
+func LastSubject(lane safety.DeviceLane, id string) string { return CommitSubject(lane, id) + ".last" }
 
 // EventsSubject is where the gate appends lane's admitted commits of
 // device id in EVENTS.
@@ -88,28 +89,66 @@ func QuarantineSubject(lane safety.DeviceLane, id string) string {
 	return "quarantine." + string(lane) + ".device." + id
 }
 
-// Headers the gate writes. Commits in EVENTS carry the Tl-* commit
-// headers adapters/jetstream reads, the ingress position, and the
-// device's own edge headers (what it says of its local sequences).
+// InboxPrefix is the only subject prefix the gate answers device id on
+// (the only inbox the device may receive on: natsserver.DeviceInboxPrefix).
+func InboxPrefix(id string) string { return "_INBOX_" + id + "." }
+
+// Headers. A device's commit carries Nats-Expected-Last-Subject-Sequence
+// and its edge headers (what it says of its local store); the gate keeps
+// the edge headers with the commit in EVENTS or in quarantine, and adds
+// the Tl-* commit headers adapters/jetstream reads.
 const (
-	HeaderIngressSeq = "Tl-Ingress-Seq"
-	// HeaderIngressFirstSeq is the first ingress commit a commit holds
-	// when it holds several (a run admitted together).
-	HeaderIngressFirstSeq = "Tl-Ingress-First-Seq"
-	HeaderIngressEpoch    = "Tl-Ingress-Epoch"
-	HeaderReceivedAt      = "Tl-Received-At"
-	HeaderDevice          = "Tl-Device"
-	HeaderRider           = "Tl-Rider"
-	HeaderLane            = "Tl-Lane"
-	HeaderRejectCode      = "Tl-Reject-Code"
-	HeaderRejectReason    = "Tl-Reject-Reason"
-	headerEventTypes      = "Tl-Event-Types"
-	headerActor           = "Tl-Actor"
-	headerSource          = "Tl-Source"
+	HeaderEdgeSeq      = "Tl-Edge-Seq"
+	HeaderEdgeFirstSeq = "Tl-Edge-First-Seq"
+	HeaderEdgeEpoch    = "Tl-Edge-Epoch"
+	HeaderReceivedAt   = "Tl-Received-At"
+	HeaderDevice       = "Tl-Device"
+	HeaderRider        = "Tl-Rider"
+	HeaderLane         = "Tl-Lane"
+	HeaderRejectCode   = "Tl-Reject-Code"
+	HeaderRejectReason = "Tl-Reject-Reason"
+	headerEventTypes   = "Tl-Event-Types"
+	headerActor        = "Tl-Actor"
+	headerSource       = "Tl-Source"
 )
 
-// edgeHeaders are the device's own headers the gate keeps with a commit.
-var edgeHeaders = []string{"Tl-Edge-Seq", "Tl-Edge-First-Seq", "Tl-Edge-Epoch"}
+var edgeHeaders = []string{HeaderEdgeSeq, HeaderEdgeFirstSeq, HeaderEdgeEpoch}
+
+// Reply is the gate's JSON answer to a commit or a .last request.
+type Reply struct {
+	// Seq is the EVENTS sequence of the lane's last commit: the admitted
+	// commit's, or (quarantined, .last) the one the device should expect.
+	Seq uint64 `json:"seq"`
+	// EdgeSeq (.last) is the last local sequence of the asked epoch the
+	// hub has decided, admitted or quarantined; 0 if none.
+	EdgeSeq uint64 `json:"edge_seq,omitempty"`
+	// Quarantined says the commit was refused and kept, with Code (a
+	// safety.RejectCode) and Reason. The device is done with it.
+	Quarantined bool   `json:"quarantined,omitempty"`
+	Code        string `json:"code,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	// Error says nothing was decided: send again later (after asking
+	// .last for ErrWrongLastSequence).
+	Error *ReplyError `json:"error,omitempty"`
+}
+
+// ReplyError is why a commit was not decided. Its codes follow
+// JetStream's where there is one, so a device speaks to both alike.
+type ReplyError struct {
+	Code        int    `json:"code"`
+	ErrCode     int    `json:"err_code,omitempty"`
+	Description string `json:"description"`
+}
+
+// Error codes of ReplyError.ErrCode.
+const (
+	// ErrWrongLastSequence: the expected sequence is not the lane's last
+	// (JetStream's JSStreamWrongLastSequenceErr).
+	ErrWrongLastSequence = 10071
+	// ErrTooLarge: the commit is over MaxCommitBytes
+	// (JetStream's JSStreamMessageExceedsMaximumErr).
+	ErrTooLarge = 10054
+)
 
 // Registry returns what the device registry says of a device id; a zero
 // RiderID means the id is not registered.
@@ -117,28 +156,23 @@ type Registry func(id string) safety.RegisteredDevice
 
 // Config configures a Gate.
 type Config struct {
-	// Conn is the hub's own (in-process) connection; the gate does not
-	// close it.
+	// Conn is a connection of the hub's own (in-process) the gate may
+	// subscribe on; it does not close it.
 	Conn *nats.Conn
 	// Registry names each device's rider (required).
 	Registry Registry
-	// Stream is the ingress stream, default DEVICE_INGRESS;
-	// QuarantineStream default DEVICE_QUARANTINE; EventsStream the events
-	// stream, default EVENTS.
-	Stream, QuarantineStream, EventsStream string
+	// EventsStream is the events stream, default EVENTS;
+	// QuarantineStream default DEVICE_QUARANTINE.
+	EventsStream, QuarantineStream string
 	// Rate is each device lane's sustained quota in commits per second
 	// (default 100) and Burst its bucket (default 2000 commits): at most
-	// MaxCommitBytes each, that is 6.25 MiB/s sustained and 125 MiB at once.
+	// MaxCommitBytes each, that is 6.25 MiB/s sustained, 125 MiB at once.
 	Rate  float64
 	Burst int
-	// Backlog is how many commits per device lane the ingress stream
-	// holds before refusing more (default 1024): a device over its quota,
-	// or a hub that is behind, then keeps them on the device.
-	Backlog int
 	// QuarantineKeep is how many refused commits are kept per device lane,
 	// the oldest dropped first (default 1000).
 	QuarantineKeep int
-	// Replicas of the two streams; default 1.
+	// Replicas of the quarantine stream; default 1.
 	Replicas int
 	Logger   *slog.Logger
 }
@@ -147,14 +181,11 @@ func (c *Config) defaults() error {
 	if c.Conn == nil || c.Registry == nil {
 		return errors.New("devicegate: Conn and Registry are required")
 	}
-	if c.Stream == "" {
-		c.Stream = DefaultStream
+	if c.EventsStream == "" {
+		c.EventsStream = "EVENTS"
 	}
 	if c.QuarantineStream == "" {
 		c.QuarantineStream = DefaultQuarantineStream
-	}
-	if c.EventsStream == "" {
-		c.EventsStream = "EVENTS"
 	}
 	if c.Rate == 0 {
 		c.Rate = 100
@@ -164,9 +195,6 @@ func (c *Config) defaults() error {
 	}
 	if c.Rate < 0 || c.Burst < 1 {
 		return fmt.Errorf("devicegate: rate %g and burst %d must be positive", c.Rate, c.Burst)
-	}
-	if c.Backlog == 0 {
-		c.Backlog = 1024
 	}
 	if c.QuarantineKeep == 0 {
 		c.QuarantineKeep = 1000
@@ -180,27 +208,29 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// Gate admits device commits from the ingress stream into EVENTS. Its
-// methods are safe for concurrent use.
+// Gate decides device commits. Its methods are safe for concurrent use.
 type Gate struct {
-	cfg     Config
-	log     *slog.Logger
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	ingress jetstream.Stream
-	epoch   string // the ingress stream's identity: its sequences restart if it is recreated
+	cfg Config
+	log *slog.Logger
+	nc  *nats.Conn
+	js  jetstream.JetStream
 
-	mu      sync.Mutex
-	workers map[string]*worker // by ingress subject
-	wg      sync.WaitGroup
+	mu    sync.Mutex
+	lanes map[string]*laneState // by commit subject
+	wg    sync.WaitGroup        // requests being decided
 
 	rejected *index
 	admitted atomic.Uint64
 	refused  atomic.Uint64
 }
 
-// Open provisions the ingress and quarantine streams and returns the
-// gate; Run runs it.
+// laneState is one device lane's quota.
+type laneState struct {
+	busy atomic.Bool // a commit of the lane is being decided
+	lim  *rate.Limiter
+}
+
+// Open provisions the quarantine stream and returns the gate; Run runs it.
 func Open(ctx context.Context, cfg Config) (*Gate, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -209,56 +239,13 @@ func Open(ctx context.Context, cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devicegate: jetstream: %w", err)
 	}
-	g := &Gate{cfg: cfg, log: cfg.Logger.With("component", "devicegate"), nc: cfg.Conn, js: js,
-		workers: map[string]*worker{}, rejected: newIndex(10000)}
 	var subjects []string
-	for _, l := range Lanes {
-		subjects = append(subjects, IngressSubject(l, "*"))
-	}
-	icfg := jetstream.StreamConfig{
-		Name:                 cfg.Stream,
-		Description:          "edge device commits waiting for the device gate: in.<lane>.device.<id>",
-		Subjects:             subjects,
-		Storage:              jetstream.FileStorage,
-		Retention:            jetstream.LimitsPolicy,
-		Discard:              jetstream.DiscardNew,
-		DiscardNewPerSubject: true,
-		MaxMsgsPerSubject:    int64(cfg.Backlog),
-		MaxMsgs:              -1,
-		MaxBytes:             -1,
-		MaxMsgSize:           MaxCommitBytes,
-		// Devices send no message ids (exactly-once is by expected
-		// subject sequence); a short window bounds what one that does can
-		// make the server remember.
-		Duplicates:  100 * time.Millisecond,
-		AllowDirect: true,
-		DenyDelete:  true,
-		Replicas:    cfg.Replicas,
-	}
-	st, err := js.Stream(ctx, cfg.Stream)
-	switch {
-	case err == nil:
-		g.epoch = st.CachedInfo().Config.Metadata["tl_epoch"]
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-	default:
-		return nil, fmt.Errorf("devicegate: stream %s: %w", cfg.Stream, err)
-	}
-	if g.epoch == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		g.epoch = hex.EncodeToString(b[:])
-	}
-	icfg.Metadata = map[string]string{"tl_epoch": g.epoch}
-	if g.ingress, err = js.CreateOrUpdateStream(ctx, icfg); err != nil {
-		return nil, fmt.Errorf("devicegate: provision stream %s: %w", cfg.Stream, err)
-	}
-	subjects = subjects[:0]
 	for _, l := range Lanes {
 		subjects = append(subjects, QuarantineSubject(l, "*"))
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              cfg.QuarantineStream,
-		Description:       "edge device commits the device gate refused, with the reason in headers",
+		Description:       "edge device commits the device gate refused, as sent, with the reason in headers",
 		Subjects:          subjects,
 		Storage:           jetstream.FileStorage,
 		Retention:         jetstream.LimitsPolicy,
@@ -266,112 +253,120 @@ func Open(ctx context.Context, cfg Config) (*Gate, error) {
 		MaxMsgsPerSubject: int64(cfg.QuarantineKeep),
 		MaxMsgs:           -1,
 		MaxBytes:          -1,
+		Duplicates:        2 * time.Minute,
 		AllowDirect:       true,
 		DenyDelete:        true,
 		Replicas:          cfg.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("devicegate: provision stream %s: %w", cfg.QuarantineStream, err)
 	}
-	return g, nil
+	return &Gate{cfg: cfg, log: cfg.Logger.With("component", "devicegate"), nc: cfg.Conn, js: js,
+		lanes: map[string]*laneState{}, rejected: newIndex(10000)}, nil
 }
 
-// Run admits device commits until ctx ends; it returns once every worker
-// stopped. It follows the ingress stream, handing each commit to its
-// lane's worker, and the quarantine stream (headers only) for Rejected.
+// Run serves devices until ctx ends; it returns once no request is being
+// decided. It also follows the quarantine stream (headers only) for
+// Rejected.
 func (g *Gate) Run(ctx context.Context) error {
 	defer g.wg.Wait()
-	follow := func(stream string, headersOnly bool, each func(jetstream.Msg)) (jetstream.ConsumeContext, error) {
-		c, err := g.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{HeadersOnly: headersOnly})
-		if ctx.Err() != nil {
-			return nil, nil // stopped before it started
-		}
-		if err != nil {
-			return nil, fmt.Errorf("devicegate: follow %s: %w", stream, err)
-		}
-		cc, err := c.Consume(each, jetstream.PullMaxBytes(8<<20))
-		if err != nil {
-			return nil, fmt.Errorf("devicegate: follow %s: %w", stream, err)
-		}
-		return cc, nil
+	c, err := g.js.OrderedConsumer(ctx, g.cfg.QuarantineStream, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	if ctx.Err() != nil {
+		return nil
 	}
-	qc, err := follow(g.cfg.QuarantineStream, true, g.rejected.add)
-	if err != nil || qc == nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("devicegate: follow %s: %w", g.cfg.QuarantineStream, err)
+	}
+	qc, err := c.Consume(g.rejected.add)
+	if err != nil {
+		return fmt.Errorf("devicegate: follow %s: %w", g.cfg.QuarantineStream, err)
 	}
 	defer qc.Stop()
-	ic, err := follow(g.cfg.Stream, false, func(m jetstream.Msg) { g.dispatch(ctx, m) })
-	if err != nil || ic == nil {
-		return err
+	commits, err := g.nc.Subscribe(CommitSubject("*", "*"), func(m *nats.Msg) { g.commit(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("devicegate: subscribe: %w", err)
 	}
-	defer ic.Stop()
-	g.log.Info("device gate running", "ingress", g.cfg.Stream, "quarantine", g.cfg.QuarantineStream,
-		"rate", g.cfg.Rate, "burst", g.cfg.Burst, "backlog", g.cfg.Backlog)
+	defer commits.Unsubscribe()
+	lasts, err := g.nc.Subscribe(LastSubject("*", "*"), func(m *nats.Msg) { g.last(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("devicegate: subscribe: %w", err)
+	}
+	defer lasts.Unsubscribe()
+	// A flood of one device's requests must not make the hub drop everyone's.
+	for _, s := range []*nats.Subscription{commits, lasts} {
+		_ = s.SetPendingLimits(1<<20, 256<<20)
+	}
+	if err := g.nc.Flush(); err != nil {
+		return fmt.Errorf("devicegate: subscribe: %w", err)
+	}
+	g.log.Info("device gate serving", "quarantine", g.cfg.QuarantineStream, "rate", g.cfg.Rate, "burst", g.cfg.Burst)
 	<-ctx.Done()
 	return nil
 }
 
-// Stats counts commits admitted into EVENTS and refused since Open.
+// Stats counts the commits admitted into EVENTS and refused since Open.
 func (g *Gate) Stats() (admitted, refused uint64) { return g.admitted.Load(), g.refused.Load() }
 
-// dispatch hands one ingress commit to its lane's worker (started on its
-// lane's first commit). It never waits: a worker whose feed is full reads
-// the commit from the stream itself. Only the ingress consumer's
-// goroutine calls it.
-func (g *Gate) dispatch(ctx context.Context, m jetstream.Msg) {
-	md, err := m.Metadata()
-	if err != nil {
-		return
+// request parses a device request's subject: lane, device id, and whether
+// the gate may answer it (its reply is the device's own inbox).
+func request(m *nats.Msg, suffix int) (safety.DeviceLane, string, bool) {
+	p := strings.Split(m.Subject, ".")
+	if len(p) != 4+suffix || p[0] != "in" || p[2] != "device" {
+		return "", "", false
 	}
-	subject := m.Subject()
-	p := strings.Split(subject, ".")
-	if len(p) != 4 || p[0] != "in" || p[2] != "device" {
-		return
+	lane, id := safety.DeviceLane(p[1]), p[3]
+	if lane.EventType() == "" || !strings.HasPrefix(m.Reply, InboxPrefix(id)) {
+		return "", "", false
+	}
+	return lane, id, true
+}
+
+func respond(m *nats.Msg, r Reply) {
+	b, _ := json.Marshal(r)
+	_ = m.Respond(b)
+}
+
+func errorReply(code, errCode int, format string, args ...any) Reply {
+	return Reply{Error: &ReplyError{Code: code, ErrCode: errCode, Description: fmt.Sprintf(format, args...)}}
+}
+
+// commit handles a commit request on the subscription's goroutine: the
+// cheap refusals at once, the decision on a goroutine of its own.
+func (g *Gate) commit(ctx context.Context, m *nats.Msg) {
+	lane, id, ok := request(m, 0)
+	if !ok {
+		return // not a device's, or its answer would go elsewhere than its inbox
 	}
 	g.mu.Lock()
-	w, ok := g.workers[subject]
-	if !ok {
-		w = g.newWorker(safety.DeviceLane(p[1]), p[3])
-		g.workers[subject] = w
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			w.run(ctx)
-		}()
+	st := g.lanes[m.Subject]
+	if st == nil {
+		st = &laneState{lim: rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst)}
+		g.lanes[m.Subject] = st
 	}
 	g.mu.Unlock()
-	seq := md.Sequence.Stream
-	im := ingressMsg{seq: seq, prev: w.seen, receivedAt: md.Timestamp, header: m.Headers(), data: m.Data()}
-	w.seen = seq
-	for {
-		k := w.known.Load()
-		if seq <= k || w.known.CompareAndSwap(k, seq) {
-			break
-		}
+	if size := msgSize(m); size > MaxCommitBytes {
+		respond(m, errorReply(413, ErrTooLarge, "commit of %d bytes: at most %d", size, MaxCommitBytes))
+		return
 	}
-	select {
-	case w.feed <- im:
-	default:
+	if !st.busy.CompareAndSwap(false, true) {
+		respond(m, errorReply(429, 0, "a commit of this lane is being decided: send one at a time"))
+		return
 	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if !st.lim.Allow() {
+		st.busy.Store(false)
+		respond(m, errorReply(429, 0, "over the lane's quota of %g commits/s: retry later", g.cfg.Rate))
+		return
 	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		defer st.busy.Store(false)
+		respond(m, g.decide(ctx, lane, id, m))
+	}()
 }
 
-// ingressMsg is one commit read from the ingress stream.
-type ingressMsg struct {
-	seq uint64
-	// prev is the lane's commit before it, when it came through the
-	// ingress consumer (0: unknown).
-	prev       uint64
-	receivedAt time.Time
-	header     nats.Header
-	data       []byte
-}
-
-func (m ingressMsg) size() int {
-	n := len(m.data)
-	for k, vs := range m.header {
+func msgSize(m *nats.Msg) int {
+	n := len(m.Data)
+	for k, vs := range m.Header {
 		for _, v := range vs {
 			n += len(k) + len(v) + 4
 		}
@@ -379,179 +374,154 @@ func (m ingressMsg) size() int {
 	return n
 }
 
-// directGet reads up to batch messages of subject in stream from seq on
-// (last: the subject's last message). It returns nil and no error when
-// there are none.
-func (g *Gate) directGet(ctx context.Context, stream, subject string, seq uint64, batch int, last bool) ([]ingressMsg, error) {
-	req := map[string]any{"next_by_subj": subject, "seq": seq, "batch": batch, "max_bytes": 1 << 20}
-	if last {
-		req = map[string]any{"last_by_subj": subject}
+// decide admits the commit into EVENTS or quarantines it.
+func (g *Gate) decide(ctx context.Context, lane safety.DeviceLane, id string, m *nats.Msg) Reply {
+	receivedAt := time.Now()
+	expected, occ := uint64(0), false
+	if v := m.Header.Get(jetstream.ExpectedLastSubjSeqHeader); v != "" {
+		var err error
+		if expected, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return errorReply(400, 0, "bad %s %q", jetstream.ExpectedLastSubjSeqHeader, v)
+		}
+		occ = true
 	}
-	body, _ := json.Marshal(req)
-	inbox := g.nc.NewRespInbox()
-	ch := make(chan *nats.Msg, batch+2)
-	sub, err := g.nc.ChanSubscribe(inbox, ch)
+	reg := g.cfg.Registry(id)
+	reg.ID = id
+	d, err := decode(lane, m.Data, receivedAt)
+	var admitted []es.Event
 	if err != nil {
-		return nil, fmt.Errorf("direct get %s: %w", subject, err)
+		err = safety.Rejected(safety.RejectUndecodable, err)
+	} else {
+		admitted, err = safety.AdmitDeviceCommit(reg, lane, d.events, receivedAt)
 	}
-	defer sub.Unsubscribe()
-	if err := g.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
-		return nil, fmt.Errorf("direct get %s: %w", subject, err)
+	out := EventsSubject(lane, id)
+	if err != nil {
+		return g.quarantine(ctx, lane, id, reg.RiderID, m, receivedAt, expected, occ, err)
 	}
-	timeout := time.NewTimer(5 * time.Second)
-	defer timeout.Stop()
-	var out []ingressMsg
-	for {
-		var m *nats.Msg
-		select {
-		case m = <-ch:
-		case <-timeout.C:
-			return nil, fmt.Errorf("direct get %s: no reply in 5s", subject)
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	data, types, err := encode(nil, nil, d, admitted)
+	if err != nil {
+		return g.quarantine(ctx, lane, id, reg.RiderID, m, receivedAt, expected, occ, safety.Rejected(safety.RejectUndecodable, err))
+	}
+	h := nats.Header{}
+	if occ {
+		h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
+	}
+	h.Set(headerEventTypes, strings.Join(types, ","))
+	h.Set(headerActor, "device:"+id)
+	h.Set(headerSource, "edge:"+id)
+	stamp(h, m, receivedAt)
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ack, err := g.js.PublishMsg(actx, &nats.Msg{Subject: out, Header: h, Data: data}, jetstream.WithRetryAttempts(0))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return errorReply(409, ErrWrongLastSequence, "%s", apiErr.Description)
 		}
-		switch st := m.Header.Get("Status"); st {
-		case "":
-		case "404", "204":
-			return out, nil
-		default:
-			return nil, fmt.Errorf("direct get %s: status %s %s", subject, st, m.Header.Get("Description"))
+		g.log.Warn("device commit not stored", "device", id, "lane", string(lane), "err", err)
+		return errorReply(503, 0, "the hub could not store the commit: retry later")
+	}
+	g.admitted.Add(1)
+	return Reply{Seq: ack.Sequence}
+}
+
+// stamp sets the headers every gate-written message carries: when the hub
+// received the commit, and what the device said of it.
+func stamp(h nats.Header, m *nats.Msg, receivedAt time.Time) {
+	h.Set(HeaderReceivedAt, receivedAt.UTC().Format(time.RFC3339Nano))
+	for _, k := range edgeHeaders {
+		if v := m.Header.Get(k); v != "" {
+			h.Set(k, headerValue(v))
 		}
-		s, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	}
+}
+
+// quarantine keeps a refused commit, as sent, with the reason (a
+// *safety.RejectedError), if the device's expected sequence holds.
+func (g *Gate) quarantine(ctx context.Context, lane safety.DeviceLane, id, rider string, m *nats.Msg, receivedAt time.Time, expected uint64, occ bool, reason error) Reply {
+	out := EventsSubject(lane, id)
+	last, _, err := g.lastOn(ctx, g.cfg.EventsStream, out)
+	if err != nil {
+		return errorReply(503, 0, "the hub could not read the lane: retry later")
+	}
+	if occ && last != expected {
+		return errorReply(409, ErrWrongLastSequence, "wrong last sequence: %d", last)
+	}
+	code := safety.CodeOf(reason)
+	q := QuarantineSubject(lane, id)
+	h := nats.Header{}
+	if e, s := m.Header.Get(HeaderEdgeEpoch), m.Header.Get(HeaderEdgeSeq); e != "" && s != "" {
+		h.Set(jetstream.MsgIDHeader, q+"/"+headerValue(e)+"-"+headerValue(s)) // a resent refusal is kept once
+	}
+	h.Set(HeaderDevice, id)
+	h.Set(HeaderRider, rider)
+	h.Set(HeaderLane, string(lane))
+	h.Set(HeaderRejectCode, string(code))
+	h.Set(HeaderRejectReason, headerValue(reason.Error()))
+	stamp(h, m, receivedAt)
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := g.js.PublishMsg(qctx, &nats.Msg{Subject: q, Header: h, Data: m.Data}, jetstream.WithRetryAttempts(0)); err != nil {
+		g.log.Warn("device commit not quarantined", "device", id, "lane", string(lane), "err", err)
+		return errorReply(503, 0, "the hub could not store the commit: retry later")
+	}
+	g.refused.Add(1)
+	g.log.Warn("device commit refused", "device", id, "lane", string(lane), "code", string(code), "reason", reason.Error(), "bytes", len(m.Data))
+	return Reply{Seq: last, Quarantined: true, Code: string(code), Reason: reason.Error()}
+}
+
+// last answers a .last request: the lane's last EVENTS sequence, and the
+// last local sequence of the asked epoch (header Tl-Edge-Epoch) the hub
+// decided, in EVENTS or in quarantine.
+func (g *Gate) last(ctx context.Context, m *nats.Msg) {
+	lane, id, ok := request(m, 1)
+	if !ok {
+		return
+	}
+	epoch := m.Header.Get(HeaderEdgeEpoch)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		seq, h, err := g.lastOn(ctx, g.cfg.EventsStream, EventsSubject(lane, id))
 		if err != nil {
-			return nil, fmt.Errorf("direct get %s: bad sequence: %w", subject, err)
+			respond(m, errorReply(503, 0, "the hub could not read the lane: retry later"))
+			return
 		}
-		at, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
-		out = append(out, ingressMsg{seq: s, receivedAt: at, header: m.Header, data: m.Data})
-		if last {
-			return out, nil
+		_, qh, err := g.lastOn(ctx, g.cfg.QuarantineStream, QuarantineSubject(lane, id))
+		if err != nil {
+			respond(m, errorReply(503, 0, "the hub could not read the lane: retry later"))
+			return
 		}
-	}
-}
-
-// decoded is a device commit as read: its events, and per event its
-// occurred_at and, when the event can be stored as sent (no unknown
-// fields), its payload bytes.
-type decoded struct {
-	events []es.Event
-	stamps []*timestamppb.Timestamp
-	raw    [][]byte
-}
-
-// decode reads a device commit: a tideline.es.v1.Commit whose events of
-// lane's type are decoded (others keep nil Data, for the domain to
-// refuse). Nothing rides along unchecked: unknown fields are dropped
-// (their events are encoded again), and a missing occurred_at is the
-// receipt time.
-func decode(lane safety.DeviceLane, data []byte, receivedAt time.Time) (decoded, error) {
-	var c esv1.Commit
-	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &c); err != nil {
-		return decoded{}, es.Invalidf("commit", "not a tideline.es.v1.Commit: %v", err)
-	}
-	want := lane.EventType()
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(want))
-	if err != nil {
-		return decoded{}, es.Invalidf("lane", "%s is not known to this hub", want)
-	}
-	d := decoded{events: make([]es.Event, len(c.Events)), stamps: make([]*timestamppb.Timestamp, len(c.Events)), raw: make([][]byte, len(c.Events))}
-	for i, e := range c.Events {
-		d.stamps[i] = e.OccurredAt
-		if d.stamps[i] == nil {
-			d.stamps[i] = timestamppb.New(receivedAt)
-		} else if err := e.OccurredAt.CheckValid(); err != nil {
-			return decoded{}, es.Invalidf(fmt.Sprintf("events[%d].occurred_at", i), "%v", err)
-		}
-		d.events[i] = es.Event{ID: e.Id, Type: e.Type, OccurredAt: d.stamps[i].AsTime()}
-		if e.Type != want {
-			continue
-		}
-		m := mt.New().Interface()
-		if err := proto.Unmarshal(e.Data, m); err != nil {
-			return decoded{}, es.Invalidf(fmt.Sprintf("events[%d].data", i), "not a %s: %v", want, err)
-		}
-		if len(m.ProtoReflect().GetUnknown()) == 0 {
-			d.raw[i] = e.Data
-		} else {
-			m.ProtoReflect().SetUnknown(nil)
-		}
-		d.events[i].Data = m
-	}
-	return d, nil
-}
-
-// encode appends admitted events to buf, an EVENTS commit being built,
-// and their types to types. An event the domain admitted unchanged is
-// stored as the device sent it (the same message, not encoded again).
-func encode(buf []byte, types []string, d decoded, admitted []es.Event) ([]byte, []string, error) {
-	for i, e := range admitted {
-		b := d.raw[i]
-		if b == nil || e.Data != d.events[i].Data {
-			var err error
-			if b, err = proto.Marshal(e.Data); err != nil {
-				return nil, nil, fmt.Errorf("marshal event: %w", err)
+		r := Reply{Seq: seq}
+		for _, h := range []nats.Header{h, qh} {
+			if h != nil && epoch != "" && h.Get(HeaderEdgeEpoch) == epoch {
+				n, _ := strconv.ParseUint(h.Get(HeaderEdgeSeq), 10, 64)
+				r.EdgeSeq = max(r.EdgeSeq, n)
 			}
 		}
-		types = append(types, e.Type)
-		buf = appendEvent(buf, e.ID, e.Type, d.stamps[i], b)
-	}
-	return buf, types, nil
+		respond(m, r)
+	}()
 }
 
-// appendEvent appends one tideline.es.v1.Commit.events entry (field 1): a
-// tideline.es.v1.Event of 1 id, 2 type, 3 occurred_at, 4 data, written
-// as proto.Marshal would, without building the message.
-func appendEvent(buf []byte, id, typ string, at *timestamppb.Timestamp, data []byte) []byte {
-	secs, nanos := uint64(at.GetSeconds()), uint64(int64(at.GetNanos()))
-	ts := 0
-	if secs != 0 {
-		ts += protowire.SizeTag(1) + protowire.SizeVarint(secs)
+// lastOn reads the last message on subject in stream: its sequence and
+// headers (0 and nil when there is none).
+func (g *Gate) lastOn(ctx context.Context, stream, subject string) (uint64, nats.Header, error) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := g.nc.RequestWithContext(rctx, "$JS.API.DIRECT.GET."+stream+"."+subject, nil)
+	if err != nil {
+		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
-	if nanos != 0 {
-		ts += protowire.SizeTag(2) + protowire.SizeVarint(nanos)
+	switch st := m.Header.Get("Status"); st {
+	case "":
+	case "404":
+		return 0, nil, nil
+	default:
+		return 0, nil, fmt.Errorf("direct get %s: status %s %s", subject, st, m.Header.Get("Description"))
 	}
-	n := protowire.SizeTag(3) + protowire.SizeBytes(ts)
-	for _, f := range []int{len(id), len(typ), len(data)} {
-		if f > 0 {
-			n += protowire.SizeTag(1) + protowire.SizeBytes(f)
-		}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, nil, fmt.Errorf("direct get %s: bad sequence: %w", subject, err)
 	}
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
-	buf = protowire.AppendVarint(buf, uint64(n))
-	if id != "" {
-		buf = protowire.AppendTag(buf, 1, protowire.BytesType)
-		buf = protowire.AppendString(buf, id)
-	}
-	if typ != "" {
-		buf = protowire.AppendTag(buf, 2, protowire.BytesType)
-		buf = protowire.AppendString(buf, typ)
-	}
-	buf = protowire.AppendTag(buf, 3, protowire.BytesType)
-	buf = protowire.AppendVarint(buf, uint64(ts))
-	if secs != 0 {
-		buf = protowire.AppendTag(buf, 1, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, secs)
-	}
-	if nanos != 0 {
-		buf = protowire.AppendTag(buf, 2, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, nanos)
-	}
-	if len(data) > 0 {
-		buf = protowire.AppendTag(buf, 4, protowire.BytesType)
-		buf = protowire.AppendBytes(buf, data)
-	}
-	return buf
-}
-
-// headerValue makes s safe and short as a header value.
-func headerValue(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 1024 {
-		s = s[:1024]
-	}
-	return s
+	return seq, m.Header, nil
 }

@@ -3,7 +3,7 @@ package devicegate_test
 import (
 	"bytes"
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	nserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
@@ -22,10 +23,10 @@ import (
 
 	"github.com/tideline/tideline/adapters/devicegate"
 	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
-	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
@@ -50,12 +51,12 @@ func (r *registry) set(d safety.RegisteredDevice) {
 }
 
 type env struct {
+	ns    *nserver.Server
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	store *tljs.Store
 	reg   *registry
 	gate  *devicegate.Gate
-	stop  func()
 }
 
 func testLogger() *slog.Logger {
@@ -69,38 +70,51 @@ func testLogger() *slog.Logger {
 // d1 (rider alice) and d2 (rider bob) are registered.
 func setup(t *testing.T, cfg devicegate.Config) *env {
 	t.Helper()
-	_, nc := natstest.Start(t)
+	ns, nc := natstest.Start(t)
 	store, err := tljs.Open(context.Background(), nc, tljs.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	e := &env{nc: nc, js: js, store: store, reg: &registry{devs: map[string]safety.RegisteredDevice{
+	e := &env{ns: ns, nc: nc, js: js, store: store, reg: &registry{devs: map[string]safety.RegisteredDevice{
 		"d1": {ID: "d1", RiderID: "alice"}, "d2": {ID: "d2", RiderID: "bob"},
 	}}}
-	e.start(t, cfg)
-	return e
-}
-
-// start runs a gate (again); stop stops it.
-func (e *env) start(t *testing.T, cfg devicegate.Config) {
-	t.Helper()
-	cfg.Conn, cfg.Registry, cfg.Logger = e.nc, e.reg.lookup, testLogger()
-	g, err := devicegate.Open(context.Background(), cfg)
+	gc, err := natsserver.Connect(ns, "gate")
 	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Conn, cfg.Registry, cfg.Logger = gc, e.reg.lookup, testLogger()
+	if e.gate, err = devicegate.Open(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	e.gate = g
-	e.stop = sync.OnceFunc(func() {
+	go func() { done <- e.gate.Run(ctx) }()
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("gate: %v", err)
 		}
+		gc.Close()
 	})
-	t.Cleanup(e.stop)
+	// The gate serves once it answers.
+	dev := e.device(t, "d1")
+	eventually(t, 5*time.Second, "the gate", func() bool {
+		_, err := dev.Request(devicegate.LastSubject(safety.LaneDanger, "d1"), nil, 100*time.Millisecond)
+		return err == nil
+	})
+	return e
+}
+
+// device is a connection as device id's (its inbox).
+func (e *env) device(t testing.TB, id string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect("", nats.InProcessServer(e.ns), nats.CustomInboxPrefix(natsserver.DeviceInboxPrefix(id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 var now = func() time.Time { return time.Now() }
@@ -129,20 +143,43 @@ func commit(t testing.TB, events ...proto.Message) []byte {
 	return b
 }
 
-// send publishes data into device's lane of the ingress stream and
-// returns its ingress sequence.
-func (e *env) send(t testing.TB, lane safety.DeviceLane, device string, data []byte, hdr ...string) uint64 {
+// send sends a commit as device id on lane (headers as key, value pairs)
+// and returns the gate's reply.
+func send(t testing.TB, dev *nats.Conn, lane safety.DeviceLane, id string, data []byte, hdr ...string) devicegate.Reply {
 	t.Helper()
-	m := nats.NewMsg(devicegate.IngressSubject(lane, device))
+	m := nats.NewMsg(devicegate.CommitSubject(lane, id))
 	m.Data = data
 	for i := 0; i+1 < len(hdr); i += 2 {
 		m.Header.Set(hdr[i], hdr[i+1])
 	}
-	ack, err := e.js.PublishMsg(context.Background(), m)
+	r, err := dev.RequestMsg(m, 5*time.Second)
 	if err != nil {
 		t.Fatalf("send to %s: %v", m.Subject, err)
 	}
-	return ack.Sequence
+	var rep devicegate.Reply
+	if err := json.Unmarshal(r.Data, &rep); err != nil {
+		t.Fatalf("reply %q: %v", r.Data, err)
+	}
+	return rep
+}
+
+func last(t testing.TB, dev *nats.Conn, lane safety.DeviceLane, id, epoch string) devicegate.Reply {
+	t.Helper()
+	m := nats.NewMsg(devicegate.LastSubject(lane, id))
+	m.Header.Set(devicegate.HeaderEdgeEpoch, epoch)
+	r, err := dev.RequestMsg(m, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep devicegate.Reply
+	if err := json.Unmarshal(r.Data, &rep); err != nil || rep.Error != nil {
+		t.Fatalf("last: %q %v", r.Data, err)
+	}
+	return rep
+}
+
+func expect(seq uint64) []string {
+	return []string{jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10)}
 }
 
 func (e *env) events(t testing.TB, lane safety.DeviceLane, device string) []es.Commit {
@@ -178,34 +215,26 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// lastIngressSeq reads the Tl-Ingress-Seq of the last commit on subject.
-func (e *env) lastIngressSeq(t testing.TB, stream, subject string) uint64 {
-	t.Helper()
-	m, err := e.nc.Request("$JS.API.DIRECT.GET."+stream+"."+subject, nil, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.ParseUint(m.Header.Get(devicegate.HeaderIngressSeq), 10, 64)
-	return n
-}
-
 func TestAdmitsDeviceCommitsBoundToTheRegistry(t *testing.T) {
 	e := setup(t, devicegate.Config{})
+	dev := e.device(t, "d1")
 	// d1's events: one leaving ids empty, one naming itself, in one commit;
 	// then telemetry.
 	a, b := dangerFor("", "", "e1"), dangerFor("alice", "d1", "e2")
 	a.ReceivedAt = timestamppb.New(time.Unix(0, 0)) // not the device's to choose
-	seq := e.send(t, safety.LaneDanger, "d1", commit(t, a, b), "Tl-Edge-Seq", "2", "Tl-Edge-First-Seq", "1", "Tl-Edge-Epoch", "ep")
-	tel := &telemetryv1.SamplesRecorded{OffsetMs: []uint32{0, 10}, AccelZMg: []int32{1000, 1001}}
-	e.send(t, safety.LaneTelemetry, "d1", commit(t, tel))
-	eventually(t, 10*time.Second, "both lanes admitted", func() bool {
-		return len(e.events(t, safety.LaneDanger, "d1")) == 1 && len(e.events(t, safety.LaneTelemetry, "d1")) == 1
-	})
-	c := e.events(t, safety.LaneDanger, "d1")[0]
-	if len(c.Events) != 2 {
-		t.Fatalf("commit has %d events, want 2", len(c.Events))
+	r := send(t, dev, safety.LaneDanger, "d1", commit(t, a, b), append(expect(0), "Tl-Edge-Seq", "2", "Tl-Edge-First-Seq", "1", "Tl-Edge-Epoch", "ep")...)
+	if r.Error != nil || r.Quarantined || r.Seq == 0 {
+		t.Fatalf("reply %+v", r)
 	}
-	for _, ev := range c.Events {
+	tel := &telemetryv1.SamplesRecorded{OffsetMs: []uint32{0, 10}, AccelZMg: []int32{1000, 1001}}
+	if r := send(t, dev, safety.LaneTelemetry, "d1", commit(t, tel), expect(0)...); r.Error != nil || r.Quarantined {
+		t.Fatalf("telemetry reply %+v", r)
+	}
+	cs := e.events(t, safety.LaneDanger, "d1")
+	if len(cs) != 1 || cs[0].Seq != r.Seq || len(cs[0].Events) != 2 {
+		t.Fatalf("EVENTS holds %v, want the admitted commit at %d", cs, r.Seq)
+	}
+	for _, ev := range cs[0].Events {
 		d := ev.Data.(*safetyv1.DangerDetected)
 		if d.RiderId != "alice" || d.DeviceId != "d1" || d.ReceivedAt.AsTime().Before(time.Now().Add(-time.Minute)) {
 			t.Fatalf("admitted event not bound to the registry: %v", d)
@@ -214,20 +243,21 @@ func TestAdmitsDeviceCommitsBoundToTheRegistry(t *testing.T) {
 			t.Fatalf("meta = %+v", ev.Meta)
 		}
 	}
-	if got := e.lastIngressSeq(t, "EVENTS", devicegate.EventsSubject(safety.LaneDanger, "d1")); got != seq {
-		t.Fatalf("EVENTS commit names ingress seq %d, want %d", got, seq)
-	}
 	s := e.events(t, safety.LaneTelemetry, "d1")[0].Events[0].Data.(*telemetryv1.SamplesRecorded)
 	if s.RiderId != "alice" || s.DeviceId != "d1" {
 		t.Fatalf("telemetry not bound: %v", s)
+	}
+	if l := last(t, dev, safety.LaneDanger, "d1", "ep"); l.Seq != r.Seq || l.EdgeSeq != 2 {
+		t.Fatalf("last: %+v, want seq %d edge seq 2", l, r.Seq)
 	}
 	if admitted, refused := e.gate.Stats(); admitted != 2 || refused != 0 {
 		t.Fatalf("stats: admitted %d refused %d", admitted, refused)
 	}
 }
 
-// Whatever a device writes on its own lanes, nothing invalid reaches
-// EVENTS; each refusal is kept with its code and listed newest first.
+// Whatever a device sends on its own lanes, nothing invalid reaches
+// EVENTS; each refusal is kept with its code, the device is told, and
+// admins see them newest first.
 func TestRefusedCommitsAreQuarantined(t *testing.T) {
 	e := setup(t, devicegate.Config{})
 	e.reg.set(safety.RegisteredDevice{ID: "gone", RiderID: "carol", RevokedAt: time.Now().Add(-time.Hour)})
@@ -249,28 +279,21 @@ func TestRefusedCommitsAreQuarantined(t *testing.T) {
 		{"unknown_device", safety.LaneDanger, "ghost", commit(t, dangerFor("", "", "x5")), safety.RejectUnknownDevice},
 		{"revoked_device", safety.LaneDanger, "gone", commit(t, dangerFor("", "", "x6")), safety.RejectRevoked},
 	}
-	seqs := map[string]uint64{}
 	for _, tc := range cases {
-		seqs[tc.name] = e.send(t, tc.lane, tc.device, tc.data, "Tl-Edge-Seq", "7", "Nats-Msg-Id", "ev.safety.rider.bob/danger:"+tc.name)
+		r := send(t, e.device(t, tc.device), tc.lane, tc.device, tc.data, "Tl-Edge-Seq", "7", "Nats-Msg-Id", "ev.safety.rider.bob/danger:"+tc.name, "Nats-Rollup", "all")
+		if !r.Quarantined || r.Code != string(tc.code) || r.Reason == "" || r.Error != nil {
+			t.Errorf("%s: reply %+v, want quarantined %s", tc.name, r, tc.code)
+		}
 	}
 	// A valid commit behind them all is admitted.
-	e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", "ok")))
-	eventually(t, 10*time.Second, "the valid commit", func() bool { return len(e.events(t, safety.LaneDanger, "d1")) == 1 })
+	if r := send(t, e.device(t, "d1"), safety.LaneDanger, "d1", commit(t, dangerFor("", "", "ok"))); r.Quarantined || r.Error != nil {
+		t.Fatalf("valid commit: %+v", r)
+	}
 	eventually(t, 10*time.Second, "every refusal listed", func() bool { _, n := e.gate.Rejected("", 100); return n == len(cases) })
 	list, _ := e.gate.Rejected("", 100)
-	bySeq := map[uint64]*adminv1.RejectedDeviceCommit{}
-	for i, r := range list {
-		if i > 0 && r.QuarantineSeq >= list[i-1].QuarantineSeq {
-			t.Fatalf("not newest first: %d after %d", r.QuarantineSeq, list[i-1].QuarantineSeq)
-		}
-		bySeq[r.IngressSeq] = r
-	}
-	for _, tc := range cases {
-		r := bySeq[seqs[tc.name]]
-		if r == nil {
-			t.Fatalf("%s: not listed", tc.name)
-		}
-		if r.Code != string(tc.code) || r.DeviceId != tc.device || r.IngressSeq != seqs[tc.name] || r.Lane != string(tc.lane) || r.Reason == "" {
+	for i, tc := range cases {
+		r := list[len(cases)-1-i] // newest first
+		if r.Code != string(tc.code) || r.DeviceId != tc.device || r.Lane != string(tc.lane) || r.Reason == "" {
 			t.Errorf("%s: listed as %v, want code %s", tc.name, r, tc.code)
 		}
 		if r.EdgeLastSeq != 7 || r.ReceivedAt == nil || r.QuarantineSeq == 0 {
@@ -283,6 +306,9 @@ func TestRefusedCommitsAreQuarantined(t *testing.T) {
 	if l, _ := e.gate.Rejected("d1", 10); l[0].RiderId != "alice" {
 		t.Fatalf("a refused commit names the registered rider, got %q", l[0].RiderId)
 	}
+	if ids := e.dangerIDs(t, "d1"); len(ids) != 1 || ids[0] != "ok" {
+		t.Fatalf("d1's danger events in EVENTS: %v", ids)
+	}
 	for _, lane := range devicegate.Lanes {
 		for _, dev := range []string{"d2", "ghost", "gone"} {
 			if n := len(e.events(t, lane, dev)); n != 0 {
@@ -293,219 +319,180 @@ func TestRefusedCommitsAreQuarantined(t *testing.T) {
 	if n := len(e.events(t, safety.LaneTelemetry, "d1")); n != 0 {
 		t.Fatalf("telemetry: %d commits reached EVENTS", n)
 	}
-	// The refused commit is kept as received.
+	// The refused commit is kept as sent.
 	q, err := e.js.Stream(context.Background(), devicegate.DefaultQuarantineStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := q.GetMsg(context.Background(), bySeq[seqs["ten_bytes_of_garbage"]].QuarantineSeq)
+	m, err := q.GetMsg(context.Background(), list[len(cases)-1].QuarantineSeq)
 	if err != nil || string(m.Data) != "0123456789" {
 		t.Fatalf("quarantined garbage: %v %q", err, m.Data)
+	}
+}
+
+// The gate answers a device only on its own inbox: a reply subject in
+// EVENTS, or another device's inbox, gets nothing, and nothing is stored
+// there.
+func TestAnswersOnlyTheDevicesInbox(t *testing.T) {
+	e := setup(t, devicegate.Config{})
+	d1 := e.device(t, "d1")
+	watch, err := e.nc.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.nc.Flush()
+	for _, reply := range []string{"ev.safety.rider.bob", "_INBOX_d2.x", "_INBOX_d1x.y"} {
+		for _, subj := range []string{devicegate.CommitSubject(safety.LaneDanger, "d1"), devicegate.LastSubject(safety.LaneDanger, "d1")} {
+			if err := d1.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Data: commit(t, dangerFor("bob", "", "inj"))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	d1.Flush()
+	// A request of d1's own, answered: the ones before it were seen.
+	if r := send(t, d1, safety.LaneDanger, "d1", commit(t, dangerFor("", "", "own"))); r.Error != nil {
+		t.Fatalf("own commit: %+v", r)
+	}
+	for {
+		m, err := watch.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		if m.Subject == "ev.safety.rider.bob" || m.Subject == "_INBOX_d2.x" || m.Subject == "_INBOX_d1x.y" {
+			t.Fatalf("the gate answered on %s: %q", m.Subject, m.Data)
+		}
+	}
+	if m, err := e.nc.Request("$JS.API.DIRECT.GET.EVENTS.ev.safety.rider.bob", nil, time.Second); err != nil || m.Header.Get("Status") != "404" {
+		t.Fatalf("EVENTS holds something on bob's subject: %v %q", err, m.Data)
+	}
+	if ids := e.dangerIDs(t, "d1"); fmt.Sprint(ids) != "[own]" {
+		t.Fatalf("d1's events: %v: requests answered elsewhere were decided", ids)
 	}
 }
 
 // One device's garbage does not delay another device's CRITICAL event.
 func TestPoisonDoesNotHoldUpOtherDevices(t *testing.T) {
 	e := setup(t, devicegate.Config{})
+	d1, d2 := e.device(t, "d1"), e.device(t, "d2")
+	replies, _ := d1.SubscribeSync(natsserver.DeviceInboxPrefix("d1") + ".flood")
 	for i := range 20 {
-		e.send(t, safety.LaneDanger, "d1", []byte(fmt.Sprintf("garbage-%02d", i)))
+		d1.PublishMsg(&nats.Msg{Subject: devicegate.CommitSubject(safety.LaneDanger, "d1"), Reply: natsserver.DeviceInboxPrefix("d1") + ".flood",
+			Data: []byte(fmt.Sprintf("garbage-%02d", i))})
 	}
+	d1.Flush()
 	at := time.Now()
-	e.send(t, safety.LaneDanger, "d2", commit(t, dangerFor("", "", "crit")))
-	eventually(t, 2*time.Second, "d2's event in EVENTS", func() bool { return len(e.events(t, safety.LaneDanger, "d2")) == 1 })
-	t.Logf("d2's CRITICAL event admitted %v after it was sent, behind 20 garbage commits of d1", time.Since(at))
-	eventually(t, 5*time.Second, "d1's garbage quarantined", func() bool { _, n := e.gate.Rejected("d1", 1); return n == 20 })
+	r := send(t, d2, safety.LaneDanger, "d2", commit(t, dangerFor("", "", "crit")), expect(0)...)
+	took := time.Since(at)
+	if r.Error != nil || r.Quarantined {
+		t.Fatalf("d2's commit: %+v", r)
+	}
+	t.Logf("d2's CRITICAL event admitted %v after it was sent, behind 20 garbage commits of d1", took)
+	if took > time.Second {
+		t.Fatalf("d2's commit took %v", took)
+	}
+	for range 20 { // each garbage commit was quarantined or told to wait its turn
+		m, err := replies.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep devicegate.Reply
+		json.Unmarshal(m.Data, &rep)
+		if !rep.Quarantined && (rep.Error == nil || rep.Error.Code != 429) {
+			t.Fatalf("garbage reply %+v", rep)
+		}
+	}
 }
 
-// Over its quota a device's commits wait (in order, none lost) while
-// another device's pass at once.
-func TestRateQuotaDelaysWithoutLoss(t *testing.T) {
+// Over its quota a device is told to retry later; nothing is stored or
+// quarantined for it, its commits arrive in order as it retries, and
+// another device is not slowed. A commit over MaxCommitBytes is refused
+// and nothing is stored.
+func TestQuotas(t *testing.T) {
 	e := setup(t, devicegate.Config{Rate: 20, Burst: 5})
+	d1, d2 := e.device(t, "d1"), e.device(t, "d2")
 	const n = 25
-	for i := range n {
-		e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("a%02d", i))))
-	}
 	start := time.Now()
-	e.send(t, safety.LaneDanger, "d2", commit(t, dangerFor("", "", "b")))
-	eventually(t, 2*time.Second, "d2 admitted", func() bool { return len(e.dangerIDs(t, "d2")) == 1 })
-	if got := len(e.dangerIDs(t, "d1")); got >= n {
-		t.Fatalf("d1 had all %d commits admitted within %v: no quota", got, time.Since(start))
+	var seq uint64
+	over := 0
+	for i := 0; i < n; {
+		r := send(t, d1, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("a%02d", i))), expect(seq)...)
+		switch {
+		case r.Error != nil && r.Error.Code == 429:
+			over++
+			if over == 1 { // another device meanwhile
+				if r := send(t, d2, safety.LaneDanger, "d2", commit(t, dangerFor("", "", "b")), expect(0)...); r.Error != nil {
+					t.Fatalf("d2 while d1 is over its quota: %+v", r)
+				}
+			}
+			time.Sleep(10 * time.Millisecond) // the device's backoff
+		case r.Error != nil || r.Quarantined:
+			t.Fatalf("commit %d: %+v", i, r)
+		default:
+			seq = r.Seq
+			i++
+		}
 	}
-	eventually(t, 10*time.Second, "all of d1 admitted", func() bool { return len(e.dangerIDs(t, "d1")) == n })
-	if el := time.Since(start); el < 800*time.Millisecond {
-		t.Fatalf("%d commits at 20/s with a burst of 5 took %v", n, el)
+	if el := time.Since(start); el < 800*time.Millisecond || over == 0 {
+		t.Fatalf("%d commits at 20/s with a burst of 5 took %v (%d times over quota)", n, el, over)
 	}
 	for i, id := range e.dangerIDs(t, "d1") {
 		if id != fmt.Sprintf("a%02d", i) {
 			t.Fatalf("event %d is %s: order lost", i, id)
 		}
 	}
-	if _, n := e.gate.Rejected("", 10); n != 0 {
-		t.Fatalf("%d commits refused for being over quota", n)
-	}
-}
-
-// The ingress stream bounds what a device can leave there: messages over
-// MaxCommitBytes are refused and never stored, and a lane holds at most
-// Backlog undecided commits.
-func TestIngressLimits(t *testing.T) {
-	e := setup(t, devicegate.Config{Backlog: 5, Rate: 0.001, Burst: 1})
-	_, err := e.js.Publish(context.Background(), devicegate.IngressSubject(safety.LaneDanger, "d1"), make([]byte, devicegate.MaxCommitBytes+1))
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamMessageExceedsMaximum {
-		t.Fatalf("oversized commit: %v, want refused", err)
-	}
-	// Nor may a device roll the stream up (purge it) with a header.
-	m := nats.NewMsg(devicegate.IngressSubject(safety.LaneDanger, "d1"))
-	m.Header.Set("Nats-Rollup", "all")
-	if _, err := e.js.PublishMsg(context.Background(), m); err == nil {
-		t.Fatal("rollup accepted")
-	}
-	// d1 gets one commit decided (its burst), then waits: its lane fills.
-	for i := 0; i < 5; i++ {
-		e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("f%d", i))))
-	}
-	eventually(t, 5*time.Second, "the first admitted", func() bool { return len(e.events(t, safety.LaneDanger, "d1")) == 1 })
-	if _, err := e.js.Publish(context.Background(), devicegate.IngressSubject(safety.LaneDanger, "d1"), commit(t, dangerFor("", "", "f5"))); err == nil {
-		t.Fatal("a sixth undecided commit was accepted: no per-device backlog bound")
-	}
-	e.send(t, safety.LaneDanger, "d2", commit(t, dangerFor("", "", "other"))) // others are not affected
-	st, _ := e.js.Stream(context.Background(), devicegate.DefaultStream)
-	info, err := st.Info(context.Background())
-	if err != nil || info.State.Bytes > 64<<10 {
-		t.Fatalf("ingress holds %d bytes (%v)", info.State.Bytes, err)
-	}
-}
-
-// A gate restarted at any point appends nothing twice and skips nothing;
-// an append that landed without the gate hearing of it is recognised.
-func TestExactlyOnceAcrossRestarts(t *testing.T) {
-	e := setup(t, devicegate.Config{})
-	sub := devicegate.EventsSubject(safety.LaneDanger, "d1")
-	id := 0
-	sendN := func(n int) {
-		for range n {
-			e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("e%03d", id))))
-			id++
-		}
-	}
-	check := func(n int) {
-		t.Helper()
-		eventually(t, 10*time.Second, fmt.Sprintf("%d events", n), func() bool { return len(e.dangerIDs(t, "d1")) >= n })
-		ids := e.dangerIDs(t, "d1")
-		if len(ids) != n {
-			t.Fatalf("%d events, want %d", len(ids), n)
-		}
-		for i, id := range ids {
-			if id != fmt.Sprintf("e%03d", i) {
-				t.Fatalf("event %d is %s", i, id)
-			}
-		}
-	}
-	sendN(10)
-	check(10)
-	e.stop()
-	sendN(10) // while the gate is down
-	e.start(t, devicegate.Config{})
-	check(20)
-	// A refused commit last: a restarted gate does not decide it again.
-	e.send(t, safety.LaneDanger, "d1", []byte("garbage"))
-	eventually(t, 10*time.Second, "garbage refused", func() bool { _, n := e.gate.Rejected("d1", 1); return n == 1 })
-	e.stop()
-	e.start(t, devicegate.Config{})
-	sendN(1)
-	check(21)
 	if _, refused := e.gate.Stats(); refused != 0 {
-		t.Fatalf("the restarted gate refused %d commits again", refused)
+		t.Fatalf("%d commits quarantined for being over quota", refused)
 	}
-
-	// The next commit's append lands but the gate never hears (an ack
-	// lost): here written by hand with the gate's headers.
-	epoch := func() string {
-		st, _ := e.js.Stream(context.Background(), devicegate.DefaultStream)
-		return st.CachedInfo().Config.Metadata["tl_epoch"]
-	}()
-	next := e.lastIngressSeq(t, "EVENTS", sub) + 1
-	m := nats.NewMsg(sub)
-	m.Data = commit(t, dangerFor("alice", "d1", fmt.Sprintf("e%03d", id)))
-	m.Header.Set(devicegate.HeaderIngressSeq, strconv.FormatUint(next, 10))
-	m.Header.Set(devicegate.HeaderIngressEpoch, epoch)
-	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-		t.Fatal(err)
+	big := make([]byte, devicegate.MaxCommitBytes+1)
+	if r := send(t, d2, safety.LaneDanger, "d2", big); r.Error == nil || r.Error.ErrCode != devicegate.ErrTooLarge {
+		t.Fatalf("oversized commit: %+v", r)
 	}
-	if got := e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("e%03d", id)))); got != next {
-		t.Fatalf("ingress seq %d, want %d", got, next)
+	if _, n := e.gate.Rejected("", 10); n != 0 || len(e.dangerIDs(t, "d2")) != 1 {
+		t.Fatalf("the oversized commit was kept somewhere")
 	}
-	id++
-	sendN(1)
-	check(23)
 }
 
-// The ingress stream recreated (its sequences restart): the gate does not
-// take new commits for ones it already decided.
-func TestIngressStreamRecreated(t *testing.T) {
+// A commit resent after its reply was lost conflicts instead of landing
+// twice; .last tells the device where to resume, quarantined commits
+// included, for its store's epoch only.
+func TestExactlyOnce(t *testing.T) {
 	e := setup(t, devicegate.Config{})
-	for i := range 3 {
-		e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("old%d", i))))
+	d1 := e.device(t, "d1")
+	edge := func(first, last int) []string {
+		return []string{"Tl-Edge-Epoch", "E1", "Tl-Edge-First-Seq", strconv.Itoa(first), "Tl-Edge-Seq", strconv.Itoa(last)}
 	}
-	eventually(t, 10*time.Second, "3 events", func() bool { return len(e.dangerIDs(t, "d1")) == 3 })
-	e.stop()
-	if err := e.js.DeleteStream(context.Background(), devicegate.DefaultStream); err != nil {
-		t.Fatal(err)
+	c1 := commit(t, dangerFor("", "", "e1"))
+	r1 := send(t, d1, safety.LaneDanger, "d1", c1, append(expect(0), edge(1, 1)...)...)
+	if r1.Error != nil {
+		t.Fatal(r1.Error)
 	}
-	e.start(t, devicegate.Config{})
-	if seq := e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", "new"))); seq != 1 {
-		t.Fatalf("recreated stream gave seq %d", seq)
+	if r := send(t, d1, safety.LaneDanger, "d1", c1, append(expect(0), edge(1, 1)...)...); r.Error == nil || r.Error.ErrCode != devicegate.ErrWrongLastSequence {
+		t.Fatalf("resent commit: %+v, want a conflict", r)
 	}
-	eventually(t, 10*time.Second, "the new commit", func() bool { return len(e.dangerIDs(t, "d1")) == 4 })
-}
-
-// Decided commits are purged from the ingress stream, all but each lane's
-// last (the device resumes from it).
-func TestDecidedCommitsPurged(t *testing.T) {
-	e := setup(t, devicegate.Config{})
-	var last uint64
-	for i := range 100 {
-		last = e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("p%d", i))))
+	if l := last(t, d1, safety.LaneDanger, "d1", "E1"); l.Seq != r1.Seq || l.EdgeSeq != 1 {
+		t.Fatalf("last: %+v", l)
 	}
-	st, _ := e.js.Stream(context.Background(), devicegate.DefaultStream)
-	eventually(t, 10*time.Second, "ingress purged to the last commit", func() bool {
-		info, err := st.Info(context.Background())
-		return err == nil && info.State.Msgs == 1 && info.State.FirstSeq == last
-	})
-}
-
-// A backlog is admitted in few EVENTS commits (a run of ingress commits
-// per append), each naming the ingress commits it holds; a refused commit
-// in the middle splits the run, and order holds.
-func TestBacklogAdmittedInRuns(t *testing.T) {
-	e := setup(t, devicegate.Config{})
-	e.stop()
-	var want []string
-	var seqs []uint64
-	for i := range 200 {
-		if i == 120 {
-			e.send(t, safety.LaneDanger, "d1", []byte("garbage"))
-			continue
+	bad := []byte("garbage")
+	if r := send(t, d1, safety.LaneDanger, "d1", bad, append(expect(0), edge(2, 3)...)...); r.Error == nil || r.Error.ErrCode != devicegate.ErrWrongLastSequence {
+		t.Fatalf("refused commit with a stale expected sequence: %+v, want a conflict", r)
+	}
+	for range 2 { // the second time as if the first reply was lost
+		if r := send(t, d1, safety.LaneDanger, "d1", bad, append(expect(r1.Seq), edge(2, 3)...)...); !r.Quarantined || r.Seq != r1.Seq {
+			t.Fatalf("refused commit: %+v", r)
 		}
-		id := fmt.Sprintf("r%03d", i)
-		want = append(want, id)
-		seqs = append(seqs, e.send(t, safety.LaneDanger, "d1", commit(t, dangerFor("", "", id))))
 	}
-	e.start(t, devicegate.Config{})
-	eventually(t, 10*time.Second, "the backlog", func() bool { return len(e.dangerIDs(t, "d1")) == len(want) })
-	if got := e.dangerIDs(t, "d1"); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("events %v", got)
+	if l := last(t, d1, safety.LaneDanger, "d1", "E1"); l.Seq != r1.Seq || l.EdgeSeq != 3 {
+		t.Fatalf("last after a refusal: %+v, want seq %d edge seq 3", l, r1.Seq)
 	}
-	cs := e.events(t, safety.LaneDanger, "d1")
-	if len(cs) > 10 {
-		t.Fatalf("200 ingress commits took %d appends", len(cs))
+	if l := last(t, d1, safety.LaneDanger, "d1", "E2"); l.EdgeSeq != 0 {
+		t.Fatalf("last of a new epoch: %+v", l)
 	}
-	if got := e.lastIngressSeq(t, "EVENTS", devicegate.EventsSubject(safety.LaneDanger, "d1")); got != seqs[len(seqs)-1] {
-		t.Fatalf("last commit names ingress seq %d, want %d", got, seqs[len(seqs)-1])
+	eventually(t, 5*time.Second, "the refusal listed", func() bool { _, n := e.gate.Rejected("d1", 10); return n >= 1 })
+	if _, n := e.gate.Rejected("d1", 10); n != 1 {
+		t.Fatalf("a refusal resent is kept %d times", n)
 	}
-	if admitted, refused := e.gate.Stats(); admitted != 199 || refused != 1 {
-		t.Fatalf("admitted %d, refused %d", admitted, refused)
+	if ids := e.dangerIDs(t, "d1"); fmt.Sprint(ids) != "[e1]" {
+		t.Fatalf("EVENTS: %v", ids)
 	}
 }
 
@@ -513,6 +500,7 @@ func TestBacklogAdmittedInRuns(t *testing.T) {
 // dropped before an event is stored.
 func TestUnknownFieldsDropped(t *testing.T) {
 	e := setup(t, devicegate.Config{})
+	d1 := e.device(t, "d1")
 	smuggle := func(m proto.Message) []byte {
 		c := &esv1.Commit{}
 		b, _ := proto.Marshal(m)
@@ -522,11 +510,10 @@ func TestUnknownFieldsDropped(t *testing.T) {
 		out, _ := proto.Marshal(c)
 		return out
 	}
-	e.send(t, safety.LaneTelemetry, "d1", smuggle(&telemetryv1.SamplesRecorded{RiderId: "alice", DeviceId: "d1", OffsetMs: []uint32{0}}))
-	e.send(t, safety.LaneDanger, "d1", smuggle(dangerFor("alice", "d1", "s1")))
+	send(t, d1, safety.LaneTelemetry, "d1", smuggle(&telemetryv1.SamplesRecorded{RiderId: "alice", DeviceId: "d1", OffsetMs: []uint32{0}}))
+	send(t, d1, safety.LaneDanger, "d1", smuggle(dangerFor("alice", "d1", "s1")))
 	for _, lane := range devicegate.Lanes {
 		sub := devicegate.EventsSubject(lane, "d1")
-		eventually(t, 5*time.Second, sub, func() bool { return len(e.events(t, lane, "d1")) == 1 })
 		m, err := e.nc.Request("$JS.API.DIRECT.GET.EVENTS."+sub, nil, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)

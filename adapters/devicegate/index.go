@@ -33,9 +33,9 @@ func (x *index) add(m jetstream.Msg) {
 	u := func(k string) uint64 { n, _ := strconv.ParseUint(h.Get(k), 10, 64); return n }
 	r := &adminv1.RejectedDeviceCommit{
 		DeviceId: h.Get(HeaderDevice), RiderId: h.Get(HeaderRider), Lane: h.Get(HeaderLane),
-		IngressSeq: u(HeaderIngressSeq), Code: h.Get(HeaderRejectCode), Reason: h.Get(HeaderRejectReason),
+		Code: h.Get(HeaderRejectCode), Reason: h.Get(HeaderRejectReason),
 		RejectedAt: timestamppb.New(md.Timestamp), SizeBytes: int64(u("Nats-Msg-Size")), QuarantineSeq: md.Sequence.Stream,
-		EdgeEpoch: h.Get("Tl-Edge-Epoch"), EdgeFirstSeq: u("Tl-Edge-First-Seq"), EdgeLastSeq: u("Tl-Edge-Seq"),
+		EdgeEpoch: h.Get(HeaderEdgeEpoch), EdgeFirstSeq: u(HeaderEdgeFirstSeq), EdgeLastSeq: u(HeaderEdgeSeq),
 	}
 	if at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt)); err == nil {
 		r.ReceivedAt = timestamppb.New(at)

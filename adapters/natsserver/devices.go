@@ -39,38 +39,30 @@ type Device struct {
 // their agents reach its API as $JS.hub.API.
 const HubDomain = "hub"
 
-// Subjects a device may use on the hub: its own lanes of the device
-// ingress stream, which adapters/devicegate admits into EVENTS (a device
-// never writes EVENTS itself). The edge agent and the gate build the same
-// names; the end-to-end tests in cmd/ check they agree.
-func deviceIngressSubjects(id string) []string {
-	return []string{"in.danger.device." + id, "in.telemetry.device." + id}
+// Subjects a device may use on the hub: requests to the device gate
+// (adapters/devicegate) on its own two lanes, a commit and where the hub
+// stands. The edge agent and the gate build the same names; the tests in
+// cmd/ check they agree.
+func deviceSubjects(id string) []string {
+	var s []string
+	for _, lane := range []string{"danger", "telemetry"} {
+		s = append(s, "in."+lane+".device."+id, "in."+lane+".device."+id+".last")
+	}
+	return s
 }
-
-// DefaultIngressStream is the device ingress stream's name unless
-// UseIngressStream says otherwise (adapters/devicegate.DefaultStream).
-const DefaultIngressStream = "DEVICE_INGRESS"
 
 // DeviceInboxPrefix is the only inbox a device may receive replies on.
 func DeviceInboxPrefix(id string) string { return "_INBOX_" + id }
 
 // devicePermissions confine a device (seen from the device: what it may
-// publish into the hub and receive from it) to appending to its own two
-// ingress subjects, reading back the last commit of each with Direct Get
-// on the ingress stream, and receiving replies on its own inbox. It reads
-// nothing else and writes no other subject: not EVENTS, not another
-// device's lanes, no JetStream API call but those Direct Gets.
-func devicePermissions(id, domain, ingress string) *server.Permissions {
-	api := "$JS.API"
-	if domain != "" {
-		api = "$JS." + domain + ".API"
-	}
-	var pub []string
-	for _, s := range deviceIngressSubjects(id) {
-		pub = append(pub, s, api+".DIRECT.GET."+ingress+"."+s)
-	}
+// publish into the hub and receive from it) to requests on its own two
+// lanes and replies on its own inbox. It writes no stream and calls no
+// JetStream API: JetStream answers a request on whatever reply subject
+// the requester names, and an answer on ev.<anything> would be stored in
+// EVENTS; the device gate answers only on the device's inbox.
+func devicePermissions(id string) *server.Permissions {
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub},
+		Publish:   &server.SubjectPermission{Allow: deviceSubjects(id)},
 		Subscribe: &server.SubjectPermission{Allow: []string{DeviceInboxPrefix(id) + ".>"}},
 	}
 }
@@ -90,14 +82,13 @@ type Devices struct {
 	dir string
 	log *slog.Logger
 
-	mu      sync.Mutex
-	byKey   map[string]Device
-	byID    map[string]Device
-	conns   map[string]map[uint64]struct{} // device id → leaf connection ids
-	srv     *server.Server
-	domain  string
-	ingress string
-	stamp   string
+	mu     sync.Mutex
+	byKey  map[string]Device
+	byID   map[string]Device
+	conns  map[string]map[uint64]struct{} // device id → leaf connection ids
+	srv    *server.Server
+	domain string
+	stamp  string
 }
 
 var _ server.Authentication = (*Devices)(nil)
@@ -110,20 +101,11 @@ func OpenDevices(dir string, log *slog.Logger) (*Devices, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}
-	d := &Devices{dir: dir, log: log, conns: map[string]map[uint64]struct{}{}, ingress: DefaultIngressStream}
+	d := &Devices{dir: dir, log: log, conns: map[string]map[uint64]struct{}{}}
 	if _, err := d.Reload(); err != nil {
 		return nil, err
 	}
 	return d, nil
-}
-
-// UseIngressStream names the device ingress stream devices may read
-// their last commit from (default DefaultIngressStream). Call it before
-// devices connect.
-func (d *Devices) UseIngressStream(name string) {
-	d.mu.Lock()
-	d.ingress = name
-	d.mu.Unlock()
 }
 
 // Lookup returns the registered device id (revoked ones too).
@@ -167,7 +149,7 @@ func (d *Devices) Check(c server.ClientAuthentication) bool {
 	opts := c.GetOpts()
 	d.mu.Lock()
 	dev, ok := d.byKey[opts.Nkey]
-	srv, domain, ingress := d.srv, d.domain, d.ingress
+	srv := d.srv
 	d.mu.Unlock()
 	if !ok || dev.Revoked || srv == nil || !verifyNonce(opts.Nkey, opts.Sig, c.GetNonce()) {
 		d.log.Warn("edge device refused", "nkey", opts.Nkey, "known", ok, "revoked", dev.Revoked, "remote", addr(c))
@@ -176,7 +158,7 @@ func (d *Devices) Check(c server.ClientAuthentication) bool {
 	c.RegisterUser(&server.User{
 		Username:    "device:" + dev.ID,
 		Account:     srv.GlobalAccount(),
-		Permissions: devicePermissions(dev.ID, domain, ingress),
+		Permissions: devicePermissions(dev.ID),
 	})
 	d.mu.Lock()
 	if d.conns[dev.ID] == nil {

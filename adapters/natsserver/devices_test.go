@@ -64,11 +64,12 @@ func startHub(tb testing.TB) *testHub {
 		tb.Fatal(err)
 	}
 	h.js, _ = jetstream.New(h.nc)
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: "EVENTS", Subjects: []string{"ev.>"}, AllowDirect: true},
-		{Name: natsserver.DefaultIngressStream, Subjects: []string{"in.>"}, AllowDirect: true},
-	} {
-		if _, err := h.js.CreateStream(context.Background(), sc); err != nil {
+	if _, err := h.js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"}, AllowDirect: true}); err != nil {
+		tb.Fatal(err)
+	}
+	// A stand-in for the device gate: it answers every device request.
+	for _, s := range []string{"in.*.device.*", "in.*.device.*.last"} {
+		if _, err := h.nc.Subscribe(s, func(m *nats.Msg) { m.Respond([]byte("ok " + m.Subject)) }); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -136,18 +137,10 @@ func addDevice(tb testing.TB, h *testHub, id string) []byte {
 	return seed
 }
 
-// publish appends to the hub from the device and returns the ack's error.
-func (l *leaf) publish(subject string) error {
-	js, _ := jetstream.New(l.nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	_, err := js.Publish(ctx, subject, []byte("x"), jetstream.WithRetryAttempts(0))
+// request sends a request from the device and returns the answer's error.
+func (l *leaf) request(subject string) error {
+	_, err := l.nc.Request(subject, []byte("x"), 500*time.Millisecond)
 	return err
-}
-
-// directGet asks the hub for the last message on subject in stream.
-func (l *leaf) directGet(stream, subject string) (*nats.Msg, error) {
-	return l.nc.Request("$JS.hub.API.DIRECT.GET."+stream+"."+subject, nil, 500*time.Millisecond)
 }
 
 func TestDeviceAuthentication(t *testing.T) {
@@ -155,17 +148,13 @@ func TestDeviceAuthentication(t *testing.T) {
 		name string
 		run  func(t *testing.T, h *testHub)
 	}{
-		{"registered_device_appends_and_reads_its_own_subjects", func(t *testing.T, h *testHub) {
+		{"registered_device_reaches_the_gate_on_its_own_lanes", func(t *testing.T, h *testHub) {
 			l := startLeaf(t, h, "a", addDevice(t, h, "a"))
 			waitFor(t, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
-			waitFor(t, "append acked", func() bool { return l.publish("in.danger.device.a") == nil })
-			if err := l.publish("in.telemetry.device.a"); err != nil {
-				t.Fatal(err)
-			}
-			for _, s := range []string{"in.danger.device.a", "in.telemetry.device.a"} {
-				m, err := l.directGet(natsserver.DefaultIngressStream, s)
-				if err != nil || m.Header.Get("Nats-Sequence") == "" {
-					t.Fatalf("direct get own subject %s: %v %v", s, err, m)
+			waitFor(t, "answer", func() bool { return l.request("in.danger.device.a") == nil })
+			for _, s := range []string{"in.danger.device.a.last", "in.telemetry.device.a", "in.telemetry.device.a.last"} {
+				if err := l.request(s); err != nil {
+					t.Fatalf("request %s: %v", s, err)
 				}
 			}
 		}},
@@ -209,32 +198,42 @@ func TestDeviceAuthentication(t *testing.T) {
 			addDevice(t, h, "b")
 			la := startLeaf(t, h, "a", seedA)
 			waitFor(t, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
-			waitFor(t, "own append acked", func() bool { return la.publish("in.danger.device.a") == nil })
+			waitFor(t, "own request answered", func() bool { return la.request("in.danger.device.a") == nil })
 			// Something of b's and others' on the hub to try to read.
-			for _, s := range []string{"ev.safety.device.b", "ev.safety.device.a", "ev.steps.user.alice", "in.danger.device.b"} {
+			for _, s := range []string{"ev.safety.device.b", "ev.safety.device.a", "ev.steps.user.alice"} {
 				if _, err := h.js.Publish(context.Background(), s, []byte("secret")); err != nil {
 					t.Fatal(err)
 				}
 			}
-			// Not even its own subjects of EVENTS: only the device gate
-			// writes those, after checking.
+			// No subject of EVENTS, not even its own (only the device gate
+			// writes those, after checking), no other device's lanes, no
+			// JetStream API: a JetStream answer goes to whatever reply
+			// subject the device names, ev.<anything> included.
 			for _, s := range []string{"ev.safety.device.a", "ev.telemetry.device.a", "ev.safety.device.b", "ev.safety.alert.x",
-				"ev.delivery.order.o1", "in.danger.device.b", "in.telemetry.device.b", "in.danger.device.*", "_INBOX_b.x"} {
-				if err := la.publish(s); err == nil {
-					t.Errorf("device a appended to %s", s)
+				"ev.delivery.order.o1", "in.danger.device.b", "in.telemetry.device.b.last", "_INBOX_b.x",
+				"$JS.hub.API.DIRECT.GET.EVENTS.ev.safety.device.a", "$JS.hub.API.DIRECT.GET.EVENTS.ev.steps.user.alice",
+				"$JS.hub.API.STREAM.INFO.EVENTS", "$JS.hub.API.STREAM.PURGE.EVENTS",
+				"$JS.hub.API.DIRECT.GET.DEVICE_QUARANTINE.quarantine.danger.device.a"} {
+				if err := la.request(s); err == nil {
+					t.Errorf("device a got an answer on %s", s)
 				}
 			}
-			for _, g := range [][2]string{
-				{"EVENTS", "ev.safety.device.a"}, {"EVENTS", "ev.safety.device.b"}, {"EVENTS", "ev.steps.user.alice"},
-				{natsserver.DefaultIngressStream, "in.danger.device.b"},
-			} {
-				if m, err := la.directGet(g[0], g[1]); err == nil {
-					t.Errorf("device a read %s %s: %q %q", g[0], g[1], m.Header, m.Data)
+			// Nor through a reply subject.
+			if err := la.nc.PublishRequest("$JS.hub.API.STREAM.INFO.EVENTS", "ev.safety.rider.bob", nil); err != nil {
+				t.Fatal(err)
+			}
+			la.nc.Flush()
+			// EVENTS holds only the hub's own messages.
+			for _, s := range []string{"ev.telemetry.device.a", "ev.safety.rider.bob", "ev.safety.alert.x", "ev.delivery.order.o1"} {
+				m, err := h.nc.Request("$JS.API.DIRECT.GET.EVENTS."+s, nil, time.Second)
+				if err != nil || m.Header.Get("Status") != "404" {
+					t.Fatalf("%s got something: %v %q", s, err, m.Data)
 				}
 			}
-			for _, api := range []string{"STREAM.INFO.EVENTS", "STREAM.PURGE." + natsserver.DefaultIngressStream, "STREAM.DELETE." + natsserver.DefaultIngressStream} {
-				if m, err := la.nc.Request("$JS.hub.API."+api, nil, 500*time.Millisecond); err == nil {
-					t.Errorf("device a called %s: %s", api, m.Data)
+			for _, s := range []string{"ev.safety.device.b", "ev.safety.device.a"} {
+				m, err := h.nc.Request("$JS.API.DIRECT.GET.EVENTS."+s, nil, time.Second)
+				if err != nil || string(m.Data) != "secret" {
+					t.Fatalf("%s holds %q (%v), want only the hub's message", s, m.Data, err)
 				}
 			}
 			// Hub traffic the device must not see, then a marker it may.
@@ -272,19 +271,6 @@ func TestDeviceAuthentication(t *testing.T) {
 			for _, s := range got {
 				if s != "_INBOX_a.marker" {
 					t.Errorf("device a received hub traffic on %s", s)
-				}
-			}
-			// b's lanes and a's EVENTS subjects hold only the hub's own messages.
-			for _, g := range [][2]string{{natsserver.DefaultIngressStream, "in.telemetry.device.b"}, {"EVENTS", "ev.telemetry.device.a"}} {
-				m, err := h.nc.Request("$JS.API.DIRECT.GET."+g[0]+"."+g[1], nil, time.Second)
-				if err != nil || m.Header.Get("Status") != "404" {
-					t.Fatalf("%s got something: %v %q", g[1], err, m.Header)
-				}
-			}
-			for _, g := range [][2]string{{natsserver.DefaultIngressStream, "in.danger.device.b"}, {"EVENTS", "ev.safety.device.a"}} {
-				m, err := h.nc.Request("$JS.API.DIRECT.GET."+g[0]+"."+g[1], nil, time.Second)
-				if err != nil || string(m.Data) != "secret" {
-					t.Fatalf("%s holds %q (%v), want only the hub's message", g[1], m.Data, err)
 				}
 			}
 		}},

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
-	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/edge"
 )
@@ -61,7 +60,7 @@ func deviceCmd(args []string, stdout, stderr io.Writer) error {
 		path := filepath.Join(dir, id+".creds")
 		if err := edge.WriteCreds(path, edge.Creds{
 			Format: edge.CredsFormat, DeviceID: dev.ID, RiderID: dev.RiderID,
-			LeafUser: dev.NKey, NKeySeed: string(seed), HubDomain: natsserver.HubDomain, IngressStream: devicegate.DefaultStream,
+			LeafUser: dev.NKey, NKeySeed: string(seed), HubDomain: natsserver.HubDomain,
 		}); err != nil {
 			return err
 		}

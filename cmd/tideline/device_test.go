@@ -45,8 +45,7 @@ func TestDeviceRegistry(t *testing.T) {
 		t.Fatalf("creds file %s: %v mode %v", path, err, info.Mode())
 	}
 	creds, err := edge.LoadCreds(path)
-	if err != nil || creds.DeviceID != "bike-7" || creds.RiderID != "alice" || creds.HubDomain != natsserver.HubDomain ||
-		creds.Ingress() != devicegate.DefaultStream {
+	if err != nil || creds.DeviceID != "bike-7" || creds.RiderID != "alice" || creds.HubDomain != natsserver.HubDomain {
 		t.Fatalf("creds %+v: %v", creds, err)
 	}
 	for _, bad := range [][]string{
@@ -98,20 +97,23 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// The edge agent, the device registry's permissions and the device gate
-// name the same ingress stream, subjects and size limit (each package
-// keeps its own copy: edge/ imports nothing server-side).
+// The edge agent and the device gate name the same subjects and size
+// limit (each package keeps its own copy: edge/ imports nothing
+// server-side); the registry's permissions are checked by the end-to-end
+// tests, where devices reach the gate.
 func TestDeviceWireNamesAgree(t *testing.T) {
-	if edge.DefaultIngressStream != devicegate.DefaultStream || natsserver.DefaultIngressStream != devicegate.DefaultStream {
-		t.Fatalf("ingress stream: edge %q, registry %q, gate %q", edge.DefaultIngressStream, natsserver.DefaultIngressStream, devicegate.DefaultStream)
-	}
 	if edge.MaxCommitBytes != devicegate.MaxCommitBytes {
 		t.Fatalf("commit size: edge %d, gate %d", edge.MaxCommitBytes, devicegate.MaxCommitBytes)
 	}
-	if a, b := edge.IngressDangerSubject("d"), devicegate.IngressSubject(safety.LaneDanger, "d"); a != b {
-		t.Fatalf("danger lane: edge %q, gate %q", a, b)
+	for _, l := range []struct {
+		lane safety.DeviceLane
+		edge string
+	}{{safety.LaneDanger, edge.IngressDangerSubject("d")}, {safety.LaneTelemetry, edge.IngressTelemetrySubject("d")}} {
+		if gate := devicegate.CommitSubject(l.lane, "d"); l.edge != gate || edge.LastSubject(l.edge) != devicegate.LastSubject(l.lane, "d") {
+			t.Fatalf("%s lane: edge %q, gate %q", l.lane, l.edge, gate)
+		}
 	}
-	if a, b := edge.IngressTelemetrySubject("d"), devicegate.IngressSubject(safety.LaneTelemetry, "d"); a != b {
-		t.Fatalf("telemetry lane: edge %q, gate %q", a, b)
+	if natsserver.DeviceInboxPrefix("d")+"." != devicegate.InboxPrefix("d") || edge.InboxPrefix("d") != natsserver.DeviceInboxPrefix("d") {
+		t.Fatal("inbox prefixes differ")
 	}
 }

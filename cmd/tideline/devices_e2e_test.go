@@ -94,10 +94,16 @@ func (h *deviceHub) rogueDevice(t *testing.T, c edge.Creds) *nats.Conn {
 	t.Cleanup(func() { nc.Close(); ns.Shutdown(); ns.WaitForShutdown() })
 	waitUntil(t, "rogue device linked", func() bool { return ns.NumLeafNodes() == 1 })
 	// Interest in the hub's subjects crosses the link a moment later.
+	// (Asked as the device gate's clients do, or as devices did before it,
+	// so that the test can be run against the layouts before.)
 	waitUntil(t, "hub interest", func() bool {
-		_, err := nc.Request("$JS.hub.API.DIRECT.GET.DEVICE_INGRESS.in.danger.device."+c.DeviceID, nil, 200*time.Millisecond)
-		_, err2 := nc.Request("$JS.hub.API.DIRECT.GET.EVENTS.ev.safety.device."+c.DeviceID, nil, 200*time.Millisecond)
-		return err == nil || err2 == nil
+		for _, s := range []string{"in.danger.device." + c.DeviceID + ".last",
+			"$JS.hub.API.DIRECT.GET.EVENTS.ev.safety.device." + c.DeviceID, "$JS.hub.API.DIRECT.GET.DEVICE_INGRESS.in.danger.device." + c.DeviceID} {
+			if _, err := nc.Request(s, nil, 200*time.Millisecond); err == nil {
+				return true
+			}
+		}
+		return false
 	})
 	return nc
 }
@@ -165,6 +171,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	h := startDeviceHub(t)
 	ctx := context.Background()
 	rogue := h.rogueDevice(t, h.addDevice(t, "bike-a", "alice"))
+	bikeB := h.addDevice(t, "bike-b", "bob") // bob's own device, offline for now
 	bob := mainToken(t, h.m, "bob", auth.Rider)
 
 	// bob has an open alert (a severe report from his phone).
@@ -195,6 +202,26 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	spray(t, rogue, []byte("x"), nats.Header{"Nats-Msg-Id": []string{"ev.safety.rider.bob/danger:bob-2"}}, everywhere...)
 	// 8 MiB.
 	spray(t, rogue, make([]byte, 8<<20-4096), nil, ownSubjects("bike-a")...)
+	// A forged commit for bob, on every subject the device may send to,
+	// naming as reply subject bob's stream in EVENTS and the other
+	// device's lanes: whatever answers there (a stream's ack, a Direct Get
+	// of the device's own message) would be stored as bob's.
+	forged := devCommit(t, dangerEv("forged-3", "bob", "", safetyv1.Severity_SEVERITY_CRITICAL))
+	hdr := nats.Header{"Tl-Event-Types": []string{"tideline.safety.v1.DangerDetected"}}
+	for _, reply := range []string{"ev.safety.rider.bob", "in.danger.device.bike-b", "ev.safety.device.bike-b"} {
+		for _, s := range append(everywhere, "in.danger.device.bike-a.last") {
+			if err := rogue.PublishMsg(&nats.Msg{Subject: s, Reply: reply, Data: forged, Header: hdr}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rogue.Flush()
+		for _, s := range []string{"$JS.hub.API.DIRECT.GET.EVENTS.ev.safety.device.bike-a", "$JS.hub.API.DIRECT.GET.DEVICE_INGRESS.in.danger.device.bike-a"} {
+			if err := rogue.PublishRequest(s, reply, nil); err != nil { // its own last message, answered there
+				t.Fatal(err)
+			}
+		}
+	}
+	rogue.Flush()
 	// Last, a valid event of its own: once it is in alice's list, the
 	// rogue's earlier commits have been dealt with.
 	spray(t, rogue, devCommit(t, dangerEv("own-1", "alice", "bike-a", safetyv1.Severity_SEVERITY_LOW)), nil, everywhere...)
@@ -223,7 +250,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	for _, e := range l.Events {
 		ids = append(ids, e.EventId)
 	}
-	if fmt.Sprint(ids) != "[bob-2 bob-1]" {
+	if fmt.Sprint(ids) != "[bob-2 bob-1]" { // no forged-1, -2, -3
 		t.Errorf("bob's danger events: %v, want only his own", ids)
 	}
 	al, err := h.safety.ListAlerts(ctx, authed(&safetyv1.ListAlertsRequest{RiderId: "bob", OpenOnly: true, MinPosition: barrier}, h.admin))
@@ -241,14 +268,14 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 		t.Errorf("dashboard counts the rogue's orders (%d) or ratings (%v)", d.Msg.Dashboard.Today.GetOrders(), d.Msg.Dashboard.RiderRanking)
 	}
 	js, _ := h.m.nc.JetStream()
-	for _, s := range []string{"EVENTS", "DEVICE_INGRESS"} {
+	for _, s := range []string{"EVENTS", "DEVICE_QUARANTINE", "DEVICE_INGRESS"} {
 		if info, err := js.StreamInfo(s); err == nil && info.State.Bytes > 1<<20 {
 			t.Errorf("stream %s holds %d bytes: the 8 MiB message was stored", s, info.State.Bytes)
 		}
 	}
 
 	// An honest device still gets through.
-	a, err := edge.Open(ctx, edge.Config{Creds: h.addDevice(t, "bike-b", "bob"), Hub: natsserver.LeafURL(h.m.ns), DataDir: t.TempDir(),
+	a, err := edge.Open(ctx, edge.Config{Creds: bikeB, Hub: natsserver.LeafURL(h.m.ns), DataDir: t.TempDir(),
 		LeafReconnect: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -257,7 +284,17 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	if _, err := a.RecordDanger(ctx, dangerEv("bike-b-1", "bob", "bike-b", safetyv1.Severity_SEVERITY_LOW)); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the honest device's event", func() bool { return len(h.dangerList(t, "bob", 0).Events) == 3 })
+	var got []string
+	waitUntil(t, "the honest device's event", func() bool {
+		got = got[:0]
+		for _, e := range h.dangerList(t, "bob", 0).Events {
+			got = append(got, e.EventId)
+		}
+		return len(got) > 0 && got[0] == "bike-b-1"
+	})
+	if fmt.Sprint(got) != "[bike-b-1 bob-2 bob-1]" {
+		t.Fatalf("bob's danger events: %v, want only his own", got)
+	}
 }
 
 // Twenty 10-byte garbage messages from one device do not hold up another
@@ -326,7 +363,7 @@ func TestRejectedDeviceCommitsListed(t *testing.T) {
 		return res.Msg.Total == 2
 	})
 	if got[0].Code != "foreign_rider" || got[1].Code != "undecodable" || got[0].RiderId != "alice" || got[0].Lane != "danger" ||
-		!strings.Contains(got[0].Reason, `"bob"`) || got[0].IngressSeq <= got[1].IngressSeq {
+		!strings.Contains(got[0].Reason, `"bob"`) || got[0].QuarantineSeq <= got[1].QuarantineSeq {
 		t.Fatalf("listed %v", got)
 	}
 	if res, _ := admin.ListRejectedDeviceCommits(ctx, authed(&adminv1.ListRejectedDeviceCommitsRequest{DeviceId: "bike-z"}, h.admin)); res.Msg.Total != 0 {

@@ -78,6 +78,7 @@ type Main struct {
 	// devices' commits into EVENTS; both with LeafListen only.
 	Devices *natsserver.Devices
 	Gate    *devicegate.Gate
+	gateNC  *nats.Conn
 	// disk guards the data disk. diskStop stops it once the runners have
 	// written their final snapshots, which it may have to cut short.
 	disk     *natsserver.DiskGuard
@@ -126,7 +127,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if m.Devices, err = natsserver.OpenDevices(deviceDir(c.DataDir), log); err != nil {
 			return err
 		}
-		m.Devices.UseIngressStream(devicegate.DefaultStream)
 		nsCfg.LeafListen, nsCfg.Devices, nsCfg.JetStreamDomain = c.LeafListen, m.Devices, natsserver.HubDomain
 	}
 	m.ns, err = natsserver.Start(nsCfg)
@@ -160,8 +160,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}()
 	m.diskStop = func() { diskCancel(); <-diskDone }
 
-	if m.Devices != nil {
-		m.Gate, err = devicegate.Open(ctx, devicegate.Config{Conn: m.nc, Registry: m.Devices.Registered,
+	if m.Devices != nil { // the device gate, on a connection of its own
+		if m.gateNC, err = natsserver.Connect(m.ns, "device-gate"); err != nil {
+			return err
+		}
+		m.Gate, err = devicegate.Open(ctx, devicegate.Config{Conn: m.gateNC, Registry: m.Devices.Registered,
 			EventsStream: m.Store.StreamName(), Rate: c.DeviceRate, Burst: c.DeviceBurst, Logger: log})
 		if err != nil {
 			return err
@@ -310,6 +313,9 @@ func (m *Main) Close() error {
 	m.wg.Wait()
 	if m.diskStop != nil {
 		m.diskStop()
+	}
+	if m.gateNC != nil {
+		m.gateNC.Close() // the gate stopped with the others (wg)
 	}
 	if m.nc != nil {
 		closed := make(chan struct{})

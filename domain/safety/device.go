@@ -71,9 +71,6 @@ const (
 	// RejectRevoked: the commit reached the hub after the device was
 	// revoked.
 	RejectRevoked RejectCode = "revoked_device"
-	// RejectStoreRefused: the event store refused the admitted commit
-	// for good (not a transient failure).
-	RejectStoreRefused RejectCode = "store_refused"
 )
 
 // RejectedError is the error AdmitDeviceCommit returns: a code, and the
@@ -110,7 +107,7 @@ type RegisteredDevice struct {
 // AdmitDeviceCommit decides whether a commit a device sent on lane may
 // enter the event store, the same way whoever the device claims to be:
 // nothing of the payload's rider or device ids is trusted. receivedAt is
-// when the hub received the commit (its ingress time), so the decision
+// when the hub received the commit, so the decision
 // for a commit never changes when it is decided again.
 //
 // A commit is admitted whole or not at all. It is refused when the device

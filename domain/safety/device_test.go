@@ -135,7 +135,7 @@ func TestAdmitDeviceCommitCopiesOnlyWhatItBinds(t *testing.T) {
 	}
 }
 
-// The device cannot choose received_at: the hub's ingress time wins.
+// The device cannot choose received_at: the hub's receipt time wins.
 func TestAdmitDeviceCommitStampsReceivedAt(t *testing.T) {
 	e := dangerEvent(func(d *safetyv1.DangerDetected) { d.ReceivedAt = timestamppb.New(reportNow.Add(-48 * time.Hour)) })
 	got, err := safety.AdmitDeviceCommit(bike7, safety.LaneDanger, []es.Event{e}, reportNow)

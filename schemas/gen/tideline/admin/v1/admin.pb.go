@@ -649,27 +649,25 @@ type RejectedDeviceCommit struct {
 	RiderId string `protobuf:"bytes,2,opt,name=rider_id,json=riderId,proto3" json:"rider_id,omitempty"`
 	// lane is the device's lane the commit came in on: "danger" or "telemetry".
 	Lane string `protobuf:"bytes,3,opt,name=lane,proto3" json:"lane,omitempty"`
-	// ingress_seq is the commit's sequence in the DEVICE_INGRESS stream.
-	IngressSeq uint64 `protobuf:"varint,4,opt,name=ingress_seq,json=ingressSeq,proto3" json:"ingress_seq,omitempty"`
 	// code classifies the reason: undecodable, wrong_type, foreign_rider,
-	// foreign_device, invalid, unknown_device, revoked_device, store_refused.
-	Code string `protobuf:"bytes,5,opt,name=code,proto3" json:"code,omitempty"`
+	// foreign_device, invalid, unknown_device, revoked_device.
+	Code string `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
 	// reason says what was wrong, naming the field, e.g.
 	// "events[0].data.rider_id: is "bob" but device "bike-7" is registered to "alice"".
-	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// received_at is when the hub received the commit.
-	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
-	RejectedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=rejected_at,json=rejectedAt,proto3" json:"rejected_at,omitempty"`
+	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	RejectedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=rejected_at,json=rejectedAt,proto3" json:"rejected_at,omitempty"`
 	// size_bytes is the commit's payload size.
-	SizeBytes int64 `protobuf:"varint,9,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	// quarantine_seq locates the kept commit (payload and headers) in the
-	// DEVICE_QUARANTINE stream.
-	QuarantineSeq uint64 `protobuf:"varint,10,opt,name=quarantine_seq,json=quarantineSeq,proto3" json:"quarantine_seq,omitempty"`
+	SizeBytes int64 `protobuf:"varint,8,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// quarantine_seq locates the commit, kept as sent (payload and
+	// headers), in the DEVICE_QUARANTINE stream.
+	QuarantineSeq uint64 `protobuf:"varint,9,opt,name=quarantine_seq,json=quarantineSeq,proto3" json:"quarantine_seq,omitempty"`
 	// edge_epoch, edge_first_seq and edge_last_seq are what the device said
 	// of the commit (its local store and sequences), for diagnosis.
-	EdgeEpoch     string `protobuf:"bytes,11,opt,name=edge_epoch,json=edgeEpoch,proto3" json:"edge_epoch,omitempty"`
-	EdgeFirstSeq  uint64 `protobuf:"varint,12,opt,name=edge_first_seq,json=edgeFirstSeq,proto3" json:"edge_first_seq,omitempty"`
-	EdgeLastSeq   uint64 `protobuf:"varint,13,opt,name=edge_last_seq,json=edgeLastSeq,proto3" json:"edge_last_seq,omitempty"`
+	EdgeEpoch     string `protobuf:"bytes,10,opt,name=edge_epoch,json=edgeEpoch,proto3" json:"edge_epoch,omitempty"`
+	EdgeFirstSeq  uint64 `protobuf:"varint,11,opt,name=edge_first_seq,json=edgeFirstSeq,proto3" json:"edge_first_seq,omitempty"`
+	EdgeLastSeq   uint64 `protobuf:"varint,12,opt,name=edge_last_seq,json=edgeLastSeq,proto3" json:"edge_last_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -723,13 +721,6 @@ func (x *RejectedDeviceCommit) GetLane() string {
 		return x.Lane
 	}
 	return ""
-}
-
-func (x *RejectedDeviceCommit) GetIngressSeq() uint64 {
-	if x != nil {
-		return x.IngressSeq
-	}
-	return 0
 }
 
 func (x *RejectedDeviceCommit) GetCode() string {
@@ -890,27 +881,25 @@ const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\x11decision_position\x18\x02 \x01(\x04R\x10decisionPosition\"U\n" +
 	" ListRejectedDeviceCommitsRequest\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xd8\x03\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xb7\x03\n" +
 	"\x14RejectedDeviceCommit\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x19\n" +
 	"\brider_id\x18\x02 \x01(\tR\ariderId\x12\x12\n" +
-	"\x04lane\x18\x03 \x01(\tR\x04lane\x12\x1f\n" +
-	"\vingress_seq\x18\x04 \x01(\x04R\n" +
-	"ingressSeq\x12\x12\n" +
-	"\x04code\x18\x05 \x01(\tR\x04code\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\x12;\n" +
-	"\vreceived_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"\x04lane\x18\x03 \x01(\tR\x04lane\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12;\n" +
+	"\vreceived_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12;\n" +
-	"\vrejected_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"\vrejected_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"rejectedAt\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\t \x01(\x03R\tsizeBytes\x12%\n" +
-	"\x0equarantine_seq\x18\n" +
-	" \x01(\x04R\rquarantineSeq\x12\x1d\n" +
+	"size_bytes\x18\b \x01(\x03R\tsizeBytes\x12%\n" +
+	"\x0equarantine_seq\x18\t \x01(\x04R\rquarantineSeq\x12\x1d\n" +
 	"\n" +
-	"edge_epoch\x18\v \x01(\tR\tedgeEpoch\x12$\n" +
-	"\x0eedge_first_seq\x18\f \x01(\x04R\fedgeFirstSeq\x12\"\n" +
-	"\redge_last_seq\x18\r \x01(\x04R\vedgeLastSeq\"|\n" +
+	"edge_epoch\x18\n" +
+	" \x01(\tR\tedgeEpoch\x12$\n" +
+	"\x0eedge_first_seq\x18\v \x01(\x04R\fedgeFirstSeq\x12\"\n" +
+	"\redge_last_seq\x18\f \x01(\x04R\vedgeLastSeq\"|\n" +
 	"!ListRejectedDeviceCommitsResponse\x12A\n" +
 	"\acommits\x18\x01 \x03(\v2'.tideline.admin.v1.RejectedDeviceCommitR\acommits\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total*\xb2\x01\n" +
