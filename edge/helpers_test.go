@@ -53,6 +53,12 @@ func testLogger(tb testing.TB) *slog.Logger {
 // given duplicate window.
 func startHub(tb testing.TB, dir string, dupWindow time.Duration) *hub {
 	tb.Helper()
+	return startHubGate(tb, dir, dupWindow, devicegate.Config{})
+}
+
+// startHubGate is startHub with the device gate configured by gate.
+func startHubGate(tb testing.TB, dir string, dupWindow time.Duration, gate devicegate.Config) *hub {
+	tb.Helper()
 	if dir == "" {
 		dir = tb.TempDir()
 	}
@@ -78,7 +84,8 @@ func startHub(tb testing.TB, dir string, dupWindow time.Duration) *hub {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h.gate, err = devicegate.Open(context.Background(), devicegate.Config{Conn: h.nc, Registry: h.devices.Registered, Logger: testLogger(tb)})
+	gate.Conn, gate.Registry, gate.Logger = h.nc, h.devices.Registered, testLogger(tb)
+	h.gate, err = devicegate.Open(context.Background(), gate)
 	if err != nil {
 		tb.Fatal(err)
 	}

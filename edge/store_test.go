@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 )
@@ -294,4 +295,36 @@ func TestCommitsFitTheHubLimit(t *testing.T) {
 	if _, refused := r.h.gate.Stats(); refused != 0 {
 		t.Fatalf("the hub refused %d commits", refused)
 	}
+}
+
+// A device over its quota at the hub keeps its events and delivers them,
+// exactly once and in order, as the quota allows; the hub refuses none.
+func TestOverQuotaDeviceKeepsItsEvents(t *testing.T) {
+	h := startHubGate(t, "", 0, devicegate.Config{Rate: 10, Burst: 2})
+	a := openAgent(t, h.addDevice(t, "bike-q"), h.leafURL, t.TempDir(), agentOpts{})
+	waitFor(t, 10*time.Second, "link up", a.LinkUp)
+	ctx := context.Background()
+	const n = 40
+	start := time.Now()
+	var lastD uint64
+	for i := 0; i < n; i++ { // one at a time: a commit each while the hub keeps up
+		var err error
+		if lastD, err = a.RecordDanger(ctx, danger("bike-q", i)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond) // a detection every 5 ms: far over 10 commits/s
+	}
+	waitSynced(t, h, eventsDanger("bike-q"), lastD, 20*time.Second)
+	checkExact(t, "danger", dangerIndexes(t, h.hubEvents(t, eventsDanger("bike-q"))), n)
+	st := a.Status()[0]
+	if st.Refused != 0 {
+		t.Fatalf("%d commits refused", st.Refused)
+	}
+	if st.Commits >= n/2 { // held back, the events wait and go in runs
+		t.Fatalf("%d events in %d commits: the quota held nothing back", n, st.Commits)
+	}
+	if admitted, _ := h.gate.Stats(); admitted > uint64(2+10*time.Since(start).Seconds()+1) {
+		t.Fatalf("%d commits admitted in %v: over the quota of 10/s after a burst of 2", admitted, time.Since(start))
+	}
+	t.Logf("%d danger events in %d commits within %v at 10 commits/s", n, st.Commits, time.Since(start).Round(time.Millisecond))
 }

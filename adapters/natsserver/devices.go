@@ -36,7 +36,8 @@ type Device struct {
 }
 
 // HubDomain is the hub's JetStream domain when it accepts edge devices:
-// their agents reach its API as $JS.hub.API.
+// their agents run a JetStream of their own (domain edge) on the leaf
+// link, and the two must differ. Devices do not call the hub's API.
 const HubDomain = "hub"
 
 // Subjects a device may use on the hub: requests to the device gate
