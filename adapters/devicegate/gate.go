@@ -215,9 +215,10 @@ type Gate struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 
-	mu    sync.Mutex
-	lanes map[string]*laneState // by commit subject
-	wg    sync.WaitGroup        // requests being decided
+	mu       sync.Mutex
+	lanes    map[string]*laneState // by commit subject
+	stopping bool                  // Run is returning: no new work
+	wg       sync.WaitGroup        // requests being decided
 
 	rejected *index
 	admitted atomic.Uint64
@@ -226,8 +227,9 @@ type Gate struct {
 
 // laneState is one device lane's quota.
 type laneState struct {
-	busy atomic.Bool // a commit of the lane is being decided
-	lim  *rate.Limiter
+	busy     atomic.Bool // a commit of the lane is being decided
+	lastBusy atomic.Bool // a .last request of the lane is being answered
+	lim      *rate.Limiter
 }
 
 // Open provisions the quarantine stream and returns the gate; Run runs it.
@@ -268,7 +270,12 @@ func Open(ctx context.Context, cfg Config) (*Gate, error) {
 // decided. It also follows the quarantine stream (headers only) for
 // Rejected.
 func (g *Gate) Run(ctx context.Context) error {
-	defer g.wg.Wait()
+	defer func() {
+		g.mu.Lock()
+		g.stopping = true
+		g.mu.Unlock()
+		g.wg.Wait()
+	}()
 	c, err := g.js.OrderedConsumer(ctx, g.cfg.QuarantineStream, jetstream.OrderedConsumerConfig{HeadersOnly: true})
 	if ctx.Err() != nil {
 		return nil
@@ -336,13 +343,7 @@ func (g *Gate) commit(ctx context.Context, m *nats.Msg) {
 	if !ok {
 		return // not a device's, or its answer would go elsewhere than its inbox
 	}
-	g.mu.Lock()
-	st := g.lanes[m.Subject]
-	if st == nil {
-		st = &laneState{lim: rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst)}
-		g.lanes[m.Subject] = st
-	}
-	g.mu.Unlock()
+	st := g.lane(m.Subject)
 	if size := msgSize(m); size > MaxCommitBytes {
 		respond(m, errorReply(413, ErrTooLarge, "commit of %d bytes: at most %d", size, MaxCommitBytes))
 		return
@@ -356,12 +357,39 @@ func (g *Gate) commit(ctx context.Context, m *nats.Msg) {
 		respond(m, errorReply(429, 0, "over the lane's quota of %g commits/s: retry later", g.cfg.Rate))
 		return
 	}
+	if !g.start(func() {
+		defer st.busy.Store(false)
+		respond(m, g.decide(ctx, lane, id, m))
+	}) {
+		st.busy.Store(false)
+	}
+}
+
+// lane returns the state of the lane whose commits come on subject.
+func (g *Gate) lane(subject string) *laneState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.lanes[subject]
+	if st == nil {
+		st = &laneState{lim: rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst)}
+		g.lanes[subject] = st
+	}
+	return st
+}
+
+// start runs f on a goroutine of its own unless Run is returning.
+func (g *Gate) start(f func()) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopping {
+		return false
+	}
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		defer st.busy.Store(false)
-		respond(m, g.decide(ctx, lane, id, m))
+		f()
 	}()
+	return true
 }
 
 func msgSize(m *nats.Msg) int {
@@ -479,9 +507,13 @@ func (g *Gate) last(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	epoch := m.Header.Get(HeaderEdgeEpoch)
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
+	st := g.lane(CommitSubject(lane, id))
+	if !st.lastBusy.CompareAndSwap(false, true) {
+		respond(m, errorReply(429, 0, "a request of this lane is being answered: send one at a time"))
+		return
+	}
+	if !g.start(func() {
+		defer st.lastBusy.Store(false)
 		seq, h, err := g.lastOn(ctx, g.cfg.EventsStream, EventsSubject(lane, id))
 		if err != nil {
 			respond(m, errorReply(503, 0, "the hub could not read the lane: retry later"))
@@ -500,7 +532,9 @@ func (g *Gate) last(ctx context.Context, m *nats.Msg) {
 			}
 		}
 		respond(m, r)
-	}()
+	}) {
+		st.lastBusy.Store(false)
+	}
 }
 
 // lastOn reads the last message on subject in stream: its sequence and
