@@ -136,7 +136,7 @@ func (h *deliveryHandler) SearchNearbyOrders(ctx context.Context, req *connect.R
 	if limit < 1 || limit > maxNearbyLimit {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxNearbyLimit, m.Limit)
 	}
-	if err := waitFor(ctx, h.d.NearbyFeed, m.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.NearbyFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	pos := h.d.NearbyFeed.Position()

@@ -36,7 +36,7 @@ func (h *safetyHandler) ListDangerEvents(ctx context.Context, req *connect.Reque
 			return nil, es.Invalidf("since", "%v", err)
 		}
 	}
-	if err := waitFor(ctx, h.d.SafetyFeed, m.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.SafetyFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	pos := h.d.SafetyFeed.Position()
