@@ -236,6 +236,16 @@ const (
 	ReflectionOff                     // not served
 )
 
+func (r Reflection) String() string {
+	switch r {
+	case ReflectionOpen:
+		return "open"
+	case ReflectionOff:
+		return "off"
+	}
+	return "token"
+}
+
 // ParseReflection reads the --reflection flag: "auto" is ReflectionOpen
 // when the API listens on a loopback address only and ReflectionToken
 // otherwise; "on" is ReflectionOpen, "token" ReflectionToken, "off"
