@@ -60,17 +60,16 @@ func (h *dashboardHandler) query(ctx context.Context, q *dashboardv1.DashboardQu
 	if c := q.HeatCellDeg; c != 0 && !(c >= minHeatCellDeg && c <= maxHeatCellDeg) {
 		return dashboard.Query{}, es.Invalidf("query.heat_cell_deg", "must be between %g and %g degrees (0: default %g), got %g", minHeatCellDeg, float64(maxHeatCellDeg), dashboard.DefaultCellDeg, c)
 	}
+	var err error
 	if q.HeatFrom != nil {
-		if err := q.HeatFrom.CheckValid(); err != nil {
-			return dashboard.Query{}, es.Invalidf("query.heat_from", "%v", err)
+		if out.HeatFrom, err = validTime("query.heat_from", q.HeatFrom); err != nil {
+			return dashboard.Query{}, err
 		}
-		out.HeatFrom = q.HeatFrom.AsTime()
 	}
 	if q.HeatTo != nil {
-		if err := q.HeatTo.CheckValid(); err != nil {
-			return dashboard.Query{}, es.Invalidf("query.heat_to", "%v", err)
+		if out.HeatTo, err = validTime("query.heat_to", q.HeatTo); err != nil {
+			return dashboard.Query{}, err
 		}
-		out.HeatTo = q.HeatTo.AsTime()
 	}
 	switch {
 	case q.HeatFrom == nil && q.HeatTo == nil:

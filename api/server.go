@@ -18,6 +18,7 @@ import (
 	connectcors "connectrpc.com/cors"
 	"connectrpc.com/grpcreflect"
 	"github.com/rs/cors"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
@@ -325,6 +326,19 @@ func (d Deps) waitFor(ctx context.Context, rm ReadModel, pos uint64) error {
 		return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, d.MaxWait, rm.Position())
 	}
 	return nil
+}
+
+// validTime checks a query's timestamp field: a valid timestamp no
+// earlier than es.MinTime.
+func validTime(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, es.Invalidf(field, "%v", err)
+	}
+	t := ts.AsTime()
+	if t.Before(es.MinTime) {
+		return time.Time{}, es.Invalidf(field, "%s is before %s, the earliest time accepted", t.Format(time.RFC3339), es.MinTime.Format(time.RFC3339))
+	}
+	return t, nil
 }
 
 type healthHandler struct {
