@@ -25,7 +25,7 @@ func (h *safetyHandler) ReportDanger(ctx context.Context, req *connect.Request[s
 	}
 	res, err := h.d.Safety.Report(ctx, caller(ctx), req.Msg.Event)
 	if err != nil {
-		return nil, err
+		return nil, subfield("event", err)
 	}
 	out := connect.NewResponse(&safetyv1.ReportDangerResponse{Position: res.Position.Seq, Duplicate: res.Duplicate})
 	out.Header().Set(PositionHeader, strconv.FormatUint(res.Position.Seq, 10))

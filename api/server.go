@@ -308,14 +308,8 @@ func (d Deps) waitFor(ctx context.Context, rm ReadModel, pos uint64) error {
 	if pos == 0 || rm.Position() >= pos {
 		return nil
 	}
-	if d.LastPosition != nil {
-		last, err := d.LastPosition(ctx)
-		if err != nil {
-			return es.Wrap(es.Unavailable, "event store unreachable", err)
-		}
-		if pos > last {
-			return es.Invalidf("min_position", "%d is past the end of the event stream (last position %d)", pos, last)
-		}
+	if err := d.checkPosition(ctx, pos); err != nil {
+		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, d.MaxWait)
 	defer cancel()
@@ -324,6 +318,21 @@ func (d Deps) waitFor(ctx context.Context, rm ReadModel, pos uint64) error {
 			return ctx.Err()
 		}
 		return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, d.MaxWait, rm.Position())
+	}
+	return nil
+}
+
+// checkPosition refuses a min_position past the event stream's end.
+func (d Deps) checkPosition(ctx context.Context, pos uint64) error {
+	if pos == 0 || d.LastPosition == nil {
+		return nil
+	}
+	last, err := d.LastPosition(ctx)
+	if err != nil {
+		return es.Wrap(es.Unavailable, "event store unreachable", err)
+	}
+	if pos > last {
+		return es.Invalidf("min_position", "%d is past the end of the event stream (last position %d)", pos, last)
 	}
 	return nil
 }

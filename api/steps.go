@@ -163,11 +163,12 @@ func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStre
 }
 
 // legacyFields renames fields to the step.proto contract's JSON names
-// (and min_position to the header that carries it there).
+// (and min_position and idempotency_key to the headers that carry them
+// there).
 func legacyFields(err error) error {
 	var e *es.Error
 	if errors.As(err, &e) {
-		if name, ok := map[string]string{"user_id": "userId", "min_position": MinPositionHeader}[e.Field]; ok {
+		if name, ok := map[string]string{"user_id": "userId", "min_position": MinPositionHeader, "idempotency_key": IdempotencyKeyHeader}[e.Field]; ok {
 			c := *e
 			c.Field = name
 			return &c
