@@ -191,8 +191,8 @@ func (t *Tokens) verify(token string) (auth.Principal, time.Time, error) {
 
 // authenticate returns the principal of h's bearer token.
 func (t *Tokens) authenticate(h http.Header) (auth.Principal, error) {
-	tok, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
-	if tok = strings.TrimSpace(tok); !ok || tok == "" {
+	scheme, tok, _ := strings.Cut(h.Get("Authorization"), " ")
+	if tok = strings.TrimSpace(tok); !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "missing bearer token (Authorization: Bearer <token>; get one with `tideline token`)")
 	}
 	if len(tok) > maxTokenBytes {

@@ -49,6 +49,7 @@ import (
 // allFixture serves every service over one embedded JetStream, with every
 // read model running (no reactions: nothing appends on its own).
 type allFixture struct {
+	dir    string // the data dir holding the signing key
 	api    *api.API
 	url    string
 	tokens *api.Tokens
@@ -85,7 +86,8 @@ func startAll(tb testing.TB) *allFixture {
 	for _, r := range runners {
 		go func() { r.Run(ctx); done <- struct{}{} }()
 	}
-	if d.Tokens, err = api.LoadOrCreateTokens(tb.TempDir()); err != nil {
+	dir := tb.TempDir()
+	if d.Tokens, err = api.LoadOrCreateTokens(dir); err != nil {
 		tb.Fatal(err)
 	}
 	a, err := api.New(d)
@@ -103,7 +105,7 @@ func startAll(tb testing.TB) *allFixture {
 			<-done
 		}
 	})
-	return &allFixture{api: a, url: srv.URL, tokens: d.Tokens, store: store}
+	return &allFixture{dir: dir, api: a, url: srv.URL, tokens: d.Tokens, store: store}
 }
 
 func (f *allFixture) token(tb testing.TB, sub string, role auth.Role) string {
