@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -457,5 +459,36 @@ func TestListDangerEvents(t *testing.T) {
 				t.Fatalf("code = %v (%v), want %v", connect.CodeOf(err), err, tc.code)
 			}
 		})
+	}
+}
+
+// TestMinPositionPastTheEnd: a min_position past the event stream's end
+// is InvalidArgument at once, and does not reach the read model's runner
+// (whose proof that nothing lies before a position would otherwise record
+// it, leaving Position() at 2^64-1 and every later read unwaited).
+func TestMinPositionPastTheEnd(t *testing.T) {
+	f := start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
+	tok := f.token(t, "alice", auth.Walker)
+	ctx := context.Background()
+	start := time.Now()
+	_, err := c.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{"alice"}, FromDate: today(), MinPosition: math.MaxUint64}, tok))
+	var ce *connect.Error
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !errors.As(err, &ce) || !strings.HasPrefix(ce.Message(), "min_position:") {
+		t.Fatalf("min_position 2^64-1: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("refusal took %v", d)
+	}
+	if p := f.runner.Position(); p > 1<<40 {
+		t.Fatalf("the runner's position became %d", p)
+	}
+	rec, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 5}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{"alice"}, FromDate: today(), MinPosition: rec.Msg.Position}, tok))
+	if err != nil || len(got.Msg.Steps) != 1 || got.Msg.Steps[0].Steps != 5 {
+		t.Fatalf("read after write: %v %v", got, err)
 	}
 }
