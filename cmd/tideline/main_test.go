@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/auth"
@@ -366,4 +367,42 @@ func lineOf(out, prefix string) string {
 		}
 	}
 	return ""
+}
+
+func TestServeRejectsBadHardeningFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--reflection", "yes"}, "--reflection"},
+		{[]string{"--max-conns", "0"}, "--max-conns"},
+		{[]string{"--idle-timeout", "0s"}, "--idle-timeout"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, tc.args...), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("serve %v: %v, want an error naming %s", tc.args, err, tc.flag)
+		}
+	}
+}
+
+// TestServeReflectionAuto: on a loopback listener reflection is open;
+// every service still needs a token.
+func TestServeReflectionAuto(t *testing.T) {
+	m, _ := startMain(t, t.TempDir())
+	url := "http://" + m.Addr()
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
+	s := grpcreflect.NewClient(hc, url).NewStream(context.Background())
+	names, err := s.ListServices()
+	s.Close()
+	if err != nil || len(names) == 0 {
+		t.Fatalf("reflection on loopback without a token: %v %v", names, err)
+	}
+	_, err = adminv1connect.NewAdminServiceClient(hc, url).ListProjections(context.Background(), connect.NewRequest(&adminv1.ListProjectionsRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("admin call without a token: %v", err)
+	}
 }
