@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +28,6 @@ import (
 	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
-	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
@@ -130,6 +128,10 @@ type Deps struct {
 	// open at once; more are ResourceExhausted. Default
 	// DefaultMaxLiveStreams.
 	MaxLiveStreams int
+	// Health reports what the server depends on (the event store, every
+	// projection, the reactions): nil when all can serve, else why not.
+	// The health service answers NOT_SERVING while it fails. Optional.
+	Health func(ctx context.Context) error
 
 	closing chan struct{}
 	live    *atomic.Int64 // open live streams
@@ -220,7 +222,7 @@ func New(d Deps) (*API, error) {
 			return nil, err
 		}
 	}
-	path, h := healthv1connect.NewHealthHandler(healthHandler{d: d, services: services}, limits...)
+	path, h := healthv1connect.NewHealthHandler(newHealthHandler(d, services), limits...)
 	mux.Handle(path, h)
 	g.open[path] = true
 	if d.Reflection != ReflectionOff {
@@ -371,55 +373,3 @@ func validTime(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 	return t, nil
 }
 
-type healthHandler struct {
-	d        Deps
-	services []string
-}
-
-// maxServiceName bounds the service name a health request may carry.
-const maxServiceName = 256
-
-func (h healthHandler) status(name string) (healthv1.HealthCheckResponse_ServingStatus, error) {
-	if name == "" {
-		return healthv1.HealthCheckResponse_SERVING, nil
-	}
-	if len(name) > maxServiceName {
-		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("service: must be at most %d bytes, got %d", maxServiceName, len(name)))
-	}
-	if slices.Contains(h.services, name) {
-		return healthv1.HealthCheckResponse_SERVING, nil
-	}
-	return 0, connect.NewError(connect.CodeNotFound, fmt.Errorf("service: unknown service %q", name))
-}
-
-func (h healthHandler) Check(_ context.Context, req *connect.Request[healthv1.HealthCheckRequest]) (*connect.Response[healthv1.HealthCheckResponse], error) {
-	st, err := h.status(req.Msg.Service)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&healthv1.HealthCheckResponse{Status: st}), nil
-}
-
-// Watch sends the service's status and holds the stream until the client
-// leaves or the server closes. It counts as a live stream.
-func (h healthHandler) Watch(ctx context.Context, req *connect.Request[healthv1.HealthCheckRequest], s *connect.ServerStream[healthv1.HealthCheckResponse]) error {
-	st, err := h.status(req.Msg.Service)
-	if connect.CodeOf(err) == connect.CodeInvalidArgument {
-		return err
-	} else if err != nil {
-		st = healthv1.HealthCheckResponse_SERVICE_UNKNOWN
-	}
-	release, err := h.d.liveSlot()
-	if err != nil {
-		return err
-	}
-	defer release()
-	if err := sendWithin(ctx, h.d.SendTimeout, s, &healthv1.HealthCheckResponse{Status: st}); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case <-h.d.closing:
-	}
-	return nil
-}

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/auth"
+	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
+	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -301,6 +303,7 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 		}
 	}
 	t.Logf("projections list:\n%s", out)
+	waitHealth(t, url, healthv1.HealthCheckResponse_NOT_SERVING)
 	// NAME VERSION STATE POSITION LAG STOPPED_AT REASON...
 	f := strings.Fields(lineOf(out, "steps "))
 	if len(f) < 7 || f[2] != "stopped" || f[3] != fmt.Sprint(before) || f[4] != fmt.Sprint(after-before) || f[5] != fmt.Sprint(bad) || f[6] != "decode" {
@@ -342,6 +345,7 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 	if n := bobs(after); n != 200 {
 		t.Fatalf("bob has %d steps after the skip, want 200", n)
 	}
+	waitHealth(t, url, healthv1.HealthCheckResponse_SERVING)
 
 	// The decision holds after a restart and through a rebuild from 1.
 	stop()
@@ -358,6 +362,21 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 	if out, err = cli("projections", "list"); err != nil || !strings.HasPrefix(strings.Join(strings.Fields(lineOf(out, "steps ")), " "), "steps 1 running") {
 		t.Fatalf("projections list after rebuild: %v\n%s", err, out)
 	}
+}
+
+// waitHealth polls the health service until it answers want.
+func waitHealth(tb testing.TB, url string, want healthv1.HealthCheckResponse_ServingStatus) {
+	tb.Helper()
+	h := healthv1connect.NewHealthClient(http.DefaultClient, url)
+	var got healthv1.HealthCheckResponse_ServingStatus
+	waitUntil(tb, "health "+want.String(), func() bool {
+		res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{}))
+		if err != nil {
+			tb.Fatalf("health check: %v", err)
+		}
+		got = res.Msg.Status
+		return got == want
+	})
 }
 
 func lineOf(out, prefix string) string {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	nserver "github.com/nats-io/nats-server/v2/server"
@@ -80,6 +81,8 @@ type Main struct {
 	failed  chan error // the HTTP server stopped on its own
 	wg      sync.WaitGroup
 	runners []*jetstream.Runner
+	// reactionsDone is set once the reactions' router has returned.
+	reactionsDone atomic.Bool
 	// Devices is the edge device registry (DATA/devices), with LeafListen.
 	Devices *natsserver.Devices
 	// disk guards the data disk. diskStop stops it once the runners have
@@ -228,6 +231,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		DashboardModel: dashboardModel,
 		DashboardFeed:  dashboardRunner,
 		Reflection:     reflection,
+		Health:         m.health,
 	})
 	if err != nil {
 		return err
@@ -247,6 +251,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}()
 	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir, "reflection", reflection)
 	log.Info("get a token: tideline token --data " + c.DataDir + " --sub alice --role walker")
+	return nil
+}
+
+// health returns why the server cannot serve: the event store refuses
+// writes or cannot be reached, a projection is stopped or not running, or
+// the reactions have stopped.
+func (m *Main) health(ctx context.Context) error {
+	if err := m.Store.Healthy(ctx); err != nil {
+		return err
+	}
+	for _, r := range m.runners {
+		switch st := r.Status(ctx); st.State {
+		case jetstream.Stopped:
+			return fmt.Errorf("projection %s stopped at %d: %s", st.Name, st.StoppedAt, st.Reason)
+		case jetstream.NotRunning:
+			return fmt.Errorf("projection %s not running: %s", st.Name, cmp.Or(st.Reason, "starting"))
+		}
+	}
+	if m.reactionsDone.Load() {
+		return errors.New("reactions stopped")
+	}
 	return nil
 }
 
