@@ -136,6 +136,9 @@ func angleDeg(u, v [3]float64) float64 {
 // accelerations: before is tp−3 s to tp−1.2 s, after is tp+1 s to
 // tp+bodyPost. In order:
 //
+// A recording that began less than 1.2 s before the peak takes its first
+// sample as the posture before.
+//
 //	 0 the peak |a| (g)
 //	 1 the angle between the postures before and after (°)
 //	 2 the angle of the posture after from the device's +z (°): the
@@ -160,7 +163,10 @@ func (b *bodyStage) features(p int, f *[nFeatures]float64) [3]float64 {
 	const s = 1e9
 	pk := b.at(p)
 	tp := pk.t
-	pre, _, preSD, _, _ := b.window(p, -bodyPre, -1.2*s)
+	pre, _, preSD, _, n := b.window(p, -bodyPre, -1.2*s)
+	if n == 0 { // the recording began less than 1.2 s before the peak
+		pre = b.at(max(0, b.n-ringSize+1)).a
+	}
 	post, postAm, postSD, postW, _ := b.window(p, 1*s, bodyPost)
 	z := [3]float64{0, 0, 1}
 	preU := unitVec(pre)

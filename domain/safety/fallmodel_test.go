@@ -358,11 +358,11 @@ func TestFallModel(t *testing.T) {
 		}
 	})
 	res := outcomes(ex, score)
-	r := tallyTrials(sisfall(t), func(tr *trial) (bool, int) {
+	r := tallyTrials(sisfall(t), func(tr *trial) verdict {
 		if o := res[tr]; o != nil {
-			return o.hit, o.alarms
+			return verdict{hit: o.hit, alarms: o.alarms}
 		}
-		return false, 0
+		return verdict{}
 	})
 	t.Log("leave-one-subject-out cross-validation (SisFall dev split, body profile):\n" + r.String())
 	if r.sensitivity() < 0.98 || r.specificity() < 0.99 {

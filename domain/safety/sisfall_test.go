@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -237,50 +238,76 @@ func parseDecimal(b []byte) (float64, bool) {
 	return v, true
 }
 
+// verdict is one trial's outcome as the acceptance check scores it.
+type verdict struct {
+	// hit: a fall with a danger decided at or after 3 s before its
+	// impact (the largest |a|).
+	hit bool
+	// alarms counts every danger decided in the trial.
+	alarms int
+	// after is when the first danger that counts for a fall was decided,
+	// from the impact; known only when hasAfter.
+	after    time.Duration
+	hasAfter bool
+}
+
 // devReport tallies trials the way the acceptance check scores them.
 type devReport struct {
-	codes                        map[string]*codeTally
+	codes, subjects              map[string]*codeTally
 	falls, detected, adls, quiet int
 	adlAlarms                    int
 	adlSeconds                   float64
+	after                        []time.Duration
 }
 
+// codeTally counts trials of one activity code or subject: for falls,
+// detected ones; for daily activities, quiet ones.
 type codeTally struct {
-	n, ok, alarms int
+	n, ok, alarms      int
+	falls, fallsOK     int
+	dailies, dailiesOK int
 }
 
-// tallyTrials scores every trial: judge says whether a fall was detected
-// (a danger decided at or after 3 s before its impact) and how many
-// dangers were decided in a daily activity.
-func tallyTrials(trials []*trial, judge func(tr *trial) (hit bool, alarms int)) *devReport {
-	r := &devReport{codes: map[string]*codeTally{}}
-	hits := make([]bool, len(trials))
-	alarms := make([]int, len(trials))
-	parallel(len(trials), func(i int) { hits[i], alarms[i] = judge(trials[i]) })
-	for i, tr := range trials {
-		c := r.codes[tr.code]
-		if c == nil {
-			c = &codeTally{}
-			r.codes[tr.code] = c
+// tallyTrials judges every trial, two at a time.
+func tallyTrials(trials []*trial, judge func(tr *trial) verdict) *devReport {
+	r := &devReport{codes: map[string]*codeTally{}, subjects: map[string]*codeTally{}}
+	vs := make([]verdict, len(trials))
+	parallel(len(trials), func(i int) { vs[i] = judge(trials[i]) })
+	get := func(m map[string]*codeTally, k string) *codeTally {
+		if m[k] == nil {
+			m[k] = &codeTally{}
 		}
+		return m[k]
+	}
+	for i, tr := range trials {
+		v := vs[i]
+		c, sub := get(r.codes, tr.code), get(r.subjects, tr.subject)
 		c.n++
-		c.alarms += alarms[i]
+		c.alarms += v.alarms
 		if tr.fall {
 			r.falls++
-			if hits[i] {
+			sub.falls++
+			if v.hit {
 				r.detected++
 				c.ok++
+				sub.fallsOK++
+			}
+			if v.hasAfter {
+				r.after = append(r.after, v.after)
 			}
 			continue
 		}
 		r.adls++
+		sub.dailies++
 		r.adlSeconds += float64(len(tr.rows)) / 100
-		r.adlAlarms += alarms[i]
-		if alarms[i] == 0 {
+		r.adlAlarms += v.alarms
+		if v.alarms == 0 {
 			r.quiet++
 			c.ok++
+			sub.dailiesOK++
 		}
 	}
+	slices.Sort(r.after)
 	return r
 }
 
@@ -290,45 +317,59 @@ func (r *devReport) alarmsPerHour() float64 {
 	return float64(r.adlAlarms) / (r.adlSeconds / 3600)
 }
 
-// String prints the figures, then the confusion by activity code: for a
-// fall code, detected and missed trials; for a daily activity, quiet
-// trials, trials with a false alarm, and the false alarms.
+// String prints the figures, the confusion by activity code (for a fall
+// code, detected and missed trials; for a daily activity, quiet trials
+// and trials with a false alarm; and every danger decided), then by
+// subject.
 func (r *devReport) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "falls: sensitivity %.4f (%d/%d)\n", r.sensitivity(), r.detected, r.falls)
 	fmt.Fprintf(&b, "daily activities: specificity %.4f (%d/%d), %d false alarms in %.2f h = %.2f per hour\n",
 		r.specificity(), r.quiet, r.adls, r.adlAlarms, r.adlSeconds/3600, r.alarmsPerHour())
-	codes := make([]string, 0, len(r.codes))
-	for c := range r.codes {
-		codes = append(codes, c)
+	if n := len(r.after); n > 0 {
+		fmt.Fprintf(&b, "first counting danger after the impact: min %v, median %v, 99th percentile %v, max %v\n",
+			r.after[0], r.after[n/2], r.after[n*99/100], r.after[n-1])
 	}
-	slices.Sort(codes)
-	fmt.Fprintf(&b, "%-4s %6s %8s %8s %7s %s\n", "code", "trials", "correct", "wrong", "alarms", "rate")
-	for _, code := range codes {
+	fmt.Fprintf(&b, "%-4s %6s %8s %6s %7s\n", "code", "trials", "correct", "wrong", "dangers")
+	for _, code := range slices.Sorted(maps.Keys(r.codes)) {
 		c := r.codes[code]
 		what := "sensitivity"
 		if code[0] == 'D' {
 			what = "specificity"
 		}
-		fmt.Fprintf(&b, "%-4s %6d %8d %8d %7d %s %.3f\n", code, c.n, c.ok, c.n-c.ok, c.alarms, what, float64(c.ok)/float64(c.n))
+		fmt.Fprintf(&b, "%-4s %6d %8d %6d %7d  %s %.3f\n", code, c.n, c.ok, c.n-c.ok, c.alarms, what, float64(c.ok)/float64(c.n))
+	}
+	fmt.Fprintf(&b, "%-7s %16s %17s\n", "subject", "falls detected", "activities quiet")
+	for _, sub := range slices.Sorted(maps.Keys(r.subjects)) {
+		c := r.subjects[sub]
+		fall := "-"
+		if c.falls > 0 {
+			fall = fmt.Sprintf("%d/%d", c.fallsOK, c.falls)
+		}
+		fmt.Fprintf(&b, "%-7s %16s %17s\n", sub, fall, fmt.Sprintf("%d/%d", c.dailiesOK, c.dailies))
 	}
 	return b.String()
 }
 
 // judgeDetector runs a fresh detector with cfg over the trial, every
 // sample pushed, every detection counted, as the acceptance check does.
-func judgeDetector(cfg safety.Config) func(tr *trial) (bool, int) {
-	return func(tr *trial) (bool, int) {
+func judgeDetector(cfg safety.Config) func(tr *trial) verdict {
+	return func(tr *trial) verdict {
 		d := safety.NewDetector(cfg)
-		from := sisfallStart.Add(time.Duration(tr.impact()-300) * 10 * time.Millisecond)
-		hit, alarms := false, 0
+		impact := sisfallStart.Add(time.Duration(tr.impact()) * 10 * time.Millisecond)
+		from := impact.Add(-3 * time.Second)
+		var v verdict
 		for i := range tr.rows {
-			if det, ok := d.Push(tr.sample(i)); ok {
-				alarms++
-				hit = hit || !det.At.Before(from)
+			det, ok := d.Push(tr.sample(i))
+			if !ok {
+				continue
+			}
+			v.alarms++
+			if tr.fall && !det.At.Before(from) && !v.hit {
+				v.hit, v.after, v.hasAfter = true, det.At.Sub(impact), true
 			}
 		}
-		return hit, alarms
+		return v
 	}
 }
 
