@@ -340,3 +340,32 @@ func TestBodyRules(t *testing.T) {
 		})
 	}
 }
+
+// TestBodyFallIsDecidedTwoSecondsAfterItsPeak pins the body profile's
+// latency: the fall is returned by the Push of the first sample 2 s after
+// the impact's peak, the deciding sample, and its Duration runs from the
+// peak.
+func TestBodyFallIsDecidedTwoSecondsAfterItsPeak(t *testing.T) {
+	r := newRec().walk(5 * time.Second).fall().hold(8*time.Second, onBack, still, 0.002)
+	peak := r.s[0]
+	for _, s := range r.s {
+		if norm2(s.Accel) > norm2(peak.Accel) {
+			peak = s
+		}
+	}
+	d := safety.NewDetector(safety.BodyConfig())
+	for _, s := range r.s {
+		det, ok := d.Push(s)
+		if !ok {
+			continue
+		}
+		if !det.At.Equal(s.T) || det.At.Sub(peak.T) != 2*time.Second || det.Duration != 2*time.Second || det.Kind != safety.Fall {
+			t.Errorf("%v %v at %v after the peak, duration %v; want a fall on the sample 2s after the peak, lasting 2s",
+				det.Kind, det.Severity, det.At.Sub(peak.T), det.Duration)
+		}
+		return
+	}
+	t.Fatal("no fall detected")
+}
+
+func norm2(v [3]float64) float64 { return v[0]*v[0] + v[1]*v[1] + v[2]*v[2] }

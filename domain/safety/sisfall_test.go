@@ -393,3 +393,27 @@ func TestSisFallDevSplit(t *testing.T) {
 		t.Errorf("body profile: sensitivity %.4f, specificity %.4f; want at least 0.995 and 0.995", body.sensitivity(), body.specificity())
 	}
 }
+
+// BenchmarkSisFallDevSplit runs DefaultConfig over the whole development
+// split per iteration (two trials at a time) and reports the acceptance
+// figures beside the throughput; the full table is logged once.
+//
+//	go test ./domain/safety/ -run '^$' -bench SisFall -benchtime 3x
+func BenchmarkSisFallDevSplit(b *testing.B) {
+	trials := sisfall(b)
+	samples := 0
+	for _, tr := range trials {
+		samples += len(tr.rows)
+	}
+	var r *devReport
+	n := 0
+	for b.Loop() {
+		r = tallyTrials(trials, judgeDetector(safety.DefaultConfig()))
+		n += samples
+	}
+	b.ReportMetric(r.sensitivity(), "sensitivity")
+	b.ReportMetric(r.specificity(), "specificity")
+	b.ReportMetric(r.alarmsPerHour(), "false-alarms/h")
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "samples/s")
+	b.Log("SisFall dev split, DefaultConfig (body profile), in-sample:\n" + r.String())
+}
