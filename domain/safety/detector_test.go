@@ -273,9 +273,8 @@ func BenchmarkDetector(b *testing.B) {
 }
 
 // Body-worn recordings: a device at the waist, +z up the spine, +x forward.
-var (
-	onBack = [3]float64{1, 0, 0} // lying on the back: +x faces the sky
-)
+// onBack is lying on the back: +x faces the sky.
+var onBack = [3]float64{1, 0, 0}
 
 // walk walks upright for d: strides of ±0.3 g at 2 Hz, the trunk swaying.
 func (r *rec) walk(d time.Duration) *rec {
@@ -346,7 +345,7 @@ func TestBodyRules(t *testing.T) {
 // the impact's peak, the deciding sample, and its Duration runs from the
 // peak.
 func TestBodyFallIsDecidedTwoSecondsAfterItsPeak(t *testing.T) {
-	r := newRec().walk(5 * time.Second).fall().hold(8*time.Second, onBack, still, 0.002)
+	r := newRec().walk(5*time.Second).fall().hold(8*time.Second, onBack, still, 0.002)
 	peak := r.s[0]
 	for _, s := range r.s {
 		if norm2(s.Accel) > norm2(peak.Accel) {
