@@ -30,3 +30,6 @@ func Candidates(samples []Sample) []Candidate {
 	}
 	return out
 }
+
+// FallScore is the shipped fall model's log-odds for a candidate's features.
+func FallScore(f [nFeatures]float64) float64 { return fallScore(&f) }

@@ -322,16 +322,29 @@ func outcomes(ex []example, score []float64) map[*trial]*candOutcome {
 // to the features or the training makes unseen people worse off.
 func TestFallModel(t *testing.T) {
 	ex := examples(t)
+	all := train(ex)
 	if *updateFallModel {
-		m := train(ex)
-		src, err := m.source()
+		src, err := all.source()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile("fallmodel.go", src, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("wrote fallmodel.go: %d trees of depth %d", len(m.trees), fallDepth)
+		t.Logf("wrote fallmodel.go: %d trees of depth %d", len(all.trees), fallDepth)
+	}
+	// The shipped model must be what this training gives: a change to the
+	// features or the training without -update-fall-model shows here.
+	// Decisions, not bits, are compared, so float rounding that differs
+	// between machines does not matter.
+	differ := 0
+	for i := range ex {
+		if (all.score(&ex[i].f) > 0) != (safety.FallScore(ex[i].f) > 0) {
+			differ++
+		}
+	}
+	if differ > len(ex)/1000 {
+		t.Errorf("fallmodel.go is stale: it decides %d of %d candidates otherwise than training does; run with -update-fall-model", differ, len(ex))
 	}
 	var subjects []string
 	for _, e := range ex {
