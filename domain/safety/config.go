@@ -10,9 +10,11 @@ import (
 // magnitude of the specific force a body-worn accelerometer reads: 1 g at
 // rest, 0 g in free fall), angular rates in degrees per second, durations
 // measured between sample timestamps (a run of n samples at 100 Hz spans
-// (n-1)×10 ms). DefaultConfig documents each default and where it comes
+// (n-1)×10 ms). BikeConfig documents each default and where it comes
 // from; "ours" marks a choice made here from the physics rather than a
-// figure from the literature.
+// figure from the literature. The body profile's fall stage is learnt
+// (fallmodel.go): of these fields it uses only Profile, the stillness
+// fields, Refractory and RecoverHold.
 type Config struct {
 	// Profile is where the device is worn, which selects the stages that
 	// run (see Profile).
@@ -165,7 +167,9 @@ func BodyConfig() Config {
 //	ImpactG            3 g       trunk-worn fall studies put the impact ("upper fall")
 //	                             threshold at about 3–3.5 g: peaks of daily activities
 //	                             stay below it, falls exceed it (Bourke, O'Brien &
-//	                             Lyons 2007, Gait & Posture 26:194)
+//	                             Lyons 2007, Gait & Posture 26:194). Not so for
+//	                             SisFall's jogging, quick stairs, stumbles and
+//	                             jumps: hence the body profile's learnt stage
 //	ImpactWidthG       2 g       ours: above riding vibration and potholes' base,
 //	                             two thirds of ImpactG
 //	ImpactMinWidth     20 ms     ours, physics: contact lasts ~π·√(m/k); a body
