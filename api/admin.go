@@ -111,9 +111,6 @@ func (h *adminHandler) ListRejectedDeviceCommits(ctx context.Context, req *conne
 	if err := requireRole(ctx, auth.Admin); err != nil {
 		return nil, err
 	}
-	if h.d.DeviceRejections == nil {
-		return nil, es.Errorf(es.Unavailable, "this server does not accept edge devices")
-	}
 	m := req.Msg
 	if m.DeviceId != "" {
 		if err := es.ValidateToken("device_id", m.DeviceId); err != nil {
@@ -126,6 +123,9 @@ func (h *adminHandler) ListRejectedDeviceCommits(ctx context.Context, req *conne
 	}
 	if limit < 1 || limit > maxRejected {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxRejected, m.Limit)
+	}
+	if h.d.DeviceRejections == nil {
+		return nil, es.Errorf(es.Unavailable, "this server does not accept edge devices")
 	}
 	commits, total := h.d.DeviceRejections.Rejected(m.DeviceId, limit)
 	return connect.NewResponse(&adminv1.ListRejectedDeviceCommitsResponse{Commits: commits, Total: int64(total)}), nil

@@ -25,7 +25,7 @@ func (h *safetyHandler) ReportDanger(ctx context.Context, req *connect.Request[s
 	}
 	res, err := h.d.Safety.Report(ctx, caller(ctx), req.Msg.Event)
 	if err != nil {
-		return nil, err
+		return nil, subfield("event", err)
 	}
 	out := connect.NewResponse(&safetyv1.ReportDangerResponse{Position: res.Position.Seq, Duplicate: res.Duplicate})
 	out.Header().Set(PositionHeader, strconv.FormatUint(res.Position.Seq, 10))
@@ -53,7 +53,7 @@ func (h *safetyHandler) ListAlerts(ctx context.Context, req *connect.Request[saf
 	if limit < 1 || limit > maxAlerts {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxAlerts, m.Limit)
 	}
-	if err := waitFor(ctx, h.d.AlertsFeed, m.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.AlertsFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	pos := h.d.AlertsFeed.Position()

@@ -150,12 +150,12 @@ func TestReportDangerRejects(t *testing.T) {
 	}{
 		{"no_token", "", phoneDanger("e1", "alice"), connect.CodeUnauthenticated, ""},
 		{"no_event", alice, nil, connect.CodeInvalidArgument, "event"},
-		{"bad_event_id", alice, bad(func(d *safetyv1.DangerDetected) { d.EventId = "a b" }), connect.CodeInvalidArgument, "event_id"},
-		{"unknown_kind", alice, bad(func(d *safetyv1.DangerDetected) { d.Kind = 42 }), connect.CodeInvalidArgument, "kind"},
-		{"no_severity", alice, bad(func(d *safetyv1.DangerDetected) { d.Severity = 0 }), connect.CodeInvalidArgument, "severity"},
-		{"absurd_peak", alice, bad(func(d *safetyv1.DangerDetected) { d.PeakAccelG = 1e6 }), connect.CodeInvalidArgument, "peak_accel_g"},
-		{"lat_out_of_range", alice, bad(func(d *safetyv1.DangerDetected) { d.Location.Lat = 100 }), connect.CodeInvalidArgument, "location.lat"},
-		{"future", alice, bad(func(d *safetyv1.DangerDetected) { d.DetectedAt = timestamppb.New(time.Now().Add(time.Hour)) }), connect.CodeInvalidArgument, "detected_at"},
+		{"bad_event_id", alice, bad(func(d *safetyv1.DangerDetected) { d.EventId = "a b" }), connect.CodeInvalidArgument, "event.event_id"},
+		{"unknown_kind", alice, bad(func(d *safetyv1.DangerDetected) { d.Kind = 42 }), connect.CodeInvalidArgument, "event.kind"},
+		{"no_severity", alice, bad(func(d *safetyv1.DangerDetected) { d.Severity = 0 }), connect.CodeInvalidArgument, "event.severity"},
+		{"absurd_peak", alice, bad(func(d *safetyv1.DangerDetected) { d.PeakAccelG = 1e6 }), connect.CodeInvalidArgument, "event.peak_accel_g"},
+		{"lat_out_of_range", alice, bad(func(d *safetyv1.DangerDetected) { d.Location.Lat = 100 }), connect.CodeInvalidArgument, "event.location.lat"},
+		{"future", alice, bad(func(d *safetyv1.DangerDetected) { d.DetectedAt = timestamppb.New(time.Now().Add(time.Hour)) }), connect.CodeInvalidArgument, "event.detected_at"},
 		{"rider_reports_for_another", alice, phoneDanger("e1", "bob"), connect.CodePermissionDenied, ""},
 		{"walker_cannot_report", f.token(t, "alice", auth.Walker), phoneDanger("e1", "alice"), connect.CodePermissionDenied, ""},
 	}

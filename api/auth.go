@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,8 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
@@ -186,49 +189,89 @@ func (t *Tokens) verify(token string) (auth.Principal, time.Time, error) {
 	return auth.Principal{Subject: c.Subject, Role: role}, c.ExpiresAt.Time, nil
 }
 
-// authInterceptor authenticates every RPC with a bearer token and puts
-// the principal in the context.
-type authInterceptor struct{ tokens *Tokens }
-
-func (a authInterceptor) principal(h interface{ Get(string) string }) (auth.Principal, error) {
-	v := h.Get("Authorization")
-	tok, ok := strings.CutPrefix(v, "Bearer ")
-	if !ok || tok == "" {
+// authenticate returns the principal of h's bearer token.
+func (t *Tokens) authenticate(h http.Header) (auth.Principal, error) {
+	scheme, tok, _ := strings.Cut(h.Get("Authorization"), " ")
+	if tok = strings.TrimSpace(tok); !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "missing bearer token (Authorization: Bearer <token>; get one with `tideline token`)")
 	}
-	p, err := a.tokens.Verify(strings.TrimSpace(tok))
+	if len(tok) > maxTokenBytes {
+		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid token: longer than %d bytes", maxTokenBytes)
+	}
+	p, err := t.Verify(tok)
 	if err != nil {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid token: %v", err)
 	}
 	return p, nil
 }
 
-func (a authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		p, err := a.principal(req.Header())
+// maxTokenBytes bounds a bearer token; ours are about 250 bytes.
+const maxTokenBytes = 4096
+
+// envelopeSlack is what a call's body may hold beyond its one message:
+// the gRPC and Connect envelope prefixes.
+const envelopeSlack = 1 << 10
+
+// gate is the one way into the services. It authenticates every call
+// but those of open services (health, and reflection when chosen) from
+// its headers before a byte of its body is read, answering
+// Unauthenticated in the call's protocol; and it caps the body of every
+// call whose request is one message at maxBody, so a large or endless
+// body ends in ResourceExhausted, not in memory. (Each message, client
+// streams' too, is also capped, compressed and decompressed, by
+// connect.WithReadMaxBytes.) Paths it does not know need a token too.
+type gate struct {
+	next    http.Handler
+	tokens  *Tokens
+	open    map[string]bool // service paths ("/pkg.Service/") served without a token
+	streams map[string]bool // procedure paths whose request is a stream of messages
+	live    map[string]bool // procedure paths whose response is a stream (see liveWriter)
+	maxBody int64
+	errors  *connect.ErrorWriter
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	service := r.URL.Path[:strings.LastIndexByte(r.URL.Path, '/')+1]
+	if !g.open[service] {
+		p, err := g.tokens.authenticate(r.Header)
 		if err != nil {
-			return nil, toConnect(ctx, err)
+			g.errors.Write(w, r, toConnect(ctx, err))
+			return
 		}
-		return next(auth.WithPrincipal(ctx, p), req)
+		ctx = auth.WithPrincipal(ctx, p)
 	}
-}
-
-func (a authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		p, err := a.principal(conn.RequestHeader())
-		if err != nil {
-			return toConnect(ctx, err)
-		}
-		return next(auth.WithPrincipal(ctx, p), conn)
+	if !g.streams[r.URL.Path] {
+		r.Body = http.MaxBytesReader(w, r.Body, g.maxBody)
 	}
+	if g.live[r.URL.Path] {
+		lw := &liveWriter{ResponseWriter: w, rc: http.NewResponseController(w)}
+		w, ctx = lw, context.WithValue(ctx, liveWriterKey{}, lw)
+	}
+	g.next.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// caller returns the authenticated principal; the auth interceptor
-// guarantees one on every service route.
+// addStreams records the streaming procedures of service.
+func (g *gate) addStreams(service string) error {
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
+	if err != nil {
+		return fmt.Errorf("api: service %s: %w", service, err)
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return fmt.Errorf("api: %s is not a service", service)
+	}
+	for i := range sd.Methods().Len() {
+		m := sd.Methods().Get(i)
+		path := "/" + service + "/" + string(m.Name())
+		g.streams[path] = m.IsStreamingClient()
+		g.live[path] = m.IsStreamingServer()
+	}
+	return nil
+}
+
+// caller returns the authenticated principal; the gate guarantees one
+// on every service route.
 func caller(ctx context.Context) auth.Principal {
 	p, _ := auth.FromContext(ctx)
 	return p

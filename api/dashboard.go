@@ -19,10 +19,6 @@ const (
 	maxHeatRange      = 366 * 24 * time.Hour
 	minHeatCellDeg    = 0.0001
 	maxHeatCellDeg    = 1
-	// watchMinGap spaces a watch's updates: the first advance after a quiet
-	// spell is sent at once, a burst's later ones fold into one update at
-	// most this long after the previous.
-	watchMinGap = 50 * time.Millisecond
 	// watchRefresh recomputes a watched dashboard without events, so that
 	// "today", "this month" and the next hour roll over.
 	watchRefresh = time.Minute
@@ -64,17 +60,16 @@ func (h *dashboardHandler) query(ctx context.Context, q *dashboardv1.DashboardQu
 	if c := q.HeatCellDeg; c != 0 && !(c >= minHeatCellDeg && c <= maxHeatCellDeg) {
 		return dashboard.Query{}, es.Invalidf("query.heat_cell_deg", "must be between %g and %g degrees (0: default %g), got %g", minHeatCellDeg, float64(maxHeatCellDeg), dashboard.DefaultCellDeg, c)
 	}
+	var err error
 	if q.HeatFrom != nil {
-		if err := q.HeatFrom.CheckValid(); err != nil {
-			return dashboard.Query{}, es.Invalidf("query.heat_from", "%v", err)
+		if out.HeatFrom, err = validTime("query.heat_from", q.HeatFrom); err != nil {
+			return dashboard.Query{}, err
 		}
-		out.HeatFrom = q.HeatFrom.AsTime()
 	}
 	if q.HeatTo != nil {
-		if err := q.HeatTo.CheckValid(); err != nil {
-			return dashboard.Query{}, es.Invalidf("query.heat_to", "%v", err)
+		if out.HeatTo, err = validTime("query.heat_to", q.HeatTo); err != nil {
+			return dashboard.Query{}, err
 		}
-		out.HeatTo = q.HeatTo.AsTime()
 	}
 	switch {
 	case q.HeatFrom == nil && q.HeatTo == nil:
@@ -108,7 +103,7 @@ func (h *dashboardHandler) GetDashboard(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, h.d.DashboardFeed, req.Msg.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.DashboardFeed, req.Msg.MinPosition); err != nil {
 		return nil, err
 	}
 	q.Now = time.Now()
@@ -116,52 +111,30 @@ func (h *dashboardHandler) GetDashboard(ctx context.Context, req *connect.Reques
 }
 
 // WatchDashboard sends the dashboard now, then after each advance of the
-// read model: at once after a quiet spell, else watchMinGap after the
-// previous update, so a burst of events costs one update. An update with
-// no figure changed is not sent. The stream ends when the client leaves or
-// the server closes.
+// read model and every watchRefresh (a live stream, see live: at once
+// after a quiet spell, else liveMinGap after the previous update, so a
+// burst of events costs one update). An update with no figure changed is
+// not sent.
 func (h *dashboardHandler) WatchDashboard(ctx context.Context, req *connect.Request[dashboardv1.WatchDashboardRequest], s *connect.ServerStream[dashboardv1.WatchDashboardResponse]) error {
 	q, err := h.query(ctx, req.Msg.Query, time.Now())
 	if err != nil {
 		return err
 	}
 	fixedHeat := req.Msg.Query.GetHeatFrom() != nil || req.Msg.Query.GetHeatTo() != nil
-	refresh := time.NewTicker(watchRefresh)
-	defer refresh.Stop()
 	var prev *dashboardv1.Dashboard
-	var sent time.Time
-	for {
-		advanced := h.d.DashboardFeed.Advanced()
-		q.Now = time.Now()
+	return live(ctx, h.d, h.d.DashboardFeed, watchRefresh, s, func(now time.Time) []*dashboardv1.WatchDashboardResponse {
+		q.Now = now
 		if !fixedHeat { // the default heat map follows today
-			q.HeatFrom = dashboard.StartOfDay(q.Now)
+			q.HeatFrom = dashboard.StartOfDay(now)
 			q.HeatTo = q.HeatFrom.AddDate(0, 0, 1)
 		}
 		d := h.dashboard(q)
-		if prev == nil || !sameFigures(prev, d) {
-			if err := s.Send(&dashboardv1.WatchDashboardResponse{Dashboard: d}); err != nil {
-				return err
-			}
-			prev, sent = d, time.Now()
-		}
-		select {
-		case <-ctx.Done():
+		if prev != nil && sameFigures(prev, d) {
 			return nil
-		case <-h.d.closing:
-			return nil
-		case <-refresh.C:
-			continue
-		case <-advanced:
 		}
-		if wait := watchMinGap - time.Since(sent); wait > 0 {
-			t := time.NewTimer(wait)
-			ok := await(ctx, h.d.closing, t.C)
-			t.Stop()
-			if !ok {
-				return nil
-			}
-		}
-	}
+		prev = d
+		return []*dashboardv1.WatchDashboardResponse{{Dashboard: d}}
+	})
 }
 
 // sameFigures compares two dashboards ignoring their position and time.

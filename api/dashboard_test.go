@@ -155,6 +155,8 @@ func TestDashboardRejectsBadQueries(t *testing.T) {
 		{"heat_to_before_from", &dashboardv1.DashboardQuery{HeatFrom: timestamppb.New(now), HeatTo: timestamppb.New(now.Add(-time.Hour))}, "query.heat_to"},
 		{"heat_range_too_long", &dashboardv1.DashboardQuery{HeatFrom: timestamppb.New(now.AddDate(-2, 0, 0)), HeatTo: timestamppb.New(now)}, "query.heat_to"},
 		{"bad_timestamp", &dashboardv1.DashboardQuery{HeatFrom: &timestamppb.Timestamp{Nanos: -1}}, "query.heat_from"},
+		{"heat_from_year_one", &dashboardv1.DashboardQuery{HeatFrom: timestamppb.New(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC))}, "query.heat_from"},
+		{"heat_to_before_2000", &dashboardv1.DashboardQuery{HeatTo: timestamppb.New(time.Date(1999, 12, 31, 0, 0, 0, 0, time.UTC))}, "query.heat_to"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

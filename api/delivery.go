@@ -97,8 +97,12 @@ var orderStatuses = map[delivery.Status]deliveryv1.OrderStatus{
 	delivery.Cancelled: deliveryv1.OrderStatus_ORDER_STATUS_CANCELLED,
 }
 
-// GetOrder reads the aggregate itself, so min_position needs no wait.
+// GetOrder reads the aggregate itself, so min_position needs no wait;
+// one past the stream's end is still refused.
 func (h *deliveryHandler) GetOrder(ctx context.Context, req *connect.Request[deliveryv1.GetOrderRequest]) (*connect.Response[deliveryv1.GetOrderResponse], error) {
+	if err := h.d.checkPosition(ctx, req.Msg.MinPosition); err != nil {
+		return nil, err
+	}
 	o, version, err := h.d.Delivery.Get(ctx, caller(ctx), req.Msg.OrderId)
 	if err != nil {
 		return nil, err
@@ -136,7 +140,7 @@ func (h *deliveryHandler) SearchNearbyOrders(ctx context.Context, req *connect.R
 	if limit < 1 || limit > maxNearbyLimit {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxNearbyLimit, m.Limit)
 	}
-	if err := waitFor(ctx, h.d.NearbyFeed, m.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.NearbyFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	pos := h.d.NearbyFeed.Position()

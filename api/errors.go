@@ -57,6 +57,19 @@ func toConnect(ctx context.Context, err error) error {
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
 }
 
+// subfield names an Invalid error's field as part of the request field
+// parent, so the message names its path in the request ("event_id" in
+// the event becomes "event.event_id").
+func subfield(parent string, err error) error {
+	var e *es.Error
+	if errors.As(err, &e) && e.Kind == es.Invalid && e.Field != "" && e.Field != parent {
+		c := *e
+		c.Field = parent + "." + e.Field
+		return &c
+	}
+	return err
+}
+
 // errorInterceptor applies toConnect to every handler error.
 type errorInterceptor struct{}
 

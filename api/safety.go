@@ -31,19 +31,17 @@ func (h *safetyHandler) ListDangerEvents(ctx context.Context, req *connect.Reque
 	if limit < 1 || limit > maxDangerEvents {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxDangerEvents, m.Limit)
 	}
+	var since time.Time // zero: every event kept
 	if m.Since != nil {
-		if err := m.Since.CheckValid(); err != nil {
-			return nil, es.Invalidf("since", "%v", err)
+		var err error
+		if since, err = validTime("since", m.Since); err != nil {
+			return nil, err
 		}
 	}
-	if err := waitFor(ctx, h.d.SafetyFeed, m.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.SafetyFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	pos := h.d.SafetyFeed.Position()
-	var since time.Time // zero: every event kept
-	if m.Since != nil {
-		since = m.Since.AsTime()
-	}
 	events, total := h.d.SafetyModel.List(m.RiderId, since, limit)
 	return connect.NewResponse(&safetyv1.ListDangerEventsResponse{Events: events, Total: int64(total), Position: pos}), nil
 }

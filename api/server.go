@@ -7,14 +7,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
 	connectcors "connectrpc.com/cors"
 	"connectrpc.com/grpcreflect"
 	"github.com/rs/cors"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
@@ -25,7 +28,6 @@ import (
 	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
-	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
@@ -115,22 +117,54 @@ type Deps struct {
 	// (adapters/devicegate.Gate). Optional: without it
 	// ListRejectedDeviceCommits is Unavailable.
 	DeviceRejections DeviceRejections
-	// LastPosition reports the event stream's last position.
+	// LastPosition reports the event stream's last position. Queries use
+	// it to refuse a min_position past the stream's end.
 	LastPosition func(ctx context.Context) (uint64, error)
 	// CORSOrigins allowed for browsers; empty allows any origin.
 	CORSOrigins []string
 	// MaxWait bounds how long a query waits for min_position; default 5s.
 	MaxWait time.Duration
+	// Reflection says who may use gRPC server reflection; the zero value
+	// serves it to callers with a valid token.
+	Reflection Reflection
+	// MaxMessageBytes bounds every request message, as sent (compressed)
+	// and decompressed, and a unary call's whole body; default
+	// DefaultMaxMessageBytes. Larger messages are ResourceExhausted.
+	MaxMessageBytes int
+	// SendTimeout bounds how long a live stream (watch) waits for a client
+	// to take one update; a client that reads nothing for that long is
+	// dropped. Default DefaultSendTimeout.
+	SendTimeout time.Duration
+	// MaxLiveStreams bounds the live streams (watches, health watches)
+	// open at once; more are ResourceExhausted. Default
+	// DefaultMaxLiveStreams.
+	MaxLiveStreams int
+	// Health reports what the server depends on (the event store, every
+	// projection, the reactions): nil when all can serve, else why not.
+	// The health service answers NOT_SERVING while it fails. Optional.
+	Health func(ctx context.Context) error
 
 	closing chan struct{}
+	live    *atomic.Int64 // open live streams
 }
+
+// Defaults of Deps.
+const (
+	DefaultMaxMessageBytes = 1 << 20
+	DefaultSendTimeout     = 10 * time.Second
+	DefaultMaxLiveStreams  = 10000
+)
 
 // API is the set of services over Deps.
 type API struct {
 	handler http.Handler
 	closing chan struct{}
 	once    sync.Once
+	live    *atomic.Int64
 }
+
+// LiveStreams returns how many live streams (watches) are open.
+func (a *API) LiveStreams() int64 { return a.live.Load() }
 
 // Handler returns the HTTP handler serving every service.
 func (a *API) Handler() http.Handler { return a.handler }
@@ -139,7 +173,9 @@ func (a *API) Handler() http.Handler { return a.handler }
 // does not wait for clients that never leave. Safe to call twice.
 func (a *API) Close() { a.once.Do(func() { close(a.closing) }) }
 
-// New returns the API serving d.
+// New returns the API serving d. Every call but health checks (and
+// reflection when d.Reflection is ReflectionOpen) needs a valid bearer
+// token, checked before the request body is read.
 func New(d Deps) (*API, error) {
 	if d.Tokens == nil || d.Steps == nil || d.StepsModel == nil || d.StepsFeed == nil || d.SafetyModel == nil || d.SafetyFeed == nil {
 		return nil, errors.New("api: Tokens, Steps, StepsModel, StepsFeed, SafetyModel and SafetyFeed are required")
@@ -147,12 +183,23 @@ func New(d Deps) (*API, error) {
 	if d.MaxWait == 0 {
 		d.MaxWait = 5 * time.Second
 	}
+	if d.MaxMessageBytes <= 0 {
+		d.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if d.SendTimeout <= 0 {
+		d.SendTimeout = DefaultSendTimeout
+	}
+	if d.MaxLiveStreams <= 0 {
+		d.MaxLiveStreams = DefaultMaxLiveStreams
+	}
 	d.closing = make(chan struct{})
-	opts := connect.WithHandlerOptions(
-		connect.WithInterceptors(errorInterceptor{}, authInterceptor{tokens: d.Tokens}),
+	d.live = new(atomic.Int64)
+	limits := []connect.HandlerOption{connect.WithReadMaxBytes(d.MaxMessageBytes)}
+	opts := connect.WithHandlerOptions(append(limits,
+		connect.WithInterceptors(errorInterceptor{}),
 		// Compressing responses of a few bytes costs more than it saves.
 		connect.WithCompressMinBytes(1024),
-	)
+	)...)
 	mux := http.NewServeMux()
 	services := []string{
 		stepconnect.StepServiceName,
@@ -173,10 +220,32 @@ func New(d Deps) (*API, error) {
 		mux.Handle(dashboardv1connect.NewDashboardServiceHandler(&dashboardHandler{d: d}, opts))
 	}
 
-	reflector := grpcreflect.NewStaticReflector(append(services, healthv1connect.HealthName)...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(healthv1connect.NewHealthHandler(healthHandler{services: services, closing: d.closing}))
+	g := &gate{
+		tokens:  d.Tokens,
+		open:    map[string]bool{},
+		streams: map[string]bool{},
+		live:    map[string]bool{},
+		maxBody: int64(d.MaxMessageBytes) + envelopeSlack,
+		errors:  connect.NewErrorWriter(limits...),
+	}
+	for _, s := range append(services, healthv1connect.HealthName) {
+		if err := g.addStreams(s); err != nil {
+			return nil, err
+		}
+	}
+	path, h := healthv1connect.NewHealthHandler(newHealthHandler(d, services), limits...)
+	mux.Handle(path, h)
+	g.open[path] = true
+	if d.Reflection != ReflectionOff {
+		reflector := grpcreflect.NewStaticReflector(append(services, healthv1connect.HealthName)...)
+		for _, newHandler := range []func(*grpcreflect.Reflector, ...connect.HandlerOption) (string, http.Handler){grpcreflect.NewHandlerV1, grpcreflect.NewHandlerV1Alpha} {
+			path, h := newHandler(reflector, limits...)
+			mux.Handle(path, h)
+			g.open[path] = d.Reflection == ReflectionOpen
+			g.streams[path+"ServerReflectionInfo"] = true // bidirectional
+		}
+	}
+	g.next = mux
 
 	c := cors.New(cors.Options{
 		AllowedOrigins: d.CORSOrigins,
@@ -185,40 +254,91 @@ func New(d Deps) (*API, error) {
 		ExposedHeaders: append(connectcors.ExposedHeaders(), PositionHeader),
 		MaxAge:         7200,
 	})
-	return &API{handler: c.Handler(mux), closing: d.closing}, nil
+	return &API{handler: c.Handler(g), closing: d.closing, live: d.live}, nil
 }
 
+// Reflection is who may use gRPC server reflection.
+type Reflection int
+
+const (
+	ReflectionToken Reflection = iota // callers with a valid token, any role
+	ReflectionOpen                    // anyone
+	ReflectionOff                     // not served
+)
+
+func (r Reflection) String() string {
+	switch r {
+	case ReflectionOpen:
+		return "open"
+	case ReflectionOff:
+		return "off"
+	}
+	return "token"
+}
+
+// ParseReflection reads the --reflection flag: "auto" is ReflectionOpen
+// when the API listens on a loopback address only and ReflectionToken
+// otherwise; "on" is ReflectionOpen, "token" ReflectionToken, "off"
+// ReflectionOff.
+func ParseReflection(mode string, listen net.Addr) (Reflection, error) {
+	switch mode {
+	case "auto":
+		if a, ok := listen.(*net.TCPAddr); ok && a.IP.IsLoopback() {
+			return ReflectionOpen, nil
+		}
+		return ReflectionToken, nil
+	case "on":
+		return ReflectionOpen, nil
+	case "token":
+		return ReflectionToken, nil
+	case "off":
+		return ReflectionOff, nil
+	}
+	return 0, fmt.Errorf("want auto, on, token or off, got %q", mode)
+}
+
+// HTTP server defaults.
+const (
+	DefaultIdleTimeout = 60 * time.Second
+	DefaultMaxConns    = 4096
+)
+
 // NewServer returns an HTTP server for h that speaks HTTP/1.1 and
-// HTTP/2 cleartext (gRPC needs HTTP/2).
+// HTTP/2 cleartext (gRPC needs HTTP/2), with bounds against clients that
+// hold connections: a connection without a request for IdleTimeout
+// (DefaultIdleTimeout) is closed, headers must arrive within 10s, an
+// HTTP/2 connection silent for 30s is pinged and closed if the ping is not
+// answered in 15s, one whose writes make no progress for 30s is closed,
+// and it carries at most 100 concurrent calls. Callers may change the
+// fields before serving; serve on LimitListener to cap connections.
 func NewServer(h http.Handler) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	return &http.Server{Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
-}
-
-// await blocks until ch fires (true) or a live stream must end because
-// the client left or the server is closing (false).
-func await[T any](ctx context.Context, closing <-chan struct{}, ch <-chan T) bool {
-	select {
-	case <-ch:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-closing:
-		return false
+	return &http.Server{
+		Handler:           h,
+		Protocols:         &p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       DefaultIdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 100,
+			SendPingTimeout:      30 * time.Second,
+			PingTimeout:          15 * time.Second,
+			WriteByteTimeout:     30 * time.Second,
+		},
 	}
 }
 
-// waitFor implements min_position: it waits, bounded by MaxWait, until
-// the read model has applied pos. A pos past anything written is
-// OutOfRange at once (it is never trusted, nor waited for); a read model
-// stopped before pos is Unavailable at once.
-func waitFor(ctx context.Context, rm ReadModel, pos uint64, max time.Duration) error {
+// waitFor implements min_position: it waits, bounded by d.MaxWait, until
+// rm has applied pos. A pos past anything written is OutOfRange at once
+// (it is never trusted, nor waited for); a read model stopped before pos
+// is Unavailable at once.
+func (d Deps) waitFor(ctx context.Context, rm ReadModel, pos uint64) error {
 	if pos == 0 || rm.Position() >= pos {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, max)
+	wctx, cancel := context.WithTimeout(ctx, d.MaxWait)
 	defer cancel()
 	err := rm.WaitFor(wctx, pos)
 	switch {
@@ -233,45 +353,33 @@ func waitFor(ctx context.Context, rm ReadModel, pos uint64, max time.Duration) e
 	if errors.As(err, &e) && e.Kind == es.Unavailable && e.Err == nil {
 		return err // the read model says why, e.g. it is stopped
 	}
-	return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, max, rm.Position())
+	return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, d.MaxWait, rm.Position())
 }
 
-type healthHandler struct {
-	services []string
-	closing  chan struct{}
-}
-
-func (h healthHandler) status(name string) (healthv1.HealthCheckResponse_ServingStatus, error) {
-	if name == "" {
-		return healthv1.HealthCheckResponse_SERVING, nil
+// checkPosition refuses a min_position past the event stream's end.
+func (d Deps) checkPosition(ctx context.Context, pos uint64) error {
+	if pos == 0 || d.LastPosition == nil {
+		return nil
 	}
-	for _, s := range h.services {
-		if s == name {
-			return healthv1.HealthCheckResponse_SERVING, nil
-		}
-	}
-	return 0, connect.NewError(connect.CodeNotFound, errors.New("unknown service "+name))
-}
-
-func (h healthHandler) Check(_ context.Context, req *connect.Request[healthv1.HealthCheckRequest]) (*connect.Response[healthv1.HealthCheckResponse], error) {
-	st, err := h.status(req.Msg.Service)
+	last, err := d.LastPosition(ctx)
 	if err != nil {
-		return nil, err
+		return es.Wrap(es.Unavailable, "event store unreachable", err)
 	}
-	return connect.NewResponse(&healthv1.HealthCheckResponse{Status: st}), nil
-}
-
-func (h healthHandler) Watch(ctx context.Context, req *connect.Request[healthv1.HealthCheckRequest], s *connect.ServerStream[healthv1.HealthCheckResponse]) error {
-	st, err := h.status(req.Msg.Service)
-	if err != nil {
-		st = healthv1.HealthCheckResponse_SERVICE_UNKNOWN
-	}
-	if err := s.Send(&healthv1.HealthCheckResponse{Status: st}); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case <-h.closing:
+	if pos > last {
+		return &es.Error{Kind: es.OutOfRange, Field: "min_position", Message: fmt.Sprintf("%d is past the last written position %d", pos, last)}
 	}
 	return nil
+}
+
+// validTime checks a query's timestamp field: a valid timestamp no
+// earlier than es.MinTime.
+func validTime(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, es.Invalidf(field, "%v", err)
+	}
+	t := ts.AsTime()
+	if t.Before(es.MinTime) {
+		return time.Time{}, es.Invalidf(field, "%s is before %s, the earliest time accepted", t.Format(time.RFC3339), es.MinTime.Format(time.RFC3339))
+	}
+	return t, nil
 }

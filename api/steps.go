@@ -63,8 +63,8 @@ func (h *stepHandler) GetStepsByUuids(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, h.d.StepsFeed, minPos, h.d.MaxWait); err != nil {
-		return nil, err
+	if err := h.d.waitFor(ctx, h.d.StepsFeed, minPos); err != nil {
+		return nil, legacyFields(err)
 	}
 	counts := make(map[string]int32, len(req.Msg.UserIds))
 	for _, u := range req.Msg.UserIds {
@@ -81,9 +81,10 @@ func (h *stepHandler) GetStepsByUuids(ctx context.Context, req *connect.Request[
 }
 
 // StreamSteps sends each listed user's current count for the date, then
-// every change until the client leaves. Changes are read from the read
-// model as it advances, so a burst of updates to one user may arrive as
-// its latest value only (counts are cumulative, so nothing is lost).
+// every change until the client leaves (a live stream, see live).
+// Changes are read from the read model as it advances, so a burst of
+// updates to one user may arrive as its latest value only (counts are
+// cumulative, so nothing is lost).
 func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[steppb.GetStepsByUuidsInput], s *connect.ServerStream[steppb.StepInput]) error {
 	if err := validateUsers("userIds", req.Msg.UserIds); err != nil {
 		return err
@@ -94,22 +95,20 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 	}
 	users := dedup(req.Msg.UserIds)
 	last := make(map[string]int32, len(users))
-	for first := true; ; first = false {
-		advanced := h.d.StepsFeed.Advanced()
+	first := true
+	return live(ctx, h.d, h.d.StepsFeed, 0, s, func(time.Time) []*steppb.StepInput {
+		var out []*steppb.StepInput
 		for _, u := range users {
 			n, _ := h.d.StepsModel.Steps(u, date)
 			if prev, seen := last[u]; !first && seen && prev == n {
 				continue
 			}
 			last[u] = n
-			if err := s.Send(&steppb.StepInput{UserId: u, Steps: n, Date: date}); err != nil {
-				return err
-			}
+			out = append(out, &steppb.StepInput{UserId: u, Steps: n, Date: date})
 		}
-		if !await(ctx, h.d.closing, advanced) {
-			return nil
-		}
-	}
+		first = false
+		return out
+	})
 }
 
 // StreamUserSteps records each update as it arrives. Updates are
@@ -163,13 +162,17 @@ func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStre
 	return connect.NewResponse(&steppb.StepResponse{Message: fmt.Sprintf("ok: %d recorded", n)}), nil
 }
 
-// legacyFields renames fields to the step.proto contract's JSON names.
+// legacyFields renames fields to the step.proto contract's JSON names
+// (and min_position and idempotency_key to the headers that carry them
+// there).
 func legacyFields(err error) error {
 	var e *es.Error
-	if errors.As(err, &e) && e.Field == "user_id" {
-		c := *e
-		c.Field = "userId"
-		return &c
+	if errors.As(err, &e) {
+		if name, ok := map[string]string{"user_id": "userId", "min_position": MinPositionHeader, "idempotency_key": IdempotencyKeyHeader}[e.Field]; ok {
+			c := *e
+			c.Field = name
+			return &c
+		}
 	}
 	return err
 }
@@ -210,7 +213,7 @@ func (h *stepsHandler) GetSteps(ctx context.Context, req *connect.Request[stepsv
 	if until.Sub(from) > maxRangeDays*24*time.Hour {
 		return nil, es.Invalidf("to_date", "range is longer than %d days", maxRangeDays)
 	}
-	if err := waitFor(ctx, h.d.StepsFeed, m.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.StepsFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	pos := h.d.StepsFeed.Position()
@@ -259,14 +262,14 @@ func (h *stepsHandler) GetLeaderboard(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, h.d.StepsFeed, m.MinPosition, h.d.MaxWait); err != nil {
+	if err := h.d.waitFor(ctx, h.d.StepsFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&stepsv1.GetLeaderboardResponse{Leaderboard: h.leaderboard(m.Date, limit, user)}), nil
 }
 
-// WatchLeaderboard sends the leaderboard, then again whenever it changes,
-// coalescing bursts into one update.
+// WatchLeaderboard sends the leaderboard, then again whenever it changes
+// (a live stream, see live: bursts are coalesced into one update).
 func (h *stepsHandler) WatchLeaderboard(ctx context.Context, req *connect.Request[stepsv1.WatchLeaderboardRequest], s *connect.ServerStream[stepsv1.WatchLeaderboardResponse]) error {
 	m := req.Msg
 	limit, user, err := h.leaderboardArgs(ctx, m.Date, m.Limit, m.UserId)
@@ -274,19 +277,14 @@ func (h *stepsHandler) WatchLeaderboard(ctx context.Context, req *connect.Reques
 		return err
 	}
 	var prev *stepsv1.Leaderboard
-	for {
-		advanced := h.d.StepsFeed.Advanced()
+	return live(ctx, h.d, h.d.StepsFeed, 0, s, func(time.Time) []*stepsv1.WatchLeaderboardResponse {
 		lb := h.leaderboard(m.Date, limit, user)
-		if prev == nil || !sameRanking(prev, lb) {
-			if err := s.Send(&stepsv1.WatchLeaderboardResponse{Leaderboard: lb}); err != nil {
-				return err
-			}
-			prev = lb
-		}
-		if !await(ctx, h.d.closing, advanced) {
+		if prev != nil && sameRanking(prev, lb) {
 			return nil
 		}
-	}
+		prev = lb
+		return []*stepsv1.WatchLeaderboardResponse{{Leaderboard: lb}}
+	})
 }
 
 // sameRanking compares two leaderboards ignoring their positions.

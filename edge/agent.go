@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/internal/dirlock"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
@@ -43,6 +44,10 @@ type Config struct {
 	MaxDisk int64
 	// Source feeds samples to Run; nil means Run only forwards.
 	Source Source
+	// Profile is where the device is worn: safety.ProfileBody (the zero
+	// value, a person on foot) or safety.ProfileBike (mounted on the
+	// motorbike); Run's detector uses the profile's defaults.
+	Profile safety.Profile
 	// AlarmCmd, if set, is run with sh -c on every detection.
 	AlarmCmd string
 	// LeafReconnect is the leaf link's reconnect interval (nats-server adds

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
@@ -106,6 +107,7 @@ func BenchmarkAlarmLatency(b *testing.B) {
 		a, err := edge.Open(context.Background(), edge.Config{
 			Creds: creds, Hub: "nats-leaf://" + p.Addr(), DataDir: b.TempDir(), Logger: testLogger(b),
 			Source:   &edge.Sim{Scenario: "mixed", Seed: 1, Speed: 20},
+			Profile:  safety.ProfileBike,
 			AlarmCmd: `echo "$TIDELINE_EVENT_ID $(date +%s%N)" >> ` + out,
 			OnAlarm: func(al edge.Alarm) {
 				mu.Lock()

@@ -46,7 +46,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	det := safety.NewDetector(safety.DefaultConfig())
+	det := safety.NewDetector(a.cfg.Profile.Config())
 	dangerQ := make(chan *safetyv1.DangerDetected, 1024)
 	telQ := make(chan *telemetryv1.SamplesRecorded, 256)
 	var wg sync.WaitGroup

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
@@ -28,7 +29,7 @@ func TestReplayAlarmsAndSyncs(t *testing.T) {
 			var alarms []edge.Alarm
 			a, err := edge.Open(context.Background(), edge.Config{
 				Creds: creds, Hub: h.leafURL, DataDir: t.TempDir(), Logger: testLogger(t),
-				Source:   &edge.Replay{Path: trace},
+				Source: &edge.Replay{Path: trace}, Profile: safety.ProfileBike,
 				AlarmCmd: `echo "$TIDELINE_KIND $TIDELINE_SEVERITY $TIDELINE_RIDER" >> ` + out,
 				OnAlarm: func(al edge.Alarm) {
 					mu.Lock()
@@ -99,7 +100,7 @@ func TestSimSourceAlarms(t *testing.T) {
 			var alarms []edge.Alarm
 			a, err := edge.Open(context.Background(), edge.Config{
 				Creds: creds, Hub: h.leafURL, DataDir: t.TempDir(), Logger: testLogger(t),
-				Source: &edge.Sim{Scenario: tc.scenario, Seed: 1},
+				Source: &edge.Sim{Scenario: tc.scenario, Seed: 1}, Profile: safety.ProfileBike,
 				OnAlarm: func(al edge.Alarm) {
 					mu.Lock()
 					alarms = append(alarms, al)
@@ -137,7 +138,7 @@ func TestAlarmWithoutHub(t *testing.T) {
 	var alarms []edge.Alarm
 	a, err := edge.Open(context.Background(), edge.Config{
 		Creds: creds, Hub: "nats-leaf://" + p.Addr(), DataDir: t.TempDir(), Logger: testLogger(t),
-		Source: &edge.Sim{Scenario: "crash", Seed: 2},
+		Source: &edge.Sim{Scenario: "crash", Seed: 2}, Profile: safety.ProfileBike,
 		OnAlarm: func(al edge.Alarm) {
 			mu.Lock()
 			alarms = append(alarms, al)

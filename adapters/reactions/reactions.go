@@ -14,6 +14,13 @@
 // message is nacked with a delay and JetStream redelivers it, up to
 // MaxDeliver times. A commit that cannot be decoded is poisoned at once,
 // without retries: no retry could help, and the commits behind it wait.
+//
+// An error of kind Unavailable or ResourceExhausted (the store is out of
+// disk, a read model the reaction waits for is stopped or behind) is no
+// fault of the commit: after the in-process retries the commit is not
+// poisoned but redelivered later (after RedeliverDelay times its delivery
+// count, at most 30 s), again and again until the condition clears, so
+// nothing is lost while an operator fixes it.
 package reactions
 
 import (
@@ -62,8 +69,14 @@ type Config struct {
 	// RetryInterval (default 100ms) doubling up to 5s.
 	MaxRetries    int
 	RetryInterval time.Duration
-	// MaxDeliver bounds JetStream redeliveries; default 10.
+	// MaxDeliver bounds JetStream redeliveries; default -1, unlimited:
+	// a message is redelivered only when it could not be settled (a
+	// transient error, or the poison queue could not be written), and
+	// dropping it then would lose it.
 	MaxDeliver int
+	// RedeliverDelay is the delay before the first redelivery; the n-th
+	// waits n times it, at most 30 s. Default 1 s.
+	RedeliverDelay time.Duration
 	// AckWait is how long a handler may run before JetStream redelivers;
 	// default 1 minute.
 	AckWait time.Duration
@@ -101,7 +114,10 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		cfg.RetryInterval = 100 * time.Millisecond
 	}
 	if cfg.MaxDeliver == 0 {
-		cfg.MaxDeliver = 10
+		cfg.MaxDeliver = -1
+	}
+	if cfg.RedeliverDelay <= 0 {
+		cfg.RedeliverDelay = time.Second
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = time.Minute
@@ -152,7 +168,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 				MaxAckPending:  1, // in stream order, one at a time
 			}, nil
 		},
-		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*time.Second, 30*time.Second) },
+		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*cfg.RedeliverDelay, 30*time.Second) },
 	}
 	pub := publisher{js: js}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
@@ -161,7 +177,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 	}
 	router.AddMiddleware(middleware.Recoverer)
 	for name, r := range byName {
-		poison, err := middleware.PoisonQueue(pub, PoisonSubjectPrefix+"."+name)
+		poison, err := middleware.PoisonQueueWithFilter(pub, PoisonSubjectPrefix+"."+name, func(err error) bool { return !transient(err) })
 		if err != nil {
 			return nil, fmt.Errorf("reactions: poison queue: %w", err)
 		}
@@ -185,6 +201,17 @@ func (e *Engine) Running() <-chan struct{} { return e.router.Running() }
 // It leaves the connection open.
 func (e *Engine) Close() error {
 	return errors.Join(e.router.Close(), e.sub.Close())
+}
+
+// transient reports whether err says the commit should be tried again
+// later rather than poisoned: the store or a read model is unavailable, or
+// out of room.
+func transient(err error) bool {
+	switch es.KindOf(err) {
+	case es.Unavailable, es.ResourceExhausted:
+		return true
+	}
+	return false
 }
 
 // Metadata keys the unmarshaler sets.

@@ -271,3 +271,49 @@ func TestUndecodableCommitsPoisonedAtOnce(t *testing.T) {
 		return err == nil && info.State.Msgs == 20
 	})
 }
+
+// A reaction that finds the store or a read model unavailable is tried
+// again later, as often as it takes, and never poisons the commit: an
+// operator fixing a stopped projection loses no alert.
+func TestUnavailableIsRetriedLaterNotPoisoned(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	calls := 0
+	handled := make(chan struct{})
+	e.engineWith(t, reactions.Config{RetryInterval: 5 * time.Millisecond, MaxRetries: 2, RedeliverDelay: 10 * time.Millisecond}, reactions.Reaction{
+		Name:     "patient",
+		Subjects: []string{"ev.test.>"},
+		Handle: func(context.Context, es.Commit) error {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if calls <= 10 { // several redeliveries' worth of in-process retries
+				return es.Errorf(es.Unavailable, "read model alerts is stopped")
+			}
+			if calls == 11 {
+				close(handled)
+			}
+			return nil
+		},
+	})
+	if _, err := e.store.Append(ctx, es.StreamID{Context: "test", Type: "x", ID: "a"}, []proto.Message{danger("a", "r", 1, time.Now())}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not handled after %d calls", calls)
+	}
+	js, err := jetstream.New(e.store.JetStream().Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, reactions.PoisonStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("poison stream holds %v (%v), want nothing", info.State.Msgs, err)
+	}
+}

@@ -283,7 +283,7 @@ func TestAgentKilled(t *testing.T) {
 	data := t.TempDir()
 	agent := func(source string) *proc {
 		return start(t, edgeBin, "--device", "bike-9", "--creds", creds, "--hub", "nats-leaf://"+p.Addr(),
-			"--source", source, "--speed", "0", "--data", data, "--leaf-reconnect", "200ms")
+			"--source", source, "--speed", "0", "--data", data, "--leaf-reconnect", "200ms", "--profile", "bike")
 	}
 	a1 := agent("replay:" + trace)
 	m := a1.waitLog(t, storedRe, 60*time.Second)

@@ -4,7 +4,8 @@
 // leaf link, exactly once and in order.
 //
 //	tideline-edge --device ID --creds FILE --hub nats-leaf://HOST:7422 \
-//	  --source ble:AA:BB:CC:DD:EE:FF|replay:FILE|sim:SCENARIO|none --data DIR
+//	  --source ble:AA:BB:CC:DD:EE:FF|replay:FILE|sim:SCENARIO|none --data DIR \
+//	  [--profile body|bike]
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/ble"
 )
@@ -141,12 +143,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tideline-edge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c Config
-	var maxDisk, sync string
+	var maxDisk, sync, profile string
 	fs.StringVar(&c.DeviceID, "device", "", "device id (must match the credentials)")
 	fs.StringVar(&c.CredsFile, "creds", "", "device credentials file from `tideline device add`")
 	fs.StringVar(&c.Agent.Hub, "hub", "", "hub leaf URL, e.g. nats-leaf://hub.example:7422")
 	fs.StringVar(&c.Source, "source", "", "ble:ADDR, replay:FILE, sim:SCENARIO or none")
 	fs.StringVar(&c.Agent.DataDir, "data", "./edge-data", "local store directory")
+	fs.StringVar(&profile, "profile", "body", "where the device is worn: 'body' (a person on foot: falls) or 'bike' (mounted on the motorbike: crash, fall, tipover, hard brake)")
 	fs.StringVar(&maxDisk, "max-disk", "1GiB", "local store bound; telemetry is dropped oldest first beyond it, danger events never")
 	fs.StringVar(&c.Agent.AlarmCmd, "alarm-cmd", "", "command run (sh -c) on every detection, with TIDELINE_KIND, TIDELINE_SEVERITY, ... in its environment")
 	fs.Float64Var(&c.Speed, "speed", 1, "replay/sim pacing: 1 real time, 2 twice as fast, 0 as fast as possible")
@@ -161,6 +164,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("--creds, --hub and --source are required")
 	}
 	var err error
+	if c.Agent.Profile, err = safety.ParseProfile(profile); err != nil {
+		return fmt.Errorf("--profile: %w", err)
+	}
 	if c.Agent.MaxDisk, err = parseSize(maxDisk); err != nil {
 		return fmt.Errorf("--max-disk: %w", err)
 	}

@@ -38,6 +38,7 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 		{"missing_creds", []string{"--creds", "/nonexistent", "--source", "none"}, "no such file"},
 		{"tiny_max_disk", []string{"--creds", creds, "--source", "none", "--max-disk", "10KB"}, "too small"},
 		{"bad_max_disk", []string{"--creds", creds, "--source", "none", "--max-disk", "lots"}, "bad size"},
+		{"unknown_profile", []string{"--creds", creds, "--source", "none", "--profile", "car"}, "want body or bike"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
@@ -56,6 +57,7 @@ func TestMainDiskFull(t *testing.T) {
 		t.Fatalf("record on a full disk: %v after %v, want ResourceExhausted saying the store is out of disk space, at once", err, took)
 	}
 	t.Logf("on a full disk RecordSteps fails in %v: %v", took.Round(time.Millisecond), err)
+	waitHealth(t, "http://"+m.Addr(), healthv1.HealthCheckResponse_NOT_SERVING)
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -67,6 +69,7 @@ func TestMainDiskFull(t *testing.T) {
 		return err == nil
 	})
 	t.Logf("RecordSteps succeeds again %v after space was freed", time.Since(freed).Round(time.Millisecond))
+	waitHealth(t, "http://"+m.Addr(), healthv1.HealthCheckResponse_SERVING)
 	got, err := c.GetSteps(context.Background(), authed(&stepsv1.GetStepsRequest{UserIds: []string{"alice"}, FromDate: date, MinPosition: res.Position}, tok))
 	if err != nil || len(got.Msg.Steps) != 1 || got.Msg.Steps[0].Steps != 200 {
 		t.Fatalf("GetSteps after recovery: %v %v, want alice at 200", got, err)

@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/auth"
+	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
+	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -300,6 +303,7 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 		}
 	}
 	t.Logf("projections list:\n%s", out)
+	waitHealth(t, url, healthv1.HealthCheckResponse_NOT_SERVING)
 	// NAME VERSION STATE POSITION LAG STOPPED_AT REASON...
 	f := strings.Fields(lineOf(out, "steps "))
 	if len(f) < 7 || f[2] != "stopped" || f[3] != fmt.Sprint(before) || f[4] != fmt.Sprint(after-before) || f[5] != fmt.Sprint(bad) || f[6] != "decode" {
@@ -341,6 +345,7 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 	if n := bobs(after); n != 200 {
 		t.Fatalf("bob has %d steps after the skip, want 200", n)
 	}
+	waitHealth(t, url, healthv1.HealthCheckResponse_SERVING)
 
 	// The decision holds after a restart and through a rebuild from 1.
 	stop()
@@ -359,6 +364,21 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 	}
 }
 
+// waitHealth polls the health service until it answers want.
+func waitHealth(tb testing.TB, url string, want healthv1.HealthCheckResponse_ServingStatus) {
+	tb.Helper()
+	h := healthv1connect.NewHealthClient(http.DefaultClient, url)
+	var got healthv1.HealthCheckResponse_ServingStatus
+	waitUntil(tb, "health "+want.String(), func() bool {
+		res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{}))
+		if err != nil {
+			tb.Fatalf("health check: %v", err)
+		}
+		got = res.Msg.Status
+		return got == want
+	})
+}
+
 func lineOf(out, prefix string) string {
 	for l := range strings.SplitSeq(out, "\n") {
 		if strings.HasPrefix(l, prefix) {
@@ -366,4 +386,42 @@ func lineOf(out, prefix string) string {
 		}
 	}
 	return ""
+}
+
+func TestServeRejectsBadHardeningFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--reflection", "yes"}, "--reflection"},
+		{[]string{"--max-conns", "0"}, "--max-conns"},
+		{[]string{"--idle-timeout", "0s"}, "--idle-timeout"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, tc.args...), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("serve %v: %v, want an error naming %s", tc.args, err, tc.flag)
+		}
+	}
+}
+
+// TestServeReflectionAuto: on a loopback listener reflection is open;
+// every service still needs a token.
+func TestServeReflectionAuto(t *testing.T) {
+	m, _ := startMain(t, t.TempDir())
+	url := "http://" + m.Addr()
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
+	s := grpcreflect.NewClient(hc, url).NewStream(context.Background())
+	names, err := s.ListServices()
+	s.Close()
+	if err != nil || len(names) == 0 {
+		t.Fatalf("reflection on loopback without a token: %v %v", names, err)
+	}
+	_, err = adminv1connect.NewAdminServiceClient(hc, url).ListProjections(context.Background(), connect.NewRequest(&adminv1.ListProjectionsRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("admin call without a token: %v", err)
+	}
 }

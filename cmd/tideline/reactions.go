@@ -29,6 +29,7 @@ func (m *Main) startReactions(ctx, runCtx context.Context, svc *safety.Service, 
 		if err != nil {
 			m.Config.Logger.Error("reactions stopped", "err", err)
 		}
+		m.reactionsDone.Store(true)
 		errc <- err
 	}()
 	select {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	nserver "github.com/nats-io/nats-server/v2/server"
@@ -46,7 +48,17 @@ type Config struct {
 	DuplicateWindow time.Duration
 	CORSOrigins     []string
 	AlertWebhook    string // optional URL each safety alert is POSTed to
-	Logger          *slog.Logger
+	// MaxConns caps the API's open connections (0: api.DefaultMaxConns);
+	// more are reset at once.
+	MaxConns int
+	// IdleTimeout closes API connections without a call for this long
+	// (0: api.DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// Reflection is who may use gRPC reflection: auto (default: anyone
+	// when the API listens on loopback only, else callers with a token),
+	// on, token or off.
+	Reflection string
+	Logger     *slog.Logger
 	// DiskReserve is the free space on the data disk under which writes
 	// are refused (natsserver.DiskGuardConfig.Reserve); 0: 64 MiB, at
 	// most a tenth of the disk; negative: none.
@@ -74,6 +86,8 @@ type Main struct {
 	failed  chan error // the HTTP server stopped on its own
 	wg      sync.WaitGroup
 	runners []*jetstream.Runner
+	// reactionsDone is set once the reactions' router has returned.
+	reactionsDone atomic.Bool
 	// Devices is the edge device registry (DATA/devices), and Gate admits
 	// devices' commits into EVENTS; both with LeafListen only.
 	Devices *natsserver.Devices
@@ -212,6 +226,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		controls[r.Name()] = runnerControl{r}
 	}
 
+	m.ln, err = net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
+		return err
+	}
+	reflection, err := api.ParseReflection(cmp.Or(c.Reflection, "auto"), m.ln.Addr())
+	if err != nil {
+		return fmt.Errorf("--reflection: %w", err)
+	}
 	var rejections api.DeviceRejections
 	if m.Gate != nil {
 		rejections = m.Gate
@@ -234,30 +259,50 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		CORSOrigins:    c.CORSOrigins,
 		DashboardModel: dashboardModel,
 		DashboardFeed:  dashboardRunner,
+		Reflection:     reflection,
+		Health:         m.health,
 
 		DeviceRejections: rejections,
 	})
 	if err != nil {
 		return err
 	}
-	m.ln, err = net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
-		return err
-	}
 	m.http = api.NewServer(m.api.Handler())
+	if c.IdleTimeout > 0 {
+		m.http.IdleTimeout = c.IdleTimeout
+	}
+	ln := api.LimitListener(m.ln, cmp.Or(c.MaxConns, api.DefaultMaxConns))
 	m.failed = make(chan error, 1)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := m.http.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := m.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.failed <- fmt.Errorf("http server: %w", err)
 		}
 	}()
-	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir)
+	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir, "reflection", reflection)
 	log.Info("get a token: tideline token --data " + c.DataDir + " --sub alice --role walker")
+	return nil
+}
+
+// health returns why the server cannot serve: the event store refuses
+// writes or cannot be reached, a projection is stopped or not running, or
+// the reactions have stopped.
+func (m *Main) health(ctx context.Context) error {
+	if err := m.Store.Healthy(ctx); err != nil {
+		return err
+	}
+	for _, r := range m.runners {
+		switch st := r.Status(ctx); st.State {
+		case jetstream.Stopped:
+			return fmt.Errorf("projection %s stopped at %d: %s", st.Name, st.StoppedAt, st.Reason)
+		case jetstream.NotRunning:
+			return fmt.Errorf("projection %s not running: %s", st.Name, cmp.Or(st.Reason, "starting"))
+		}
+	}
+	if m.reactionsDone.Load() {
+		return errors.New("reactions stopped")
+	}
 	return nil
 }
 
@@ -297,6 +342,9 @@ func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetst
 // streams, let in-flight requests finish (bounded), stop runners (each
 // writes a final snapshot), flush the connection, stop NATS.
 func (m *Main) Close() error {
+	if m.http == nil && m.ln != nil { // Run failed between listening and serving
+		m.ln.Close()
+	}
 	if m.api != nil {
 		m.api.Close()
 	}
@@ -372,9 +420,21 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&c.DeviceBurst, "device-burst", 2000, "edge devices: commits each device lane may have admitted at once (the token bucket's size)")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated browser origins allowed (default: any)")
 	reserveMiB := fs.Int64("disk-reserve-mb", 0, "refuse writes (ResourceExhausted) while less than this many MiB are free on the data disk, and resume above it; 0: 64, at most a tenth of the disk; -1: only once the disk is full")
+	fs.IntVar(&c.MaxConns, "max-conns", api.DefaultMaxConns, "most API connections open at once; more are reset at once")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", api.DefaultIdleTimeout, "close API connections without a call for this long")
+	fs.StringVar(&c.Reflection, "reflection", "auto", "gRPC reflection: 'auto' (open when --listen is loopback, else token required), 'on' (open), 'token' or 'off'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if c.MaxConns < 1 {
+		return fmt.Errorf("--max-conns: want at least 1, got %d", c.MaxConns)
+	}
+	if _, err := api.ParseReflection(c.Reflection, nil); err != nil {
+		return fmt.Errorf("--reflection: %w", err)
+	}
+	if c.IdleTimeout <= 0 {
+		return fmt.Errorf("--idle-timeout: want a positive duration, got %s", c.IdleTimeout)
 	}
 	switch sync {
 	case "default":

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
@@ -191,6 +192,11 @@ func (c CancelOrder) Validate() error {
 	}
 	if !utf8.ValidString(c.Reason) {
 		return es.Invalidf("reason", "must be valid UTF-8")
+	}
+	for i, r := range c.Reason {
+		if unicode.IsControl(r) {
+			return es.Invalidf("reason", "has control character %U at byte %d", r, i)
+		}
 	}
 	return nil
 }

@@ -119,6 +119,7 @@ func TestDecide(t *testing.T) {
 		{"cannot_cancel_delivered_order", delivered, shop, cancel, nil, delivery.ErrOrderDelivered, 0, ""},
 		{"repeated_cancel_is_a_retry", cancelled, shop, cancel, nil, nil, 0, ""},
 		{"reason_is_bounded", placed, shop, delivery.CancelOrder{OrderID: "o1", Reason: strings.Repeat("x", 201)}, nil, nil, es.Invalid, "reason"},
+		{"reason_has_no_control_characters", placed, shop, delivery.CancelOrder{OrderID: "o1", Reason: "out\nof stock"}, nil, nil, es.Invalid, "reason"},
 		// rating
 		{"customer_rates_through_service", delivered, shop, rate(4), &deliveryv1.OrderRated{}, nil, 0, ""},
 		{"rider_cannot_rate", delivered, kim, rate(5), nil, nil, es.Forbidden, ""},

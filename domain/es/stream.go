@@ -3,7 +3,13 @@ package es
 import (
 	"fmt"
 	"strings"
+	"time"
 )
+
+// MinTime is the earliest date or time any input may name (a day's
+// steps, a query range's start): Tideline holds no fact before it, and a
+// year like 0001 is a client bug or a probe, never a real record.
+var MinTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // StreamID names one aggregate instance: context, aggregate type and id.
 // On JetStream it is the subject ev.<context>.<type>.<id>.

@@ -1,15 +1,24 @@
 package safety
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
 
 // Config holds the detector's thresholds. Accelerations are in g (the
 // magnitude of the specific force a body-worn accelerometer reads: 1 g at
 // rest, 0 g in free fall), angular rates in degrees per second, durations
 // measured between sample timestamps (a run of n samples at 100 Hz spans
-// (n-1)×10 ms). DefaultConfig documents each default and where it comes
+// (n-1)×10 ms). BikeConfig documents each default and where it comes
 // from; "ours" marks a choice made here from the physics rather than a
-// figure from the literature.
+// figure from the literature. The body profile's fall stage is learnt
+// (fallmodel.go): of these fields it uses only Profile, the stillness
+// fields, Refractory and RecoverHold.
 type Config struct {
+	// Profile is where the device is worn, which selects the stages that
+	// run (see Profile).
+	Profile Profile
 	// ImpactG is the peak a crash or fall impact must reach.
 	ImpactG float64
 	// ImpactWidthG is the level above which an impact's duration is measured.
@@ -74,17 +83,93 @@ type Config struct {
 	Forward [3]float64
 	// Refractory is how long after a detection the detector raises no
 	// detection of the same or a lower rank (hard brake < tipover <
-	// crash = fall), so one incident raises one detection.
+	// crash = fall), so one incident raises one detection. A crash or fall
+	// ends it early once the wearer has been upright again for
+	// RecoverHold: what follows is a new incident, so an alarm, false or
+	// not, never swallows a later fall.
 	Refractory time.Duration
+	// RecoverHold is how long the posture (the acceleration averaged over
+	// about half a second) must stay within 30° of upright for the wearer
+	// to count as back up after a crash or fall. Upright is the posture
+	// before the impact (body) or the calibrated upright (bike; without
+	// one, the refractory period runs its course).
+	RecoverHold time.Duration
 }
 
-// DefaultConfig returns the documented defaults:
+// Profile says where the device is: on the rider's body (walking, at
+// the waist or trunk) or on the bike. A rider's device is on the body
+// when walking and on the bike when riding.
+type Profile int
+
+const (
+	// ProfileBody detects falls of a person on foot, and only falls: each
+	// impact is judged on the episode around it by a model learnt on
+	// real recordings (see fallScore); stillness after a fall upgrades it
+	// to CRITICAL. Crash, tipover and hard-brake thresholds are not used:
+	// running, stairs, jumps and sitting down hard pass them many times a
+	// day.
+	ProfileBody Profile = iota
+	// ProfileBike detects crash, fall, tipover and hard braking on a
+	// motorbike from the thresholds below.
+	ProfileBike
+)
+
+// String returns "body" or "bike".
+func (p Profile) String() string {
+	switch p {
+	case ProfileBody:
+		return "body"
+	case ProfileBike:
+		return "bike"
+	}
+	return "Profile(" + strconv.Itoa(int(p)) + ")"
+}
+
+// ParseProfile reads "body" or "bike".
+func ParseProfile(s string) (Profile, error) {
+	switch s {
+	case "body":
+		return ProfileBody, nil
+	case "bike":
+		return ProfileBike, nil
+	}
+	return 0, fmt.Errorf("profile %q: want body or bike", s)
+}
+
+// Config returns the profile's defaults: BodyConfig or BikeConfig.
+func (p Profile) Config() Config {
+	if p == ProfileBike {
+		return BikeConfig()
+	}
+	return BodyConfig()
+}
+
+// DefaultConfig returns BodyConfig: a device carried by a person on foot.
+func DefaultConfig() Config { return BodyConfig() }
+
+// BodyConfig returns the body profile: falls only, judged by the learnt
+// model; stillness after a fall (StillTolG, StillMaxDPS, StillHold within
+// StillWithin, RidingVibrationG) upgrades it to CRITICAL; Refractory 30 s,
+// RecoverHold 2 s (a jogger who raised a false alarm is upright again two
+// seconds after it is decided). The other thresholds are BikeConfig's and
+// unused. On the SisFall development split, cross-validated by subject:
+// sensitivity 0.991, specificity 0.996 (see TestFallModel).
+func BodyConfig() Config {
+	c := BikeConfig()
+	c.Profile = ProfileBody
+	c.RecoverHold = 2 * time.Second
+	return c
+}
+
+// BikeConfig returns the bike profile's documented defaults:
 //
 //	field              default   source
 //	ImpactG            3 g       trunk-worn fall studies put the impact ("upper fall")
 //	                             threshold at about 3–3.5 g: peaks of daily activities
 //	                             stay below it, falls exceed it (Bourke, O'Brien &
-//	                             Lyons 2007, Gait & Posture 26:194)
+//	                             Lyons 2007, Gait & Posture 26:194). Not so for
+//	                             SisFall's jogging, quick stairs, stumbles and
+//	                             jumps: hence the body profile's learnt stage
 //	ImpactWidthG       2 g       ours: above riding vibration and potholes' base,
 //	                             two thirds of ImpactG
 //	ImpactMinWidth     20 ms     ours, physics: contact lasts ~π·√(m/k); a body
@@ -138,8 +223,11 @@ type Config struct {
 //	                             1 g or more and has no grip left to brake hard
 //	Forward            +x        the device's mounting
 //	Refractory         30 s      ours
-func DefaultConfig() Config {
+//	RecoverHold        5 s       ours: longer than the gaps between one
+//	                             crash's impacts
+func BikeConfig() Config {
 	return Config{
+		Profile:           ProfileBike,
 		ImpactG:           3,
 		ImpactWidthG:      2,
 		ImpactMinWidth:    20 * time.Millisecond,
@@ -164,5 +252,6 @@ func DefaultConfig() Config {
 		BrakeMaxTiltDeg:   45,
 		Forward:           [3]float64{1, 0, 0},
 		Refractory:        30 * time.Second,
+		RecoverHold:       5 * time.Second,
 	}
 }

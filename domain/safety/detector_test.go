@@ -64,10 +64,12 @@ func (r *rec) pitch(deg float64, d time.Duration) *rec {
 	return r
 }
 
-// outcome runs the recording through a detector and names what it
-// raised: "kind/severity", e.g. "crash/high".
-func outcome(s []safety.Sample) []string {
-	d := safety.NewDetector(safety.DefaultConfig())
+// outcome runs the recording through a bike-profile detector and names
+// what it raised: "kind/severity", e.g. "crash/high".
+func outcome(s []safety.Sample) []string { return outcomeWith(safety.BikeConfig(), s) }
+
+func outcomeWith(cfg safety.Config, s []safety.Sample) []string {
+	d := safety.NewDetector(cfg)
 	var out []string
 	for _, x := range s {
 		if det, ok := d.Push(x); ok {
@@ -145,6 +147,14 @@ func TestRules(t *testing.T) {
 			r.ride(5*s).hold(50*ms, [3]float64{-4, 0, 1}, [3]float64{0, 300, 0}, 0).
 				ride(5*s).hold(time.Second, [3]float64{-0.7, 0, 1}, still, 0.08)
 		}, []string{"crash/high"}},
+		{"a_crash_after_the_rider_was_back_up_is_a_new_incident", func(r *rec) {
+			hit := func() { r.hold(50*ms, [3]float64{-4, 0, 1}, [3]float64{0, 300, 0}, 0) }
+			r.ride(5 * s)
+			hit()
+			r.ride(6 * s)
+			hit()
+			r.ride(2 * s)
+		}, []string{"crash/high", "crash/high"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -159,7 +169,7 @@ func TestRules(t *testing.T) {
 
 func TestSamplesOutOfOrderAreIgnored(t *testing.T) {
 	r := newRec().ride(5 * time.Second)
-	d := safety.NewDetector(safety.DefaultConfig())
+	d := safety.NewDetector(safety.BikeConfig())
 	for _, s := range r.s {
 		d.Push(s)
 	}
@@ -175,7 +185,7 @@ func TestDetectionEvent(t *testing.T) {
 	r := newRec().ride(5 * time.Second)
 	r.s[len(r.s)-1].Loc = &safety.Location{Lat: 52.37, Lng: 4.89, AccuracyM: 5}
 	r.hold(50*time.Millisecond, [3]float64{-4, 0, 1}, [3]float64{0, 300, 0}, 0).lie(5 * time.Second)
-	d := safety.NewDetector(safety.DefaultConfig())
+	d := safety.NewDetector(safety.BikeConfig())
 	var dets []safety.Detection
 	for _, s := range r.s {
 		if det, ok := d.Push(s); ok {
@@ -220,36 +230,141 @@ func TestDetectionEvent(t *testing.T) {
 }
 
 // TestPushDoesNotAllocate holds Push to zero allocations per sample while
-// nothing is detected.
+// nothing is detected, in either profile.
 func TestPushDoesNotAllocate(t *testing.T) {
 	tr, err := sim.Scenario("ride", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := safety.NewDetector(safety.DefaultConfig())
-	i := 0
-	if allocs := testing.AllocsPerRun(len(tr.Samples)-1, func() {
-		d.Push(tr.Samples[i])
-		i++
-	}); allocs != 0 {
-		t.Errorf("Push allocates %.2f times per sample, want 0", allocs)
+	for _, p := range []safety.Profile{safety.ProfileBody, safety.ProfileBike} {
+		d := safety.NewDetector(p.Config())
+		i := 0
+		if allocs := testing.AllocsPerRun(len(tr.Samples)-1, func() {
+			d.Push(tr.Samples[i])
+			i++
+		}); allocs != 0 {
+			t.Errorf("%s: Push allocates %.2f times per sample, want 0", p, allocs)
+		}
 	}
 }
 
 // BenchmarkDetector feeds a ten-minute mixed ride (60 000 samples) per
-// iteration and reports the detector's throughput on one core.
+// iteration through each profile and reports the detector's throughput
+// on one core. The ride's bumps, brakes and crashes give the body
+// profile's fall stage candidate impacts to measure.
 func BenchmarkDetector(b *testing.B) {
 	tr, err := sim.Scenario("mixed", 1)
 	if err != nil {
 		b.Fatal(err)
 	}
-	n := 0
-	for b.Loop() {
-		d := safety.NewDetector(safety.DefaultConfig())
-		for _, s := range tr.Samples {
-			d.Push(s)
-		}
-		n += len(tr.Samples)
+	for _, p := range []safety.Profile{safety.ProfileBody, safety.ProfileBike} {
+		b.Run(p.String(), func(b *testing.B) {
+			n := 0
+			for b.Loop() {
+				d := safety.NewDetector(p.Config())
+				for _, s := range tr.Samples {
+					d.Push(s)
+				}
+				n += len(tr.Samples)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "samples/s")
+		})
 	}
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// Body-worn recordings: a device at the waist, +z up the spine, +x forward.
+// onBack is lying on the back: +x faces the sky.
+var onBack = [3]float64{1, 0, 0}
+
+// walk walks upright for d: strides of ±0.3 g at 2 Hz, the trunk swaying.
+func (r *rec) walk(d time.Duration) *rec {
+	for i := range int(d / period) {
+		ph := 2 * math.Pi * 2 * float64(i) * period.Seconds()
+		r.hold(period, [3]float64{0.1 * math.Sin(ph), 0.05 * math.Cos(ph/2), 1 + 0.3*math.Sin(ph)}, [3]float64{20 * math.Cos(ph/2), 15 * math.Sin(ph), 10 * math.Cos(ph/2)}, 0.02)
+	}
+	return r
+}
+
+// jog jogs upright for d: a 4 g landing every 0.35 s, the trunk turning
+// at up to 250°/s.
+func (r *rec) jog(d time.Duration) *rec {
+	n := int(d / period)
+	for i := range n {
+		ph := float64(i%35) / 35
+		a := [3]float64{0.3 * math.Sin(2*math.Pi*ph), 0.2 * math.Cos(2*math.Pi*ph), 0.4}
+		if ph < 0.12 {
+			a[2] = 1 + 3*math.Sin(math.Pi*ph/0.12)
+		}
+		r.hold(period, a, [3]float64{250 * math.Sin(2*math.Pi*ph), 100 * math.Cos(2*math.Pi*ph), 60}, 0.03)
+	}
+	return r
+}
+
+// fall drops the wearer backwards: 0.4 s of falling while turning, an
+// impact of 4 g over 60 ms.
+func (r *rec) fall() *rec {
+	return r.hold(400*time.Millisecond, [3]float64{0.2, 0, 0.3}, [3]float64{0, -220, 0}, 0.02).
+		hold(60*time.Millisecond, [3]float64{3, 0, 2.5}, [3]float64{0, -150, 0}, 0)
+}
+
+func TestBodyRules(t *testing.T) {
+	s := time.Second
+	cases := []struct {
+		name  string
+		build func(r *rec)
+		want  []string
+	}{
+		{"walking_raises_nothing", func(r *rec) { r.walk(60 * s) }, nil},
+		{"jogging_past_3g_and_180dps_raises_nothing", func(r *rec) { r.walk(5 * s).jog(60 * s).walk(5 * s) }, nil},
+		{"a_fall_onto_the_back_is_a_fall_and_lying_still_makes_it_critical", func(r *rec) {
+			r.walk(5*s).fall().hold(8*s, onBack, still, 0.002)
+		}, []string{"fall/high", "fall/critical"}},
+		{"standing_still_after_a_fall_is_not_critical", func(r *rec) {
+			r.walk(5*s).fall().hold(2*s, onBack, [3]float64{0, 20, 0}, 0.05).hold(10*s, upright, still, 0.002)
+		}, []string{"fall/high"}},
+		{"a_fall_after_getting_up_is_a_new_incident", func(r *rec) {
+			r.walk(5*s).fall().hold(3*s, onBack, [3]float64{0, 20, 0}, 0.05).walk(5*s).fall().hold(3*s, onBack, [3]float64{0, 20, 0}, 0.05)
+		}, []string{"fall/high", "fall/high"}},
+		{"tilt_and_braking_mean_nothing_on_the_body", func(r *rec) {
+			r.ride(5*s).hold(time.Second, [3]float64{-0.7, 0, 1}, still, 0.08).hold(5*s, [3]float64{0, math.Sin(1.4), math.Cos(1.4)}, still, 0)
+		}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRec()
+			c.build(r)
+			if got := outcomeWith(safety.BodyConfig(), r.s); !slices.Equal(got, c.want) {
+				t.Errorf("got %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestBodyFallIsDecidedTwoSecondsAfterItsPeak pins the body profile's
+// latency: the fall is returned by the Push of the first sample 2 s after
+// the impact's peak, the deciding sample, and its Duration runs from the
+// peak.
+func TestBodyFallIsDecidedTwoSecondsAfterItsPeak(t *testing.T) {
+	r := newRec().walk(5*time.Second).fall().hold(8*time.Second, onBack, still, 0.002)
+	peak := r.s[0]
+	for _, s := range r.s {
+		if norm2(s.Accel) > norm2(peak.Accel) {
+			peak = s
+		}
+	}
+	d := safety.NewDetector(safety.BodyConfig())
+	for _, s := range r.s {
+		det, ok := d.Push(s)
+		if !ok {
+			continue
+		}
+		if !det.At.Equal(s.T) || det.At.Sub(peak.T) != 2*time.Second || det.Duration != 2*time.Second || det.Kind != safety.Fall {
+			t.Errorf("%v %v at %v after the peak, duration %v; want a fall on the sample 2s after the peak, lasting 2s",
+				det.Kind, det.Severity, det.At.Sub(peak.T), det.Duration)
+		}
+		return
+	}
+	t.Fatal("no fall detected")
+}
+
+func norm2(v [3]float64) float64 { return v[0]*v[0] + v[1]*v[1] + v[2]*v[2] }

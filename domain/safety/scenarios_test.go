@@ -54,7 +54,7 @@ func newTally() *tally {
 }
 
 func detect(tr sim.Trace) []safety.Detection {
-	d := safety.NewDetector(safety.DefaultConfig())
+	d := safety.NewDetector(safety.BikeConfig())
 	var out []safety.Detection
 	for _, s := range tr.Samples {
 		if det, ok := d.Push(s); ok {

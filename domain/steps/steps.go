@@ -32,12 +32,15 @@ func Stream(userID string) es.StreamID {
 	return es.StreamID{Context: "steps", Type: "user", ID: userID}
 }
 
-// ValidateDate checks a YYYY-MM-DD date no later than the day after now
-// (UTC), naming field in the error.
+// ValidateDate checks a YYYY-MM-DD date from es.MinTime (2000-01-01) to
+// the day after now (UTC), naming field in the error.
 func ValidateDate(field, date string, now time.Time) error {
 	d, err := time.Parse(DateLayout, date)
 	if err != nil {
 		return es.Invalidf(field, "must be a date YYYY-MM-DD, got %q", date)
+	}
+	if d.Before(es.MinTime) {
+		return es.Invalidf(field, "%s is before %s, the earliest date accepted", date, es.MinTime.Format(DateLayout))
 	}
 	limit := now.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
 	if d.After(limit) {

@@ -79,7 +79,7 @@ type Truth struct {
 	// Start and End bound the episode; End includes any lying or resting
 	// that follows.
 	Start, End time.Time
-	// Decide is when an ideal detector with DefaultConfig, reading the
+	// Decide is when an ideal detector with BikeConfig, reading the
 	// noise-free signal, could first decide: the first sample at or above
 	// ImpactG (crash, fall); TiltHold after the tilt first reached TiltDeg
 	// (tipover); HardBrakeHold after the deceleration first reached
@@ -185,7 +185,7 @@ type gen struct {
 }
 
 func newGen(seed int64) *gen {
-	g := &gen{rng: rand.New(rand.NewPCG(uint64(seed), 0x5afe7)), cfg: safety.DefaultConfig()}
+	g := &gen{rng: rand.New(rand.NewPCG(uint64(seed), 0x5afe7)), cfg: safety.BikeConfig()}
 	g.pitch0 = rad(g.u(5, 25))
 	g.v = g.u(10, 18)
 	g.vib = g.u(0.04, 0.12)
