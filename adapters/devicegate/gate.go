@@ -223,6 +223,7 @@ type Gate struct {
 	rejected *index
 	admitted atomic.Uint64
 	refused  atomic.Uint64
+	serving  atomic.Bool
 }
 
 // laneState is one device lane's quota.
@@ -305,10 +306,15 @@ func (g *Gate) Run(ctx context.Context) error {
 	if err := g.nc.Flush(); err != nil {
 		return fmt.Errorf("devicegate: subscribe: %w", err)
 	}
+	g.serving.Store(true)
+	defer g.serving.Store(false)
 	g.log.Info("device gate serving", "quarantine", g.cfg.QuarantineStream, "rate", g.cfg.Rate, "burst", g.cfg.Burst)
 	<-ctx.Done()
 	return nil
 }
+
+// Serving reports whether Run is serving devices.
+func (g *Gate) Serving() bool { return g.serving.Load() }
 
 // Stats counts the commits admitted into EVENTS and refused since Open.
 func (g *Gate) Stats() (admitted, refused uint64) { return g.admitted.Load(), g.refused.Load() }

@@ -23,6 +23,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/edge"
+	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
@@ -56,6 +57,7 @@ func startDeviceHub(t *testing.T) *deviceHub {
 	h.safety = safetyv1connect.NewSafetyServiceClient(http.DefaultClient, h.url)
 	h.delivery = deliveryv1connect.NewDeliveryServiceClient(http.DefaultClient, h.url)
 	h.board = dashboardv1connect.NewDashboardServiceClient(http.DefaultClient, h.url)
+	waitHealth(t, h.url, healthv1.HealthCheckResponse_SERVING) // the device gate among the rest
 	return h
 }
 

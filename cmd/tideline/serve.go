@@ -193,10 +193,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			defer m.wg.Done()
 			m.Devices.Watch(runCtx, 500*time.Millisecond)
 		}()
-		go func() {
+		go func() { // a gate that could not start (store restarting) tries again
 			defer m.wg.Done()
-			if err := m.Gate.Run(runCtx); err != nil {
-				log.Error("device gate stopped", "err", err)
+			for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+				err := m.Gate.Run(runCtx)
+				if err == nil || runCtx.Err() != nil {
+					return
+				}
+				log.Error("device gate stopped; restarting", "err", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-runCtx.Done():
+					return
+				}
 			}
 		}()
 	}
@@ -286,8 +295,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 }
 
 // health returns why the server cannot serve: the event store refuses
-// writes or cannot be reached, a projection is stopped or not running, or
-// the reactions have stopped.
+// writes or cannot be reached, a projection is stopped or not running, the
+// reactions have stopped, or the device gate (with --leaf-listen) is not
+// serving.
 func (m *Main) health(ctx context.Context) error {
 	if err := m.Store.Healthy(ctx); err != nil {
 		return err
@@ -302,6 +312,9 @@ func (m *Main) health(ctx context.Context) error {
 	}
 	if m.reactionsDone.Load() {
 		return errors.New("reactions stopped")
+	}
+	if m.Gate != nil && !m.Gate.Serving() {
+		return errors.New("device gate not serving")
 	}
 	return nil
 }
