@@ -28,6 +28,7 @@ import (
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
@@ -513,7 +514,7 @@ func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figu
 		return err
 	}
 	defer stopBare()
-	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.logger()}}
+	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.logger()}}
 	if err := m.Run(ctx); err != nil {
 		return fmt.Errorf("start server: %w", err)
 	}

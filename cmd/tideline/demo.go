@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
@@ -195,7 +196,7 @@ func runDemo(ctx context.Context, c demoConfig) (*demoSummary, error) {
 			return nil, fmt.Errorf("demo: temp dir: %w", err)
 		}
 		defer os.RemoveAll(dir)
-		m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.log}}
+		m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.log}}
 		if err := m.Run(ctx); err != nil {
 			return nil, fmt.Errorf("demo: start embedded server: %w", err)
 		}
