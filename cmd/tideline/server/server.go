@@ -70,6 +70,9 @@ type Config struct {
 // port 0 and a temp dir.
 type Main struct {
 	Config Config
+	// TuneAPI, when set, adjusts the API's dependencies before the API is
+	// built (tests: limits, reflection).
+	TuneAPI func(*api.Deps)
 
 	ns      *nserver.Server
 	nc      *nats.Conn
@@ -97,6 +100,19 @@ type Main struct {
 
 // Addr returns the API's listening address once Run has returned.
 func (m *Main) Addr() string { return m.ln.Addr().String() }
+
+// API returns the Connect API once Run has returned.
+func (m *Main) API() *api.API { return m.api }
+
+// Runner returns the named projection's runner, or nil.
+func (m *Main) Runner(name string) *jetstream.Runner {
+	for _, r := range m.runners {
+		if r.Name() == name {
+			return r
+		}
+	}
+	return nil
+}
 
 // NATS returns the embedded NATS server once Run has returned.
 func (m *Main) NATS() *nserver.Server { return m.ns }
@@ -230,7 +246,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("--reflection: %w", err)
 	}
-	m.api, err = api.New(api.Deps{
+	deps := api.Deps{
 		Tokens:         m.Tokens,
 		Steps:          &steps.Service{Store: m.Store},
 		StepsModel:     stepsModel,
@@ -249,8 +265,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		DashboardModel: dashboardModel,
 		DashboardFeed:  dashboardRunner,
 		Reflection:     reflection,
-		Health:         m.health,
-	})
+		Health:         m.Health,
+	}
+	if m.TuneAPI != nil {
+		m.TuneAPI(&deps)
+	}
+	m.api, err = api.New(deps)
 	if err != nil {
 		return err
 	}
@@ -272,10 +292,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// health returns why the server cannot serve: the event store refuses
+// Health returns why the server cannot serve: the event store refuses
 // writes or cannot be reached, a projection is stopped or not running, or
-// the reactions have stopped.
-func (m *Main) health(ctx context.Context) error {
+// the reactions have stopped. It is nil once Run has returned and every
+// runner has started. The health service answers with it.
+func (m *Main) Health(ctx context.Context) error {
 	if err := m.Store.Healthy(ctx); err != nil {
 		return err
 	}
