@@ -131,7 +131,7 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 // watcher's stream, once read, ends with an error instead of hanging.
 func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	const sendTimeout = time.Second
-	f := servertest.Start(t, servertest.API(func(d *api.Deps) { d.SendTimeout = sendTimeout }))
+	f := servertest.Start(t, servertest.API(func(d *api.Config) { d.SendTimeout = sendTimeout }))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	peak := heapPeak(t)

@@ -6,18 +6,12 @@ import (
 
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/reactions"
-	"github.com/tideline/tideline/domain/safety"
-	alertsmodel "github.com/tideline/tideline/projections/alerts"
 )
 
-// startReactions runs the safety alert reactions (raise what the alert
-// rules decide; notify by log line and, with --alert-webhook, a POST)
-// until runCtx ends.
-func (m *Main) startReactions(ctx, runCtx context.Context, svc *safety.Service, rules *alertsmodel.Model, rulesFeed *jetstream.Runner) error {
-	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: jetstream.DecodeCommit, Logger: m.Config.Logger},
-		reactions.RaiseAlerts(svc, reactions.AlertRules{WaitFor: rulesFeed.WaitFor, Triggered: rules.Triggered}),
-		reactions.NotifyAlerts(reactions.LogNotifier{Logger: m.Config.Logger, WebhookURL: m.Config.AlertWebhook}),
-	)
+// startReactions runs the contexts' reactions on one engine until runCtx
+// ends, and returns once they are running.
+func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
+	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: jetstream.DecodeCommit, Logger: m.Config.Logger}, rs...)
 	if err != nil {
 		return err
 	}

@@ -24,17 +24,9 @@ import (
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
-	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/domain/safety"
-	"github.com/tideline/tideline/domain/steps"
 	"github.com/tideline/tideline/internal/dirlock"
 	"github.com/tideline/tideline/projections"
-	alertsmodel "github.com/tideline/tideline/projections/alerts"
-	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
-	nearbymodel "github.com/tideline/tideline/projections/nearby"
-	safetymodel "github.com/tideline/tideline/projections/safety"
-	stepsmodel "github.com/tideline/tideline/projections/steps"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 )
 
@@ -43,7 +35,7 @@ type Config struct {
 	DataDir         string
 	Listen          string // HTTP address of the Connect API
 	NATSListen      string // optional TCP listener for NATS clients, registered with `tideline nats-user add`
-	LeafListen      string // optional listener for edge devices (NATS leaf nodes); see device.go
+	LeafListen      string // optional listener for edge devices (NATS leaf nodes), registered with `tideline device add`
 	SyncAlways      bool
 	DuplicateWindow time.Duration
 	CORSOrigins     []string
@@ -65,14 +57,15 @@ type Config struct {
 	DiskReserve int64
 }
 
-// Main is a running server: embedded NATS, the event store, the
-// projection runners and the Connect API. End-to-end tests reuse it on
-// port 0 and a temp dir.
+// Main is a running server: embedded NATS, the event store, and what
+// every context's Module provides (read models and their runners,
+// reactions, Connect services) behind the shared API. End-to-end and API
+// tests reuse it on port 0 and a temp dir (servertest).
 type Main struct {
 	Config Config
-	// TuneAPI, when set, adjusts the API's dependencies before the API is
-	// built (tests: limits, reflection).
-	TuneAPI func(*api.Deps)
+	// TuneAPI, when set, adjusts the API's configuration before the API
+	// is built (tests: limits, reflection).
+	TuneAPI func(*api.Config)
 
 	ns      *nserver.Server
 	nc      *nats.Conn
@@ -203,33 +196,22 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	if m.Devices != nil { // added and revoked devices apply without a restart
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.Devices.Watch(runCtx, 500*time.Millisecond)
-		}()
+		m.goRun(runCtx, func(ctx context.Context) { m.Devices.Watch(ctx, 500*time.Millisecond) })
 	}
 	if m.Users != nil { // added and revoked users apply without a restart
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.Users.Watch(runCtx, 500*time.Millisecond)
-		}()
+		m.goRun(runCtx, func(ctx context.Context) { m.Users.Watch(ctx, 500*time.Millisecond) })
 	}
-	stepsModel := stepsmodel.New()
-	stepsRunner := m.startRunner(runCtx, stepsModel)
-	safetyModel := safetymodel.New()
-	safetyRunner := m.startRunner(runCtx, safetyModel)
-	alertsModel := alertsmodel.New(alertsmodel.Rules{})
-	alertsRunner := m.startRunner(runCtx, alertsModel)
-	safetySvc := safety.NewService(m.Store)
-	if err := m.startReactions(ctx, runCtx, safetySvc, alertsModel, alertsRunner); err != nil {
-		return err
+	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, m: m, ctx: runCtx}
+	for _, wire := range contexts {
+		if err := wire(h); err != nil {
+			return err
+		}
 	}
-	dashboardModel := dashboardmodel.New()
-	dashboardRunner := m.startRunner(runCtx, dashboardModel)
-	nearbyModel := nearbymodel.New()
-	nearbyRunner := m.startRunner(runCtx, nearbyModel)
+	if len(h.reactions) > 0 {
+		if err := m.startReactions(ctx, runCtx, h.reactions); err != nil {
+			return err
+		}
+	}
 	controls := map[string]api.ProjectionControl{}
 	for _, r := range m.runners {
 		controls[r.Name()] = runnerControl{r}
@@ -246,31 +228,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("--reflection: %w", err)
 	}
-	deps := api.Deps{
-		Tokens:         m.Tokens,
-		Steps:          &steps.Service{Store: m.Store},
-		StepsModel:     stepsModel,
-		StepsFeed:      stepsRunner,
-		SafetyModel:    safetyModel,
-		SafetyFeed:     safetyRunner,
-		Safety:         safetySvc,
-		AlertsModel:    alertsModel,
-		AlertsFeed:     alertsRunner,
-		Delivery:       delivery.NewService(m.Store, 0, nil),
-		NearbyModel:    nearbyModel,
-		NearbyFeed:     nearbyRunner,
-		Projections:    controls,
-		LastPosition:   m.Store.LastPosition,
-		CORSOrigins:    c.CORSOrigins,
-		DashboardModel: dashboardModel,
-		DashboardFeed:  dashboardRunner,
-		Reflection:     reflection,
-		Health:         m.Health,
-	}
+	cfg := h.API
+	cfg.Tokens = m.Tokens
+	cfg.Projections = controls
+	cfg.LastPosition = m.Store.LastPosition
+	cfg.CORSOrigins = c.CORSOrigins
+	cfg.Reflection = reflection
+	cfg.Health = m.Health
 	if m.TuneAPI != nil {
-		m.TuneAPI(&deps)
+		m.TuneAPI(&cfg)
 	}
-	m.api, err = api.New(deps)
+	m.api, err = api.New(cfg, h.services...)
 	if err != nil {
 		return err
 	}
@@ -294,8 +262,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 // Health returns why the server cannot serve: the event store refuses
 // writes or cannot be reached, a projection is stopped or not running, or
-// the reactions have stopped. It is nil once Run has returned and every
-// runner has started. The health service answers with it.
+// the reactions have stopped. The health service answers with it.
 func (m *Main) Health(ctx context.Context) error {
 	if err := m.Store.Healthy(ctx); err != nil {
 		return err
@@ -314,6 +281,17 @@ func (m *Main) Health(ctx context.Context) error {
 	return nil
 }
 
+// goRun runs f(ctx) until it returns; Close waits for it.
+func (m *Main) goRun(ctx context.Context, f func(ctx context.Context)) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f(ctx)
+	}()
+}
+
+// startRunner runs a runner for p until ctx ends, restarting it when it
+// fails.
 func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetstream.Runner {
 	r := jetstream.NewRunner(m.Store, p, jetstream.RunnerOptions{Logger: m.Config.Logger})
 	m.runners = append(m.runners, r)

@@ -25,8 +25,8 @@ type Server struct {
 // Option adjusts the server before it starts.
 type Option func(*server.Main)
 
-// API adjusts the API's dependencies (limits, reflection).
-func API(f func(*api.Deps)) Option {
+// API adjusts the API's configuration (limits, reflection).
+func API(f func(*api.Config)) Option {
 	return func(m *server.Main) { m.TuneAPI = f }
 }
 

@@ -1,0 +1,14 @@
+package server
+
+import (
+	"github.com/tideline/tideline/api"
+	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
+)
+
+// dashboardModule wires the admin dashboard, a read model over delivery
+// and safety events.
+func dashboardModule(h *Host) error {
+	model := dashboardmodel.New()
+	h.Serve(api.DashboardServices(model, h.Runner(model))...)
+	return nil
+}

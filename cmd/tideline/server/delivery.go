@@ -1,0 +1,15 @@
+package server
+
+import (
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/delivery"
+	nearbymodel "github.com/tideline/tideline/projections/nearby"
+)
+
+// deliveryModule wires the delivery context: orders, their lifecycle,
+// and the open-orders index riders search.
+func deliveryModule(h *Host) error {
+	nearby := nearbymodel.New()
+	h.Serve(api.DeliveryServices(delivery.NewService(h.Store, 0, nil), nearby, h.Runner(nearby))...)
+	return nil
+}
