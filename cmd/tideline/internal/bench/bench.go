@@ -1,4 +1,7 @@
-package main
+// Package bench is `tideline bench`: Tideline's figures against raw
+// JetStream and bare connect-go, measured in one run on an embedded
+// server.
+package bench
 
 import (
 	"context"
@@ -88,7 +91,9 @@ var benchFigures = []string{"append", "rebuild", "record_steps", "stream_ingest"
 // benchPayload is the size of every raw message and of every event.
 const benchPayload = 256
 
-func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Run runs `tideline bench` with args (its flags), printing progress to
+// stderr and the figures to stdout.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {

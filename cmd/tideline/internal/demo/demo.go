@@ -1,4 +1,6 @@
-package main
+// Package demo is `tideline demo`: a realistic day of riders, orders,
+// steps and danger reports driven through the public API.
+package demo
 
 import (
 	"context"
@@ -58,7 +60,9 @@ type demoSummary struct {
 	Dashboard                                              *dashboardv1.Dashboard
 }
 
-func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Run runs `tideline demo` with args (its flags), printing the day to
+// stdout and the embedded server's log to stderr.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
