@@ -16,8 +16,9 @@ import (
 // Module wires one context into the server, in one place: from what the
 // Host offers it builds the context's domain service and read models, and
 // hands the host their runners, its reactions and its Connect services.
-// Each context has its file here (steps.go, safety.go, ...).
-type Module func(h *Host) error
+// ctx bounds what it does while the server starts. Each context has its
+// file here (steps.go, safety.go, ...).
+type Module func(ctx context.Context, h *Host) error
 
 // contexts are what the server serves, wired in this order. Adding a
 // context is its Module and one entry here.

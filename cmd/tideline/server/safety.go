@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/safety"
@@ -12,7 +14,7 @@ import (
 // phones and edge devices), the alert rules, and the reactions that raise
 // the alerts the rules decide and notify of them (a log line always, a
 // POST to --alert-webhook if set).
-func safetyModule(h *Host) error {
+func safetyModule(_ context.Context, h *Host) error {
 	svc := safety.NewService(h.Store)
 	dangers := safetymodel.New()
 	dangersFeed := h.Runner(dangers)

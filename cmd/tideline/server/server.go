@@ -203,7 +203,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, m: m, ctx: runCtx}
 	for _, wire := range contexts {
-		if err := wire(h); err != nil {
+		if err := wire(ctx, h); err != nil {
 			return err
 		}
 	}
