@@ -25,9 +25,9 @@ type Module func(ctx context.Context, h *Host) error
 var contexts = []Module{stepsModule, safetyModule, deliveryModule, dashboardModule}
 
 // Host is what a Module gets from the server. Its fields are set before
-// the first Module runs; its methods record what the context provides,
-// which the server runs once every Module is wired. Modules run one at a
-// time.
+// the first Module runs; its methods take what the context provides:
+// runners start at once, the reactions and the API once every Module is
+// wired. Modules run one at a time.
 type Host struct {
 	Config *Config // what `tideline serve` was given
 	Logger *slog.Logger
@@ -35,8 +35,8 @@ type Host struct {
 	Conn   *nats.Conn // the server's own in-process NATS connection
 	// Devices is the edge device registry; nil unless Config.LeafListen.
 	Devices *natsserver.Devices
-	// API is the API's shared configuration. A Module may set its
-	// optional fields; the server sets Tokens, Projections, LastPosition,
+	// API is the API's shared configuration. A Module may set what the
+	// server does not: it sets Tokens, Projections, LastPosition,
 	// CORSOrigins, Reflection and Health.
 	API api.Config
 
