@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"sort"
 	"time"
 
@@ -10,10 +11,19 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 )
 
-// adminHandler serves tideline.admin.v1.AdminService (admin role only).
-type adminHandler struct{ d Deps }
+// adminService is tideline.admin.v1.AdminService (admin role only),
+// which every API serves.
+func adminService() Service {
+	return Service{Name: adminv1connect.AdminServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
+		return adminv1connect.NewAdminServiceHandler(&adminHandler{rt: rt}, opts)
+	}}
+}
+
+// adminHandler serves tideline.admin.v1.AdminService.
+type adminHandler struct{ rt *runtime }
 
 func statusPB(s ProjectionStatus) *adminv1.ProjectionStatus {
 	return &adminv1.ProjectionStatus{
@@ -28,7 +38,7 @@ func (h *adminHandler) projection(ctx context.Context, name string) (ProjectionC
 	if err := requireRole(ctx, auth.Admin); err != nil {
 		return nil, err
 	}
-	p, ok := h.d.Projections[name]
+	p, ok := h.rt.Projections[name]
 	if !ok {
 		return nil, es.Invalidf("name", "no projection named %q", name)
 	}
@@ -40,16 +50,16 @@ func (h *adminHandler) ListProjections(ctx context.Context, _ *connect.Request[a
 		return nil, err
 	}
 	out := &adminv1.ListProjectionsResponse{}
-	names := make([]string, 0, len(h.d.Projections))
-	for n := range h.d.Projections {
+	names := make([]string, 0, len(h.rt.Projections))
+	for n := range h.rt.Projections {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		out.Projections = append(out.Projections, statusPB(h.d.Projections[n].Status(ctx)))
+		out.Projections = append(out.Projections, statusPB(h.rt.Projections[n].Status(ctx)))
 	}
-	if h.d.LastPosition != nil {
-		last, err := h.d.LastPosition(ctx)
+	if h.rt.LastPosition != nil {
+		last, err := h.rt.LastPosition(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -124,9 +134,9 @@ func (h *adminHandler) ListRejectedDeviceCommits(ctx context.Context, req *conne
 	if limit < 1 || limit > maxRejected {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxRejected, m.Limit)
 	}
-	if h.d.DeviceRejections == nil {
+	if h.rt.DeviceRejections == nil {
 		return nil, es.Errorf(es.Unavailable, "this server does not accept edge devices")
 	}
-	commits, total := h.d.DeviceRejections.Rejected(m.DeviceId, limit)
+	commits, total := h.rt.DeviceRejections.Rejected(m.DeviceId, limit)
 	return connect.NewResponse(&adminv1.ListRejectedDeviceCommitsResponse{Commits: commits, Total: int64(total)}), nil
 }

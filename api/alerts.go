@@ -13,17 +13,12 @@ import (
 
 const maxAlerts = 1000
 
-var errNoAlerts = es.Errorf(es.Unavailable, "alerts are not served by this server")
-
 // ReportDanger records a phone's danger report (see safety.Service.Report).
 func (h *safetyHandler) ReportDanger(ctx context.Context, req *connect.Request[safetyv1.ReportDangerRequest]) (*connect.Response[safetyv1.ReportDangerResponse], error) {
-	if h.d.Safety == nil {
-		return nil, errNoAlerts
-	}
 	if err := requireRole(ctx, auth.Rider, auth.Device, auth.Service, auth.Admin); err != nil {
 		return nil, err
 	}
-	res, err := h.d.Safety.Report(ctx, caller(ctx), req.Msg.Event)
+	res, err := h.svc.Report(ctx, caller(ctx), req.Msg.Event)
 	if err != nil {
 		return nil, subfield("event", err)
 	}
@@ -34,9 +29,6 @@ func (h *safetyHandler) ReportDanger(ctx context.Context, req *connect.Request[s
 
 // ListAlerts serves the alerts read model. Admin only.
 func (h *safetyHandler) ListAlerts(ctx context.Context, req *connect.Request[safetyv1.ListAlertsRequest]) (*connect.Response[safetyv1.ListAlertsResponse], error) {
-	if h.d.AlertsModel == nil || h.d.AlertsFeed == nil {
-		return nil, errNoAlerts
-	}
 	if err := requireRole(ctx, auth.Admin); err != nil {
 		return nil, err
 	}
@@ -53,24 +45,21 @@ func (h *safetyHandler) ListAlerts(ctx context.Context, req *connect.Request[saf
 	if limit < 1 || limit > maxAlerts {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxAlerts, m.Limit)
 	}
-	if err := h.d.waitFor(ctx, h.d.AlertsFeed, m.MinPosition); err != nil {
+	if err := h.rt.waitFor(ctx, h.alertsFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
-	pos := h.d.AlertsFeed.Position()
-	alerts, total := h.d.AlertsModel.List(m.RiderId, m.OpenOnly, limit)
+	pos := h.alertsFeed.Position()
+	alerts, total := h.alerts.List(m.RiderId, m.OpenOnly, limit)
 	return connect.NewResponse(&safetyv1.ListAlertsResponse{Alerts: alerts, Total: int64(total), Position: pos}), nil
 }
 
 // AcknowledgeAlert acknowledges an alert. Admin only; acknowledging
 // twice succeeds with already true; an unknown alert is NotFound.
 func (h *safetyHandler) AcknowledgeAlert(ctx context.Context, req *connect.Request[safetyv1.AcknowledgeAlertRequest]) (*connect.Response[safetyv1.AcknowledgeAlertResponse], error) {
-	if h.d.Safety == nil {
-		return nil, errNoAlerts
-	}
 	if err := requireRole(ctx, auth.Admin); err != nil {
 		return nil, err
 	}
-	res, already, err := h.d.Safety.Acknowledge(ctx, caller(ctx), req.Msg.AlertId)
+	res, already, err := h.svc.Acknowledge(ctx, caller(ctx), req.Msg.AlertId)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -11,86 +10,13 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tideline/tideline/adapters/jetstream"
-	"github.com/tideline/tideline/adapters/natsserver/natstest"
-	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
-	"github.com/tideline/tideline/domain/steps"
-	alertsmodel "github.com/tideline/tideline/projections/alerts"
-	safetymodel "github.com/tideline/tideline/projections/safety"
-	stepsmodel "github.com/tideline/tideline/projections/steps"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
 )
-
-type alertsFixture struct {
-	url    string
-	tokens *api.Tokens
-	store  *jetstream.Store
-	svc    *safety.Service
-	model  *alertsmodel.Model
-}
-
-// startAlerts serves the API with the alert services (no reactions: the
-// tests raise alerts through the service as the reaction would).
-func startAlerts(t *testing.T) *alertsFixture {
-	t.Helper()
-	_, nc := natstest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stepsM, safetyM, alertsM := stepsmodel.New(), safetymodel.New(), alertsmodel.New(alertsmodel.Rules{})
-	runners := []*jetstream.Runner{
-		jetstream.NewRunner(store, stepsM, jetstream.RunnerOptions{}),
-		jetstream.NewRunner(store, safetyM, jetstream.RunnerOptions{}),
-		jetstream.NewRunner(store, alertsM, jetstream.RunnerOptions{}),
-	}
-	done := make(chan struct{}, len(runners))
-	for _, r := range runners {
-		go func() { r.Run(ctx); done <- struct{}{} }()
-	}
-	tokens, err := api.LoadOrCreateTokens(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := safety.NewService(store)
-	a, err := api.New(api.Deps{
-		Tokens: tokens, Steps: &steps.Service{Store: store},
-		StepsModel: stepsM, StepsFeed: runners[0],
-		SafetyModel: safetyM, SafetyFeed: runners[1],
-		Safety: svc, AlertsModel: alertsM, AlertsFeed: runners[2],
-		Projections:  map[string]api.ProjectionControl{},
-		LastPosition: store.LastPosition,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(a.Handler())
-	srv.Config = api.NewServer(a.Handler())
-	srv.Start()
-	t.Cleanup(func() {
-		a.Close()
-		srv.Close()
-		cancel()
-		for range runners {
-			<-done
-		}
-	})
-	return &alertsFixture{url: srv.URL, tokens: tokens, store: store, svc: svc, model: alertsM}
-}
-
-func (f *alertsFixture) token(t *testing.T, sub string, role auth.Role) string {
-	t.Helper()
-	tok, err := f.tokens.Issue(auth.Principal{Subject: sub, Role: role}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
 
 func phoneDanger(id, rider string) *safetyv1.DangerDetected {
 	return &safetyv1.DangerDetected{EventId: id, RiderId: rider, DeviceId: "phone-" + rider,
@@ -101,14 +27,14 @@ func phoneDanger(id, rider string) *safetyv1.DangerDetected {
 }
 
 func TestReportDangerOverEveryProtocol(t *testing.T) {
-	f := startAlerts(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
-	admin := f.token(t, "ops", auth.Admin)
+	admin := f.Token(t, "ops", auth.Admin)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			c := safetyv1connect.NewSafetyServiceClient(h2c, f.url, p.opts...)
+			c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL, p.opts...)
 			rider := "rider-" + p.name
-			tok := f.token(t, rider, auth.Rider)
+			tok := f.Token(t, rider, auth.Rider)
 			res, err := c.ReportDanger(ctx, withToken(&safetyv1.ReportDangerRequest{Event: phoneDanger("fall-"+p.name, rider)}, tok))
 			if err != nil {
 				t.Fatal(err)
@@ -132,10 +58,10 @@ func TestReportDangerOverEveryProtocol(t *testing.T) {
 }
 
 func TestReportDangerRejects(t *testing.T) {
-	f := startAlerts(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
-	c := safetyv1connect.NewSafetyServiceClient(h2c, f.url)
-	alice := f.token(t, "alice", auth.Rider)
+	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
+	alice := f.Token(t, "alice", auth.Rider)
 	bad := func(edit func(d *safetyv1.DangerDetected)) *safetyv1.DangerDetected {
 		d := phoneDanger("e1", "alice")
 		edit(d)
@@ -157,9 +83,9 @@ func TestReportDangerRejects(t *testing.T) {
 		{"lat_out_of_range", alice, bad(func(d *safetyv1.DangerDetected) { d.Location.Lat = 100 }), connect.CodeInvalidArgument, "event.location.lat"},
 		{"future", alice, bad(func(d *safetyv1.DangerDetected) { d.DetectedAt = timestamppb.New(time.Now().Add(time.Hour)) }), connect.CodeInvalidArgument, "event.detected_at"},
 		{"rider_reports_for_another", alice, phoneDanger("e1", "bob"), connect.CodePermissionDenied, ""},
-		{"walker_cannot_report", f.token(t, "alice", auth.Walker), phoneDanger("e1", "alice"), connect.CodePermissionDenied, ""},
+		{"walker_cannot_report", f.Token(t, "alice", auth.Walker), phoneDanger("e1", "alice"), connect.CodePermissionDenied, ""},
 	}
-	before, _ := f.store.LastPosition(ctx)
+	before, _ := f.Store.LastPosition(ctx)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.ReportDanger(ctx, withToken(&safetyv1.ReportDangerRequest{Event: tc.event}, tc.tok))
@@ -172,24 +98,25 @@ func TestReportDangerRejects(t *testing.T) {
 			}
 		})
 	}
-	if after, _ := f.store.LastPosition(ctx); after != before {
+	if after, _ := f.Store.LastPosition(ctx); after != before {
 		t.Fatalf("rejected reports appended %d commits", after-before)
 	}
 	for _, role := range []auth.Role{auth.Device, auth.Service, auth.Admin} {
-		if _, err := c.ReportDanger(ctx, withToken(&safetyv1.ReportDangerRequest{Event: phoneDanger("by-"+string(role), "bob")}, f.token(t, "x", role))); err != nil {
+		if _, err := c.ReportDanger(ctx, withToken(&safetyv1.ReportDangerRequest{Event: phoneDanger("by-"+string(role), "bob")}, f.Token(t, "x", role))); err != nil {
 			t.Fatalf("%s reports for bob: %v", role, err)
 		}
 	}
 }
 
 func TestListAndAcknowledgeAlerts(t *testing.T) {
-	f := startAlerts(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
-	c := safetyv1connect.NewSafetyServiceClient(h2c, f.url)
-	admin := f.token(t, "ops", auth.Admin)
+	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
+	admin := f.Token(t, "ops", auth.Admin)
+	svc := safety.NewService(f.Store) // raises as the reaction would
 	raise := func(rider, first string) (string, uint64) {
 		id := safety.AlertID(rider, first)
-		res, err := f.svc.Raise(ctx, &safetyv1.AlertRaised{AlertId: id, RiderId: rider, Reason: "severity HIGH fall",
+		res, err := svc.Raise(ctx, &safetyv1.AlertRaised{AlertId: id, RiderId: rider, Reason: "severity HIGH fall",
 			EventIds: []string{first}, Severity: safetyv1.Severity_SEVERITY_HIGH, RaisedAt: timestamppb.Now()}, es.Metadata{})
 		if err != nil {
 			t.Fatal(err)
@@ -237,11 +164,11 @@ func TestListAndAcknowledgeAlerts(t *testing.T) {
 			return err
 		}, connect.CodeInvalidArgument},
 		{"rider_cannot_ack", func() error {
-			_, err := c.AcknowledgeAlert(ctx, withToken(&safetyv1.AcknowledgeAlertRequest{AlertId: a2}, f.token(t, "r2", auth.Rider)))
+			_, err := c.AcknowledgeAlert(ctx, withToken(&safetyv1.AcknowledgeAlertRequest{AlertId: a2}, f.Token(t, "r2", auth.Rider)))
 			return err
 		}, connect.CodePermissionDenied},
 		{"rider_cannot_list", func() error {
-			_, err := c.ListAlerts(ctx, withToken(&safetyv1.ListAlertsRequest{}, f.token(t, "r2", auth.Rider)))
+			_, err := c.ListAlerts(ctx, withToken(&safetyv1.ListAlertsRequest{}, f.Token(t, "r2", auth.Rider)))
 			return err
 		}, connect.CodePermissionDenied},
 		{"bad_limit", func() error {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,13 +14,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tideline/tideline/adapters/jetstream"
-	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/domain/steps"
-	safetymodel "github.com/tideline/tideline/projections/safety"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
@@ -34,62 +30,6 @@ import (
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
-
-type fixture struct {
-	api    *api.API
-	url    string
-	tokens *api.Tokens
-	store  *jetstream.Store
-	runner *jetstream.Runner
-}
-
-// start serves the API (steps and safety read models) over a fresh
-// embedded JetStream; opts adjust the Deps.
-func start(t testing.TB, opts ...func(*api.Deps)) *fixture {
-	t.Helper()
-	_, nc := natstest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	model := stepsmodel.New()
-	runner := jetstream.NewRunner(store, model, jetstream.RunnerOptions{})
-	safetyModel := safetymodel.New()
-	safetyRunner := jetstream.NewRunner(store, safetyModel, jetstream.RunnerOptions{})
-	done := make(chan struct{}, 2)
-	go func() { runner.Run(ctx); done <- struct{}{} }()
-	go func() { safetyRunner.Run(ctx); done <- struct{}{} }()
-	tokens, err := api.LoadOrCreateTokens(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := api.Deps{
-		Tokens: tokens, Steps: &steps.Service{Store: store},
-		StepsModel: model, StepsFeed: runner,
-		SafetyModel: safetyModel, SafetyFeed: safetyRunner,
-		Projections:  map[string]api.ProjectionControl{},
-		LastPosition: store.LastPosition,
-	}
-	for _, o := range opts {
-		o(&d)
-	}
-	a, err := api.New(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(a.Handler())
-	srv.Config = api.NewServer(a.Handler())
-	srv.Start()
-	t.Cleanup(func() {
-		a.Close()
-		srv.Close()
-		cancel()
-		<-done
-		<-done
-	})
-	return &fixture{api: a, url: srv.URL, tokens: tokens, store: store, runner: runner}
-}
 
 // h2c is an HTTP client speaking HTTP/2 cleartext, as gRPC needs.
 var h2c = func() *http.Client {
@@ -107,15 +47,6 @@ var protocols = []struct {
 	{"grpcweb", []connect.ClientOption{connect.WithGRPCWeb()}},
 }
 
-func (f *fixture) token(t testing.TB, sub string, role auth.Role) string {
-	t.Helper()
-	tok, err := f.tokens.Issue(auth.Principal{Subject: sub, Role: role}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
 func withToken[T any](msg *T, tok string) *connect.Request[T] {
 	r := connect.NewRequest(msg)
 	if tok != "" {
@@ -127,12 +58,12 @@ func withToken[T any](msg *T, tok string) *connect.Request[T] {
 func today() string { return time.Now().UTC().Format("2006-01-02") }
 
 func TestStepsServiceOverEveryProtocol(t *testing.T) {
-	f := start(t)
+	f := servertest.Start(t)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			c := stepsv1connect.NewStepsServiceClient(h2c, f.url, p.opts...)
+			c := stepsv1connect.NewStepsServiceClient(h2c, f.URL, p.opts...)
 			user := "walker-" + p.name
-			tok := f.token(t, user, auth.Walker)
+			tok := f.Token(t, user, auth.Walker)
 			ctx := context.Background()
 			rec, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: user, Date: today(), Steps: 1234}, tok))
 			if err != nil {
@@ -153,9 +84,9 @@ func TestStepsServiceOverEveryProtocol(t *testing.T) {
 }
 
 func TestRecordStepsRejects(t *testing.T) {
-	f := start(t)
-	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
-	alice := f.token(t, "alice", auth.Walker)
+	f := servertest.Start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
+	alice := f.Token(t, "alice", auth.Walker)
 	tomorrow2 := time.Now().UTC().Add(72 * time.Hour).Format("2006-01-02")
 	cases := []struct {
 		name  string
@@ -174,10 +105,10 @@ func TestRecordStepsRejects(t *testing.T) {
 		{"negative_steps", alice, &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: -1}, connect.CodeInvalidArgument, "steps"},
 		{"too_many_steps", alice, &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 200001}, connect.CodeInvalidArgument, "steps"},
 		{"walker_records_other", alice, &stepsv1.RecordStepsRequest{UserId: "bob", Date: today(), Steps: 1}, connect.CodePermissionDenied, ""},
-		{"rider_cannot_record", f.token(t, "alice", auth.Rider), &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 1}, connect.CodePermissionDenied, ""},
+		{"rider_cannot_record", f.Token(t, "alice", auth.Rider), &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 1}, connect.CodePermissionDenied, ""},
 	}
 	ctx := context.Background()
-	before, err := f.store.LastPosition(ctx)
+	before, err := f.Store.LastPosition(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +124,7 @@ func TestRecordStepsRejects(t *testing.T) {
 			}
 		})
 	}
-	after, err := f.store.LastPosition(ctx)
+	after, err := f.Store.LastPosition(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,16 +133,16 @@ func TestRecordStepsRejects(t *testing.T) {
 	}
 	// admin and service may record anyone's steps.
 	for _, role := range []auth.Role{auth.Admin, auth.Service} {
-		if _, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "bob", Date: today(), Steps: 5}, f.token(t, "ops", role))); err != nil {
+		if _, err := c.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "bob", Date: today(), Steps: 5}, f.Token(t, "ops", role))); err != nil {
 			t.Fatalf("%s records for bob: %v", role, err)
 		}
 	}
 }
 
 func TestIdempotencyKey(t *testing.T) {
-	f := start(t)
-	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
-	tok := f.token(t, "alice", auth.Walker)
+	f := servertest.Start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
+	tok := f.Token(t, "alice", auth.Walker)
 	ctx := context.Background()
 	req := &stepsv1.RecordStepsRequest{UserId: "alice", Date: today(), Steps: 10, IdempotencyKey: "phone-1:42"}
 	first, err := c.RecordSteps(ctx, withToken(req, tok))
@@ -228,9 +159,9 @@ func TestIdempotencyKey(t *testing.T) {
 }
 
 func TestLeaderboard(t *testing.T) {
-	f := start(t)
-	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
-	svc := f.token(t, "shop", auth.Service)
+	f := servertest.Start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
+	svc := f.Token(t, "shop", auth.Service)
 	ctx := context.Background()
 	var last uint64
 	for i, n := range []int32{300, 100, 500, 200, 400} {
@@ -240,7 +171,7 @@ func TestLeaderboard(t *testing.T) {
 		}
 		last = r.Msg.Position
 	}
-	res, err := c.GetLeaderboard(ctx, withToken(&stepsv1.GetLeaderboardRequest{Date: today(), Limit: 3, MinPosition: last}, f.token(t, "u3", auth.Walker)))
+	res, err := c.GetLeaderboard(ctx, withToken(&stepsv1.GetLeaderboardRequest{Date: today(), Limit: 3, MinPosition: last}, f.Token(t, "u3", auth.Walker)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,9 +188,9 @@ func TestLeaderboard(t *testing.T) {
 }
 
 func TestWatchLeaderboardPushesChanges(t *testing.T) {
-	f := start(t)
-	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
-	tok := f.token(t, "alice", auth.Walker)
+	f := servertest.Start(t)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
+	tok := f.Token(t, "alice", auth.Walker)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream, err := c.WatchLeaderboard(ctx, withToken(&stepsv1.WatchLeaderboardRequest{Date: today(), Limit: 5}, tok))
@@ -286,12 +217,12 @@ func TestWatchLeaderboardPushesChanges(t *testing.T) {
 }
 
 func TestLegacyStepService(t *testing.T) {
-	f := start(t)
+	f := servertest.Start(t)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			c := stepconnect.NewStepServiceClient(h2c, f.url, p.opts...)
+			c := stepconnect.NewStepServiceClient(h2c, f.URL, p.opts...)
 			user := "legacy-" + p.name
-			tok := f.token(t, user, auth.Walker)
+			tok := f.Token(t, user, auth.Walker)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 
@@ -343,9 +274,9 @@ func TestLegacyStepService(t *testing.T) {
 }
 
 func TestStreamUserSteps(t *testing.T) {
-	f := start(t)
-	c := stepconnect.NewStepServiceClient(h2c, f.url, connect.WithGRPC())
-	tok := f.token(t, "carol", auth.Walker)
+	f := servertest.Start(t)
+	c := stepconnect.NewStepServiceClient(h2c, f.URL, connect.WithGRPC())
+	tok := f.Token(t, "carol", auth.Walker)
 	ctx := context.Background()
 
 	stream := c.StreamUserSteps(ctx)
@@ -378,8 +309,8 @@ func TestStreamUserSteps(t *testing.T) {
 }
 
 func TestHealthAndCORS(t *testing.T) {
-	f := start(t)
-	h := healthv1connect.NewHealthClient(h2c, f.url, connect.WithGRPC())
+	f := servertest.Start(t)
+	h := healthv1connect.NewHealthClient(h2c, f.URL, connect.WithGRPC())
 	res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{Service: stepconnect.StepServiceName}))
 	if err != nil || res.Msg.Status != healthv1.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", res, err)
@@ -388,7 +319,7 @@ func TestHealthAndCORS(t *testing.T) {
 		t.Fatalf("unknown service: %v", err)
 	}
 
-	req, _ := http.NewRequest(http.MethodOptions, f.url+"/tideline.steps.v1.StepsService/GetSteps", nil)
+	req, _ := http.NewRequest(http.MethodOptions, f.URL+"/tideline.steps.v1.StepsService/GetSteps", nil)
 	req.Header.Set("Origin", "https://dashboard.example")
 	req.Header.Set("Access-Control-Request-Method", "POST")
 	req.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type")
@@ -403,17 +334,17 @@ func TestHealthAndCORS(t *testing.T) {
 }
 
 func TestAdminNeedsAdmin(t *testing.T) {
-	f := start(t)
-	c := adminv1connect.NewAdminServiceClient(h2c, f.url)
+	f := servertest.Start(t)
+	c := adminv1connect.NewAdminServiceClient(h2c, f.URL)
 	ctx := context.Background()
-	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.token(t, "alice", auth.Walker))); connect.CodeOf(err) != connect.CodePermissionDenied {
+	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.Token(t, "alice", auth.Walker))); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("walker lists projections: %v", err)
 	}
-	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.token(t, "root", auth.Admin))); err != nil {
+	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.Token(t, "root", auth.Admin))); err != nil {
 		t.Fatalf("admin lists projections: %v", err)
 	}
 	for _, role := range []auth.Role{auth.Walker, auth.Service, auth.Rider} {
-		tok := f.token(t, "someone", role)
+		tok := f.Token(t, "someone", role)
 		if _, err := c.ResumeProjection(ctx, withToken(&adminv1.ResumeProjectionRequest{Name: "steps"}, tok)); connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Errorf("%s resumes a projection: %v", role, err)
 		}
@@ -427,17 +358,17 @@ func TestAdminNeedsAdmin(t *testing.T) {
 // at once, by every kind of query, and the read model keeps answering
 // real positions.
 func TestMinPositionPastTheEnd(t *testing.T) {
-	f := start(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
-	tok := f.token(t, "walker-1", auth.Walker)
-	admin := f.token(t, "root", auth.Admin)
-	steps := stepsv1connect.NewStepsServiceClient(h2c, f.url)
+	tok := f.Token(t, "walker-1", auth.Walker)
+	admin := f.Token(t, "root", auth.Admin)
+	steps := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	rec, err := steps.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "walker-1", Date: today(), Steps: 10}, tok))
 	if err != nil {
 		t.Fatal(err)
 	}
-	safety := safetyv1connect.NewSafetyServiceClient(h2c, f.url)
-	legacy := stepconnect.NewStepServiceClient(h2c, f.url)
+	safety := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
+	legacy := stepconnect.NewStepServiceClient(h2c, f.URL)
 	for _, bogus := range []uint64{rec.Msg.Position + 1, 1 << 40, ^uint64(0)} {
 		queries := map[string]func() error{
 			"GetSteps": func() error {
@@ -466,7 +397,7 @@ func TestMinPositionPastTheEnd(t *testing.T) {
 			}
 		}
 	}
-	if p := f.runner.Position(); p > rec.Msg.Position {
+	if p := f.Runner(stepsmodel.Name).Position(); p > rec.Msg.Position {
 		t.Fatalf("the runner's position became %d, past the stream's end %d", p, rec.Msg.Position)
 	}
 	got, err := steps.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{"walker-1"}, FromDate: today(), MinPosition: rec.Msg.Position}, tok))
@@ -484,12 +415,12 @@ func TestMinPositionPastTheEnd(t *testing.T) {
 }
 
 func TestListDangerEvents(t *testing.T) {
-	f := start(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
 	detected := time.Now().Add(-time.Minute).UTC()
 	var last uint64
 	for i, id := range []string{"dev1-crash-1", "dev1-crash-1", "dev1-fall-2"} {
-		res, err := f.store.Append(ctx, es.StreamID{Context: "safety", Type: "device", ID: "dev1"}, []proto.Message{&safetyv1.DangerDetected{
+		res, err := f.Store.Append(ctx, es.StreamID{Context: "safety", Type: "device", ID: "dev1"}, []proto.Message{&safetyv1.DangerDetected{
 			EventId: id, DeviceId: "dev1", RiderId: "rider7", Kind: safetyv1.DangerKind_DANGER_KIND_CRASH,
 			Severity: safetyv1.Severity_SEVERITY_HIGH, PeakAccelG: 5, DetectedAt: timestamppb.New(detected.Add(time.Duration(i) * time.Second)),
 		}}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
@@ -498,8 +429,8 @@ func TestListDangerEvents(t *testing.T) {
 		}
 		last = res.Position.Seq
 	}
-	c := safetyv1connect.NewSafetyServiceClient(h2c, f.url, connect.WithGRPC())
-	admin := f.token(t, "ops", auth.Admin)
+	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL, connect.WithGRPC())
+	admin := f.Token(t, "ops", auth.Admin)
 	res, err := c.ListDangerEvents(ctx, withToken(&safetyv1.ListDangerEventsRequest{RiderId: "rider7", MinPosition: last}, admin))
 	if err != nil {
 		t.Fatal(err)
@@ -517,7 +448,7 @@ func TestListDangerEvents(t *testing.T) {
 		req  *safetyv1.ListDangerEventsRequest
 		code connect.Code
 	}{
-		{"rider_may_not_list", f.token(t, "rider7", auth.Rider), &safetyv1.ListDangerEventsRequest{RiderId: "rider7"}, connect.CodePermissionDenied},
+		{"rider_may_not_list", f.Token(t, "rider7", auth.Rider), &safetyv1.ListDangerEventsRequest{RiderId: "rider7"}, connect.CodePermissionDenied},
 		{"bad_rider_id", admin, &safetyv1.ListDangerEventsRequest{RiderId: "a b"}, connect.CodeInvalidArgument},
 		{"limit_too_big", admin, &safetyv1.ListDangerEventsRequest{RiderId: "rider7", Limit: 5000}, connect.CodeInvalidArgument},
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
@@ -32,9 +33,9 @@ import (
 )
 
 // forged are tokens an attacker can make, each claiming admin.
-func forged(tb testing.TB, f *allFixture) map[string]string {
+func forged(tb testing.TB, f *servertest.Server) map[string]string {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join(f.dir, api.KeyFile))
+	b, err := os.ReadFile(filepath.Join(f.Config.DataDir, api.KeyFile))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -75,11 +76,11 @@ func forged(tb testing.TB, f *allFixture) map[string]string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	expired, err := f.tokens.Issue(auth.Principal{Subject: "root", Role: auth.Admin}, -time.Minute)
+	expired, err := f.Tokens.Issue(auth.Principal{Subject: "root", Role: auth.Admin}, -time.Minute)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	walker, err := f.tokens.Issue(auth.Principal{Subject: "cat-walker", Role: auth.Walker}, time.Hour)
+	walker, err := f.Tokens.Issue(auth.Principal{Subject: "cat-walker", Role: auth.Walker}, time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -187,22 +188,22 @@ func escalations() []escalation {
 // RPC are Unauthenticated, and every role escalation is PermissionDenied;
 // none appends an event.
 func TestAuthAttacks(t *testing.T) {
-	f := startAll(t)
+	f := servertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	protos := []*clients{newClients(f.url), newClients(f.url, connect.WithGRPC()), newClients(f.url, connect.WithGRPCWeb())}
+	protos := []*clients{newClients(f.URL), newClients(f.URL, connect.WithGRPC()), newClients(f.URL, connect.WithGRPCWeb())}
 	specs := map[string]rpcSpec{}
 	for _, s := range catalogue() {
 		specs[s.path] = s
 	}
-	before := f.last(t)
+	before := f.Last(t)
 	tried, refused := 0, 0
 	check := func(t *testing.T, err error, want connect.Code) {
 		tried++
 		if connect.CodeOf(err) != want {
 			t.Fatalf("got %v, want %v", err, want)
 		}
-		if after := f.last(t); after != before {
+		if after := f.Last(t); after != before {
 			t.Fatalf("appended %d commits", after-before)
 		}
 		refused++
@@ -233,8 +234,8 @@ func TestAuthAttacks(t *testing.T) {
 			if m == nil {
 				m = s.valid()
 			}
-			check(t, s.call(ctx, c, f.token(t, e.sub, e.role), nil, m), connect.CodePermissionDenied)
+			check(t, s.call(ctx, c, f.Token(t, e.sub, e.role), nil, m), connect.CodePermissionDenied)
 		})
 	}
-	t.Logf("auth attacks: %d tried, %d refused, %d events appended", tried, refused, f.last(t)-before)
+	t.Logf("auth attacks: %d tried, %d refused, %d events appended", tried, refused, f.Last(t)-before)
 }

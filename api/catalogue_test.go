@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,20 +19,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tideline/tideline/adapters/jetstream"
-	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
-	"github.com/tideline/tideline/domain/delivery"
-	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/domain/safety"
-	"github.com/tideline/tideline/domain/steps"
-	"github.com/tideline/tideline/projections"
-	alertsmodel "github.com/tideline/tideline/projections/alerts"
-	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
-	nearbymodel "github.com/tideline/tideline/projections/nearby"
-	safetymodel "github.com/tideline/tideline/projections/safety"
-	stepsmodel "github.com/tideline/tideline/projections/steps"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
@@ -47,104 +35,6 @@ import (
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
-
-// allFixture serves every service over one embedded JetStream, with every
-// read model running (no reactions: nothing appends on its own).
-type allFixture struct {
-	dir    string // the data dir holding the signing key
-	api    *api.API
-	url    string
-	tokens *api.Tokens
-	store  *jetstream.Store
-}
-
-func startAll(tb testing.TB) *allFixture {
-	tb.Helper()
-	_, nc := natstest.Start(tb)
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stepsM, safetyM, alertsM := stepsmodel.New(), safetymodel.New(), alertsmodel.New(alertsmodel.Rules{})
-	nearbyM, dashM := nearbymodel.New(), dashboardmodel.New()
-	controls := map[string]api.ProjectionControl{}
-	var runners []*jetstream.Runner
-	run := func(p projections.Projection) *jetstream.Runner {
-		r := jetstream.NewRunner(store, p, jetstream.RunnerOptions{})
-		runners = append(runners, r)
-		controls[r.Name()] = runnerControl{r}
-		return r
-	}
-	d := api.Deps{
-		Steps: &steps.Service{Store: store}, StepsModel: stepsM, StepsFeed: run(stepsM),
-		SafetyModel: safetyM, SafetyFeed: run(safetyM),
-		Safety: safety.NewService(store), AlertsModel: alertsM, AlertsFeed: run(alertsM),
-		Delivery: delivery.NewService(store, 0, nil), NearbyModel: nearbyM, NearbyFeed: run(nearbyM),
-		DashboardModel: dashM, DashboardFeed: run(dashM),
-		Projections: controls, LastPosition: store.LastPosition,
-	}
-	done := make(chan struct{}, len(runners))
-	for _, r := range runners {
-		go func() { r.Run(ctx); done <- struct{}{} }()
-	}
-	dir := tb.TempDir()
-	if d.Tokens, err = api.LoadOrCreateTokens(dir); err != nil {
-		tb.Fatal(err)
-	}
-	a, err := api.New(d)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(a.Handler())
-	srv.Config = api.NewServer(a.Handler())
-	srv.Start()
-	tb.Cleanup(func() {
-		a.Close()
-		srv.Close()
-		cancel()
-		for range runners {
-			<-done
-		}
-	})
-	return &allFixture{dir: dir, api: a, url: srv.URL, tokens: d.Tokens, store: store}
-}
-
-func (f *allFixture) token(tb testing.TB, sub string, role auth.Role) string {
-	tb.Helper()
-	tok, err := f.tokens.Issue(auth.Principal{Subject: sub, Role: role}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
-}
-
-func (f *allFixture) last(tb testing.TB) uint64 {
-	tb.Helper()
-	pos, err := f.store.LastPosition(context.Background())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pos
-}
-
-// runnerControl is the admin API's view of a runner, as cmd/tideline
-// wires it.
-type runnerControl struct{ r *jetstream.Runner }
-
-func (c runnerControl) Status(ctx context.Context) api.ProjectionStatus {
-	s := c.r.Status(ctx)
-	return api.ProjectionStatus{Name: s.Name, Version: s.Version, Position: s.Position, Lag: s.Lag, StoppedAt: s.StoppedAt, Reason: s.Reason}
-}
-
-func (c runnerControl) Rebuild(ctx context.Context) error { return c.r.Rebuild(ctx) }
-
-func (c runnerControl) Resume(ctx context.Context) error { return c.r.Resume(ctx) }
-
-func (c runnerControl) Skip(ctx context.Context, position uint64, reason string, meta es.Metadata) (uint64, error) {
-	decision, err := c.r.Skip(ctx, position, reason, meta)
-	return decision.Seq, err
-}
 
 // clients holds one client per service for one protocol.
 type clients struct {
@@ -594,13 +484,13 @@ func wiresFor(k connect.StreamType) []wire {
 // Each is refused with its precise code (InvalidArgument naming the field
 // first), none appends an event, and the heap stays bounded.
 func TestBadInputCatalogue(t *testing.T) {
-	f := startAll(t)
+	f := servertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	protos := []*clients{newClients(f.url), newClients(f.url, connect.WithGRPC()), newClients(f.url, connect.WithGRPCWeb())}
+	protos := []*clients{newClients(f.URL), newClients(f.URL, connect.WithGRPC()), newClients(f.URL, connect.WithGRPCWeb())}
 	tokens := map[auth.Role]string{}
 	for _, r := range auth.Roles {
-		tokens[r] = f.token(t, "cat-"+string(r), r)
+		tokens[r] = f.Token(t, "cat-"+string(r), r)
 	}
 	big := make([]byte, 10<<20) // one 10 MB message body, reused
 	var cases []badCase
@@ -711,7 +601,7 @@ func TestBadInputCatalogue(t *testing.T) {
 						readers[i] = bytes.NewReader(b)
 					}
 					rr := rawRequest{wire: w, path: spec.path, token: tok, codec: r.codec, ctype: r.ctype, body: io.MultiReader(readers...), length: length}
-					got := rr.do(t, h2c, f.url)
+					got := rr.do(t, h2c, f.URL)
 					return got.code, got.message, got.status
 				},
 			})
@@ -719,7 +609,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		n += len(raw)
 	}
 
-	before := f.last(t)
+	before := f.Last(t)
 	peak := heapPeak(t)
 	refused := 0
 	for _, tc := range cases {
@@ -735,14 +625,14 @@ func TestBadInputCatalogue(t *testing.T) {
 			case tc.want.field != "" && !namesField(msg, tc.want.field):
 				t.Fatalf("message %q does not start with the field %q", msg, tc.want.field)
 			}
-			if after := f.last(t); after != before {
+			if after := f.Last(t); after != before {
 				t.Fatalf("appended %d commits", after-before)
 			}
 			refused++
 		})
 	}
 	grown := peak()
-	appended := f.last(t) - before
+	appended := f.Last(t) - before
 	t.Logf("bad-input catalogue: %d cases over %d RPCs, %d refused precisely, %d events appended, heap grew by at most %.1f MiB",
 		len(cases), len(catalogue()), refused, appended, float64(grown)/(1<<20))
 	if len(cases) < 150 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
@@ -12,12 +13,12 @@ import (
 // A detector's CRITICAL upgrade reuses its detection's event id; sent
 // through ReportDanger it must be recorded, not swallowed as a retry.
 func TestReportDangerCriticalUpgradeIsRecorded(t *testing.T) {
-	f := startAlerts(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
-	c := safetyv1connect.NewSafetyServiceClient(h2c, f.url)
+	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
 	rider := "rider-upgrade"
-	tok := f.token(t, rider, auth.Rider)
-	admin := f.token(t, "ops", auth.Admin)
+	tok := f.Token(t, rider, auth.Rider)
+	admin := f.Token(t, "ops", auth.Admin)
 
 	high := phoneDanger("crash-1", rider)
 	first, err := c.ReportDanger(ctx, withToken(&safetyv1.ReportDangerRequest{Event: high}, tok))

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
@@ -11,6 +12,7 @@ import (
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections/dashboard"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
 )
 
 // Dashboard query limits and the watch's pacing.
@@ -24,8 +26,21 @@ const (
 	watchRefresh = time.Minute
 )
 
+// DashboardServices serves the admin dashboard:
+// tideline.dashboard.v1.DashboardService over the dashboard read model and
+// its runner.
+func DashboardServices(model *dashboard.Model, feed ReadModel) []Service {
+	return []Service{{Name: dashboardv1connect.DashboardServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
+		return dashboardv1connect.NewDashboardServiceHandler(&dashboardHandler{rt: rt, model: model, feed: feed}, opts)
+	}}}
+}
+
 // dashboardHandler serves tideline.dashboard.v1.DashboardService.
-type dashboardHandler struct{ d Deps }
+type dashboardHandler struct {
+	rt    *runtime
+	model *dashboard.Model
+	feed  ReadModel
+}
 
 // query checks the caller's role and q's fields, and resolves the heat
 // map's range (default: now's KST day; one bound alone spans a day).
@@ -92,8 +107,8 @@ func (h *dashboardHandler) query(ctx context.Context, q *dashboardv1.DashboardQu
 // dashboard returns the dashboard for q, stamped with the runner's
 // position, read before the figures so that they include at least it.
 func (h *dashboardHandler) dashboard(q dashboard.Query) *dashboardv1.Dashboard {
-	pos := h.d.DashboardFeed.Position()
-	d := h.d.DashboardModel.Dashboard(q)
+	pos := h.feed.Position()
+	d := h.model.Dashboard(q)
 	d.Position = pos
 	return d
 }
@@ -103,7 +118,7 @@ func (h *dashboardHandler) GetDashboard(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	if err := h.d.waitFor(ctx, h.d.DashboardFeed, req.Msg.MinPosition); err != nil {
+	if err := h.rt.waitFor(ctx, h.feed, req.Msg.MinPosition); err != nil {
 		return nil, err
 	}
 	q.Now = time.Now()
@@ -122,7 +137,7 @@ func (h *dashboardHandler) WatchDashboard(ctx context.Context, req *connect.Requ
 	}
 	fixedHeat := req.Msg.Query.GetHeatFrom() != nil || req.Msg.Query.GetHeatTo() != nil
 	var prev *dashboardv1.Dashboard
-	return live(ctx, h.d, h.d.DashboardFeed, watchRefresh, s, func(now time.Time) []*dashboardv1.WatchDashboardResponse {
+	return live(ctx, h.rt, h.feed, watchRefresh, s, func(now time.Time) []*dashboardv1.WatchDashboardResponse {
 		q.Now = now
 		if !fixedHeat { // the default heat map follows today
 			q.HeatFrom = dashboard.StartOfDay(now)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -13,88 +12,24 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tideline/tideline/adapters/jetstream"
-	"github.com/tideline/tideline/adapters/natsserver/natstest"
-	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/domain/steps"
-	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
-	safetymodel "github.com/tideline/tideline/projections/safety"
-	stepsmodel "github.com/tideline/tideline/projections/steps"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
-type dashFixture struct {
-	url    string
-	tokens *api.Tokens
-	store  *jetstream.Store
-	runner *jetstream.Runner
-}
-
-// startDashboard serves the API over a real embedded NATS, event store
-// and dashboard runner; the other read models are idle.
-func startDashboard(tb testing.TB) *dashFixture {
-	tb.Helper()
-	_, nc := natstest.Start(tb)
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	model := dashboardmodel.New()
-	runner := jetstream.NewRunner(store, model, jetstream.RunnerOptions{})
-	done := make(chan struct{})
-	go func() { runner.Run(ctx); close(done) }()
-	tokens, err := api.LoadOrCreateTokens(tb.TempDir())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stepsModel, safetyModel := stepsmodel.New(), safetymodel.New()
-	a, err := api.New(api.Deps{
-		Tokens: tokens, Steps: &steps.Service{Store: store},
-		StepsModel: stepsModel, StepsFeed: jetstream.NewRunner(store, stepsModel, jetstream.RunnerOptions{}),
-		SafetyModel: safetyModel, SafetyFeed: jetstream.NewRunner(store, safetyModel, jetstream.RunnerOptions{}),
-		DashboardModel: model, DashboardFeed: runner,
-		Projections:  map[string]api.ProjectionControl{},
-		LastPosition: store.LastPosition,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(a.Handler())
-	srv.Config = api.NewServer(a.Handler())
-	srv.Start()
-	tb.Cleanup(func() {
-		a.Close()
-		srv.Close()
-		cancel()
-		<-done
-	})
-	return &dashFixture{url: srv.URL, tokens: tokens, store: store, runner: runner}
-}
-
-func (f *dashFixture) token(tb testing.TB, role auth.Role) string {
-	tb.Helper()
-	tok, err := f.tokens.Issue(auth.Principal{Subject: "ops", Role: role}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
-}
-
-// append stores msgs as one commit on the order's (or rider's) stream and
+// appendTo stores msgs as one commit on the order's (or rider's) stream and
 // returns its position.
-func (f *dashFixture) append(tb testing.TB, id string, msgs ...proto.Message) uint64 {
+func appendTo(tb testing.TB, f *servertest.Server, id string, msgs ...proto.Message) uint64 {
 	tb.Helper()
 	stream := es.StreamID{Context: "delivery", Type: "order", ID: id}
 	if _, ok := msgs[0].(*safetyv1.DangerDetected); ok {
 		stream = es.StreamID{Context: "safety", Type: "rider", ID: id}
 	}
-	res, err := f.store.Append(context.Background(), stream, msgs, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+	res, err := f.Store.Append(context.Background(), stream, msgs, es.AppendOptions{ExpectedVersion: es.AnyVersion})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -102,18 +37,18 @@ func (f *dashFixture) append(tb testing.TB, id string, msgs ...proto.Message) ui
 }
 
 func TestDashboardRoles(t *testing.T) {
-	f := startDashboard(t)
-	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url)
+	f := servertest.Start(t)
+	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL)
 	cases := []struct {
 		name string
 		tok  string
 		code connect.Code // 0: allowed
 	}{
-		{"admin_reads", f.token(t, auth.Admin), 0},
-		{"enterprise_reads", f.token(t, auth.Enterprise), 0},
-		{"rider_denied", f.token(t, auth.Rider), connect.CodePermissionDenied},
-		{"walker_denied", f.token(t, auth.Walker), connect.CodePermissionDenied},
-		{"service_denied", f.token(t, auth.Service), connect.CodePermissionDenied},
+		{"admin_reads", f.Token(t, "ops", auth.Admin), 0},
+		{"enterprise_reads", f.Token(t, "ops", auth.Enterprise), 0},
+		{"rider_denied", f.Token(t, "ops", auth.Rider), connect.CodePermissionDenied},
+		{"walker_denied", f.Token(t, "ops", auth.Walker), connect.CodePermissionDenied},
+		{"service_denied", f.Token(t, "ops", auth.Service), connect.CodePermissionDenied},
 		{"no_token", "", connect.CodeUnauthenticated},
 	}
 	for _, tc := range cases {
@@ -138,9 +73,9 @@ func TestDashboardRoles(t *testing.T) {
 }
 
 func TestDashboardRejectsBadQueries(t *testing.T) {
-	f := startDashboard(t)
-	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url)
-	tok := f.token(t, auth.Admin)
+	f := servertest.Start(t)
+	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL)
+	tok := f.Token(t, "ops", auth.Admin)
 	now := time.Now()
 	cases := []struct {
 		name  string
@@ -170,19 +105,19 @@ func TestDashboardRejectsBadQueries(t *testing.T) {
 }
 
 func TestGetDashboardReadsOwnWritesOverEveryProtocol(t *testing.T) {
-	f := startDashboard(t)
+	f := servertest.Start(t)
 	now := time.Now()
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url, p.opts...)
+			c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL, p.opts...)
 			order, zone, rider := "o-"+p.name, "zone-"+p.name, "rider-"+p.name
-			f.append(t, order, &deliveryv1.OrderPlaced{OrderId: order, Zone: zone, Amount: 15000, PlacedAt: timestamppb.New(now)})
-			f.append(t, order, &deliveryv1.OrderAccepted{OrderId: order, RiderId: rider, AcceptedAt: timestamppb.New(now)})
-			f.append(t, rider, &safetyv1.DangerDetected{EventId: "d-" + p.name, RiderId: rider, DetectedAt: timestamppb.New(now), Location: &safetyv1.Location{Lat: 37.5, Lng: 127.03}})
-			pos := f.append(t, order, &deliveryv1.OrderRated{OrderId: order, RiderId: rider, Stars: 5})
+			appendTo(t, f, order, &deliveryv1.OrderPlaced{OrderId: order, Zone: zone, Amount: 15000, PlacedAt: timestamppb.New(now)})
+			appendTo(t, f, order, &deliveryv1.OrderAccepted{OrderId: order, RiderId: rider, AcceptedAt: timestamppb.New(now)})
+			appendTo(t, f, rider, &safetyv1.DangerDetected{EventId: "d-" + p.name, RiderId: rider, DetectedAt: timestamppb.New(now), Location: &safetyv1.Location{Lat: 37.5, Lng: 127.03}})
+			pos := appendTo(t, f, order, &deliveryv1.OrderRated{OrderId: order, RiderId: rider, Stars: 5})
 			res, err := c.GetDashboard(context.Background(), withToken(&dashboardv1.GetDashboardRequest{
 				MinPosition: pos, Query: &dashboardv1.DashboardQuery{RiderId: rider},
-			}, f.token(t, auth.Enterprise)))
+			}, f.Token(t, "ops", auth.Enterprise)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,11 +142,11 @@ func TestGetDashboardReadsOwnWritesOverEveryProtocol(t *testing.T) {
 	}
 }
 
-// watch opens a WatchDashboard stream and forwards what it receives.
-func (f *dashFixture) watch(tb testing.TB, ctx context.Context) <-chan *dashboardv1.Dashboard {
+// watchDashboard opens a WatchDashboard stream and forwards what it receives.
+func watchDashboard(tb testing.TB, ctx context.Context, f *servertest.Server) <-chan *dashboardv1.Dashboard {
 	tb.Helper()
-	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.url)
-	s, err := c.WatchDashboard(ctx, withToken(&dashboardv1.WatchDashboardRequest{}, f.token(tb, auth.Admin)))
+	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL)
+	s, err := c.WatchDashboard(ctx, withToken(&dashboardv1.WatchDashboardRequest{}, f.Token(tb, "ops", auth.Admin)))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -246,15 +181,15 @@ func await(tb testing.TB, updates <-chan *dashboardv1.Dashboard, pos uint64) *da
 }
 
 func TestWatchDashboardPushesAppends(t *testing.T) {
-	f := startDashboard(t)
+	f := servertest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	updates := f.watch(t, ctx)
+	updates := watchDashboard(t, ctx, f)
 	first := await(t, updates, 0)
 	if first.Board.Placed != 0 {
 		t.Fatalf("first update = %v", first.Board)
 	}
-	pos := f.append(t, "o1", &deliveryv1.OrderPlaced{OrderId: "o1", Zone: "z1", Amount: 9000, PlacedAt: timestamppb.Now()})
+	pos := appendTo(t, f, "o1", &deliveryv1.OrderPlaced{OrderId: "o1", Zone: "z1", Amount: 9000, PlacedAt: timestamppb.Now()})
 	if d := await(t, updates, pos); d.Board.Placed != 1 || d.Today.Orders != 1 {
 		t.Fatalf("update after placing = board %v today %v", d.Board, d.Today)
 	}
@@ -262,7 +197,7 @@ func TestWatchDashboardPushesAppends(t *testing.T) {
 	var last uint64
 	for i := range 50 {
 		id := fmt.Sprintf("b%d", i)
-		last = f.append(t, id, &deliveryv1.OrderPlaced{OrderId: id, Zone: "z1", Amount: 9000, PlacedAt: timestamppb.Now()})
+		last = appendTo(t, f, id, &deliveryv1.OrderPlaced{OrderId: id, Zone: "z1", Amount: 9000, PlacedAt: timestamppb.Now()})
 	}
 	n := 0
 	for {
@@ -280,7 +215,7 @@ func TestWatchDashboardPushesAppends(t *testing.T) {
 		t.Errorf("burst not coalesced: %d updates", n)
 	}
 	// An event the dashboard does not read changes no figure: no update.
-	f.append(t, "w1", &safetyv1.DangerDetected{RiderId: "no-event-id"})
+	appendTo(t, f, "w1", &safetyv1.DangerDetected{RiderId: "no-event-id"})
 	select {
 	case d := <-updates:
 		t.Fatalf("update without a change: %v", d)
@@ -302,10 +237,10 @@ func BenchmarkDashboardFreshness(b *testing.B) {
 		pause time.Duration
 	}{{"isolated", 60 * time.Millisecond}, {"back_to_back", 0}} {
 		b.Run(mode.name, func(b *testing.B) {
-			f := startDashboard(b)
+			f := servertest.Start(b)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			updates := f.watch(b, ctx)
+			updates := watchDashboard(b, ctx, f)
 			await(b, updates, 0)
 			lat := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
@@ -315,7 +250,7 @@ func BenchmarkDashboardFreshness(b *testing.B) {
 				b.StartTimer()
 				id := fmt.Sprintf("o%d", i)
 				start := time.Now()
-				pos := f.append(b, id, &deliveryv1.OrderPlaced{OrderId: id, Zone: "z1", Amount: 9000, PlacedAt: timestamppb.New(start)})
+				pos := appendTo(b, f, id, &deliveryv1.OrderPlaced{OrderId: id, Zone: "z1", Amount: 9000, PlacedAt: timestamppb.New(start)})
 				await(b, updates, pos)
 				lat = append(lat, time.Since(start))
 			}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"math"
+	"net/http"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -10,7 +11,9 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
+	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/delivery/v1/deliveryv1connect"
 )
 
 // SearchNearbyOrders limits.
@@ -21,15 +24,29 @@ const (
 	maxNearbyLimit       = 100
 )
 
+// DeliveryServices serves the delivery context:
+// tideline.delivery.v1.DeliveryService over svc (order commands), the
+// open-orders index and its runner.
+func DeliveryServices(svc *delivery.Service, nearby *nearbymodel.Model, nearbyFeed ReadModel) []Service {
+	return []Service{{Name: deliveryv1connect.DeliveryServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
+		return deliveryv1connect.NewDeliveryServiceHandler(&deliveryHandler{rt: rt, svc: svc, nearby: nearby, nearbyFeed: nearbyFeed}, opts)
+	}}}
+}
+
 // deliveryHandler serves tideline.delivery.v1.DeliveryService.
-type deliveryHandler struct{ d Deps }
+type deliveryHandler struct {
+	rt         *runtime
+	svc        *delivery.Service
+	nearby     *nearbymodel.Model
+	nearbyFeed ReadModel
+}
 
 func latLng(p *deliveryv1.LatLng) delivery.LatLng {
 	return delivery.LatLng{Lat: p.GetLat(), Lng: p.GetLng()}
 }
 
 func (h *deliveryHandler) exec(ctx context.Context, cmd delivery.Command) (uint64, error) {
-	res, err := h.d.Delivery.Execute(ctx, caller(ctx), cmd)
+	res, err := h.svc.Execute(ctx, caller(ctx), cmd)
 	return res.Position.Seq, err
 }
 
@@ -100,10 +117,10 @@ var orderStatuses = map[delivery.Status]deliveryv1.OrderStatus{
 // GetOrder reads the aggregate itself, so min_position needs no wait;
 // one past the stream's end is still refused.
 func (h *deliveryHandler) GetOrder(ctx context.Context, req *connect.Request[deliveryv1.GetOrderRequest]) (*connect.Response[deliveryv1.GetOrderResponse], error) {
-	if err := h.d.checkPosition(ctx, req.Msg.MinPosition); err != nil {
+	if err := h.rt.checkPosition(ctx, req.Msg.MinPosition); err != nil {
 		return nil, err
 	}
-	o, version, err := h.d.Delivery.Get(ctx, caller(ctx), req.Msg.OrderId)
+	o, version, err := h.svc.Get(ctx, caller(ctx), req.Msg.OrderId)
 	if err != nil {
 		return nil, err
 	}
@@ -140,11 +157,11 @@ func (h *deliveryHandler) SearchNearbyOrders(ctx context.Context, req *connect.R
 	if limit < 1 || limit > maxNearbyLimit {
 		return nil, es.Invalidf("limit", "must be between 1 and %d, got %d", maxNearbyLimit, m.Limit)
 	}
-	if err := h.d.waitFor(ctx, h.d.NearbyFeed, m.MinPosition); err != nil {
+	if err := h.rt.waitFor(ctx, h.nearbyFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
-	pos := h.d.NearbyFeed.Position()
-	hits := h.d.NearbyModel.Nearby(m.Lat, m.Lng, radius, limit)
+	pos := h.nearbyFeed.Position()
+	hits := h.nearby.Nearby(m.Lat, m.Lng, radius, limit)
 	out := &deliveryv1.SearchNearbyOrdersResponse{Orders: make([]*deliveryv1.NearbyOrder, len(hits)), Position: pos}
 	for i, hit := range hits {
 		o := hit.Order

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,85 +11,12 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/tideline/tideline/adapters/jetstream"
-	"github.com/tideline/tideline/adapters/natsserver/natstest"
-	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/delivery"
-	"github.com/tideline/tideline/domain/steps"
-	nearbymodel "github.com/tideline/tideline/projections/nearby"
-	safetymodel "github.com/tideline/tideline/projections/safety"
-	stepsmodel "github.com/tideline/tideline/projections/steps"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/delivery/v1/deliveryv1connect"
 )
-
-// startDelivery starts an API serving the DeliveryService (and the
-// services api.New requires) over a fresh embedded JetStream.
-func startDelivery(tb testing.TB) *fixture {
-	tb.Helper()
-	_, nc := natstest.Start(tb)
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stepsModel, safetyModel, nearby := stepsmodel.New(), safetymodel.New(), nearbymodel.New()
-	stepsRunner := jetstream.NewRunner(store, stepsModel, jetstream.RunnerOptions{})
-	safetyRunner := jetstream.NewRunner(store, safetyModel, jetstream.RunnerOptions{})
-	nearbyRunner := jetstream.NewRunner(store, nearby, jetstream.RunnerOptions{})
-	runners := []*jetstream.Runner{stepsRunner, safetyRunner, nearbyRunner}
-	done := make(chan struct{}, len(runners))
-	for _, r := range runners {
-		go func() { r.Run(ctx); done <- struct{}{} }()
-	}
-	tokens, err := api.LoadOrCreateTokens(tb.TempDir())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	a, err := api.New(api.Deps{
-		Tokens: tokens, Steps: &steps.Service{Store: store},
-		StepsModel: stepsModel, StepsFeed: stepsRunner,
-		SafetyModel: safetyModel, SafetyFeed: safetyRunner,
-		Delivery:    delivery.NewService(store, 0, nil),
-		NearbyModel: nearby, NearbyFeed: nearbyRunner,
-		Projections:  map[string]api.ProjectionControl{},
-		LastPosition: store.LastPosition,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(a.Handler())
-	srv.Config = api.NewServer(a.Handler())
-	srv.Start()
-	tb.Cleanup(func() {
-		a.Close()
-		srv.Close()
-		cancel()
-		for range runners {
-			<-done
-		}
-	})
-	return &fixture{url: srv.URL, tokens: tokens, store: store, runner: nearbyRunner}
-}
-
-func (f *fixture) deliveryToken(tb testing.TB, sub string, role auth.Role) string {
-	tb.Helper()
-	tok, err := f.tokens.Issue(auth.Principal{Subject: sub, Role: role}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
-}
-
-func (f *fixture) deliveryLastPosition(tb testing.TB) uint64 {
-	tb.Helper()
-	pos, err := f.store.LastPosition(context.Background())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pos
-}
 
 var (
 	cityHall = &deliveryv1.LatLng{Lat: 37.5663, Lng: 126.9779}
@@ -102,14 +28,14 @@ func placeRequest(id string) *deliveryv1.PlaceOrderRequest {
 }
 
 func TestDeliveryLifecycleOverEveryProtocol(t *testing.T) {
-	f := startDelivery(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.url, p.opts...)
-			shop := f.deliveryToken(t, "shop", auth.Service)
+			c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL, p.opts...)
+			shop := f.Token(t, "shop", auth.Service)
 			rider := "rider-" + p.name
-			rtok := f.deliveryToken(t, rider, auth.Rider)
+			rtok := f.Token(t, rider, auth.Rider)
 			id := "order-" + p.name
 			// Nearby a bit north of the pickup, another order 300 m farther.
 			far := placeRequest(id + "-far")
@@ -140,11 +66,11 @@ func TestDeliveryLifecycleOverEveryProtocol(t *testing.T) {
 				t.Fatalf("accept: %v", err)
 			}
 			// A retry by the holder succeeds and appends nothing.
-			before := f.deliveryLastPosition(t)
+			before := f.Last(t)
 			if _, err := c.AcceptOrder(ctx, withToken(&deliveryv1.AcceptOrderRequest{OrderId: id, RiderId: rider}, rtok)); err != nil {
 				t.Fatalf("accept retry: %v", err)
 			}
-			if f.deliveryLastPosition(t) != before {
+			if f.Last(t) != before {
 				t.Fatal("accept retry appended")
 			}
 			q.MinPosition = accepted.Msg.Position
@@ -196,14 +122,14 @@ func TestDeliveryLifecycleOverEveryProtocol(t *testing.T) {
 }
 
 func TestDeliveryRejects(t *testing.T) {
-	f := startDelivery(t)
+	f := servertest.Start(t)
 	ctx := context.Background()
-	c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.url)
-	g := deliveryv1connect.NewDeliveryServiceClient(h2c, f.url, connect.WithGRPC())
-	shop := f.deliveryToken(t, "shop", auth.Service)
-	kim := f.deliveryToken(t, "kim", auth.Rider)
-	lee := f.deliveryToken(t, "lee", auth.Rider)
-	walker := f.deliveryToken(t, "kim", auth.Walker)
+	c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL)
+	g := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL, connect.WithGRPC())
+	shop := f.Token(t, "shop", auth.Service)
+	kim := f.Token(t, "kim", auth.Rider)
+	lee := f.Token(t, "lee", auth.Rider)
+	walker := f.Token(t, "kim", auth.Walker)
 	// o-placed is open; o-taken is accepted by kim; o-done is delivered and rated.
 	for _, id := range []string{"o-placed", "o-taken", "o-done"} {
 		if _, err := c.PlaceOrder(ctx, withToken(placeRequest(id), shop)); err != nil {
@@ -301,7 +227,7 @@ func TestDeliveryRejects(t *testing.T) {
 			return r
 		}()), connect.CodeFailedPrecondition, ""},
 	}
-	before := f.deliveryLastPosition(t)
+	before := f.Last(t)
 	for _, tc := range cases {
 		for proto, client := range map[string]deliveryv1connect.DeliveryServiceClient{"connect": c, "grpc": g} {
 			t.Run(tc.name+"/"+proto, func(t *testing.T) {
@@ -316,7 +242,7 @@ func TestDeliveryRejects(t *testing.T) {
 			})
 		}
 	}
-	if after := f.deliveryLastPosition(t); after != before {
+	if after := f.Last(t); after != before {
 		t.Fatalf("rejected requests appended %d commits", after-before)
 	}
 }
@@ -325,10 +251,10 @@ func TestDeliveryRejects(t *testing.T) {
 // → deliver, four commands) over Connect from concurrent clients against
 // an embedded JetStream, and reports orders/s and commands/s.
 func BenchmarkDeliveryLifecycle(b *testing.B) {
-	f := startDelivery(b)
+	f := servertest.Start(b)
 	ctx := context.Background()
-	c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.url)
-	shop := f.deliveryToken(b, "shop", auth.Service)
+	c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL)
+	shop := f.Token(b, "shop", auth.Service)
 	var n atomic.Int64
 	b.SetParallelism(8) // 8 × GOMAXPROCS clients
 	b.ResetTimer()

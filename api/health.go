@@ -23,7 +23,7 @@ const maxServiceName = 256
 // healthHandler serves grpc.health.v1.Health. Every served service is as
 // healthy as the server: they share the store, projections and reactions.
 type healthHandler struct {
-	d        Deps
+	rt       *runtime
 	services []string
 
 	mu     sync.Mutex
@@ -32,14 +32,14 @@ type healthHandler struct {
 	logged string // the last reason logged, "" when healthy
 }
 
-func newHealthHandler(d Deps, services []string) *healthHandler {
-	return &healthHandler{d: d, services: services}
+func newHealthHandler(rt *runtime, services []string) *healthHandler {
+	return &healthHandler{rt: rt, services: services}
 }
 
 // check returns why the server cannot serve, or nil; at most one check per
-// healthEvery reaches Deps.Health. A change of verdict is logged once.
+// healthEvery reaches Config.Health. A change of verdict is logged once.
 func (h *healthHandler) check(ctx context.Context) error {
-	if h.d.Health == nil {
+	if h.rt.Health == nil {
 		return nil
 	}
 	h.mu.Lock()
@@ -49,7 +49,7 @@ func (h *healthHandler) check(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	h.err, h.at = h.d.Health(cctx), time.Now()
+	h.err, h.at = h.rt.Health(cctx), time.Now()
 	reason := ""
 	if h.err != nil {
 		reason = h.err.Error()
@@ -97,7 +97,7 @@ func (h *healthHandler) Watch(ctx context.Context, req *connect.Request[healthv1
 	if !known {
 		st = healthv1.HealthCheckResponse_SERVICE_UNKNOWN
 	}
-	release, err := h.d.liveSlot()
+	release, err := h.rt.liveSlot()
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (h *healthHandler) Watch(ctx context.Context, req *connect.Request[healthv1
 	defer tick.Stop()
 	for sent := healthv1.HealthCheckResponse_ServingStatus(-1); ; {
 		if st != sent {
-			if err := sendWithin(ctx, h.d.SendTimeout, s, &healthv1.HealthCheckResponse{Status: st}); err != nil {
+			if err := sendWithin(ctx, h.rt.SendTimeout, s, &healthv1.HealthCheckResponse{Status: st}); err != nil {
 				return err
 			}
 			sent = st
@@ -114,7 +114,7 @@ func (h *healthHandler) Watch(ctx context.Context, req *connect.Request[healthv1
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-h.d.closing:
+		case <-h.rt.closing:
 			return nil
 		case <-tick.C:
 		}

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
@@ -21,12 +22,12 @@ import (
 // passes the 1 MiB limit. The process's heap grows by less than 64 MiB
 // throughout and nothing is appended.
 func TestBodiesBoundedBeforeAndAfterAuth(t *testing.T) {
-	f := start(t)
-	tok := f.token(t, "alice", auth.Walker)
+	f := servertest.Start(t)
+	tok := f.Token(t, "alice", auth.Walker)
 	bomb := gzipBomb(t, 1)           // ~1 MiB inflating to 1 GiB
 	smallBomb := bomb[:len(bomb)/16] // ~64 KiB inflating to 64 MiB: passes the raw cap, not the inflated one
 	const huge = 100 << 20
-	before, err := f.store.LastPosition(context.Background())
+	before, err := f.Store.LastPosition(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestBodiesBoundedBeforeAndAfterAuth(t *testing.T) {
 						if withToken {
 							r.token, want = tok, connect.CodeResourceExhausted
 						}
-						got := r.do(t, h2c, f.url)
+						got := r.do(t, h2c, f.URL)
 						if got.code != want {
 							t.Fatalf("code %v (HTTP %d, %q), want %v", got.code, got.status, got.message, want)
 						}
@@ -78,13 +79,13 @@ func TestBodiesBoundedBeforeAndAfterAuth(t *testing.T) {
 	}
 	t.Run("http1_connect_unary_100MiB_no_token", func(t *testing.T) {
 		r := rawRequest{wire: connectUnary, path: stepsv1connect.StepsServiceRecordStepsProcedure, body: zeros(huge)}
-		if got := r.do(t, http1, f.url); got.code != connect.CodeUnauthenticated {
+		if got := r.do(t, http1, f.URL); got.code != connect.CodeUnauthenticated {
 			t.Fatalf("code %v (HTTP %d, %q)", got.code, got.status, got.message)
 		}
 	})
 	t.Run("http1_connect_unary_100MiB_token", func(t *testing.T) {
 		r := rawRequest{wire: connectUnary, path: stepsv1connect.StepsServiceRecordStepsProcedure, token: tok, body: zeros(huge)}
-		if got := r.do(t, http1, f.url); got.code != connect.CodeResourceExhausted {
+		if got := r.do(t, http1, f.URL); got.code != connect.CodeResourceExhausted {
 			t.Fatalf("code %v (HTTP %d, %q)", got.code, got.status, got.message)
 		}
 	})
@@ -93,7 +94,7 @@ func TestBodiesBoundedBeforeAndAfterAuth(t *testing.T) {
 	if grown > 64<<20 {
 		t.Errorf("heap grew by %.1f MiB, want < 64 MiB", float64(grown)/(1<<20))
 	}
-	after, err := f.store.LastPosition(context.Background())
+	after, err := f.Store.LastPosition(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 )
@@ -40,12 +41,12 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 		maxConns = 8
 		idle     = 500 * time.Millisecond
 	)
-	f := start(t)
+	f := servertest.Start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.NewServer(f.api.Handler())
+	srv := api.NewServer(f.API().Handler())
 	srv.IdleTimeout, srv.ReadHeaderTimeout = idle, idle
 	go srv.Serve(api.LimitListener(ln, maxConns))
 	t.Cleanup(func() { srv.Close() })

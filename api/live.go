@@ -21,9 +21,9 @@ const liveMinGap = 50 * time.Millisecond
 // to pass when it is not zero, and calls next again, at most once per
 // liveMinGap. So a watcher costs the write path nothing and a burst of
 // events costs it one update. A Send the client does not take within
-// d.SendTimeout ends the stream with ResourceExhausted (see sendWithin).
-func live[T any](ctx context.Context, d Deps, feed ReadModel, refresh time.Duration, s *connect.ServerStream[T], next func(now time.Time) []*T) error {
-	release, err := d.liveSlot()
+// rt.SendTimeout ends the stream with ResourceExhausted (see sendWithin).
+func live[T any](ctx context.Context, rt *runtime, feed ReadModel, refresh time.Duration, s *connect.ServerStream[T], next func(now time.Time) []*T) error {
+	release, err := rt.liveSlot()
 	if err != nil {
 		return err
 	}
@@ -37,13 +37,13 @@ func live[T any](ctx context.Context, d Deps, feed ReadModel, refresh time.Durat
 	for {
 		advanced := feed.Advanced() // before reading, so an advance in between is not missed
 		at := time.Now()
-		if err := sendWithin(ctx, d.SendTimeout, s, next(at)...); err != nil {
+		if err := sendWithin(ctx, rt.SendTimeout, s, next(at)...); err != nil {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-d.closing:
+		case <-rt.closing:
 			return nil
 		case <-tick:
 			continue
@@ -55,7 +55,7 @@ func live[T any](ctx context.Context, d Deps, feed ReadModel, refresh time.Durat
 			case <-ctx.Done():
 				t.Stop()
 				return nil
-			case <-d.closing:
+			case <-rt.closing:
 				t.Stop()
 				return nil
 			case <-t.C:
@@ -64,13 +64,13 @@ func live[T any](ctx context.Context, d Deps, feed ReadModel, refresh time.Durat
 	}
 }
 
-// liveSlot takes one of d.MaxLiveStreams; release gives it back.
-func (d Deps) liveSlot() (release func(), err error) {
-	if d.live.Add(1) > int64(d.MaxLiveStreams) {
-		d.live.Add(-1)
-		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("server has %d live streams open, its limit; retry later", d.MaxLiveStreams))
+// liveSlot takes one of rt.MaxLiveStreams; release gives it back.
+func (rt *runtime) liveSlot() (release func(), err error) {
+	if rt.live.Add(1) > int64(rt.MaxLiveStreams) {
+		rt.live.Add(-1)
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("server has %d live streams open, its limit; retry later", rt.MaxLiveStreams))
 	}
-	return func() { d.live.Add(-1) }, nil
+	return func() { rt.live.Add(-1) }, nil
 }
 
 // liveWriter is the response of a server-streaming call, set up by the

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
@@ -49,13 +50,13 @@ func TestReflectionModes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := start(t, func(d *api.Deps) { d.Reflection = tc.mode })
-			tok := f.token(t, "dev", auth.Walker)
+			f := servertest.Start(t, servertest.API(func(d *api.Config) { d.Reflection = tc.mode }))
+			tok := f.Token(t, "dev", auth.Walker)
 			for _, c := range []struct {
 				client *http.Client
 				want   connect.Code
 			}{{h2c, tc.noToken}, {bearer(tok), tc.withTok}} {
-				names, err := listServices(c.client, f.url)
+				names, err := listServices(c.client, f.URL)
 				if connect.CodeOf(err) != c.want && !(c.want == 0 && err == nil) {
 					t.Fatalf("list services: %v, want code %v", err, c.want)
 				}

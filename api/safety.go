@@ -2,17 +2,39 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/safety"
+	alertsmodel "github.com/tideline/tideline/projections/alerts"
+	safetymodel "github.com/tideline/tideline/projections/safety"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
 )
 
+// SafetyServices serves the safety context: tideline.safety.v1.SafetyService
+// over svc (danger reports, alert commands), the danger events read model
+// and its runner, and the alerts read model and its runner.
+func SafetyServices(svc *safety.Service, dangers *safetymodel.Model, dangersFeed ReadModel, alerts *alertsmodel.Model, alertsFeed ReadModel) []Service {
+	return []Service{{Name: safetyv1connect.SafetyServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
+		return safetyv1connect.NewSafetyServiceHandler(&safetyHandler{rt: rt, svc: svc,
+			dangers: dangers, dangersFeed: dangersFeed, alerts: alerts, alertsFeed: alertsFeed}, opts)
+	}}}
+}
+
 // safetyHandler serves tideline.safety.v1.SafetyService.
-type safetyHandler struct{ d Deps }
+type safetyHandler struct {
+	rt          *runtime
+	svc         *safety.Service
+	dangers     *safetymodel.Model
+	dangersFeed ReadModel
+	alerts      *alertsmodel.Model
+	alertsFeed  ReadModel
+}
 
 const maxDangerEvents = 1000
 
@@ -38,10 +60,10 @@ func (h *safetyHandler) ListDangerEvents(ctx context.Context, req *connect.Reque
 			return nil, err
 		}
 	}
-	if err := h.d.waitFor(ctx, h.d.SafetyFeed, m.MinPosition); err != nil {
+	if err := h.rt.waitFor(ctx, h.dangersFeed, m.MinPosition); err != nil {
 		return nil, err
 	}
-	pos := h.d.SafetyFeed.Position()
-	events, total := h.d.SafetyModel.List(m.RiderId, since, limit)
+	pos := h.dangersFeed.Position()
+	events, total := h.dangers.List(m.RiderId, since, limit)
 	return connect.NewResponse(&safetyv1.ListDangerEventsResponse{Events: events, Total: int64(total), Position: pos}), nil
 }

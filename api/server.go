@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,23 +20,9 @@ import (
 	"github.com/rs/cors"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/domain/safety"
-	"github.com/tideline/tideline/domain/steps"
-	alertsmodel "github.com/tideline/tideline/projections/alerts"
-	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
-	nearbymodel "github.com/tideline/tideline/projections/nearby"
-	safetymodel "github.com/tideline/tideline/projections/safety"
-	stepsmodel "github.com/tideline/tideline/projections/steps"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
-	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
-	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
-	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
-	"github.com/tideline/tideline/schemas/gen/tideline/delivery/v1/deliveryv1connect"
-	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
-	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
 
 // ReadModel is what queries need of a running projection: its applied
@@ -61,7 +48,7 @@ type ProjectionStatus struct {
 }
 
 // ProjectionControl is a running projection as the admin API operates it.
-// adapters/jetstream.Runner implements it (through cmd/tideline).
+// adapters/jetstream.Runner implements it (through cmd/tideline/server).
 type ProjectionControl interface {
 	Status(ctx context.Context) ProjectionStatus
 	// Rebuild replays the projection from position 1 and returns once it
@@ -84,33 +71,13 @@ type DeviceRejections interface {
 	Rejected(device string, limit int) ([]*adminv1.RejectedDeviceCommit, int)
 }
 
-// Deps are what the API serves.
-type Deps struct {
+// Config is what every service shares: token checks, the admin
+// service's projections, read-your-writes and live-stream bounds, health,
+// reflection and CORS. Nothing in it belongs to one context: each
+// context's handlers come as Services (StepsServices, SafetyServices,
+// DeliveryServices, DashboardServices).
+type Config struct {
 	Tokens *Tokens
-	Steps  *steps.Service
-	// StepsModel is the steps read model and StepsFeed its runner.
-	StepsModel *stepsmodel.Model
-	StepsFeed  ReadModel
-	// SafetyModel is riders' danger events and SafetyFeed its runner.
-	SafetyModel *safetymodel.Model
-	SafetyFeed  ReadModel
-	// Safety records danger reports and runs alert commands; AlertsModel
-	// is the alert rules and alerts read model, AlertsFeed its runner.
-	// Optional: without them ReportDanger, ListAlerts and AcknowledgeAlert
-	// are Unavailable.
-	Safety      *safety.Service
-	AlertsModel *alertsmodel.Model
-	AlertsFeed  ReadModel
-	// Delivery runs order commands; NearbyModel is the open-orders index
-	// and NearbyFeed its runner. Optional: without all three the
-	// DeliveryService is not served.
-	Delivery    *delivery.Service
-	NearbyModel *nearbymodel.Model
-	NearbyFeed  ReadModel
-	// DashboardModel is the admin dashboard read model and DashboardFeed
-	// its runner. Optional: without both the DashboardService is not served.
-	DashboardModel *dashboardmodel.Model
-	DashboardFeed  ReadModel
 	// Projections by name, for the admin service.
 	Projections map[string]ProjectionControl
 	// DeviceRejections lists the edge device commits the hub refused
@@ -143,19 +110,33 @@ type Deps struct {
 	// projection, the reactions): nil when all can serve, else why not.
 	// The health service answers NOT_SERVING while it fails. Optional.
 	Health func(ctx context.Context) error
-
-	closing chan struct{}
-	live    *atomic.Int64 // open live streams
 }
 
-// Defaults of Deps.
+// Defaults of Config.
 const (
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultSendTimeout     = 10 * time.Second
 	DefaultMaxLiveStreams  = 10000
 )
 
-// API is the set of services over Deps.
+// Service is one Connect service of a context, as the context's
+// constructor (StepsServices, ...) builds it over the context's domain
+// service and read models. New mounts it behind the shared auth gate,
+// limits and error mapping, and lists it in reflection and health.
+type Service struct {
+	Name  string // fully qualified, e.g. tideline.steps.v1.StepsService
+	mount func(rt *runtime, opts connect.HandlerOption) (string, http.Handler)
+}
+
+// runtime is what every handler shares: the config, with defaults
+// applied, and the live streams' state.
+type runtime struct {
+	Config
+	closing chan struct{}
+	live    *atomic.Int64 // open live streams
+}
+
+// API is the set of services over a Config.
 type API struct {
 	handler http.Handler
 	closing chan struct{}
@@ -173,12 +154,13 @@ func (a *API) Handler() http.Handler { return a.handler }
 // does not wait for clients that never leave. Safe to call twice.
 func (a *API) Close() { a.once.Do(func() { close(a.closing) }) }
 
-// New returns the API serving d. Every call but health checks (and
-// reflection when d.Reflection is ReflectionOpen) needs a valid bearer
-// token, checked before the request body is read.
-func New(d Deps) (*API, error) {
-	if d.Tokens == nil || d.Steps == nil || d.StepsModel == nil || d.StepsFeed == nil || d.SafetyModel == nil || d.SafetyFeed == nil {
-		return nil, errors.New("api: Tokens, Steps, StepsModel, StepsFeed, SafetyModel and SafetyFeed are required")
+// New returns the API serving services and the admin service (with
+// health and reflection). Every call but health checks (and reflection
+// when d.Reflection is ReflectionOpen) needs a valid bearer token,
+// checked before the request body is read.
+func New(d Config, services ...Service) (*API, error) {
+	if d.Tokens == nil {
+		return nil, errors.New("api: Tokens is required")
 	}
 	if d.MaxWait == 0 {
 		d.MaxWait = 5 * time.Second
@@ -192,8 +174,7 @@ func New(d Deps) (*API, error) {
 	if d.MaxLiveStreams <= 0 {
 		d.MaxLiveStreams = DefaultMaxLiveStreams
 	}
-	d.closing = make(chan struct{})
-	d.live = new(atomic.Int64)
+	rt := &runtime{Config: d, closing: make(chan struct{}), live: new(atomic.Int64)}
 	limits := []connect.HandlerOption{connect.WithReadMaxBytes(d.MaxMessageBytes)}
 	opts := connect.WithHandlerOptions(append(limits,
 		connect.WithInterceptors(errorInterceptor{}),
@@ -201,23 +182,13 @@ func New(d Deps) (*API, error) {
 		connect.WithCompressMinBytes(1024),
 	)...)
 	mux := http.NewServeMux()
-	services := []string{
-		stepconnect.StepServiceName,
-		stepsv1connect.StepsServiceName,
-		adminv1connect.AdminServiceName,
-		safetyv1connect.SafetyServiceName,
-	}
-	mux.Handle(stepconnect.NewStepServiceHandler(&stepHandler{d: d}, opts))
-	mux.Handle(stepsv1connect.NewStepsServiceHandler(&stepsHandler{d: d}, opts))
-	mux.Handle(adminv1connect.NewAdminServiceHandler(&adminHandler{d: d}, opts))
-	mux.Handle(safetyv1connect.NewSafetyServiceHandler(&safetyHandler{d: d}, opts))
-	if d.Delivery != nil && d.NearbyModel != nil && d.NearbyFeed != nil {
-		services = append(services, deliveryv1connect.DeliveryServiceName)
-		mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&deliveryHandler{d: d}, opts))
-	}
-	if d.DashboardModel != nil && d.DashboardFeed != nil {
-		services = append(services, dashboardv1connect.DashboardServiceName)
-		mux.Handle(dashboardv1connect.NewDashboardServiceHandler(&dashboardHandler{d: d}, opts))
+	var names []string
+	for _, s := range append(services, adminService()) {
+		if slices.Contains(names, s.Name) {
+			return nil, fmt.Errorf("api: service %s given twice", s.Name)
+		}
+		names = append(names, s.Name)
+		mux.Handle(s.mount(rt, opts))
 	}
 
 	g := &gate{
@@ -228,16 +199,16 @@ func New(d Deps) (*API, error) {
 		maxBody: int64(d.MaxMessageBytes) + envelopeSlack,
 		errors:  connect.NewErrorWriter(limits...),
 	}
-	for _, s := range append(services, healthv1connect.HealthName) {
+	for _, s := range append(names, healthv1connect.HealthName) {
 		if err := g.addStreams(s); err != nil {
 			return nil, err
 		}
 	}
-	path, h := healthv1connect.NewHealthHandler(newHealthHandler(d, services), limits...)
+	path, h := healthv1connect.NewHealthHandler(newHealthHandler(rt, names), limits...)
 	mux.Handle(path, h)
 	g.open[path] = true
 	if d.Reflection != ReflectionOff {
-		reflector := grpcreflect.NewStaticReflector(append(services, healthv1connect.HealthName)...)
+		reflector := grpcreflect.NewStaticReflector(append(names, healthv1connect.HealthName)...)
 		for _, newHandler := range []func(*grpcreflect.Reflector, ...connect.HandlerOption) (string, http.Handler){grpcreflect.NewHandlerV1, grpcreflect.NewHandlerV1Alpha} {
 			path, h := newHandler(reflector, limits...)
 			mux.Handle(path, h)
@@ -254,7 +225,7 @@ func New(d Deps) (*API, error) {
 		ExposedHeaders: append(connectcors.ExposedHeaders(), PositionHeader),
 		MaxAge:         7200,
 	})
-	return &API{handler: c.Handler(g), closing: d.closing, live: d.live}, nil
+	return &API{handler: c.Handler(g), closing: rt.closing, live: rt.live}, nil
 }
 
 // Reflection is who may use gRPC server reflection.
@@ -330,15 +301,15 @@ func NewServer(h http.Handler) *http.Server {
 	}
 }
 
-// waitFor implements min_position: it waits, bounded by d.MaxWait, until
+// waitFor implements min_position: it waits, bounded by rt.MaxWait, until
 // rm has applied pos. A pos past anything written is OutOfRange at once
 // (it is never trusted, nor waited for); a read model stopped before pos
 // is Unavailable at once.
-func (d Deps) waitFor(ctx context.Context, rm ReadModel, pos uint64) error {
+func (rt *runtime) waitFor(ctx context.Context, rm ReadModel, pos uint64) error {
 	if pos == 0 || rm.Position() >= pos {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, d.MaxWait)
+	wctx, cancel := context.WithTimeout(ctx, rt.MaxWait)
 	defer cancel()
 	err := rm.WaitFor(wctx, pos)
 	switch {
@@ -353,15 +324,15 @@ func (d Deps) waitFor(ctx context.Context, rm ReadModel, pos uint64) error {
 	if errors.As(err, &e) && e.Kind == es.Unavailable && e.Err == nil {
 		return err // the read model says why, e.g. it is stopped
 	}
-	return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, d.MaxWait, rm.Position())
+	return es.Errorf(es.Unavailable, "read model has not reached min_position %d within %s (at %d)", pos, rt.MaxWait, rm.Position())
 }
 
 // checkPosition refuses a min_position past the event stream's end.
-func (d Deps) checkPosition(ctx context.Context, pos uint64) error {
-	if pos == 0 || d.LastPosition == nil {
+func (rt *runtime) checkPosition(ctx context.Context, pos uint64) error {
+	if pos == 0 || rt.LastPosition == nil {
 		return nil
 	}
-	last, err := d.LastPosition(ctx)
+	last, err := rt.LastPosition(ctx)
 	if err != nil {
 		return es.Wrap(es.Unavailable, "event store unreachable", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -15,8 +16,11 @@ import (
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
+	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
 
 // Headers for clients of the fixed step.StepService contract, whose
@@ -34,13 +38,36 @@ const (
 	maxLeaderboard   = 1000
 )
 
-// stepHandler serves step.StepService exactly as the pedometer clients'
-// contract (shared/contracts/step.proto) defines it.
-type stepHandler struct{ d Deps }
+// StepsServices serves the steps context over svc, the steps read model
+// and its runner: step.StepService, exactly as the pedometer clients'
+// contract (shared/contracts/step.proto) defines it, and
+// tideline.steps.v1.StepsService.
+func StepsServices(svc *steps.Service, model *stepsmodel.Model, feed ReadModel) []Service {
+	deps := func(rt *runtime) stepsDeps { return stepsDeps{rt: rt, svc: svc, model: model, feed: feed} }
+	return []Service{
+		{Name: stepconnect.StepServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
+			return stepconnect.NewStepServiceHandler(&stepHandler{deps(rt)}, opts)
+		}},
+		{Name: stepsv1connect.StepsServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
+			return stepsv1connect.NewStepsServiceHandler(&stepsHandler{deps(rt)}, opts)
+		}},
+	}
+}
+
+// stepsDeps are what the steps handlers serve from.
+type stepsDeps struct {
+	rt    *runtime
+	svc   *steps.Service
+	model *stepsmodel.Model
+	feed  ReadModel
+}
+
+// stepHandler serves step.StepService.
+type stepHandler struct{ stepsDeps }
 
 func (h *stepHandler) RecordSteps(ctx context.Context, req *connect.Request[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
 	m := req.Msg
-	res, err := h.d.Steps.Record(ctx, caller(ctx), steps.Record{
+	res, err := h.svc.Record(ctx, caller(ctx), steps.Record{
 		UserID: m.UserId, Date: m.Date, Steps: m.Steps,
 		IdempotencyKey: req.Header().Get(IdempotencyKeyHeader),
 	})
@@ -63,12 +90,12 @@ func (h *stepHandler) GetStepsByUuids(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	if err := h.d.waitFor(ctx, h.d.StepsFeed, minPos); err != nil {
+	if err := h.rt.waitFor(ctx, h.feed, minPos); err != nil {
 		return nil, legacyFields(err)
 	}
 	counts := make(map[string]int32, len(req.Msg.UserIds))
 	for _, u := range req.Msg.UserIds {
-		n, _ := h.d.StepsModel.Steps(u, req.Msg.Date)
+		n, _ := h.model.Steps(u, req.Msg.Date)
 		counts[u] = n
 	}
 	b, err := json.Marshal(counts)
@@ -76,7 +103,7 @@ func (h *stepHandler) GetStepsByUuids(ctx context.Context, req *connect.Request[
 		return nil, fmt.Errorf("encode counts: %w", err)
 	}
 	out := connect.NewResponse(&steppb.StepResponse{Message: string(b)})
-	out.Header().Set(PositionHeader, strconv.FormatUint(h.d.StepsFeed.Position(), 10))
+	out.Header().Set(PositionHeader, strconv.FormatUint(h.feed.Position(), 10))
 	return out, nil
 }
 
@@ -96,10 +123,10 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 	users := dedup(req.Msg.UserIds)
 	last := make(map[string]int32, len(users))
 	first := true
-	return live(ctx, h.d, h.d.StepsFeed, 0, s, func(time.Time) []*steppb.StepInput {
+	return live(ctx, h.rt, h.feed, 0, s, func(time.Time) []*steppb.StepInput {
 		var out []*steppb.StepInput
 		for _, u := range users {
-			n, _ := h.d.StepsModel.Steps(u, date)
+			n, _ := h.model.Steps(u, date)
 			if prev, seen := last[u]; !first && seen && prev == n {
 				continue
 			}
@@ -145,7 +172,7 @@ func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStre
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := h.d.Steps.Record(ctx, p, cmd); err != nil {
+			if _, err := h.svc.Record(ctx, p, cmd); err != nil {
 				mu.Lock()
 				storeErr = cmp.Or(storeErr, err)
 				mu.Unlock()
@@ -178,11 +205,11 @@ func legacyFields(err error) error {
 }
 
 // stepsHandler serves tideline.steps.v1.StepsService.
-type stepsHandler struct{ d Deps }
+type stepsHandler struct{ stepsDeps }
 
 func (h *stepsHandler) RecordSteps(ctx context.Context, req *connect.Request[stepsv1.RecordStepsRequest]) (*connect.Response[stepsv1.RecordStepsResponse], error) {
 	m := req.Msg
-	res, err := h.d.Steps.Record(ctx, caller(ctx), steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps, IdempotencyKey: m.IdempotencyKey})
+	res, err := h.svc.Record(ctx, caller(ctx), steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps, IdempotencyKey: m.IdempotencyKey})
 	if err != nil {
 		return nil, err
 	}
@@ -213,13 +240,13 @@ func (h *stepsHandler) GetSteps(ctx context.Context, req *connect.Request[stepsv
 	if until.Sub(from) > maxRangeDays*24*time.Hour {
 		return nil, es.Invalidf("to_date", "range is longer than %d days", maxRangeDays)
 	}
-	if err := h.d.waitFor(ctx, h.d.StepsFeed, m.MinPosition); err != nil {
+	if err := h.rt.waitFor(ctx, h.feed, m.MinPosition); err != nil {
 		return nil, err
 	}
-	pos := h.d.StepsFeed.Position()
+	pos := h.feed.Position()
 	out := &stepsv1.GetStepsResponse{Position: pos}
 	for _, u := range dedup(m.UserIds) {
-		for _, d := range h.d.StepsModel.Range(u, m.FromDate, to) {
+		for _, d := range h.model.Range(u, m.FromDate, to) {
 			out.Steps = append(out.Steps, &stepsv1.DailySteps{UserId: d.UserID, Date: d.Date, Steps: d.Steps})
 		}
 	}
@@ -245,14 +272,14 @@ func (h *stepsHandler) leaderboardArgs(ctx context.Context, date string, limit i
 }
 
 func (h *stepsHandler) leaderboard(date string, limit int, user string) *stepsv1.Leaderboard {
-	lb := &stepsv1.Leaderboard{Date: date, Position: h.d.StepsFeed.Position()}
-	for _, e := range h.d.StepsModel.Top(date, limit) {
+	lb := &stepsv1.Leaderboard{Date: date, Position: h.feed.Position()}
+	for _, e := range h.model.Top(date, limit) {
 		lb.Top = append(lb.Top, &stepsv1.LeaderboardEntry{Rank: e.Rank, UserId: e.UserID, Steps: e.Steps})
 	}
-	if e, ok := h.d.StepsModel.Rank(date, user); ok {
+	if e, ok := h.model.Rank(date, user); ok {
 		lb.Me = &stepsv1.LeaderboardEntry{Rank: e.Rank, UserId: e.UserID, Steps: e.Steps}
 	}
-	lb.Total = h.d.StepsModel.Total(date)
+	lb.Total = h.model.Total(date)
 	return lb
 }
 
@@ -262,7 +289,7 @@ func (h *stepsHandler) GetLeaderboard(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	if err := h.d.waitFor(ctx, h.d.StepsFeed, m.MinPosition); err != nil {
+	if err := h.rt.waitFor(ctx, h.feed, m.MinPosition); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&stepsv1.GetLeaderboardResponse{Leaderboard: h.leaderboard(m.Date, limit, user)}), nil
@@ -277,7 +304,7 @@ func (h *stepsHandler) WatchLeaderboard(ctx context.Context, req *connect.Reques
 		return err
 	}
 	var prev *stepsv1.Leaderboard
-	return live(ctx, h.d, h.d.StepsFeed, 0, s, func(time.Time) []*stepsv1.WatchLeaderboardResponse {
+	return live(ctx, h.rt, h.feed, 0, s, func(time.Time) []*stepsv1.WatchLeaderboardResponse {
 		lb := h.leaderboard(m.Date, limit, user)
 		if prev != nil && sameRanking(prev, lb) {
 			return nil

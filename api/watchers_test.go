@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
@@ -38,7 +39,7 @@ type stream interface {
 // stallWatchers opens n live streams (WatchLeaderboard and StreamSteps in
 // turn), each on its own connection, that never read. Closing ctx ends
 // them.
-func stallWatchers(tb testing.TB, ctx context.Context, f *fixture, n, window int) []stream {
+func stallWatchers(tb testing.TB, ctx context.Context, f *servertest.Server, n, window int) []stream {
 	tb.Helper()
 	users := make([]string, 64)
 	for i := range users {
@@ -47,16 +48,16 @@ func stallWatchers(tb testing.TB, ctx context.Context, f *fixture, n, window int
 	var out []stream
 	for i := range n {
 		hc := stalledClient(window)
-		tok := f.token(tb, fmt.Sprintf("watcher-%d", i), auth.Walker)
+		tok := f.Token(tb, fmt.Sprintf("watcher-%d", i), auth.Walker)
 		if i%2 == 0 {
-			s, err := stepsv1connect.NewStepsServiceClient(hc, f.url).WatchLeaderboard(ctx, withToken(&stepsv1.WatchLeaderboardRequest{Date: today(), Limit: 100}, tok))
+			s, err := stepsv1connect.NewStepsServiceClient(hc, f.URL).WatchLeaderboard(ctx, withToken(&stepsv1.WatchLeaderboardRequest{Date: today(), Limit: 100}, tok))
 			if err != nil {
 				tb.Fatal(err)
 			}
 			out = append(out, s)
 			continue
 		}
-		s, err := stepconnect.NewStepServiceClient(hc, f.url).StreamSteps(ctx, withToken(&steppb.GetStepsByUuidsInput{UserIds: users, Date: today()}, tok))
+		s, err := stepconnect.NewStepServiceClient(hc, f.URL).StreamSteps(ctx, withToken(&steppb.GetStepsByUuidsInput{UserIds: users, Date: today()}, tok))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -85,9 +86,9 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 	defer cancel()
 	var sides []*side
 	for _, watchers := range []int{0, 100} {
-		f := start(b)
+		f := servertest.Start(b)
 		stallWatchers(b, ctx, f, watchers, 1<<20)
-		sides = append(sides, &side{c: stepsv1connect.NewStepsServiceClient(h2c, f.url), tok: f.token(b, "shop", auth.Service)})
+		sides = append(sides, &side{c: stepsv1connect.NewStepsServiceClient(h2c, f.URL), tok: f.Token(b, "shop", auth.Service)})
 	}
 	var k atomic.Int32
 	write := func(s *side, n int) {
@@ -130,17 +131,17 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 // watcher's stream, once read, ends with an error instead of hanging.
 func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	const sendTimeout = time.Second
-	f := start(t, func(d *api.Deps) { d.SendTimeout = sendTimeout })
+	f := servertest.Start(t, servertest.API(func(d *api.Config) { d.SendTimeout = sendTimeout }))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	peak := heapPeak(t)
 	watchers := stallWatchers(t, ctx, f, 100, 16<<10)
-	if !poll(5*time.Second, func() bool { return f.api.LiveStreams() == 100 }) {
-		t.Fatalf("%d live streams open, want 100", f.api.LiveStreams())
+	if !poll(5*time.Second, func() bool { return f.API().LiveStreams() == 100 }) {
+		t.Fatalf("%d live streams open, want 100", f.API().LiveStreams())
 	}
 
-	c := stepsv1connect.NewStepsServiceClient(h2c, f.url)
-	tok := f.token(t, "shop", auth.Service)
+	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
+	tok := f.Token(t, "shop", auth.Service)
 	var writes, slowest atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -169,12 +170,12 @@ func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 			}
 		})
 	}
-	dropped := poll(30*time.Second, func() bool { return f.api.LiveStreams() == 0 })
+	dropped := poll(30*time.Second, func() bool { return f.API().LiveStreams() == 0 })
 	close(stop)
 	wg.Wait()
-	t.Logf("%d writes while 100 watchers stalled; slowest %v; %d still open", writes.Load(), time.Duration(slowest.Load()), f.api.LiveStreams())
+	t.Logf("%d writes while 100 watchers stalled; slowest %v; %d still open", writes.Load(), time.Duration(slowest.Load()), f.API().LiveStreams())
 	if !dropped {
-		t.Fatalf("%d of 100 stalled watchers still open after 30 s of writes", f.api.LiveStreams())
+		t.Fatalf("%d of 100 stalled watchers still open after 30 s of writes", f.API().LiveStreams())
 	}
 	if slowest.Load() > int64(5*time.Second) {
 		t.Errorf("a write took %v with stalled watchers", time.Duration(slowest.Load()))

@@ -9,13 +9,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/edge"
 )
-
-// deviceDir is where a data dir keeps its edge device registry: one
-// <id>.json per device (rider, public nkey, revoked), and the <id>.creds
-// written for it.
-func deviceDir(dataDir string) string { return filepath.Join(dataDir, "devices") }
 
 const deviceUsage = `usage:
   tideline device add ID --rider RIDER [--data DIR]   register a device; prints its credentials file
@@ -46,7 +42,7 @@ func deviceCmd(args []string, stdout, stderr io.Writer) error {
 	if id == "" && fs.NArg() > 0 {
 		id = fs.Arg(0)
 	}
-	dir := deviceDir(*dataDir)
+	dir := server.DeviceDir(*dataDir)
 	switch sub {
 	case "add":
 		if id == "" || *rider == "" {

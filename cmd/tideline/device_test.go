@@ -12,6 +12,7 @@ import (
 
 	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 )
@@ -28,7 +29,7 @@ func deviceRun(t *testing.T, args ...string) (string, error) {
 // refused.
 func TestDeviceRegistry(t *testing.T) {
 	dir := t.TempDir()
-	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:-1",
+	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:-1",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -59,7 +60,7 @@ func TestDeviceRegistry(t *testing.T) {
 		}
 	}
 
-	a, err := edge.Open(context.Background(), edge.Config{Creds: creds, Hub: natsserver.LeafURL(m.ns), DataDir: t.TempDir(),
+	a, err := edge.Open(context.Background(), edge.Config{Creds: creds, Hub: natsserver.LeafURL(m.NATS()), DataDir: t.TempDir(),
 		LeafReconnect: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -72,14 +73,14 @@ func TestDeviceRegistry(t *testing.T) {
 	if _, err := deviceRun(t, "revoke", "bike-7", "--data", dir); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "revoked device cut", func() bool { return !a.LinkUp() && m.ns.NumLeafNodes() == 0 })
+	waitUntil(t, "revoked device cut", func() bool { return !a.LinkUp() && m.NATS().NumLeafNodes() == 0 })
 	if out, _ := deviceRun(t, "list", "--data", dir); !strings.Contains(out, "revoked") {
 		t.Fatalf("list:\n%s", out)
 	}
 	// It keeps trying and keeps being refused.
 	deadline := time.Now().Add(500 * time.Millisecond)
 	for time.Now().Before(deadline) {
-		if m.ns.NumLeafNodes() != 0 {
+		if m.NATS().NumLeafNodes() != 0 {
 			t.Fatal("revoked device connected again")
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/edge"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
@@ -37,7 +38,7 @@ import (
 
 // deviceHub is `tideline serve --leaf-listen` in process, with clients.
 type deviceHub struct {
-	m        *Main
+	m        *server.Main
 	url      string
 	admin    string
 	safety   safetyv1connect.SafetyServiceClient
@@ -47,7 +48,7 @@ type deviceHub struct {
 
 func startDeviceHub(t *testing.T) *deviceHub {
 	t.Helper()
-	m := &Main{Config: Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:-1",
+	m := &server.Main{Config: server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:-1",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -64,7 +65,7 @@ func startDeviceHub(t *testing.T) *deviceHub {
 // addDevice registers a device for rider and returns its credentials.
 func (h *deviceHub) addDevice(t *testing.T, id, rider string) edge.Creds {
 	t.Helper()
-	dev, seed, err := natsserver.AddDevice(deviceDir(h.m.Config.DataDir), id, rider)
+	dev, seed, err := natsserver.AddDevice(server.DeviceDir(h.m.Config.DataDir), id, rider)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func (h *deviceHub) addDevice(t *testing.T, id, rider string) edge.Creds {
 // leaf node that publishes whatever it likes, wherever it is let.
 func (h *deviceHub) rogueDevice(t *testing.T, c edge.Creds) *nats.Conn {
 	t.Helper()
-	u, _ := url.Parse(natsserver.LeafURL(h.m.ns))
+	u, _ := url.Parse(natsserver.LeafURL(h.m.NATS()))
 	ns, err := nserver.NewServer(&nserver.Options{ServerName: "rogue-" + c.DeviceID, DontListen: true, NoSigs: true, MaxPayload: 8 << 20,
 		LeafNode: nserver.LeafNodeOpts{ReconnectInterval: 100 * time.Millisecond,
 			Remotes: []*nserver.RemoteLeafOpts{{URLs: []*url.URL{u}, Nkey: c.NKeySeed}}}})
@@ -269,7 +270,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	if d.Msg.Dashboard.Today.GetOrders() != 0 || len(d.Msg.Dashboard.RiderRanking) != 0 {
 		t.Errorf("dashboard counts the rogue's orders (%d) or ratings (%v)", d.Msg.Dashboard.Today.GetOrders(), d.Msg.Dashboard.RiderRanking)
 	}
-	js, _ := h.m.nc.JetStream()
+	js, _ := h.m.Store.JetStream().Conn().JetStream()
 	for _, s := range []string{"EVENTS", "DEVICE_QUARANTINE", "DEVICE_INGRESS"} {
 		if info, err := js.StreamInfo(s); err == nil && info.State.Bytes > 1<<20 {
 			t.Errorf("stream %s holds %d bytes: the 8 MiB message was stored", s, info.State.Bytes)
@@ -277,7 +278,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	}
 
 	// An honest device still gets through.
-	a, err := edge.Open(ctx, edge.Config{Creds: bikeB, Hub: natsserver.LeafURL(h.m.ns), DataDir: t.TempDir(),
+	a, err := edge.Open(ctx, edge.Config{Creds: bikeB, Hub: natsserver.LeafURL(h.m.NATS()), DataDir: t.TempDir(),
 		LeafReconnect: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +308,7 @@ func TestGarbageDoesNotDelayAnotherDevicesAlert(t *testing.T) {
 	h := startDeviceHub(t)
 	ctx := context.Background()
 	rogue := h.rogueDevice(t, h.addDevice(t, "bike-a", "alice"))
-	a, err := edge.Open(ctx, edge.Config{Creds: h.addDevice(t, "bike-b", "bob"), Hub: natsserver.LeafURL(h.m.ns), DataDir: t.TempDir(),
+	a, err := edge.Open(ctx, edge.Config{Creds: h.addDevice(t, "bike-b", "bob"), Hub: natsserver.LeafURL(h.m.NATS()), DataDir: t.TempDir(),
 		LeafReconnect: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -391,4 +392,11 @@ func TestRejectedDeviceCommitsListed(t *testing.T) {
 	if _, err := plain.ListRejectedDeviceCommits(ctx, authed(&adminv1.ListRejectedDeviceCommitsRequest{}, mainToken(t, m, "root", auth.Admin))); connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("without --leaf-listen: %v, want Unavailable", err)
 	}
+}
+
+// h2cClient speaks HTTP/2 without TLS, as gRPC clients do.
+func h2cClient() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/internal/dirlock"
 )
 
@@ -22,7 +23,7 @@ func TestSecondServerOnDataDirRefused(t *testing.T) {
 	dir := t.TempDir()
 	first, stop := startMain(t, dir)
 
-	second := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0",
+	second := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	err := second.Run(context.Background())
 	if err == nil {
@@ -49,7 +50,7 @@ func TestSecondServerOnDataDirRefused(t *testing.T) {
 	}
 
 	stop()
-	third := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0",
+	third := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	if err := third.Run(context.Background()); err != nil {
 		t.Fatalf("server after the holder stopped: %v", err)

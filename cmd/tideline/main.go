@@ -18,6 +18,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tideline/tideline/cmd/tideline/internal/bench"
+	"github.com/tideline/tideline/cmd/tideline/internal/demo"
 )
 
 const usage = `tideline: event-sourced streaming backend on NATS JetStream
@@ -62,9 +65,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "nats-user":
 		return natsUserCmd(args[1:], stdout, stderr)
 	case "bench":
-		return benchCmd(ctx, args[1:], stdout, stderr)
+		return bench.Run(ctx, args[1:], stdout, stderr)
 	case "demo":
-		return demoCmd(ctx, args[1:], stdout, stderr)
+		return demo.Run(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

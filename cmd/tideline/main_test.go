@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/grpcreflect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
@@ -28,9 +29,9 @@ import (
 
 // startMain runs a Main on dir and a free loopback port. The returned
 // stop closes it once; the test's cleanup calls it too.
-func startMain(tb testing.TB, dir string) (*Main, func()) {
+func startMain(tb testing.TB, dir string) (*server.Main, func()) {
 	tb.Helper()
-	m := &Main{Config: Config{
+	m := &server.Main{Config: server.Config{
 		DataDir: dir,
 		Listen:  "127.0.0.1:0",
 		Logger:  slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -47,7 +48,7 @@ func startMain(tb testing.TB, dir string) (*Main, func()) {
 	return m, stop
 }
 
-func mainToken(tb testing.TB, m *Main, sub string, role auth.Role) string {
+func mainToken(tb testing.TB, m *server.Main, sub string, role auth.Role) string {
 	tb.Helper()
 	tok, err := m.Tokens.Issue(auth.Principal{Subject: sub, Role: role}, time.Hour)
 	if err != nil {

@@ -10,12 +10,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/cmd/tideline/server"
 )
-
-// natsUserDir is where a data dir keeps its NATS client users: one
-// <name>.json per user (role, public nkey, revoked) and the <name>.creds
-// written for it.
-func natsUserDir(dataDir string) string { return filepath.Join(dataDir, "nats-users") }
 
 const natsUserUsage = `usage:
   tideline nats-user add NAME [--role reader|ops] [--data DIR]   register a NATS client; prints its credentials file
@@ -52,7 +48,7 @@ func natsUserCmd(args []string, stdout, stderr io.Writer) error {
 	if name == "" && fs.NArg() > 0 {
 		name = fs.Arg(0)
 	}
-	dir := natsUserDir(*dataDir)
+	dir := server.NATSUserDir(*dataDir)
 	switch sub {
 	case "add":
 		if name == "" {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
@@ -33,13 +34,13 @@ func natsUserRun(t *testing.T, args ...string) (string, error) {
 // reads the events the API wrote, a revoked one is cut.
 func TestNATSUserCommand(t *testing.T) {
 	dir := t.TempDir()
-	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:-1",
+	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:-1",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	url := m.ns.ClientURL()
+	url := m.NATS().ClientURL()
 
 	if nc, err := nats.Connect(url, nats.NoReconnect()); err == nil {
 		nc.Close()

@@ -1,4 +1,7 @@
-package main
+// Package bench is `tideline bench`: Tideline's figures against raw
+// JetStream and bare connect-go, measured in one run on an embedded
+// server.
+package bench
 
 import (
 	"context"
@@ -28,6 +31,7 @@ import (
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
@@ -87,7 +91,9 @@ var benchFigures = []string{"append", "rebuild", "record_steps", "stream_ingest"
 // benchPayload is the size of every raw message and of every event.
 const benchPayload = 256
 
-func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Run runs `tideline bench` with args (its flags), printing progress to
+// stderr and the figures to stdout.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -513,7 +519,7 @@ func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figu
 		return err
 	}
 	defer stopBare()
-	m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.logger()}}
+	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.logger()}}
 	if err := m.Run(ctx); err != nil {
 		return fmt.Errorf("start server: %w", err)
 	}

@@ -1,4 +1,6 @@
-package main
+// Package demo is `tideline demo`: a realistic day of riders, orders,
+// steps and danger reports driven through the public API.
+package demo
 
 import (
 	"context"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
@@ -57,7 +60,9 @@ type demoSummary struct {
 	Dashboard                                              *dashboardv1.Dashboard
 }
 
-func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Run runs `tideline demo` with args (its flags), printing the day to
+// stdout and the embedded server's log to stderr.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -195,7 +200,7 @@ func runDemo(ctx context.Context, c demoConfig) (*demoSummary, error) {
 			return nil, fmt.Errorf("demo: temp dir: %w", err)
 		}
 		defer os.RemoveAll(dir)
-		m := &Main{Config: Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.log}}
+		m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.log}}
 		if err := m.Run(ctx); err != nil {
 			return nil, fmt.Errorf("demo: start embedded server: %w", err)
 		}

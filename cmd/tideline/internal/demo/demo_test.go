@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 )
 
 func TestDemoFillsEveryReadModel(t *testing.T) {
@@ -37,21 +39,21 @@ func TestDemoFillsEveryReadModel(t *testing.T) {
 
 func TestDemoFlags(t *testing.T) {
 	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"demo", "--server", "http://127.0.0.1:1"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "--data") {
+	if err := Run(context.Background(), []string{"--server", "http://127.0.0.1:1"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "--data") {
 		t.Fatalf("--server without --data: %v", err)
 	}
-	if err := run(context.Background(), []string{"demo", "--riders", "0"}, &out, &errb); err == nil {
+	if err := Run(context.Background(), []string{"--riders", "0"}, &out, &errb); err == nil {
 		t.Fatal("--riders 0 accepted")
 	}
 }
 
 func TestDemoAgainstRunningServer(t *testing.T) {
-	dir := t.TempDir()
-	m, _ := startMain(t, dir)
+	m := servertest.Start(t)
+	dir := m.Config.DataDir
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	err := run(ctx, []string{"demo", "--server", "http://" + m.Addr(), "--data", dir, "--riders", "3", "--orders", "12", "--speed", "1e9"}, &out, &out)
+	err := Run(ctx, []string{"--server", "http://" + m.Addr(), "--data", dir, "--riders", "3", "--orders", "12", "--speed", "1e9"}, &out, &out)
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}

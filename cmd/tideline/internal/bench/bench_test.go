@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -14,8 +14,8 @@ func TestBenchSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	args := []string{"bench", "--json", "--n", "300", "--concurrency", "16", "--rpc-concurrency", "8", "--streams", "4", "--rounds", "2"}
-	if err := run(ctx, args, &stdout, &stderr); err != nil {
+	args := []string{"--json", "--n", "300", "--concurrency", "16", "--rpc-concurrency", "8", "--streams", "4", "--rounds", "2"}
+	if err := Run(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
 	}
 	var names []string

@@ -1,0 +1,79 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/reactions"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/projections"
+)
+
+// Module wires one context into the server, in one place: from what the
+// Host offers it builds the context's domain service and read models, and
+// hands the host their runners, its reactions and its Connect services.
+// ctx bounds what it does while the server starts. Each context has its
+// file here (steps.go, safety.go, ...).
+type Module func(ctx context.Context, h *Host) error
+
+// contexts are what the server serves, wired in this order. Adding a
+// context is its Module and one entry here.
+var contexts = []Module{stepsModule, safetyModule, deliveryModule, dashboardModule, devicesModule}
+
+// Host is what a Module gets from the server. Its fields are set before
+// the first Module runs; its methods take what the context provides:
+// runners start at once, the reactions and the API once every Module is
+// wired. Modules run one at a time.
+type Host struct {
+	Config *Config // what `tideline serve` was given
+	Logger *slog.Logger
+	Store  *jetstream.Store
+	Conn   *nats.Conn // the server's own in-process NATS connection
+	// Devices is the edge device registry; nil unless Config.LeafListen.
+	Devices *natsserver.Devices
+	// API is the API's shared configuration. A Module may set what the
+	// server does not: it sets Tokens, Projections, LastPosition,
+	// CORSOrigins, Reflection and Health.
+	API api.Config
+
+	m         *Main
+	ctx       context.Context // the server's life
+	reactions []reactions.Reaction
+	services  []api.Service
+}
+
+// Runner returns a runner for p, which the server runs for its whole life
+// (restarting it from its last snapshot when it fails), reports in health
+// and lets the admin service operate.
+func (h *Host) Runner(p projections.Projection) *jetstream.Runner {
+	return h.m.startRunner(h.ctx, p)
+}
+
+// React adds reactions to the server's reactions engine (one watermill
+// router, each reaction a durable consumer).
+func (h *Host) React(rs ...reactions.Reaction) { h.reactions = append(h.reactions, rs...) }
+
+// Serve adds Connect services to the API.
+func (h *Host) Serve(ss ...api.Service) { h.services = append(h.services, ss...) }
+
+// Check adds a health check: while it fails the server is NOT_SERVING.
+func (h *Host) Check(check func(ctx context.Context) error) { h.m.checks = append(h.m.checks, check) }
+
+// Connect opens an in-process NATS connection of the Module's own (its
+// traffic apart from the store's); it is closed when the server closes.
+func (h *Host) Connect(name string) (*nats.Conn, error) {
+	nc, err := natsserver.Connect(h.m.ns, name)
+	if err != nil {
+		return nil, err
+	}
+	h.m.closers = append(h.m.closers, nc.Close)
+	return nc, nil
+}
+
+// Go runs f until the server closes: f's ctx ends when Close begins, and
+// Close waits for f to return.
+func (h *Host) Go(f func(ctx context.Context)) { h.m.goRun(h.ctx, f) }

@@ -1,0 +1,37 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/reactions"
+)
+
+// startReactions runs the contexts' reactions on one engine until runCtx
+// ends, and returns once they are running.
+func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
+	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: jetstream.DecodeCommit, Logger: m.Config.Logger}, rs...)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		err := eng.Run(runCtx)
+		if err != nil {
+			m.Config.Logger.Error("reactions stopped", "err", err)
+		}
+		m.reactionsDone.Store(true)
+		errc <- err
+	}()
+	select {
+	case <-eng.Running():
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("reactions: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

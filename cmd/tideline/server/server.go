@@ -1,0 +1,405 @@
+// Package server assembles a Tideline server: the embedded NATS server,
+// the event store, the projection runners, the reactions and the Connect
+// API. `tideline serve` runs it; end-to-end and API tests start the same
+// assembly (see servertest).
+package server
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	nserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/dirlock"
+	"github.com/tideline/tideline/projections"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+)
+
+// Config is everything `tideline serve` takes.
+type Config struct {
+	DataDir         string
+	Listen          string // HTTP address of the Connect API
+	NATSListen      string // optional TCP listener for NATS clients, registered with `tideline nats-user add`
+	LeafListen      string // optional listener for edge devices (NATS leaf nodes), registered with `tideline device add`
+	SyncAlways      bool
+	DuplicateWindow time.Duration
+	CORSOrigins     []string
+	AlertWebhook    string // optional URL each safety alert is POSTed to
+	// MaxConns caps the API's open connections (0: api.DefaultMaxConns);
+	// more are reset at once.
+	MaxConns int
+	// IdleTimeout closes API connections without a call for this long
+	// (0: api.DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// Reflection is who may use gRPC reflection: auto (default: anyone
+	// when the API listens on loopback only, else callers with a token),
+	// on, token or off.
+	Reflection string
+	Logger     *slog.Logger
+	// DiskReserve is the free space on the data disk under which writes
+	// are refused (natsserver.DiskGuardConfig.Reserve); 0: 64 MiB, at
+	// most a tenth of the disk; negative: none.
+	DiskReserve int64
+	// DeviceRate and DeviceBurst are each edge device lane's quota at the
+	// device gate: commits per second and bucket size (see devicegate).
+	DeviceRate  float64
+	DeviceBurst int
+}
+
+// Main is a running server: embedded NATS, the event store, and what
+// every context's Module provides (read models and their runners,
+// reactions, Connect services) behind the shared API. End-to-end and API
+// tests reuse it on port 0 and a temp dir (servertest).
+type Main struct {
+	Config Config
+	// TuneAPI, when set, adjusts the API's configuration before the API
+	// is built (tests: limits, reflection).
+	TuneAPI func(*api.Config)
+
+	ns      *nserver.Server
+	nc      *nats.Conn
+	Store   *jetstream.Store
+	Tokens  *api.Tokens
+	api     *api.API
+	http    *http.Server
+	ln      net.Listener
+	cancel  context.CancelFunc
+	failed  chan error // the HTTP server stopped on its own
+	wg      sync.WaitGroup
+	runners []*jetstream.Runner
+	// reactionsDone is set once the reactions' router has returned.
+	reactionsDone atomic.Bool
+	// checks are the Modules' own health checks (Host.Check).
+	checks []func(ctx context.Context) error
+	// closers run once everything started has stopped (Host.Connect).
+	closers []func()
+	// Devices is the edge device registry (DATA/devices), with LeafListen.
+	Devices *natsserver.Devices
+	// disk guards the data disk. diskStop stops it once the runners have
+	// written their final snapshots, which it may have to cut short.
+	disk     *natsserver.DiskGuard
+	diskStop func()
+	// Users is the NATS client registry (DATA/nats-users), with NATSListen.
+	Users *natsserver.Users
+	lock  *dirlock.Lock // DATA/LOCK: one server per data dir
+}
+
+// Addr returns the API's listening address once Run has returned.
+func (m *Main) Addr() string { return m.ln.Addr().String() }
+
+// API returns the Connect API once Run has returned.
+func (m *Main) API() *api.API { return m.api }
+
+// Runner returns the named projection's runner, or nil.
+func (m *Main) Runner(name string) *jetstream.Runner {
+	for _, r := range m.runners {
+		if r.Name() == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// NATS returns the embedded NATS server once Run has returned.
+func (m *Main) NATS() *nserver.Server { return m.ns }
+
+// Failed delivers the error that stopped the HTTP server on its own; the
+// caller should then Close.
+func (m *Main) Failed() <-chan error { return m.failed }
+
+// DeviceDir is where a data dir keeps its edge device registry: one
+// <id>.json per device (rider, public nkey, revoked), and the <id>.creds
+// written for it.
+func DeviceDir(dataDir string) string { return filepath.Join(dataDir, "devices") }
+
+// NATSUserDir is where a data dir keeps its NATS client users: one
+// <name>.json per user (role, public nkey, revoked) and the <name>.creds
+// written for it.
+func NATSUserDir(dataDir string) string { return filepath.Join(dataDir, "nats-users") }
+
+// Run starts everything and returns once the API accepts requests. The
+// caller must call Close.
+func (m *Main) Run(ctx context.Context) (err error) {
+	c := &m.Config
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	log := c.Logger
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	m.lock, err = dirlock.Acquire(c.DataDir, dirlock.Holder{Program: "tideline serve", Addr: c.Listen})
+	if err != nil {
+		return err
+	}
+	m.Tokens, err = api.LoadOrCreateTokens(c.DataDir)
+	if err != nil {
+		return err
+	}
+	nsCfg := natsserver.Config{
+		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
+		ClientListen: c.NATSListen,
+		SyncAlways:   c.SyncAlways,
+	}
+	if c.NATSListen != "" {
+		if m.Users, err = natsserver.OpenUsers(NATSUserDir(c.DataDir), log); err != nil {
+			return err
+		}
+		nsCfg.Users = m.Users
+	}
+	if c.LeafListen != "" {
+		if m.Devices, err = natsserver.OpenDevices(DeviceDir(c.DataDir), log); err != nil {
+			return err
+		}
+		nsCfg.LeafListen, nsCfg.Devices, nsCfg.JetStreamDomain = c.LeafListen, m.Devices, natsserver.HubDomain
+	}
+	m.ns, err = natsserver.Start(nsCfg)
+	if err != nil {
+		return err
+	}
+	if c.NATSListen != "" {
+		log.Info("nats listening (credentials required)", "url", m.ns.ClientURL(), "registry", NATSUserDir(c.DataDir))
+	}
+	if c.LeafListen != "" {
+		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", DeviceDir(c.DataDir))
+	}
+	m.nc, err = natsserver.Connect(m.ns, "tideline")
+	if err != nil {
+		return err
+	}
+	m.disk, err = natsserver.NewDiskGuard(m.ns, natsserver.DiskGuardConfig{Reserve: c.DiskReserve, Logger: log})
+	if err != nil {
+		return err
+	}
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
+	if err != nil {
+		return err
+	}
+
+	diskCtx, diskCancel := context.WithCancel(context.Background())
+	diskDone := make(chan struct{})
+	go func() {
+		defer close(diskDone)
+		m.disk.Run(diskCtx)
+	}()
+	m.diskStop = func() { diskCancel(); <-diskDone }
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	if m.Devices != nil { // added and revoked devices apply without a restart
+		m.goRun(runCtx, func(ctx context.Context) { m.Devices.Watch(ctx, 500*time.Millisecond) })
+	}
+	if m.Users != nil { // added and revoked users apply without a restart
+		m.goRun(runCtx, func(ctx context.Context) { m.Users.Watch(ctx, 500*time.Millisecond) })
+	}
+	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, m: m, ctx: runCtx}
+	for _, wire := range contexts {
+		if err := wire(ctx, h); err != nil {
+			return err
+		}
+	}
+	if len(h.reactions) > 0 {
+		if err := m.startReactions(ctx, runCtx, h.reactions); err != nil {
+			return err
+		}
+	}
+	controls := map[string]api.ProjectionControl{}
+	for _, r := range m.runners {
+		controls[r.Name()] = runnerControl{r}
+	}
+
+	m.ln, err = net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
+		return err
+	}
+	reflection, err := api.ParseReflection(cmp.Or(c.Reflection, "auto"), m.ln.Addr())
+	if err != nil {
+		return fmt.Errorf("--reflection: %w", err)
+	}
+	cfg := h.API
+	cfg.Tokens = m.Tokens
+	cfg.Projections = controls
+	cfg.LastPosition = m.Store.LastPosition
+	cfg.CORSOrigins = c.CORSOrigins
+	cfg.Reflection = reflection
+	cfg.Health = m.Health
+	if m.TuneAPI != nil {
+		m.TuneAPI(&cfg)
+	}
+	m.api, err = api.New(cfg, h.services...)
+	if err != nil {
+		return err
+	}
+	m.http = api.NewServer(m.api.Handler())
+	if c.IdleTimeout > 0 {
+		m.http.IdleTimeout = c.IdleTimeout
+	}
+	ln := api.LimitListener(m.ln, cmp.Or(c.MaxConns, api.DefaultMaxConns))
+	m.failed = make(chan error, 1)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.failed <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir, "reflection", reflection)
+	log.Info("get a token: tideline token --data " + c.DataDir + " --sub alice --role walker")
+	return nil
+}
+
+// Health returns why the server cannot serve: the event store refuses
+// writes or cannot be reached, a projection is stopped or not running, the
+// reactions have stopped, or a Module's own check fails (the device gate
+// is not serving). The health service answers with it.
+func (m *Main) Health(ctx context.Context) error {
+	if err := m.Store.Healthy(ctx); err != nil {
+		return err
+	}
+	for _, r := range m.runners {
+		switch st := r.Status(ctx); st.State {
+		case jetstream.Stopped:
+			return fmt.Errorf("projection %s stopped at %d: %s", st.Name, st.StoppedAt, st.Reason)
+		case jetstream.NotRunning:
+			return fmt.Errorf("projection %s not running: %s", st.Name, cmp.Or(st.Reason, "starting"))
+		}
+	}
+	if m.reactionsDone.Load() {
+		return errors.New("reactions stopped")
+	}
+	for _, check := range m.checks {
+		if err := check(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// goRun runs f(ctx) until it returns; Close waits for it.
+func (m *Main) goRun(ctx context.Context, f func(ctx context.Context)) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f(ctx)
+	}()
+}
+
+// startRunner runs a runner for p until ctx ends, restarting it when it
+// fails.
+func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetstream.Runner {
+	r := jetstream.NewRunner(m.Store, p, jetstream.RunnerOptions{Logger: m.Config.Logger})
+	m.runners = append(m.runners, r)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		// A runner that fails (its consumer or snapshot bucket lost while
+		// the store was out of space or restarting) starts again from its
+		// last snapshot.
+		const maxBackoff = 30 * time.Second
+		backoff := time.Second
+		for {
+			start := time.Now()
+			err := r.Run(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			if time.Since(start) > maxBackoff {
+				backoff = time.Second
+			}
+			m.Config.Logger.Error("projection stopped; restarting", "projection", p.Name(), "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+		}
+	}()
+	return r
+}
+
+// Close shuts down in order: stop accepting requests and end live
+// streams, let in-flight requests finish (bounded), stop runners (each
+// writes a final snapshot), flush the connection, stop NATS.
+func (m *Main) Close() error {
+	if m.http == nil && m.ln != nil { // Run failed between listening and serving
+		m.ln.Close()
+	}
+	if m.api != nil {
+		m.api.Close()
+	}
+	if m.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := m.http.Shutdown(ctx); err != nil {
+			m.http.Close()
+		}
+		cancel()
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.wg.Wait()
+	for _, close := range m.closers {
+		close()
+	}
+	if m.diskStop != nil {
+		m.diskStop()
+	}
+	if m.nc != nil {
+		closed := make(chan struct{})
+		m.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := m.nc.Drain(); err == nil {
+			<-closed
+		}
+	}
+	if m.ns != nil {
+		m.ns.Shutdown()
+		m.ns.WaitForShutdown()
+	}
+	return m.lock.Release()
+}
+
+// runnerControl adapts a runner to the admin API.
+type runnerControl struct{ r *jetstream.Runner }
+
+func (c runnerControl) Status(ctx context.Context) api.ProjectionStatus {
+	s := c.r.Status(ctx)
+	return api.ProjectionStatus{Name: s.Name, Version: s.Version, Position: s.Position, Lag: s.Lag,
+		State: projectionStates[s.State], StoppedAt: s.StoppedAt, Reason: s.Reason}
+}
+
+var projectionStates = map[jetstream.RunnerState]adminv1.ProjectionState{
+	jetstream.NotRunning: adminv1.ProjectionState_PROJECTION_STATE_NOT_RUNNING,
+	jetstream.Running:    adminv1.ProjectionState_PROJECTION_STATE_RUNNING,
+	jetstream.Rebuilding: adminv1.ProjectionState_PROJECTION_STATE_REBUILDING,
+	jetstream.Stopped:    adminv1.ProjectionState_PROJECTION_STATE_STOPPED,
+}
+
+func (c runnerControl) Rebuild(ctx context.Context) error { return c.r.Rebuild(ctx) }
+
+func (c runnerControl) Resume(ctx context.Context) error { return c.r.Resume(ctx) }
+
+func (c runnerControl) Skip(ctx context.Context, position uint64, reason string, meta es.Metadata) (uint64, error) {
+	decision, err := c.r.Skip(ctx, position, reason, meta)
+	return decision.Seq, err
+}
