@@ -26,6 +26,9 @@ type limitListener struct {
 	logged  atomic.Int64 // unix nanos of the last refusal log
 }
 
+// Open returns how many accepted connections are open.
+func (l *limitListener) Open() int64 { return l.open.Load() }
+
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()

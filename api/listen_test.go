@@ -48,11 +48,20 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 	}
 	srv := api.NewServer(f.API().Handler())
 	srv.IdleTimeout, srv.ReadHeaderTimeout = idle, idle
-	go srv.Serve(api.LimitListener(ln, maxConns))
+	limited := api.LimitListener(ln, maxConns)
+	go srv.Serve(limited)
 	t.Cleanup(func() { srv.Close() })
 	url := "http://" + ln.Addr().String()
 	if err := healthCheck(url); err != nil {
 		t.Fatalf("health check on an idle server: %v", err)
+	}
+	// The server closes that check's connection when it sees the client
+	// go: only then is its slot free for the connections held below.
+	open := limited.(interface{ Open() int64 })
+	for deadline := time.Now().Add(5 * time.Second); open.Open() != 0; time.Sleep(time.Millisecond) { // poll
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open 5 s after the health check", open.Open())
+		}
 	}
 
 	var held []net.Conn
