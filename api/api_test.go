@@ -308,7 +308,7 @@ func TestStreamUserSteps(t *testing.T) {
 	}
 }
 
-func TestHealthAndCORS(t *testing.T) {
+func TestHealth(t *testing.T) {
 	f := servertest.Start(t)
 	h := healthv1connect.NewHealthClient(h2c, f.URL, connect.WithGRPC())
 	res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{Service: stepconnect.StepServiceName}))
@@ -318,18 +318,55 @@ func TestHealthAndCORS(t *testing.T) {
 	if _, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{Service: "nope"})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("unknown service: %v", err)
 	}
+}
 
-	req, _ := http.NewRequest(http.MethodOptions, f.URL+"/tideline.steps.v1.StepsService/GetSteps", nil)
-	req.Header.Set("Origin", "https://dashboard.example")
-	req.Header.Set("Access-Control-Request-Method", "POST")
-	req.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type")
+// A browser's preflight for the headers the README recommends is
+// allowed, and the actual response exposes Tideline-Position to scripts.
+func TestCORSAllowsTidelineHeaders(t *testing.T) {
+	f := servertest.Start(t)
+	const origin = "https://dashboard.example"
+	for _, tc := range []struct{ path, headers string }{
+		{"/tideline.steps.v1.StepsService/GetSteps", "authorization,connect-protocol-version,content-type"},
+		{"/step.StepService/RecordSteps", "authorization,content-type,idempotency-key"},
+		{"/step.StepService/GetStepsByUuids", "authorization,content-type,tideline-min-position"},
+	} {
+		req, _ := http.NewRequest(http.MethodOptions, f.URL+tc.path, nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", tc.headers)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		allowed := strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers"))
+		if resp.Header.Get("Access-Control-Allow-Origin") == "" {
+			t.Fatalf("preflight for %s with %s refused: %d %v", tc.path, tc.headers, resp.StatusCode, resp.Header)
+		}
+		for _, h := range strings.Split(tc.headers, ",") {
+			if !strings.Contains(allowed, h) {
+				t.Errorf("preflight for %s: Access-Control-Allow-Headers %q lacks %s", tc.path, allowed, h)
+			}
+		}
+	}
+
+	tok := f.Token(t, "alice", auth.Walker)
+	req, _ := http.NewRequest(http.MethodPost, f.URL+"/step.StepService/RecordSteps",
+		strings.NewReader(`{"userId":"alice","date":"`+today()+`","steps":10}`))
+	req.Header.Set("Origin", origin)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set(api.IdempotencyKeyHeader, "cors-1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.Header.Get("Access-Control-Allow-Origin") == "" {
-		t.Fatalf("CORS preflight not allowed: %v", resp.Header)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(api.PositionHeader) == "" {
+		t.Fatalf("RecordSteps from a browser: %d, headers %v", resp.StatusCode, resp.Header)
+	}
+	if exposed := strings.ToLower(resp.Header.Get("Access-Control-Expose-Headers")); !strings.Contains(exposed, "tideline-position") {
+		t.Fatalf("Access-Control-Expose-Headers %q lacks Tideline-Position", exposed)
 	}
 }
 

@@ -76,12 +76,17 @@ func forged(tb testing.TB, f *servertest.Server) map[string]string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	expired, err := f.Tokens.Issue(auth.Principal{Subject: "root", Role: auth.Admin}, -time.Minute)
+	// Issue refuses a ttl that is not positive: sign it by hand.
+	expired := sign(jwt.SigningMethodEdDSA, with(func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Minute).Unix() }), priv)
+	walker, err := f.Tokens.Issue(auth.Principal{Subject: "cat-walker", Role: auth.Walker}, time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	walker, err := f.Tokens.Issue(auth.Principal{Subject: "cat-walker", Role: auth.Walker}, time.Hour)
+	revoked, err := f.Tokens.Issue(auth.Principal{Subject: "root", Role: auth.Admin}, time.Hour)
 	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := f.Tokens.Revoke(revoked); err != nil {
 		tb.Fatal(err)
 	}
 	// The walker's token with its claims rewritten to admin, signature kept.
@@ -98,6 +103,7 @@ func forged(tb testing.TB, f *servertest.Server) map[string]string {
 		"three_dots":             "x.y.z",
 		"oversized":              strings.Repeat("a", 5000),
 		"expired":                expired,
+		"revoked":                revoked,
 		"other_data_dir_key":     otherAdmin,
 		"alg_none":               sign(jwt.SigningMethodNone, admin, jwt.UnsafeAllowNoneSignatureType),
 		"hs256_public_key_raw":   sign(jwt.SigningMethodHS256, admin, []byte(pub)),

@@ -221,7 +221,10 @@ func New(d Config, services ...Service) (*API, error) {
 	c := cors.New(cors.Options{
 		AllowedOrigins: d.CORSOrigins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		// Browsers may send every request header the API reads (the token,
+		// and step.StepService's idempotency key and min position) and
+		// read the position it returns.
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization", IdempotencyKeyHeader, MinPositionHeader),
 		ExposedHeaders: append(connectcors.ExposedHeaders(), PositionHeader),
 		MaxAge:         7200,
 	})

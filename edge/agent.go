@@ -133,6 +133,7 @@ type Agent struct {
 	cfg       Config
 	log       *slog.Logger
 	ns        *server.Server
+	link      *linkLog
 	danger    *forwarder
 	telemetry *forwarder
 	cancel    context.CancelFunc
@@ -165,13 +166,20 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("local nats server: %w", err)
 	}
+	fwdCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.link = newLinkLog(fwdCtx, a.log, opts.LeafNode.Remotes[0].URLs[0].Host)
+	a.ns.SetLoggerV2(a.link, false, false, false)
 	go a.ns.Start()
 	if !a.ns.ReadyForConnections(30 * time.Second) {
 		return nil, errors.New("local nats server not ready after 30s")
 	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.link.watch(fwdCtx, a.LinkUp)
+	}()
 	id := cfg.Creds.DeviceID
-	fwdCtx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
 	newLane := func(name, stream, hub string, maxBytes int64, maxEvents int) (*forwarder, error) {
 		nc, err := nats.Connect("", nats.InProcessServer(a.ns), nats.Name("edge-"+name),
 			nats.CustomInboxPrefix(InboxPrefix(id)), nats.MaxReconnects(-1))
@@ -265,6 +273,28 @@ func (a *Agent) Status() []LaneStatus {
 	return []LaneStatus{a.danger.status(), a.telemetry.status()}
 }
 
+// Forwarded waits until the hub has acknowledged every event stored so
+// far in both lanes (telemetry evicted by the disk bound counts as
+// done), or ctx ends. While the hub is unreachable it keeps waiting.
+func (a *Agent) Forwarded(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		done := true
+		for _, l := range a.Status() {
+			done = done && l.Forwarded >= l.Stored
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // LinkUp reports whether the leaf link to the hub is connected.
 func (a *Agent) LinkUp() bool { return a.ns.NumLeafNodes() > 0 }
 
@@ -284,6 +314,9 @@ func (a *Agent) Close() error {
 		if a.ns != nil {
 			a.ns.Shutdown()
 			a.ns.WaitForShutdown()
+		}
+		if a.link != nil { // no more log lines from the server: no new probes
+			a.link.probes.Wait()
 		}
 		a.lock.Release()
 	})

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -206,6 +208,14 @@ func serverOptions(cfg *Config) (*server.Options, error) {
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("--hub %q: want a URL like nats-leaf://host:7422", cfg.Hub)
 	}
+	switch u.Scheme {
+	case "nats-leaf", "nats", "tls":
+	default: // nats-server would dial any scheme and fail obscurely
+		return nil, fmt.Errorf("--hub %q: scheme %q is not a NATS leaf URL; want nats-leaf://HOST:PORT, the address of the hub's --leaf-listen (e.g. nats-leaf://hub.example:7422)", cfg.Hub, u.Scheme)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(server.DEFAULT_LEAFNODE_PORT))
+	}
 	opts := &server.Options{
 		ServerName:         "edge-" + cfg.Creds.DeviceID,
 		JetStream:          true,
@@ -217,6 +227,10 @@ func serverOptions(cfg *Config) (*server.Options, error) {
 		NoSigs:             true,
 		MaxPayload:         8 << 20,
 		JetStreamMaxMemory: 64 << 20,
+		// Every failed attempt reaches linkLog, which says why once per
+		// problem (nats-server reports a first connect's failures hourly).
+		ConnectErrorReports:   1,
+		ReconnectErrorReports: 1,
 		LeafNode: server.LeafNodeOpts{
 			ReconnectInterval: cfg.LeafReconnect,
 			Remotes: []*server.RemoteLeafOpts{{

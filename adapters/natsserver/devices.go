@@ -90,6 +90,8 @@ type Devices struct {
 	srv    *server.Server
 	domain string
 	stamp  string
+
+	refused refusals // rate-limits the refusal warning (refusals.go)
 }
 
 var _ server.Authentication = (*Devices)(nil)
@@ -153,7 +155,9 @@ func (d *Devices) Check(c server.ClientAuthentication) bool {
 	srv := d.srv
 	d.mu.Unlock()
 	if !ok || dev.Revoked || srv == nil || !verifyNonce(opts.Nkey, opts.Sig, c.GetNonce()) {
-		d.log.Warn("edge device refused", "nkey", opts.Nkey, "known", ok, "revoked", dev.Revoked, "remote", addr(c))
+		if n, say := d.refused.note(opts.Nkey, time.Now()); say {
+			d.log.Warn("edge device refused", "nkey", opts.Nkey, "known", ok, "revoked", dev.Revoked, "remote", addr(c), "refusals", n)
+		}
 		return false
 	}
 	c.RegisterUser(&server.User{

@@ -162,7 +162,7 @@ func TestDeviceAuthentication(t *testing.T) {
 			kp, _ := nkeys.CreateUser()
 			seed, _ := kp.Seed()
 			startLeaf(t, h, "x", seed)
-			waitFor(t, "refusal", func() bool { return h.logs.count("edge device refused") >= 2 })
+			waitFor(t, "refusal", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
 			if n := h.ns.NumLeafNodes(); n != 0 {
 				t.Fatalf("%d leaf nodes connected", n)
 			}
@@ -177,7 +177,7 @@ func TestDeviceAuthentication(t *testing.T) {
 			defer cancel()
 			go h.devices.Watch(ctx, 50*time.Millisecond) // as serve does: no restart
 			waitFor(t, "revoked device cut", func() bool { return h.ns.NumLeafNodes() == 0 })
-			waitFor(t, "reconnect refused", func() bool { return h.logs.count("edge device refused") >= 2 })
+			waitFor(t, "reconnect refused", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
 			if n := h.ns.NumLeafNodes(); n != 0 {
 				t.Fatalf("revoked device connected again (%d leaf nodes)", n)
 			}

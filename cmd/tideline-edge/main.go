@@ -25,6 +25,7 @@ import (
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/ble"
+	"github.com/tideline/tideline/internal/version"
 )
 
 // Config is everything tideline-edge takes.
@@ -130,22 +131,52 @@ func parseSize(s string) (int64, error) {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "tideline-edge:", err)
-		}
-		os.Exit(2)
-	}
+	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+// exitCode reports err on stderr and returns the process's exit status:
+// 0 for success and for -h/--help (flag.ErrHelp: the usage was printed),
+// 2 for any other error.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "tideline-edge:", err)
+	return 2
+}
+
+const usage = `usage: tideline-edge --creds FILE --hub nats-leaf://HOST:7422 --source SOURCE [--data DIR] [flags]
+       tideline-edge --version
+
+Runs the edge agent: reads a motion sensor, a recorded trace or a
+simulator, raises the local alarm on danger (a DANGER log line and
+--alarm-cmd), and stores every event locally until the hub has it: the
+link to the hub is a NATS leaf connection to the hub's --leaf-listen, with
+the credentials 'tideline device add' wrote. It logs why the hub cannot be
+reached or refuses the device.
+
+Sources: ble:ADDR (a BLE sensor), replay:FILE (CSV or JSON Lines trace),
+sim:SCENARIO[:SEED] (ride, crash, fall, tipover, hard-brake, pothole,
+phone-drop, mixed), none (only forward what is stored). With replay: or
+sim:, the agent exits (status 0) once the source has ended and the hub has
+every event; until the hub has them it keeps trying (Ctrl-C stops it, and
+the next start forwards the rest).`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tideline-edge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), usage)
+		fmt.Fprintln(fs.Output(), "\nflags:")
+		fs.PrintDefaults()
+	}
 	var c Config
 	var maxDisk, sync, profile string
+	showVersion := fs.Bool("version", false, "print the version, VCS revision and Go version, and exit")
 	fs.StringVar(&c.DeviceID, "device", "", "device id (must match the credentials)")
-	fs.StringVar(&c.CredsFile, "creds", "", "device credentials file from `tideline device add`")
+	fs.StringVar(&c.CredsFile, "creds", "", "device credentials file, from 'tideline device add' on the hub")
 	fs.StringVar(&c.Agent.Hub, "hub", "", "hub leaf URL, e.g. nats-leaf://hub.example:7422")
 	fs.StringVar(&c.Source, "source", "", "ble:ADDR, replay:FILE, sim:SCENARIO or none")
 	fs.StringVar(&c.Agent.DataDir, "data", "./edge-data", "local store directory")
@@ -158,6 +189,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("tideline-edge"))
+		return nil
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected %q (every setting is a flag; see tideline-edge -h)", fs.Arg(0))
 	}
 	if c.CredsFile == "" || c.Agent.Hub == "" || c.Source == "" {
 		fs.Usage()
@@ -193,8 +231,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		m.SourceDone <- err // for Close
 		if err != nil {
 			c.Agent.Logger.Error("source failed", "err", err)
+			<-ctx.Done() // keep forwarding what is stored
+			break
 		}
-		<-ctx.Done() // keep forwarding what is stored
+		// A finite source (replay, sim) has ended and its events are
+		// stored: exit once the hub has them all.
+		c.Agent.Logger.Info("source ended: exiting once the hub has every stored event")
+		if m.Agent.Forwarded(ctx) == nil {
+			st := m.Agent.Status()
+			c.Agent.Logger.Info("the hub has every event", "danger", st[0].Forwarded, "telemetry", st[1].Forwarded)
+		}
 	}
 	c.Agent.Logger.Info("shutting down")
 	return errors.Join(err, m.Close())

@@ -27,8 +27,11 @@ func deviceCmd(args []string, stdout, stderr io.Writer) error {
 		return errors.New("device: no subcommand")
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("device "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	if isHelp(sub) {
+		fmt.Fprint(stderr, deviceUsage)
+		return flag.ErrHelp
+	}
+	fs := newFlags("device "+sub, deviceUsage, stderr)
 	dataDir := fs.String("data", "./data", "the server's data directory")
 	rider := fs.String("rider", "", "the rider the device belongs to (add)")
 	// Flags may come before or after the id.

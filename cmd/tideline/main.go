@@ -7,6 +7,7 @@
 //	tideline nats-user    register, revoke and list NATS client users
 //	tideline bench        measure Tideline against raw JetStream and connect-go
 //	tideline demo         drive a realistic day through the public API
+//	tideline version      print the version, VCS revision and Go version
 package main
 
 import (
@@ -17,10 +18,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tideline/tideline/cmd/tideline/internal/bench"
 	"github.com/tideline/tideline/cmd/tideline/internal/demo"
+	"github.com/tideline/tideline/internal/version"
 )
 
 const usage = `tideline: event-sourced streaming backend on NATS JetStream
@@ -28,24 +31,55 @@ const usage = `tideline: event-sourced streaming backend on NATS JetStream
 usage:
   tideline serve [--data DIR] [--listen ADDR] [flags]   run the server
   tideline token --sub ID --role ROLE [--data DIR]      print a bearer token
+  tideline token revoke JTI|TOKEN [--data DIR]          refuse a token from now on
   tideline projections list|rebuild|resume|skip [NAME]  operate read models
   tideline device add|revoke|list [ID] [flags]          manage edge devices
   tideline nats-user add|revoke|list [NAME] [flags]     manage NATS clients (--nats-listen)
   tideline bench [--json] [flags]                       run the benchmarks
   tideline demo [--server URL --data DIR] [flags]       drive a realistic day through the API
+  tideline version                                      print the version and exit
 
-Run 'tideline COMMAND -h' for a command's flags.
+Run 'tideline COMMAND -h' (or 'tideline help COMMAND') for a command's flags.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "tideline:", err)
-		}
-		os.Exit(2)
+	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// exitCode reports err on stderr and returns the process's exit status:
+// 0 for success and for -h/--help (flag.ErrHelp: the usage was printed),
+// 2 for any other error.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintln(stderr, "tideline:", err)
+	return 2
+}
+
+// newFlags returns the flag set of `tideline NAME`. Its usage (printed
+// on -h, and on a bad flag) is the command's usage text, then its flags.
+func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), strings.TrimRight(usage, "\n"))
+		fmt.Fprintln(fs.Output(), "\nflags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// isHelp reports whether arg asks for help instead of naming a subcommand.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,7 +102,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return bench.Run(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demo.Run(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, version.String("tideline"))
+		return nil
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && !isHelp(args[1]) { // tideline help COMMAND
+			return run(ctx, []string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return nil
 	}

@@ -33,8 +33,11 @@ func natsUserCmd(args []string, stdout, stderr io.Writer) error {
 		return errors.New("nats-user: no subcommand")
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("nats-user "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	if isHelp(sub) {
+		fmt.Fprint(stderr, natsUserUsage)
+		return flag.ErrHelp
+	}
+	fs := newFlags("nats-user "+sub, natsUserUsage, stderr)
 	dataDir := fs.String("data", "./data", "the server's data directory")
 	role := fs.String("role", natsserver.RoleReader, "reader or ops (add)")
 	// Flags may come before or after the name.

@@ -45,7 +45,7 @@ func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("projections: want list, rebuild, resume or skip")
 	}
 	verb, rest := args[0], args[1:]
-	if verb == "-h" || verb == "--help" || verb == "help" {
+	if isHelp(verb) {
 		fs.Usage()
 		return flag.ErrHelp
 	}

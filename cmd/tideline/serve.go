@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,15 +13,21 @@ import (
 	"github.com/tideline/tideline/cmd/tideline/server"
 )
 
+const serveUsage = `usage: tideline serve [--data DIR] [--listen ADDR] [flags]
+
+Runs the server: an embedded NATS JetStream store under DIR (created on
+first start, with the token signing key DIR/keys/token-ed25519.pem) and the
+Connect, gRPC and gRPC-Web API on ADDR. Logs where it listens; Ctrl-C
+(SIGINT) or SIGTERM shuts it down cleanly, keeping all data.`
+
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("serve", serveUsage, stderr)
 	var c server.Config
 	var sync, cors string
 	fs.StringVar(&c.DataDir, "data", "./data", "data directory (JetStream store, signing key)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address of the Connect/gRPC/gRPC-Web API")
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "also accept NATS clients (registered with 'tideline nats-user add') on this address, e.g. 127.0.0.1:4222; default in-process only")
-	fs.StringVar(&c.LeafListen, "leaf-listen", "", "accept edge devices (NATS leaf nodes, registered with `tideline device add`) on this address, e.g. 0.0.0.0:7422")
+	fs.StringVar(&c.LeafListen, "leaf-listen", "", "accept edge devices (NATS leaf nodes, registered with 'tideline device add') on this address, e.g. 0.0.0.0:7422")
 	fs.StringVar(&sync, "sync", "default", "fsync policy: 'default' (periodic; survives kill -9) or 'always' (also survives power loss, much slower)")
 	fs.DurationVar(&c.DuplicateWindow, "dup-window", 2*time.Minute, "idempotency-key window of the EVENTS stream")
 	fs.StringVar(&c.AlertWebhook, "alert-webhook", "", "POST each safety alert (JSON) to this URL; alerts are always logged")

@@ -63,6 +63,22 @@ var ErrHeld = errors.New("data dir in use")
 // Is reports whether target is ErrHeld.
 func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 
+// Owner returns the holder DIR/LOCK names when that process is still
+// alive: an owner running or starting up. It only reads the file and
+// never takes the lock, so it cannot make a starting owner fail; the
+// price is that a stale file naming a recycled PID reads as alive.
+func Owner(dir string) (Holder, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, FileName))
+	if err != nil {
+		return Holder{}, false
+	}
+	var h Holder
+	if json.Unmarshal(b, &h) != nil || h.PID <= 0 {
+		return Holder{}, false
+	}
+	return h, alive(h.PID)
+}
+
 // Lock is a held directory lock. Release (or the process's exit) frees it.
 type Lock struct {
 	f      *os.File

@@ -90,11 +90,17 @@ func TestKill9ReleasesLock(t *testing.T) {
 	if !errors.As(err, &held) || held.Holder.PID != cmd.Process.Pid || held.Holder.Program != "holder" {
 		t.Fatalf("while the holder runs: got %v, want a HeldError naming pid %d", err, cmd.Process.Pid)
 	}
+	if h, ok := dirlock.Owner(dir); !ok || h.PID != cmd.Process.Pid || h.Program != "holder" {
+		t.Fatalf("Owner while the holder runs = %v, %v; want pid %d (holder)", h, ok, cmd.Process.Pid)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Wait()
+	if h, ok := dirlock.Owner(dir); ok {
+		t.Fatalf("Owner after the holder was killed and reaped = %v, want none alive", h)
+	}
 	// The kernel drops the lock with the process: no stale lock.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -108,4 +114,25 @@ func TestKill9ReleasesLock(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}
+}
+
+func TestOwnerWithoutLockFile(t *testing.T) {
+	dir := t.TempDir()
+	if h, ok := dirlock.Owner(dir); ok {
+		t.Fatalf("Owner of a dir without LOCK = %v", h)
+	}
+	if err := os.WriteFile(dir+"/"+dirlock.FileName, []byte("{torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := dirlock.Owner(dir); ok {
+		t.Fatalf("Owner of an unreadable LOCK = %v", h)
+	}
+	l, err := dirlock.Acquire(dir, dirlock.Holder{Program: "tideline serve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := dirlock.Owner(dir); !ok || h.PID != os.Getpid() {
+		t.Fatalf("Owner while this process holds it = %v, %v", h, ok)
+	}
+	l.Release()
 }

@@ -22,3 +22,10 @@ func tryLock(f *os.File) (held bool, err error) {
 	}
 	return false, err
 }
+
+// alive reports whether process pid exists (signal 0 checks without
+// sending; EPERM means it exists but is another user's).
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
