@@ -48,8 +48,13 @@ type Config struct {
 	// value, a person on foot) or safety.ProfileBike (mounted on the
 	// motorbike); Run's detector uses the profile's defaults.
 	Profile safety.Profile
-	// AlarmCmd, if set, is run with sh -c on every detection.
+	// AlarmCmd, if set, is run with sh -c on every detection, in a process
+	// group of its own. At most AlarmSlots run at once: an alarm finding
+	// them all taken is logged and its command not run.
 	AlarmCmd string
+	// AlarmTimeout bounds one run of AlarmCmd: its process group is killed
+	// when it overruns. Default 10s.
+	AlarmTimeout time.Duration
 	// LeafReconnect is the leaf link's reconnect interval (nats-server adds
 	// up to as much jitter). Default 1s.
 	LeafReconnect time.Duration
@@ -119,6 +124,9 @@ func (c *Config) defaults() error {
 	if c.SyncInterval == 0 {
 		c.SyncInterval = time.Second
 	}
+	if c.AlarmTimeout <= 0 {
+		c.AlarmTimeout = 10 * time.Second
+	}
 	if c.TelemetryWindow == 0 {
 		c.TelemetryWindow = 100
 	}
@@ -128,6 +136,12 @@ func (c *Config) defaults() error {
 	return nil
 }
 
+// AlarmSlots is how many alarm commands may run at once.
+const AlarmSlots = 4
+
+// ErrClosed is returned by Run once Close has begun.
+var ErrClosed = errors.New("edge: agent closed")
+
 // Agent is a running edge agent. Its methods are safe for concurrent use.
 type Agent struct {
 	cfg       Config
@@ -136,19 +150,29 @@ type Agent struct {
 	link      *linkLog
 	danger    *forwarder
 	telemetry *forwarder
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	lock      *dirlock.Lock // DataDir/LOCK: one agent per data dir
+	// life ends when Open's ctx ends or Close begins: every goroutine of
+	// the agent (forwarders, Run, alarm commands) ends with it, and Close
+	// waits for them on wg.
+	life       context.Context
+	cancel     context.CancelFunc
+	mu         sync.Mutex
+	closed     bool
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	alarmSlots chan struct{}
+	lock       *dirlock.Lock // DataDir/LOCK: one agent per data dir
 }
 
 // Open starts the embedded server and the local streams, and begins
-// forwarding to the hub. The caller must call Close.
+// forwarding to the hub. ctx bounds the agent's life: when it ends,
+// forwarding stops and Run returns, as on Close. The caller must call
+// Close.
 func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	a = &Agent{cfg: cfg, log: cfg.Logger.With("device", cfg.Creds.DeviceID)}
+	a = &Agent{cfg: cfg, log: cfg.Logger.With("device", cfg.Creds.DeviceID), alarmSlots: make(chan struct{}, AlarmSlots)}
+	a.life, a.cancel = context.WithCancel(ctx)
 	opened := a // the error returns below set a to nil
 	defer func() {
 		if err != nil {
@@ -166,19 +190,13 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("local nats server: %w", err)
 	}
-	fwdCtx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
-	a.link = newLinkLog(fwdCtx, a.log, opts.LeafNode.Remotes[0].URLs[0].Host)
+	a.link = newLinkLog(a.life, a.log, opts.LeafNode.Remotes[0].URLs[0].Host)
 	a.ns.SetLoggerV2(a.link, false, false, false)
 	go a.ns.Start()
 	if !a.ns.ReadyForConnections(30 * time.Second) {
 		return nil, errors.New("local nats server not ready after 30s")
 	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.link.watch(fwdCtx, a.LinkUp)
-	}()
+	a.spawn(func() { a.link.watch(a.life, a.LinkUp) })
 	id := cfg.Creds.DeviceID
 	newLane := func(name, stream, hub string, maxBytes int64, maxEvents int) (*forwarder, error) {
 		nc, err := nats.Connect("", nats.InProcessServer(a.ns), nats.Name("edge-"+name),
@@ -211,11 +229,7 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 		return nil, err
 	}
 	for _, f := range []*forwarder{a.danger, a.telemetry} {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			f.run(fwdCtx)
-		}()
+		a.spawn(func() { f.run(a.life) })
 	}
 	a.log.Info("edge agent started", "hub", cfg.Hub, "rider", cfg.Creds.RiderID, "data", cfg.DataDir,
 		"max_disk", cfg.MaxDisk, "danger_reserve", cfg.Reserve(), "telemetry_bytes", cfg.TelemetryBytes())
@@ -298,13 +312,41 @@ func (a *Agent) Forwarded(ctx context.Context) error {
 // LinkUp reports whether the leaf link to the hub is connected.
 func (a *Agent) LinkUp() bool { return a.ns.NumLeafNodes() > 0 }
 
-// Close stops forwarding and the local server. Whatever was acknowledged
-// locally stays in DataDir and is forwarded after the next Open.
+// enter registers a goroutine that Close must wait for, unless Close has
+// begun; it reports whether it did. The goroutine calls a.wg.Done.
+func (a *Agent) enter() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return false
+	}
+	a.wg.Add(1)
+	return true
+}
+
+// spawn runs f on a goroutine that Close waits for, unless Close has
+// begun; it reports whether it did. f must return once a.life ends.
+func (a *Agent) spawn(f func()) bool {
+	if !a.enter() {
+		return false
+	}
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// Close stops Run, the alarm commands still running (killed), forwarding
+// and the local server, and waits for all of them. Whatever was
+// acknowledged locally stays in DataDir and is forwarded after the next
+// Open. It may be called more than once.
 func (a *Agent) Close() error {
 	a.closeOnce.Do(func() {
-		if a.cancel != nil {
-			a.cancel()
-		}
+		a.mu.Lock()
+		a.closed = true
+		a.mu.Unlock()
+		a.cancel()
 		a.wg.Wait()
 		for _, f := range []*forwarder{a.danger, a.telemetry} {
 			if f != nil {

@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
-	"os/exec"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/safety"
@@ -33,26 +31,35 @@ type Alarm struct {
 func (a Alarm) Latency() time.Duration { return a.Fired.Sub(a.Arrived) }
 
 // Run feeds the configured source through the detector until the source
-// ends or ctx ends, then waits until everything it produced is stored
-// locally. Per sample: detect; on a detection, fire the alarm at once
-// (log line, --alarm-cmd started on its own goroutine), then queue the
-// DangerDetected for the danger lane; batch samples into telemetry
-// windows for the telemetry lane. Storage runs on writer goroutines, so
-// neither the disk nor the network ever delays detection; danger events
-// are never dropped, telemetry windows are dropped if their queue is full.
-// With no source, Run waits for ctx.
+// ends, ctx ends or the agent closes, then waits until everything it
+// produced is stored locally. Per sample: detect; on a detection, fire
+// the alarm at once (log line, --alarm-cmd started on its own goroutine),
+// then queue the DangerDetected for the danger lane; batch samples into
+// telemetry windows for the telemetry lane. Storage runs on writer
+// goroutines, so neither the disk nor the network ever delays detection;
+// telemetry windows are dropped if their queue is full, and a danger
+// event that fails to store is retried until it is stored or the run
+// ends (then logged as lost). With no source, Run waits for ctx. It
+// returns ErrClosed once Close has begun.
 func (a *Agent) Run(ctx context.Context) error {
+	if !a.enter() {
+		return ErrClosed
+	}
+	defer a.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(a.life, cancel)()
 	if a.cfg.Source == nil {
 		<-ctx.Done()
 		return nil
 	}
 	det := safety.NewDetector(a.cfg.Profile.Config())
-	dangerQ := make(chan *safetyv1.DangerDetected, 1024)
-	telQ := make(chan *telemetryv1.SamplesRecorded, 256)
+	dangerQ := make(chan proto.Message, 1024)
+	telQ := make(chan proto.Message, 256)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); a.writeDanger(dangerQ) }()
-	go func() { defer wg.Done(); a.writeTelemetry(telQ) }()
+	go func() { defer wg.Done(); a.write(ctx, a.danger, dangerQ, true) }()
+	go func() { defer wg.Done(); a.write(ctx, a.telemetry, telQ, false) }()
 
 	var telDropped atomic.Uint64
 	win := newWindow(a.cfg.Creds, a.cfg.TelemetryWindow)
@@ -74,7 +81,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		if d, ok := det.Push(s); ok {
 			ev := d.Event(a.cfg.Creds.DeviceID, a.cfg.Creds.RiderID)
 			a.fire(ev, arrived)
-			dangerQ <- ev
+			select {
+			case dangerQ <- ev:
+			default: // the local store is behind: wait for it, but not past the run
+				select {
+				case dangerQ <- ev:
+				case <-ctx.Done():
+					a.log.Error("danger event lost: the run ended with the local store behind", "event_id", ev.EventId)
+					return ctx.Err()
+				}
+			}
 		}
 		if win.add(s) {
 			flush()
@@ -100,29 +116,8 @@ func (a *Agent) fire(ev *safetyv1.DangerDetected, arrived time.Time) {
 	a.log.Warn("DANGER", "kind", ev.Kind.String(), "severity", ev.Severity.String(), "event_id", ev.EventId,
 		"rider", ev.RiderId, "peak_g", round2(ev.PeakAccelG), "peak_dps", round2(ev.PeakGyroDps), "tilt_deg", round2(ev.TiltDeg),
 		"detected_at", ev.DetectedAt.AsTime().Format(time.RFC3339Nano))
-	if cmd := a.cfg.AlarmCmd; cmd != "" {
-		env := append(os.Environ(),
-			"TIDELINE_KIND="+ev.Kind.String(),
-			"TIDELINE_SEVERITY="+ev.Severity.String(),
-			"TIDELINE_EVENT_ID="+ev.EventId,
-			"TIDELINE_DEVICE="+ev.DeviceId,
-			"TIDELINE_RIDER="+ev.RiderId,
-			"TIDELINE_DETECTED_AT="+ev.DetectedAt.AsTime().Format(time.RFC3339Nano),
-			"TIDELINE_PEAK_G="+strconv.FormatFloat(ev.PeakAccelG, 'f', 2, 64),
-			"TIDELINE_PEAK_DPS="+strconv.FormatFloat(ev.PeakGyroDps, 'f', 1, 64),
-			"TIDELINE_TILT_DEG="+strconv.FormatFloat(ev.TiltDeg, 'f', 1, 64),
-		)
-		if l := ev.Location; l != nil {
-			env = append(env, "TIDELINE_LAT="+strconv.FormatFloat(l.Lat, 'f', 6, 64), "TIDELINE_LNG="+strconv.FormatFloat(l.Lng, 'f', 6, 64))
-		}
-		go func() {
-			c := exec.Command("/bin/sh", "-c", cmd)
-			c.Env = env
-			c.Stdout, c.Stderr = os.Stderr, os.Stderr
-			if err := c.Run(); err != nil {
-				a.log.Error("alarm command failed", "cmd", cmd, "err", err)
-			}
-		}()
+	if a.cfg.AlarmCmd != "" {
+		a.alarmCommand(ev)
 	}
 	al := Alarm{Event: ev, Arrived: arrived, Fired: time.Now()}
 	if a.cfg.OnAlarm != nil {
@@ -132,36 +127,62 @@ func (a *Agent) fire(ev *safetyv1.DangerDetected, arrived time.Time) {
 
 func round2(f float64) float64 { return math.Round(f*100) / 100 }
 
-// writeDanger stores danger events; a failure to store locally is retried
+// storeTimeout bounds one attempt to store an event locally.
+const storeTimeout = 5 * time.Second
+
+// write stores the queued events in f's lane, in order. With retry (the
+// danger lane) an event that fails to store is tried again with backoff
 // (with the same message id, so an attempt that did land is not stored
-// twice) until it succeeds: a danger event is never dropped.
-func (a *Agent) writeDanger(q <-chan *safetyv1.DangerDetected) {
+// twice) until it is stored or ctx ends; without, it is dropped. Once ctx
+// has ended the queue is still drained, one attempt per event, until the
+// first failure: the rest are then counted as lost, so that Run returns.
+func (a *Agent) write(ctx context.Context, f *forwarder, q <-chan proto.Message, retry bool) {
+	lost := 0
 	for ev := range q {
-		msg, err := localMsg(a.danger.lane.local, ev)
+		if lost > 0 {
+			lost++
+			continue
+		}
+		msg, err := localMsg(f.lane.local, ev)
 		if err != nil {
-			a.log.Error("encode danger event", "event_id", ev.EventId, "err", err)
+			a.log.Error("encode event: dropped", "lane", f.lane.name, "err", err)
 			continue
 		}
 		for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, err := a.store(ctx, a.danger, []*nats.Msg{msg})
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+			_, err = a.store(actx, f, []*nats.Msg{msg})
 			cancel()
-			if err == nil {
+			if err == nil || !retry || ctx.Err() != nil {
 				break
 			}
-			a.log.Error("store danger event: retrying", "event_id", ev.EventId, "err", err)
-			time.Sleep(backoff)
+			a.log.Error("store event: retrying", "lane", f.lane.name, "err", err, "in", backoff)
+			if !wait(ctx, backoff) {
+				break
+			}
 		}
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			lost = 1
+			a.log.Error("store event: failed as the run ended", "lane", f.lane.name, "err", err)
+		default:
+			a.log.Error("store event: dropped", "lane", f.lane.name, "err", err)
+		}
+	}
+	if lost > 0 {
+		a.log.Error("events lost: not stored when the run ended", "lane", f.lane.name, "lost", lost)
 	}
 }
 
-func (a *Agent) writeTelemetry(q <-chan *telemetryv1.SamplesRecorded) {
-	for w := range q {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := a.RecordTelemetry(ctx, w); err != nil {
-			a.log.Error("store telemetry window: dropped", "err", err)
-		}
-		cancel()
+// wait waits d or until ctx ends, and reports whether d passed.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

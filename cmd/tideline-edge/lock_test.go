@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nats-io/nkeys"
@@ -37,8 +36,7 @@ func TestSecondAgentOnDataDirRefused(t *testing.T) {
 	if err := first.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	closeFirst := sync.OnceFunc(func() { first.Close() }) // Main.Close is not idempotent
-	defer closeFirst()
+	defer first.Close()
 
 	second := newMain()
 	err := second.Run(context.Background())
@@ -56,7 +54,7 @@ func TestSecondAgentOnDataDirRefused(t *testing.T) {
 		}
 	}
 
-	closeFirst()
+	first.Close()
 	third := newMain()
 	if err := third.Run(context.Background()); err != nil {
 		t.Fatalf("agent after the holder closed: %v", err)

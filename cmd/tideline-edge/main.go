@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,10 +45,12 @@ type Main struct {
 	// SourceDone receives Run's result when the source ends.
 	SourceDone chan error
 	cancel     context.CancelFunc
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Run opens the agent and starts its source; it returns once both run.
-// The caller must call Close.
+// Both stop when ctx ends or on Close. The caller must call Close.
 func (m *Main) Run(ctx context.Context) error {
 	c := &m.Config
 	if c.Agent.Logger == nil {
@@ -69,24 +72,26 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
+	runCtx, cancel := context.WithCancel(ctx)
 	m.cancel = cancel
 	m.SourceDone = make(chan error, 1)
 	go func() { m.SourceDone <- m.Agent.Run(runCtx) }()
 	return nil
 }
 
-// Close stops the source, then the agent. Everything acknowledged locally
-// stays in the data dir and is forwarded on the next start.
+// Close stops the source, then the agent, and waits for both.
+// Everything acknowledged locally stays in the data dir and is forwarded
+// on the next start. It may be called more than once.
 func (m *Main) Close() error {
-	if m.cancel != nil {
-		m.cancel()
-		<-m.SourceDone
-	}
-	if m.Agent != nil {
-		return m.Agent.Close()
-	}
-	return nil
+	m.closeOnce.Do(func() {
+		if m.cancel != nil {
+			m.cancel()
+		}
+		if m.Agent != nil {
+			m.closeErr = m.Agent.Close() // returns once the agent's Run has
+		}
+	})
+	return m.closeErr
 }
 
 // parseSource builds the --source: ble:ADDR, replay:FILE, sim:SCENARIO or
@@ -183,6 +188,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&profile, "profile", "body", "where the device is worn: 'body' (a person on foot: falls) or 'bike' (mounted on the motorbike: crash, fall, tipover, hard brake)")
 	fs.StringVar(&maxDisk, "max-disk", "1GiB", "local store bound; telemetry is dropped oldest first beyond it, danger events never")
 	fs.StringVar(&c.Agent.AlarmCmd, "alarm-cmd", "", "command run (sh -c) on every detection, with TIDELINE_KIND, TIDELINE_SEVERITY, ... in its environment")
+	fs.DurationVar(&c.Agent.AlarmTimeout, "alarm-timeout", 10*time.Second, "longest an --alarm-cmd may run: its process group is killed beyond it")
 	fs.Float64Var(&c.Speed, "speed", 1, "replay/sim pacing: 1 real time, 2 twice as fast, 0 as fast as possible")
 	fs.DurationVar(&c.Agent.LeafReconnect, "leaf-reconnect", time.Second, "leaf link reconnect interval")
 	fs.StringVar(&sync, "sync", "default", "local fsync: 'default' (every second) or 'always'")
@@ -208,6 +214,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.Agent.MaxDisk, err = parseSize(maxDisk); err != nil {
 		return fmt.Errorf("--max-disk: %w", err)
 	}
+	if c.Agent.AlarmTimeout <= 0 {
+		return fmt.Errorf("--alarm-timeout: want a positive duration, got %v", c.Agent.AlarmTimeout)
+	}
 	switch sync {
 	case "default":
 	case "always":
@@ -228,7 +237,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	select {
 	case <-ctx.Done():
 	case err = <-m.SourceDone:
-		m.SourceDone <- err // for Close
 		if err != nil {
 			c.Agent.Logger.Error("source failed", "err", err)
 			<-ctx.Done() // keep forwarding what is stored

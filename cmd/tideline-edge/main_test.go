@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nkeys"
 
@@ -40,6 +42,7 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 		{"tiny_max_disk", []string{"--creds", creds, "--source", "none", "--max-disk", "10KB"}, "too small"},
 		{"bad_max_disk", []string{"--creds", creds, "--source", "none", "--max-disk", "lots"}, "bad size"},
 		{"unknown_profile", []string{"--creds", creds, "--source", "none", "--profile", "car"}, "want body or bike"},
+		{"zero_alarm_timeout", []string{"--creds", creds, "--source", "none", "--alarm-timeout", "0s"}, "--alarm-timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +59,44 @@ func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"1GiB": 1 << 30, "512MB": 512e6, "64MiB": 64 << 20, "1G": 1 << 30, "2048": 2048, "1.5GiB": 3 << 29} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
+
+// The agent stops when Run's ctx ends, and Close may be called twice.
+func TestMainStopsWithContextAndClosesTwice(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	creds := filepath.Join(t.TempDir(), "d.creds")
+	if err := edge.WriteCreds(creds, edge.Creds{DeviceID: "d1", RiderID: "r1", LeafUser: pub, NKeySeed: string(seed), HubDomain: "hub"}); err != nil {
+		t.Fatal(err)
+	}
+	m := &Main{Config: Config{CredsFile: creds, Source: "none", Agent: edge.Config{
+		Hub: "nats-leaf://127.0.0.1:1", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-m.SourceDone:
+		if err != nil {
+			t.Errorf("agent's Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent's Run did not end when Run's ctx ended")
+	}
+	for i := range 2 {
+		done := make(chan error, 1)
+		go func() { done <- m.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Close #%d: %v", i+1, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Close #%d did not return", i+1)
 		}
 	}
 }
