@@ -30,7 +30,7 @@ import (
 
 // Config configures the EVENTS stream.
 type Config struct {
-	// Stream is the stream name; default "EVENTS".
+	// Stream is the stream name; default wire.EventsStream.
 	Stream string
 	// Replicas is 1 embedded, 3 clustered; default 1.
 	Replicas int
