@@ -12,7 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/tideline/tideline/domain/safety"
+	"github.com/tideline/tideline/wire"
 )
 
 // forwarder moves one lane's events to the hub, in local order, exactly
@@ -30,9 +32,9 @@ import (
 //     last sequence) instead of landing twice, however long the outage: no
 //     reliance on a duplicate window;
 //   - on any doubt (error, timeout, conflict, restart) the forwarder asks
-//     the gate where the hub stands (LastSubject: the lane's last sequence
-//     and the last local sequence it decided for this store) and resumes
-//     after it.
+//     the gate where the hub stands (wire.LastSubject: the lane's last
+//     sequence and the last local sequence it decided for this store) and
+//     resumes after it.
 type forwarder struct {
 	lane  *lane
 	hubNC *nats.Conn // the lane's connection, used towards the hub
@@ -138,29 +140,9 @@ func (f *forwarder) waitLink(ctx context.Context, d time.Duration) bool {
 	return down
 }
 
-// hubReply is the device gate's answer (adapters/devicegate.Reply).
-type hubReply struct {
-	Seq         uint64 `json:"seq"`
-	EdgeSeq     uint64 `json:"edge_seq"`
-	Quarantined bool   `json:"quarantined"`
-	Code        string `json:"code"`
-	Reason      string `json:"reason"`
-	Error       *struct {
-		Code        int    `json:"code"`
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
-}
-
-// Error codes of the gate's replies, JetStream's where it has one.
-const (
-	errCodeWrongLastSequence = 10071
-	errCodeTooLarge          = 10054
-)
-
 // ask sends a request to the hub's device gate and reads its answer.
-func (f *forwarder) ask(ctx context.Context, m *nats.Msg) (hubReply, error) {
-	var r hubReply
+func (f *forwarder) ask(ctx context.Context, m *nats.Msg) (wire.GateReply, error) {
+	var r wire.GateReply
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	reply, err := f.hubNC.RequestMsgWithContext(rctx, m)
@@ -176,8 +158,8 @@ func (f *forwarder) ask(ctx context.Context, m *nats.Msg) (hubReply, error) {
 // resync asks the hub where the lane stands and sets where forwarding
 // resumes.
 func (f *forwarder) resync(ctx context.Context) error {
-	m := nats.NewMsg(LastSubject(f.lane.hub))
-	m.Header.Set(HeaderEdgeEpoch, f.lane.epoch)
+	m := nats.NewMsg(wire.LastSubject(safety.DeviceLane(f.lane.name), f.lane.device))
+	m.Header.Set(wire.HeaderEdgeEpoch, f.lane.epoch)
 	r, err := f.ask(ctx, m)
 	if err != nil {
 		return fmt.Errorf("read hub state: %w", err)
@@ -218,7 +200,7 @@ func (f *forwarder) forwardOnce(ctx context.Context) (bool, error) {
 	}
 	n, size := 0, 0
 	for ; n < len(msgs); n++ {
-		s := commitSize(len(msgs[n].data))
+		s := wire.EncodedEventSize(len(msgs[n].data))
 		if n > 0 && size+s > f.lane.maxBytes {
 			break
 		}
@@ -240,10 +222,10 @@ func (f *forwarder) forwardOnce(ctx context.Context) (bool, error) {
 	}
 	if r.Error != nil {
 		switch r.Error.ErrCode {
-		case errCodeWrongLastSequence:
+		case wire.ErrWrongLastSequence:
 			// An earlier send landed but its reply was lost: learn where.
 			return false, fmt.Errorf("forward: %w: %s", errResync, r.Error.Description)
-		case errCodeTooLarge:
+		case wire.ErrTooLarge:
 			// The hub takes smaller commits than we thought.
 			f.lane.maxBytes = max(f.lane.maxBytes/2, 1)
 			f.log.Warn("hub refused a commit as too large: halving commits", "lane", f.lane.name, "bytes", len(msg.Data), "now", f.lane.maxBytes)
@@ -277,8 +259,8 @@ func (f *forwarder) readLocal(ctx context.Context, from uint64) ([]localMsgRec, 
 		return nil, fmt.Errorf("read local: %w", err)
 	}
 	defer sub.Unsubscribe()
-	req, _ := json.Marshal(map[string]any{"seq": from, "batch": f.lane.maxEvents, "max_bytes": f.lane.maxBytes, "next_by_subj": f.lane.local})
-	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+f.lane.stream, inbox, req); err != nil {
+	req, _ := json.Marshal(wire.DirectGetRequest{Seq: from, Batch: f.lane.maxEvents, MaxBytes: f.lane.maxBytes, NextBySubject: f.lane.local})
+	if err := nc.PublishRequest(wire.DirectGetSubject(jetstream.DefaultAPIPrefix, f.lane.stream), inbox, req); err != nil {
 		return nil, fmt.Errorf("read local: %w", err)
 	}
 	timeout := time.NewTimer(5 * time.Second)
@@ -295,7 +277,7 @@ func (f *forwarder) readLocal(ctx context.Context, from uint64) ([]localMsgRec, 
 		}
 		switch st := m.Header.Get("Status"); st {
 		case "":
-		case "404", "204":
+		case wire.StatusNotFound, wire.StatusEndOfBatch:
 			return out, nil
 		default:
 			return nil, fmt.Errorf("read local: status %s %s", st, m.Header.Get("Description"))
@@ -317,16 +299,15 @@ func (f *forwarder) encodeCommit(msgs []localMsgRec, expected uint64) *nats.Msg 
 	}
 	data := make([]byte, 0, n)
 	for _, m := range msgs {
-		data = protowire.AppendTag(data, 1, protowire.BytesType)
-		data = protowire.AppendBytes(data, m.data)
+		data = wire.AppendEncodedEvent(data, m.data)
 	}
 	first, last := msgs[0].seq, msgs[len(msgs)-1].seq
 	l := f.lane
 	h := nats.Header{}
 	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
-	h.Set(HeaderEdgeSeq, strconv.FormatUint(last, 10))
-	h.Set(HeaderEdgeFirstSeq, strconv.FormatUint(first, 10))
-	h.Set(HeaderEdgeEpoch, l.epoch)
+	h.Set(wire.HeaderEdgeSeq, strconv.FormatUint(last, 10))
+	h.Set(wire.HeaderEdgeFirstSeq, strconv.FormatUint(first, 10))
+	h.Set(wire.HeaderEdgeEpoch, l.epoch)
 	return &nats.Msg{Subject: l.hub, Header: h, Data: data}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/tideline/tideline/edge/edgetest"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // hub is a real embedded hub: EVENTS stream, JetStream domain "hub", a
@@ -122,8 +123,8 @@ func (h *hub) addDevice(tb testing.TB, id string) edge.Creds {
 }
 
 // Where the gate admits a device's lanes in EVENTS.
-func eventsDanger(dev string) string    { return devicegate.EventsSubject(safety.LaneDanger, dev) }
-func eventsTelemetry(dev string) string { return devicegate.EventsSubject(safety.LaneTelemetry, dev) }
+func eventsDanger(dev string) string    { return wire.EventsSubject(safety.LaneDanger, dev) }
+func eventsTelemetry(dev string) string { return wire.EventsSubject(safety.LaneTelemetry, dev) }
 
 // hubEvents returns every event the hub holds on subject, in order.
 func (h *hub) hubEvents(tb testing.TB, subject string) []es.Event {

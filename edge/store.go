@@ -15,24 +15,25 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tideline/tideline/domain/safety"
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
+	"github.com/tideline/tideline/wire"
 )
 
-// Subjects and names shared with the hub (adapters/natsserver builds the
-// same ones for a device's permissions, adapters/devicegate serves them).
+// Names shared with the hub live in package wire; the ones below stay
+// for cmd/.
 const (
 	// LocalDomain is the JetStream domain of every agent's embedded server:
 	// its API stays on the device and never crosses the leaf link.
 	LocalDomain = "edge"
 	// MaxCommitBytes is the largest commit the hub's device gate takes,
-	// headers included (adapters/devicegate.MaxCommitBytes); the
-	// forwarder packs commits to fit, and a single event that could never
-	// fit is refused when recorded.
-	MaxCommitBytes = 64 << 10
+	// headers included (wire.MaxDeviceCommitBytes); the forwarder packs
+	// commits to fit, and a single event that could never fit is refused
+	// when recorded.
+	MaxCommitBytes = wire.MaxDeviceCommitBytes
 	// commitHeaderBytes is kept free in a commit for its headers.
 	commitHeaderBytes = 1 << 10
 )
@@ -41,31 +42,28 @@ const (
 // a request to the hub's device gate, which admits each into EVENTS
 // (ev.safety.device.<id>), checked and bound to the device's registered
 // rider, or quarantines it. A device writes no stream itself.
-func IngressDangerSubject(device string) string { return "in.danger.device." + device }
+func IngressDangerSubject(device string) string { return wire.CommitSubject(safety.LaneDanger, device) }
 
 // IngressTelemetrySubject is where a device sends its telemetry lane's
 // commits (admitted into ev.telemetry.device.<id>).
-func IngressTelemetrySubject(device string) string { return "in.telemetry.device." + device }
+func IngressTelemetrySubject(device string) string {
+	return wire.CommitSubject(safety.LaneTelemetry, device)
+}
 
 // LastSubject is where a device asks the gate where the hub stands for the
 // lane it sends on subject.
+//
+// Deprecated: use wire.LastSubject.
 func LastSubject(subject string) string { return subject + ".last" }
 
 // InboxPrefix is the only inbox a device may receive replies on at the hub.
-func InboxPrefix(device string) string { return "_INBOX_" + device }
+func InboxPrefix(device string) string { return wire.DeviceInboxPrefix(device) }
 
-// Header names the agent sets on local messages and on hub commits. The
-// hub's gate keeps the Tl-Edge-* headers with the commits it decides.
+// Headers the agent sets on hub commits (wire.EdgeHeaders).
 const (
-	headerEventType = "Tl-Event-Type" // local message: the event's type
-	// HeaderEdgeSeq is the local sequence of the last event in a hub commit:
-	// where the device resumes after a restart or a lost ack.
-	HeaderEdgeSeq = "Tl-Edge-Seq"
-	// HeaderEdgeFirstSeq is the local sequence of the commit's first event.
-	HeaderEdgeFirstSeq = "Tl-Edge-First-Seq"
-	// HeaderEdgeEpoch identifies the device's local store: local sequences
-	// restart when the store is wiped, and a new epoch says so.
-	HeaderEdgeEpoch = "Tl-Edge-Epoch"
+	HeaderEdgeSeq      = wire.HeaderEdgeSeq
+	HeaderEdgeFirstSeq = wire.HeaderEdgeFirstSeq
+	HeaderEdgeEpoch    = wire.HeaderEdgeEpoch
 )
 
 // LaneStatus is a snapshot of one lane.
@@ -147,7 +145,7 @@ func (l *lane) provision(ctx context.Context, maxBytes int64) error {
 // twice: their Nats-Msg-Id dedups within the local duplicate window.
 func (l *lane) record(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
 	for _, msg := range msgs {
-		if n := commitSize(len(msg.Data)); n > l.maxBytes {
+		if n := wire.EncodedEventSize(len(msg.Data)); n > l.maxBytes {
 			return 0, fmt.Errorf("record %s: event of %d bytes: a hub commit holds at most %d", l.name, n, l.maxBytes)
 		}
 	}
@@ -177,9 +175,6 @@ func (l *lane) record(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
 	return last, nil
 }
 
-// commitSize is what an event of n bytes adds to a hub commit.
-func commitSize(n int) int { return protowire.SizeTag(1) + protowire.SizeBytes(n) }
-
 // localMsg wraps one event as a tideline.es.v1.Event with a fresh ULID (a
 // hub commit is then just these bytes concatenated, see encodeCommit).
 // The ULID is also the local message id. Not the payload's own ids: a
@@ -198,7 +193,7 @@ func localMsg(subject string, e proto.Message) (*nats.Msg, error) {
 	}
 	h := nats.Header{}
 	h.Set(jetstream.MsgIDHeader, id)
-	h.Set(headerEventType, typ)
+	h.Set(wire.HeaderEventType, typ)
 	return &nats.Msg{Subject: subject, Header: h, Data: b}, nil
 }
 

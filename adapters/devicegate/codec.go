@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -14,6 +13,7 @@ import (
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // decoded is a device commit as read: its events, and per event its
@@ -79,54 +79,9 @@ func encode(buf []byte, types []string, d decoded, admitted []es.Event) ([]byte,
 			}
 		}
 		types = append(types, e.Type)
-		buf = appendEvent(buf, e.ID, e.Type, d.stamps[i], b)
+		buf = wire.AppendEvent(buf, e.ID, e.Type, d.stamps[i], b)
 	}
 	return buf, types, nil
-}
-
-// appendEvent appends one tideline.es.v1.Commit.events entry (field 1): a
-// tideline.es.v1.Event of 1 id, 2 type, 3 occurred_at, 4 data, written
-// as proto.Marshal would, without building the message.
-func appendEvent(buf []byte, id, typ string, at *timestamppb.Timestamp, data []byte) []byte {
-	secs, nanos := uint64(at.GetSeconds()), uint64(int64(at.GetNanos()))
-	ts := 0
-	if secs != 0 {
-		ts += protowire.SizeTag(1) + protowire.SizeVarint(secs)
-	}
-	if nanos != 0 {
-		ts += protowire.SizeTag(2) + protowire.SizeVarint(nanos)
-	}
-	n := protowire.SizeTag(3) + protowire.SizeBytes(ts)
-	for _, f := range []int{len(id), len(typ), len(data)} {
-		if f > 0 {
-			n += protowire.SizeTag(1) + protowire.SizeBytes(f)
-		}
-	}
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
-	buf = protowire.AppendVarint(buf, uint64(n))
-	if id != "" {
-		buf = protowire.AppendTag(buf, 1, protowire.BytesType)
-		buf = protowire.AppendString(buf, id)
-	}
-	if typ != "" {
-		buf = protowire.AppendTag(buf, 2, protowire.BytesType)
-		buf = protowire.AppendString(buf, typ)
-	}
-	buf = protowire.AppendTag(buf, 3, protowire.BytesType)
-	buf = protowire.AppendVarint(buf, uint64(ts))
-	if secs != 0 {
-		buf = protowire.AppendTag(buf, 1, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, secs)
-	}
-	if nanos != 0 {
-		buf = protowire.AppendTag(buf, 2, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, nanos)
-	}
-	if len(data) > 0 {
-		buf = protowire.AppendTag(buf, 4, protowire.BytesType)
-		buf = protowire.AppendBytes(buf, data)
-	}
-	return buf
 }
 
 // headerValue makes s safe and short as a header value.

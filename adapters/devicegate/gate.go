@@ -55,100 +55,36 @@ import (
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
+	"github.com/tideline/tideline/wire"
 )
 
-// DefaultQuarantineStream keeps the refused commits.
-const DefaultQuarantineStream = "DEVICE_QUARANTINE"
+// The names below are wire's; cmd/ still names them here.
 
-// MaxCommitBytes bounds a device commit, headers included. The edge agent
-// packs its commits to fit (edge.MaxCommitBytes).
-const MaxCommitBytes = 64 << 10
-
-// Lanes lists the device lanes the gate serves.
-var Lanes = []safety.DeviceLane{safety.LaneDanger, safety.LaneTelemetry}
+// MaxCommitBytes bounds a device commit, headers included.
+//
+// Deprecated: use wire.MaxDeviceCommitBytes.
+const MaxCommitBytes = wire.MaxDeviceCommitBytes
 
 // CommitSubject is where device id sends lane's commits.
-func CommitSubject(lane safety.DeviceLane, id string) string {
-	return "in." + string(lane) + ".device." + id
-}
+//
+// Deprecated: use wire.CommitSubject.
+func CommitSubject(lane safety.DeviceLane, id string) string { return wire.CommitSubject(lane, id) }
 
 // LastSubject is where device id asks where the hub stands for lane.
-func LastSubject(lane safety.DeviceLane, id string) string { return CommitSubject(lane, id) + ".last" }
+//
+// Deprecated: use wire.LastSubject.
+func LastSubject(lane safety.DeviceLane, id string) string { return wire.LastSubject(lane, id) }
 
 // EventsSubject is where the gate appends lane's admitted commits of
-// device id in EVENTS.
-func EventsSubject(lane safety.DeviceLane, id string) string {
-	if lane == safety.LaneDanger {
-		return "ev.safety.device." + id
-	}
-	return "ev." + string(lane) + ".device." + id
-}
+// device id.
+//
+// Deprecated: use wire.EventsSubject.
+func EventsSubject(lane safety.DeviceLane, id string) string { return wire.EventsSubject(lane, id) }
 
-// QuarantineSubject is where lane's refused commits of device id are kept.
-func QuarantineSubject(lane safety.DeviceLane, id string) string {
-	return "quarantine." + string(lane) + ".device." + id
-}
-
-// InboxPrefix is the only subject prefix the gate answers device id on
-// (the only inbox the device may receive on: natsserver.DeviceInboxPrefix).
-func InboxPrefix(id string) string { return "_INBOX_" + id + "." }
-
-// Headers. A device's commit carries Nats-Expected-Last-Subject-Sequence
-// and its edge headers (what it says of its local store); the gate keeps
-// the edge headers with the commit in EVENTS or in quarantine, and adds
-// the Tl-* commit headers adapters/jetstream reads.
-const (
-	HeaderEdgeSeq      = "Tl-Edge-Seq"
-	HeaderEdgeFirstSeq = "Tl-Edge-First-Seq"
-	HeaderEdgeEpoch    = "Tl-Edge-Epoch"
-	HeaderReceivedAt   = "Tl-Received-At"
-	HeaderDevice       = "Tl-Device"
-	HeaderRider        = "Tl-Rider"
-	HeaderLane         = "Tl-Lane"
-	HeaderRejectCode   = "Tl-Reject-Code"
-	HeaderRejectReason = "Tl-Reject-Reason"
-	headerEventTypes   = "Tl-Event-Types"
-	headerActor        = "Tl-Actor"
-	headerSource       = "Tl-Source"
-)
-
-var edgeHeaders = []string{HeaderEdgeSeq, HeaderEdgeFirstSeq, HeaderEdgeEpoch}
-
-// Reply is the gate's JSON answer to a commit or a .last request.
-type Reply struct {
-	// Seq is the EVENTS sequence of the lane's last commit: the admitted
-	// commit's, or (quarantined, .last) the one the device should expect.
-	Seq uint64 `json:"seq"`
-	// EdgeSeq (.last) is the last local sequence of the asked epoch the
-	// hub has decided, admitted or quarantined; 0 if none.
-	EdgeSeq uint64 `json:"edge_seq,omitempty"`
-	// Quarantined says the commit was refused and kept, with Code (a
-	// safety.RejectCode) and Reason. The device is done with it.
-	Quarantined bool   `json:"quarantined,omitempty"`
-	Code        string `json:"code,omitempty"`
-	Reason      string `json:"reason,omitempty"`
-	// Error says nothing was decided: send again later (after asking
-	// .last for ErrWrongLastSequence).
-	Error *ReplyError `json:"error,omitempty"`
-}
-
-// ReplyError is why a commit was not decided. Its codes follow
-// JetStream's where there is one, so a device speaks to both alike.
-type ReplyError struct {
-	Code        int    `json:"code"`
-	ErrCode     int    `json:"err_code,omitempty"`
-	Description string `json:"description"`
-}
-
-// Error codes of ReplyError.ErrCode.
-const (
-	// ErrWrongLastSequence: the expected sequence is not the lane's last
-	// (JetStream's JSStreamWrongLastSequenceErr).
-	ErrWrongLastSequence = 10071
-	// ErrTooLarge: the commit is over MaxCommitBytes
-	// (JetStream's JSStreamMessageExceedsMaximumErr).
-	ErrTooLarge = 10054
-)
+// InboxPrefix is the only subject prefix the gate answers device id on.
+//
+// Deprecated: use wire.DeviceInboxPrefix(id) + ".".
+func InboxPrefix(id string) string { return wire.DeviceInboxPrefix(id) + "." }
 
 // Registry returns what the device registry says of a device id; a zero
 // RiderID means the id is not registered.
@@ -161,8 +97,8 @@ type Config struct {
 	Conn *nats.Conn
 	// Registry names each device's rider (required).
 	Registry Registry
-	// EventsStream is the events stream, default EVENTS;
-	// QuarantineStream default DEVICE_QUARANTINE.
+	// EventsStream is the events stream, default wire.EventsStream;
+	// QuarantineStream default wire.QuarantineStream.
 	EventsStream, QuarantineStream string
 	// Rate is each device lane's sustained quota in commits per second
 	// (default 100) and Burst its bucket (default 2000 commits): at most
@@ -182,10 +118,10 @@ func (c *Config) defaults() error {
 		return errors.New("devicegate: Conn and Registry are required")
 	}
 	if c.EventsStream == "" {
-		c.EventsStream = "EVENTS"
+		c.EventsStream = wire.EventsStream
 	}
 	if c.QuarantineStream == "" {
-		c.QuarantineStream = DefaultQuarantineStream
+		c.QuarantineStream = wire.QuarantineStream
 	}
 	if c.Rate == 0 {
 		c.Rate = 100
@@ -243,8 +179,8 @@ func Open(ctx context.Context, cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("devicegate: jetstream: %w", err)
 	}
 	var subjects []string
-	for _, l := range Lanes {
-		subjects = append(subjects, QuarantineSubject(l, "*"))
+	for _, l := range wire.Lanes {
+		subjects = append(subjects, wire.QuarantineSubject(l, "*"))
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              cfg.QuarantineStream,
@@ -289,12 +225,12 @@ func (g *Gate) Run(ctx context.Context) error {
 		return fmt.Errorf("devicegate: follow %s: %w", g.cfg.QuarantineStream, err)
 	}
 	defer qc.Stop()
-	commits, err := g.nc.Subscribe(CommitSubject("*", "*"), func(m *nats.Msg) { g.commit(ctx, m) })
+	commits, err := g.nc.Subscribe(wire.CommitSubject("*", "*"), func(m *nats.Msg) { g.commit(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("devicegate: subscribe: %w", err)
 	}
 	defer commits.Unsubscribe()
-	lasts, err := g.nc.Subscribe(LastSubject("*", "*"), func(m *nats.Msg) { g.last(ctx, m) })
+	lasts, err := g.nc.Subscribe(wire.LastSubject("*", "*"), func(m *nats.Msg) { g.last(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("devicegate: subscribe: %w", err)
 	}
@@ -320,38 +256,35 @@ func (g *Gate) Serving() bool { return g.serving.Load() }
 func (g *Gate) Stats() (admitted, refused uint64) { return g.admitted.Load(), g.refused.Load() }
 
 // request parses a device request's subject: lane, device id, and whether
-// the gate may answer it (its reply is the device's own inbox).
-func request(m *nats.Msg, suffix int) (safety.DeviceLane, string, bool) {
-	p := strings.Split(m.Subject, ".")
-	if len(p) != 4+suffix || p[0] != "in" || p[2] != "device" {
-		return "", "", false
-	}
-	lane, id := safety.DeviceLane(p[1]), p[3]
-	if lane.EventType() == "" || !strings.HasPrefix(m.Reply, InboxPrefix(id)) {
+// the gate may answer it (a commit, or a .last request if last, whose reply
+// is the device's own inbox).
+func request(m *nats.Msg, last bool) (safety.DeviceLane, string, bool) {
+	lane, id, isLast, ok := wire.ParseDeviceRequest(m.Subject)
+	if !ok || isLast != last || !strings.HasPrefix(m.Reply, wire.DeviceInboxPrefix(id)+".") {
 		return "", "", false
 	}
 	return lane, id, true
 }
 
-func respond(m *nats.Msg, r Reply) {
+func respond(m *nats.Msg, r wire.GateReply) {
 	b, _ := json.Marshal(r)
 	_ = m.Respond(b)
 }
 
-func errorReply(code, errCode int, format string, args ...any) Reply {
-	return Reply{Error: &ReplyError{Code: code, ErrCode: errCode, Description: fmt.Sprintf(format, args...)}}
+func errorReply(code, errCode int, format string, args ...any) wire.GateReply {
+	return wire.GateReply{Error: &wire.GateError{Code: code, ErrCode: errCode, Description: fmt.Sprintf(format, args...)}}
 }
 
 // commit handles a commit request on the subscription's goroutine: the
 // cheap refusals at once, the decision on a goroutine of its own.
 func (g *Gate) commit(ctx context.Context, m *nats.Msg) {
-	lane, id, ok := request(m, 0)
+	lane, id, ok := request(m, false)
 	if !ok {
 		return // not a device's, or its answer would go elsewhere than its inbox
 	}
 	st := g.lane(m.Subject)
-	if size := msgSize(m); size > MaxCommitBytes {
-		respond(m, errorReply(413, ErrTooLarge, "commit of %d bytes: at most %d", size, MaxCommitBytes))
+	if size := msgSize(m); size > wire.MaxDeviceCommitBytes {
+		respond(m, errorReply(413, wire.ErrTooLarge, "commit of %d bytes: at most %d", size, wire.MaxDeviceCommitBytes))
 		return
 	}
 	if !st.busy.CompareAndSwap(false, true) {
@@ -409,7 +342,7 @@ func msgSize(m *nats.Msg) int {
 }
 
 // decide admits the commit into EVENTS or quarantines it.
-func (g *Gate) decide(ctx context.Context, lane safety.DeviceLane, id string, m *nats.Msg) Reply {
+func (g *Gate) decide(ctx context.Context, lane safety.DeviceLane, id string, m *nats.Msg) wire.GateReply {
 	receivedAt := time.Now()
 	expected, occ := uint64(0), false
 	if v := m.Header.Get(jetstream.ExpectedLastSubjSeqHeader); v != "" {
@@ -428,7 +361,7 @@ func (g *Gate) decide(ctx context.Context, lane safety.DeviceLane, id string, m 
 	} else {
 		admitted, err = safety.AdmitDeviceCommit(reg, lane, d.events, receivedAt)
 	}
-	out := EventsSubject(lane, id)
+	out := wire.EventsSubject(lane, id)
 	if err != nil {
 		return g.quarantine(ctx, lane, id, reg.RiderID, m, receivedAt, expected, occ, err)
 	}
@@ -440,9 +373,7 @@ func (g *Gate) decide(ctx context.Context, lane safety.DeviceLane, id string, m 
 	if occ {
 		h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
 	}
-	h.Set(headerEventTypes, strings.Join(types, ","))
-	h.Set(headerActor, "device:"+id)
-	h.Set(headerSource, "edge:"+id)
+	wire.SetCommitHeaders(h, types, es.Metadata{Actor: "device:" + id, Source: "edge:" + id})
 	stamp(h, m, receivedAt)
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -450,20 +381,20 @@ func (g *Gate) decide(ctx context.Context, lane safety.DeviceLane, id string, m 
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return errorReply(409, ErrWrongLastSequence, "%s", apiErr.Description)
+			return errorReply(409, wire.ErrWrongLastSequence, "%s", apiErr.Description)
 		}
 		g.log.Warn("device commit not stored", "device", id, "lane", string(lane), "err", err)
 		return errorReply(503, 0, "the hub could not store the commit: retry later")
 	}
 	g.admitted.Add(1)
-	return Reply{Seq: ack.Sequence}
+	return wire.GateReply{Seq: ack.Sequence}
 }
 
 // stamp sets the headers every gate-written message carries: when the hub
 // received the commit, and what the device said of it.
 func stamp(h nats.Header, m *nats.Msg, receivedAt time.Time) {
-	h.Set(HeaderReceivedAt, receivedAt.UTC().Format(time.RFC3339Nano))
-	for _, k := range edgeHeaders {
+	h.Set(wire.HeaderReceivedAt, receivedAt.UTC().Format(time.RFC3339Nano))
+	for _, k := range wire.EdgeHeaders {
 		if v := m.Header.Get(k); v != "" {
 			h.Set(k, headerValue(v))
 		}
@@ -472,26 +403,26 @@ func stamp(h nats.Header, m *nats.Msg, receivedAt time.Time) {
 
 // quarantine keeps a refused commit, as sent, with the reason (a
 // *safety.RejectedError), if the device's expected sequence holds.
-func (g *Gate) quarantine(ctx context.Context, lane safety.DeviceLane, id, rider string, m *nats.Msg, receivedAt time.Time, expected uint64, occ bool, reason error) Reply {
-	out := EventsSubject(lane, id)
+func (g *Gate) quarantine(ctx context.Context, lane safety.DeviceLane, id, rider string, m *nats.Msg, receivedAt time.Time, expected uint64, occ bool, reason error) wire.GateReply {
+	out := wire.EventsSubject(lane, id)
 	last, _, err := g.lastOn(ctx, g.cfg.EventsStream, out)
 	if err != nil {
 		return errorReply(503, 0, "the hub could not read the lane: retry later")
 	}
 	if occ && last != expected {
-		return errorReply(409, ErrWrongLastSequence, "wrong last sequence: %d", last)
+		return errorReply(409, wire.ErrWrongLastSequence, "wrong last sequence: %d", last)
 	}
 	code := safety.CodeOf(reason)
-	q := QuarantineSubject(lane, id)
+	q := wire.QuarantineSubject(lane, id)
 	h := nats.Header{}
-	if e, s := m.Header.Get(HeaderEdgeEpoch), m.Header.Get(HeaderEdgeSeq); e != "" && s != "" {
+	if e, s := m.Header.Get(wire.HeaderEdgeEpoch), m.Header.Get(wire.HeaderEdgeSeq); e != "" && s != "" {
 		h.Set(jetstream.MsgIDHeader, q+"/"+headerValue(e)+"-"+headerValue(s)) // a resent refusal is kept once
 	}
-	h.Set(HeaderDevice, id)
-	h.Set(HeaderRider, rider)
-	h.Set(HeaderLane, string(lane))
-	h.Set(HeaderRejectCode, string(code))
-	h.Set(HeaderRejectReason, headerValue(reason.Error()))
+	h.Set(wire.HeaderDevice, id)
+	h.Set(wire.HeaderRider, rider)
+	h.Set(wire.HeaderLane, string(lane))
+	h.Set(wire.HeaderRejectCode, string(code))
+	h.Set(wire.HeaderRejectReason, headerValue(reason.Error()))
 	stamp(h, m, receivedAt)
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -501,39 +432,39 @@ func (g *Gate) quarantine(ctx context.Context, lane safety.DeviceLane, id, rider
 	}
 	g.refused.Add(1)
 	g.log.Warn("device commit refused", "device", id, "lane", string(lane), "code", string(code), "reason", reason.Error(), "bytes", len(m.Data))
-	return Reply{Seq: last, Quarantined: true, Code: string(code), Reason: reason.Error()}
+	return wire.GateReply{Seq: last, Quarantined: true, Code: string(code), Reason: reason.Error()}
 }
 
 // last answers a .last request: the lane's last EVENTS sequence, and the
 // last local sequence of the asked epoch (header Tl-Edge-Epoch) the hub
 // decided, in EVENTS or in quarantine.
 func (g *Gate) last(ctx context.Context, m *nats.Msg) {
-	lane, id, ok := request(m, 1)
+	lane, id, ok := request(m, true)
 	if !ok {
 		return
 	}
-	epoch := m.Header.Get(HeaderEdgeEpoch)
-	st := g.lane(CommitSubject(lane, id))
+	epoch := m.Header.Get(wire.HeaderEdgeEpoch)
+	st := g.lane(wire.CommitSubject(lane, id))
 	if !st.lastBusy.CompareAndSwap(false, true) {
 		respond(m, errorReply(429, 0, "a request of this lane is being answered: send one at a time"))
 		return
 	}
 	if !g.start(func() {
 		defer st.lastBusy.Store(false)
-		seq, h, err := g.lastOn(ctx, g.cfg.EventsStream, EventsSubject(lane, id))
+		seq, h, err := g.lastOn(ctx, g.cfg.EventsStream, wire.EventsSubject(lane, id))
 		if err != nil {
 			respond(m, errorReply(503, 0, "the hub could not read the lane: retry later"))
 			return
 		}
-		_, qh, err := g.lastOn(ctx, g.cfg.QuarantineStream, QuarantineSubject(lane, id))
+		_, qh, err := g.lastOn(ctx, g.cfg.QuarantineStream, wire.QuarantineSubject(lane, id))
 		if err != nil {
 			respond(m, errorReply(503, 0, "the hub could not read the lane: retry later"))
 			return
 		}
-		r := Reply{Seq: seq}
+		r := wire.GateReply{Seq: seq}
 		for _, h := range []nats.Header{h, qh} {
-			if h != nil && epoch != "" && h.Get(HeaderEdgeEpoch) == epoch {
-				n, _ := strconv.ParseUint(h.Get(HeaderEdgeSeq), 10, 64)
+			if h != nil && epoch != "" && h.Get(wire.HeaderEdgeEpoch) == epoch {
+				n, _ := strconv.ParseUint(h.Get(wire.HeaderEdgeSeq), 10, 64)
 				r.EdgeSeq = max(r.EdgeSeq, n)
 			}
 		}
@@ -548,13 +479,13 @@ func (g *Gate) last(ctx context.Context, m *nats.Msg) {
 func (g *Gate) lastOn(ctx context.Context, stream, subject string) (uint64, nats.Header, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	m, err := g.nc.RequestWithContext(rctx, "$JS.API.DIRECT.GET."+stream+"."+subject, nil)
+	m, err := g.nc.RequestWithContext(rctx, wire.DirectGetLastSubject(jetstream.DefaultAPIPrefix, stream, subject), nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
 	switch st := m.Header.Get("Status"); st {
 	case "":
-	case "404":
+	case wire.StatusNotFound:
 		return 0, nil, nil
 	default:
 		return 0, nil, fmt.Errorf("direct get %s: status %s %s", subject, st, m.Header.Get("Description"))

@@ -1,7 +1,6 @@
 package devicegate
 
 import (
-	"math"
 	"testing"
 	"time"
 
@@ -13,29 +12,6 @@ import (
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
 )
-
-// appendEvent writes exactly what proto.Marshal writes for the event.
-func TestAppendEventIsProtoMarshal(t *testing.T) {
-	for _, tc := range []struct {
-		id, typ string
-		at      *timestamppb.Timestamp
-		data    []byte
-	}{
-		{"01J", "tideline.safety.v1.DangerDetected", timestamppb.New(time.Unix(1780000000, 123456789)), []byte{1, 2, 3}},
-		{"x", "t", timestamppb.New(time.Unix(0, 0)), nil},
-		{"x", "t", timestamppb.New(time.Unix(-62135596800, 0)), make([]byte, 300)},
-		{"x", "t", &timestamppb.Timestamp{Seconds: math.MaxInt64, Nanos: 999999999}, []byte{0}},
-		{"", "", &timestamppb.Timestamp{Nanos: 1}, nil},
-	} {
-		want, err := proto.Marshal(&esv1.Commit{Events: []*esv1.Event{{Id: tc.id, Type: tc.typ, OccurredAt: tc.at, Data: tc.data}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendEvent(nil, tc.id, tc.typ, tc.at, tc.data); string(got) != string(want) {
-			t.Errorf("%v:\n got %x\nwant %x", tc, got, want)
-		}
-	}
-}
 
 // BenchmarkAdmitTelemetry: the gate's work on one device commit of 59
 // telemetry windows of 100 samples (~63 KiB, what the edge packs):

@@ -30,6 +30,7 @@ import (
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // registry is a device registry a test can change while the gate runs.
@@ -100,7 +101,7 @@ func setup(t *testing.T, cfg devicegate.Config) *env {
 	// The gate serves once it answers.
 	dev := e.device(t, "d1")
 	eventually(t, 5*time.Second, "the gate", func() bool {
-		_, err := dev.Request(devicegate.LastSubject(safety.LaneDanger, "d1"), nil, 100*time.Millisecond)
+		_, err := dev.Request(wire.LastSubject(safety.LaneDanger, "d1"), nil, 100*time.Millisecond)
 		return err == nil
 	})
 	return e
@@ -109,7 +110,7 @@ func setup(t *testing.T, cfg devicegate.Config) *env {
 // device is a connection as device id's (its inbox).
 func (e *env) device(t testing.TB, id string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect("", nats.InProcessServer(e.ns), nats.CustomInboxPrefix(natsserver.DeviceInboxPrefix(id)))
+	nc, err := nats.Connect("", nats.InProcessServer(e.ns), nats.CustomInboxPrefix(wire.DeviceInboxPrefix(id)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +146,9 @@ func commit(t testing.TB, events ...proto.Message) []byte {
 
 // send sends a commit as device id on lane (headers as key, value pairs)
 // and returns the gate's reply.
-func send(t testing.TB, dev *nats.Conn, lane safety.DeviceLane, id string, data []byte, hdr ...string) devicegate.Reply {
+func send(t testing.TB, dev *nats.Conn, lane safety.DeviceLane, id string, data []byte, hdr ...string) wire.GateReply {
 	t.Helper()
-	m := nats.NewMsg(devicegate.CommitSubject(lane, id))
+	m := nats.NewMsg(wire.CommitSubject(lane, id))
 	m.Data = data
 	for i := 0; i+1 < len(hdr); i += 2 {
 		m.Header.Set(hdr[i], hdr[i+1])
@@ -156,22 +157,22 @@ func send(t testing.TB, dev *nats.Conn, lane safety.DeviceLane, id string, data 
 	if err != nil {
 		t.Fatalf("send to %s: %v", m.Subject, err)
 	}
-	var rep devicegate.Reply
+	var rep wire.GateReply
 	if err := json.Unmarshal(r.Data, &rep); err != nil {
 		t.Fatalf("reply %q: %v", r.Data, err)
 	}
 	return rep
 }
 
-func last(t testing.TB, dev *nats.Conn, lane safety.DeviceLane, id, epoch string) devicegate.Reply {
+func last(t testing.TB, dev *nats.Conn, lane safety.DeviceLane, id, epoch string) wire.GateReply {
 	t.Helper()
-	m := nats.NewMsg(devicegate.LastSubject(lane, id))
-	m.Header.Set(devicegate.HeaderEdgeEpoch, epoch)
+	m := nats.NewMsg(wire.LastSubject(lane, id))
+	m.Header.Set(wire.HeaderEdgeEpoch, epoch)
 	r, err := dev.RequestMsg(m, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep devicegate.Reply
+	var rep wire.GateReply
 	if err := json.Unmarshal(r.Data, &rep); err != nil || rep.Error != nil {
 		t.Fatalf("last: %q %v", r.Data, err)
 	}
@@ -184,7 +185,7 @@ func expect(seq uint64) []string {
 
 func (e *env) events(t testing.TB, lane safety.DeviceLane, device string) []es.Commit {
 	t.Helper()
-	sid, _ := es.ParseStreamID(devicegate.EventsSubject(lane, device))
+	sid, _ := es.ParseStreamID(wire.EventsSubject(lane, device))
 	cs, _, err := e.store.Load(context.Background(), sid, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -309,7 +310,7 @@ func TestRefusedCommitsAreQuarantined(t *testing.T) {
 	if ids := e.dangerIDs(t, "d1"); len(ids) != 1 || ids[0] != "ok" {
 		t.Fatalf("d1's danger events in EVENTS: %v", ids)
 	}
-	for _, lane := range devicegate.Lanes {
+	for _, lane := range wire.Lanes {
 		for _, dev := range []string{"d2", "ghost", "gone"} {
 			if n := len(e.events(t, lane, dev)); n != 0 {
 				t.Fatalf("%s %s: %d commits reached EVENTS", lane, dev, n)
@@ -320,7 +321,7 @@ func TestRefusedCommitsAreQuarantined(t *testing.T) {
 		t.Fatalf("telemetry: %d commits reached EVENTS", n)
 	}
 	// The refused commit is kept as sent.
-	q, err := e.js.Stream(context.Background(), devicegate.DefaultQuarantineStream)
+	q, err := e.js.Stream(context.Background(), wire.QuarantineStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +343,7 @@ func TestAnswersOnlyTheDevicesInbox(t *testing.T) {
 	}
 	e.nc.Flush()
 	for _, reply := range []string{"ev.safety.rider.bob", "_INBOX_d2.x", "_INBOX_d1x.y"} {
-		for _, subj := range []string{devicegate.CommitSubject(safety.LaneDanger, "d1"), devicegate.LastSubject(safety.LaneDanger, "d1")} {
+		for _, subj := range []string{wire.CommitSubject(safety.LaneDanger, "d1"), wire.LastSubject(safety.LaneDanger, "d1")} {
 			if err := d1.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Data: commit(t, dangerFor("bob", "", "inj"))}); err != nil {
 				t.Fatal(err)
 			}
@@ -374,9 +375,9 @@ func TestAnswersOnlyTheDevicesInbox(t *testing.T) {
 func TestPoisonDoesNotHoldUpOtherDevices(t *testing.T) {
 	e := setup(t, devicegate.Config{})
 	d1, d2 := e.device(t, "d1"), e.device(t, "d2")
-	replies, _ := d1.SubscribeSync(natsserver.DeviceInboxPrefix("d1") + ".flood")
+	replies, _ := d1.SubscribeSync(wire.DeviceInboxPrefix("d1") + ".flood")
 	for i := range 20 {
-		d1.PublishMsg(&nats.Msg{Subject: devicegate.CommitSubject(safety.LaneDanger, "d1"), Reply: natsserver.DeviceInboxPrefix("d1") + ".flood",
+		d1.PublishMsg(&nats.Msg{Subject: wire.CommitSubject(safety.LaneDanger, "d1"), Reply: wire.DeviceInboxPrefix("d1") + ".flood",
 			Data: []byte(fmt.Sprintf("garbage-%02d", i))})
 	}
 	d1.Flush()
@@ -395,7 +396,7 @@ func TestPoisonDoesNotHoldUpOtherDevices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rep devicegate.Reply
+		var rep wire.GateReply
 		json.Unmarshal(m.Data, &rep)
 		if !rep.Quarantined && (rep.Error == nil || rep.Error.Code != 429) {
 			t.Fatalf("garbage reply %+v", rep)
@@ -443,8 +444,8 @@ func TestQuotas(t *testing.T) {
 	if _, refused := e.gate.Stats(); refused != 0 {
 		t.Fatalf("%d commits quarantined for being over quota", refused)
 	}
-	big := make([]byte, devicegate.MaxCommitBytes+1)
-	if r := send(t, d2, safety.LaneDanger, "d2", big); r.Error == nil || r.Error.ErrCode != devicegate.ErrTooLarge {
+	big := make([]byte, wire.MaxDeviceCommitBytes+1)
+	if r := send(t, d2, safety.LaneDanger, "d2", big); r.Error == nil || r.Error.ErrCode != wire.ErrTooLarge {
 		t.Fatalf("oversized commit: %+v", r)
 	}
 	if _, n := e.gate.Rejected("", 10); n != 0 || len(e.dangerIDs(t, "d2")) != 1 {
@@ -466,14 +467,14 @@ func TestExactlyOnce(t *testing.T) {
 	if r1.Error != nil {
 		t.Fatal(r1.Error)
 	}
-	if r := send(t, d1, safety.LaneDanger, "d1", c1, append(expect(0), edge(1, 1)...)...); r.Error == nil || r.Error.ErrCode != devicegate.ErrWrongLastSequence {
+	if r := send(t, d1, safety.LaneDanger, "d1", c1, append(expect(0), edge(1, 1)...)...); r.Error == nil || r.Error.ErrCode != wire.ErrWrongLastSequence {
 		t.Fatalf("resent commit: %+v, want a conflict", r)
 	}
 	if l := last(t, d1, safety.LaneDanger, "d1", "E1"); l.Seq != r1.Seq || l.EdgeSeq != 1 {
 		t.Fatalf("last: %+v", l)
 	}
 	bad := []byte("garbage")
-	if r := send(t, d1, safety.LaneDanger, "d1", bad, append(expect(0), edge(2, 3)...)...); r.Error == nil || r.Error.ErrCode != devicegate.ErrWrongLastSequence {
+	if r := send(t, d1, safety.LaneDanger, "d1", bad, append(expect(0), edge(2, 3)...)...); r.Error == nil || r.Error.ErrCode != wire.ErrWrongLastSequence {
 		t.Fatalf("refused commit with a stale expected sequence: %+v, want a conflict", r)
 	}
 	for range 2 { // the second time as if the first reply was lost
@@ -512,8 +513,8 @@ func TestUnknownFieldsDropped(t *testing.T) {
 	}
 	send(t, d1, safety.LaneTelemetry, "d1", smuggle(&telemetryv1.SamplesRecorded{RiderId: "alice", DeviceId: "d1", OffsetMs: []uint32{0}}))
 	send(t, d1, safety.LaneDanger, "d1", smuggle(dangerFor("alice", "d1", "s1")))
-	for _, lane := range devicegate.Lanes {
-		sub := devicegate.EventsSubject(lane, "d1")
+	for _, lane := range wire.Lanes {
+		sub := wire.EventsSubject(lane, "d1")
 		m, err := e.nc.Request("$JS.API.DIRECT.GET.EVENTS."+sub, nil, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)

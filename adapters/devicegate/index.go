@@ -10,6 +10,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+
+	"github.com/tideline/tideline/wire"
 )
 
 // index is the newest refused commits, read from the quarantine stream's
@@ -32,12 +34,12 @@ func (x *index) add(m jetstream.Msg) {
 	h := m.Headers()
 	u := func(k string) uint64 { n, _ := strconv.ParseUint(h.Get(k), 10, 64); return n }
 	r := &adminv1.RejectedDeviceCommit{
-		DeviceId: h.Get(HeaderDevice), RiderId: h.Get(HeaderRider), Lane: h.Get(HeaderLane),
-		Code: h.Get(HeaderRejectCode), Reason: h.Get(HeaderRejectReason),
+		DeviceId: h.Get(wire.HeaderDevice), RiderId: h.Get(wire.HeaderRider), Lane: h.Get(wire.HeaderLane),
+		Code: h.Get(wire.HeaderRejectCode), Reason: h.Get(wire.HeaderRejectReason),
 		RejectedAt: timestamppb.New(md.Timestamp), SizeBytes: int64(u("Nats-Msg-Size")), QuarantineSeq: md.Sequence.Stream,
-		EdgeEpoch: h.Get(HeaderEdgeEpoch), EdgeFirstSeq: u(HeaderEdgeFirstSeq), EdgeLastSeq: u(HeaderEdgeSeq),
+		EdgeEpoch: h.Get(wire.HeaderEdgeEpoch), EdgeFirstSeq: u(wire.HeaderEdgeFirstSeq), EdgeLastSeq: u(wire.HeaderEdgeSeq),
 	}
-	if at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt)); err == nil {
+	if at, err := time.Parse(time.RFC3339Nano, h.Get(wire.HeaderReceivedAt)); err == nil {
 		r.ReceivedAt = timestamppb.New(at)
 	}
 	x.mu.Lock()

@@ -19,6 +19,7 @@ import (
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // RunnerOptions tune a Runner.
@@ -1047,13 +1048,13 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 		r.log.Warn("skipping message on a non-stream subject", "seq", d.seq, "subject", m.Subject(), "error", err)
 		return d, pending, true
 	}
-	if r.types != nil && !r.wants(m.Headers().Get(HeaderEventTypes)) {
+	if r.types != nil && !r.wants(m.Headers().Get(wire.HeaderEventTypes)) {
 		return d, pending, true
 	}
 	if r.subjects != nil && !matchesAny(r.subjects, m.Subject()) {
 		return d, pending, true // an unfiltered replay: not ours
 	}
-	if d.commit, err = DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
+	if d.commit, err = wire.DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
 		d.err = err
 	}
 	for i := range d.commit.Events {

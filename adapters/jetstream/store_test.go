@@ -13,6 +13,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/es/estest"
+	"github.com/tideline/tideline/wire"
 )
 
 func TestStoreContract(t *testing.T) {
@@ -139,11 +140,11 @@ func TestCommitHeaders(t *testing.T) {
 		t.Errorf("subject %q, want ev.<context>.<type>.<id>", m.Subject)
 	}
 	want := map[string]string{
-		tljs.HeaderEventTypes:    "tideline.steps.v1.StepsRecorded,tideline.steps.v1.StepsRecorded",
-		tljs.HeaderCorrelationID: "c",
-		tljs.HeaderCausationID:   "d",
-		tljs.HeaderActor:         "walker:alice",
-		tljs.HeaderSource:        "edge:phone",
+		wire.HeaderEventTypes:    "tideline.steps.v1.StepsRecorded,tideline.steps.v1.StepsRecorded",
+		wire.HeaderCorrelationID: "c",
+		wire.HeaderCausationID:   "d",
+		wire.HeaderActor:         "walker:alice",
+		wire.HeaderSource:        "edge:phone",
 	}
 	for k, v := range want {
 		if got := m.Header.Get(k); got != v {
@@ -154,7 +155,7 @@ func TestCommitHeaders(t *testing.T) {
 	if got, want := m.Header.Get(jetstream.MsgIDHeader), m.Subject+"/k1"; got != want {
 		t.Errorf("header %s = %q, want %q", jetstream.MsgIDHeader, got, want)
 	}
-	c, err := tljs.DecodeCommit(stream, m.Sequence, m.Header, m.Data)
+	c, err := wire.DecodeCommit(stream, m.Sequence, m.Header, m.Data)
 	if err != nil {
 		t.Fatalf("decode commit: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/wire"
 )
 
 // Roles a NATS user may have. Each role reaches JetStream only through
@@ -73,7 +74,7 @@ func userPermissions(role, name string) *server.Permissions {
 	case RoleReader:
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{"$JS." + ReaderDomain + ".API.>"}},
-			Subscribe: &server.SubjectPermission{Allow: []string{inbox, "ev.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{inbox, wire.EventsSubjects}},
 		}
 	case RoleOps:
 		return &server.Permissions{

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
+	"github.com/tideline/tideline/wire"
 )
 
 // Device is one registered edge device, as stored in the registry
@@ -40,31 +41,22 @@ type Device struct {
 // link, and the two must differ. Devices do not call the hub's API.
 const HubDomain = "hub"
 
-// Subjects a device may use on the hub: requests to the device gate
-// (adapters/devicegate) on its own two lanes, a commit and where the hub
-// stands. The edge agent and the gate build the same names; the tests in
-// cmd/ check they agree.
-func deviceSubjects(id string) []string {
-	var s []string
-	for _, lane := range []string{"danger", "telemetry"} {
-		s = append(s, "in."+lane+".device."+id, "in."+lane+".device."+id+".last")
-	}
-	return s
-}
-
 // DeviceInboxPrefix is the only inbox a device may receive replies on.
-func DeviceInboxPrefix(id string) string { return "_INBOX_" + id }
+//
+// Deprecated: use wire.DeviceInboxPrefix; cmd/ still names this one.
+func DeviceInboxPrefix(id string) string { return wire.DeviceInboxPrefix(id) }
 
 // devicePermissions confine a device (seen from the device: what it may
-// publish into the hub and receive from it) to requests on its own two
-// lanes and replies on its own inbox. It writes no stream and calls no
-// JetStream API: JetStream answers a request on whatever reply subject
+// publish into the hub and receive from it) to requests to the device gate
+// (adapters/devicegate) on its own lanes, a commit and where the hub
+// stands (wire.DeviceSubjects), and replies on its own inbox. It writes no
+// stream and calls no JetStream API: JetStream answers a request on whatever reply subject
 // the requester names, and an answer on ev.<anything> would be stored in
 // EVENTS; the device gate answers only on the device's inbox.
 func devicePermissions(id string) *server.Permissions {
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: deviceSubjects(id)},
-		Subscribe: &server.SubjectPermission{Allow: []string{DeviceInboxPrefix(id) + ".>"}},
+		Publish:   &server.SubjectPermission{Allow: wire.DeviceSubjects(id)},
+		Subscribe: &server.SubjectPermission{Allow: []string{wire.DeviceInboxPrefix(id) + ".>"}},
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/wire"
 )
 
 // syncBuf is a log sink tests can search.
@@ -102,7 +103,7 @@ func startLeaf(tb testing.TB, h *testHub, id string, seed []byte) *leaf {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		tb.Fatal("leaf not ready")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.CustomInboxPrefix(natsserver.DeviceInboxPrefix(id)))
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.CustomInboxPrefix(wire.DeviceInboxPrefix(id)))
 	if err != nil {
 		tb.Fatal(err)
 	}

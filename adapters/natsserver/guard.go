@@ -13,11 +13,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tideline/tideline/wire"
 )
 
 // eventsStream is the event store's stream (adapters/jetstream), the only
 // one readers may read.
-const eventsStream = "EVENTS"
+const eventsStream = wire.EventsStream
 
 // Limits on what readers may create through the guard.
 const (

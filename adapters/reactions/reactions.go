@@ -38,6 +38,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/wire"
 )
 
 // Decoder decodes one stored commit message; cmd wires
@@ -60,7 +61,7 @@ type Reaction struct {
 type Config struct {
 	// Conn is the connection to JetStream; the engine does not close it.
 	Conn *nats.Conn
-	// Stream is the events stream; default "EVENTS".
+	// Stream is the events stream; default wire.EventsStream.
 	Stream string
 	// Decode decodes commits (required).
 	Decode Decoder
@@ -102,7 +103,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		return nil, errors.New("reactions: Conn and Decode are required")
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = "EVENTS"
+		cfg.Stream = wire.EventsStream
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

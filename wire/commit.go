@@ -1,0 +1,201 @@
+package wire
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tideline/tideline/domain/es"
+)
+
+// The commit envelope is a tideline.es.v1.Commit: field 1, repeated, each
+// a tideline.es.v1.Event of 1 id, 2 type, 3 occurred_at
+// (google.protobuf.Timestamp: 1 seconds, 2 nanos), 4 data. The functions
+// here read and write it with protowire, as proto.Marshal would, without
+// building the generated messages.
+
+// EncodedEventSize is what an encoded tideline.es.v1.Event of n bytes adds
+// to a commit.
+func EncodedEventSize(n int) int { return protowire.SizeTag(1) + protowire.SizeBytes(n) }
+
+// AppendEncodedEvent appends one Commit.events entry to buf, a commit
+// being built, from an already encoded tideline.es.v1.Event.
+func AppendEncodedEvent(buf, event []byte) []byte {
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	return protowire.AppendBytes(buf, event)
+}
+
+// AppendEvent appends one Commit.events entry to buf, a commit being
+// built, from its fields.
+func AppendEvent(buf []byte, id, typ string, at *timestamppb.Timestamp, data []byte) []byte {
+	secs, nanos := uint64(at.GetSeconds()), uint64(int64(at.GetNanos()))
+	ts := 0
+	if secs != 0 {
+		ts += protowire.SizeTag(1) + protowire.SizeVarint(secs)
+	}
+	if nanos != 0 {
+		ts += protowire.SizeTag(2) + protowire.SizeVarint(nanos)
+	}
+	n := protowire.SizeTag(3) + protowire.SizeBytes(ts)
+	for _, f := range []int{len(id), len(typ), len(data)} {
+		if f > 0 {
+			n += protowire.SizeTag(1) + protowire.SizeBytes(f)
+		}
+	}
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(n))
+	if id != "" {
+		buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+		buf = protowire.AppendString(buf, id)
+	}
+	if typ != "" {
+		buf = protowire.AppendTag(buf, 2, protowire.BytesType)
+		buf = protowire.AppendString(buf, typ)
+	}
+	buf = protowire.AppendTag(buf, 3, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(ts))
+	if secs != 0 {
+		buf = protowire.AppendTag(buf, 1, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, secs)
+	}
+	if nanos != 0 {
+		buf = protowire.AppendTag(buf, 2, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, nanos)
+	}
+	if len(data) > 0 {
+		buf = protowire.AppendTag(buf, 4, protowire.BytesType)
+		buf = protowire.AppendBytes(buf, data)
+	}
+	return buf
+}
+
+// DecodeCommit decodes one stored commit message: the events of data, with
+// the metadata of h (CommitMetadata), at stream sequence seq. Events of
+// types this binary does not know (written by a newer version) have nil
+// Data. A malformed commit is an *es.Error of kind Internal.
+//
+// It reads the envelope with protowire rather than into generated
+// structs: replays spend most of their time here, and this saves the
+// envelope's allocations (rebuild vs raw replay: 0.75 -> 0.87). Only
+// payloads are unmarshalled into their message types.
+func DecodeCommit(stream es.StreamID, seq uint64, h nats.Header, data []byte) (es.Commit, error) {
+	fail := func(err error) (es.Commit, error) {
+		return es.Commit{}, es.Wrap(es.Internal, fmt.Sprintf("decode commit at %d", seq), err)
+	}
+	meta := CommitMetadata(h)
+	c := es.Commit{Seq: seq, Stream: stream}
+	for b := data; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fail(protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType { // not Commit.events
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return fail(protowire.ParseError(n))
+			}
+			b = b[n:]
+			continue
+		}
+		eb, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return fail(protowire.ParseError(n))
+		}
+		b = b[n:]
+		ev, err := decodeEvent(eb)
+		if err != nil {
+			return fail(err)
+		}
+		ev.Position = es.Position{Seq: seq, Index: uint32(len(c.Events))}
+		ev.Stream, ev.Meta = stream, meta
+		c.Events = append(c.Events, ev)
+	}
+	return c, nil
+}
+
+// decodeEvent decodes one tideline.es.v1.Event.
+func decodeEvent(b []byte) (es.Event, error) {
+	var ev es.Event
+	var typeName, payload []byte
+	var secs, nanos int64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return ev, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num < 1 || num > 4 || typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return ev, protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return ev, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			ev.ID = string(v)
+		case 2:
+			typeName = v
+		case 3:
+			var err error
+			if secs, nanos, err = decodeTimestamp(v); err != nil {
+				return ev, err
+			}
+		case 4:
+			payload = v
+		}
+	}
+	ev.OccurredAt = time.Unix(secs, nanos).UTC()
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(typeName))
+	if err != nil {
+		ev.Type = string(typeName)
+		return ev, nil
+	}
+	ev.Type = string(mt.Descriptor().FullName()) // the registry's string: no copy
+	m := mt.New().Interface()
+	if err := proto.Unmarshal(payload, m); err != nil {
+		return ev, fmt.Errorf("decode %s: %w", ev.Type, err)
+	}
+	ev.Data = m
+	return ev, nil
+}
+
+// decodeTimestamp decodes a google.protobuf.Timestamp.
+func decodeTimestamp(b []byte) (secs, nanos int64, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if (num == 1 || num == 2) && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, 0, protowire.ParseError(n)
+			}
+			b = b[n:]
+			if num == 1 {
+				secs = int64(v)
+			} else {
+				nanos = int64(int32(v))
+			}
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return 0, 0, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return secs, nanos, nil
+}

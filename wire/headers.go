@@ -1,0 +1,71 @@
+package wire
+
+import (
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tideline/tideline/domain/es"
+)
+
+// Headers of a commit in the events stream: what routing and filtering
+// need without decoding the payload.
+const (
+	HeaderEventTypes    = "Tl-Event-Types" // comma-separated, in commit order
+	HeaderCorrelationID = "Tl-Correlation-Id"
+	HeaderCausationID   = "Tl-Causation-Id"
+	HeaderActor         = "Tl-Actor"
+	HeaderSource        = "Tl-Source"
+)
+
+// Headers of the device lanes. A device's commit carries the Tl-Edge-*
+// headers (what it says of its local store), which the gate keeps with the
+// commit in the events stream or in quarantine; the gate adds the others.
+const (
+	// HeaderEdgeSeq is the local sequence of the last event in a device
+	// commit: where the device resumes after a restart or a lost ack.
+	HeaderEdgeSeq = "Tl-Edge-Seq"
+	// HeaderEdgeFirstSeq is the local sequence of the commit's first event.
+	HeaderEdgeFirstSeq = "Tl-Edge-First-Seq"
+	// HeaderEdgeEpoch identifies the device's local store: local sequences
+	// restart when the store is wiped, and a new epoch says so.
+	HeaderEdgeEpoch = "Tl-Edge-Epoch"
+	// HeaderEventType is an edge agent's local message's event type.
+	HeaderEventType = "Tl-Event-Type"
+
+	HeaderReceivedAt   = "Tl-Received-At"
+	HeaderDevice       = "Tl-Device"
+	HeaderRider        = "Tl-Rider"
+	HeaderLane         = "Tl-Lane"
+	HeaderRejectCode   = "Tl-Reject-Code"
+	HeaderRejectReason = "Tl-Reject-Reason"
+)
+
+// EdgeHeaders are the headers a device sets on its commits.
+var EdgeHeaders = []string{HeaderEdgeSeq, HeaderEdgeFirstSeq, HeaderEdgeEpoch}
+
+// SetCommitHeaders sets a commit's Tl-* headers on h: the event types in
+// commit order, and each of meta's fields that is not empty.
+func SetCommitHeaders(h nats.Header, types []string, meta es.Metadata) {
+	h.Set(HeaderEventTypes, strings.Join(types, ","))
+	for _, kv := range [...]struct{ k, v string }{
+		{HeaderCorrelationID, meta.CorrelationID},
+		{HeaderCausationID, meta.CausationID},
+		{HeaderActor, meta.Actor},
+		{HeaderSource, meta.Source},
+	} {
+		if kv.v != "" {
+			h.Set(kv.k, kv.v)
+		}
+	}
+}
+
+// CommitMetadata reads the metadata SetCommitHeaders wrote.
+func CommitMetadata(h nats.Header) es.Metadata {
+	return es.Metadata{
+		CorrelationID: h.Get(HeaderCorrelationID),
+		CausationID:   h.Get(HeaderCausationID),
+		Actor:         h.Get(HeaderActor),
+		Source:        h.Get(HeaderSource),
+	}
+}
