@@ -120,3 +120,64 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 		t.Fatalf("health check still refused after the held connections closed: %v", healthCheck(url))
 	}
 }
+
+// TestThousandsOfIdleConnections: 2,000 connections that send the HTTP/2
+// preface and then nothing, against a cap of 1,000: the ones past the cap
+// are reset at once, the server's heap stays bounded, every held one is
+// closed after the idle timeout, and then a health check gets through.
+func TestThousandsOfIdleConnections(t *testing.T) {
+	const (
+		conns    = 2000
+		maxConns = 1000
+		idle     = time.Second
+	)
+	f := servertest.Start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := api.NewServer(f.API().Handler())
+	srv.IdleTimeout, srv.ReadHeaderTimeout = idle, idle
+	limited := api.LimitListener(ln, maxConns)
+	go srv.Serve(limited)
+	t.Cleanup(func() { srv.Close() })
+	peak := heapPeak(t)
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	refused := 0
+	for range conns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil && strings.Contains(err.Error(), "reset") { // past the cap
+			refused++
+			continue
+		}
+		if err != nil {
+			t.Fatalf("dial after %d connections: %v", len(held), err)
+		}
+		held = append(held, c)
+		io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	}
+	open := limited.(interface{ Open() int64 })
+	if n := open.Open(); n > maxConns {
+		t.Fatalf("%d connections open, over the cap of %d", n, maxConns)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for open.Open() != 0 { // poll: the server closes idle connections
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open 15 s after they went idle", open.Open())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := healthCheck("http://" + ln.Addr().String()); err != nil {
+		t.Fatalf("health check after the idle connections were closed: %v", err)
+	}
+	grown := peak()
+	t.Logf("%d idle connections (cap %d, %d reset while dialling): heap grew by at most %.1f MiB; all closed by the server", conns, maxConns, refused, float64(grown)/(1<<20))
+	if grown > 64<<20 {
+		t.Fatalf("heap grew by %d MiB", grown>>20)
+	}
+}
