@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -240,42 +239,12 @@ func (u *Users) Watch(ctx context.Context, interval time.Duration) {
 
 // ListUsers returns the users registered in dir, sorted by name.
 func ListUsers(dir string) ([]NATSUser, error) {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("nats user registry: %w", err)
-	}
-	var users []NATSUser
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		usr, err := readUser(filepath.Join(dir, e.Name()))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		users = append(users, usr)
-	}
+	users, err := readRegistry[NATSUser](dir, "nats user")
 	sort.Slice(users, func(i, j int) bool { return users[i].Name < users[j].Name })
-	return users, nil
+	return users, err
 }
 
-func readUser(path string) (NATSUser, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return NATSUser{}, err
-	}
-	var usr NATSUser
-	if err := json.Unmarshal(b, &usr); err != nil {
-		return NATSUser{}, fmt.Errorf("nats user file %s: %w", path, err)
-	}
-	return usr, nil
-}
+func readUser(path string) (NATSUser, error) { return readEntry[NATSUser](path, "nats user") }
 
 // ErrUserExists is returned by AddUser for a name already registered.
 var ErrUserExists = errors.New("nats user already registered")

@@ -276,42 +276,12 @@ func dirStamp(dir string) (string, error) {
 
 // ListDevices returns the devices registered in dir, sorted by id.
 func ListDevices(dir string) ([]Device, error) {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("device registry: %w", err)
-	}
-	var devs []Device
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		dev, err := readDevice(filepath.Join(dir, e.Name()))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		devs = append(devs, dev)
-	}
+	devs, err := readRegistry[Device](dir, "device")
 	sort.Slice(devs, func(i, j int) bool { return devs[i].ID < devs[j].ID })
-	return devs, nil
+	return devs, err
 }
 
-func readDevice(path string) (Device, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Device{}, err
-	}
-	var dev Device
-	if err := json.Unmarshal(b, &dev); err != nil {
-		return Device{}, fmt.Errorf("device file %s: %w", path, err)
-	}
-	return dev, nil
-}
+func readDevice(path string) (Device, error) { return readEntry[Device](path, "device") }
 
 // ErrDeviceExists is returned by AddDevice for an id already registered.
 var ErrDeviceExists = errors.New("device already registered")
