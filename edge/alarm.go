@@ -13,17 +13,11 @@ import (
 
 // alarmCommand starts AlarmCmd for ev on a goroutine of its own and
 // returns at once. The command runs in its own process group, killed
-// whole when it overruns AlarmTimeout or the agent closes; if AlarmSlots
-// commands are still running, this one is not run and the drop is logged,
-// so a hung command never holds up detection or the next alarms.
+// whole when it overruns AlarmTimeout or the agent closes. At most
+// AlarmSlots commands run at once; an alarm that finds them all running
+// waits for one to end (at most AlarmTimeout) on its own goroutine, so a
+// hung command never holds up detection, and no alarm's command is lost.
 func (a *Agent) alarmCommand(ev *safetyv1.DangerDetected) {
-	select {
-	case a.alarmSlots <- struct{}{}:
-	default:
-		a.log.Error("alarm command not run: all slots are taken by commands still running",
-			"event_id", ev.EventId, "severity", ev.Severity.String(), "running", AlarmSlots)
-		return
-	}
 	env := append(os.Environ(),
 		"TIDELINE_KIND="+ev.Kind.String(),
 		"TIDELINE_SEVERITY="+ev.Severity.String(),
@@ -39,6 +33,18 @@ func (a *Agent) alarmCommand(ev *safetyv1.DangerDetected) {
 		env = append(env, "TIDELINE_LAT="+strconv.FormatFloat(l.Lat, 'f', 6, 64), "TIDELINE_LNG="+strconv.FormatFloat(l.Lng, 'f', 6, 64))
 	}
 	run := func() {
+		select {
+		case a.alarmSlots <- struct{}{}:
+		default:
+			a.log.Warn("alarm command waits: all slots are taken by commands still running",
+				"event_id", ev.EventId, "severity", ev.Severity.String(), "running", AlarmSlots)
+			select {
+			case a.alarmSlots <- struct{}{}:
+			case <-a.life.Done():
+				a.log.Warn("alarm command not run: agent closing", "event_id", ev.EventId)
+				return
+			}
+		}
 		defer func() { <-a.alarmSlots }()
 		ctx, cancel := context.WithTimeout(a.life, a.cfg.AlarmTimeout)
 		defer cancel()
@@ -58,7 +64,5 @@ func (a *Agent) alarmCommand(ev *safetyv1.DangerDetected) {
 			a.log.Error("alarm command failed", "event_id", ev.EventId, "cmd", a.cfg.AlarmCmd, "err", err)
 		}
 	}
-	if !a.spawn(run) {
-		<-a.alarmSlots
-	}
+	a.spawn(run)
 }
