@@ -200,41 +200,17 @@ func (u *Users) Reload() (bool, error) {
 	}
 	u.mu.Lock()
 	u.byKey, u.byName, u.stamp = byKey, byName, stamp
-	var kick []uint64
-	for name, cids := range u.conns {
-		if usr, ok := byName[name]; ok && !usr.Revoked {
-			continue
-		}
-		for cid := range cids {
-			kick = append(kick, cid)
-		}
-		delete(u.conns, name)
-		u.log.Info("nats user revoked: disconnecting", "user", name)
-	}
+	kick := dropRevoked(u.conns, func(name string) bool { usr, ok := byName[name]; return ok && !usr.Revoked },
+		func(name string) { u.log.Info("nats user revoked: disconnecting", "user", name) })
 	srv := u.srv
 	u.mu.Unlock()
-	for _, cid := range kick {
-		if srv != nil {
-			_ = srv.DisconnectClientByID(cid) // already gone is fine
-		}
-	}
+	disconnect(srv, kick)
 	return true, nil
 }
 
 // Watch reloads the registry every interval until ctx ends.
 func (u *Users) Watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := u.Reload(); err != nil {
-				u.log.Error("nats user registry reload", "err", err)
-			}
-		}
-	}
+	watchRegistry(ctx, interval, u.Reload, u.log, "nats user")
 }
 
 // ListUsers returns the users registered in dir, sorted by name.

@@ -214,41 +214,17 @@ func (d *Devices) Reload() (bool, error) {
 	}
 	d.mu.Lock()
 	d.byKey, d.byID, d.stamp = byKey, byID, stamp
-	var kick []uint64
-	for id, cids := range d.conns {
-		if dev, ok := byID[id]; ok && !dev.Revoked {
-			continue
-		}
-		for cid := range cids {
-			kick = append(kick, cid)
-		}
-		delete(d.conns, id)
-		d.log.Info("edge device revoked: disconnecting", "device", id)
-	}
+	kick := dropRevoked(d.conns, func(id string) bool { dev, ok := byID[id]; return ok && !dev.Revoked },
+		func(id string) { d.log.Info("edge device revoked: disconnecting", "device", id) })
 	srv := d.srv
 	d.mu.Unlock()
-	for _, cid := range kick {
-		if srv != nil {
-			_ = srv.DisconnectClientByID(cid) // already gone is fine
-		}
-	}
+	disconnect(srv, kick)
 	return true, nil
 }
 
 // Watch reloads the registry every interval until ctx ends.
 func (d *Devices) Watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := d.Reload(); err != nil {
-				d.log.Error("device registry reload", "err", err)
-			}
-		}
-	}
+	watchRegistry(ctx, interval, d.Reload, d.log, "device")
 }
 
 // dirStamp fingerprints the registry's files (names, sizes, mtimes).

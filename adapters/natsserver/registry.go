@@ -1,13 +1,18 @@
 package natsserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // readRegistry reads every <name>.json entry of a registry directory (the
@@ -50,4 +55,49 @@ func readEntry[T any](path, what string) (T, error) {
 		return v, fmt.Errorf("%s file %s: %w", what, path, err)
 	}
 	return v, nil
+}
+
+// dropRevoked removes from conns (name → connection ids) every name that
+// is no longer live, calling revoked for each, and returns the ids of
+// their connections to cut. The caller holds the registry's lock.
+func dropRevoked(conns map[string]map[uint64]struct{}, live func(name string) bool, revoked func(name string)) []uint64 {
+	var kick []uint64
+	for name, cids := range conns {
+		if live(name) {
+			continue
+		}
+		for cid := range cids {
+			kick = append(kick, cid)
+		}
+		delete(conns, name)
+		revoked(name)
+	}
+	return kick
+}
+
+// disconnect cuts the given client connections of srv (nil: none yet).
+func disconnect(srv *server.Server, cids []uint64) {
+	if srv == nil {
+		return
+	}
+	for _, cid := range cids {
+		_ = srv.DisconnectClientByID(cid) // already gone is fine
+	}
+}
+
+// watchRegistry calls reload every interval until ctx ends, logging its
+// errors; what names the registry.
+func watchRegistry(ctx context.Context, interval time.Duration, reload func() (bool, error), log *slog.Logger, what string) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := reload(); err != nil {
+				log.Error(what+" registry reload", "err", err)
+			}
+		}
+	}
 }
