@@ -1,0 +1,190 @@
+// Package media declares the ports that the media pipelines (storytime,
+// lecture transcription, riders' voice commands, labeling's preprocessing)
+// share: blob storage, and the engines that read images, speak text,
+// transcribe speech, restructure a transcript and notify a person. It is
+// part of the domain's kernel beside domain/es: contexts import it, it
+// imports no context. Adapters named after their technology implement
+// these ports (adapters/tesseract, adapters/espeak, adapters/pocketsphinx,
+// adapters/openai, adapters/smtp, adapters/slack, adapters/objectstore);
+// cmd/ picks them.
+//
+// Every port reports an engine that is not installed or not reachable
+// with an error wrapping ErrUnavailable (the pipeline's job then waits and
+// is retried; it neither fails nor vanishes), and input the engine cannot
+// use (an image that is not one, audio in the wrong format) with an error
+// wrapping ErrUnusable (the job fails with that reason, not retried).
+package media
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrUnavailable says an engine or store cannot serve now: not installed
+// (the message names the package to install), not reachable, or
+// overloaded. Retrying later may succeed.
+var ErrUnavailable = errors.New("engine unavailable")
+
+// ErrUnusable says the input cannot be used by the engine, whatever the
+// retries: the message says why (not an image, empty audio, ...).
+var ErrUnusable = errors.New("unusable input")
+
+// ErrNotFound says a blob does not exist.
+var ErrNotFound = errors.New("blob not found")
+
+// ErrTooLarge says a blob is larger than the store allows.
+var ErrTooLarge = errors.New("blob too large")
+
+// BlobRef says where a blob lives. Events carry it, never the bytes.
+type BlobRef struct {
+	Bucket      string // e.g. "story"
+	Name        string // unique in its bucket; a safe token (letters, digits, -_.)
+	SHA256      string // lowercase hex of the content
+	Size        int64
+	ContentType string // e.g. "image/png", "audio/ogg"
+}
+
+// Blobs stores immutable blobs. Implementations are safe for concurrent
+// use.
+type Blobs interface {
+	// Put stores r's content as bucket/name, reading at most limit bytes
+	// (more fails with ErrTooLarge and stores nothing), and returns its
+	// reference with its SHA-256 and size. A reader error stores nothing.
+	// Putting an existing name replaces it (names are chosen unique).
+	Put(ctx context.Context, bucket, name, contentType string, r io.Reader, limit int64) (BlobRef, error)
+	// Open returns the blob's content; ErrNotFound when it does not exist.
+	// The caller closes it.
+	Open(ctx context.Context, bucket, name string) (io.ReadCloser, BlobRef, error)
+}
+
+// Word is a recognised word (or line) and its box on the image, in pixels.
+type Word struct {
+	Text       string
+	X, Y, W, H int
+	Confidence float64 // 0..1
+}
+
+// Page is what OCR read on an image.
+type Page struct {
+	Text  string // the text in reading order, lines separated by '\n'
+	Words []Word
+	Lang  string // the language(s) used, e.g. "kor+eng"
+}
+
+// OCR reads text from an image (PNG or JPEG). langs are ISO 639-1 codes
+// ("en", "ko"); empty means every language the engine offers of these two.
+type OCR interface {
+	Read(ctx context.Context, image []byte, langs []string) (Page, error)
+}
+
+// Audio is encoded sound.
+type Audio struct {
+	Data        []byte
+	ContentType string // "audio/ogg" (Opus), "audio/mpeg" or "audio/wav"
+	Duration    time.Duration
+}
+
+// Speaker turns text into speech in lang ("en", "ko").
+type Speaker interface {
+	Speak(ctx context.Context, text, lang string) (Audio, error)
+}
+
+// Segment is a stretch of transcribed speech.
+type Segment struct {
+	Start, End time.Duration // from the start of the audio
+	Text       string
+	Confidence float64 // 0..1; engines that do not say give 1
+}
+
+// Transcript is what an STT engine heard.
+type Transcript struct {
+	Segments []Segment
+}
+
+// Text is the transcript's segments joined with single spaces.
+func (t Transcript) Text() string {
+	n := 0
+	for _, s := range t.Segments {
+		n += len(s.Text) + 1
+	}
+	b := make([]byte, 0, n)
+	for _, s := range t.Segments {
+		if s.Text == "" {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, s.Text...)
+	}
+	return string(b)
+}
+
+// SampleRate is the rate of the PCM every Transcriber takes: 16 kHz,
+// mono, signed 16-bit little-endian.
+const SampleRate = 16000
+
+// Transcriber turns speech into text. pcm is SampleRate mono s16le.
+type Transcriber interface {
+	Transcribe(ctx context.Context, pcm []byte, lang string) (Transcript, error)
+}
+
+// Grammar is a closed set of phrases, each mapped to what it means
+// (e.g. "pick up" → "PICK_UP"), for command recognition.
+type Grammar struct {
+	Lang    string
+	Phrases map[string]string // phrase → intent
+}
+
+// Command is a phrase recognised in a grammar.
+type Command struct {
+	Heard      string // what the engine heard
+	Intent     string // Grammar.Phrases[Heard]; "" when rejected
+	Confidence float64
+}
+
+// CommandRecognizer recognises one phrase of a grammar in speech, and
+// rejects speech that is not one of them (Intent "") rather than forcing
+// it onto the nearest phrase.
+type CommandRecognizer interface {
+	Recognize(ctx context.Context, pcm []byte, g Grammar) (Command, error)
+}
+
+// Paragraph is a run of sentences with the words that matter in it.
+type Paragraph struct {
+	Sentences  []string
+	Highlights []string // words or short phrases found in Sentences
+}
+
+// Restructurer groups a transcript's sentences into paragraphs and picks
+// their key words.
+type Restructurer interface {
+	Restructure(ctx context.Context, sentences []string, lang string) ([]Paragraph, error)
+}
+
+// Message is a notification to a person.
+type Message struct {
+	To      Recipient
+	Subject string
+	Text    string
+	Links   []Link
+}
+
+// Link is a titled URL in a Message.
+type Link struct {
+	Title, URL string
+}
+
+// Recipient says where a person is reached; a Notifier uses the field it
+// knows and fails with ErrUnusable when it is empty.
+type Recipient struct {
+	Email        string
+	SlackWebhook string
+}
+
+// Notifier delivers a Message. A nil error means the channel accepted it.
+type Notifier interface {
+	Notify(ctx context.Context, m Message) error
+}
