@@ -57,6 +57,27 @@ type Blobs interface {
 	// Open returns the blob's content; ErrNotFound when it does not exist.
 	// The caller closes it.
 	Open(ctx context.Context, bucket, name string) (io.ReadCloser, BlobRef, error)
+	// Stat returns the blob's reference without its content; ErrNotFound
+	// when it does not exist.
+	Stat(ctx context.Context, bucket, name string) (BlobRef, error)
+}
+
+// Upload is what a signed upload URL lets its holder store: one blob,
+// bucket/name, of one of ContentTypes (empty: any), at most MaxBytes.
+type Upload struct {
+	Bucket, Name string
+	ContentTypes []string
+	MaxBytes     int64
+}
+
+// Links issues signed, expiring URLs through which clients upload and
+// download blobs straight to and from storage, not through an RPC (the
+// presigned-URL pattern of S3). A URL is its own credential: whoever holds
+// it may do what it says until it expires, nothing else. Safe for
+// concurrent use.
+type Links interface {
+	UploadURL(u Upload, ttl time.Duration) (url string, expires time.Time, err error)
+	DownloadURL(ref BlobRef, ttl time.Duration) (url string, expires time.Time, err error)
 }
 
 // Word is a recognised word (or line) and its box on the image, in pixels.
