@@ -20,6 +20,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	mediav1 "github.com/tideline/tideline/schemas/gen/tideline/media/v1"
 )
 
 // ErrUnavailable says an engine or store cannot serve now: not installed
@@ -208,4 +210,14 @@ type Recipient struct {
 // Notifier delivers a Message. A nil error means the channel accepted it.
 type Notifier interface {
 	Notify(ctx context.Context, m Message) error
+}
+
+// RefToProto returns the event form of a blob reference.
+func RefToProto(b BlobRef) *mediav1.BlobRef {
+	return &mediav1.BlobRef{Bucket: b.Bucket, Name: b.Name, Sha256: b.SHA256, Size: b.Size, ContentType: b.ContentType}
+}
+
+// RefFromProto is the inverse of RefToProto; nil gives the zero ref.
+func RefFromProto(b *mediav1.BlobRef) BlobRef {
+	return BlobRef{Bucket: b.GetBucket(), Name: b.GetName(), SHA256: b.GetSha256(), Size: b.GetSize(), ContentType: b.GetContentType()}
 }
