@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net/http"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/media"
 	nearbymodel "github.com/tideline/tideline/projections/nearby"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/delivery/v1/deliveryv1connect"
@@ -26,10 +28,11 @@ const (
 
 // DeliveryServices serves the delivery context:
 // tideline.delivery.v1.DeliveryService over svc (order commands), the
-// open-orders index and its runner.
-func DeliveryServices(svc *delivery.Service, nearby *nearbymodel.Model, nearbyFeed ReadModel) []Service {
+// open-orders index and its runner, and voice, the recogniser of riders'
+// spoken commands (nil: VoiceCommand is Unavailable).
+func DeliveryServices(svc *delivery.Service, nearby *nearbymodel.Model, nearbyFeed ReadModel, voice media.CommandRecognizer) []Service {
 	return []Service{{Name: deliveryv1connect.DeliveryServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
-		return deliveryv1connect.NewDeliveryServiceHandler(&deliveryHandler{rt: rt, svc: svc, nearby: nearby, nearbyFeed: nearbyFeed}, opts)
+		return deliveryv1connect.NewDeliveryServiceHandler(&deliveryHandler{rt: rt, svc: svc, nearby: nearby, nearbyFeed: nearbyFeed, voice: voice}, opts)
 	}}}
 }
 
@@ -39,6 +42,7 @@ type deliveryHandler struct {
 	svc        *delivery.Service
 	nearby     *nearbymodel.Model
 	nearbyFeed ReadModel
+	voice      media.CommandRecognizer
 }
 
 func latLng(p *deliveryv1.LatLng) delivery.LatLng {
@@ -124,7 +128,11 @@ func (h *deliveryHandler) GetOrder(ctx context.Context, req *connect.Request[del
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&deliveryv1.GetOrderResponse{Order: &deliveryv1.Order{
+	return connect.NewResponse(&deliveryv1.GetOrderResponse{Order: orderProto(o, version)}), nil
+}
+
+func orderProto(o delivery.Order, version uint64) *deliveryv1.Order {
+	return &deliveryv1.Order{
 		OrderId: o.ID, StoreId: o.StoreID,
 		Pickup:  &deliveryv1.LatLng{Lat: o.Pickup.Lat, Lng: o.Pickup.Lng},
 		Dropoff: &deliveryv1.LatLng{Lat: o.Dropoff.Lat, Lng: o.Dropoff.Lng},
@@ -132,7 +140,7 @@ func (h *deliveryHandler) GetOrder(ctx context.Context, req *connect.Request[del
 		RiderId: o.RiderID, Stars: o.Stars, CancelReason: o.Reason,
 		PlacedAt: timestamppb.New(o.PlacedAt), UpdatedAt: timestamppb.New(o.UpdatedAt),
 		Version: version,
-	}}), nil
+	}
 }
 
 func (h *deliveryHandler) SearchNearbyOrders(ctx context.Context, req *connect.Request[deliveryv1.SearchNearbyOrdersRequest]) (*connect.Response[deliveryv1.SearchNearbyOrdersResponse], error) {
@@ -173,4 +181,86 @@ func (h *deliveryHandler) SearchNearbyOrders(ctx context.Context, req *connect.R
 		}
 	}
 	return connect.NewResponse(out), nil
+}
+
+// VoiceCommand recognises a rider's spoken command and runs it as its
+// button would (see the proto).
+func (h *deliveryHandler) VoiceCommand(ctx context.Context, req *connect.Request[deliveryv1.VoiceCommandRequest]) (*connect.Response[deliveryv1.VoiceCommandResponse], error) {
+	if err := requireRole(ctx, auth.Rider, auth.Admin, auth.Service); err != nil {
+		return nil, err
+	}
+	m, p := req.Msg, caller(ctx)
+	rider := m.RiderId
+	if rider == "" && p.Role == auth.Rider {
+		rider = p.Subject
+	}
+	if err := es.ValidateToken("order_id", m.OrderId); err != nil {
+		return nil, err
+	}
+	if err := es.ValidateToken("rider_id", rider); err != nil {
+		return nil, err
+	}
+	if p.Role == auth.Rider && rider != p.Subject {
+		return nil, delivery.ErrNotYourself
+	}
+	langs := delivery.VoiceLangs
+	if m.Lang != "" {
+		langs = []string{m.Lang}
+	}
+	grammars := make([]media.Grammar, len(langs))
+	for i, l := range langs {
+		g, err := delivery.VoiceGrammar("lang", l)
+		if err != nil {
+			return nil, err
+		}
+		grammars[i] = g
+	}
+	if len(m.Audio) == 0 {
+		return nil, es.Invalidf("audio", "is required: a WAV recording of the command")
+	}
+	pcm, err := media.PCMFromWAV(m.Audio)
+	if err != nil {
+		return nil, es.Invalidf("audio", "%v", err)
+	}
+	if h.voice == nil {
+		return nil, es.Errorf(es.Unavailable, "voice commands are off: this server has no speech engine (install pocketsphinx)")
+	}
+	var best media.Command
+	for _, g := range grammars {
+		c, err := h.voice.Recognize(ctx, pcm, g)
+		switch {
+		case errors.Is(err, media.ErrUnavailable):
+			return nil, es.Wrap(es.Unavailable, "speech engine", err)
+		case errors.Is(err, media.ErrUnusable):
+			return nil, es.Invalidf("audio", "%v", err)
+		case err != nil:
+			return nil, err
+		}
+		if surer(c, best) {
+			best = c
+		}
+	}
+	cmd, err := delivery.VoiceCommand(best.Intent, m.OrderId, rider, best.Heard)
+	if err != nil {
+		return nil, err
+	}
+	res, err := h.svc.Execute(ctx, p, cmd)
+	if err != nil {
+		return nil, err
+	}
+	o, version, err := h.svc.Get(ctx, p, m.OrderId)
+	if err != nil {
+		return nil, err
+	}
+	return withPosition(&deliveryv1.VoiceCommandResponse{Intent: best.Intent, Heard: best.Heard, Confidence: best.Confidence,
+		Position: res.Position.Seq, Order: orderProto(o, version)}, res.Position.Seq), nil
+}
+
+// surer reports whether c is a better reading than best: a command over
+// a rejection, else the higher confidence.
+func surer(c, best media.Command) bool {
+	if (c.Intent != "") != (best.Intent != "") {
+		return c.Intent != ""
+	}
+	return c.Confidence > best.Confidence
 }

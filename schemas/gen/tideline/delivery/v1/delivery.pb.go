@@ -80,6 +80,158 @@ func (OrderStatus) EnumDescriptor() ([]byte, []int) {
 	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{0}
 }
 
+type VoiceCommandRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OrderId string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// audio is a WAV recording (integer PCM, any rate and channels) of one
+	// command, at most 1 MiB (30 s of 16 kHz mono).
+	Audio []byte `protobuf:"bytes,2,opt,name=audio,proto3" json:"audio,omitempty"`
+	// lang is "ko" or "en"; empty tries both and takes the surer.
+	Lang string `protobuf:"bytes,3,opt,name=lang,proto3" json:"lang,omitempty"`
+	// rider_id is the rider the command is for; riders may leave it empty
+	// (themself). Admin and service must name one.
+	RiderId       string `protobuf:"bytes,4,opt,name=rider_id,json=riderId,proto3" json:"rider_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VoiceCommandRequest) Reset() {
+	*x = VoiceCommandRequest{}
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VoiceCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VoiceCommandRequest) ProtoMessage() {}
+
+func (x *VoiceCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VoiceCommandRequest.ProtoReflect.Descriptor instead.
+func (*VoiceCommandRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *VoiceCommandRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *VoiceCommandRequest) GetAudio() []byte {
+	if x != nil {
+		return x.Audio
+	}
+	return nil
+}
+
+func (x *VoiceCommandRequest) GetLang() string {
+	if x != nil {
+		return x.Lang
+	}
+	return ""
+}
+
+func (x *VoiceCommandRequest) GetRiderId() string {
+	if x != nil {
+		return x.RiderId
+	}
+	return ""
+}
+
+type VoiceCommandResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// intent is "accept", "pick_up", "deliver" or "cancel".
+	Intent string `protobuf:"bytes,1,opt,name=intent,proto3" json:"intent,omitempty"`
+	// heard is the phrase recognised.
+	Heard string `protobuf:"bytes,2,opt,name=heard,proto3" json:"heard,omitempty"`
+	// confidence is the recogniser's, 0..1.
+	Confidence    float64 `protobuf:"fixed64,3,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	Position      uint64  `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`
+	Order         *Order  `protobuf:"bytes,5,opt,name=order,proto3" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VoiceCommandResponse) Reset() {
+	*x = VoiceCommandResponse{}
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VoiceCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VoiceCommandResponse) ProtoMessage() {}
+
+func (x *VoiceCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VoiceCommandResponse.ProtoReflect.Descriptor instead.
+func (*VoiceCommandResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VoiceCommandResponse) GetIntent() string {
+	if x != nil {
+		return x.Intent
+	}
+	return ""
+}
+
+func (x *VoiceCommandResponse) GetHeard() string {
+	if x != nil {
+		return x.Heard
+	}
+	return ""
+}
+
+func (x *VoiceCommandResponse) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
+}
+
+func (x *VoiceCommandResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *VoiceCommandResponse) GetOrder() *Order {
+	if x != nil {
+		return x.Order
+	}
+	return nil
+}
+
 type PlaceOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// order_id is chosen by the shop system (1-64 letters, digits, - _ = :),
@@ -97,7 +249,7 @@ type PlaceOrderRequest struct {
 
 func (x *PlaceOrderRequest) Reset() {
 	*x = PlaceOrderRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[0]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +261,7 @@ func (x *PlaceOrderRequest) String() string {
 func (*PlaceOrderRequest) ProtoMessage() {}
 
 func (x *PlaceOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[0]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +274,7 @@ func (x *PlaceOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceOrderRequest.ProtoReflect.Descriptor instead.
 func (*PlaceOrderRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{0}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PlaceOrderRequest) GetOrderId() string {
@@ -172,7 +324,7 @@ type PlaceOrderResponse struct {
 
 func (x *PlaceOrderResponse) Reset() {
 	*x = PlaceOrderResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[1]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +336,7 @@ func (x *PlaceOrderResponse) String() string {
 func (*PlaceOrderResponse) ProtoMessage() {}
 
 func (x *PlaceOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[1]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +349,7 @@ func (x *PlaceOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceOrderResponse.ProtoReflect.Descriptor instead.
 func (*PlaceOrderResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{1}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PlaceOrderResponse) GetPosition() uint64 {
@@ -224,7 +376,7 @@ type AcceptOrderRequest struct {
 
 func (x *AcceptOrderRequest) Reset() {
 	*x = AcceptOrderRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[2]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +388,7 @@ func (x *AcceptOrderRequest) String() string {
 func (*AcceptOrderRequest) ProtoMessage() {}
 
 func (x *AcceptOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[2]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +401,7 @@ func (x *AcceptOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptOrderRequest.ProtoReflect.Descriptor instead.
 func (*AcceptOrderRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{2}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AcceptOrderRequest) GetOrderId() string {
@@ -275,7 +427,7 @@ type AcceptOrderResponse struct {
 
 func (x *AcceptOrderResponse) Reset() {
 	*x = AcceptOrderResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[3]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +439,7 @@ func (x *AcceptOrderResponse) String() string {
 func (*AcceptOrderResponse) ProtoMessage() {}
 
 func (x *AcceptOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[3]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +452,7 @@ func (x *AcceptOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptOrderResponse.ProtoReflect.Descriptor instead.
 func (*AcceptOrderResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{3}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AcceptOrderResponse) GetPosition() uint64 {
@@ -320,7 +472,7 @@ type PickUpOrderRequest struct {
 
 func (x *PickUpOrderRequest) Reset() {
 	*x = PickUpOrderRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[4]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +484,7 @@ func (x *PickUpOrderRequest) String() string {
 func (*PickUpOrderRequest) ProtoMessage() {}
 
 func (x *PickUpOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[4]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +497,7 @@ func (x *PickUpOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PickUpOrderRequest.ProtoReflect.Descriptor instead.
 func (*PickUpOrderRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{4}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PickUpOrderRequest) GetOrderId() string {
@@ -371,7 +523,7 @@ type PickUpOrderResponse struct {
 
 func (x *PickUpOrderResponse) Reset() {
 	*x = PickUpOrderResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[5]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +535,7 @@ func (x *PickUpOrderResponse) String() string {
 func (*PickUpOrderResponse) ProtoMessage() {}
 
 func (x *PickUpOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[5]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +548,7 @@ func (x *PickUpOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PickUpOrderResponse.ProtoReflect.Descriptor instead.
 func (*PickUpOrderResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{5}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PickUpOrderResponse) GetPosition() uint64 {
@@ -416,7 +568,7 @@ type DeliverOrderRequest struct {
 
 func (x *DeliverOrderRequest) Reset() {
 	*x = DeliverOrderRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[6]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +580,7 @@ func (x *DeliverOrderRequest) String() string {
 func (*DeliverOrderRequest) ProtoMessage() {}
 
 func (x *DeliverOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[6]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +593,7 @@ func (x *DeliverOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverOrderRequest.ProtoReflect.Descriptor instead.
 func (*DeliverOrderRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{6}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeliverOrderRequest) GetOrderId() string {
@@ -467,7 +619,7 @@ type DeliverOrderResponse struct {
 
 func (x *DeliverOrderResponse) Reset() {
 	*x = DeliverOrderResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[7]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +631,7 @@ func (x *DeliverOrderResponse) String() string {
 func (*DeliverOrderResponse) ProtoMessage() {}
 
 func (x *DeliverOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[7]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +644,7 @@ func (x *DeliverOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverOrderResponse.ProtoReflect.Descriptor instead.
 func (*DeliverOrderResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{7}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeliverOrderResponse) GetPosition() uint64 {
@@ -513,7 +665,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[8]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +677,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[8]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +690,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{8}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CancelOrderRequest) GetOrderId() string {
@@ -564,7 +716,7 @@ type CancelOrderResponse struct {
 
 func (x *CancelOrderResponse) Reset() {
 	*x = CancelOrderResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[9]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +728,7 @@ func (x *CancelOrderResponse) String() string {
 func (*CancelOrderResponse) ProtoMessage() {}
 
 func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[9]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +741,7 @@ func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderResponse.ProtoReflect.Descriptor instead.
 func (*CancelOrderResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{9}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelOrderResponse) GetPosition() uint64 {
@@ -610,7 +762,7 @@ type RateOrderRequest struct {
 
 func (x *RateOrderRequest) Reset() {
 	*x = RateOrderRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[10]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +774,7 @@ func (x *RateOrderRequest) String() string {
 func (*RateOrderRequest) ProtoMessage() {}
 
 func (x *RateOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[10]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +787,7 @@ func (x *RateOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateOrderRequest.ProtoReflect.Descriptor instead.
 func (*RateOrderRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{10}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RateOrderRequest) GetOrderId() string {
@@ -661,7 +813,7 @@ type RateOrderResponse struct {
 
 func (x *RateOrderResponse) Reset() {
 	*x = RateOrderResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[11]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +825,7 @@ func (x *RateOrderResponse) String() string {
 func (*RateOrderResponse) ProtoMessage() {}
 
 func (x *RateOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[11]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +838,7 @@ func (x *RateOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateOrderResponse.ProtoReflect.Descriptor instead.
 func (*RateOrderResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{11}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RateOrderResponse) GetPosition() uint64 {
@@ -720,7 +872,7 @@ type Order struct {
 
 func (x *Order) Reset() {
 	*x = Order{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[12]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +884,7 @@ func (x *Order) String() string {
 func (*Order) ProtoMessage() {}
 
 func (x *Order) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[12]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +897,7 @@ func (x *Order) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Order.ProtoReflect.Descriptor instead.
 func (*Order) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{12}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Order) GetOrderId() string {
@@ -851,7 +1003,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[13]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1015,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[13]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1028,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{13}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetOrderRequest) GetOrderId() string {
@@ -902,7 +1054,7 @@ type GetOrderResponse struct {
 
 func (x *GetOrderResponse) Reset() {
 	*x = GetOrderResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[14]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1066,7 @@ func (x *GetOrderResponse) String() string {
 func (*GetOrderResponse) ProtoMessage() {}
 
 func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[14]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1079,7 @@ func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
 func (*GetOrderResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{14}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetOrderResponse) GetOrder() *Order {
@@ -953,7 +1105,7 @@ type SearchNearbyOrdersRequest struct {
 
 func (x *SearchNearbyOrdersRequest) Reset() {
 	*x = SearchNearbyOrdersRequest{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[15]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1117,7 @@ func (x *SearchNearbyOrdersRequest) String() string {
 func (*SearchNearbyOrdersRequest) ProtoMessage() {}
 
 func (x *SearchNearbyOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[15]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1130,7 @@ func (x *SearchNearbyOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchNearbyOrdersRequest.ProtoReflect.Descriptor instead.
 func (*SearchNearbyOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{15}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SearchNearbyOrdersRequest) GetLat() float64 {
@@ -1033,7 +1185,7 @@ type NearbyOrder struct {
 
 func (x *NearbyOrder) Reset() {
 	*x = NearbyOrder{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[16]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1197,7 @@ func (x *NearbyOrder) String() string {
 func (*NearbyOrder) ProtoMessage() {}
 
 func (x *NearbyOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[16]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1210,7 @@ func (x *NearbyOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NearbyOrder.ProtoReflect.Descriptor instead.
 func (*NearbyOrder) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{16}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NearbyOrder) GetOrderId() string {
@@ -1128,7 +1280,7 @@ type SearchNearbyOrdersResponse struct {
 
 func (x *SearchNearbyOrdersResponse) Reset() {
 	*x = SearchNearbyOrdersResponse{}
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[17]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1292,7 @@ func (x *SearchNearbyOrdersResponse) String() string {
 func (*SearchNearbyOrdersResponse) ProtoMessage() {}
 
 func (x *SearchNearbyOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[17]
+	mi := &file_tideline_delivery_v1_delivery_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1305,7 @@ func (x *SearchNearbyOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchNearbyOrdersResponse.ProtoReflect.Descriptor instead.
 func (*SearchNearbyOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{17}
+	return file_tideline_delivery_v1_delivery_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SearchNearbyOrdersResponse) GetOrders() []*NearbyOrder {
@@ -1174,7 +1326,20 @@ var File_tideline_delivery_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_tideline_delivery_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"#tideline/delivery/v1/delivery.proto\x12\x14tideline.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tideline/delivery/v1/events.proto\"\xcf\x01\n" +
+	"#tideline/delivery/v1/delivery.proto\x12\x14tideline.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!tideline/delivery/v1/events.proto\"u\n" +
+	"\x13VoiceCommandRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x14\n" +
+	"\x05audio\x18\x02 \x01(\fR\x05audio\x12\x12\n" +
+	"\x04lang\x18\x03 \x01(\tR\x04lang\x12\x19\n" +
+	"\brider_id\x18\x04 \x01(\tR\ariderId\"\xb3\x01\n" +
+	"\x14VoiceCommandResponse\x12\x16\n" +
+	"\x06intent\x18\x01 \x01(\tR\x06intent\x12\x14\n" +
+	"\x05heard\x18\x02 \x01(\tR\x05heard\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\x03 \x01(\x01R\n" +
+	"confidence\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\x04R\bposition\x121\n" +
+	"\x05order\x18\x05 \x01(\v2\x1b.tideline.delivery.v1.OrderR\x05order\"\xcf\x01\n" +
 	"\x11PlaceOrderRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x124\n" +
@@ -1255,7 +1420,7 @@ const file_tideline_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x15ORDER_STATUS_ACCEPTED\x10\x02\x12\x1a\n" +
 	"\x16ORDER_STATUS_PICKED_UP\x10\x03\x12\x1a\n" +
 	"\x16ORDER_STATUS_DELIVERED\x10\x04\x12\x1a\n" +
-	"\x16ORDER_STATUS_CANCELLED\x10\x052\xb7\x06\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x052\x9e\a\n" +
 	"\x0fDeliveryService\x12_\n" +
 	"\n" +
 	"PlaceOrder\x12'.tideline.delivery.v1.PlaceOrderRequest\x1a(.tideline.delivery.v1.PlaceOrderResponse\x12b\n" +
@@ -1265,7 +1430,8 @@ const file_tideline_delivery_v1_delivery_proto_rawDesc = "" +
 	"\vCancelOrder\x12(.tideline.delivery.v1.CancelOrderRequest\x1a).tideline.delivery.v1.CancelOrderResponse\x12\\\n" +
 	"\tRateOrder\x12&.tideline.delivery.v1.RateOrderRequest\x1a'.tideline.delivery.v1.RateOrderResponse\x12Y\n" +
 	"\bGetOrder\x12%.tideline.delivery.v1.GetOrderRequest\x1a&.tideline.delivery.v1.GetOrderResponse\x12w\n" +
-	"\x12SearchNearbyOrders\x12/.tideline.delivery.v1.SearchNearbyOrdersRequest\x1a0.tideline.delivery.v1.SearchNearbyOrdersResponseB\xe5\x01\n" +
+	"\x12SearchNearbyOrders\x12/.tideline.delivery.v1.SearchNearbyOrdersRequest\x1a0.tideline.delivery.v1.SearchNearbyOrdersResponse\x12e\n" +
+	"\fVoiceCommand\x12).tideline.delivery.v1.VoiceCommandRequest\x1a*.tideline.delivery.v1.VoiceCommandResponseB\xe5\x01\n" +
 	"\x18com.tideline.delivery.v1B\rDeliveryProtoP\x01ZHgithub.com/tideline/tideline/schemas/gen/tideline/delivery/v1;deliveryv1\xa2\x02\x03TDX\xaa\x02\x14Tideline.Delivery.V1\xca\x02\x14Tideline\\Delivery\\V1\xe2\x02 Tideline\\Delivery\\V1\\GPBMetadata\xea\x02\x16Tideline::Delivery::V1b\x06proto3"
 
 var (
@@ -1281,64 +1447,69 @@ func file_tideline_delivery_v1_delivery_proto_rawDescGZIP() []byte {
 }
 
 var file_tideline_delivery_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tideline_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_tideline_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tideline_delivery_v1_delivery_proto_goTypes = []any{
 	(OrderStatus)(0),                   // 0: tideline.delivery.v1.OrderStatus
-	(*PlaceOrderRequest)(nil),          // 1: tideline.delivery.v1.PlaceOrderRequest
-	(*PlaceOrderResponse)(nil),         // 2: tideline.delivery.v1.PlaceOrderResponse
-	(*AcceptOrderRequest)(nil),         // 3: tideline.delivery.v1.AcceptOrderRequest
-	(*AcceptOrderResponse)(nil),        // 4: tideline.delivery.v1.AcceptOrderResponse
-	(*PickUpOrderRequest)(nil),         // 5: tideline.delivery.v1.PickUpOrderRequest
-	(*PickUpOrderResponse)(nil),        // 6: tideline.delivery.v1.PickUpOrderResponse
-	(*DeliverOrderRequest)(nil),        // 7: tideline.delivery.v1.DeliverOrderRequest
-	(*DeliverOrderResponse)(nil),       // 8: tideline.delivery.v1.DeliverOrderResponse
-	(*CancelOrderRequest)(nil),         // 9: tideline.delivery.v1.CancelOrderRequest
-	(*CancelOrderResponse)(nil),        // 10: tideline.delivery.v1.CancelOrderResponse
-	(*RateOrderRequest)(nil),           // 11: tideline.delivery.v1.RateOrderRequest
-	(*RateOrderResponse)(nil),          // 12: tideline.delivery.v1.RateOrderResponse
-	(*Order)(nil),                      // 13: tideline.delivery.v1.Order
-	(*GetOrderRequest)(nil),            // 14: tideline.delivery.v1.GetOrderRequest
-	(*GetOrderResponse)(nil),           // 15: tideline.delivery.v1.GetOrderResponse
-	(*SearchNearbyOrdersRequest)(nil),  // 16: tideline.delivery.v1.SearchNearbyOrdersRequest
-	(*NearbyOrder)(nil),                // 17: tideline.delivery.v1.NearbyOrder
-	(*SearchNearbyOrdersResponse)(nil), // 18: tideline.delivery.v1.SearchNearbyOrdersResponse
-	(*LatLng)(nil),                     // 19: tideline.delivery.v1.LatLng
-	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
+	(*VoiceCommandRequest)(nil),        // 1: tideline.delivery.v1.VoiceCommandRequest
+	(*VoiceCommandResponse)(nil),       // 2: tideline.delivery.v1.VoiceCommandResponse
+	(*PlaceOrderRequest)(nil),          // 3: tideline.delivery.v1.PlaceOrderRequest
+	(*PlaceOrderResponse)(nil),         // 4: tideline.delivery.v1.PlaceOrderResponse
+	(*AcceptOrderRequest)(nil),         // 5: tideline.delivery.v1.AcceptOrderRequest
+	(*AcceptOrderResponse)(nil),        // 6: tideline.delivery.v1.AcceptOrderResponse
+	(*PickUpOrderRequest)(nil),         // 7: tideline.delivery.v1.PickUpOrderRequest
+	(*PickUpOrderResponse)(nil),        // 8: tideline.delivery.v1.PickUpOrderResponse
+	(*DeliverOrderRequest)(nil),        // 9: tideline.delivery.v1.DeliverOrderRequest
+	(*DeliverOrderResponse)(nil),       // 10: tideline.delivery.v1.DeliverOrderResponse
+	(*CancelOrderRequest)(nil),         // 11: tideline.delivery.v1.CancelOrderRequest
+	(*CancelOrderResponse)(nil),        // 12: tideline.delivery.v1.CancelOrderResponse
+	(*RateOrderRequest)(nil),           // 13: tideline.delivery.v1.RateOrderRequest
+	(*RateOrderResponse)(nil),          // 14: tideline.delivery.v1.RateOrderResponse
+	(*Order)(nil),                      // 15: tideline.delivery.v1.Order
+	(*GetOrderRequest)(nil),            // 16: tideline.delivery.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),           // 17: tideline.delivery.v1.GetOrderResponse
+	(*SearchNearbyOrdersRequest)(nil),  // 18: tideline.delivery.v1.SearchNearbyOrdersRequest
+	(*NearbyOrder)(nil),                // 19: tideline.delivery.v1.NearbyOrder
+	(*SearchNearbyOrdersResponse)(nil), // 20: tideline.delivery.v1.SearchNearbyOrdersResponse
+	(*LatLng)(nil),                     // 21: tideline.delivery.v1.LatLng
+	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
 }
 var file_tideline_delivery_v1_delivery_proto_depIdxs = []int32{
-	19, // 0: tideline.delivery.v1.PlaceOrderRequest.pickup:type_name -> tideline.delivery.v1.LatLng
-	19, // 1: tideline.delivery.v1.PlaceOrderRequest.dropoff:type_name -> tideline.delivery.v1.LatLng
-	19, // 2: tideline.delivery.v1.Order.pickup:type_name -> tideline.delivery.v1.LatLng
-	19, // 3: tideline.delivery.v1.Order.dropoff:type_name -> tideline.delivery.v1.LatLng
-	0,  // 4: tideline.delivery.v1.Order.status:type_name -> tideline.delivery.v1.OrderStatus
-	20, // 5: tideline.delivery.v1.Order.placed_at:type_name -> google.protobuf.Timestamp
-	20, // 6: tideline.delivery.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	13, // 7: tideline.delivery.v1.GetOrderResponse.order:type_name -> tideline.delivery.v1.Order
-	19, // 8: tideline.delivery.v1.NearbyOrder.pickup:type_name -> tideline.delivery.v1.LatLng
-	19, // 9: tideline.delivery.v1.NearbyOrder.dropoff:type_name -> tideline.delivery.v1.LatLng
-	20, // 10: tideline.delivery.v1.NearbyOrder.placed_at:type_name -> google.protobuf.Timestamp
-	17, // 11: tideline.delivery.v1.SearchNearbyOrdersResponse.orders:type_name -> tideline.delivery.v1.NearbyOrder
-	1,  // 12: tideline.delivery.v1.DeliveryService.PlaceOrder:input_type -> tideline.delivery.v1.PlaceOrderRequest
-	3,  // 13: tideline.delivery.v1.DeliveryService.AcceptOrder:input_type -> tideline.delivery.v1.AcceptOrderRequest
-	5,  // 14: tideline.delivery.v1.DeliveryService.PickUpOrder:input_type -> tideline.delivery.v1.PickUpOrderRequest
-	7,  // 15: tideline.delivery.v1.DeliveryService.DeliverOrder:input_type -> tideline.delivery.v1.DeliverOrderRequest
-	9,  // 16: tideline.delivery.v1.DeliveryService.CancelOrder:input_type -> tideline.delivery.v1.CancelOrderRequest
-	11, // 17: tideline.delivery.v1.DeliveryService.RateOrder:input_type -> tideline.delivery.v1.RateOrderRequest
-	14, // 18: tideline.delivery.v1.DeliveryService.GetOrder:input_type -> tideline.delivery.v1.GetOrderRequest
-	16, // 19: tideline.delivery.v1.DeliveryService.SearchNearbyOrders:input_type -> tideline.delivery.v1.SearchNearbyOrdersRequest
-	2,  // 20: tideline.delivery.v1.DeliveryService.PlaceOrder:output_type -> tideline.delivery.v1.PlaceOrderResponse
-	4,  // 21: tideline.delivery.v1.DeliveryService.AcceptOrder:output_type -> tideline.delivery.v1.AcceptOrderResponse
-	6,  // 22: tideline.delivery.v1.DeliveryService.PickUpOrder:output_type -> tideline.delivery.v1.PickUpOrderResponse
-	8,  // 23: tideline.delivery.v1.DeliveryService.DeliverOrder:output_type -> tideline.delivery.v1.DeliverOrderResponse
-	10, // 24: tideline.delivery.v1.DeliveryService.CancelOrder:output_type -> tideline.delivery.v1.CancelOrderResponse
-	12, // 25: tideline.delivery.v1.DeliveryService.RateOrder:output_type -> tideline.delivery.v1.RateOrderResponse
-	15, // 26: tideline.delivery.v1.DeliveryService.GetOrder:output_type -> tideline.delivery.v1.GetOrderResponse
-	18, // 27: tideline.delivery.v1.DeliveryService.SearchNearbyOrders:output_type -> tideline.delivery.v1.SearchNearbyOrdersResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	15, // 0: tideline.delivery.v1.VoiceCommandResponse.order:type_name -> tideline.delivery.v1.Order
+	21, // 1: tideline.delivery.v1.PlaceOrderRequest.pickup:type_name -> tideline.delivery.v1.LatLng
+	21, // 2: tideline.delivery.v1.PlaceOrderRequest.dropoff:type_name -> tideline.delivery.v1.LatLng
+	21, // 3: tideline.delivery.v1.Order.pickup:type_name -> tideline.delivery.v1.LatLng
+	21, // 4: tideline.delivery.v1.Order.dropoff:type_name -> tideline.delivery.v1.LatLng
+	0,  // 5: tideline.delivery.v1.Order.status:type_name -> tideline.delivery.v1.OrderStatus
+	22, // 6: tideline.delivery.v1.Order.placed_at:type_name -> google.protobuf.Timestamp
+	22, // 7: tideline.delivery.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 8: tideline.delivery.v1.GetOrderResponse.order:type_name -> tideline.delivery.v1.Order
+	21, // 9: tideline.delivery.v1.NearbyOrder.pickup:type_name -> tideline.delivery.v1.LatLng
+	21, // 10: tideline.delivery.v1.NearbyOrder.dropoff:type_name -> tideline.delivery.v1.LatLng
+	22, // 11: tideline.delivery.v1.NearbyOrder.placed_at:type_name -> google.protobuf.Timestamp
+	19, // 12: tideline.delivery.v1.SearchNearbyOrdersResponse.orders:type_name -> tideline.delivery.v1.NearbyOrder
+	3,  // 13: tideline.delivery.v1.DeliveryService.PlaceOrder:input_type -> tideline.delivery.v1.PlaceOrderRequest
+	5,  // 14: tideline.delivery.v1.DeliveryService.AcceptOrder:input_type -> tideline.delivery.v1.AcceptOrderRequest
+	7,  // 15: tideline.delivery.v1.DeliveryService.PickUpOrder:input_type -> tideline.delivery.v1.PickUpOrderRequest
+	9,  // 16: tideline.delivery.v1.DeliveryService.DeliverOrder:input_type -> tideline.delivery.v1.DeliverOrderRequest
+	11, // 17: tideline.delivery.v1.DeliveryService.CancelOrder:input_type -> tideline.delivery.v1.CancelOrderRequest
+	13, // 18: tideline.delivery.v1.DeliveryService.RateOrder:input_type -> tideline.delivery.v1.RateOrderRequest
+	16, // 19: tideline.delivery.v1.DeliveryService.GetOrder:input_type -> tideline.delivery.v1.GetOrderRequest
+	18, // 20: tideline.delivery.v1.DeliveryService.SearchNearbyOrders:input_type -> tideline.delivery.v1.SearchNearbyOrdersRequest
+	1,  // 21: tideline.delivery.v1.DeliveryService.VoiceCommand:input_type -> tideline.delivery.v1.VoiceCommandRequest
+	4,  // 22: tideline.delivery.v1.DeliveryService.PlaceOrder:output_type -> tideline.delivery.v1.PlaceOrderResponse
+	6,  // 23: tideline.delivery.v1.DeliveryService.AcceptOrder:output_type -> tideline.delivery.v1.AcceptOrderResponse
+	8,  // 24: tideline.delivery.v1.DeliveryService.PickUpOrder:output_type -> tideline.delivery.v1.PickUpOrderResponse
+	10, // 25: tideline.delivery.v1.DeliveryService.DeliverOrder:output_type -> tideline.delivery.v1.DeliverOrderResponse
+	12, // 26: tideline.delivery.v1.DeliveryService.CancelOrder:output_type -> tideline.delivery.v1.CancelOrderResponse
+	14, // 27: tideline.delivery.v1.DeliveryService.RateOrder:output_type -> tideline.delivery.v1.RateOrderResponse
+	17, // 28: tideline.delivery.v1.DeliveryService.GetOrder:output_type -> tideline.delivery.v1.GetOrderResponse
+	20, // 29: tideline.delivery.v1.DeliveryService.SearchNearbyOrders:output_type -> tideline.delivery.v1.SearchNearbyOrdersResponse
+	2,  // 30: tideline.delivery.v1.DeliveryService.VoiceCommand:output_type -> tideline.delivery.v1.VoiceCommandResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_tideline_delivery_v1_delivery_proto_init() }
@@ -1353,7 +1524,7 @@ func file_tideline_delivery_v1_delivery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_delivery_v1_delivery_proto_rawDesc), len(file_tideline_delivery_v1_delivery_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

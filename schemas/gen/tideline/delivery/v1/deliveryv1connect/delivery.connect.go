@@ -57,6 +57,9 @@ const (
 	// DeliveryServiceSearchNearbyOrdersProcedure is the fully-qualified name of the DeliveryService's
 	// SearchNearbyOrders RPC.
 	DeliveryServiceSearchNearbyOrdersProcedure = "/tideline.delivery.v1.DeliveryService/SearchNearbyOrders"
+	// DeliveryServiceVoiceCommandProcedure is the fully-qualified name of the DeliveryService's
+	// VoiceCommand RPC.
+	DeliveryServiceVoiceCommandProcedure = "/tideline.delivery.v1.DeliveryService/VoiceCommand"
 )
 
 // DeliveryServiceClient is a client for the tideline.delivery.v1.DeliveryService service.
@@ -74,6 +77,15 @@ type DeliveryServiceClient interface {
 	// cancelled) whose pickup lies within radius_m of a point, nearest
 	// first. Riders, admin and service.
 	SearchNearbyOrders(context.Context, *connect.Request[v1.SearchNearbyOrdersRequest]) (*connect.Response[v1.SearchNearbyOrdersResponse], error)
+	// VoiceCommand runs a rider's spoken command on an order. The audio is
+	// recognised against the closed set of commands of its language
+	// (accept, pick up, deliver, cancel; e.g. "배달 완료", "picked up") and
+	// the command it names runs exactly as its button would, as the rider,
+	// with the same errors. Speech that is none of the commands is
+	// INVALID_ARGUMENT "not understood" naming what was heard, and runs
+	// nothing. Riders (as themself), admin and service; UNAVAILABLE when
+	// the server has no speech engine.
+	VoiceCommand(context.Context, *connect.Request[v1.VoiceCommandRequest]) (*connect.Response[v1.VoiceCommandResponse], error)
 }
 
 // NewDeliveryServiceClient constructs a client for the tideline.delivery.v1.DeliveryService
@@ -135,6 +147,12 @@ func NewDeliveryServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(deliveryServiceMethods.ByName("SearchNearbyOrders")),
 			connect.WithClientOptions(opts...),
 		),
+		voiceCommand: connect.NewClient[v1.VoiceCommandRequest, v1.VoiceCommandResponse](
+			httpClient,
+			baseURL+DeliveryServiceVoiceCommandProcedure,
+			connect.WithSchema(deliveryServiceMethods.ByName("VoiceCommand")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -148,6 +166,7 @@ type deliveryServiceClient struct {
 	rateOrder          *connect.Client[v1.RateOrderRequest, v1.RateOrderResponse]
 	getOrder           *connect.Client[v1.GetOrderRequest, v1.GetOrderResponse]
 	searchNearbyOrders *connect.Client[v1.SearchNearbyOrdersRequest, v1.SearchNearbyOrdersResponse]
+	voiceCommand       *connect.Client[v1.VoiceCommandRequest, v1.VoiceCommandResponse]
 }
 
 // PlaceOrder calls tideline.delivery.v1.DeliveryService.PlaceOrder.
@@ -190,6 +209,11 @@ func (c *deliveryServiceClient) SearchNearbyOrders(ctx context.Context, req *con
 	return c.searchNearbyOrders.CallUnary(ctx, req)
 }
 
+// VoiceCommand calls tideline.delivery.v1.DeliveryService.VoiceCommand.
+func (c *deliveryServiceClient) VoiceCommand(ctx context.Context, req *connect.Request[v1.VoiceCommandRequest]) (*connect.Response[v1.VoiceCommandResponse], error) {
+	return c.voiceCommand.CallUnary(ctx, req)
+}
+
 // DeliveryServiceHandler is an implementation of the tideline.delivery.v1.DeliveryService service.
 type DeliveryServiceHandler interface {
 	PlaceOrder(context.Context, *connect.Request[v1.PlaceOrderRequest]) (*connect.Response[v1.PlaceOrderResponse], error)
@@ -205,6 +229,15 @@ type DeliveryServiceHandler interface {
 	// cancelled) whose pickup lies within radius_m of a point, nearest
 	// first. Riders, admin and service.
 	SearchNearbyOrders(context.Context, *connect.Request[v1.SearchNearbyOrdersRequest]) (*connect.Response[v1.SearchNearbyOrdersResponse], error)
+	// VoiceCommand runs a rider's spoken command on an order. The audio is
+	// recognised against the closed set of commands of its language
+	// (accept, pick up, deliver, cancel; e.g. "배달 완료", "picked up") and
+	// the command it names runs exactly as its button would, as the rider,
+	// with the same errors. Speech that is none of the commands is
+	// INVALID_ARGUMENT "not understood" naming what was heard, and runs
+	// nothing. Riders (as themself), admin and service; UNAVAILABLE when
+	// the server has no speech engine.
+	VoiceCommand(context.Context, *connect.Request[v1.VoiceCommandRequest]) (*connect.Response[v1.VoiceCommandResponse], error)
 }
 
 // NewDeliveryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -262,6 +295,12 @@ func NewDeliveryServiceHandler(svc DeliveryServiceHandler, opts ...connect.Handl
 		connect.WithSchema(deliveryServiceMethods.ByName("SearchNearbyOrders")),
 		connect.WithHandlerOptions(opts...),
 	)
+	deliveryServiceVoiceCommandHandler := connect.NewUnaryHandler(
+		DeliveryServiceVoiceCommandProcedure,
+		svc.VoiceCommand,
+		connect.WithSchema(deliveryServiceMethods.ByName("VoiceCommand")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tideline.delivery.v1.DeliveryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DeliveryServicePlaceOrderProcedure:
@@ -280,6 +319,8 @@ func NewDeliveryServiceHandler(svc DeliveryServiceHandler, opts ...connect.Handl
 			deliveryServiceGetOrderHandler.ServeHTTP(w, r)
 		case DeliveryServiceSearchNearbyOrdersProcedure:
 			deliveryServiceSearchNearbyOrdersHandler.ServeHTTP(w, r)
+		case DeliveryServiceVoiceCommandProcedure:
+			deliveryServiceVoiceCommandHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -319,4 +360,8 @@ func (UnimplementedDeliveryServiceHandler) GetOrder(context.Context, *connect.Re
 
 func (UnimplementedDeliveryServiceHandler) SearchNearbyOrders(context.Context, *connect.Request[v1.SearchNearbyOrdersRequest]) (*connect.Response[v1.SearchNearbyOrdersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.delivery.v1.DeliveryService.SearchNearbyOrders is not implemented"))
+}
+
+func (UnimplementedDeliveryServiceHandler) VoiceCommand(context.Context, *connect.Request[v1.VoiceCommandRequest]) (*connect.Response[v1.VoiceCommandResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.delivery.v1.DeliveryService.VoiceCommand is not implemented"))
 }

@@ -1,0 +1,76 @@
+package delivery
+
+import (
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/media"
+)
+
+// Intents of riders' voice commands: each is the command a button sends.
+const (
+	IntentAccept  = "accept"
+	IntentPickUp  = "pick_up"
+	IntentDeliver = "deliver"
+	IntentCancel  = "cancel"
+)
+
+// VoiceLangs are the languages of riders' voice commands.
+var VoiceLangs = []string{"ko", "en"}
+
+// voiceGrammars are the phrases riders say, per language. Korean phrases
+// are romanised (Revised Romanization, syllables space-separated as
+// spoken), which is what a recogniser with no Korean model matches
+// against: 수락 surak, 픽업 pikeop, 배달 baedal, 완료 wallyo, 취소
+// chwiso, 주문 jumun.
+var voiceGrammars = map[string]media.Grammar{
+	"en": {Lang: "en", Phrases: map[string]string{
+		"accept": IntentAccept, "accept order": IntentAccept, "accept the order": IntentAccept,
+		"pick up": IntentPickUp, "picked up": IntentPickUp, "pick up order": IntentPickUp,
+		"deliver": IntentDeliver, "delivered": IntentDeliver, "delivery complete": IntentDeliver,
+		"cancel": IntentCancel, "cancel order": IntentCancel, "cancel the order": IntentCancel,
+	}},
+	"ko": {Lang: "ko", Phrases: map[string]string{
+		"su rak": IntentAccept, "ju mun su rak": IntentAccept, "bae dal su rak": IntentAccept,
+		"pik eop": IntentPickUp, "pik eop wal lyo": IntentPickUp,
+		"bae dal wal lyo": IntentDeliver, "bae dal kkeut": IntentDeliver,
+		"chwi so": IntentCancel, "ju mun chwi so": IntentCancel, "bae dal chwi so": IntentCancel,
+	}},
+}
+
+// VoiceGrammar returns the command grammar of lang, or an Invalid error
+// naming field.
+func VoiceGrammar(field, lang string) (media.Grammar, error) {
+	g, ok := voiceGrammars[lang]
+	if !ok {
+		return media.Grammar{}, es.Invalidf(field, "must be one of %v, got %q", VoiceLangs, lang)
+	}
+	return g, nil
+}
+
+// VoiceCommand returns the command that intent stands for, on orderID by
+// riderID. Cancelling carries the words heard as its reason.
+func VoiceCommand(intent, orderID, riderID, heard string) (Command, error) {
+	switch intent {
+	case IntentAccept:
+		return AcceptOrder{OrderID: orderID, RiderID: riderID}, nil
+	case IntentPickUp:
+		return PickUpOrder{OrderID: orderID, RiderID: riderID}, nil
+	case IntentDeliver:
+		return DeliverOrder{OrderID: orderID, RiderID: riderID}, nil
+	case IntentCancel:
+		return CancelOrder{OrderID: orderID, Reason: truncateReason("voice: " + heard)}, nil
+	case "":
+		return nil, &es.Error{Kind: es.Invalid, Field: "audio", Message: fmt.Sprintf("not understood: heard %q, which is none of the commands", heard)}
+	}
+	return nil, fmt.Errorf("delivery: unknown voice intent %q", intent)
+}
+
+func truncateReason(s string) string {
+	for len(s) > MaxReasonBytes || !utf8.ValidString(s) {
+		_, n := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-n]
+	}
+	return s
+}
