@@ -50,12 +50,6 @@ func IngressTelemetrySubject(device string) string {
 	return wire.CommitSubject(safety.LaneTelemetry, device)
 }
 
-// LastSubject is where a device asks the gate where the hub stands for the
-// lane it sends on subject.
-//
-// Deprecated: use wire.LastSubject.
-func LastSubject(subject string) string { return subject + ".last" }
-
 // InboxPrefix is the only inbox a device may receive replies on at the hub.
 func InboxPrefix(device string) string { return wire.DeviceInboxPrefix(device) }
 

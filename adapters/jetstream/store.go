@@ -439,13 +439,6 @@ func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]e
 // jetstream package bounds its API calls.
 const directGetTimeout = 5 * time.Second
 
-// DecodeCommit decodes one stored commit message (wire.DecodeCommit).
-//
-// Deprecated: use wire.DecodeCommit; cmd/ still names this one.
-func DecodeCommit(stream es.StreamID, seq uint64, h nats.Header, data []byte) (es.Commit, error) {
-	return wire.DecodeCommit(stream, seq, h, data)
-}
-
 // nextOn returns the sequence of the first message at or after from on
 // subject (wildcards allowed), with one Direct Get.
 func (s *Store) nextOn(ctx context.Context, subject string, from uint64) (uint64, bool, error) {

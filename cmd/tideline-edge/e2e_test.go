@@ -21,11 +21,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 var (
@@ -296,7 +296,7 @@ func TestAgentKilled(t *testing.T) {
 
 	p.Restore()
 	a2 := agent("none")
-	dsub, tsub := devicegate.EventsSubject(safety.LaneDanger, "bike-9"), devicegate.EventsSubject(safety.LaneTelemetry, "bike-9")
+	dsub, tsub := wire.EventsSubject(safety.LaneDanger, "bike-9"), wire.EventsSubject(safety.LaneTelemetry, "bike-9")
 	waitFor(t, 20*time.Second, "first commit at the hub", func() bool { return h.lastEdgeSeq(tsub) > 0 })
 	a2.kill(t) // mid-sync, right after a send
 	mid := h.lastEdgeSeq(tsub)
@@ -346,7 +346,7 @@ func TestHubKilledMidSync(t *testing.T) {
 			batch = batch[:0]
 		}
 	}
-	tsub := devicegate.EventsSubject(safety.LaneTelemetry, "bike-8")
+	tsub := wire.EventsSubject(safety.LaneTelemetry, "bike-8")
 	p.Restore()
 	var mid uint64
 	waitFor(t, 20*time.Second, "first commit at the hub", func() bool { mid = h.lastEdgeSeq(tsub); return mid > 0 })
