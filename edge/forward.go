@@ -21,7 +21,7 @@ import (
 // once: the outbox pattern over the leaf link.
 //
 // Each hub commit carries a run of local events (one tideline.es.v1.Commit
-// of at most MaxCommitBytes) and is sent as a request to the hub's device
+// of at most wire.MaxDeviceCommitBytes) and is sent as a request to the hub's device
 // gate with Nats-Expected-Last-Subject-Sequence set to the hub (EVENTS)
 // sequence of the lane's previous commit, and headers naming the local
 // sequences it holds. The gate admits it into EVENTS with that expected

@@ -266,7 +266,7 @@ func (h *hub) hubEdgeSeq(tb testing.TB, subject string) uint64 {
 	if m.Header.Get("Status") == "404" {
 		return 0
 	}
-	n, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeSeq), 10, 64)
+	n, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 	return n
 }
 

@@ -202,8 +202,8 @@ func (h *hubProc) checkContiguous(tb testing.TB, subject string) uint64 {
 			return next - 1
 		}
 		seq, _ = strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
-		first, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeFirstSeq), 10, 64)
-		last, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeSeq), 10, 64)
+		first, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeFirstSeq), 10, 64)
+		last, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 		if first != next {
 			tb.Fatalf("%s: commit at hub seq %d holds local %d..%d, want it to start at %d (loss or duplicate)", subject, seq, first, last, next)
 		}
@@ -220,7 +220,7 @@ func (h *hubProc) lastEdgeSeq(subject string) uint64 {
 	if err != nil || m.Header.Get("Status") != "" {
 		return 0
 	}
-	n, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeSeq), 10, 64)
+	n, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 	return n
 }
 
