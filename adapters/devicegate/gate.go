@@ -456,16 +456,12 @@ func (g *Gate) lastOn(ctx context.Context, stream, subject string) (uint64, nats
 	if err != nil {
 		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
-	switch st := m.Header.Get("Status"); st {
-	case "":
-	case wire.StatusNotFound:
-		return 0, nil, nil
-	default:
-		return 0, nil, fmt.Errorf("direct get %s: status %s %s", subject, st, m.Header.Get("Description"))
-	}
-	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	r, err := wire.ReadDirectGet(m)
 	if err != nil {
-		return 0, nil, fmt.Errorf("direct get %s: bad sequence: %w", subject, err)
+		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
-	return seq, m.Header, nil
+	if !r.Found {
+		return 0, nil, nil
+	}
+	return r.Seq, m.Header, nil
 }

@@ -193,15 +193,19 @@ func (h *hubProc) checkContiguous(tb testing.TB, subject string) uint64 {
 	tb.Helper()
 	var seq, next uint64 = 0, 1
 	for {
-		req, _ := json.Marshal(map[string]any{"seq": seq + 1, "next_by_subj": subject})
+		req, _ := json.Marshal(wire.DirectGetRequest{Seq: seq + 1, NextBySubject: subject})
 		m, err := h.nc.Request("$JS.read.API.DIRECT.GET.EVENTS", req, 5*time.Second)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if m.Header.Get("Status") == "404" {
+		r, err := wire.ReadDirectGet(m)
+		if err != nil {
+			tb.Fatalf("%s: %v", subject, err)
+		}
+		if !r.Found {
 			return next - 1
 		}
-		seq, _ = strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		seq = r.Seq
 		first, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeFirstSeq), 10, 64)
 		last, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 		if first != next {
@@ -217,7 +221,10 @@ func (h *hubProc) checkContiguous(tb testing.TB, subject string) uint64 {
 // lastEdgeSeq is the local sequence of the hub's last commit on subject.
 func (h *hubProc) lastEdgeSeq(subject string) uint64 {
 	m, err := h.nc.Request("$JS.read.API.DIRECT.GET.EVENTS."+subject, nil, time.Second)
-	if err != nil || m.Header.Get("Status") != "" {
+	if err != nil {
+		return 0
+	}
+	if r, err := wire.ReadDirectGet(m); err != nil || !r.Found {
 		return 0
 	}
 	n, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
