@@ -30,6 +30,7 @@ import (
 	"github.com/tideline/tideline/internal/dirlock"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // Config is everything the agent takes.
@@ -200,7 +201,7 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 	id := cfg.Creds.DeviceID
 	newLane := func(name, stream, hub string, maxBytes int64, maxEvents int) (*forwarder, error) {
 		nc, err := nats.Connect("", nats.InProcessServer(a.ns), nats.Name("edge-"+name),
-			nats.CustomInboxPrefix(InboxPrefix(id)), nats.MaxReconnects(-1))
+			nats.CustomInboxPrefix(wire.DeviceInboxPrefix(id)), nats.MaxReconnects(-1))
 		if err != nil {
 			return nil, fmt.Errorf("connect local: %w", err)
 		}
@@ -210,7 +211,7 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 			return nil, err
 		}
 		l := &lane{name: name, device: id, stream: stream, local: "edge." + id + "." + name, hub: hub,
-			nc: nc, js: js, wake: make(chan struct{}, 1), maxEvents: maxEvents, maxBytes: MaxCommitBytes - commitHeaderBytes}
+			nc: nc, js: js, wake: make(chan struct{}, 1), maxEvents: maxEvents, maxBytes: wire.MaxDeviceCommitBytes - commitHeaderBytes}
 		if err := l.provision(ctx, maxBytes); err != nil {
 			nc.Close()
 			return nil, err
@@ -222,10 +223,10 @@ func Open(ctx context.Context, cfg Config) (a *Agent, err error) {
 		}
 		return f, nil
 	}
-	if a.danger, err = newLane("danger", "EDGE_DANGER", IngressDangerSubject(id), -1, 256); err != nil {
+	if a.danger, err = newLane("danger", "EDGE_DANGER", wire.CommitSubject(safety.LaneDanger, id), -1, 256); err != nil {
 		return nil, err
 	}
-	if a.telemetry, err = newLane("telemetry", "EDGE_TELEMETRY", IngressTelemetrySubject(id), cfg.TelemetryBytes(), 256); err != nil {
+	if a.telemetry, err = newLane("telemetry", "EDGE_TELEMETRY", wire.CommitSubject(safety.LaneTelemetry, id), cfg.TelemetryBytes(), 256); err != nil {
 		return nil, err
 	}
 	for _, f := range []*forwarder{a.danger, a.telemetry} {

@@ -23,6 +23,7 @@ import (
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // BenchmarkBacklogSync: 100k events stored during an outage; the link
@@ -341,7 +342,7 @@ func watchDanger(b *testing.B, h *hub) *dangerWatch {
 	w := &dangerWatch{seen: map[string]uint64{}}
 	w.cond = sync.NewCond(&w.mu)
 	sub, err := h.nc.Subscribe("ev.safety.device.*", func(m *nats.Msg) {
-		seq, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeSeq), 10, 64)
+		seq, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 		dev := m.Subject[len("ev.safety.device."):]
 		w.mu.Lock()
 		w.seen[dev] = max(w.seen[dev], seq)

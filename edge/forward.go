@@ -21,7 +21,7 @@ import (
 // once: the outbox pattern over the leaf link.
 //
 // Each hub commit carries a run of local events (one tideline.es.v1.Commit
-// of at most MaxCommitBytes) and is sent as a request to the hub's device
+// of at most wire.MaxDeviceCommitBytes) and is sent as a request to the hub's device
 // gate with Nats-Expected-Last-Subject-Sequence set to the hub (EVENTS)
 // sequence of the lane's previous commit, and headers naming the local
 // sequences it holds. The gate admits it into EVENTS with that expected
@@ -275,18 +275,14 @@ func (f *forwarder) readLocal(ctx context.Context, from uint64) ([]localMsgRec, 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		switch st := m.Header.Get("Status"); st {
-		case "":
-		case wire.StatusNotFound, wire.StatusEndOfBatch:
-			return out, nil
-		default:
-			return nil, fmt.Errorf("read local: status %s %s", st, m.Header.Get("Description"))
-		}
-		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		r, err := wire.ReadDirectGet(m)
 		if err != nil {
-			return nil, fmt.Errorf("read local: bad sequence: %w", err)
+			return nil, fmt.Errorf("read local: %w", err)
 		}
-		out = append(out, localMsgRec{seq: seq, data: m.Data})
+		if !r.Found { // not found, or the batch's end
+			return out, nil
+		}
+		out = append(out, localMsgRec{seq: r.Seq, data: m.Data})
 	}
 }
 

@@ -263,10 +263,10 @@ func (h *hub) hubEdgeSeq(tb testing.TB, subject string) uint64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if m.Header.Get("Status") == "404" {
+	if r, err := wire.ReadDirectGet(m); err != nil || !r.Found {
 		return 0
 	}
-	n, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeSeq), 10, 64)
+	n, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 	return n
 }
 

@@ -18,52 +18,19 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tideline/tideline/domain/safety"
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 	"github.com/tideline/tideline/wire"
 )
 
-// Names shared with the hub live in package wire; the ones below stay
-// for cmd/.
+// Names shared with the hub (subjects, headers, the largest commit the
+// device gate takes) live in package wire.
 const (
 	// LocalDomain is the JetStream domain of every agent's embedded server:
 	// its API stays on the device and never crosses the leaf link.
 	LocalDomain = "edge"
-	// MaxCommitBytes is the largest commit the hub's device gate takes,
-	// headers included (wire.MaxDeviceCommitBytes); the forwarder packs
-	// commits to fit, and a single event that could never fit is refused
-	// when recorded.
-	MaxCommitBytes = wire.MaxDeviceCommitBytes
-	// commitHeaderBytes is kept free in a commit for its headers.
+	// commitHeaderBytes is kept free in a commit (at most
+	// wire.MaxDeviceCommitBytes) for its headers.
 	commitHeaderBytes = 1 << 10
-)
-
-// IngressDangerSubject is where a device sends its danger lane's commits:
-// a request to the hub's device gate, which admits each into EVENTS
-// (ev.safety.device.<id>), checked and bound to the device's registered
-// rider, or quarantines it. A device writes no stream itself.
-func IngressDangerSubject(device string) string { return wire.CommitSubject(safety.LaneDanger, device) }
-
-// IngressTelemetrySubject is where a device sends its telemetry lane's
-// commits (admitted into ev.telemetry.device.<id>).
-func IngressTelemetrySubject(device string) string {
-	return wire.CommitSubject(safety.LaneTelemetry, device)
-}
-
-// LastSubject is where a device asks the gate where the hub stands for the
-// lane it sends on subject.
-//
-// Deprecated: use wire.LastSubject.
-func LastSubject(subject string) string { return subject + ".last" }
-
-// InboxPrefix is the only inbox a device may receive replies on at the hub.
-func InboxPrefix(device string) string { return wire.DeviceInboxPrefix(device) }
-
-// Headers the agent sets on hub commits (wire.EdgeHeaders).
-const (
-	HeaderEdgeSeq      = wire.HeaderEdgeSeq
-	HeaderEdgeFirstSeq = wire.HeaderEdgeFirstSeq
-	HeaderEdgeEpoch    = wire.HeaderEdgeEpoch
 )
 
 // LaneStatus is a snapshot of one lane.
@@ -98,7 +65,7 @@ type lane struct {
 	st        jetstream.Stream
 	wake      chan struct{}
 	maxEvents int
-	maxBytes  int // a commit's payload: MaxCommitBytes less its headers
+	maxBytes  int // a commit's payload: wire.MaxDeviceCommitBytes less its headers
 }
 
 func newEpoch() string {

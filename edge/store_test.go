@@ -12,6 +12,7 @@ import (
 	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
+	"github.com/tideline/tideline/wire"
 )
 
 // rig is one hub, one device behind a cuttable proxy.
@@ -289,8 +290,8 @@ func TestCommitsFitTheHubLimit(t *testing.T) {
 	r.p.Restore()
 	waitSynced(t, r.h, eventsTelemetry(r.dev), last, 20*time.Second)
 	checkExact(t, "telemetry", telemetryIndexes(t, r.h.hubEvents(t, eventsTelemetry(r.dev))), n)
-	if st := r.a.Status()[1]; st.Commits < uint64(n*telemetryBytes(r.dev)/edge.MaxCommitBytes) {
-		t.Fatalf("%d events of %d bytes in %d commits: more than %d bytes each", n, telemetryBytes(r.dev), st.Commits, edge.MaxCommitBytes)
+	if st := r.a.Status()[1]; st.Commits < uint64(n*telemetryBytes(r.dev)/wire.MaxDeviceCommitBytes) {
+		t.Fatalf("%d events of %d bytes in %d commits: more than %d bytes each", n, telemetryBytes(r.dev), st.Commits, wire.MaxDeviceCommitBytes)
 	}
 	if _, refused := r.h.gate.Stats(); refused != 0 {
 		t.Fatalf("the hub refused %d commits", refused)

@@ -1,6 +1,14 @@
 package wire
 
-import "strings"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // DirectGetSubject is the Direct Get API subject of stream under the
 // JetStream API prefix api (jetstream.DefaultAPIPrefix unless configured;
@@ -27,8 +35,73 @@ type DirectGetRequest struct {
 	NextBySubject string `json:"next_by_subj,omitempty"`
 }
 
-// Direct Get reply statuses (the Status header; none on a message).
+// Headers of a Direct Get reply that nats.go does not name.
 const (
-	StatusNotFound   = "404"
-	StatusEndOfBatch = "204"
+	headerStatus      = "Status" // none on a message
+	headerDescription = "Description"
+	headerNumPending  = "Nats-Num-Pending"
 )
+
+// Direct Get reply statuses.
+const (
+	statusNotFound   = "404"
+	statusEndOfBatch = "204"
+)
+
+// DirectGetReply is one message of the reply to a Direct Get request, as
+// ReadDirectGet reads it: a stored message (Found), the end of a batch
+// (EndOfBatch), or neither when nothing matched the request (404).
+type DirectGetReply struct {
+	// Found says the message is a stored one, at stream sequence Seq on
+	// Subject, stored at Time (zero if the server sent no time it could
+	// parse); its headers and data are the reply message's.
+	Found   bool
+	Seq     uint64
+	Subject string
+	Time    time.Time
+	// EndOfBatch says the reply to a batched request ends here. Pending
+	// messages match the request past LastSeq, the batch's last sequence
+	// (each 0 if the server sent none it could parse).
+	EndOfBatch bool
+	Pending    uint64
+	LastSeq    uint64
+}
+
+// DirectGetError is a Direct Get reply's status other than not found
+// (404) and end of batch (204): the request was refused or failed, e.g.
+// 408 for a bad request, 413 too many results, 429, or the NATS-user
+// guard's 403.
+type DirectGetError struct {
+	Status      string
+	Description string
+}
+
+func (e *DirectGetError) Error() string { return "status " + e.Status + " " + e.Description }
+
+// ReadDirectGet reads m, one message of the reply to a Direct Get
+// request. Not found is neither Found nor an error. Any other status is a
+// *DirectGetError, and a stored message whose Nats-Sequence header is
+// missing or garbled is an error, since it cannot be placed in the
+// stream.
+func ReadDirectGet(m *nats.Msg) (DirectGetReply, error) {
+	h := m.Header
+	switch st := h.Get(headerStatus); st {
+	case "":
+	case statusNotFound:
+		return DirectGetReply{}, nil
+	case statusEndOfBatch:
+		r := DirectGetReply{EndOfBatch: true}
+		r.Pending, _ = strconv.ParseUint(h.Get(headerNumPending), 10, 64)
+		r.LastSeq, _ = strconv.ParseUint(h.Get(jetstream.LastSequenceHeader), 10, 64)
+		return r, nil
+	default:
+		return DirectGetReply{}, &DirectGetError{Status: st, Description: h.Get(headerDescription)}
+	}
+	seq, err := strconv.ParseUint(h.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return DirectGetReply{}, fmt.Errorf("bad sequence header: %w", err)
+	}
+	r := DirectGetReply{Found: true, Seq: seq, Subject: h.Get(jetstream.SubjectHeader)}
+	r.Time, _ = time.Parse(time.RFC3339Nano, h.Get(jetstream.TimeStampHeaer))
+	return r, nil
+}

@@ -1,7 +1,7 @@
 // Package wire is what Tideline's processes say to each other over NATS:
 // the events stream and its subjects, the device lanes' subjects, the
 // Tl-* headers, the tideline.es.v1.Commit envelope and the Direct Get
-// requests that read it back. The event store (adapters/jetstream), the
+// requests that read it back, and their replies (ReadDirectGet). The event store (adapters/jetstream), the
 // device gate (adapters/devicegate), the device registry
 // (adapters/natsserver) and the edge agent's forwarder (edge/) all use it,
 // so a name changed here changes for each of them.

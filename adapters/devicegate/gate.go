@@ -28,7 +28,7 @@
 // admitted or quarantined. A commit without the header is appended (or
 // quarantined) without the check.
 //
-// Quotas: a commit is at most MaxCommitBytes; each device lane decides
+// Quotas: a commit is at most wire.MaxDeviceCommitBytes; each device lane decides
 // one commit at a time and has a token bucket (Config.Rate, Burst). Over
 // either, the device is told to retry later (it keeps the commit: a danger
 // event is never dropped for going too fast), and nothing is stored. One
@@ -58,34 +58,6 @@ import (
 	"github.com/tideline/tideline/wire"
 )
 
-// The names below are wire's; cmd/ still names them here.
-
-// MaxCommitBytes bounds a device commit, headers included.
-//
-// Deprecated: use wire.MaxDeviceCommitBytes.
-const MaxCommitBytes = wire.MaxDeviceCommitBytes
-
-// CommitSubject is where device id sends lane's commits.
-//
-// Deprecated: use wire.CommitSubject.
-func CommitSubject(lane safety.DeviceLane, id string) string { return wire.CommitSubject(lane, id) }
-
-// LastSubject is where device id asks where the hub stands for lane.
-//
-// Deprecated: use wire.LastSubject.
-func LastSubject(lane safety.DeviceLane, id string) string { return wire.LastSubject(lane, id) }
-
-// EventsSubject is where the gate appends lane's admitted commits of
-// device id.
-//
-// Deprecated: use wire.EventsSubject.
-func EventsSubject(lane safety.DeviceLane, id string) string { return wire.EventsSubject(lane, id) }
-
-// InboxPrefix is the only subject prefix the gate answers device id on.
-//
-// Deprecated: use wire.DeviceInboxPrefix(id) + ".".
-func InboxPrefix(id string) string { return wire.DeviceInboxPrefix(id) + "." }
-
 // Registry returns what the device registry says of a device id; a zero
 // RiderID means the id is not registered.
 type Registry func(id string) safety.RegisteredDevice
@@ -102,7 +74,8 @@ type Config struct {
 	EventsStream, QuarantineStream string
 	// Rate is each device lane's sustained quota in commits per second
 	// (default 100) and Burst its bucket (default 2000 commits): at most
-	// MaxCommitBytes each, that is 6.25 MiB/s sustained, 125 MiB at once.
+	// wire.MaxDeviceCommitBytes each, that is 6.25 MiB/s sustained,
+	// 125 MiB at once.
 	Rate  float64
 	Burst int
 	// QuarantineKeep is how many refused commits are kept per device lane,
@@ -483,16 +456,12 @@ func (g *Gate) lastOn(ctx context.Context, stream, subject string) (uint64, nats
 	if err != nil {
 		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
-	switch st := m.Header.Get("Status"); st {
-	case "":
-	case wire.StatusNotFound:
-		return 0, nil, nil
-	default:
-		return 0, nil, fmt.Errorf("direct get %s: status %s %s", subject, st, m.Header.Get("Description"))
-	}
-	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	r, err := wire.ReadDirectGet(m)
 	if err != nil {
-		return 0, nil, fmt.Errorf("direct get %s: bad sequence: %w", subject, err)
+		return 0, nil, fmt.Errorf("direct get %s: %w", subject, err)
 	}
-	return seq, m.Header, nil
+	if !r.Found {
+		return 0, nil, nil
+	}
+	return r.Seq, m.Header, nil
 }

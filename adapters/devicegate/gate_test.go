@@ -406,8 +406,8 @@ func TestPoisonDoesNotHoldUpOtherDevices(t *testing.T) {
 
 // Over its quota a device is told to retry later; nothing is stored or
 // quarantined for it, its commits arrive in order as it retries, and
-// another device is not slowed. A commit over MaxCommitBytes is refused
-// and nothing is stored.
+// another device is not slowed. A commit over wire.MaxDeviceCommitBytes
+// is refused and nothing is stored.
 func TestQuotas(t *testing.T) {
 	e := setup(t, devicegate.Config{Rate: 20, Burst: 5})
 	d1, d2 := e.device(t, "d1"), e.device(t, "d2")

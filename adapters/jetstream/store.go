@@ -198,26 +198,11 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 // that landed reports a conflict; under optimistic concurrency that commit
 // can only be the first on the subject after the expected version.
 func (s *Store) retriedCommit(ctx context.Context, msg *nats.Msg, expected uint64) (uint64, bool, error) {
-	req, _ := json.Marshal(wire.DirectGetRequest{Seq: expected + 1, NextBySubject: msg.Subject})
-	m, err := s.nc.RequestWithContext(ctx, s.directGet, req)
-	if err != nil {
-		return 0, false, es.Wrap(es.Unavailable, "append commit: find retried commit", err)
+	m, r, err := s.next(ctx, "append commit: find retried commit", msg.Subject, expected+1)
+	if err != nil || !r.Found || m.Header.Get(jetstream.MsgIDHeader) != msg.Header.Get(jetstream.MsgIDHeader) {
+		return 0, false, err
 	}
-	switch m.Header.Get("Status") {
-	case "":
-	case wire.StatusNotFound:
-		return 0, false, nil
-	default:
-		return 0, false, es.Errorf(es.Unavailable, "append commit: direct get status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
-	}
-	if m.Header.Get(jetstream.MsgIDHeader) != msg.Header.Get(jetstream.MsgIDHeader) {
-		return 0, false, nil
-	}
-	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-	if err != nil {
-		return 0, false, es.Wrap(es.Internal, "append commit: bad sequence header", err)
-	}
-	return seq, true, nil
+	return r.Seq, true, nil
 }
 
 // JetStream error codes nats.go does not name (nats-server's
@@ -399,31 +384,24 @@ func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]e
 				case <-replyTimeout.C:
 					return false, es.Errorf(es.Unavailable, "load: direct get: no reply in %v", directGetTimeout)
 				}
-				switch m.Header.Get("Status") {
-				case "":
-				case wire.StatusNotFound:
-					return false, nil
-				case wire.StatusEndOfBatch:
-					np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-					return np > 0, nil
-				default:
-					return false, es.Errorf(es.Unavailable, "load: direct get status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
-				}
-				seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+				r, err := wire.ReadDirectGet(m)
 				if err != nil {
-					return false, es.Wrap(es.Internal, "load: bad sequence header", err)
+					return false, directGetError("load: direct get", err)
 				}
-				c, err := wire.DecodeCommit(stream, seq, m.Header, m.Data)
+				if !r.Found { // not found, or the batch's end
+					return r.Pending > 0, nil
+				}
+				c, err := wire.DecodeCommit(stream, r.Seq, m.Header, m.Data)
 				if err != nil {
 					return false, err
 				}
-				if ts, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp")); err == nil {
+				if !r.Time.IsZero() {
 					for i := range c.Events {
-						c.Events[i].RecordedAt = ts
+						c.Events[i].RecordedAt = r.Time
 					}
 				}
 				commits = append(commits, c)
-				version = seq
+				version = r.Seq
 			}
 		}()
 		if err != nil {
@@ -439,31 +417,34 @@ func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]e
 // jetstream package bounds its API calls.
 const directGetTimeout = 5 * time.Second
 
-// DecodeCommit decodes one stored commit message (wire.DecodeCommit).
-//
-// Deprecated: use wire.DecodeCommit; cmd/ still names this one.
-func DecodeCommit(stream es.StreamID, seq uint64, h nats.Header, data []byte) (es.Commit, error) {
-	return wire.DecodeCommit(stream, seq, h, data)
-}
-
 // nextOn returns the sequence of the first message at or after from on
 // subject (wildcards allowed), with one Direct Get.
 func (s *Store) nextOn(ctx context.Context, subject string, from uint64) (uint64, bool, error) {
+	_, r, err := s.next(ctx, "direct get next", subject, from)
+	return r.Seq, r.Found, err
+}
+
+// next reads the first message at or after from on subject (wildcards
+// allowed) with one Direct Get: r.Found is false when there is none. op
+// names the caller in errors.
+func (s *Store) next(ctx context.Context, op, subject string, from uint64) (m *nats.Msg, r wire.DirectGetReply, err error) {
 	req, _ := json.Marshal(wire.DirectGetRequest{Seq: from, NextBySubject: subject})
-	m, err := s.nc.RequestWithContext(ctx, s.directGet, req)
+	m, err = s.nc.RequestWithContext(ctx, s.directGet, req)
 	if err != nil {
-		return 0, false, es.Wrap(es.Unavailable, "direct get next", err)
+		return nil, r, es.Wrap(es.Unavailable, op, err)
 	}
-	switch m.Header.Get("Status") {
-	case "":
-	case wire.StatusNotFound:
-		return 0, false, nil
-	default:
-		return 0, false, es.Errorf(es.Unavailable, "direct get next: status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+	if r, err = wire.ReadDirectGet(m); err != nil {
+		return nil, r, directGetError(op, err)
 	}
-	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-	if err != nil {
-		return 0, false, es.Wrap(es.Internal, "direct get next: bad sequence header", err)
+	return m, r, nil
+}
+
+// directGetError is an error of wire.ReadDirectGet as the store reports
+// it: a status the server answered with is Unavailable (retry later), a
+// stored message the reply cannot place is Internal.
+func directGetError(op string, err error) error {
+	if _, ok := errors.AsType[*wire.DirectGetError](err); ok {
+		return es.Wrap(es.Unavailable, op, err)
 	}
-	return seq, true, nil
+	return es.Wrap(es.Internal, op, err)
 }

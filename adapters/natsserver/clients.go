@@ -25,10 +25,11 @@ import (
 // Roles a NATS user may have. Each role reaches JetStream only through
 // its own API prefix, served by the guard (guard.go), never $JS.API.
 const (
-	// RoleReader reads events: it subscribes to ev.> and reads EVENTS
-	// through JetStream (stream info, get and Direct Get, ordered and
-	// other ephemeral pull consumers of its own) with the JetStream domain
-	// ReaderDomain. It writes nothing and touches no one else's consumer.
+	// RoleReader reads events: it subscribes to ev.> and reads the events
+	// stream (Config.EventsStream) through JetStream (stream info, get and
+	// Direct Get, ordered and other ephemeral pull consumers of its own)
+	// with the JetStream domain ReaderDomain. It writes nothing, reads no
+	// other stream and touches no one else's consumer.
 	RoleReader = "reader"
 	// RoleOps monitors: account, stream and consumer info and listings
 	// with the JetStream domain OpsDomain, and JetStream advisories and

@@ -1,6 +1,7 @@
 package natsserver_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,17 +17,26 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/wire"
 )
 
 // clientHub is a hub with a client port (Users) and a leaf port (Devices),
-// an EVENTS stream configured like the event store's, events in it, and a
+// an events stream configured like the event store's, events in it, and a
 // durable consumer like the hub's reactions use.
 type clientHub struct {
 	*testHub
 	users    *natsserver.Users
 	usersDir string
 	url      string
+	stream   string // the events stream's name
 }
+
+// hubStreams are the events stream names the reader tests run with: the
+// default (Config.EventsStream unset), and one configured, beside which a
+// stream of the default's name holds other messages (legacyEvents).
+var hubStreams = []struct{ name, stream string }{{"default_stream", ""}, {"configured_stream", "TL_EVENTS"}}
+
+const legacyEvents = 2
 
 const (
 	hubDurable   = "reaction-alerts" // like a reaction's
@@ -34,10 +44,12 @@ const (
 	seededEvents = 9
 )
 
-func startClientHub(tb testing.TB) *clientHub {
+// startClientHub starts a hub whose events stream is stream, "" for the
+// default.
+func startClientHub(tb testing.TB, stream string) *clientHub {
 	tb.Helper()
 	h := &clientHub{testHub: &testHub{dir: filepath.Join(tb.TempDir(), "devices"), logs: &syncBuf{}},
-		usersDir: filepath.Join(tb.TempDir(), "nats-users")}
+		usersDir: filepath.Join(tb.TempDir(), "nats-users"), stream: cmp.Or(stream, wire.EventsStream)}
 	log := slog.New(slog.NewTextHandler(h.logs, nil))
 	var err error
 	if h.devices, err = natsserver.OpenDevices(h.dir, log); err != nil {
@@ -47,7 +59,7 @@ func startClientHub(tb testing.TB) *clientHub {
 		tb.Fatal(err)
 	}
 	h.ns, err = natsserver.Start(natsserver.Config{StoreDir: tb.TempDir(), Name: "hub", JetStreamDomain: natsserver.HubDomain,
-		LeafListen: "127.0.0.1:-1", Devices: h.devices, ClientListen: "127.0.0.1:-1", Users: h.users})
+		LeafListen: "127.0.0.1:-1", Devices: h.devices, ClientListen: "127.0.0.1:-1", Users: h.users, EventsStream: stream})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,21 +74,32 @@ func startClientHub(tb testing.TB) *clientHub {
 	tb.Cleanup(h.nc.Close)
 	h.js, _ = jetstream.New(h.nc)
 	ctx := context.Background()
-	if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"},
+	if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: h.stream, Subjects: []string{"ev.>"},
 		AllowDirect: true, DenyDelete: true, DenyPurge: true}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := h.js.CreateOrUpdateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Durable: hubDurable,
+	if _, err := h.js.CreateOrUpdateConsumer(ctx, h.stream, jetstream.ConsumerConfig{Durable: hubDurable,
 		AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "ev.>"}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := h.js.CreateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Name: hubEphemeral,
+	if _, err := h.js.CreateConsumer(ctx, h.stream, jetstream.ConsumerConfig{Name: hubEphemeral,
 		AckPolicy: jetstream.AckNonePolicy, FilterSubject: "ev.steps.>", InactiveThreshold: time.Hour}); err != nil {
 		tb.Fatal(err)
 	}
 	for i := range seededEvents {
 		if _, err := h.js.Publish(ctx, fmt.Sprintf("ev.steps.user.u%d", i%3), fmt.Appendf(nil, "event %d", i)); err != nil {
 			tb.Fatal(err)
+		}
+	}
+	if h.stream != wire.EventsStream {
+		if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: wire.EventsStream, Subjects: []string{"legacy.>"},
+			AllowDirect: true}); err != nil {
+			tb.Fatal(err)
+		}
+		for i := range legacyEvents {
+			if _, err := h.js.Publish(ctx, "legacy.x", fmt.Appendf(nil, "legacy %d", i)); err != nil {
+				tb.Fatal(err)
+			}
 		}
 	}
 	return h
@@ -114,11 +137,22 @@ func (h *clientHub) connectUser(tb testing.TB, name string, auth nats.Option) *n
 
 func (h *clientHub) lastSeq(tb testing.TB) uint64 {
 	tb.Helper()
-	st, err := h.js.Stream(context.Background(), "EVENTS")
+	st, err := h.js.Stream(context.Background(), h.stream)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return st.CachedInfo().State.LastSeq
+}
+
+// The guard matches API subjects token by token: an events stream name of
+// more than one token, or a wildcard, is refused at start.
+func TestEventsStreamNameIsOneToken(t *testing.T) {
+	for _, name := range []string{"EV.ENTS", "EV*", "EV>", "EV ENTS"} {
+		if s, err := natsserver.Start(natsserver.Config{StoreDir: t.TempDir(), EventsStream: name}); err == nil {
+			s.Shutdown()
+			t.Errorf("%q: started", name)
+		}
+	}
 }
 
 // The issue as reported: a client port with no registry behind it let an
@@ -148,7 +182,7 @@ func TestClientPortWithoutUsersAdmitsNoOne(t *testing.T) {
 }
 
 func TestClientPortRequiresCredentials(t *testing.T) {
-	h := startClientHub(t)
+	h := startClientHub(t, "")
 	stranger, _ := nkeys.CreateUser()
 	strangerSeed, _ := stranger.Seed()
 	strangerFile := filepath.Join(t.TempDir(), "stranger.nk")
@@ -215,7 +249,12 @@ func TestClientPortRequiresCredentials(t *testing.T) {
 }
 
 func TestReaderReadsEvents(t *testing.T) {
-	h := startClientHub(t)
+	for _, hs := range hubStreams {
+		t.Run(hs.name, func(t *testing.T) { testReaderReadsEvents(t, startClientHub(t, hs.stream)) })
+	}
+}
+
+func testReaderReadsEvents(t *testing.T, h *clientHub) {
 	creds := h.addUser(t, "analyst", natsserver.RoleReader)
 	seedOpt, err := nats.NkeyOptionFromSeed(creds) // the same file, read as an nkey seed
 	if err != nil {
@@ -230,7 +269,7 @@ func TestReaderReadsEvents(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			st, err := js.Stream(ctx, "EVENTS")
+			st, err := js.Stream(ctx, h.stream)
 			if err != nil {
 				t.Fatalf("stream info: %v", err)
 			}
@@ -241,7 +280,7 @@ func TestReaderReadsEvents(t *testing.T) {
 			// Ordered consumers, on everything and on one subject.
 			readAll := func(cfg jetstream.OrderedConsumerConfig, want int) {
 				t.Helper()
-				cons, err := js.OrderedConsumer(ctx, "EVENTS", cfg)
+				cons, err := js.OrderedConsumer(ctx, h.stream, cfg)
 				if err != nil {
 					t.Fatalf("ordered consumer %v: %v", cfg.FilterSubjects, err)
 				}
@@ -291,9 +330,15 @@ func TestReaderReadsEvents(t *testing.T) {
 }
 
 // Everything a reader must not do, each tried for real: it fails, and the
-// store and the hub's consumer are as they were.
+// store and the hub's consumer are as they were. With a configured events
+// stream, a stream of the default name is as out of reach as any other.
 func TestReaderCannotWriteOrTouchOthers(t *testing.T) {
-	h := startClientHub(t)
+	for _, hs := range hubStreams {
+		t.Run(hs.name, func(t *testing.T) { testReaderCannotWriteOrTouchOthers(t, startClientHub(t, hs.stream)) })
+	}
+}
+
+func testReaderCannotWriteOrTouchOthers(t *testing.T, h *clientHub) {
 	creds := h.addUser(t, "analyst", natsserver.RoleReader)
 	nc := h.connectUser(t, "analyst", nats.UserCredentials(creds))
 	js, _ := jetstream.NewWithDomain(nc, natsserver.ReaderDomain)
@@ -303,7 +348,7 @@ func TestReaderCannotWriteOrTouchOthers(t *testing.T) {
 	consumers := func() (infos []jetstream.ConsumerInfo) {
 		t.Helper()
 		for _, name := range []string{hubDurable, hubEphemeral} {
-			c, err := h.js.Consumer(setup, "EVENTS", name)
+			c, err := h.js.Consumer(setup, h.stream, name)
 			if err != nil {
 				t.Fatalf("the hub's consumer %s: %v", name, err)
 			}
@@ -312,17 +357,18 @@ func TestReaderCannotWriteOrTouchOthers(t *testing.T) {
 		return infos
 	}
 	before := consumers()
-	st, err := js.Stream(setup, "EVENTS")
+	st, err := js.Stream(setup, h.stream)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	var ctx context.Context // each case's own, so a hang cannot pass for a refusal
-	tests := []struct {
+	type refusal struct {
 		name string
 		try  func() error
-	}{
-		{"delete_stream", func() error { return js.DeleteStream(ctx, "EVENTS") }},
+	}
+	tests := []refusal{
+		{"delete_stream", func() error { return js.DeleteStream(ctx, h.stream) }},
 		{"purge_stream", func() error { return st.Purge(ctx) }},
 		{"update_stream", func() error {
 			cfg := st.CachedInfo().Config
@@ -336,29 +382,29 @@ func TestReaderCannotWriteOrTouchOthers(t *testing.T) {
 		}},
 		{"delete_message", func() error { return st.DeleteMsg(ctx, 1) }},
 		{"publish_event_core", func() error { return pubViolation(nc, "ev.steps.user.u1") }},
-		{"publish_to_stream_api", func() error { return pubViolation(nc, "$JS.API.STREAM.DELETE.EVENTS") }},
-		{"publish_to_hub_domain_api", func() error { return pubViolation(nc, "$JS.hub.API.STREAM.DELETE.EVENTS") }},
+		{"publish_to_stream_api", func() error { return pubViolation(nc, "$JS.API.STREAM.DELETE."+h.stream) }},
+		{"publish_to_hub_domain_api", func() error { return pubViolation(nc, "$JS.hub.API.STREAM.DELETE."+h.stream) }},
 		{"subscribe_other_inboxes", func() error { return subViolation(nc, "_INBOX.>") }},
 		{"update_hub_durable", func() error {
-			_, err := js.CreateOrUpdateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Durable: hubDurable,
+			_, err := js.CreateOrUpdateConsumer(ctx, h.stream, jetstream.ConsumerConfig{Durable: hubDurable,
 				AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "nothing.>"})
 			return err
 		}},
 		{"reuse_hub_durable_name", func() error {
-			_, err := js.CreateOrUpdateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Name: hubDurable,
+			_, err := js.CreateOrUpdateConsumer(ctx, h.stream, jetstream.ConsumerConfig{Name: hubDurable,
 				AckPolicy: jetstream.AckNonePolicy, FilterSubject: "nothing.>"})
 			return err
 		}},
 		{"update_hub_ephemeral", func() error {
-			_, err := js.CreateOrUpdateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Name: hubEphemeral,
+			_, err := js.CreateOrUpdateConsumer(ctx, h.stream, jetstream.ConsumerConfig{Name: hubEphemeral,
 				AckPolicy: jetstream.AckNonePolicy, FilterSubject: "nothing.>", InactiveThreshold: time.Hour})
 			return err
 		}},
 		{"pull_from_hub_ephemeral", func() error {
-			return apiRequest(nc, natsserver.ReaderDomain, "CONSUMER.MSG.NEXT.EVENTS."+hubEphemeral, `{"batch":1,"no_wait":true}`)
+			return apiRequest(nc, natsserver.ReaderDomain, "CONSUMER.MSG.NEXT."+h.stream+"."+hubEphemeral, `{"batch":1,"no_wait":true}`)
 		}},
 		{"pull_from_hub_durable", func() error {
-			c, err := js.Consumer(ctx, "EVENTS", hubDurable)
+			c, err := js.Consumer(ctx, h.stream, hubDurable)
 			if err != nil {
 				return err
 			}
@@ -366,20 +412,20 @@ func TestReaderCannotWriteOrTouchOthers(t *testing.T) {
 			return err
 		}},
 		{"pull_from_hub_durable_by_name", func() error {
-			return apiRequest(nc, natsserver.ReaderDomain, "CONSUMER.MSG.NEXT.EVENTS."+hubDurable, `{"batch":1,"no_wait":true}`)
+			return apiRequest(nc, natsserver.ReaderDomain, "CONSUMER.MSG.NEXT."+h.stream+"."+hubDurable, `{"batch":1,"no_wait":true}`)
 		}},
-		{"delete_hub_durable", func() error { return js.DeleteConsumer(ctx, "EVENTS", hubDurable) }},
+		{"delete_hub_durable", func() error { return js.DeleteConsumer(ctx, h.stream, hubDurable) }},
 		{"create_durable", func() error {
-			_, err := js.CreateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Durable: "mine", AckPolicy: jetstream.AckNonePolicy})
+			_, err := js.CreateConsumer(ctx, h.stream, jetstream.ConsumerConfig{Durable: "mine", AckPolicy: jetstream.AckNonePolicy})
 			return err
 		}},
 		{"create_acked_consumer", func() error {
-			_, err := js.CreateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+			_, err := js.CreateConsumer(ctx, h.stream, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
 			return err
 		}},
 		{"create_push_consumer", func() error {
-			return apiRequest(nc, natsserver.ReaderDomain, "CONSUMER.CREATE.EVENTS.pushy",
-				`{"stream_name":"EVENTS","config":{"name":"pushy","ack_policy":"none","deliver_subject":"_INBOX.analyst.push"}}`)
+			return apiRequest(nc, natsserver.ReaderDomain, "CONSUMER.CREATE."+h.stream+".pushy",
+				`{"stream_name":"`+h.stream+`","config":{"name":"pushy","ack_policy":"none","deliver_subject":"_INBOX.analyst.push"}}`)
 		}},
 		{"read_other_stream", func() error {
 			_, err := js.Stream(ctx, "KV_other")
@@ -391,6 +437,28 @@ func TestReaderCannotWriteOrTouchOthers(t *testing.T) {
 			}
 			return names.Err()
 		}},
+	}
+	if h.stream != wire.EventsStream {
+		// A stream of the default name (a hub's events before it was
+		// configured, say) is as out of reach as any other.
+		old := wire.EventsStream
+		api := func(op, body string) func() error {
+			return func() error { return apiRequest(nc, natsserver.ReaderDomain, op, body) }
+		}
+		tests = append(tests,
+			refusal{"info_old_default_stream", func() error {
+				_, err := js.Stream(ctx, old)
+				return err
+			}},
+			refusal{"direct_get_old_default_stream", api("DIRECT.GET."+old, `{"seq":1}`)},
+			refusal{"direct_get_last_old_default_stream", api("DIRECT.GET."+old+".legacy.x", "")},
+			refusal{"msg_get_old_default_stream", api("STREAM.MSG.GET."+old, `{"seq":1}`)},
+			refusal{"consume_old_default_stream", api("CONSUMER.CREATE."+old+".peek",
+				`{"stream_name":"`+old+`","config":{"name":"peek","ack_policy":"none"}}`)},
+			refusal{"purge_old_default_stream", api("STREAM.PURGE."+old, "")},
+			refusal{"delete_old_default_stream", api("STREAM.DELETE."+old, "")},
+			refusal{"delete_message_old_default_stream", api("STREAM.MSG.DELETE."+old, `{"seq":1}`)},
+		)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -415,23 +483,32 @@ func TestReaderCannotWriteOrTouchOthers(t *testing.T) {
 	// guard drops a request whose reply is not a user's inbox (ev.> would
 	// be stored as an event). The guard serves a reader's requests in
 	// order, so once a later request is answered the earlier are handled.
-	for _, reply := range []string{"ev.steps.user.injected", "_INBOX_bike-1.x", "$JS.API.STREAM.DELETE.EVENTS"} {
-		if err := nc.PublishRequest("$JS."+natsserver.ReaderDomain+".API.STREAM.INFO.EVENTS", reply, nil); err != nil {
+	for _, reply := range []string{"ev.steps.user.injected", "_INBOX_bike-1.x", "$JS.API.STREAM.DELETE." + h.stream} {
+		if err := nc.PublishRequest("$JS."+natsserver.ReaderDomain+".API.STREAM.INFO."+h.stream, reply, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := nc.PublishRequest("$JS."+natsserver.ReaderDomain+".API.DIRECT.GET.EVENTS", reply, []byte(`{"seq":1}`)); err != nil {
+		if err := nc.PublishRequest("$JS."+natsserver.ReaderDomain+".API.DIRECT.GET."+h.stream, reply, []byte(`{"seq":1}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := js.Stream(setup, "EVENTS"); err != nil {
+	if _, err := js.Stream(setup, h.stream); err != nil {
 		t.Fatal(err)
 	}
 
 	if got := h.lastSeq(t); got != last {
-		t.Fatalf("EVENTS last sequence %d, want %d: a reader wrote to the store", got, last)
+		t.Fatalf("%s last sequence %d, want %d: a reader wrote to the store", h.stream, got, last)
 	}
-	if _, err := h.js.Stream(setup, "EVENTS"); err != nil {
-		t.Fatalf("EVENTS: %v", err)
+	if _, err := h.js.Stream(setup, h.stream); err != nil {
+		t.Fatalf("%s: %v", h.stream, err)
+	}
+	if h.stream != wire.EventsStream {
+		st, err := h.js.Stream(setup, wire.EventsStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state := st.CachedInfo().State; state.Msgs != legacyEvents || state.Consumers != 0 {
+			t.Fatalf("the stream of the default name holds %d messages and %d consumers, want %d and none", state.Msgs, state.Consumers, legacyEvents)
+		}
 	}
 	for i, after := range consumers() {
 		b := before[i]
@@ -499,7 +576,7 @@ func asyncError(nc *nats.Conn, do func() error) error {
 }
 
 func TestRevokedUserIsCut(t *testing.T) {
-	h := startClientHub(t)
+	h := startClientHub(t, "")
 	creds := h.addUser(t, "analyst", natsserver.RoleReader)
 	nc := h.connectUser(t, "analyst", nats.UserCredentials(creds))
 	closed := make(chan struct{})
@@ -522,7 +599,7 @@ func TestRevokedUserIsCut(t *testing.T) {
 }
 
 func TestOpsMonitorsWithoutData(t *testing.T) {
-	h := startClientHub(t)
+	h := startClientHub(t, "")
 	creds := h.addUser(t, "oncall", natsserver.RoleOps)
 	nc := h.connectUser(t, "oncall", nats.UserCredentials(creds))
 	js, _ := jetstream.NewWithDomain(nc, natsserver.OpsDomain)

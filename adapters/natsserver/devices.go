@@ -41,11 +41,6 @@ type Device struct {
 // link, and the two must differ. Devices do not call the hub's API.
 const HubDomain = "hub"
 
-// DeviceInboxPrefix is the only inbox a device may receive replies on.
-//
-// Deprecated: use wire.DeviceInboxPrefix; cmd/ still names this one.
-func DeviceInboxPrefix(id string) string { return wire.DeviceInboxPrefix(id) }
-
 // devicePermissions confine a device (seen from the device: what it may
 // publish into the hub and receive from it) to requests to the device gate
 // (adapters/devicegate) on its own lanes, a commit and where the hub

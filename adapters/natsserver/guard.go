@@ -13,13 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/tideline/tideline/wire"
 )
-
-// eventsStream is the event store's stream (adapters/jetstream), the only
-// one readers may read.
-const eventsStream = wire.EventsStream
 
 // Limits on what readers may create through the guard.
 const (
@@ -48,20 +42,22 @@ const (
 //     consumers it created.
 //
 // Readers reach it as the JetStream domain ReaderDomain, ops users as
-// OpsDomain. It is safe for concurrent use.
+// OpsDomain; stream, the event store's (Config.EventsStream), is the only
+// one readers may read. It is safe for concurrent use.
 type guard struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	users *Users
-	log   *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	users  *Users
+	stream string
+	log    *slog.Logger
 
 	mu    sync.Mutex
-	owned map[string]struct{} // EVENTS consumers created through the guard
+	owned map[string]struct{} // consumers of stream created through the guard
 }
 
 // startGuard subscribes the guard on an in-process connection of its own,
 // which closes when the server shuts down.
-func startGuard(s *server.Server, users *Users) (*guard, error) {
+func startGuard(s *server.Server, users *Users, stream string) (*guard, error) {
 	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name("tideline-guard"), nats.NoReconnect())
 	if err != nil {
 		return nil, fmt.Errorf("nats guard: %w", err)
@@ -71,7 +67,7 @@ func startGuard(s *server.Server, users *Users) (*guard, error) {
 		nc.Close()
 		return nil, fmt.Errorf("nats guard: %w", err)
 	}
-	g := &guard{nc: nc, js: js, users: users, log: users.log, owned: map[string]struct{}{}}
+	g := &guard{nc: nc, js: js, users: users, stream: stream, log: users.log, owned: map[string]struct{}{}}
 	for prefix, serve := range map[string]nats.MsgHandler{
 		"$JS." + ReaderDomain + ".API.": g.serveReader,
 		"$JS." + OpsDomain + ".API.":    g.serveOps,
@@ -117,22 +113,22 @@ func (g *guard) replyOK(reply string) bool {
 // serveReader handles one reader request; m.Subject is the API operation
 // (what follows $JS.<domain>.API.).
 func (g *guard) serveReader(m *nats.Msg) {
-	op := m.Subject
+	op, stream := m.Subject, g.stream
 	t := strings.Split(op, ".")
 	switch {
-	case op == "STREAM.INFO."+eventsStream,
-		op == "STREAM.MSG.GET."+eventsStream,
-		op == "DIRECT.GET."+eventsStream,
-		strings.HasPrefix(op, "DIRECT.GET."+eventsStream+"."):
+	case op == "STREAM.INFO."+stream,
+		op == "STREAM.MSG.GET."+stream,
+		op == "DIRECT.GET."+stream,
+		strings.HasPrefix(op, "DIRECT.GET."+stream+"."):
 		g.forward(m, m.Data)
-	case len(t) >= 4 && t[0] == "CONSUMER" && t[1] == "CREATE" && t[2] == eventsStream:
+	case len(t) >= 4 && t[0] == "CONSUMER" && t[1] == "CREATE" && t[2] == stream:
 		g.create(m, t[3])
-	case len(t) == 4 && t[0] == "CONSUMER" && t[1] == "INFO" && t[2] == eventsStream && g.isOwned(t[3]):
+	case len(t) == 4 && t[0] == "CONSUMER" && t[1] == "INFO" && t[2] == stream && g.isOwned(t[3]):
 		g.forward(m, m.Data)
-	case len(t) == 4 && t[0] == "CONSUMER" && t[1] == "DELETE" && t[2] == eventsStream && g.isOwned(t[3]):
+	case len(t) == 4 && t[0] == "CONSUMER" && t[1] == "DELETE" && t[2] == stream && g.isOwned(t[3]):
 		g.disown(t[3])
 		g.forward(m, m.Data)
-	case len(t) == 5 && t[0] == "CONSUMER" && t[1] == "MSG" && t[2] == "NEXT" && t[3] == eventsStream && g.isOwned(t[4]):
+	case len(t) == 5 && t[0] == "CONSUMER" && t[1] == "MSG" && t[2] == "NEXT" && t[3] == stream && g.isOwned(t[4]):
 		g.forward(m, m.Data)
 	default:
 		g.deny(m, op, "not allowed for role "+RoleReader)
@@ -278,7 +274,7 @@ func (g *guard) reserve() bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
 	defer cancel()
-	st, err := g.js.Stream(ctx, eventsStream)
+	st, err := g.js.Stream(ctx, g.stream)
 	if err != nil {
 		return false
 	}

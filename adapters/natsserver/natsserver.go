@@ -3,14 +3,18 @@
 package natsserver
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/tideline/tideline/wire"
 )
 
 // Config configures an embedded server.
@@ -49,6 +53,10 @@ type Config struct {
 	// role's rights (clients.go, guard.go); nil refuses every client that
 	// is not in-process.
 	Users *Users
+	// EventsStream is the event store's stream (adapters/jetstream
+	// Config.Stream), the only one Users of role reader may read; default
+	// wire.EventsStream.
+	EventsStream string
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -56,6 +64,12 @@ type Config struct {
 func Start(cfg Config) (*server.Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("natsserver: StoreDir is required")
+	}
+	// The guard matches API subjects token by token: a name that is not
+	// one token would let readers reach another stream.
+	stream := cmp.Or(cfg.EventsStream, wire.EventsStream)
+	if strings.ContainsAny(stream, ".*> \t\r\n") {
+		return nil, fmt.Errorf("natsserver: events stream name %q is not a stream name", stream)
 	}
 	opts := &server.Options{
 		ServerName:         cfg.Name,
@@ -112,7 +126,7 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, errors.New("nats server not ready after 30s")
 	}
 	if cfg.Users != nil {
-		if _, err := startGuard(s, cfg.Users); err != nil {
+		if _, err := startGuard(s, cfg.Users, stream); err != nil {
 			s.Shutdown()
 			return nil, err
 		}

@@ -41,8 +41,7 @@ import (
 	"github.com/tideline/tideline/wire"
 )
 
-// Decoder decodes one stored commit message; cmd wires
-// adapters/jetstream.DecodeCommit (adapters do not import each other).
+// Decoder decodes one stored commit message; cmd wires wire.DecodeCommit.
 type Decoder func(stream es.StreamID, seq uint64, h nats.Header, data []byte) (es.Commit, error)
 
 // Reaction is one named handler of commits.

@@ -23,6 +23,7 @@ import (
 	"github.com/tideline/tideline/domain/safety"
 	alertsmodel "github.com/tideline/tideline/projections/alerts"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // fakeNotifier records notifications and fails the first failures calls.
@@ -89,7 +90,7 @@ func (e *env) engineWith(t *testing.T, cfg reactions.Config, rs ...reactions.Rea
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Conn, cfg.Decode, cfg.Logger = nc, tljs.DecodeCommit, slog.New(slog.DiscardHandler)
+	cfg.Conn, cfg.Decode, cfg.Logger = nc, wire.DecodeCommit, slog.New(slog.DiscardHandler)
 	eng, err := reactions.New(context.Background(), cfg, rs...)
 	if err != nil {
 		t.Fatal(err)

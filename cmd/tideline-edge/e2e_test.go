@@ -21,11 +21,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 var (
@@ -193,17 +193,21 @@ func (h *hubProc) checkContiguous(tb testing.TB, subject string) uint64 {
 	tb.Helper()
 	var seq, next uint64 = 0, 1
 	for {
-		req, _ := json.Marshal(map[string]any{"seq": seq + 1, "next_by_subj": subject})
+		req, _ := json.Marshal(wire.DirectGetRequest{Seq: seq + 1, NextBySubject: subject})
 		m, err := h.nc.Request("$JS.read.API.DIRECT.GET.EVENTS", req, 5*time.Second)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if m.Header.Get("Status") == "404" {
+		r, err := wire.ReadDirectGet(m)
+		if err != nil {
+			tb.Fatalf("%s: %v", subject, err)
+		}
+		if !r.Found {
 			return next - 1
 		}
-		seq, _ = strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
-		first, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeFirstSeq), 10, 64)
-		last, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeSeq), 10, 64)
+		seq = r.Seq
+		first, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeFirstSeq), 10, 64)
+		last, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 		if first != next {
 			tb.Fatalf("%s: commit at hub seq %d holds local %d..%d, want it to start at %d (loss or duplicate)", subject, seq, first, last, next)
 		}
@@ -217,10 +221,13 @@ func (h *hubProc) checkContiguous(tb testing.TB, subject string) uint64 {
 // lastEdgeSeq is the local sequence of the hub's last commit on subject.
 func (h *hubProc) lastEdgeSeq(subject string) uint64 {
 	m, err := h.nc.Request("$JS.read.API.DIRECT.GET.EVENTS."+subject, nil, time.Second)
-	if err != nil || m.Header.Get("Status") != "" {
+	if err != nil {
 		return 0
 	}
-	n, _ := strconv.ParseUint(m.Header.Get(edge.HeaderEdgeSeq), 10, 64)
+	if r, err := wire.ReadDirectGet(m); err != nil || !r.Found {
+		return 0
+	}
+	n, _ := strconv.ParseUint(m.Header.Get(wire.HeaderEdgeSeq), 10, 64)
 	return n
 }
 
@@ -296,7 +303,7 @@ func TestAgentKilled(t *testing.T) {
 
 	p.Restore()
 	a2 := agent("none")
-	dsub, tsub := devicegate.EventsSubject(safety.LaneDanger, "bike-9"), devicegate.EventsSubject(safety.LaneTelemetry, "bike-9")
+	dsub, tsub := wire.EventsSubject(safety.LaneDanger, "bike-9"), wire.EventsSubject(safety.LaneTelemetry, "bike-9")
 	waitFor(t, 20*time.Second, "first commit at the hub", func() bool { return h.lastEdgeSeq(tsub) > 0 })
 	a2.kill(t) // mid-sync, right after a send
 	mid := h.lastEdgeSeq(tsub)
@@ -346,7 +353,7 @@ func TestHubKilledMidSync(t *testing.T) {
 			batch = batch[:0]
 		}
 	}
-	tsub := devicegate.EventsSubject(safety.LaneTelemetry, "bike-8")
+	tsub := wire.EventsSubject(safety.LaneTelemetry, "bike-8")
 	p.Restore()
 	var mid uint64
 	waitFor(t, 20*time.Second, "first commit at the hub", func() bool { mid = h.lastEdgeSeq(tsub); return mid > 0 })

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/domain/safety"
+	"github.com/tideline/tideline/wire"
 )
 
 func TestHelpAndVersion(t *testing.T) {
@@ -64,7 +64,7 @@ func TestSimScenarioEndsAndAgentExits(t *testing.T) {
 	if danger == 0 || tel == 0 {
 		t.Fatalf("sim:crash stored %d danger and %d telemetry events", danger, tel)
 	}
-	for sub, n := range map[string]uint64{devicegate.EventsSubject(safety.LaneDanger, "bike-5"): danger, devicegate.EventsSubject(safety.LaneTelemetry, "bike-5"): tel} {
+	for sub, n := range map[string]uint64{wire.EventsSubject(safety.LaneDanger, "bike-5"): danger, wire.EventsSubject(safety.LaneTelemetry, "bike-5"): tel} {
 		if got := h.checkContiguous(t, sub); got != n {
 			t.Errorf("hub has %s 1..%d, the agent stored 1..%d", sub, got, n)
 		}

@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/cmd/tideline/server"
-	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 )
 
@@ -95,26 +93,5 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-}
-
-// The edge agent and the device gate name the same subjects and size
-// limit (each package keeps its own copy: edge/ imports nothing
-// server-side); the registry's permissions are checked by the end-to-end
-// tests, where devices reach the gate.
-func TestDeviceWireNamesAgree(t *testing.T) {
-	if edge.MaxCommitBytes != devicegate.MaxCommitBytes {
-		t.Fatalf("commit size: edge %d, gate %d", edge.MaxCommitBytes, devicegate.MaxCommitBytes)
-	}
-	for _, l := range []struct {
-		lane safety.DeviceLane
-		edge string
-	}{{safety.LaneDanger, edge.IngressDangerSubject("d")}, {safety.LaneTelemetry, edge.IngressTelemetrySubject("d")}} {
-		if gate := devicegate.CommitSubject(l.lane, "d"); l.edge != gate || edge.LastSubject(l.edge) != devicegate.LastSubject(l.lane, "d") {
-			t.Fatalf("%s lane: edge %q, gate %q", l.lane, l.edge, gate)
-		}
-	}
-	if natsserver.DeviceInboxPrefix("d")+"." != devicegate.InboxPrefix("d") || edge.InboxPrefix("d") != natsserver.DeviceInboxPrefix("d") {
-		t.Fatal("inbox prefixes differ")
 	}
 }

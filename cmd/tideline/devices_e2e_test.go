@@ -34,6 +34,7 @@ import (
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
+	"github.com/tideline/tideline/wire"
 )
 
 // deviceHub is `tideline serve --leaf-listen` in process, with clients.
@@ -90,7 +91,7 @@ func (h *deviceHub) rogueDevice(t *testing.T, c edge.Creds) *nats.Conn {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("rogue leaf not ready")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.CustomInboxPrefix(natsserver.DeviceInboxPrefix(c.DeviceID)))
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.CustomInboxPrefix(wire.DeviceInboxPrefix(c.DeviceID)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,15 +31,19 @@ func natsUserRun(t *testing.T, args ...string) (string, error) {
 
 // `tideline nats-user add/list/revoke` against a running `serve
 // --nats-listen`: no one gets in without credentials, an added reader
-// reads the events the API wrote, a revoked one is cut.
+// reads the events the API wrote (in an events stream of a configured
+// name: the store's and the guard's), a revoked one is cut.
 func TestNATSUserCommand(t *testing.T) {
 	dir := t.TempDir()
 	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:-1",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+		EventsStream: "TL_EVENTS", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	if got := m.Store.StreamName(); got != "TL_EVENTS" {
+		t.Fatalf("the store's stream is %q, want the configured TL_EVENTS", got)
+	}
 	url := m.NATS().ClientURL()
 
 	if nc, err := nats.Connect(url, nats.NoReconnect()); err == nil {

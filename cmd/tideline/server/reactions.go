@@ -4,14 +4,14 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/reactions"
+	"github.com/tideline/tideline/wire"
 )
 
 // startReactions runs the contexts' reactions on one engine until runCtx
 // ends, and returns once they are running.
 func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
-	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: jetstream.DecodeCommit, Logger: m.Config.Logger}, rs...)
+	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: wire.DecodeCommit, Logger: m.Config.Logger}, rs...)
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,10 @@ type Config struct {
 	// device gate: commits per second and bucket size (see devicegate).
 	DeviceRate  float64
 	DeviceBurst int
+	// EventsStream names the events stream (jetstream.Config.Stream;
+	// default wire.EventsStream). The store, the device gate, the
+	// reactions and the NATS readers' guard all take it from here.
+	EventsStream string
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -157,6 +161,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
 		ClientListen: c.NATSListen,
 		SyncAlways:   c.SyncAlways,
+		EventsStream: c.EventsStream,
 	}
 	if c.NATSListen != "" {
 		if m.Users, err = natsserver.OpenUsers(NATSUserDir(c.DataDir), log); err != nil {
@@ -188,7 +193,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
 	if err != nil {
 		return err
 	}
