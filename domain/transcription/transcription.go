@@ -32,8 +32,8 @@ const Bucket = "lectures"
 // Limits of input.
 const (
 	MaxTitleBytes     = 200
-	MaxSegments       = 20000    // ~ 10 hours of speech
-	MaxSegmentBytes   = 4 << 10  // text of one segment
+	MaxSegments       = 20000     // ~ 10 hours of speech
+	MaxSegmentBytes   = 4 << 10   // text of one segment
 	MaxRecordingBytes = 200 << 20 // ~ 1.8 hours of 16 kHz mono WAV
 	MaxReasonBytes    = 500
 )
