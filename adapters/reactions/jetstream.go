@@ -28,6 +28,9 @@ type subscriber struct {
 	// retryDelay is the redelivery delay after a nack of a message
 	// delivered n times.
 	retryDelay func(n uint64) time.Duration
+	// progress is how often a message whose handler still runs is marked
+	// in progress (a third of AckWait); 0: never.
+	progress time.Duration
 	log        *slog.Logger
 
 	mu      sync.Mutex
@@ -111,25 +114,41 @@ func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *m
 	case <-s.closing:
 		return false
 	}
-	select {
-	case <-wm.Acked():
-		if err := m.DoubleAck(ctx); err != nil {
-			s.log.Warn("ack", "subject", m.Subject(), "err", err)
-		}
-	case <-wm.Nacked():
-		n := uint64(1)
-		if md, err := m.Metadata(); err == nil {
-			n = md.NumDelivered
-		}
-		if err := m.NakWithDelay(s.retryDelay(n)); err != nil {
-			s.log.Warn("nak", "subject", m.Subject(), "err", err)
-		}
-	case <-ctx.Done():
-		return false
-	case <-s.closing:
-		return false
+	// A handler may run longer than AckWait (a long recording to
+	// transcribe): tell JetStream it is in progress so that it does not
+	// redeliver the message while it runs.
+	var progress <-chan time.Time
+	if s.progress > 0 {
+		t := time.NewTicker(s.progress)
+		defer t.Stop()
+		progress = t.C
 	}
-	return true
+	for {
+		select {
+		case <-progress:
+			if err := m.InProgress(); err != nil {
+				s.log.Debug("in progress", "subject", m.Subject(), "err", err)
+			}
+			continue
+		case <-wm.Acked():
+			if err := m.DoubleAck(ctx); err != nil {
+				s.log.Warn("ack", "subject", m.Subject(), "err", err)
+			}
+		case <-wm.Nacked():
+			n := uint64(1)
+			if md, err := m.Metadata(); err == nil {
+				n = md.NumDelivered
+			}
+			if err := m.NakWithDelay(s.retryDelay(n)); err != nil {
+				s.log.Warn("nak", "subject", m.Subject(), "err", err)
+			}
+		case <-ctx.Done():
+			return false
+		case <-s.closing:
+			return false
+		}
+		return true
+	}
 }
 
 // Close ends every subscription and waits for them (bounded). It does

@@ -77,8 +77,9 @@ type Config struct {
 	// RedeliverDelay is the delay before the first redelivery; the n-th
 	// waits n times it, at most 30 s. Default 1 s.
 	RedeliverDelay time.Duration
-	// AckWait is how long a handler may run before JetStream redelivers;
-	// default 1 minute.
+	// AckWait is how long JetStream waits for word from a handler before
+	// it may redeliver; a running handler's message is marked in progress
+	// every AckWait/3, so a handler may run longer. Default 1 minute.
 	AckWait time.Duration
 }
 
@@ -169,6 +170,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 			}, nil
 		},
 		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*cfg.RedeliverDelay, 30*time.Second) },
+		progress:   cfg.AckWait / 3,
 	}
 	pub := publisher{js: js}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)

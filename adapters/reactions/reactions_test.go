@@ -318,3 +318,4 @@ func TestUnavailableIsRetriedLaterNotPoisoned(t *testing.T) {
 		t.Fatalf("poison stream holds %v (%v), want nothing", info.State.Msgs, err)
 	}
 }
+

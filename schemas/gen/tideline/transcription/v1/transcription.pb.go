@@ -1078,6 +1078,7 @@ type LectureSummary struct {
 	State         LectureState           `protobuf:"varint,3,opt,name=state,proto3,enum=tideline.transcription.v1.LectureState" json:"state,omitempty"`
 	Segments      int32                  `protobuf:"varint,4,opt,name=segments,proto3" json:"segments,omitempty"`
 	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	OwnerId       string                 `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1145,6 +1146,13 @@ func (x *LectureSummary) GetStartedAt() *timestamppb.Timestamp {
 		return x.StartedAt
 	}
 	return nil
+}
+
+func (x *LectureSummary) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
 }
 
 type ListLecturesResponse struct {
@@ -1421,7 +1429,7 @@ const file_tideline_transcription_v1_transcription_proto_rawDesc = "" +
 	"\bposition\x18\x03 \x01(\x04R\bposition\"N\n" +
 	"\x13ListLecturesRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12!\n" +
-	"\fmin_position\x18\x02 \x01(\x04R\vminPosition\"\xdb\x01\n" +
+	"\fmin_position\x18\x02 \x01(\x04R\vminPosition\"\xf6\x01\n" +
 	"\x0eLectureSummary\x12\x1d\n" +
 	"\n" +
 	"lecture_id\x18\x01 \x01(\tR\tlectureId\x12\x14\n" +
@@ -1429,7 +1437,8 @@ const file_tideline_transcription_v1_transcription_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2'.tideline.transcription.v1.LectureStateR\x05state\x12\x1a\n" +
 	"\bsegments\x18\x04 \x01(\x05R\bsegments\x129\n" +
 	"\n" +
-	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x8f\x01\n" +
+	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x19\n" +
+	"\bowner_id\x18\x06 \x01(\tR\aownerId\"\x8f\x01\n" +
 	"\x14ListLecturesResponse\x12E\n" +
 	"\blectures\x18\x01 \x03(\v2).tideline.transcription.v1.LectureSummaryR\blectures\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x1a\n" +
