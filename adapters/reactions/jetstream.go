@@ -31,7 +31,7 @@ type subscriber struct {
 	// progress is how often a message whose handler still runs is marked
 	// in progress (a third of AckWait); 0: never.
 	progress time.Duration
-	log        *slog.Logger
+	log      *slog.Logger
 
 	mu      sync.Mutex
 	closed  bool

@@ -318,4 +318,3 @@ func TestUnavailableIsRetriedLaterNotPoisoned(t *testing.T) {
 		t.Fatalf("poison stream holds %v (%v), want nothing", info.State.Msgs, err)
 	}
 }
-
