@@ -2,7 +2,7 @@ package delivery
 
 import (
 	"fmt"
-	"unicode/utf8"
+	"strings"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/media"
@@ -60,17 +60,9 @@ func VoiceCommand(intent, orderID, riderID, heard string) (Command, error) {
 	case IntentDeliver:
 		return DeliverOrder{OrderID: orderID, RiderID: riderID}, nil
 	case IntentCancel:
-		return CancelOrder{OrderID: orderID, Reason: truncateReason("voice: " + heard)}, nil
+		return CancelOrder{OrderID: orderID, Reason: es.Truncate(strings.ToValidUTF8("voice: "+heard, ""), MaxReasonBytes)}, nil
 	case "":
 		return nil, &es.Error{Kind: es.Invalid, Field: "audio", Message: fmt.Sprintf("not understood: heard %q, which is none of the commands", heard)}
 	}
 	return nil, fmt.Errorf("delivery: unknown voice intent %q", intent)
-}
-
-func truncateReason(s string) string {
-	for len(s) > MaxReasonBytes || !utf8.ValidString(s) {
-		_, n := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-n]
-	}
-	return s
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // MinTime is the earliest date or time any input may name (a day's
@@ -82,4 +83,15 @@ func ValidateIdempotencyKey(field, k string) error {
 		}
 	}
 	return nil
+}
+
+// Truncate returns s cut to at most n bytes at a rune boundary.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -193,7 +193,7 @@ func decide(s Story, cmd Command) ([]proto.Message, error) {
 		if s.Stage != storyv1.Stage_STAGE_REQUESTED {
 			return nil, nil
 		}
-		return []proto.Message{&storyv1.TextExtracted{StoryId: s.ID, Text: truncate(c.Text, MaxTextBytes),
+		return []proto.Message{&storyv1.TextExtracted{StoryId: s.ID, Text: es.Truncate(c.Text, MaxTextBytes),
 			Lang: c.Lang, Confidence: c.Confidence, Words: c.Words}}, nil
 	case RecordSpeech:
 		if s.Stage != storyv1.Stage_STAGE_TEXT_EXTRACTED {
@@ -205,7 +205,7 @@ func decide(s Story, cmd Command) ([]proto.Message, error) {
 		if s.Stage == storyv1.Stage_STAGE_FAILED || s.Stage == storyv1.Stage_STAGE_NOTIFIED || s.Stage == storyv1.Stage_STAGE_SPEECH_SYNTHESIZED {
 			return nil, nil
 		}
-		return []proto.Message{&storyv1.StoryFailed{StoryId: s.ID, Stage: c.Stage, Reason: truncate(c.Reason, MaxReasonBytes)}}, nil
+		return []proto.Message{&storyv1.StoryFailed{StoryId: s.ID, Stage: c.Stage, Reason: es.Truncate(c.Reason, MaxReasonBytes)}}, nil
 	case MarkNotified:
 		if !s.Done() || s.Channel != "" {
 			return nil, nil
@@ -393,16 +393,6 @@ func Mask(channel, recipient string) string {
 		}
 	}
 	return ""
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // MayUse returns ErrNotStoryUser unless p may use storytime: people

@@ -53,7 +53,9 @@ func TestSplitterCutsAtPauses(t *testing.T) {
 	if len(us) != 2 {
 		t.Fatalf("got %d utterances %s, want 2 (a 0.3 s pause does not cut)", len(us), describe(us))
 	}
-	near := func(got, want time.Duration) bool { return got > want-250*time.Millisecond && got < want+250*time.Millisecond }
+	near := func(got, want time.Duration) bool {
+		return got > want-250*time.Millisecond && got < want+250*time.Millisecond
+	}
 	if !near(us[0].Start, 800*time.Millisecond) || !near(us[0].End(), 2400*time.Millisecond) ||
 		!near(us[1].Start, 3000*time.Millisecond) || !near(us[1].End(), 4600*time.Millisecond) {
 		t.Fatalf("utterances %s", describe(us))

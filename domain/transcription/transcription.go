@@ -186,7 +186,7 @@ func decide(l Lecture, cmd Command) ([]proto.Message, error) {
 			return nil, ErrTooManySegments
 		}
 		return []proto.Message{&transcriptionv1.SegmentTranscribed{LectureId: l.ID, Index: int32(len(l.Segments)),
-			StartMs: c.Start.Milliseconds(), EndMs: c.End.Milliseconds(), Text: truncate(c.Text, MaxSegmentBytes), Confidence: c.Confidence}}, nil
+			StartMs: c.Start.Milliseconds(), EndMs: c.End.Milliseconds(), Text: es.Truncate(c.Text, MaxSegmentBytes), Confidence: c.Confidence}}, nil
 	case End:
 		if l.Ended || l.Failure != "" {
 			return nil, nil
@@ -196,7 +196,7 @@ func decide(l Lecture, cmd Command) ([]proto.Message, error) {
 		if l.Ended || l.Failure != "" {
 			return nil, nil
 		}
-		return []proto.Message{&transcriptionv1.LectureFailed{LectureId: l.ID, Reason: truncate(c.Reason, MaxReasonBytes)}}, nil
+		return []proto.Message{&transcriptionv1.LectureFailed{LectureId: l.ID, Reason: es.Truncate(c.Reason, MaxReasonBytes)}}, nil
 	case RequestRestructure:
 		if len(l.Segments) == 0 {
 			return nil, ErrNoSegments
@@ -219,7 +219,7 @@ func decide(l Lecture, cmd Command) ([]proto.Message, error) {
 		if c.Version != l.Requested || l.RestructureFailure != "" || l.Latest != nil && l.Latest.Version >= c.Version {
 			return nil, nil
 		}
-		return []proto.Message{&transcriptionv1.RestructureFailed{LectureId: l.ID, Version: c.Version, Reason: truncate(c.Reason, MaxReasonBytes)}}, nil
+		return []proto.Message{&transcriptionv1.RestructureFailed{LectureId: l.ID, Version: c.Version, Reason: es.Truncate(c.Reason, MaxReasonBytes)}}, nil
 	}
 	return nil, fmt.Errorf("transcription: unknown command %T", cmd)
 }
@@ -311,14 +311,4 @@ func ValidateStart(id, title, lang string) (string, error) {
 		}
 	}
 	return "", es.Invalidf("lang", "must be one of %v, got %q", Langs, lang)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
