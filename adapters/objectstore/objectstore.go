@@ -6,11 +6,9 @@ package objectstore
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"sync"
 
@@ -82,23 +80,23 @@ func (b *Blobs) Put(ctx context.Context, bucket, name, contentType string, r io.
 	if err != nil {
 		return media.BlobRef{}, err
 	}
-	body := &body{r: r, left: limit, ctx: ctx, writable: b.writable, sha: sha256.New()}
+	body := media.NewPutReader(ctx, writableReader{r, b.writable}, limit)
 	// nats.go purges the chunks of a failed Put with the context it was
 	// given: a canceled one would leave them in the stream for good. So it
 	// gets one that is not canceled (each publish then times out on its
 	// own), and body ends the Put when ctx ends.
-	info, err := obs.Put(context.WithoutCancel(ctx), jetstream.ObjectMeta{
+	_, err = obs.Put(context.WithoutCancel(ctx), jetstream.ObjectMeta{
 		Name:    name,
 		Headers: nats.Header{"Content-Type": []string{contentType}},
 		Opts:    &jetstream.ObjectMetaOptions{ChunkSize: chunkSize},
 	}, body)
 	switch {
-	case body.err != nil:
-		return media.BlobRef{}, body.err
+	case body.Err() != nil:
+		return media.BlobRef{}, body.Err()
 	case err != nil:
 		return media.BlobRef{}, unavailable("put "+bucket+"/"+name, err)
 	}
-	return media.BlobRef{Bucket: bucket, Name: name, SHA256: hex.EncodeToString(body.sha.Sum(nil)), Size: int64(info.Size), ContentType: contentType}, nil
+	return body.Ref(bucket, name, contentType), nil
 }
 
 // Stat implements media.Blobs.
@@ -204,48 +202,17 @@ func unavailable(op string, err error) error {
 	return fmt.Errorf("objectstore: %s: %w: %w", op, media.ErrUnavailable, err)
 }
 
-// body is what Put sends: r, bounded by limit and ctx, hashed, in full
-// chunks. err is set when body itself ended the Put.
-type body struct {
+// writableReader fails once the store is not writable.
+type writableReader struct {
 	r        io.Reader
-	left     int64 // limit - bytes read
-	ctx      context.Context
 	writable func() error
-	sha      hash.Hash
-	err      error
 }
 
-func (b *body) Read(p []byte) (int, error) {
-	if b.err != nil {
-		return 0, b.err
+func (w writableReader) Read(p []byte) (int, error) {
+	if err := w.writable(); err != nil {
+		return 0, err
 	}
-	if err := b.ctx.Err(); err != nil {
-		return 0, b.fail(err)
-	}
-	if err := b.writable(); err != nil {
-		return 0, b.fail(err)
-	}
-	// One byte past the limit tells a blob that is too large.
-	if room := b.left + 1; room > 0 && int64(len(p)) > room {
-		p = p[:room]
-	}
-	n, err := io.ReadFull(b.r, p)
-	b.sha.Write(p[:n])
-	if b.left -= int64(n); b.left < 0 {
-		return 0, b.fail(media.ErrTooLarge)
-	}
-	switch {
-	case err == io.ErrUnexpectedEOF:
-		err = io.EOF
-	case err != nil && err != io.EOF:
-		return 0, b.fail(fmt.Errorf("read blob: %w", err))
-	}
-	return n, err
-}
-
-func (b *body) fail(err error) error {
-	b.err = err
-	return err
+	return w.r.Read(p)
 }
 
 // object reads an object, seeking as its io.Seeker says.
