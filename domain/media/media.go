@@ -250,3 +250,15 @@ type Recipient struct {
 type Notifier interface {
 	Notify(ctx context.Context, m Message) error
 }
+
+// RetryLater is an ErrUnavailable whose engine said when to try again
+// (an HTTP Retry-After): errors.Is(err, ErrUnavailable) holds, and a
+// caller that finds one with errors.As waits After before retrying.
+type RetryLater struct {
+	After time.Duration
+	Err   error // what the engine said
+}
+
+func (e *RetryLater) Error() string { return fmt.Sprintf("%v (retry after %s)", e.Err, e.After) }
+
+func (e *RetryLater) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
