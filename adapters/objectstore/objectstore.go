@@ -64,13 +64,8 @@ const chunkSize = 128 << 10
 // a time; when r fails, is longer than limit, or ctx ends, the chunks
 // already sent are purged and bucket/name keeps what it held before.
 func (b *Blobs) Put(ctx context.Context, bucket, name, contentType string, r io.Reader, limit int64) (media.BlobRef, error) {
-	if err := media.ValidateBlob(bucket, name); err != nil {
-		return media.BlobRef{}, err
-	}
-	if limit < 0 {
-		return media.BlobRef{}, fmt.Errorf("%w: negative limit %d", media.ErrUnusable, limit)
-	}
-	if err := ctx.Err(); err != nil {
+	body, err := media.NewPutReader(ctx, bucket, name, contentType, writableReader{r, b.writable}, limit)
+	if err != nil {
 		return media.BlobRef{}, err
 	}
 	if err := b.writable(); err != nil {
@@ -80,7 +75,6 @@ func (b *Blobs) Put(ctx context.Context, bucket, name, contentType string, r io.
 	if err != nil {
 		return media.BlobRef{}, err
 	}
-	body := media.NewPutReader(ctx, writableReader{r, b.writable}, limit)
 	// nats.go purges the chunks of a failed Put with the context it was
 	// given: a canceled one would leave them in the stream for good. So it
 	// gets one that is not canceled (each publish then times out on its
@@ -96,7 +90,7 @@ func (b *Blobs) Put(ctx context.Context, bucket, name, contentType string, r io.
 	case err != nil:
 		return media.BlobRef{}, unavailable("put "+bucket+"/"+name, err)
 	}
-	return body.Ref(bucket, name, contentType), nil
+	return body.Ref(), nil
 }
 
 // Stat implements media.Blobs.

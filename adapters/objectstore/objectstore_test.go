@@ -68,7 +68,7 @@ func TestFailedPutsLeaveNoChunks(t *testing.T) {
 		t.Fatalf("too large: %v", err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	r := &cancelAfter{r: bytes.NewReader(mediatest.BlobData(3, 1<<20)), n: 400 << 10, cancel: cancel}
+	r := mediatest.CancelingReader(bytes.NewReader(mediatest.BlobData(3, 1<<20)), 400<<10, cancel)
 	if _, err := b.Put(cctx, "story", "canceled", "image/png", r, 2<<20); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled: %v", err)
 	}
@@ -119,18 +119,4 @@ func TestBucketIsAFileStoreNamedAfterTheBlobBucket(t *testing.T) {
 	if st.Storage() != jetstream.FileStorage || st.Replicas() != 1 {
 		t.Errorf("bucket: storage %v, replicas %d; want file, 1", st.Storage(), st.Replicas())
 	}
-}
-
-type cancelAfter struct {
-	r      *bytes.Reader
-	n      int
-	cancel context.CancelFunc
-}
-
-func (c *cancelAfter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.n -= n; c.n <= 0 {
-		c.cancel()
-	}
-	return n, err
 }

@@ -84,16 +84,10 @@ func New(cfg Config) (*Blobs, error) {
 // or not at all, and a failed put (r failed or was too long, ctx ended,
 // the store failed) leaves what it held before.
 func (b *Blobs) Put(ctx context.Context, bucket, name, contentType string, r io.Reader, limit int64) (media.BlobRef, error) {
-	if err := media.ValidateBlob(bucket, name); err != nil {
+	body, err := media.NewPutReader(ctx, bucket, name, contentType, r, limit)
+	if err != nil {
 		return media.BlobRef{}, err
 	}
-	if limit < 0 {
-		return media.BlobRef{}, fmt.Errorf("%w: negative limit %d", media.ErrUnusable, limit)
-	}
-	if err := ctx.Err(); err != nil {
-		return media.BlobRef{}, err
-	}
-	body := media.NewPutReader(ctx, r, limit)
 	partial := partialPrefix + rand.Text()
 	// A blob smaller than a part goes in one request; a larger one in
 	// parts (on failure minio-go aborts the upload, discarding its parts,
@@ -114,7 +108,7 @@ func (b *Blobs) Put(ctx context.Context, bucket, name, contentType string, r io.
 		return media.BlobRef{}, b.failed(ctx, "put "+bucket+"/"+name, err)
 	}
 	defer b.c.RemoveObject(context.WithoutCancel(ctx), b.bucket, partial, minio.RemoveObjectOptions{})
-	ref := body.Ref(bucket, name, contentType)
+	ref := body.Ref()
 	_, err = b.c.CopyObject(ctx,
 		minio.CopyDestOptions{Bucket: b.bucket, Object: key(bucket, name), ContentType: contentType,
 			UserMetadata: map[string]string{shaMeta: ref.SHA256}, ReplaceMetadata: true},

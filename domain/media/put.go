@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"hash"
 	"io"
 )
@@ -15,6 +16,7 @@ import (
 // one Read returns as one chunk write full chunks. Not safe for
 // concurrent use.
 type PutReader struct {
+	ref  BlobRef // bucket, name and content type
 	r    io.Reader
 	left int64 // limit - bytes read
 	ctx  context.Context
@@ -23,9 +25,21 @@ type PutReader struct {
 	err  error
 }
 
-// NewPutReader returns a PutReader of r, limit and ctx.
-func NewPutReader(ctx context.Context, r io.Reader, limit int64) *PutReader {
-	return &PutReader{r: r, left: limit, ctx: ctx, sha: sha256.New()}
+// NewPutReader returns the PutReader of a Put's arguments, once it has
+// checked them: bucket and name (ValidateBlob), limit (not negative) and
+// ctx (not ended).
+func NewPutReader(ctx context.Context, bucket, name, contentType string, r io.Reader, limit int64) (*PutReader, error) {
+	if err := ValidateBlob(bucket, name); err != nil {
+		return nil, err
+	}
+	if limit < 0 {
+		return nil, fmt.Errorf("%w: negative limit %d", ErrUnusable, limit)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ref := BlobRef{Bucket: bucket, Name: name, ContentType: contentType}
+	return &PutReader{ref: ref, r: r, left: limit, ctx: ctx, sha: sha256.New()}, nil
 }
 
 func (p *PutReader) Read(b []byte) (int, error) {
@@ -65,6 +79,8 @@ func (p *PutReader) fail(err error) error {
 func (p *PutReader) Err() error { return p.err }
 
 // Ref returns the reference of what was read, once it was read to io.EOF.
-func (p *PutReader) Ref(bucket, name, contentType string) BlobRef {
-	return BlobRef{Bucket: bucket, Name: name, SHA256: hex.EncodeToString(p.sha.Sum(nil)), Size: p.n, ContentType: contentType}
+func (p *PutReader) Ref() BlobRef {
+	r := p.ref
+	r.SHA256, r.Size = hex.EncodeToString(p.sha.Sum(nil)), p.n
+	return r
 }

@@ -199,7 +199,7 @@ func Blobs(t *testing.T, newBlobs func(t *testing.T) media.Blobs) {
 		// Canceled halfway: the reader would go on for a while.
 		ctx, cancel = context.WithCancel(t.Context())
 		defer cancel()
-		r := &blobCancelingReader{r: bytes.NewReader(BlobData(12, 8<<20)), after: 256 << 10, cancel: cancel}
+		r := CancelingReader(bytes.NewReader(BlobData(12, 8<<20)), 256<<10, cancel)
 		if _, err := b.Put(ctx, "story", "halfway", "image/png", r, 16<<20); !errors.Is(err, context.Canceled) {
 			t.Errorf("Put canceled halfway: %v; want context.Canceled", err)
 		}
@@ -315,15 +315,19 @@ func (c *blobCountingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// blobCancelingReader cancels its context once it has given after bytes,
-// and goes on giving.
-type blobCancelingReader struct {
+// CancelingReader returns a reader of r that calls cancel once it has
+// given after bytes, and goes on giving.
+func CancelingReader(r io.Reader, after int, cancel context.CancelFunc) io.Reader {
+	return &cancelingReader{r: r, after: after, cancel: cancel}
+}
+
+type cancelingReader struct {
 	r      io.Reader
 	after  int
 	cancel context.CancelFunc
 }
 
-func (c *blobCancelingReader) Read(p []byte) (int, error) {
+func (c *cancelingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if c.after -= n; c.after <= 0 {
 		c.cancel()

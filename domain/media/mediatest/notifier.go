@@ -69,25 +69,23 @@ func Notifier(t *testing.T, newChannel func(t *testing.T) NotifyChannel) {
 		checkDelivered(t, c, 0)
 	})
 
-	t.Run("permanent_refusal_is_unusable", func(t *testing.T) {
-		c := newChannel(t)
-		c.Refuse(true)
-		err := c.Notifier.Notify(t.Context(), msg(c))
-		if !errors.Is(err, media.ErrUnusable) || errors.Is(err, media.ErrUnavailable) {
-			t.Errorf("Notify refused for good: %v; want ErrUnusable only", err)
-		}
-		checkDelivered(t, c, 0)
-	})
-
-	t.Run("refusal_for_now_is_unavailable", func(t *testing.T) {
-		c := newChannel(t)
-		c.Refuse(false)
-		err := c.Notifier.Notify(t.Context(), msg(c))
-		if !errors.Is(err, media.ErrUnavailable) || errors.Is(err, media.ErrUnusable) {
-			t.Errorf("Notify refused for now: %v; want ErrUnavailable only", err)
-		}
-		checkDelivered(t, c, 0)
-	})
+	for _, c := range []struct {
+		name          string
+		permanent     bool
+		want, wantNot error
+	}{
+		{"permanent_refusal_is_unusable", true, media.ErrUnusable, media.ErrUnavailable},
+		{"refusal_for_now_is_unavailable", false, media.ErrUnavailable, media.ErrUnusable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ch := newChannel(t)
+			ch.Refuse(c.permanent)
+			if err := ch.Notifier.Notify(t.Context(), msg(ch)); !errors.Is(err, c.want) || errors.Is(err, c.wantNot) {
+				t.Errorf("Notify refused (permanent: %t): %v; want %v only", c.permanent, err, c.want)
+			}
+			checkDelivered(t, ch, 0)
+		})
+	}
 
 	t.Run("channel_down_is_unavailable", func(t *testing.T) {
 		c := newChannel(t)
