@@ -133,35 +133,40 @@ func createKey(dataDir string) (*Tokens, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode signing key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create key dir: %w", err)
-	}
-	// Written whole under a temporary name, then linked into place: a
-	// reader (`tideline token` beside a starting server) never sees half
-	// a key, and if two processes race to create it, one link wins and
-	// the other reads the winner's key.
-	f, err := os.CreateTemp(filepath.Dir(path), ".token-key-*")
-	if err != nil {
-		return nil, fmt.Errorf("create signing key: %w", err)
-	}
-	defer os.Remove(f.Name()) // mode 0600 from CreateTemp
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write signing key: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("sync signing key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("close signing key: %w", err)
-	}
-	if err := os.Link(f.Name(), path); errors.Is(err, os.ErrExist) {
+	if err := createKeyFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); errors.Is(err, os.ErrExist) {
 		return LoadTokens(dataDir)
 	} else if err != nil {
 		return nil, fmt.Errorf("create signing key: %w", err)
 	}
 	return newTokens(priv, dataDir)
+}
+
+// createKeyFile writes a new key file (mode 0600, in a dir of mode
+// 0700) whole under a temporary name, then links it into place: a reader
+// (`tideline token` beside a starting server) never sees half a key, and
+// if two processes race to create it, one link wins and the other gets
+// an error wrapping os.ErrExist (it then reads the winner's key).
+func createKeyFile(path string, key []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create key dir: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".key-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // mode 0600 from CreateTemp
+	if _, err := f.Write(key); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Link(f.Name(), path)
 }
 
 type claims struct {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,9 +125,19 @@ const (
 // service and read models. New mounts it behind the shared auth gate,
 // limits and error mapping, and lists it in reflection and health.
 type Service struct {
-	Name  string // fully qualified, e.g. tideline.steps.v1.StepsService
+	Name  string // fully qualified, e.g. tideline.steps.v1.StepsService; a Handler's path prefix
 	mount func(rt *runtime, opts connect.HandlerOption) (string, http.Handler)
+	plain http.Handler // a Handler's
 }
+
+// Handler returns a Service that serves h, a plain HTTP handler, for
+// every path under prefix ("/blobs/": a path of one segment without a
+// dot, so it never meets a Connect service's "/pkg.Service/"). New serves
+// it on the API's port behind the same CORS policy (with the methods GET,
+// HEAD, PUT and POST), but neither asks for a bearer token nor bounds
+// request bodies: h authenticates (a signed URL) and bounds what it
+// reads itself.
+func Handler(prefix string, h http.Handler) Service { return Service{Name: prefix, plain: h} }
 
 // runtime is what every handler shares: the config, with defaults
 // applied, and the live streams' state.
@@ -183,9 +194,18 @@ func New(d Config, services ...Service) (*API, error) {
 	)...)
 	mux := http.NewServeMux()
 	var names []string
+	plain := prefixes{}
 	for _, s := range append(services, adminService()) {
-		if slices.Contains(names, s.Name) {
+		if slices.Contains(names, s.Name) || plain[s.Name] != nil {
 			return nil, fmt.Errorf("api: service %s given twice", s.Name)
+		}
+		if s.plain != nil {
+			seg, rest, _ := strings.Cut(strings.TrimPrefix(s.Name, "/"), "/")
+			if !strings.HasPrefix(s.Name, "/") || seg == "" || strings.Contains(seg, ".") || rest != "" {
+				return nil, fmt.Errorf("api: handler prefix %q: want /name/, name without a dot", s.Name)
+			}
+			plain[s.Name] = s.plain
+			continue
 		}
 		names = append(names, s.Name)
 		mux.Handle(s.mount(rt, opts))
@@ -228,7 +248,38 @@ func New(d Config, services ...Service) (*API, error) {
 		ExposedHeaders: append(connectcors.ExposedHeaders(), PositionHeader),
 		MaxAge:         7200,
 	})
-	return &API{handler: c.Handler(g), closing: rt.closing, live: rt.live}, nil
+	handler := c.Handler(g)
+	if len(plain) > 0 {
+		pc := cors.New(cors.Options{
+			AllowedOrigins: d.CORSOrigins,
+			AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost},
+			AllowedHeaders: []string{"Content-Type", "Range", "If-Range", "If-None-Match", "If-Modified-Since"},
+			ExposedHeaders: []string{"ETag", "Content-Range", "Accept-Ranges", "Content-Disposition"},
+			MaxAge:         7200,
+		})
+		for p, ph := range plain {
+			plain[p] = pc.Handler(ph)
+		}
+		handler = plain.or(handler)
+	}
+	return &API{handler: handler, closing: rt.closing, live: rt.live}, nil
+}
+
+// prefixes are the Handlers, by path prefix.
+type prefixes map[string]http.Handler
+
+// or returns a handler that serves a request with the Handler of its
+// path's first segment, if any, else with next.
+func (ps prefixes) or(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if i := strings.IndexByte(r.URL.Path[min(1, len(r.URL.Path)):], '/'); i >= 0 {
+			if h := ps[r.URL.Path[:i+2]]; h != nil {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Reflection is who may use gRPC server reflection.

@@ -407,6 +407,27 @@ func TestServeRejectsBadHardeningFlags(t *testing.T) {
 	}
 }
 
+func TestServeRejectsBadBlobFlags(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TIDELINE_S3_ACCESS_KEY", "")
+	t.Setenv("TIDELINE_S3_SECRET_KEY", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--s3-endpoint", "https://s3.example"}, "--s3-bucket"},
+		{[]string{"--s3-bucket", "blobs"}, "--s3-endpoint"},
+		{[]string{"--s3-endpoint", "https://s3.example", "--s3-bucket", "blobs"}, "TIDELINE_S3_SECRET_KEY"},
+		{[]string{"--public-url", "tideline.example"}, "public URL"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, tc.args...), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("serve %v: %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
 // TestServeReflectionAuto: on a loopback listener reflection is open;
 // every service still needs a token.
 func TestServeReflectionAuto(t *testing.T) {

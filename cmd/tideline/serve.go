@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -18,7 +19,14 @@ const serveUsage = `usage: tideline serve [--data DIR] [--listen ADDR] [flags]
 Runs the server: an embedded NATS JetStream store under DIR (created on
 first start, with the token signing key DIR/keys/token-ed25519.pem) and the
 Connect, gRPC and gRPC-Web API on ADDR. Logs where it listens; Ctrl-C
-(SIGINT) or SIGTERM shuts it down cleanly, keeping all data.`
+(SIGINT) or SIGTERM shuts it down cleanly, keeping all data.
+
+Blobs (images, audio) are kept in JetStream object stores under DIR, or
+with --s3-endpoint and --s3-bucket in an S3-compatible store, with the
+credentials in the environment: TIDELINE_S3_ACCESS_KEY and
+TIDELINE_S3_SECRET_KEY. Clients upload and download them through signed,
+expiring URLs on ADDR under /blobs/ (key: DIR/keys/blob-links.key), which
+start with --public-url.`
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("serve", serveUsage, stderr)
@@ -38,6 +46,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&c.MaxConns, "max-conns", api.DefaultMaxConns, "most API connections open at once; more are reset at once")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", api.DefaultIdleTimeout, "close API connections without a call for this long")
 	fs.StringVar(&c.Reflection, "reflection", "auto", "gRPC reflection: 'auto' (open when --listen is loopback, else token required), 'on' (open), 'token' or 'off'")
+	fs.StringVar(&c.PublicURL, "public-url", "", "the server's URL as clients reach it, which blob upload and download links start with, e.g. https://tideline.example (default http://<--listen address>)")
+	fs.StringVar(&c.S3.Endpoint, "s3-endpoint", "", "keep blobs in this S3-compatible store, e.g. https://s3.eu-west-1.amazonaws.com, with --s3-bucket and credentials in TIDELINE_S3_ACCESS_KEY and TIDELINE_S3_SECRET_KEY (default: JetStream object stores under --data)")
+	fs.StringVar(&c.S3.Bucket, "s3-bucket", "", "the S3 bucket that holds the blobs (with --s3-endpoint); it must exist")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -57,6 +68,15 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		c.SyncAlways = true
 	default:
 		return fmt.Errorf("--sync: want 'default' or 'always', got %q", sync)
+	}
+	if (c.S3.Endpoint == "") != (c.S3.Bucket == "") {
+		return errors.New("--s3-endpoint and --s3-bucket go together")
+	}
+	if c.S3.Endpoint != "" {
+		c.S3.AccessKey, c.S3.SecretKey = os.Getenv("TIDELINE_S3_ACCESS_KEY"), os.Getenv("TIDELINE_S3_SECRET_KEY")
+		if c.S3.AccessKey == "" || c.S3.SecretKey == "" {
+			return errors.New("--s3-endpoint: set TIDELINE_S3_ACCESS_KEY and TIDELINE_S3_SECRET_KEY in the environment")
+		}
 	}
 	if cors != "" {
 		c.CORSOrigins = strings.Split(cors, ",")

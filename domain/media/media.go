@@ -18,7 +18,9 @@ package media
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	mediav1 "github.com/tideline/tideline/schemas/gen/tideline/media/v1"
@@ -41,8 +43,8 @@ var ErrTooLarge = errors.New("blob too large")
 
 // BlobRef says where a blob lives. Events carry it, never the bytes.
 type BlobRef struct {
-	Bucket      string // e.g. "story"
-	Name        string // unique in its bucket; a safe token (letters, digits, -_.)
+	Bucket      string // e.g. "story"; see ValidateBlob
+	Name        string // unique in its bucket; a safe token (see ValidateBlob)
 	SHA256      string // lowercase hex of the content
 	Size        int64
 	ContentType string // e.g. "image/png", "audio/ogg"
@@ -57,11 +59,50 @@ type Blobs interface {
 	// Putting an existing name replaces it (names are chosen unique).
 	Put(ctx context.Context, bucket, name, contentType string, r io.Reader, limit int64) (BlobRef, error)
 	// Open returns the blob's content; ErrNotFound when it does not exist.
-	// The caller closes it.
+	// The caller closes it. The reader may also be an io.Seeker (the HTTP
+	// endpoint then serves Range requests); if so, seeking works anywhere
+	// within the blob.
 	Open(ctx context.Context, bucket, name string) (io.ReadCloser, BlobRef, error)
 	// Stat returns the blob's reference without its content; ErrNotFound
 	// when it does not exist.
 	Stat(ctx context.Context, bucket, name string) (BlobRef, error)
+}
+
+// Bounds of ValidateBlob.
+const (
+	MaxBucketLen   = 64
+	MaxBlobNameLen = 200
+)
+
+// ValidateBlob checks a blob's bucket and name, as every Blobs method and
+// Links do, with an error wrapping ErrUnusable. A bucket is 1 to
+// MaxBucketLen letters, digits, '-' or '_'; a name 1 to MaxBlobNameLen
+// letters, digits, '-', '_' or '.', not starting with '.' (so neither is
+// ever a path step such as ".." in a URL or a key).
+func ValidateBlob(bucket, name string) error {
+	if err := validToken("bucket", bucket, MaxBucketLen, "-_"); err != nil {
+		return err
+	}
+	if err := validToken("name", name, MaxBlobNameLen, "-_."); err != nil {
+		return err
+	}
+	if name[0] == '.' {
+		return fmt.Errorf("%w: blob name %q starts with '.'", ErrUnusable, name)
+	}
+	return nil
+}
+
+func validToken(what, s string, max int, punct string) error {
+	if s == "" || len(s) > max {
+		return fmt.Errorf("%w: blob %s %q: want 1 to %d characters", ErrUnusable, what, s, max)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(punct, c) >= 0) {
+			return fmt.Errorf("%w: blob %s %q: character %q at byte %d; allowed: letters, digits, %q", ErrUnusable, what, s, c, i, punct)
+		}
+	}
+	return nil
 }
 
 // Upload is what a signed upload URL lets its holder store: one blob,
@@ -221,3 +262,15 @@ func RefToProto(b BlobRef) *mediav1.BlobRef {
 func RefFromProto(b *mediav1.BlobRef) BlobRef {
 	return BlobRef{Bucket: b.GetBucket(), Name: b.GetName(), SHA256: b.GetSha256(), Size: b.GetSize(), ContentType: b.GetContentType()}
 }
+
+// RetryLater is an ErrUnavailable whose engine said when to try again
+// (an HTTP Retry-After): errors.Is(err, ErrUnavailable) holds, and a
+// caller that finds one with errors.As waits After before retrying.
+type RetryLater struct {
+	After time.Duration
+	Err   error // what the engine said
+}
+
+func (e *RetryLater) Error() string { return fmt.Sprintf("%v (retry after %s)", e.Err, e.After) }
+
+func (e *RetryLater) Unwrap() []error { return []error{ErrUnavailable, e.Err} }

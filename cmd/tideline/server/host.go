@@ -10,6 +10,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/media"
 	"github.com/tideline/tideline/projections"
 )
 
@@ -35,6 +36,14 @@ type Host struct {
 	Conn   *nats.Conn // the server's own in-process NATS connection
 	// Devices is the edge device registry; nil unless Config.LeafListen.
 	Devices *natsserver.Devices
+	// Blobs stores the blobs (images, audio) that events refer to by
+	// media.BlobRef: JetStream object stores, or an S3-compatible store
+	// (Config.S3).
+	Blobs media.Blobs
+	// Links signs the URLs through which clients upload and download
+	// blobs straight to and from Blobs: the API serves them under
+	// api.BlobPath, on its own port, starting with Config.PublicURL.
+	Links media.Links
 	// API is the API's shared configuration. A Module may set what the
 	// server does not: it sets Tokens, Projections, LastPosition,
 	// CORSOrigins, Reflection and Health.

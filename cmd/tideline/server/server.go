@@ -23,8 +23,10 @@ import (
 
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/s3"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/media"
 	"github.com/tideline/tideline/internal/dirlock"
 	"github.com/tideline/tideline/projections"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
@@ -59,10 +61,19 @@ type Config struct {
 	// device gate: commits per second and bucket size (see devicegate).
 	DeviceRate  float64
 	DeviceBurst int
+<<<<<<< HEAD
 	// EventsStream names the events stream (jetstream.Config.Stream;
 	// default wire.EventsStream). The store, the device gate, the
 	// reactions and the NATS readers' guard all take it from here.
 	EventsStream string
+=======
+	// PublicURL is the server's address as clients reach it, which blob
+	// links start with; default http://<the address it listens on>.
+	PublicURL string
+	// S3, when its Endpoint is set, keeps blobs in an S3-compatible store;
+	// else they are in JetStream object stores under DataDir.
+	S3 s3.Config
+>>>>>>> h-blobs
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -79,6 +90,8 @@ type Main struct {
 	nc      *nats.Conn
 	Store   *jetstream.Store
 	Tokens  *api.Tokens
+	Blobs   media.Blobs // Config.S3's store, or JetStream object stores
+	Links   *api.Links  // signs the URLs the API's BlobService serves
 	api     *api.API
 	http    *http.Server
 	ln      net.Listener
@@ -214,7 +227,20 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Users != nil { // added and revoked users apply without a restart
 		m.goRun(runCtx, func(ctx context.Context) { m.Users.Watch(ctx, 500*time.Millisecond) })
 	}
-	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, m: m, ctx: runCtx}
+	// Listening before the Modules run gives the blob links their
+	// address; requests wait until the API serves.
+	m.ln, err = net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
+		return err
+	}
+	if err := m.openBlobs(); err != nil {
+		return err
+	}
+	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, Blobs: m.Blobs, Links: m.Links, m: m, ctx: runCtx}
+	h.Serve(api.BlobService(m.Links, m.Blobs))
 	for _, wire := range contexts {
 		if err := wire(ctx, h); err != nil {
 			return err
@@ -230,13 +256,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		controls[r.Name()] = runnerControl{r}
 	}
 
-	m.ln, err = net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
-		return err
-	}
 	reflection, err := api.ParseReflection(cmp.Or(c.Reflection, "auto"), m.ln.Addr())
 	if err != nil {
 		return fmt.Errorf("--reflection: %w", err)
