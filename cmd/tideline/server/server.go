@@ -61,19 +61,16 @@ type Config struct {
 	// device gate: commits per second and bucket size (see devicegate).
 	DeviceRate  float64
 	DeviceBurst int
-<<<<<<< HEAD
 	// EventsStream names the events stream (jetstream.Config.Stream;
 	// default wire.EventsStream). The store, the device gate, the
 	// reactions and the NATS readers' guard all take it from here.
 	EventsStream string
-=======
 	// PublicURL is the server's address as clients reach it, which blob
 	// links start with; default http://<the address it listens on>.
 	PublicURL string
 	// S3, when its Endpoint is set, keeps blobs in an S3-compatible store;
 	// else they are in JetStream object stores under DataDir.
 	S3 s3.Config
->>>>>>> h-blobs
 }
 
 // Main is a running server: embedded NATS, the event store, and what
