@@ -43,6 +43,12 @@ func LectureReactions(svc *tr.Service, e LectureEngines) []Reaction {
 	if e.Logger == nil {
 		e.Logger = slog.Default()
 	}
+	if e.Transcriber == nil {
+		e.Transcriber = noTranscriber{}
+	}
+	if e.Restructurer == nil {
+		e.Restructurer = noRestructurer{}
+	}
 	l := &lecturePipeline{svc: svc, e: e}
 	return []Reaction{
 		{Name: LectureRecordingName, Subjects: []string{"ev.transcription.lecture.>"}, Handle: l.recording},
@@ -166,4 +172,19 @@ func (p *lecturePipeline) restructure(ctx context.Context, c es.Commit) error {
 	}
 	_, err = p.svc.Advance(ctx, c.Stream, tr.RecordRestructured{Version: asked.Version, Engine: engine, Paragraphs: paras})
 	return err
+}
+
+// noTranscriber and noRestructurer stand for engines the server was not
+// given: their lectures wait.
+type (
+	noTranscriber  struct{}
+	noRestructurer struct{}
+)
+
+func (noTranscriber) Transcribe(context.Context, []byte, string) (media.Transcript, error) {
+	return media.Transcript{}, fmt.Errorf("%w: no speech-to-text engine configured", media.ErrUnavailable)
+}
+
+func (noRestructurer) Restructure(context.Context, []string, string) ([]media.Paragraph, error) {
+	return nil, fmt.Errorf("%w: no restructuring engine configured", media.ErrUnavailable)
 }

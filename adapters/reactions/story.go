@@ -66,6 +66,12 @@ func StoryReactions(svc *story.Service, e StoryEngines) []Reaction {
 	if e.Logger == nil {
 		e.Logger = slog.Default()
 	}
+	if e.OCR == nil {
+		e.OCR = noOCR{}
+	}
+	if e.Speaker == nil {
+		e.Speaker = noSpeaker{}
+	}
 	p := &storyPipeline{svc: svc, e: e, down: map[string]bool{}}
 	return []Reaction{
 		{Name: StoryBatchName, Subjects: []string{"ev.story.batch.>"}, Handle: p.fanout},
@@ -465,4 +471,19 @@ func humanDuration(d time.Duration) string {
 		return fmt.Sprintf("%d hours", d/time.Hour)
 	}
 	return d.String()
+}
+
+// noOCR and noSpeaker stand for engines the server was not given: their
+// stories wait, as for an engine that is not installed.
+type (
+	noOCR     struct{}
+	noSpeaker struct{}
+)
+
+func (noOCR) Read(context.Context, []byte, []string) (media.Page, error) {
+	return media.Page{}, fmt.Errorf("%w: no OCR engine configured", media.ErrUnavailable)
+}
+
+func (noSpeaker) Speak(context.Context, string, string) (media.Audio, error) {
+	return media.Audio{}, fmt.Errorf("%w: no speech engine configured", media.ErrUnavailable)
 }

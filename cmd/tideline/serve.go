@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
 )
@@ -49,6 +50,11 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.PublicURL, "public-url", "", "the server's URL as clients reach it, which blob upload and download links start with, e.g. https://tideline.example (default http://<--listen address>)")
 	fs.StringVar(&c.S3.Endpoint, "s3-endpoint", "", "keep blobs in this S3-compatible store, e.g. https://s3.eu-west-1.amazonaws.com, with --s3-bucket and credentials in TIDELINE_S3_ACCESS_KEY and TIDELINE_S3_SECRET_KEY (default: JetStream object stores under --data)")
 	fs.StringVar(&c.S3.Bucket, "s3-bucket", "", "the S3 bucket that holds the blobs (with --s3-endpoint); it must exist")
+	fs.StringVar(&c.SMTP.Host, "smtp-host", "", "send e-mail notifications through this SMTP server (password, if any, in TIDELINE_SMTP_PASSWORD); default: no e-mail")
+	fs.IntVar(&c.SMTP.Port, "smtp-port", 587, "the SMTP server's port (submission, STARTTLS)")
+	fs.StringVar(&c.SMTP.Username, "smtp-user", "", "the SMTP user name, if the server wants one")
+	fs.StringVar(&c.SMTP.From, "smtp-from", "", "the sender of e-mail notifications, e.g. 'Tideline <noreply@tideline.example>' (required with --smtp-host)")
+	smtpTLS := fs.String("smtp-tls", "mandatory", "STARTTLS: 'mandatory' (refuse to send in clear), 'opportunistic' or 'none'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,6 +83,16 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		if c.S3.AccessKey == "" || c.S3.SecretKey == "" {
 			return errors.New("--s3-endpoint: set TIDELINE_S3_ACCESS_KEY and TIDELINE_S3_SECRET_KEY in the environment")
 		}
+	}
+	if c.SMTP.Host != "" {
+		var err error
+		if c.SMTP.TLS, err = smtp.ParseTLS(*smtpTLS); err != nil {
+			return fmt.Errorf("--smtp-tls: %w", err)
+		}
+		if c.SMTP.From == "" {
+			return errors.New("--smtp-host needs --smtp-from, the sender's address")
+		}
+		c.SMTP.Password = os.Getenv("TIDELINE_SMTP_PASSWORD")
 	}
 	if cors != "" {
 		c.CORSOrigins = strings.Split(cors, ",")

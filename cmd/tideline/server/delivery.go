@@ -12,6 +12,6 @@ import (
 // and the open-orders index riders search.
 func deliveryModule(_ context.Context, h *Host) error {
 	nearby := nearbymodel.New()
-	h.Serve(api.DeliveryServices(delivery.NewService(h.Store, 0, nil), nearby, h.Runner(nearby), nil)...)
+	h.Serve(api.DeliveryServices(delivery.NewService(h.Store, 0, nil), nearby, h.Runner(nearby), h.Engines.Commands)...)
 	return nil
 }

@@ -23,7 +23,7 @@ type Module func(ctx context.Context, h *Host) error
 
 // contexts are what the server serves, wired in this order. Adding a
 // context is its Module and one entry here.
-var contexts = []Module{stepsModule, safetyModule, deliveryModule, dashboardModule, devicesModule}
+var contexts = []Module{stepsModule, safetyModule, deliveryModule, dashboardModule, devicesModule, storyModule, lectureModule}
 
 // Host is what a Module gets from the server. Its fields are set before
 // the first Module runs; its methods take what the context provides:
@@ -44,6 +44,8 @@ type Host struct {
 	// blobs straight to and from Blobs: the API serves them under
 	// api.BlobPath, on its own port, starting with Config.PublicURL.
 	Links media.Links
+	// Engines are the media engines and notifiers (see Engines).
+	Engines Engines
 	// API is the API's shared configuration. A Module may set what the
 	// server does not: it sets Tokens, Projections, LastPosition,
 	// CORSOrigins, Reflection and Health.

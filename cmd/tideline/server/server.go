@@ -24,6 +24,7 @@ import (
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/s3"
+	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/media"
@@ -71,6 +72,9 @@ type Config struct {
 	// S3, when its Endpoint is set, keeps blobs in an S3-compatible store;
 	// else they are in JetStream object stores under DataDir.
 	S3 s3.Config
+	// SMTP, when its Host is set, sends e-mail notifications (storytime's
+	// "your story is ready").
+	SMTP smtp.Config
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -89,6 +93,7 @@ type Main struct {
 	Tokens  *api.Tokens
 	Blobs   media.Blobs // Config.S3's store, or JetStream object stores
 	Links   *api.Links  // signs the URLs the API's BlobService serves
+	Engines Engines     // media engines and notifiers
 	api     *api.API
 	http    *http.Server
 	ln      net.Listener
@@ -233,10 +238,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
 		return err
 	}
+	if err := m.openEngines(); err != nil {
+		return err
+	}
 	if err := m.openBlobs(); err != nil {
 		return err
 	}
-	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, Blobs: m.Blobs, Links: m.Links, m: m, ctx: runCtx}
+	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, Blobs: m.Blobs, Links: m.Links, Engines: m.Engines, m: m, ctx: runCtx}
 	h.Serve(api.BlobService(m.Links, m.Blobs))
 	for _, wire := range contexts {
 		if err := wire(ctx, h); err != nil {

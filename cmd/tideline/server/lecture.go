@@ -1,0 +1,25 @@
+package server
+
+import (
+	"context"
+
+	"github.com/tideline/tideline/adapters/reactions"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/transcription"
+	lecturemodel "github.com/tideline/tideline/projections/lecture"
+)
+
+// lectureModule wires lecture transcription: live streams transcribed
+// as they come, uploaded recordings and restructuring by reactions, and
+// the lectures list.
+func lectureModule(_ context.Context, h *Host) error {
+	svc := transcription.NewService(h.Store, h.Blobs, nil)
+	list := lecturemodel.New()
+	h.React(reactions.LectureReactions(svc, reactions.LectureEngines{
+		Blobs: h.Blobs, Transcriber: h.Engines.Transcriber, Restructurer: h.Engines.Restructurer,
+		Fallback: h.Engines.Fallback, Logger: h.Logger,
+	})...)
+	h.Serve(api.TranscriptionServices(svc, api.Lectures{List: list, Feed: h.Runner(list),
+		Transcriber: h.Engines.Transcriber, Engine: h.Engines.RestructurerName, Links: h.Links})...)
+	return nil
+}
