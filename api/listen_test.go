@@ -14,6 +14,7 @@ import (
 
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
+	"github.com/tideline/tideline/internal/poll"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 )
@@ -58,10 +59,8 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 	// The server closes that check's connection when it sees the client
 	// go: only then is its slot free for the connections held below.
 	open := limited.(interface{ Open() int64 })
-	for deadline := time.Now().Add(5 * time.Second); open.Open() != 0; time.Sleep(time.Millisecond) { // poll
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open 5 s after the health check", open.Open())
-		}
+	if !poll.Within(5*time.Second, func() bool { return open.Open() == 0 }) {
+		t.Fatalf("%d connections still open 5 s after the health check", open.Open())
 	}
 
 	var held []net.Conn
@@ -116,7 +115,7 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 			t.Fatalf("a held connection was closed after %v, before the idle timeout %v", d, idle)
 		}
 	}
-	if !poll(5*time.Second, func() bool { return healthCheck(url) == nil }) {
+	if !poll.Within(5*time.Second, func() bool { return healthCheck(url) == nil }) {
 		t.Fatalf("health check still refused after the held connections closed: %v", healthCheck(url))
 	}
 }
@@ -165,12 +164,9 @@ func TestThousandsOfIdleConnections(t *testing.T) {
 	if n := open.Open(); n > maxConns {
 		t.Fatalf("%d connections open, over the cap of %d", n, maxConns)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for open.Open() != 0 { // poll: the server closes idle connections
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open 15 s after they went idle", open.Open())
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The server closes idle connections.
+	if !poll.Within(15*time.Second, func() bool { return open.Open() == 0 }) {
+		t.Fatalf("%d connections still open 15 s after they went idle", open.Open())
 	}
 	if err := healthCheck("http://" + ln.Addr().String()); err != nil {
 		t.Fatalf("health check after the idle connections were closed: %v", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/poll"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -136,7 +137,7 @@ func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	defer cancel()
 	peak := heapPeak(t)
 	watchers := stallWatchers(t, ctx, f, 100, 16<<10)
-	if !poll(5*time.Second, func() bool { return f.API().LiveStreams() == 100 }) {
+	if !poll.Within(5*time.Second, func() bool { return f.API().LiveStreams() == 100 }) {
 		t.Fatalf("%d live streams open, want 100", f.API().LiveStreams())
 	}
 
@@ -170,7 +171,7 @@ func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 			}
 		})
 	}
-	dropped := poll(30*time.Second, func() bool { return f.API().LiveStreams() == 0 })
+	dropped := poll.Within(30*time.Second, func() bool { return f.API().LiveStreams() == 0 })
 	close(stop)
 	wg.Wait()
 	t.Logf("%d writes while 100 watchers stalled; slowest %v; %d still open", writes.Load(), time.Duration(slowest.Load()), f.API().LiveStreams())
@@ -204,16 +205,4 @@ func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	if grown := peak(); grown > 64<<20 {
 		t.Errorf("heap grew by %.1f MiB, want < 64 MiB", float64(grown)/(1<<20))
 	}
-}
-
-// poll reports whether cond became true within d, checking every 10 ms.
-func poll(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }

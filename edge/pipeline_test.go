@@ -12,6 +12,7 @@ import (
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
+	"github.com/tideline/tideline/internal/poll"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
@@ -71,7 +72,7 @@ func TestReplayAlarmsAndSyncs(t *testing.T) {
 			if n, want := len(h.hubEvents(t, eventsTelemetry("bike-1"))), (samples+99)/100; n != want {
 				t.Errorf("hub has %d telemetry windows, want %d", n, want)
 			}
-			waitFor(t, 5*time.Second, "alarm command output", func() bool {
+			poll.Until(t, 5*time.Second, "alarm command output", func() bool {
 				b, _ := os.ReadFile(out)
 				return strings.Count(string(b), "\n") == 6
 			})

@@ -12,6 +12,7 @@ import (
 	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 // rig is one hub, one device behind a cuttable proxy.
@@ -85,7 +86,7 @@ func TestLinkOutages(t *testing.T) {
 			before := r.h.hubEdgeSeq(t, eventsTelemetry(r.dev))
 			r.p.Deafen()
 			r.write(t, 1000, 1100)
-			waitFor(t, 10*time.Second, "a commit to land unacknowledged", func() bool {
+			poll.Until(t, 10*time.Second, "a commit to land unacknowledged", func() bool {
 				return r.h.hubEdgeSeq(t, eventsTelemetry(r.dev)) > before
 			})
 			r.p.Cut()
@@ -176,13 +177,13 @@ func TestSyncResumesQuickly(t *testing.T) {
 	r := newRig(t, 0, agentOpts{})
 	r.write(t, 0, 100)
 	r.p.Cut()
-	waitFor(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
+	poll.Until(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
 	lastD, lastT := r.write(t, 100, 5000)
 	before := r.h.hubEdgeSeq(t, eventsTelemetry(r.dev))
 	back := time.Now()
 	r.p.Restore()
 	var first time.Duration
-	waitFor(t, 10*time.Second, "first event after link return", func() bool {
+	poll.Until(t, 10*time.Second, "first event after link return", func() bool {
 		if r.h.hubEdgeSeq(t, eventsTelemetry(r.dev)) > before {
 			first = time.Since(back)
 			return true
@@ -203,7 +204,7 @@ func TestMaxDisk(t *testing.T) {
 	const maxDisk = 8 << 20
 	r := newRig(t, 0, agentOpts{maxDisk: maxDisk})
 	r.p.Cut()
-	waitFor(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
+	poll.Until(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
 	ctx := context.Background()
 	const n, dangers = 6000, 300
 	var lastD, lastT uint64
@@ -273,7 +274,7 @@ func dirSize(t *testing.T, dir string) int64 {
 func TestCommitsFitTheHubLimit(t *testing.T) {
 	r := newRig(t, 0, agentOpts{})
 	r.p.Cut()
-	waitFor(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
+	poll.Until(t, 5*time.Second, "link down", func() bool { return !r.a.LinkUp() })
 	ctx := context.Background()
 	const n = 300
 	var last uint64
@@ -302,7 +303,7 @@ func TestCommitsFitTheHubLimit(t *testing.T) {
 func TestOverQuotaDeviceKeepsItsEvents(t *testing.T) {
 	h := startHubGate(t, "", 0, devicegate.Config{Rate: 10, Burst: 2})
 	a := openAgent(t, h.addDevice(t, "bike-q"), h.leafURL, t.TempDir(), agentOpts{})
-	waitFor(t, 10*time.Second, "link up", a.LinkUp)
+	poll.Until(t, 10*time.Second, "link up", a.LinkUp)
 	ctx := context.Background()
 	const n = 40
 	start := time.Now()

@@ -15,6 +15,7 @@ import (
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 func deviceRun(t *testing.T, args ...string) (string, error) {
@@ -66,14 +67,14 @@ func TestDeviceRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	waitUntil(t, "added device connected", a.LinkUp)
+	poll.Until(t, 10*time.Second, "added device connected", a.LinkUp)
 	if out, _ := deviceRun(t, "list", "--data", dir); !strings.Contains(out, "bike-7") || !strings.Contains(out, "active") {
 		t.Fatalf("list:\n%s", out)
 	}
 	if _, err := deviceRun(t, "revoke", "bike-7", "--data", dir); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "revoked device cut", func() bool { return !a.LinkUp() && m.NATS().NumLeafNodes() == 0 })
+	poll.Until(t, 10*time.Second, "revoked device cut", func() bool { return !a.LinkUp() && m.NATS().NumLeafNodes() == 0 })
 	if out, _ := deviceRun(t, "list", "--data", dir); !strings.Contains(out, "revoked") {
 		t.Fatalf("list:\n%s", out)
 	}
@@ -84,17 +85,6 @@ func TestDeviceRegistry(t *testing.T) {
 			t.Fatal("revoked device connected again")
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
-	}
-}
-
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
 	}
 }
 

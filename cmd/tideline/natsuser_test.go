@@ -18,6 +18,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/poll"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
@@ -79,7 +80,7 @@ func TestNATSUserCommand(t *testing.T) {
 
 	// The server rereads the registry: the new user gets in without a restart.
 	var nc *nats.Conn
-	waitUntil(t, "the new user to be accepted", func() bool {
+	poll.Until(t, 10*time.Second, "the new user to be accepted", func() bool {
 		nc, err = nats.Connect(url, nats.UserCredentials(creds), nats.CustomInboxPrefix(natsserver.UserInboxPrefix("analyst")), nats.NoReconnect())
 		return err == nil
 	})
