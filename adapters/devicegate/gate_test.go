@@ -443,6 +443,26 @@ func TestQuotas(t *testing.T) {
 	}
 }
 
+// A device that sends one commit (or one .last request) at a time, the
+// next as soon as it has the reply, is never told that one is still being
+// decided: the gate frees the lane before it replies.
+func TestOneAtATimeNeverBusy(t *testing.T) {
+	e := setup(t, devicegate.Config{})
+	d1 := e.device(t, "d1")
+	var seq uint64
+	for i := 1; i <= 30; i++ {
+		hdr := append(expect(seq), "Tl-Edge-Epoch", "E1", "Tl-Edge-First-Seq", strconv.Itoa(i), "Tl-Edge-Seq", strconv.Itoa(i))
+		r := send(t, d1, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("e%d", i))), hdr...)
+		if r.Error != nil {
+			t.Fatalf("commit %d, sent after the reply to the one before: %+v", i, r.Error)
+		}
+		seq = r.Seq
+		if l := last(t, d1, safety.LaneDanger, "d1", "E1"); l.EdgeSeq != uint64(i) {
+			t.Fatalf("last after commit %d: %+v", i, l)
+		}
+	}
+}
+
 // A commit resent after its reply was lost conflicts instead of landing
 // twice; .last tells the device where to resume, quarantined commits
 // included, for its store's epoch only.
