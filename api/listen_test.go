@@ -13,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/tideline/tideline/api"
-	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/internal/poll"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
@@ -42,7 +41,7 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 		maxConns = 8
 		idle     = 500 * time.Millisecond
 	)
-	f := servertest.Start(t)
+	f := start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +129,7 @@ func TestThousandsOfIdleConnections(t *testing.T) {
 		maxConns = 1000
 		idle     = time.Second
 	)
-	f := servertest.Start(t)
+	f := start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -87,7 +87,7 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 	defer cancel()
 	var sides []*side
 	for _, watchers := range []int{0, 100} {
-		f := servertest.Start(b)
+		f := start(b)
 		stallWatchers(b, ctx, f, watchers, 1<<20)
 		sides = append(sides, &side{c: stepsv1connect.NewStepsServiceClient(h2c, f.URL), tok: f.Token(b, "shop", auth.Service)})
 	}
@@ -132,7 +132,7 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 // watcher's stream, once read, ends with an error instead of hanging.
 func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	const sendTimeout = time.Second
-	f := servertest.Start(t, servertest.API(func(d *api.Config) { d.SendTimeout = sendTimeout }))
+	f := start(t, servertest.API(func(d *api.Config) { d.SendTimeout = sendTimeout }))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	peak := heapPeak(t)
