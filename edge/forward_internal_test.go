@@ -99,7 +99,7 @@ func TestLostAckResendConflicts(t *testing.T) {
 	if sent, err := f.forwardOnce(ctx); !sent || err != nil {
 		t.Fatalf("send after the loss: %v %v", sent, err)
 	}
-	m, err := nc.Request("$JS.API.STREAM.INFO.EVENTS", nil, time.Second)
+	m, err := nc.Request("$JS.API.STREAM.INFO.EVENTS", nil, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

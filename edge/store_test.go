@@ -81,8 +81,13 @@ func TestLinkOutages(t *testing.T) {
 		}},
 		{"acks_lost_then_outage_longer_than_dup_window", func(t *testing.T, r *rig) {
 			// The hub receives commits but the device never hears back.
-			st := r.a.Status()
-			waitSynced(t, r.h, eventsTelemetry(r.dev), st[1].Stored, 10*time.Second)
+			// Before deafening, the device has heard back for all it sent:
+			// a commit in flight whose ack is lost would be resent, not
+			// followed by a new one.
+			stored := r.a.Status()[1].Stored
+			poll.Until(t, 10*time.Second, "every commit so far acknowledged to the device", func() bool {
+				return r.a.Status()[1].Forwarded >= stored
+			})
 			before := r.h.hubEdgeSeq(t, eventsTelemetry(r.dev))
 			r.p.Deafen()
 			r.write(t, 1000, 1100)
