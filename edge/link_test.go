@@ -78,6 +78,7 @@ func openLogged(tb testing.TB, creds edge.Creds, hubURL string) (*edge.Agent, *l
 // the cause: refused credentials, nothing listening, a NATS client port,
 // a web port; and a URL that is not a leaf URL is refused at start.
 func TestAgentSaysWhyTheLinkFails(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, "", time.Minute)
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
@@ -90,12 +91,12 @@ func TestAgentSaysWhyTheLinkFails(t *testing.T) {
 	closedPort := ln.Addr().String()
 	ln.Close()
 	web := httptest.NewServer(http.NotFoundHandler())
-	defer web.Close()
+	t.Cleanup(web.Close) // after the parallel subtests
 	plain, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(t.TempDir(), "js"), ClientListen: "127.0.0.1:-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer plain.Shutdown()
+	t.Cleanup(plain.Shutdown)
 	clientAddr := strings.TrimPrefix(plain.ClientURL(), "nats://")
 
 	tests := []struct {
@@ -111,6 +112,7 @@ func TestAgentSaysWhyTheLinkFails(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			a, logs := openLogged(t, tc.creds, tc.hub)
 			logs.waitLine(t, 10*time.Second, tc.want...)
 			// Attempts go on every 100-200 ms; the problem is logged once.

@@ -86,6 +86,7 @@ func TestReplayAlarmsAndSyncs(t *testing.T) {
 
 // The simulator's scenarios raise the alarms their ground truth says.
 func TestSimSourceAlarms(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		scenario string
 		want     safetyv1.DangerKind
