@@ -26,6 +26,7 @@ func phoneDanger(id, rider string) *safetyv1.DangerDetected {
 }
 
 func TestReportDangerOverEveryProtocol(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	admin := f.Token(t, "ops", auth.Admin)
@@ -57,6 +58,7 @@ func TestReportDangerOverEveryProtocol(t *testing.T) {
 }
 
 func TestReportDangerRejects(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
@@ -108,6 +110,7 @@ func TestReportDangerRejects(t *testing.T) {
 }
 
 func TestListAndAcknowledgeAlerts(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)

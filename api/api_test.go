@@ -69,6 +69,7 @@ func withToken[T any](msg *T, tok string) *connect.Request[T] {
 func today() string { return time.Now().UTC().Format("2006-01-02") }
 
 func TestStepsServiceOverEveryProtocol(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -95,6 +96,7 @@ func TestStepsServiceOverEveryProtocol(t *testing.T) {
 }
 
 func TestRecordStepsRejects(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	alice := f.Token(t, "alice", auth.Walker)
@@ -151,6 +153,7 @@ func TestRecordStepsRejects(t *testing.T) {
 }
 
 func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	tok := f.Token(t, "alice", auth.Walker)
@@ -170,6 +173,7 @@ func TestIdempotencyKey(t *testing.T) {
 }
 
 func TestLeaderboard(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	svc := f.Token(t, "shop", auth.Service)
@@ -199,6 +203,7 @@ func TestLeaderboard(t *testing.T) {
 }
 
 func TestWatchLeaderboardPushesChanges(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	tok := f.Token(t, "alice", auth.Walker)
@@ -228,6 +233,7 @@ func TestWatchLeaderboardPushesChanges(t *testing.T) {
 }
 
 func TestLegacyStepService(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -285,6 +291,7 @@ func TestLegacyStepService(t *testing.T) {
 }
 
 func TestStreamUserSteps(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := stepconnect.NewStepServiceClient(h2c, f.URL, connect.WithGRPC())
 	tok := f.Token(t, "carol", auth.Walker)
@@ -320,6 +327,7 @@ func TestStreamUserSteps(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	h := healthv1connect.NewHealthClient(h2c, f.URL, connect.WithGRPC())
 	res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{Service: stepconnect.StepServiceName}))
@@ -334,6 +342,7 @@ func TestHealth(t *testing.T) {
 // A browser's preflight for the headers the README recommends is
 // allowed, and the actual response exposes Tideline-Position to scripts.
 func TestCORSAllowsTidelineHeaders(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	const origin = "https://dashboard.example"
 	for _, tc := range []struct{ path, headers string }{
@@ -382,6 +391,7 @@ func TestCORSAllowsTidelineHeaders(t *testing.T) {
 }
 
 func TestAdminNeedsAdmin(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := adminv1connect.NewAdminServiceClient(h2c, f.URL)
 	ctx := context.Background()
@@ -463,6 +473,7 @@ func TestMinPositionPastTheEnd(t *testing.T) {
 }
 
 func TestListDangerEvents(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	detected := time.Now().Add(-time.Minute).UTC()

@@ -194,6 +194,7 @@ func escalations() []escalation {
 // RPC are Unauthenticated, and every role escalation is PermissionDenied;
 // none appends an event.
 func TestAuthAttacks(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 // A detector's CRITICAL upgrade reuses its detection's event id; sent
 // through ReportDanger it must be recorded, not swallowed as a retry.
 func TestReportDangerCriticalUpgradeIsRecorded(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)

@@ -37,6 +37,7 @@ func appendTo(tb testing.TB, f *servertest.Server, id string, msgs ...proto.Mess
 }
 
 func TestDashboardRoles(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL)
 	cases := []struct {
@@ -73,6 +74,7 @@ func TestDashboardRoles(t *testing.T) {
 }
 
 func TestDashboardRejectsBadQueries(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL)
 	tok := f.Token(t, "ops", auth.Admin)
@@ -105,6 +107,7 @@ func TestDashboardRejectsBadQueries(t *testing.T) {
 }
 
 func TestGetDashboardReadsOwnWritesOverEveryProtocol(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	now := time.Now()
 	for _, p := range protocols {
@@ -181,6 +184,7 @@ func await(tb testing.TB, updates <-chan *dashboardv1.Dashboard, pos uint64) *da
 }
 
 func TestWatchDashboardPushesAppends(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

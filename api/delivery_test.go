@@ -27,6 +27,7 @@ func placeRequest(id string) *deliveryv1.PlaceOrderRequest {
 }
 
 func TestDeliveryLifecycleOverEveryProtocol(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	for _, p := range protocols {
@@ -121,6 +122,7 @@ func TestDeliveryLifecycleOverEveryProtocol(t *testing.T) {
 }
 
 func TestDeliveryRejects(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL)

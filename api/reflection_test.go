@@ -39,6 +39,7 @@ func listServices(client *http.Client, url string) ([]protoreflect.FullName, err
 }
 
 func TestReflectionModes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name             string
 		mode             api.Reflection
