@@ -29,6 +29,7 @@ func deviceRun(t *testing.T, args ...string) (string, error) {
 // an added device connects without a restart, a revoked one is cut and
 // refused.
 func TestDeviceRegistry(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:-1",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}

@@ -172,6 +172,7 @@ func (h *deviceHub) dangerList(t *testing.T, rider string, minPos uint64) *safet
 // the hub keeps serving honest devices. Its own valid events arrive,
 // bound to its registered rider.
 func TestRogueDeviceCannotForge(t *testing.T) {
+	t.Parallel()
 	h := startDeviceHub(t)
 	ctx := context.Background()
 	rogue := h.rogueDevice(t, h.addDevice(t, "bike-a", "alice"))
@@ -349,6 +350,7 @@ func TestGarbageDoesNotDelayAnotherDevicesAlert(t *testing.T) {
 
 // Admins see what the hub refused from devices, and why.
 func TestRejectedDeviceCommitsListed(t *testing.T) {
+	t.Parallel()
 	h := startDeviceHub(t)
 	ctx := context.Background()
 	rogue := h.rogueDevice(t, h.addDevice(t, "bike-a", "alice"))

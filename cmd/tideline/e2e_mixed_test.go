@@ -235,6 +235,7 @@ func settle(tb testing.TB, c mixedClients) uint64 {
 // lost, cut-off writes retry cleanly, and every read model equals its
 // rebuild.
 func TestE2EKill9MixedLoad(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and SIGKILLs it under load")
 	}

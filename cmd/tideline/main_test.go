@@ -113,6 +113,7 @@ func projectionPosition(tb testing.TB, l *adminv1.ListProjectionsResponse, name 
 }
 
 func TestMainServeRestartKeepsData(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, stop := startMain(t, dir)
 	url := "http://" + m.Addr()
@@ -214,6 +215,7 @@ func TestTokenCommand(t *testing.T) {
 }
 
 func TestProjectionsRebuildCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, _ := startMain(t, dir)
 	url := "http://" + m.Addr()
@@ -271,6 +273,7 @@ func runCLI(tb testing.TB, args ...string) (string, error) {
 // list`, and goes on only by the operator's resume or recorded skip, which
 // holds across restarts and rebuilds.
 func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, stop := startMain(t, dir)
 	url := "http://" + m.Addr()
@@ -411,6 +414,7 @@ func TestServeRejectsBadHardeningFlags(t *testing.T) {
 // TestServeReflectionAuto: on a loopback listener reflection is open;
 // every service still needs a token.
 func TestServeReflectionAuto(t *testing.T) {
+	t.Parallel()
 	m, _ := startMain(t, t.TempDir())
 	url := "http://" + m.Addr()
 	var p http.Protocols

@@ -34,6 +34,7 @@ func natsUserRun(t *testing.T, args ...string) (string, error) {
 // --nats-listen`: no one gets in without credentials, an added reader
 // reads the events the API wrote, a revoked one is cut.
 func TestNATSUserCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:-1",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
