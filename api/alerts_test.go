@@ -10,7 +10,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
@@ -27,7 +26,8 @@ func phoneDanger(id, rider string) *safetyv1.DangerDetected {
 }
 
 func TestReportDangerOverEveryProtocol(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx := context.Background()
 	admin := f.Token(t, "ops", auth.Admin)
 	for _, p := range protocols {
@@ -58,7 +58,8 @@ func TestReportDangerOverEveryProtocol(t *testing.T) {
 }
 
 func TestReportDangerRejects(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx := context.Background()
 	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
 	alice := f.Token(t, "alice", auth.Rider)
@@ -109,7 +110,8 @@ func TestReportDangerRejects(t *testing.T) {
 }
 
 func TestListAndAcknowledgeAlerts(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx := context.Background()
 	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
 	admin := f.Token(t, "ops", auth.Admin)

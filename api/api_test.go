@@ -38,6 +38,17 @@ var h2c = func() *http.Client {
 	return &http.Client{Transport: &http.Transport{Protocols: &p}}
 }()
 
+// start starts a server for tb. Its cleanup first closes the idle
+// connections of h2c, shared by the tests: otherwise the server's
+// graceful shutdown gives each one a second (HTTP/2's GOAWAY grace) to
+// go away by itself.
+func start(tb testing.TB, opts ...servertest.Option) *servertest.Server {
+	tb.Helper()
+	f := servertest.Start(tb, opts...)
+	tb.Cleanup(h2c.CloseIdleConnections)
+	return f
+}
+
 var protocols = []struct {
 	name string
 	opts []connect.ClientOption
@@ -58,7 +69,8 @@ func withToken[T any](msg *T, tok string) *connect.Request[T] {
 func today() string { return time.Now().UTC().Format("2006-01-02") }
 
 func TestStepsServiceOverEveryProtocol(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
 			c := stepsv1connect.NewStepsServiceClient(h2c, f.URL, p.opts...)
@@ -84,7 +96,8 @@ func TestStepsServiceOverEveryProtocol(t *testing.T) {
 }
 
 func TestRecordStepsRejects(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	alice := f.Token(t, "alice", auth.Walker)
 	tomorrow2 := time.Now().UTC().Add(72 * time.Hour).Format("2006-01-02")
@@ -140,7 +153,8 @@ func TestRecordStepsRejects(t *testing.T) {
 }
 
 func TestIdempotencyKey(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	tok := f.Token(t, "alice", auth.Walker)
 	ctx := context.Background()
@@ -159,7 +173,8 @@ func TestIdempotencyKey(t *testing.T) {
 }
 
 func TestLeaderboard(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	svc := f.Token(t, "shop", auth.Service)
 	ctx := context.Background()
@@ -188,7 +203,8 @@ func TestLeaderboard(t *testing.T) {
 }
 
 func TestWatchLeaderboardPushesChanges(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	tok := f.Token(t, "alice", auth.Walker)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -217,7 +233,8 @@ func TestWatchLeaderboardPushesChanges(t *testing.T) {
 }
 
 func TestLegacyStepService(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
 			c := stepconnect.NewStepServiceClient(h2c, f.URL, p.opts...)
@@ -274,7 +291,8 @@ func TestLegacyStepService(t *testing.T) {
 }
 
 func TestStreamUserSteps(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := stepconnect.NewStepServiceClient(h2c, f.URL, connect.WithGRPC())
 	tok := f.Token(t, "carol", auth.Walker)
 	ctx := context.Background()
@@ -309,7 +327,8 @@ func TestStreamUserSteps(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	h := healthv1connect.NewHealthClient(h2c, f.URL, connect.WithGRPC())
 	res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{Service: stepconnect.StepServiceName}))
 	if err != nil || res.Msg.Status != healthv1.HealthCheckResponse_SERVING {
@@ -323,7 +342,8 @@ func TestHealth(t *testing.T) {
 // A browser's preflight for the headers the README recommends is
 // allowed, and the actual response exposes Tideline-Position to scripts.
 func TestCORSAllowsTidelineHeaders(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	const origin = "https://dashboard.example"
 	for _, tc := range []struct{ path, headers string }{
 		{"/tideline.steps.v1.StepsService/GetSteps", "authorization,connect-protocol-version,content-type"},
@@ -371,7 +391,8 @@ func TestCORSAllowsTidelineHeaders(t *testing.T) {
 }
 
 func TestAdminNeedsAdmin(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := adminv1connect.NewAdminServiceClient(h2c, f.URL)
 	ctx := context.Background()
 	if _, err := c.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, f.Token(t, "alice", auth.Walker))); connect.CodeOf(err) != connect.CodePermissionDenied {
@@ -395,7 +416,7 @@ func TestAdminNeedsAdmin(t *testing.T) {
 // at once, by every kind of query, and the read model keeps answering
 // real positions.
 func TestMinPositionPastTheEnd(t *testing.T) {
-	f := servertest.Start(t)
+	f := start(t)
 	ctx := context.Background()
 	tok := f.Token(t, "walker-1", auth.Walker)
 	admin := f.Token(t, "root", auth.Admin)
@@ -452,7 +473,8 @@ func TestMinPositionPastTheEnd(t *testing.T) {
 }
 
 func TestListDangerEvents(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx := context.Background()
 	detected := time.Now().Add(-time.Minute).UTC()
 	var last uint64

@@ -194,7 +194,8 @@ func escalations() []escalation {
 // RPC are Unauthenticated, and every role escalation is PermissionDenied;
 // none appends an event.
 func TestAuthAttacks(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	protos := []*clients{newClients(f.URL), newClients(f.URL, connect.WithGRPC()), newClients(f.URL, connect.WithGRPCWeb())}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 func TestTokens(t *testing.T) {
@@ -53,16 +54,10 @@ func TestTokens(t *testing.T) {
 		if _, err := tokens.Verify(short); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if _, err := tokens.Verify(short); err != nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("expired token still verifies")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		poll.Until(t, 5*time.Second, "the expired token to stop verifying", func() bool {
+			_, err := tokens.Verify(short)
+			return err != nil
+		})
 	})
 }
 

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/api"
-	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
@@ -484,7 +483,7 @@ func wiresFor(k connect.StreamType) []wire {
 // Each is refused with its precise code (InvalidArgument naming the field
 // first), none appends an event, and the heap stays bounded.
 func TestBadInputCatalogue(t *testing.T) {
-	f := servertest.Start(t)
+	f := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	protos := []*clients{newClients(f.URL), newClients(f.URL, connect.WithGRPC()), newClients(f.URL, connect.WithGRPCWeb())}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
@@ -13,7 +12,8 @@ import (
 // A detector's CRITICAL upgrade reuses its detection's event id; sent
 // through ReportDanger it must be recorded, not swallowed as a retry.
 func TestReportDangerCriticalUpgradeIsRecorded(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx := context.Background()
 	c := safetyv1connect.NewSafetyServiceClient(h2c, f.URL)
 	rider := "rider-upgrade"

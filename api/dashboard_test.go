@@ -37,7 +37,8 @@ func appendTo(tb testing.TB, f *servertest.Server, id string, msgs ...proto.Mess
 }
 
 func TestDashboardRoles(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL)
 	cases := []struct {
 		name string
@@ -73,7 +74,8 @@ func TestDashboardRoles(t *testing.T) {
 }
 
 func TestDashboardRejectsBadQueries(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL)
 	tok := f.Token(t, "ops", auth.Admin)
 	now := time.Now()
@@ -105,7 +107,8 @@ func TestDashboardRejectsBadQueries(t *testing.T) {
 }
 
 func TestGetDashboardReadsOwnWritesOverEveryProtocol(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	now := time.Now()
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -181,7 +184,8 @@ func await(tb testing.TB, updates <-chan *dashboardv1.Dashboard, pos uint64) *da
 }
 
 func TestWatchDashboardPushesAppends(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	updates := watchDashboard(t, ctx, f)
@@ -237,7 +241,7 @@ func BenchmarkDashboardFreshness(b *testing.B) {
 		pause time.Duration
 	}{{"isolated", 60 * time.Millisecond}, {"back_to_back", 0}} {
 		b.Run(mode.name, func(b *testing.B) {
-			f := servertest.Start(b)
+			f := start(b)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			updates := watchDashboard(b, ctx, f)

@@ -11,7 +11,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/delivery"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
@@ -28,7 +27,8 @@ func placeRequest(id string) *deliveryv1.PlaceOrderRequest {
 }
 
 func TestDeliveryLifecycleOverEveryProtocol(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx := context.Background()
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -122,7 +122,8 @@ func TestDeliveryLifecycleOverEveryProtocol(t *testing.T) {
 }
 
 func TestDeliveryRejects(t *testing.T) {
-	f := servertest.Start(t)
+	t.Parallel()
+	f := start(t)
 	ctx := context.Background()
 	c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL)
 	g := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL, connect.WithGRPC())
@@ -251,7 +252,7 @@ func TestDeliveryRejects(t *testing.T) {
 // → deliver, four commands) over Connect from concurrent clients against
 // an embedded JetStream, and reports orders/s and commands/s.
 func BenchmarkDeliveryLifecycle(b *testing.B) {
-	f := servertest.Start(b)
+	f := start(b)
 	ctx := context.Background()
 	c := deliveryv1connect.NewDeliveryServiceClient(h2c, f.URL)
 	shop := f.Token(b, "shop", auth.Service)

@@ -9,7 +9,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
@@ -22,7 +21,7 @@ import (
 // passes the 1 MiB limit. The process's heap grows by less than 64 MiB
 // throughout and nothing is appended.
 func TestBodiesBoundedBeforeAndAfterAuth(t *testing.T) {
-	f := servertest.Start(t)
+	f := start(t)
 	tok := f.Token(t, "alice", auth.Walker)
 	bomb := gzipBomb(t, 1)           // ~1 MiB inflating to 1 GiB
 	smallBomb := bomb[:len(bomb)/16] // ~64 KiB inflating to 64 MiB: passes the raw cap, not the inflated one

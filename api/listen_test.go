@@ -13,7 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/tideline/tideline/api"
-	"github.com/tideline/tideline/cmd/tideline/server/servertest"
+	"github.com/tideline/tideline/internal/poll"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 )
@@ -41,7 +41,7 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 		maxConns = 8
 		idle     = 500 * time.Millisecond
 	)
-	f := servertest.Start(t)
+	f := start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,10 +58,8 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 	// The server closes that check's connection when it sees the client
 	// go: only then is its slot free for the connections held below.
 	open := limited.(interface{ Open() int64 })
-	for deadline := time.Now().Add(5 * time.Second); open.Open() != 0; time.Sleep(time.Millisecond) { // poll
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open 5 s after the health check", open.Open())
-		}
+	if !poll.Within(5*time.Second, func() bool { return open.Open() == 0 }) {
+		t.Fatalf("%d connections still open 5 s after the health check", open.Open())
 	}
 
 	var held []net.Conn
@@ -116,7 +114,7 @@ func TestIdleConnectionsClosedAndCapped(t *testing.T) {
 			t.Fatalf("a held connection was closed after %v, before the idle timeout %v", d, idle)
 		}
 	}
-	if !poll(5*time.Second, func() bool { return healthCheck(url) == nil }) {
+	if !poll.Within(5*time.Second, func() bool { return healthCheck(url) == nil }) {
 		t.Fatalf("health check still refused after the held connections closed: %v", healthCheck(url))
 	}
 }
@@ -131,7 +129,7 @@ func TestThousandsOfIdleConnections(t *testing.T) {
 		maxConns = 1000
 		idle     = time.Second
 	)
-	f := servertest.Start(t)
+	f := start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -165,12 +163,9 @@ func TestThousandsOfIdleConnections(t *testing.T) {
 	if n := open.Open(); n > maxConns {
 		t.Fatalf("%d connections open, over the cap of %d", n, maxConns)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for open.Open() != 0 { // poll: the server closes idle connections
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open 15 s after they went idle", open.Open())
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The server closes idle connections.
+	if !poll.Within(15*time.Second, func() bool { return open.Open() == 0 }) {
+		t.Fatalf("%d connections still open 15 s after they went idle", open.Open())
 	}
 	if err := healthCheck("http://" + ln.Addr().String()); err != nil {
 		t.Fatalf("health check after the idle connections were closed: %v", err)

@@ -39,6 +39,7 @@ func listServices(client *http.Client, url string) ([]protoreflect.FullName, err
 }
 
 func TestReflectionModes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name             string
 		mode             api.Reflection
@@ -50,7 +51,7 @@ func TestReflectionModes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := servertest.Start(t, servertest.API(func(d *api.Config) { d.Reflection = tc.mode }))
+			f := start(t, servertest.API(func(d *api.Config) { d.Reflection = tc.mode }))
 			tok := f.Token(t, "dev", auth.Walker)
 			for _, c := range []struct {
 				client *http.Client

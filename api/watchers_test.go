@@ -12,6 +12,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/poll"
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -86,7 +87,7 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 	defer cancel()
 	var sides []*side
 	for _, watchers := range []int{0, 100} {
-		f := servertest.Start(b)
+		f := start(b)
 		stallWatchers(b, ctx, f, watchers, 1<<20)
 		sides = append(sides, &side{c: stepsv1connect.NewStepsServiceClient(h2c, f.URL), tok: f.Token(b, "shop", auth.Service)})
 	}
@@ -131,12 +132,12 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 // watcher's stream, once read, ends with an error instead of hanging.
 func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	const sendTimeout = time.Second
-	f := servertest.Start(t, servertest.API(func(d *api.Config) { d.SendTimeout = sendTimeout }))
+	f := start(t, servertest.API(func(d *api.Config) { d.SendTimeout = sendTimeout }))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	peak := heapPeak(t)
 	watchers := stallWatchers(t, ctx, f, 100, 16<<10)
-	if !poll(5*time.Second, func() bool { return f.API().LiveStreams() == 100 }) {
+	if !poll.Within(5*time.Second, func() bool { return f.API().LiveStreams() == 100 }) {
 		t.Fatalf("%d live streams open, want 100", f.API().LiveStreams())
 	}
 
@@ -170,7 +171,7 @@ func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 			}
 		})
 	}
-	dropped := poll(30*time.Second, func() bool { return f.API().LiveStreams() == 0 })
+	dropped := poll.Within(30*time.Second, func() bool { return f.API().LiveStreams() == 0 })
 	close(stop)
 	wg.Wait()
 	t.Logf("%d writes while 100 watchers stalled; slowest %v; %d still open", writes.Load(), time.Duration(slowest.Load()), f.API().LiveStreams())
@@ -204,16 +205,4 @@ func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	if grown := peak(); grown > 64<<20 {
 		t.Errorf("heap grew by %.1f MiB, want < 64 MiB", float64(grown)/(1<<20))
 	}
-}
-
-// poll reports whether cond became true within d, checking every 10 ms.
-func poll(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
+	"github.com/tideline/tideline/internal/poll"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
 	"github.com/tideline/tideline/wire"
 )
@@ -46,7 +47,7 @@ func benchBacklog(b *testing.B, n, samples int) {
 	p := edgetest.NewProxy(b, h.leafURL[len("nats-leaf://"):])
 	a := openAgent(b, creds, "nats-leaf://"+p.Addr(), b.TempDir(), agentOpts{maxDisk: 4 << 30, production: true})
 	p.Cut()
-	waitFor(b, 5*time.Second, "link down", func() bool { return !a.LinkUp() })
+	poll.Until(b, 5*time.Second, "link down", func() bool { return !a.LinkUp() })
 	ctx := context.Background()
 	batch := make([]*telemetryv1.SamplesRecorded, 0, 1000)
 	var last uint64
@@ -70,14 +71,14 @@ func benchBacklog(b *testing.B, n, samples int) {
 	back := time.Now()
 	p.Restore()
 	var first time.Duration
-	waitFor(b, 5*time.Minute, "first event", func() bool {
+	poll.Until(b, 5*time.Minute, "first event", func() bool {
 		if h.hubEdgeSeq(b, sub) > 0 {
 			first = time.Since(back)
 			return true
 		}
 		return false
 	})
-	waitFor(b, 5*time.Minute, "last event", func() bool { return h.hubEdgeSeq(b, sub) >= last })
+	poll.Until(b, 5*time.Minute, "last event", func() bool { return h.hubEdgeSeq(b, sub) >= last })
 	all := time.Since(back)
 	b.StopTimer()
 	syncDur := all - first
@@ -124,7 +125,7 @@ func BenchmarkAlarmLatency(b *testing.B) {
 			b.Fatal(err)
 		}
 		var cmdLat []time.Duration
-		waitFor(b, 10*time.Second, "alarm commands", func() bool {
+		poll.Until(b, 10*time.Second, "alarm commands", func() bool {
 			f, err := os.Open(out)
 			if err != nil {
 				return false
@@ -174,7 +175,7 @@ func BenchmarkTwentyDevices(b *testing.B) {
 			agents[d] = openAgent(b, h.addDevice(b, fmt.Sprintf("dev%02d", d)), h.leafURL, b.TempDir(), agentOpts{})
 		}
 		for _, a := range agents {
-			waitFor(b, 10*time.Second, "links up", a.LinkUp)
+			poll.Until(b, 10*time.Second, "links up", a.LinkUp)
 		}
 		watch := watchDanger(b, h)
 		b.ResetTimer()
@@ -245,7 +246,7 @@ func BenchmarkTwentyDevices(b *testing.B) {
 func BenchmarkDangerFastPath(b *testing.B) {
 	h := startHub(b, "", 0)
 	a := openAgent(b, h.addDevice(b, "bench"), h.leafURL, b.TempDir(), agentOpts{})
-	waitFor(b, 10*time.Second, "link up", a.LinkUp)
+	poll.Until(b, 10*time.Second, "link up", a.LinkUp)
 	watch := watchDanger(b, h)
 	var lat []time.Duration
 	b.ResetTimer()
@@ -278,7 +279,7 @@ func BenchmarkTwentyDevicesRealtime(b *testing.B) {
 			agents[d] = openAgent(b, h.addDevice(b, fmt.Sprintf("dev%02d", d)), h.leafURL, b.TempDir(), agentOpts{production: true})
 		}
 		for _, a := range agents {
-			waitFor(b, 10*time.Second, "links up", a.LinkUp)
+			poll.Until(b, 10*time.Second, "links up", a.LinkUp)
 		}
 		watch := watchDanger(b, h)
 		b.ResetTimer()

@@ -13,6 +13,7 @@ import (
 	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/internal/poll"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
 )
 
@@ -67,12 +68,7 @@ func TestLostAckResendConflicts(t *testing.T) {
 		}
 	}
 	f := a.telemetry
-	for deadline := time.Now().Add(10 * time.Second); f.resync(ctx) != nil; {
-		if time.Now().After(deadline) {
-			t.Fatal("hub unreachable")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval: link coming up
-	}
+	poll.Until(t, 10*time.Second, "the hub to be reachable", func() bool { return f.resync(ctx) == nil })
 	if sent, err := f.forwardOnce(ctx); !sent || err != nil {
 		t.Fatalf("first send: %v %v", sent, err)
 	}
@@ -103,7 +99,7 @@ func TestLostAckResendConflicts(t *testing.T) {
 	if sent, err := f.forwardOnce(ctx); !sent || err != nil {
 		t.Fatalf("send after the loss: %v %v", sent, err)
 	}
-	m, err := nc.Request("$JS.API.STREAM.INFO.EVENTS", nil, time.Second)
+	m, err := nc.Request("$JS.API.STREAM.INFO.EVENTS", nil, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
 	"github.com/tideline/tideline/edge/edgetest"
+	"github.com/tideline/tideline/internal/poll"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
 	"github.com/tideline/tideline/wire"
@@ -243,18 +244,6 @@ func checkExact(tb testing.TB, what string, got []int, n int) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-}
-
 // hubEdgeSeq is the local sequence named by the hub's last commit on
 // subject of EVENTS (0 if none).
 func (h *hub) hubEdgeSeq(tb testing.TB, subject string) uint64 {
@@ -274,7 +263,7 @@ func (h *hub) hubEdgeSeq(tb testing.TB, subject string) uint64 {
 // sequence seq.
 func waitSynced(tb testing.TB, h *hub, subject string, seq uint64, d time.Duration) {
 	tb.Helper()
-	waitFor(tb, d, fmt.Sprintf("local seq %d on %s", seq, subject), func() bool {
+	poll.Until(tb, d, fmt.Sprintf("local seq %d on %s", seq, subject), func() bool {
 		return h.hubEdgeSeq(tb, subject) >= seq
 	})
 }

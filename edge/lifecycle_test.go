@@ -16,6 +16,7 @@ import (
 
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 // Close, while Run is reading a source and alarm commands are still
@@ -42,7 +43,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	runDone := make(chan error, 1)
 	go func() { runDone <- a.Run(context.Background()) }()
 	var pids []int
-	waitFor(t, 10*time.Second, "both alarm commands running", func() bool {
+	poll.Until(t, 10*time.Second, "both alarm commands running", func() bool {
 		pids = readPids(t, dir+"/pids")
 		return len(pids) == 2
 	})
@@ -58,7 +59,7 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Fatal("Run still running after Close returned")
 	}
 	for _, pid := range pids {
-		waitFor(t, 5*time.Second, fmt.Sprintf("alarm child %d killed", pid), func() bool { return !alive(pid) })
+		poll.Until(t, 5*time.Second, fmt.Sprintf("alarm child %d killed", pid), func() bool { return !alive(pid) })
 	}
 	waitNoLeak(t, before)
 	within(t, time.Second, "second Close", func() { a.Close() })
@@ -97,25 +98,25 @@ func TestAlarmCommandTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	var hung int
-	waitFor(t, 10*time.Second, "the hung command's child", func() bool {
+	poll.Until(t, 10*time.Second, "the hung command's child", func() bool {
 		p := readPids(t, dir+"/hung/pid")
 		if len(p) == 1 {
 			hung = p[0]
 		}
 		return hung != 0
 	})
-	waitFor(t, 10*time.Second, "the other alarm's command", func() bool {
+	poll.Until(t, 10*time.Second, "the other alarm's command", func() bool {
 		b, _ := os.ReadFile(dir + "/fired")
 		return strings.Count(string(b), "\n") == 1
 	})
 	if !alive(hung) {
 		t.Fatalf("the hung command was gone before the other alarm's command ran (%v after Run began)", time.Since(start))
 	}
-	waitFor(t, timeout+10*time.Second, "the hung command's child killed", func() bool { return !alive(hung) })
+	poll.Until(t, timeout+10*time.Second, "the hung command's child killed", func() bool { return !alive(hung) })
 	if d := time.Since(start); d < timeout {
 		t.Errorf("killed after %v, before its timeout %v", d, timeout)
 	}
-	waitFor(t, 5*time.Second, "the timeout logged", func() bool {
+	poll.Until(t, 5*time.Second, "the timeout logged", func() bool {
 		return strings.Contains(logs.String(), "alarm command timed out")
 	})
 }
@@ -175,7 +176,7 @@ func alive(pid int) bool {
 func settledGoroutines(tb testing.TB) int {
 	tb.Helper()
 	n, same := runtime.NumGoroutine(), 0
-	waitFor(tb, 10*time.Second, "goroutines to settle", func() bool {
+	poll.Until(tb, 10*time.Second, "goroutines to settle", func() bool {
 		m := runtime.NumGoroutine()
 		if m == n {
 			same++
@@ -196,17 +197,13 @@ var agentFrame = regexp.MustCompile(`(?m)^(github\.com/tideline/tideline/edge(/b
 // down on its own).
 func waitNoLeak(tb testing.TB, before int) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		leaked := agentGoroutines()
-		n := runtime.NumGoroutine()
-		if len(leaked) == 0 && n <= before+2 {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("goroutines: %d before Open, %d after Close; of the agent:\n%s", before, n, strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
+	var leaked []string
+	var n int
+	if !poll.Within(10*time.Second, func() bool {
+		leaked, n = agentGoroutines(), runtime.NumGoroutine()
+		return len(leaked) == 0 && n <= before+2
+	}) {
+		tb.Fatalf("goroutines: %d before Open, %d after Close; of the agent:\n%s", before, n, strings.Join(leaked, "\n\n"))
 	}
 }
 

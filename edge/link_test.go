@@ -17,6 +17,7 @@ import (
 
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 // logBuffer collects an agent's log lines.
@@ -40,22 +41,23 @@ func (l *logBuffer) String() string {
 // waitLine waits for a log line containing every one of want.
 func (l *logBuffer) waitLine(tb testing.TB, d time.Duration, want ...string) string {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	var found string
+	if !poll.Within(d, func() bool {
 		for _, line := range strings.Split(l.String(), "\n") {
 			ok := true
 			for _, w := range want {
 				ok = ok && strings.Contains(line, w)
 			}
 			if ok {
-				return line
+				found = line
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("no log line with %q within %v:\n%s", want, d, l)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
+		return false
+	}) {
+		tb.Fatalf("no log line with %q within %v:\n%s", want, d, l)
 	}
+	return found
 }
 
 func openLogged(tb testing.TB, creds edge.Creds, hubURL string) (*edge.Agent, *logBuffer) {
@@ -76,6 +78,7 @@ func openLogged(tb testing.TB, creds edge.Creds, hubURL string) (*edge.Agent, *l
 // the cause: refused credentials, nothing listening, a NATS client port,
 // a web port; and a URL that is not a leaf URL is refused at start.
 func TestAgentSaysWhyTheLinkFails(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, "", time.Minute)
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
@@ -88,12 +91,12 @@ func TestAgentSaysWhyTheLinkFails(t *testing.T) {
 	closedPort := ln.Addr().String()
 	ln.Close()
 	web := httptest.NewServer(http.NotFoundHandler())
-	defer web.Close()
+	t.Cleanup(web.Close) // after the parallel subtests
 	plain, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(t.TempDir(), "js"), ClientListen: "127.0.0.1:-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer plain.Shutdown()
+	t.Cleanup(plain.Shutdown)
 	clientAddr := strings.TrimPrefix(plain.ClientURL(), "nats://")
 
 	tests := []struct {
@@ -109,10 +112,11 @@ func TestAgentSaysWhyTheLinkFails(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			a, logs := openLogged(t, tc.creds, tc.hub)
 			logs.waitLine(t, 10*time.Second, tc.want...)
 			// Attempts go on every 100-200 ms; the problem is logged once.
-			waitFor(t, 10*time.Second, "5 more attempts", func() bool { return a.LinkRepeats() >= 5 })
+			poll.Until(t, 10*time.Second, "5 more attempts", func() bool { return a.LinkRepeats() >= 5 })
 			a.Close()
 			if n := strings.Count(logs.String(), "link to the hub:"); n != 1 {
 				t.Fatalf("the problem was logged %d times:\n%s", n, logs)

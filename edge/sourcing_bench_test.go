@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tideline/tideline/edge/edgetest"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 // BenchmarkSourcingResume measures the alternative the agent does not use:
@@ -66,7 +67,7 @@ func sourcingResume(b *testing.B, outage time.Duration) time.Duration {
 	hnc, _ := nats.Connect("", nats.InProcessServer(hub))
 	defer hnc.Close()
 	hjs, _ := jetstream.New(hnc)
-	waitFor(b, 10*time.Second, "leaf up", func() bool { return hub.NumLeafNodes() == 1 })
+	poll.Until(b, 10*time.Second, "leaf up", func() bool { return hub.NumLeafNodes() == 1 })
 	hs, err := hjs.CreateStream(ctx, jetstream.StreamConfig{Name: "HUB", Sources: []*jetstream.StreamSource{{
 		Name: "DEV", External: &jetstream.ExternalStream{APIPrefix: "$JS.edge.API"}}}})
 	if err != nil {
@@ -80,7 +81,7 @@ func sourcingResume(b *testing.B, outage time.Duration) time.Duration {
 		return info.State.Msgs
 	}
 	djs.Publish(ctx, "dev.x", []byte("1"))
-	waitFor(b, 30*time.Second, "sourcing", func() bool { return count() == 1 })
+	poll.Until(b, 30*time.Second, "sourcing", func() bool { return count() == 1 })
 	p.Cut()
 	deadline := time.Now().Add(outage)
 	for time.Now().Before(deadline) { // events keep coming during the outage
@@ -89,6 +90,6 @@ func sourcingResume(b *testing.B, outage time.Duration) time.Duration {
 	}
 	back := time.Now()
 	p.Restore()
-	waitFor(b, 5*time.Minute, "sourcing to resume", func() bool { return count() > 1 })
+	poll.Until(b, 5*time.Minute, "sourcing to resume", func() bool { return count() > 1 })
 	return time.Since(back)
 }

@@ -270,8 +270,9 @@ func (g *Gate) commit(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	if !g.start(func() {
-		defer st.busy.Store(false)
-		respond(m, g.decide(ctx, lane, id, m))
+		r := g.decide(ctx, lane, id, m)
+		st.busy.Store(false) // before the reply: with it, the device may send its next commit
+		respond(m, r)
 	}) {
 		st.busy.Store(false)
 	}
@@ -423,28 +424,32 @@ func (g *Gate) last(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	if !g.start(func() {
-		defer st.lastBusy.Store(false)
-		seq, h, err := g.lastOn(ctx, g.cfg.EventsStream, wire.EventsSubject(lane, id))
-		if err != nil {
-			respond(m, errorReply(503, 0, "the hub could not read the lane: retry later"))
-			return
-		}
-		_, qh, err := g.lastOn(ctx, g.cfg.QuarantineStream, wire.QuarantineSubject(lane, id))
-		if err != nil {
-			respond(m, errorReply(503, 0, "the hub could not read the lane: retry later"))
-			return
-		}
-		r := wire.GateReply{Seq: seq}
-		for _, h := range []nats.Header{h, qh} {
-			if h != nil && epoch != "" && h.Get(wire.HeaderEdgeEpoch) == epoch {
-				n, _ := strconv.ParseUint(h.Get(wire.HeaderEdgeSeq), 10, 64)
-				r.EdgeSeq = max(r.EdgeSeq, n)
-			}
-		}
+		r := g.lastReply(ctx, lane, id, epoch)
+		st.lastBusy.Store(false) // before the reply: with it, the device may ask again
 		respond(m, r)
 	}) {
 		st.lastBusy.Store(false)
 	}
+}
+
+// lastReply is the answer to a .last request of lane and device id for epoch.
+func (g *Gate) lastReply(ctx context.Context, lane safety.DeviceLane, id, epoch string) wire.GateReply {
+	seq, h, err := g.lastOn(ctx, g.cfg.EventsStream, wire.EventsSubject(lane, id))
+	if err != nil {
+		return errorReply(503, 0, "the hub could not read the lane: retry later")
+	}
+	_, qh, err := g.lastOn(ctx, g.cfg.QuarantineStream, wire.QuarantineSubject(lane, id))
+	if err != nil {
+		return errorReply(503, 0, "the hub could not read the lane: retry later")
+	}
+	r := wire.GateReply{Seq: seq}
+	for _, h := range []nats.Header{h, qh} {
+		if h != nil && epoch != "" && h.Get(wire.HeaderEdgeEpoch) == epoch {
+			n, _ := strconv.ParseUint(h.Get(wire.HeaderEdgeSeq), 10, 64)
+			r.EdgeSeq = max(r.EdgeSeq, n)
+		}
+	}
+	return r
 }
 
 // lastOn reads the last message on subject in stream: its sequence and

@@ -27,6 +27,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
+	"github.com/tideline/tideline/internal/poll"
 	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	telemetryv1 "github.com/tideline/tideline/schemas/gen/tideline/telemetry/v1"
@@ -100,7 +101,7 @@ func setup(t *testing.T, cfg devicegate.Config) *env {
 	})
 	// The gate serves once it answers.
 	dev := e.device(t, "d1")
-	eventually(t, 5*time.Second, "the gate", func() bool {
+	poll.Until(t, 5*time.Second, "the gate", func() bool {
 		_, err := dev.Request(wire.LastSubject(safety.LaneDanger, "d1"), nil, 100*time.Millisecond)
 		return err == nil
 	})
@@ -205,17 +206,6 @@ func (e *env) dangerIDs(t testing.TB, device string) []string {
 	return ids
 }
 
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, bounded by the deadline
-	}
-}
-
 func TestAdmitsDeviceCommitsBoundToTheRegistry(t *testing.T) {
 	e := setup(t, devicegate.Config{})
 	dev := e.device(t, "d1")
@@ -290,7 +280,7 @@ func TestRefusedCommitsAreQuarantined(t *testing.T) {
 	if r := send(t, e.device(t, "d1"), safety.LaneDanger, "d1", commit(t, dangerFor("", "", "ok"))); r.Quarantined || r.Error != nil {
 		t.Fatalf("valid commit: %+v", r)
 	}
-	eventually(t, 10*time.Second, "every refusal listed", func() bool { _, n := e.gate.Rejected("", 100); return n == len(cases) })
+	poll.Until(t, 10*time.Second, "every refusal listed", func() bool { _, n := e.gate.Rejected("", 100); return n == len(cases) })
 	list, _ := e.gate.Rejected("", 100)
 	for i, tc := range cases {
 		r := list[len(cases)-1-i] // newest first
@@ -453,6 +443,26 @@ func TestQuotas(t *testing.T) {
 	}
 }
 
+// A device that sends one commit (or one .last request) at a time, the
+// next as soon as it has the reply, is never told that one is still being
+// decided: the gate frees the lane before it replies.
+func TestOneAtATimeNeverBusy(t *testing.T) {
+	e := setup(t, devicegate.Config{})
+	d1 := e.device(t, "d1")
+	var seq uint64
+	for i := 1; i <= 30; i++ {
+		hdr := append(expect(seq), "Tl-Edge-Epoch", "E1", "Tl-Edge-First-Seq", strconv.Itoa(i), "Tl-Edge-Seq", strconv.Itoa(i))
+		r := send(t, d1, safety.LaneDanger, "d1", commit(t, dangerFor("", "", fmt.Sprintf("e%d", i))), hdr...)
+		if r.Error != nil {
+			t.Fatalf("commit %d, sent after the reply to the one before: %+v", i, r.Error)
+		}
+		seq = r.Seq
+		if l := last(t, d1, safety.LaneDanger, "d1", "E1"); l.EdgeSeq != uint64(i) {
+			t.Fatalf("last after commit %d: %+v", i, l)
+		}
+	}
+}
+
 // A commit resent after its reply was lost conflicts instead of landing
 // twice; .last tells the device where to resume, quarantined commits
 // included, for its store's epoch only.
@@ -488,7 +498,7 @@ func TestExactlyOnce(t *testing.T) {
 	if l := last(t, d1, safety.LaneDanger, "d1", "E2"); l.EdgeSeq != 0 {
 		t.Fatalf("last of a new epoch: %+v", l)
 	}
-	eventually(t, 5*time.Second, "the refusal listed", func() bool { _, n := e.gate.Rejected("d1", 10); return n >= 1 })
+	poll.Until(t, 5*time.Second, "the refusal listed", func() bool { _, n := e.gate.Rejected("d1", 10); return n >= 1 })
 	if _, n := e.gate.Rejected("d1", 10); n != 1 {
 		t.Fatalf("a refusal resent is kept %d times", n)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/es/estest"
+	"github.com/tideline/tideline/internal/poll"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
@@ -134,22 +135,6 @@ func (r *diskRig) fillUntilStuck(t *testing.T, stream es.StreamID) []acked {
 	return ok
 }
 
-// waitUntil polls cond until it holds, failing after within; it returns
-// how long that took.
-func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		<-tick.C
-	}
-	return time.Since(start)
-}
-
 // TestDiskFull fills the disk under a running store and projection runner:
 // appends fail at once with es.ErrStoreFull instead of hanging, resume by
 // themselves once space is freed, nothing acknowledged is lost, and the
@@ -178,7 +163,7 @@ func TestDiskFull(t *testing.T) {
 
 	all = append(all, r.fillUntilStuck(t, estest.NewStream(t))...)
 
-	waitUntil(t, 5*time.Second, "guarded store reports the full disk", func() bool {
+	poll.Until(t, 5*time.Second, "guarded store reports the full disk", func() bool {
 		return errors.Is(r.guarded.Healthy(ctx), es.ErrStoreFull)
 	})
 	var slowest time.Duration
@@ -203,7 +188,7 @@ func TestDiskFull(t *testing.T) {
 	if err := os.Remove(filepath.Join(r.dir, "filler")); err != nil {
 		t.Fatal(err)
 	}
-	recovered := waitUntil(t, 10*time.Second, "store takes writes once space is freed", func() bool {
+	recovered := poll.Until(t, 10*time.Second, "store takes writes once space is freed", func() bool {
 		return r.guarded.Healthy(ctx) == nil
 	})
 	t.Logf("writes resumed %v after space was freed", recovered.Round(time.Millisecond))
@@ -236,7 +221,7 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 
-	caughtUp := waitUntil(t, 10*time.Second, "runner catches up", func() bool { return runner.Position() >= last })
+	caughtUp := poll.Until(t, 10*time.Second, "runner catches up", func() bool { return runner.Position() >= last })
 	if n, _ := model.Steps("walker-1", "2026-03-04"); n != 40 {
 		t.Errorf("steps model has %d for walker-1, want 40", n)
 	}
@@ -245,7 +230,7 @@ func TestDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "runner snapshots again", func() bool {
+	poll.Until(t, 10*time.Second, "runner snapshots again", func() bool {
 		info, err := obs.GetInfo(ctx, stepsmodel.Name)
 		return err == nil && info.Metadata["tideline-position"] == strconv.FormatUint(last, 10)
 	})
@@ -271,9 +256,9 @@ func TestDiskFullShutdown(t *testing.T) {
 	go func() { runDone <- runner.Run(runCtx) }()
 	walker := es.StreamID{Context: "steps", Type: "user", ID: "walker-1"}
 	res := estest.MustAppend(t, r.guarded, walker, es.AppendOptions{ExpectedVersion: es.AnyVersion}, estest.Steps("walker-1", 5))
-	waitUntil(t, 5*time.Second, "runner applies", func() bool { return runner.Position() >= res.Position.Seq })
+	poll.Until(t, 5*time.Second, "runner applies", func() bool { return runner.Position() >= res.Position.Seq })
 	r.fillUntilStuck(t, estest.NewStream(t))
-	waitUntil(t, 5*time.Second, "guarded store reports the full disk", func() bool {
+	poll.Until(t, 5*time.Second, "guarded store reports the full disk", func() bool {
 		return errors.Is(r.guarded.Healthy(ctx), es.ErrStoreFull)
 	})
 

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/poll"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
@@ -30,7 +32,7 @@ func publishGarbage(tb testing.TB, s *tljs.Store) uint64 {
 func waitState(tb testing.TB, r *tljs.Runner, want tljs.RunnerState) tljs.RunnerStatus {
 	tb.Helper()
 	var st tljs.RunnerStatus
-	eventually(tb, "state "+want.String(), func() bool {
+	poll.Until(tb, 10*time.Second, "state "+want.String(), func() bool {
 		st = r.Status(context.Background())
 		return st.State == want
 	})

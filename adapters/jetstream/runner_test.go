@@ -20,6 +20,7 @@ import (
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/poll"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
 
@@ -303,20 +304,6 @@ func snapshotBucket(tb testing.TB, s *tljs.Store) jetstream.ObjectStore {
 	return obs
 }
 
-// eventually polls cond until it holds or 10s pass.
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 func TestRunnerRestartResumesFromSnapshot(t *testing.T) {
 	s := runnerStore(t)
 	opts := tljs.RunnerOptions{Logger: quietLogger}
@@ -368,7 +355,7 @@ func TestRunnerVersionChangeRebuilds(t *testing.T) {
 			p1 := newCountingProjection("counts", 1)
 			stop := startRunner(t, tljs.NewRunner(s, p1, opts))
 			last := appendCommits(t, s, 0, 40)
-			eventually(t, "first model", func() bool { return len(p1.model().Seen) == eventsIn(0, 40) })
+			poll.Until(t, 10*time.Second, "first model", func() bool { return len(p1.model().Seen) == eventsIn(0, 40) })
 			if err := stop(); err != nil {
 				t.Fatalf("Run v1: %v", err)
 			}
@@ -419,7 +406,7 @@ func TestRunnerSnapshotsWhileRunning(t *testing.T) {
 			startRunner(t, r)
 			last := appendCommits(t, s, 0, 30)
 			waitFor(t, r, last)
-			eventually(t, "a snapshot while running", func() bool {
+			poll.Until(t, 10*time.Second, "a snapshot while running", func() bool {
 				pos, _ := strconv.ParseUint(snapshotMeta(t, s, "projections", "counts")["tideline-position"], 10, 64)
 				return pos > 0 && pos <= last
 			})
@@ -526,7 +513,7 @@ func TestRunnerRebuildWhileAppending(t *testing.T) {
 			commits.Add(5)
 		}
 	})
-	eventually(t, "appends under way", func() bool { return commits.Load() > 100 })
+	poll.Until(t, 10*time.Second, "appends under way", func() bool { return commits.Load() > 100 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -541,7 +528,7 @@ func TestRunnerRebuildWhileAppending(t *testing.T) {
 		t.Errorf("Rebuild returned at position %d, before the stream's %d at the call", pos, before)
 	}
 	afterRebuild := commits.Load()
-	eventually(t, "appends after the rebuild", func() bool { return commits.Load() > afterRebuild })
+	poll.Until(t, 10*time.Second, "appends after the rebuild", func() bool { return commits.Load() > afterRebuild })
 	close(stopAppends)
 	appended.Wait()
 	if appendErr != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/wire"
 )
 
@@ -232,13 +233,13 @@ func TestClientPortRequiresCredentials(t *testing.T) {
 	// own in-process connection keeps full rights.
 	seed := addDevice(t, h.testHub, "bike-1")
 	l := startLeaf(t, h.testHub, "bike-1", seed)
-	waitFor(t, "the device's leaf link", func() bool { return l.ns.NumLeafNodes() == 1 })
+	poll.Until(t, 10*time.Second, "the device's leaf link", func() bool { return l.ns.NumLeafNodes() == 1 })
 	got, err := h.nc.SubscribeSync("in.danger.device.bike-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.nc.Flush()
-	waitFor(t, "the device's commit at the hub", func() bool {
+	poll.Until(t, 10*time.Second, "the device's commit at the hub", func() bool {
 		l.nc.Publish("in.danger.device.bike-1", []byte("x"))
 		_, err := got.NextMsg(20 * time.Millisecond)
 		return err == nil

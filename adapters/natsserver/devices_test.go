@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/wire"
 )
 
@@ -115,17 +116,6 @@ func startLeaf(tb testing.TB, h *testHub, id string, seed []byte) *leaf {
 	return &leaf{ns: ns, nc: nc}
 }
 
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-}
-
 func addDevice(tb testing.TB, h *testHub, id string) []byte {
 	tb.Helper()
 	_, seed, err := natsserver.AddDevice(h.dir, id, "rider-"+id)
@@ -151,8 +141,8 @@ func TestDeviceAuthentication(t *testing.T) {
 	}{
 		{"registered_device_reaches_the_gate_on_its_own_lanes", func(t *testing.T, h *testHub) {
 			l := startLeaf(t, h, "a", addDevice(t, h, "a"))
-			waitFor(t, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
-			waitFor(t, "answer", func() bool { return l.request("in.danger.device.a") == nil })
+			poll.Until(t, 10*time.Second, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
+			poll.Until(t, 10*time.Second, "answer", func() bool { return l.request("in.danger.device.a") == nil })
 			for _, s := range []string{"in.danger.device.a.last", "in.telemetry.device.a", "in.telemetry.device.a.last"} {
 				if err := l.request(s); err != nil {
 					t.Fatalf("request %s: %v", s, err)
@@ -163,22 +153,22 @@ func TestDeviceAuthentication(t *testing.T) {
 			kp, _ := nkeys.CreateUser()
 			seed, _ := kp.Seed()
 			startLeaf(t, h, "x", seed)
-			waitFor(t, "refusal", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
+			poll.Until(t, 10*time.Second, "refusal", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
 			if n := h.ns.NumLeafNodes(); n != 0 {
 				t.Fatalf("%d leaf nodes connected", n)
 			}
 		}},
 		{"revoked_device_cut_and_refused", func(t *testing.T, h *testHub) {
 			startLeaf(t, h, "a", addDevice(t, h, "a"))
-			waitFor(t, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
+			poll.Until(t, 10*time.Second, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
 			if _, err := natsserver.RevokeDevice(h.dir, "a"); err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			go h.devices.Watch(ctx, 50*time.Millisecond) // as serve does: no restart
-			waitFor(t, "revoked device cut", func() bool { return h.ns.NumLeafNodes() == 0 })
-			waitFor(t, "reconnect refused", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
+			poll.Until(t, 10*time.Second, "revoked device cut", func() bool { return h.ns.NumLeafNodes() == 0 })
+			poll.Until(t, 10*time.Second, "reconnect refused", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
 			if n := h.ns.NumLeafNodes(); n != 0 {
 				t.Fatalf("revoked device connected again (%d leaf nodes)", n)
 			}
@@ -192,14 +182,14 @@ func TestDeviceAuthentication(t *testing.T) {
 				t.Fatal(err)
 			}
 			startLeaf(t, h, "late", seed)
-			waitFor(t, "late device connected", func() bool { return h.ns.NumLeafNodes() == 1 })
+			poll.Until(t, 10*time.Second, "late device connected", func() bool { return h.ns.NumLeafNodes() == 1 })
 		}},
 		{"device_cannot_write_or_read_others", func(t *testing.T, h *testHub) {
 			seedA := addDevice(t, h, "a")
 			addDevice(t, h, "b")
 			la := startLeaf(t, h, "a", seedA)
-			waitFor(t, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
-			waitFor(t, "own request answered", func() bool { return la.request("in.danger.device.a") == nil })
+			poll.Until(t, 10*time.Second, "leaf connected", func() bool { return h.ns.NumLeafNodes() == 1 })
+			poll.Until(t, 10*time.Second, "own request answered", func() bool { return la.request("in.danger.device.a") == nil })
 			// Something of b's and others' on the hub to try to read.
 			for _, s := range []string{"ev.safety.device.b", "ev.safety.device.a", "ev.steps.user.alice"} {
 				if _, err := h.js.Publish(context.Background(), s, []byte("secret")); err != nil {
@@ -250,14 +240,14 @@ func TestDeviceAuthentication(t *testing.T) {
 			}
 			defer sub.Unsubscribe()
 			la.nc.Flush()
-			waitFor(t, "interest of a's inbox at the hub", func() bool {
+			poll.Until(t, 10*time.Second, "interest of a's inbox at the hub", func() bool {
 				return h.ns.GlobalAccount().SubscriptionInterest("_INBOX_a.marker")
 			})
 			for _, s := range []string{"ev.safety.device.b", "ev.x.y.z", "_INBOX_b.1", "foo", "_INBOX_a.marker"} {
 				h.nc.Publish(s, []byte("x"))
 			}
 			h.nc.Flush()
-			waitFor(t, "marker", func() bool {
+			poll.Until(t, 10*time.Second, "marker", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				for _, s := range got {

@@ -2,8 +2,10 @@ package natsserver_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/nats-io/nkeys"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 // A device the hub refuses retries every 100 ms; the hub logs it once.
@@ -12,7 +14,7 @@ func TestRefusedDeviceLoggedOnce(t *testing.T) {
 	kp, _ := nkeys.CreateUser()
 	seed, _ := kp.Seed()
 	startLeaf(t, h, "x", seed)
-	waitFor(t, "5 refusals", func() bool { return h.devices.Refused() >= 5 })
+	poll.Until(t, 10*time.Second, "5 refusals", func() bool { return h.devices.Refused() >= 5 })
 	if n := h.logs.count("edge device refused"); n != 1 {
 		t.Fatalf("%d refusals logged %d times, want once", h.devices.Refused(), n)
 	}

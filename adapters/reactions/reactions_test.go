@@ -21,6 +21,7 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
+	"github.com/tideline/tideline/internal/poll"
 	alertsmodel "github.com/tideline/tideline/projections/alerts"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	"github.com/tideline/tideline/wire"
@@ -115,17 +116,6 @@ func (e *env) raiseAndNotify(n reactions.Notifier) []reactions.Reaction {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
-	}
-}
-
 var rider = auth.Principal{Subject: "r1", Role: auth.Rider}
 
 func danger(id, riderID string, sev safetyv1.Severity, at time.Time) *safetyv1.DangerDetected {
@@ -155,7 +145,7 @@ func TestAlertsRaisedOnceAndNotified(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "two alerts notified", func() bool { a, _ := n.count(); return a == 2 })
+	poll.Until(t, 10*time.Second, "two alerts notified", func() bool { a, _ := n.count(); return a == 2 })
 	if list, _ := e.model.List("", false, 10); len(list) != 2 {
 		t.Fatalf("alerts = %v", list)
 	}
@@ -172,7 +162,7 @@ func TestAlertsRaisedOnceAndNotified(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "rules caught up", func() bool { return e.model.Position() >= last })
+	poll.Until(t, 10*time.Second, "rules caught up", func() bool { return e.model.Position() >= last })
 	if list, total := e.model.List("", false, 10); total != 2 {
 		t.Fatalf("alerts after redelivery = %v", list)
 	}
@@ -205,12 +195,12 @@ func TestFailingReactionIsPoisoned(t *testing.T) {
 		}
 	}
 	// The bad commit does not block the good one behind it.
-	eventually(t, "good commit handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 1 })
+	poll.Until(t, 10*time.Second, "good commit handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 1 })
 	js, err := jetstream.New(e.store.JetStream().Conn())
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "bad commit poisoned", func() bool {
+	poll.Until(t, 10*time.Second, "bad commit poisoned", func() bool {
 		s, err := js.Stream(ctx, reactions.PoisonStream)
 		if err != nil {
 			return false
@@ -263,7 +253,7 @@ func TestUndecodableCommitsPoisonedAtOnce(t *testing.T) {
 		t.Fatal("the good commit was not handled within 10s behind 20 undecodable ones")
 	}
 	js, _ := jetstream.New(e.store.JetStream().Conn())
-	eventually(t, "20 commits poisoned", func() bool {
+	poll.Until(t, 10*time.Second, "20 commits poisoned", func() bool {
 		s, err := js.Stream(ctx, reactions.PoisonStream)
 		if err != nil {
 			return false

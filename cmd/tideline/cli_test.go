@@ -80,6 +80,7 @@ func TestVersion(t *testing.T) {
 // The real binary: -h exits 0, a bad flag 2, and a `go build` in this
 // checkout knows its VCS revision.
 func TestBinaryHelpAndVersion(t *testing.T) {
+	t.Parallel()
 	bin := buildTideline(t)
 	for _, args := range [][]string{{"-h"}, {"serve", "-h"}, {"token", "revoke", "--help"}, {"device", "-h"}} {
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil || !strings.Contains(string(out), "usage:") {

@@ -13,6 +13,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 func deviceRun(t *testing.T, args ...string) (string, error) {
@@ -26,6 +27,7 @@ func deviceRun(t *testing.T, args ...string) (string, error) {
 // an added device connects without a restart, a revoked one is cut and
 // refused.
 func TestDeviceRegistry(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:-1",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
@@ -64,14 +66,14 @@ func TestDeviceRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	waitUntil(t, "added device connected", a.LinkUp)
+	poll.Until(t, 10*time.Second, "added device connected", a.LinkUp)
 	if out, _ := deviceRun(t, "list", "--data", dir); !strings.Contains(out, "bike-7") || !strings.Contains(out, "active") {
 		t.Fatalf("list:\n%s", out)
 	}
 	if _, err := deviceRun(t, "revoke", "bike-7", "--data", dir); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "revoked device cut", func() bool { return !a.LinkUp() && m.NATS().NumLeafNodes() == 0 })
+	poll.Until(t, 10*time.Second, "revoked device cut", func() bool { return !a.LinkUp() && m.NATS().NumLeafNodes() == 0 })
 	if out, _ := deviceRun(t, "list", "--data", dir); !strings.Contains(out, "revoked") {
 		t.Fatalf("list:\n%s", out)
 	}
@@ -82,16 +84,5 @@ func TestDeviceRegistry(t *testing.T) {
 			t.Fatal("revoked device connected again")
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
-	}
-}
-
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
 	}
 }

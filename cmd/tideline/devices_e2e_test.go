@@ -24,6 +24,7 @@ import (
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/internal/poll"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
@@ -96,11 +97,11 @@ func (h *deviceHub) rogueDevice(t *testing.T, c edge.Creds) *nats.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close(); ns.Shutdown(); ns.WaitForShutdown() })
-	waitUntil(t, "rogue device linked", func() bool { return ns.NumLeafNodes() == 1 })
+	poll.Until(t, 10*time.Second, "rogue device linked", func() bool { return ns.NumLeafNodes() == 1 })
 	// Interest in the hub's subjects crosses the link a moment later.
 	// (Asked as the device gate's clients do, or as devices did before it,
 	// so that the test can be run against the layouts before.)
-	waitUntil(t, "hub interest", func() bool {
+	poll.Until(t, 10*time.Second, "hub interest", func() bool {
 		for _, s := range []string{"in.danger.device." + c.DeviceID + ".last",
 			"$JS.hub.API.DIRECT.GET.EVENTS.ev.safety.device." + c.DeviceID, "$JS.hub.API.DIRECT.GET.DEVICE_INGRESS.in.danger.device." + c.DeviceID} {
 			if _, err := nc.Request(s, nil, 200*time.Millisecond); err == nil {
@@ -172,6 +173,7 @@ func (h *deviceHub) dangerList(t *testing.T, rider string, minPos uint64) *safet
 // the hub keeps serving honest devices. Its own valid events arrive,
 // bound to its registered rider.
 func TestRogueDeviceCannotForge(t *testing.T) {
+	t.Parallel()
 	h := startDeviceHub(t)
 	ctx := context.Background()
 	rogue := h.rogueDevice(t, h.addDevice(t, "bike-a", "alice"))
@@ -183,7 +185,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 		t.Fatal(err)
 	}
 	var alertID string
-	waitUntil(t, "bob's alert", func() bool {
+	poll.Until(t, 10*time.Second, "bob's alert", func() bool {
 		res, err := h.safety.ListAlerts(ctx, authed(&safetyv1.ListAlertsRequest{RiderId: "bob", OpenOnly: true}, h.admin))
 		if err == nil && len(res.Msg.Alerts) == 1 {
 			alertID = res.Msg.Alerts[0].Raised.AlertId
@@ -230,7 +232,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	// rogue's earlier commits have been dealt with.
 	spray(t, rogue, devCommit(t, dangerEv("own-1", "alice", "bike-a", safetyv1.Severity_SEVERITY_LOW)), nil, everywhere...)
 	var barrier uint64
-	waitUntil(t, "the rogue's own valid event", func() bool {
+	poll.Until(t, 10*time.Second, "the rogue's own valid event", func() bool {
 		l := h.dangerList(t, "alice", 0)
 		if len(l.Events) > 0 {
 			barrier = l.Position
@@ -289,7 +291,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	waitUntil(t, "the honest device's event", func() bool {
+	poll.Until(t, 10*time.Second, "the honest device's event", func() bool {
 		got = got[:0]
 		for _, e := range h.dangerList(t, "bob", 0).Events {
 			got = append(got, e.EventId)
@@ -315,7 +317,7 @@ func TestGarbageDoesNotDelayAnotherDevicesAlert(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	waitUntil(t, "bike-b linked", a.LinkUp)
+	poll.Until(t, 10*time.Second, "bike-b linked", a.LinkUp)
 	stored := 0
 	for i := range 20 {
 		stored += spray(t, rogue, []byte(fmt.Sprintf("garbage-%02d", i)), nil, ownSubjects("bike-a")...)
@@ -349,6 +351,7 @@ func TestGarbageDoesNotDelayAnotherDevicesAlert(t *testing.T) {
 
 // Admins see what the hub refused from devices, and why.
 func TestRejectedDeviceCommitsListed(t *testing.T) {
+	t.Parallel()
 	h := startDeviceHub(t)
 	ctx := context.Background()
 	rogue := h.rogueDevice(t, h.addDevice(t, "bike-a", "alice"))
@@ -358,7 +361,7 @@ func TestRejectedDeviceCommitsListed(t *testing.T) {
 	spray(t, rogue, devCommit(t, dangerEv("forged-1", "bob", "", safetyv1.Severity_SEVERITY_CRITICAL)), nil, "in.danger.device.bike-a")
 	admin := adminv1connect.NewAdminServiceClient(h2cClient(), h.url, connect.WithGRPC())
 	var got []*adminv1.RejectedDeviceCommit
-	waitUntil(t, "two refusals listed", func() bool {
+	poll.Until(t, 10*time.Second, "two refusals listed", func() bool {
 		res, err := admin.ListRejectedDeviceCommits(ctx, authed(&adminv1.ListRejectedDeviceCommitsRequest{DeviceId: "bike-a"}, h.admin))
 		if err != nil {
 			t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/poll"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
@@ -48,7 +49,7 @@ func TestMainDiskFull(t *testing.T) {
 	// An append already under way when the disk fills may wait out the
 	// store's write timeout (the adapter's tests cover it); from the guard's
 	// next check on, appends are refused at once.
-	waitUntil(t, "the store reports the full disk", func() bool {
+	poll.Until(t, 10*time.Second, "the store reports the full disk", func() bool {
 		return errors.Is(m.Store.Healthy(context.Background()), es.ErrStoreFull)
 	})
 	_, took, err := record(100)
@@ -64,7 +65,7 @@ func TestMainDiskFull(t *testing.T) {
 	}
 	var res *stepsv1.RecordStepsResponse
 	freed := time.Now()
-	waitUntil(t, "RecordSteps succeeds after space was freed", func() bool {
+	poll.Until(t, 10*time.Second, "RecordSteps succeeds after space was freed", func() bool {
 		res, _, err = record(200)
 		return err == nil
 	})

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tideline/tideline/internal/poll"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
@@ -234,6 +235,7 @@ func settle(tb testing.TB, c mixedClients) uint64 {
 // lost, cut-off writes retry cleanly, and every read model equals its
 // rebuild.
 func TestE2EKill9MixedLoad(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and SIGKILLs it under load")
 	}
@@ -259,18 +261,14 @@ func TestE2EKill9MixedLoad(t *testing.T) {
 		for i := range workers {
 			wg.Go(func() { mixedWorker(context.Background(), svc, i, cycle, acks, &stop) })
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for {
+		var n int
+		if !poll.Within(60*time.Second, func() bool {
 			acks.mu.Lock()
-			n := acks.count - start
-			acks.mu.Unlock()
-			if n >= killAfter {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cycle %d: %d of %d writes acknowledged within 60s\n%s", cycle, n, killAfter, s.logs)
-			}
-			time.Sleep(5 * time.Millisecond) // poll interval
+			defer acks.mu.Unlock()
+			n = acks.count - start
+			return n >= killAfter
+		}) {
+			t.Fatalf("cycle %d: %d of %d writes acknowledged within 60s\n%s", cycle, n, killAfter, s.logs)
 		}
 		stop.Store(true)
 		s.kill(t)

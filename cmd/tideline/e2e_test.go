@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -25,15 +26,36 @@ import (
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
 
-// buildTideline builds this package's binary into a temp dir.
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// buildTideline builds this package's binary into a temp dir, once per
+// test run (each link of it takes seconds); TestMain removes it.
 func buildTideline(tb testing.TB) string {
 	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "tideline")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "tideline-e2e"); buildErr != nil {
+			return
+		}
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "tideline"), ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
 	}
-	return bin
+	return filepath.Join(binDir, "tideline")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 // e2eServer is a `tideline serve` child process.
@@ -226,6 +248,7 @@ func recordUntilKilled(tb testing.TB, s *e2eServer, hc *http.Client, tok, date s
 }
 
 func TestE2EKill9LosesNoAckedWrite(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and SIGKILLs it under load")
 	}

@@ -20,6 +20,7 @@ import (
 // holder; the admin commands that only add files keep working; once the
 // holder stops, the dir is free again.
 func TestSecondServerOnDataDirRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	first, stop := startMain(t, dir)
 
@@ -62,6 +63,7 @@ func TestSecondServerOnDataDirRefused(t *testing.T) {
 // once with an error naming the first's PID and address, and SIGKILL of
 // the first frees the dir.
 func TestE2ESecondServeRefusedUntilHolderKilled(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

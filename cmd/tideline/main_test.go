@@ -19,6 +19,7 @@ import (
 
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/poll"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
@@ -112,6 +113,7 @@ func projectionPosition(tb testing.TB, l *adminv1.ListProjectionsResponse, name 
 }
 
 func TestMainServeRestartKeepsData(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, stop := startMain(t, dir)
 	url := "http://" + m.Addr()
@@ -213,6 +215,7 @@ func TestTokenCommand(t *testing.T) {
 }
 
 func TestProjectionsRebuildCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, _ := startMain(t, dir)
 	url := "http://" + m.Addr()
@@ -270,6 +273,7 @@ func runCLI(tb testing.TB, args ...string) (string, error) {
 // list`, and goes on only by the operator's resume or recorded skip, which
 // holds across restarts and rebuilds.
 func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, stop := startMain(t, dir)
 	url := "http://" + m.Addr()
@@ -297,12 +301,12 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 	}
 
 	var out string
-	deadline := time.Now().Add(10 * time.Second)
-	for tick := time.Tick(10 * time.Millisecond); !strings.Contains(out, "stopped") && time.Now().Before(deadline); <-tick {
+	poll.Within(10*time.Second, func() bool { // what it shows is checked below
 		if out, err = cli("projections", "list"); err != nil {
 			t.Fatalf("projections list: %v", err)
 		}
-	}
+		return strings.Contains(out, "stopped")
+	})
 	t.Logf("projections list:\n%s", out)
 	waitHealth(t, url, healthv1.HealthCheckResponse_NOT_SERVING)
 	// NAME VERSION STATE POSITION LAG STOPPED_AT REASON...
@@ -370,7 +374,7 @@ func waitHealth(tb testing.TB, url string, want healthv1.HealthCheckResponse_Ser
 	tb.Helper()
 	h := healthv1connect.NewHealthClient(http.DefaultClient, url)
 	var got healthv1.HealthCheckResponse_ServingStatus
-	waitUntil(tb, "health "+want.String(), func() bool {
+	poll.Until(tb, 10*time.Second, "health "+want.String(), func() bool {
 		res, err := h.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{}))
 		if err != nil {
 			tb.Fatalf("health check: %v", err)
@@ -431,6 +435,7 @@ func TestServeRejectsBadBlobFlags(t *testing.T) {
 // TestServeReflectionAuto: on a loopback listener reflection is open;
 // every service still needs a token.
 func TestServeReflectionAuto(t *testing.T) {
+	t.Parallel()
 	m, _ := startMain(t, t.TempDir())
 	url := "http://" + m.Addr()
 	var p http.Protocols

@@ -18,6 +18,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/poll"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
@@ -34,6 +35,7 @@ func natsUserRun(t *testing.T, args ...string) (string, error) {
 // reads the events the API wrote (in an events stream of a configured
 // name: the store's and the guard's), a revoked one is cut.
 func TestNATSUserCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:-1",
 		EventsStream: "TL_EVENTS", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
@@ -83,7 +85,7 @@ func TestNATSUserCommand(t *testing.T) {
 
 	// The server rereads the registry: the new user gets in without a restart.
 	var nc *nats.Conn
-	waitUntil(t, "the new user to be accepted", func() bool {
+	poll.Until(t, 10*time.Second, "the new user to be accepted", func() bool {
 		nc, err = nats.Connect(url, nats.UserCredentials(creds), nats.CustomInboxPrefix(natsserver.UserInboxPrefix("analyst")), nats.NoReconnect())
 		return err == nil
 	})

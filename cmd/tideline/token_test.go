@@ -15,6 +15,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/internal/dirlock"
+	"github.com/tideline/tideline/internal/poll"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
@@ -159,17 +160,18 @@ func TestTokenWaitsForStartingServer(t *testing.T) {
 		go func() {
 			done <- run(context.Background(), []string{"token", "--data", dir, "--sub", "alice", "--role", "walker"}, &stdout, &stderr)
 		}()
-		deadline := time.Now().Add(5 * time.Second)
-		for !strings.Contains(stderr.String(), "waiting for the server") {
+		if !poll.Within(5*time.Second, func() bool {
+			if strings.Contains(stderr.String(), "waiting for the server") {
+				return true
+			}
 			select {
 			case err := <-done:
 				t.Fatalf("token returned %v without waiting; stderr %q", err, stderr.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("token is not waiting; stderr %q", stderr.String())
-			}
-			time.Sleep(5 * time.Millisecond) // poll interval
+			return false
+		}) {
+			t.Fatalf("token is not waiting; stderr %q", stderr.String())
 		}
 		tokens, err := api.LoadOrCreateTokens(dir) // what serve does next
 		if err != nil {

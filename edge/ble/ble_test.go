@@ -16,6 +16,7 @@ import (
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge/ble"
 	"github.com/tideline/tideline/edge/frame"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 const (
@@ -163,7 +164,7 @@ func TestSourceReleasesTidelineFramesInSequenceOrder(t *testing.T) {
 			t.Errorf("seq %d: location %v", s.Seq, s.Loc)
 		}
 	}
-	eventually(t, 5*time.Second, "stats", func() bool { return r.src.Stats().Emitted == uint64(len(want)) })
+	poll.Until(t, 5*time.Second, "stats", func() bool { return r.src.Stats().Emitted == uint64(len(want)) })
 	st := r.src.Stats()
 	if st.Frames != uint64(len(order)) || st.BadFrames != 1 || st.Reorder.Duplicates != 1 ||
 		st.Reorder.Gaps != 1 || st.Reorder.Missing != 1 || st.Connects != 1 {
@@ -308,7 +309,7 @@ func TestSourceKeepsTryingADeviceWithoutAKnownService(t *testing.T) {
 	f := newFakeBlueZ(t)
 	dev := f.addDevice(devAddr, fakeService{batteryService, []fakeChar{{uuid: batteryLevel}}})
 	run(t, ble.Options{}, nil)
-	eventually(t, 5*time.Second, "a second attempt", func() bool {
+	poll.Until(t, 5*time.Second, "a second attempt", func() bool {
 		connects, disconnects := dev.counts()
 		return connects >= 2 && disconnects >= 1
 	})

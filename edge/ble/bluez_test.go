@@ -17,6 +17,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/prop"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 // This file is a fake BlueZ: the org.bluez objects and methods that
@@ -399,7 +400,7 @@ func (d *fakeDevice) notify(uuid string, value []byte) bool {
 // for the n-th time.
 func (d *fakeDevice) waitNotifying(uuid string, n int) {
 	d.f.tb.Helper()
-	eventually(d.f.tb, 10*time.Second, fmt.Sprintf("notifications of %s on for the %d. time", uuid, n), func() bool {
+	poll.Until(d.f.tb, 10*time.Second, fmt.Sprintf("notifications of %s on for the %d. time", uuid, n), func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		c := d.chars[uuid]
@@ -417,15 +418,4 @@ func (d *fakeDevice) writes(uuid string) [][]byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.chars[uuid].writes
-}
-
-func eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
