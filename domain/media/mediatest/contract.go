@@ -410,3 +410,30 @@ func CheckParagraphs(tb testing.TB, sentences []string, ps []media.Paragraph) {
 		tb.Fatalf("paragraphs hold %q, want %q", got, sentences)
 	}
 }
+
+// WordErrorRate is the word-level edit distance from ref to hyp over the
+// number of words in ref, on lowercase letters and digits: the figure
+// quoted for STT, and 1 minus it for OCR's word accuracy.
+func WordErrorRate(ref, hyp string) float64 {
+	r, h := words(ref), words(hyp)
+	if len(r) == 0 {
+		return float64(len(h))
+	}
+	prev := make([]int, len(h)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(r); i++ {
+		cur := make([]int, len(h)+1)
+		cur[0] = i
+		for j := 1; j <= len(h); j++ {
+			sub := prev[j-1]
+			if r[i-1] != h[j-1] {
+				sub++
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, sub)
+		}
+		prev = cur
+	}
+	return float64(prev[len(h)]) / float64(len(r))
+}

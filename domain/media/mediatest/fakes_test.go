@@ -49,3 +49,19 @@ func TestFakeSpeechRoundTrip(t *testing.T) {
 		t.Fatalf("heard %q in %d segments, %v; said %q", tr.Text(), len(tr.Segments), err, text)
 	}
 }
+
+func TestWordErrorRate(t *testing.T) {
+	for _, tc := range []struct {
+		ref, hyp string
+		want     float64
+	}{
+		{"he was not an ill disposed young man", "he was not an illness those young man", 2.0 / 8},
+		{"Hello, world.", "hello world", 0},
+		{"배달 기사는 주문을", "배달 기사는", 1.0 / 3},
+		{"", "", 0},
+	} {
+		if got := mediatest.WordErrorRate(tc.ref, tc.hyp); got != tc.want {
+			t.Errorf("WordErrorRate(%q, %q) = %v, want %v", tc.ref, tc.hyp, got, tc.want)
+		}
+	}
+}
