@@ -8,7 +8,9 @@ import (
 )
 
 func TestAlignWords(t *testing.T) {
-	tok := func(s string, x int, c float64) media.Word { return media.Word{Text: s, X: x, Y: 10, W: 10, H: 20, Confidence: c} }
+	tok := func(s string, x int, c float64) media.Word {
+		return media.Word{Text: s, X: x, Y: 10, W: 10, H: 20, Confidence: c}
+	}
 	for _, tc := range []struct {
 		name   string
 		fields []string
