@@ -293,3 +293,6 @@ func normalise(s string) string {
 		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
 	}), " ")
 }
+
+// FakeSpeakerWAV wraps PCM in the WAV file FakeSpeaker would return.
+func FakeSpeakerWAV(pcm []byte) []byte { return wav.Encode(pcm, PCM) }
