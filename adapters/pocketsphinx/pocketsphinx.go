@@ -208,7 +208,9 @@ func parseTimedWord(line string) (timedWord, bool) {
 }
 
 // filler says whether a decoder word is silence or noise, not speech.
-func filler(w string) bool { return strings.HasPrefix(w, "<") || strings.HasPrefix(w, "[") || w == "(NULL)" }
+func filler(w string) bool {
+	return strings.HasPrefix(w, "<") || strings.HasPrefix(w, "[") || w == "(NULL)"
+}
 
 func parseTranscript(out []byte) media.Transcript {
 	var tr media.Transcript

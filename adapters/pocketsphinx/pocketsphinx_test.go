@@ -117,8 +117,8 @@ func TestCommandErrors(t *testing.T) {
 	r := pocketsphinx.New(pocketsphinx.Config{})
 	pcm := mediatest.Silence(0.5)
 	for name, g := range map[string]media.Grammar{
-		"unknown_english_word": {Lang: "en", Phrases: map[string]string{"frobnicate zzyzx": "X"}},
-		"hangul_not_romanised": {Lang: "ko", Phrases: map[string]string{"배달 완료": "DELIVERED"}},
+		"unknown_english_word":  {Lang: "en", Phrases: map[string]string{"frobnicate zzyzx": "X"}},
+		"hangul_not_romanised":  {Lang: "ko", Phrases: map[string]string{"배달 완료": "DELIVERED"}},
 		"no_model_for_language": {Lang: "fr", Phrases: map[string]string{"livré": "DELIVERED"}},
 	} {
 		if _, err := r.Recognize(context.Background(), pcm, g); !errors.Is(err, media.ErrUnusable) {
