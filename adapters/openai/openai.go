@@ -123,15 +123,9 @@ func (e *APIError) Unwrap() error {
 // error.
 func (c *Client) post(ctx context.Context, path string, body func() (io.Reader, string, error), out any) error {
 	var last error
-	wait := c.cfg.Backoff
 	for try := 0; try <= c.cfg.Retries; try++ {
-		if try > 0 {
-			select {
-			case <-time.After(wait):
-				wait *= 2
-			case <-ctx.Done():
-				return fmt.Errorf("openai %s: %w", path, ctx.Err())
-			}
+		if err := c.pause(ctx, try); err != nil {
+			return fmt.Errorf("openai %s: %w", path, err)
 		}
 		err := c.postOnce(ctx, path, body, out)
 		var api *APIError
@@ -146,6 +140,21 @@ func (c *Client) post(ctx context.Context, path string, body func() (io.Reader, 
 		last = err
 	}
 	return fmt.Errorf("%w: openai %s after %d tries: %v", media.ErrUnavailable, path, c.cfg.Retries+1, last)
+}
+
+// pause waits before a try but the first: Backoff, doubled at each try.
+func (c *Client) pause(ctx context.Context, try int) error {
+	if try == 0 {
+		return nil
+	}
+	t := time.NewTimer(c.cfg.Backoff << (try - 1))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (c *Client) postOnce(ctx context.Context, path string, body func() (io.Reader, string, error), out any) error {
@@ -334,15 +343,9 @@ func (c *Client) restructureSlice(ctx context.Context, slice []string, lang stri
 	}
 	body := func() (io.Reader, string, error) { return bytes.NewReader(req), "application/json", nil }
 	var last error
-	wait := c.cfg.Backoff
 	for try := 0; try <= c.cfg.Retries; try++ {
-		if try > 0 {
-			select {
-			case <-time.After(wait):
-				wait *= 2
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+		if err := c.pause(ctx, try); err != nil {
+			return nil, err
 		}
 		var out struct {
 			Choices []struct {

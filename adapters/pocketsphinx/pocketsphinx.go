@@ -18,11 +18,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -338,7 +339,7 @@ func (r *Recognizer) buildGrammar(g media.Grammar, cmudict string) (grammar, err
 		return grammar{}, err
 	}
 	var d strings.Builder
-	for _, w := range sortedKeys(prons) {
+	for _, w := range slices.Sorted(maps.Keys(prons)) {
 		for i, p := range prons[w] {
 			if i == 0 {
 				fmt.Fprintf(&d, "%s %s\n", w, p)
@@ -355,7 +356,7 @@ func (r *Recognizer) buildGrammar(g media.Grammar, cmudict string) (grammar, err
 	var t []string
 	next := 2
 	each := 1 / float64(len(gr.phrases))
-	for _, p := range sortedKeys(gr.phrases) {
+	for _, p := range slices.Sorted(maps.Keys(gr.phrases)) {
 		ws := strings.Fields(p)
 		from := 0
 		for i, w := range ws {
@@ -420,13 +421,4 @@ func pronounce(need map[string]bool, lang, cmudict string) (map[string][]string,
 		}
 	}
 	return prons, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

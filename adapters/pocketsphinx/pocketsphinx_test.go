@@ -52,11 +52,7 @@ func recordings(tb testing.TB) []mediatest.Speech {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		pcm, err := pocketsphinx.DecodeWAV(context.Background(), b)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, mediatest.Speech{PCM: pcm, Lang: "en", Text: text})
+		out = append(out, mediatest.Speech{PCM: pcmOf(tb, b), Lang: "en", Text: text})
 	}
 	if len(out) == 0 {
 		tb.Fatal("no recordings in pocketsphinx-testdata")
@@ -73,7 +69,12 @@ func say(tb testing.TB, voice string, speed int, text string) []byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pcm, err := pocketsphinx.DecodeWAV(context.Background(), out)
+	return pcmOf(tb, out)
+}
+
+func pcmOf(tb testing.TB, wavFile []byte) []byte {
+	tb.Helper()
+	pcm, err := pocketsphinx.DecodeWAV(context.Background(), wavFile)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -284,11 +285,7 @@ func TestFigureSynthesisedEnglish(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pcm, err := pocketsphinx.DecodeWAV(context.Background(), b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return pcm
+			return pcmOf(t, b)
 		},
 	}
 	wer := map[string]float64{}

@@ -11,7 +11,9 @@ package textrank
 
 import (
 	"context"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -203,7 +205,7 @@ func (r *Restructurer) breaks(toks [][]token) []int {
 		}
 	}
 	for { // paragraphs too long: cut at their deepest gap that fits
-		cuts := sortedCuts(cut)
+		cuts := slices.Sorted(maps.Keys(cut))
 		lo, split := 0, -1
 		for _, hi := range append(cuts, n) {
 			if hi-lo > r.cfg.MaxSentences {
@@ -225,15 +227,6 @@ func (r *Restructurer) breaks(toks [][]token) []int {
 		}
 		cut[split] = true
 	}
-}
-
-func sortedCuts(cut map[int]bool) []int {
-	out := make([]int, 0, len(cut))
-	for i := range cut {
-		out = append(out, i)
-	}
-	sort.Ints(out)
-	return out
 }
 
 func bag(sentences [][]token) map[string]float64 {
@@ -318,7 +311,7 @@ func textRank(toks [][]token) map[string]float64 {
 		next := make(map[string]float64, len(nodes))
 		for _, w := range nodes {
 			var s float64
-			for _, v := range sortedKeys(links[w]) {
+			for _, v := range slices.Sorted(maps.Keys(links[w])) {
 				s += links[w][v] / total[v] * out[v]
 			}
 			next[w] = 0.15 + 0.85*s
@@ -326,15 +319,6 @@ func textRank(toks [][]token) map[string]float64 {
 		out = next
 	}
 	return out
-}
-
-func sortedKeys(m map[string]float64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // highlight gives each paragraph its best words by rank × occurrences in

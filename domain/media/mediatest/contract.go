@@ -41,26 +41,27 @@ type Speech struct {
 // one is a broken set-up) and skips, saying what to install, otherwise.
 func Need(tb testing.TB, binary, debianPackage string) {
 	tb.Helper()
-	if _, err := exec.LookPath(binary); err == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		tb.Fatalf("%s not found: CI must install the Debian package %s (.ci/run)", binary, debianPackage)
-	}
-	tb.Skipf("%s not found: install the Debian package %s to run this test", binary, debianPackage)
+	_, err := exec.LookPath(binary)
+	need(tb, binary, err, debianPackage)
 }
 
 // NeedFile is Need for engine data (a model, a language) that a package
 // installs.
 func NeedFile(tb testing.TB, path, debianPackage string) {
 	tb.Helper()
-	if _, err := os.Stat(path); err == nil {
-		return
+	_, err := os.Stat(path)
+	need(tb, path, err, debianPackage)
+}
+
+func need(tb testing.TB, what string, missing error, debianPackage string) {
+	tb.Helper()
+	switch {
+	case missing == nil:
+	case os.Getenv("CI") != "":
+		tb.Fatalf("%s not found: CI must install the Debian package %s (.ci/run)", what, debianPackage)
+	default:
+		tb.Skipf("%s not found: install the Debian package %s to run this test", what, debianPackage)
 	}
-	if os.Getenv("CI") != "" {
-		tb.Fatalf("%s not found: CI must install the Debian package %s (.ci/run)", path, debianPackage)
-	}
-	tb.Skipf("%s not found: install the Debian package %s to run this test", path, debianPackage)
 }
 
 func canceled() context.Context {
