@@ -1,7 +1,8 @@
 // Package pocketsphinx transcribes English speech and recognises spoken
 // commands with CMU PocketSphinx (Debian: pocketsphinx, whose program is
 // pocketsphinx_continuous, and pocketsphinx-en-us, the only model Debian
-// ships). Each call is a child process reading the PCM on its stdin.
+// ships). Each call is a child process decoding the PCM from a temporary
+// file.
 //
 // Commands are decoded against a finite-state grammar built from the
 // phrases, plus a garbage loop of single phones: speech that is none of
@@ -120,18 +121,34 @@ func (r *Recognizer) Transcribe(ctx context.Context, pcm []byte, lang string) (m
 	if err != nil {
 		return media.Transcript{}, err
 	}
-	out, err := r.decode(ctx, pcm, "-hmm", hmm, "-lm", lm, "-dict", dict)
+	out, err := r.decode(ctx, pcm, map[string]string{}, "-hmm", hmm, "-lm", lm, "-dict", dict)
 	if err != nil {
 		return media.Transcript{}, err
 	}
 	return parseTranscript(out), nil
 }
 
-func (r *Recognizer) decode(ctx context.Context, pcm []byte, args ...string) ([]byte, error) {
+// decode runs the decoder on pcm with args, in a temporary directory
+// holding files (name → content) and the audio as speech.raw. The audio is
+// a file, not a pipe: the decoder reads it in blocks, and a pipe's short
+// reads would change where its live normalisation updates, and so the
+// result, from one run to the next.
+func (r *Recognizer) decode(ctx context.Context, pcm []byte, files map[string]string, args ...string) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "pocketsphinx-")
+	if err != nil {
+		return nil, fmt.Errorf("pocketsphinx: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	files["speech.raw"] = string(pcm)
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			return nil, fmt.Errorf("pocketsphinx: %w", err)
+		}
+	}
 	out, err := r.pool.Run(ctx, enginerun.Cmd{
-		Name:  r.cfg.Binary,
-		Args:  append([]string{"-infile", "/dev/stdin", "-samprate", strconv.Itoa(media.SampleRate), "-time", "yes"}, args...),
-		Stdin: pcm,
+		Name: r.cfg.Binary,
+		Args: append([]string{"-infile", "speech.raw", "-samprate", strconv.Itoa(media.SampleRate), "-time", "yes"}, args...),
+		Dir:  dir,
 	})
 	switch {
 	case errors.Is(err, exec.ErrNotFound):
@@ -256,21 +273,10 @@ func (r *Recognizer) Recognize(ctx context.Context, pcm []byte, g media.Grammar)
 	if err != nil {
 		return media.Command{}, err
 	}
-	dir, err := os.MkdirTemp("", "pocketsphinx-")
-	if err != nil {
-		return media.Command{}, fmt.Errorf("pocketsphinx: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	fsgPath, dictPath := filepath.Join(dir, "commands.fsg"), filepath.Join(dir, "commands.dict")
-	if err := os.WriteFile(fsgPath, []byte(gr.fsg), 0o600); err != nil {
-		return media.Command{}, fmt.Errorf("pocketsphinx: %w", err)
-	}
-	if err := os.WriteFile(dictPath, []byte(gr.dict), 0o600); err != nil {
-		return media.Command{}, fmt.Errorf("pocketsphinx: %w", err)
-	}
 	// One utterance for the whole recording: a pause inside a phrase must
 	// not cut it in two.
-	out, err := r.decode(ctx, pcm, "-hmm", hmm, "-fsg", fsgPath, "-dict", dictPath, "-remove_silence", "no")
+	out, err := r.decode(ctx, pcm, map[string]string{"commands.fsg": gr.fsg, "commands.dict": gr.dict},
+		"-hmm", hmm, "-fsg", "commands.fsg", "-dict", "commands.dict", "-remove_silence", "no")
 	if err != nil {
 		return media.Command{}, err
 	}
