@@ -287,7 +287,7 @@ func (r *Recognizer) Recognize(ctx context.Context, pcm []byte, g media.Grammar)
 				continue
 			}
 			if strings.HasPrefix(w.word, garbagePrefix) {
-				return media.Command{Heard: "", Intent: ""}, nil
+				return media.Command{}, nil // the garbage loop won: not a command
 			}
 			heard = append(heard, w.word)
 		}
