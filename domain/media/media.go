@@ -139,6 +139,10 @@ type Page struct {
 
 // OCR reads text from an image (PNG or JPEG). langs are ISO 639-1 codes
 // ("en", "ko"); empty means every language the engine offers of these two.
+// Bytes that are not a PNG or JPEG image, and a language the port does not
+// know, fail with ErrUnusable; a known language whose engine data is not
+// installed fails with ErrUnavailable. Implementations are safe for
+// concurrent use.
 type OCR interface {
 	Read(ctx context.Context, image []byte, langs []string) (Page, error)
 }
@@ -150,7 +154,10 @@ type Audio struct {
 	Duration    time.Duration
 }
 
-// Speaker turns text into speech in lang ("en", "ko").
+// Speaker turns text into speech in lang ("en", "ko"). Empty text, text
+// longer than the implementation's bound (at most 1 MiB), and another
+// language fail with ErrUnusable. Implementations are safe for concurrent
+// use.
 type Speaker interface {
 	Speak(ctx context.Context, text, lang string) (Audio, error)
 }
@@ -190,7 +197,11 @@ func (t Transcript) Text() string {
 // mono, signed 16-bit little-endian.
 const SampleRate = 16000
 
-// Transcriber turns speech into text. pcm is SampleRate mono s16le.
+// Transcriber turns speech into text. pcm is SampleRate mono s16le: empty
+// or odd-length pcm, and a language the engine has no model for, fail with
+// ErrUnusable. Silence gives a transcript without text, not an error.
+// Segments are in order, within the audio. Implementations are safe for
+// concurrent use.
 type Transcriber interface {
 	Transcribe(ctx context.Context, pcm []byte, lang string) (Transcript, error)
 }
@@ -211,7 +222,10 @@ type Command struct {
 
 // CommandRecognizer recognises one phrase of a grammar in speech, and
 // rejects speech that is not one of them (Intent "") rather than forcing
-// it onto the nearest phrase.
+// it onto the nearest phrase; silence is rejected too. pcm is as for
+// Transcriber; a grammar without phrases, or with a phrase the engine
+// cannot pronounce, fails with ErrUnusable. Implementations are safe for
+// concurrent use.
 type CommandRecognizer interface {
 	Recognize(ctx context.Context, pcm []byte, g Grammar) (Command, error)
 }
@@ -223,7 +237,10 @@ type Paragraph struct {
 }
 
 // Restructurer groups a transcript's sentences into paragraphs and picks
-// their key words.
+// their key words. The paragraphs hold the sentences given, each once, in
+// their order and unchanged (a transcript's times stay attached to them);
+// no sentences give no paragraphs. Implementations are safe for
+// concurrent use.
 type Restructurer interface {
 	Restructure(ctx context.Context, sentences []string, lang string) ([]Paragraph, error)
 }

@@ -1,0 +1,143 @@
+package tesseract_test
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/opentype"
+	"golang.org/x/image/math/fixed"
+
+	"github.com/tideline/tideline/adapters/tesseract"
+	"github.com/tideline/tideline/domain/media/mediatest"
+)
+
+// The pages are rendered here, so the text rendered is the reference.
+var pages = map[string][]string{
+	"en": {
+		"The rider accepts the order and rides to the shop.",
+		"After the pickup the rider heads to the customer.",
+		"A fall detected on the road alerts the dispatcher.",
+		"Lecture scripts are split into paragraphs with key words.",
+		"Every step counted today appears on the leaderboard.",
+		"Voice commands let riders keep both hands on the bars.",
+	},
+	"ko": {
+		"배달 기사는 주문을 받으면 가게로 이동합니다.",
+		"음식을 받은 뒤에는 고객의 주소로 출발합니다.",
+		"위험한 상황이 감지되면 관리자에게 알림이 갑니다.",
+		"강의 내용은 문단으로 나누고 중요한 단어를 표시합니다.",
+		"모두의 들을 권리를 위하여 자막을 제공합니다.",
+		"오늘 걸은 걸음 수는 순위표에 기록됩니다.",
+	},
+}
+
+const nanum = "/usr/share/fonts/truetype/nanum/NanumGothic.ttf"
+
+// render draws lines in NanumGothic (Debian fonts-nanum: Hangul and
+// Latin) at size pixels, black on white, as a PNG.
+func render(tb testing.TB, lines []string, size float64) []byte {
+	tb.Helper()
+	mediatest.NeedFile(tb, nanum, "fonts-nanum")
+	data, err := os.ReadFile(nanum)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f, err := opentype.Parse(data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: size, DPI: 72, Hinting: font.HintingFull})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer face.Close()
+	m := face.Metrics()
+	lineHeight := (m.Height * 3 / 2).Ceil()
+	width := 0
+	for _, l := range lines {
+		width = max(width, font.MeasureString(face, l).Ceil())
+	}
+	img := image.NewGray(image.Rect(0, 0, width+80, lineHeight*len(lines)+80))
+	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
+	d := font.Drawer{Dst: img, Src: image.NewUniform(color.Black), Face: face}
+	for i, l := range lines {
+		d.Dot = fixed.P(40, 40+m.Ascent.Ceil()+i*lineHeight)
+		d.DrawString(l)
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		tb.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func needTesseract(tb testing.TB) {
+	tb.Helper()
+	mediatest.Need(tb, "tesseract", "tesseract-ocr")
+	mediatest.NeedFile(tb, "/usr/share/tesseract-ocr/5/tessdata/kor.traineddata", "tesseract-ocr-kor")
+}
+
+func TestContract(t *testing.T) {
+	needTesseract(t)
+	ocr := tesseract.New(tesseract.Config{})
+	for _, lang := range []string{"en", "ko"} {
+		t.Run(lang, func(t *testing.T) {
+			lines := pages[lang][:3]
+			mediatest.OCR(t, ocr, mediatest.Image{Data: render(t, lines, 28), Text: strings.Join(lines, "\n"), Langs: []string{lang}})
+		})
+	}
+}
+
+// A Korean word is one word with one box, though tesseract's tsv cuts it
+// into syllables; with no language given, both are used, Korean first.
+func TestKoreanWordsAreWhole(t *testing.T) {
+	needTesseract(t)
+	p, err := tesseract.New(tesseract.Config{}).Read(context.Background(), render(t, pages["ko"][:1], 28), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Lang != "kor+eng" || len(p.Words) != len(strings.Fields(p.Text)) {
+		t.Fatalf("lang %q, %d words for %q: %+v", p.Lang, len(p.Words), p.Text, p.Words)
+	}
+}
+
+func TestMissingEngineIsUnavailable(t *testing.T) {
+	_, err := tesseract.New(tesseract.Config{Binary: "no-tesseract-here"}).Read(context.Background(), mediatest.TextPNG("x"), []string{"en"})
+	if err == nil || !strings.Contains(err.Error(), "install the Debian package tesseract-ocr") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestFigureWordAccuracy prints word accuracy (1 - word error rate) and
+// time per page for page segmentation modes 3 (tesseract's default), 4
+// and 6 on a rendered English and Korean page:
+//
+//	go test -v -run TestFigureWordAccuracy ./adapters/tesseract/
+func TestFigureWordAccuracy(t *testing.T) {
+	needTesseract(t)
+	for _, lang := range []string{"en", "ko"} {
+		img := render(t, pages[lang], 28)
+		ref := strings.Join(pages[lang], "\n")
+		for _, psm := range []int{3, 4, 6} {
+			start := time.Now()
+			p, err := tesseract.New(tesseract.Config{PageSegMode: psm}).Read(context.Background(), img, []string{lang})
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc := 1 - mediatest.WordErrorRate(ref, p.Text)
+			t.Logf("%s page (%d words), --psm %d: word accuracy %.1f%%, %v", lang, len(strings.Fields(ref)), psm, 100*acc, time.Since(start).Round(10*time.Millisecond))
+			if psm == 6 && acc < 0.9 {
+				t.Errorf("%s at --psm 6: word accuracy %.2f, read %q", lang, acc, p.Text)
+			}
+		}
+	}
+}
