@@ -246,7 +246,8 @@ func (h *stepsHandler) GetSteps(ctx context.Context, req *connect.Request[stepsv
 	pos := h.feed.Position()
 	out := &stepsv1.GetStepsResponse{Position: pos}
 	for _, u := range dedup(m.UserIds) {
-		for _, d := range h.model.Range(u, m.FromDate, to) {
+		days, _ := h.model.Range(u, m.FromDate, to)
+		for _, d := range days {
 			out.Steps = append(out.Steps, &stepsv1.DailySteps{UserId: d.UserID, Date: d.Date, Steps: d.Steps})
 		}
 	}

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections"
+	"github.com/tideline/tideline/projections/projtest"
 	"github.com/tideline/tideline/projections/steps"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
@@ -115,4 +118,57 @@ func BenchmarkRestore(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFootprint reports the model's heap and snapshot per user-day
+// (an entity is one user's count on one date): users each record every
+// one of days consecutive dates. With days past the window, the default
+// window holds 35 of them and summarises the rest, while window=all (as
+// the model did before it had a window) holds every date. Run it with
+// -benchtime 1x.
+func BenchmarkFootprint(b *testing.B) {
+	for _, c := range []struct {
+		name        string
+		users, days int
+		opts        []steps.Option
+	}{
+		{"users=100k/days=1", 100_000, 1, nil},
+		{"users=100k/days=35", 100_000, 35, nil},
+		{"users=50k/days=100", 50_000, 100, nil},
+		{"users=50k/days=100/window=all", 50_000, 100, []steps.Option{steps.Window(steps.MaxWindow)}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			projtest.Footprint(b, c.users*c.days, func() projections.Projection {
+				return historyModel(c.users, c.days, c.opts...)
+			})
+		})
+	}
+}
+
+// historyModel returns a model where users recorded a random count for
+// each of days consecutive dates, date after date.
+func historyModel(users, days int, opts ...steps.Option) *steps.Model {
+	m := steps.New(opts...)
+	rng := rand.New(rand.NewPCG(uint64(users), uint64(days)))
+	ids := make([]string, users)
+	for u := range ids {
+		ids[u] = fmt.Sprintf("user-%07d", u)
+	}
+	rec := &stepsv1.StepsRecorded{}
+	seq := uint64(0)
+	for d := range days {
+		rec.Date = benchDay(d)
+		for _, id := range ids {
+			seq++
+			rec.UserId, rec.Steps = id, rng.Int32N(20000)
+			m.Apply(es.Event{Data: rec, Position: es.Position{Seq: seq}})
+		}
+	}
+	return m
+}
+
+// benchDay returns the date d days after benchDate.
+func benchDay(d int) string {
+	t, _ := time.Parse("2006-01-02", benchDate)
+	return t.AddDate(0, 0, d).Format("2006-01-02")
 }

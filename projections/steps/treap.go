@@ -1,5 +1,7 @@
 package steps
 
+import "math/bits"
+
 // board is one date's leaderboard: an order-statistic treap keyed by
 // (steps descending, user id ascending), in a slab of nodes linked by
 // index. Nodes hold no pointers, so the garbage collector never scans
@@ -12,6 +14,18 @@ type board struct {
 	nodes []node          // nodes[0] is the empty tree (size 0); never written
 	root  int32           // index in nodes
 	at    map[int32]int32 // uid → index in nodes
+
+	// shared: a capture holds nodes, so a write copies them first.
+	shared bool
+	// dirty has a bit per node changed since the last capture; changed
+	// counts them.
+	dirty   []uint64
+	changed int
+	// The segments stored of this board: based once a capture issued its
+	// leaderboard, then deltas more segments of deltaCounts counts.
+	based       bool
+	deltas      int
+	deltaCounts int
 }
 
 type node struct {
@@ -33,6 +47,41 @@ func before(ids []string, a, b *node) bool {
 }
 
 func (b *board) total() int32 { return b.nodes[b.root].size }
+
+// own makes b's nodes its own before a write, copying them if a capture
+// holds them.
+func (b *board) own() {
+	if b.shared {
+		b.nodes = append(make([]node, 0, cap(b.nodes)), b.nodes...)
+		b.shared = false
+	}
+}
+
+// mark records that node n changed since the last capture.
+func (b *board) mark(n int32) {
+	w := int(n >> 6)
+	if w >= len(b.dirty) {
+		b.dirty = append(b.dirty, make([]uint64, w+1-len(b.dirty))...)
+	}
+	if bit := uint64(1) << (n & 63); b.dirty[w]&bit == 0 {
+		b.dirty[w] |= bit
+		b.changed++
+	}
+}
+
+// takeChanged returns the nodes changed since the last capture, by index,
+// and forgets them.
+func (b *board) takeChanged() []int32 {
+	out := make([]int32, 0, b.changed)
+	for w, word := range b.dirty {
+		for ; word != 0; word &= word - 1 {
+			out = append(out, int32(w<<6|bits.TrailingZeros64(word)))
+		}
+	}
+	clear(b.dirty)
+	b.changed = 0
+	return out
+}
 
 func (b *board) fix(t int32) {
 	n := &b.nodes[t]

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/tideline/tideline/domain/es"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -96,12 +97,12 @@ func TestTreapStaysShallow(t *testing.T) {
 	const users = 100_000
 	m := New()
 	for i := range users {
-		m.record(fmt.Sprintf("user-%06d", i), "d", int32(users-i)) // each ranks last
+		m.record(fmt.Sprintf("user-%06d", i), "2025-06-01", int32(users-i)) // each ranks last
 	}
 	for i := range users / 10 {
-		m.record(fmt.Sprintf("user-%06d", i), "d", int32(2*users+i)) // each jumps to first
+		m.record(fmt.Sprintf("user-%06d", i), "2025-06-01", int32(2*users+i)) // each jumps to first
 	}
-	b := m.days["d"]
+	b := m.days["2025-06-01"]
 	var height func(t int32) int
 	height = func(t int32) int {
 		if t == 0 {
@@ -114,5 +115,29 @@ func TestTreapStaysShallow(t *testing.T) {
 		t.Errorf("height %d for %d users", h, users)
 	} else {
 		t.Logf("height %d for %d users", h, users)
+	}
+}
+
+// TestChurnDoesNotGrowTheModel: users who leave with their last date in
+// the window are forgotten and their slots reused, so a model whose
+// users change every day stays the size of its window.
+func TestChurnDoesNotGrowTheModel(t *testing.T) {
+	const perDay, window = 100, 3
+	m := New(Window(window))
+	for d := range 100 {
+		date := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format(dateLayout)
+		for u := range perDay {
+			m.record(fmt.Sprintf("day%d-user%d", d, u), date, int32(u))
+		}
+		m.Capture(false)
+	}
+	if got, most := len(m.ids), perDay*(window+1); got > most {
+		t.Errorf("%d user slots for %d users a day over a %d-day window, want at most %d", got, perDay, window, most)
+	}
+	if got := len(m.uids); got != perDay*window {
+		t.Errorf("%d users held, want %d", got, perDay*window)
+	}
+	if len(m.summaries) != 100-window || len(m.days) != window {
+		t.Errorf("%d summaries and %d dates held", len(m.summaries), len(m.days))
 	}
 }
