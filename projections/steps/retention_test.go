@@ -380,7 +380,7 @@ func TestRestoreSegmentsRejectsGarbage(t *testing.T) {
 func TestEncodeDuringApply(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 8))
 	m := steps.New(steps.Window(3))
-	records := marching(rng, 20000, 300, 40)
+	records := marching(rng, 30000, 3000, 12) // boards of ~2000 users: several chunks
 	applied := make(chan struct{})
 	go func() {
 		defer close(applied)
@@ -399,6 +399,33 @@ func TestEncodeDuringApply(t *testing.T) {
 		s.restore(t, steps.Window(3))
 	}
 	if !bytes.Equal(snapshot(t, s.restore(t, steps.Window(3))), snapshot(t, m)) {
+		t.Error("restored model differs from the live one")
+	}
+}
+
+// TestCaptureIsCopiedOnWrite: a capture encoded after many Applies changed
+// a large board (many chunks of nodes) still holds the board as captured.
+func TestCaptureIsCopiedOnWrite(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	m := steps.New()
+	seq := uint64(0)
+	for u := range 5000 {
+		seq++
+		apply(m, seq, record{fmt.Sprintf("user-%04d", u), "2025-06-01", rng.Int32N(1000)})
+	}
+	var s stored
+	write := s.take(t, m, false)
+	want := snapshot(t, m)
+	for range 20000 {
+		seq++
+		apply(m, seq, record{fmt.Sprintf("user-%04d", rng.IntN(6000)), "2025-06-01", rng.Int32N(3000)})
+	}
+	write()
+	if !bytes.Equal(snapshot(t, s.restore(t)), want) {
+		t.Error("restored capture differs from the model captured")
+	}
+	s.take(t, m, false)()
+	if !bytes.Equal(snapshot(t, s.restore(t)), snapshot(t, m)) {
 		t.Error("restored model differs from the live one")
 	}
 }

@@ -69,12 +69,11 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 	b := m.days[date]
 	name := dateSegment + date
 	if full || !b.based || b.changed > 0 && (b.deltas == MaxDeltas || 2*(b.deltaCounts+b.changed) > int(b.total())) {
-		view, ids := &board{nodes: b.nodes, root: b.root}, m.ids
-		b.shared = true
-		b.takeChanged()
+		view, ids := b.share(), m.ids
+		b.forgetChanged()
 		b.based, b.deltas, b.deltaCounts = true, 0, 0
 		return append(segs, projections.Segment{Name: name, Encode: func() ([]byte, error) {
-			return appendBoard(make([]byte, 0, 16*len(view.nodes)), date, ids, view), nil
+			return appendBoard(make([]byte, 0, 16*int(view.len)), date, ids, view), nil
 		}})
 	}
 	segs = append(segs, projections.Segment{Name: name})
@@ -86,7 +85,8 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 	}
 	counts := make([]count, 0, b.changed)
 	for _, n := range b.takeChanged() {
-		counts = append(counts, count{b.nodes[n].uid, b.nodes[n].steps})
+		t := b.get(n)
+		counts = append(counts, count{t.uid, t.steps})
 	}
 	b.deltas++
 	b.deltaCounts += len(counts)

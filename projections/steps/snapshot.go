@@ -177,7 +177,7 @@ func (m *Model) decodeBoard(r *reader) *board {
 	for i := range n {
 		var prev int32
 		if i > 0 {
-			prev = b.nodes[len(b.nodes)-1].steps
+			prev = b.get(b.len - 1).steps
 		}
 		user, steps := r.ranked(i == 0, prev)
 		if r.err != nil {
@@ -188,12 +188,11 @@ func (m *Model) decodeBoard(r *reader) *board {
 			uid = m.newUser(user)
 		}
 		t := node{uid: uid, steps: steps, size: 1, prio: priority(user)}
-		if i > 0 && !before(m.ids, &b.nodes[len(b.nodes)-1], &t) || b.at[uid] != 0 {
+		if i > 0 && !before(m.ids, b.get(b.len-1), &t) || b.at[uid] != 0 {
 			r.fail("date %q: user %q out of order or twice", date, user)
 			return nil
 		}
-		b.at[uid] = int32(len(b.nodes))
-		b.nodes = append(b.nodes, t)
+		b.at[uid] = b.add(t)
 		m.held[uid]++
 	}
 	b.build()

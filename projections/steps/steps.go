@@ -199,20 +199,19 @@ func (m *Model) record(user, date string, steps int32) {
 // that, and returns uid's node and whether it changed.
 func (m *Model) raise(b *board, uid, steps int32) (int32, bool) {
 	n := b.at[uid]
-	if n != 0 && steps <= b.nodes[n].steps {
+	if n != 0 && steps <= b.get(n).steps {
 		return n, false
 	}
-	b.own()
 	if n == 0 {
-		n = int32(len(b.nodes))
-		b.nodes = append(b.nodes, node{uid: uid, steps: steps, size: 1, prio: priority(m.ids[uid])})
+		n = b.add(node{uid: uid, steps: steps, size: 1, prio: priority(m.ids[uid])})
 		b.at[uid] = n
 		m.held[uid]++
 	} else {
-		b.root = b.remove(m.ids, b.root, n)
-		b.nodes[n] = node{uid: uid, steps: steps, size: 1, prio: b.nodes[n].prio}
+		b.root = b.remove(m.ids, b.root, n, b.mut(n))
 	}
-	b.root = b.insert(m.ids, b.root, n)
+	t := b.mut(n)
+	*t = node{uid: uid, steps: steps, size: 1, prio: t.prio}
+	b.root = b.insert(m.ids, b.root, n, t)
 	return n, true
 }
 
@@ -252,12 +251,12 @@ func (m *Model) summarizeBefore(cutoff string) {
 		m.summaries[date] = s
 		m.summed = append(m.summed, date) // dates leave in ascending order
 		m.changedMonths[date[:7]] = true
-		for _, t := range b.nodes[1:] {
+		b.each(func(t *node) {
 			if m.held[t.uid]--; m.held[t.uid] == 0 {
 				delete(m.uids, m.ids[t.uid])
 				m.freed = append(m.freed, t.uid)
 			}
-		}
+		})
 		delete(m.days, date)
 		m.dates = slices.Delete(m.dates, 0, 1)
 	}
@@ -340,7 +339,7 @@ func (m *Model) Steps(userID, date string) (int32, bool) {
 	if n == 0 {
 		return 0, false
 	}
-	return b.nodes[n].steps, true
+	return b.get(n).steps, true
 }
 
 // Range returns userID's counts for the dates from..to inclusive
@@ -359,7 +358,7 @@ func (m *Model) Range(userID, from, to string) (days []Daily, horizon string) {
 	for ; i < len(m.dates) && m.dates[i] <= to; i++ {
 		b := m.days[m.dates[i]]
 		if n := b.at[uid]; n != 0 {
-			days = append(days, Daily{UserID: userID, Date: m.dates[i], Steps: b.nodes[n].steps})
+			days = append(days, Daily{UserID: userID, Date: m.dates[i], Steps: b.get(n).steps})
 		}
 	}
 	return days, m.cutoff
@@ -408,7 +407,7 @@ func (m *Model) Rank(date, userID string) (Entry, bool) {
 	if n == 0 {
 		return Entry{}, false
 	}
-	return Entry{Rank: b.rank(m.ids, n), UserID: userID, Steps: b.nodes[n].steps}, true
+	return Entry{Rank: b.rank(m.ids, n), UserID: userID, Steps: b.get(n).steps}, true
 }
 
 // Total returns the number of users ranked on date (for a date before the

@@ -70,9 +70,9 @@ func (m *Model) shape(tb testing.TB, date string) string {
 		if t == 0 {
 			return "", 0
 		}
-		n := b.nodes[t]
+		n := *b.get(t)
 		for _, c := range []int32{n.left, n.right} {
-			if c != 0 && b.nodes[c].prio > n.prio {
+			if c != 0 && b.get(c).prio > n.prio {
 				tb.Fatalf("%s: heap order broken under %s", date, m.ids[n.uid])
 			}
 		}
@@ -84,8 +84,8 @@ func (m *Model) shape(tb testing.TB, date string) string {
 		return fmt.Sprintf("%s:%d(%s,%s)", m.ids[n.uid], n.steps, l, r), n.size
 	}
 	s, size := pre(b.root)
-	if size != int32(len(b.at)) || size != int32(len(b.nodes)-1) {
-		tb.Fatalf("%s: tree holds %d nodes, index %d, slab %d", date, size, len(b.at), len(b.nodes)-1)
+	if size != int32(len(b.at)) || size != b.len-1 {
+		tb.Fatalf("%s: tree holds %d nodes, index %d, slab %d", date, size, len(b.at), b.len-1)
 	}
 	return s
 }
@@ -108,7 +108,7 @@ func TestTreapStaysShallow(t *testing.T) {
 		if t == 0 {
 			return 0
 		}
-		return 1 + max(height(b.nodes[t].left), height(b.nodes[t].right))
+		return 1 + max(height(b.get(t).left), height(b.get(t).right))
 	}
 	// A treap's expected height is about 3·log2 N (here 50).
 	if h := height(b.root); h > 60 {
