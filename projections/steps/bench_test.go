@@ -172,3 +172,58 @@ func benchDay(d int) string {
 	t, _ := time.Parse("2006-01-02", benchDate)
 	return t.AddDate(0, 0, d).Format("2006-01-02")
 }
+
+// raiseSome raises the newest date's count of n random users of
+// historyModel(users, days), from position *seq on.
+func raiseSome(m *steps.Model, rng *rand.Rand, users, days, n int, seq *uint64) {
+	rec := &stepsv1.StepsRecorded{Date: benchDay(days - 1)}
+	for range n {
+		*seq++
+		rec.UserId, rec.Steps = fmt.Sprintf("user-%07d", rng.IntN(users)), 20000+int32(*seq)
+		m.Apply(es.Event{Data: rec, Position: es.Position{Seq: *seq}})
+	}
+}
+
+// encodeAll encodes a capture's changed segments and returns their bytes.
+func encodeAll(b *testing.B, segs []projections.Segment) int {
+	n := 0
+	for _, s := range segs {
+		if s.Encode != nil {
+			data, err := s.Encode()
+			if err != nil {
+				b.Error(err)
+			}
+			n += len(data)
+		}
+	}
+	return n
+}
+
+// BenchmarkSnapshotBytes reports what a snapshot writes per interval in
+// which 1% of users raise their count for the newest date, at 100k users
+// with 35 dates each: before segments, the whole model (whole-B/interval);
+// with them, the segments a capture changed (segments-B/interval), over 100
+// intervals, leaderboard rewrites included. Run it with -benchtime 1x.
+func BenchmarkSnapshotBytes(b *testing.B) {
+	const users, days, intervals = 100_000, 35, 100
+	m := historyModel(users, days)
+	whole, err := m.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Capture(false) // stored once, as after a restore
+	rng := rand.New(rand.NewPCG(5, 5))
+	seq := uint64(users * days)
+	var written int
+	for b.Loop() {
+		written = 0
+		for range intervals {
+			raiseSome(m, rng, users, days, users/100, &seq)
+			_, segs := m.Capture(false)
+			written += encodeAll(b, segs)
+		}
+	}
+	b.ReportMetric(float64(len(whole)), "whole-B/interval")
+	b.ReportMetric(float64(written)/intervals, "segments-B/interval")
+	b.ReportMetric(float64(written)/intervals/float64(len(whole)), "ratio")
+}
