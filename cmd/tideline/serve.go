@@ -11,6 +11,7 @@ import (
 
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
+	stepsmodel "github.com/tideline/tideline/projections/steps"
 )
 
 const serveUsage = `usage: tideline serve [--data DIR] [--listen ADDR] [flags]
@@ -37,6 +38,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	reserveMiB := fs.Int64("disk-reserve-mb", 0, "refuse writes (ResourceExhausted) while less than this many MiB are free on the data disk, and resume above it; 0: 64, at most a tenth of the disk; -1: only once the disk is full")
 	fs.IntVar(&c.MaxConns, "max-conns", api.DefaultMaxConns, "most API connections open at once; more are reset at once")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", api.DefaultIdleTimeout, "close API connections without a call for this long")
+	fs.IntVar(&c.StepsWindow, "steps-window", stepsmodel.DefaultWindow, fmt.Sprintf("dates the steps read model holds in full, back from the newest date recorded (1 to %d); counts of older dates are read from the event store, their leaderboards keep their top %d. A change rebuilds the model at start", stepsmodel.MaxWindow, stepsmodel.SummaryTop))
 	fs.StringVar(&c.Reflection, "reflection", "auto", "gRPC reflection: 'auto' (open when --listen is loopback, else token required), 'on' (open), 'token' or 'off'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -47,6 +49,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if _, err := api.ParseReflection(c.Reflection, nil); err != nil {
 		return fmt.Errorf("--reflection: %w", err)
+	}
+	if c.StepsWindow < 1 || c.StepsWindow > stepsmodel.MaxWindow {
+		return fmt.Errorf("--steps-window: want 1 to %d dates, got %d", stepsmodel.MaxWindow, c.StepsWindow)
 	}
 	if c.IdleTimeout <= 0 {
 		return fmt.Errorf("--idle-timeout: want a positive duration, got %s", c.IdleTimeout)

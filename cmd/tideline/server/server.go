@@ -59,6 +59,9 @@ type Config struct {
 	// device gate: commits per second and bucket size (see devicegate).
 	DeviceRate  float64
 	DeviceBurst int
+	// StepsWindow is how many dates the steps read model holds in full
+	// (0: its default); a change rebuilds the model at start.
+	StepsWindow int
 }
 
 // Main is a running server: embedded NATS, the event store, and what
