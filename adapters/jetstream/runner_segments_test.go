@@ -274,3 +274,25 @@ func TestRunnerRecoversFromFailedSegmentWrites(t *testing.T) {
 		t.Errorf("restored model differs from the live one (walker-3 has %d, want 20)", n)
 	}
 }
+
+// TestRunnerRebuildsStepsOfAnotherWindow: a steps model configured with
+// another window than the stored snapshot's discards it and rebuilds.
+func TestRunnerRebuildsStepsOfAnotherWindow(t *testing.T) {
+	s := runnerStore(t)
+	opts := tljs.RunnerOptions{SnapshotEvery: time.Hour, Logger: quietLogger}
+	r := tljs.NewRunner(s, stepsmodel.New(), opts)
+	stop := startRunner(t, r)
+	recordSteps(t, s, "2026-03-01", 10, "walker-0")
+	last := recordSteps(t, s, "2026-03-09", 20, "walker-0")
+	waitFor(t, r, last)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := stepsmodel.New(stepsmodel.Window(7))
+	r = tljs.NewRunner(s, got, opts)
+	startRunner(t, r)
+	waitFor(t, r, last)
+	if _, ok := got.Steps("walker-0", "2026-03-01"); ok || got.Horizon() != "2026-03-03" {
+		t.Errorf("a 7-day model holds 2026-03-01 (horizon %s): restored from a 35-day snapshot", got.Horizon())
+	}
+}
