@@ -121,8 +121,8 @@ func BenchmarkRestore(b *testing.B) {
 }
 
 // BenchmarkFootprint reports the model's heap and snapshot per user-day
-// (an entity is one user's count on one date): users each record every
-// one of days consecutive dates. With days past the window, the default
+// (an entity is one user's count on one date; users each record every one
+// of days consecutive dates), and per summarised date. With days past the window, the default
 // window holds 35 of them and summarises the rest, while window=all (as
 // the model did before it had a window) holds every date. Run it with
 // -benchtime 1x.
@@ -143,6 +143,24 @@ func BenchmarkFootprint(b *testing.B) {
 			})
 		})
 	}
+	// An entity here is a date that left the window: 2,000 of them, each
+	// of 150 users, all but the newest summarised (a one-day window).
+	b.Run("summarised-dates=2000", func(b *testing.B) {
+		projtest.Footprint(b, 2000, func() projections.Projection {
+			m := steps.New(steps.Window(1))
+			rec := &stepsv1.StepsRecorded{}
+			seq := uint64(0)
+			for d := range 2001 {
+				rec.Date = benchDay(d)
+				for u := range 150 {
+					seq++
+					rec.UserId, rec.Steps = fmt.Sprintf("user-%07d", d*1000+u), int32(u)
+					m.Apply(es.Event{Data: rec, Position: es.Position{Seq: seq}})
+				}
+			}
+			return m
+		})
+	})
 }
 
 // historyModel returns a model where users recorded a random count for

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/tideline/tideline/projections"
 )
@@ -31,8 +32,8 @@ func (m *Model) Capture(full bool) (uint64, []projections.Segment) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// The previous capture's Encodes are done: the ids they read may go.
-	m.free = append(m.free, m.freed...)
-	m.freed = m.freed[:0]
+	m.free, m.freed = append(m.free, m.freed...), m.freed[:0]
+	m.encoding = new(atomic.Int32)
 
 	segs := make([]projections.Segment, 0, 2+2*len(m.dates))
 	seg := projections.Segment{Name: windowSegment}
@@ -69,10 +70,12 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 	b := m.days[date]
 	name := dateSegment + date
 	if full || !b.based || b.changed > 0 && (b.deltas == MaxDeltas || 2*(b.deltaCounts+b.changed) > int(b.total())) {
-		view, ids := b.share(), m.ids
+		view, ids, encoding := b.share(), m.ids, m.encoding
 		b.forgetChanged()
 		b.based, b.deltas, b.deltaCounts = true, 0, 0
+		encoding.Add(1)
 		return append(segs, projections.Segment{Name: name, Encode: func() ([]byte, error) {
+			defer encoding.Add(-1)
 			return appendBoard(make([]byte, 0, 16*int(view.len)), date, ids, view), nil
 		}})
 	}
@@ -90,8 +93,10 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 	}
 	b.deltas++
 	b.deltaCounts += len(counts)
-	ids := m.ids
+	ids, encoding := m.ids, m.encoding
+	encoding.Add(1)
 	return append(segs, projections.Segment{Name: name + "+" + strconv.Itoa(b.deltas), Encode: func() ([]byte, error) {
+		defer encoding.Add(-1)
 		return appendDelta(ids, counts), nil
 	}})
 }

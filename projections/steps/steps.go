@@ -9,7 +9,7 @@
 // from the events. For each date in the window it keeps every user's count
 // and the full leaderboard. When a date leaves the window it keeps only a
 // summary, the date's first SummaryTop (100) entries and how many users
-// were ranked, for as long as the model lives (about 2.5 KB a date); every
+// were ranked, for as long as the model lives (about 5 KB a date); every
 // other count of that date is forgotten, and so is a user once no date in
 // the window holds them. A record for a date that has already left the
 // window changes nothing here: it stays in the event store, where older
@@ -18,9 +18,10 @@
 // date is not a YYYY-MM-DD date is ignored (the API stores none).
 //
 // Memory is therefore bounded by the users active in the window, not by
-// history: measured (BenchmarkFootprint, 100k users × 35 dates) about
-// 40 bytes per user-day plus 70 per user; a snapshot takes about 14 bytes
-// per user-day. README has the figures.
+// history: measured (BenchmarkFootprint, 100k users × 35 dates) about 39
+// bytes per user-day in the window plus 70 per user (1.4 KB for a user
+// active on all 35 dates); a snapshot takes about 14 bytes per user-day
+// and 1.4 KB per summarised date. README has the figures.
 //
 // # Snapshots
 //
@@ -31,14 +32,16 @@
 // counts that changed since. A capture writes a date's segment again only
 // once its changes reach half of its users (or MaxDeltas deltas); until
 // then it adds the changed counts as one more delta. Capture copies
-// nothing but changed counts: a leaderboard it hands to Encode is copied
-// by the next Apply that changes it (copy on write).
+// nothing but changed counts: a leaderboard it hands to Encode is shared,
+// and an Apply copies the chunks of 1024 nodes it writes to (copy on
+// write). A user's slot is reused only once no Encode can read its id.
 package steps
 
 import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tideline/tideline/domain/es"
@@ -113,7 +116,10 @@ type state struct {
 	uids   map[string]int32 // user id → uid, for every user on a board
 	held   []uint16         // uid → boards holding it
 	free   []int32          // uids no board holds, to reuse
-	freed  []int32          // uids released since the last Capture: an Encode may still read their ids
+	freed  []int32          // uids released while an Encode may still read their ids
+	// encoding counts the Encodes of the last capture that read ids and
+	// have not run; nil before any capture.
+	encoding *atomic.Int32
 	days   map[string]*board
 	dates  []string // keys of days, ascending; the last is the newest date recorded
 	cutoff string   // the oldest date of the window; "" before any record
@@ -243,7 +249,7 @@ func (m *Model) summarizeBefore(cutoff string) {
 	for len(m.dates) > 0 && m.dates[0] < cutoff {
 		date := m.dates[0]
 		b := m.days[date]
-		s := &summary{total: int64(b.total())}
+		s := &summary{total: int64(b.total()), top: make([]Entry, 0, min(int(b.total()), SummaryTop))}
 		b.walk(func(t *node) bool {
 			s.top = append(s.top, Entry{Rank: int64(len(s.top) + 1), UserID: m.ids[t.uid], Steps: t.steps})
 			return len(s.top) < SummaryTop
@@ -264,6 +270,9 @@ func (m *Model) summarizeBefore(cutoff string) {
 
 // newUser gives user a uid, reusing a released one.
 func (m *Model) newUser(user string) int32 {
+	if len(m.free) == 0 && len(m.freed) > 0 && (m.encoding == nil || m.encoding.Load() <= 0) {
+		m.free, m.freed = append(m.free, m.freed...), m.freed[:0]
+	}
 	var uid int32
 	if n := len(m.free); n > 0 {
 		uid = m.free[n-1]

@@ -119,25 +119,65 @@ func TestTreapStaysShallow(t *testing.T) {
 }
 
 // TestChurnDoesNotGrowTheModel: users who leave with their last date in
-// the window are forgotten and their slots reused, so a model whose
-// users change every day stays the size of its window.
+// the window are forgotten and their slots reused, so a model whose users
+// change every day stays the size of its window, whether it is captured
+// or not; only while a capture's Encodes have not run are slots kept.
 func TestChurnDoesNotGrowTheModel(t *testing.T) {
 	const perDay, window = 100, 3
 	m := New(Window(window))
-	for d := range 100 {
-		date := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format(dateLayout)
-		for u := range perDay {
-			m.record(fmt.Sprintf("day%d-user%d", d, u), date, int32(u))
+	day := 0
+	churn := func(days int, capture bool) {
+		for range days {
+			date := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, day).Format(dateLayout)
+			for u := range perDay {
+				m.record(fmt.Sprintf("day%d-user%d", day, u), date, int32(u))
+			}
+			if capture {
+				for _, s := range captureEncodes(m) {
+					s()
+				}
+			}
+			day++
 		}
-		m.Capture(false)
 	}
-	if got, most := len(m.ids), perDay*(window+1); got > most {
-		t.Errorf("%d user slots for %d users a day over a %d-day window, want at most %d", got, perDay, window, most)
+	most := perDay * (window + 1)
+	churn(50, true)
+	if got := len(m.ids); got > most {
+		t.Errorf("captured daily: %d user slots for %d users a day over a %d-day window, want at most %d", got, perDay, window, most)
+	}
+	churn(50, false)
+	if got := len(m.ids); got > most {
+		t.Errorf("never captured: %d user slots, want at most %d", got, most)
+	}
+	encodes := captureEncodes(m) // not run: the slots their ids are in stay
+	churn(10, false)
+	if got := len(m.ids); got <= most {
+		t.Errorf("with a capture's Encodes pending, %d user slots: slots were reused under them", got)
+	}
+	for _, e := range encodes {
+		e()
+	}
+	grown := len(m.ids)
+	churn(10, false)
+	if got := len(m.ids); got != grown {
+		t.Errorf("once the Encodes ran, user slots went from %d to %d, want reused", grown, got)
 	}
 	if got := len(m.uids); got != perDay*window {
 		t.Errorf("%d users held, want %d", got, perDay*window)
 	}
-	if len(m.summaries) != 100-window || len(m.days) != window {
+	if len(m.summaries) != day-window || len(m.days) != window {
 		t.Errorf("%d summaries and %d dates held", len(m.summaries), len(m.days))
 	}
+}
+
+// captureEncodes captures m and returns its Encodes.
+func captureEncodes(m *Model) []func() {
+	_, segs := m.Capture(false)
+	var out []func()
+	for _, s := range segs {
+		if s.Encode != nil {
+			out = append(out, func() { s.Encode() })
+		}
+	}
+	return out
 }
