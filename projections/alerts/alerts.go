@@ -21,7 +21,7 @@
 // 256 events), the ids of the last 100,000 danger events (to deduplicate)
 // and the alerts due but not raised yet. It forgets an incident once the
 // rider's next one starts, and older ids. It grows with alerts: about 530
-// bytes per alert (with its danger event) in memory and 210 in a snapshot
+// bytes per alert (with its danger event) in memory and 200 in a snapshot
 // (BenchmarkFootprint, 50,000 alerts).
 package alerts
 

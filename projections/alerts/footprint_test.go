@@ -1,7 +1,6 @@
 package alerts_test
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/tideline/tideline/projections"
@@ -10,16 +9,17 @@ import (
 )
 
 // BenchmarkFootprint reports the model's heap and snapshot per alert, for
-// 1,000 riders with 50 severe danger events each, hours apart: each
+// 1,000 riders with 50 severe danger events each, an hour apart: each
 // raises an alert, which the reaction's AlertRaised records. Run it with
 // -benchtime 1x.
 func BenchmarkFootprint(b *testing.B) {
 	const riders, each = 1000, 50
 	projtest.Footprint(b, riders*each, func() projections.Projection {
 		f := &feeder{m: alerts.New(alerts.DefaultRules())}
-		for i := range each {
-			for r := range riders {
-				f.danger(danger{rider: fmt.Sprintf("rider-%04d", r), id: fmt.Sprintf("01JD%022d", i*riders+r), min: float64(60 * i), sev: high})
+		for d := range projtest.DangerEvents(riders, each, t0) {
+			f.apply(d)
+			for _, a := range f.m.Triggered(d.EventId) {
+				f.apply(a)
 			}
 		}
 		return f.m

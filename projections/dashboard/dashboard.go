@@ -17,7 +17,7 @@
 // order count, per rider a rating sum and each day's danger count, and
 // every danger event's time and place (for heat maps over any range). It
 // grows with history: about 30 bytes per zone-hour with orders (13 in a
-// snapshot) and 150 per danger event (95 in a snapshot)
+// snapshot) and 145 per danger event (93 in a snapshot)
 // (BenchmarkFootprint).
 package dashboard
 

@@ -11,13 +11,13 @@ import (
 	"github.com/tideline/tideline/projections"
 	"github.com/tideline/tideline/projections/dashboard"
 	"github.com/tideline/tideline/projections/projtest"
-	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
 // BenchmarkFootprint reports the dashboard's heap and snapshot per entity
 // that makes it grow: a zone-hour with orders (100 zones × 24 hours × 30
 // days, 2 orders each placed, accepted, picked up, delivered and rated,
-// by 500 riders), and a danger event (100k, by 1,000 riders over 30 days).
+// by 500 riders), and a danger event (100k, by 1,000 riders over 100
+// hours).
 // Run it with -benchtime 1x.
 func BenchmarkFootprint(b *testing.B) {
 	start := time.Date(2026, 3, 1, 0, 0, 0, 0, dashboard.Zone)
@@ -51,11 +51,8 @@ func BenchmarkFootprint(b *testing.B) {
 		projtest.Footprint(b, riders*each, func() projections.Projection {
 			m := dashboard.New()
 			seq := uint64(0)
-			for i := range each {
-				for r := range riders {
-					at := start.Add(time.Duration(i*30*24/each)*time.Hour + time.Duration(r)*time.Second)
-					apply(m, &seq, dangerAt(fmt.Sprintf("01JD%022d", i*riders+r), fmt.Sprintf("rider-%04d", r), at, &safetyv1.Location{Lat: 37.5, Lng: 127.0}))
-				}
+			for d := range projtest.DangerEvents(riders, each, start) {
+				apply(m, &seq, d)
 			}
 			return m
 		})

@@ -2,10 +2,16 @@
 package projtest
 
 import (
+	"fmt"
+	"iter"
 	"runtime"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/projections"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
 // Footprint builds a model with build, which applies the events of n
@@ -37,4 +43,25 @@ func heapAlloc() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// DangerEvents yields riders × each danger events as riders' devices
+// report them, every field set: rider r's i-th event is detected i hours
+// after start (plus r seconds), severity HIGH, ids unique.
+func DangerEvents(riders, each int, start time.Time) iter.Seq[*safetyv1.DangerDetected] {
+	return func(yield func(*safetyv1.DangerDetected) bool) {
+		for i := range each {
+			for r := range riders {
+				d := &safetyv1.DangerDetected{
+					EventId: fmt.Sprintf("01JD%022d", i*riders+r), DeviceId: fmt.Sprintf("bike-%04d", r), RiderId: fmt.Sprintf("rider-%04d", r),
+					Kind: safetyv1.DangerKind_DANGER_KIND_CRASH, Severity: safetyv1.Severity_SEVERITY_HIGH,
+					PeakAccelG: 4.2, PeakGyroDps: 210, DurationMs: 1800, Location: &safetyv1.Location{Lat: 37.5, Lng: 127.0},
+					DetectedAt: timestamppb.New(start.Add(time.Duration(i)*time.Hour + time.Duration(r)*time.Second)),
+				}
+				if !yield(d) {
+					return
+				}
+			}
+		}
+	}
 }
