@@ -177,7 +177,7 @@ func (l *runLoop) restoreSegments(ctx context.Context, data []byte, pos uint64) 
 // segmentObjects lists the bucket's segment objects of the projection,
 // and the delete markers of those deleted by other hands.
 func (l *runLoop) segmentObjects(ctx context.Context) []string {
-	ctx, cancel := context.WithTimeout(ctx, snapshotReadTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotReadTimeout)
 	defer cancel()
 	infos, err := l.obs.List(ctx, jetstream.ListObjectsShowDeleted())
 	if err != nil {

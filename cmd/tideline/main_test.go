@@ -360,7 +360,7 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 	if n := bobs(after); n != 200 {
 		t.Fatalf("bob has %d steps after restart and rebuild, want 200", n)
 	}
-	if out, err = cli("projections", "list"); err != nil || !strings.HasPrefix(strings.Join(strings.Fields(lineOf(out, "steps ")), " "), "steps 1 running") {
+	if out, err = cli("projections", "list"); err != nil || !strings.HasPrefix(strings.Join(strings.Fields(lineOf(out, "steps ")), " "), "steps 2 running") {
 		t.Fatalf("projections list after rebuild: %v\n%s", err, out)
 	}
 }
