@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -294,5 +295,48 @@ func TestRunnerRebuildsStepsOfAnotherWindow(t *testing.T) {
 	waitFor(t, r, last)
 	if _, ok := got.Steps("walker-0", "2026-03-01"); ok || got.Horizon() != "2026-03-03" {
 		t.Errorf("a 7-day model holds 2026-03-01 (horizon %s): restored from a 35-day snapshot", got.Horizon())
+	}
+}
+
+// TestRunnerStepsLiveEqualsRebuilt: a steps model whose window moves
+// through 40 dates, built live with frequent segmented snapshots and
+// restarts that restore them, equals one rebuilt from position 1; late
+// records for dates already past the window are ignored alike.
+func TestRunnerStepsLiveEqualsRebuilt(t *testing.T) {
+	s := runnerStore(t)
+	var warnings bytes.Buffer // a restore that fails warns, and rebuilds
+	opts := tljs.RunnerOptions{SnapshotEvery: 5 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&warnings, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	live := stepsmodel.New(stepsmodel.Window(7))
+	var last uint64
+	for batch := range 4 {
+		r := tljs.NewRunner(s, live, opts)
+		stop := startRunner(t, r)
+		for d := batch * 10; d < batch*10+10; d++ {
+			date := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format("2006-01-02")
+			late := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d-9).Format("2006-01-02")
+			recordSteps(t, s, date, int32(100+d), walkers(d%5, d%5+8)...)
+			last = recordSteps(t, s, late, int32(9000+d), walkers(0, 2)...)
+		}
+		waitFor(t, r, last)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		live = stepsmodel.New(stepsmodel.Window(7)) // the next Run restores it
+	}
+	r := tljs.NewRunner(s, live, opts)
+	startRunner(t, r)
+	waitFor(t, r, last)
+	rebuilt := stepsmodel.New(stepsmodel.Window(7))
+	fresh := tljs.NewRunner(s, rebuilt, tljs.RunnerOptions{Bucket: "fresh", Logger: quietLogger})
+	startRunner(t, fresh)
+	waitFor(t, fresh, last)
+	if !bytes.Equal(snapshotOf(t, live), snapshotOf(t, rebuilt)) {
+		t.Error("live model differs from the rebuilt one")
+	}
+	if warnings.Len() > 0 {
+		t.Errorf("runner warned:\n%s", &warnings)
+	}
+	if live.Horizon() != "2026-02-03" || live.Total("2026-01-05") == 0 {
+		t.Errorf("horizon %s, %d ranked on 2026-01-05: the window did not move as expected", live.Horizon(), live.Total("2026-01-05"))
 	}
 }
