@@ -112,18 +112,18 @@ type Model struct {
 
 // state is everything Reset and Restore replace.
 type state struct {
-	ids    []string         // user ids by uid
-	uids   map[string]int32 // user id → uid, for every user on a board
-	held   []uint16         // uid → boards holding it
-	free   []int32          // uids no board holds, to reuse
-	freed  []int32          // uids released while an Encode may still read their ids
+	ids   []string         // user ids by uid
+	uids  map[string]int32 // user id → uid, for every user on a board
+	held  []uint16         // uid → boards holding it
+	free  []int32          // uids no board holds, to reuse
+	freed []int32          // uids released while an Encode may still read their ids
 	// encoding counts the Encodes of the last capture that read ids and
 	// have not run; nil before any capture.
 	encoding *atomic.Int32
-	days   map[string]*board
-	dates  []string // keys of days, ascending; the last is the newest date recorded
-	cutoff string   // the oldest date of the window; "" before any record
-	pos    uint64
+	days     map[string]*board
+	dates    []string // keys of days, ascending; the last is the newest date recorded
+	cutoff   string   // the oldest date of the window; "" before any record
+	pos      uint64
 
 	summaries map[string]*summary
 	summed    []string // keys of summaries, ascending
