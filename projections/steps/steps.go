@@ -117,6 +117,9 @@ type state struct {
 	held  []uint16         // uid → boards holding it
 	free  []int32          // uids no board holds, to reuse
 	freed []int32          // uids released while an Encode may still read their ids
+	// leaving are uids whose last board left the window, forgotten a
+	// few per Apply so that a day many users leave costs no long Apply.
+	leaving []int32
 	// encoding counts the Encodes of the last capture that read ids and
 	// have not run; nil before any capture.
 	encoding *atomic.Int32
@@ -178,11 +181,26 @@ func (m *Model) Apply(e es.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pos = e.Position.Seq
-	rec, ok := e.Data.(*stepsv1.StepsRecorded)
-	if !ok {
-		return
+	if rec, ok := e.Data.(*stepsv1.StepsRecorded); ok {
+		m.record(rec.GetUserId(), rec.GetDate(), rec.GetSteps())
 	}
-	m.record(rec.GetUserId(), rec.GetDate(), rec.GetSteps())
+	m.forget(forgetPerApply)
+}
+
+// forgetPerApply is how many leaving users an Apply forgets at most.
+const forgetPerApply = 8
+
+// forget forgets up to n leaving users no board holds (again), and
+// releases their uids.
+func (m *Model) forget(n int) {
+	for ; n > 0 && len(m.leaving) > 0; n-- {
+		uid := m.leaving[len(m.leaving)-1]
+		m.leaving = m.leaving[:len(m.leaving)-1]
+		if m.held[uid] == 0 {
+			delete(m.uids, m.ids[uid])
+			m.freed = append(m.freed, uid)
+		}
+	}
 }
 
 func (m *Model) record(user, date string, steps int32) {
@@ -244,7 +262,7 @@ func (m *Model) open(date string) *board {
 }
 
 // summarizeBefore replaces the boards of dates before cutoff with their
-// summaries and releases the users no board holds any more.
+// summaries; the users no board holds any more are leaving.
 func (m *Model) summarizeBefore(cutoff string) {
 	for len(m.dates) > 0 && m.dates[0] < cutoff {
 		date := m.dates[0]
@@ -259,8 +277,7 @@ func (m *Model) summarizeBefore(cutoff string) {
 		m.changedMonths[date[:7]] = true
 		b.each(func(t *node) {
 			if m.held[t.uid]--; m.held[t.uid] == 0 {
-				delete(m.uids, m.ids[t.uid])
-				m.freed = append(m.freed, t.uid)
+				m.leaving = append(m.leaving, t.uid)
 			}
 		})
 		delete(m.days, date)

@@ -130,7 +130,7 @@ func TestChurnDoesNotGrowTheModel(t *testing.T) {
 		for range days {
 			date := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, day).Format(dateLayout)
 			for u := range perDay {
-				m.record(fmt.Sprintf("day%d-user%d", day, u), date, int32(u))
+				m.Apply(es.Event{Data: &stepsv1.StepsRecorded{UserId: fmt.Sprintf("day%d-user%d", day, u), Date: date, Steps: int32(u)}})
 			}
 			if capture {
 				for _, s := range captureEncodes(m) {
@@ -180,4 +180,29 @@ func captureEncodes(m *Model) []func() {
 		}
 	}
 	return out
+}
+
+// TestLeavingUsersAreForgottenAFewAtATime: when a date leaves the window,
+// its users no other date holds are forgotten over the next Applies, and
+// one who records again meanwhile is kept.
+func TestLeavingUsersAreForgottenAFewAtATime(t *testing.T) {
+	m := New(Window(1))
+	seq := uint64(0)
+	rec := func(user, date string, n int32) {
+		seq++
+		m.Apply(es.Event{Data: &stepsv1.StepsRecorded{UserId: user, Date: date, Steps: n}, Position: es.Position{Seq: seq}})
+	}
+	for u := range 100 {
+		rec(fmt.Sprintf("user-%03d", u), "2025-06-01", int32(u))
+	}
+	rec("user-000", "2025-06-02", 7) // 2025-06-01 leaves: 99 users with it
+	if got := len(m.uids); got <= 1 || got > 100-forgetPerApply+1 {
+		t.Errorf("%d users held right after the date left, want all but the first few", got)
+	}
+	for i := range 20 {
+		rec("user-000", "2025-06-02", int32(8+i))
+	}
+	if got, ok := m.Steps("user-000", "2025-06-02"); len(m.uids) != 1 || len(m.leaving) != 0 || !ok || got != 27 {
+		t.Errorf("%d users held, %d leaving, user-000 has %d, %v; want only user-000, with 27", len(m.uids), len(m.leaving), got, ok)
+	}
 }
