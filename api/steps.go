@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ const (
 	maxUsersPerQuery = 1000
 	maxRangeDays     = 366
 	maxLeaderboard   = 1000
+	// historyReaders is how many users' streams one query reads from the
+	// event store at once, for dates the read model no longer holds.
+	historyReaders = 8
 )
 
 // StepsServices serves the steps context over svc, the steps read model
@@ -60,6 +64,41 @@ type stepsDeps struct {
 	svc   *steps.Service
 	model *stepsmodel.Model
 	feed  ReadModel
+}
+
+// daily returns users' counts for the dates from..to, user by user, each
+// in date order: the read model's for the dates it holds, the event
+// store's (each such user's stream, read whole) for the dates before its
+// window.
+func (d stepsDeps) daily(ctx context.Context, users []string, from, to string) ([]stepsmodel.Daily, error) {
+	per := make([][]stepsmodel.Daily, len(users))
+	errs := make([]error, len(users))
+	sem := make(chan struct{}, historyReaders)
+	var wg sync.WaitGroup
+	for i, u := range users {
+		days, horizon := d.model.Range(u, from, to)
+		per[i] = days
+		if from >= horizon {
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			old, err := d.svc.History(ctx, u, from, to)
+			var earlier []stepsmodel.Daily
+			for _, c := range old {
+				if c.Date < horizon {
+					earlier = append(earlier, stepsmodel.Daily{UserID: u, Date: c.Date, Steps: c.Steps})
+				}
+			}
+			per[i], errs[i] = append(earlier, days...), err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return slices.Concat(per...), nil
 }
 
 // stepHandler serves step.StepService.
@@ -95,8 +134,14 @@ func (h *stepHandler) GetStepsByUuids(ctx context.Context, req *connect.Request[
 	}
 	counts := make(map[string]int32, len(req.Msg.UserIds))
 	for _, u := range req.Msg.UserIds {
-		n, _ := h.model.Steps(u, req.Msg.Date)
-		counts[u] = n
+		counts[u] = 0
+	}
+	days, err := h.daily(ctx, dedup(req.Msg.UserIds), req.Msg.Date, req.Msg.Date)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range days {
+		counts[d.UserID] = d.Steps
 	}
 	b, err := json.Marshal(counts)
 	if err != nil {
@@ -111,7 +156,9 @@ func (h *stepHandler) GetStepsByUuids(ctx context.Context, req *connect.Request[
 // every change until the client leaves (a live stream, see live).
 // Changes are read from the read model as it advances, so a burst of
 // updates to one user may arrive as its latest value only (counts are
-// cumulative, so nothing is lost).
+// cumulative, so nothing is lost). For a date before the read model's
+// window the counts are read from the event store once, and no change
+// follows: the model no longer holds the date.
 func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[steppb.GetStepsByUuidsInput], s *connect.ServerStream[steppb.StepInput]) error {
 	if err := validateUsers("userIds", req.Msg.UserIds); err != nil {
 		return err
@@ -122,16 +169,29 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 	}
 	users := dedup(req.Msg.UserIds)
 	last := make(map[string]int32, len(users))
+	for _, u := range users {
+		last[u] = 0
+	}
+	days, err := h.daily(ctx, users, date, date)
+	if err != nil {
+		return err
+	}
+	for _, d := range days {
+		last[d.UserID] = d.Steps
+	}
 	first := true
 	return live(ctx, h.rt, h.feed, 0, s, func(time.Time) []*steppb.StepInput {
 		var out []*steppb.StepInput
+		held := date >= h.model.Horizon()
 		for _, u := range users {
-			n, _ := h.model.Steps(u, date)
-			if prev, seen := last[u]; !first && seen && prev == n {
-				continue
+			n, changed := last[u], first
+			if m, _ := h.model.Steps(u, date); held && !first && m != n {
+				n, changed = m, true
 			}
-			last[u] = n
-			out = append(out, &steppb.StepInput{UserId: u, Steps: n, Date: date})
+			if changed {
+				last[u] = n
+				out = append(out, &steppb.StepInput{UserId: u, Steps: n, Date: date})
+			}
 		}
 		first = false
 		return out
@@ -243,12 +303,13 @@ func (h *stepsHandler) GetSteps(ctx context.Context, req *connect.Request[stepsv
 	if err := h.rt.waitFor(ctx, h.feed, m.MinPosition); err != nil {
 		return nil, err
 	}
-	pos := h.feed.Position()
-	out := &stepsv1.GetStepsResponse{Position: pos}
-	for _, u := range dedup(m.UserIds) {
-		for _, d := range h.model.Range(u, m.FromDate, to) {
-			out.Steps = append(out.Steps, &stepsv1.DailySteps{UserId: d.UserID, Date: d.Date, Steps: d.Steps})
-		}
+	out := &stepsv1.GetStepsResponse{Position: h.feed.Position()}
+	days, err := h.daily(ctx, dedup(m.UserIds), m.FromDate, to)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range days {
+		out.Steps = append(out.Steps, &stepsv1.DailySteps{UserId: d.UserID, Date: d.Date, Steps: d.Steps})
 	}
 	return connect.NewResponse(out), nil
 }

@@ -49,3 +49,38 @@ type Selective interface {
 type Scoped interface {
 	Subjects() []string
 }
+
+// Segmented is implemented by projections whose snapshot is a set of
+// named segments, so that a runner stores only the segments that changed
+// since the previous snapshot (and keeps the others it already stored).
+// A runner uses Capture and RestoreSegments in place of Snapshot and
+// Restore for them.
+type Segmented interface {
+	// Capture returns the model's position and every segment its state is
+	// made of, in the order RestoreSegments must read them. A segment
+	// without an Encode is unchanged since the previous Capture (or the
+	// RestoreSegments before it); with full, every segment has an Encode.
+	//
+	// Capture is quick, so Apply waits little for a snapshot: the
+	// encoding is left to Encode, which may run on another goroutine,
+	// concurrently with Apply and queries. The caller calls each Encode
+	// at most once, and calls or abandons all of a capture's before the
+	// next Capture. It passes full unless it stored every segment of the
+	// previous capture (or restored the model from them).
+	Capture(full bool) (pos uint64, segs []Segment)
+	// RestoreSegments replaces the model with the state a Capture at pos
+	// described: the segments named in names, in that order, each read
+	// with read. When it fails (or panics) the model is unchanged and the
+	// runner rebuilds it from position 1.
+	RestoreSegments(pos uint64, names []string, read func(name string) ([]byte, error)) error
+}
+
+// Segment is one named part of a Segmented projection's snapshot.
+type Segment struct {
+	// Name identifies the segment within its projection: letters, digits
+	// and "-+_.".
+	Name string
+	// Encode returns the segment's bytes; nil when the segment is
+	// unchanged since the previous capture.
+	Encode func() ([]byte, error)
+}

@@ -1,7 +1,6 @@
 package jetstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +24,9 @@ import (
 // RunnerOptions tune a Runner.
 type RunnerOptions struct {
 	// Bucket is the object-store bucket holding snapshots, one object per
-	// projection named after it; default "projections".
+	// projection named after it (for a projections.Segmented projection,
+	// its manifest, with its segments beside it); default "projections".
+	// One runner per projection may use a bucket at a time.
 	Bucket string
 	// SnapshotEvery is how often a changed model is snapshotted; default
 	// 30s. A final snapshot is also written when Run returns.
@@ -112,7 +113,10 @@ const (
 
 // Runner feeds one projection from the events stream: it restores the
 // projection's latest snapshot, applies every later commit in order with an
-// ordered consumer, snapshots periodically, and rebuilds on demand.
+// ordered consumer, snapshots periodically, and rebuilds on demand. A
+// projections.Segmented projection is snapshotted as segments, writing
+// only those its capture says changed (see segments.go); Apply waits only
+// for the capture, the segments are encoded and written in the background.
 //
 // A commit the projection cannot decode, or whose Apply panics, stops the
 // runner at that commit (state Stopped): the model stays as of the commit
@@ -120,8 +124,9 @@ const (
 // commit fails. Resume retries the commit (as does the next Run); Skip
 // records the decision to pass it, which every later replay honours.
 //
-// Apply, Reset, Restore and Snapshot are only ever called from Run's
-// goroutine, so a snapshot always matches the position it is stored with.
+// Apply, Reset, Restore, Snapshot, Capture and RestoreSegments are only
+// ever called from Run's goroutine (a capture's Encodes run on another),
+// so a snapshot always matches the position it is stored with.
 // The other methods are safe for concurrent use, also while Run is running.
 type Runner struct {
 	store *Store
@@ -509,6 +514,7 @@ func (r *Runner) run(ctx context.Context) error {
 		return fmt.Errorf("snapshot bucket %s: %w", r.opts.Bucket, err)
 	}
 	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}}
+	l.seg, _ = r.p.(projections.Segmented)
 	l.loadSkips(ctx)
 	if err := l.restore(ctx); err != nil {
 		return err
@@ -531,11 +537,24 @@ type runLoop struct {
 	// hold part of it. It is never snapshotted, and resuming restores the
 	// last snapshot first.
 	dirty bool
+
+	// For a projections.Segmented projection (seg non-nil): stored is the
+	// manifest in the bucket as far as known (nil: none); full asks the
+	// next capture for every segment, as stored does not hold the
+	// previous one; orphans are objects failed snapshots wrote; swept is
+	// set once a snapshot of this Run removed what earlier ones left.
+	seg     projections.Segmented
+	stored  *manifest
+	full    bool
+	orphans []string
+	swept   bool
 }
 
 type snapshotWritten struct {
-	pos uint64
-	err error
+	pos     uint64
+	err     error
+	man     *manifest // the segmented snapshot written
+	orphans []string  // what a failed segmented snapshot wrote
 }
 
 // loadSkips adds the projection's recorded skip decisions to l.skips. On
@@ -591,7 +610,13 @@ func (l *runLoop) restore(ctx context.Context) error {
 		r.log.Warn("discarding snapshot past the stream's end; rebuilding from position 1", "snapshot_position", pos, "stream_last", last)
 		return l.startRebuild(ctx)
 	}
-	if err := restoreModel(r.p, data); err != nil {
+	if l.seg != nil {
+		l.stored, err = l.restoreSegments(ctx, data, pos)
+		l.full = err != nil
+	} else {
+		err = restoreModel(r.p, data)
+	}
+	if err != nil {
 		r.log.Warn("discarding snapshot that does not restore; rebuilding from position 1", "error", err)
 		return l.startRebuild(ctx)
 	}
@@ -621,8 +646,10 @@ func (l *runLoop) readSnapshot(ctx context.Context) ([]byte, uint64, error) {
 	}
 	version, verr := strconv.Atoi(info.Metadata[snapshotMetaVersion])
 	pos, perr := strconv.ParseUint(info.Metadata[snapshotMetaPosition], 10, 64)
-	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() {
-		return nil, 0, fmt.Errorf("%w: name %q, version %q", errOtherSnapshot, info.Metadata[snapshotMetaName], info.Metadata[snapshotMetaVersion])
+	if info.Metadata[snapshotMetaName] != r.p.Name() || verr != nil || perr != nil || version != r.p.Version() ||
+		(info.Metadata[snapshotMetaFormat] == segmentsFormat) != (l.seg != nil) {
+		return nil, 0, fmt.Errorf("%w: name %q, version %q, format %q", errOtherSnapshot,
+			info.Metadata[snapshotMetaName], info.Metadata[snapshotMetaVersion], info.Metadata[snapshotMetaFormat])
 	}
 	data, err := io.ReadAll(res)
 	if err != nil {
@@ -651,6 +678,7 @@ func (l *runLoop) startRebuild(ctx context.Context) error {
 	}
 	l.r.p.Reset()
 	l.r.rewind(0)
+	l.full = true
 	l.target = last
 	l.r.target.Store(last)
 	l.r.rebuilding.Store(last > 0)
@@ -838,6 +866,7 @@ func (l *runLoop) rebuild(ctx context.Context, target uint64) error {
 	l.loadSkips(ctx)
 	r.p.Reset()
 	r.rewind(0)
+	l.full = true
 	l.snapPos = noSnapshot // the stored snapshot is replaced once the rebuild has progressed
 	l.since = 0
 	if !r.rebuilding.Load() || target > l.target {
@@ -857,43 +886,61 @@ func (l *runLoop) snapshot(ctx context.Context) {
 	if l.writing || pos == l.snapPos || l.dirty || l.r.store.writable() != nil {
 		return // a store refusing writes (disk full) is retried at the next tick
 	}
-	data, err := l.r.p.Snapshot()
+	upload, err := l.take(pos)
 	if err != nil {
 		l.r.log.Error("snapshot", "position", pos, "error", err)
 		return
 	}
 	l.since = 0
 	l.writing = true
-	go func() {
-		l.written <- snapshotWritten{pos: pos, err: l.write(ctx, pos, data)}
-	}()
+	go func() { l.written <- upload(ctx) }()
+}
+
+// take takes the model's snapshot at pos and returns its upload. A whole
+// snapshot is encoded here, on Run's goroutine; a segmented one is only
+// captured, and encoded by the upload.
+func (l *runLoop) take(pos uint64) (upload func(context.Context) snapshotWritten, err error) {
+	if l.seg != nil {
+		return l.captureSegments(pos), nil
+	}
+	data, err := l.r.p.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) snapshotWritten {
+		return snapshotWritten{pos: pos, err: l.writeHead(ctx, pos, "", data)}
+	}, nil
 }
 
 func (l *runLoop) wrote(w snapshotWritten) {
 	l.writing = false
 	if w.err != nil {
 		l.r.log.Error("write snapshot", "position", w.pos, "error", w.err)
+		if l.seg != nil {
+			l.full = true
+			l.orphans = append(l.orphans, w.orphans...)
+		}
 		return
 	}
 	l.snapPos = w.pos
+	if w.man != nil {
+		l.stored, l.full, l.orphans, l.swept = w.man, false, nil, true
+	}
 }
 
-func (l *runLoop) write(ctx context.Context, pos uint64, data []byte) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
-	defer cancel()
-	ctx, stop := l.r.store.whileWritable(ctx)
-	defer stop()
+// writeHead writes the object named after the projection: a whole
+// snapshot, or (format segmentsFormat) a segmented one's manifest.
+func (l *runLoop) writeHead(ctx context.Context, pos uint64, format string, data []byte) error {
 	name := l.r.p.Name()
-	_, err := l.obs.Put(ctx, jetstream.ObjectMeta{
-		Name:        name,
-		Description: "snapshot of projection " + name,
-		Metadata: map[string]string{
-			snapshotMetaName:     name,
-			snapshotMetaVersion:  strconv.Itoa(l.r.p.Version()),
-			snapshotMetaPosition: strconv.FormatUint(pos, 10),
-		},
-	}, bytes.NewReader(data))
-	return err
+	meta := map[string]string{
+		snapshotMetaName:     name,
+		snapshotMetaVersion:  strconv.Itoa(l.r.p.Version()),
+		snapshotMetaPosition: strconv.FormatUint(pos, 10),
+	}
+	if format != "" {
+		meta[snapshotMetaFormat] = format
+	}
+	return l.put(ctx, jetstream.ObjectMeta{Name: name, Description: "snapshot of projection " + name, Metadata: meta}, data)
 }
 
 // stop ends the feed and writes a final snapshot if the model changed
@@ -910,14 +957,10 @@ func (l *runLoop) stop(ctx context.Context, err error) error {
 			l.r.log.Warn("final snapshot skipped", "position", pos, "error", werr)
 			return err
 		}
-		data, serr := l.r.p.Snapshot()
-		if serr == nil {
-			serr = l.write(ctx, pos, data)
-		}
-		if serr != nil {
+		if upload, serr := l.take(pos); serr != nil {
 			l.r.log.Error("final snapshot", "position", pos, "error", serr)
 		} else {
-			l.snapPos = pos
+			l.wrote(upload(ctx)) // logs an error
 		}
 	}
 	return err

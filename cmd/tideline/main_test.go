@@ -364,7 +364,7 @@ func TestProjectionsStopAtUndecodableCommit(t *testing.T) {
 	if n := bobs(after); n != 200 {
 		t.Fatalf("bob has %d steps after restart and rebuild, want 200", n)
 	}
-	if out, err = cli("projections", "list"); err != nil || !strings.HasPrefix(strings.Join(strings.Fields(lineOf(out, "steps ")), " "), "steps 1 running") {
+	if out, err = cli("projections", "list"); err != nil || !strings.HasPrefix(strings.Join(strings.Fields(lineOf(out, "steps ")), " "), "steps 2 running") {
 		t.Fatalf("projections list after rebuild: %v\n%s", err, out)
 	}
 }
@@ -402,6 +402,7 @@ func TestServeRejectsBadHardeningFlags(t *testing.T) {
 		{[]string{"--reflection", "yes"}, "--reflection"},
 		{[]string{"--max-conns", "0"}, "--max-conns"},
 		{[]string{"--idle-timeout", "0s"}, "--idle-timeout"},
+		{[]string{"--steps-window", "0"}, "--steps-window"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, tc.args...), &out, &out)

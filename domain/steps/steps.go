@@ -3,7 +3,10 @@
 package steps
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -106,4 +109,41 @@ func (s *Service) Record(ctx context.Context, p auth.Principal, cmd Record) (es.
 		Meta:            es.Metadata{Actor: p.String(), Source: "api"},
 		Now:             now,
 	})
+}
+
+// Count is a user's count for one date.
+type Count struct {
+	Date  string
+	Steps int32
+}
+
+// History reads userID's counts for the dates from..to (inclusive,
+// YYYY-MM-DD) from the store, in date order: each date's highest count
+// recorded, the rule of the read model, which holds recent dates only. It
+// reads the user's whole stream, so it costs in proportion to the user's
+// records. Its errors are the store's (Unavailable when it cannot read).
+// Safe for concurrent use.
+func (s *Service) History(ctx context.Context, userID, from, to string) ([]Count, error) {
+	commits, _, err := s.Store.Load(ctx, Stream(userID), 0)
+	if err != nil {
+		return nil, fmt.Errorf("read %s's steps: %w", userID, err)
+	}
+	best := map[string]int32{}
+	for _, c := range commits {
+		for _, e := range c.Events {
+			rec, ok := e.Data.(*stepsv1.StepsRecorded)
+			if !ok || rec.GetUserId() != userID || rec.GetDate() < from || rec.GetDate() > to {
+				continue
+			}
+			if n, seen := best[rec.GetDate()]; !seen || rec.GetSteps() > n {
+				best[rec.GetDate()] = rec.GetSteps()
+			}
+		}
+	}
+	out := make([]Count, 0, len(best))
+	for date, n := range best {
+		out = append(out, Count{Date: date, Steps: n})
+	}
+	slices.SortFunc(out, func(a, b Count) int { return cmp.Compare(a.Date, b.Date) })
+	return out, nil
 }

@@ -1,10 +1,14 @@
 package steps_test
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
@@ -56,6 +60,63 @@ func TestDecide(t *testing.T) {
 			var e *es.Error
 			if !errors.As(err, &e) || e.Kind != tc.kind || e.Field != tc.field {
 				t.Fatalf("err = %#v, want kind %v field %q", err, tc.kind, tc.field)
+			}
+		})
+	}
+}
+
+// memStore is an es.Store of commits appended in order, for History.
+type memStore struct{ commits []es.Commit }
+
+func (s *memStore) Append(_ context.Context, stream es.StreamID, events []proto.Message, _ es.AppendOptions) (es.AppendResult, error) {
+	c := es.Commit{Seq: uint64(len(s.commits) + 1), Stream: stream}
+	for _, e := range events {
+		c.Events = append(c.Events, es.Event{Data: e, Stream: stream})
+	}
+	s.commits = append(s.commits, c)
+	return es.AppendResult{Position: es.Position{Seq: c.Seq}}, nil
+}
+
+func (s *memStore) Load(_ context.Context, stream es.StreamID, after uint64) ([]es.Commit, uint64, error) {
+	var out []es.Commit
+	for _, c := range s.commits {
+		if c.Stream == stream && c.Seq > after {
+			out = append(out, c)
+		}
+	}
+	return out, uint64(len(s.commits)), nil
+}
+
+func TestHistory(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	svc := &steps.Service{Store: &memStore{}, Now: func() time.Time { return now }}
+	ops := auth.Principal{Subject: "ops", Role: auth.Admin}
+	for _, r := range []steps.Record{
+		{UserID: "ann", Date: "2026-09-01", Steps: 500},
+		{UserID: "ann", Date: "2026-09-01", Steps: 9000},
+		{UserID: "ann", Date: "2026-09-01", Steps: 700}, // a late, lower resend
+		{UserID: "ann", Date: "2026-09-03", Steps: 30},
+		{UserID: "ann", Date: "2026-11-22", Steps: 1},
+		{UserID: "bob", Date: "2026-09-02", Steps: 77},
+	} {
+		if _, err := svc.Record(context.Background(), ops, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, user, from, to string
+		want                 []steps.Count
+	}{
+		{"highest_count_wins_in_date_order", "ann", "2026-09-01", "2026-09-30", []steps.Count{{"2026-09-01", 9000}, {"2026-09-03", 30}}},
+		{"bounds_are_inclusive", "ann", "2026-09-03", "2026-11-22", []steps.Count{{"2026-09-03", 30}, {"2026-11-22", 1}}},
+		{"other_users_are_apart", "bob", "2026-01-01", "2026-12-31", []steps.Count{{"2026-09-02", 77}}},
+		{"no_records", "cat", "2026-01-01", "2026-12-31", []steps.Count{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := svc.History(context.Background(), tt.user, tt.from, tt.to)
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("History = %v, %v; want %v", got, err, tt.want)
 			}
 		})
 	}

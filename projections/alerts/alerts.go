@@ -15,6 +15,14 @@
 // (adapters/reactions) asks Triggered for each new danger event and
 // appends the AlertRaised through the alert aggregate, which raises each
 // id once. Once an AlertRaised is applied the decision is forgotten.
+//
+// Retention: the model keeps every alert raised, with its
+// acknowledgement, for good; and each rider's current incident (at most
+// 256 events), the ids of the last 100,000 danger events (to deduplicate)
+// and the alerts due but not raised yet. It forgets an incident once the
+// rider's next one starts, and older ids. It grows with alerts: about 530
+// bytes per alert (with its danger event) in memory and 200 in a snapshot
+// (BenchmarkFootprint, 50,000 alerts).
 package alerts
 
 import (

@@ -14,6 +14,12 @@
 //
 // Distances are delivery.DistanceM (haversine), the same function a
 // brute-force scan uses, so results match it exactly.
+//
+// Retention: the index holds each open order (its OrderPlaced) from
+// OrderPlaced until OrderAccepted or OrderCancelled and forgets it then,
+// so it grows with the orders open at once, not with history: about 490
+// bytes per open order in memory and 90 in a snapshot (BenchmarkFootprint,
+// 100k open orders).
 package nearby
 
 import (

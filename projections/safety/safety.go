@@ -1,5 +1,11 @@
 // Package safety holds the safety context's read models: each rider's
 // danger events, deduplicated by event id, newest first.
+//
+// Retention: the model keeps each rider's newest MaxPerRider (10,000)
+// danger events for good and forgets older ones (they stay in the event
+// store). It grows with riders, and with their events up to that bound:
+// about 490 bytes per event in memory and 110 in a snapshot
+// (BenchmarkFootprint, 1,000 riders × 100 events).
 package safety
 
 import (

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections"
+	"github.com/tideline/tideline/projections/projtest"
 	"github.com/tideline/tideline/projections/steps"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
@@ -115,4 +118,130 @@ func BenchmarkRestore(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFootprint reports the model's heap and snapshot per user-day
+// (an entity is one user's count on one date; users each record every one
+// of days consecutive dates), and per summarised date. With days past the window, the default
+// window holds 35 of them and summarises the rest, while window=all (as
+// the model did before it had a window) holds every date. Run it with
+// -benchtime 1x.
+func BenchmarkFootprint(b *testing.B) {
+	for _, c := range []struct {
+		name        string
+		users, days int
+		opts        []steps.Option
+	}{
+		{"users=100k/days=1", 100_000, 1, nil},
+		{"users=100k/days=35", 100_000, 35, nil},
+		{"users=50k/days=100", 50_000, 100, nil},
+		{"users=50k/days=100/window=all", 50_000, 100, []steps.Option{steps.Window(steps.MaxWindow)}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			projtest.Footprint(b, c.users*c.days, func() projections.Projection {
+				return historyModel(c.users, c.days, c.opts...)
+			})
+		})
+	}
+	// An entity here is a date that left the window: 2,000 of them, each
+	// of 150 users, all but the newest summarised (a one-day window).
+	b.Run("summarised-dates=2000", func(b *testing.B) {
+		projtest.Footprint(b, 2000, func() projections.Projection {
+			m := steps.New(steps.Window(1))
+			rec := &stepsv1.StepsRecorded{}
+			seq := uint64(0)
+			for d := range 2001 {
+				rec.Date = benchDay(d)
+				for u := range 150 {
+					seq++
+					rec.UserId, rec.Steps = fmt.Sprintf("user-%07d", d*1000+u), int32(u)
+					m.Apply(es.Event{Data: rec, Position: es.Position{Seq: seq}})
+				}
+			}
+			return m
+		})
+	})
+}
+
+// historyModel returns a model where users recorded a random count for
+// each of days consecutive dates, date after date.
+func historyModel(users, days int, opts ...steps.Option) *steps.Model {
+	m := steps.New(opts...)
+	rng := rand.New(rand.NewPCG(uint64(users), uint64(days)))
+	ids := make([]string, users)
+	for u := range ids {
+		ids[u] = fmt.Sprintf("user-%07d", u)
+	}
+	rec := &stepsv1.StepsRecorded{}
+	seq := uint64(0)
+	for d := range days {
+		rec.Date = benchDay(d)
+		for _, id := range ids {
+			seq++
+			rec.UserId, rec.Steps = id, rng.Int32N(20000)
+			m.Apply(es.Event{Data: rec, Position: es.Position{Seq: seq}})
+		}
+	}
+	return m
+}
+
+// benchDay returns the date d days after benchDate.
+func benchDay(d int) string {
+	t, _ := time.Parse("2006-01-02", benchDate)
+	return t.AddDate(0, 0, d).Format("2006-01-02")
+}
+
+// raiseSome raises the newest date's count of n random users of
+// historyModel(users, days), from position *seq on.
+func raiseSome(m *steps.Model, rng *rand.Rand, users, days, n int, seq *uint64) {
+	rec := &stepsv1.StepsRecorded{Date: benchDay(days - 1)}
+	for range n {
+		*seq++
+		rec.UserId, rec.Steps = fmt.Sprintf("user-%07d", rng.IntN(users)), 20000+int32(*seq)
+		m.Apply(es.Event{Data: rec, Position: es.Position{Seq: *seq}})
+	}
+}
+
+// encodeAll encodes a capture's changed segments and returns their bytes.
+func encodeAll(b *testing.B, segs []projections.Segment) int {
+	n := 0
+	for _, s := range segs {
+		if s.Encode != nil {
+			data, err := s.Encode()
+			if err != nil {
+				b.Error(err)
+			}
+			n += len(data)
+		}
+	}
+	return n
+}
+
+// BenchmarkSnapshotBytes reports what a snapshot writes per interval in
+// which 1% of users raise their count for the newest date, at 100k users
+// with 35 dates each: before segments, the whole model (whole-B/interval);
+// with them, the segments a capture changed (segments-B/interval), over 100
+// intervals, leaderboard rewrites included. Run it with -benchtime 1x.
+func BenchmarkSnapshotBytes(b *testing.B) {
+	const users, days, intervals = 100_000, 35, 100
+	m := historyModel(users, days)
+	whole, err := m.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Capture(false) // stored once, as after a restore
+	rng := rand.New(rand.NewPCG(5, 5))
+	seq := uint64(users * days)
+	var written int
+	for b.Loop() {
+		written = 0
+		for range intervals {
+			raiseSome(m, rng, users, days, users/100, &seq)
+			_, segs := m.Capture(false)
+			written += encodeAll(b, segs)
+		}
+	}
+	b.ReportMetric(float64(len(whole)), "whole-B/interval")
+	b.ReportMetric(float64(written)/intervals, "segments-B/interval")
+	b.ReportMetric(float64(written)/intervals/float64(len(whole)), "ratio")
 }

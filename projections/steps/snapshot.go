@@ -5,137 +5,225 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
-// magic opens every snapshot; its last byte is the format version.
-const magic = "tlsteps\x01"
+// magic opens every whole snapshot; its last byte is the format version.
+const magic = "tlsteps\x02"
 
-// Snapshot encodes the model canonically: equal models give equal bytes.
+// Snapshot encodes the whole model canonically: equal models give equal
+// bytes. It holds the read lock while it encodes; a runner uses Capture.
 //
-// The layout is magic, uvarint position, uvarint date count, then per date
-// in ascending order: the date, a uvarint user count, and the users in rank
-// order, each as its id and its steps (a zigzag varint for the first, then
-// the uvarint drop from the previous user's). Strings are a uvarint length
-// and bytes.
+// The layout is magic, uvarint position, the window (uvarint window and
+// SummaryTop), a uvarint count of summaries, each its date, a uvarint
+// total and its entries, then a uvarint count of dates in the window,
+// each its date and its entries. Entries are a uvarint count and the
+// users in rank order, each as its id and its steps (a zigzag varint for
+// the first, then the uvarint drop from the previous user's). Strings are
+// a uvarint length and bytes.
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	buf := make([]byte, 0, m.snapshotSizeHint())
-	buf = binary.AppendUvarint(append(buf, magic...), m.pos)
+	buf := binary.AppendUvarint([]byte(magic), m.pos)
+	buf = m.appendConfig(buf)
+	buf = m.appendSummaries(buf, m.summed)
 	buf = binary.AppendUvarint(buf, uint64(len(m.dates)))
 	for _, date := range m.dates {
-		b := m.days[date]
-		buf = appendString(buf, date)
-		buf = binary.AppendUvarint(buf, uint64(b.total()))
-		first, prev := true, int32(0)
-		b.walk(func(t *node) bool {
-			buf = appendString(buf, m.ids[t.uid])
-			if first {
-				buf = binary.AppendVarint(buf, int64(t.steps))
-			} else {
-				buf = binary.AppendUvarint(buf, uint64(int64(prev)-int64(t.steps)))
-			}
-			first, prev = false, t.steps
-			return true
-		})
+		buf = appendBoard(buf, date, m.ids, m.days[date])
 	}
 	return buf, nil
 }
 
-// snapshotSizeHint estimates Snapshot's length, to allocate once.
-func (m *Model) snapshotSizeHint() int {
-	idBytes, entries := 0, 0
-	for _, id := range m.ids {
-		idBytes += len(id)
+func (m *Model) appendConfig(buf []byte) []byte {
+	return binary.AppendUvarint(binary.AppendUvarint(buf, uint64(m.window)), SummaryTop)
+}
+
+// appendSummaries appends a count and the summaries of dates.
+func (m *Model) appendSummaries(buf []byte, dates []string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(dates)))
+	for _, date := range dates {
+		s := m.summaries[date]
+		buf = binary.AppendUvarint(appendString(buf, date), uint64(s.total))
+		buf = binary.AppendUvarint(buf, uint64(len(s.top)))
+		for i, e := range s.top {
+			buf = appendRanked(buf, i == 0, e.UserID, e.Steps, s.top[max(i-1, 0)].Steps)
+		}
 	}
-	for _, b := range m.days {
-		entries += int(b.total())
+	return buf
+}
+
+// appendBoard appends date and b's entries; ids maps b's uids. b may be
+// a capture's copy, read while the model changes.
+func appendBoard(buf []byte, date string, ids []string, b *board) []byte {
+	buf = binary.AppendUvarint(appendString(buf, date), uint64(b.total()))
+	first, prev := true, int32(0)
+	b.walk(func(t *node) bool {
+		buf = appendRanked(buf, first, ids[t.uid], t.steps, prev)
+		first, prev = false, t.steps
+		return true
+	})
+	return buf
+}
+
+// appendRanked appends an entry of a ranking: its id, then its steps, or
+// for all but the first entry their drop from prev.
+func appendRanked(buf []byte, first bool, id string, steps, prev int32) []byte {
+	buf = appendString(buf, id)
+	if first {
+		return binary.AppendVarint(buf, int64(steps))
 	}
-	perEntry := 4
-	if len(m.ids) > 0 {
-		perEntry += idBytes / len(m.ids)
-	}
-	return len(magic) + 20 + 16*len(m.dates) + entries*perEntry
+	return binary.AppendUvarint(buf, uint64(int64(prev)-int64(steps)))
 }
 
 // Restore replaces the model with a Snapshot's. For data that is not a
-// well-formed snapshot of this version (truncated, trailing bytes, dates or
-// users out of order, a user twice on a date) it returns an error and
-// leaves the model unchanged.
+// well-formed snapshot of this version and window (truncated, trailing
+// bytes, dates or users out of order, a user twice on a date, a date
+// outside the window it claims) it returns an error and leaves the model
+// unchanged.
 func (m *Model) Restore(data []byte) error {
-	next := New()
-	if err := next.decode(data); err != nil {
+	n := m.blank()
+	if err := n.decode(data); err != nil {
 		return fmt.Errorf("restore %s snapshot: %w", Name, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.ids, m.uids, m.days, m.dates, m.pos = next.ids, next.uids, next.days, next.dates, next.pos
+	m.state = n.state
 	return nil
 }
 
-// decode fills the empty, unshared model m from data.
+// decode fills the blank model m from a whole snapshot.
 func (m *Model) decode(data []byte) error {
 	if len(data) < len(magic) || string(data[:len(magic)]) != magic {
 		return errors.New("not a steps snapshot of this version")
 	}
 	r := reader{data: data[len(magic):]}
 	m.pos = r.uvarint()
+	m.decodeConfig(&r)
+	m.decodeSummaries(&r, "")
 	for range r.count(4) {
-		date := string(r.bytes())
-		if len(m.dates) > 0 && date <= m.dates[len(m.dates)-1] {
-			r.fail("date %q out of order", date)
-		}
-		nusers := r.count(2)
-		if nusers == 0 {
-			r.fail("date %q has no users", date)
-		}
-		if r.err != nil {
-			return r.err
-		}
-		b := newBoard(nusers)
-		for i := range nusers {
-			raw := r.bytes()
-			uid, ok := m.uids[string(raw)]
-			if !ok {
-				uid = int32(len(m.ids))
-				m.ids = append(m.ids, string(raw))
-				m.uids[m.ids[uid]] = uid
-			}
-			n := node{uid: uid, size: 1, prio: priority(m.ids[uid])}
-			if i == 0 {
-				v := r.varint()
-				if v < math.MinInt32 || v > math.MaxInt32 {
-					r.fail("date %q: steps %d out of range", date, v)
-				}
-				n.steps = int32(v)
-			} else {
-				prev := &b.nodes[len(b.nodes)-1]
-				v := int64(prev.steps) - int64(min(r.uvarint(), math.MaxUint32))
-				if v < math.MinInt32 {
-					r.fail("date %q: steps %d out of range", date, v)
-				}
-				n.steps = int32(v)
-				if !before(m.ids, prev, &n) {
-					r.fail("date %q: user %q out of order", date, raw)
-				}
-			}
-			if b.at[uid] != 0 {
-				r.fail("date %q: user %q twice", date, raw)
-			}
-			if r.err != nil {
-				return r.err
-			}
-			b.at[uid] = int32(len(b.nodes))
-			b.nodes = append(b.nodes, n)
-		}
-		b.build()
-		m.days[date] = b
-		m.dates = append(m.dates, date)
+		m.decodeBoard(&r)
 	}
 	if r.err == nil && len(r.data) > 0 {
 		r.fail("%d trailing bytes", len(r.data))
 	}
-	return r.err
+	if r.err != nil {
+		return r.err
+	}
+	return m.settle()
+}
+
+func (m *Model) decodeConfig(r *reader) {
+	if w, top := r.uvarint(), r.uvarint(); r.err == nil && (w != uint64(m.window) || top != SummaryTop) {
+		r.fail("snapshot of a %d-day window keeping %d entries, the model has %d days and %d", w, top, m.window, SummaryTop)
+	}
+}
+
+// decodeSummaries reads a count and as many summaries, of dates after
+// those decoded before and, unless month is "", in month (YYYY-MM).
+func (m *Model) decodeSummaries(r *reader, month string) {
+	for range r.count(3) {
+		date := string(r.bytes())
+		total := r.uvarint()
+		n := r.count(2)
+		switch {
+		case r.err != nil:
+			return
+		case !validDate(date) || month != "" && date[:7] != month:
+			r.fail("summary of %q out of place", date)
+		case len(m.summed) > 0 && date <= m.summed[len(m.summed)-1] || len(m.dates) > 0:
+			r.fail("summary of %q out of order", date)
+		case uint64(n) != min(total, SummaryTop):
+			r.fail("summary of %q has %d entries of %d", date, n, total)
+		}
+		s := &summary{total: int64(total), top: make([]Entry, 0, n)}
+		seen := make(map[string]bool, n)
+		for i := range n {
+			var prev Entry
+			if i > 0 {
+				prev = s.top[i-1]
+			}
+			user, steps := r.ranked(i == 0, prev.Steps)
+			if r.err != nil {
+				return
+			}
+			if i > 0 && !(prev.Steps > steps || prev.Steps == steps && prev.UserID < user) || seen[user] {
+				r.fail("summary of %q: user %q out of order or twice", date, user)
+				return
+			}
+			seen[user] = true
+			s.top = append(s.top, Entry{Rank: int64(i + 1), UserID: user, Steps: steps})
+		}
+		m.summaries[date] = s
+		m.summed = append(m.summed, date)
+	}
+}
+
+// decodeBoard reads a date after those decoded before and its
+// leaderboard, and returns the board.
+func (m *Model) decodeBoard(r *reader) *board {
+	date := string(r.bytes())
+	n := r.count(2)
+	switch {
+	case r.err != nil:
+		return nil
+	case !validDate(date) || len(m.dates) > 0 && date <= m.dates[len(m.dates)-1]:
+		r.fail("date %q out of order", date)
+		return nil
+	case n == 0:
+		r.fail("date %q has no users", date)
+		return nil
+	}
+	b := newBoard(n)
+	for i := range n {
+		var prev int32
+		if i > 0 {
+			prev = b.get(b.len - 1).steps
+		}
+		user, steps := r.ranked(i == 0, prev)
+		if r.err != nil {
+			return nil
+		}
+		uid, ok := m.uids[user]
+		if !ok {
+			uid = m.newUser(user)
+		}
+		t := node{uid: uid, steps: steps, size: 1, prio: priority(user)}
+		if i > 0 && !before(m.ids, b.get(b.len-1), &t) || b.at[uid] != 0 {
+			r.fail("date %q: user %q out of order or twice", date, user)
+			return nil
+		}
+		b.at[uid] = b.add(t)
+		m.held[uid]++
+	}
+	b.build()
+	m.days[date] = b
+	m.dates = append(m.dates, date)
+	return b
+}
+
+// settle derives the window from the newest date decoded and checks that
+// every date is where the window puts it.
+func (m *Model) settle() error {
+	if len(m.dates) == 0 {
+		if len(m.summed) > 0 {
+			return errors.New("summaries without a window")
+		}
+		return nil
+	}
+	newest, _ := time.Parse(dateLayout, m.dates[len(m.dates)-1])
+	m.cutoff = newest.AddDate(0, 0, 1-m.window).Format(dateLayout)
+	if m.dates[0] < m.cutoff {
+		return fmt.Errorf("date %s is before the window, which starts %s", m.dates[0], m.cutoff)
+	}
+	if n := len(m.summed); n > 0 && m.summed[n-1] >= m.cutoff {
+		return fmt.Errorf("summary of %s is within the window, which starts %s", m.summed[n-1], m.cutoff)
+	}
+	return nil
+}
+
+func validDate(s string) bool {
+	d, err := time.Parse(dateLayout, s)
+	return err == nil && d.Format(dateLayout) == s
 }
 
 func appendString(buf []byte, s string) []byte {
@@ -198,4 +286,19 @@ func (r *reader) bytes() []byte {
 	s := r.data[:n]
 	r.data = r.data[n:]
 	return s
+}
+
+// ranked reads an entry appendRanked wrote after an entry of prev steps.
+func (r *reader) ranked(first bool, prev int32) (string, int32) {
+	user := string(r.bytes())
+	var v int64
+	if first {
+		v = r.varint()
+	} else {
+		v = int64(prev) - int64(min(r.uvarint(), math.MaxUint32))
+	}
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		r.fail("user %q: steps %d out of range", user, v)
+	}
+	return user, int32(v)
 }

@@ -1,10 +1,48 @@
-// Package steps holds the pedometer read models: each user's count per
+// Package steps holds the pedometer read model: each user's count per
 // date and each date's leaderboard, folded from steps.v1.StepsRecorded.
+//
+// # Retention
+//
+// The model holds a window of the most recent dates (Window, default
+// DefaultWindow = 35), counted back from the newest date any record
+// carries, never from the clock: a model built live equals one rebuilt
+// from the events. For each date in the window it keeps every user's count
+// and the full leaderboard. When a date leaves the window it keeps only a
+// summary, the date's first SummaryTop (100) entries and how many users
+// were ranked, for as long as the model lives (about 5 KB a date); every
+// other count of that date is forgotten, and so is a user once no date in
+// the window holds them. A record for a date that has already left the
+// window changes nothing here: it stays in the event store, where older
+// counts are read on demand (domain/steps Service.History), and a date's
+// summary keeps the entries as they were when it left. A record whose
+// date is not a YYYY-MM-DD date is ignored (the API stores none).
+//
+// Memory is therefore bounded by the users active in the window, not by
+// history: measured (BenchmarkFootprint, 100k users × 35 dates) about 39
+// bytes per user-day in the window plus 70 per user (1.4 KB for a user
+// active on all 35 dates); a snapshot takes about 14 bytes per user-day
+// and 1.4 KB per summarised date. README has the figures.
+//
+// # Snapshots
+//
+// The model is projections.Segmented: a snapshot is a "window" segment,
+// one "summaries-YYYY-MM" segment per month of summarised dates and, per
+// date in the window, a "date-YYYY-MM-DD" segment with its leaderboard
+// followed by up to MaxDeltas "date-YYYY-MM-DD+N" segments holding the
+// counts that changed since. A capture writes a date's segment again only
+// once its changes reach half of its users (or MaxDeltas deltas); until
+// then it adds the changed counts as one more delta. Capture copies
+// nothing but changed counts: a leaderboard it hands to Encode is shared,
+// and an Apply copies the chunks of 1024 nodes it writes to (copy on
+// write). A user's slot is reused only once no Encode can read its id.
 package steps
 
 import (
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections"
@@ -15,7 +53,16 @@ import (
 const Name = "steps"
 
 // version changes when Apply's meaning or the snapshot format changes.
-const version = 1
+// 2: dates leave the window; segmented snapshots.
+const version = 2
+
+// Retention defaults and bounds.
+const (
+	DefaultWindow = 35   // dates held in full
+	MaxWindow     = 3660 // ten years
+	SummaryTop    = 100  // entries kept of a date that left the window
+	dateLayout    = "2006-01-02"
+)
 
 // Daily is a user's count for one date.
 type Daily struct {
@@ -31,40 +78,95 @@ type Entry struct {
 	Steps  int32
 }
 
-// Model is the steps read model, a projections.Projection. A date's value for a user is the highest
-// count recorded, so resent and out-of-order records change nothing and any
-// order of the same records gives the same answers.
+// Option configures a Model.
+type Option func(*Model)
+
+// Window sets how many dates the model holds in full: the newest date
+// recorded and the days-1 before it. New panics unless 1 <= days <=
+// MaxWindow.
+func Window(days int) Option {
+	return func(m *Model) {
+		if days < 1 || days > MaxWindow {
+			panic(fmt.Sprintf("steps: window of %d days, want 1 to %d", days, MaxWindow))
+		}
+		m.window = days
+	}
+}
+
+// Model is the steps read model, a projections.Projection. A date's value
+// for a user is the highest count recorded, so resent and out-of-order
+// records within the window change nothing and any order of the same
+// records gives the same answers.
 //
 // A date's leaderboard orders users by steps descending, then user id
-// ascending; a user who recorded 0 steps is ranked. It is an order-statistic
-// treap, so updates and Rank take O(log N) and Top(n) O(log N + n).
+// ascending; a user who recorded 0 steps is ranked. It is an
+// order-statistic treap, so updates and Rank take O(log N) and Top(n)
+// O(log N + n).
 //
 // Model is safe for queries concurrent with Apply.
-var _ projections.Projection = (*Model)(nil)
-var _ projections.Scoped = (*Model)(nil)
+type Model struct {
+	window int
+	mu     sync.RWMutex
+	state
+}
+
+// state is everything Reset and Restore replace.
+type state struct {
+	ids   []string         // user ids by uid
+	uids  map[string]int32 // user id → uid, for every user on a board
+	held  []uint16         // uid → boards holding it
+	free  []int32          // uids no board holds, to reuse
+	freed []int32          // uids released while an Encode may still read their ids
+	// leaving are uids whose last board left the window, forgotten a
+	// few per Apply so that a day many users leave costs no long Apply.
+	leaving []int32
+	// encoding counts the Encodes of the last capture that read ids and
+	// have not run; nil before any capture.
+	encoding *atomic.Int32
+	days     map[string]*board
+	dates    []string // keys of days, ascending; the last is the newest date recorded
+	cutoff   string   // the oldest date of the window; "" before any record
+	pos      uint64
+
+	summaries map[string]*summary
+	summed    []string // keys of summaries, ascending
+
+	// What the previous Capture issued: configured is false until it
+	// issued the window segment; changedMonths are months of summaries
+	// made since.
+	configured    bool
+	changedMonths map[string]bool
+}
+
+// summary is what remains of a date that left the window.
+type summary struct {
+	total int64
+	top   []Entry
+}
+
+var (
+	_ projections.Projection = (*Model)(nil)
+	_ projections.Scoped     = (*Model)(nil)
+	_ projections.Selective  = (*Model)(nil)
+	_ projections.Segmented  = (*Model)(nil)
+)
+
+// New returns an empty model holding DefaultWindow dates, or as opts say.
+func New(opts ...Option) *Model {
+	m := &Model{window: DefaultWindow}
+	for _, o := range opts {
+		o(m)
+	}
+	m.reset()
+	return m
+}
 
 // Subjects lists the streams the model reads.
 func (m *Model) Subjects() []string { return []string{"ev.steps.>"} }
 
-var _ projections.Selective = (*Model)(nil)
-
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
 	return []string{string((*stepsv1.StepsRecorded)(nil).ProtoReflect().Descriptor().FullName())}
-}
-
-type Model struct {
-	mu    sync.RWMutex
-	ids   []string         // user ids by uid, in order of first record
-	uids  map[string]int32 // user id → uid
-	days  map[string]*board
-	dates []string // keys of days, ascending
-	pos   uint64
-}
-
-// New returns an empty model.
-func New() *Model {
-	return &Model{uids: map[string]int32{}, days: map[string]*board{}}
 }
 
 // Name returns Name.
@@ -79,40 +181,127 @@ func (m *Model) Apply(e es.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pos = e.Position.Seq
-	rec, ok := e.Data.(*stepsv1.StepsRecorded)
-	if !ok {
-		return
+	if rec, ok := e.Data.(*stepsv1.StepsRecorded); ok {
+		m.record(rec.GetUserId(), rec.GetDate(), rec.GetSteps())
 	}
-	m.record(rec.GetUserId(), rec.GetDate(), rec.GetSteps())
+	m.forget(forgetPerApply)
+}
+
+// forgetPerApply is how many leaving users an Apply forgets at most.
+const forgetPerApply = 8
+
+// forget forgets up to n leaving users no board holds (again), and
+// releases their uids.
+func (m *Model) forget(n int) {
+	for ; n > 0 && len(m.leaving) > 0; n-- {
+		uid := m.leaving[len(m.leaving)-1]
+		m.leaving = m.leaving[:len(m.leaving)-1]
+		if m.held[uid] == 0 {
+			delete(m.uids, m.ids[uid])
+			m.freed = append(m.freed, uid)
+		}
+	}
 }
 
 func (m *Model) record(user, date string, steps int32) {
-	uid, ok := m.uids[user]
-	if !ok {
-		uid = int32(len(m.ids))
-		m.ids = append(m.ids, user)
-		m.uids[user] = uid
-	}
 	b := m.days[date]
 	if b == nil {
-		b = newBoard(0)
-		m.days[date] = b
-		i, _ := slices.BinarySearch(m.dates, date)
-		m.dates = slices.Insert(m.dates, i, date)
+		if b = m.open(date); b == nil {
+			return
+		}
 	}
+	uid, known := m.uids[user]
+	if !known {
+		uid = m.newUser(user)
+	}
+	if n, changed := m.raise(b, uid, steps); changed {
+		b.mark(n)
+	}
+}
+
+// raise sets uid's count on b to steps unless it is already at least
+// that, and returns uid's node and whether it changed.
+func (m *Model) raise(b *board, uid, steps int32) (int32, bool) {
 	n := b.at[uid]
-	switch {
-	case n == 0:
-		n = int32(len(b.nodes))
-		b.nodes = append(b.nodes, node{uid: uid, steps: steps, size: 1, prio: priority(user)})
-		b.at[uid] = n
-	case steps <= b.nodes[n].steps:
-		return
-	default:
-		b.root = b.remove(m.ids, b.root, n)
-		b.nodes[n] = node{uid: uid, steps: steps, size: 1, prio: b.nodes[n].prio}
+	if n != 0 && steps <= b.get(n).steps {
+		return n, false
 	}
-	b.root = b.insert(m.ids, b.root, n)
+	if n == 0 {
+		n = b.add(node{uid: uid, steps: steps, size: 1, prio: priority(m.ids[uid])})
+		b.at[uid] = n
+		m.held[uid]++
+	} else {
+		b.root = b.remove(m.ids, b.root, n, b.mut(n))
+	}
+	t := b.mut(n)
+	*t = node{uid: uid, steps: steps, size: 1, prio: t.prio}
+	b.root = b.insert(m.ids, b.root, n, t)
+	return n, true
+}
+
+// open adds date's board, moving the window when date is the newest
+// date yet. It returns nil, changing nothing, for a date before the
+// window or one that is not a YYYY-MM-DD date.
+func (m *Model) open(date string) *board {
+	if date < m.cutoff {
+		return nil
+	}
+	day, err := time.Parse(dateLayout, date)
+	if err != nil || day.Format(dateLayout) != date {
+		return nil
+	}
+	if len(m.dates) == 0 || date > m.dates[len(m.dates)-1] {
+		m.cutoff = day.AddDate(0, 0, 1-m.window).Format(dateLayout)
+		m.summarizeBefore(m.cutoff)
+	}
+	b := newBoard(0)
+	m.days[date] = b
+	i, _ := slices.BinarySearch(m.dates, date)
+	m.dates = slices.Insert(m.dates, i, date)
+	return b
+}
+
+// summarizeBefore replaces the boards of dates before cutoff with their
+// summaries; the users no board holds any more are leaving.
+func (m *Model) summarizeBefore(cutoff string) {
+	for len(m.dates) > 0 && m.dates[0] < cutoff {
+		date := m.dates[0]
+		b := m.days[date]
+		s := &summary{total: int64(b.total()), top: make([]Entry, 0, min(int(b.total()), SummaryTop))}
+		b.walk(func(t *node) bool {
+			s.top = append(s.top, Entry{Rank: int64(len(s.top) + 1), UserID: m.ids[t.uid], Steps: t.steps})
+			return len(s.top) < SummaryTop
+		})
+		m.summaries[date] = s
+		m.summed = append(m.summed, date) // dates leave in ascending order
+		m.changedMonths[date[:7]] = true
+		b.each(func(t *node) {
+			if m.held[t.uid]--; m.held[t.uid] == 0 {
+				m.leaving = append(m.leaving, t.uid)
+			}
+		})
+		delete(m.days, date)
+		m.dates = slices.Delete(m.dates, 0, 1)
+	}
+}
+
+// newUser gives user a uid, reusing a released one.
+func (m *Model) newUser(user string) int32 {
+	if len(m.free) == 0 && len(m.freed) > 0 && (m.encoding == nil || m.encoding.Load() <= 0) {
+		m.free, m.freed = append(m.free, m.freed...), m.freed[:0]
+	}
+	var uid int32
+	if n := len(m.free); n > 0 {
+		uid = m.free[n-1]
+		m.free = m.free[:n-1]
+		m.ids[uid] = user
+	} else {
+		uid = int32(len(m.ids))
+		m.ids = append(m.ids, user)
+		m.held = append(m.held, 0)
+	}
+	m.uids[user] = uid
+	return uid
 }
 
 // lookup returns date's board and userID's node on it, 0 if none.
@@ -132,7 +321,23 @@ func (m *Model) lookup(date, userID string) (*board, int32) {
 func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.ids, m.uids, m.days, m.dates, m.pos = nil, map[string]int32{}, map[string]*board{}, nil, 0
+	m.reset()
+}
+
+func (m *Model) reset() {
+	m.state = state{
+		uids:          map[string]int32{},
+		days:          map[string]*board{},
+		summaries:     map[string]*summary{},
+		changedMonths: map[string]bool{},
+	}
+}
+
+// blank returns an empty model configured as m.
+func (m *Model) blank() *Model {
+	n := &Model{window: m.window}
+	n.reset()
+	return n
 }
 
 // Position returns the Seq of the last applied event, 0 if none.
@@ -142,7 +347,17 @@ func (m *Model) Position() uint64 {
 	return m.pos
 }
 
-// Steps returns userID's count for date, and false if they have none.
+// Horizon returns the oldest date of the window: the model holds users'
+// counts for it and later dates, not for earlier ones. It is "" before
+// any record.
+func (m *Model) Horizon() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.cutoff
+}
+
+// Steps returns userID's count for date, and false if they have none or
+// date is before the Horizon.
 func (m *Model) Steps(userID, date string) (int32, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -150,37 +365,46 @@ func (m *Model) Steps(userID, date string) (int32, bool) {
 	if n == 0 {
 		return 0, false
 	}
-	return b.nodes[n].steps, true
+	return b.get(n).steps, true
 }
 
 // Range returns userID's counts for the dates from..to inclusive
-// (YYYY-MM-DD, compared as strings) that have a record, in date order.
-// It costs O(log D + d) for d dates with records in the range.
-func (m *Model) Range(userID, from, to string) []Daily {
+// (YYYY-MM-DD, compared as strings) that have a record, in date order,
+// and the Horizon they were read at: the counts of dates before it are
+// not the model's to give (they are in the event store). It costs
+// O(log D + d) for d dates with records in the range.
+func (m *Model) Range(userID, from, to string) (days []Daily, horizon string) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	uid, ok := m.uids[userID]
 	if !ok {
-		return nil
+		return nil, m.cutoff
 	}
-	var out []Daily
 	i, _ := slices.BinarySearch(m.dates, from)
 	for ; i < len(m.dates) && m.dates[i] <= to; i++ {
 		b := m.days[m.dates[i]]
 		if n := b.at[uid]; n != 0 {
-			out = append(out, Daily{UserID: userID, Date: m.dates[i], Steps: b.nodes[n].steps})
+			days = append(days, Daily{UserID: userID, Date: m.dates[i], Steps: b.get(n).steps})
 		}
 	}
-	return out
+	return days, m.cutoff
 }
 
 // Top returns the first n entries of date's leaderboard, rank 1 first;
-// fewer when fewer users are ranked, nil when none or n <= 0.
+// fewer when fewer users are ranked, nil when none or n <= 0. For a date
+// before the Horizon it returns at most SummaryTop entries, as they were
+// when the date left the window.
 func (m *Model) Top(date string, n int) []Entry {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if n <= 0 {
+		return nil
+	}
+	if s := m.summaries[date]; s != nil {
+		return slices.Clone(s.top[:min(n, len(s.top))])
+	}
 	b := m.days[date]
-	if b == nil || n <= 0 {
+	if b == nil {
 		return nil
 	}
 	out := make([]Entry, 0, min(n, int(b.total())))
@@ -192,21 +416,34 @@ func (m *Model) Top(date string, n int) []Entry {
 }
 
 // Rank returns userID's entry on date's leaderboard, and false if they
-// have none.
+// have none; for a date before the Horizon, false unless they are in its
+// summary's top.
 func (m *Model) Rank(date, userID string) (Entry, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if s := m.summaries[date]; s != nil {
+		for _, e := range s.top {
+			if e.UserID == userID {
+				return e, true
+			}
+		}
+		return Entry{}, false
+	}
 	b, n := m.lookup(date, userID)
 	if n == 0 {
 		return Entry{}, false
 	}
-	return Entry{Rank: b.rank(m.ids, n), UserID: userID, Steps: b.nodes[n].steps}, true
+	return Entry{Rank: b.rank(m.ids, n), UserID: userID, Steps: b.get(n).steps}, true
 }
 
-// Total returns the number of users ranked on date.
+// Total returns the number of users ranked on date (for a date before the
+// Horizon, when it left the window).
 func (m *Model) Total(date string) int64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if s := m.summaries[date]; s != nil {
+		return s.total
+	}
 	if b := m.days[date]; b != nil {
 		return int64(b.total())
 	}

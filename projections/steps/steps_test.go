@@ -125,7 +125,7 @@ func TestApply(t *testing.T) {
 }
 
 func TestNameIsStable(t *testing.T) {
-	if m := steps.New(); m.Name() != "steps" || steps.Name != "steps" || m.Version() != 1 {
+	if m := steps.New(); m.Name() != "steps" || steps.Name != "steps" || m.Version() != 2 {
 		t.Errorf("Name, Version = %q, %d; renaming or re-versioning is a migration", m.Name(), m.Version())
 	}
 }
@@ -254,8 +254,9 @@ func TestRange(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := m.Range(tt.user, tt.from, tt.to); !slices.Equal(got, tt.want) {
-				t.Errorf("Range(%q, %q, %q) = %v, want %v", tt.user, tt.from, tt.to, got, tt.want)
+			got, horizon := m.Range(tt.user, tt.from, tt.to)
+			if !slices.Equal(got, tt.want) || horizon != "2025-05-01" {
+				t.Errorf("Range(%q, %q, %q) = %v, %q; want %v, 2025-05-01", tt.user, tt.from, tt.to, got, horizon, tt.want)
 			}
 		})
 	}
@@ -295,7 +296,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{"one_record", []record{{"ann", "2025-06-01", 0}}},
 		{"random", randomRecords(rng, 2000, 300, dates, 50)},
 		{"odd_ids_and_extreme_counts", []record{
-			{"", "", -5}, {"ünï", "2025-06-01", 2147483647}, {"b", "2025-06-01", -2147483648}, {"a", "2025-06-01", 0},
+			{"", "2025-06-02", -5}, {"ünï", "2025-06-01", 2147483647}, {"b", "2025-06-01", -2147483648}, {"a", "2025-06-01", 0},
 		}},
 	}
 	for _, tt := range tests {
@@ -351,7 +352,9 @@ type snapDate struct {
 
 func snap(pos uint64, dates ...snapDate) []byte {
 	str := func(b []byte, s string) []byte { return append(binary.AppendUvarint(b, uint64(len(s))), s...) }
-	b := binary.AppendUvarint([]byte("tlsteps\x01"), pos)
+	b := binary.AppendUvarint([]byte("tlsteps\x02"), pos)
+	b = binary.AppendUvarint(binary.AppendUvarint(b, steps.DefaultWindow), steps.SummaryTop)
+	b = binary.AppendUvarint(b, 0) // summaries
 	b = binary.AppendUvarint(b, uint64(len(dates)))
 	for _, d := range dates {
 		b = str(b, d.date)
@@ -378,7 +381,20 @@ func TestRestoreRejectsGarbage(t *testing.T) {
 		{"empty", []byte{}},
 		{"text", []byte("not a snapshot at all")},
 		{"json", []byte(`{"days":{}}`)},
-		{"other_format_version", append([]byte("tlsteps\x02"), valid[8:]...)},
+		{"other_format_version", append([]byte("tlsteps\x01"), valid[8:]...)},
+		{"other_window", func() []byte {
+			b := build(t, record{"ann", "2025-06-01", 10})
+			other := steps.New(steps.Window(7))
+			other.Apply(event(1, &stepsv1.StepsRecorded{UserId: "ann", Date: "2025-06-01", Steps: 10}))
+			if bytes.Equal(snapshot(t, b), snapshot(t, other)) {
+				t.Fatal("windows of 35 and 7 days give the same snapshot")
+			}
+			return snapshot(t, other)
+		}()},
+		{"date_not_a_date", snap(1, snapDate{"June 1st", []record{{user: "ann", steps: 1}}})},
+		{"date_before_the_window", snap(1,
+			snapDate{"2025-04-01", []record{{user: "ann", steps: 1}}},
+			snapDate{"2025-06-01", []record{{user: "ann", steps: 1}}})},
 		{"trailing_byte", append(slices.Clone(valid), 0)},
 		{"dates_out_of_order", snap(1,
 			snapDate{"2025-06-02", []record{{user: "ann", steps: 1}}},
@@ -390,7 +406,7 @@ func TestRestoreRejectsGarbage(t *testing.T) {
 		{"tie_out_of_user_order", snap(1, snapDate{"2025-06-01", []record{{user: "bob", steps: 5}, {user: "ann", steps: 5}}})},
 		{"user_twice", snap(1, snapDate{"2025-06-01", []record{{user: "ann", steps: 9}, {user: "ann", steps: 5}}})},
 		{"steps_rising", snap(1, snapDate{"2025-06-01", []record{{user: "ann", steps: -2147483648}, {user: "bob", steps: 1}}})},
-		{"huge_count", append([]byte("tlsteps\x01\x00"), binary.AppendUvarint(nil, 1<<62)...)},
+		{"huge_count", append([]byte("tlsteps\x02\x00\x23\x64\x00"), binary.AppendUvarint(nil, 1<<62)...)},
 	}
 	for n := range len(valid) {
 		tests = append(tests, struct {

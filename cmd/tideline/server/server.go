@@ -75,6 +75,9 @@ type Config struct {
 	// SMTP, when its Host is set, sends e-mail notifications (storytime's
 	// "your story is ready").
 	SMTP smtp.Config
+	// StepsWindow is how many dates the steps read model holds in full
+	// (0: its default); a change rebuilds the model at start.
+	StepsWindow int
 }
 
 // Main is a running server: embedded NATS, the event store, and what

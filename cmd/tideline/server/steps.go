@@ -10,7 +10,11 @@ import (
 
 // stepsModule wires the steps context: pedometer counts, daily rankings.
 func stepsModule(_ context.Context, h *Host) error {
-	model := stepsmodel.New()
+	var opts []stepsmodel.Option
+	if w := h.Config.StepsWindow; w != 0 {
+		opts = append(opts, stepsmodel.Window(w))
+	}
+	model := stepsmodel.New(opts...)
 	h.Serve(api.StepsServices(&steps.Service{Store: h.Store}, model, h.Runner(model))...)
 	return nil
 }
