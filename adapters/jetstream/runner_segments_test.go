@@ -18,6 +18,7 @@ import (
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/projections"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -50,7 +51,7 @@ func segmentObjects(tb testing.TB, s *tljs.Store, name string, pos uint64, stopp
 	tb.Helper()
 	ctx := context.Background()
 	var obs jetstream.ObjectStore
-	eventually(tb, fmt.Sprintf("a snapshot at %d", pos), func() bool {
+	poll.Until(tb, 10*time.Second, fmt.Sprintf("a snapshot at %d", pos), func() bool {
 		var err error
 		if obs, err = s.JetStream().ObjectStore(ctx, "projections"); err != nil {
 			return false
@@ -169,7 +170,7 @@ func TestRunnerRemovesLeftoverSegments(t *testing.T) {
 	last = recordSteps(t, s, "2026-03-01", 20, "walker-0")
 	waitFor(t, r, last)
 	segmentObjects(t, s, stepsmodel.Name, last, false)
-	eventually(t, "the leftover removed, delete marker and all", func() bool {
+	poll.Until(t, 10*time.Second, "the leftover removed, delete marker and all", func() bool {
 		_, err := snapshotBucket(t, s).GetInfo(context.Background(), stray, jetstream.GetObjectInfoShowDeleted())
 		return errors.Is(err, jetstream.ErrObjectNotFound)
 	})
@@ -261,7 +262,7 @@ func TestRunnerRecoversFromFailedSegmentWrites(t *testing.T) {
 	segmentObjects(t, s, stepsmodel.Name, last, false)
 	live.fail.Store(2)
 	last = recordSteps(t, s, "2026-03-01", 20, "walker-3") // a delta, which fails
-	eventually(t, "the failing captures", func() bool { return live.fail.Load() < 0 })
+	poll.Until(t, 10*time.Second, "the failing captures", func() bool { return live.fail.Load() < 0 })
 	last = recordSteps(t, s, "2026-03-02", 5, "walker-4")
 	segmentObjects(t, s, stepsmodel.Name, last, false)
 	if err := stop(); err != nil {
