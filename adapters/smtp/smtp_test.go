@@ -1,172 +1,22 @@
 package smtp_test
 
 import (
-	"crypto/tls"
-	"encoding/base64"
 	"errors"
-	"io"
-	"mime"
-	"mime/quotedprintable"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	netmail "net/mail"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-	gosmtp "github.com/emersion/go-smtp"
-
 	"github.com/tideline/tideline/adapters/smtp"
+	"github.com/tideline/tideline/adapters/smtp/smtptest"
 	"github.com/tideline/tideline/domain/media"
 	"github.com/tideline/tideline/domain/media/mediatest"
 )
 
-// mailServer is a real SMTP server (go-smtp) on a loopback port that
-// records the messages it accepts.
-type mailServer struct {
-	srv  *gosmtp.Server
-	ln   net.Listener
-	host string
-	port int
-
-	mu     sync.Mutex
-	mails  []mailed
-	refuse int // the code RCPT is answered with; 0: accepted
-}
-
-type mailed struct {
-	from string
-	to   []string
-	data []byte
-}
-
-// testTLS returns a server certificate for 127.0.0.1 and a client
-// config that trusts it (httptest's).
-func testTLS(t *testing.T) (*tls.Config, *tls.Config) {
+func newNotifier(t *testing.T, s *smtptest.Server, cfg smtp.Config) *smtp.Notifier {
 	t.Helper()
-	s := httptest.NewUnstartedServer(nil)
-	s.StartTLS()
-	defer s.Close()
-	return &tls.Config{Certificates: s.TLS.Certificates},
-		&tls.Config{RootCAs: s.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
-}
-
-// startMailServer starts a server offering STARTTLS (with serverTLS) and,
-// then, PLAIN auth for tideline/secret, which it requires.
-func startMailServer(t *testing.T, serverTLS *tls.Config) *mailServer {
-	t.Helper()
-	s := &mailServer{}
-	s.srv = gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) {
-		return &session{s: s, needAuth: serverTLS != nil}, nil
-	}))
-	s.srv.Domain = "mail.test"
-	s.srv.TLSConfig = serverTLS
-	s.srv.ReadTimeout, s.srv.WriteTimeout = 10*time.Second, 10*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.ln = ln
-	go s.srv.Serve(ln)
-	t.Cleanup(func() { s.srv.Close() })
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	s.host = host
-	s.port, _ = strconv.Atoi(port)
-	return s
-}
-
-func (s *mailServer) received() []mailed {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]mailed(nil), s.mails...)
-}
-
-type session struct {
-	s        *mailServer
-	needAuth bool
-	authed   bool
-	from     string
-	to       []string
-}
-
-func (x *session) AuthMechanisms() []string { return []string{sasl.Plain} }
-
-func (x *session) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if user != "tideline" || pass != "secret" {
-			return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
-		}
-		x.authed = true
-		return nil
-	}), nil
-}
-
-func (x *session) Mail(from string, _ *gosmtp.MailOptions) error {
-	if x.needAuth && !x.authed {
-		return &gosmtp.SMTPError{Code: 530, EnhancedCode: gosmtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
-	}
-	x.from = from
-	return nil
-}
-
-func (x *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
-	x.s.mu.Lock()
-	code := x.s.refuse
-	x.s.mu.Unlock()
-	if code != 0 {
-		return &gosmtp.SMTPError{Code: code, EnhancedCode: gosmtp.EnhancedCode{code / 100, 1, 1}, Message: "mailbox unavailable"}
-	}
-	x.to = append(x.to, to)
-	return nil
-}
-
-func (x *session) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	x.s.mu.Lock()
-	x.s.mails = append(x.s.mails, mailed{from: x.from, to: x.to, data: b})
-	x.s.mu.Unlock()
-	return nil
-}
-
-func (x *session) Reset()        { x.from, x.to = "", nil }
-func (x *session) Logout() error { return nil }
-
-// read parses a mail as a person's client shows it: its decoded subject
-// and text.
-func read(t *testing.T, data []byte) (netmail.Header, string, string) {
-	t.Helper()
-	m, err := netmail.ReadMessage(strings.NewReader(string(data)))
-	if err != nil {
-		t.Fatalf("mail %q: %v", data, err)
-	}
-	subject, err := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := m.Body
-	switch strings.ToLower(m.Header.Get("Content-Transfer-Encoding")) {
-	case "quoted-printable":
-		body = quotedprintable.NewReader(body)
-	case "base64":
-		body = base64.NewDecoder(base64.StdEncoding, body)
-	}
-	text, err := io.ReadAll(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m.Header, subject, strings.ReplaceAll(string(text), "\r\n", "\n")
-}
-
-func newNotifier(t *testing.T, s *mailServer, cfg smtp.Config) *smtp.Notifier {
-	t.Helper()
-	cfg.Host, cfg.Port = s.host, s.port
+	cfg.Host, cfg.Port = s.Host, s.Port
 	if cfg.From == "" {
 		cfg.From = "Tideline <noreply@tideline.example>"
 	}
@@ -182,36 +32,35 @@ func newNotifier(t *testing.T, s *mailServer, cfg smtp.Config) *smtp.Notifier {
 
 func TestContract(t *testing.T) {
 	mediatest.Notifier(t, func(t *testing.T) mediatest.NotifyChannel {
-		serverTLS, clientTLS := testTLS(t)
-		s := startMailServer(t, serverTLS)
+		serverTLS, clientTLS := smtptest.TLS(t)
+		s := smtptest.Start(t, serverTLS)
 		return mediatest.NotifyChannel{
-			Notifier: newNotifier(t, s, smtp.Config{TLSConfig: clientTLS, Username: "tideline", Password: "secret"}),
+			Notifier: newNotifier(t, s, smtp.Config{TLSConfig: clientTLS, Username: smtptest.Username, Password: smtptest.Password}),
 			To:       media.Recipient{Email: "reader@family.example"},
 			Delivered: func() []string {
 				var out []string
-				for _, m := range s.received() {
-					_, subject, text := read(t, m.data)
+				for _, m := range s.Received() {
+					_, subject, text := smtptest.Read(t, m.Data)
 					out = append(out, subject+"\n"+text)
 				}
 				return out
 			},
 			Refuse: func(permanent bool) {
-				s.mu.Lock()
-				defer s.mu.Unlock()
-				s.refuse = 451
 				if permanent {
-					s.refuse = 550
+					s.Refuse(550)
+				} else {
+					s.Refuse(451)
 				}
 			},
-			Down: func() { s.ln.Close() },
+			Down: s.Down,
 		}
 	})
 }
 
 func TestMailHeadersAndBody(t *testing.T) {
-	serverTLS, clientTLS := testTLS(t)
-	s := startMailServer(t, serverTLS)
-	n := newNotifier(t, s, smtp.Config{TLSConfig: clientTLS, Username: "tideline", Password: "secret"})
+	serverTLS, clientTLS := smtptest.TLS(t)
+	s := smtptest.Start(t, serverTLS)
+	n := newNotifier(t, s, smtp.Config{TLSConfig: clientTLS, Username: smtptest.Username, Password: smtptest.Password})
 	err := n.Notify(t.Context(), media.Message{
 		To:      media.Recipient{Email: "reader@family.example"},
 		Subject: "Ready\r\nBcc: attacker@evil.example",
@@ -221,13 +70,13 @@ func TestMailHeadersAndBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := s.received()
-	if len(got) != 1 || got[0].from != "noreply@tideline.example" || len(got[0].to) != 1 || got[0].to[0] != "reader@family.example" {
+	got := s.Received()
+	if len(got) != 1 || got[0].From != "noreply@tideline.example" || len(got[0].To) != 1 || got[0].To[0] != "reader@family.example" {
 		t.Fatalf("envelope %+v; want from noreply@tideline.example to reader@family.example", got)
 	}
-	h, subject, text := read(t, got[0].data)
-	if h.Get("Bcc") != "" || strings.Contains(string(got[0].data), "\nBcc:") {
-		t.Errorf("a subject injected a header:\n%s", got[0].data)
+	h, subject, text := smtptest.Read(t, got[0].Data)
+	if h.Get("Bcc") != "" || strings.Contains(string(got[0].Data), "\nBcc:") {
+		t.Errorf("a subject injected a header:\n%s", got[0].Data)
 	}
 	if !strings.HasPrefix(subject, "Ready") || h.Get("To") != "<reader@family.example>" || h.Get("Message-Id") == "" || h.Get("Date") == "" {
 		t.Errorf("headers %v, subject %q", h, subject)
@@ -238,13 +87,13 @@ func TestMailHeadersAndBody(t *testing.T) {
 }
 
 func TestTLSPolicies(t *testing.T) {
-	serverTLS, clientTLS := testTLS(t)
-	withTLS := startMailServer(t, serverTLS)
-	plain := startMailServer(t, nil)
+	serverTLS, clientTLS := smtptest.TLS(t)
+	withTLS := smtptest.Start(t, serverTLS)
+	plain := smtptest.Start(t, nil)
 	to := media.Message{To: media.Recipient{Email: "a@b.example"}, Subject: "s", Text: "t"}
 	for _, c := range []struct {
 		name   string
-		s      *mailServer
+		s      *smtptest.Server
 		policy smtp.TLS
 		want   error // nil: sent
 	}{
@@ -255,17 +104,17 @@ func TestTLSPolicies(t *testing.T) {
 		{"none", plain, smtp.NoTLS, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			before := len(c.s.received())
+			before := len(c.s.Received())
 			cfg := smtp.Config{TLS: c.policy, TLSConfig: clientTLS}
 			if c.s == withTLS { // which asks for credentials, once TLS is on
-				cfg.Username, cfg.Password = "tideline", "secret"
+				cfg.Username, cfg.Password = smtptest.Username, smtptest.Password
 			}
 			n := newNotifier(t, c.s, cfg)
 			err := n.Notify(t.Context(), to)
 			if !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
 				t.Fatalf("Notify: %v; want %v", err, c.want)
 			}
-			if sent := len(c.s.received()) - before; (c.want == nil) != (sent == 1) {
+			if sent := len(c.s.Received()) - before; (c.want == nil) != (sent == 1) {
 				t.Errorf("%d mails sent", sent)
 			}
 		})
@@ -273,16 +122,16 @@ func TestTLSPolicies(t *testing.T) {
 }
 
 func TestUntrustedCertificateOrBadCredentialsAreUnavailable(t *testing.T) {
-	serverTLS, clientTLS := testTLS(t)
-	s := startMailServer(t, serverTLS)
+	serverTLS, clientTLS := smtptest.TLS(t)
+	s := smtptest.Start(t, serverTLS)
 	to := media.Message{To: media.Recipient{Email: "a@b.example"}, Subject: "s", Text: "t"}
-	if err := newNotifier(t, s, smtp.Config{Username: "tideline", Password: "secret"}).Notify(t.Context(), to); !errors.Is(err, media.ErrUnavailable) {
+	if err := newNotifier(t, s, smtp.Config{Username: smtptest.Username, Password: smtptest.Password}).Notify(t.Context(), to); !errors.Is(err, media.ErrUnavailable) {
 		t.Errorf("a certificate no CA vouches for: %v; want ErrUnavailable", err)
 	}
 	if err := newNotifier(t, s, smtp.Config{TLSConfig: clientTLS, Username: "tideline", Password: "wrong"}).Notify(t.Context(), to); !errors.Is(err, media.ErrUnavailable) {
 		t.Errorf("bad credentials: %v; want ErrUnavailable (the message is fine, the setup is not)", err)
 	}
-	if len(s.received()) != 0 {
+	if len(s.Received()) != 0 {
 		t.Error("a mail was sent")
 	}
 }

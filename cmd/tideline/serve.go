@@ -57,6 +57,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.SMTP.Username, "smtp-user", "", "the SMTP user name, if the server wants one")
 	fs.StringVar(&c.SMTP.From, "smtp-from", "", "the sender of e-mail notifications, e.g. 'Tideline <noreply@tideline.example>' (required with --smtp-host)")
 	smtpTLS := fs.String("smtp-tls", "mandatory", "STARTTLS: 'mandatory' (refuse to send in clear), 'opportunistic' or 'none'")
+	fs.StringVar(&c.OpenAI.STTURL, "stt-url", "", "transcribe lectures through this OpenAI-compatible server (base URL with /v1, e.g. a whisper server; key in TIDELINE_OPENAI_API_KEY); default: pocketsphinx, English only")
+	fs.StringVar(&c.OpenAI.STTModel, "stt-model", "whisper-1", "the speech-to-text model (with --stt-url)")
+	fs.StringVar(&c.OpenAI.LLMURL, "llm-url", "", "restructure lecture transcripts through this OpenAI-compatible chat server (base URL with /v1: vLLM, llama.cpp, Ollama); default: TextRank, offline")
+	fs.StringVar(&c.OpenAI.LLMModel, "llm-model", "gpt-4o-mini", "the chat model (with --llm-url)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -99,6 +103,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		c.SMTP.Password = os.Getenv("TIDELINE_SMTP_PASSWORD")
 	}
+	c.OpenAI.APIKey = os.Getenv("TIDELINE_OPENAI_API_KEY")
 	if cors != "" {
 		c.CORSOrigins = strings.Split(cors, ",")
 	}

@@ -20,10 +20,9 @@ const (
 var VoiceLangs = []string{"ko", "en"}
 
 // voiceGrammars are the phrases riders say, per language. Korean phrases
-// are romanised (Revised Romanization, syllables space-separated as
-// spoken), which is what a recogniser with no Korean model matches
-// against: 수락 surak, 픽업 pikeop, 배달 baedal, 완료 wallyo, 취소
-// chwiso, 주문 jumun.
+// are romanised (Revised Romanization, a word per Korean word), which is
+// what a recogniser with no Korean model matches against: 수락 surak,
+// 픽업 pikeop, 배달 baedal, 완료 wallyo, 끝 kkeut, 취소 chwiso, 주문 jumun.
 var voiceGrammars = map[string]media.Grammar{
 	"en": {Lang: "en", Phrases: map[string]string{
 		"accept": IntentAccept, "accept order": IntentAccept, "accept the order": IntentAccept,
@@ -32,10 +31,10 @@ var voiceGrammars = map[string]media.Grammar{
 		"cancel": IntentCancel, "cancel order": IntentCancel, "cancel the order": IntentCancel,
 	}},
 	"ko": {Lang: "ko", Phrases: map[string]string{
-		"su rak": IntentAccept, "ju mun su rak": IntentAccept, "bae dal su rak": IntentAccept,
-		"pik eop": IntentPickUp, "pik eop wal lyo": IntentPickUp,
-		"bae dal wal lyo": IntentDeliver, "bae dal kkeut": IntentDeliver,
-		"chwi so": IntentCancel, "ju mun chwi so": IntentCancel, "bae dal chwi so": IntentCancel,
+		"surak": IntentAccept, "jumun surak": IntentAccept, "baedal surak": IntentAccept,
+		"pikeop": IntentPickUp, "pikeop wallyo": IntentPickUp,
+		"baedal wallyo": IntentDeliver, "baedal kkeut": IntentDeliver,
+		"chwiso": IntentCancel, "jumun chwiso": IntentCancel, "baedal chwiso": IntentCancel,
 	}},
 }
 

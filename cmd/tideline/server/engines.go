@@ -1,13 +1,22 @@
 package server
 
 import (
+	"os/exec"
+
+	"github.com/tideline/tideline/adapters/espeak"
+	"github.com/tideline/tideline/adapters/openai"
+	"github.com/tideline/tideline/adapters/pocketsphinx"
 	"github.com/tideline/tideline/adapters/slack"
 	"github.com/tideline/tideline/adapters/smtp"
+	"github.com/tideline/tideline/adapters/tesseract"
+	"github.com/tideline/tideline/adapters/textrank"
 	"github.com/tideline/tideline/domain/media"
 )
 
 // Engines are the media engines and notifiers the server's contexts
-// share, built once from the Config.
+// share, built once from the Config: local engines run as processes
+// (tesseract, espeak-ng or flite, pocketsphinx) unless OpenAI-compatible
+// servers are configured for speech-to-text or restructuring.
 type Engines struct {
 	OCR         media.OCR
 	Speaker     media.Speaker
@@ -24,16 +33,68 @@ type Engines struct {
 	Slack media.Notifier
 }
 
-// openEngines builds m's Engines.
+// OpenAI configures engines reached over the OpenAI-compatible HTTP API
+// (whisper servers, vLLM, llama.cpp server, Ollama, OpenAI itself).
+type OpenAI struct {
+	// STTURL and LLMURL are base URLs, /v1 included; empty: the local
+	// engine (pocketsphinx, TextRank).
+	STTURL, LLMURL     string
+	STTModel, LLMModel string
+	APIKey             string
+}
+
+// engineBinaries are the programs the local engines run, with the Debian
+// package that has each.
+var engineBinaries = []struct{ bin, pkg, what string }{
+	{"tesseract", "tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor", "storytime's OCR"},
+	{"espeak-ng", "espeak-ng", "storytime's speech"},
+	{"opusenc", "opus-tools", "Opus speech (else MP3 or WAV)"},
+	{"pocketsphinx_continuous", "pocketsphinx pocketsphinx-en-us", "lecture transcription and voice commands"},
+}
+
+// openEngines builds m's Engines. A local engine that is not installed is
+// reported here, once, with the package to install; its jobs wait.
 func (m *Main) openEngines() error {
 	c := &m.Config
-	m.Engines.Slack = slack.New(slack.Config{})
+	textRank := textrank.New(textrank.Config{})
+	sphinx := pocketsphinx.New(pocketsphinx.Config{})
+	e := Engines{
+		OCR:         tesseract.New(tesseract.Config{}),
+		Speaker:     espeak.New(espeak.Config{}),
+		Transcriber: sphinx, Commands: sphinx,
+		Restructurer: textRank, RestructurerName: "textrank",
+		Slack: slack.New(slack.Config{}),
+	}
+	for _, b := range engineBinaries {
+		if _, err := exec.LookPath(b.bin); err != nil {
+			c.Logger.Warn("engine not installed: its jobs wait until it is", "program", b.bin, "for", b.what, "install", "apt-get install "+b.pkg)
+		}
+	}
+	if c.OpenAI.STTURL != "" {
+		stt, err := openai.New(openai.Config{BaseURL: c.OpenAI.STTURL, APIKey: c.OpenAI.APIKey, TranscriptionModel: c.OpenAI.STTModel})
+		if err != nil {
+			return err
+		}
+		e.Transcriber = stt
+	}
+	if c.OpenAI.LLMURL != "" {
+		llm, err := openai.New(openai.Config{BaseURL: c.OpenAI.LLMURL, APIKey: c.OpenAI.APIKey, ChatModel: c.OpenAI.LLMModel, Fallback: textRank})
+		if err != nil {
+			return err
+		}
+		e.Restructurer, e.Fallback = llm, textRank
+		e.RestructurerName = "llm:" + c.OpenAI.LLMModel
+		if c.OpenAI.LLMModel == "" {
+			e.RestructurerName = "llm"
+		}
+	}
 	if c.SMTP.Host != "" {
 		email, err := smtp.New(c.SMTP)
 		if err != nil {
 			return err
 		}
-		m.Engines.Email = email
+		e.Email = email
 	}
+	m.Engines = e
 	return nil
 }

@@ -75,6 +75,9 @@ type Config struct {
 	// SMTP, when its Host is set, sends e-mail notifications (storytime's
 	// "your story is ready").
 	SMTP smtp.Config
+	// OpenAI, when its URLs are set, transcribes and restructures through
+	// OpenAI-compatible servers instead of the local engines.
+	OpenAI OpenAI
 	// StepsWindow is how many dates the steps read model holds in full
 	// (0: its default); a change rebuilds the model at start.
 	StepsWindow int
