@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -95,12 +96,27 @@ func (h *lectureHandler) StreamLecture(ctx context.Context, s *connect.BidiStrea
 	var last es.AppendResult
 	failed := make(chan error, 1)
 	done := make(chan struct{})
+	// A partial in progress is cancelled when a final is queued: the
+	// final is what the client waits for.
+	var partialMu sync.Mutex
+	cancelPartial := func() {}
 	go func() {
 		defer close(done)
 		for j := range jobs {
 			busy.Store(true)
-			err := h.transcribe(ctx, s, lecture, offset, j.u, j.partial, &last)
+			jctx := ctx
+			if j.partial {
+				var cancel context.CancelFunc
+				jctx, cancel = context.WithCancel(ctx)
+				partialMu.Lock()
+				cancelPartial = cancel
+				partialMu.Unlock()
+			}
+			err := h.transcribe(jctx, s, lecture, offset, j.u, j.partial, &last)
 			busy.Store(false)
+			if j.partial && jctx.Err() != nil && ctx.Err() == nil {
+				continue // overtaken by the final
+			}
 			if err != nil {
 				failed <- err
 				cancel()
@@ -117,6 +133,9 @@ func (h *lectureHandler) StreamLecture(ctx context.Context, s *connect.BidiStrea
 		for {
 			msg, err := s.Receive()
 			if errors.Is(err, io.EOF) {
+				partialMu.Lock()
+				cancelPartial()
+				partialMu.Unlock()
 				for _, u := range split.Flush() {
 					jobs <- job{u: u}
 				}
@@ -133,6 +152,9 @@ func (h *lectureHandler) StreamLecture(ctx context.Context, s *connect.BidiStrea
 				return es.Invalidf("audio", "must be 16-bit samples: %d bytes is odd", len(pcm))
 			}
 			for _, u := range split.Write(pcm) {
+				partialMu.Lock()
+				cancelPartial()
+				partialMu.Unlock()
 				select {
 				case jobs <- job{u: u}:
 				case <-ctx.Done():

@@ -1,22 +1,13 @@
 package tesseract_test
 
 import (
-	"bytes"
 	"context"
-	"image"
-	"image/color"
-	"image/draw"
-	"image/png"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/opentype"
-	"golang.org/x/image/math/fixed"
-
 	"github.com/tideline/tideline/adapters/tesseract"
+	"github.com/tideline/tideline/adapters/tesseract/pagetest"
 	"github.com/tideline/tideline/domain/media/mediatest"
 )
 
@@ -40,46 +31,6 @@ var pages = map[string][]string{
 	},
 }
 
-const nanum = "/usr/share/fonts/truetype/nanum/NanumGothic.ttf"
-
-// render draws lines in NanumGothic (Debian fonts-nanum: Hangul and
-// Latin) at size pixels, black on white, as a PNG.
-func render(tb testing.TB, lines []string, size float64) []byte {
-	tb.Helper()
-	mediatest.NeedFile(tb, nanum, "fonts-nanum")
-	data, err := os.ReadFile(nanum)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	f, err := opentype.Parse(data)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: size, DPI: 72, Hinting: font.HintingFull})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer face.Close()
-	m := face.Metrics()
-	lineHeight := (m.Height * 3 / 2).Ceil()
-	width := 0
-	for _, l := range lines {
-		width = max(width, font.MeasureString(face, l).Ceil())
-	}
-	img := image.NewGray(image.Rect(0, 0, width+80, lineHeight*len(lines)+80))
-	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
-	d := font.Drawer{Dst: img, Src: image.NewUniform(color.Black), Face: face}
-	for i, l := range lines {
-		d.Dot = fixed.P(40, 40+m.Ascent.Ceil()+i*lineHeight)
-		d.DrawString(l)
-	}
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		tb.Fatal(err)
-	}
-	return b.Bytes()
-}
-
 func needTesseract(tb testing.TB) {
 	tb.Helper()
 	mediatest.Need(tb, "tesseract", "tesseract-ocr")
@@ -92,7 +43,7 @@ func TestContract(t *testing.T) {
 	for _, lang := range []string{"en", "ko"} {
 		t.Run(lang, func(t *testing.T) {
 			lines := pages[lang][:3]
-			mediatest.OCR(t, ocr, mediatest.Image{Data: render(t, lines, 28), Text: strings.Join(lines, "\n"), Langs: []string{lang}})
+			mediatest.OCR(t, ocr, mediatest.Image{Data: pagetest.Render(t, lines, 28), Text: strings.Join(lines, "\n"), Langs: []string{lang}})
 		})
 	}
 }
@@ -101,7 +52,7 @@ func TestContract(t *testing.T) {
 // into syllables; with no language given, both are used, Korean first.
 func TestKoreanWordsAreWhole(t *testing.T) {
 	needTesseract(t)
-	p, err := tesseract.New(tesseract.Config{}).Read(context.Background(), render(t, pages["ko"][:1], 28), nil)
+	p, err := tesseract.New(tesseract.Config{}).Read(context.Background(), pagetest.Render(t, pages["ko"][:1], 28), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +76,7 @@ func TestMissingEngineIsUnavailable(t *testing.T) {
 func TestFigureWordAccuracy(t *testing.T) {
 	needTesseract(t)
 	for _, lang := range []string{"en", "ko"} {
-		img := render(t, pages[lang], 28)
+		img := pagetest.Render(t, pages[lang], 28)
 		ref := strings.Join(pages[lang], "\n")
 		for _, psm := range []int{3, 4, 6} {
 			start := time.Now()

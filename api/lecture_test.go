@@ -1,0 +1,227 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/domain/media/mediatest"
+	"github.com/tideline/tideline/internal/poll"
+	transcriptionv1 "github.com/tideline/tideline/schemas/gen/tideline/transcription/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/transcription/v1/transcriptionv1connect"
+)
+
+const librivox = "/usr/share/pocketsphinx/test/data/librivox"
+
+// lectureAudio is the LibriVox recordings Debian's pocketsphinx-testdata
+// ships, one after another with a second of silence between, as 16 kHz
+// PCM, and their reference text.
+func lectureAudio(tb testing.TB) (pcm []byte, reference string) {
+	tb.Helper()
+	mediatest.Need(tb, "pocketsphinx_continuous", "pocketsphinx")
+	mediatest.NeedFile(tb, filepath.Join(librivox, "transcription"), "pocketsphinx-testdata")
+	f, err := os.Open(filepath.Join(librivox, "transcription"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var ref []string
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		line := sc.Text()
+		open, close := strings.LastIndexByte(line, '('), strings.LastIndexByte(line, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		wav, err := os.ReadFile(filepath.Join(librivox, line[open+1:close]+".wav"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		p, err := media.PCMFromWAV(wav)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		pcm = append(append(pcm, p...), make([]byte, 2*media.SampleRate)...)
+		words := strings.Fields(line[:open])
+		ref = append(ref, slices.DeleteFunc(words, func(w string) bool { return w == "<s>" || w == "</s>" })...)
+	}
+	return pcm, strings.Join(ref, " ")
+}
+
+// streamLecture streams pcm in chunks of 200 ms, paced at speed times
+// real time (0: as fast as the stream takes it), and returns the final
+// segments, each with how long after its audio was sent it arrived.
+func streamLecture(tb testing.TB, c transcriptionv1connect.TranscriptionServiceClient, tok, id string, pcm []byte, speed float64) (finals []*transcriptionv1.Segment, partials int, lags []time.Duration, ended *transcriptionv1.StreamLectureResponse_Ended) {
+	tb.Helper()
+	s := c.StreamLecture(context.Background())
+	s.RequestHeader().Set("Authorization", "Bearer "+tok)
+	if err := s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Start_{Start: &transcriptionv1.StreamLectureRequest_Start{LectureId: id, Title: "Sense and Sensibility, chapter 1"}}}); err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now()
+	sent := make(chan error, 1)
+	go func() {
+		const chunk = media.SampleRate * 2 / 5 // 200 ms
+		for i := 0; i < len(pcm); i += chunk {
+			if speed > 0 {
+				if d := time.Until(start.Add(time.Duration(float64(media.PCMDuration(pcm[:i])) / speed))); d > 0 {
+					time.Sleep(d) // pacing the audio as a microphone would
+				}
+			}
+			if err := s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Audio{Audio: pcm[i:min(i+chunk, len(pcm))]}}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- s.CloseRequest()
+	}()
+	for {
+		msg, err := s.Receive()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		switch m := msg.Msg.(type) {
+		case *transcriptionv1.StreamLectureResponse_Final:
+			finals = append(finals, m.Final)
+			if speed > 0 { // the lag from when the utterance's last audio went
+				lags = append(lags, time.Since(start.Add(time.Duration(float64(time.Duration(m.Final.EndMs)*time.Millisecond)/speed))))
+			}
+		case *transcriptionv1.StreamLectureResponse_Partial:
+			partials++
+		case *transcriptionv1.StreamLectureResponse_Ended_:
+			ended = m.Ended
+		}
+	}
+	if err := <-sent; err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.CloseResponse(); err != nil {
+		tb.Fatal(err)
+	}
+	return finals, partials, lags, ended
+}
+
+func transcript(segs []*transcriptionv1.Segment) string {
+	var ws []string
+	for _, s := range segs {
+		ws = append(ws, s.Text)
+	}
+	return strings.Join(ws, " ")
+}
+
+// A lecture streamed as it is spoken comes back as final segments, each
+// stored as an event, then restructured into paragraphs.
+func TestLectureStreamEndToEnd(t *testing.T) {
+	pcm, reference := lectureAudio(t)
+	t.Parallel()
+	f := start(t)
+	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
+	kim := f.Token(t, "kim", auth.Walker)
+	finals, _, _, ended := streamLecture(t, c, kim, "austen-1", pcm, 0)
+	if ended == nil || int(ended.Segments) != len(finals) || len(finals) < 3 {
+		t.Fatalf("ended %v after %d finals", ended, len(finals))
+	}
+	for i, s := range finals {
+		if s.Index != int32(i) || s.EndMs <= s.StartMs || i > 0 && s.StartMs < finals[i-1].EndMs {
+			t.Fatalf("segment %d: %+v", i, s)
+		}
+	}
+	wer := mediatest.WordErrorRate(reference, transcript(finals))
+	t.Logf("word error rate %.2f over %d words: %q", wer, len(strings.Fields(reference)), transcript(finals))
+	if wer > 0.5 {
+		t.Errorf("word error rate %.2f, want at most 0.5", wer)
+	}
+	ctx := context.Background()
+	got, err := c.GetLecture(ctx, withToken(&transcriptionv1.GetLectureRequest{LectureId: "austen-1"}, kim))
+	if err != nil || got.Msg.Lecture.State != transcriptionv1.LectureState_LECTURE_STATE_ENDED || transcript(got.Msg.Lecture.Segments) != transcript(finals) {
+		t.Fatalf("GetLecture: %v, %v", got, err)
+	}
+	// Streaming to an ended lecture is refused.
+	s := c.StreamLecture(ctx)
+	s.RequestHeader().Set("Authorization", "Bearer "+kim)
+	s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Start_{Start: &transcriptionv1.StreamLectureRequest_Start{LectureId: "austen-1"}}})
+	s.CloseRequest()
+	if _, err := s.Receive(); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Errorf("streaming to an ended lecture: %v, want FailedPrecondition", err)
+	}
+
+	r, err := c.RestructureLecture(ctx, withToken(&transcriptionv1.RestructureLectureRequest{LectureId: "austen-1"}, kim))
+	if err != nil || r.Msg.Version != 1 || r.Msg.Already {
+		t.Fatalf("RestructureLecture: %v, %v", r, err)
+	}
+	var l *transcriptionv1.Lecture
+	poll.Until(t, 30*time.Second, "paragraphs", func() bool {
+		got, err := c.GetLecture(ctx, withToken(&transcriptionv1.GetLectureRequest{LectureId: "austen-1"}, kim))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l = got.Msg.Lecture
+		return l.ParagraphsVersion == 1 || l.RestructureFailure != ""
+	})
+	var sentences []string
+	for _, p := range l.Paragraphs {
+		sentences = append(sentences, p.Sentences...)
+		for _, h := range p.Highlights {
+			if !strings.Contains(strings.Join(p.Sentences, " "), h) {
+				t.Errorf("highlight %q is not in its paragraph %q", h, p.Sentences)
+			}
+		}
+	}
+	if l.ParagraphsEngine != "textrank" || strings.Join(sentences, " ") != transcript(finals) {
+		t.Fatalf("paragraphs by %q: %q; failure %q", l.ParagraphsEngine, sentences, l.RestructureFailure)
+	}
+	again, err := c.RestructureLecture(ctx, withToken(&transcriptionv1.RestructureLectureRequest{LectureId: "austen-1"}, kim))
+	if err != nil || !again.Msg.Already || again.Msg.Version != 1 {
+		t.Fatalf("restructuring again with nothing new: %v, %v", again, err)
+	}
+	list, err := c.ListLectures(ctx, withToken(&transcriptionv1.ListLecturesRequest{MinPosition: again.Msg.Position}, kim))
+	if err != nil || list.Msg.Total != 1 || int(list.Msg.Lectures[0].Segments) != len(finals) {
+		t.Fatalf("ListLectures: %v, %v", list, err)
+	}
+	// Another user's lecture of the same id is another lecture.
+	lee := f.Token(t, "lee", auth.Walker)
+	if _, err := c.GetLecture(ctx, withToken(&transcriptionv1.GetLectureRequest{LectureId: "austen-1"}, lee)); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("another user's lecture: %v, want NotFound", err)
+	}
+}
+
+// BenchmarkLectureStream streams the LibriVox lecture: once as fast as
+// the server takes it, for the real-time factor (wall time over audio
+// time, everything included), then b.N times at real time, as a
+// microphone sends, for how long after an utterance's last audio its
+// final segment arrives (p50, p99). It reports the word error rate too.
+func BenchmarkLectureStream(b *testing.B) {
+	pcm, reference := lectureAudio(b)
+	f := start(b)
+	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
+	kim := f.Token(b, "kim", auth.Walker)
+	t0 := time.Now()
+	finals, _, _, _ := streamLecture(b, c, kim, "bench-fast", pcm, 0)
+	rtf := time.Since(t0).Seconds() / media.PCMDuration(pcm).Seconds()
+	wer := mediatest.WordErrorRate(reference, transcript(finals))
+	var lags []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		_, _, l, _ := streamLecture(b, c, kim, fmt.Sprintf("bench-%d", i), pcm, 1)
+		lags = append(lags, l...)
+	}
+	slices.Sort(lags)
+	b.ReportMetric(rtf, "RTF")
+	b.ReportMetric(float64(lags[len(lags)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Milliseconds()), "p99-ms")
+	b.ReportMetric(wer, "WER")
+}

@@ -1,0 +1,272 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"image/png"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	smtpadapter "github.com/tideline/tideline/adapters/smtp"
+	"github.com/tideline/tideline/adapters/smtp/smtptest"
+	"github.com/tideline/tideline/adapters/tesseract/pagetest"
+	"github.com/tideline/tideline/cmd/tideline/server"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/media/mediatest"
+	"github.com/tideline/tideline/internal/poll"
+	storyv1 "github.com/tideline/tideline/schemas/gen/tideline/story/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/story/v1/storyv1connect"
+)
+
+var storyPage = []string{
+	"The little fox ran across the snowy field.",
+	"She found her mother waiting by the old oak tree.",
+}
+
+func needStoryEngines(t *testing.T) {
+	t.Helper()
+	mediatest.Need(t, "tesseract", "tesseract-ocr")
+	mediatest.Need(t, "espeak-ng", "espeak-ng")
+	mediatest.Need(t, "opusenc", "opus-tools")
+}
+
+// storyServer starts a server that mails through a test SMTP server.
+func storyServer(t *testing.T) (*servertest.Server, *smtptest.Server) {
+	t.Helper()
+	mail := smtptest.Start(t, nil)
+	f := start(t, func(m *server.Main) {
+		m.Config.SMTP = smtpadapter.Config{Host: mail.Host, Port: mail.Port, TLS: smtpadapter.NoTLS,
+			From: "Tideline <noreply@tideline.example>", Timeout: 5 * time.Second}
+	})
+	return f, mail
+}
+
+// upload PUTs img to a fresh upload URL and returns the upload's name.
+func upload(t *testing.T, c storyv1connect.StoryServiceClient, tok string, img []byte) string {
+	t.Helper()
+	res, err := c.CreateUploads(context.Background(), withToken(&storyv1.CreateUploadsRequest{}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := res.Msg.Uploads[0]
+	req, _ := http.NewRequest(http.MethodPut, u.Url, bytes.NewReader(img))
+	req.Header.Set("Content-Type", "image/png")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT upload: %s", resp.Status)
+	}
+	return u.Name
+}
+
+func waitStory(t *testing.T, c storyv1connect.StoryServiceClient, tok, id string, done func(*storyv1.Story) bool) *storyv1.Story {
+	t.Helper()
+	var st *storyv1.Story
+	poll.Until(t, 90*time.Second, "story "+id+" to finish", func() bool {
+		res, err := c.GetStory(context.Background(), withToken(&storyv1.GetStoryRequest{StoryId: id}, tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = res.Msg.Story
+		return done(st)
+	})
+	return st
+}
+
+func notified(s *storyv1.Story) bool { return s.NotifiedChannel != "" }
+
+// A page goes through OCR (tesseract), speech (espeak-ng, Opus) and an
+// e-mail with the audio's link, end to end through the real server.
+func TestStorytimeEndToEnd(t *testing.T) {
+	needStoryEngines(t)
+	t.Parallel()
+	f, mail := storyServer(t)
+	c := storyv1connect.NewStoryServiceClient(h2c, f.URL)
+	kim := f.Token(t, "kim", auth.Walker)
+	ctx := context.Background()
+	if _, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{Email: "kim@family.example"}, kim)); err != nil {
+		t.Fatal(err)
+	}
+	page := pagetest.Render(t, storyPage, 28)
+	name := upload(t, c, kim, page)
+	req, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: name, Langs: []string{"en"}}, kim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := req.Msg.StoryId
+	st := waitStory(t, c, kim, id, notified)
+	if st.Stage != storyv1.Stage_STAGE_NOTIFIED || st.NotifiedChannel != "email" {
+		t.Fatalf("story ended %v by %q: %s", st.Stage, st.NotifiedChannel, st.Failure)
+	}
+	want := strings.Join(storyPage, " ")
+	if wer := mediatest.WordErrorRate(want, st.Text); wer > 0.1 {
+		t.Errorf("text %q: word error rate %.2f against %q", st.Text, wer, want)
+	}
+	resp, err := http.Get(st.AudioUrl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "audio/ogg" || !bytes.HasPrefix(audio, []byte("OggS")) || st.AudioDurationMs < 1000 {
+		t.Fatalf("audio: %s, %s, %d bytes, %d ms", resp.Status, resp.Header.Get("Content-Type"), len(audio), st.AudioDurationMs)
+	}
+	mails := mail.Received()
+	if len(mails) != 1 || mails[0].To[0] != "kim@family.example" {
+		t.Fatalf("mails: %+v", mails)
+	}
+	_, subject, text := smtptest.Read(t, mails[0].Data)
+	if subject != "Your story is ready" || !strings.Contains(text, "/blobs/story/"+id+"-speech?") || !strings.Contains(text, "little fox") {
+		t.Errorf("mail %q:\n%s", subject, text)
+	}
+
+	// The same page again is the same story, at once: nothing appended,
+	// no engine run, no second mail.
+	last := f.Last(t)
+	again, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: upload(t, c, kim, page)}, kim))
+	if err != nil || !again.Msg.Duplicate || again.Msg.StoryId != id {
+		t.Fatalf("same page again: %v, %v", again, err)
+	}
+	if f.Last(t) != last {
+		t.Error("a duplicate request appended")
+	}
+	list, err := c.ListStories(ctx, withToken(&storyv1.ListStoriesRequest{MinPosition: last}, kim))
+	if err != nil || list.Msg.Total != 1 || list.Msg.Stories[0].Stage != storyv1.Stage_STAGE_NOTIFIED {
+		t.Fatalf("list: %v, %v", list, err)
+	}
+
+	// Nobody else sees it.
+	lee := f.Token(t, "lee", auth.Walker)
+	if _, err := c.GetStory(ctx, withToken(&storyv1.GetStoryRequest{StoryId: id}, lee)); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("another user's story: %v, want NotFound", err)
+	}
+	if len(mail.Received()) != 1 {
+		t.Errorf("%d mails, want 1", len(mail.Received()))
+	}
+}
+
+// Bad requests name their field and append nothing.
+func TestStorytimeRefusals(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	c := storyv1connect.NewStoryServiceClient(h2c, f.URL)
+	kim, lee := f.Token(t, "kim", auth.Walker), f.Token(t, "lee", auth.Walker)
+	ctx := context.Background()
+	created, err := c.CreateUploads(ctx, withToken(&storyv1.CreateUploadsRequest{Count: 2}, kim))
+	if err != nil || len(created.Msg.Uploads) != 2 {
+		t.Fatalf("CreateUploads: %v, %v", created, err)
+	}
+	kimsUpload := upload(t, c, kim, pagetest.Render(t, storyPage[:1], 28))
+	last := f.Last(t)
+	for _, tc := range []struct {
+		name string
+		tok  string
+		call func(tok string) error
+		code connect.Code
+		want string
+	}{
+		{"not_uploaded_yet", kim, func(tok string) error {
+			_, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: created.Msg.Uploads[0].Name}, tok))
+			return err
+		}, connect.CodeFailedPrecondition, "upload_name"},
+		{"another_users_upload", lee, func(tok string) error {
+			_, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: kimsUpload}, tok))
+			return err
+		}, connect.CodeInvalidArgument, "upload_name"},
+		{"unknown_language", kim, func(tok string) error {
+			_, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: kimsUpload, Langs: []string{"en", "fr"}}, tok))
+			return err
+		}, connect.CodeInvalidArgument, "langs[1]"},
+		{"too_many_uploads", kim, func(tok string) error {
+			_, err := c.CreateUploads(ctx, withToken(&storyv1.CreateUploadsRequest{Count: 101}, tok))
+			return err
+		}, connect.CodeInvalidArgument, "count"},
+		{"empty_batch", kim, func(tok string) error {
+			_, err := c.RequestStories(ctx, withToken(&storyv1.RequestStoriesRequest{}, tok))
+			return err
+		}, connect.CodeInvalidArgument, "upload_names"},
+		{"bad_email", kim, func(tok string) error {
+			_, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{Email: "kim at home"}, tok))
+			return err
+		}, connect.CodeInvalidArgument, "email"},
+		{"plain_http_webhook", kim, func(tok string) error {
+			_, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{SlackWebhook: "http://127.0.0.1:22/x"}, tok))
+			return err
+		}, connect.CodeInvalidArgument, "slack_webhook"},
+		{"devices_may_not", f.Token(t, "d1", auth.Device), func(tok string) error {
+			_, err := c.CreateUploads(ctx, withToken(&storyv1.CreateUploadsRequest{}, tok))
+			return err
+		}, connect.CodePermissionDenied, ""},
+		{"unknown_story", kim, func(tok string) error {
+			_, err := c.GetStory(ctx, withToken(&storyv1.GetStoryRequest{StoryId: "snope"}, tok))
+			return err
+		}, connect.CodeNotFound, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call(tc.tok)
+			if connect.CodeOf(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %v naming %q", err, tc.code, tc.want)
+			}
+		})
+	}
+	if f.Last(t) != last {
+		t.Error("refused requests appended")
+	}
+}
+
+// blank is a white PNG: a page with no text.
+func blank() []byte {
+	img := image.NewGray(image.Rect(0, 0, 400, 200))
+	for i := range img.Pix {
+		img.Pix[i] = 0xff
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	return b.Bytes()
+}
+
+// A bulk request of two pages, one of them blank, ends in one combined
+// mail saying which page is ready and why the other failed.
+func TestStorytimeBatch(t *testing.T) {
+	needStoryEngines(t)
+	t.Parallel()
+	f, mail := storyServer(t)
+	c := storyv1connect.NewStoryServiceClient(h2c, f.URL)
+	kim := f.Token(t, "kim", auth.Walker)
+	ctx := context.Background()
+	if _, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{Email: "kim@family.example"}, kim)); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{upload(t, c, kim, pagetest.Render(t, storyPage, 28)), upload(t, c, kim, blank())}
+	res, err := c.RequestStories(ctx, withToken(&storyv1.RequestStoriesRequest{UploadNames: names, Langs: []string{"en"}}, kim))
+	if err != nil || len(res.Msg.StoryIds) != 2 {
+		t.Fatalf("RequestStories: %v, %v", res, err)
+	}
+	again, err := c.RequestStories(ctx, withToken(&storyv1.RequestStoriesRequest{UploadNames: names, Langs: []string{"en"}}, kim))
+	if err != nil || !again.Msg.Duplicate || again.Msg.BatchId != res.Msg.BatchId {
+		t.Fatalf("the same request again: %v, %v", again, err)
+	}
+	ok := waitStory(t, c, kim, res.Msg.StoryIds[0], notified)
+	failed := waitStory(t, c, kim, res.Msg.StoryIds[1], notified)
+	if ok.Stage != storyv1.Stage_STAGE_NOTIFIED || failed.Stage != storyv1.Stage_STAGE_FAILED || !strings.Contains(failed.Failure, "no text") {
+		t.Fatalf("stages %v, %v (%s)", ok.Stage, failed.Stage, failed.Failure)
+	}
+	mails := mail.Received()
+	if len(mails) != 1 {
+		t.Fatalf("%d mails, want one combined", len(mails))
+	}
+	_, subject, text := smtptest.Read(t, mails[0].Data)
+	if subject != "1 of 2 pages are ready" || !strings.Contains(text, "Page 1:") || !strings.Contains(text, "Page 2: we could not read it aloud") {
+		t.Errorf("mail %q:\n%s", subject, text)
+	}
+}
