@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/adapters/pocketsphinx"
+	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/media"
 	"github.com/tideline/tideline/domain/media/mediatest"
 )
@@ -87,20 +88,14 @@ func TestTranscriberContract(t *testing.T) {
 	mediatest.Transcriber(t, pocketsphinx.New(pocketsphinx.Config{}), recordings(t)[1])
 }
 
-// The riders' commands, in English and romanised Korean (what is said to
-// the synthesiser, in Hangul, beside).
+// The riders' commands: the delivery context's grammars (English, and
+// Korean romanised), with what is said to the synthesiser in Hangul.
 var (
-	english = media.Grammar{Lang: "en", Phrases: map[string]string{
-		"pick up": "PICK_UP", "delivered": "DELIVERED", "call customer": "CALL_CUSTOMER", "navigate": "NAVIGATE",
-		"emergency": "SOS", "accept order": "ACCEPT", "reject order": "REJECT", "arrived": "ARRIVED",
-	}}
-	korean = media.Grammar{Lang: "ko", Phrases: map[string]string{
-		"pikeop": "PICK_UP", "baedal wallyo": "DELIVERED", "gogaek jeonhwa": "CALL_CUSTOMER", "gil annae": "NAVIGATE",
-		"bisang": "SOS", "jumun surak": "ACCEPT", "jumun geojeol": "REJECT", "dochak": "ARRIVED",
-	}}
-	hangul = map[string]string{
-		"pikeop": "픽업", "baedal wallyo": "배달 완료", "gogaek jeonhwa": "고객 전화", "gil annae": "길 안내",
-		"bisang": "비상", "jumun surak": "주문 수락", "jumun geojeol": "주문 거절", "dochak": "도착",
+	english = riders("en")
+	korean  = riders("ko")
+	hangul  = map[string]string{
+		"surak": "수락", "jumun surak": "주문 수락", "baedal surak": "배달 수락", "pikeop": "픽업", "pikeop wallyo": "픽업 완료",
+		"baedal wallyo": "배달 완료", "baedal kkeut": "배달 끝", "chwiso": "취소", "jumun chwiso": "주문 취소", "baedal chwiso": "배달 취소",
 	}
 	offGrammar = map[string][]string{
 		"en": {"what time is it", "the weather is nice today", "open the window", "play some music", "how far is the station", "i am hungry"},
@@ -111,7 +106,7 @@ var (
 func TestCommandRecognizerContract(t *testing.T) {
 	needDecoder(t)
 	mediatest.CommandRecognizer(t, pocketsphinx.New(pocketsphinx.Config{}), english,
-		mediatest.Speech{PCM: say(t, "en-us", 130, "reject order"), Lang: "en", Text: "reject order"})
+		mediatest.Speech{PCM: say(t, "en-us", 130, "cancel the order"), Lang: "en", Text: "cancel the order"})
 }
 
 func TestCommandErrors(t *testing.T) {
@@ -316,4 +311,12 @@ func TestFigureSynthesisedEnglish(t *testing.T) {
 	if wer["flite rms"] >= wer["espeak-ng en-us"] {
 		t.Errorf("flite no longer more intelligible than espeak-ng: %v", fmt.Sprint(wer))
 	}
+}
+
+func riders(lang string) media.Grammar {
+	g, err := delivery.VoiceGrammar("lang", lang)
+	if err != nil {
+		panic(err)
+	}
+	return g
 }
