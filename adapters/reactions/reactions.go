@@ -54,6 +54,11 @@ type Reaction struct {
 	// Handle is called once per commit, at least once, in stream order;
 	// it must be idempotent. An error retries, then poisons the commit.
 	Handle func(ctx context.Context, c es.Commit) error
+	// Concurrency is how many commits Handle may take at once (default 1:
+	// one at a time, in stream order). Above 1 the order across commits
+	// is lost: for reactions whose commits are independent, such as one
+	// engine call per story, that may use every core.
+	Concurrency int
 }
 
 // Config configures an Engine.
@@ -166,7 +171,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 				AckPolicy:      jetstream.AckExplicitPolicy,
 				AckWait:        cfg.AckWait,
 				MaxDeliver:     cfg.MaxDeliver,
-				MaxAckPending:  1, // in stream order, one at a time
+				MaxAckPending:  max(1, r.Concurrency), // 1: in stream order, one at a time
 			}, nil
 		},
 		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*cfg.RedeliverDelay, 30*time.Second) },
@@ -186,8 +191,14 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		retry := middleware.Retry{MaxRetries: cfg.MaxRetries, InitialInterval: cfg.RetryInterval,
 			MaxInterval: 5 * time.Second, Multiplier: 2, Logger: wlog,
 			ShouldRetry: func(p middleware.RetryParams) bool { return !errors.As(p.Err, new(permanentError)) }}
-		h := router.AddConsumerHandler(name, name, sub, handler(r, cfg.Decode, cfg.Logger))
-		h.AddMiddleware(poison, retry.Middleware)
+		for i := range max(1, r.Concurrency) { // each a fetcher of the one durable consumer
+			hname := name
+			if i > 0 {
+				hname = fmt.Sprintf("%s#%d", name, i+1)
+			}
+			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, cfg.Logger))
+			h.AddMiddleware(poison, retry.Middleware)
+		}
 	}
 	return &Engine{router: router, sub: sub}, nil
 }

@@ -308,3 +308,35 @@ func TestUnavailableIsRetriedLaterNotPoisoned(t *testing.T) {
 		t.Fatalf("poison stream holds %v (%v), want nothing", info.State.Msgs, err)
 	}
 }
+
+// A reaction of Concurrency 2 works on two commits at once.
+func TestConcurrentReaction(t *testing.T) {
+	e := setup(t)
+	in := make(chan struct{}, 2)
+	both := make(chan struct{})
+	var once sync.Once
+	e.engine(t, reactions.Reaction{Name: "wide", Subjects: []string{"ev.safety.>"}, Concurrency: 2,
+		Handle: func(ctx context.Context, c es.Commit) error {
+			in <- struct{}{}
+			if len(in) == 2 {
+				once.Do(func() { close(both) })
+			}
+			select { // each waits for the other: one at a time would never get here
+			case <-both:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}})
+	for i := range 2 {
+		if _, err := e.store.Append(context.Background(), es.StreamID{Context: "safety", Type: "rider", ID: fmt.Sprint("r", i)},
+			[]proto.Message{&safetyv1.DangerDetected{EventId: fmt.Sprint("e", i)}}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-both:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the two commits were not handled at once")
+	}
+}

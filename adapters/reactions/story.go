@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,9 @@ type StoryEngines struct {
 	// Attempts is how many times an engine that fails (not unavailable,
 	// not refusing the input) is tried before the story fails; default 3.
 	Attempts int
+	// Concurrency is how many stories each engine stage works on at once;
+	// default the number of CPUs.
+	Concurrency int
 	Logger   *slog.Logger
 }
 
@@ -66,6 +70,9 @@ func StoryReactions(svc *story.Service, e StoryEngines) []Reaction {
 	if e.Logger == nil {
 		e.Logger = slog.Default()
 	}
+	if e.Concurrency <= 0 {
+		e.Concurrency = runtime.NumCPU()
+	}
 	if e.OCR == nil {
 		e.OCR = noOCR{}
 	}
@@ -75,8 +82,8 @@ func StoryReactions(svc *story.Service, e StoryEngines) []Reaction {
 	p := &storyPipeline{svc: svc, e: e, down: map[string]bool{}}
 	return []Reaction{
 		{Name: StoryBatchName, Subjects: []string{"ev.story.batch.>"}, Handle: p.fanout},
-		{Name: StoryReadName, Subjects: []string{"ev.story.story.>"}, Handle: p.read},
-		{Name: StorySpeakName, Subjects: []string{"ev.story.story.>"}, Handle: p.speak},
+		{Name: StoryReadName, Subjects: []string{"ev.story.story.>"}, Handle: p.read, Concurrency: e.Concurrency},
+		{Name: StorySpeakName, Subjects: []string{"ev.story.story.>"}, Handle: p.speak, Concurrency: e.Concurrency},
 		{Name: StoryNotifyName, Subjects: []string{"ev.story.story.>"}, Handle: p.notify},
 	}
 }
