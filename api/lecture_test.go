@@ -2,10 +2,12 @@ package api_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -224,4 +226,58 @@ func BenchmarkLectureStream(b *testing.B) {
 	b.ReportMetric(float64(lags[len(lags)/2].Milliseconds()), "p50-ms")
 	b.ReportMetric(float64(lags[len(lags)*99/100].Milliseconds()), "p99-ms")
 	b.ReportMetric(wer, "WER")
+}
+
+// A whole recording uploaded through a signed URL is transcribed in the
+// background; a watcher sees the lecture grow and end.
+func TestLectureRecordingEndToEnd(t *testing.T) {
+	pcm, reference := lectureAudio(t)
+	t.Parallel()
+	f := start(t)
+	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
+	kim := f.Token(t, "kim", auth.Walker)
+	ctx := context.Background()
+	up, err := c.CreateUpload(ctx, withToken(&transcriptionv1.CreateUploadRequest{}, kim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPut, up.Msg.Url, bytes.NewReader(media.WAV(pcm)))
+	req.Header.Set("Content-Type", "audio/wav")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT recording: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if _, err := c.TranscribeRecording(ctx, withToken(&transcriptionv1.TranscribeRecordingRequest{LectureId: "rec-1", UploadName: up.Msg.Name}, kim)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.TranscribeRecording(ctx, withToken(&transcriptionv1.TranscribeRecordingRequest{LectureId: "rec-1", UploadName: up.Msg.Name}, kim))
+	if err != nil || !again.Msg.Duplicate {
+		t.Fatalf("the same request again: %v, %v", again, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	w, err := c.WatchLecture(wctx, withToken(&transcriptionv1.WatchLectureRequest{LectureId: "rec-1"}, kim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var updates int
+	var l *transcriptionv1.Lecture
+	for w.Receive() {
+		updates++
+		l = w.Msg().Lecture
+		if l.State != transcriptionv1.LectureState_LECTURE_STATE_LIVE {
+			break
+		}
+	}
+	cancel()
+	if l == nil || l.State != transcriptionv1.LectureState_LECTURE_STATE_ENDED || updates < 2 {
+		t.Fatalf("watch: %d updates, last %v (err %v)", updates, l, w.Err())
+	}
+	if wer := mediatest.WordErrorRate(reference, transcript(l.Segments)); wer > 0.5 {
+		t.Errorf("word error rate %.2f", wer)
+	}
+	if l.DurationMs < media.PCMDuration(pcm).Milliseconds()-100 {
+		t.Errorf("duration %d ms, the recording is %v", l.DurationMs, media.PCMDuration(pcm))
+	}
 }

@@ -3,10 +3,13 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image"
 	"image/png"
 	"io"
 	"net/http"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +52,7 @@ func storyServer(t *testing.T) (*servertest.Server, *smtptest.Server) {
 }
 
 // upload PUTs img to a fresh upload URL and returns the upload's name.
-func upload(t *testing.T, c storyv1connect.StoryServiceClient, tok string, img []byte) string {
+func upload(t testing.TB, c storyv1connect.StoryServiceClient, tok string, img []byte) string {
 	t.Helper()
 	res, err := c.CreateUploads(context.Background(), withToken(&storyv1.CreateUploadsRequest{}, tok))
 	if err != nil {
@@ -69,7 +72,7 @@ func upload(t *testing.T, c storyv1connect.StoryServiceClient, tok string, img [
 	return u.Name
 }
 
-func waitStory(t *testing.T, c storyv1connect.StoryServiceClient, tok, id string, done func(*storyv1.Story) bool) *storyv1.Story {
+func waitStory(t testing.TB, c storyv1connect.StoryServiceClient, tok, id string, done func(*storyv1.Story) bool) *storyv1.Story {
 	t.Helper()
 	var st *storyv1.Story
 	poll.Until(t, 90*time.Second, "story "+id+" to finish", func() bool {
@@ -268,5 +271,119 @@ func TestStorytimeBatch(t *testing.T) {
 	_, subject, text := smtptest.Read(t, mails[0].Data)
 	if subject != "1 of 2 pages are ready" || !strings.Contains(text, "Page 1:") || !strings.Contains(text, "Page 2: we could not read it aloud") {
 		t.Errorf("mail %q:\n%s", subject, text)
+	}
+}
+
+// BenchmarkStoryBurst uploads a burst of 200 distinct pages at once and
+// waits until every story is told (by e-mail, through a real SMTP
+// server): it reports the throughput, each story's time from request to
+// e-mail (p50, p99), the peak heap while the burst drains (the server
+// runs in this process), and checks that none is lost.
+func BenchmarkStoryBurst(b *testing.B) {
+	mediatest.Need(b, "tesseract", "tesseract-ocr")
+	mediatest.Need(b, "espeak-ng", "espeak-ng")
+	const n = 200
+	pages := make([][]byte, n)
+	for i := range pages {
+		pages[i] = pagetest.Render(b, []string{storyPage[0], fmt.Sprintf("This is page number %d of the burst.", i+1)}, 24)
+	}
+	for range b.N {
+		mail := smtptest.Start(b, nil)
+		f := start(b, func(m *server.Main) {
+			m.Config.SMTP = smtpadapter.Config{Host: mail.Host, Port: mail.Port, TLS: smtpadapter.NoTLS, From: "noreply@tideline.example", Timeout: 5 * time.Second}
+		})
+		c := storyv1connect.NewStoryServiceClient(h2c, f.URL)
+		kim := f.Token(b, "kim", auth.Walker)
+		ctx := context.Background()
+		if _, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{Email: "kim@family.example"}, kim)); err != nil {
+			b.Fatal(err)
+		}
+		names := make([]string, n)
+		for i, p := range pages {
+			names[i] = upload(b, c, kim, p)
+		}
+		var peak uint64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			var ms runtime.MemStats
+			for {
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.HeapInuse)
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+		start := time.Now()
+		asked := make(map[string]time.Time, n)
+		for _, name := range names {
+			res, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: name, Langs: []string{"en"}}, kim))
+			if err != nil {
+				b.Fatal(err)
+			}
+			asked[res.Msg.StoryId] = time.Now()
+		}
+		var lat []time.Duration
+		told := map[string]bool{}
+		poll.Until(b, 30*time.Minute, "every story told", func() bool {
+			for id, at := range asked {
+				if told[id] {
+					continue
+				}
+				res, err := c.GetStory(ctx, withToken(&storyv1.GetStoryRequest{StoryId: id}, kim))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Msg.Story.NotifiedChannel != "" {
+					if res.Msg.Story.Stage != storyv1.Stage_STAGE_NOTIFIED {
+						b.Fatalf("story %s: %v %s", id, res.Msg.Story.Stage, res.Msg.Story.Failure)
+					}
+					told[id] = true
+					lat = append(lat, time.Since(at))
+				}
+			}
+			return len(told) == n
+		})
+		elapsed := time.Since(start)
+		close(stop)
+		<-sampled
+		if got := len(mail.Received()); got != n {
+			b.Fatalf("%d mails for %d stories", got, n)
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "stories/s")
+		b.ReportMetric(lat[len(lat)/2].Seconds(), "p50-s")
+		b.ReportMetric(lat[len(lat)*99/100].Seconds(), "p99-s")
+		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+	}
+}
+
+// WatchStory streams a story's stages and ends once its user is told.
+func TestWatchStory(t *testing.T) {
+	needStoryEngines(t)
+	t.Parallel()
+	f, _ := storyServer(t)
+	c := storyv1connect.NewStoryServiceClient(h2c, f.URL)
+	kim := f.Token(t, "kim", auth.Walker)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	res, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: upload(t, c, kim, pagetest.Render(t, storyPage, 28))}, kim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.WatchStory(ctx, withToken(&storyv1.WatchStoryRequest{StoryId: res.Msg.StoryId}, kim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []storyv1.Stage
+	for w.Receive() {
+		stages = append(stages, w.Msg().Story.Stage)
+	}
+	if w.Err() != nil || len(stages) == 0 || stages[len(stages)-1] != storyv1.Stage_STAGE_NOTIFIED || !slices.IsSorted(stages) {
+		t.Fatalf("stages %v, err %v", stages, w.Err())
 	}
 }
