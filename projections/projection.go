@@ -3,7 +3,11 @@
 // order, checkpoints, snapshots and rebuilds.
 package projections
 
-import "github.com/tideline/tideline/domain/es"
+import (
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tideline/tideline/domain/es"
+)
 
 // Projection is a read model.
 //
@@ -83,4 +87,14 @@ type Segment struct {
 	// Encode returns the segment's bytes; nil when the segment is
 	// unchanged since the previous capture.
 	Encode func() ([]byte, error)
+}
+
+// TypeNames returns the full names of the event types of msgs, for
+// Selective.EventTypes.
+func TypeNames(msgs ...proto.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = string(m.ProtoReflect().Descriptor().FullName())
+	}
+	return out
 }

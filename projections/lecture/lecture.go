@@ -6,7 +6,6 @@
 package lecture
 
 import (
-	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -25,10 +24,9 @@ const MaxPerOwner = 1000
 
 // Model is owners' lecture lists. Safe for queries concurrent with Apply.
 type Model struct {
-	mu       sync.RWMutex
-	byOwner  map[string][]*transcriptionv1.LectureSummary // in order of start
-	byStream map[string]*transcriptionv1.LectureSummary   // by the lecture's stream id
-	pos      uint64
+	mu   sync.RWMutex
+	list *projections.Recent[*transcriptionv1.LectureSummary] // by owner, keyed by the lecture's stream id
+	pos  uint64
 }
 
 var (
@@ -53,20 +51,16 @@ func (m *Model) Subjects() []string { return []string{"ev.transcription.lecture.
 // EventTypes lists the events the model reads; every lecture event, so
 // that watchers of a lecture wake on each of its changes.
 func (m *Model) EventTypes() []string {
-	var ts []string
-	for _, e := range []proto.Message{(*transcriptionv1.LectureStarted)(nil), (*transcriptionv1.SegmentTranscribed)(nil),
+	return projections.TypeNames((*transcriptionv1.LectureStarted)(nil), (*transcriptionv1.SegmentTranscribed)(nil),
 		(*transcriptionv1.LectureEnded)(nil), (*transcriptionv1.LectureFailed)(nil), (*transcriptionv1.RestructureRequested)(nil),
-		(*transcriptionv1.LectureRestructured)(nil), (*transcriptionv1.RestructureFailed)(nil)} {
-		ts = append(ts, string(e.ProtoReflect().Descriptor().FullName()))
-	}
-	return ts
+		(*transcriptionv1.LectureRestructured)(nil), (*transcriptionv1.RestructureFailed)(nil))
 }
 
 // Reset empties the model.
 func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byOwner, m.byStream, m.pos = map[string][]*transcriptionv1.LectureSummary{}, map[string]*transcriptionv1.LectureSummary{}, 0
+	m.list, m.pos = projections.NewRecent[*transcriptionv1.LectureSummary](MaxPerOwner), 0
 }
 
 // Position is the last applied position.
@@ -82,17 +76,15 @@ func (m *Model) Apply(e es.Event) {
 	defer m.mu.Unlock()
 	m.pos = e.Position.Seq
 	if d, ok := e.Data.(*transcriptionv1.LectureStarted); ok {
-		if m.byStream[e.Stream.ID] == nil {
-			m.add(&transcriptionv1.LectureSummary{LectureId: d.LectureId, OwnerId: d.OwnerId, Title: d.Title,
-				State: transcriptionv1.LectureState_LECTURE_STATE_LIVE, StartedAt: d.StartedAt})
-		}
+		m.list.Add(d.OwnerId, e.Stream.ID, &transcriptionv1.LectureSummary{LectureId: d.LectureId, OwnerId: d.OwnerId, Title: d.Title,
+			State: transcriptionv1.LectureState_LECTURE_STATE_LIVE, StartedAt: d.StartedAt})
 		return
 	}
-	s := m.byStream[e.Stream.ID]
-	if s == nil {
+	p := m.list.Get(e.Stream.ID)
+	if p == nil {
 		return
 	}
-	switch e.Data.(type) {
+	switch s := *p; e.Data.(type) {
 	case *transcriptionv1.SegmentTranscribed:
 		s.Segments++
 	case *transcriptionv1.LectureEnded:
@@ -102,27 +94,16 @@ func (m *Model) Apply(e es.Event) {
 	}
 }
 
-func (m *Model) add(s *transcriptionv1.LectureSummary) {
-	list := append(m.byOwner[s.OwnerId], s)
-	if len(list) > MaxPerOwner {
-		delete(m.byStream, tr.Stream(list[0].OwnerId, list[0].LectureId).ID)
-		list = slices.Delete(list, 0, 1)
-	}
-	m.byOwner[s.OwnerId] = list
-	m.byStream[tr.Stream(s.OwnerId, s.LectureId).ID] = s
-}
-
 // List returns owner's latest lectures, newest first, at most limit, and
 // how many the model holds for them.
 func (m *Model) List(owner string, limit int) ([]*transcriptionv1.LectureSummary, int) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	list := m.byOwner[owner]
-	out := make([]*transcriptionv1.LectureSummary, 0, min(limit, len(list)))
-	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
-		out = append(out, proto.Clone(list[i]).(*transcriptionv1.LectureSummary))
+	list, total := m.list.Newest(owner, limit)
+	for i, s := range list {
+		list[i] = proto.Clone(s).(*transcriptionv1.LectureSummary)
 	}
-	return out, len(list)
+	return list, total
 }
 
 var framed = projections.Framed{Magic: "tllecture1"}
@@ -131,20 +112,18 @@ var framed = projections.Framed{Magic: "tllecture1"}
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	msgs := make([]proto.Message, 0, len(m.byStream))
-	for _, list := range m.byOwner {
-		for _, s := range list {
-			msgs = append(msgs, s)
-		}
-	}
+	msgs := make([]proto.Message, 0, m.list.Len())
+	m.list.Each(func(_, _ string, s *transcriptionv1.LectureSummary) { msgs = append(msgs, s) })
 	return framed.Marshal(m.pos, msgs)
 }
 
-// Restore replaces the model with a snapshot's.
+// Restore replaces the model with a snapshot's. Each summary's stream id
+// is derived from its owner and lecture id, as the stream's is.
 func (m *Model) Restore(data []byte) error {
-	fresh := New()
+	list := projections.NewRecent[*transcriptionv1.LectureSummary](MaxPerOwner)
 	pos, err := framed.Unmarshal(data, func() proto.Message { return new(transcriptionv1.LectureSummary) }, func(msg proto.Message) error {
-		fresh.add(msg.(*transcriptionv1.LectureSummary))
+		s := msg.(*transcriptionv1.LectureSummary)
+		list.Add(s.OwnerId, tr.Stream(s.OwnerId, s.LectureId).ID, s)
 		return nil
 	})
 	if err != nil {
@@ -152,6 +131,6 @@ func (m *Model) Restore(data []byte) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byOwner, m.byStream, m.pos = fresh.byOwner, fresh.byStream, pos
+	m.list, m.pos = list, pos
 	return nil
 }

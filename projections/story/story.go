@@ -6,7 +6,6 @@
 package story
 
 import (
-	"slices"
 	"sync"
 	"time"
 
@@ -25,17 +24,16 @@ const Name = "story"
 const MaxPerUser = 1000
 
 type summary struct {
-	id, user           string
+	id                 string
 	stage              storyv1.Stage
 	requested, updated time.Time
 }
 
 // Model is users' story lists. Safe for queries concurrent with Apply.
 type Model struct {
-	mu     sync.RWMutex
-	byUser map[string][]*summary // in order of request
-	byID   map[string]*summary
-	pos    uint64
+	mu   sync.RWMutex
+	list *projections.Recent[summary] // by user, keyed by story id
+	pos  uint64
 }
 
 var (
@@ -59,19 +57,15 @@ func (m *Model) Subjects() []string { return []string{"ev.story.story.>"} }
 
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
-	var ts []string
-	for _, e := range []proto.Message{(*storyv1.StoryRequested)(nil), (*storyv1.TextExtracted)(nil),
-		(*storyv1.SpeechSynthesized)(nil), (*storyv1.StoryFailed)(nil), (*storyv1.UserNotified)(nil)} {
-		ts = append(ts, string(e.ProtoReflect().Descriptor().FullName()))
-	}
-	return ts
+	return projections.TypeNames((*storyv1.StoryRequested)(nil), (*storyv1.TextExtracted)(nil),
+		(*storyv1.SpeechSynthesized)(nil), (*storyv1.StoryFailed)(nil), (*storyv1.UserNotified)(nil))
 }
 
 // Reset empties the model.
 func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byUser, m.byID, m.pos = map[string][]*summary{}, map[string]*summary{}, 0
+	m.list, m.pos = projections.NewRecent[summary](MaxPerUser), 0
 }
 
 // Position is the last applied position.
@@ -86,40 +80,23 @@ func (m *Model) Apply(e es.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pos = e.Position.Seq
+	stage := func(id string, st storyv1.Stage) {
+		if s := m.list.Get(id); s != nil && (st != storyv1.Stage_STAGE_NOTIFIED || s.stage != storyv1.Stage_STAGE_FAILED) {
+			s.stage, s.updated = st, e.OccurredAt
+		}
+	}
 	switch d := e.Data.(type) {
 	case *storyv1.StoryRequested:
-		if m.byID[d.StoryId] != nil {
-			return
-		}
-		s := &summary{id: d.StoryId, user: d.UserId, stage: storyv1.Stage_STAGE_REQUESTED,
-			requested: d.RequestedAt.AsTime(), updated: e.OccurredAt}
-		m.add(s)
+		m.list.Add(d.UserId, d.StoryId, summary{id: d.StoryId, stage: storyv1.Stage_STAGE_REQUESTED,
+			requested: d.RequestedAt.AsTime(), updated: e.OccurredAt})
 	case *storyv1.TextExtracted:
-		m.stage(d.StoryId, storyv1.Stage_STAGE_TEXT_EXTRACTED, e.OccurredAt)
+		stage(d.StoryId, storyv1.Stage_STAGE_TEXT_EXTRACTED)
 	case *storyv1.SpeechSynthesized:
-		m.stage(d.StoryId, storyv1.Stage_STAGE_SPEECH_SYNTHESIZED, e.OccurredAt)
+		stage(d.StoryId, storyv1.Stage_STAGE_SPEECH_SYNTHESIZED)
 	case *storyv1.StoryFailed:
-		m.stage(d.StoryId, storyv1.Stage_STAGE_FAILED, e.OccurredAt)
+		stage(d.StoryId, storyv1.Stage_STAGE_FAILED)
 	case *storyv1.UserNotified:
-		if s := m.byID[d.StoryId]; s != nil && s.stage != storyv1.Stage_STAGE_FAILED {
-			m.stage(d.StoryId, storyv1.Stage_STAGE_NOTIFIED, e.OccurredAt)
-		}
-	}
-}
-
-func (m *Model) add(s *summary) {
-	list := append(m.byUser[s.user], s)
-	if len(list) > MaxPerUser {
-		delete(m.byID, list[0].id)
-		list = slices.Delete(list, 0, 1)
-	}
-	m.byUser[s.user] = list
-	m.byID[s.id] = s
-}
-
-func (m *Model) stage(id string, st storyv1.Stage, at time.Time) {
-	if s := m.byID[id]; s != nil {
-		s.stage, s.updated = st, at
+		stage(d.StoryId, storyv1.Stage_STAGE_NOTIFIED) // a failed story stays failed
 	}
 }
 
@@ -128,27 +105,23 @@ func (m *Model) stage(id string, st storyv1.Stage, at time.Time) {
 func (m *Model) List(user string, limit int) ([]*storyv1.StorySummary, int) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	list := m.byUser[user]
-	out := make([]*storyv1.StorySummary, 0, min(limit, len(list)))
-	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
-		out = append(out, list[i].proto())
+	list, total := m.list.Newest(user, limit)
+	out := make([]*storyv1.StorySummary, len(list))
+	for i, s := range list {
+		out[i] = &storyv1.StorySummary{StoryId: s.id, Stage: s.stage,
+			RequestedAt: timestamppb.New(s.requested), UpdatedAt: timestamppb.New(s.updated)}
 	}
-	return out, len(list)
+	return out, total
 }
 
 // Updated returns when story id last changed, if the model has it.
 func (m *Model) Updated(id string) (time.Time, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if s := m.byID[id]; s != nil {
+	if s := m.list.Get(id); s != nil {
 		return s.updated, true
 	}
 	return time.Time{}, false
-}
-
-func (s *summary) proto() *storyv1.StorySummary {
-	return &storyv1.StorySummary{StoryId: s.id, Stage: s.stage,
-		RequestedAt: timestamppb.New(s.requested), UpdatedAt: timestamppb.New(s.updated)}
 }
 
 var framed = projections.Framed{Magic: "tlstory1"}
@@ -157,24 +130,20 @@ var framed = projections.Framed{Magic: "tlstory1"}
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	msgs := make([]proto.Message, 0, len(m.byID))
-	for _, list := range m.byUser {
-		for _, s := range list {
-			msgs = append(msgs, &storyv1.Story{StoryId: s.id, UserId: s.user, Stage: s.stage,
-				RequestedAt: timestamppb.New(s.requested), UpdatedAt: timestamppb.New(s.updated)})
-		}
-	}
+	msgs := make([]proto.Message, 0, m.list.Len())
+	m.list.Each(func(user, _ string, s summary) {
+		msgs = append(msgs, &storyv1.Story{StoryId: s.id, UserId: user, Stage: s.stage,
+			RequestedAt: timestamppb.New(s.requested), UpdatedAt: timestamppb.New(s.updated)})
+	})
 	return framed.Marshal(m.pos, msgs)
 }
 
 // Restore replaces the model with a snapshot's.
 func (m *Model) Restore(data []byte) error {
-	byUser, byID := map[string][]*summary{}, map[string]*summary{}
+	list := projections.NewRecent[summary](MaxPerUser)
 	pos, err := framed.Unmarshal(data, func() proto.Message { return new(storyv1.Story) }, func(msg proto.Message) error {
 		st := msg.(*storyv1.Story)
-		s := &summary{id: st.StoryId, user: st.UserId, stage: st.Stage, requested: st.RequestedAt.AsTime(), updated: st.UpdatedAt.AsTime()}
-		byUser[s.user] = append(byUser[s.user], s)
-		byID[s.id] = s
+		list.Add(st.UserId, st.StoryId, summary{id: st.StoryId, stage: st.Stage, requested: st.RequestedAt.AsTime(), updated: st.UpdatedAt.AsTime()})
 		return nil
 	})
 	if err != nil {
@@ -182,6 +151,6 @@ func (m *Model) Restore(data []byte) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byUser, m.byID, m.pos = byUser, byID, pos
+	m.list, m.pos = list, pos
 	return nil
 }

@@ -31,7 +31,7 @@ func TestListNewestFirstWithStages(t *testing.T) {
 	apply(m, 4, &storyv1.TextExtracted{StoryId: "s1"})
 	apply(m, 5, &storyv1.StoryFailed{StoryId: "s2"})
 	apply(m, 6, &storyv1.UserNotified{StoryId: "s2"}) // a failed story stays failed
-	apply(m, 7, requested("s1", "kim", 7))             // a replayed request changes nothing
+	apply(m, 7, requested("s1", "kim", 7))            // a replayed request changes nothing
 	list, total := m.List("kim", 10)
 	if total != 2 || len(list) != 2 || list[0].StoryId != "s2" || list[1].StoryId != "s1" {
 		t.Fatalf("kim's list = %v (total %d), want s2, s1", list, total)
