@@ -93,21 +93,40 @@ func (r *Repository[S, C]) Handle(ctx context.Context, stream StreamID, cmd C, o
 	return AppendResult{}, ErrConflict
 }
 
-// Get returns the stream's current state and version.
+// Get returns the stream's current state and version, from the cache
+// when it holds the stream. A command's decision is safe on a stale
+// state (the append's version check catches it); a reader that must see
+// a commit it was told of uses GetAt.
 func (r *Repository[S, C]) Get(ctx context.Context, stream StreamID) (S, uint64, error) {
+	return r.GetAt(ctx, stream, 0)
+}
+
+// Latest, passed to GetAt as the version, reads the stream's newest
+// commits from the store whatever the cache holds.
+const Latest = ^uint64(0)
+
+// GetAt returns the stream's state at version minVersion or later: the
+// cached state when it is that recent, else the cached one brought up to
+// date from the store (or the whole stream). A reaction handling commit
+// Seq of a stream reads it with GetAt(stream, Seq), so it never acts on
+// a state from before the commit it handles, even while the writer that
+// appended it has not updated the cache yet.
+func (r *Repository[S, C]) GetAt(ctx context.Context, stream StreamID, minVersion uint64) (S, uint64, error) {
+	state, version := r.decider.Initial(), uint64(0)
 	r.mu.Lock()
 	if el, ok := r.cache[stream]; ok {
 		r.lru.MoveToFront(el)
 		c := el.Value.(*cached[S])
 		// Copy under the lock: put updates the entry in place, and a torn
 		// read (old state, new version) would defeat the version check.
-		state, version := c.state, c.version
-		r.mu.Unlock()
-		return state, version, nil
+		state, version = c.state, c.version
+		if version >= minVersion {
+			r.mu.Unlock()
+			return state, version, nil
+		}
 	}
 	r.mu.Unlock()
-	state := r.decider.Initial()
-	commits, version, err := r.store.Load(ctx, stream, 0)
+	commits, last, err := r.store.Load(ctx, stream, version)
 	if err != nil {
 		var zero S
 		return zero, 0, err
@@ -119,6 +138,7 @@ func (r *Repository[S, C]) Get(ctx context.Context, stream StreamID) (S, uint64,
 			}
 		}
 	}
+	version = max(version, last)
 	r.put(stream, state, version)
 	return state, version, nil
 }

@@ -240,6 +240,25 @@ func TestRepository(t *testing.T) {
 		}
 	})
 
+	t.Run("get_at_sees_what_another_writer_appended", func(t *testing.T) {
+		// b caches the order, then a appends to it: b's Get may answer
+		// from its cache, GetAt at the new commit must not.
+		stream := estest.NewStream(t)
+		a, b := es.NewRepository(store, orderDecider, 0), es.NewRepository(store, orderDecider, 0)
+		handle(t, a, stream, orderCmd{kind: "place"})
+		get(t, b, stream)
+		res := handle(t, a, stream, orderCmd{kind: "add_item"})
+		if o, v, _ := b.Get(ctx, stream); o.items != 0 || v >= res.Position.Seq {
+			t.Fatalf("the test needs b's cache to be stale; got %+v at %d", o, v)
+		}
+		for _, at := range []uint64{res.Position.Seq, es.Latest} {
+			o, v, err := b.GetAt(ctx, stream, at)
+			if err != nil || o.items != 1 || v != res.Position.Seq {
+				t.Fatalf("GetAt(%d) = %+v at %d, %v; want the item at %d", at, o, v, err, res.Position.Seq)
+			}
+		}
+	})
+
 	t.Run("retried_command_returns_original_result", func(t *testing.T) {
 		// The retry reaches a repository whose cache predates the original,
 		// as after a timeout or on another server.

@@ -160,13 +160,18 @@ func (s *Service) Advance(ctx context.Context, id string, cmd Command) (es.Appen
 	return s.stories.Handle(ctx, Stream(id), cmd, meta(reaction, "reaction"))
 }
 
-// Story returns story id and its version, for reactions (no access
-// check); ErrStoryNotFound when it does not exist.
+// Story returns story id as the store has it now, and its version, for
+// reactions (no access check): never a state older than a commit a
+// reaction was handed. ErrStoryNotFound when it does not exist.
 func (s *Service) Story(ctx context.Context, id string) (Story, uint64, error) {
+	return s.story(ctx, id, es.Latest)
+}
+
+func (s *Service) story(ctx context.Context, id string, at uint64) (Story, uint64, error) {
 	if err := es.ValidateToken("story_id", id); err != nil {
 		return Story{}, 0, err
 	}
-	st, version, err := s.stories.Get(ctx, Stream(id))
+	st, version, err := s.stories.GetAt(ctx, Stream(id), at)
 	if err != nil {
 		return Story{}, 0, err
 	}
@@ -182,7 +187,7 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, id string) (Story, 
 	if err := MayUse(p); err != nil {
 		return Story{}, 0, err
 	}
-	st, version, err := s.Story(ctx, id)
+	st, version, err := s.story(ctx, id, 0) // this process's writes are in the cache
 	if err != nil {
 		return Story{}, 0, err
 	}
@@ -192,9 +197,9 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, id string) (Story, 
 	return st, version, nil
 }
 
-// Batch returns batch id.
+// Batch returns batch id as the store has it now.
 func (s *Service) Batch(ctx context.Context, id string) (Batch, error) {
-	b, _, err := s.batches.Get(ctx, BatchStream(id))
+	b, _, err := s.batches.GetAt(ctx, BatchStream(id), es.Latest)
 	if err == nil && b.ID == "" {
 		err = es.Errorf(es.NotFound, "no such batch")
 	}
@@ -220,8 +225,8 @@ func (s *Service) SetNotifications(ctx context.Context, p auth.Principal, n Noti
 	return s.users.Handle(ctx, UserStream(p.Subject), n, meta(p, "api"))
 }
 
-// Notifications returns where user is told.
+// Notifications returns where user is told, as the store has it now.
 func (s *Service) Notifications(ctx context.Context, user string) (Notifications, error) {
-	n, _, err := s.users.Get(ctx, UserStream(user))
+	n, _, err := s.users.GetAt(ctx, UserStream(user), es.Latest)
 	return n, err
 }

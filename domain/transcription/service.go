@@ -103,12 +103,17 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, id string) (Lecture
 	if err := es.ValidateToken("lecture_id", id); err != nil {
 		return Lecture{}, 0, err
 	}
-	return s.Lecture(ctx, Stream(p.Subject, id))
+	return s.lecture(ctx, Stream(p.Subject, id), 0) // this process's writes are in the cache
 }
 
-// Lecture returns the lecture of stream, for reactions.
+// Lecture returns the lecture of stream as the store has it now, for
+// reactions: never older than a commit a reaction was handed.
 func (s *Service) Lecture(ctx context.Context, stream es.StreamID) (Lecture, uint64, error) {
-	l, version, err := s.repo.Get(ctx, stream)
+	return s.lecture(ctx, stream, es.Latest)
+}
+
+func (s *Service) lecture(ctx context.Context, stream es.StreamID, at uint64) (Lecture, uint64, error) {
+	l, version, err := s.repo.GetAt(ctx, stream, at)
 	if err == nil && !l.Exists() {
 		err = ErrLectureNotFound
 	}
