@@ -30,6 +30,8 @@ type Lectures struct {
 	// Transcriber transcribes streamed speech; nil makes StreamLecture
 	// Unavailable.
 	Transcriber media.Transcriber
+	// Decoder decodes Ogg Opus; nil: PCM and WAV only.
+	Decoder media.Decoder
 	// Engine names the restructuring engine configured, e.g. "textrank".
 	Engine string
 	Links  media.Links
@@ -56,6 +58,67 @@ type lectureHandler struct {
 // partialEvery spaces the partial segments of an utterance in progress.
 const partialEvery = 1500 * time.Millisecond
 
+// The audio formats StreamLecture takes.
+const (
+	formatPCM  = "pcm"
+	formatOpus = "ogg-opus"
+)
+
+// receiveOpus decodes the stream's Ogg Opus as it comes: the messages go
+// to the decoder, its PCM to feed, and its end to flush.
+func (h *lectureHandler) receiveOpus(ctx context.Context, s *connect.BidiStream[transcriptionv1.StreamLectureRequest, transcriptionv1.StreamLectureResponse], feed func([]byte) error, flush func()) error {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	in, out, err := h.l.Decoder.Decode(dctx, "audio/ogg")
+	if err != nil {
+		return es.Wrap(es.Unavailable, "audio decoder", err)
+	}
+	decoded := make(chan error, 1)
+	go func() {
+		defer out.Close()
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := out.Read(buf[:len(buf)&^1])
+			if n > 0 {
+				if ferr := feed(buf[:n]); ferr != nil {
+					decoded <- ferr
+					return
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				flush()
+				decoded <- nil
+				return
+			}
+			if err != nil {
+				decoded <- es.Invalidf("audio", "%v", err)
+				return
+			}
+		}
+	}()
+	for {
+		msg, err := s.Receive()
+		if errors.Is(err, io.EOF) {
+			in.Close()
+			return <-decoded
+		}
+		if err == nil && msg.GetStart() != nil {
+			err = es.Invalidf("start", "is sent once, first")
+		}
+		if err == nil {
+			_, err = in.Write(msg.GetAudio())
+		}
+		if err != nil {
+			in.Close()
+			cancel()
+			if derr := <-decoded; derr != nil && es.KindOf(derr) == es.Invalid {
+				return derr // the decoder's reason: the audio is not Ogg Opus
+			}
+			return err
+		}
+	}
+}
+
 // StreamLecture transcribes a lecture as it is streamed (see the proto).
 // The receive loop cuts the audio into utterances at pauses; one worker
 // transcribes them in order, appends each final segment and sends it,
@@ -80,6 +143,16 @@ func (h *lectureHandler) StreamLecture(ctx context.Context, s *connect.BidiStrea
 	lecture, _, err := h.svc.Open(ctx, p, start.LectureId, start.Title, start.Lang)
 	if err != nil {
 		return err
+	}
+	format := start.Format
+	switch format {
+	case "", formatPCM:
+	case formatOpus:
+		if h.l.Decoder == nil {
+			return es.Errorf(es.Unavailable, "Ogg Opus is off: this server has no decoder (install opus-tools)")
+		}
+	default:
+		return es.Invalidf("start.format", "must be %q or %q, got %q", formatPCM, formatOpus, format)
 	}
 	if h.l.Transcriber == nil {
 		return es.Errorf(es.Unavailable, "live transcription is off: this server has no speech engine (install pocketsphinx)")
@@ -128,46 +201,60 @@ func (h *lectureHandler) StreamLecture(ctx context.Context, s *connect.BidiStrea
 	}()
 	var split tr.Splitter
 	var lastPartial time.Duration
+	// feed cuts pcm into utterances and queues them, and a partial of the
+	// utterance in progress when the worker is idle.
+	feed := func(pcm []byte) error {
+		for _, u := range split.Write(pcm) {
+			partialMu.Lock()
+			cancelPartial()
+			partialMu.Unlock()
+			select {
+			case jobs <- job{u: u}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			lastPartial = 0
+		}
+		if u, ok := split.Pending(); ok && !busy.Load() && len(jobs) == 0 && u.End()-u.Start-lastPartial >= partialEvery {
+			lastPartial = u.End() - u.Start
+			select {
+			case jobs <- job{u: u, partial: true}:
+			default:
+			}
+		}
+		return nil
+	}
+	flush := func() {
+		partialMu.Lock()
+		cancelPartial()
+		partialMu.Unlock()
+		for _, u := range split.Flush() {
+			jobs <- job{u: u}
+		}
+	}
 	recvErr := func() error {
 		defer close(jobs)
+		if format == formatOpus {
+			return h.receiveOpus(ctx, s, feed, flush)
+		}
 		for {
 			msg, err := s.Receive()
 			if errors.Is(err, io.EOF) {
-				partialMu.Lock()
-				cancelPartial()
-				partialMu.Unlock()
-				for _, u := range split.Flush() {
-					jobs <- job{u: u}
-				}
+				flush()
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			pcm := msg.GetAudio()
 			if msg.GetStart() != nil {
 				return es.Invalidf("start", "is sent once, first")
 			}
+			pcm := msg.GetAudio()
 			if len(pcm)%2 != 0 {
 				return es.Invalidf("audio", "must be 16-bit samples: %d bytes is odd", len(pcm))
 			}
-			for _, u := range split.Write(pcm) {
-				partialMu.Lock()
-				cancelPartial()
-				partialMu.Unlock()
-				select {
-				case jobs <- job{u: u}:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-				lastPartial = 0
-			}
-			if u, ok := split.Pending(); ok && !busy.Load() && len(jobs) == 0 && u.End()-u.Start-lastPartial >= partialEvery {
-				lastPartial = u.End() - u.Start
-				select {
-				case jobs <- job{u: u, partial: true}:
-				default:
-				}
+			if err := feed(pcm); err != nil {
+				return err
 			}
 		}
 	}()
@@ -239,7 +326,7 @@ func (h *lectureHandler) CreateUpload(ctx context.Context, _ *connect.Request[tr
 	rand.Read(r[:])
 	name := tr.UploadPrefix(p.Subject) + strings.ToLower(uploadEncoding.EncodeToString(r[:]))
 	url, exp, err := h.l.Links.UploadURL(media.Upload{Bucket: tr.Bucket, Name: name,
-		ContentTypes: []string{"audio/wav", "audio/x-wav", "audio/wave"}, MaxBytes: tr.MaxRecordingBytes}, h.l.UploadTTL)
+		ContentTypes: []string{"audio/wav", "audio/x-wav", "audio/wave", "audio/ogg"}, MaxBytes: tr.MaxRecordingBytes}, h.l.UploadTTL)
 	if err != nil {
 		return nil, es.Wrap(es.Unavailable, "upload link", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -65,10 +66,15 @@ func lectureAudio(tb testing.TB) (pcm []byte, reference string) {
 // real time (0: as fast as the stream takes it), and returns the final
 // segments, each with how long after its audio was sent it arrived.
 func streamLecture(tb testing.TB, c transcriptionv1connect.TranscriptionServiceClient, tok, id string, pcm []byte, speed float64) (finals []*transcriptionv1.Segment, partials int, lags []time.Duration, ended *transcriptionv1.StreamLectureResponse_Ended) {
+	return streamAudio(tb, c, tok, id, "", pcm, speed)
+}
+
+// streamAudio is streamLecture for audio in format.
+func streamAudio(tb testing.TB, c transcriptionv1connect.TranscriptionServiceClient, tok, id, format string, pcm []byte, speed float64) (finals []*transcriptionv1.Segment, partials int, lags []time.Duration, ended *transcriptionv1.StreamLectureResponse_Ended) {
 	tb.Helper()
 	s := c.StreamLecture(context.Background())
 	s.RequestHeader().Set("Authorization", "Bearer "+tok)
-	if err := s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Start_{Start: &transcriptionv1.StreamLectureRequest_Start{LectureId: id, Title: "Sense and Sensibility, chapter 1"}}}); err != nil {
+	if err := s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Start_{Start: &transcriptionv1.StreamLectureRequest_Start{LectureId: id, Title: "Sense and Sensibility, chapter 1", Format: format}}}); err != nil {
 		tb.Fatal(err)
 	}
 	start := time.Now()
@@ -279,5 +285,86 @@ func TestLectureRecordingEndToEnd(t *testing.T) {
 	}
 	if l.DurationMs < media.PCMDuration(pcm).Milliseconds()-100 {
 		t.Errorf("duration %d ms, the recording is %v", l.DurationMs, media.PCMDuration(pcm))
+	}
+}
+
+// opus encodes PCM as Ogg Opus, as a phone would send it.
+func opus(tb testing.TB, pcm []byte) []byte {
+	tb.Helper()
+	mediatest.Need(tb, "opusenc", "opus-tools")
+	mediatest.Need(tb, "opusdec", "opus-tools")
+	cmd := exec.Command("opusenc", "--quiet", "--raw", "--raw-rate", fmt.Sprint(media.SampleRate), "--raw-chan", "1", "--bitrate", "24", "-", "-")
+	cmd.Stdin = bytes.NewReader(pcm)
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// A lecture streamed as Ogg Opus, cut into arbitrary messages, and one
+// uploaded as an Ogg Opus file, read as well as the PCM does; bytes that
+// are not Opus end the stream with InvalidArgument.
+func TestLectureInOggOpus(t *testing.T) {
+	pcm, reference := lectureAudio(t)
+	ogg := opus(t, pcm)
+	t.Parallel()
+	f := start(t)
+	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
+	kim := f.Token(t, "kim", auth.Walker)
+	finals, _, _, ended := streamAudio(t, c, kim, "opus-1", "ogg-opus", ogg, 0)
+	if ended == nil || len(finals) < 3 {
+		t.Fatalf("ended %v after %d finals", ended, len(finals))
+	}
+	if wer := mediatest.WordErrorRate(reference, transcript(finals)); wer > 0.5 {
+		t.Errorf("streamed Opus: word error rate %.2f: %q", wer, transcript(finals))
+	}
+	ctx := context.Background()
+	up, err := c.CreateUpload(ctx, withToken(&transcriptionv1.CreateUploadRequest{}, kim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPut, up.Msg.Url, bytes.NewReader(ogg))
+	req.Header.Set("Content-Type", "audio/ogg")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT recording: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if _, err := c.TranscribeRecording(ctx, withToken(&transcriptionv1.TranscribeRecordingRequest{LectureId: "opus-2", UploadName: up.Msg.Name}, kim)); err != nil {
+		t.Fatal(err)
+	}
+	var l *transcriptionv1.Lecture
+	poll.Until(t, 2*time.Minute, "the Opus recording transcribed", func() bool {
+		got, err := c.GetLecture(ctx, withToken(&transcriptionv1.GetLectureRequest{LectureId: "opus-2"}, kim))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l = got.Msg.Lecture
+		return l.State != transcriptionv1.LectureState_LECTURE_STATE_LIVE
+	})
+	if wer := mediatest.WordErrorRate(reference, transcript(l.Segments)); l.State != transcriptionv1.LectureState_LECTURE_STATE_ENDED || wer > 0.5 {
+		t.Errorf("uploaded Opus: %v (%s), word error rate %.2f", l.State, l.Failure, wer)
+	}
+
+	s := c.StreamLecture(ctx)
+	s.RequestHeader().Set("Authorization", "Bearer "+kim)
+	s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Start_{Start: &transcriptionv1.StreamLectureRequest_Start{LectureId: "opus-3", Format: "ogg-opus"}}})
+	s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Audio{Audio: pcm[:64000]}}) // PCM, not Opus
+	s.CloseRequest()
+	for {
+		if _, err = s.Receive(); err != nil {
+			break
+		}
+	}
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "audio") {
+		t.Errorf("PCM sent as Opus: %v, want InvalidArgument naming audio", err)
+	}
+	s = c.StreamLecture(ctx)
+	s.RequestHeader().Set("Authorization", "Bearer "+kim)
+	s.Send(&transcriptionv1.StreamLectureRequest{Msg: &transcriptionv1.StreamLectureRequest_Start_{Start: &transcriptionv1.StreamLectureRequest_Start{LectureId: "opus-4", Format: "mp3"}}})
+	s.CloseRequest()
+	if _, err := s.Receive(); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "start.format") {
+		t.Errorf("format mp3: %v, want InvalidArgument naming start.format", err)
 	}
 }

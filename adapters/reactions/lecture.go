@@ -22,8 +22,10 @@ const (
 
 // LectureEngines are what the lecture reactions use.
 type LectureEngines struct {
-	Blobs        media.Blobs
-	Transcriber  media.Transcriber
+	Blobs       media.Blobs
+	Transcriber media.Transcriber
+	// Decoder decodes recordings uploaded as Ogg Opus; nil: WAV only.
+	Decoder      media.Decoder
 	Restructurer media.Restructurer
 	// Fallback restructures when Restructurer keeps failing (the local
 	// engine behind an LLM); nil: none.
@@ -96,16 +98,14 @@ func (p *lecturePipeline) recording(ctx context.Context, c es.Commit) error {
 	if err != nil {
 		return engineErr("open recording", errors.Join(media.ErrUnavailable, err))
 	}
-	wav, err := io.ReadAll(io.LimitReader(r, tr.MaxRecordingBytes+1))
+	pcm, err := p.pcm(ctx, r, l.Recording.ContentType)
 	r.Close()
-	if err != nil {
-		return engineErr("read recording", errors.Join(media.ErrUnavailable, err))
-	}
-	pcm, err := media.PCMFromWAV(wav)
-	if err != nil {
+	if errors.Is(err, media.ErrUnusable) {
 		return fail(err.Error())
 	}
-	wav = nil
+	if err != nil {
+		return engineErr("read recording", err)
+	}
 	var done = l.Duration // segments already stored end here: resume after them
 	var split tr.Splitter
 	us := split.Write(pcm)
@@ -187,4 +187,36 @@ func (noTranscriber) Transcribe(context.Context, []byte, string) (media.Transcri
 
 func (noRestructurer) Restructure(context.Context, []string, string) ([]media.Paragraph, error) {
 	return nil, fmt.Errorf("%w: no restructuring engine configured", media.ErrUnavailable)
+}
+
+// pcm reads a recording of contentType (WAV, or Ogg Opus through the
+// Decoder) as the ports' PCM.
+func (p *lecturePipeline) pcm(ctx context.Context, r io.Reader, contentType string) ([]byte, error) {
+	r = io.LimitReader(r, tr.MaxRecordingBytes+1)
+	if contentType != "audio/ogg" {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, errors.Join(media.ErrUnavailable, err)
+		}
+		return media.PCMFromWAV(b)
+	}
+	if p.e.Decoder == nil {
+		return nil, fmt.Errorf("%w: no Ogg Opus decoder configured", media.ErrUnavailable)
+	}
+	in, out, err := p.e.Decoder.Decode(ctx, contentType)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(in, r)
+		in.Close()
+		copied <- err
+	}()
+	pcm, err := io.ReadAll(out)
+	if cerr := <-copied; err == nil && cerr != nil {
+		err = errors.Join(media.ErrUnavailable, cerr)
+	}
+	return pcm, err
 }

@@ -206,6 +206,18 @@ type Transcriber interface {
 	Transcribe(ctx context.Context, pcm []byte, lang string) (Transcript, error)
 }
 
+// Decoder turns encoded audio into the PCM every Transcriber takes
+// (SampleRate mono s16le) as it arrives. Safe for concurrent use.
+type Decoder interface {
+	// Decode starts decoding a stream of contentType (e.g. "audio/ogg",
+	// Ogg Opus): write the encoded bytes to in and close it at the end;
+	// read the PCM from out until io.EOF, then close out. Bytes that are
+	// not that format end out with an error wrapping ErrUnusable. A type
+	// it does not decode is ErrUnusable at once; a decoder that is not
+	// installed, ErrUnavailable.
+	Decode(ctx context.Context, contentType string) (in io.WriteCloser, out io.ReadCloser, err error)
+}
+
 // Grammar is a closed set of phrases, each mapped to what it means
 // (e.g. "pick up" → "PICK_UP"), for command recognition.
 type Grammar struct {

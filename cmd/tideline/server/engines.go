@@ -5,6 +5,7 @@ import (
 
 	"github.com/tideline/tideline/adapters/espeak"
 	"github.com/tideline/tideline/adapters/openai"
+	"github.com/tideline/tideline/adapters/opusdec"
 	"github.com/tideline/tideline/adapters/pocketsphinx"
 	"github.com/tideline/tideline/adapters/slack"
 	"github.com/tideline/tideline/adapters/smtp"
@@ -22,6 +23,7 @@ type Engines struct {
 	Speaker     media.Speaker
 	Transcriber media.Transcriber
 	Commands    media.CommandRecognizer
+	Decoder     media.Decoder // Ogg Opus
 	// Restructurer makes a lecture's paragraphs; RestructurerName names
 	// it in the events (a new engine makes new versions).
 	Restructurer     media.Restructurer
@@ -49,6 +51,7 @@ var engineBinaries = []struct{ bin, pkg, what string }{
 	{"tesseract", "tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor", "storytime's OCR"},
 	{"espeak-ng", "espeak-ng", "storytime's speech"},
 	{"opusenc", "opus-tools", "Opus speech (else MP3 or WAV)"},
+	{"opusdec", "opus-tools", "lectures in Ogg Opus"},
 	{"pocketsphinx_continuous", "pocketsphinx pocketsphinx-en-us", "lecture transcription and voice commands"},
 }
 
@@ -61,7 +64,7 @@ func (m *Main) openEngines() error {
 	e := Engines{
 		OCR:         tesseract.New(tesseract.Config{}),
 		Speaker:     espeak.New(espeak.Config{}),
-		Transcriber: sphinx, Commands: sphinx,
+		Transcriber: sphinx, Commands: sphinx, Decoder: opusdec.Decoder{},
 		Restructurer: textRank, RestructurerName: "textrank",
 		Slack: slack.New(slack.Config{}),
 	}

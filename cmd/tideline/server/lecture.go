@@ -16,10 +16,10 @@ func lectureModule(_ context.Context, h *Host) error {
 	svc := transcription.NewService(h.Store, h.Blobs, nil)
 	list := lecturemodel.New()
 	h.React(reactions.LectureReactions(svc, reactions.LectureEngines{
-		Blobs: h.Blobs, Transcriber: h.Engines.Transcriber, Restructurer: h.Engines.Restructurer,
+		Blobs: h.Blobs, Transcriber: h.Engines.Transcriber, Decoder: h.Engines.Decoder, Restructurer: h.Engines.Restructurer,
 		Fallback: h.Engines.Fallback, Logger: h.Logger,
 	})...)
 	h.Serve(api.TranscriptionServices(svc, api.Lectures{List: list, Feed: h.Runner(list),
-		Transcriber: h.Engines.Transcriber, Engine: h.Engines.RestructurerName, Links: h.Links})...)
+		Transcriber: h.Engines.Transcriber, Decoder: h.Engines.Decoder, Engine: h.Engines.RestructurerName, Links: h.Links})...)
 	return nil
 }

@@ -1221,7 +1221,11 @@ type StreamLectureRequest_Start struct {
 	LectureId string `protobuf:"bytes,1,opt,name=lecture_id,json=lectureId,proto3" json:"lecture_id,omitempty"`
 	Title     string `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
 	// lang is "en" (the default), the language the local engine knows.
-	Lang          string `protobuf:"bytes,3,opt,name=lang,proto3" json:"lang,omitempty"`
+	Lang string `protobuf:"bytes,3,opt,name=lang,proto3" json:"lang,omitempty"`
+	// format is the audio's: "pcm" (the default: 16 kHz mono signed
+	// 16-bit little-endian) or "ogg-opus" (an Ogg Opus stream, any rate
+	// and channels, cut anywhere between messages).
+	Format        string `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1273,6 +1277,13 @@ func (x *StreamLectureRequest_Start) GetTitle() string {
 func (x *StreamLectureRequest_Start) GetLang() string {
 	if x != nil {
 		return x.Lang
+	}
+	return ""
+}
+
+func (x *StreamLectureRequest_Start) GetFormat() string {
+	if x != nil {
+		return x.Format
 	}
 	return ""
 }
@@ -1341,15 +1352,16 @@ var File_tideline_transcription_v1_transcription_proto protoreflect.FileDescript
 
 const file_tideline_transcription_v1_transcription_proto_rawDesc = "" +
 	"\n" +
-	"-tideline/transcription/v1/transcription.proto\x12\x19tideline.transcription.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&tideline/transcription/v1/events.proto\"\xd6\x01\n" +
+	"-tideline/transcription/v1/transcription.proto\x12\x19tideline.transcription.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&tideline/transcription/v1/events.proto\"\xee\x01\n" +
 	"\x14StreamLectureRequest\x12M\n" +
 	"\x05start\x18\x01 \x01(\v25.tideline.transcription.v1.StreamLectureRequest.StartH\x00R\x05start\x12\x16\n" +
-	"\x05audio\x18\x02 \x01(\fH\x00R\x05audio\x1aP\n" +
+	"\x05audio\x18\x02 \x01(\fH\x00R\x05audio\x1ah\n" +
 	"\x05Start\x12\x1d\n" +
 	"\n" +
 	"lecture_id\x18\x01 \x01(\tR\tlectureId\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x12\n" +
-	"\x04lang\x18\x03 \x01(\tR\x04langB\x05\n" +
+	"\x04lang\x18\x03 \x01(\tR\x04lang\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\tR\x06formatB\x05\n" +
 	"\x03msg\"\xcc\x02\n" +
 	"\x15StreamLectureResponse\x12>\n" +
 	"\apartial\x18\x01 \x01(\v2\".tideline.transcription.v1.SegmentH\x00R\apartial\x12:\n" +

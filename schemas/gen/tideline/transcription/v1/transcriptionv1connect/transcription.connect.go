@@ -60,15 +60,15 @@ const (
 // service.
 type TranscriptionServiceClient interface {
 	// StreamLecture: the first message is start; every later one is audio
-	// (16 kHz mono signed 16-bit little-endian PCM, 100–500 ms a chunk is
-	// best; at most 1 MiB). The server answers with partial segments (the
+	// in start's format (16 kHz mono signed 16-bit little-endian PCM, or
+	// Ogg Opus; 100–500 ms a chunk is best; at most 1 MiB). The server answers with partial segments (the
 	// utterance so far; not stored) and final segments (stored), and, once
 	// the client closes its side, with ended. Streaming again to a lecture
 	// that has not ended continues it; to an ended one is
 	// FAILED_PRECONDITION.
 	StreamLecture(context.Context) *connect.BidiStreamForClient[v1.StreamLectureRequest, v1.StreamLectureResponse]
-	// CreateUpload issues a signed URL to PUT a whole recording (WAV, at
-	// most max_bytes).
+	// CreateUpload issues a signed URL to PUT a whole recording (WAV, or
+	// Ogg Opus as audio/ogg; at most max_bytes).
 	CreateUpload(context.Context, *connect.Request[v1.CreateUploadRequest]) (*connect.Response[v1.CreateUploadResponse], error)
 	// TranscribeRecording transcribes an uploaded recording as a lecture,
 	// in the background: watch it with WatchLecture. Retrying is safe.
@@ -196,15 +196,15 @@ func (c *transcriptionServiceClient) ListLectures(ctx context.Context, req *conn
 // tideline.transcription.v1.TranscriptionService service.
 type TranscriptionServiceHandler interface {
 	// StreamLecture: the first message is start; every later one is audio
-	// (16 kHz mono signed 16-bit little-endian PCM, 100–500 ms a chunk is
-	// best; at most 1 MiB). The server answers with partial segments (the
+	// in start's format (16 kHz mono signed 16-bit little-endian PCM, or
+	// Ogg Opus; 100–500 ms a chunk is best; at most 1 MiB). The server answers with partial segments (the
 	// utterance so far; not stored) and final segments (stored), and, once
 	// the client closes its side, with ended. Streaming again to a lecture
 	// that has not ended continues it; to an ended one is
 	// FAILED_PRECONDITION.
 	StreamLecture(context.Context, *connect.BidiStream[v1.StreamLectureRequest, v1.StreamLectureResponse]) error
-	// CreateUpload issues a signed URL to PUT a whole recording (WAV, at
-	// most max_bytes).
+	// CreateUpload issues a signed URL to PUT a whole recording (WAV, or
+	// Ogg Opus as audio/ogg; at most max_bytes).
 	CreateUpload(context.Context, *connect.Request[v1.CreateUploadRequest]) (*connect.Response[v1.CreateUploadResponse], error)
 	// TranscribeRecording transcribes an uploaded recording as a lecture,
 	// in the background: watch it with WatchLecture. Retrying is safe.
