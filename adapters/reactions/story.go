@@ -46,7 +46,7 @@ type StoryEngines struct {
 	// Concurrency is how many stories each engine stage works on at once;
 	// default the number of CPUs.
 	Concurrency int
-	Logger   *slog.Logger
+	Logger      *slog.Logger
 }
 
 // StoryReactions are storytime's pipeline: fan a bulk request out into
