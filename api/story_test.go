@@ -75,7 +75,7 @@ func upload(t testing.TB, c storyv1connect.StoryServiceClient, tok string, img [
 func waitStory(t testing.TB, c storyv1connect.StoryServiceClient, tok, id string, done func(*storyv1.Story) bool) *storyv1.Story {
 	t.Helper()
 	var st *storyv1.Story
-	poll.Until(t, 90*time.Second, "story "+id+" to finish", func() bool {
+	poll.Until(t, 5*time.Minute, "story "+id+" to finish", func() bool {
 		res, err := c.GetStory(context.Background(), withToken(&storyv1.GetStoryRequest{StoryId: id}, tok))
 		if err != nil {
 			t.Fatal(err)
@@ -406,7 +406,7 @@ func TestWatchStory(t *testing.T) {
 	f, _ := storyServer(t)
 	c := storyv1connect.NewStoryServiceClient(h2c, f.URL)
 	kim := f.Token(t, "kim", auth.Walker)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	res, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: upload(t, c, kim, pagetest.Render(t, storyPage, 28))}, kim))
 	if err != nil {
