@@ -21,6 +21,7 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/media"
 	"github.com/tideline/tideline/domain/media/mediatest"
+	"github.com/tideline/tideline/domain/media/wav"
 	"github.com/tideline/tideline/internal/poll"
 	transcriptionv1 "github.com/tideline/tideline/schemas/gen/tideline/transcription/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/transcription/v1/transcriptionv1connect"
@@ -247,7 +248,7 @@ func TestLectureRecordingEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodPut, up.Msg.Url, bytes.NewReader(media.WAV(pcm)))
+	req, _ := http.NewRequest(http.MethodPut, up.Msg.Url, bytes.NewReader(wav.Encode(pcm, media.PCM)))
 	req.Header.Set("Content-Type", "audio/wav")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusCreated {

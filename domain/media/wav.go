@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/tideline/tideline/domain/media/wav"
 )
 
 // MaxWAVSeconds bounds the audio PCMFromWAV takes.
@@ -13,75 +15,38 @@ const MaxWAVSeconds = 4 * 60 * 60
 // integer, any channels and rate) as every Transcriber takes them:
 // SampleRate mono s16le, channels averaged, resampled linearly. Anything
 // else is ErrUnusable with the reason.
-func PCMFromWAV(wav []byte) ([]byte, error) {
-	if len(wav) < 12 || string(wav[:4]) != "RIFF" || string(wav[8:12]) != "WAVE" {
-		return nil, fmt.Errorf("%w: not a WAV file (RIFF/WAVE header missing)", ErrUnusable)
-	}
-	var (
-		format, channels, bits uint16
-		rate                   uint32
-		data                   []byte
-		haveFmt                bool
-	)
-	for rest := wav[12:]; len(rest) >= 8; {
-		id, size := string(rest[:4]), binary.LittleEndian.Uint32(rest[4:8])
-		rest = rest[8:]
-		if uint64(size) > uint64(len(rest)) {
-			if id != "data" {
-				return nil, fmt.Errorf("%w: WAV chunk %q is truncated", ErrUnusable, id)
-			}
-			size = uint32(len(rest)) // a streamed WAV's data size may be unset
-		}
-		body := rest[:size]
-		switch id {
-		case "fmt ":
-			if len(body) < 16 {
-				return nil, fmt.Errorf("%w: WAV fmt chunk too short", ErrUnusable)
-			}
-			format, channels = binary.LittleEndian.Uint16(body[0:2]), binary.LittleEndian.Uint16(body[2:4])
-			rate, bits = binary.LittleEndian.Uint32(body[4:8]), binary.LittleEndian.Uint16(body[14:16])
-			if format == 0xFFFE && len(body) >= 26 { // WAVE_FORMAT_EXTENSIBLE: the sub-format's first two bytes
-				format = binary.LittleEndian.Uint16(body[24:26])
-			}
-			haveFmt = true
-		case "data":
-			data = body
-		}
-		rest = rest[size:]
-		if size%2 == 1 && len(rest) > 0 {
-			rest = rest[1:] // chunks are word-aligned
-		}
-	}
+func PCMFromWAV(b []byte) ([]byte, error) {
+	f, data, err := wav.Decode(b)
 	switch {
-	case !haveFmt:
-		return nil, fmt.Errorf("%w: WAV has no fmt chunk", ErrUnusable)
-	case format != 1:
-		return nil, fmt.Errorf("%w: WAV format %d is not integer PCM", ErrUnusable, format)
-	case channels == 0 || channels > 8:
-		return nil, fmt.Errorf("%w: WAV has %d channels", ErrUnusable, channels)
-	case bits != 8 && bits != 16 && bits != 24 && bits != 32:
-		return nil, fmt.Errorf("%w: WAV has %d-bit samples", ErrUnusable, bits)
-	case rate < 4000 || rate > 192000:
-		return nil, fmt.Errorf("%w: WAV sample rate %d Hz is out of range", ErrUnusable, rate)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrUnusable, err)
+	case f.Channels > 8:
+		return nil, fmt.Errorf("%w: WAV has %d channels", ErrUnusable, f.Channels)
+	case f.BitsPerSample > 32:
+		return nil, fmt.Errorf("%w: WAV has %d-bit samples", ErrUnusable, f.BitsPerSample)
+	case f.SampleRate < 4000 || f.SampleRate > 192000:
+		return nil, fmt.Errorf("%w: WAV sample rate %d Hz is out of range", ErrUnusable, f.SampleRate)
 	case len(data) == 0:
 		return nil, fmt.Errorf("%w: WAV has no samples", ErrUnusable)
-	}
-	width := int(bits / 8)
-	frames := len(data) / (width * int(channels))
-	if frames/int(rate) > MaxWAVSeconds {
+	case f.Duration(len(data)) > MaxWAVSeconds*time.Second:
 		return nil, fmt.Errorf("%w: WAV is longer than %s", ErrUnusable, time.Duration(MaxWAVSeconds)*time.Second)
 	}
+	if f == PCM {
+		return data, nil
+	}
+	width, channels := f.BitsPerSample/8, f.Channels
+	frames := len(data) / (width * channels)
 	mono := make([]float64, frames)
 	for i := range frames {
 		var sum float64
-		for c := range int(channels) {
-			sum += sample(data[(i*int(channels)+c)*width:], width)
+		for c := range channels {
+			sum += sample(data[(i*channels+c)*width:], width)
 		}
 		mono[i] = sum / float64(channels)
 	}
-	n := int(int64(frames) * SampleRate / int64(rate))
+	n := int(int64(frames) * SampleRate / int64(f.SampleRate))
 	out := make([]byte, 2*n)
-	step := float64(rate) / SampleRate
+	step := float64(f.SampleRate) / SampleRate
 	for i := range n {
 		x := float64(i) * step
 		j := int(x)
@@ -93,6 +58,9 @@ func PCMFromWAV(wav []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// PCM is the format of the ports' PCM: SampleRate, mono, 16-bit.
+var PCM = wav.Format{SampleRate: SampleRate, Channels: 1, BitsPerSample: 16}
 
 // sample returns the first sample of b, width bytes, as -1..1.
 func sample(b []byte, width int) float64 {
@@ -107,25 +75,5 @@ func sample(b []byte, width int) float64 {
 	return float64(int32(binary.LittleEndian.Uint32(b))) / 2147483648
 }
 
-// WAV wraps SampleRate mono s16le PCM in a WAV header.
-func WAV(pcm []byte) []byte {
-	b := make([]byte, 44, 44+len(pcm))
-	copy(b[0:], "RIFF")
-	binary.LittleEndian.PutUint32(b[4:], uint32(36+len(pcm)))
-	copy(b[8:], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(b[16:], 16)
-	binary.LittleEndian.PutUint16(b[20:], 1)
-	binary.LittleEndian.PutUint16(b[22:], 1)
-	binary.LittleEndian.PutUint32(b[24:], SampleRate)
-	binary.LittleEndian.PutUint32(b[28:], SampleRate*2)
-	binary.LittleEndian.PutUint16(b[32:], 2)
-	binary.LittleEndian.PutUint16(b[34:], 16)
-	copy(b[36:], "data")
-	binary.LittleEndian.PutUint32(b[40:], uint32(len(pcm)))
-	return append(b, pcm...)
-}
-
 // PCMDuration is how long SampleRate mono s16le pcm plays.
-func PCMDuration(pcm []byte) time.Duration {
-	return time.Duration(len(pcm)/2) * time.Second / SampleRate
-}
+func PCMDuration(pcm []byte) time.Duration { return PCM.Duration(len(pcm)) }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/domain/media/wav"
 )
 
 // tone returns a WAV of a 440 Hz tone: rate Hz, channels, 16-bit.
@@ -55,7 +56,7 @@ func TestPCMFromWAV(t *testing.T) {
 			if peak < 15000 || peak > 16100 {
 				t.Fatalf("peak %d, want ~16000", peak)
 			}
-			again, err := media.PCMFromWAV(media.WAV(pcm))
+			again, err := media.PCMFromWAV(wav.Encode(pcm, media.PCM))
 			if err != nil || !bytes.Equal(again, pcm) {
 				t.Fatalf("WAV round trip: %v, equal %v", err, bytes.Equal(again, pcm))
 			}

@@ -30,7 +30,7 @@ import (
 )
 
 // PCM is the format of the ports' PCM.
-var PCM = wav.Format{SampleRate: media.SampleRate, Channels: 1, BitsPerSample: 16}
+var PCM = media.PCM
 
 const textKeyword = "Text"
 
