@@ -47,6 +47,16 @@ type Principal struct {
 // String renders the principal as role:subject, as stored in event metadata.
 func (p Principal) String() string { return string(p.Role) + ":" + p.Subject }
 
+// Person reports whether p is a person (walker, rider, labeler,
+// enterprise or admin) rather than a device or a service.
+func (p Principal) Person() bool {
+	switch p.Role {
+	case Walker, Rider, Labeler, Enterprise, Admin:
+		return p.Subject != ""
+	}
+	return false
+}
+
 // Privileged reports whether p may act on behalf of anyone.
 func (p Principal) Privileged() bool { return p.Role == Admin || p.Role == Service }
 

@@ -1,6 +1,8 @@
 package es
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"strings"
 	"time"
@@ -94,4 +96,17 @@ func Truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// DigestID returns prefix and 26 lowercase base32 letters of the SHA-256
+// of parts (each ended by a zero byte): a stable id, a safe stream token,
+// derived from what identifies the thing (a user and an image's hash, an
+// owner and their own id).
+func DigestID(prefix string, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h.Sum(nil)[:16]))
 }

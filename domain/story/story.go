@@ -12,8 +12,6 @@
 package story
 
 import (
-	"crypto/sha256"
-	"encoding/base32"
 	"fmt"
 	"net/mail"
 	"net/url"
@@ -66,30 +64,18 @@ func UserStream(userID string) es.StreamID {
 	return es.StreamID{Context: "story", Type: "user", ID: userID}
 }
 
-var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
-
-// digestID is a 26-letter id from the SHA-256 of parts.
-func digestID(prefix string, parts ...string) string {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return prefix + strings.ToLower(idEncoding.EncodeToString(h.Sum(nil)[:16]))
-}
-
 // StoryID is the id of userID's story of the image with that SHA-256.
-func StoryID(userID, imageSHA256 string) string { return digestID("s", userID, imageSHA256) }
+func StoryID(userID, imageSHA256 string) string { return es.DigestID("s", userID, imageSHA256) }
 
 // BatchID is the id of userID's bulk request of these stories (in order),
 // so a retried request is the same batch.
 func BatchID(userID string, storyIDs []string) string {
-	return digestID("b", append([]string{userID}, storyIDs...)...)
+	return es.DigestID("b", append([]string{userID}, storyIDs...)...)
 }
 
 // UploadPrefix is the prefix of userID's upload names: an upload can be
 // requested only by the user it was issued to.
-func UploadPrefix(userID string) string { return digestID("u", userID)[:14] + "-" }
+func UploadPrefix(userID string) string { return es.DigestID("u", userID)[:14] + "-" }
 
 // Stage is where a story is.
 type Stage = storyv1.Stage
@@ -399,11 +385,8 @@ func Mask(channel, recipient string) string {
 // (walkers, riders, labelers, enterprises, admins), not devices or
 // services.
 func MayUse(p auth.Principal) error {
-	switch p.Role {
-	case auth.Walker, auth.Rider, auth.Labeler, auth.Enterprise, auth.Admin:
-		if p.Subject != "" {
-			return nil
-		}
+	if !p.Person() {
+		return ErrNotStoryUser
 	}
-	return ErrNotStoryUser
+	return nil
 }

@@ -10,8 +10,6 @@
 package transcription
 
 import (
-	"crypto/sha256"
-	"encoding/base32"
 	"fmt"
 	"strings"
 	"time"
@@ -43,16 +41,11 @@ var Langs = []string{"en", "ko"}
 
 // Stream returns the stream of owner's lecture id.
 func Stream(owner, id string) es.StreamID {
-	h := sha256.Sum256([]byte(owner + "\x00" + id))
-	return es.StreamID{Context: "transcription", Type: "lecture",
-		ID: "l" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:16]))}
+	return es.StreamID{Context: "transcription", Type: "lecture", ID: es.DigestID("l", owner, id)}
 }
 
 // UploadPrefix is the prefix of user's recording uploads.
-func UploadPrefix(user string) string {
-	h := sha256.Sum256([]byte("upload\x00" + user))
-	return "r" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:8]))[:13] + "-"
-}
+func UploadPrefix(user string) string { return es.DigestID("r", "recording", user)[:14] + "-" }
 
 // Segment is a final stretch of a transcript.
 type Segment struct {
@@ -285,13 +278,10 @@ func splitSentences(text string) []string {
 // MayUse returns Forbidden unless p may use transcription: people, not
 // devices or services.
 func MayUse(p auth.Principal) error {
-	switch p.Role {
-	case auth.Walker, auth.Rider, auth.Labeler, auth.Enterprise, auth.Admin:
-		if p.Subject != "" {
-			return nil
-		}
+	if !p.Person() {
+		return es.Errorf(es.Forbidden, "devices and services may not use transcription")
 	}
-	return es.Errorf(es.Forbidden, "devices and services may not use transcription")
+	return nil
 }
 
 // ValidateStart checks a lecture's id, title and language (default "en").
