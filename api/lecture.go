@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"net/http"
@@ -296,10 +295,7 @@ func (h *lectureHandler) transcribe(ctx context.Context, s *connect.BidiStream[t
 	if text == "" {
 		return nil
 	}
-	conf := 0.0
-	for _, sg := range t.Segments {
-		conf += sg.Confidence / float64(len(t.Segments))
-	}
+	conf := t.Confidence()
 	seg := &transcriptionv1.Segment{StartMs: (offset + u.Start).Milliseconds(), EndMs: (offset + u.End()).Milliseconds(), Text: text, Confidence: conf}
 	if partial {
 		return s.Send(&transcriptionv1.StreamLectureResponse{Msg: &transcriptionv1.StreamLectureResponse_Partial{Partial: seg}})
@@ -322,9 +318,7 @@ func (h *lectureHandler) CreateUpload(ctx context.Context, _ *connect.Request[tr
 	if err := tr.MayUse(p); err != nil {
 		return nil, err
 	}
-	var r [15]byte
-	rand.Read(r[:])
-	name := tr.UploadPrefix(p.Subject) + strings.ToLower(uploadEncoding.EncodeToString(r[:]))
+	name := uploadName(tr.UploadPrefix(p.Subject))
 	url, exp, err := h.l.Links.UploadURL(media.Upload{Bucket: tr.Bucket, Name: name,
 		ContentTypes: []string{"audio/wav", "audio/x-wav", "audio/wave", "audio/ogg"}, MaxBytes: tr.MaxRecordingBytes}, h.l.UploadTTL)
 	if err != nil {

@@ -51,7 +51,13 @@ type storyHandler struct {
 
 const maxStoryList = 100
 
-var uploadEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+// uploadName is a new upload's name: the owner's prefix and 120 random
+// bits, so that nobody guesses another's upload.
+func uploadName(prefix string) string {
+	var r [15]byte
+	rand.Read(r[:])
+	return prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(r[:]))
+}
 
 func (h *storyHandler) CreateUploads(ctx context.Context, req *connect.Request[storyv1.CreateUploadsRequest]) (*connect.Response[storyv1.CreateUploadsResponse], error) {
 	p := caller(ctx)
@@ -67,9 +73,7 @@ func (h *storyHandler) CreateUploads(ctx context.Context, req *connect.Request[s
 	}
 	out := &storyv1.CreateUploadsResponse{}
 	for range n {
-		var r [15]byte
-		rand.Read(r[:])
-		name := story.UploadPrefix(p.Subject) + strings.ToLower(uploadEncoding.EncodeToString(r[:]))
+		name := uploadName(story.UploadPrefix(p.Subject))
 		url, exp, err := h.links.UploadURL(media.Upload{Bucket: story.Bucket, Name: name,
 			ContentTypes: story.ImageTypes, MaxBytes: story.MaxImageBytes}, h.ttls.Upload)
 		if err != nil {

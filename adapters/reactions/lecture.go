@@ -125,11 +125,7 @@ func (p *lecturePipeline) recording(ctx context.Context, c es.Commit) error {
 		if text == "" {
 			continue
 		}
-		conf := 0.0
-		for _, s := range t.Segments {
-			conf += s.Confidence / float64(len(t.Segments))
-		}
-		if _, err := p.svc.Advance(ctx, c.Stream, tr.AddSegment{Start: u.Start, End: u.End(), Text: text, Confidence: conf}); err != nil {
+		if _, err := p.svc.Advance(ctx, c.Stream, tr.AddSegment{Start: u.Start, End: u.End(), Text: text, Confidence: t.Confidence()}); err != nil {
 			return err
 		}
 	}

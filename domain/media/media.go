@@ -193,6 +193,18 @@ func (t Transcript) Text() string {
 	return string(b)
 }
 
+// Confidence is the segments' mean confidence; 0 when there are none.
+func (t Transcript) Confidence() float64 {
+	if len(t.Segments) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, s := range t.Segments {
+		sum += s.Confidence
+	}
+	return sum / float64(len(t.Segments))
+}
+
 // SampleRate is the rate of the PCM every Transcriber takes: 16 kHz,
 // mono, signed 16-bit little-endian.
 const SampleRate = 16000
