@@ -128,10 +128,8 @@ func (m *Model) Version() int { return 1 }
 
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
-	return []string{typeName(&safetyv1.DangerDetected{}), typeName(&safetyv1.AlertRaised{}), typeName(&safetyv1.AlertAcknowledged{})}
+	return projections.TypeNames(&safetyv1.DangerDetected{}, &safetyv1.AlertRaised{}, &safetyv1.AlertAcknowledged{})
 }
-
-func typeName(p proto.Message) string { return string(p.ProtoReflect().Descriptor().FullName()) }
 
 // Reset empties the model.
 func (m *Model) Reset() {

@@ -29,7 +29,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/es"
@@ -141,21 +140,10 @@ func (m *Model) Name() string { return Name }
 // Version is 1.
 func (m *Model) Version() int { return 2 } // 2: danger events keyed by rider and event id
 
-func typeName(msg proto.Message) string {
-	return string(msg.ProtoReflect().Descriptor().FullName())
-}
-
 // EventTypes lists the delivery and safety events the model reads.
 func (m *Model) EventTypes() []string {
-	return []string{
-		typeName((*deliveryv1.OrderPlaced)(nil)),
-		typeName((*deliveryv1.OrderAccepted)(nil)),
-		typeName((*deliveryv1.OrderPickedUp)(nil)),
-		typeName((*deliveryv1.OrderDelivered)(nil)),
-		typeName((*deliveryv1.OrderCancelled)(nil)),
-		typeName((*deliveryv1.OrderRated)(nil)),
-		typeName((*safetyv1.DangerDetected)(nil)),
-	}
+	return projections.TypeNames((*deliveryv1.OrderPlaced)(nil), (*deliveryv1.OrderAccepted)(nil), (*deliveryv1.OrderPickedUp)(nil),
+		(*deliveryv1.OrderDelivered)(nil), (*deliveryv1.OrderCancelled)(nil), (*deliveryv1.OrderRated)(nil), (*safetyv1.DangerDetected)(nil))
 }
 
 func emptyState() state {

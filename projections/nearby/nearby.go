@@ -95,17 +95,9 @@ func New() *Model {
 func (m *Model) Name() string { return Name }
 func (m *Model) Version() int { return 1 }
 
-func typeName(msg proto.Message) string {
-	return string(msg.ProtoReflect().Descriptor().FullName())
-}
-
 // EventTypes lists the events the index reads.
 func (m *Model) EventTypes() []string {
-	return []string{
-		typeName((*deliveryv1.OrderPlaced)(nil)),
-		typeName((*deliveryv1.OrderAccepted)(nil)),
-		typeName((*deliveryv1.OrderCancelled)(nil)),
-	}
+	return projections.TypeNames((*deliveryv1.OrderPlaced)(nil), (*deliveryv1.OrderAccepted)(nil), (*deliveryv1.OrderCancelled)(nil))
 }
 
 // Reset empties the index.

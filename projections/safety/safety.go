@@ -46,7 +46,7 @@ var _ projections.Selective = (*Model)(nil)
 
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
-	return []string{string((*safetyv1.DangerDetected)(nil).ProtoReflect().Descriptor().FullName())}
+	return projections.TypeNames((*safetyv1.DangerDetected)(nil))
 }
 
 // New returns an empty model.

@@ -166,7 +166,7 @@ func (m *Model) Subjects() []string { return []string{"ev.steps.>"} }
 
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
-	return []string{string((*stepsv1.StepsRecorded)(nil).ProtoReflect().Descriptor().FullName())}
+	return projections.TypeNames((*stepsv1.StepsRecorded)(nil))
 }
 
 // Name returns Name.
