@@ -110,7 +110,9 @@ func (o *OCR) Read(ctx context.Context, img []byte, langs []string) (media.Page,
 		return media.Page{}, fmt.Errorf("tesseract: %w", err)
 	}
 	text := pageText(string(txt))
-	return media.Page{Text: text, Words: alignWords(strings.Fields(text), parseTSV(string(tsv))), Lang: lang}, nil
+	tokens, lines := parseTSV(string(tsv))
+	words, starts := alignWords(strings.Fields(text), tokens)
+	return media.Page{Text: text, Words: words, Lines: pageLines(words, starts, lines), Lang: lang}, nil
 }
 
 func (o *OCR) checkImage(img []byte) error {
@@ -209,26 +211,45 @@ func pageText(txt string) string {
 	return strings.Join(lines, "\n")
 }
 
-// parseTSV returns the words (level 5 rows) of tesseract's tsv output.
-func parseTSV(tsv string) []media.Word {
+// tsvLine is a text line (a level 4 row) of tesseract's tsv output: its
+// box and its words, tokens[first:end] of parseTSV.
+type tsvLine struct {
+	box        media.Word
+	first, end int
+}
+
+// parseTSV returns the words (level 5 rows) of tesseract's tsv output,
+// and its lines (level 4 rows), each with the words that follow it.
+func parseTSV(tsv string) ([]media.Word, []tsvLine) {
 	var words []media.Word
+	var lines []tsvLine
 	for _, line := range strings.Split(tsv, "\n") {
 		f := strings.Split(line, "\t")
-		if len(f) != 12 || f[0] != "5" {
-			continue
-		}
-		text := strings.TrimSpace(f[11])
-		if text == "" {
+		if len(f) != 12 || f[0] != "4" && f[0] != "5" {
 			continue
 		}
 		n := make([]int, 4)
 		for i := range n {
 			n[i], _ = strconv.Atoi(f[6+i])
 		}
+		box := media.Word{X: n[0], Y: n[1], W: n[2], H: n[3]}
+		if f[0] == "4" {
+			lines = append(lines, tsvLine{box: box, first: len(words), end: len(words)})
+			continue
+		}
+		text := strings.TrimSpace(f[11])
+		if text == "" {
+			continue
+		}
 		conf, _ := strconv.ParseFloat(f[10], 64)
-		words = append(words, media.Word{Text: text, X: n[0], Y: n[1], W: n[2], H: n[3], Confidence: min(max(conf/100, 0), 1)})
+		box.Text, box.Confidence = text, min(max(conf/100, 0), 1)
+		words = append(words, box)
+		if len(lines) == 0 { // a word before any line: its own line
+			lines = append(lines, tsvLine{box: media.Word{X: box.X, Y: box.Y, W: box.W, H: box.H}, first: len(words) - 1})
+		}
+		lines[len(lines)-1].end = len(words)
 	}
-	return words
+	return words, lines
 }
 
 // alignWords merges tsv tokens into the text's words. tesseract's tsv
@@ -236,30 +257,76 @@ func parseTSV(tsv string) []media.Word {
 // writes as one word ("기사는"): each word takes the tokens that spell
 // it, the union of their boxes and the least of their confidences. When
 // the two do not spell the same text, the tokens are returned as they are.
-func alignWords(fields []string, tokens []media.Word) []media.Word {
+// starts[i] is the index of the first token of word i.
+func alignWords(fields []string, tokens []media.Word) (words []media.Word, starts []int) {
+	asTokens := func() ([]media.Word, []int) {
+		starts := make([]int, len(tokens))
+		for i := range starts {
+			starts[i] = i
+		}
+		return tokens, starts
+	}
 	out := make([]media.Word, 0, len(fields))
+	starts = make([]int, 0, len(fields))
 	t := 0
 	for _, f := range fields {
 		if t >= len(tokens) || !strings.HasPrefix(f, tokens[t].Text) {
-			return tokens
+			return asTokens()
 		}
+		starts = append(starts, t)
 		w := tokens[t]
 		spelled := w.Text
 		for t++; spelled != f; t++ {
 			if t >= len(tokens) || !strings.HasPrefix(f, spelled+tokens[t].Text) {
-				return tokens
+				return asTokens()
 			}
 			n := tokens[t]
-			x0, y0 := min(w.X, n.X), min(w.Y, n.Y)
-			x1, y1 := max(w.X+w.W, n.X+n.W), max(w.Y+w.H, n.Y+n.H)
-			w = media.Word{X: x0, Y: y0, W: x1 - x0, H: y1 - y0, Confidence: min(w.Confidence, n.Confidence)}
+			w = union(w, n)
+			w.Confidence = min(w.Confidence, n.Confidence)
 			spelled += n.Text
 		}
 		w.Text = f
 		out = append(out, w)
 	}
 	if t != len(tokens) {
-		return tokens
+		return asTokens()
+	}
+	return out, starts
+}
+
+// pageLines returns the lines that hold words: each line's box widened to
+// hold its words' boxes (tesseract's line box leaves out the ascenders of
+// some syllables), its words' texts joined by spaces and their mean
+// confidence. A word belongs to the line of its first token.
+func pageLines(words []media.Word, starts []int, lines []tsvLine) []media.Word {
+	var out []media.Word
+	w := 0
+	for _, l := range lines {
+		line := l.box
+		var texts []string
+		var conf float64
+		for ; w < len(words) && starts[w] < l.end; w++ {
+			if starts[w] < l.first {
+				continue
+			}
+			line = union(line, words[w])
+			texts = append(texts, words[w].Text)
+			conf += words[w].Confidence
+		}
+		if len(texts) == 0 {
+			continue
+		}
+		line.Text, line.Confidence = strings.Join(texts, " "), conf/float64(len(texts))
+		out = append(out, line)
 	}
 	return out
+}
+
+// union is the box that holds a's and b's; its text and confidence are
+// a's.
+func union(a, b media.Word) media.Word {
+	x0, y0 := min(a.X, b.X), min(a.Y, b.Y)
+	x1, y1 := max(a.X+a.W, b.X+b.W), max(a.Y+a.H, b.Y+b.H)
+	a.X, a.Y, a.W, a.H = x0, y0, x1-x0, y1-y0
+	return a
 }

@@ -1,7 +1,10 @@
 package tesseract_test
 
 import (
+	"bytes"
 	"context"
+	"image"
+	_ "image/png" // DecodeConfig of the pages
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +61,36 @@ func TestKoreanWordsAreWhole(t *testing.T) {
 	}
 	if p.Lang != "kor+eng" || len(p.Words) != len(strings.Fields(p.Text)) {
 		t.Fatalf("lang %q, %d words for %q: %+v", p.Lang, len(p.Words), p.Text, p.Words)
+	}
+}
+
+// Each line drawn is one line read, top to bottom, inside the page, its
+// box holding the ink of that line and no other.
+func TestLines(t *testing.T) {
+	needTesseract(t)
+	ocr := tesseract.New(tesseract.Config{})
+	for _, lang := range []string{"en", "ko"} {
+		t.Run(lang, func(t *testing.T) {
+			lines := pages[lang][:4]
+			img := pagetest.Render(t, lines, 28)
+			p, err := ocr.Read(context.Background(), img, []string{lang})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, _, err := image.DecodeConfig(bytes.NewReader(img))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mediatest.CheckLines(t, p, cfg.Width, cfg.Height, strings.Join(lines, "\n"))
+			for i, l := range p.Lines {
+				if acc := 1 - mediatest.WordErrorRate(lines[i], l.Text); acc < 0.75 {
+					t.Errorf("line %d: word accuracy %.2f, read %q, drawn %q", i, acc, l.Text, lines[i])
+				}
+				if i > 0 && p.Lines[i-1].Y+p.Lines[i-1].H > l.Y {
+					t.Errorf("line %d %+v overlaps line %d %+v", i, l, i-1, p.Lines[i-1])
+				}
+			}
+		})
 	}
 }
 

@@ -134,6 +134,11 @@ type Word struct {
 type Page struct {
 	Text  string // the text in reading order, lines separated by '\n'
 	Words []Word
+	// Lines are the text lines in reading order, each a Word whose box
+	// holds the line's words, whose Text is its words joined by single
+	// spaces and whose Confidence is their mean. A line without words is
+	// left out.
+	Lines []Word
 	Lang  string // the language(s) used, e.g. "kor+eng"
 }
 

@@ -109,7 +109,10 @@ func found(want, got string) float64 {
 
 // OCR checks the contract of media.OCR on a sample image whose text the
 // implementation reads well: at least 80% of its words are read, words
-// have boxes inside the image and confidences in [0,1], bad input and
+// have boxes inside the image and confidences in [0,1]; there is a line
+// for each of the sample's lines, top to bottom, inside the image, most
+// of its words read, and the lines hold the page's words in order; bad
+// input and
 // unknown languages wrap ErrUnusable, a canceled context is honoured,
 // and concurrent reads agree.
 func OCR(t *testing.T, ocr media.OCR, sample Image) {
@@ -142,6 +145,7 @@ func OCR(t *testing.T, ocr media.OCR, sample Image) {
 				t.Errorf("word %q is not in the page's text", w.Text)
 			}
 		}
+		CheckLines(t, p, cfg.Width, cfg.Height, sample.Text)
 	})
 	t.Run("concurrent_reads_agree", func(t *testing.T) {
 		var wg sync.WaitGroup
@@ -177,6 +181,43 @@ func OCR(t *testing.T, ocr media.OCR, sample Image) {
 		_, err := ocr.Read(canceled(), sample.Data, sample.Langs)
 		wantCanceled(t, err)
 	})
+}
+
+// CheckLines fails unless p's lines are one for each line of text, top
+// to bottom, inside a width×height image, with confidences in [0,1],
+// each holding at least half the words of its line of text, and unless
+// together, in order, they hold p's words.
+func CheckLines(tb testing.TB, p media.Page, width, height int, text string) {
+	tb.Helper()
+	var want []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.TrimSpace(l) != "" {
+			want = append(want, l)
+		}
+	}
+	if len(p.Lines) != len(want) {
+		tb.Fatalf("%d lines %+v, want %d: %q", len(p.Lines), p.Lines, len(want), want)
+	}
+	var inLines, inWords []string
+	for i, l := range p.Lines {
+		if strings.TrimSpace(l.Text) == "" || l.W <= 0 || l.H <= 0 || l.X < 0 || l.Y < 0 ||
+			l.X+l.W > width || l.Y+l.H > height || l.Confidence < 0 || l.Confidence > 1 {
+			tb.Errorf("malformed line %+v in a %dx%d image", l, width, height)
+		}
+		if i > 0 && p.Lines[i-1].Y+p.Lines[i-1].H/2 >= l.Y+l.H/2 {
+			tb.Errorf("line %d %+v is not below line %d %+v", i, l, i-1, p.Lines[i-1])
+		}
+		if f := found(want[i], l.Text); f < 0.5 {
+			tb.Errorf("line %d reads %q: %.0f%% of the words of %q", i, l.Text, 100*f, want[i])
+		}
+		inLines = append(inLines, strings.Fields(l.Text)...)
+	}
+	for _, w := range p.Words {
+		inWords = append(inWords, w.Text)
+	}
+	if strings.Join(inLines, " ") != strings.Join(inWords, " ") {
+		tb.Errorf("the lines hold %q, the words are %q", inLines, inWords)
+	}
 }
 
 // Speaker checks the contract of media.Speaker: English and Korean text

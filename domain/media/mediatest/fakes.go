@@ -76,11 +76,19 @@ func (FakeOCR) Read(ctx context.Context, img []byte, langs []string) (media.Page
 	}
 	text := pngText(img)
 	page := media.Page{Text: text, Lang: lang}
-	fields := strings.Fields(text)
+	var lines [][]string
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			lines = append(lines, f)
+		}
+	}
 	size := decoded.Bounds().Size()
-	for i, w := range fields { // boxes share the image's width
-		width := size.X / len(fields)
-		page.Words = append(page.Words, media.Word{Text: w, X: i * width, Y: 0, W: width, H: size.Y, Confidence: 1})
+	for i, fields := range lines { // lines share the image's height, words their line's width
+		height, width := size.Y/len(lines), size.X/len(fields)
+		page.Lines = append(page.Lines, media.Word{Text: strings.Join(fields, " "), X: 0, Y: i * height, W: width * len(fields), H: height, Confidence: 1})
+		for j, w := range fields {
+			page.Words = append(page.Words, media.Word{Text: w, X: j * width, Y: i * height, W: width, H: height, Confidence: 1})
+		}
 	}
 	return page, nil
 }

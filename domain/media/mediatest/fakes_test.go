@@ -10,7 +10,7 @@ import (
 )
 
 func TestFakeOCR(t *testing.T) {
-	text := "배달 완료 delivered at the door"
+	text := "배달 완료\ndelivered at the door"
 	mediatest.OCR(t, mediatest.FakeOCR{}, mediatest.Image{Data: mediatest.TextPNG(text), Text: text, Langs: []string{"ko", "en"}})
 }
 
