@@ -125,3 +125,23 @@ func TestFigureWordAccuracy(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLines reads the lines of a rendered page of six English lines,
+// one page at a time:
+//
+//	go test -run '^$' -bench Lines -benchtime 5x ./adapters/tesseract/
+func BenchmarkLines(b *testing.B) {
+	needTesseract(b)
+	ocr := tesseract.New(tesseract.Config{})
+	img := pagetest.Render(b, pages["en"], 28)
+	for b.Loop() {
+		p, err := ocr.Read(context.Background(), img, []string{"en"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(p.Lines) != len(pages["en"]) {
+			b.Fatalf("%d lines: %+v", len(p.Lines), p.Lines)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+}

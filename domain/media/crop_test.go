@@ -144,3 +144,35 @@ func withSize(tb testing.TB, p []byte, w, h int) []byte {
 	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
 	return b
 }
+
+// BenchmarkCropPNG crops a line out of a 2000×3000 grey page (a scan at
+// 250 dpi) with 60 lines of text-like strokes:
+//
+//	go test -run '^$' -bench CropPNG ./domain/media/
+func BenchmarkCropPNG(b *testing.B) {
+	m := image.NewGray(image.Rect(0, 0, 2000, 3000))
+	for i := range m.Pix {
+		m.Pix[i] = 0xff
+	}
+	for line := range 60 {
+		for y := 100 + line*45; y < 100+line*45+28; y++ {
+			for x := 150; x < 1850; x++ {
+				if (x/7+y/5+line)%3 == 0 {
+					m.Pix[y*m.Stride+x] = 0x10
+				}
+			}
+		}
+	}
+	var src bytes.Buffer
+	if err := png.Encode(&src, m); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(src.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := media.CropPNG(src.Bytes(), media.Word{X: 150, Y: 1000, W: 1700, H: 28}, 8); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+}

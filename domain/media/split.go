@@ -63,15 +63,14 @@ func (o SplitOptions) withDefaults() SplitOptions {
 // SplitSilences returns the stretches of sound in pcm (SampleRate mono
 // s16le, as every Transcriber takes it), in order and not overlapping,
 // for transcribing one at a time. It measures the loudness of 20 ms
-// frames: a frame is silence when it is more than opt.Threshold below the
-// audio's loud frames, below SilenceFloor, or less than 6 dB over the
-// audio's noise (its 10th percentile frame) and 20 dB or more under its
-// loud frames (so that a noisy recording's pauses are pauses, and steady
-// speech is never silence). A pause of at least
-// opt.MinSilence ends a clip; each clip keeps up to opt.MinSilence/2 of
-// the silence on either side of its sound, so a clip never starts in the
-// middle of a sound; silence before the first clip and after the last is
-// left out. Sounds shorter than opt.MinClip are joined to a neighbour or
+// frames. A frame is silence when it is more than opt.Threshold below the
+// audio's loud frames, or below SilenceFloor, or less than 6 dB over the
+// audio's noise (its 10th percentile frame) while 20 dB or more under its
+// loud frames: so a noisy recording's pauses are pauses, and steady sound
+// is never silence. A pause of at least opt.MinSilence ends a clip, and
+// each clip keeps up to opt.MinSilence/2 of the silence on either side of
+// its sound; silence before the first clip and after the last is left
+// out. Sounds shorter than opt.MinClip are joined to a neighbour or
 // dropped (see SplitOptions), and clips longer than opt.MaxClip are cut
 // at their quietest point, so no clip lasts more than opt.MaxClip. Audio
 // without sound gives no spans. It allocates in proportion to the number

@@ -393,3 +393,38 @@ func TestClipWAV(t *testing.T) {
 		})
 	}
 }
+
+// speechLike returns d of syllable-like bursts (a voiced tone under
+// noise, 100 to 300 ms, loudness varying) in words of two to five,
+// separated by pauses of 50 ms to 1 s, over noise at -50 dBFS.
+func speechLike(d time.Duration) []byte {
+	s := newSignal(d)
+	r := rand.New(rand.NewPCG(7, 7))
+	for at := 200 * time.Millisecond; ; {
+		for range 2 + r.IntN(4) {
+			n := time.Duration(100+r.IntN(200)) * time.Millisecond
+			if at+n > d {
+				s.noise(-50, 8)
+				return s.pcm()
+			}
+			s.tone(at, at+n, 100+r.Float64()*150, 0.05+0.25*r.Float64())
+			at += n + time.Duration(20+r.IntN(60))*time.Millisecond
+		}
+		at += time.Duration(50+r.IntN(950)) * time.Millisecond
+	}
+}
+
+// BenchmarkSplitSilences splits a minute of speech-like audio:
+//
+//	go test -run '^$' -bench SplitSilences ./domain/media/
+func BenchmarkSplitSilences(b *testing.B) {
+	pcm := speechLike(time.Minute)
+	b.SetBytes(int64(len(pcm)))
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n = len(media.SplitSilences(pcm, media.SplitOptions{}))
+	}
+	b.ReportMetric(float64(b.N)*time.Minute.Seconds()/b.Elapsed().Seconds(), "x-realtime")
+	b.ReportMetric(float64(n), "clips")
+}
