@@ -256,6 +256,7 @@ func TestSplitSilencesSpeech(t *testing.T) {
 		pcm = append(pcm, p...)
 	}
 	spans := media.SplitSilences(pcm, media.SplitOptions{})
+	t.Logf("sentences at %v; spans %v", voiced, spans)
 	checkSpans(t, spans, pcm, 15*time.Second)
 	if len(spans) != len(sentences) {
 		t.Fatalf("%d spans %v, want %d: sentences at %v", len(spans), spans, len(sentences), voiced)
