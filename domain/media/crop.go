@@ -23,6 +23,16 @@ const MaxCropPixels = 40_000_000
 // than MaxCropPixels pixels fails before it is decoded with one wrapping
 // both ErrUnusable and ErrTooLarge. Safe for concurrent use.
 func CropPNG(img []byte, box Word, pad int) ([]byte, error) {
+	crops, err := CropsPNG(img, []Word{box}, pad)
+	if err != nil {
+		return nil, err
+	}
+	return crops[0], nil
+}
+
+// CropsPNG is CropPNG of every box, decoding the image once: the crops
+// in the order of boxes. Any box that holds nothing fails it whole.
+func CropsPNG(img []byte, boxes []Word, pad int) ([][]byte, error) {
 	decodeConfig, decode := png.DecodeConfig, png.Decode
 	switch {
 	case bytes.HasPrefix(img, []byte("\x89PNG\r\n\x1a\n")):
@@ -38,36 +48,47 @@ func CropPNG(img []byte, box Word, pad int) ([]byte, error) {
 	if int64(cfg.Width)*int64(cfg.Height) > MaxCropPixels {
 		return nil, fmt.Errorf("%w: %w: crop: a %dx%d image is over %d pixels", ErrUnusable, ErrTooLarge, cfg.Width, cfg.Height, MaxCropPixels)
 	}
-	r := image.Rect(0, 0, 0, 0)
-	if box.W > 0 && box.H > 0 {
-		r = image.Rectangle{
-			Min: image.Pt(clampSum(cfg.Width, box.X, -1, pad), clampSum(cfg.Height, box.Y, -1, pad)),
-			Max: image.Pt(clampSum(cfg.Width, box.X, 1, pad, box.W), clampSum(cfg.Height, box.Y, 1, pad, box.H)),
+	rects := make([]image.Rectangle, len(boxes))
+	for i, box := range boxes {
+		r := image.Rect(0, 0, 0, 0)
+		if box.W > 0 && box.H > 0 {
+			r = image.Rectangle{
+				Min: image.Pt(clampSum(cfg.Width, box.X, -1, pad), clampSum(cfg.Height, box.Y, -1, pad)),
+				Max: image.Pt(clampSum(cfg.Width, box.X, 1, pad, box.W), clampSum(cfg.Height, box.Y, 1, pad, box.H)),
+			}
 		}
+		if r.Empty() {
+			return nil, fmt.Errorf("%w: crop: box %dx%d%+d%+d padded by %d holds nothing of the %dx%d image", ErrUnusable, box.W, box.H, box.X, box.Y, pad, cfg.Width, cfg.Height)
+		}
+		rects[i] = r
 	}
-	if r.Empty() {
-		return nil, fmt.Errorf("%w: crop: box %dx%d%+d%+d padded by %d holds nothing of the %dx%d image", ErrUnusable, box.W, box.H, box.X, box.Y, pad, cfg.Width, cfg.Height)
+	if len(boxes) == 0 {
+		return nil, nil
 	}
 	m, err := decode(bytes.NewReader(img))
 	if err != nil {
 		return nil, fmt.Errorf("%w: crop: %v", ErrUnusable, err)
 	}
-	r = r.Add(m.Bounds().Min).Intersect(m.Bounds())
-	var part image.Image
-	if s, ok := m.(interface {
-		SubImage(image.Rectangle) image.Image
-	}); ok {
-		part = s.SubImage(r)
-	} else {
-		c := image.NewNRGBA(image.Rectangle{Max: r.Size()})
-		draw.Draw(c, c.Bounds(), m, r.Min, draw.Src)
-		part = c
+	crops := make([][]byte, len(rects))
+	for i, r := range rects {
+		r = r.Add(m.Bounds().Min).Intersect(m.Bounds())
+		var part image.Image
+		if s, ok := m.(interface {
+			SubImage(image.Rectangle) image.Image
+		}); ok {
+			part = s.SubImage(r)
+		} else {
+			c := image.NewNRGBA(image.Rectangle{Max: r.Size()})
+			draw.Draw(c, c.Bounds(), m, r.Min, draw.Src)
+			part = c
+		}
+		var out bytes.Buffer
+		if err := png.Encode(&out, part); err != nil {
+			return nil, fmt.Errorf("crop: %w", err)
+		}
+		crops[i] = out.Bytes()
 	}
-	var out bytes.Buffer
-	if err := png.Encode(&out, part); err != nil {
-		return nil, fmt.Errorf("crop: %w", err)
-	}
-	return out.Bytes(), nil
+	return crops, nil
 }
 
 // clampSum is a + sign*pad + more..., exactly (no int overflows), clamped

@@ -176,3 +176,23 @@ func BenchmarkCropPNG(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
 }
+
+// CropsPNG decodes once and gives what CropPNG gives for each box, in
+// order; one empty box fails the lot.
+func TestCropsPNG(t *testing.T) {
+	src := page(t, 200, 120, encodePNG)
+	boxes := []media.Word{{X: 20, Y: 30, W: 50, H: 10}, {X: 190, Y: 100, W: 30, H: 40}, {X: 0, Y: 0, W: 1, H: 1}}
+	crops, err := media.CropsPNG(src, boxes, 3)
+	if err != nil || len(crops) != len(boxes) {
+		t.Fatalf("%d crops, %v", len(crops), err)
+	}
+	for i, b := range boxes {
+		one, err := media.CropPNG(src, b, 3)
+		if err != nil || !bytes.Equal(one, crops[i]) {
+			t.Fatalf("box %d: CropsPNG differs from CropPNG (%v)", i, err)
+		}
+	}
+	if _, err := media.CropsPNG(src, append(boxes, media.Word{X: 500, Y: 500, W: 5, H: 5}), 0); !errors.Is(err, media.ErrUnusable) {
+		t.Fatalf("a box off the image: %v, want ErrUnusable", err)
+	}
+}
