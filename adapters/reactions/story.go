@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
@@ -79,7 +77,7 @@ func StoryReactions(svc *story.Service, e StoryEngines) []Reaction {
 	if e.Speaker == nil {
 		e.Speaker = noSpeaker{}
 	}
-	p := &storyPipeline{svc: svc, e: e, down: map[string]bool{}}
+	p := &storyPipeline{svc: svc, e: e, health: &engineHealth{logger: e.Logger}}
 	return []Reaction{
 		{Name: StoryBatchName, Subjects: []string{"ev.story.batch.>"}, Handle: p.fanout},
 		{Name: StoryReadName, Subjects: []string{"ev.story.story.>"}, Handle: p.read, Concurrency: e.Concurrency},
@@ -89,11 +87,9 @@ func StoryReactions(svc *story.Service, e StoryEngines) []Reaction {
 }
 
 type storyPipeline struct {
-	svc *story.Service
-	e   StoryEngines
-
-	mu   sync.Mutex
-	down map[string]bool // engines last seen unavailable
+	svc    *story.Service
+	e      StoryEngines
+	health *engineHealth
 }
 
 func (p *storyPipeline) fanout(ctx context.Context, c es.Commit) error {
@@ -111,59 +107,19 @@ func (p *storyPipeline) fanout(ctx context.Context, c es.Commit) error {
 	return nil
 }
 
-// stage runs one engine call for story id: it returns nil when the story
-// advanced or failed, and an error to have the commit retried.
+// stage runs one engine call for story id (see attempt): it returns nil
+// when the story advanced or failed, and an error to have the commit
+// retried.
 func (p *storyPipeline) stage(ctx context.Context, engine, id string, stage storyv1.Stage, run func() (story.Command, error)) error {
-	var err error
-	for attempt := 1; attempt <= p.e.Attempts; attempt++ {
-		var cmd story.Command
-		cmd, err = run()
-		switch {
-		case err == nil:
-			p.up(engine)
-			_, err = p.svc.Advance(ctx, id, cmd)
-			return err
-		case errors.Is(err, media.ErrUnavailable):
-			p.unavailable(engine, err)
-			return es.Wrap(es.Unavailable, engine, err)
-		case errors.Is(err, media.ErrUnusable), errors.Is(err, media.ErrNotFound):
-			p.up(engine)
-			_, err = p.svc.Advance(ctx, id, story.Fail{Stage: stage, Reason: err.Error()})
-			return err
-		case ctx.Err() != nil:
-			return ctx.Err()
-		}
-		p.e.Logger.Warn("story engine failed", "engine", engine, "story", id, "attempt", attempt, "err", err)
-		if attempt < p.e.Attempts {
-			t := time.NewTimer(time.Duration(attempt) * time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
-		}
+	cmd, reason, err := attempt(ctx, p.health, p.e.Attempts, engine, id, run)
+	if err != nil {
+		return err
 	}
-	_, aerr := p.svc.Advance(ctx, id, story.Fail{Stage: stage, Reason: fmt.Sprintf("%s failed %d times: %v", engine, p.e.Attempts, err)})
-	return aerr
-}
-
-func (p *storyPipeline) unavailable(engine string, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.down[engine] {
-		p.down[engine] = true
-		p.e.Logger.Error("story engine unavailable: its stories wait until it is back", "engine", engine, "err", err)
+	if reason != "" {
+		cmd = story.Fail{Stage: stage, Reason: reason}
 	}
-}
-
-func (p *storyPipeline) up(engine string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down[engine] {
-		delete(p.down, engine)
-		p.e.Logger.Info("story engine back", "engine", engine)
-	}
+	_, err = p.svc.Advance(ctx, id, cmd)
+	return err
 }
 
 // storiesAt returns the ids of the stories whose events of the given
@@ -191,7 +147,7 @@ func (p *storyPipeline) read(ctx context.Context, c es.Commit) error {
 			continue
 		}
 		err = p.stage(ctx, "ocr", id, storyv1.Stage_STAGE_TEXT_EXTRACTED, func() (story.Command, error) {
-			img, err := p.readBlob(ctx, st.Image)
+			img, err := readBlob(ctx, p.e.Blobs, st.Image, story.MaxImageBytes)
 			if err != nil {
 				return nil, err
 			}
@@ -218,19 +174,6 @@ func (p *storyPipeline) read(ctx context.Context, c es.Commit) error {
 		}
 	}
 	return nil
-}
-
-func (p *storyPipeline) readBlob(ctx context.Context, ref media.BlobRef) ([]byte, error) {
-	r, _, err := p.e.Blobs.Open(ctx, ref.Bucket, ref.Name)
-	if err != nil {
-		return nil, fmt.Errorf("page image %s: %w", ref.Name, err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(io.LimitReader(r, story.MaxImageBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read page image %s: %w", ref.Name, err)
-	}
-	return b, nil
 }
 
 // SpeechLang picks the voice for text: Korean when at least a third of
