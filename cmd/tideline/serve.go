@@ -61,6 +61,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.OpenAI.STTModel, "stt-model", "whisper-1", "the speech-to-text model (with --stt-url)")
 	fs.StringVar(&c.OpenAI.LLMURL, "llm-url", "", "restructure lecture transcripts through this OpenAI-compatible chat server (base URL with /v1: vLLM, llama.cpp, Ollama); default: TextRank, offline")
 	fs.StringVar(&c.OpenAI.LLMModel, "llm-model", "gpt-4o-mini", "the chat model (with --llm-url)")
+	fs.DurationVar(&c.VerifyEvery, "verify-every", time.Minute, "how often the labeling verification batch decides the tasks that have their labels (idempotent; each run's decisions are events)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,6 +74,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if c.StepsWindow < 1 || c.StepsWindow > stepsmodel.MaxWindow {
 		return fmt.Errorf("--steps-window: want 1 to %d dates, got %d", stepsmodel.MaxWindow, c.StepsWindow)
+	}
+	if c.VerifyEvery < time.Second {
+		return fmt.Errorf("--verify-every: want at least 1s, got %s", c.VerifyEvery)
 	}
 	if c.IdleTimeout <= 0 {
 		return fmt.Errorf("--idle-timeout: want a positive duration, got %s", c.IdleTimeout)

@@ -81,6 +81,9 @@ type Config struct {
 	// StepsWindow is how many dates the steps read model holds in full
 	// (0: its default); a change rebuilds the model at start.
 	StepsWindow int
+	// VerifyEvery is how often the labeling verification batch runs
+	// (0: every minute).
+	VerifyEvery time.Duration
 }
 
 // Main is a running server: embedded NATS, the event store, and what
