@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -20,6 +21,8 @@ import (
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/labeling"
+	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/domain/media/wav"
 	"github.com/tideline/tideline/domain/media/mediatest"
 	"github.com/tideline/tideline/internal/poll"
 	labelingv1 "github.com/tideline/tideline/schemas/gen/tideline/labeling/v1"
@@ -397,5 +400,47 @@ func TestLabelingRejects(t *testing.T) {
 	}
 	if res.Msg.Invalid != 1 || res.Msg.Missing != 1 || res.Msg.Added != 0 {
 		t.Fatalf("add results %+v", res.Msg.Results)
+	}
+}
+
+// A recording of three sentences with pauses between them becomes three
+// transcription tasks, each a WAV clip.
+func TestLabelingAudioIsSplitAtSilences(t *testing.T) {
+	t.Parallel()
+	var pcm []byte
+	for i, s := range []string{"The train leaves at seven.", "Please mind the gap.", "Next stop, city hall."} {
+		clip, err := media.PCMFromWAV(say(t, "en-us", 150, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			pcm = append(pcm, make([]byte, media.PCM.BytesPerSecond()*8/10)...) // 0.8 s of silence
+		}
+		pcm = append(pcm, clip...)
+	}
+	f := labelingServer(t)
+	ds := labelingv1connect.NewDatasetServiceClient(h2c, f.URL)
+	acme, root := f.Token(t, "acme", auth.Enterprise), f.Token(t, "root", auth.Admin)
+	id, _ := uploadItems(t, ds, acme, root, labelingv1.Kind_KIND_AUDIO, "audio/wav", [][]byte{wav.Encode(pcm, media.PCM)})
+	d := waitDataset(t, ds, acme, id, "preprocessing", func(d *labelingv1.Dataset) bool { return d.State == labelingv1.State_STATE_LABELING })
+	if d.Progress.Tasks != 3 || d.Progress.ItemsFailed != 0 {
+		t.Fatalf("%d tasks, failed %+v; want 3 clips", d.Progress.Tasks, d.Failed)
+	}
+	m, err := labelingv1connect.NewMissionServiceClient(h2c, f.URL).StartMission(context.Background(),
+		withToken(&labelingv1.StartMissionRequest{Tasks: 3}, f.Token(t, "kim", auth.Labeler)))
+	if err != nil || len(m.Msg.Mission.Tasks) != 3 {
+		t.Fatalf("mission %v %v", m, err)
+	}
+	for _, task := range m.Msg.Mission.Tasks {
+		resp, err := http.Get(task.MediaUrl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clip, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		pcm, err := media.PCMFromWAV(clip)
+		if err != nil || task.MediaContentType != "audio/wav" || media.PCMDuration(pcm) < 500*time.Millisecond || media.PCMDuration(pcm) > 4*time.Second {
+			t.Fatalf("clip %s: %s, %v", task.MediaContentType, media.PCMDuration(pcm), err)
+		}
 	}
 }
