@@ -275,6 +275,10 @@ type Message struct {
 	Subject string
 	Text    string
 	Links   []Link
+	// Tag groups push notifications: a newer one with the same tag
+	// replaces the older on the device (Web Push Topic, FCM tag); other
+	// channels ignore it. Letters, digits, '-' and '_', at most 32.
+	Tag string
 }
 
 // Link is a titled URL in a Message.
@@ -283,10 +287,24 @@ type Link struct {
 }
 
 // Recipient says where a person is reached; a Notifier uses the field it
-// knows and fails with ErrUnusable when it is empty.
+// knows (e-mail Email, Slack SlackWebhook, Web Push WebPush, FCM
+// FCMToken), ignores the others, and fails with ErrUnusable when its own
+// is empty. A push service that says a subscription or token no longer
+// exists gives an error wrapping ErrNotFound: stop sending to it.
 type Recipient struct {
 	Email        string
 	SlackWebhook string
+	WebPush      *WebPushSubscription
+	FCMToken     string
+}
+
+// WebPushSubscription is a browser's PushSubscription (its JSON form):
+// the push service's endpoint URL and the keys that encrypt to it, both
+// base64url.
+type WebPushSubscription struct {
+	Endpoint string
+	P256dh   string
+	Auth     string
 }
 
 // Notifier delivers a Message. A nil error means the channel accepted it.
