@@ -143,6 +143,9 @@ const (
 	UnsubscribeReason_UNSUBSCRIBE_REASON_BY_USER UnsubscribeReason = 1
 	// UNSUBSCRIBE_REASON_GONE: the push service said it no longer exists.
 	UnsubscribeReason_UNSUBSCRIBE_REASON_GONE UnsubscribeReason = 2
+	// UNSUBSCRIBE_REASON_REPLACED: the user subscribed more devices than a
+	// user may have, and this was the oldest.
+	UnsubscribeReason_UNSUBSCRIBE_REASON_REPLACED UnsubscribeReason = 3
 )
 
 // Enum value maps for UnsubscribeReason.
@@ -151,11 +154,13 @@ var (
 		0: "UNSUBSCRIBE_REASON_UNSPECIFIED",
 		1: "UNSUBSCRIBE_REASON_BY_USER",
 		2: "UNSUBSCRIBE_REASON_GONE",
+		3: "UNSUBSCRIBE_REASON_REPLACED",
 	}
 	UnsubscribeReason_value = map[string]int32{
 		"UNSUBSCRIBE_REASON_UNSPECIFIED": 0,
 		"UNSUBSCRIBE_REASON_BY_USER":     1,
 		"UNSUBSCRIBE_REASON_GONE":        2,
+		"UNSUBSCRIBE_REASON_REPLACED":    3,
 	}
 )
 
@@ -758,11 +763,12 @@ const file_tideline_notify_v1_events_proto_rawDesc = "" +
 	"\bPushKind\x12\x19\n" +
 	"\x15PUSH_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PUSH_KIND_WEB_PUSH\x10\x01\x12\x11\n" +
-	"\rPUSH_KIND_FCM\x10\x02*t\n" +
+	"\rPUSH_KIND_FCM\x10\x02*\x95\x01\n" +
 	"\x11UnsubscribeReason\x12\"\n" +
 	"\x1eUNSUBSCRIBE_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aUNSUBSCRIBE_REASON_BY_USER\x10\x01\x12\x1b\n" +
-	"\x17UNSUBSCRIBE_REASON_GONE\x10\x02B\xd5\x01\n" +
+	"\x17UNSUBSCRIBE_REASON_GONE\x10\x02\x12\x1f\n" +
+	"\x1bUNSUBSCRIBE_REASON_REPLACED\x10\x03B\xd5\x01\n" +
 	"\x16com.tideline.notify.v1B\vEventsProtoP\x01ZDgithub.com/tideline/tideline/schemas/gen/tideline/notify/v1;notifyv1\xa2\x02\x03TNX\xaa\x02\x12Tideline.Notify.V1\xca\x02\x12Tideline\\Notify\\V1\xe2\x02\x1eTideline\\Notify\\V1\\GPBMetadata\xea\x02\x14Tideline::Notify::V1b\x06proto3"
 
 var (
