@@ -954,6 +954,94 @@ func (x *MarkReadResponse) GetPosition() uint64 {
 	return 0
 }
 
+// Inbox is a user's inbox as the inbox read model keeps it (the form of
+// its snapshots).
+type Inbox struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// notifications are the latest, oldest first.
+	Notifications   []*Notification `protobuf:"bytes,2,rep,name=notifications,proto3" json:"notifications,omitempty"`
+	SubscriptionIds []string        `protobuf:"bytes,3,rep,name=subscription_ids,json=subscriptionIds,proto3" json:"subscription_ids,omitempty"`
+	PreferencesSet  bool            `protobuf:"varint,4,opt,name=preferences_set,json=preferencesSet,proto3" json:"preferences_set,omitempty"`
+	EnabledTopics   []Topic         `protobuf:"varint,5,rep,packed,name=enabled_topics,json=enabledTopics,proto3,enum=tideline.notify.v1.Topic" json:"enabled_topics,omitempty"`
+	// version is the position of the last event applied to it.
+	Version       uint64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inbox) Reset() {
+	*x = Inbox{}
+	mi := &file_tideline_notify_v1_notify_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inbox) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inbox) ProtoMessage() {}
+
+func (x *Inbox) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_notify_v1_notify_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inbox.ProtoReflect.Descriptor instead.
+func (*Inbox) Descriptor() ([]byte, []int) {
+	return file_tideline_notify_v1_notify_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Inbox) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Inbox) GetNotifications() []*Notification {
+	if x != nil {
+		return x.Notifications
+	}
+	return nil
+}
+
+func (x *Inbox) GetSubscriptionIds() []string {
+	if x != nil {
+		return x.SubscriptionIds
+	}
+	return nil
+}
+
+func (x *Inbox) GetPreferencesSet() bool {
+	if x != nil {
+		return x.PreferencesSet
+	}
+	return false
+}
+
+func (x *Inbox) GetEnabledTopics() []Topic {
+	if x != nil {
+		return x.EnabledTopics
+	}
+	return nil
+}
+
+func (x *Inbox) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_tideline_notify_v1_notify_proto protoreflect.FileDescriptor
 
 const file_tideline_notify_v1_notify_proto_rawDesc = "" +
@@ -1010,7 +1098,14 @@ const file_tideline_notify_v1_notify_proto_rawDesc = "" +
 	"\x15up_to_notification_id\x18\x01 \x01(\tR\x12upToNotificationId\x12)\n" +
 	"\x10notification_ids\x18\x02 \x03(\tR\x0fnotificationIds\".\n" +
 	"\x10MarkReadResponse\x12\x1a\n" +
-	"\bposition\x18\x01 \x01(\x04R\bposition2\xdf\x06\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\"\x98\x02\n" +
+	"\x05Inbox\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12F\n" +
+	"\rnotifications\x18\x02 \x03(\v2 .tideline.notify.v1.NotificationR\rnotifications\x12)\n" +
+	"\x10subscription_ids\x18\x03 \x03(\tR\x0fsubscriptionIds\x12'\n" +
+	"\x0fpreferences_set\x18\x04 \x01(\bR\x0epreferencesSet\x12@\n" +
+	"\x0eenabled_topics\x18\x05 \x03(\x0e2\x19.tideline.notify.v1.TopicR\renabledTopics\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x04R\aversion2\xdf\x06\n" +
 	"\x13NotificationService\x12d\n" +
 	"\rGetPushConfig\x12(.tideline.notify.v1.GetPushConfigRequest\x1a).tideline.notify.v1.GetPushConfigResponse\x12d\n" +
 	"\rSubscribePush\x12(.tideline.notify.v1.SubscribePushRequest\x1a).tideline.notify.v1.SubscribePushResponse\x12j\n" +
@@ -1034,7 +1129,7 @@ func file_tideline_notify_v1_notify_proto_rawDescGZIP() []byte {
 	return file_tideline_notify_v1_notify_proto_rawDescData
 }
 
-var file_tideline_notify_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_tideline_notify_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_tideline_notify_v1_notify_proto_goTypes = []any{
 	(*GetPushConfigRequest)(nil),       // 0: tideline.notify.v1.GetPushConfigRequest
 	(*GetPushConfigResponse)(nil),      // 1: tideline.notify.v1.GetPushConfigResponse
@@ -1054,38 +1149,41 @@ var file_tideline_notify_v1_notify_proto_goTypes = []any{
 	(*WatchNotificationsResponse)(nil), // 15: tideline.notify.v1.WatchNotificationsResponse
 	(*MarkReadRequest)(nil),            // 16: tideline.notify.v1.MarkReadRequest
 	(*MarkReadResponse)(nil),           // 17: tideline.notify.v1.MarkReadResponse
-	(Topic)(0),                         // 18: tideline.notify.v1.Topic
-	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
+	(*Inbox)(nil),                      // 18: tideline.notify.v1.Inbox
+	(Topic)(0),                         // 19: tideline.notify.v1.Topic
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
 }
 var file_tideline_notify_v1_notify_proto_depIdxs = []int32{
 	2,  // 0: tideline.notify.v1.SubscribePushRequest.web_push:type_name -> tideline.notify.v1.WebPushSubscription
-	18, // 1: tideline.notify.v1.GetPreferencesResponse.enabled_topics:type_name -> tideline.notify.v1.Topic
-	18, // 2: tideline.notify.v1.SetPreferencesRequest.enabled_topics:type_name -> tideline.notify.v1.Topic
-	18, // 3: tideline.notify.v1.Notification.topic:type_name -> tideline.notify.v1.Topic
-	19, // 4: tideline.notify.v1.Notification.posted_at:type_name -> google.protobuf.Timestamp
+	19, // 1: tideline.notify.v1.GetPreferencesResponse.enabled_topics:type_name -> tideline.notify.v1.Topic
+	19, // 2: tideline.notify.v1.SetPreferencesRequest.enabled_topics:type_name -> tideline.notify.v1.Topic
+	19, // 3: tideline.notify.v1.Notification.topic:type_name -> tideline.notify.v1.Topic
+	20, // 4: tideline.notify.v1.Notification.posted_at:type_name -> google.protobuf.Timestamp
 	11, // 5: tideline.notify.v1.ListNotificationsResponse.notifications:type_name -> tideline.notify.v1.Notification
 	11, // 6: tideline.notify.v1.WatchNotificationsResponse.notifications:type_name -> tideline.notify.v1.Notification
-	0,  // 7: tideline.notify.v1.NotificationService.GetPushConfig:input_type -> tideline.notify.v1.GetPushConfigRequest
-	3,  // 8: tideline.notify.v1.NotificationService.SubscribePush:input_type -> tideline.notify.v1.SubscribePushRequest
-	5,  // 9: tideline.notify.v1.NotificationService.UnsubscribePush:input_type -> tideline.notify.v1.UnsubscribePushRequest
-	7,  // 10: tideline.notify.v1.NotificationService.GetPreferences:input_type -> tideline.notify.v1.GetPreferencesRequest
-	9,  // 11: tideline.notify.v1.NotificationService.SetPreferences:input_type -> tideline.notify.v1.SetPreferencesRequest
-	12, // 12: tideline.notify.v1.NotificationService.ListNotifications:input_type -> tideline.notify.v1.ListNotificationsRequest
-	14, // 13: tideline.notify.v1.NotificationService.WatchNotifications:input_type -> tideline.notify.v1.WatchNotificationsRequest
-	16, // 14: tideline.notify.v1.NotificationService.MarkRead:input_type -> tideline.notify.v1.MarkReadRequest
-	1,  // 15: tideline.notify.v1.NotificationService.GetPushConfig:output_type -> tideline.notify.v1.GetPushConfigResponse
-	4,  // 16: tideline.notify.v1.NotificationService.SubscribePush:output_type -> tideline.notify.v1.SubscribePushResponse
-	6,  // 17: tideline.notify.v1.NotificationService.UnsubscribePush:output_type -> tideline.notify.v1.UnsubscribePushResponse
-	8,  // 18: tideline.notify.v1.NotificationService.GetPreferences:output_type -> tideline.notify.v1.GetPreferencesResponse
-	10, // 19: tideline.notify.v1.NotificationService.SetPreferences:output_type -> tideline.notify.v1.SetPreferencesResponse
-	13, // 20: tideline.notify.v1.NotificationService.ListNotifications:output_type -> tideline.notify.v1.ListNotificationsResponse
-	15, // 21: tideline.notify.v1.NotificationService.WatchNotifications:output_type -> tideline.notify.v1.WatchNotificationsResponse
-	17, // 22: tideline.notify.v1.NotificationService.MarkRead:output_type -> tideline.notify.v1.MarkReadResponse
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 7: tideline.notify.v1.Inbox.notifications:type_name -> tideline.notify.v1.Notification
+	19, // 8: tideline.notify.v1.Inbox.enabled_topics:type_name -> tideline.notify.v1.Topic
+	0,  // 9: tideline.notify.v1.NotificationService.GetPushConfig:input_type -> tideline.notify.v1.GetPushConfigRequest
+	3,  // 10: tideline.notify.v1.NotificationService.SubscribePush:input_type -> tideline.notify.v1.SubscribePushRequest
+	5,  // 11: tideline.notify.v1.NotificationService.UnsubscribePush:input_type -> tideline.notify.v1.UnsubscribePushRequest
+	7,  // 12: tideline.notify.v1.NotificationService.GetPreferences:input_type -> tideline.notify.v1.GetPreferencesRequest
+	9,  // 13: tideline.notify.v1.NotificationService.SetPreferences:input_type -> tideline.notify.v1.SetPreferencesRequest
+	12, // 14: tideline.notify.v1.NotificationService.ListNotifications:input_type -> tideline.notify.v1.ListNotificationsRequest
+	14, // 15: tideline.notify.v1.NotificationService.WatchNotifications:input_type -> tideline.notify.v1.WatchNotificationsRequest
+	16, // 16: tideline.notify.v1.NotificationService.MarkRead:input_type -> tideline.notify.v1.MarkReadRequest
+	1,  // 17: tideline.notify.v1.NotificationService.GetPushConfig:output_type -> tideline.notify.v1.GetPushConfigResponse
+	4,  // 18: tideline.notify.v1.NotificationService.SubscribePush:output_type -> tideline.notify.v1.SubscribePushResponse
+	6,  // 19: tideline.notify.v1.NotificationService.UnsubscribePush:output_type -> tideline.notify.v1.UnsubscribePushResponse
+	8,  // 20: tideline.notify.v1.NotificationService.GetPreferences:output_type -> tideline.notify.v1.GetPreferencesResponse
+	10, // 21: tideline.notify.v1.NotificationService.SetPreferences:output_type -> tideline.notify.v1.SetPreferencesResponse
+	13, // 22: tideline.notify.v1.NotificationService.ListNotifications:output_type -> tideline.notify.v1.ListNotificationsResponse
+	15, // 23: tideline.notify.v1.NotificationService.WatchNotifications:output_type -> tideline.notify.v1.WatchNotificationsResponse
+	17, // 24: tideline.notify.v1.NotificationService.MarkRead:output_type -> tideline.notify.v1.MarkReadResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_tideline_notify_v1_notify_proto_init() }
@@ -1100,7 +1198,7 @@ func file_tideline_notify_v1_notify_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_notify_v1_notify_proto_rawDesc), len(file_tideline_notify_v1_notify_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
