@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/adapters/webpush"
 	"github.com/tideline/tideline/adapters/webpush/webpushtest"
@@ -156,15 +157,15 @@ func TestNotificationsBadInputAppendsNothing(t *testing.T) {
 		field string
 	}{
 		{"http_endpoint", func() error {
-			w := *good
+			w := proto.CloneOf(good)
 			w.Endpoint = "http://push.example/x"
-			_, err := c.SubscribePush(ctx, withToken(&notifyv1.SubscribePushRequest{WebPush: &w}, kim))
+			_, err := c.SubscribePush(ctx, withToken(&notifyv1.SubscribePushRequest{WebPush: w}, kim))
 			return err
 		}, "web_push.endpoint"},
 		{"short_auth", func() error {
-			w := *good
+			w := proto.CloneOf(good)
 			w.Auth = "AAAA"
-			_, err := c.SubscribePush(ctx, withToken(&notifyv1.SubscribePushRequest{WebPush: &w}, kim))
+			_, err := c.SubscribePush(ctx, withToken(&notifyv1.SubscribePushRequest{WebPush: w}, kim))
 			return err
 		}, "web_push.auth"},
 		{"nothing_to_subscribe", func() error {

@@ -35,7 +35,8 @@ var ErrUnavailable = errors.New("engine unavailable")
 // retries: the message says why (not an image, empty audio, ...).
 var ErrUnusable = errors.New("unusable input")
 
-// ErrNotFound says a blob does not exist.
+// ErrNotFound says a blob does not exist, or (from a Notifier) that a
+// push subscription or token no longer does.
 var ErrNotFound = errors.New("blob not found")
 
 // ErrTooLarge says a blob is larger than the store allows.
