@@ -62,6 +62,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.OpenAI.LLMURL, "llm-url", "", "restructure lecture transcripts through this OpenAI-compatible chat server (base URL with /v1: vLLM, llama.cpp, Ollama); default: TextRank, offline")
 	fs.StringVar(&c.OpenAI.LLMModel, "llm-model", "gpt-4o-mini", "the chat model (with --llm-url)")
 	fs.DurationVar(&c.VerifyEvery, "verify-every", time.Minute, "how often the labeling verification batch decides the tasks that have their labels (idempotent; each run's decisions are events)")
+	fs.StringVar(&c.VAPIDKeyFile, "vapid-key-file", "", "the Web Push (VAPID) key pair, JSON, created on first start; browsers' push subscriptions are bound to it (default: vapid.json in --data)")
+	fs.StringVar(&c.WebPush.Subject, "vapid-subject", "mailto:admin@localhost", "how push services reach the operator: a mailto: or https: URL, sent in every Web Push")
+	fs.StringVar(&c.FCM.Project, "fcm-project", "", "send push notifications to apps through this Firebase project (with --fcm-credentials; default: the credentials' project_id)")
+	fs.StringVar(&c.FCM.CredentialsFile, "fcm-credentials", "", "the Firebase service account's JSON key file; default: no FCM (app subscriptions' deliveries fail)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err

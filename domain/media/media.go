@@ -35,7 +35,8 @@ var ErrUnavailable = errors.New("engine unavailable")
 // retries: the message says why (not an image, empty audio, ...).
 var ErrUnusable = errors.New("unusable input")
 
-// ErrNotFound says a blob does not exist.
+// ErrNotFound says a blob does not exist, or (from a Notifier) that a
+// push subscription or token no longer does.
 var ErrNotFound = errors.New("blob not found")
 
 // ErrTooLarge says a blob is larger than the store allows.
@@ -280,6 +281,10 @@ type Message struct {
 	Subject string
 	Text    string
 	Links   []Link
+	// Tag groups push notifications: a newer one with the same tag
+	// replaces the older on the device (Web Push Topic, FCM tag); other
+	// channels ignore it. Letters, digits, '-' and '_', at most 32.
+	Tag string
 }
 
 // Link is a titled URL in a Message.
@@ -288,10 +293,24 @@ type Link struct {
 }
 
 // Recipient says where a person is reached; a Notifier uses the field it
-// knows and fails with ErrUnusable when it is empty.
+// knows (e-mail Email, Slack SlackWebhook, Web Push WebPush, FCM
+// FCMToken), ignores the others, and fails with ErrUnusable when its own
+// is empty. A push service that says a subscription or token no longer
+// exists gives an error wrapping ErrNotFound: stop sending to it.
 type Recipient struct {
 	Email        string
 	SlackWebhook string
+	WebPush      *WebPushSubscription
+	FCMToken     string
+}
+
+// WebPushSubscription is a browser's PushSubscription (its JSON form):
+// the push service's endpoint URL and the keys that encrypt to it, both
+// base64url.
+type WebPushSubscription struct {
+	Endpoint string
+	P256dh   string
+	Auth     string
 }
 
 // Notifier delivers a Message. A nil error means the channel accepted it.

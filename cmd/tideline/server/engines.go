@@ -2,8 +2,10 @@ package server
 
 import (
 	"os/exec"
+	"path/filepath"
 
 	"github.com/tideline/tideline/adapters/espeak"
+	"github.com/tideline/tideline/adapters/fcm"
 	"github.com/tideline/tideline/adapters/openai"
 	"github.com/tideline/tideline/adapters/opusdec"
 	"github.com/tideline/tideline/adapters/pocketsphinx"
@@ -11,6 +13,7 @@ import (
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/adapters/tesseract"
 	"github.com/tideline/tideline/adapters/textrank"
+	"github.com/tideline/tideline/adapters/webpush"
 	"github.com/tideline/tideline/domain/media"
 )
 
@@ -33,6 +36,10 @@ type Engines struct {
 	// Email is nil unless Config.SMTP names a host.
 	Email media.Notifier
 	Slack media.Notifier
+	// WebPush sends Web Push with the server's VAPID key pair
+	// (Config.VAPIDKeyFile); FCM is nil unless Config.FCM names a project.
+	WebPush *webpush.Notifier
+	FCM     media.Notifier
 }
 
 // OpenAI configures engines reached over the OpenAI-compatible HTTP API
@@ -98,6 +105,31 @@ func (m *Main) openEngines() error {
 		}
 		e.Email = email
 	}
+	var err error
+	if e.WebPush, err = openWebPush(c); err != nil {
+		return err
+	}
+	if c.FCM.Project != "" || c.FCM.CredentialsFile != "" {
+		if e.FCM, err = fcm.New(c.FCM); err != nil {
+			return err
+		}
+	}
 	m.Engines = e
 	return nil
+}
+
+// openWebPush loads (or creates) the VAPID key pair and builds the Web
+// Push notifier.
+func openWebPush(c *Config) (*webpush.Notifier, error) {
+	path := c.VAPIDKeyFile
+	if path == "" {
+		path = filepath.Join(c.DataDir, "vapid.json")
+	}
+	keys, err := webpush.LoadOrCreateKeys(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.WebPush
+	cfg.Keys = keys
+	return webpush.New(cfg)
 }

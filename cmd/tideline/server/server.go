@@ -21,10 +21,12 @@ import (
 	nserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tideline/tideline/adapters/fcm"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/s3"
 	"github.com/tideline/tideline/adapters/smtp"
+	"github.com/tideline/tideline/adapters/webpush"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/media"
@@ -78,6 +80,14 @@ type Config struct {
 	// OpenAI, when its URLs are set, transcribes and restructures through
 	// OpenAI-compatible servers instead of the local engines.
 	OpenAI OpenAI
+	// VAPIDKeyFile holds the Web Push key pair, created on first start;
+	// default vapid.json in DataDir. WebPush tunes the notifier (its
+	// Keys are the file's).
+	VAPIDKeyFile string
+	WebPush      webpush.Config
+	// FCM, when its Project or CredentialsFile is set, sends push
+	// notifications to apps through Firebase Cloud Messaging.
+	FCM fcm.Config
 	// StepsWindow is how many dates the steps read model holds in full
 	// (0: its default); a change rebuilds the model at start.
 	StepsWindow int

@@ -1,0 +1,26 @@
+package server
+
+import (
+	"context"
+
+	"github.com/tideline/tideline/adapters/reactions"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/notify"
+	"github.com/tideline/tideline/projections/inbox"
+)
+
+// notifyModule wires notifications: the inbox, push subscriptions, and
+// the reaction that pushes each posted notification (Web Push always,
+// FCM when configured).
+func notifyModule(_ context.Context, h *Host) error {
+	svc := notify.NewService(h.Store, nil)
+	box := inbox.New()
+	e := reactions.PushEngines{FCM: h.Engines.FCM, Logger: h.Logger}
+	push := api.PushConfig{FCM: h.Engines.FCM != nil}
+	if h.Engines.WebPush != nil {
+		e.WebPush, push.VAPIDPublicKey = h.Engines.WebPush, h.Engines.WebPush.PublicKey()
+	}
+	h.React(reactions.NotifyReactions(svc, e)...)
+	h.Serve(api.NotifyServices(svc, box, h.Runner(box), push)...)
+	return nil
+}
