@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,8 @@ import (
 	"github.com/tideline/tideline/internal/poll"
 	labelingv1 "github.com/tideline/tideline/schemas/gen/tideline/labeling/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/labeling/v1/labelingv1connect"
+	notifyv1 "github.com/tideline/tideline/schemas/gen/tideline/notify/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/notify/v1/notifyv1connect"
 )
 
 // labelingServer starts a server whose verification batch runs every
@@ -239,6 +242,21 @@ func TestLabelingEndToEnd(t *testing.T) {
 	if len(coco.Imgs) != 2 || len(coco.Anns) != 5 {
 		t.Fatalf("COCO-Text: %d images, %d annotations", len(coco.Imgs), len(coco.Anns))
 	}
+
+	// acme was told, in its inbox, of the approval and of the tasks made.
+	inbox := notifyv1connect.NewNotificationServiceClient(h2c, f.URL)
+	poll.Until(t, 30*time.Second, "acme's inbox to hold the dataset's news", func() bool {
+		res, err := inbox.ListNotifications(ctx, withToken(&notifyv1.ListNotificationsRequest{}, acme))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var titles []string
+		for _, n := range res.Msg.Notifications {
+			titles = append(titles, n.Title+": "+n.Body)
+		}
+		return slices.Contains(titles, "Dataset ready for labeling: set TestLabelingEndToEnd: 5 tasks are ready for labelers.") &&
+			slices.Contains(titles, "Dataset approved: set TestLabelingEndToEnd was approved; its items are being cut into tasks.")
+	})
 
 	// Another enterprise does not see it.
 	other := f.Token(t, "globex", auth.Enterprise)

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/labeling"
 	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/domain/notify"
 	labelingv1 "github.com/tideline/tideline/schemas/gen/tideline/labeling/v1"
 )
 
@@ -249,4 +251,57 @@ func (p *preprocessor) pcm(ctx context.Context, ref media.BlobRef) ([]byte, erro
 		return nil, errors.New("the decoder gave no audio")
 	}
 	return pcm, nil
+}
+
+// LabelingNotifyName is the stable name of the reaction that tells
+// enterprises how their datasets fare.
+const LabelingNotifyName = "labeling-notify"
+
+// Poster posts a notification to a user's inbox (and their push
+// subscriptions); notify.Service.Post is one. Posting the same id twice
+// posts once.
+type Poster func(ctx context.Context, userID string, n notify.Notification) error
+
+// LabelingNotifications tell a dataset's owner when it is approved or
+// rejected (with the reason) and when its preprocessing is finished
+// (tasks made, items failed), in their inbox and by push (topic
+// TOPIC_DATASET). Each notification's id derives from its event's, so
+// a redelivered commit notifies once.
+func LabelingNotifications(svc *labeling.Service, post Poster) Reaction {
+	return Reaction{Name: LabelingNotifyName, Subjects: []string{"ev.labeling.dataset.>"}, Handle: func(ctx context.Context, c es.Commit) error {
+		for _, ev := range c.Events {
+			var id, title, body string
+			switch e := ev.Data.(type) {
+			case *labelingv1.DatasetApproved:
+				id, title, body = e.DatasetId, "Dataset approved", " was approved; its items are being cut into tasks."
+			case *labelingv1.DatasetRejected:
+				id, title, body = e.DatasetId, "Dataset rejected", " was rejected: "+e.Reason
+			case *labelingv1.PreprocessingFinished:
+				id, title = e.DatasetId, "Dataset ready for labeling"
+				body = fmt.Sprintf(": %d tasks are ready for labelers", e.Tasks)
+				if e.FailedItems > 0 {
+					body += fmt.Sprintf("; %d items could not be used (see the dataset for why)", e.FailedItems)
+				}
+				body += "."
+			default:
+				continue
+			}
+			d, err := svc.DatasetNow(ctx, id)
+			if err != nil {
+				return err
+			}
+			n := notify.Notification{ID: es.DigestID("n", ev.ID), Topic: notify.TopicDataset, Title: title,
+				Body: es.Truncate(d.Name+body, 1000)}
+			if err := post(ctx, d.OwnerID, n); err != nil {
+				return fmt.Errorf("notify %s: %w", d.OwnerID, err)
+			}
+		}
+		return nil
+	}}
+}
+
+// AlarmReminder is the notification of an alarm ringing at at.
+func AlarmReminder(labelerID string, a labeling.Alarm, at time.Time) notify.Notification {
+	return notify.Notification{ID: es.DigestID("n", "alarm", labelerID, a.ID, at.UTC().Format(time.RFC3339)), Topic: notify.TopicAlarmReminder,
+		Title: "Good morning!", Body: fmt.Sprintf("It is %s: your wake-up mission is ready. Label %d items to turn off the alarm.", a.Time, labeling.DefaultMissionTasks)}
 }

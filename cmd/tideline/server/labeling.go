@@ -7,13 +7,16 @@ import (
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/labeling"
+	"github.com/tideline/tideline/domain/notify"
 	labelingmodel "github.com/tideline/tideline/projections/labeling"
 )
 
 // labelingModule wires data labeling: datasets uploaded through signed
 // URLs, their preprocessing into tasks (a reaction), wake-up missions,
 // and the periodic jobs: the verification batch (Config.VerifyEvery) and
-// the sweeper that records missions past their deadline expired.
+// the sweeper that records missions past their deadline expired and
+// sends the reminders of alarms that ring. Enterprises are told of their
+// datasets' review and preprocessing in their inbox.
 func labelingModule(_ context.Context, h *Host) error {
 	model := labelingmodel.New()
 	svc := labeling.NewService(h.Store, h.Blobs, model.Pick, nil)
@@ -21,6 +24,12 @@ func labelingModule(_ context.Context, h *Host) error {
 	h.React(reactions.LabelingReactions(svc, reactions.LabelingEngines{
 		Blobs: h.Blobs, OCR: h.Engines.OCR, Decoder: h.Engines.Decoder, Logger: h.Logger,
 	})...)
+	inbox := notify.NewService(h.Store, nil)
+	post := func(ctx context.Context, user string, n notify.Notification) error {
+		_, err := inbox.Post(ctx, user, n)
+		return err
+	}
+	h.React(reactions.LabelingNotifications(svc, post))
 	h.Serve(api.LabelingServices(svc, model, feed, h.Links, api.LabelingTTLs{})...)
 	every := h.Config.VerifyEvery
 	if every <= 0 {
@@ -31,6 +40,7 @@ func labelingModule(_ context.Context, h *Host) error {
 		defer verify.Stop()
 		sweep := time.NewTicker(min(every, 15*time.Second))
 		defer sweep.Stop()
+		rang := time.Now().Add(-time.Minute) // alarms that rang while the server was down stay quiet
 		for {
 			select {
 			case <-ctx.Done():
@@ -48,6 +58,12 @@ func labelingModule(_ context.Context, h *Host) error {
 						h.Logger.Error("expire mission", "mission", m.Mission, "err", err)
 					}
 				}
+				for _, r := range model.Rings(rang, now) {
+					if err := post(ctx, r.Labeler, reactions.AlarmReminder(r.Labeler, r.Alarm, r.At)); err != nil {
+						h.Logger.Error("alarm reminder", "labeler", r.Labeler, "err", err)
+					}
+				}
+				rang = now
 			}
 		}
 	})
