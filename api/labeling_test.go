@@ -23,8 +23,8 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/labeling"
 	"github.com/tideline/tideline/domain/media"
-	"github.com/tideline/tideline/domain/media/wav"
 	"github.com/tideline/tideline/domain/media/mediatest"
+	"github.com/tideline/tideline/domain/media/wav"
 	"github.com/tideline/tideline/internal/poll"
 	labelingv1 "github.com/tideline/tideline/schemas/gen/tideline/labeling/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/labeling/v1/labelingv1connect"
@@ -211,9 +211,9 @@ func TestLabelingEndToEnd(t *testing.T) {
 	n := 0
 	for sc.Scan() {
 		var rec struct {
-			TaskID string   `json:"task_id"`
-			Answer string   `json:"answer"`
-			BBox   *[4]int  `json:"bbox"`
+			TaskID string  `json:"task_id"`
+			Answer string  `json:"answer"`
+			BBox   *[4]int `json:"bbox"`
 			Labels []struct {
 				Accepted bool `json:"accepted"`
 			} `json:"labels"`
