@@ -34,7 +34,7 @@ import (
 
 // labelingServer starts a server whose verification batch runs every
 // second.
-func labelingServer(t *testing.T) *servertest.Server {
+func labelingServer(t testing.TB) *servertest.Server {
 	t.Helper()
 	return start(t, func(m *server.Main) { m.Config.VerifyEvery = time.Second })
 }
