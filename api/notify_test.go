@@ -34,7 +34,7 @@ func TestNotificationsPushedAndInboxLive(t *testing.T) {
 	s := start(t, func(m *server.Main) {
 		m.Config.VAPIDKeyFile = keyFile
 		m.Config.WebPush.TLS = ps.TLS()
-		m.Config.WebPush.AllowPrivate = true // the push service is on loopback
+		m.Config.EgressAllowPrivate = true // the push service is on loopback
 	})
 	c := notifyv1connect.NewNotificationServiceClient(http.DefaultClient, s.URL)
 	kim := s.Token(t, "kim", auth.Labeler)
