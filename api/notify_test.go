@@ -33,7 +33,8 @@ func TestNotificationsPushedAndInboxLive(t *testing.T) {
 	}
 	s := start(t, func(m *server.Main) {
 		m.Config.VAPIDKeyFile = keyFile
-		m.Config.WebPush.Client = ps.Client()
+		m.Config.WebPush.TLS = ps.TLS()
+		m.Config.EgressAllowPrivate = true // the push service is on loopback
 	})
 	c := notifyv1connect.NewNotificationServiceClient(http.DefaultClient, s.URL)
 	kim := s.Token(t, "kim", auth.Labeler)

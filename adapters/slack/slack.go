@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,14 +18,18 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/internal/egress"
 )
 
 // Config tunes the Notifier.
 type Config struct {
-	// Client sends the requests; default a client of its own. Redirects
-	// are never followed (a webhook does not redirect; following one
-	// would let a URL point the server elsewhere).
-	Client *http.Client
+	// AllowPrivate lets webhooks reach loopback, private and link-local
+	// addresses (egress.Config.AllowPrivate): for a Slack proxy inside
+	// the network, and tests. Else a webhook there is media.ErrUnusable.
+	AllowPrivate bool
+	// TLS configures TLS (tests: trusting their server's certificate);
+	// nil: the system's roots.
+	TLS *tls.Config
 	// Timeout bounds each POST; default 10s.
 	Timeout time.Duration
 }
@@ -31,7 +37,7 @@ type Config struct {
 // Notifier posts messages to Slack incoming webhooks. Safe for
 // concurrent use.
 type Notifier struct {
-	c       http.Client
+	c       *http.Client
 	timeout time.Duration
 }
 
@@ -39,17 +45,18 @@ var _ media.Notifier = (*Notifier)(nil)
 
 // New returns a Notifier.
 func New(cfg Config) *Notifier {
-	n := &Notifier{timeout: cmp.Or(cfg.Timeout, 10*time.Second)}
-	if cfg.Client != nil {
-		n.c = *cfg.Client
+	// The client follows no redirect: a webhook does not redirect, and
+	// following one would let a URL point the server elsewhere.
+	return &Notifier{
+		c:       egress.Client(egress.Config{AllowPrivate: cfg.AllowPrivate, TLS: cfg.TLS}),
+		timeout: cmp.Or(cfg.Timeout, 10*time.Second),
 	}
-	n.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return n
 }
 
 // Notify implements media.Notifier: it posts m (subject in bold, text,
 // then a line per link, <url|title>) to m.To.SlackWebhook, which must be
-// an https URL. No webhook or a bad one, and a 4xx answer (Slack's reason,
+// an https URL. No webhook or a bad one (one on the server's own
+// networks, unless Config.AllowPrivate), and a 4xx answer (Slack's reason,
 // e.g. no_service or channel_is_archived, is in the error), are
 // media.ErrUnusable; a webhook that cannot be reached and a 429 or 5xx
 // answer are media.ErrUnavailable, a *media.RetryLater when the answer
@@ -71,6 +78,9 @@ func (n *Notifier) Notify(ctx context.Context, m media.Message) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.c.Do(req)
+	if errors.Is(err, egress.ErrRefused) {
+		return fmt.Errorf("slack: %w: %w", media.ErrUnusable, err)
+	}
 	if err != nil {
 		return fmt.Errorf("slack: %w: %w", media.ErrUnavailable, err)
 	}

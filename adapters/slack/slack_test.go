@@ -1,6 +1,8 @@
 package slack_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -68,8 +70,16 @@ func (h *hooks) texts() []string {
 	return append([]string(nil), h.posted...)
 }
 
+// notifier returns a Notifier that trusts the fake's certificate and may
+// reach it on loopback.
 func (h *hooks) notifier() *slack.Notifier {
-	return slack.New(slack.Config{Client: h.srv.Client(), Timeout: 2 * time.Second})
+	return slack.New(slack.Config{AllowPrivate: true, TLS: trust(h.srv), Timeout: 2 * time.Second})
+}
+
+func trust(srv *httptest.Server) *tls.Config {
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	return &tls.Config{RootCAs: roots}
 }
 
 func (h *hooks) to() media.Recipient { return media.Recipient{SlackWebhook: h.srv.URL + hookPath} }
@@ -190,10 +200,26 @@ func TestSilentWebhookTimesOut(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-block }))
 	defer srv.Close()
 	defer close(block)
-	n := slack.New(slack.Config{Client: srv.Client(), Timeout: 200 * time.Millisecond})
+	n := slack.New(slack.Config{AllowPrivate: true, TLS: trust(srv), Timeout: 200 * time.Millisecond})
 	start := time.Now()
 	err := n.Notify(t.Context(), media.Message{To: media.Recipient{SlackWebhook: srv.URL + hookPath}, Text: "x"})
 	if !errors.Is(err, media.ErrUnavailable) || time.Since(start) > 3*time.Second {
 		t.Errorf("a silent webhook: %v after %s; want ErrUnavailable soon after the timeout", err, time.Since(start))
+	}
+}
+
+func TestWebhookOnTheServersNetworkIsRefused(t *testing.T) {
+	h := startHooks(t)
+	// Trusting the fake's certificate, so only the address can refuse it.
+	n := slack.New(slack.Config{TLS: trust(h.srv), Timeout: 2 * time.Second})
+	port := h.srv.URL[strings.LastIndex(h.srv.URL, ":"):]
+	for _, hook := range []string{h.srv.URL + hookPath, "https://localhost" + port + hookPath, "https://[::ffff:127.0.0.1]" + port + hookPath} {
+		err := n.Notify(t.Context(), media.Message{To: media.Recipient{SlackWebhook: hook}, Text: "x"})
+		if !errors.Is(err, media.ErrUnusable) || !strings.Contains(err.Error(), "loopback") {
+			t.Errorf("webhook %s: %v; want ErrUnusable, a loopback address", hook, err)
+		}
+	}
+	if got := h.texts(); len(got) != 0 {
+		t.Errorf("posted %q", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,7 @@ import (
 	webpushgo "github.com/SherClockHolmes/webpush-go"
 
 	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/internal/egress"
 )
 
 // Keys is a VAPID key pair on P-256, base64url without padding: Public is
@@ -120,9 +122,13 @@ type Config struct {
 	TTL time.Duration
 	// Urgency is "very-low", "low", "normal" (default) or "high".
 	Urgency string
-	// Client sends the requests; default a client of its own. Redirects
-	// are never followed.
-	Client *http.Client
+	// AllowPrivate lets endpoints reach loopback, private and link-local
+	// addresses (egress.Config.AllowPrivate): for a push service inside
+	// the network, and tests. Else an endpoint there is media.ErrUnusable.
+	AllowPrivate bool
+	// TLS configures TLS (tests: trusting their server's certificate);
+	// nil: the system's roots.
+	TLS *tls.Config
 	// Timeout bounds each POST; default 10s.
 	Timeout time.Duration
 }
@@ -130,7 +136,7 @@ type Config struct {
 // Notifier sends Web Push messages. Safe for concurrent use.
 type Notifier struct {
 	cfg Config
-	c   http.Client
+	c   *http.Client
 }
 
 var _ media.Notifier = (*Notifier)(nil)
@@ -152,12 +158,9 @@ func New(cfg Config) (*Notifier, error) {
 		return nil, fmt.Errorf("webpush: urgency %q: want very-low, low, normal or high", cfg.Urgency)
 	}
 	cfg.Timeout = cmp.Or(cfg.Timeout, 10*time.Second)
-	n := &Notifier{cfg: cfg}
-	if cfg.Client != nil {
-		n.c = *cfg.Client
-	}
-	n.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return n, nil
+	// The client follows no redirect: an endpoint could send the server
+	// anywhere.
+	return &Notifier{cfg: cfg, c: egress.Client(egress.Config{AllowPrivate: cfg.AllowPrivate, TLS: cfg.TLS})}, nil
 }
 
 // PublicKey is the VAPID public key clients subscribe with.
@@ -230,8 +233,9 @@ func (d doer) Do(r *http.Request) (*http.Response, error) {
 
 // Notify implements media.Notifier: it sends m to m.To.WebPush, with
 // m.Tag as the Topic (messages of one topic replace each other while
-// pending). No subscription, or one whose keys are not valid, is
-// media.ErrUnusable; a 404 or 410 from the push service (the
+// pending). No subscription, one whose keys are not valid, or one whose
+// endpoint is on the server's own networks (unless Config.AllowPrivate),
+// is media.ErrUnusable; a 404 or 410 from the push service (the
 // subscription is gone: stop sending to it) wraps media.ErrNotFound; a
 // push service that cannot be reached, a 429 or a 5xx wrap
 // media.ErrUnavailable (a *media.RetryLater when it says when to retry);
@@ -253,7 +257,7 @@ func (n *Notifier) Notify(ctx context.Context, m media.Message) error {
 	resp, err := webpushgo.SendNotificationWithContext(ctx, body,
 		&webpushgo.Subscription{Endpoint: s.Endpoint, Keys: webpushgo.Keys{P256dh: s.P256dh, Auth: s.Auth}},
 		&webpushgo.Options{
-			HTTPClient: doer{&n.c},
+			HTTPClient: doer{n.c},
 			// webpush-go adds "mailto:" to a subject that is not https.
 			Subscriber:      strings.TrimPrefix(n.cfg.Subject, "mailto:"),
 			Topic:           topic(m.Tag),
@@ -264,6 +268,8 @@ func (n *Notifier) Notify(ctx context.Context, m media.Message) error {
 		})
 	var te transportError
 	switch {
+	case errors.Is(err, egress.ErrRefused):
+		return fmt.Errorf("webpush: %w: %w", media.ErrUnusable, err)
 	case errors.As(err, &te):
 		return fmt.Errorf("webpush: %w: %w", media.ErrUnavailable, te.err)
 	case err != nil:

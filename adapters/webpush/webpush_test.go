@@ -26,7 +26,7 @@ func newNotifier(t *testing.T, ps *webpushtest.Server) (*webpush.Notifier, webpu
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := webpush.New(webpush.Config{Keys: keys, Client: ps.Client(), TTL: time.Hour, Urgency: "high"})
+	n, err := webpush.New(webpush.Config{Keys: keys, AllowPrivate: true, TLS: ps.TLS(), TTL: time.Hour, Urgency: "high"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +156,32 @@ func TestBadSubscriptionKeysAreUnusable(t *testing.T) {
 	sub.P256dh = "AAAA"
 	if err := n.Notify(t.Context(), media.Message{To: media.Recipient{WebPush: &sub}, Subject: "s"}); !errors.Is(err, media.ErrUnusable) {
 		t.Errorf("err %v; want ErrUnusable", err)
+	}
+}
+
+func TestEndpointOnTheServersNetworkIsRefused(t *testing.T) {
+	ps := webpushtest.Start(t)
+	keys, err := webpush.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Trusting the service's certificate, so only the address can refuse it.
+	n, err := webpush.New(webpush.Config{Keys: keys, TLS: ps.TLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := ps.Subscribe()
+	port := ps.URL[strings.LastIndex(ps.URL, ":"):]
+	for _, endpoint := range []string{sub.Endpoint, strings.Replace(sub.Endpoint, ps.URL, "https://localhost"+port, 1)} {
+		s := sub
+		s.Endpoint = endpoint
+		err := n.Notify(t.Context(), media.Message{To: media.Recipient{WebPush: &s}, Subject: "s", Text: "t"})
+		if !errors.Is(err, media.ErrUnusable) || !strings.Contains(err.Error(), "loopback") {
+			t.Errorf("endpoint %s: %v; want ErrUnusable, a loopback address", endpoint, err)
+		}
+	}
+	if got := ps.Pushes(); len(got) != 0 {
+		t.Errorf("%d pushes reached the service", len(got))
 	}
 }
 

@@ -64,6 +64,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&c.VerifyEvery, "verify-every", time.Minute, "how often the labeling verification batch decides the tasks that have their labels (idempotent; each run's decisions are events)")
 	fs.StringVar(&c.VAPIDKeyFile, "vapid-key-file", "", "the Web Push (VAPID) key pair, JSON, created on first start; browsers' push subscriptions are bound to it (default: vapid.json in --data)")
 	fs.StringVar(&c.WebPush.Subject, "vapid-subject", "mailto:admin@localhost", "how push services reach the operator: a mailto: or https: URL, sent in every Web Push")
+	fs.BoolVar(&c.EgressAllowPrivate, "egress-allow-private", false, "let users' Slack webhooks and Web Push endpoints reach loopback, private (RFC 1918, fc00::/7), link-local (cloud metadata) and CGNAT addresses, for a push service or Slack proxy inside the network; default: refused, the delivery fails as unusable")
 	fs.StringVar(&c.FCM.Project, "fcm-project", "", "send push notifications to apps through this Firebase project (with --fcm-credentials; default: the credentials' project_id)")
 	fs.StringVar(&c.FCM.CredentialsFile, "fcm-credentials", "", "the Firebase service account's JSON key file; default: no FCM (app subscriptions' deliveries fail)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")

@@ -16,6 +16,8 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -94,6 +96,14 @@ func (s *Server) Subscribe() media.WebPushSubscription {
 	return media.WebPushSubscription{Endpoint: s.URL + path,
 		P256dh: base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()),
 		Auth:   base64.RawURLEncoding.EncodeToString(auth)}
+}
+
+// TLS returns a TLS configuration that trusts the service's certificate
+// (webpush.Config.TLS; the service is on loopback, so AllowPrivate too).
+func (s *Server) TLS() *tls.Config {
+	roots := x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	return &tls.Config{RootCAs: roots}
 }
 
 // Unsubscribe makes the service answer 410 Gone for sub from now on.

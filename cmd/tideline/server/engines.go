@@ -73,7 +73,7 @@ func (m *Main) openEngines() error {
 		Speaker:     espeak.New(espeak.Config{}),
 		Transcriber: sphinx, Commands: sphinx, Decoder: opusdec.Decoder{},
 		Restructurer: textRank, RestructurerName: "textrank",
-		Slack: slack.New(slack.Config{}),
+		Slack: slack.New(slack.Config{AllowPrivate: c.EgressAllowPrivate}),
 	}
 	for _, b := range engineBinaries {
 		if _, err := exec.LookPath(b.bin); err != nil {
@@ -131,5 +131,6 @@ func openWebPush(c *Config) (*webpush.Notifier, error) {
 	}
 	cfg := c.WebPush
 	cfg.Keys = keys
+	cfg.AllowPrivate = c.EgressAllowPrivate
 	return webpush.New(cfg)
 }

@@ -80,9 +80,14 @@ type Config struct {
 	// OpenAI, when its URLs are set, transcribes and restructures through
 	// OpenAI-compatible servers instead of the local engines.
 	OpenAI OpenAI
+	// EgressAllowPrivate lets the URLs users give (Slack webhooks, Web
+	// Push endpoints) reach loopback, private and link-local addresses,
+	// which are refused by default (egress.Config.AllowPrivate): for a
+	// push service or Slack proxy inside the network.
+	EgressAllowPrivate bool
 	// VAPIDKeyFile holds the Web Push key pair, created on first start;
 	// default vapid.json in DataDir. WebPush tunes the notifier (its
-	// Keys are the file's).
+	// Keys are the file's, its AllowPrivate is EgressAllowPrivate).
 	VAPIDKeyFile string
 	WebPush      webpush.Config
 	// FCM, when its Project or CredentialsFile is set, sends push
