@@ -81,6 +81,9 @@ type Config struct {
 	// StepsWindow is how many dates the steps read model holds in full
 	// (0: its default); a change rebuilds the model at start.
 	StepsWindow int
+	// RaffleTick is how often raffles whose draw time has come are drawn
+	// (0: DefaultRaffleTick).
+	RaffleTick time.Duration
 }
 
 // Main is a running server: embedded NATS, the event store, and what
