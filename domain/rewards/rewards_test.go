@@ -17,7 +17,9 @@ import (
 
 var now = time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
 
-func on(c rewards.LedgerCommand) rewards.OnAccount { return rewards.OnAccount{UserID: "kim", Command: c} }
+func on(c rewards.LedgerCommand) rewards.OnAccount {
+	return rewards.OnAccount{UserID: "kim", Command: c}
+}
 
 // ledger decides cmds in order from a new account, folding each
 // result, and returns the state, the events of the last command and its
@@ -122,7 +124,9 @@ func TestLedger(t *testing.T) {
 }
 
 func TestStreak(t *testing.T) {
-	day := func(d int) string { return time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format(rewards.DateLayout) }
+	day := func(d int) string {
+		return time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format(rewards.DateLayout)
+	}
 	a := rewards.LedgerDecider.Initial()
 	var last []proto.Message
 	seq := uint64(0)

@@ -24,7 +24,9 @@ var admin = auth.Principal{Subject: "ada", Role: auth.Admin}
 // fixedSeeds is a Seeds in memory.
 type fixedSeeds struct{}
 
-func (fixedSeeds) Seed(_ context.Context, id string) ([]byte, error) { return []byte("seed-of-" + id), nil }
+func (fixedSeeds) Seed(_ context.Context, id string) ([]byte, error) {
+	return []byte("seed-of-" + id), nil
+}
 
 // countingStore counts the appends that conflicted.
 type countingStore struct {
