@@ -403,6 +403,7 @@ func TestServeRejectsBadHardeningFlags(t *testing.T) {
 		{[]string{"--max-conns", "0"}, "--max-conns"},
 		{[]string{"--idle-timeout", "0s"}, "--idle-timeout"},
 		{[]string{"--steps-window", "0"}, "--steps-window"},
+		{[]string{"--raffle-tick", "0s"}, "--raffle-tick"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, tc.args...), &out, &out)

@@ -48,6 +48,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&c.MaxConns, "max-conns", api.DefaultMaxConns, "most API connections open at once; more are reset at once")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", api.DefaultIdleTimeout, "close API connections without a call for this long")
 	fs.IntVar(&c.StepsWindow, "steps-window", stepsmodel.DefaultWindow, fmt.Sprintf("dates the steps read model holds in full, back from the newest date recorded (1 to %d); counts of older dates are read from the event store, their leaderboards keep their top %d. A change rebuilds the model at start", stepsmodel.MaxWindow, stepsmodel.SummaryTop))
+	fs.DurationVar(&c.RaffleTick, "raffle-tick", server.DefaultRaffleTick, "how often raffles whose draw time has come are drawn")
 	fs.StringVar(&c.Reflection, "reflection", "auto", "gRPC reflection: 'auto' (open when --listen is loopback, else token required), 'on' (open), 'token' or 'off'")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the server's URL as clients reach it, which blob upload and download links start with, e.g. https://tideline.example (default http://<--listen address>)")
 	fs.StringVar(&c.S3.Endpoint, "s3-endpoint", "", "keep blobs in this S3-compatible store, e.g. https://s3.eu-west-1.amazonaws.com, with --s3-bucket and credentials in TIDELINE_S3_ACCESS_KEY and TIDELINE_S3_SECRET_KEY (default: JetStream object stores under --data)")
@@ -82,6 +83,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if c.VerifyEvery < time.Second {
 		return fmt.Errorf("--verify-every: want at least 1s, got %s", c.VerifyEvery)
+	}
+	if c.RaffleTick <= 0 {
+		return fmt.Errorf("--raffle-tick: want a positive duration, got %s", c.RaffleTick)
 	}
 	if c.IdleTimeout <= 0 {
 		return fmt.Errorf("--idle-timeout: want a positive duration, got %s", c.IdleTimeout)

@@ -59,8 +59,9 @@ func (r *Repository[S, C]) Handle(ctx context.Context, stream StreamID, cmd C, o
 		return AppendResult{}, err
 	}
 	attempts := max(r.MaxAttempts, 1)
+	at := uint64(0) // after a conflict: the version the store is past
 	for range attempts {
-		state, version, err := r.Get(ctx, stream)
+		state, version, err := r.GetAt(ctx, stream, at)
 		if err != nil {
 			return AppendResult{}, err
 		}
@@ -74,7 +75,10 @@ func (r *Repository[S, C]) Handle(ctx context.Context, stream StreamID, cmd C, o
 		opts.ExpectedVersion = int64(version)
 		res, err := r.store.Append(ctx, stream, events, opts)
 		if errors.Is(err, ErrConflict) {
-			r.forget(stream)
+			// Catch the cached state up with the commits past version,
+			// rather than reload the whole stream: on a hot stream
+			// every writer conflicts, and reloads grow with its history.
+			at = version + 1
 			continue
 		}
 		if err != nil {

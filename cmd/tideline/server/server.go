@@ -99,6 +99,9 @@ type Config struct {
 	// VerifyEvery is how often the labeling verification batch runs
 	// (0: every minute).
 	VerifyEvery time.Duration
+	// RaffleTick is how often raffles whose draw time has come are drawn
+	// (0: DefaultRaffleTick).
+	RaffleTick time.Duration
 }
 
 // Main is a running server: embedded NATS, the event store, and what

@@ -1,0 +1,49 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/reactions"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/rewards"
+	rewardsmodel "github.com/tideline/tideline/projections/rewards"
+)
+
+// DefaultRaffleTick is how often raffles due are drawn.
+const DefaultRaffleTick = 5 * time.Second
+
+// rewardsModule wires rewards: the points ledger and raffles, their read
+// models, the reaction that settles raffle entries, and a ticker that
+// draws raffles once their draw time comes (Config.RaffleTick).
+func rewardsModule(ctx context.Context, h *Host) error {
+	seeds, err := jetstream.OpenSeeds(ctx, h.Store.JetStream(), 1) // as the store: embedded, R1
+	if err != nil {
+		return err
+	}
+	svc := rewards.NewService(h.Store, seeds, nil)
+	accounts, raffles := rewardsmodel.NewAccounts(), rewardsmodel.NewRaffles()
+	h.React(reactions.RewardsReactions(svc)...)
+	h.Serve(api.RewardsServices(svc, api.Rewards{Accounts: accounts, AccountsFeed: h.Runner(accounts),
+		Raffles: raffles, RafflesFeed: h.Runner(raffles)})...)
+	tick := h.Config.RaffleTick
+	if tick <= 0 {
+		tick = DefaultRaffleTick
+	}
+	h.Go(func(ctx context.Context) {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := svc.DrawDue(ctx, raffles); err != nil && ctx.Err() == nil {
+					h.Logger.Warn("draw raffles", "err", err)
+				}
+			}
+		}
+	})
+	return nil
+}
