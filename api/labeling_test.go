@@ -25,18 +25,21 @@ import (
 	"github.com/tideline/tideline/domain/media"
 	"github.com/tideline/tideline/domain/media/mediatest"
 	"github.com/tideline/tideline/domain/media/wav"
+	"github.com/tideline/tideline/domain/rewards"
 	"github.com/tideline/tideline/internal/poll"
 	labelingv1 "github.com/tideline/tideline/schemas/gen/tideline/labeling/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/labeling/v1/labelingv1connect"
 	notifyv1 "github.com/tideline/tideline/schemas/gen/tideline/notify/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/notify/v1/notifyv1connect"
+	rewardsv1 "github.com/tideline/tideline/schemas/gen/tideline/rewards/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/rewards/v1/rewardsv1connect"
 )
 
 // labelingServer starts a server whose verification batch runs every
-// second.
+// second, and whose raffles are drawn within 200 ms of their time.
 func labelingServer(t testing.TB) *servertest.Server {
 	t.Helper()
-	return start(t, func(m *server.Main) { m.Config.VerifyEvery = time.Second })
+	return start(t, func(m *server.Main) { m.Config.VerifyEvery, m.Config.RaffleTick = time.Second, 200*time.Millisecond })
 }
 
 func sha(b []byte) string {
@@ -257,6 +260,73 @@ func TestLabelingEndToEnd(t *testing.T) {
 		return slices.Contains(titles, "Dataset ready for labeling: set TestLabelingEndToEnd: 5 tasks are ready for labelers.") &&
 			slices.Contains(titles, "Dataset approved: set TestLabelingEndToEnd was approved; its items are being cut into tasks.")
 	})
+
+	// Their work earned points: 10 a completed mission, 5 an accepted
+	// label, and the day's stamp.
+	rw := rewardsv1connect.NewRewardsServiceClient(h2c, f.URL)
+	want := map[string]int64{"kim": 2*10 + 5*5, "park": 2*10 + 5*5, "lee": 2*10 + 4*5}
+	for who, points := range want {
+		tok := f.Token(t, who, auth.Labeler)
+		poll.Until(t, 30*time.Second, who+"'s points", func() bool {
+			res, err := rw.GetAccount(ctx, withToken(&rewardsv1.GetAccountRequest{}, tok))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := res.Msg.Account
+			if a.Balance > points {
+				t.Fatalf("%s has %d points, more than the %d earned", who, a.Balance, points)
+			}
+			return a.Balance == points && a.Streak == 1
+		})
+	}
+
+	// They spend them on a raffle, drawn verifiably: the winner is
+	// told, the others that it is drawn.
+	opened, err := rw.OpenRaffle(ctx, withToken(&rewardsv1.OpenRaffleRequest{RaffleId: "coffee", Prize: "a coffee voucher", EntryCost: 20,
+		MaxEntriesPerPerson: 2, Winners: 1, DrawAt: ts(2 * time.Second)}, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for who, tickets := range map[string]int32{"kim": 2, "lee": 2} {
+		if _, err := rw.EnterRaffle(ctx, withToken(&rewardsv1.EnterRaffleRequest{RaffleId: "coffee", Tickets: tickets}, f.Token(t, who, auth.Labeler))); err != nil {
+			t.Fatalf("%s enters: %v", who, err)
+		}
+	}
+	if _, err := rw.EnterRaffle(ctx, withToken(&rewardsv1.EnterRaffleRequest{RaffleId: "coffee", Tickets: 1}, f.Token(t, "kim", auth.Labeler))); code(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("kim's third ticket (2 a person, 5 points left): %v", err)
+	}
+	var raffle *rewardsv1.Raffle
+	poll.Until(t, 30*time.Second, "the draw", func() bool {
+		res, err := rw.GetRaffle(ctx, withToken(&rewardsv1.GetRaffleRequest{RaffleId: "coffee"}, root))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raffle = res.Msg.Raffle
+		return raffle.State == rewardsv1.RaffleState_RAFFLE_STATE_DRAWN
+	})
+	seed, _ := hex.DecodeString(raffle.Seed)
+	if sum := sha256.Sum256(seed); hex.EncodeToString(sum[:]) != opened.Msg.Raffle.SeedSha256 || len(raffle.Winners) != 1 {
+		t.Fatalf("drawn %+v: the revealed seed is not the one published", raffle)
+	}
+	var tickets []rewards.Ticket
+	for _, e := range raffle.Entries {
+		for range e.Tickets {
+			tickets = append(tickets, rewards.Ticket{UserID: e.UserId})
+		}
+	}
+	if again := rewards.DrawWinners(seed, tickets, 1); len(again) != 1 || again[0] != raffle.Winners[0] {
+		t.Fatalf("recomputed winners %v, drawn %v", again, raffle.Winners)
+	}
+	for who, title := range map[string]string{"kim": "Raffle drawn", "lee": "Raffle drawn", raffle.Winners[0]: "You won!"} {
+		tok := f.Token(t, who, auth.Labeler)
+		poll.Until(t, 30*time.Second, who+" told of the draw", func() bool {
+			res, err := inbox.ListNotifications(ctx, withToken(&notifyv1.ListNotificationsRequest{}, tok))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(res.Msg.Notifications) > 0 && res.Msg.Notifications[0].Title == title && res.Msg.Notifications[0].Topic == notifyv1.Topic_TOPIC_RAFFLE_RESULT
+		})
+	}
 
 	// Another enterprise does not see it.
 	other := f.Token(t, "globex", auth.Enterprise)

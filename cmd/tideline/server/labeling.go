@@ -8,6 +8,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/labeling"
 	"github.com/tideline/tideline/domain/notify"
+	"github.com/tideline/tideline/domain/rewards"
 	labelingmodel "github.com/tideline/tideline/projections/labeling"
 )
 
@@ -16,7 +17,8 @@ import (
 // and the periodic jobs: the verification batch (Config.VerifyEvery) and
 // the sweeper that records missions past their deadline expired and
 // sends the reminders of alarms that ring. Enterprises are told of their
-// datasets' review and preprocessing in their inbox.
+// datasets' review and preprocessing in their inbox; labelers' completed
+// missions and accepted labels are credited on the rewards ledger.
 func labelingModule(_ context.Context, h *Host) error {
 	model := labelingmodel.New()
 	svc := labeling.NewService(h.Store, h.Blobs, model.Pick, nil)
@@ -29,7 +31,8 @@ func labelingModule(_ context.Context, h *Host) error {
 		_, err := inbox.Post(ctx, user, n)
 		return err
 	}
-	h.React(reactions.LabelingNotifications(svc, post))
+	h.React(reactions.LabelingNotifications(svc, post),
+		reactions.LabelingPoints(rewards.NewService(h.Store, nil, nil), reactions.Points{}))
 	h.Serve(api.LabelingServices(svc, model, feed, h.Links, api.LabelingTTLs{})...)
 	every := h.Config.VerifyEvery
 	if every <= 0 {

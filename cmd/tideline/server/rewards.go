@@ -7,6 +7,7 @@ import (
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/notify"
 	"github.com/tideline/tideline/domain/rewards"
 	rewardsmodel "github.com/tideline/tideline/projections/rewards"
 )
@@ -15,7 +16,8 @@ import (
 const DefaultRaffleTick = 5 * time.Second
 
 // rewardsModule wires rewards: the points ledger and raffles, their read
-// models, the reaction that settles raffle entries, and a ticker that
+// models, the reaction that settles raffle entries, the one that tells
+// people of their points and of draws in their inbox, and a ticker that
 // draws raffles once their draw time comes (Config.RaffleTick).
 func rewardsModule(ctx context.Context, h *Host) error {
 	seeds, err := jetstream.OpenSeeds(ctx, h.Store.JetStream(), 1) // as the store: embedded, R1
@@ -24,7 +26,12 @@ func rewardsModule(ctx context.Context, h *Host) error {
 	}
 	svc := rewards.NewService(h.Store, seeds, nil)
 	accounts, raffles := rewardsmodel.NewAccounts(), rewardsmodel.NewRaffles()
+	inbox := notify.NewService(h.Store, nil)
 	h.React(reactions.RewardsReactions(svc)...)
+	h.React(reactions.RewardsNotifications(svc, func(ctx context.Context, user string, n notify.Notification) error {
+		_, err := inbox.Post(ctx, user, n)
+		return err
+	}))
 	h.Serve(api.RewardsServices(svc, api.Rewards{Accounts: accounts, AccountsFeed: h.Runner(accounts),
 		Raffles: raffles, RafflesFeed: h.Runner(raffles)})...)
 	tick := h.Config.RaffleTick
