@@ -46,8 +46,12 @@ type demoConfig struct {
 	speed float64
 	seed  uint64
 	hold  bool // keep the embedded server running after the day
-	out   io.Writer
-	log   *slog.Logger // the embedded server's logger
+	// labeling runs the data-labeling scenario instead of the day, with
+	// pages and labelers.
+	labeling        bool
+	pages, labelers int
+	out             io.Writer
+	log             *slog.Logger // the embedded server's logger
 }
 
 // demoSummary is what a demo day produced, as the API reported it.
@@ -67,13 +71,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tideline demo [--server URL --data DIR] [--riders N] [--orders N] [--speed X]
+       tideline demo --labeling [--server URL --data DIR] [--pages N] [--labelers N]
 
 Drives a realistic day through the public API so every read model fills up:
 riders moving around Seoul, orders placed with hourly and zone patterns,
 accepted, picked up, delivered and rated, steps and the live step ranking,
 a few danger reports and the alerts they raise. Without --server it starts
 an embedded server in a temporary directory and prints its URL and an
-admin token, so you can query it while the demo runs (--hold keeps it up).`)
+admin token, so you can query it while the demo runs (--hold keeps it up).
+
+With --labeling it runs data labeling instead, from upload to raffle: an
+enterprise uploads pages of shop signs, an admin approves them, tesseract
+cuts them into line tasks, labelers do their wake-up missions (one of them
+sloppy), the verification batch accepts and rejects their labels, they
+earn points, spend them on a raffle drawn verifiably, and the enterprise
+exports the verified labels. It needs tesseract (Debian tesseract-ocr).`)
 		fs.PrintDefaults()
 	}
 	c := demoConfig{out: stdout}
@@ -84,12 +96,18 @@ admin token, so you can query it while the demo runs (--hold keeps it up).`)
 	fs.Float64Var(&c.speed, "speed", 1440, "simulated seconds per real second (1440: the day in a minute)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed")
 	fs.BoolVar(&c.hold, "hold", false, "keep the embedded server running after the day, until interrupted")
+	fs.BoolVar(&c.labeling, "labeling", false, "run the data-labeling scenario (dataset → tasks → missions → verification → points → raffle) instead of the day")
+	fs.IntVar(&c.pages, "pages", 12, "--labeling: pages of three lines each the enterprise uploads")
+	fs.IntVar(&c.labelers, "labelers", 5, "--labeling: labelers")
 	level := fs.String("log-level", "warn", "log level of the embedded server (alerts are logged at warn)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if c.server != "" && c.data == "" {
 		return errors.New("demo: --server needs --data (the server's data dir, to mint tokens)")
+	}
+	if c.labeling && (c.pages < 1 || c.pages > 1000 || c.labelers < 3) {
+		return errors.New("demo: --pages must be 1..1000 and --labelers at least 3 (three labels an item)")
 	}
 	if c.riders < 1 || c.orders < 0 || c.speed <= 0 {
 		return errors.New("demo: --riders and --speed must be positive, --orders not negative")
@@ -99,6 +117,10 @@ admin token, so you can query it while the demo runs (--hold keeps it up).`)
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	c.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	if c.labeling {
+		_, err := runLabeling(ctx, c)
+		return err
+	}
 	_, err := runDemo(ctx, c)
 	return err
 }
@@ -176,15 +198,34 @@ func withBearer(ctx context.Context, tok string) context.Context {
 	return context.WithValue(ctx, tokenKey{}, tok)
 }
 
-// bearer sets the Authorization header from the context's token.
-var bearer = connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+// bearer sets the Authorization header from the context's token, on
+// unary calls and on streams.
+var bearer connect.Interceptor = bearerInterceptor{}
+
+type bearerInterceptor struct{}
+
+func (bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		if tok, ok := ctx.Value(tokenKey{}).(string); ok {
 			req.Header().Set("Authorization", "Bearer "+tok)
 		}
 		return next(ctx, req)
 	}
-})
+}
+
+func (bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if tok, ok := ctx.Value(tokenKey{}).(string); ok {
+			conn.RequestHeader().Set("Authorization", "Bearer "+tok)
+		}
+		return conn
+	}
+}
+
+func (bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
 
 func runDemo(ctx context.Context, c demoConfig) (*demoSummary, error) {
 	start := time.Now()

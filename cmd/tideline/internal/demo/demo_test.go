@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
+	"github.com/tideline/tideline/domain/media/mediatest"
 )
 
 func TestDemoFillsEveryReadModel(t *testing.T) {
@@ -59,5 +60,26 @@ func TestDemoAgainstRunningServer(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "Embedded server") || !strings.Contains(out.String(), "12 orders placed") {
 		t.Fatalf("output:\n%s", out.String())
+	}
+}
+
+// The labeling scenario runs from upload to the raffle through the API
+// with real tesseract: every page becomes line tasks, the sloppy
+// labeler's wrong answers are rejected, points pay for tickets, the draw
+// is recomputed from its revealed seed, and the export holds every task.
+func TestLabelingDemo(t *testing.T) {
+	mediatest.Need(t, "tesseract", "tesseract-ocr")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	sum, err := runLabeling(ctx, demoConfig{labeling: true, pages: 4, labelers: 4, seed: 3, out: &out})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if sum.Items != 4 || sum.Duplicates != 1 || sum.Tasks != 12 || sum.Exported != 12 {
+		t.Fatalf("summary %+v\n%s", sum, out.String())
+	}
+	if sum.Labels < 3*sum.Tasks || sum.Rejected == 0 || sum.Accepted == 0 || !sum.Verified || len(sum.Winners) != 1 || sum.Inbox == 0 {
+		t.Fatalf("summary %+v\n%s", sum, out.String())
 	}
 }
