@@ -184,7 +184,7 @@ func (h *rewardsHandler) EnterRaffle(ctx context.Context, req *connect.Request[r
 	if tickets == 0 {
 		tickets = 1
 	}
-	e, err := h.svc.Enter(ctx, caller(ctx), req.Msg.RaffleId, tickets)
+	e, err := h.svc.Enter(ctx, caller(ctx), req.Msg.RaffleId, tickets, req.Header().Get(IdempotencyKeyHeader))
 	if err != nil {
 		return nil, err
 	}

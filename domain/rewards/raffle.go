@@ -42,6 +42,12 @@ func EntryID(userID string, debitSeq uint64) string {
 	return es.DigestID("e", userID, strconv.FormatUint(debitSeq, 10))
 }
 
+// KeyedEntryID is the id of the entry userID makes in raffle raffleID
+// with a client's idempotency key: its debit carries it.
+func KeyedEntryID(userID, raffleID, key string) string {
+	return es.DigestID("k", userID, raffleID, key)
+}
+
 // RaffleID is the id of a raffle opened without one: derived from what
 // it is, so a retried open is the same raffle.
 func RaffleID(o Open) string {

@@ -72,6 +72,9 @@ type Account struct {
 	Streak    int32
 	// Refunded holds the entry ids refunded.
 	Refunded map[string]bool
+	// Paid holds the entry ids paid for by debits that named them
+	// (EnterRaffle with an idempotency key).
+	Paid map[string]bool
 }
 
 // LedgerCommand is one of Credit, Debit, Adjust, Refund, Stamp.
@@ -89,11 +92,13 @@ type Credit struct {
 	SourceSeq uint64
 }
 
-// Debit takes points, never past the balance.
+// Debit takes points, never past the balance. A Debit naming an EntryID
+// already paid appends nothing.
 type Debit struct {
-	Points int64
-	Cause  Cause
-	Ref    string
+	Points  int64
+	Cause   Cause
+	Ref     string
+	EntryID string
 }
 
 // Adjust is an admin's correction: Points is positive to credit,
@@ -201,7 +206,14 @@ func decideLedger(a Account, on OnAccount) ([]proto.Message, error) {
 		if c.Cause != CauseRaffleEntry {
 			return nil, es.Invalidf("cause", "a debit is for a raffle entry, got %v", c.Cause)
 		}
-		return debited(a, c.Points, c.Cause, c.Ref, "")
+		if c.EntryID != "" && a.Paid[c.EntryID] {
+			return nil, nil
+		}
+		evs, err := debited(a, c.Points, c.Cause, c.Ref, "")
+		if err == nil {
+			evs[0].(*rewardsv1.PointsDebited).EntryId = c.EntryID
+		}
+		return evs, err
 	case Adjust:
 		reason := strings.TrimSpace(c.Reason)
 		if reason == "" {
@@ -301,6 +313,13 @@ func evolveLedger(a Account, ev proto.Message) Account {
 		}
 	case *rewardsv1.PointsDebited:
 		a.UserID, a.Balance = e.UserId, a.Balance-e.Points
+		if e.EntryId != "" {
+			a.Paid = maps.Clone(a.Paid)
+			if a.Paid == nil {
+				a.Paid = map[string]bool{}
+			}
+			a.Paid[e.EntryId] = true
+		}
 	case *rewardsv1.StampCollected:
 		a.UserID, a.LastStamp, a.Streak = e.UserId, e.Date, e.Streak
 		if e.SourceSeq > a.Stamped[e.Source] {

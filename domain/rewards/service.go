@@ -215,27 +215,49 @@ type Entered struct {
 // ErrRaffleDrawn, ErrRaffleClosed, ErrRaffleFull, ErrTooManyTickets;
 // Unavailable when the entry is paid but could not be recorded yet (it
 // will be recorded or refunded by the reaction).
-func (s *Service) Enter(ctx context.Context, p auth.Principal, raffleID string, tickets int32) (Entered, error) {
+//
+// key, when not empty, is the client's idempotency key: the entry's id
+// follows from it (KeyedEntryID), so the same call again — after a
+// timeout, a lost answer, a restart, at any distance in time — pays
+// once, records once, and answers the entry it made.
+func (s *Service) Enter(ctx context.Context, p auth.Principal, raffleID string, tickets int32, key string) (Entered, error) {
 	if err := MayUse(p); err != nil {
 		return Entered{}, err
 	}
 	if tickets < 1 || tickets > MaxTicketsPerPerson {
 		return Entered{}, es.Invalidf("tickets", "must be 1..%d, got %d", MaxTicketsPerPerson, tickets)
 	}
-	r, _, err := s.raffle(ctx, raffleID)
+	entryID := ""
+	if key != "" {
+		if err := es.ValidateToken("idempotency_key", key); err != nil {
+			return Entered{}, err
+		}
+		entryID = KeyedEntryID(p.Subject, raffleID, key)
+	}
+	r, version, err := s.raffle(ctx, raffleID)
 	if err != nil {
 		return Entered{}, err
 	}
-	if _, err := RaffleDecider.Decide(r, Enter{UserID: p.Subject, Tickets: tickets, Now: s.now()}); err != nil {
+	acct := AccountStream(p.Subject)
+	if entryID != "" && r.entry(entryID) { // made by an earlier call with this key
+		out := Entered{EntryID: entryID, Result: es.AppendResult{Position: es.Position{Seq: version}, Duplicate: true}}
+		if a, _, err := s.accounts.Get(ctx, acct); err == nil {
+			out.Balance = a.Balance
+		}
+		return out, nil
+	}
+	if _, err := RaffleDecider.Decide(r, Enter{UserID: p.Subject, EntryID: entryID, Tickets: tickets, Now: s.now()}); err != nil {
 		return Entered{}, err
 	}
 	cost := r.EntryCost * int64(tickets)
-	acct := AccountStream(p.Subject)
-	paid, err := s.accounts.Handle(ctx, acct, OnAccount{p.Subject, Debit{Points: cost, Cause: CauseRaffleEntry, Ref: RaffleRef(raffleID)}}, meta(p.String(), "api"))
+	paid, err := s.accounts.Handle(ctx, acct, OnAccount{p.Subject, Debit{Points: cost, Cause: CauseRaffleEntry, Ref: RaffleRef(raffleID), EntryID: entryID}}, meta(p.String(), "api"))
 	if err != nil {
 		return Entered{}, err
 	}
-	out := Entered{EntryID: EntryID(p.Subject, paid.Position.Seq)}
+	if entryID == "" {
+		entryID = EntryID(p.Subject, paid.Position.Seq)
+	}
+	out := Entered{EntryID: entryID}
 	if a, _, err := s.accounts.GetAt(ctx, acct, paid.Position.Seq); err == nil {
 		out.Balance = a.Balance
 	}
@@ -277,7 +299,10 @@ func (s *Service) SettleEntry(ctx context.Context, seq uint64, debit *rewardsv1.
 	if debit.Cause != CauseRaffleEntry || !ok {
 		return nil
 	}
-	entryID := EntryID(debit.UserId, seq)
+	entryID := debit.EntryId
+	if entryID == "" {
+		entryID = EntryID(debit.UserId, seq)
+	}
 	r, _, err := s.raffles.GetAt(ctx, RaffleStream(raffleID), es.Latest)
 	if err != nil {
 		return fmt.Errorf("raffle %s: %w", raffleID, err)

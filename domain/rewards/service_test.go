@@ -205,12 +205,67 @@ func TestEnterRefundsWhatTheRaffleRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls.Store(0)
-	_, err := svc.Enter(ctx, auth.Principal{Subject: "kim", Role: auth.Labeler}, "r2", 2)
+	_, err := svc.Enter(ctx, auth.Principal{Subject: "kim", Role: auth.Labeler}, "r2", 2, "")
 	if !errors.Is(err, rewards.ErrRaffleClosed) {
 		t.Fatalf("err = %v, want ErrRaffleClosed", err)
 	}
 	a, _, err := svc.Account(ctx, admin, "kim")
 	if err != nil || a.Balance != 50 || len(a.Refunded) != 1 {
 		t.Fatalf("balance %d refunds %v (%v): want 50 after a refund", a.Balance, a.Refunded, err)
+	}
+}
+
+// TestEnterWithAKeyPaysOnce: the same entry asked again with its
+// idempotency key — at once, concurrently, or after its debit was paid
+// but not recorded (a crash) — pays once and records once; another key
+// is another entry.
+func TestEnterWithAKeyPaysOnce(t *testing.T) {
+	store := openStore(t)
+	ctx := context.Background()
+	svc := rewards.NewService(store, fixedSeeds{}, nil)
+	kim := auth.Principal{Subject: "kim", Role: auth.Labeler}
+	if _, err := svc.Adjust(ctx, admin, "kim", 100, "start"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.OpenRaffle(ctx, admin, rewards.Open{ID: "r3", Prize: "mug", EntryCost: 10, MaxPerPerson: 5, Winners: 1, DrawAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e, err := svc.Enter(ctx, kim, "r3", 2, "tap-1")
+			if err != nil {
+				t.Error(err)
+			}
+			ids[i] = e.EntryID
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != rewards.KeyedEntryID("kim", "r3", "tap-1") {
+			t.Fatalf("entry ids %v", ids)
+		}
+	}
+	// A debit paid but never recorded (the process stopped): the retry
+	// records it without paying again.
+	if _, err := store.Append(ctx, rewards.AccountStream("kim"), []proto.Message{&rewardsv1.PointsDebited{UserId: "kim", Points: 20,
+		Cause: rewards.CauseRaffleEntry, Ref: rewards.RaffleRef("r3"), BalanceAfter: 60, EntryId: rewards.KeyedEntryID("kim", "r3", "tap-2")}},
+		es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := svc.Enter(ctx, kim, "r3", 2, "tap-2")
+	if err != nil || e.Balance != 60 {
+		t.Fatalf("retry after a crash: %+v %v", e, err)
+	}
+	r, _, err := svc.Raffle(ctx, admin, "r3")
+	if err != nil || len(r.Entries) != 2 || r.TicketsOf("kim") != 4 {
+		t.Fatalf("entries %+v (%v): want two of 2 tickets", r.Entries, err)
+	}
+	a, _, err := svc.Account(ctx, admin, "kim")
+	if err != nil || a.Balance != 60 {
+		t.Fatalf("balance %d (%v), want 100 - 2 entries × 20", a.Balance, err)
 	}
 }

@@ -210,11 +210,16 @@ type PointsDebited struct {
 	Points int64 `protobuf:"varint,2,opt,name=points,proto3" json:"points,omitempty"`
 	Cause  Cause `protobuf:"varint,3,opt,name=cause,proto3,enum=tideline.rewards.v1.Cause" json:"cause,omitempty"`
 	// ref names what the points were spent on: "raffle:<raffle_id>".
-	Ref           string `protobuf:"bytes,4,opt,name=ref,proto3" json:"ref,omitempty"`
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	BalanceAfter  int64  `protobuf:"varint,6,opt,name=balance_after,json=balanceAfter,proto3" json:"balance_after,omitempty"`
-	Source        string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
-	SourceSeq     uint64 `protobuf:"varint,8,opt,name=source_seq,json=sourceSeq,proto3" json:"source_seq,omitempty"`
+	Ref          string `protobuf:"bytes,4,opt,name=ref,proto3" json:"ref,omitempty"`
+	Reason       string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	BalanceAfter int64  `protobuf:"varint,6,opt,name=balance_after,json=balanceAfter,proto3" json:"balance_after,omitempty"`
+	Source       string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	SourceSeq    uint64 `protobuf:"varint,8,opt,name=source_seq,json=sourceSeq,proto3" json:"source_seq,omitempty"`
+	// entry_id is the raffle entry paid for, when the client named it with
+	// an idempotency key: a debit for an entry already paid appends
+	// nothing. Empty for older debits, whose entry id is derived from the
+	// debit's position.
+	EntryId       string `protobuf:"bytes,9,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +308,13 @@ func (x *PointsDebited) GetSourceSeq() uint64 {
 		return x.SourceSeq
 	}
 	return 0
+}
+
+func (x *PointsDebited) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
 }
 
 // StampCollected is a day's stamp (ev.rewards.account.<user_id>): at most
@@ -663,7 +675,7 @@ const file_tideline_rewards_v1_events_proto_rawDesc = "" +
 	"\rbalance_after\x18\x06 \x01(\x03R\fbalanceAfter\x12\x16\n" +
 	"\x06source\x18\a \x01(\tR\x06source\x12\x1d\n" +
 	"\n" +
-	"source_seq\x18\b \x01(\x04R\tsourceSeq\"\xf8\x01\n" +
+	"source_seq\x18\b \x01(\x04R\tsourceSeq\"\x93\x02\n" +
 	"\rPointsDebited\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06points\x18\x02 \x01(\x03R\x06points\x120\n" +
@@ -673,7 +685,8 @@ const file_tideline_rewards_v1_events_proto_rawDesc = "" +
 	"\rbalance_after\x18\x06 \x01(\x03R\fbalanceAfter\x12\x16\n" +
 	"\x06source\x18\a \x01(\tR\x06source\x12\x1d\n" +
 	"\n" +
-	"source_seq\x18\b \x01(\x04R\tsourceSeq\"\x8c\x01\n" +
+	"source_seq\x18\b \x01(\x04R\tsourceSeq\x12\x19\n" +
+	"\bentry_id\x18\t \x01(\tR\aentryId\"\x8c\x01\n" +
 	"\x0eStampCollected\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x12\n" +
 	"\x04date\x18\x02 \x01(\tR\x04date\x12\x16\n" +
