@@ -510,6 +510,27 @@ func TestLabelingAudioIsSplitAtSilences(t *testing.T) {
 	ds := labelingv1connect.NewDatasetServiceClient(h2c, f.URL)
 	acme, root := f.Token(t, "acme", auth.Enterprise), f.Token(t, "root", auth.Admin)
 	id, _ := uploadItems(t, ds, acme, root, labelingv1.Kind_KIND_AUDIO, "audio/wav", [][]byte{wav.Encode(pcm, media.PCM)})
+	// The owner watches the dataset live until its tasks are ready.
+	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	watch, err := ds.WatchDataset(wctx, withToken(&labelingv1.WatchDatasetRequest{DatasetId: id}, acme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []labelingv1.State
+	for watch.Receive() {
+		st := watch.Msg().Dataset.State
+		if len(seen) == 0 || seen[len(seen)-1] != st {
+			seen = append(seen, st)
+		}
+		if st == labelingv1.State_STATE_LABELING {
+			break
+		}
+	}
+	if seen[len(seen)-1] != labelingv1.State_STATE_LABELING {
+		t.Fatalf("watched %v, then %v", seen, watch.Err())
+	}
+	cancel()
 	d := waitDataset(t, ds, acme, id, "preprocessing", func(d *labelingv1.Dataset) bool { return d.State == labelingv1.State_STATE_LABELING })
 	if d.Progress.Tasks != 3 || d.Progress.ItemsFailed != 0 {
 		t.Fatalf("%d tasks, failed %+v; want 3 clips", d.Progress.Tasks, d.Failed)
