@@ -111,9 +111,63 @@ func (l *Labeler) Accuracy() float64 {
 
 // Model is the labeling read model. Safe for concurrent use.
 type Model struct {
-	mu  sync.RWMutex
-	s   state
-	pos uint64
+	mu   sync.RWMutex
+	s    state
+	pool pool // derived from s.Tasks: rebuilt, never snapshotted
+	pos  uint64
+}
+
+// pool indexes the tasks that take labels by how many they have, given
+// or promised to open missions: one bucket a count, each in the order
+// its tasks entered it, so Pick reads the neediest, longest-waiting
+// tasks first without scanning every task.
+type pool struct {
+	buckets [][]*Task // by count; nil entries are holes left by tasks that moved
+	at      map[*Task][2]int
+	holes   int
+}
+
+func newPool() pool { return pool{at: map[*Task][2]int{}} }
+
+// put files t under count, or takes it out when it takes no label.
+func (p *pool) put(t *Task, open bool, count int) {
+	if at, ok := p.at[t]; ok {
+		if open && at[0] == count {
+			return
+		}
+		p.buckets[at[0]][at[1]] = nil
+		delete(p.at, t)
+		p.holes++
+	}
+	if open {
+		for len(p.buckets) <= count {
+			p.buckets = append(p.buckets, nil)
+		}
+		p.at[t] = [2]int{count, len(p.buckets[count])}
+		p.buckets[count] = append(p.buckets[count], t)
+	}
+	if p.holes >= 1024 && p.holes*2 >= len(p.at) {
+		for b, ts := range p.buckets {
+			kept := ts[:0]
+			for _, t := range ts {
+				if t != nil {
+					p.at[t] = [2]int{b, len(kept)}
+					kept = append(kept, t)
+				}
+			}
+			clear(ts[len(kept):])
+			p.buckets[b] = kept
+		}
+		p.holes = 0
+	}
+}
+
+// reindex files t in the pool after a change to its labels, promises or
+// decision.
+func (m *Model) reindex(t *Task) {
+	count := int32(len(t.Votes)) + t.Assigned
+	closed := t.Outcome == labelingv1.Outcome_OUTCOME_ACCEPTED || t.Outcome == labelingv1.Outcome_OUTCOME_UNRESOLVED
+	m.pool.put(t, !closed && count < t.Wanted, int(count))
 }
 
 type state struct {
@@ -161,7 +215,7 @@ func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.s = state{Datasets: map[string]*Dataset{}, Tasks: map[string]*Task{}, Labelers: map[string]*Labeler{}}
-	m.pos = 0
+	m.pool, m.pos = newPool(), 0
 }
 
 // Position is the last position applied.
@@ -237,9 +291,11 @@ func (m *Model) Apply(e es.Event) {
 					continue
 				}
 				m.s.NextSeq++
-				m.s.Tasks[t.TaskId] = &Task{ID: t.TaskId, Dataset: d.ID, Item: x.ItemId, Kind: d.Kind, Media: media.RefFromProto(t.Media),
+				task := &Task{ID: t.TaskId, Dataset: d.ID, Item: x.ItemId, Kind: d.Kind, Media: media.RefFromProto(t.Media),
 					Box:     [4]int32{t.GetBox().GetX(), t.GetBox().GetY(), t.GetBox().GetW(), t.GetBox().GetH()},
 					StartMs: t.StartMs, EndMs: t.EndMs, Wanted: d.LabelsPerItem, Seq: m.s.NextSeq}
+				m.s.Tasks[t.TaskId] = task
+				m.reindex(task)
 				d.TaskIDs = append(d.TaskIDs, t.TaskId)
 				d.Tasks++
 			}
@@ -263,6 +319,7 @@ func (m *Model) Apply(e es.Event) {
 				continue
 			}
 			t.Outcome, t.Wanted, t.Answer, t.Support, t.Reason = dec.Outcome, max(t.Wanted, dec.Wanted), dec.Answer, dec.Support, dec.Reason
+			m.reindex(t)
 			final := dec.Outcome != labelingv1.Outcome_OUTCOME_NEEDS_MORE
 			unanimous := dec.Outcome == labelingv1.Outcome_OUTCOME_ACCEPTED
 			for _, v := range dec.Votes {
@@ -304,6 +361,7 @@ func (m *Model) Apply(e es.Event) {
 			ms.Tasks = append(ms.Tasks, t.TaskId)
 			if task := m.s.Tasks[t.TaskId]; task != nil && !t.Gold {
 				task.Assigned++
+				m.reindex(task)
 			}
 		}
 		l.Missions = append(l.Missions, ms)
@@ -323,6 +381,7 @@ func (m *Model) Apply(e es.Event) {
 		if t := m.s.Tasks[x.TaskId]; t != nil {
 			t.Votes = append(t.Votes, Vote{Labeler: x.LabelerId, Answer: x.Answer, Mission: x.MissionId})
 			t.Assigned = max(t.Assigned-1, 0)
+			m.reindex(t)
 			if d := ds(t.Dataset); d != nil {
 				d.Labels++
 			}
@@ -344,29 +403,27 @@ func (m *Model) Apply(e es.Event) {
 					continue
 				}
 				t.Assigned = max(t.Assigned-1, 0)
+				m.reindex(t)
 			}
 		}
 	}
 }
 
-// open reports whether t takes labels now.
-func (m *Model) open(t *Task, now time.Time) bool {
-	if t.Outcome == labelingv1.Outcome_OUTCOME_ACCEPTED || t.Outcome == labelingv1.Outcome_OUTCOME_UNRESOLVED {
-		return false
-	}
+// takes reports whether t's dataset takes labels at now.
+func (m *Model) takes(t *Task, now time.Time) bool {
 	d := m.s.Datasets[t.Dataset]
 	if d == nil || (d.State != labelingv1.State_STATE_PREPROCESSING && d.State != labelingv1.State_STATE_LABELING) {
 		return false
 	}
-	if !d.Deadline.IsZero() && !now.Before(d.Deadline) {
-		return false
-	}
-	return int32(len(t.Votes))+t.Assigned < t.Wanted
+	return d.Deadline.IsZero() || now.Before(d.Deadline)
 }
 
-// Pick implements labeling.Picker: up to n open tasks labelerID has not
-// seen, those with the fewest labels (given or promised) first, then the
-// oldest; every GoldEvery-th mission one of them is a gold task.
+// Pick implements labeling.Picker: up to n tasks labelerID has not seen
+// that take labels, those with the fewest labels (given or promised)
+// first, then those waiting longest at that count; every GoldEvery-th
+// mission one of them is a gold task. It reads the pool's buckets in
+// order, so its cost is the tasks it returns and those it skips (seen by
+// the labeler, or of a dataset past its deadline), not every task.
 func (m *Model) Pick(labelerID string, seen map[string]bool, n int, now time.Time) []*labelingv1.MissionTask {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -374,31 +431,20 @@ func (m *Model) Pick(labelerID string, seen map[string]bool, n int, now time.Tim
 	if l := m.s.Labelers[labelerID]; l != nil && l.Started%GoldEvery == GoldEvery-1 {
 		for _, id := range m.s.Gold {
 			if !seen[id] {
-				t := m.s.Tasks[id]
-				out = append(out, m.missionTask(t, true))
+				out = append(out, m.missionTask(m.s.Tasks[id], true))
 				break
 			}
 		}
 	}
-	best := make([]*Task, 0, n)
-	less := func(a, b *Task) int {
-		return cmp.Or(cmp.Compare(int32(len(a.Votes))+a.Assigned, int32(len(b.Votes))+b.Assigned), cmp.Compare(a.Seq, b.Seq))
-	}
-	for _, t := range m.s.Tasks {
-		if seen[t.ID] || !m.open(t, now) {
-			continue
+	for _, bucket := range m.pool.buckets {
+		for _, t := range bucket {
+			if len(out) == n {
+				return out
+			}
+			if t != nil && !seen[t.ID] && m.takes(t, now) {
+				out = append(out, m.missionTask(t, false))
+			}
 		}
-		if len(best) == n-len(out) && (len(best) == 0 || less(t, best[len(best)-1]) >= 0) {
-			continue
-		}
-		i, _ := slices.BinarySearchFunc(best, t, less)
-		best = slices.Insert(best, i, t)
-		if len(best) > n-len(out) {
-			best = best[:n-len(out)]
-		}
-	}
-	for _, t := range best {
-		out = append(out, m.missionTask(t, false))
 	}
 	return out
 }
@@ -597,8 +643,16 @@ func (m *Model) Restore(data []byte) error {
 			d.ItemSHA = map[string]string{}
 		}
 	}
+	tasks := make([]*Task, 0, len(s.S.Tasks))
+	for _, t := range s.S.Tasks {
+		tasks = append(tasks, t)
+	}
+	slices.SortFunc(tasks, func(a, b *Task) int { return cmp.Compare(a.Seq, b.Seq) })
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.s, m.pos = s.S, s.Pos
+	m.s, m.pos, m.pool = s.S, s.Pos, newPool()
+	for _, t := range tasks {
+		m.reindex(t)
+	}
 	return nil
 }

@@ -2,6 +2,7 @@ package labeling_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -151,5 +152,60 @@ func TestRingsAndSnapshot(t *testing.T) {
 	}
 	if err := g.Restore([]byte("{}")); err == nil {
 		t.Fatal("an empty snapshot restored")
+	}
+}
+
+// Whatever happened before, Pick gives the neediest tasks: none left out
+// has fewer labels than one picked, and none picked has its labels.
+// Thousands of moves between the pool's buckets exercise its compaction,
+// and a model restored from a snapshot picks alike.
+func TestPickGivesTheNeediest(t *testing.T) {
+	f := &feed{m: labelingmodel.New()}
+	ids := f.dataset("d", 3000, 3)
+	rng := rand.New(rand.NewPCG(1, 2))
+	labels := map[string]int{}
+	for i := range 2000 {
+		who := fmt.Sprint("l", i%50)
+		var tasks []*labelingv1.MissionTask
+		for range 3 {
+			tasks = append(tasks, &labelingv1.MissionTask{TaskId: ids[rng.IntN(len(ids))], DatasetId: "d"})
+		}
+		mission := fmt.Sprint("m", i)
+		f.mission(who, mission, tasks...)
+		if rng.IntN(3) == 0 {
+			f.apply(labeling.LabelerStream(who), &labelingv1.MissionExpired{MissionId: mission, LabelerId: who})
+			continue
+		}
+		f.answer(who, mission, tasks, "x")
+		for _, t := range tasks {
+			labels[t.TaskId]++
+		}
+	}
+	snap, err := f.m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := labelingmodel.New()
+	if err := restored.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	for name, m := range map[string]*labelingmodel.Model{"live": f.m, "restored": restored} {
+		picked := m.Pick("newcomer", nil, 50, t0)
+		if len(picked) != 50 {
+			t.Fatalf("%s: picked %d", name, len(picked))
+		}
+		most, chosen := 0, map[string]bool{}
+		for _, p := range picked {
+			chosen[p.TaskId] = true
+			most = max(most, labels[p.TaskId])
+		}
+		for _, id := range ids {
+			if n := labels[id]; !chosen[id] && n < 3 && n < most {
+				t.Fatalf("%s: %s with %d labels left out for one with %d", name, id, n, most)
+			}
+		}
+		if most >= 3 {
+			t.Fatalf("%s: picked a task that has its labels", name)
+		}
 	}
 }
