@@ -317,3 +317,19 @@ func (s *Store) PositionAt(ctx context.Context, t time.Time) (uint64, error) {
 	}
 	return rep.Seq - 1, nil
 }
+
+// TimeOf returns when the commit at pos was stored (one Direct Get); the
+// zero time for pos 0.
+func (s *Store) TimeOf(ctx context.Context, pos uint64) (time.Time, error) {
+	if pos == 0 {
+		return time.Time{}, nil
+	}
+	_, r, err := s.next(ctx, "direct get time", ">", pos)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !r.Found || r.Seq != pos {
+		return time.Time{}, es.Errorf(es.OutOfRange, "position %d is past the end of the event stream", pos)
+	}
+	return r.Time, nil
+}
