@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/projections"
 )
 
 // Past answers a read model as of a past position: a fresh instance
@@ -24,9 +23,10 @@ type Past interface {
 	PositionAt(ctx context.Context, t time.Time) (uint64, error)
 }
 
-// PastModel is a read model as of Position, treated as read-only.
+// PastModel is a read model as of Position, treated as read-only. Model
+// is the projection's own type (e.g. *dashboard.Model).
 type PastModel struct {
-	Model    projections.Projection
+	Model    any
 	Position uint64
 	Version  int
 	// Time is when the commit at Position was stored (zero for 0):
