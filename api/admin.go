@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -139,4 +141,40 @@ func (h *adminHandler) ListRejectedDeviceCommits(ctx context.Context, req *conne
 	}
 	commits, total := h.rt.DeviceRejections.Rejected(m.DeviceId, limit)
 	return connect.NewResponse(&adminv1.ListRejectedDeviceCommitsResponse{Commits: commits, Total: int64(total)}), nil
+}
+
+// ProjectionAt rebuilds a projection as of a position or time and returns
+// its summary.
+func (h *adminHandler) ProjectionAt(ctx context.Context, req *connect.Request[adminv1.ProjectionAtRequest]) (*connect.Response[adminv1.ProjectionAtResponse], error) {
+	if _, err := h.projection(ctx, req.Msg.Name); err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	if m.Position == 0 && m.Time == nil {
+		return nil, es.Invalidf("position", "set position or time")
+	}
+	past := h.rt.History[m.Name]
+	if past == nil {
+		return nil, es.Errorf(es.Unavailable, "projection %s does not answer as-of queries", m.Name)
+	}
+	start := time.Now()
+	pm, ok, err := asOf(ctx, past, "position", "time", m.Position, m.Time)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, es.Invalidf("position", "set position or time")
+	}
+	var summary any = map[string]any{"name": m.Name, "position": pm.Position}
+	if pm.Summary != nil {
+		summary = pm.Summary()
+	}
+	js, err := json.MarshalIndent(summary, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode summary: %w", err)
+	}
+	return connect.NewResponse(&adminv1.ProjectionAtResponse{
+		Name: m.Name, Version: int32(pm.Version), Position: pm.Position, SummaryJson: string(js),
+		SnapshotPosition: pm.Snapshot, Replayed: pm.Replayed, DurationMs: time.Since(start).Milliseconds(),
+	}), nil
 }

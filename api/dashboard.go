@@ -27,11 +27,11 @@ const (
 )
 
 // DashboardServices serves the admin dashboard:
-// tideline.dashboard.v1.DashboardService over the dashboard read model and
-// its runner.
-func DashboardServices(model *dashboard.Model, feed ReadModel) []Service {
+// tideline.dashboard.v1.DashboardService over the dashboard read model,
+// its runner and its past (nil: as-of queries are Unavailable).
+func DashboardServices(model *dashboard.Model, feed ReadModel, past Past) []Service {
 	return []Service{{Name: dashboardv1connect.DashboardServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
-		return dashboardv1connect.NewDashboardServiceHandler(&dashboardHandler{rt: rt, model: model, feed: feed}, opts)
+		return dashboardv1connect.NewDashboardServiceHandler(&dashboardHandler{rt: rt, model: model, feed: feed, past: past}, opts)
 	}}}
 }
 
@@ -40,6 +40,7 @@ type dashboardHandler struct {
 	rt    *runtime
 	model *dashboard.Model
 	feed  ReadModel
+	past  Past
 }
 
 // query checks the caller's role and q's fields, and resolves the heat
@@ -117,6 +118,16 @@ func (h *dashboardHandler) GetDashboard(ctx context.Context, req *connect.Reques
 	q, err := h.query(ctx, req.Msg.Query, time.Now())
 	if err != nil {
 		return nil, err
+	}
+	if past, ok, err := asOf(ctx, h.past, "as_of_position", "as_of_time", req.Msg.AsOfPosition, req.Msg.AsOfTime); err != nil {
+		return nil, err
+	} else if ok {
+		if q, err = h.query(ctx, req.Msg.Query, past.Time); err != nil { // "today" is the day of the position
+			return nil, err
+		}
+		d := past.Model.(*dashboard.Model).Dashboard(q)
+		d.Position = past.Position
+		return connect.NewResponse(&dashboardv1.GetDashboardResponse{Dashboard: d}), nil
 	}
 	if err := h.rt.waitFor(ctx, h.feed, req.Msg.MinPosition); err != nil {
 		return nil, err

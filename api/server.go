@@ -85,6 +85,9 @@ type Config struct {
 	// (adapters/devicegate.Gate). Optional: without it
 	// ListRejectedDeviceCommits is Unavailable.
 	DeviceRejections DeviceRejections
+	// History answers the admin service's ProjectionAt, by projection
+	// name; a projection missing from it is Unavailable there.
+	History map[string]Past
 	// LastPosition reports the event stream's last position. Queries use
 	// it to refuse a min_position past the stream's end.
 	LastPosition func(ctx context.Context) (uint64, error)

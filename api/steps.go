@@ -46,8 +46,10 @@ const (
 // and its runner: step.StepService, exactly as the pedometer clients'
 // contract (shared/contracts/step.proto) defines it, and
 // tideline.steps.v1.StepsService.
-func StepsServices(svc *steps.Service, model *stepsmodel.Model, feed ReadModel) []Service {
-	deps := func(rt *runtime) stepsDeps { return stepsDeps{rt: rt, svc: svc, model: model, feed: feed} }
+//
+// past answers as-of leaderboards (nil: they are Unavailable).
+func StepsServices(svc *steps.Service, model *stepsmodel.Model, feed ReadModel, past Past) []Service {
+	deps := func(rt *runtime) stepsDeps { return stepsDeps{rt: rt, svc: svc, model: model, feed: feed, past: past} }
 	return []Service{
 		{Name: stepconnect.StepServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
 			return stepconnect.NewStepServiceHandler(&stepHandler{deps(rt)}, opts)
@@ -64,6 +66,7 @@ type stepsDeps struct {
 	svc   *steps.Service
 	model *stepsmodel.Model
 	feed  ReadModel
+	past  Past
 }
 
 // daily returns users' counts for the dates from..to, user by user, each
@@ -333,14 +336,19 @@ func (h *stepsHandler) leaderboardArgs(ctx context.Context, date string, limit i
 }
 
 func (h *stepsHandler) leaderboard(date string, limit int, user string) *stepsv1.Leaderboard {
-	lb := &stepsv1.Leaderboard{Date: date, Position: h.feed.Position()}
-	for _, e := range h.model.Top(date, limit) {
+	return leaderboardOf(h.model, h.feed.Position(), date, limit, user)
+}
+
+// leaderboardOf reads a leaderboard from model, stamped with pos.
+func leaderboardOf(model *stepsmodel.Model, pos uint64, date string, limit int, user string) *stepsv1.Leaderboard {
+	lb := &stepsv1.Leaderboard{Date: date, Position: pos}
+	for _, e := range model.Top(date, limit) {
 		lb.Top = append(lb.Top, &stepsv1.LeaderboardEntry{Rank: e.Rank, UserId: e.UserID, Steps: e.Steps})
 	}
-	if e, ok := h.model.Rank(date, user); ok {
+	if e, ok := model.Rank(date, user); ok {
 		lb.Me = &stepsv1.LeaderboardEntry{Rank: e.Rank, UserId: e.UserID, Steps: e.Steps}
 	}
-	lb.Total = h.model.Total(date)
+	lb.Total = model.Total(date)
 	return lb
 }
 
@@ -349,6 +357,12 @@ func (h *stepsHandler) GetLeaderboard(ctx context.Context, req *connect.Request[
 	limit, user, err := h.leaderboardArgs(ctx, m.Date, m.Limit, m.UserId)
 	if err != nil {
 		return nil, err
+	}
+	if past, ok, err := asOf(ctx, h.past, "as_of_position", "as_of_time", m.AsOfPosition, m.AsOfTime); err != nil {
+		return nil, err
+	} else if ok {
+		lb := leaderboardOf(past.Model.(*stepsmodel.Model), past.Position, m.Date, limit, user)
+		return connect.NewResponse(&stepsv1.GetLeaderboardResponse{Leaderboard: lb}), nil
 	}
 	if err := h.rt.waitFor(ctx, h.feed, m.MinPosition); err != nil {
 		return nil, err

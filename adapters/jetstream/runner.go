@@ -34,6 +34,15 @@ type RunnerOptions struct {
 	// SnapshotAfter snapshots after this many events applied since the
 	// last snapshot; default 100000.
 	SnapshotAfter int
+	// HistoryEvery keeps a snapshot in the snapshot history (for AsOf)
+	// when it lies at least this many positions past the newest kept
+	// one; default 100000, negative keeps none (see history.go).
+	HistoryEvery int
+	// HistoryKeep bounds the snapshots kept in the history; default 48.
+	HistoryKeep int
+	// AsOf bounds AsOf queries; share one among a server's runners.
+	// Default: NewAsOfLimits(0, 0, 0) of the runner's own.
+	AsOf *AsOfLimits
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -154,6 +163,16 @@ type Runner struct {
 	gen      uint64
 	covered  atomic.Uint64
 	target   atomic.Uint64 // the position the current rebuild must reach
+
+	// The snapshot history (history.go): its bucket once opened, and the
+	// positions it keeps of the model's version, once loaded.
+	histMu     sync.Mutex
+	histObs    jetstream.ObjectStore
+	hist       []uint64
+	histLoaded bool
+	// asOfCache holds the latest AsOf results (asof.go).
+	asOfMu    sync.Mutex
+	asOfCache []AsOfModel
 }
 
 type rebuildRequest struct {
@@ -184,6 +203,15 @@ func NewRunner(store *Store, p projections.Projection, opts RunnerOptions) *Runn
 	}
 	if opts.SnapshotAfter <= 0 {
 		opts.SnapshotAfter = 100000
+	}
+	if opts.HistoryEvery == 0 {
+		opts.HistoryEvery = defaultHistoryEvery
+	}
+	if opts.HistoryKeep <= 0 {
+		opts.HistoryKeep = defaultHistoryKeep
+	}
+	if opts.AsOf == nil {
+		opts.AsOf = NewAsOfLimits(0, 0, 0)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -513,6 +541,13 @@ func (r *Runner) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("snapshot bucket %s: %w", r.opts.Bucket, err)
 	}
+	if r.opts.HistoryEvery > 0 {
+		if hist, err := r.historyBucket(ctx, true); err != nil {
+			r.log.Warn("snapshot history unavailable", "error", err)
+		} else if err := r.loadHistory(ctx, hist, true); err != nil {
+			r.log.Warn("snapshot history unavailable", "error", err)
+		}
+	}
 	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}}
 	l.seg, _ = r.p.(projections.Segmented)
 	l.loadSkips(ctx)
@@ -561,19 +596,26 @@ type snapshotWritten struct {
 // error it logs and keeps what it had: the runner then stops at a commit
 // a decision it missed would skip, rather than pass it.
 func (l *runLoop) loadSkips(ctx context.Context) {
-	r := l.r
+	if err := l.r.readSkips(ctx, l.skips); err != nil {
+		l.r.log.Error("read skip decisions", "error", err)
+	}
+}
+
+// readSkips adds the positions the projection's recorded skip decisions
+// name to skips.
+func (r *Runner) readSkips(ctx context.Context, skips map[uint64]struct{}) error {
 	commits, _, err := r.store.Load(ctx, skipStream(r.p.Name()), 0)
 	if err != nil {
-		r.log.Error("read skip decisions", "error", err)
-		return
+		return err
 	}
 	for _, c := range commits {
 		for _, e := range c.Events {
 			if d, ok := e.Data.(*adminv1.ProjectionCommitSkipped); ok && d.GetProjection() == r.p.Name() {
-				l.skips[d.GetPosition()] = struct{}{}
+				skips[d.GetPosition()] = struct{}{}
 			}
 		}
 	}
+	return nil
 }
 
 // errOtherSnapshot marks a stored snapshot of another projection version.
@@ -899,16 +941,25 @@ func (l *runLoop) snapshot(ctx context.Context) {
 // take takes the model's snapshot at pos and returns its upload. A whole
 // snapshot is encoded here, on Run's goroutine; a segmented one is only
 // captured, and encoded by the upload.
+//
+// A snapshot the history is due to keep (history.go) is kept there too,
+// once written; for a segmented one the capture is then a full one.
 func (l *runLoop) take(pos uint64) (upload func(context.Context) snapshotWritten, err error) {
+	keep := l.r.historyDue(pos)
 	if l.seg != nil {
-		return l.captureSegments(pos), nil
+		l.full = l.full || keep
+		return l.captureSegments(pos, keep), nil
 	}
 	data, err := l.r.p.Snapshot()
 	if err != nil {
 		return nil, err
 	}
 	return func(ctx context.Context) snapshotWritten {
-		return snapshotWritten{pos: pos, err: l.writeHead(ctx, pos, "", data)}
+		err := l.writeHead(ctx, pos, "", data)
+		if err == nil && keep {
+			l.r.keepHistory(ctx, pos, l.r.snapshotMeta(pos, ""), data)
+		}
+		return snapshotWritten{pos: pos, err: err}
 	}, nil
 }
 
@@ -932,15 +983,21 @@ func (l *runLoop) wrote(w snapshotWritten) {
 // snapshot, or (format segmentsFormat) a segmented one's manifest.
 func (l *runLoop) writeHead(ctx context.Context, pos uint64, format string, data []byte) error {
 	name := l.r.p.Name()
+	meta := l.r.snapshotMeta(pos, format)
+	return l.put(ctx, jetstream.ObjectMeta{Name: name, Description: "snapshot of projection " + name, Metadata: meta}, data)
+}
+
+// snapshotMeta is the metadata of a snapshot at pos in format ("": whole).
+func (r *Runner) snapshotMeta(pos uint64, format string) map[string]string {
 	meta := map[string]string{
-		snapshotMetaName:     name,
-		snapshotMetaVersion:  strconv.Itoa(l.r.p.Version()),
+		snapshotMetaName:     r.p.Name(),
+		snapshotMetaVersion:  strconv.Itoa(r.p.Version()),
 		snapshotMetaPosition: strconv.FormatUint(pos, 10),
 	}
 	if format != "" {
 		meta[snapshotMetaFormat] = format
 	}
-	return l.put(ctx, jetstream.ObjectMeta{Name: name, Description: "snapshot of projection " + name, Metadata: meta}, data)
+	return meta
 }
 
 // stop ends the feed and writes a final snapshot if the model changed

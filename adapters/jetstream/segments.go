@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,7 +34,10 @@ import (
 // next snapshot of a later Run.
 const (
 	snapshotMetaFormat = "tideline-snapshot-format"
-	segmentsFormat     = "segments-1"
+	// snapshotMetaModelPosition is, in a kept segmented snapshot, the
+	// position its Capture returned.
+	snapshotMetaModelPosition = "tideline-model-position"
+	segmentsFormat            = "segments-1"
 )
 
 type manifest struct {
@@ -56,12 +60,19 @@ type segmentRef struct {
 // writes the changed segments, then the manifest, then removes the
 // objects of the previous snapshot (and orphans, and with sweep any object
 // of the projection) the new manifest does not list.
-func (l *runLoop) captureSegments(pos uint64) func(context.Context) snapshotWritten {
+//
+// With toHistory (a full capture), the upload also keeps the snapshot in the
+// history, its segments inline.
+func (l *runLoop) captureSegments(pos uint64, toHistory bool) func(context.Context) snapshotWritten {
 	modelPos, segs := l.seg.Capture(l.full)
 	prev, orphans, sweep := l.stored, l.orphans, !l.swept
 	return func(ctx context.Context) snapshotWritten {
 		next := &manifest{Format: segmentsFormat, Position: pos, ModelPosition: modelPos}
-		written, err := l.writeSegments(ctx, next, segs, prev)
+		var encoded map[string][]byte
+		if toHistory {
+			encoded = map[string][]byte{}
+		}
+		written, err := l.writeSegments(ctx, next, segs, prev, encoded)
 		if err == nil {
 			var body []byte
 			if body, err = json.Marshal(next); err == nil {
@@ -91,6 +102,15 @@ func (l *runLoop) captureSegments(pos uint64) func(context.Context) snapshotWrit
 				}
 			}
 		}
+		if toHistory && len(encoded) == len(next.Segments) {
+			names := make([]string, len(next.Segments))
+			for i, s := range next.Segments {
+				names[i] = s.Name
+			}
+			meta := l.r.snapshotMeta(pos, historySegmentsFormat)
+			meta[snapshotMetaModelPosition] = strconv.FormatUint(modelPos, 10)
+			l.r.keepHistory(ctx, pos, meta, encodeInline(names, encoded))
+		}
 		l.r.log.Debug("wrote snapshot segments", "position", pos, "segments", len(next.Segments), "written", len(written))
 		return snapshotWritten{pos: pos, man: next}
 	}
@@ -99,7 +119,9 @@ func (l *runLoop) captureSegments(pos uint64) func(context.Context) snapshotWrit
 // writeSegments encodes and writes the segments that have an Encode and
 // adds every segment to next, the unchanged ones as prev stored them. It
 // returns the objects it wrote.
-func (l *runLoop) writeSegments(ctx context.Context, next *manifest, segs []projections.Segment, prev *manifest) (written []string, err error) {
+//
+// When encoded is not nil, every segment's bytes are added to it.
+func (l *runLoop) writeSegments(ctx context.Context, next *manifest, segs []projections.Segment, prev *manifest, encoded map[string][]byte) (written []string, err error) {
 	stored := map[string]segmentRef{}
 	if prev != nil {
 		for _, s := range prev.Segments {
@@ -119,6 +141,9 @@ func (l *runLoop) writeSegments(ctx context.Context, next *manifest, segs []proj
 		data, err := s.Encode()
 		if err != nil {
 			return written, fmt.Errorf("encode segment %s: %w", s.Name, err)
+		}
+		if encoded != nil {
+			encoded[s.Name] = data
 		}
 		obj := name + "/" + s.Name + "/" + rand.Text()
 		if err := l.put(ctx, jetstream.ObjectMeta{Name: obj, Description: "snapshot segment of projection " + name}, data); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
@@ -23,11 +24,16 @@ const projectionsUsage = `usage:
   tideline projections rebuild NAME [--server URL] [--data DIR]
   tideline projections resume NAME [--server URL] [--data DIR]
   tideline projections skip NAME --position N --reason TEXT [--server URL] [--data DIR]
+  tideline projections at NAME --position N|--time T [--server URL] [--data DIR]
 
 A projection that meets a commit it cannot decode or apply stops there
 (state stopped, with the position and the reason). Fix the code and resume
 it (a restart resumes too), or skip that one commit: the decision is
-recorded as an event and every later replay and rebuild honours it.`
+recorded as an event and every later replay and rebuild honours it.
+
+'at' prints a projection's summary (JSON) as of a past position, or as of
+the last commit stored at or before a time (RFC 3339), rebuilt into a
+fresh instance from the nearest kept snapshot.`
 
 func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("projections", flag.ContinueOnError)
@@ -38,11 +44,12 @@ func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	server := fs.String("server", "http://127.0.0.1:8080", "URL of the running server")
 	data := fs.String("data", "./data", "the server's data directory (its key signs an admin token)")
-	position := fs.Uint64("position", 0, "skip: the position the projection is stopped at")
+	position := fs.Uint64("position", 0, "skip: the position the projection is stopped at; at: the position to answer as of")
+	at := fs.String("time", "", "at: answer as of the last commit stored at or before this RFC 3339 time")
 	reason := fs.String("reason", "", "skip: why skipping the commit is right (recorded with the decision)")
 	if len(args) == 0 {
 		fs.Usage()
-		return fmt.Errorf("projections: want list, rebuild, resume or skip")
+		return fmt.Errorf("projections: want list, rebuild, resume, skip or at")
 	}
 	verb, rest := args[0], args[1:]
 	if isHelp(verb) {
@@ -67,15 +74,29 @@ func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	switch verb {
 	case "list":
-	case "rebuild", "resume", "skip":
+	case "rebuild", "resume", "skip", "at":
 		if name == "" {
 			return fmt.Errorf("projections %s: name the projection (see 'tideline projections list')", verb)
 		}
 	default:
-		return fmt.Errorf("projections: unknown verb %q (want list, rebuild, resume or skip)", verb)
+		return fmt.Errorf("projections: unknown verb %q (want list, rebuild, resume, skip or at)", verb)
 	}
 	if verb == "skip" && (*position == 0 || *reason == "") {
 		return fmt.Errorf("projections skip: --position (where %s is stopped) and --reason are required", name)
+	}
+	var atReq *adminv1.ProjectionAtRequest
+	if verb == "at" {
+		if (*position == 0) == (*at == "") {
+			return fmt.Errorf("projections at: give --position N or --time T, one of them")
+		}
+		atReq = &adminv1.ProjectionAtRequest{Name: name, Position: *position}
+		if *at != "" {
+			t, err := time.Parse(time.RFC3339Nano, *at)
+			if err != nil {
+				return fmt.Errorf("projections at: --time: %w", err)
+			}
+			atReq.Time = timestamppb.New(t)
+		}
 	}
 	tokens, err := api.LoadTokens(*data)
 	if err != nil {
@@ -129,6 +150,15 @@ func projectionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		if s.State == adminv1.ProjectionState_PROJECTION_STATE_STOPPED {
 			fmt.Fprintf(tw, "%s stopped again at %d: %s\n", s.Name, s.StoppedAt, s.Reason)
 		}
+	case "at":
+		res, err := client.ProjectionAt(ctx, adminRequest(atReq, tok))
+		if err != nil {
+			return err
+		}
+		m := res.Msg
+		fmt.Fprintf(stderr, "%s v%d as of position %d (from the kept snapshot at %d, %d messages replayed, %d ms)\n",
+			m.Name, m.Version, m.Position, m.SnapshotPosition, m.Replayed, m.DurationMs)
+		fmt.Fprintln(stdout, m.SummaryJson)
 	}
 	return nil
 }

@@ -2,8 +2,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/projections"
 	dashboardmodel "github.com/tideline/tideline/projections/dashboard"
 )
 
@@ -11,6 +16,11 @@ import (
 // and safety events.
 func dashboardModule(_ context.Context, h *Host) error {
 	model := dashboardmodel.New()
-	h.Serve(api.DashboardServices(model, h.Runner(model))...)
+	r := h.Runner(model)
+	past := h.Past(r, func() projections.Projection { return dashboardmodel.New() }, func(p projections.Projection, at time.Time) any {
+		b, _ := protojson.Marshal(p.(*dashboardmodel.Model).Dashboard(dashboardmodel.Query{Now: at}))
+		return json.RawMessage(b)
+	})
+	h.Serve(api.DashboardServices(model, r, past)...)
 	return nil
 }

@@ -128,6 +128,10 @@ type Main struct {
 	failed  chan error // the HTTP server stopped on its own
 	wg      sync.WaitGroup
 	runners []*jetstream.Runner
+	// history answers ProjectionAt (Host.Past); asOf bounds every
+	// runner's as-of replays together.
+	history map[string]api.Past
+	asOf    *jetstream.AsOfLimits
 	// reactionsDone is set once the reactions' router has returned.
 	reactionsDone atomic.Bool
 	// checks are the Modules' own health checks (Host.Check).
@@ -295,6 +299,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	cfg := h.API
 	cfg.Tokens = m.Tokens
 	cfg.Projections = controls
+	cfg.History = m.history
 	cfg.LastPosition = m.Store.LastPosition
 	cfg.CORSOrigins = c.CORSOrigins
 	cfg.Reflection = reflection
@@ -363,7 +368,10 @@ func (m *Main) goRun(ctx context.Context, f func(ctx context.Context)) {
 // startRunner runs a runner for p until ctx ends, restarting it when it
 // fails.
 func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetstream.Runner {
-	r := jetstream.NewRunner(m.Store, p, jetstream.RunnerOptions{Logger: m.Config.Logger})
+	if m.asOf == nil {
+		m.asOf = jetstream.NewAsOfLimits(0, 0, 0)
+	}
+	r := jetstream.NewRunner(m.Store, p, jetstream.RunnerOptions{Logger: m.Config.Logger, AsOf: m.asOf})
 	m.runners = append(m.runners, r)
 	m.wg.Add(1)
 	go func() {

@@ -840,6 +840,163 @@ func (x *ListRejectedDeviceCommitsResponse) GetTotal() int64 {
 	return 0
 }
 
+type ProjectionAtRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// position, or time: the last commit stored at or before it.
+	Position      uint64                 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectionAtRequest) Reset() {
+	*x = ProjectionAtRequest{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectionAtRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectionAtRequest) ProtoMessage() {}
+
+func (x *ProjectionAtRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectionAtRequest.ProtoReflect.Descriptor instead.
+func (*ProjectionAtRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ProjectionAtRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProjectionAtRequest) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *ProjectionAtRequest) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+type ProjectionAtResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version int32                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// position is the one answered (time resolved to a position).
+	Position uint64 `protobuf:"varint,3,opt,name=position,proto3" json:"position,omitempty"`
+	// summary_json is the model's summary as JSON.
+	SummaryJson string `protobuf:"bytes,4,opt,name=summary_json,json=summaryJson,proto3" json:"summary_json,omitempty"`
+	// snapshot_position is the kept snapshot it started from (0: position 1);
+	// replayed how many stream messages it read after it.
+	SnapshotPosition uint64 `protobuf:"varint,5,opt,name=snapshot_position,json=snapshotPosition,proto3" json:"snapshot_position,omitempty"`
+	Replayed         uint64 `protobuf:"varint,6,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	DurationMs       int64  `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ProjectionAtResponse) Reset() {
+	*x = ProjectionAtResponse{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectionAtResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectionAtResponse) ProtoMessage() {}
+
+func (x *ProjectionAtResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectionAtResponse.ProtoReflect.Descriptor instead.
+func (*ProjectionAtResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProjectionAtResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProjectionAtResponse) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ProjectionAtResponse) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *ProjectionAtResponse) GetSummaryJson() string {
+	if x != nil {
+		return x.SummaryJson
+	}
+	return ""
+}
+
+func (x *ProjectionAtResponse) GetSnapshotPosition() uint64 {
+	if x != nil {
+		return x.SnapshotPosition
+	}
+	return 0
+}
+
+func (x *ProjectionAtResponse) GetReplayed() uint64 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
+func (x *ProjectionAtResponse) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
 var File_tideline_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_tideline_admin_v1_admin_proto_rawDesc = "" +
@@ -902,19 +1059,33 @@ const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\redge_last_seq\x18\f \x01(\x04R\vedgeLastSeq\"|\n" +
 	"!ListRejectedDeviceCommitsResponse\x12A\n" +
 	"\acommits\x18\x01 \x03(\v2'.tideline.admin.v1.RejectedDeviceCommitR\acommits\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x03R\x05total*\xb2\x01\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total\"u\n" +
+	"\x13ProjectionAtRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xed\x01\n" +
+	"\x14ProjectionAtResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x05R\aversion\x12\x1a\n" +
+	"\bposition\x18\x03 \x01(\x04R\bposition\x12!\n" +
+	"\fsummary_json\x18\x04 \x01(\tR\vsummaryJson\x12+\n" +
+	"\x11snapshot_position\x18\x05 \x01(\x04R\x10snapshotPosition\x12\x1a\n" +
+	"\breplayed\x18\x06 \x01(\x04R\breplayed\x12\x1f\n" +
+	"\vduration_ms\x18\a \x01(\x03R\n" +
+	"durationMs*\xb2\x01\n" +
 	"\x0fProjectionState\x12 \n" +
 	"\x1cPROJECTION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROJECTION_STATE_RUNNING\x10\x01\x12\x1f\n" +
 	"\x1bPROJECTION_STATE_REBUILDING\x10\x02\x12\x1c\n" +
 	"\x18PROJECTION_STATE_STOPPED\x10\x03\x12 \n" +
-	"\x1cPROJECTION_STATE_NOT_RUNNING\x10\x042\xd7\x04\n" +
+	"\x1cPROJECTION_STATE_NOT_RUNNING\x10\x042\xb8\x05\n" +
 	"\fAdminService\x12h\n" +
 	"\x0fListProjections\x12).tideline.admin.v1.ListProjectionsRequest\x1a*.tideline.admin.v1.ListProjectionsResponse\x12n\n" +
 	"\x11RebuildProjection\x12+.tideline.admin.v1.RebuildProjectionRequest\x1a,.tideline.admin.v1.RebuildProjectionResponse\x12k\n" +
 	"\x10ResumeProjection\x12*.tideline.admin.v1.ResumeProjectionRequest\x1a+.tideline.admin.v1.ResumeProjectionResponse\x12w\n" +
 	"\x14SkipProjectionCommit\x12..tideline.admin.v1.SkipProjectionCommitRequest\x1a/.tideline.admin.v1.SkipProjectionCommitResponse\x12\x86\x01\n" +
-	"\x19ListRejectedDeviceCommits\x123.tideline.admin.v1.ListRejectedDeviceCommitsRequest\x1a4.tideline.admin.v1.ListRejectedDeviceCommitsResponseB\xcd\x01\n" +
+	"\x19ListRejectedDeviceCommits\x123.tideline.admin.v1.ListRejectedDeviceCommitsRequest\x1a4.tideline.admin.v1.ListRejectedDeviceCommitsResponse\x12_\n" +
+	"\fProjectionAt\x12&.tideline.admin.v1.ProjectionAtRequest\x1a'.tideline.admin.v1.ProjectionAtResponseB\xcd\x01\n" +
 	"\x15com.tideline.admin.v1B\n" +
 	"AdminProtoP\x01ZBgithub.com/tideline/tideline/schemas/gen/tideline/admin/v1;adminv1\xa2\x02\x03TAX\xaa\x02\x11Tideline.Admin.V1\xca\x02\x11Tideline\\Admin\\V1\xe2\x02\x1dTideline\\Admin\\V1\\GPBMetadata\xea\x02\x13Tideline::Admin::V1b\x06proto3"
 
@@ -931,7 +1102,7 @@ func file_tideline_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_tideline_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_tideline_admin_v1_admin_proto_goTypes = []any{
 	(ProjectionState)(0),                      // 0: tideline.admin.v1.ProjectionState
 	(*ListProjectionsRequest)(nil),            // 1: tideline.admin.v1.ListProjectionsRequest
@@ -946,7 +1117,9 @@ var file_tideline_admin_v1_admin_proto_goTypes = []any{
 	(*ListRejectedDeviceCommitsRequest)(nil),  // 10: tideline.admin.v1.ListRejectedDeviceCommitsRequest
 	(*RejectedDeviceCommit)(nil),              // 11: tideline.admin.v1.RejectedDeviceCommit
 	(*ListRejectedDeviceCommitsResponse)(nil), // 12: tideline.admin.v1.ListRejectedDeviceCommitsResponse
-	(*timestamppb.Timestamp)(nil),             // 13: google.protobuf.Timestamp
+	(*ProjectionAtRequest)(nil),               // 13: tideline.admin.v1.ProjectionAtRequest
+	(*ProjectionAtResponse)(nil),              // 14: tideline.admin.v1.ProjectionAtResponse
+	(*timestamppb.Timestamp)(nil),             // 15: google.protobuf.Timestamp
 }
 var file_tideline_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: tideline.admin.v1.ProjectionStatus.state:type_name -> tideline.admin.v1.ProjectionState
@@ -954,24 +1127,27 @@ var file_tideline_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 2: tideline.admin.v1.RebuildProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
 	2,  // 3: tideline.admin.v1.ResumeProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
 	2,  // 4: tideline.admin.v1.SkipProjectionCommitResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
-	13, // 5: tideline.admin.v1.RejectedDeviceCommit.received_at:type_name -> google.protobuf.Timestamp
-	13, // 6: tideline.admin.v1.RejectedDeviceCommit.rejected_at:type_name -> google.protobuf.Timestamp
+	15, // 5: tideline.admin.v1.RejectedDeviceCommit.received_at:type_name -> google.protobuf.Timestamp
+	15, // 6: tideline.admin.v1.RejectedDeviceCommit.rejected_at:type_name -> google.protobuf.Timestamp
 	11, // 7: tideline.admin.v1.ListRejectedDeviceCommitsResponse.commits:type_name -> tideline.admin.v1.RejectedDeviceCommit
-	1,  // 8: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
-	4,  // 9: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
-	6,  // 10: tideline.admin.v1.AdminService.ResumeProjection:input_type -> tideline.admin.v1.ResumeProjectionRequest
-	8,  // 11: tideline.admin.v1.AdminService.SkipProjectionCommit:input_type -> tideline.admin.v1.SkipProjectionCommitRequest
-	10, // 12: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:input_type -> tideline.admin.v1.ListRejectedDeviceCommitsRequest
-	3,  // 13: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
-	5,  // 14: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
-	7,  // 15: tideline.admin.v1.AdminService.ResumeProjection:output_type -> tideline.admin.v1.ResumeProjectionResponse
-	9,  // 16: tideline.admin.v1.AdminService.SkipProjectionCommit:output_type -> tideline.admin.v1.SkipProjectionCommitResponse
-	12, // 17: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:output_type -> tideline.admin.v1.ListRejectedDeviceCommitsResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 8: tideline.admin.v1.ProjectionAtRequest.time:type_name -> google.protobuf.Timestamp
+	1,  // 9: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
+	4,  // 10: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
+	6,  // 11: tideline.admin.v1.AdminService.ResumeProjection:input_type -> tideline.admin.v1.ResumeProjectionRequest
+	8,  // 12: tideline.admin.v1.AdminService.SkipProjectionCommit:input_type -> tideline.admin.v1.SkipProjectionCommitRequest
+	10, // 13: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:input_type -> tideline.admin.v1.ListRejectedDeviceCommitsRequest
+	13, // 14: tideline.admin.v1.AdminService.ProjectionAt:input_type -> tideline.admin.v1.ProjectionAtRequest
+	3,  // 15: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
+	5,  // 16: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
+	7,  // 17: tideline.admin.v1.AdminService.ResumeProjection:output_type -> tideline.admin.v1.ResumeProjectionResponse
+	9,  // 18: tideline.admin.v1.AdminService.SkipProjectionCommit:output_type -> tideline.admin.v1.SkipProjectionCommitResponse
+	12, // 19: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:output_type -> tideline.admin.v1.ListRejectedDeviceCommitsResponse
+	14, // 20: tideline.admin.v1.AdminService.ProjectionAt:output_type -> tideline.admin.v1.ProjectionAtResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_tideline_admin_v1_admin_proto_init() }
@@ -985,7 +1161,7 @@ func file_tideline_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_admin_v1_admin_proto_rawDesc), len(file_tideline_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -178,8 +178,16 @@ type GetDashboardRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// min_position makes the query wait (bounded) until the read model has
 	// applied it; pass a command's position to read your own write.
-	MinPosition   uint64          `protobuf:"varint,1,opt,name=min_position,json=minPosition,proto3" json:"min_position,omitempty"`
-	Query         *DashboardQuery `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
+	MinPosition uint64          `protobuf:"varint,1,opt,name=min_position,json=minPosition,proto3" json:"min_position,omitempty"`
+	Query       *DashboardQuery `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
+	// as_of_position answers as of that past position instead of now: the
+	// read model rebuilt up to and including it (from the nearest kept
+	// snapshot). OutOfRange past the stream's end. Not with as_of_time.
+	AsOfPosition uint64 `protobuf:"varint,3,opt,name=as_of_position,json=asOfPosition,proto3" json:"as_of_position,omitempty"`
+	// as_of_time answers as of the last commit stored at or before it; a
+	// time before the first event is the empty dashboard. Not with
+	// as_of_position.
+	AsOfTime      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=as_of_time,json=asOfTime,proto3" json:"as_of_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -224,6 +232,20 @@ func (x *GetDashboardRequest) GetMinPosition() uint64 {
 func (x *GetDashboardRequest) GetQuery() *DashboardQuery {
 	if x != nil {
 		return x.Query
+	}
+	return nil
+}
+
+func (x *GetDashboardRequest) GetAsOfPosition() uint64 {
+	if x != nil {
+		return x.AsOfPosition
+	}
+	return 0
+}
+
+func (x *GetDashboardRequest) GetAsOfTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AsOfTime
 	}
 	return nil
 }
@@ -1199,10 +1221,13 @@ const file_tideline_dashboard_v1_dashboard_proto_rawDesc = "" +
 	"\rranking_limit\x18\x05 \x01(\x05R\frankingLimit\x12!\n" +
 	"\factive_limit\x18\x06 \x01(\x05R\vactiveLimit\x12\x1f\n" +
 	"\vtrend_limit\x18\a \x01(\x05R\n" +
-	"trendLimit\"u\n" +
+	"trendLimit\"\xd5\x01\n" +
 	"\x13GetDashboardRequest\x12!\n" +
 	"\fmin_position\x18\x01 \x01(\x04R\vminPosition\x12;\n" +
-	"\x05query\x18\x02 \x01(\v2%.tideline.dashboard.v1.DashboardQueryR\x05query\"V\n" +
+	"\x05query\x18\x02 \x01(\v2%.tideline.dashboard.v1.DashboardQueryR\x05query\x12$\n" +
+	"\x0eas_of_position\x18\x03 \x01(\x04R\fasOfPosition\x128\n" +
+	"\n" +
+	"as_of_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\basOfTime\"V\n" +
 	"\x14GetDashboardResponse\x12>\n" +
 	"\tdashboard\x18\x01 \x01(\v2 .tideline.dashboard.v1.DashboardR\tdashboard\"T\n" +
 	"\x15WatchDashboardRequest\x12;\n" +
@@ -1326,37 +1351,38 @@ var file_tideline_dashboard_v1_dashboard_proto_depIdxs = []int32{
 	15, // 0: tideline.dashboard.v1.DashboardQuery.heat_from:type_name -> google.protobuf.Timestamp
 	15, // 1: tideline.dashboard.v1.DashboardQuery.heat_to:type_name -> google.protobuf.Timestamp
 	1,  // 2: tideline.dashboard.v1.GetDashboardRequest.query:type_name -> tideline.dashboard.v1.DashboardQuery
-	6,  // 3: tideline.dashboard.v1.GetDashboardResponse.dashboard:type_name -> tideline.dashboard.v1.Dashboard
-	1,  // 4: tideline.dashboard.v1.WatchDashboardRequest.query:type_name -> tideline.dashboard.v1.DashboardQuery
-	6,  // 5: tideline.dashboard.v1.WatchDashboardResponse.dashboard:type_name -> tideline.dashboard.v1.Dashboard
-	15, // 6: tideline.dashboard.v1.Dashboard.generated_at:type_name -> google.protobuf.Timestamp
-	7,  // 7: tideline.dashboard.v1.Dashboard.board:type_name -> tideline.dashboard.v1.Board
-	9,  // 8: tideline.dashboard.v1.Dashboard.today:type_name -> tideline.dashboard.v1.PeriodStats
-	9,  // 9: tideline.dashboard.v1.Dashboard.this_month:type_name -> tideline.dashboard.v1.PeriodStats
-	10, // 10: tideline.dashboard.v1.Dashboard.zones:type_name -> tideline.dashboard.v1.ZoneStats
-	11, // 11: tideline.dashboard.v1.Dashboard.rider_ranking:type_name -> tideline.dashboard.v1.RiderRating
-	12, // 12: tideline.dashboard.v1.Dashboard.danger_trends:type_name -> tideline.dashboard.v1.RiderDangerTrend
-	13, // 13: tideline.dashboard.v1.Dashboard.heat_map:type_name -> tideline.dashboard.v1.HeatMap
-	8,  // 14: tideline.dashboard.v1.Board.active:type_name -> tideline.dashboard.v1.ActiveDelivery
-	0,  // 15: tideline.dashboard.v1.ActiveDelivery.state:type_name -> tideline.dashboard.v1.DeliveryState
-	15, // 16: tideline.dashboard.v1.ActiveDelivery.placed_at:type_name -> google.protobuf.Timestamp
-	15, // 17: tideline.dashboard.v1.ActiveDelivery.accepted_at:type_name -> google.protobuf.Timestamp
-	15, // 18: tideline.dashboard.v1.ActiveDelivery.picked_up_at:type_name -> google.protobuf.Timestamp
-	9,  // 19: tideline.dashboard.v1.ZoneStats.today:type_name -> tideline.dashboard.v1.PeriodStats
-	9,  // 20: tideline.dashboard.v1.ZoneStats.this_month:type_name -> tideline.dashboard.v1.PeriodStats
-	15, // 21: tideline.dashboard.v1.ZoneStats.next_hour_start:type_name -> google.protobuf.Timestamp
-	15, // 22: tideline.dashboard.v1.HeatMap.from:type_name -> google.protobuf.Timestamp
-	15, // 23: tideline.dashboard.v1.HeatMap.to:type_name -> google.protobuf.Timestamp
-	14, // 24: tideline.dashboard.v1.HeatMap.cells:type_name -> tideline.dashboard.v1.HeatCell
-	2,  // 25: tideline.dashboard.v1.DashboardService.GetDashboard:input_type -> tideline.dashboard.v1.GetDashboardRequest
-	4,  // 26: tideline.dashboard.v1.DashboardService.WatchDashboard:input_type -> tideline.dashboard.v1.WatchDashboardRequest
-	3,  // 27: tideline.dashboard.v1.DashboardService.GetDashboard:output_type -> tideline.dashboard.v1.GetDashboardResponse
-	5,  // 28: tideline.dashboard.v1.DashboardService.WatchDashboard:output_type -> tideline.dashboard.v1.WatchDashboardResponse
-	27, // [27:29] is the sub-list for method output_type
-	25, // [25:27] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	15, // 3: tideline.dashboard.v1.GetDashboardRequest.as_of_time:type_name -> google.protobuf.Timestamp
+	6,  // 4: tideline.dashboard.v1.GetDashboardResponse.dashboard:type_name -> tideline.dashboard.v1.Dashboard
+	1,  // 5: tideline.dashboard.v1.WatchDashboardRequest.query:type_name -> tideline.dashboard.v1.DashboardQuery
+	6,  // 6: tideline.dashboard.v1.WatchDashboardResponse.dashboard:type_name -> tideline.dashboard.v1.Dashboard
+	15, // 7: tideline.dashboard.v1.Dashboard.generated_at:type_name -> google.protobuf.Timestamp
+	7,  // 8: tideline.dashboard.v1.Dashboard.board:type_name -> tideline.dashboard.v1.Board
+	9,  // 9: tideline.dashboard.v1.Dashboard.today:type_name -> tideline.dashboard.v1.PeriodStats
+	9,  // 10: tideline.dashboard.v1.Dashboard.this_month:type_name -> tideline.dashboard.v1.PeriodStats
+	10, // 11: tideline.dashboard.v1.Dashboard.zones:type_name -> tideline.dashboard.v1.ZoneStats
+	11, // 12: tideline.dashboard.v1.Dashboard.rider_ranking:type_name -> tideline.dashboard.v1.RiderRating
+	12, // 13: tideline.dashboard.v1.Dashboard.danger_trends:type_name -> tideline.dashboard.v1.RiderDangerTrend
+	13, // 14: tideline.dashboard.v1.Dashboard.heat_map:type_name -> tideline.dashboard.v1.HeatMap
+	8,  // 15: tideline.dashboard.v1.Board.active:type_name -> tideline.dashboard.v1.ActiveDelivery
+	0,  // 16: tideline.dashboard.v1.ActiveDelivery.state:type_name -> tideline.dashboard.v1.DeliveryState
+	15, // 17: tideline.dashboard.v1.ActiveDelivery.placed_at:type_name -> google.protobuf.Timestamp
+	15, // 18: tideline.dashboard.v1.ActiveDelivery.accepted_at:type_name -> google.protobuf.Timestamp
+	15, // 19: tideline.dashboard.v1.ActiveDelivery.picked_up_at:type_name -> google.protobuf.Timestamp
+	9,  // 20: tideline.dashboard.v1.ZoneStats.today:type_name -> tideline.dashboard.v1.PeriodStats
+	9,  // 21: tideline.dashboard.v1.ZoneStats.this_month:type_name -> tideline.dashboard.v1.PeriodStats
+	15, // 22: tideline.dashboard.v1.ZoneStats.next_hour_start:type_name -> google.protobuf.Timestamp
+	15, // 23: tideline.dashboard.v1.HeatMap.from:type_name -> google.protobuf.Timestamp
+	15, // 24: tideline.dashboard.v1.HeatMap.to:type_name -> google.protobuf.Timestamp
+	14, // 25: tideline.dashboard.v1.HeatMap.cells:type_name -> tideline.dashboard.v1.HeatCell
+	2,  // 26: tideline.dashboard.v1.DashboardService.GetDashboard:input_type -> tideline.dashboard.v1.GetDashboardRequest
+	4,  // 27: tideline.dashboard.v1.DashboardService.WatchDashboard:input_type -> tideline.dashboard.v1.WatchDashboardRequest
+	3,  // 28: tideline.dashboard.v1.DashboardService.GetDashboard:output_type -> tideline.dashboard.v1.GetDashboardResponse
+	5,  // 29: tideline.dashboard.v1.DashboardService.WatchDashboard:output_type -> tideline.dashboard.v1.WatchDashboardResponse
+	28, // [28:30] is the sub-list for method output_type
+	26, // [26:28] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_tideline_dashboard_v1_dashboard_proto_init() }

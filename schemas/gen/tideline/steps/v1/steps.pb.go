@@ -9,6 +9,7 @@ package stepsv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -336,8 +337,15 @@ type GetLeaderboardRequest struct {
 	// limit is the number of top entries, 1..1000; default 10.
 	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	// user_id whose own rank to return; defaults to the caller.
-	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	MinPosition   uint64 `protobuf:"varint,4,opt,name=min_position,json=minPosition,proto3" json:"min_position,omitempty"`
+	UserId      string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	MinPosition uint64 `protobuf:"varint,4,opt,name=min_position,json=minPosition,proto3" json:"min_position,omitempty"`
+	// as_of_position answers as of that past position (the read model
+	// rebuilt up to and including it); OutOfRange past the stream's end.
+	// Not with as_of_time.
+	AsOfPosition uint64 `protobuf:"varint,5,opt,name=as_of_position,json=asOfPosition,proto3" json:"as_of_position,omitempty"`
+	// as_of_time answers as of the last commit stored at or before it; a
+	// time before the first event is an empty leaderboard.
+	AsOfTime      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=as_of_time,json=asOfTime,proto3" json:"as_of_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -398,6 +406,20 @@ func (x *GetLeaderboardRequest) GetMinPosition() uint64 {
 		return x.MinPosition
 	}
 	return 0
+}
+
+func (x *GetLeaderboardRequest) GetAsOfPosition() uint64 {
+	if x != nil {
+		return x.AsOfPosition
+	}
+	return 0
+}
+
+func (x *GetLeaderboardRequest) GetAsOfTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AsOfTime
+	}
+	return nil
 }
 
 type LeaderboardEntry struct {
@@ -692,7 +714,7 @@ var File_tideline_steps_v1_steps_proto protoreflect.FileDescriptor
 
 const file_tideline_steps_v1_steps_proto_rawDesc = "" +
 	"\n" +
-	"\x1dtideline/steps/v1/steps.proto\x12\x11tideline.steps.v1\"\x80\x01\n" +
+	"\x1dtideline/steps/v1/steps.proto\x12\x11tideline.steps.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
 	"\x12RecordStepsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x12\n" +
 	"\x04date\x18\x02 \x01(\tR\x04date\x12\x14\n" +
@@ -713,12 +735,15 @@ const file_tideline_steps_v1_steps_proto_rawDesc = "" +
 	"\x05steps\x18\x03 \x01(\x05R\x05steps\"c\n" +
 	"\x10GetStepsResponse\x123\n" +
 	"\x05steps\x18\x01 \x03(\v2\x1d.tideline.steps.v1.DailyStepsR\x05steps\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\"}\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\"\xdd\x01\n" +
 	"\x15GetLeaderboardRequest\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x17\n" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x12!\n" +
-	"\fmin_position\x18\x04 \x01(\x04R\vminPosition\"U\n" +
+	"\fmin_position\x18\x04 \x01(\x04R\vminPosition\x12$\n" +
+	"\x0eas_of_position\x18\x05 \x01(\x04R\fasOfPosition\x128\n" +
+	"\n" +
+	"as_of_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\basOfTime\"U\n" +
 	"\x10LeaderboardEntry\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x03R\x04rank\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x14\n" +
@@ -770,26 +795,28 @@ var file_tideline_steps_v1_steps_proto_goTypes = []any{
 	(*Leaderboard)(nil),              // 8: tideline.steps.v1.Leaderboard
 	(*WatchLeaderboardRequest)(nil),  // 9: tideline.steps.v1.WatchLeaderboardRequest
 	(*WatchLeaderboardResponse)(nil), // 10: tideline.steps.v1.WatchLeaderboardResponse
+	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
 }
 var file_tideline_steps_v1_steps_proto_depIdxs = []int32{
 	3,  // 0: tideline.steps.v1.GetStepsResponse.steps:type_name -> tideline.steps.v1.DailySteps
-	8,  // 1: tideline.steps.v1.GetLeaderboardResponse.leaderboard:type_name -> tideline.steps.v1.Leaderboard
-	6,  // 2: tideline.steps.v1.Leaderboard.top:type_name -> tideline.steps.v1.LeaderboardEntry
-	6,  // 3: tideline.steps.v1.Leaderboard.me:type_name -> tideline.steps.v1.LeaderboardEntry
-	8,  // 4: tideline.steps.v1.WatchLeaderboardResponse.leaderboard:type_name -> tideline.steps.v1.Leaderboard
-	0,  // 5: tideline.steps.v1.StepsService.RecordSteps:input_type -> tideline.steps.v1.RecordStepsRequest
-	2,  // 6: tideline.steps.v1.StepsService.GetSteps:input_type -> tideline.steps.v1.GetStepsRequest
-	5,  // 7: tideline.steps.v1.StepsService.GetLeaderboard:input_type -> tideline.steps.v1.GetLeaderboardRequest
-	9,  // 8: tideline.steps.v1.StepsService.WatchLeaderboard:input_type -> tideline.steps.v1.WatchLeaderboardRequest
-	1,  // 9: tideline.steps.v1.StepsService.RecordSteps:output_type -> tideline.steps.v1.RecordStepsResponse
-	4,  // 10: tideline.steps.v1.StepsService.GetSteps:output_type -> tideline.steps.v1.GetStepsResponse
-	7,  // 11: tideline.steps.v1.StepsService.GetLeaderboard:output_type -> tideline.steps.v1.GetLeaderboardResponse
-	10, // 12: tideline.steps.v1.StepsService.WatchLeaderboard:output_type -> tideline.steps.v1.WatchLeaderboardResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	11, // 1: tideline.steps.v1.GetLeaderboardRequest.as_of_time:type_name -> google.protobuf.Timestamp
+	8,  // 2: tideline.steps.v1.GetLeaderboardResponse.leaderboard:type_name -> tideline.steps.v1.Leaderboard
+	6,  // 3: tideline.steps.v1.Leaderboard.top:type_name -> tideline.steps.v1.LeaderboardEntry
+	6,  // 4: tideline.steps.v1.Leaderboard.me:type_name -> tideline.steps.v1.LeaderboardEntry
+	8,  // 5: tideline.steps.v1.WatchLeaderboardResponse.leaderboard:type_name -> tideline.steps.v1.Leaderboard
+	0,  // 6: tideline.steps.v1.StepsService.RecordSteps:input_type -> tideline.steps.v1.RecordStepsRequest
+	2,  // 7: tideline.steps.v1.StepsService.GetSteps:input_type -> tideline.steps.v1.GetStepsRequest
+	5,  // 8: tideline.steps.v1.StepsService.GetLeaderboard:input_type -> tideline.steps.v1.GetLeaderboardRequest
+	9,  // 9: tideline.steps.v1.StepsService.WatchLeaderboard:input_type -> tideline.steps.v1.WatchLeaderboardRequest
+	1,  // 10: tideline.steps.v1.StepsService.RecordSteps:output_type -> tideline.steps.v1.RecordStepsResponse
+	4,  // 11: tideline.steps.v1.StepsService.GetSteps:output_type -> tideline.steps.v1.GetStepsResponse
+	7,  // 12: tideline.steps.v1.StepsService.GetLeaderboard:output_type -> tideline.steps.v1.GetLeaderboardResponse
+	10, // 13: tideline.steps.v1.StepsService.WatchLeaderboard:output_type -> tideline.steps.v1.WatchLeaderboardResponse
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_tideline_steps_v1_steps_proto_init() }

@@ -48,6 +48,9 @@ const (
 	// AdminServiceListRejectedDeviceCommitsProcedure is the fully-qualified name of the AdminService's
 	// ListRejectedDeviceCommits RPC.
 	AdminServiceListRejectedDeviceCommitsProcedure = "/tideline.admin.v1.AdminService/ListRejectedDeviceCommits"
+	// AdminServiceProjectionAtProcedure is the fully-qualified name of the AdminService's ProjectionAt
+	// RPC.
+	AdminServiceProjectionAtProcedure = "/tideline.admin.v1.AdminService/ProjectionAt"
 )
 
 // AdminServiceClient is a client for the tideline.admin.v1.AdminService service.
@@ -74,6 +77,12 @@ type AdminServiceClient interface {
 	// events reached no read model; the commits themselves are kept in the
 	// DEVICE_QUARANTINE stream at quarantine_seq.
 	ListRejectedDeviceCommits(context.Context, *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error)
+	// ProjectionAt rebuilds a projection as of a past position or time into
+	// a fresh instance (from the nearest kept snapshot) and returns its
+	// summary. InvalidArgument for both or neither of position and time;
+	// OutOfRange past the stream's end; ResourceExhausted when too many
+	// as-of replays run (retry shortly) or the replay would be too long.
+	ProjectionAt(context.Context, *connect.Request[v1.ProjectionAtRequest]) (*connect.Response[v1.ProjectionAtResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the tideline.admin.v1.AdminService service. By
@@ -117,6 +126,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("ListRejectedDeviceCommits")),
 			connect.WithClientOptions(opts...),
 		),
+		projectionAt: connect.NewClient[v1.ProjectionAtRequest, v1.ProjectionAtResponse](
+			httpClient,
+			baseURL+AdminServiceProjectionAtProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ProjectionAt")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -127,6 +142,7 @@ type adminServiceClient struct {
 	resumeProjection          *connect.Client[v1.ResumeProjectionRequest, v1.ResumeProjectionResponse]
 	skipProjectionCommit      *connect.Client[v1.SkipProjectionCommitRequest, v1.SkipProjectionCommitResponse]
 	listRejectedDeviceCommits *connect.Client[v1.ListRejectedDeviceCommitsRequest, v1.ListRejectedDeviceCommitsResponse]
+	projectionAt              *connect.Client[v1.ProjectionAtRequest, v1.ProjectionAtResponse]
 }
 
 // ListProjections calls tideline.admin.v1.AdminService.ListProjections.
@@ -154,6 +170,11 @@ func (c *adminServiceClient) ListRejectedDeviceCommits(ctx context.Context, req 
 	return c.listRejectedDeviceCommits.CallUnary(ctx, req)
 }
 
+// ProjectionAt calls tideline.admin.v1.AdminService.ProjectionAt.
+func (c *adminServiceClient) ProjectionAt(ctx context.Context, req *connect.Request[v1.ProjectionAtRequest]) (*connect.Response[v1.ProjectionAtResponse], error) {
+	return c.projectionAt.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the tideline.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// ListProjections reports every projection's version, position, lag and
@@ -178,6 +199,12 @@ type AdminServiceHandler interface {
 	// events reached no read model; the commits themselves are kept in the
 	// DEVICE_QUARANTINE stream at quarantine_seq.
 	ListRejectedDeviceCommits(context.Context, *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error)
+	// ProjectionAt rebuilds a projection as of a past position or time into
+	// a fresh instance (from the nearest kept snapshot) and returns its
+	// summary. InvalidArgument for both or neither of position and time;
+	// OutOfRange past the stream's end; ResourceExhausted when too many
+	// as-of replays run (retry shortly) or the replay would be too long.
+	ProjectionAt(context.Context, *connect.Request[v1.ProjectionAtRequest]) (*connect.Response[v1.ProjectionAtResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -217,6 +244,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("ListRejectedDeviceCommits")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceProjectionAtHandler := connect.NewUnaryHandler(
+		AdminServiceProjectionAtProcedure,
+		svc.ProjectionAt,
+		connect.WithSchema(adminServiceMethods.ByName("ProjectionAt")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tideline.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceListProjectionsProcedure:
@@ -229,6 +262,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceSkipProjectionCommitHandler.ServeHTTP(w, r)
 		case AdminServiceListRejectedDeviceCommitsProcedure:
 			adminServiceListRejectedDeviceCommitsHandler.ServeHTTP(w, r)
+		case AdminServiceProjectionAtProcedure:
+			adminServiceProjectionAtHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -256,4 +291,8 @@ func (UnimplementedAdminServiceHandler) SkipProjectionCommit(context.Context, *c
 
 func (UnimplementedAdminServiceHandler) ListRejectedDeviceCommits(context.Context, *connect.Request[v1.ListRejectedDeviceCommitsRequest]) (*connect.Response[v1.ListRejectedDeviceCommitsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.ListRejectedDeviceCommits is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ProjectionAt(context.Context, *connect.Request[v1.ProjectionAtRequest]) (*connect.Response[v1.ProjectionAtResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.ProjectionAt is not implemented"))
 }
