@@ -108,6 +108,14 @@ var upcasters = func() *Upcasters {
 	return u
 }()
 
+// Superseded returns the type that events of the type named old are
+// upcast into, and whether there is one. Writers append only current
+// types (the event store refuses others).
+func Superseded(old string) (next string, ok bool) {
+	c, ok := upcasters.m[protoreflect.FullName(old)]
+	return string(c.to), ok
+}
+
 // OlderTypes returns the names of the event types DecodeCommit upcasts
 // into the type named current (Upcasters.Sources): a reader that selects
 // commits by their event-types header must select these too.
