@@ -118,8 +118,9 @@ func TestListAndAcknowledgeAlerts(t *testing.T) {
 	svc := safety.NewService(f.Store) // raises as the reaction would
 	raise := func(rider, first string) (string, uint64) {
 		id := safety.AlertID(rider, first)
-		res, err := svc.Raise(ctx, &safetyv1.AlertRaised{AlertId: id, RiderId: rider, Reason: "severity HIGH fall",
-			EventIds: []string{first}, Severity: safetyv1.Severity_SEVERITY_HIGH, RaisedAt: timestamppb.Now()}, es.Metadata{})
+		res, err := svc.Raise(ctx, &safetyv1.AlertRaisedV2{AlertId: id, RiderId: rider, Reason: "severity HIGH fall",
+			EventIds: []string{first}, Severity: safetyv1.Severity_SEVERITY_HIGH, RaisedAt: timestamppb.Now(),
+			Rule: safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT}, es.Metadata{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +133,9 @@ func TestListAndAcknowledgeAlerts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if list.Msg.Total != 2 || len(list.Msg.Alerts) != 2 || list.Msg.Alerts[0].Raised.AlertId != a2 {
+	if list.Msg.Total != 2 || len(list.Msg.Alerts) != 2 || list.Msg.Alerts[0].RaisedV2.GetAlertId() != a2 ||
+		list.Msg.Alerts[0].RaisedV2.GetRule() != safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT ||
+		list.Msg.Alerts[0].Raised.GetAlertId() != a2 { // raised: for the clients of before raised_v2
 		t.Fatalf("open alerts = %v", list.Msg)
 	}
 	ack, err := c.AcknowledgeAlert(ctx, withToken(&safetyv1.AcknowledgeAlertRequest{AlertId: a1}, admin))
@@ -144,7 +147,7 @@ func TestListAndAcknowledgeAlerts(t *testing.T) {
 		t.Fatalf("second ack = %v, %v", again, err)
 	}
 	open, err := c.ListAlerts(ctx, withToken(&safetyv1.ListAlertsRequest{OpenOnly: true, MinPosition: ack.Msg.Position}, admin))
-	if err != nil || open.Msg.Total != 1 || open.Msg.Alerts[0].Raised.AlertId != a2 {
+	if err != nil || open.Msg.Total != 1 || open.Msg.Alerts[0].RaisedV2.GetAlertId() != a2 {
 		t.Fatalf("open after ack = %v, %v", open, err)
 	}
 	mine, err := c.ListAlerts(ctx, withToken(&safetyv1.ListAlertsRequest{RiderId: "r1"}, admin))

@@ -78,7 +78,9 @@ func AppendEvent(buf []byte, id, typ string, at *timestamppb.Timestamp, data []b
 // DecodeCommit decodes one stored commit message: the events of data, with
 // the metadata of h (CommitMetadata), at stream sequence seq. Events of
 // types this binary does not know (written by a newer version) have nil
-// Data. A malformed commit is an *es.Error of kind Internal.
+// Data. Events of an old type come out upcast to the current one (Type
+// and Data both; see Upcasters). A malformed commit, or an event its
+// upcaster refuses, is an *es.Error of kind Internal naming the type.
 //
 // It reads the envelope with protowire rather than into generated
 // structs: replays spend most of their time here, and this saves the
@@ -166,6 +168,13 @@ func decodeEvent(b []byte) (es.Event, error) {
 	m := mt.New().Interface()
 	if err := proto.Unmarshal(payload, m); err != nil {
 		return ev, fmt.Errorf("decode %s: %w", ev.Type, err)
+	}
+	if _, old := upcasters.m[mt.Descriptor().FullName()]; old {
+		var err error
+		if m, err = upcasters.Upcast(m); err != nil {
+			return ev, err
+		}
+		ev.Type = string(m.ProtoReflect().Descriptor().FullName())
 	}
 	ev.Data = m
 	return ev, nil

@@ -231,6 +231,9 @@ func NewRunner(store *Store, p projections.Projection, opts RunnerOptions) *Runn
 		r.types = map[string]struct{}{}
 		for _, t := range sel.EventTypes() {
 			r.types[t] = struct{}{}
+			for _, old := range wire.OlderTypes(t) { // stored under their old names, decoded upcast to t
+				r.types[old] = struct{}{}
+			}
 		}
 	}
 	ch := make(chan struct{})

@@ -149,8 +149,8 @@ func appendWorld(tb testing.TB, s *tljs.Store) uint64 {
 		})
 	}
 	appendEvents(tb, s, es.StreamID{Context: "safety", Type: "alert", ID: "alert-1"},
-		&safetyv1.AlertRaised{AlertId: "alert-1", RiderId: "rider-0", Reason: "severity HIGH crash", EventIds: []string{"danger-0"},
-			Severity: safetyv1.Severity_SEVERITY_HIGH, RaisedAt: timestamppb.New(at)})
+		&safetyv1.AlertRaisedV2{AlertId: "alert-1", RiderId: "rider-0", Reason: "severity HIGH crash", EventIds: []string{"danger-0"},
+			Severity: safetyv1.Severity_SEVERITY_HIGH, RaisedAt: timestamppb.New(at), Rule: safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT})
 	var last uint64
 	for i := range 6 {
 		id := "order-" + strconv.Itoa(i)

@@ -318,6 +318,9 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 			return nil, es.Wrap(es.Internal, "marshal event", err)
 		}
 		types[i] = string(e.ProtoReflect().Descriptor().FullName())
+		if next, old := wire.Superseded(types[i]); old {
+			return nil, es.Errorf(es.Internal, "append %s: an old version of %s, which readers get upcast: append that", types[i], next)
+		}
 		commit.Events[i] = &esv1.Event{Id: ulid.Make().String(), Type: types[i], OccurredAt: ts, Data: data}
 	}
 	data, err := proto.Marshal(commit)

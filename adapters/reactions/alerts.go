@@ -25,7 +25,7 @@ const (
 // it: its runner's WaitFor and its model's Triggered.
 type AlertRules struct {
 	WaitFor   func(ctx context.Context, pos uint64) error
-	Triggered func(eventID string) []*safetyv1.AlertRaised
+	Triggered func(eventID string) []*safetyv1.AlertRaisedV2
 }
 
 // RaiseAlerts is the reaction that raises the alerts the rules decide.
@@ -72,7 +72,7 @@ func RaiseAlerts(svc *safety.Service, rules AlertRules) Reaction {
 // once for one alert (at-least-once delivery); it returns an error to
 // have the notification retried.
 type Notifier interface {
-	Notify(ctx context.Context, a *safetyv1.AlertRaised) error
+	Notify(ctx context.Context, a *safetyv1.AlertRaisedV2) error
 }
 
 // NotifyAlerts is the reaction that notifies of each raised alert, at
@@ -83,7 +83,7 @@ func NotifyAlerts(n Notifier) Reaction {
 		Subjects: []string{"ev.safety.alert.>"},
 		Handle: func(ctx context.Context, c es.Commit) error {
 			for _, e := range c.Events {
-				if a, ok := e.Data.(*safetyv1.AlertRaised); ok {
+				if a, ok := e.Data.(*safetyv1.AlertRaisedV2); ok { // stored AlertRaised events arrive upcast
 					if err := n.Notify(ctx, a); err != nil {
 						return fmt.Errorf("notify %s: %w", a.AlertId, err)
 					}
@@ -95,7 +95,7 @@ func NotifyAlerts(n Notifier) Reaction {
 }
 
 // LogNotifier writes a log line per alert and, when WebhookURL is set,
-// POSTs the alert as JSON (protojson AlertRaised) to it; a non-2xx answer
+// POSTs the alert as JSON (protojson AlertRaisedV2) to it; a non-2xx answer
 // is an error, so the notification is retried.
 type LogNotifier struct {
 	Logger     *slog.Logger
@@ -104,13 +104,13 @@ type LogNotifier struct {
 }
 
 // Notify implements Notifier.
-func (n LogNotifier) Notify(ctx context.Context, a *safetyv1.AlertRaised) error {
+func (n LogNotifier) Notify(ctx context.Context, a *safetyv1.AlertRaisedV2) error {
 	log := n.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	log.Warn("safety alert", "alert", a.AlertId, "rider", a.RiderId, "reason", a.Reason,
-		"severity", a.Severity.String(), "events", len(a.EventIds))
+		"severity", a.Severity.String(), "rule", a.Rule.String(), "events", len(a.EventIds))
 	if n.WebhookURL == "" {
 		return nil
 	}

@@ -23,11 +23,12 @@ func TestLogNotifierWebhook(t *testing.T) {
 	}))
 	defer srv.Close()
 	n := reactions.LogNotifier{Logger: slog.New(slog.DiscardHandler), WebhookURL: srv.URL}
-	a := &safetyv1.AlertRaised{AlertId: "alert-1", RiderId: "r1", Reason: "severity HIGH crash", EventIds: []string{"e1"}}
+	a := &safetyv1.AlertRaisedV2{AlertId: "alert-1", RiderId: "r1", Reason: "severity HIGH crash", EventIds: []string{"e1"},
+		Rule: safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT}
 	if err := n.Notify(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
-	if got["alertId"] != "alert-1" || got["riderId"] != "r1" {
+	if got["alertId"] != "alert-1" || got["riderId"] != "r1" || got["rule"] != "ALERT_RULE_SEVERE_EVENT" {
 		t.Fatalf("webhook body = %v", got)
 	}
 	status = http.StatusBadGateway

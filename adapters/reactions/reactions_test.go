@@ -35,7 +35,7 @@ type fakeNotifier struct {
 	notified map[string]int
 }
 
-func (f *fakeNotifier) Notify(_ context.Context, a *safetyv1.AlertRaised) error {
+func (f *fakeNotifier) Notify(_ context.Context, a *safetyv1.AlertRaisedV2) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++

@@ -188,7 +188,7 @@ func TestRogueDeviceCannotForge(t *testing.T) {
 	poll.Until(t, 10*time.Second, "bob's alert", func() bool {
 		res, err := h.safety.ListAlerts(ctx, authed(&safetyv1.ListAlertsRequest{RiderId: "bob", OpenOnly: true}, h.admin))
 		if err == nil && len(res.Msg.Alerts) == 1 {
-			alertID = res.Msg.Alerts[0].Raised.AlertId
+			alertID = res.Msg.Alerts[0].RaisedV2.GetAlertId()
 		}
 		return alertID != ""
 	})

@@ -29,7 +29,7 @@ type AlertCommand interface{ alertCommand() }
 // RaiseAlert raises Event's alert. Raising an alert that is already
 // raised decides nothing (no events, no error): a redelivered or replayed
 // trigger is harmless.
-type RaiseAlert struct{ Event *safetyv1.AlertRaised }
+type RaiseAlert struct{ Event *safetyv1.AlertRaisedV2 }
 
 // AcknowledgeAlert acknowledges an alert on behalf of By (role:subject).
 // Acknowledging an acknowledged alert decides nothing and succeeds: the
@@ -83,6 +83,9 @@ func decideAlert(s Alert, c AlertCommand) ([]proto.Message, error) {
 		if len(e.EventIds) == 0 {
 			return nil, es.Invalidf("event_ids", "an alert needs at least one danger event")
 		}
+		if _, ok := safetyv1.AlertRule_name[int32(e.Rule)]; !ok || e.Rule == safetyv1.AlertRule_ALERT_RULE_UNSPECIFIED {
+			return nil, es.Invalidf("rule", "is required")
+		}
 		if s.Raised {
 			return nil, nil
 		}
@@ -104,7 +107,7 @@ func decideAlert(s Alert, c AlertCommand) ([]proto.Message, error) {
 
 func evolveAlert(s Alert, e proto.Message) Alert {
 	switch e := e.(type) {
-	case *safetyv1.AlertRaised:
+	case *safetyv1.AlertRaisedV2: // stored AlertRaised events arrive upcast to V2
 		s.ID, s.RiderID, s.Raised = e.AlertId, e.RiderId, true
 	case *safetyv1.AlertAcknowledged:
 		s.Acknowledged, s.AckBy = true, e.By
@@ -115,7 +118,7 @@ func evolveAlert(s Alert, e proto.Message) Alert {
 // Raise raises an alert decided by the alert rules, once: raising an
 // alert already raised appends nothing and returns the stream's version.
 // The alert id is also the idempotency key.
-func (s *Service) Raise(ctx context.Context, a *safetyv1.AlertRaised, meta es.Metadata) (es.AppendResult, error) {
+func (s *Service) Raise(ctx context.Context, a *safetyv1.AlertRaisedV2, meta es.Metadata) (es.AppendResult, error) {
 	return s.Alerts.Handle(ctx, AlertStream(a.GetAlertId()), RaiseAlert{Event: a}, es.AppendOptions{IdempotencyKey: a.GetAlertId(), Meta: meta})
 }
 

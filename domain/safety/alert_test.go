@@ -11,9 +11,14 @@ import (
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
-func raisedAlert(id string) *safetyv1.AlertRaised {
-	return &safetyv1.AlertRaised{AlertId: id, RiderId: "rider-1", Reason: "severity HIGH crash",
-		EventIds: []string{"e1"}, Severity: safetyv1.Severity_SEVERITY_HIGH}
+func raisedAlert(id string) *safetyv1.AlertRaisedV2 {
+	return &safetyv1.AlertRaisedV2{AlertId: id, RiderId: "rider-1", Reason: "severity HIGH crash",
+		EventIds: []string{"e1"}, Severity: safetyv1.Severity_SEVERITY_HIGH, Rule: safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT}
+}
+
+func withRule(a *safetyv1.AlertRaisedV2, r safetyv1.AlertRule) *safetyv1.AlertRaisedV2 {
+	a.Rule = r
+	return a
 }
 
 // given folds events into a fresh alert state.
@@ -38,7 +43,9 @@ func TestAlertDecide(t *testing.T) {
 	}{
 		{"raise_new_alert", nil, safety.RaiseAlert{Event: raisedAlert(id)}, 1, nil, 0},
 		{"raise_twice_is_a_no_op", []proto.Message{raisedAlert(id)}, safety.RaiseAlert{Event: raisedAlert(id)}, 0, nil, 0},
-		{"raise_needs_events", nil, safety.RaiseAlert{Event: &safetyv1.AlertRaised{AlertId: id, RiderId: "r"}}, 0, nil, es.Invalid},
+		{"raise_needs_events", nil, safety.RaiseAlert{Event: &safetyv1.AlertRaisedV2{AlertId: id, RiderId: "r", Rule: safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT}}, 0, nil, es.Invalid},
+		{"raise_needs_a_rule", nil, safety.RaiseAlert{Event: withRule(raisedAlert(id), safetyv1.AlertRule_ALERT_RULE_UNSPECIFIED)}, 0, nil, es.Invalid},
+		{"raise_needs_a_known_rule", nil, safety.RaiseAlert{Event: withRule(raisedAlert(id), 99)}, 0, nil, es.Invalid},
 		{"raise_needs_safe_id", nil, safety.RaiseAlert{Event: raisedAlert("a.b")}, 0, nil, es.Invalid},
 		{"acknowledge_raised_alert", []proto.Message{raisedAlert(id)}, safety.AcknowledgeAlert{AlertID: id, By: "admin:ops", At: reportNow}, 1, nil, 0},
 		{"acknowledge_twice_succeeds_without_events", []proto.Message{raisedAlert(id), ack}, safety.AcknowledgeAlert{AlertID: id, By: "admin:ops", At: reportNow}, 0, nil, 0},

@@ -1,6 +1,6 @@
 // Package alerts is the safety context's alert rules and alerts read
-// model, one pure projection over DangerDetected, AlertRaised and
-// AlertAcknowledged.
+// model, one pure projection over DangerDetected, AlertRaisedV2 (stored
+// AlertRaised events arrive upcast to it) and AlertAcknowledged.
 //
 // The rules: a rider's danger events are grouped into incidents (session
 // windows: an event within Window of the incident's latest event joins
@@ -13,8 +13,8 @@
 //
 // The model only decides; it appends nothing. The alerts reaction
 // (adapters/reactions) asks Triggered for each new danger event and
-// appends the AlertRaised through the alert aggregate, which raises each
-// id once. Once an AlertRaised is applied the decision is forgotten.
+// appends the AlertRaisedV2 through the alert aggregate, which raises
+// each id once. Once it is applied the decision is forgotten.
 //
 // Retention: the model keeps every alert raised, with its
 // acknowledgement, for good; and each rider's current incident (at most
@@ -90,8 +90,8 @@ type Model struct {
 	seen      map[string]bool
 	seenOrder []string // ring of seen ids, oldest at seenNext
 	seenNext  int
-	triggered map[string][]*safetyv1.AlertRaised // by triggering event id
-	trigger   map[string]string                  // alert id -> triggering event id, until raised
+	triggered map[string][]*safetyv1.AlertRaisedV2 // by triggering event id
+	trigger   map[string]string                    // alert id -> triggering event id, until raised
 	alerts    map[string]*safetyv1.Alert
 	pos       uint64
 }
@@ -123,12 +123,13 @@ func New(r Rules) *Model {
 
 func (m *Model) Name() string { return Name }
 
-// Version is 1; change it when the rules' meaning changes.
-func (m *Model) Version() int { return 1 }
+// Version changes when the rules' meaning changes. 2: alerts are
+// AlertRaisedV2 (a version 1 snapshot holds AlertRaised).
+func (m *Model) Version() int { return 2 }
 
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
-	return projections.TypeNames(&safetyv1.DangerDetected{}, &safetyv1.AlertRaised{}, &safetyv1.AlertAcknowledged{})
+	return projections.TypeNames(&safetyv1.DangerDetected{}, &safetyv1.AlertRaisedV2{}, &safetyv1.AlertAcknowledged{})
 }
 
 // Reset empties the model.
@@ -142,7 +143,7 @@ func (m *Model) reset() {
 	m.incidents = map[string]*incident{}
 	m.seen = map[string]bool{}
 	m.seenOrder, m.seenNext = nil, 0
-	m.triggered = map[string][]*safetyv1.AlertRaised{}
+	m.triggered = map[string][]*safetyv1.AlertRaisedV2{}
 	m.trigger = map[string]string{}
 	m.alerts = map[string]*safetyv1.Alert{}
 	m.pos = 0
@@ -163,11 +164,11 @@ func (m *Model) Apply(e es.Event) {
 	switch d := e.Data.(type) {
 	case *safetyv1.DangerDetected:
 		m.danger(d)
-	case *safetyv1.AlertRaised:
+	case *safetyv1.AlertRaisedV2:
 		if d.AlertId == "" || m.alerts[d.AlertId] != nil {
 			return
 		}
-		m.alerts[d.AlertId] = &safetyv1.Alert{Raised: proto.Clone(d).(*safetyv1.AlertRaised)}
+		m.alerts[d.AlertId] = &safetyv1.Alert{RaisedV2: proto.CloneOf(d)}
 		if ev, ok := m.trigger[d.AlertId]; ok {
 			delete(m.trigger, d.AlertId)
 			rest := m.triggered[ev][:0:0]
@@ -256,15 +257,16 @@ func (m *Model) judge(rider string, inc *incident, it item) {
 		return
 	}
 	var reason string
+	var rule safetyv1.AlertRule
 	if it.Severity >= m.rules.Severe {
-		reason = fmt.Sprintf("severity %s %s", severityName(it.Severity), kindName(it.Kind))
+		rule, reason = safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT, fmt.Sprintf("severity %s %s", severityName(it.Severity), kindName(it.Kind))
 	} else if n := maxInWindow(inc.Items, m.rules.Window); n >= m.rules.Count {
-		reason = fmt.Sprintf("%d danger events within %s", n, m.rules.Window)
+		rule, reason = safetyv1.AlertRule_ALERT_RULE_REPEATED_EVENTS, fmt.Sprintf("%d danger events within %s", n, m.rules.Window)
 	} else {
 		return
 	}
 	inc.AlertID = safety.AlertID(rider, inc.FirstID)
-	a := &safetyv1.AlertRaised{AlertId: inc.AlertID, RiderId: rider, Reason: reason, RaisedAt: timestampOf(it.At)}
+	a := &safetyv1.AlertRaisedV2{AlertId: inc.AlertID, RiderId: rider, Reason: reason, RaisedAt: timestampOf(it.At), Rule: rule}
 	for _, x := range inc.Items {
 		a.EventIds = append(a.EventIds, x.ID)
 		a.Severity = max(a.Severity, x.Severity)
@@ -289,26 +291,26 @@ func maxInWindow(items []item, w time.Duration) int {
 }
 
 // Triggered returns copies of the alerts that danger event eventID made
-// due and that are not raised yet (no AlertRaised applied).
-func (m *Model) Triggered(eventID string) []*safetyv1.AlertRaised {
+// due and that are not raised yet (no AlertRaisedV2 applied).
+func (m *Model) Triggered(eventID string) []*safetyv1.AlertRaisedV2 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var out []*safetyv1.AlertRaised
+	var out []*safetyv1.AlertRaisedV2
 	for _, a := range m.triggered[eventID] {
-		out = append(out, proto.Clone(a).(*safetyv1.AlertRaised))
+		out = append(out, proto.CloneOf(a))
 	}
 	return out
 }
 
 // Pending returns copies of every alert due and not raised yet, oldest
 // trigger first: what a reaction that lost its work would still owe.
-func (m *Model) Pending() []*safetyv1.AlertRaised {
+func (m *Model) Pending() []*safetyv1.AlertRaisedV2 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var out []*safetyv1.AlertRaised
+	var out []*safetyv1.AlertRaisedV2
 	for _, list := range m.triggered {
 		for _, a := range list {
-			out = append(out, proto.Clone(a).(*safetyv1.AlertRaised))
+			out = append(out, proto.CloneOf(a))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return newer(out[j], out[i]) })
@@ -323,14 +325,14 @@ func (m *Model) List(rider string, openOnly bool, limit int) ([]*safetyv1.Alert,
 	defer m.mu.RUnlock()
 	var match []*safetyv1.Alert
 	for _, a := range m.alerts {
-		if (rider == "" || a.Raised.RiderId == rider) && (!openOnly || a.Acknowledged == nil) {
+		if (rider == "" || a.RaisedV2.RiderId == rider) && (!openOnly || a.Acknowledged == nil) {
 			match = append(match, a)
 		}
 	}
-	sort.Slice(match, func(i, j int) bool { return newer(match[i].Raised, match[j].Raised) })
+	sort.Slice(match, func(i, j int) bool { return newer(match[i].RaisedV2, match[j].RaisedV2) })
 	out := make([]*safetyv1.Alert, 0, min(limit, len(match)))
 	for _, a := range match[:min(limit, len(match))] {
-		out = append(out, proto.Clone(a).(*safetyv1.Alert))
+		out = append(out, answer(a))
 	}
 	return out, len(match)
 }
@@ -340,12 +342,12 @@ func (m *Model) Get(id string) *safetyv1.Alert {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if a := m.alerts[id]; a != nil {
-		return proto.Clone(a).(*safetyv1.Alert)
+		return answer(a)
 	}
 	return nil
 }
 
-func newer(a, b *safetyv1.AlertRaised) bool {
+func newer(a, b *safetyv1.AlertRaisedV2) bool {
 	ta, tb := a.RaisedAt.AsTime(), b.RaisedAt.AsTime()
 	if !ta.Equal(tb) {
 		return ta.After(tb)
@@ -394,7 +396,7 @@ type snapshot struct {
 	Alerts    [][]byte
 }
 
-const magic = "tlalerts1"
+const magic = "tlalerts2"
 
 // Snapshot encodes the model.
 func (m *Model) Snapshot() ([]byte, error) {
@@ -446,7 +448,7 @@ func (m *Model) Restore(data []byte) error {
 	}
 	for ev, list := range s.Triggered {
 		for _, b := range list {
-			a := &safetyv1.AlertRaised{}
+			a := &safetyv1.AlertRaisedV2{}
 			if err := proto.Unmarshal(b, a); err != nil {
 				return fmt.Errorf("alerts snapshot: %w", err)
 			}
@@ -459,16 +461,27 @@ func (m *Model) Restore(data []byte) error {
 		if err := proto.Unmarshal(b, a); err != nil {
 			return fmt.Errorf("alerts snapshot: %w", err)
 		}
-		if a.Raised == nil || a.Raised.AlertId == "" {
+		if a.RaisedV2 == nil || a.RaisedV2.AlertId == "" {
 			return errors.New("alerts snapshot: alert without id")
 		}
-		n.alerts[a.Raised.AlertId] = a
+		n.alerts[a.RaisedV2.AlertId] = a
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.incidents, m.seen, m.seenOrder, m.seenNext = n.incidents, n.seen, n.seenOrder, n.seenNext
 	m.triggered, m.trigger, m.alerts, m.pos = n.triggered, n.trigger, n.alerts, n.pos
 	return nil
+}
+
+// answer is a copy of a for a query, with Alert.raised filled in for the
+// API's clients of before raised_v2 (raised_v2 without its rule): the
+// model keeps only raised_v2.
+func answer(a *safetyv1.Alert) *safetyv1.Alert {
+	c := proto.CloneOf(a)
+	r := c.RaisedV2
+	c.Raised = &safetyv1.AlertRaised{AlertId: r.AlertId, RiderId: r.RiderId, Reason: r.Reason,
+		EventIds: r.EventIds, Severity: r.Severity, RaisedAt: r.RaisedAt}
+	return c
 }
 
 func timestampOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

@@ -47,7 +47,7 @@ func (f *feeder) apply(p proto.Message) {
 }
 
 // raiseDue plays the reaction: every alert an event triggers is raised.
-func (f *feeder) danger(d danger) []*safetyv1.AlertRaised {
+func (f *feeder) danger(d danger) []*safetyv1.AlertRaisedV2 {
 	f.apply(d.event())
 	got := f.m.Triggered(d.id)
 	for _, a := range got {
@@ -111,10 +111,11 @@ func TestReadModel(t *testing.T) {
 	if len(a1) != 0 || len(a2) != 1 || len(b) != 1 {
 		t.Fatalf("triggered %v %v %v", a1, a2, b)
 	}
-	if a2[0].Reason != "2 danger events within 1m0s" || a2[0].Severity != low || len(a2[0].EventIds) != 2 {
+	if a2[0].Reason != "2 danger events within 1m0s" || a2[0].Rule != safetyv1.AlertRule_ALERT_RULE_REPEATED_EVENTS ||
+		a2[0].Severity != low || len(a2[0].EventIds) != 2 {
 		t.Fatalf("count alert = %v", a2[0])
 	}
-	if b[0].Reason != "severity HIGH hard brake" {
+	if b[0].Reason != "severity HIGH hard brake" || b[0].Rule != safetyv1.AlertRule_ALERT_RULE_SEVERE_EVENT {
 		t.Fatalf("severe alert = %v", b[0])
 	}
 	if got := f.m.Triggered("b"); len(got) != 0 {
@@ -139,8 +140,8 @@ func TestReadModel(t *testing.T) {
 				t.Fatalf("got %d (total %d), want %v", len(got), total, tc.want)
 			}
 			for i, a := range got {
-				if a.Raised.AlertId != tc.want[i] {
-					t.Fatalf("alert %d = %s, want %s", i, a.Raised.AlertId, tc.want[i])
+				if a.RaisedV2.AlertId != tc.want[i] || a.Raised.AlertId != tc.want[i] || a.Raised.Reason != a.RaisedV2.Reason {
+					t.Fatalf("alert %d = %v, want %s", i, a, tc.want[i])
 				}
 			}
 		})

@@ -10,7 +10,7 @@ import (
 
 // BenchmarkFootprint reports the model's heap and snapshot per alert, for
 // 1,000 riders with 50 severe danger events each, an hour apart: each
-// raises an alert, which the reaction's AlertRaised records. Run it with
+// raises an alert, which the reaction's AlertRaisedV2 records. Run it with
 // -benchtime 1x.
 func BenchmarkFootprint(b *testing.B) {
 	const riders, each = 1000, 50

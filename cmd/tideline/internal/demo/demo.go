@@ -692,7 +692,8 @@ func (d *demo) report(took time.Duration) {
 			fmt.Fprintf(w, "  ... and %d more\n", len(s.Alerts)-5)
 			break
 		}
-		fmt.Fprintf(w, "  %s %s: %s (events: %d)\n", a.Raised.AlertId, a.Raised.RiderId, a.Raised.Reason, len(a.Raised.EventIds))
+		r := a.RaisedV2
+		fmt.Fprintf(w, "  %s %s: %s (events: %d)\n", r.AlertId, r.RiderId, r.Reason, len(r.EventIds))
 	}
 	if db := s.Dashboard; db != nil {
 		fmt.Fprintf(w, "Dashboard at position %d: %d zones, %d riders rated, board %d placed / %d accepted / %d picked up, %d delivered today\n",

@@ -22,10 +22,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// AlertRaised: the alert rules found a rider in danger (one severe event,
-// or several within a window). Each incident raises one alert: alert_id is
-// derived from the rider and the incident's first event, so a redelivered
-// or replayed trigger never raises a second one.
+// AlertRule names the alert rule that fired.
+type AlertRule int32
+
+const (
+	AlertRule_ALERT_RULE_UNSPECIFIED AlertRule = 0
+	// ALERT_RULE_SEVERE_EVENT: one event of the incident was severe enough
+	// on its own (severity HIGH or above by default).
+	AlertRule_ALERT_RULE_SEVERE_EVENT AlertRule = 1
+	// ALERT_RULE_REPEATED_EVENTS: enough events of the incident fell within
+	// the rules' window (3 within 10 minutes by default).
+	AlertRule_ALERT_RULE_REPEATED_EVENTS AlertRule = 2
+)
+
+// Enum value maps for AlertRule.
+var (
+	AlertRule_name = map[int32]string{
+		0: "ALERT_RULE_UNSPECIFIED",
+		1: "ALERT_RULE_SEVERE_EVENT",
+		2: "ALERT_RULE_REPEATED_EVENTS",
+	}
+	AlertRule_value = map[string]int32{
+		"ALERT_RULE_UNSPECIFIED":     0,
+		"ALERT_RULE_SEVERE_EVENT":    1,
+		"ALERT_RULE_REPEATED_EVENTS": 2,
+	}
+)
+
+func (x AlertRule) Enum() *AlertRule {
+	p := new(AlertRule)
+	*p = x
+	return p
+}
+
+func (x AlertRule) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlertRule) Descriptor() protoreflect.EnumDescriptor {
+	return file_tideline_safety_v1_alerts_proto_enumTypes[0].Descriptor()
+}
+
+func (AlertRule) Type() protoreflect.EnumType {
+	return &file_tideline_safety_v1_alerts_proto_enumTypes[0]
+}
+
+func (x AlertRule) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlertRule.Descriptor instead.
+func (AlertRule) EnumDescriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_alerts_proto_rawDescGZIP(), []int{0}
+}
+
+// AlertRaised is deprecated: Tideline appends AlertRaisedV2. It stays so
+// that the alerts raised before AlertRaisedV2 still decode: readers
+// receive them upcast to AlertRaisedV2 (the rule read from reason), and
+// never see this message.
 type AlertRaised struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	AlertId string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
@@ -177,6 +231,112 @@ func (x *AlertAcknowledged) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// AlertRaisedV2: the alert rules found a rider in danger (one severe
+// event, or several within a window). Each incident raises one alert:
+// alert_id is derived from the rider and the incident's first event, so a
+// redelivered or replayed trigger never raises a second one.
+//
+// It is AlertRaised with rule, which is required: readers branch on it
+// rather than on reason's words. Stored AlertRaised events are read as
+// AlertRaisedV2 with the rule their reason names.
+type AlertRaisedV2 struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AlertId string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	RiderId string                 `protobuf:"bytes,2,opt,name=rider_id,json=riderId,proto3" json:"rider_id,omitempty"`
+	// reason says in words which rule fired and why, e.g. "severity HIGH
+	// crash" or "3 danger events within 10m0s".
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// event_ids are the DangerDetected events that made the incident when
+	// the alert was raised, oldest first.
+	EventIds []string `protobuf:"bytes,4,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	// severity is the highest severity among event_ids.
+	Severity Severity               `protobuf:"varint,5,opt,name=severity,proto3,enum=tideline.safety.v1.Severity" json:"severity,omitempty"`
+	RaisedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=raised_at,json=raisedAt,proto3" json:"raised_at,omitempty"`
+	// rule is the rule that fired; never ALERT_RULE_UNSPECIFIED.
+	Rule          AlertRule `protobuf:"varint,7,opt,name=rule,proto3,enum=tideline.safety.v1.AlertRule" json:"rule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertRaisedV2) Reset() {
+	*x = AlertRaisedV2{}
+	mi := &file_tideline_safety_v1_alerts_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertRaisedV2) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertRaisedV2) ProtoMessage() {}
+
+func (x *AlertRaisedV2) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_safety_v1_alerts_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertRaisedV2.ProtoReflect.Descriptor instead.
+func (*AlertRaisedV2) Descriptor() ([]byte, []int) {
+	return file_tideline_safety_v1_alerts_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AlertRaisedV2) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *AlertRaisedV2) GetRiderId() string {
+	if x != nil {
+		return x.RiderId
+	}
+	return ""
+}
+
+func (x *AlertRaisedV2) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AlertRaisedV2) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
+func (x *AlertRaisedV2) GetSeverity() Severity {
+	if x != nil {
+		return x.Severity
+	}
+	return Severity_SEVERITY_UNSPECIFIED
+}
+
+func (x *AlertRaisedV2) GetRaisedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RaisedAt
+	}
+	return nil
+}
+
+func (x *AlertRaisedV2) GetRule() AlertRule {
+	if x != nil {
+		return x.Rule
+	}
+	return AlertRule_ALERT_RULE_UNSPECIFIED
+}
+
 var File_tideline_safety_v1_alerts_proto protoreflect.FileDescriptor
 
 const file_tideline_safety_v1_alerts_proto_rawDesc = "" +
@@ -192,7 +352,19 @@ const file_tideline_safety_v1_alerts_proto_rawDesc = "" +
 	"\x11AlertAcknowledged\x12\x19\n" +
 	"\balert_id\x18\x01 \x01(\tR\aalertId\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02atB\xd5\x01\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xa0\x02\n" +
+	"\rAlertRaisedV2\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\tR\aalertId\x12\x19\n" +
+	"\brider_id\x18\x02 \x01(\tR\ariderId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tevent_ids\x18\x04 \x03(\tR\beventIds\x128\n" +
+	"\bseverity\x18\x05 \x01(\x0e2\x1c.tideline.safety.v1.SeverityR\bseverity\x127\n" +
+	"\traised_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\braisedAt\x121\n" +
+	"\x04rule\x18\a \x01(\x0e2\x1d.tideline.safety.v1.AlertRuleR\x04rule*d\n" +
+	"\tAlertRule\x12\x1a\n" +
+	"\x16ALERT_RULE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17ALERT_RULE_SEVERE_EVENT\x10\x01\x12\x1e\n" +
+	"\x1aALERT_RULE_REPEATED_EVENTS\x10\x02B\xd5\x01\n" +
 	"\x16com.tideline.safety.v1B\vAlertsProtoP\x01ZDgithub.com/tideline/tideline/schemas/gen/tideline/safety/v1;safetyv1\xa2\x02\x03TSX\xaa\x02\x12Tideline.Safety.V1\xca\x02\x12Tideline\\Safety\\V1\xe2\x02\x1eTideline\\Safety\\V1\\GPBMetadata\xea\x02\x14Tideline::Safety::V1b\x06proto3"
 
 var (
@@ -207,22 +379,28 @@ func file_tideline_safety_v1_alerts_proto_rawDescGZIP() []byte {
 	return file_tideline_safety_v1_alerts_proto_rawDescData
 }
 
-var file_tideline_safety_v1_alerts_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_tideline_safety_v1_alerts_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_tideline_safety_v1_alerts_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_tideline_safety_v1_alerts_proto_goTypes = []any{
-	(*AlertRaised)(nil),           // 0: tideline.safety.v1.AlertRaised
-	(*AlertAcknowledged)(nil),     // 1: tideline.safety.v1.AlertAcknowledged
-	(Severity)(0),                 // 2: tideline.safety.v1.Severity
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(AlertRule)(0),                // 0: tideline.safety.v1.AlertRule
+	(*AlertRaised)(nil),           // 1: tideline.safety.v1.AlertRaised
+	(*AlertAcknowledged)(nil),     // 2: tideline.safety.v1.AlertAcknowledged
+	(*AlertRaisedV2)(nil),         // 3: tideline.safety.v1.AlertRaisedV2
+	(Severity)(0),                 // 4: tideline.safety.v1.Severity
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_tideline_safety_v1_alerts_proto_depIdxs = []int32{
-	2, // 0: tideline.safety.v1.AlertRaised.severity:type_name -> tideline.safety.v1.Severity
-	3, // 1: tideline.safety.v1.AlertRaised.raised_at:type_name -> google.protobuf.Timestamp
-	3, // 2: tideline.safety.v1.AlertAcknowledged.at:type_name -> google.protobuf.Timestamp
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 0: tideline.safety.v1.AlertRaised.severity:type_name -> tideline.safety.v1.Severity
+	5, // 1: tideline.safety.v1.AlertRaised.raised_at:type_name -> google.protobuf.Timestamp
+	5, // 2: tideline.safety.v1.AlertAcknowledged.at:type_name -> google.protobuf.Timestamp
+	4, // 3: tideline.safety.v1.AlertRaisedV2.severity:type_name -> tideline.safety.v1.Severity
+	5, // 4: tideline.safety.v1.AlertRaisedV2.raised_at:type_name -> google.protobuf.Timestamp
+	0, // 5: tideline.safety.v1.AlertRaisedV2.rule:type_name -> tideline.safety.v1.AlertRule
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_tideline_safety_v1_alerts_proto_init() }
@@ -236,13 +414,14 @@ func file_tideline_safety_v1_alerts_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_safety_v1_alerts_proto_rawDesc), len(file_tideline_safety_v1_alerts_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_tideline_safety_v1_alerts_proto_goTypes,
 		DependencyIndexes: file_tideline_safety_v1_alerts_proto_depIdxs,
+		EnumInfos:         file_tideline_safety_v1_alerts_proto_enumTypes,
 		MessageInfos:      file_tideline_safety_v1_alerts_proto_msgTypes,
 	}.Build()
 	File_tideline_safety_v1_alerts_proto = out.File

@@ -324,10 +324,13 @@ func (x *ListAlertsRequest) GetMinPosition() uint64 {
 }
 
 type Alert struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Raised *AlertRaised           `protobuf:"bytes,1,opt,name=raised,proto3" json:"raised,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// raised is raised_v2 without its rule, for the clients of before
+	// raised_v2. Deprecated: read raised_v2.
+	Raised *AlertRaised `protobuf:"bytes,1,opt,name=raised,proto3" json:"raised,omitempty"`
 	// acknowledged is absent while the alert is open.
 	Acknowledged  *AlertAcknowledged `protobuf:"bytes,2,opt,name=acknowledged,proto3" json:"acknowledged,omitempty"`
+	RaisedV2      *AlertRaisedV2     `protobuf:"bytes,3,opt,name=raised_v2,json=raisedV2,proto3" json:"raised_v2,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +375,13 @@ func (x *Alert) GetRaised() *AlertRaised {
 func (x *Alert) GetAcknowledged() *AlertAcknowledged {
 	if x != nil {
 		return x.Acknowledged
+	}
+	return nil
+}
+
+func (x *Alert) GetRaisedV2() *AlertRaisedV2 {
+	if x != nil {
+		return x.RaisedV2
 	}
 	return nil
 }
@@ -557,10 +567,11 @@ const file_tideline_safety_v1_safety_proto_rawDesc = "" +
 	"\brider_id\x18\x01 \x01(\tR\ariderId\x12\x1b\n" +
 	"\topen_only\x18\x02 \x01(\bR\bopenOnly\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12!\n" +
-	"\fmin_position\x18\x04 \x01(\x04R\vminPosition\"\x8b\x01\n" +
+	"\fmin_position\x18\x04 \x01(\x04R\vminPosition\"\xcb\x01\n" +
 	"\x05Alert\x127\n" +
 	"\x06raised\x18\x01 \x01(\v2\x1f.tideline.safety.v1.AlertRaisedR\x06raised\x12I\n" +
-	"\facknowledged\x18\x02 \x01(\v2%.tideline.safety.v1.AlertAcknowledgedR\facknowledged\"y\n" +
+	"\facknowledged\x18\x02 \x01(\v2%.tideline.safety.v1.AlertAcknowledgedR\facknowledged\x12>\n" +
+	"\traised_v2\x18\x03 \x01(\v2!.tideline.safety.v1.AlertRaisedV2R\braisedV2\"y\n" +
 	"\x12ListAlertsResponse\x121\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x19.tideline.safety.v1.AlertR\x06alerts\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x1a\n" +
@@ -605,6 +616,7 @@ var file_tideline_safety_v1_safety_proto_goTypes = []any{
 	(*DangerDetected)(nil),           // 10: tideline.safety.v1.DangerDetected
 	(*AlertRaised)(nil),              // 11: tideline.safety.v1.AlertRaised
 	(*AlertAcknowledged)(nil),        // 12: tideline.safety.v1.AlertAcknowledged
+	(*AlertRaisedV2)(nil),            // 13: tideline.safety.v1.AlertRaisedV2
 }
 var file_tideline_safety_v1_safety_proto_depIdxs = []int32{
 	9,  // 0: tideline.safety.v1.ListDangerEventsRequest.since:type_name -> google.protobuf.Timestamp
@@ -612,20 +624,21 @@ var file_tideline_safety_v1_safety_proto_depIdxs = []int32{
 	10, // 2: tideline.safety.v1.ReportDangerRequest.event:type_name -> tideline.safety.v1.DangerDetected
 	11, // 3: tideline.safety.v1.Alert.raised:type_name -> tideline.safety.v1.AlertRaised
 	12, // 4: tideline.safety.v1.Alert.acknowledged:type_name -> tideline.safety.v1.AlertAcknowledged
-	5,  // 5: tideline.safety.v1.ListAlertsResponse.alerts:type_name -> tideline.safety.v1.Alert
-	0,  // 6: tideline.safety.v1.SafetyService.ListDangerEvents:input_type -> tideline.safety.v1.ListDangerEventsRequest
-	2,  // 7: tideline.safety.v1.SafetyService.ReportDanger:input_type -> tideline.safety.v1.ReportDangerRequest
-	4,  // 8: tideline.safety.v1.SafetyService.ListAlerts:input_type -> tideline.safety.v1.ListAlertsRequest
-	7,  // 9: tideline.safety.v1.SafetyService.AcknowledgeAlert:input_type -> tideline.safety.v1.AcknowledgeAlertRequest
-	1,  // 10: tideline.safety.v1.SafetyService.ListDangerEvents:output_type -> tideline.safety.v1.ListDangerEventsResponse
-	3,  // 11: tideline.safety.v1.SafetyService.ReportDanger:output_type -> tideline.safety.v1.ReportDangerResponse
-	6,  // 12: tideline.safety.v1.SafetyService.ListAlerts:output_type -> tideline.safety.v1.ListAlertsResponse
-	8,  // 13: tideline.safety.v1.SafetyService.AcknowledgeAlert:output_type -> tideline.safety.v1.AcknowledgeAlertResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	13, // 5: tideline.safety.v1.Alert.raised_v2:type_name -> tideline.safety.v1.AlertRaisedV2
+	5,  // 6: tideline.safety.v1.ListAlertsResponse.alerts:type_name -> tideline.safety.v1.Alert
+	0,  // 7: tideline.safety.v1.SafetyService.ListDangerEvents:input_type -> tideline.safety.v1.ListDangerEventsRequest
+	2,  // 8: tideline.safety.v1.SafetyService.ReportDanger:input_type -> tideline.safety.v1.ReportDangerRequest
+	4,  // 9: tideline.safety.v1.SafetyService.ListAlerts:input_type -> tideline.safety.v1.ListAlertsRequest
+	7,  // 10: tideline.safety.v1.SafetyService.AcknowledgeAlert:input_type -> tideline.safety.v1.AcknowledgeAlertRequest
+	1,  // 11: tideline.safety.v1.SafetyService.ListDangerEvents:output_type -> tideline.safety.v1.ListDangerEventsResponse
+	3,  // 12: tideline.safety.v1.SafetyService.ReportDanger:output_type -> tideline.safety.v1.ReportDangerResponse
+	6,  // 13: tideline.safety.v1.SafetyService.ListAlerts:output_type -> tideline.safety.v1.ListAlertsResponse
+	8,  // 14: tideline.safety.v1.SafetyService.AcknowledgeAlert:output_type -> tideline.safety.v1.AcknowledgeAlertResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_tideline_safety_v1_safety_proto_init() }
