@@ -14,7 +14,8 @@ import (
 )
 
 // readBatch bounds how many commits Read hands over at once; it hands
-// over sooner when the log has nothing more pending.
+// over sooner when the log has nothing more pending, and after 16 times
+// as many messages passed over (progress of a narrow read).
 const readBatch = 256
 
 // Read reads the commits sel selects, in order, with an ordered consumer
@@ -49,9 +50,10 @@ func (s *Store) Read(ctx context.Context, sel es.Selection, fn func(es.LogBatch)
 		}
 	}
 	b := es.LogBatch{Commits: make([]es.Commit, 0, readBatch)}
+	read := 0 // messages read since the last handover
 	hand := func() error {
 		err := fn(b)
-		b.Commits = make([]es.Commit, 0, readBatch)
+		b.Commits, read = make([]es.Commit, 0, readBatch), 0
 		return err
 	}
 	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
@@ -91,6 +93,7 @@ func (s *Store) Read(ctx context.Context, sel es.Selection, fn func(es.LogBatch)
 			return nil
 		}
 		b.Position, b.CaughtUp = seq, pending == 0
+		read++
 		if stream, err := es.ParseStreamID(m.Subject()); err == nil && stream.Validate() == nil && wantTypes(types, m.Headers().Get(wire.HeaderEventTypes)) {
 			c, err := wire.DecodeCommit(stream, seq, m.Headers(), m.Data())
 			if err != nil {
@@ -102,7 +105,7 @@ func (s *Store) Read(ctx context.Context, sel es.Selection, fn func(es.LogBatch)
 			b.Commits = append(b.Commits, c)
 		}
 		end := sel.To > 0 && (seq == sel.To || pending == 0)
-		if end || pending == 0 || len(b.Commits) == readBatch {
+		if end || pending == 0 || len(b.Commits) == readBatch || read == 16*readBatch {
 			if err := hand(); err != nil || end {
 				return err
 			}
