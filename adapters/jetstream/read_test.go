@@ -99,7 +99,7 @@ func TestReadFollowsTheLogLive(t *testing.T) {
 		if b.CaughtUp {
 			caughtUp++
 			if caughtUp == 1 {
-				go appendSteps(t, s, st, 2)
+				appendSteps(t, s, st, 2) // from the callback: Read is waiting on it, not on the log
 			}
 		}
 		if len(got) == 2 {
