@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,8 +38,8 @@ var exportEvents = flag.Int("export.events", 100000, "events BenchmarkExport exp
 // each op reads them all with a raw ordered consumer and exports them
 // with `tideline export` as JSON Lines and as Parquet, and subscribes
 // from position 1 until caught up. It reports each rate, the exports'
-// rates over the raw replay's, and the peak heap (server and CLI share
-// the process) above the level before the export.
+// rates over the raw replay's, and the peak RSS of the export's CLI
+// process.
 func BenchmarkExport(b *testing.B) {
 	f := servertest.Start(b)
 	n := *exportEvents
@@ -45,15 +47,16 @@ func BenchmarkExport(b *testing.B) {
 	settleProjections(b, f)
 	n = int(f.Last(b)) // the reactions append too: every commit is read
 	dir := b.TempDir()
+	bin := buildTideline(b)
 	var raw, jsonl, parquet, catchUp time.Duration
-	var heapJSONL, heapParquet uint64
+	var rssJSONL, rssParquet int64
 	for b.Loop() {
 		raw += timed(func() { rawReplay(b, f, n) })
-		var d time.Duration
-		heapJSONL = max(heapJSONL, peakHeap(func() { d = timed(func() { runExport(b, f, "jsonl", filepath.Join(dir, "e.jsonl")) }) }))
-		jsonl += d
-		heapParquet = max(heapParquet, peakHeap(func() { d = timed(func() { runExport(b, f, "parquet", filepath.Join(dir, "pq")) }) }))
-		parquet += d
+		var rss int64
+		jsonl += timed(func() { rss = runExport(b, bin, f, "jsonl", filepath.Join(dir, "e.jsonl")) })
+		rssJSONL = max(rssJSONL, rss)
+		parquet += timed(func() { rss = runExport(b, bin, f, "parquet", filepath.Join(dir, "pq")) })
+		rssParquet = max(rssParquet, rss)
 		catchUp += timed(func() { subscribeUntilCaughtUp(b, f, n) })
 	}
 	ops := float64(b.N)
@@ -64,8 +67,8 @@ func BenchmarkExport(b *testing.B) {
 	b.ReportMetric(rate(catchUp), "catchup-events/s")
 	b.ReportMetric(raw.Seconds()/jsonl.Seconds(), "jsonl/raw")
 	b.ReportMetric(raw.Seconds()/parquet.Seconds(), "parquet/raw")
-	b.ReportMetric(float64(heapJSONL)/(1<<20), "jsonl-peak-heap-MB")
-	b.ReportMetric(float64(heapParquet)/(1<<20), "parquet-peak-heap-MB")
+	b.ReportMetric(float64(rssJSONL)/1024, "jsonl-cli-peak-rss-MB")
+	b.ReportMetric(float64(rssParquet)/1024, "parquet-cli-peak-rss-MB")
 }
 
 // BenchmarkSubscribeLatency measures append → received on a live
@@ -103,41 +106,6 @@ func timed(f func()) time.Duration {
 	start := time.Now()
 	f()
 	return time.Since(start)
-}
-
-// peakHeap runs f and returns the highest heap in use while it ran, less
-// the heap in use (after a GC) before.
-func peakHeap(f func()) uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	f()
-	close(done)
-	wg.Wait()
-	if p := peak.Load(); p > base {
-		return p - base
-	}
-	return 0
 }
 
 func appendDanger(tb testing.TB, f *servertest.Server, i int) {
@@ -208,10 +176,39 @@ func rawReplay(tb testing.TB, f *servertest.Server, n int) {
 	<-done
 }
 
-func runExport(tb testing.TB, f *servertest.Server, format, out string) {
+// runExport runs `tideline export` (bin) as its own process and returns
+// its peak RSS in KiB: its VmHWM, read until it exits. (Its rusage's
+// maxrss would count the test process it was forked from.)
+func runExport(tb testing.TB, bin string, f *servertest.Server, format, out string) int64 {
+	cmd := exec.Command(bin, "export", "--server", f.URL, "--data", f.Config.DataDir, "--format", format, "--out", out)
 	var stderr bytes.Buffer
-	if err := run(context.Background(), []string{"export", "--server", f.URL, "--data", f.Config.DataDir, "--format", format, "--out", out}, io.Discard, &stderr); err != nil {
-		tb.Fatalf("export: %v\n%s", err, stderr.String())
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var hwm int64
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if b, err := os.ReadFile(status); err == nil {
+			for line := range strings.Lines(string(b)) {
+				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+					hwm = max(hwm, kb)
+				}
+			}
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Fatalf("export: %v\n%s", err, stderr.String())
+			}
+			return hwm
+		case <-t.C:
+		}
 	}
 }
 
