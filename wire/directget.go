@@ -26,6 +26,7 @@ func DirectGetLastSubject(api, stream, subject string) string {
 
 // DirectGetRequest is the body of a Direct Get request: from stream
 // sequence Seq on, the first message on NextBySubject (wildcards allowed),
+// or the first stored at or after StartTime,
 // or with Batch up to that many of them (and up to about MaxBytes), then a
 // 204 end-of-batch status whose Nats-Num-Pending says how many remain.
 type DirectGetRequest struct {
@@ -33,6 +34,9 @@ type DirectGetRequest struct {
 	Batch         int    `json:"batch,omitempty"`
 	MaxBytes      int    `json:"max_bytes,omitempty"`
 	NextBySubject string `json:"next_by_subj,omitempty"`
+	// StartTime asks for the first message stored at or after it (the
+	// stream's time index); not with Seq.
+	StartTime *time.Time `json:"start_time,omitempty"`
 }
 
 // Headers of a Direct Get reply that nats.go does not name.

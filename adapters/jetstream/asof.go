@@ -2,7 +2,6 @@ package jetstream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections"
-	"github.com/tideline/tideline/wire"
 )
 
 // Defaults of NewAsOfLimits, and how many results each runner caches.
@@ -283,39 +281,16 @@ func (r *Runner) cache(m AsOfModel) {
 }
 
 // PositionAt returns the position of the last commit the stream stored
-// at or before t (0 when it holds none that early), from JetStream's own
-// time index: one stream info and at most one Direct Get by start time
-// (the first message stored after t), never a scan. It relies on stored
-// times rising with the sequence, as the server's clock gives them.
+// at or before t (0 when it holds none that early): the commit before the
+// first one stored after t (FirstPositionAt), from JetStream's own time
+// index, never a scan. It relies on stored times rising with the
+// sequence, as the server's clock gives them.
 func (s *Store) PositionAt(ctx context.Context, t time.Time) (uint64, error) {
-	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	first, err := s.FirstPositionAt(ctx, t.Add(time.Nanosecond))
 	if err != nil {
-		return 0, es.Wrap(es.Unavailable, "stream info", err)
+		return 0, err
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, es.Wrap(es.Unavailable, "stream info", err)
-	}
-	last := info.State.LastSeq
-	if last == 0 || !info.State.LastTime.After(t) {
-		return last, nil
-	}
-	after := t.Add(time.Nanosecond)
-	req, _ := json.Marshal(struct {
-		StartTime *time.Time `json:"start_time"`
-	}{&after})
-	msg, err := s.nc.RequestWithContext(ctx, s.directGet, req)
-	if err != nil {
-		return 0, es.Wrap(es.Unavailable, "direct get by time", err)
-	}
-	rep, err := wire.ReadDirectGet(msg)
-	if err != nil {
-		return 0, directGetError("direct get by time", err)
-	}
-	if !rep.Found {
-		return last, nil
-	}
-	return rep.Seq - 1, nil
+	return first - 1, nil
 }
 
 // TimeOf returns when the commit at pos was stored (one Direct Get); the

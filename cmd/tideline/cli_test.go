@@ -36,6 +36,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"nats-user", "--help"}, "tideline nats-user add NAME"},
 		{[]string{"nats-user", "add", "-h"}, "-role"},
 		{[]string{"nats-user", "list", "-h"}, "tideline nats-user list"},
+		{[]string{"export", "-h"}, "tideline export [--format jsonl|parquet]"},
 		{[]string{"bench", "-h"}, "usage: tideline bench"},
 		{[]string{"demo", "-h"}, "usage: tideline demo"},
 	}

@@ -33,6 +33,7 @@ usage:
   tideline token --sub ID --role ROLE [--data DIR]      print a bearer token
   tideline token revoke JTI|TOKEN [--data DIR]          refuse a token from now on
   tideline projections list|rebuild|resume|skip [NAME]  operate read models
+  tideline export [--format jsonl|parquet] [flags]      export events for analysis
   tideline device add|revoke|list [ID] [flags]          manage edge devices
   tideline nats-user add|revoke|list [NAME] [flags]     manage NATS clients (--nats-listen)
   tideline bench [--json] [flags]                       run the benchmarks
@@ -94,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tokenCmd(args[1:], stdout, stderr)
 	case "projections":
 		return projectionsCmd(ctx, args[1:], stdout, stderr)
+	case "export":
+		return exportCmd(ctx, args[1:], stdout, stderr)
 	case "device":
 		return deviceCmd(args[1:], stdout, stderr)
 	case "nats-user":
