@@ -99,4 +99,15 @@ func TestAsOfQueries(t *testing.T) {
 	if err := run(ctx, []string{"projections", "at", "steps", "--position", "4", "--time", "2026-01-01T00:00:00Z", "--server", url, "--data", dir}, &stdout, &stderr); err == nil {
 		t.Error("projections at with both --position and --time succeeded")
 	}
+	// Every read model answers as of a position: one without a summary of
+	// its own by its state (a JSON snapshot) or its snapshot's size.
+	for name, want := range map[string]string{"alerts": `"state"`, "story": `"snapshot_bytes"`, "labeling": `"state"`, "delivery-nearby": `"position": 4`} {
+		stdout.Reset()
+		if err := run(ctx, []string{"projections", "at", name, "--position", "4", "--server", url, "--data", dir}, &stdout, &stderr); err != nil {
+			t.Fatalf("projections at %s: %v (stderr %q)", name, err, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("projections at %s printed %q, want %s", name, stdout.String(), want)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/tideline/tideline/adapters/jetstream"
@@ -11,7 +12,8 @@ import (
 
 // Past makes r's projection answer as-of queries, with fresh instances
 // from fresh and summary describing one for the admin service's
-// ProjectionAt (nil: its name and position).
+// ProjectionAt (nil: the model's state as its snapshot holds it, when the
+// snapshot is JSON, else its size).
 func (h *Host) Past(r *jetstream.Runner, fresh func() projections.Projection, summary func(p projections.Projection, at time.Time) any) api.Past {
 	p := pastRunner{r: r, store: h.Store, fresh: fresh, summary: summary}
 	if h.m.history == nil {
@@ -42,8 +44,26 @@ func (p pastRunner) At(ctx context.Context, pos uint64) (api.PastModel, error) {
 		Snapshot: m.Snapshot, Replayed: uint64(m.Replayed)}
 	if p.summary != nil {
 		out.Summary = func() any { return p.summary(m.Model, at) }
+	} else {
+		out.Summary = func() any { return snapshotSummary(m.Model, m.Position) }
 	}
 	return out, nil
+}
+
+// snapshotSummary describes a model without a summary of its own by its
+// snapshot: the state itself when the snapshot is JSON, else its size.
+func snapshotSummary(p projections.Projection, pos uint64) any {
+	snap, err := p.Snapshot()
+	out := map[string]any{"name": p.Name(), "position": pos}
+	switch {
+	case err != nil:
+		out["error"] = err.Error()
+	case json.Valid(snap):
+		out["state"] = json.RawMessage(snap)
+	default:
+		out["snapshot_bytes"] = len(snap)
+	}
+	return out
 }
 
 func (p pastRunner) PositionAt(ctx context.Context, t time.Time) (uint64, error) {

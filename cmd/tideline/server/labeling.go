@@ -9,6 +9,7 @@ import (
 	"github.com/tideline/tideline/domain/labeling"
 	"github.com/tideline/tideline/domain/notify"
 	"github.com/tideline/tideline/domain/rewards"
+	"github.com/tideline/tideline/projections"
 	labelingmodel "github.com/tideline/tideline/projections/labeling"
 )
 
@@ -23,6 +24,7 @@ func labelingModule(_ context.Context, h *Host) error {
 	model := labelingmodel.New()
 	svc := labeling.NewService(h.Store, h.Blobs, model.Pick, nil)
 	feed := h.Runner(model)
+	h.Past(feed, func() projections.Projection { return labelingmodel.New() }, nil)
 	h.React(reactions.LabelingReactions(svc, reactions.LabelingEngines{
 		Blobs: h.Blobs, OCR: h.Engines.OCR, Decoder: h.Engines.Decoder, Logger: h.Logger,
 	})...)

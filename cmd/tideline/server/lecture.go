@@ -6,6 +6,7 @@ import (
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/transcription"
+	"github.com/tideline/tideline/projections"
 	lecturemodel "github.com/tideline/tideline/projections/lecture"
 )
 
@@ -19,7 +20,9 @@ func lectureModule(_ context.Context, h *Host) error {
 		Blobs: h.Blobs, Transcriber: h.Engines.Transcriber, Decoder: h.Engines.Decoder, Restructurer: h.Engines.Restructurer,
 		Fallback: h.Engines.Fallback, Logger: h.Logger,
 	})...)
-	h.Serve(api.TranscriptionServices(svc, api.Lectures{List: list, Feed: h.Runner(list),
+	feed := h.Runner(list)
+	h.Past(feed, func() projections.Projection { return lecturemodel.New() }, nil)
+	h.Serve(api.TranscriptionServices(svc, api.Lectures{List: list, Feed: feed,
 		Transcriber: h.Engines.Transcriber, Decoder: h.Engines.Decoder, Engine: h.Engines.RestructurerName, Links: h.Links})...)
 	return nil
 }

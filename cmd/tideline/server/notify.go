@@ -6,6 +6,7 @@ import (
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/notify"
+	"github.com/tideline/tideline/projections"
 	"github.com/tideline/tideline/projections/inbox"
 )
 
@@ -21,6 +22,8 @@ func notifyModule(_ context.Context, h *Host) error {
 		e.WebPush, push.VAPIDPublicKey = h.Engines.WebPush, h.Engines.WebPush.PublicKey()
 	}
 	h.React(reactions.NotifyReactions(svc, e)...)
-	h.Serve(api.NotifyServices(svc, box, h.Runner(box), push)...)
+	boxFeed := h.Runner(box)
+	h.Past(boxFeed, func() projections.Projection { return inbox.New() }, nil)
+	h.Serve(api.NotifyServices(svc, box, boxFeed, push)...)
 	return nil
 }

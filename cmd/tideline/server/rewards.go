@@ -9,6 +9,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/notify"
 	"github.com/tideline/tideline/domain/rewards"
+	"github.com/tideline/tideline/projections"
 	rewardsmodel "github.com/tideline/tideline/projections/rewards"
 )
 
@@ -32,8 +33,11 @@ func rewardsModule(ctx context.Context, h *Host) error {
 		_, err := inbox.Post(ctx, user, n)
 		return err
 	}))
-	h.Serve(api.RewardsServices(svc, api.Rewards{Accounts: accounts, AccountsFeed: h.Runner(accounts),
-		Raffles: raffles, RafflesFeed: h.Runner(raffles)})...)
+	accountsFeed, rafflesFeed := h.Runner(accounts), h.Runner(raffles)
+	h.Past(accountsFeed, func() projections.Projection { return rewardsmodel.NewAccounts() }, nil)
+	h.Past(rafflesFeed, func() projections.Projection { return rewardsmodel.NewRaffles() }, nil)
+	h.Serve(api.RewardsServices(svc, api.Rewards{Accounts: accounts, AccountsFeed: accountsFeed,
+		Raffles: raffles, RafflesFeed: rafflesFeed})...)
 	tick := h.Config.RaffleTick
 	if tick <= 0 {
 		tick = DefaultRaffleTick

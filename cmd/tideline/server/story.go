@@ -6,6 +6,7 @@ import (
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/story"
+	"github.com/tideline/tideline/projections"
 	storymodel "github.com/tideline/tideline/projections/story"
 )
 
@@ -19,6 +20,8 @@ func storyModule(_ context.Context, h *Host) error {
 		Blobs: h.Blobs, OCR: h.Engines.OCR, Speaker: h.Engines.Speaker, Links: h.Links,
 		Email: h.Engines.Email, Slack: h.Engines.Slack, Logger: h.Logger,
 	})...)
-	h.Serve(api.StoryServices(svc, list, h.Runner(list), h.Links, api.StoryTTLs{})...)
+	feed := h.Runner(list)
+	h.Past(feed, func() projections.Projection { return storymodel.New() }, nil)
+	h.Serve(api.StoryServices(svc, list, feed, h.Links, api.StoryTTLs{})...)
 	return nil
 }
