@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/internal/egress"
 )
 
 // Scope is the OAuth scope of sending messages.
@@ -245,24 +245,10 @@ func (n *Notifier) Notify(ctx context.Context, m media.Message) error {
 		n.forgetToken(tok)
 		return fmt.Errorf("fcm: %w: %w", media.ErrUnavailable, reason)
 	case s == http.StatusTooManyRequests || s >= 500:
-		if after, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+		if after, ok := egress.RetryAfter(resp.Header.Get("Retry-After")); ok {
 			return fmt.Errorf("fcm: %w", &media.RetryLater{After: after, Err: reason})
 		}
 		return fmt.Errorf("fcm: %w: %w", media.ErrUnavailable, reason)
 	}
 	return fmt.Errorf("fcm: %w: %w", media.ErrUnusable, reason)
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(h string) (time.Duration, bool) {
-	if h == "" {
-		return 0, false
-	}
-	if s, err := strconv.Atoi(h); err == nil {
-		return time.Duration(max(s, 0)) * time.Second, true
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(time.Until(t), 0), true
-	}
-	return 0, false
 }

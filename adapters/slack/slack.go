@@ -13,7 +13,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -91,26 +90,12 @@ func (n *Notifier) Notify(ctx context.Context, m media.Message) error {
 	case resp.StatusCode/100 == 2:
 		return nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		if after, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+		if after, ok := egress.RetryAfter(resp.Header.Get("Retry-After")); ok {
 			return fmt.Errorf("slack: %w", &media.RetryLater{After: after, Err: reason})
 		}
 		return fmt.Errorf("slack: %w: %w", media.ErrUnavailable, reason)
 	}
 	return fmt.Errorf("slack: %w: %w", media.ErrUnusable, reason)
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(h string) (time.Duration, bool) {
-	if h == "" {
-		return 0, false
-	}
-	if s, err := strconv.Atoi(h); err == nil {
-		return time.Duration(max(s, 0)) * time.Second, true
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(time.Until(t), 0), true
-	}
-	return 0, false
 }
 
 // escape escapes what Slack reads as markup: &, < and >.

@@ -24,7 +24,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -284,7 +283,7 @@ func (n *Notifier) Notify(ctx context.Context, m media.Message) error {
 	case code == http.StatusNotFound || code == http.StatusGone:
 		return fmt.Errorf("webpush: subscription gone: %w: %w", media.ErrNotFound, reason)
 	case code == http.StatusTooManyRequests || code >= 500:
-		if after, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+		if after, ok := egress.RetryAfter(resp.Header.Get("Retry-After")); ok {
 			return fmt.Errorf("webpush: %w", &media.RetryLater{After: after, Err: reason})
 		}
 		return fmt.Errorf("webpush: %w: %w", media.ErrUnavailable, reason)
@@ -305,18 +304,4 @@ func topic(tag string) string {
 		}
 	}
 	return tag
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(h string) (time.Duration, bool) {
-	if h == "" {
-		return 0, false
-	}
-	if s, err := strconv.Atoi(h); err == nil {
-		return time.Duration(max(s, 0)) * time.Second, true
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(time.Until(t), 0), true
-	}
-	return 0, false
 }

@@ -236,18 +236,11 @@ func runDemo(ctx context.Context, c demoConfig) (*demoSummary, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if c.server == "" {
-		dir, err := os.MkdirTemp("", "tideline-demo-")
+		stop, err := c.embedded(ctx, nil, "")
 		if err != nil {
-			return nil, fmt.Errorf("demo: temp dir: %w", err)
+			return nil, err
 		}
-		defer os.RemoveAll(dir)
-		m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.log}}
-		if err := m.Run(ctx); err != nil {
-			return nil, fmt.Errorf("demo: start embedded server: %w", err)
-		}
-		defer m.Close()
-		c.server, c.data = "http://"+m.Addr(), dir
-		fmt.Fprintf(c.out, "Embedded server at %s (data %s, removed on exit)\n", c.server, dir)
+		defer stop()
 	}
 	c.server = strings.TrimSuffix(c.server, "/")
 	tokens, err := api.LoadTokens(c.data)
@@ -321,6 +314,28 @@ func runDemo(ctx context.Context, c demoConfig) (*demoSummary, error) {
 		<-ctx.Done()
 	}
 	return &d.sum, nil
+}
+
+// embedded starts a server in a temporary directory (tune adjusts its
+// configuration) and points c at it; stop closes it and removes the
+// directory.
+func (c *demoConfig) embedded(ctx context.Context, tune func(*server.Config), note string) (stop func(), err error) {
+	dir, err := os.MkdirTemp("", "tideline-demo-")
+	if err != nil {
+		return nil, fmt.Errorf("demo: temp dir: %w", err)
+	}
+	cfg := server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.log}
+	if tune != nil {
+		tune(&cfg)
+	}
+	m := &server.Main{Config: cfg}
+	if err := m.Run(ctx); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("demo: start embedded server: %w", err)
+	}
+	c.server, c.data = "http://"+m.Addr(), dir
+	fmt.Fprintf(c.out, "Embedded server at %s (data %s, removed on exit%s)\n", c.server, dir, note)
+	return func() { m.Close(); os.RemoveAll(dir) }, nil
 }
 
 func (d *demo) issue(sub string, role auth.Role) (string, error) {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -82,19 +81,12 @@ func runLabeling(ctx context.Context, c demoConfig) (*labelingSummary, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if c.server == "" {
-		dir, err := os.MkdirTemp("", "tideline-demo-")
+		stop, err := c.embedded(ctx, func(cfg *server.Config) { cfg.VerifyEvery, cfg.RaffleTick = time.Second, 200*time.Millisecond },
+			"; verification every second")
 		if err != nil {
-			return nil, fmt.Errorf("demo: temp dir: %w", err)
+			return nil, err
 		}
-		defer os.RemoveAll(dir)
-		m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: c.log,
-			VerifyEvery: time.Second, RaffleTick: 200 * time.Millisecond}}
-		if err := m.Run(ctx); err != nil {
-			return nil, fmt.Errorf("demo: start embedded server: %w", err)
-		}
-		defer m.Close()
-		c.server, c.data = "http://"+m.Addr(), dir
-		fmt.Fprintf(c.out, "Embedded server at %s (data %s, removed on exit; verification every second)\n", c.server, dir)
+		defer stop()
 	}
 	c.server = strings.TrimSuffix(c.server, "/")
 	tokens, err := api.LoadTokens(c.data)
