@@ -221,7 +221,9 @@ func TestFailingReactionIsPoisoned(t *testing.T) {
 // Commits that cannot be decoded go to the poison queue without retries:
 // twenty of them ahead of a good commit delay it by no more than their one
 // attempt each (with the default five retries each, from 100 ms doubling,
-// they held it up about a minute).
+// they held it up about a minute). The bound, half that minute, is loose
+// enough for a loaded CI machine (a few seconds there) and still fails
+// with retries.
 func TestUndecodableCommitsPoisonedAtOnce(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
@@ -246,11 +248,11 @@ func TestUndecodableCommitsPoisonedAtOnce(t *testing.T) {
 	select {
 	case done := <-handled:
 		t.Logf("good commit handled %v after it was appended, behind 20 undecodable ones", done.Sub(at))
-		if done.Sub(at) > 3*time.Second {
+		if done.Sub(at) > 30*time.Second {
 			t.Fatalf("good commit handled after %v", done.Sub(at))
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the good commit was not handled within 10s behind 20 undecodable ones")
+	case <-time.After(45 * time.Second):
+		t.Fatal("the good commit was not handled within 45s behind 20 undecodable ones")
 	}
 	js, _ := jetstream.New(e.store.JetStream().Conn())
 	poll.Until(t, 10*time.Second, "20 commits poisoned", func() bool {
