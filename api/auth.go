@@ -449,14 +449,18 @@ func appendLine(path, line string) error {
 	return nil
 }
 
-// authenticate returns the principal of h's bearer token.
-func (t *Tokens) authenticate(h http.Header) (auth.Principal, error) {
+// authenticate returns the principal of h's bearer token: one of ours,
+// or when idp is set, one of the identity provider's.
+func (t *Tokens) authenticate(h http.Header, idp *IdP) (auth.Principal, error) {
 	scheme, tok, _ := strings.Cut(h.Get("Authorization"), " ")
 	if tok = strings.TrimSpace(tok); !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "missing bearer token (Authorization: Bearer <token>; get one with `tideline token`)")
 	}
 	if len(tok) > maxTokenBytes {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid token: longer than %d bytes", maxTokenBytes)
+	}
+	if idp != nil && !ours(tok) {
+		return idp.Verify(tok)
 	}
 	p, err := t.Verify(tok)
 	if errors.Is(err, ErrTokenRevoked) {
@@ -486,6 +490,7 @@ const envelopeSlack = 1 << 10
 type gate struct {
 	next    http.Handler
 	tokens  *Tokens
+	idp     *IdP            // optional
 	open    map[string]bool // service paths ("/pkg.Service/") served without a token
 	streams map[string]bool // procedure paths whose request is a stream of messages
 	live    map[string]bool // procedure paths whose response is a stream (see liveWriter)
@@ -497,7 +502,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	service := r.URL.Path[:strings.LastIndexByte(r.URL.Path, '/')+1]
 	if !g.open[service] {
-		p, err := g.tokens.authenticate(r.Header)
+		p, err := g.tokens.authenticate(r.Header, g.idp)
 		if err != nil {
 			g.errors.Write(w, r, toConnect(ctx, err))
 			return

@@ -79,6 +79,9 @@ type DeviceRejections interface {
 // DeliveryServices, DashboardServices).
 type Config struct {
 	Tokens *Tokens
+	// IdP, when set, also accepts an external identity provider's access
+	// tokens (those not issued by Tokens).
+	IdP *IdP
 	// Projections by name, for the admin service.
 	Projections map[string]ProjectionControl
 	// DeviceRejections lists the edge device commits the hub refused
@@ -216,6 +219,7 @@ func New(d Config, services ...Service) (*API, error) {
 
 	g := &gate{
 		tokens:  d.Tokens,
+		idp:     d.IdP,
 		open:    map[string]bool{},
 		streams: map[string]bool{},
 		live:    map[string]bool{},

@@ -102,6 +102,9 @@ type Config struct {
 	// RaffleTick is how often raffles whose draw time has come are drawn
 	// (0: DefaultRaffleTick).
 	RaffleTick time.Duration
+	// OIDC, when its Issuer or JWKSURL is set, also accepts an external
+	// identity provider's access tokens (api.IdP).
+	OIDC api.IdPConfig
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -298,6 +301,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	cfg := h.API
 	cfg.Tokens = m.Tokens
+	if c.OIDC.Issuer != "" || c.OIDC.JWKSURL != "" {
+		if cfg.IdP, err = api.NewIdP(ctx, c.OIDC); err != nil {
+			return err
+		}
+	}
 	cfg.Projections = controls
 	cfg.History = m.history
 	cfg.LastPosition = m.Store.LastPosition
