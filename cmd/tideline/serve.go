@@ -28,7 +28,12 @@ with --s3-endpoint and --s3-bucket in an S3-compatible store, with the
 credentials in the environment: TIDELINE_S3_ACCESS_KEY and
 TIDELINE_S3_SECRET_KEY. Clients upload and download them through signed,
 expiring URLs on ADDR under /blobs/ (key: DIR/keys/blob-links.key), which
-start with --public-url.`
+start with --public-url.
+
+Callers present a bearer token from 'tideline token', or with --oidc-issuer
+(or --jwks-url), --oidc-audience and --oidc-roles an access token of an
+OpenID Connect identity provider (Cognito, Keycloak, Auth0), its groups
+(--oidc-role-claim) mapped to roles.`
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("serve", serveUsage, stderr)
@@ -68,6 +73,11 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&c.EgressAllowPrivate, "egress-allow-private", false, "let users' Slack webhooks and Web Push endpoints reach loopback, private (RFC 1918, fc00::/7), link-local (cloud metadata) and CGNAT addresses, for a push service or Slack proxy inside the network; default: refused, the delivery fails as unusable")
 	fs.StringVar(&c.FCM.Project, "fcm-project", "", "send push notifications to apps through this Firebase project (with --fcm-credentials; default: the credentials' project_id)")
 	fs.StringVar(&c.FCM.CredentialsFile, "fcm-credentials", "", "the Firebase service account's JSON key file; default: no FCM (app subscriptions' deliveries fail)")
+	fs.StringVar(&c.OIDC.Issuer, "oidc-issuer", "", "also accept access tokens of this OpenID Connect identity provider (Cognito, Keycloak, Auth0), e.g. https://sso.example/realms/tideline: its keys come from <issuer>/.well-known/openid-configuration and tokens' iss must equal it (with --oidc-audience and --oidc-roles)")
+	fs.StringVar(&c.OIDC.JWKSURL, "jwks-url", "", "the identity provider's keys (JWKS) at this URL, instead of discovering them with --oidc-issuer (without --oidc-issuer, iss is not checked)")
+	fs.StringVar(&c.OIDC.Audience, "oidc-audience", "", "identity provider tokens must have this audience (aud), the client id Tideline is registered with; required with --oidc-issuer or --jwks-url")
+	fs.StringVar(&c.OIDC.RoleClaim, "oidc-role-claim", api.DefaultRoleClaim, "the identity provider token's claim holding the caller's groups, a string or array; a dotted path reaches into objects: cognito:groups (Cognito), realm_access.roles (Keycloak)")
+	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device and service cannot be granted; a token with no mapped group is PermissionDenied")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -83,6 +93,20 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if c.VerifyEvery < time.Second {
 		return fmt.Errorf("--verify-every: want at least 1s, got %s", c.VerifyEvery)
+	}
+	if c.OIDC.Issuer != "" || c.OIDC.JWKSURL != "" {
+		if c.OIDC.Audience == "" {
+			return errors.New("--oidc-issuer and --jwks-url need --oidc-audience: without it, tokens the identity provider issued to other applications would be accepted")
+		}
+		var err error
+		if c.OIDC.Roles, err = api.ParseIdPRoles(*oidcRoles); err != nil {
+			return fmt.Errorf("--oidc-roles: %w", err)
+		}
+		if len(c.OIDC.Roles) == 0 {
+			return errors.New("--oidc-issuer and --jwks-url need --oidc-roles, e.g. 'admins=admin,riders=rider'")
+		}
+	} else if c.OIDC.Audience != "" || *oidcRoles != "" {
+		return errors.New("--oidc-audience and --oidc-roles go with --oidc-issuer or --jwks-url")
 	}
 	if c.RaffleTick <= 0 {
 		return fmt.Errorf("--raffle-tick: want a positive duration, got %s", c.RaffleTick)
