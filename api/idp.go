@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -82,11 +83,17 @@ type IdP struct {
 	cfg    IdPConfig
 	parser *jwt.Parser
 
-	mu        sync.Mutex // guards the fields below; held across a fetch
+	keys atomic.Pointer[keySet] // the last good set; nil before one
+
+	fetchMu   sync.Mutex // one fetch at a time; guards the fields below
 	jwksURL   string
-	keys      map[string]crypto.PublicKey // by kid
-	fetched   time.Time                   // last successful fetch
-	attempted time.Time                   // last fetch, successful or not
+	attempted time.Time // last fetch, successful or not
+}
+
+// keySet is one successful fetch of the JWKS.
+type keySet struct {
+	keys    map[string]crypto.PublicKey // by kid
+	fetched time.Time
 }
 
 // NewIdP checks c and returns its verifier. It fetches the keys once,
@@ -130,8 +137,8 @@ func NewIdP(ctx context.Context, c IdPConfig) (*IdP, error) {
 		opts = append(opts, jwt.WithIssuer(c.Issuer))
 	}
 	p := &IdP{cfg: c, parser: jwt.NewParser(opts...), jwksURL: c.JWKSURL}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.fetchMu.Lock()
+	defer p.fetchMu.Unlock()
 	if err := p.fetch(ctx); err != nil {
 		slog.Warn("identity provider: keys not fetched; its tokens are refused until they are", "err", err)
 	}
@@ -250,7 +257,7 @@ func (p *IdP) key(t *jwt.Token) (any, error) {
 	if kid == "" {
 		return nil, errors.New("no key id (kid)")
 	}
-	k, err := p.lookup(kid, time.Now())
+	k, err := p.lookup(kid)
 	if err != nil {
 		return nil, err
 	}
@@ -269,30 +276,48 @@ func (p *IdP) key(t *jwt.Token) (any, error) {
 	return k, nil
 }
 
-// lookup returns the key kid, fetching the keys first when they are older
-// than RefreshEvery, or when kid is unknown and the last fetch is older
-// than MinRefresh.
-func (p *IdP) lookup(kid string, now time.Time) (crypto.PublicKey, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	k, ok := p.keys[kid]
-	stale := now.Sub(p.fetched) >= p.cfg.RefreshEvery
-	if (stale || !ok) && now.Sub(p.attempted) >= p.cfg.MinRefresh {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := p.fetch(ctx)
-		cancel()
-		if err != nil {
-			slog.Warn("identity provider: keys not fetched; keeping the last ones", "err", err)
+// lookup returns the key kid. Keys older than RefreshEvery are fetched
+// again by one caller while the others go on with them; an unknown kid
+// waits for a fetch, unless the last one is more recent than MinRefresh.
+func (p *IdP) lookup(kid string) (crypto.PublicKey, error) {
+	ks := p.keys.Load()
+	var k crypto.PublicKey
+	if ks != nil {
+		k = ks.keys[kid]
+	}
+	switch {
+	case k != nil && time.Since(ks.fetched) < p.cfg.RefreshEvery:
+		return k, nil
+	case k != nil: // stale
+		if !p.fetchMu.TryLock() {
+			return k, nil
 		}
-		k, ok = p.keys[kid]
+	default:
+		p.fetchMu.Lock()
 	}
-	if !ok {
-		return nil, fmt.Errorf("unknown key id %q", kid)
+	p.refresh()
+	p.fetchMu.Unlock()
+	if ks := p.keys.Load(); ks != nil && ks.keys[kid] != nil {
+		return ks.keys[kid], nil
 	}
-	return k, nil
+	return nil, fmt.Errorf("unknown key id %q", kid)
 }
 
-// fetch discovers the JWKS URL if need be and reads the keys; p.mu is held.
+// refresh fetches the keys unless the last fetch is more recent than
+// MinRefresh; p.fetchMu is held.
+func (p *IdP) refresh() {
+	if time.Since(p.attempted) < p.cfg.MinRefresh {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.fetch(ctx); err != nil {
+		slog.Warn("identity provider: keys not fetched; keeping the last ones", "err", err)
+	}
+}
+
+// fetch discovers the JWKS URL if need be and reads the keys; p.fetchMu
+// is held.
 func (p *IdP) fetch(ctx context.Context) error {
 	p.attempted = time.Now()
 	if p.jwksURL == "" {
@@ -332,7 +357,7 @@ func (p *IdP) fetch(ctx context.Context) error {
 	if len(keys) == 0 {
 		return fmt.Errorf("keys: none usable at %s", p.jwksURL)
 	}
-	p.keys, p.fetched = keys, p.attempted
+	p.keys.Store(&keySet{keys: keys, fetched: p.attempted})
 	return nil
 }
 

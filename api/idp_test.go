@@ -372,3 +372,63 @@ func TestIdPThroughTheServer(t *testing.T) {
 		}
 	}
 }
+
+// TestIdPPeriodicRefresh: keys older than RefreshEvery are fetched again,
+// so a key the IdP withdrew stops working without any unknown kid.
+func TestIdPPeriodicRefresh(t *testing.T) {
+	t.Parallel()
+	f := startIdP(t)
+	k := newIdPKeys(t)
+	f.publish(map[string]any{"rsa1": k.rsa, "ec1": k.ec})
+	cfg := idpConfig(f)
+	cfg.RefreshEvery, cfg.MinRefresh = 20*time.Millisecond, time.Millisecond
+	idp, err := api.NewIdP(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withdrawn := idpSign(t, jwt.SigningMethodRS256, "rsa1", idpClaims(f.URL, "riders"), k.rsa)
+	if _, err := idp.Verify(withdrawn); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(map[string]any{"ec1": k.ec})
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := idp.Verify(withdrawn); err == nil; _, err = idp.Verify(withdrawn) {
+		if time.Now().After(deadline) {
+			t.Fatal("a withdrawn key still verifies 5 s after its removal")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestIdPConcurrentVerify: verifying while the keys are fetched again and
+// again is safe (run with -race).
+func TestIdPConcurrentVerify(t *testing.T) {
+	t.Parallel()
+	f := startIdP(t)
+	k := newIdPKeys(t)
+	f.publish(map[string]any{"ec1": k.ec})
+	cfg := idpConfig(f)
+	cfg.RefreshEvery, cfg.MinRefresh = time.Millisecond, time.Millisecond
+	idp, err := api.NewIdP(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := idpSign(t, jwt.SigningMethodES256, "ec1", idpClaims(f.URL, "riders"), k.ec)
+	unknown := idpSign(t, jwt.SigningMethodES256, "ec9", idpClaims(f.URL, "riders"), k.ec)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if _, err := idp.Verify(good); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := idp.Verify(unknown); err == nil {
+					t.Error("unknown kid accepted")
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
