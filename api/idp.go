@@ -38,12 +38,14 @@ type IdPConfig struct {
 	Issuer string
 	// JWKSURL is where the IdP's signing keys are; default: discovered.
 	JWKSURL string
-	// Audience must be among a token's aud: tokens the IdP issued for
+	// Audience must be among a token's aud, or be its client_id when it
+	// has no aud (Cognito's access tokens): tokens the IdP issued for
 	// other applications are refused. Required.
 	Audience string
 	// RoleClaim names the claim holding the caller's IdP groups or roles,
-	// a string or an array of strings; a dotted path reaches into objects
-	// (Keycloak: realm_access.roles). Default DefaultRoleClaim.
+	// a string or an array of strings; when no claim has that name, a
+	// dotted path reaches into objects (Keycloak: realm_access.roles).
+	// Default DefaultRoleClaim.
 	RoleClaim string
 	// Roles maps IdP groups to Tideline roles (ParseIdPRoles). When a
 	// caller's groups map to several roles, the first in auth.Roles' order
@@ -131,7 +133,7 @@ func NewIdP(ctx context.Context, c IdPConfig) (*IdP, error) {
 	if c.Client == nil {
 		c.Client = &http.Client{Timeout: 10 * time.Second}
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(idpAlgorithms), jwt.WithAudience(c.Audience),
+	opts := []jwt.ParserOption{jwt.WithValidMethods(idpAlgorithms),
 		jwt.WithExpirationRequired(), jwt.WithLeeway(idpLeeway)}
 	if c.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(c.Issuer))
@@ -182,12 +184,17 @@ func ParseIdPRoles(s string) (map[string]auth.Role, error) {
 }
 
 // Verify checks an IdP token (signature by a key of the JWKS, algorithm,
-// issuer, audience, exp and nbf, subject) and maps it to a principal.
+// issuer, audience, exp and nbf, subject) and maps it to a principal,
+// whose subject is "<SubjectPrefix>:<sub>" (sub escaped, see
+// escapeSubject).
 // A bad token is es.Unauthenticated; a good one whose groups map to no
 // role is es.Forbidden.
 func (p *IdP) Verify(token string) (auth.Principal, error) {
 	c := jwt.MapClaims{}
 	if _, err := p.parser.ParseWithClaims(token, c, p.key); err != nil {
+		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid identity provider token: %v", err)
+	}
+	if err := p.audience(c); err != nil {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid identity provider token: %v", err)
 	}
 	sub, _ := c["sub"].(string)
@@ -209,6 +216,26 @@ func (p *IdP) Verify(token string) (auth.Principal, error) {
 	return auth.Principal{}, es.Errorf(es.Forbidden, "identity provider token of %s: none of its %s (%s) maps to a Tideline role", subject, p.cfg.RoleClaim, strings.Join(groups, ", "))
 }
 
+// audience checks that the token is for this application: Audience among
+// its aud, or, in a token without aud (Cognito's access tokens), its
+// client_id.
+func (p *IdP) audience(c jwt.MapClaims) error {
+	aud, err := c.GetAudience()
+	if err != nil {
+		return err
+	}
+	if _, has := c["aud"]; has {
+		if !slices.Contains(aud, p.cfg.Audience) {
+			return fmt.Errorf("audience %v does not include %q", []string(aud), p.cfg.Audience)
+		}
+		return nil
+	}
+	if id, _ := c["client_id"].(string); id != p.cfg.Audience {
+		return fmt.Errorf("no audience, and client_id %q is not %q", id, p.cfg.Audience)
+	}
+	return nil
+}
+
 // escapeSubject makes an IdP's sub a valid id (es.ValidateToken), one to
 // one: every byte but letters, digits, '-', '_' and ':' becomes =XX
 // (Auth0's "auth0|abc": "auth0=7Cabc").
@@ -225,16 +252,21 @@ func escapeSubject(sub string) string {
 	return b.String()
 }
 
-// claimStrings returns the strings at path (dotted) in c: a string or an
-// array's strings.
+// claimStrings returns the strings of c's claim path: a string or an
+// array's strings. A path that is no claim's name is dotted, reaching into
+// objects (realm_access.roles); a name with dots (Auth0's namespaced
+// https://tideline.example/roles) is taken whole first.
 func claimStrings(c map[string]any, path string) []string {
-	var v any = c
-	for name := range strings.SplitSeq(path, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
+	v, ok := c[path]
+	if !ok {
+		v = any(c)
+		for name := range strings.SplitSeq(path, ".") {
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[name]
 		}
-		v = m[name]
 	}
 	switch v := v.(type) {
 	case string:

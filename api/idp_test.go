@@ -173,6 +173,7 @@ func TestIdPTokens(t *testing.T) {
 		{"admin_wins_over_rider", idpSign(t, jwt.SigningMethodRS256, "rsa1", idpClaims(f.URL, "riders", "unknown", "admins"), k.rsa), auth.Principal{Subject: "oidc:abc", Role: auth.Admin}},
 		{"aud_as_string", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["aud"] = testAudience }), k.rsa), auth.Principal{Subject: "oidc:abc", Role: auth.Rider}},
 		{"sub_escaped", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["sub"] = "auth0|x=1" }), k.rsa), auth.Principal{Subject: "oidc:auth0=7Cx=3D1", Role: auth.Rider}},
+		{"cognito_access_token_client_id", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { delete(c, "aud"); c["client_id"] = testAudience }), k.rsa), auth.Principal{Subject: "oidc:abc", Role: auth.Rider}},
 		{"expired_within_leeway", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Second).Unix() }), k.rsa), auth.Principal{Subject: "oidc:abc", Role: auth.Rider}},
 	}
 	for _, c := range accepted {
@@ -191,6 +192,8 @@ func TestIdPTokens(t *testing.T) {
 		{"wrong_issuer", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["iss"] = "https://evil.example" }), k.rsa), es.Unauthenticated},
 		{"wrong_audience", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["aud"] = "other-app" }), k.rsa), es.Unauthenticated},
 		{"no_audience", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { delete(c, "aud") }), k.rsa), es.Unauthenticated},
+		{"no_audience_other_client_id", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { delete(c, "aud"); c["client_id"] = "other-app" }), k.rsa), es.Unauthenticated},
+		{"wrong_audience_right_client_id", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["aud"] = "other-app"; c["client_id"] = testAudience }), k.rsa), es.Unauthenticated},
 		{"expired", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Minute).Unix() }), k.rsa), es.Unauthenticated},
 		{"no_exp", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { delete(c, "exp") }), k.rsa), es.Unauthenticated},
 		{"not_yet_valid", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(time.Minute).Unix() }), k.rsa), es.Unauthenticated},
@@ -220,16 +223,28 @@ func TestIdPRoleClaimPath(t *testing.T) {
 	f := startIdP(t)
 	k := newIdPKeys(t)
 	f.publish(map[string]any{"ec1": k.ec})
-	cfg := idpConfig(f)
-	cfg.RoleClaim = "realm_access.roles"
-	idp, err := api.NewIdP(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := idpClaims(f.URL)
-	c["realm_access"] = map[string]any{"roles": []string{"offline_access", "admins"}}
-	if p, err := idp.Verify(idpSign(t, jwt.SigningMethodES256, "ec1", c, k.ec)); err != nil || p.Role != auth.Admin {
-		t.Fatalf("Verify = %v, %v; want admin", p, err)
+	for _, c := range []struct {
+		name, claim, key string // key: the claim's top-level name
+		value            any
+	}{
+		{"keycloak", "realm_access.roles", "realm_access", map[string]any{"roles": []string{"offline_access", "admins"}}},
+		{"cognito", "cognito:groups", "cognito:groups", []string{"admins"}},
+		{"auth0_namespaced", "https://tideline.example/roles", "https://tideline.example/roles", []string{"admins"}},
+		{"single_string", "group", "group", "admins"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := idpConfig(f)
+			cfg.RoleClaim = c.claim
+			idp, err := api.NewIdP(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			claims := idpClaims(f.URL)
+			claims[c.key] = c.value
+			if p, err := idp.Verify(idpSign(t, jwt.SigningMethodES256, "ec1", claims, k.ec)); err != nil || p.Role != auth.Admin {
+				t.Fatalf("Verify = %v, %v; want admin", p, err)
+			}
+		})
 	}
 }
 

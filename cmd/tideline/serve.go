@@ -75,8 +75,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.FCM.CredentialsFile, "fcm-credentials", "", "the Firebase service account's JSON key file; default: no FCM (app subscriptions' deliveries fail)")
 	fs.StringVar(&c.OIDC.Issuer, "oidc-issuer", "", "also accept access tokens of this OpenID Connect identity provider (Cognito, Keycloak, Auth0), e.g. https://sso.example/realms/tideline: its keys come from <issuer>/.well-known/openid-configuration and tokens' iss must equal it (with --oidc-audience and --oidc-roles)")
 	fs.StringVar(&c.OIDC.JWKSURL, "jwks-url", "", "the identity provider's keys (JWKS) at this URL, instead of discovering them with --oidc-issuer (without --oidc-issuer, iss is not checked)")
-	fs.StringVar(&c.OIDC.Audience, "oidc-audience", "", "identity provider tokens must have this audience (aud), the client id Tideline is registered with; required with --oidc-issuer or --jwks-url")
-	fs.StringVar(&c.OIDC.RoleClaim, "oidc-role-claim", api.DefaultRoleClaim, "the identity provider token's claim holding the caller's groups, a string or array; a dotted path reaches into objects: cognito:groups (Cognito), realm_access.roles (Keycloak)")
+	fs.StringVar(&c.OIDC.Audience, "oidc-audience", "", "identity provider tokens must have this audience (aud; or client_id in a token without aud, as Cognito's access tokens), the client id Tideline is registered with; required with --oidc-issuer or --jwks-url")
+	fs.StringVar(&c.OIDC.RoleClaim, "oidc-role-claim", api.DefaultRoleClaim, "the identity provider token's claim holding the caller's groups, a string or array; unless a claim has that very name, a dotted path reaches into objects: cognito:groups (Cognito), realm_access.roles (Keycloak)")
 	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device and service cannot be granted; a token with no mapped group is PermissionDenied")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
