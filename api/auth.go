@@ -195,6 +195,9 @@ func (t *Tokens) Mint(p auth.Principal, ttl time.Duration) (Issued, error) {
 	if err := es.ValidateToken("sub", p.Subject); err != nil {
 		return Issued{}, err
 	}
+	if strings.HasPrefix(p.Subject, IdPSubjectPrefix) {
+		return Issued{}, es.Invalidf("sub", "%q starts with %q, which names identity provider callers", p.Subject, IdPSubjectPrefix)
+	}
 	if _, err := auth.ParseRole(string(p.Role)); err != nil {
 		return Issued{}, es.Invalidf("role", "%v", err)
 	}

@@ -51,9 +51,6 @@ type IdPConfig struct {
 	// caller's groups map to several roles, the first in auth.Roles' order
 	// wins (admin first). Device and service cannot be granted.
 	Roles map[string]auth.Role
-	// SubjectPrefix starts every IdP caller's subject, "<prefix>:<sub>",
-	// so it never meets a local user's; default "oidc".
-	SubjectPrefix string
 	// RefreshEvery is how often the keys are fetched again; default 10 min.
 	RefreshEvery time.Duration
 	// MinRefresh bounds how often a token with an unknown key id makes
@@ -63,6 +60,11 @@ type IdPConfig struct {
 	// with a 10 s timeout.
 	Client *http.Client
 }
+
+// IdPSubjectPrefix starts the subject of every identity provider's caller
+// ("oidc:" and its sub); Tokens.Mint refuses it, so an IdP's caller and a
+// local one never share a subject.
+const IdPSubjectPrefix = "oidc:"
 
 // DefaultRoleClaim is IdPConfig.RoleClaim's default.
 const DefaultRoleClaim = "groups"
@@ -120,10 +122,6 @@ func NewIdP(ctx context.Context, c IdPConfig) (*IdP, error) {
 		}
 	}
 	c.RoleClaim = cmp.Or(c.RoleClaim, DefaultRoleClaim)
-	c.SubjectPrefix = cmp.Or(c.SubjectPrefix, "oidc")
-	if err := es.ValidateToken("subject prefix", c.SubjectPrefix); err != nil {
-		return nil, fmt.Errorf("identity provider: %w", err)
-	}
 	if c.RefreshEvery <= 0 {
 		c.RefreshEvery = 10 * time.Minute
 	}
@@ -185,8 +183,7 @@ func ParseIdPRoles(s string) (map[string]auth.Role, error) {
 
 // Verify checks an IdP token (signature by a key of the JWKS, algorithm,
 // issuer, audience, exp and nbf, subject) and maps it to a principal,
-// whose subject is "<SubjectPrefix>:<sub>" (sub escaped, see
-// escapeSubject).
+// whose subject is IdPSubjectPrefix and sub (escaped, see escapeSubject).
 // A bad token is es.Unauthenticated; a good one whose groups map to no
 // role is es.Forbidden.
 func (p *IdP) Verify(token string) (auth.Principal, error) {
@@ -201,7 +198,7 @@ func (p *IdP) Verify(token string) (auth.Principal, error) {
 	if sub == "" {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid identity provider token: no subject")
 	}
-	subject := p.cfg.SubjectPrefix + ":" + escapeSubject(sub)
+	subject := IdPSubjectPrefix + escapeSubject(sub)
 	if len(subject) > es.MaxTokenLen {
 		return auth.Principal{}, es.Errorf(es.Unauthenticated, "invalid identity provider token: subject longer than %d bytes", es.MaxTokenLen)
 	}

@@ -447,3 +447,19 @@ func TestIdPConcurrentVerify(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestLocalSubjectsCannotBeIdPs: the server mints no token whose subject
+// an identity provider's caller has.
+func TestLocalSubjectsCannotBeIdPs(t *testing.T) {
+	t.Parallel()
+	tokens, err := api.LoadOrCreateTokens(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Issue(auth.Principal{Subject: api.IdPSubjectPrefix + "abc", Role: auth.Admin}, time.Hour); es.KindOf(err) != es.Invalid {
+		t.Fatalf("Issue(oidc:abc) = %v, want Invalid", err)
+	}
+	if _, err := tokens.Issue(auth.Principal{Subject: "oidcabc", Role: auth.Admin}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+}
