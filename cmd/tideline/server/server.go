@@ -305,6 +305,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if cfg.IdP, err = api.NewIdP(ctx, c.OIDC); err != nil {
 			return err
 		}
+		log.Info("also accepting an identity provider's tokens", "issuer", c.OIDC.Issuer, "jwks", c.OIDC.JWKSURL, "audience", c.OIDC.Audience)
 	}
 	cfg.Projections = controls
 	cfg.History = m.history
