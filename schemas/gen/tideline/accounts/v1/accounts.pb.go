@@ -92,9 +92,7 @@ func (x *SignUpRequest) GetDisplayName() string {
 }
 
 type SignUpResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// user_id is empty when the answer is not the caller's to know.
-	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,13 +125,6 @@ func (x *SignUpResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use SignUpResponse.ProtoReflect.Descriptor instead.
 func (*SignUpResponse) Descriptor() ([]byte, []int) {
 	return file_tideline_accounts_v1_accounts_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *SignUpResponse) GetUserId() string {
-	if x != nil {
-		return x.UserId
-	}
-	return ""
 }
 
 type LoginRequest struct {
@@ -1181,9 +1172,8 @@ const file_tideline_accounts_v1_accounts_proto_rawDesc = "" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12!\n" +
-	"\fdisplay_name\x18\x04 \x01(\tR\vdisplayName\")\n" +
-	"\x0eSignUpResponse\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"]\n" +
+	"\fdisplay_name\x18\x04 \x01(\tR\vdisplayName\"\x10\n" +
+	"\x0eSignUpResponse\"]\n" +
 	"\fLoginRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x1b\n" +

@@ -66,8 +66,9 @@ const (
 
 // AccountServiceClient is a client for the tideline.accounts.v1.AccountService service.
 type AccountServiceClient interface {
-	// SignUp opens an account. A second sign-up with the same e-mail gets
-	// the same answer (with an empty user_id) and opens nothing.
+	// SignUp opens an account. A sign-up with an e-mail already taken gets
+	// the same (empty) answer and opens nothing, so that the answer does
+	// not tell whether an address has an account; Login tells the user id.
 	SignUp(context.Context, *connect.Request[v1.SignUpRequest]) (*connect.Response[v1.SignUpResponse], error)
 	// Login checks an e-mail and password (and a TOTP or recovery code
 	// when TOTP is on) and returns an access token and a refresh token.
@@ -247,8 +248,9 @@ func (c *accountServiceClient) ForgetUser(ctx context.Context, req *connect.Requ
 
 // AccountServiceHandler is an implementation of the tideline.accounts.v1.AccountService service.
 type AccountServiceHandler interface {
-	// SignUp opens an account. A second sign-up with the same e-mail gets
-	// the same answer (with an empty user_id) and opens nothing.
+	// SignUp opens an account. A sign-up with an e-mail already taken gets
+	// the same (empty) answer and opens nothing, so that the answer does
+	// not tell whether an address has an account; Login tells the user id.
 	SignUp(context.Context, *connect.Request[v1.SignUpRequest]) (*connect.Response[v1.SignUpResponse], error)
 	// Login checks an e-mail and password (and a TOTP or recovery code
 	// when TOTP is on) and returns an access token and a refresh token.
