@@ -3,6 +3,8 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -301,4 +303,53 @@ func rawStream(t *testing.T, f *servertest.Server) []byte {
 		t.Fatal("empty stream")
 	}
 	return out.Bytes()
+}
+
+// TestAccountsPublicProcedures: of every AccountService procedure, only
+// SignUp, Login and Refresh are served without a token; a token is still
+// checked elsewhere (here, on another service's procedure).
+func TestAccountsPublicProcedures(t *testing.T) {
+	f := start(t)
+	sd := accountsv1.File_tideline_accounts_v1_accounts_proto.Services().ByName("AccountService")
+	public := map[string]bool{"SignUp": true, "Login": true, "Refresh": true}
+	for i := range sd.Methods().Len() {
+		name := string(sd.Methods().Get(i).Name())
+		t.Run(name, func(t *testing.T) {
+			code := rawCall(t, f.URL+"/"+accountsv1connect.AccountServiceName+"/"+name)
+			if public[name] == (code == connect.CodeUnauthenticated) {
+				t.Fatalf("%s without a token: %v (public %v)", name, code, public[name])
+			}
+		})
+	}
+	if code := rawCall(t, f.URL+"/"+rewardsv1connect.RewardsServiceName+"/GetAccount"); code != connect.CodeUnauthenticated {
+		t.Fatalf("another service without a token: %v", code)
+	}
+}
+
+// rawCall posts an empty Connect JSON message to url without a token
+// and returns the call's code (0 for success).
+func rawCall(t *testing.T, url string) connect.Code {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := h2c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusOK {
+		return 0
+	}
+	var body struct{ Code string }
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatalf("status %d: %v", res.StatusCode, err)
+	}
+	var code connect.Code
+	if err := code.UnmarshalText([]byte(body.Code)); err != nil {
+		t.Fatal(err)
+	}
+	return code
 }

@@ -24,9 +24,22 @@ const (
 	Threads = 2
 	SaltLen = 16
 	KeyLen  = 32
+	// MaxConcurrent bounds the hashes computed at once, and so their
+	// memory (MaxConcurrent × Memory): a burst of logins or sign-ups,
+	// which need no token, waits rather than exhausts the server.
+	MaxConcurrent = 4
 )
 
-// Hasher is the Argon2id accounts.Passwords. Safe for concurrent use.
+var slots = make(chan struct{}, MaxConcurrent)
+
+func idKey(password string, salt []byte, t, m uint32, p uint8, n uint32) []byte {
+	slots <- struct{}{}
+	defer func() { <-slots }()
+	return argon2.IDKey([]byte(password), salt, t, m, p, n)
+}
+
+// Hasher is the Argon2id accounts.Passwords. Safe for concurrent use;
+// at most MaxConcurrent hashes run at once in a process.
 type Hasher struct{}
 
 var _ accounts.Passwords = Hasher{}
@@ -35,7 +48,7 @@ var _ accounts.Passwords = Hasher{}
 func (Hasher) Hash(password string) (string, error) {
 	salt := make([]byte, SaltLen)
 	rand.Read(salt)
-	key := argon2.IDKey([]byte(password), salt, Time, Memory, Threads, KeyLen)
+	key := idKey(password, salt, Time, Memory, Threads, KeyLen)
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, Memory, Time, Threads,
 		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
@@ -60,6 +73,6 @@ func (Hasher) Verify(hash, password string) bool {
 	if err1 != nil || err2 != nil || len(key) == 0 || len(key) > 64 {
 		return false
 	}
-	got := argon2.IDKey([]byte(password), salt, t, m, p, uint32(len(key)))
+	got := idKey(password, salt, t, m, p, uint32(len(key)))
 	return subtle.ConstantTimeCompare(got, key) == 1
 }

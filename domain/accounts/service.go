@@ -245,6 +245,9 @@ func newRefresh(userID string) (token, hash string) {
 
 // refreshUser returns the user a refresh token names.
 func refreshUser(token string) (string, error) {
+	if token == "" {
+		return "", es.Invalidf("refresh_token", "must not be empty")
+	}
 	id, rest, ok := strings.Cut(token, ".")
 	if !ok || rest == "" || len(token) > 200 || es.ValidateToken("refresh_token", id) != nil {
 		return "", ErrBadRefresh
@@ -254,7 +257,8 @@ func refreshUser(token string) (string, error) {
 
 // Refresh spends a refresh token for a new one of its family. A spent
 // token presented again revokes the family (ErrRefreshReused). Errors:
-// ErrBadRefresh (unknown, expired or revoked); ErrRefreshReused;
+// Invalid naming refresh_token when empty; ErrBadRefresh (unknown,
+// expired or revoked); ErrRefreshReused;
 // ErrDisabled.
 func (s *Service) Refresh(ctx context.Context, token string) (Session, error) {
 	id, err := refreshUser(token)
