@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -352,4 +353,42 @@ func rawCall(t *testing.T, url string) connect.Code {
 		t.Fatal(err)
 	}
 	return code
+}
+
+// Racing sign-ups of one e-mail open one account: the claim stream's
+// version check lets one win.
+func TestAccountsSignUpRace(t *testing.T) {
+	f := start(t)
+	c := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() { signUp(t, c, "race@example.com") })
+	}
+	wg.Wait()
+	if n := len(userCommits(t, f)); n != 1 {
+		t.Fatalf("%d commits on user streams, want one sign-up", n)
+	}
+	waitUsers(t, c, f.Token(t, "ada", auth.Admin), func(us []*accountsv1.User) bool { return len(us) == 1 })
+	login(t, c, "race@example.com", "")
+}
+
+// userCommits returns the subjects of the commits on users' streams.
+func userCommits(t *testing.T, f *servertest.Server) []string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := f.Store.JetStream().Stream(ctx, f.Store.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		if msg, err := st.GetMsg(ctx, seq); err == nil && strings.HasPrefix(msg.Subject, "ev.accounts.user.") {
+			out = append(out, msg.Subject)
+		}
+	}
+	return out
 }
