@@ -2,8 +2,10 @@
 // e-mail and a password, log in (with TOTP when they enable it) and
 // renew their access with rotating refresh tokens. Each user is a stream
 // (ev.accounts.user.<user_id>); an e-mail is claimed by the first commit
-// of its own stream (ev.accounts.email.<sha256 of the address>), whose
-// version check makes two sign-ups of one address race-free.
+// of its own stream (ev.accounts.email.<HMAC-SHA-256 of the address>),
+// whose version check makes two sign-ups of one address race-free. The
+// digest is keyed (EmailIndexKey) so that the stream's name does not let
+// anyone who reads the events test guessed addresses.
 //
 // Personal data (e-mail, display name, TOTP secret) is sealed in the
 // events with a per-user key (Keys); ForgetUser deletes the key, after
@@ -49,13 +51,14 @@ func Stream(userID string) es.StreamID {
 	return es.StreamID{Context: "accounts", Type: "user", ID: userID}
 }
 
-// EmailStream returns the stream claiming a normalised e-mail address.
-func EmailStream(email string) es.StreamID {
-	return es.StreamID{Context: "accounts", Type: "email", ID: Digest(email)[:64]}
+// EmailStream returns the stream claiming an e-mail address, named by
+// the address's keyed digest (see Service).
+func EmailStream(digest string) es.StreamID {
+	return es.StreamID{Context: "accounts", Type: "email", ID: digest}
 }
 
-// Digest is the SHA-256 (hex) of s: how refresh tokens, recovery codes
-// and e-mail addresses are named in events.
+// Digest is the SHA-256 (hex) of s: how refresh tokens and recovery
+// codes are named in events.
 func Digest(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,6 +20,10 @@ import (
 
 // KeyBytes is the size of a user's personal data key (AES-256).
 const KeyBytes = 32
+
+// EmailIndexKey is the name, in Keys, of the key of e-mail claims'
+// digests (not a user id: those have no '-').
+const EmailIndexKey = "email-index"
 
 // Keys keeps each user's personal data key. Implementations are safe
 // for concurrent use.
@@ -63,15 +70,21 @@ type Service struct {
 	passwords Passwords
 	otp       OTP
 	dummy     string // a hash to verify for unknown e-mails
+	emailKey  []byte
 	byAccount *Limiter
 	byAddress *Limiter
 	now       func() time.Time
 }
 
-// NewService returns a service over store. now nil means time.Now.
-func NewService(store es.Store, keys Keys, passwords Passwords, otp OTP, now func() time.Time) (*Service, error) {
+// NewService returns a service over store, reading (or creating) the
+// e-mail index key from keys. now nil means time.Now.
+func NewService(ctx context.Context, store es.Store, keys Keys, passwords Passwords, otp OTP, now func() time.Time) (*Service, error) {
 	if now == nil {
 		now = time.Now
+	}
+	emailKey, err := keys.Create(ctx, EmailIndexKey)
+	if err != nil {
+		return nil, fmt.Errorf("e-mail index key: %w", err)
 	}
 	dummy, err := passwords.Hash(rand.Text())
 	if err != nil {
@@ -79,11 +92,18 @@ func NewService(store es.Store, keys Keys, passwords Passwords, otp OTP, now fun
 	}
 	return &Service{
 		users: es.NewRepository(store, Decider, 0), claims: es.NewRepository(store, Claim, 0),
-		keys: keys, passwords: passwords, otp: otp, dummy: dummy,
+		keys: keys, passwords: passwords, otp: otp, dummy: dummy, emailKey: emailKey,
 		byAccount: NewLimiter(AttemptsPerAccount, AttemptWindow),
 		byAddress: NewLimiter(AttemptsPerAddress, AttemptWindow),
 		now:       now,
 	}, nil
+}
+
+// emailStream is the stream claiming a normalised address.
+func (s *Service) emailStream(email string) es.StreamID {
+	mac := hmac.New(sha256.New, s.emailKey)
+	mac.Write([]byte(email))
+	return EmailStream(hex.EncodeToString(mac.Sum(nil)))
 }
 
 func meta(actor, source string) es.AppendOptions {
@@ -117,7 +137,7 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	if holder, _, err := s.claims.Get(ctx, EmailStream(email)); err != nil {
+	if holder, _, err := s.claims.Get(ctx, s.emailStream(email)); err != nil {
 		return err
 	} else if holder != "" {
 		return nil
@@ -135,7 +155,7 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.claims.Handle(ctx, EmailStream(email), id, meta("user:"+id, "api"))
+	_, err = s.claims.Handle(ctx, s.emailStream(email), id, meta("user:"+id, "api"))
 	if errors.Is(err, ErrEmailTaken) {
 		return s.keys.Delete(ctx, id) // a concurrent sign-up won
 	}
@@ -180,7 +200,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (Session, error) {
 	if ok, retry := s.byAccount.Allow(email, now); !ok {
 		return Session{}, es.Errorf(es.ResourceExhausted, "too many login attempts for this account: retry in %d s", retrySeconds(retry))
 	}
-	holder, _, err := s.claims.Get(ctx, EmailStream(email))
+	holder, _, err := s.claims.Get(ctx, s.emailStream(email))
 	if err != nil {
 		return Session{}, err
 	}

@@ -20,7 +20,7 @@ func accountsModule(ctx context.Context, h *Host) error {
 	if err != nil {
 		return err
 	}
-	svc, err := accounts.NewService(h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
+	svc, err := accounts.NewService(ctx, h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
 	if err != nil {
 		return err
 	}
