@@ -41,11 +41,21 @@ type accountsHandler struct {
 
 func (h *accountsHandler) SignUp(ctx context.Context, req *connect.Request[accountsv1.SignUpRequest]) (*connect.Response[accountsv1.SignUpResponse], error) {
 	m := req.Msg
-	err := h.svc.SignUp(ctx, accounts.SignUpInput{Email: m.Email, Password: m.Password, Role: m.Role, DisplayName: m.DisplayName})
+	err := h.svc.SignUp(ctx, accounts.SignUpInput{Email: m.Email, Password: m.Password, Role: m.Role, DisplayName: m.DisplayName,
+		Address: peerHost(req.Peer())})
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&accountsv1.SignUpResponse{}), nil
+}
+
+// peerHost is the client's address without its port: the key of the
+// per-address rate limits.
+func peerHost(p connect.Peer) string {
+	if host, _, err := net.SplitHostPort(p.Addr); err == nil {
+		return host
+	}
+	return p.Addr
 }
 
 // session adds an access token to s.
@@ -59,11 +69,8 @@ func (h *accountsHandler) session(s accounts.Session) (*accountsv1.Session, erro
 }
 
 func (h *accountsHandler) Login(ctx context.Context, req *connect.Request[accountsv1.LoginRequest]) (*connect.Response[accountsv1.LoginResponse], error) {
-	addr := req.Peer().Addr
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		addr = host
-	}
-	s, err := h.svc.Login(ctx, accounts.LoginInput{Email: req.Msg.Email, Password: req.Msg.Password, Code: req.Msg.TotpCode, Address: addr})
+	s, err := h.svc.Login(ctx, accounts.LoginInput{Email: req.Msg.Email, Password: req.Msg.Password, Code: req.Msg.TotpCode,
+		Address: peerHost(req.Peer())})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -143,6 +144,12 @@ func TestAccountsRateLimit(t *testing.T) {
 	if !strings.Contains(err.Error(), "retry in") {
 		t.Fatalf("no retry hint: %v", err)
 	}
+
+	for i := range accounts.SignUpsPerAddress + 1 {
+		_, err = c.SignUp(ctx, connect.NewRequest(&accountsv1.SignUpRequest{Email: fmt.Sprintf("s%d@example.com", i),
+			Password: goodPassword, Role: "rider", DisplayName: "S"}))
+	}
+	wantCode(t, err, connect.CodeResourceExhausted, "a sign-up past the limit")
 }
 
 func TestAccountsTOTP(t *testing.T) {

@@ -59,6 +59,7 @@ type OTP interface {
 const (
 	AttemptsPerAccount = 5
 	AttemptsPerAddress = 20
+	SignUpsPerAddress  = 20
 	AttemptWindow      = time.Minute
 )
 
@@ -73,6 +74,7 @@ type Service struct {
 	emailKey  []byte
 	byAccount *Limiter
 	byAddress *Limiter
+	signUps   *Limiter // by address
 	now       func() time.Time
 }
 
@@ -95,6 +97,7 @@ func NewService(ctx context.Context, store es.Store, keys Keys, passwords Passwo
 		keys: keys, passwords: passwords, otp: otp, dummy: dummy, emailKey: emailKey,
 		byAccount: NewLimiter(AttemptsPerAccount, AttemptWindow),
 		byAddress: NewLimiter(AttemptsPerAddress, AttemptWindow),
+		signUps:   NewLimiter(SignUpsPerAddress, AttemptWindow),
 		now:       now,
 	}, nil
 }
@@ -110,8 +113,8 @@ func meta(actor, source string) es.AppendOptions {
 	return es.AppendOptions{Meta: es.Metadata{Actor: actor, Source: source}}
 }
 
-// SignUpInput is a sign-up as given.
-type SignUpInput struct{ Email, Password, Role, DisplayName string }
+// SignUpInput is a sign-up as given; Address is the client's.
+type SignUpInput struct{ Email, Password, Role, DisplayName, Address string }
 
 // SignUp opens an account. For an e-mail already taken it opens nothing
 // and returns no error, after the same password hashing, so that neither
@@ -132,6 +135,9 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 	name, err := ValidateName("display_name", in.DisplayName)
 	if err != nil {
 		return err
+	}
+	if ok, retry := s.signUps.Allow(in.Address, s.now()); !ok {
+		return es.Errorf(es.ResourceExhausted, "too many sign-ups from this address: retry in %d s", retrySeconds(retry))
 	}
 	hash, err := s.passwords.Hash(in.Password)
 	if err != nil {
