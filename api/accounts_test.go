@@ -183,6 +183,14 @@ func TestAccountsTOTP(t *testing.T) {
 	login(t, c, "park@example.com", v.Msg.RecoveryCodes[0])
 	_, err = c.Login(ctx, connect.NewRequest(&accountsv1.LoginRequest{Email: "park@example.com", Password: goodPassword, TotpCode: v.Msg.RecoveryCodes[0]}))
 	wantCode(t, err, connect.CodeUnauthenticated, "a spent recovery code")
+
+	_, err = c.DisableTOTP(ctx, withToken(&accountsv1.DisableTOTPRequest{Code: "123"}, s.AccessToken))
+	wantCode(t, err, connect.CodeUnauthenticated, "disable with a wrong code")
+	code, _ = totp.GenerateCode(enrol.Msg.Secret, time.Now())
+	if _, err := c.DisableTOTP(ctx, withToken(&accountsv1.DisableTOTPRequest{Code: code}, s.AccessToken)); err != nil {
+		t.Fatalf("disable: %v", err)
+	}
+	login(t, c, "park@example.com", "")
 }
 
 func TestAccountsAdmin(t *testing.T) {
@@ -210,6 +218,12 @@ func TestAccountsAdmin(t *testing.T) {
 	}
 	_, err = c.Refresh(ctx, connect.NewRequest(&accountsv1.RefreshRequest{RefreshToken: jung.RefreshToken}))
 	wantCode(t, err, connect.CodeUnauthenticated, "refresh of a disabled user")
+	_, err = c.Login(ctx, connect.NewRequest(&accountsv1.LoginRequest{Email: "jung@example.com", Password: goodPassword}))
+	wantCode(t, err, connect.CodeUnauthenticated, "login of a disabled user")
+	_, err = c.GrantRole(ctx, withToken(&accountsv1.GrantRoleRequest{UserId: choi.UserId, Role: "device"}, admin))
+	wantCode(t, err, connect.CodeInvalidArgument, "granting a device role")
+	_, err = c.GrantRole(ctx, withToken(&accountsv1.GrantRoleRequest{UserId: "nobody", Role: "rider"}, admin))
+	wantCode(t, err, connect.CodeNotFound, "granting to nobody")
 
 	users := waitUsers(t, c, admin, func(us []*accountsv1.User) bool { return len(us) == 2 })
 	for _, u := range users {

@@ -111,4 +111,14 @@ func TestLimiter(t *testing.T) {
 	if ok, _ := l.Allow("a", t0.Add(61*time.Second)); !ok {
 		t.Fatal("after the window: refused")
 	}
+	for range 5 {
+		if ok, _ := l.Check("b", t0); !ok {
+			t.Fatal("Check recorded an attempt")
+		}
+	}
+	l.Record("b", t0)
+	l.Record("b", t0)
+	if ok, _ := l.Check("b", t0); ok {
+		t.Fatal("two recorded attempts of two allowed")
+	}
 }

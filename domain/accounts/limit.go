@@ -25,6 +25,22 @@ func NewLimiter(max int, window time.Duration) *Limiter {
 // Allow records an attempt for key at now and reports whether it is
 // within the limit; if not, retry says how long until one is.
 func (l *Limiter) Allow(key string, now time.Time) (ok bool, retry time.Duration) {
+	return l.take(key, now, true)
+}
+
+// Check is Allow without recording the attempt (see Record).
+func (l *Limiter) Check(key string, now time.Time) (ok bool, retry time.Duration) {
+	return l.take(key, now, false)
+}
+
+// Record records an attempt for key at now.
+func (l *Limiter) Record(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.hits[key] = append(l.hits[key], now)
+}
+
+func (l *Limiter) take(key string, now time.Time, record bool) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.hits) > 100_000 {
@@ -40,11 +56,13 @@ func (l *Limiter) Allow(key string, now time.Time) (ok bool, retry time.Duration
 		i++
 	}
 	hs = hs[i:]
+	l.hits[key] = hs
 	if len(hs) >= l.Max {
-		l.hits[key] = hs
 		return false, hs[0].Add(l.Window).Sub(now)
 	}
-	l.hits[key] = append(hs, now)
+	if record {
+		l.hits[key] = append(hs, now)
+	}
 	return true, 0
 }
 

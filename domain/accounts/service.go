@@ -57,7 +57,7 @@ type OTP interface {
 
 // Login rate limits.
 const (
-	AttemptsPerAccount = 5
+	AttemptsPerAccount = 5 // failed logins
 	AttemptsPerAddress = 20
 	SignUpsPerAddress  = 20
 	AttemptWindow      = time.Minute
@@ -188,7 +188,8 @@ type LoginInput struct{ Email, Password, Code, Address string }
 // Login checks an e-mail and password (and a TOTP or recovery code when
 // TOTP is on; a recovery code is spent) and opens a refresh family.
 // Errors: Invalid naming email or password; ResourceExhausted past the
-// rate limits ("retry in N s"); ErrBadCredentials alike for an unknown
+// rate limits ("retry in N s": AttemptsPerAddress attempts from one
+// address, AttemptsPerAccount failed ones for one e-mail, a minute); ErrBadCredentials alike for an unknown
 // e-mail and a wrong password (both verify one argon2id hash);
 // ErrDisabled; ErrBadCode.
 func (s *Service) Login(ctx context.Context, in LoginInput) (Session, error) {
@@ -203,9 +204,17 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (Session, error) {
 	if ok, retry := s.byAddress.Allow(in.Address, now); !ok {
 		return Session{}, es.Errorf(es.ResourceExhausted, "too many login attempts from this address: retry in %d s", retrySeconds(retry))
 	}
-	if ok, retry := s.byAccount.Allow(email, now); !ok {
-		return Session{}, es.Errorf(es.ResourceExhausted, "too many login attempts for this account: retry in %d s", retrySeconds(retry))
+	if ok, retry := s.byAccount.Check(email, now); !ok {
+		return Session{}, es.Errorf(es.ResourceExhausted, "too many failed logins for this account: retry in %d s", retrySeconds(retry))
 	}
+	sess, err := s.login(ctx, email, in)
+	if es.KindOf(err) == es.Unauthenticated {
+		s.byAccount.Record(email, now)
+	}
+	return sess, err
+}
+
+func (s *Service) login(ctx context.Context, email string, in LoginInput) (Session, error) {
 	holder, _, err := s.claims.Get(ctx, s.emailStream(email))
 	if err != nil {
 		return Session{}, err
