@@ -127,6 +127,17 @@ func TestAccountsBadInputAppendsNothing(t *testing.T) {
 			}
 		})
 	}
+	_, err := c.Login(ctx, connect.NewRequest(&accountsv1.LoginRequest{Email: "kim@", Password: goodPassword}))
+	wantCode(t, err, connect.CodeInvalidArgument, "login with a bad e-mail")
+	if !strings.Contains(err.Error(), "email:") {
+		t.Fatalf("%v does not name email", err)
+	}
+	_, err = c.Login(ctx, connect.NewRequest(&accountsv1.LoginRequest{Email: "kim@example.com"}))
+	wantCode(t, err, connect.CodeInvalidArgument, "login without a password")
+	_, err = c.Refresh(ctx, connect.NewRequest(&accountsv1.RefreshRequest{}))
+	wantCode(t, err, connect.CodeInvalidArgument, "refresh without a token")
+	_, err = c.Refresh(ctx, connect.NewRequest(&accountsv1.RefreshRequest{RefreshToken: "no-dot"}))
+	wantCode(t, err, connect.CodeUnauthenticated, "refresh with a malformed token")
 	if after := f.Last(t); after != before {
 		t.Fatalf("bad input appended %d commits", after-before)
 	}
