@@ -112,7 +112,7 @@ func (x *UserSignedUp) GetCreatedAt() *timestamppb.Timestamp {
 }
 
 // EmailClaimed reserves an e-mail address for a user
-// (ev.accounts.email.<sha256 of the normalised address>); the stream's
+// (ev.accounts.email.<HMAC-SHA-256 of the normalised address>); the stream's
 // first commit is the claim, so two sign-ups cannot both win.
 type EmailClaimed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
