@@ -1,0 +1,38 @@
+package argon2id_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tideline/tideline/adapters/argon2id"
+)
+
+func TestHashVerify(t *testing.T) {
+	var h argon2id.Hasher
+	hash, err := h.Hash("tide-line river 42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(hash, "$argon2id$v=19$m=65536,t=2,p=2$") {
+		t.Fatalf("hash %q", hash)
+	}
+	if !h.Verify(hash, "tide-line river 42") {
+		t.Fatal("the right password refused")
+	}
+	other, _ := h.Hash("tide-line river 42")
+	if other == hash {
+		t.Fatal("two hashes of one password share a salt")
+	}
+	for _, tc := range []struct{ name, hash, password string }{
+		{"wrong_password", hash, "tide-line river 43"},
+		{"malformed_hash", "$argon2id$v=19$m=1$x$y", "tide-line river 42"},
+		{"other_algorithm", strings.Replace(hash, "argon2id", "argon2i", 1), "tide-line river 42"},
+		{"huge_memory", strings.Replace(hash, "m=65536", "m=99999999", 1), "tide-line river 42"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if h.Verify(tc.hash, tc.password) {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}

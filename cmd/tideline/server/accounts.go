@@ -1,0 +1,32 @@
+package server
+
+import (
+	"context"
+
+	"github.com/tideline/tideline/adapters/argon2id"
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/totp"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/accounts"
+	"github.com/tideline/tideline/projections"
+	accountsmodel "github.com/tideline/tideline/projections/accounts"
+)
+
+// accountsModule wires accounts: sign-up and login with argon2id
+// passwords and TOTP, personal data keys in the ACCOUNT_KEYS bucket, and
+// the users list.
+func accountsModule(ctx context.Context, h *Host) error {
+	keys, err := jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), 1) // as the store: embedded, R1
+	if err != nil {
+		return err
+	}
+	svc, err := accounts.NewService(ctx, h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
+	if err != nil {
+		return err
+	}
+	users := accountsmodel.New()
+	feed := h.Runner(users)
+	h.Past(feed, func() projections.Projection { return accountsmodel.New() }, nil)
+	h.Serve(api.AccountsServices(svc, users)...)
+	return nil
+}
