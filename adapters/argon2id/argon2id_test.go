@@ -36,3 +36,24 @@ func TestHashVerify(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkVerify is what bounds logins: one Argon2id verification, run
+// in parallel (go test -bench Verify -cpu 2); its ns/op is the login
+// cost and 1e9/(ns/op) the sustained verifications a second on the
+// machine's cores.
+//
+//	go test ./adapters/argon2id/ -run '^$' -bench Verify -benchtime 20x -cpu 1,2
+func BenchmarkVerify(b *testing.B) {
+	var h argon2id.Hasher
+	hash, err := h.Hash("tide-line river 42")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if !h.Verify(hash, "tide-line river 42") {
+				b.Error("refused")
+			}
+		}
+	})
+}
