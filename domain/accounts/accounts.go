@@ -16,7 +16,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"net/mail"
 	"slices"
 	"strings"
@@ -300,22 +299,13 @@ func evolve(u User, ev proto.Message) User {
 		u = User{ID: e.UserId, Role: auth.Role(e.Role), EmailSealed: e.EmailSealed, NameSealed: e.DisplayNameSealed,
 			PasswordHash: e.PasswordHash, Created: e.CreatedAt.AsTime()}
 	case *accountsv1.RefreshIssued:
-		u.refresh = maps.Clone(u.refresh)
-		if u.refresh == nil {
-			u.refresh = map[string]refresh{}
-		}
-		u.refresh[e.Hash] = refresh{family: e.Family, expires: e.ExpiresAt.AsTime()}
+		u.refresh = es.With(u.refresh, e.Hash, refresh{family: e.Family, expires: e.ExpiresAt.AsTime()})
 	case *accountsv1.RefreshUsed:
-		u.refresh = maps.Clone(u.refresh)
 		r := u.refresh[e.Hash]
 		r.used = true
-		u.refresh[e.Hash] = r
+		u.refresh = es.With(u.refresh, e.Hash, r)
 	case *accountsv1.RefreshFamilyRevoked:
-		u.revoked = maps.Clone(u.revoked)
-		if u.revoked == nil {
-			u.revoked = map[string]bool{}
-		}
-		u.revoked[e.Family] = true
+		u.revoked = es.With(u.revoked, e.Family, true)
 	case *accountsv1.TotpEnrolled:
 		u.TOTPPending = e.SecretSealed
 	case *accountsv1.TotpEnabled:
@@ -325,8 +315,7 @@ func evolve(u User, ev proto.Message) User {
 			u.recovery[h] = false
 		}
 	case *accountsv1.RecoveryCodeUsed:
-		u.recovery = maps.Clone(u.recovery)
-		u.recovery[e.Hash] = true
+		u.recovery = es.With(u.recovery, e.Hash, true)
 	case *accountsv1.TotpDisabled:
 		u.TOTPSecret, u.TOTPPending, u.recovery = nil, nil, nil
 	case *accountsv1.RoleGranted:

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"maps"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -173,4 +174,16 @@ func (r *Repository[S, C]) forget(stream StreamID) {
 		r.lru.Remove(el)
 		delete(r.cache, stream)
 	}
+}
+
+// With returns a copy of m (nil: a new map) with k set to v: how an
+// Evolve adds to a map in its state without changing the state a
+// Repository's readers may hold.
+func With[K comparable, V any](m map[K]V, k K, v V) map[K]V {
+	m = maps.Clone(m)
+	if m == nil {
+		m = map[K]V{}
+	}
+	m[k] = v
+	return m
 }

@@ -301,10 +301,10 @@ func evolveDataset(d Dataset, ev proto.Message) Dataset {
 	case *labelingv1.DatasetRejected:
 		d.State, d.RejectReason = labelingv1.State_STATE_REJECTED, e.Reason
 	case *labelingv1.ItemPreprocessed:
-		d.Done = withKey(d.Done, e.ItemId, true)
+		d.Done = es.With(d.Done, e.ItemId, true)
 		d.Tasks += len(e.Tasks)
 	case *labelingv1.ItemFailed:
-		d.Done = withKey(d.Done, e.ItemId, true)
+		d.Done = es.With(d.Done, e.ItemId, true)
 		d.Failed++
 	case *labelingv1.PreprocessingFinished:
 		d.State = labelingv1.State_STATE_LABELING
@@ -323,13 +323,4 @@ func evolveDataset(d Dataset, ev proto.Message) Dataset {
 		d.Verified = v
 	}
 	return d
-}
-
-func withKey[K comparable, V any](m map[K]V, k K, v V) map[K]V {
-	m = maps.Clone(m)
-	if m == nil {
-		m = map[K]V{}
-	}
-	m[k] = v
-	return m
 }

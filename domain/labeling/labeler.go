@@ -209,7 +209,7 @@ func (l Labeler) expired() *labelingv1.MissionExpired {
 func evolveLabeler(l Labeler, ev proto.Message) Labeler {
 	switch e := ev.(type) {
 	case *labelingv1.AlarmSet:
-		l.Alarms = withKey(l.Alarms, e.AlarmId, Alarm{ID: e.AlarmId, Time: e.Time, Weekdays: e.Weekdays, Zone: e.TimeZone, Enabled: e.Enabled})
+		l.Alarms = es.With(l.Alarms, e.AlarmId, Alarm{ID: e.AlarmId, Time: e.Time, Weekdays: e.Weekdays, Zone: e.TimeZone, Enabled: e.Enabled})
 	case *labelingv1.AlarmRemoved:
 		l.Alarms = maps.Clone(l.Alarms)
 		delete(l.Alarms, e.AlarmId)
@@ -229,7 +229,7 @@ func evolveLabeler(l Labeler, ev proto.Message) Labeler {
 	case *labelingv1.AnswerSubmitted:
 		if l.Open != nil && l.Open.ID == e.MissionId {
 			m := *l.Open
-			m.Answered = withKey(m.Answered, e.TaskId, true)
+			m.Answered = es.With(m.Answered, e.TaskId, true)
 			l.Open = &m
 		}
 		if e.Gold {

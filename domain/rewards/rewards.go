@@ -16,7 +16,6 @@ package rewards
 
 import (
 	"fmt"
-	"maps"
 	"strings"
 	"time"
 
@@ -298,36 +297,20 @@ func evolveLedger(a Account, ev proto.Message) Account {
 	case *rewardsv1.PointsCredited:
 		a.UserID, a.Balance = e.UserId, a.Balance+e.Points
 		if e.Source != "" && e.SourceSeq > a.Credited[e.Source] {
-			a.Credited = maps.Clone(a.Credited)
-			if a.Credited == nil {
-				a.Credited = map[string]uint64{}
-			}
-			a.Credited[e.Source] = e.SourceSeq
+			a.Credited = es.With(a.Credited, e.Source, e.SourceSeq)
 		}
 		if e.Cause == CauseRaffleRefund {
-			a.Refunded = maps.Clone(a.Refunded)
-			if a.Refunded == nil {
-				a.Refunded = map[string]bool{}
-			}
-			a.Refunded[e.Ref[strings.LastIndexByte(e.Ref, ':')+1:]] = true
+			a.Refunded = es.With(a.Refunded, e.Ref[strings.LastIndexByte(e.Ref, ':')+1:], true)
 		}
 	case *rewardsv1.PointsDebited:
 		a.UserID, a.Balance = e.UserId, a.Balance-e.Points
 		if e.EntryId != "" {
-			a.Paid = maps.Clone(a.Paid)
-			if a.Paid == nil {
-				a.Paid = map[string]bool{}
-			}
-			a.Paid[e.EntryId] = true
+			a.Paid = es.With(a.Paid, e.EntryId, true)
 		}
 	case *rewardsv1.StampCollected:
 		a.UserID, a.LastStamp, a.Streak = e.UserId, e.Date, e.Streak
 		if e.SourceSeq > a.Stamped[e.Source] {
-			a.Stamped = maps.Clone(a.Stamped)
-			if a.Stamped == nil {
-				a.Stamped = map[string]uint64{}
-			}
-			a.Stamped[e.Source] = e.SourceSeq
+			a.Stamped = es.With(a.Stamped, e.Source, e.SourceSeq)
 		}
 	}
 	return a
