@@ -77,6 +77,9 @@ func waitStory(t testing.TB, c storyv1connect.StoryServiceClient, tok, id string
 	var st *storyv1.Story
 	poll.Until(t, 5*time.Minute, "story "+id+" to finish", func() bool {
 		res, err := c.GetStory(context.Background(), withToken(&storyv1.GetStoryRequest{StoryId: id}, tok))
+		if connect.CodeOf(err) == connect.CodeNotFound {
+			return false // a batch's story exists once the fan-out reaction requested it
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
