@@ -59,7 +59,10 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	// Pulls expire after 5 s (the client's default is 30 s): a pull the
+	// server dropped (a loaded machine, a reconnect) then costs a reaction
+	// at most that long before the next one, not half a minute.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
 	}
