@@ -143,6 +143,21 @@ func (h *adminHandler) ListRejectedDeviceCommits(ctx context.Context, req *conne
 	return connect.NewResponse(&adminv1.ListRejectedDeviceCommitsResponse{Commits: commits, Total: int64(total)}), nil
 }
 
+// ListDevices lists the registered edge devices.
+func (h *adminHandler) ListDevices(ctx context.Context, _ *connect.Request[adminv1.ListDevicesRequest]) (*connect.Response[adminv1.ListDevicesResponse], error) {
+	if err := requireRole(ctx, auth.Admin); err != nil {
+		return nil, err
+	}
+	if h.rt.Devices == nil {
+		return nil, es.Errorf(es.Unavailable, "this server does not accept edge devices (start it with --leaf-listen)")
+	}
+	devs, err := h.rt.Devices.Devices()
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&adminv1.ListDevicesResponse{Devices: devs}), nil
+}
+
 // ProjectionAt rebuilds a projection as of a position or time and returns
 // its summary.
 func (h *adminHandler) ProjectionAt(ctx context.Context, req *connect.Request[adminv1.ProjectionAtRequest]) (*connect.Response[adminv1.ProjectionAtResponse], error) {

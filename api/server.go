@@ -72,6 +72,12 @@ type DeviceRejections interface {
 	Rejected(device string, limit int) ([]*adminv1.RejectedDeviceCommit, int)
 }
 
+// DeviceDirectory is the edge device registry as the admin API reads it.
+type DeviceDirectory interface {
+	// Devices returns every registered device, sorted by id.
+	Devices() ([]*adminv1.Device, error)
+}
+
 // Config is what every service shares: token checks, the admin
 // service's projections, read-your-writes and live-stream bounds, health,
 // reflection and CORS. Nothing in it belongs to one context: each
@@ -88,6 +94,9 @@ type Config struct {
 	// (adapters/devicegate.Gate). Optional: without it
 	// ListRejectedDeviceCommits is Unavailable.
 	DeviceRejections DeviceRejections
+	// Devices lists the registered edge devices. Optional: without it
+	// ListDevices is Unavailable.
+	Devices DeviceDirectory
 	// History answers the admin service's ProjectionAt, by projection
 	// name; a projection missing from it is Unavailable there.
 	History map[string]Past

@@ -162,6 +162,51 @@ func (d *Devices) Check(c server.ClientAuthentication) bool {
 	return true
 }
 
+// DeviceState is a registered device and whether it is connected.
+type DeviceState struct {
+	Device
+	// Connected says a leaf-node link of the device is open now.
+	Connected bool
+}
+
+// List returns every registered device (revoked ones too), sorted by id,
+// each with whether one of its leaf-node links is open. Links that have
+// closed are forgotten on the way.
+func (d *Devices) List() ([]DeviceState, error) {
+	d.mu.Lock()
+	srv := d.srv
+	d.mu.Unlock()
+	open := map[uint64]bool{}
+	if srv != nil {
+		lz, err := srv.Leafz(&server.LeafzOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("device registry: leaf links: %w", err)
+		}
+		for _, l := range lz.Leafs {
+			open[l.ID] = true
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]DeviceState, 0, len(d.byID))
+	for id, dev := range d.byID {
+		st := DeviceState{Device: dev}
+		for cid := range d.conns[id] {
+			if open[cid] {
+				st.Connected = true
+			} else {
+				delete(d.conns[id], cid)
+			}
+		}
+		if len(d.conns[id]) == 0 {
+			delete(d.conns, id)
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
 func addr(c server.ClientAuthentication) string {
 	if a := c.RemoteAddress(); a != nil {
 		return a.String()

@@ -404,3 +404,46 @@ func h2cClient() *http.Client {
 	p.SetUnencryptedHTTP2(true)
 	return &http.Client{Transport: &http.Transport{Protocols: &p}}
 }
+
+func TestDevicesListed(t *testing.T) {
+	t.Parallel()
+	h := startDeviceHub(t)
+	ctx := context.Background()
+	admin := adminv1connect.NewAdminServiceClient(http.DefaultClient, h.url)
+	list := func() []*adminv1.Device {
+		t.Helper()
+		res, err := admin.ListDevices(ctx, authed(&adminv1.ListDevicesRequest{}, h.admin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Msg.Devices
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("before any device: %v", got)
+	}
+	h.rogueDevice(t, h.addDevice(t, "bike-b", "bob"))
+	h.addDevice(t, "bike-a", "alice")
+	got := list()
+	if len(got) != 2 || got[0].DeviceId != "bike-a" || got[0].RiderId != "alice" || got[0].Connected ||
+		got[1].DeviceId != "bike-b" || !got[1].Connected || got[1].Revoked || got[1].CreatedAt == nil {
+		t.Fatalf("listed %v", got)
+	}
+	if _, err := natsserver.RevokeDevice(server.DeviceDir(h.m.Config.DataDir), "bike-b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Devices.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "revoked device listed as revoked and gone", func() bool {
+		d := list()[1]
+		return d.Revoked && d.RevokedAt != nil && !d.Connected
+	})
+	if _, err := admin.ListDevices(ctx, authed(&adminv1.ListDevicesRequest{}, mainToken(t, h.m, "bob", auth.Rider))); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("a rider: %v, want PermissionDenied", err)
+	}
+	m, _ := startMain(t, t.TempDir())
+	plain := adminv1connect.NewAdminServiceClient(http.DefaultClient, "http://"+m.Addr())
+	if _, err := plain.ListDevices(ctx, authed(&adminv1.ListDevicesRequest{}, mainToken(t, m, "root", auth.Admin))); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("without --leaf-listen: %v, want Unavailable", err)
+	}
+}

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/tideline/tideline/adapters/devicegate"
+	"github.com/tideline/tideline/adapters/natsserver"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 )
 
 // devicesModule wires the device gate (with --leaf-listen): the only way
@@ -45,5 +49,25 @@ func devicesModule(ctx context.Context, h *Host) error {
 		return nil
 	})
 	h.API.DeviceRejections = gate
+	h.API.Devices = deviceDirectory{h.Devices}
 	return nil
+}
+
+// deviceDirectory is the registry as the admin API lists it.
+type deviceDirectory struct{ d *natsserver.Devices }
+
+func (dd deviceDirectory) Devices() ([]*adminv1.Device, error) {
+	devs, err := dd.d.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*adminv1.Device, len(devs))
+	for i, d := range devs {
+		pb := &adminv1.Device{DeviceId: d.ID, RiderId: d.RiderID, CreatedAt: timestamppb.New(d.CreatedAt), Revoked: d.Revoked, Connected: d.Connected}
+		if d.RevokedAt != nil {
+			pb.RevokedAt = timestamppb.New(*d.RevokedAt)
+		}
+		out[i] = pb
+	}
+	return out, nil
 }

@@ -997,6 +997,173 @@ func (x *ProjectionAtResponse) GetDurationMs() int64 {
 	return 0
 }
 
+type ListDevicesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDevicesRequest) Reset() {
+	*x = ListDevicesRequest{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDevicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDevicesRequest) ProtoMessage() {}
+
+func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
+func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+type Device struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId  string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	RiderId   string                 `protobuf:"bytes,2,opt,name=rider_id,json=riderId,proto3" json:"rider_id,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Revoked   bool                   `protobuf:"varint,4,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// revoked_at is absent unless revoked (and when the registry did not
+	// keep the time).
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// connected says a leaf-node link of the device is open to this server.
+	Connected     bool `protobuf:"varint,6,opt,name=connected,proto3" json:"connected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Device) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Device) GetRiderId() string {
+	if x != nil {
+		return x.RiderId
+	}
+	return ""
+}
+
+func (x *Device) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Device) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *Device) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Device) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+type ListDevicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       []*Device              `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDevicesResponse) Reset() {
+	*x = ListDevicesResponse{}
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDevicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDevicesResponse) ProtoMessage() {}
+
+func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
+func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
+	return file_tideline_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListDevicesResponse) GetDevices() []*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
 var File_tideline_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_tideline_admin_v1_admin_proto_rawDesc = "" +
@@ -1072,20 +1239,33 @@ const file_tideline_admin_v1_admin_proto_rawDesc = "" +
 	"\x11snapshot_position\x18\x05 \x01(\x04R\x10snapshotPosition\x12\x1a\n" +
 	"\breplayed\x18\x06 \x01(\x04R\breplayed\x12\x1f\n" +
 	"\vduration_ms\x18\a \x01(\x03R\n" +
-	"durationMs*\xb2\x01\n" +
+	"durationMs\"\x14\n" +
+	"\x12ListDevicesRequest\"\xee\x01\n" +
+	"\x06Device\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x19\n" +
+	"\brider_id\x18\x02 \x01(\tR\ariderId\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x18\n" +
+	"\arevoked\x18\x04 \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1c\n" +
+	"\tconnected\x18\x06 \x01(\bR\tconnected\"J\n" +
+	"\x13ListDevicesResponse\x123\n" +
+	"\adevices\x18\x01 \x03(\v2\x19.tideline.admin.v1.DeviceR\adevices*\xb2\x01\n" +
 	"\x0fProjectionState\x12 \n" +
 	"\x1cPROJECTION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROJECTION_STATE_RUNNING\x10\x01\x12\x1f\n" +
 	"\x1bPROJECTION_STATE_REBUILDING\x10\x02\x12\x1c\n" +
 	"\x18PROJECTION_STATE_STOPPED\x10\x03\x12 \n" +
-	"\x1cPROJECTION_STATE_NOT_RUNNING\x10\x042\xb8\x05\n" +
+	"\x1cPROJECTION_STATE_NOT_RUNNING\x10\x042\x96\x06\n" +
 	"\fAdminService\x12h\n" +
 	"\x0fListProjections\x12).tideline.admin.v1.ListProjectionsRequest\x1a*.tideline.admin.v1.ListProjectionsResponse\x12n\n" +
 	"\x11RebuildProjection\x12+.tideline.admin.v1.RebuildProjectionRequest\x1a,.tideline.admin.v1.RebuildProjectionResponse\x12k\n" +
 	"\x10ResumeProjection\x12*.tideline.admin.v1.ResumeProjectionRequest\x1a+.tideline.admin.v1.ResumeProjectionResponse\x12w\n" +
 	"\x14SkipProjectionCommit\x12..tideline.admin.v1.SkipProjectionCommitRequest\x1a/.tideline.admin.v1.SkipProjectionCommitResponse\x12\x86\x01\n" +
 	"\x19ListRejectedDeviceCommits\x123.tideline.admin.v1.ListRejectedDeviceCommitsRequest\x1a4.tideline.admin.v1.ListRejectedDeviceCommitsResponse\x12_\n" +
-	"\fProjectionAt\x12&.tideline.admin.v1.ProjectionAtRequest\x1a'.tideline.admin.v1.ProjectionAtResponseB\xcd\x01\n" +
+	"\fProjectionAt\x12&.tideline.admin.v1.ProjectionAtRequest\x1a'.tideline.admin.v1.ProjectionAtResponse\x12\\\n" +
+	"\vListDevices\x12%.tideline.admin.v1.ListDevicesRequest\x1a&.tideline.admin.v1.ListDevicesResponseB\xcd\x01\n" +
 	"\x15com.tideline.admin.v1B\n" +
 	"AdminProtoP\x01ZBgithub.com/tideline/tideline/schemas/gen/tideline/admin/v1;adminv1\xa2\x02\x03TAX\xaa\x02\x11Tideline.Admin.V1\xca\x02\x11Tideline\\Admin\\V1\xe2\x02\x1dTideline\\Admin\\V1\\GPBMetadata\xea\x02\x13Tideline::Admin::V1b\x06proto3"
 
@@ -1102,7 +1282,7 @@ func file_tideline_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_tideline_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tideline_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_tideline_admin_v1_admin_proto_goTypes = []any{
 	(ProjectionState)(0),                      // 0: tideline.admin.v1.ProjectionState
 	(*ListProjectionsRequest)(nil),            // 1: tideline.admin.v1.ListProjectionsRequest
@@ -1119,7 +1299,10 @@ var file_tideline_admin_v1_admin_proto_goTypes = []any{
 	(*ListRejectedDeviceCommitsResponse)(nil), // 12: tideline.admin.v1.ListRejectedDeviceCommitsResponse
 	(*ProjectionAtRequest)(nil),               // 13: tideline.admin.v1.ProjectionAtRequest
 	(*ProjectionAtResponse)(nil),              // 14: tideline.admin.v1.ProjectionAtResponse
-	(*timestamppb.Timestamp)(nil),             // 15: google.protobuf.Timestamp
+	(*ListDevicesRequest)(nil),                // 15: tideline.admin.v1.ListDevicesRequest
+	(*Device)(nil),                            // 16: tideline.admin.v1.Device
+	(*ListDevicesResponse)(nil),               // 17: tideline.admin.v1.ListDevicesResponse
+	(*timestamppb.Timestamp)(nil),             // 18: google.protobuf.Timestamp
 }
 var file_tideline_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: tideline.admin.v1.ProjectionStatus.state:type_name -> tideline.admin.v1.ProjectionState
@@ -1127,27 +1310,32 @@ var file_tideline_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 2: tideline.admin.v1.RebuildProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
 	2,  // 3: tideline.admin.v1.ResumeProjectionResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
 	2,  // 4: tideline.admin.v1.SkipProjectionCommitResponse.status:type_name -> tideline.admin.v1.ProjectionStatus
-	15, // 5: tideline.admin.v1.RejectedDeviceCommit.received_at:type_name -> google.protobuf.Timestamp
-	15, // 6: tideline.admin.v1.RejectedDeviceCommit.rejected_at:type_name -> google.protobuf.Timestamp
+	18, // 5: tideline.admin.v1.RejectedDeviceCommit.received_at:type_name -> google.protobuf.Timestamp
+	18, // 6: tideline.admin.v1.RejectedDeviceCommit.rejected_at:type_name -> google.protobuf.Timestamp
 	11, // 7: tideline.admin.v1.ListRejectedDeviceCommitsResponse.commits:type_name -> tideline.admin.v1.RejectedDeviceCommit
-	15, // 8: tideline.admin.v1.ProjectionAtRequest.time:type_name -> google.protobuf.Timestamp
-	1,  // 9: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
-	4,  // 10: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
-	6,  // 11: tideline.admin.v1.AdminService.ResumeProjection:input_type -> tideline.admin.v1.ResumeProjectionRequest
-	8,  // 12: tideline.admin.v1.AdminService.SkipProjectionCommit:input_type -> tideline.admin.v1.SkipProjectionCommitRequest
-	10, // 13: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:input_type -> tideline.admin.v1.ListRejectedDeviceCommitsRequest
-	13, // 14: tideline.admin.v1.AdminService.ProjectionAt:input_type -> tideline.admin.v1.ProjectionAtRequest
-	3,  // 15: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
-	5,  // 16: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
-	7,  // 17: tideline.admin.v1.AdminService.ResumeProjection:output_type -> tideline.admin.v1.ResumeProjectionResponse
-	9,  // 18: tideline.admin.v1.AdminService.SkipProjectionCommit:output_type -> tideline.admin.v1.SkipProjectionCommitResponse
-	12, // 19: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:output_type -> tideline.admin.v1.ListRejectedDeviceCommitsResponse
-	14, // 20: tideline.admin.v1.AdminService.ProjectionAt:output_type -> tideline.admin.v1.ProjectionAtResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	18, // 8: tideline.admin.v1.ProjectionAtRequest.time:type_name -> google.protobuf.Timestamp
+	18, // 9: tideline.admin.v1.Device.created_at:type_name -> google.protobuf.Timestamp
+	18, // 10: tideline.admin.v1.Device.revoked_at:type_name -> google.protobuf.Timestamp
+	16, // 11: tideline.admin.v1.ListDevicesResponse.devices:type_name -> tideline.admin.v1.Device
+	1,  // 12: tideline.admin.v1.AdminService.ListProjections:input_type -> tideline.admin.v1.ListProjectionsRequest
+	4,  // 13: tideline.admin.v1.AdminService.RebuildProjection:input_type -> tideline.admin.v1.RebuildProjectionRequest
+	6,  // 14: tideline.admin.v1.AdminService.ResumeProjection:input_type -> tideline.admin.v1.ResumeProjectionRequest
+	8,  // 15: tideline.admin.v1.AdminService.SkipProjectionCommit:input_type -> tideline.admin.v1.SkipProjectionCommitRequest
+	10, // 16: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:input_type -> tideline.admin.v1.ListRejectedDeviceCommitsRequest
+	13, // 17: tideline.admin.v1.AdminService.ProjectionAt:input_type -> tideline.admin.v1.ProjectionAtRequest
+	15, // 18: tideline.admin.v1.AdminService.ListDevices:input_type -> tideline.admin.v1.ListDevicesRequest
+	3,  // 19: tideline.admin.v1.AdminService.ListProjections:output_type -> tideline.admin.v1.ListProjectionsResponse
+	5,  // 20: tideline.admin.v1.AdminService.RebuildProjection:output_type -> tideline.admin.v1.RebuildProjectionResponse
+	7,  // 21: tideline.admin.v1.AdminService.ResumeProjection:output_type -> tideline.admin.v1.ResumeProjectionResponse
+	9,  // 22: tideline.admin.v1.AdminService.SkipProjectionCommit:output_type -> tideline.admin.v1.SkipProjectionCommitResponse
+	12, // 23: tideline.admin.v1.AdminService.ListRejectedDeviceCommits:output_type -> tideline.admin.v1.ListRejectedDeviceCommitsResponse
+	14, // 24: tideline.admin.v1.AdminService.ProjectionAt:output_type -> tideline.admin.v1.ProjectionAtResponse
+	17, // 25: tideline.admin.v1.AdminService.ListDevices:output_type -> tideline.admin.v1.ListDevicesResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_tideline_admin_v1_admin_proto_init() }
@@ -1161,7 +1349,7 @@ func file_tideline_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_admin_v1_admin_proto_rawDesc), len(file_tideline_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

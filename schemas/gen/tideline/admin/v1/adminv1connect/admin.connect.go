@@ -51,6 +51,9 @@ const (
 	// AdminServiceProjectionAtProcedure is the fully-qualified name of the AdminService's ProjectionAt
 	// RPC.
 	AdminServiceProjectionAtProcedure = "/tideline.admin.v1.AdminService/ProjectionAt"
+	// AdminServiceListDevicesProcedure is the fully-qualified name of the AdminService's ListDevices
+	// RPC.
+	AdminServiceListDevicesProcedure = "/tideline.admin.v1.AdminService/ListDevices"
 )
 
 // AdminServiceClient is a client for the tideline.admin.v1.AdminService service.
@@ -83,6 +86,11 @@ type AdminServiceClient interface {
 	// OutOfRange past the stream's end; ResourceExhausted when too many
 	// as-of replays run (retry shortly) or the replay would be too long.
 	ProjectionAt(context.Context, *connect.Request[v1.ProjectionAtRequest]) (*connect.Response[v1.ProjectionAtResponse], error)
+	// ListDevices returns the registered edge devices (revoked ones too), by
+	// id, each with whether it is connected to this server now.
+	// Unavailable when the server does not accept edge devices
+	// (no --leaf-listen).
+	ListDevices(context.Context, *connect.Request[v1.ListDevicesRequest]) (*connect.Response[v1.ListDevicesResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the tideline.admin.v1.AdminService service. By
@@ -132,6 +140,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("ProjectionAt")),
 			connect.WithClientOptions(opts...),
 		),
+		listDevices: connect.NewClient[v1.ListDevicesRequest, v1.ListDevicesResponse](
+			httpClient,
+			baseURL+AdminServiceListDevicesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListDevices")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -143,6 +157,7 @@ type adminServiceClient struct {
 	skipProjectionCommit      *connect.Client[v1.SkipProjectionCommitRequest, v1.SkipProjectionCommitResponse]
 	listRejectedDeviceCommits *connect.Client[v1.ListRejectedDeviceCommitsRequest, v1.ListRejectedDeviceCommitsResponse]
 	projectionAt              *connect.Client[v1.ProjectionAtRequest, v1.ProjectionAtResponse]
+	listDevices               *connect.Client[v1.ListDevicesRequest, v1.ListDevicesResponse]
 }
 
 // ListProjections calls tideline.admin.v1.AdminService.ListProjections.
@@ -175,6 +190,11 @@ func (c *adminServiceClient) ProjectionAt(ctx context.Context, req *connect.Requ
 	return c.projectionAt.CallUnary(ctx, req)
 }
 
+// ListDevices calls tideline.admin.v1.AdminService.ListDevices.
+func (c *adminServiceClient) ListDevices(ctx context.Context, req *connect.Request[v1.ListDevicesRequest]) (*connect.Response[v1.ListDevicesResponse], error) {
+	return c.listDevices.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the tideline.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// ListProjections reports every projection's version, position, lag and
@@ -205,6 +225,11 @@ type AdminServiceHandler interface {
 	// OutOfRange past the stream's end; ResourceExhausted when too many
 	// as-of replays run (retry shortly) or the replay would be too long.
 	ProjectionAt(context.Context, *connect.Request[v1.ProjectionAtRequest]) (*connect.Response[v1.ProjectionAtResponse], error)
+	// ListDevices returns the registered edge devices (revoked ones too), by
+	// id, each with whether it is connected to this server now.
+	// Unavailable when the server does not accept edge devices
+	// (no --leaf-listen).
+	ListDevices(context.Context, *connect.Request[v1.ListDevicesRequest]) (*connect.Response[v1.ListDevicesResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -250,6 +275,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("ProjectionAt")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceListDevicesHandler := connect.NewUnaryHandler(
+		AdminServiceListDevicesProcedure,
+		svc.ListDevices,
+		connect.WithSchema(adminServiceMethods.ByName("ListDevices")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tideline.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceListProjectionsProcedure:
@@ -264,6 +295,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListRejectedDeviceCommitsHandler.ServeHTTP(w, r)
 		case AdminServiceProjectionAtProcedure:
 			adminServiceProjectionAtHandler.ServeHTTP(w, r)
+		case AdminServiceListDevicesProcedure:
+			adminServiceListDevicesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -295,4 +328,8 @@ func (UnimplementedAdminServiceHandler) ListRejectedDeviceCommits(context.Contex
 
 func (UnimplementedAdminServiceHandler) ProjectionAt(context.Context, *connect.Request[v1.ProjectionAtRequest]) (*connect.Response[v1.ProjectionAtResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.ProjectionAt is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListDevices(context.Context, *connect.Request[v1.ListDevicesRequest]) (*connect.Response[v1.ListDevicesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tideline.admin.v1.AdminService.ListDevices is not implemented"))
 }
