@@ -122,6 +122,10 @@ type Config struct {
 	// open at once; more are ResourceExhausted. Default
 	// DefaultMaxLiveStreams.
 	MaxLiveStreams int
+	// Console, when set, serves the web console under ConsolePath without
+	// a token (the page signs in and sends its token with each call); /
+	// redirects to it.
+	Console http.Handler
 	// Health reports what the server depends on (the event store, every
 	// projection, the reactions): nil when all can serve, else why not.
 	// The health service answers NOT_SERVING while it fails. Optional.
@@ -210,6 +214,9 @@ func New(d Config, services ...Service) (*API, error) {
 	mux := http.NewServeMux()
 	var names []string
 	plain := prefixes{}
+	if d.Console != nil {
+		plain[ConsolePath] = d.Console
+	}
 	for _, s := range append(services, adminService()) {
 		if slices.Contains(names, s.Name) || plain[s.Name] != nil {
 			return nil, fmt.Errorf("api: service %s given twice", s.Name)
@@ -278,7 +285,24 @@ func New(d Config, services ...Service) (*API, error) {
 		}
 		handler = plain.or(handler)
 	}
+	if d.Console != nil {
+		handler = toConsole(handler)
+	}
 	return &API{handler: handler, closing: rt.closing, live: rt.live}, nil
+}
+
+// ConsolePath is where Config.Console is served.
+const ConsolePath = "/console/"
+
+// toConsole sends a browser that asks for / (or /console) to the console.
+func toConsole(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if (r.URL.Path == "/" || r.URL.Path == "/console") && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			http.Redirect(w, r, ConsolePath, http.StatusFound)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // prefixes are the Handlers, by path prefix.

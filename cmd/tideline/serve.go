@@ -20,7 +20,8 @@ const serveUsage = `usage: tideline serve [--data DIR] [--listen ADDR] [flags]
 
 Runs the server: an embedded NATS JetStream store under DIR (created on
 first start, with the token signing key DIR/keys/token-ed25519.pem) and the
-Connect, gRPC and gRPC-Web API on ADDR. Logs where it listens; Ctrl-C
+Connect, gRPC and gRPC-Web API on ADDR, with the web console at
+http://ADDR/ (/console/). Logs where it listens; Ctrl-C
 (SIGINT) or SIGTERM shuts it down cleanly, keeping all data.
 
 Blobs (images, audio) are kept in JetStream object stores under DIR, or
@@ -78,6 +79,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.OIDC.Audience, "oidc-audience", "", "identity provider tokens must have this audience (aud; or client_id in a token without aud, as Cognito's access tokens), the client id Tideline is registered with; required with --oidc-issuer or --jwks-url")
 	fs.StringVar(&c.OIDC.RoleClaim, "oidc-role-claim", api.DefaultRoleClaim, "the identity provider token's claim holding the caller's groups, a string or array; unless a claim has that very name, a dotted path reaches into objects: cognito:groups (Cognito), realm_access.roles (Keycloak)")
 	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device and service cannot be granted; a token with no mapped group is PermissionDenied")
+	fs.StringVar(&c.MapTiles, "map-tiles", "", "the web console's map tiles, a URL template such as https://tile.openstreetmap.org/{z}/{x}/{y}.png; default: the danger map's cells on a plain canvas with a scale (for offline machines)")
+	fs.StringVar(&c.MapAttribution, "map-attribution", "", "the credit line the tiles' licence asks for, shown on the map with --map-tiles, e.g. '© OpenStreetMap contributors'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err

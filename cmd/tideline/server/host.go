@@ -23,7 +23,7 @@ type Module func(ctx context.Context, h *Host) error
 
 // contexts are what the server serves, wired in this order. Adding a
 // context is its Module and one entry here.
-var contexts = []Module{stepsModule, safetyModule, deliveryModule, dashboardModule, devicesModule, storyModule, lectureModule, notifyModule, rewardsModule, labelingModule, analyticsModule, accountsModule}
+var contexts = []Module{stepsModule, safetyModule, deliveryModule, dashboardModule, devicesModule, storyModule, lectureModule, notifyModule, rewardsModule, labelingModule, analyticsModule, accountsModule, consoleModule}
 
 // Host is what a Module gets from the server. Its fields are set before
 // the first Module runs; its methods take what the context provides:

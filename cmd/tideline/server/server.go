@@ -105,6 +105,10 @@ type Config struct {
 	// OIDC, when its Issuer or JWKSURL is set, also accepts an external
 	// identity provider's access tokens (api.IdP).
 	OIDC api.IdPConfig
+	// MapTiles is the web console's map tile URL template (empty: the
+	// danger map is drawn without tiles), MapAttribution its credit line.
+	MapTiles       string
+	MapAttribution string
 }
 
 // Main is a running server: embedded NATS, the event store, and what
