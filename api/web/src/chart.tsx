@@ -40,7 +40,8 @@ export function HeatMapView({ heat }: { heat: HeatMap | undefined }) {
   const box = useRef<HTMLDivElement>(null);
   const map = useRef<L.Map | null>(null);
   const layer = useRef<L.LayerGroup | null>(null);
-  const fitted = useRef(false);
+  const moved = useRef(false); // the user has panned or zoomed: keep their view
+  const fitting = useRef(false);
   useEffect(() => {
     const m = L.map(box.current!, { center: [37.5665, 126.978], zoom: 11, attributionControl: !!config.mapTiles, keyboard: true });
     if (config.mapTiles) {
@@ -48,6 +49,9 @@ export function HeatMapView({ heat }: { heat: HeatMap | undefined }) {
     }
     L.control.scale({ metric: true, imperial: false }).addTo(m);
     layer.current = L.layerGroup().addTo(m);
+    m.on("dragstart zoomstart", () => {
+      if (!fitting.current) moved.current = true;
+    });
     map.current = m;
     return () => {
       m.remove();
@@ -69,10 +73,11 @@ export function HeatMapView({ heat }: { heat: HeatMap | undefined }) {
         .bindTooltip(`${c.count}`)
         .addTo(g);
     }
-    if (!fitted.current && heat.cells.length > 0) {
+    if (!moved.current && heat.cells.length > 0) {
       const all = L.latLngBounds(bounds.flatMap((b) => b as L.LatLngTuple[]));
-      m.fitBounds(all.pad(0.2), { maxZoom: 15 });
-      fitted.current = true;
+      fitting.current = true;
+      m.fitBounds(all.pad(0.2), { maxZoom: 15, animate: false });
+      fitting.current = false;
     }
   }, [heat]);
   return <div class={config.mapTiles ? "map" : "map plain"} ref={box} />;

@@ -29,6 +29,7 @@ export function Login() {
         setSession(fromToken(token));
       } else if (mode === "signup") {
         await accounts.signUp({ email, password, role, displayName: name });
+        setPassword("");
         setMode("login");
         setNote(t("signedUp"));
       } else {

@@ -1,0 +1,330 @@
+package browsertest_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/chromedp/chromedp"
+	"github.com/pquerna/otp/totp"
+
+	"github.com/tideline/tideline/cmd/tideline/internal/demo"
+	"github.com/tideline/tideline/cmd/tideline/server/servertest"
+	"github.com/tideline/tideline/domain/auth"
+	accountsv1 "github.com/tideline/tideline/schemas/gen/tideline/accounts/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/accounts/v1/accountsv1connect"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
+)
+
+// chromium returns the browser's path, skipping (failing under CI) when
+// it is not installed.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("TIDELINE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if _, err := exec.LookPath(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium not installed (Debian: apt-get install chromium); CI must run the browser tests")
+	}
+	t.Skip("chromium not installed (Debian: apt-get install chromium)")
+	return ""
+}
+
+// artifacts is the folder screenshots go to.
+func artifacts(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("TIDELINE_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "tideline-artifacts")
+	}
+	dir = filepath.Join(dir, "console")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// browser starts a headless Chromium (flags that keep it off the
+// network it cannot reach) and returns its context.
+func browser(t *testing.T, path string) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelB := chromedp.NewContext(actx)
+	ctx, cancelC := context.WithTimeout(ctx, 120*time.Second)
+	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	t.Cleanup(func() { // what the page showed when the test failed
+		if t.Failed() {
+			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+				p := filepath.Join(artifacts(t), "failure.png")
+				_ = os.WriteFile(p, png, 0o644)
+				t.Logf("the page at the failure: %s", p)
+			}
+		}
+	})
+	return ctx
+}
+
+// until waits (bounded) for a JavaScript expression to be true.
+func until(what, js string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(30*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))(ctx, tg); err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		return nil
+	})
+}
+
+// shots saves a screenshot of the current page at desktop and phone width.
+func shots(dir, name string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for _, v := range []struct {
+			suffix string
+			w, h   int64
+		}{{"desktop", 1280, 900}, {"phone", 390, 844}} {
+			if _, err := chromedp.EmulateViewport(v.w, v.h)(ctx, tg); err != nil {
+				return err
+			}
+			png, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(dir, name+"-"+v.suffix+".png"), png, 0o644); err != nil {
+				return err
+			}
+		}
+		_, err := chromedp.EmulateViewport(1280, 900)(ctx, tg)
+		return err
+	})
+}
+
+func stat(id string) string {
+	return fmt.Sprintf(`Number((document.querySelector('[data-stat=%s]')?.textContent ?? '').replace(/\D/g, '') || '-1')`, id)
+}
+
+func TestConsole(t *testing.T) {
+	path := chromium(t)
+	s := servertest.Start(t)
+	dir := artifacts(t)
+	ctx := browser(t, path)
+	operator := s.Token(t, "root", auth.Admin)
+	users := accountsv1connect.NewAccountServiceClient(http.DefaultClient, s.URL)
+	const email, password = "Mina.Kim@Example.com", "tideline-console-7"
+	start := time.Now()
+	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
+
+	// Sign up in the page, as a walker.
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(s.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`form[data-form=login]`)),
+		shots(dir, "login"),
+		chromedp.Click(`//button[@role="tab"][2]`),
+		chromedp.WaitVisible(chromedp.CSS(`form[data-form=signup]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), email),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
+		chromedp.SendKeys(chromedp.CSS(`input[name=display_name]`), "김민아"),
+		shots(dir, "signup"),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		until("sign-up confirmed", `document.querySelector('.state.ok') !== null`),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase("signed up")
+	// An operator makes her an admin (sign-up grants walker, rider or labeler only).
+	list, err := users.ListUsers(ctx, bearer(&accountsv1.ListUsersRequest{}, operator))
+	if err != nil || len(list.Msg.Users) != 1 || list.Msg.Users[0].Email != "mina.kim@example.com" {
+		t.Fatalf("users after sign-up: %v, %v", list, err)
+	}
+	mina := list.Msg.Users[0].UserId
+	if _, err := users.GrantRole(ctx, bearer(&accountsv1.GrantRoleRequest{UserId: mina, Role: "admin"}, operator)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Log in: the admin's first page is the live dashboard, empty so far.
+	err = chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`main[data-page=dashboard]`)),
+		until("the live dashboard", stat("today_orders")+` === 0 && document.querySelector('.dot.on') !== null`),
+		shots(dir, "dashboard-empty"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	phase("logged in, empty dashboard live")
+	// A small demo day: the figures change without a reload.
+	done := make(chan error, 1)
+	go func() {
+		done <- demo.Run(t.Context(), []string{"--server", s.URL, "--data", s.Main.Config.DataDir, "--riders", "6", "--orders", "40", "--speed", "86400"}, io.Discard, io.Discard)
+	}()
+	if err := chromedp.Do(ctx, until("today's orders counted live", stat("today_orders")+` > 0`)); err != nil {
+		t.Fatal(err)
+	}
+	position, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`.grid[data-position]`), "data-position"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("demo: %v", err)
+	}
+	err = chromedp.Do(ctx,
+		until("the whole day on the board", stat("today_orders")+` === 40`),
+		until("riders ranked", `document.querySelectorAll('[data-card=ranking] tbody tr').length > 0`),
+		until("the danger map drawn", `document.querySelectorAll('.map path.leaflet-interactive').length > 0`),
+		shots(dir, "dashboard"),
+	)
+	if err != nil {
+		t.Fatalf("%v (first live position %s)", err, position.Value)
+	}
+
+	phase("dashboard live through the demo day")
+	// Acknowledge the first open alert, in the page.
+	safety := safetyv1connect.NewSafetyServiceClient(http.DefaultClient, s.URL)
+	open, err := safety.ListAlerts(ctx, bearer(&safetyv1.ListAlertsRequest{OpenOnly: true, MinPosition: s.Last(t)}, operator))
+	if err != nil || open.Msg.Total == 0 {
+		t.Fatalf("open alerts after the demo: %v, %v", open, err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(s.URL+"/console/#/alerts"),
+		until("alerts listed", `document.querySelector('table[data-alerts] tbody tr button') !== null`),
+		shots(dir, "alerts"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`table[data-alerts] tbody tr`), "data-alert"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := row.Value
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`table[data-alerts] tbody tr button`)),
+		until("the acknowledged alert leaves the open list", fmt.Sprintf(`document.querySelector('tr[data-alert="%s"]') === null`, first)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := safety.ListAlerts(ctx, bearer(&safetyv1.ListAlertsRequest{Limit: 1000, MinPosition: s.Last(t)}, operator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := ""
+	for _, a := range all.Msg.Alerts {
+		if a.RaisedV2.AlertId == first && a.Acknowledged != nil {
+			acked = a.Acknowledged.By
+		}
+	}
+	if acked != "admin:"+mina {
+		t.Fatalf("alert %s acknowledged by %q, want admin:%s", first, acked, mina)
+	}
+
+	phase("alert acknowledged")
+	// Every other page, in English and in Korean.
+	for _, page := range []string{"steps", "devices", "story", "datasets", "users", "account"} {
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(s.URL+"/console/#/"+page),
+			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`main[data-page=%s]`, page))),
+			until(page+" loaded", `document.querySelector('.state.loading') === null`),
+			shots(dir, page),
+		)
+		if err != nil {
+			t.Fatalf("%s: %v", page, err)
+		}
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(s.URL+"/console/#/dashboard"),
+		chromedp.Click(`//header/button[contains(., "한국어")]`),
+		until("Korean labels", `document.documentElement.lang === 'ko' && document.body.textContent.includes('대시보드')`),
+		until("the dashboard in Korean", stat("today_orders")+` === 40`),
+		shots(dir, "dashboard-ko"),
+		chromedp.Click(`//header/button[contains(., "English")]`),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	phase("pages shot, Korean")
+	// Two-factor log-in: turn it on, log out, log in with a recovery code.
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(s.URL+"/console/#/account"),
+		chromedp.Click(`//button[contains(., "Turn on")]`),
+		chromedp.WaitVisible(chromedp.CSS(`[data-secret]`)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`[data-secret]`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := totp.GenerateCode(strings.TrimSpace(secret), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name=code]`), code),
+		chromedp.Click(`//button[contains(., "Confirm")]`),
+		until("recovery codes shown", `document.querySelectorAll('.codes code').length > 0`),
+		shots(dir, "account-totp"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('.codes code')].map(c => c.textContent)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Click(`//header/button[contains(., "Log out")]`),
+		chromedp.WaitVisible(chromedp.CSS(`form[data-form=login]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), email),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=totp]`)),
+		shots(dir, "login-totp"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(codes) == 0 {
+		t.Fatal("no recovery codes")
+	}
+	err = chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name=totp]`), codes[0]),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`main[data-page=dashboard]`)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase("logged in with a recovery code")
+	t.Logf("screenshots in %s", dir)
+}
+
+func bearer[T any](m *T, tok string) *connect.Request[T] {
+	r := connect.NewRequest(m)
+	r.Header().Set("Authorization", "Bearer "+tok)
+	return r
+}
