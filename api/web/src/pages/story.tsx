@@ -30,7 +30,7 @@ export function StoryPage() {
           setMinPos(pos);
         }}
       />
-      {sel && <StoryView key={sel} id={sel} />}
+      {sel && <StoryView key={sel} id={sel} onChange={list.reload} />}
       <Card title={t("yourStories")} id="stories" wide>
         {list.error !== undefined && <ErrorBox error={list.error} retry={list.reload} />}
         {!list.data ? (
@@ -65,7 +65,7 @@ export function StoryPage() {
   );
 }
 
-type Phase = { at: "idle" } | { at: "uploading"; sent: number; total: number } | { at: "requesting" } | { at: "done"; note: string };
+type Phase = { at: "idle" } | { at: "uploading"; sent: number; total: number } | { at: "requesting" } | { at: "done"; duplicate: boolean; batch: number };
 
 function NewStory({ onStarted }: { onStarted: (id: string, pos: bigint) => void }) {
   const [files, setFiles] = useState<File[]>([]);
@@ -96,11 +96,11 @@ function NewStory({ onStarted }: { onStarted: (id: string, pos: bigint) => void 
       const l = (["en", "ko"] as const).filter((x) => langs[x]);
       if (files.length === 1) {
         const res = await stories.requestStory({ uploadName: uploads[0].name, langs: l });
-        setPhase({ at: "done", note: res.duplicate ? t("duplicateStory") : "" });
+        setPhase({ at: "done", duplicate: res.duplicate, batch: 0 });
         onStarted(res.storyId, res.position);
       } else {
         const res = await stories.requestStories({ uploadNames: uploads.map((u) => u.name), langs: l });
-        setPhase({ at: "done", note: `${res.storyIds.length} ${t("batchStarted")}` });
+        setPhase({ at: "done", duplicate: false, batch: res.storyIds.length });
         onStarted(res.storyIds[0], res.position);
       }
       setFiles([]);
@@ -147,7 +147,8 @@ function NewStory({ onStarted }: { onStarted: (id: string, pos: bigint) => void 
           </p>
         )}
         {phase.at === "requesting" && <p>{t("starting")}</p>}
-        {phase.at === "done" && phase.note && <p class="muted">{phase.note}</p>}
+        {phase.at === "done" && phase.duplicate && <p class="muted">{t("duplicateStory")}</p>}
+        {phase.at === "done" && phase.batch > 0 && <p class="muted">{phase.batch} {t("batchStarted")}</p>}
       </div>
       {err !== undefined && <ErrorBox error={err} />}
     </Card>
@@ -214,9 +215,14 @@ function StageBadge({ stage }: { stage: Stage }) {
   return <span class={cls}>{stageLabel(stage)}</span>;
 }
 
-function StoryView({ id }: { id: string }) {
+// StoryView shows a story live; onChange is called when it changes (the
+// list then reads its stage again).
+function StoryView({ id, onChange }: { id: string; onChange: () => void }) {
   const w = useStory(id);
   const s = w.story;
+  useEffect(() => {
+    if (s) onChange();
+  }, [s?.version]);
   return (
     <Card title={t("story")} id="story">
       {!s ? (
