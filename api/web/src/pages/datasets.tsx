@@ -44,7 +44,7 @@ function done(d: Dataset): { value: number; max: number; text: string } {
     return { value: p.itemsPreprocessed + p.itemsFailed, max: Math.max(p.items, 1), text: `${num(p.itemsPreprocessed + p.itemsFailed)} / ${num(p.items)} ${t("preprocessed")}` };
   }
   if (d.state === State.LABELING) {
-    return { value: p.verified, max: Math.max(p.tasks, 1), text: `${num(p.verified)} / ${num(p.tasks)} ${t("verified")}` };
+    return { value: p.verified, max: Math.max(p.tasks, 1), text: `${num(p.verified)} / ${num(p.tasks)} ${t("tasksVerified")}` };
   }
   return { value: 0, max: 1, text: `${num(p.items)} ${t("items")}` };
 }
@@ -61,8 +61,7 @@ export function DatasetsPage() {
 
   return (
     <div class="grid">
-      <NewDataset onCreated={(id, pos) => { setSel(id); changed(pos); }} />
-      {sel && <DatasetView key={sel} id={sel} admin={admin} onChanged={changed} />}
+      {sel && <DatasetView key={sel} id={sel} admin={admin} onChanged={changed} onChange={list.reload} />}
       <Card title={t("datasets")} id="datasets" wide>
         {admin && (
           <label class="inline">
@@ -109,6 +108,7 @@ export function DatasetsPage() {
           </div>
         )}
       </Card>
+      <NewDataset onCreated={(id, pos) => { setSel(id); changed(pos); }} />
     </div>
   );
 }
@@ -166,7 +166,7 @@ function NewDataset({ onCreated }: { onCreated: (id: string, pos: bigint) => voi
             <input type="number" min={1} max={10} value={perItem} onInput={(e) => setPerItem(Number(e.currentTarget.value) || 3)} />
           </label>
           <label>
-            {t("deadline")} <small>({t("optional")})</small>
+            <span>{t("deadline")} <small>({t("optional")})</small></span>
             <input type="datetime-local" value={deadline} onInput={(e) => setDeadline(e.currentTarget.value)} />
           </label>
         </div>
@@ -177,9 +177,18 @@ function NewDataset({ onCreated }: { onCreated: (id: string, pos: bigint) => voi
   );
 }
 
-function DatasetView({ id, admin, onChanged }: { id: string; admin: boolean; onChanged: (pos: bigint) => void }) {
+// DatasetView shows a dataset live and what may be done with it now:
+// onChanged is told the position of the caller's own changes, onChange
+// that the dataset changed (the list then reads it again).
+function DatasetView({ id, admin, onChanged, onChange }: { id: string; admin: boolean; onChanged: (pos: bigint) => void; onChange: () => void }) {
   const w = useStream((signal) => datasets.watchDataset({ datasetId: id }, { signal }), [id]);
   const d = w.data?.dataset;
+  useEffect(() => {
+    document.getElementById("dataset")?.scrollIntoView({ block: "nearest" });
+  }, []);
+  useEffect(() => {
+    if (d) onChange();
+  }, [d?.version]);
   if (!d) return <Card title={t("dataset")} id="dataset">{w.error !== undefined ? <ErrorBox error={w.error} /> : <Loading />}</Card>;
   const p = d.progress;
   const open = d.state === State.DRAFT || d.state === State.REJECTED;
@@ -199,10 +208,15 @@ function DatasetView({ id, admin, onChanged }: { id: string; admin: boolean; onC
             <strong>{t("stateRejected")}</strong> {d.rejectReason}
           </p>
         )}
-        <progress class="progress" max={pr.max} value={pr.value} aria-label={pr.text} />
+        {(d.state === State.PREPROCESSING || d.state === State.LABELING) && (
+          <p>
+            {pr.text}
+            <progress class="progress" max={pr.max} value={pr.value} aria-label={pr.text} data-dataset-progress />
+          </p>
+        )}
         <div class="stats">
           <Stat id="items" label={t("items")} value={num(p?.items ?? 0)} />
-          <Stat id="preprocessed" label={t("preprocessed")} value={num(p?.itemsPreprocessed ?? 0)} />
+          <Stat id="preprocessed" label={t("itemsPreprocessed")} value={num(p?.itemsPreprocessed ?? 0)} />
           <Stat id="failed" label={t("itemsFailed")} value={num(p?.itemsFailed ?? 0)} />
           <Stat id="tasks" label={t("tasks")} value={num(p?.tasks ?? 0)} />
           <Stat id="labels" label={t("labelsGiven")} value={num(p?.labels ?? 0)} />
@@ -313,7 +327,7 @@ function UploadItems({ d, onChanged }: { d: Dataset; onChanged: (pos: bigint) =>
     <form onSubmit={upload} data-upload-items>
       <h3>{t("addFiles")}</h3>
       <label>
-        {t("chooseFiles")} <small>({k.types.join(", ")}; ≤ {k.max >> 20} MiB)</small>
+        <span>{t("chooseFiles")} <small>({k.types.join(", ")}; ≤ {k.max >> 20} MiB)</small></span>
         <input key={inputKey} type="file" multiple accept={k.types.join(",")} disabled={busy}
           onChange={(e) => { setFiles(Array.from(e.currentTarget.files ?? [])); setPhase({ at: "idle" }); }} />
       </label>

@@ -221,6 +221,9 @@ function StoryView({ id, onChange }: { id: string; onChange: () => void }) {
   const w = useStory(id);
   const s = w.story;
   useEffect(() => {
+    document.getElementById("story")?.scrollIntoView({ block: "nearest" });
+  }, []);
+  useEffect(() => {
     if (s) onChange();
   }, [s?.version]);
   return (
