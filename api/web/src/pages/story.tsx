@@ -227,7 +227,7 @@ function StoryView({ id, onChange }: { id: string; onChange: () => void }) {
     if (s) onChange();
   }, [s?.version]);
   return (
-    <Card title={t("story")} id="story">
+    <Card title={t("theStory")} id="story">
       {!s ? (
         w.error !== undefined ? <ErrorBox error={w.error} /> : <Loading />
       ) : (
