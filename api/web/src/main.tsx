@@ -15,8 +15,8 @@ import { Dashboard } from "./pages/dashboard";
 import { Alerts } from "./pages/alerts";
 import { Steps } from "./pages/steps";
 import { Devices } from "./pages/devices";
-
-
+import { StoryPage } from "./pages/story";
+import { DatasetsPage } from "./pages/datasets";
 import { Users } from "./pages/users";
 import { Account } from "./pages/account";
 
@@ -34,8 +34,8 @@ const pages: Page[] = [
   { path: "alerts", label: "alerts", roles: ["admin"], view: Alerts },
   { path: "steps", label: "steps", roles: everyone, view: Steps },
   { path: "devices", label: "devices", roles: ["admin"], view: Devices },
-
-
+  { path: "story", label: "story", roles: everyone, view: StoryPage },
+  { path: "datasets", label: "datasets", roles: ["admin", "enterprise"], view: DatasetsPage },
   { path: "users", label: "users", roles: ["admin"], view: Users },
   { path: "account", label: "account", roles: everyone, view: Account },
 ];
