@@ -61,6 +61,9 @@ type Links struct {
 
 var _ media.Links = (*Links)(nil)
 
+// Base returns what every link starts with (the server's public URL).
+func (l *Links) Base() string { return l.base }
+
 // LoadOrCreateLinks reads dataDir's blob link key, creating it (mode 0600)
 // on first use, and returns Links whose URLs start with publicURL (the
 // server's address as clients reach it, e.g. https://tideline.example).

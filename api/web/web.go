@@ -37,6 +37,10 @@ type Config struct {
 	// licence usually asks for one).
 	MapAttribution string `json:"mapAttribution"`
 	Version        string `json:"version"`
+	// BlobOrigin is where blob upload and download links point (the
+	// server's --public-url), which the page may PUT to and play audio
+	// from besides its own origin; empty: its own origin.
+	BlobOrigin string `json:"-"`
 }
 
 // file is one served file: its bytes, gzipped bytes and ETag.
@@ -77,7 +81,15 @@ func Handler(c Config) (http.Handler, error) {
 	}
 	cfg, _ := json.Marshal(c)
 	files["config.json"] = newFile(cfg, "application/json")
-	csp := "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+	blobs := ""
+	if c.BlobOrigin != "" {
+		u, err := url.Parse(c.BlobOrigin)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("blob origin: want an http(s) URL, got %q", c.BlobOrigin)
+		}
+		blobs = " " + u.Scheme + "://" + u.Host
+	}
+	csp := "default-src 'self'; img-src 'self' data: blob:" + blobs + "; media-src 'self' blob:" + blobs + "; style-src 'self' 'unsafe-inline'; connect-src 'self'" + blobs + "; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 	if c.MapTiles != "" {
 		u, _ := url.Parse(strings.NewReplacer("{s}", "a").Replace(c.MapTiles))
 		host := u.Scheme + "://" + u.Host

@@ -11,7 +11,7 @@ import (
 // port; / redirects to it.
 func consoleModule(_ context.Context, h *Host) error {
 	c := h.Config
-	console, err := web.Handler(web.Config{MapTiles: c.MapTiles, MapAttribution: c.MapAttribution, Version: version.String("tideline")})
+	console, err := web.Handler(web.Config{MapTiles: c.MapTiles, MapAttribution: c.MapAttribution, Version: version.String("tideline"), BlobOrigin: h.m.Links.Base()})
 	if err != nil {
 		return err
 	}
