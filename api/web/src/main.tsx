@@ -94,10 +94,10 @@ function App() {
         <span class="who" data-who={s.userId}>
           {s.userId} · {s.role}
         </span>
-        <button type="button" onClick={() => setLang(l === "ko" ? "en" : "ko")} lang={l === "ko" ? "en" : "ko"}>
+        <button type="button" data-action="lang" onClick={() => setLang(l === "ko" ? "en" : "ko")} lang={l === "ko" ? "en" : "ko"}>
           {t("language")}
         </button>
-        <button type="button" onClick={logout}>
+        <button type="button" data-action="logout" onClick={logout}>
           {t("signOut")}
         </button>
       </header>

@@ -34,7 +34,7 @@ export function Account() {
         {err !== undefined && <ErrorBox error={err} />}
         {done && <p class="state ok" role="status">{done}</p>}
         {!uri ? (
-          <button type="button" onClick={() => run(async () => { const r = await accounts.enrolTOTP({}); setUri(r.otpauthUri); setSecret(r.secret); })}>
+          <button type="button" data-action="totp-on" onClick={() => run(async () => { const r = await accounts.enrolTOTP({}); setUri(r.otpauthUri); setSecret(r.secret); })}>
             {t("enrol")}
           </button>
         ) : (
@@ -49,11 +49,11 @@ export function Account() {
             const r = await accounts.verifyTOTP({ code });
             setCodes(r.recoveryCodes);
             setUri("");
-            setDone(t("verify") + " ✓");
+            setDone(t("totpOn"));
           } else {
             await accounts.disableTOTP({ code });
             setCodes([]);
-            setDone(t("disable") + " ✓");
+            setDone(t("totpOff"));
           }
           setCode("");
         }); }}>
@@ -61,7 +61,7 @@ export function Account() {
             {t("totpCode")}
             <input name="code" inputMode="numeric" autocomplete="one-time-code" required value={code} onInput={(e) => setCode(e.currentTarget.value)} />
           </label>
-          <button type="submit">{uri ? t("verify") : t("disable")}</button>
+          <button type="submit" data-action={uri ? "totp-confirm" : "totp-off"}>{uri ? t("verify") : t("disable")}</button>
         </form>
         {codes.length > 0 && (
           <div>

@@ -51,7 +51,7 @@ export function Login() {
   }
 
   const tab = (m: Mode, label: string) => (
-    <button type="button" role="tab" aria-selected={mode === m} class={mode === m ? "tab on" : "tab"} onClick={() => { setMode(m); setErr(""); }}>
+    <button type="button" role="tab" data-tab={m} aria-selected={mode === m} class={mode === m ? "tab on" : "tab"} onClick={() => { setMode(m); setErr(""); }}>
       {label}
     </button>
   );

@@ -67,15 +67,17 @@ func browser(t *testing.T, path string) context.Context {
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
 		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelC := context.WithTimeout(ctx, 120*time.Second)
+	bctx, cancelB := chromedp.NewContext(actx)
+	ctx, cancelC := context.WithTimeout(bctx, 120*time.Second)
 	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
+	if err := chromedp.Do(bctx); err != nil { // starts the browser (bound to bctx, not to the timeout)
 		t.Fatalf("start chromium: %v", err)
 	}
 	t.Cleanup(func() { // what the page showed when the test failed
 		if t.Failed() {
-			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+			sctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+			defer cancel()
+			if png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100)); err == nil {
 				p := filepath.Join(artifacts(t), "failure.png")
 				_ = os.WriteFile(p, png, 0o644)
 				t.Logf("the page at the failure: %s", p)
@@ -118,6 +120,18 @@ func shots(dir, name string) chromedp.Action[chromedp.Void] {
 	})
 }
 
+// press focuses the element and activates it, as Enter or Space on a
+// focused button does (the mouse's coordinates are not involved).
+func press(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := chromedp.WaitVisible(chromedp.CSS(sel))(ctx, tg); err != nil {
+			return err
+		}
+		_, err := chromedp.Evaluate[bool](fmt.Sprintf(`(e => { e.focus(); e.click(); return true })(document.querySelector(%q))`, sel))(ctx, tg)
+		return err
+	})
+}
+
 func stat(id string) string {
 	return fmt.Sprintf(`Number((document.querySelector('[data-stat=%s]')?.textContent ?? '').replace(/\D/g, '') || '-1')`, id)
 }
@@ -138,13 +152,13 @@ func TestConsole(t *testing.T) {
 		chromedp.Navigate(s.URL+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`form[data-form=login]`)),
 		shots(dir, "login"),
-		chromedp.Click(`//button[@role="tab"][2]`),
+		press(`[data-tab=signup]`),
 		chromedp.WaitVisible(chromedp.CSS(`form[data-form=signup]`)),
 		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), email),
 		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
 		chromedp.SendKeys(chromedp.CSS(`input[name=display_name]`), "김민아"),
 		shots(dir, "signup"),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		press(`button[type=submit]`),
 		until("sign-up confirmed", `document.querySelector('.state.ok') !== null`),
 	)
 	if err != nil {
@@ -164,7 +178,7 @@ func TestConsole(t *testing.T) {
 	// Log in: the admin's first page is the live dashboard, empty so far.
 	err = chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		press(`button[type=submit]`),
 		chromedp.WaitVisible(chromedp.CSS(`main[data-page=dashboard]`)),
 		until("the live dashboard", stat("today_orders")+` === 0 && document.querySelector('.dot.on') !== null`),
 		shots(dir, "dashboard-empty"),
@@ -220,7 +234,7 @@ func TestConsole(t *testing.T) {
 	}
 	first := row.Value
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(`table[data-alerts] tbody tr button`)),
+		press(`table[data-alerts] tbody tr button`),
 		until("the acknowledged alert leaves the open list", fmt.Sprintf(`document.querySelector('tr[data-alert="%s"]') === null`, first)),
 	)
 	if err != nil {
@@ -255,11 +269,12 @@ func TestConsole(t *testing.T) {
 	}
 	err = chromedp.Do(ctx,
 		chromedp.Navigate(s.URL+"/console/#/dashboard"),
-		chromedp.Click(`//header/button[contains(., "한국어")]`),
+		press(`[data-action=lang]`),
 		until("Korean labels", `document.documentElement.lang === 'ko' && document.body.textContent.includes('대시보드')`),
 		until("the dashboard in Korean", stat("today_orders")+` === 40`),
 		shots(dir, "dashboard-ko"),
-		chromedp.Click(`//header/button[contains(., "English")]`),
+		press(`[data-action=lang]`),
+		until("English labels", `document.documentElement.lang === 'en' && document.body.textContent.includes('Dashboard')`),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +284,8 @@ func TestConsole(t *testing.T) {
 	// Two-factor log-in: turn it on, log out, log in with a recovery code.
 	err = chromedp.Do(ctx,
 		chromedp.Navigate(s.URL+"/console/#/account"),
-		chromedp.Click(`//button[contains(., "Turn on")]`),
+		chromedp.WaitVisible(chromedp.CSS(`main[data-page=account]`)),
+		press(`[data-action=totp-on]`),
 		chromedp.WaitVisible(chromedp.CSS(`[data-secret]`)),
 	)
 	if err != nil {
@@ -285,7 +301,7 @@ func TestConsole(t *testing.T) {
 	}
 	err = chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.CSS(`input[name=code]`), code),
-		chromedp.Click(`//button[contains(., "Confirm")]`),
+		press(`[data-action=totp-confirm]`),
 		until("recovery codes shown", `document.querySelectorAll('.codes code').length > 0`),
 		shots(dir, "account-totp"),
 	)
@@ -297,11 +313,11 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = chromedp.Do(ctx,
-		chromedp.Click(`//header/button[contains(., "Log out")]`),
+		press(`[data-action=logout]`),
 		chromedp.WaitVisible(chromedp.CSS(`form[data-form=login]`)),
 		chromedp.SendKeys(chromedp.CSS(`input[name=email]`), email),
 		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		press(`button[type=submit]`),
 		chromedp.WaitVisible(chromedp.CSS(`input[name=totp]`)),
 		shots(dir, "login-totp"),
 	)
@@ -313,8 +329,8 @@ func TestConsole(t *testing.T) {
 	}
 	err = chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.CSS(`input[name=totp]`), codes[0]),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`main[data-page=dashboard]`)),
+		press(`button[type=submit]`),
+		chromedp.WaitVisible(chromedp.CSS(`main[data-page=account]`)), // back where she logged out
 	)
 	if err != nil {
 		t.Fatal(err)
