@@ -20,10 +20,12 @@ import (
 
 	nserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tideline/tideline/adapters/fcm"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/opentelemetry"
 	"github.com/tideline/tideline/adapters/s3"
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/adapters/webpush"
@@ -105,6 +107,12 @@ type Config struct {
 	// OIDC, when its Issuer or JWKSURL is set, also accepts an external
 	// identity provider's access tokens (api.IdP).
 	OIDC api.IdPConfig
+	// Tracing, when its Endpoint or the standard OTLP environment is set
+	// (opentelemetry.Configured), exports OpenTelemetry traces: each RPC
+	// through its commits' appends into the projection applies, the
+	// reactions and the notifications they send. Otherwise nothing is
+	// traced.
+	Tracing opentelemetry.Config
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -150,6 +158,10 @@ type Main struct {
 	// Users is the NATS client registry (DATA/nats-users), with NATSListen.
 	Users *natsserver.Users
 	lock  *dirlock.Lock // DATA/LOCK: one server per data dir
+	// tracer is Config.Tracing's provider, nil when tracing is off;
+	// stopTracing sends the spans still buffered.
+	tracer      trace.TracerProvider
+	stopTracing func(context.Context) error
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -206,6 +218,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if opentelemetry.Configured(c.Tracing.Endpoint) {
+		tp, err := opentelemetry.NewTracerProvider(ctx, c.Tracing)
+		if err != nil {
+			return err
+		}
+		m.tracer, m.stopTracing = tp, tp.Shutdown
+		log.Info("tracing", "otlp_endpoint", cmp.Or(c.Tracing.Endpoint, "from the environment"), "sample", c.Tracing.SampleRatio)
+	}
 	nsCfg := natsserver.Config{
 		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
 		ClientListen: c.NATSListen,
@@ -242,7 +262,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err, TracerProvider: m.tracer})
 	if err != nil {
 		return err
 	}
@@ -313,6 +333,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	cfg.CORSOrigins = c.CORSOrigins
 	cfg.Reflection = reflection
 	cfg.Health = m.Health
+	if m.tracer != nil {
+		cfg.Interceptors = append(cfg.Interceptors, opentelemetry.Interceptor(m.tracer))
+	}
 	if m.TuneAPI != nil {
 		m.TuneAPI(&cfg)
 	}
@@ -449,7 +472,16 @@ func (m *Main) Close() error {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
 	}
-	return m.lock.Release()
+	var errTracing error
+	if m.stopTracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := m.stopTracing(ctx); err != nil {
+			errTracing = fmt.Errorf("send the last spans: %w", err)
+		}
+		cancel()
+		m.stopTracing = nil
+	}
+	return errors.Join(errTracing, m.lock.Release())
 }
 
 // runnerControl adapts a runner to the admin API.
