@@ -52,11 +52,42 @@ type Config struct {
 }
 
 // The standard environment variables that name the OTLP endpoint when
-// Config.Endpoint is empty.
+// Config.Endpoint is empty, and the headers every export sends (a
+// backend's API key: key=value pairs, comma-separated, values
+// percent-encoded); the traces' own variable wins over the general one.
 const (
 	EnvTracesEndpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 	EnvEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvTracesHeaders  = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+	EnvHeaders        = "OTEL_EXPORTER_OTLP_HEADERS"
 )
+
+// exportHeaders reads EnvTracesHeaders, else EnvHeaders.
+func exportHeaders() (http.Header, error) {
+	name := EnvTracesHeaders
+	v := os.Getenv(name)
+	if v == "" {
+		name = EnvHeaders
+		v = os.Getenv(name)
+	}
+	h := http.Header{}
+	for pair := range strings.SplitSeq(v, ",") {
+		if strings.TrimSpace(pair) == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s: %q is not key=value", name, pair)
+		}
+		dec, err := url.PathUnescape(strings.TrimSpace(val))
+		if err != nil {
+			return nil, fmt.Errorf("%s: value of %s: %w", name, k, err)
+		}
+		h.Add(k, dec)
+	}
+	return h, nil
+}
 
 // Configured reports whether tracing is asked for: endpoint is set, or
 // EnvTracesEndpoint or EnvEndpoint.
@@ -108,6 +139,10 @@ func NewTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvide
 	if err != nil {
 		return nil, err
 	}
+	headers, err := exportHeaders()
+	if err != nil {
+		return nil, err
+	}
 	attrs := []attribute.KeyValue{attribute.String("service.name", cmp.Or(cfg.ServiceName, "tideline"))}
 	if cfg.ServiceVersion != "" {
 		attrs = append(attrs, attribute.String("service.version", cfg.ServiceVersion))
@@ -118,7 +153,7 @@ func NewTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvide
 		return nil, fmt.Errorf("trace resource: %w", err)
 	}
 	return sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(&exporter{url: u, client: &http.Client{Timeout: exportTimeout}}),
+		sdktrace.WithBatcher(&exporter{url: u, headers: headers, client: &http.Client{Timeout: exportTimeout}}),
 		sdktrace.WithResource(res),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SampleRatio))),
 	), nil

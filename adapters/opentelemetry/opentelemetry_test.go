@@ -26,9 +26,10 @@ import (
 // receiver keeps the OTLP/HTTP export requests it gets, decoded as
 // TracesData (on the wire an ExportTraceServiceRequest).
 type receiver struct {
-	mu    sync.Mutex
-	paths []string
-	data  []*tracepb.TracesData
+	mu     sync.Mutex
+	paths  []string
+	apiKey []string
+	data   []*tracepb.TracesData
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -41,6 +42,7 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.paths = append(r.paths, req.URL.Path)
+	r.apiKey = append(r.apiKey, req.Header.Get("X-Api-Key"))
 	r.data = append(r.data, &d)
 }
 
@@ -61,6 +63,8 @@ func TestExportOverOTLPHTTP(t *testing.T) {
 			cfg := opentelemetry.Config{Endpoint: srv.URL + tc.endpoint, SampleRatio: 1, ServiceVersion: "v9"}
 			t.Setenv(opentelemetry.EnvEndpoint, "")
 			t.Setenv(opentelemetry.EnvTracesEndpoint, "")
+			t.Setenv(opentelemetry.EnvHeaders, "x-api-key=general")
+			t.Setenv(opentelemetry.EnvTracesHeaders, "x-api-key=s3cr%3Dt, other = 1")
 			if tc.env != "" {
 				cfg.Endpoint = ""
 				t.Setenv(tc.env, srv.URL+tc.envValue)
@@ -86,6 +90,9 @@ func TestExportOverOTLPHTTP(t *testing.T) {
 			defer rec.mu.Unlock()
 			if len(rec.paths) != 1 || rec.paths[0] != tc.path {
 				t.Fatalf("exports to %v, want one to %s", rec.paths, tc.path)
+			}
+			if rec.apiKey[0] != "s3cr=t" {
+				t.Errorf("x-api-key = %q, want %s's, decoded", rec.apiKey[0], opentelemetry.EnvTracesHeaders)
 			}
 			rs := rec.data[0].ResourceSpans
 			if len(rs) != 1 || len(rs[0].ScopeSpans) != 1 || len(rs[0].ScopeSpans[0].Spans) != 2 {
@@ -150,6 +157,11 @@ func TestNewTracerProviderRefuses(t *testing.T) {
 	}
 	if opentelemetry.Configured("") {
 		t.Error("configured without an endpoint")
+	}
+	t.Setenv(opentelemetry.EnvHeaders, "novalue")
+	if tp, err := opentelemetry.NewTracerProvider(context.Background(), opentelemetry.Config{Endpoint: "http://localhost:4318", SampleRatio: 1}); err == nil {
+		tp.Shutdown(context.Background())
+		t.Error("malformed headers accepted")
 	}
 }
 

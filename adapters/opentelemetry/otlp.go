@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"time"
 
@@ -29,8 +30,9 @@ import (
 // opentelemetry.proto.trace.v1.TracesData, which is on the wire exactly
 // an ExportTraceServiceRequest (both are field 1, repeated ResourceSpans).
 type exporter struct {
-	url    string
-	client *http.Client
+	url     string
+	headers http.Header // sent with every export
+	client  *http.Client
 }
 
 var _ sdktrace.SpanExporter = (*exporter)(nil)
@@ -51,6 +53,7 @@ func (e *exporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpa
 	if err != nil {
 		return fmt.Errorf("otlp: %w", err)
 	}
+	maps.Copy(req.Header, e.headers)
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	res, err := e.client.Do(req)
 	if err != nil {
