@@ -221,7 +221,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if opentelemetry.Configured(c.Tracing.Endpoint) {
 		tp, err := opentelemetry.NewTracerProvider(ctx, c.Tracing)
 		if err != nil {
-			return err
+			return fmt.Errorf("tracing: %w", err)
 		}
 		m.tracer, m.stopTracing = tp, tp.Shutdown
 		log.Info("tracing", "otlp_endpoint", cmp.Or(c.Tracing.Endpoint, "from the environment"), "sample", c.Tracing.SampleRatio)
