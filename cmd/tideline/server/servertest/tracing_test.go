@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,80 +235,5 @@ func TestNoTraceHeadersWhenTracingOff(t *testing.T) {
 	}
 	if len(h[wire.HeaderEventTypes]) == 0 {
 		t.Errorf("commit headers %v: no %s, so not the commit", h, wire.HeaderEventTypes)
-	}
-}
-
-// BenchmarkRecordStepsTracing measures RecordSteps throughput (64
-// callers over HTTP/2) on a server with tracing off and on one that
-// traces every call (sample 1: the RPC, append and apply spans) and
-// exports to a local OTLP receiver that discards what it gets. The two
-// servers take turns, 500 writes at a time, so both see the same machine
-// load; the ratio metric is the throughput with tracing over without:
-//
-//	go test ./cmd/tideline/server/servertest/ -run '^$' -bench RecordStepsTracing -benchtime 20000x -count 3
-func BenchmarkRecordStepsTracing(b *testing.B) {
-	const chunk = 500
-	var received atomic.Int64
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		received.Add(n)
-	}))
-	b.Cleanup(sink.Close)
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
-	b.Cleanup(hc.CloseIdleConnections)
-	type side struct {
-		c       stepsv1connect.StepsServiceClient
-		tok     string
-		n       int
-		elapsed time.Duration
-	}
-	var sides []*side
-	for _, traced := range []bool{false, true} {
-		var opts []servertest.Option
-		if traced {
-			opts = append(opts, func(m *server.Main) { m.Config.Tracing = opentelemetry.Config{Endpoint: sink.URL, SampleRatio: 1} })
-		}
-		s := servertest.Start(b, opts...)
-		sides = append(sides, &side{c: stepsv1connect.NewStepsServiceClient(hc, s.URL), tok: s.Token(b, "shop", auth.Service)})
-	}
-	ctx := context.Background()
-	date := time.Now().UTC().Format(time.DateOnly)
-	var k atomic.Int32
-	write := func(s *side, n int) {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		t0 := time.Now()
-		for w := range 64 {
-			wg.Go(func() {
-				for next.Add(1) <= int64(n) {
-					req := connect.NewRequest(&stepsv1.RecordStepsRequest{UserId: fmt.Sprintf("w%d", w), Date: date, Steps: k.Add(1) % 200000})
-					req.Header().Set("Authorization", "Bearer "+s.tok)
-					if _, err := s.c.RecordSteps(ctx, req); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		s.elapsed += time.Since(t0)
-		s.n += n
-	}
-	b.ResetTimer()
-	for done := 0; done < b.N; done += chunk {
-		for _, s := range sides {
-			write(s, min(chunk, b.N-done))
-		}
-	}
-	b.StopTimer()
-	rate := func(s *side) float64 { return float64(s.n) / s.elapsed.Seconds() }
-	b.ReportMetric(rate(sides[0]), "req/s-off")
-	b.ReportMetric(rate(sides[1]), "req/s-on")
-	b.ReportMetric(rate(sides[1])/rate(sides[0]), "ratio")
-	b.ReportMetric(0, "ns/op")
-	if received.Load() == 0 && b.N >= 2000 {
-		b.Log("the traced server exported nothing yet (batches leave every 5 s)")
 	}
 }
