@@ -18,9 +18,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/adapters/opentelemetry"
+	"github.com/tideline/tideline/adapters/webpush/webpushtest"
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
+	notifyv1 "github.com/tideline/tideline/schemas/gen/tideline/notify/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/notify/v1/notifyv1connect"
+	rewardsv1 "github.com/tideline/tideline/schemas/gen/tideline/rewards/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/rewards/v1/rewardsv1connect"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/safety/v1/safetyv1connect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -107,6 +112,59 @@ func commitHeader(tb testing.TB, s *servertest.Server, seq uint64) map[string][]
 	return m.Header
 }
 
+// findChild returns the span named name (or, for a name ending in a
+// space, starting with it) whose parent is parent, in parent's trace.
+func findChild(spans []*tracepb.Span, name string, parent *tracepb.Span) *tracepb.Span {
+	for _, sp := range spans {
+		if (sp.Name == name || strings.HasSuffix(name, " ") && strings.HasPrefix(sp.Name, name)) &&
+			bytes.Equal(sp.TraceId, parent.TraceId) && bytes.Equal(sp.ParentSpanId, parent.SpanId) {
+			return sp
+		}
+	}
+	return nil
+}
+
+// awaitChain waits (up to 20 s) until r has received the span named root
+// and, after it, a span of each name, each the child of the one before
+// and the first append also the parent of an apply span; it returns them
+// in that order.
+func awaitChain(tb testing.TB, r *otlpReceiver, root string, names ...string) []*tracepb.Span {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		spans := r.snapshot()
+		var chain []*tracepb.Span
+		for _, sp := range spans {
+			if sp.Name == root {
+				chain = append(chain[:0], sp)
+			}
+		}
+		for _, name := range names {
+			if len(chain) == 0 {
+				break
+			}
+			next := findChild(spans, name, chain[len(chain)-1])
+			if next == nil {
+				break
+			}
+			chain = append(chain, next)
+		}
+		if len(chain) == 1+len(names) && findChild(spans, "apply ", chain[1]) != nil {
+			return chain
+		}
+		if time.Now().After(deadline) {
+			var lines []string
+			for _, sp := range spans {
+				lines = append(lines, sp.Name+" "+hex.EncodeToString(sp.SpanId)+" <- "+hex.EncodeToString(sp.ParentSpanId))
+			}
+			tb.Fatalf("after 20 s, %d spans of the chain %s %v; spans received:\n%s", len(chain), root, names, strings.Join(lines, "\n"))
+		}
+		<-tick.C
+	}
+}
+
 // A danger report's trace: the RPC, its append, the read models
 // applying the commit, the reaction that raises the alert and its own
 // append, the reaction that notifies of the alert, and the webhook POST,
@@ -135,52 +193,9 @@ func TestTraceFromRPCToNotification(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var rpc *tracepb.Span
-	find := func(spans []*tracepb.Span, name string, parent *tracepb.Span) *tracepb.Span {
-		for _, sp := range spans {
-			if (sp.Name == name || strings.HasSuffix(name, " ") && strings.HasPrefix(sp.Name, name)) &&
-				bytes.Equal(sp.TraceId, parent.TraceId) && bytes.Equal(sp.ParentSpanId, parent.SpanId) {
-				return sp
-			}
-		}
-		return nil
-	}
-	var chain []*tracepb.Span
-	deadline := time.Now().Add(20 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		spans := otlp.snapshot()
-		for _, sp := range spans {
-			if sp.Name == "tideline.safety.v1.SafetyService/ReportDanger" {
-				rpc = sp
-			}
-		}
-		chain = nil
-		if rpc != nil {
-			chain = append(chain, rpc)
-			// Each span is the child of the one before it.
-			for _, name := range []string{"append", "react alerts-raise", "append", "react alerts-notify", "notify webhook"} {
-				next := find(spans, name, chain[len(chain)-1])
-				if next == nil {
-					break
-				}
-				chain = append(chain, next)
-			}
-		}
-		if len(chain) == 6 && find(spans, "apply ", chain[1]) != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			var names []string
-			for _, sp := range spans {
-				names = append(names, sp.Name+" "+hex.EncodeToString(sp.SpanId)+"<-"+hex.EncodeToString(sp.ParentSpanId))
-			}
-			t.Fatalf("after 20 s, the chain %d spans long; spans:\n%s", len(chain), strings.Join(names, "\n"))
-		}
-		<-tick.C
-	}
-
+	chain := awaitChain(t, otlp, "tideline.safety.v1.SafetyService/ReportDanger",
+		"append", "react alerts-raise", "append", "react alerts-notify", "notify webhook")
+	rpc := chain[0]
 	if rpc.Kind != tracepb.Span_SPAN_KIND_SERVER || len(rpc.ParentSpanId) != 0 {
 		t.Errorf("RPC span: kind %v, parent %x; want a server span, a root", rpc.Kind, rpc.ParentSpanId)
 	}
@@ -200,7 +215,7 @@ func TestTraceFromRPCToNotification(t *testing.T) {
 	}
 	var applied []string
 	for _, sp := range otlp.snapshot() {
-		if strings.HasPrefix(sp.Name, "apply ") && bytes.Equal(sp.ParentSpanId, appendSpan.SpanId) {
+		if strings.HasPrefix(sp.Name, "apply ") && bytes.Equal(sp.ParentSpanId, appendSpan.SpanId) && bytes.Equal(sp.TraceId, rpc.TraceId) {
 			applied = append(applied, sp.Name)
 		}
 	}
@@ -211,6 +226,39 @@ func TestTraceFromRPCToNotification(t *testing.T) {
 	hookMu.Unlock()
 	if want := "00-" + hex.EncodeToString(rpc.TraceId) + "-" + hex.EncodeToString(notify.SpanId) + "-01"; got != want {
 		t.Errorf("webhook request's traceparent = %q, want %q", got, want)
+	}
+}
+
+// An admin's points adjustment: the RPC, its append, the reaction that
+// tells the user (posting to their inbox: an append), the push
+// reaction, and the Web Push send to the user's browser, in one trace.
+func TestTraceFromRPCToWebPush(t *testing.T) {
+	otlp := startOTLPReceiver(t)
+	ps := webpushtest.Start(t)
+	s := servertest.Start(t, tracing(t, otlp), func(m *server.Main) {
+		m.Config.WebPush.TLS = ps.TLS()
+		m.Config.EgressAllowPrivate = true // the push service is on loopback
+	})
+	ctx := context.Background()
+	browser := ps.Subscribe()
+	sub := connect.NewRequest(&notifyv1.SubscribePushRequest{WebPush: &notifyv1.WebPushSubscription{
+		Endpoint: browser.Endpoint, P256Dh: browser.P256dh, Auth: browser.Auth}})
+	sub.Header().Set("Authorization", "Bearer "+s.Token(t, "kim", auth.Labeler))
+	if _, err := notifyv1connect.NewNotificationServiceClient(http.DefaultClient, s.URL).SubscribePush(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	adjust := connect.NewRequest(&rewardsv1.AdjustPointsRequest{UserId: "kim", Points: 10, Reason: "traced"})
+	adjust.Header().Set("Authorization", "Bearer "+s.Token(t, "ops", auth.Admin))
+	if _, err := rewardsv1connect.NewRewardsServiceClient(http.DefaultClient, s.URL).AdjustPoints(ctx, adjust); err != nil {
+		t.Fatal(err)
+	}
+	chain := awaitChain(t, otlp, "tideline.rewards.v1.RewardsService/AdjustPoints",
+		"append", "react rewards-notify", "append", "react notify-push", "notify webpush")
+	if push := chain[len(chain)-1]; push.Kind != tracepb.Span_SPAN_KIND_CLIENT || push.Status.GetCode() == tracepb.Status_STATUS_CODE_ERROR {
+		t.Errorf("push span: kind %v, status %v", push.Kind, push.Status)
+	}
+	if n := len(ps.Pushes()); n != 1 {
+		t.Errorf("%d pushes, want 1", n)
 	}
 }
 
