@@ -117,8 +117,9 @@ type Config struct {
 	// projection, the reactions): nil when all can serve, else why not.
 	// The health service answers NOT_SERVING while it fails. Optional.
 	Health func(ctx context.Context) error
-	// Interceptors run around every service call, outside the error
-	// mapping (they see Connect errors): tracing, built by cmd. Optional.
+	// Interceptors run around every call of the Services (not health or
+	// reflection), outside the error mapping, so they see Connect errors:
+	// tracing, built by cmd. Optional.
 	Interceptors []connect.Interceptor
 }
 

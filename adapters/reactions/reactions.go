@@ -257,6 +257,14 @@ func (e permanentError) Unwrap() error { return e.err }
 
 func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) (err error) {
+		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
+		if err != nil {
+			return permanentError{fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)}
+		}
+		stream, err := es.ParseStreamID(msg.Metadata.Get(mdSubject))
+		if err != nil {
+			return permanentError{fmt.Errorf("reaction %s: %w", r.Name, err)}
+		}
 		ctx := msg.Context()
 		if tracer != nil {
 			if tctx := (propagation.TraceContext{}).Extract(ctx, propagation.MapCarrier(msg.Metadata)); trace.SpanContextFromContext(tctx).IsSampled() {
@@ -264,7 +272,7 @@ func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger) 
 				ctx, span = tracer.Start(tctx, "react "+r.Name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 					attribute.String("tideline.reaction", r.Name),
 					attribute.String("messaging.destination.name", msg.Metadata.Get(mdSubject)),
-					attribute.String("tideline.position", msg.Metadata.Get(mdSeq))))
+					attribute.Int64("tideline.position", int64(seq))))
 				defer func() {
 					if err != nil {
 						span.RecordError(err)
@@ -273,14 +281,6 @@ func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger) 
 					span.End()
 				}()
 			}
-		}
-		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
-		if err != nil {
-			return permanentError{fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)}
-		}
-		stream, err := es.ParseStreamID(msg.Metadata.Get(mdSubject))
-		if err != nil {
-			return permanentError{fmt.Errorf("reaction %s: %w", r.Name, err)}
 		}
 		h := nats.Header{}
 		for k, v := range msg.Metadata {

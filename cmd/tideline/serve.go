@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
@@ -156,6 +158,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(c.Logger)
+	// Spans the collector did not take are reported here (dropped, never retried).
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { c.Logger.Warn("tracing", "err", err) }))
 	m := &server.Main{Config: c}
 	if err := m.Run(ctx); err != nil {
 		return err

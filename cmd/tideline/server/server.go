@@ -472,16 +472,17 @@ func (m *Main) Close() error {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
 	}
-	var errTracing error
 	if m.stopTracing != nil {
+		// A collector that is down loses the last spans, not the
+		// shutdown: that is no failure of the server.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := m.stopTracing(ctx); err != nil {
-			errTracing = fmt.Errorf("send the last spans: %w", err)
+			m.Config.Logger.Warn("tracing: the last spans were not sent", "err", err)
 		}
 		cancel()
 		m.stopTracing = nil
 	}
-	return errors.Join(errTracing, m.lock.Release())
+	return m.lock.Release()
 }
 
 // runnerControl adapts a runner to the admin API.
