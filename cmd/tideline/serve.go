@@ -69,6 +69,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.OpenAI.STTModel, "stt-model", "whisper-1", "the speech-to-text model (with --stt-url)")
 	fs.StringVar(&c.OpenAI.LLMURL, "llm-url", "", "restructure lecture transcripts through this OpenAI-compatible chat server (base URL with /v1: vLLM, llama.cpp, Ollama); default: TextRank, offline")
 	fs.StringVar(&c.OpenAI.LLMModel, "llm-model", "gpt-4o-mini", "the chat model (with --llm-url)")
+	fs.StringVar(&c.Tracing.Endpoint, "otlp-endpoint", "", "export OpenTelemetry traces over OTLP/HTTP to this collector, e.g. http://localhost:4318 (spans go to /v1/traces unless the URL has a path); default: the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else no tracing")
+	fs.Float64Var(&c.Tracing.SampleRatio, "trace-sample", 1, "with tracing on, the share of new traces recorded, 0 to 1 (a trace stays sampled or not through its commits, reactions and notifications)")
 	fs.DurationVar(&c.VerifyEvery, "verify-every", time.Minute, "how often the labeling verification batch decides the tasks that have their labels (idempotent; each run's decisions are events)")
 	fs.StringVar(&c.VAPIDKeyFile, "vapid-key-file", "", "the Web Push (VAPID) key pair, JSON, created on first start; browsers' push subscriptions are bound to it (default: vapid.json in --data)")
 	fs.StringVar(&c.WebPush.Subject, "vapid-subject", "mailto:admin@localhost", "how push services reach the operator: a mailto: or https: URL, sent in every Web Push")
@@ -80,8 +82,6 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.OIDC.Audience, "oidc-audience", "", "identity provider tokens must have this audience (aud; or client_id in a token without aud, as Cognito's access tokens), the client id Tideline is registered with; required with --oidc-issuer or --jwks-url")
 	fs.StringVar(&c.OIDC.RoleClaim, "oidc-role-claim", api.DefaultRoleClaim, "the identity provider token's claim holding the caller's groups, a string or array; unless a claim has that very name, a dotted path reaches into objects: cognito:groups (Cognito), realm_access.roles (Keycloak)")
 	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device and service cannot be granted; a token with no mapped group is PermissionDenied")
-	fs.StringVar(&c.Tracing.Endpoint, "otlp-endpoint", "", "export OpenTelemetry traces over OTLP/HTTP to this collector, e.g. http://localhost:4318 (spans go to /v1/traces unless the URL has a path); default: the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else no tracing")
-	fs.Float64Var(&c.Tracing.SampleRatio, "trace-sample", 1, "with tracing on, the share of new traces recorded, 0 to 1 (a trace stays sampled or not through its commits, reactions and notifications)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err

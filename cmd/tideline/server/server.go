@@ -82,6 +82,12 @@ type Config struct {
 	// OpenAI, when its URLs are set, transcribes and restructures through
 	// OpenAI-compatible servers instead of the local engines.
 	OpenAI OpenAI
+	// Tracing, when its Endpoint or the standard OTLP environment is set
+	// (opentelemetry.Configured), exports OpenTelemetry traces: each RPC
+	// through its commits' appends into the projection applies, the
+	// reactions and the notifications they send. Otherwise nothing is
+	// traced.
+	Tracing opentelemetry.Config
 	// EgressAllowPrivate lets the URLs users give (Slack webhooks, Web
 	// Push endpoints) reach loopback, private and link-local addresses,
 	// which are refused by default (egress.Config.AllowPrivate): for a
@@ -107,12 +113,6 @@ type Config struct {
 	// OIDC, when its Issuer or JWKSURL is set, also accepts an external
 	// identity provider's access tokens (api.IdP).
 	OIDC api.IdPConfig
-	// Tracing, when its Endpoint or the standard OTLP environment is set
-	// (opentelemetry.Configured), exports OpenTelemetry traces: each RPC
-	// through its commits' appends into the projection applies, the
-	// reactions and the notifications they send. Otherwise nothing is
-	// traced.
-	Tracing opentelemetry.Config
 }
 
 // Main is a running server: embedded NATS, the event store, and what
