@@ -130,6 +130,10 @@ type Config struct {
 	// projection, the reactions): nil when all can serve, else why not.
 	// The health service answers NOT_SERVING while it fails. Optional.
 	Health func(ctx context.Context) error
+	// Interceptors run around every call of the Services (not health or
+	// reflection), outside the error mapping, so they see Connect errors:
+	// tracing, built by cmd. Optional.
+	Interceptors []connect.Interceptor
 }
 
 // Defaults of Config.
@@ -207,7 +211,7 @@ func New(d Config, services ...Service) (*API, error) {
 	rt := &runtime{Config: d, closing: make(chan struct{}), live: new(atomic.Int64)}
 	limits := []connect.HandlerOption{connect.WithReadMaxBytes(d.MaxMessageBytes)}
 	opts := connect.WithHandlerOptions(append(limits,
-		connect.WithInterceptors(errorInterceptor{}),
+		connect.WithInterceptors(append(slices.Clip(d.Interceptors), errorInterceptor{})...),
 		// Compressing responses of a few bytes costs more than it saves.
 		connect.WithCompressMinBytes(1024),
 	)...)

@@ -69,3 +69,39 @@ func CommitMetadata(h nats.Header) es.Metadata {
 		Source:        h.Get(HeaderSource),
 	}
 }
+
+// Headers of a commit's W3C trace context (https://www.w3.org/TR/trace-context/):
+// the span that appended it, so that the projection apply and the
+// reactions the commit triggers continue the command's trace. A commit
+// appended outside a trace (tracing off, an edge device, a background
+// job) has neither.
+const (
+	HeaderTraceParent = "traceparent"
+	HeaderTraceState  = "tracestate"
+)
+
+// TraceCarrier carries a commit's trace context in its headers: it is an
+// OpenTelemetry propagation.TextMapCarrier (Get, Set, Keys) over
+// nats.Header that keeps keys exactly as given (nats.Header's own Get and
+// Set do too, but a carrier over http.Header would write "Traceparent").
+type TraceCarrier nats.Header
+
+// Get returns key's first value, or "".
+func (c TraceCarrier) Get(key string) string {
+	if v := c[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Set replaces key's values with value.
+func (c TraceCarrier) Set(key, value string) { c[key] = []string{value} }
+
+// Keys lists the header keys.
+func (c TraceCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}

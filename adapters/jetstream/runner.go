@@ -12,7 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/es"
@@ -843,7 +848,19 @@ func (l *runLoop) apply(batch []delivery) bool {
 			l.halt(d.seq, d.err.Error(), false)
 			return true
 		}
-		if err := applyCommit(r.p, d.commit.Events); err != nil {
+		var span trace.Span
+		if d.header != nil && !r.rebuilding.Load() {
+			span = r.applySpan(d)
+		}
+		err := applyCommit(r.p, d.commit.Events)
+		if span != nil {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}
+		if err != nil {
 			l.halt(d.seq, err.Error(), true)
 			return true
 		}
@@ -851,6 +868,23 @@ func (l *runLoop) apply(batch []delivery) bool {
 		r.pos.Store(d.seq)
 	}
 	return true
+}
+
+// applySpan starts the span "apply <projection>" of applying d's commit,
+// a child of the commit's append span, when the commit's trace context
+// is sampled; else it returns nil. Replays (rebuilds) start none: a
+// commit's trace is about its command, and a rebuild would add a span to
+// every trace ever recorded.
+func (r *Runner) applySpan(d *delivery) trace.Span {
+	ctx := propagation.TraceContext{}.Extract(context.Background(), wire.TraceCarrier(d.header))
+	if !trace.SpanContextFromContext(ctx).IsSampled() {
+		return nil
+	}
+	_, span := r.store.tracer.Start(ctx, "apply "+r.p.Name(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		attribute.String("tideline.projection", r.p.Name()),
+		attribute.Int64("tideline.position", int64(d.seq)),
+		attribute.Int("tideline.events", len(d.commit.Events))))
+	return span
 }
 
 // applyCommit applies a commit's events, turning a panic in Apply into an
@@ -1052,6 +1086,9 @@ type delivery struct {
 	seq    uint64
 	commit es.Commit
 	err    error
+	// header is the commit's, kept only when tracing is on and it carries
+	// a trace context (wire.HeaderTraceParent).
+	header nats.Header
 }
 
 // startFeed starts an ordered consumer at after+1, on the projection's
@@ -1159,6 +1196,11 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 	}
 	if d.commit, err = wire.DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
 		d.err = err
+	}
+	if r.store.tracer != nil {
+		if h := m.Headers(); len(h[wire.HeaderTraceParent]) > 0 {
+			d.header = h
+		}
 	}
 	for i := range d.commit.Events {
 		d.commit.Events[i].RecordedAt = recorded

@@ -20,6 +20,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -46,6 +50,9 @@ type Config struct {
 	// fails the append at once, nothing sent. The embedded server's
 	// natsserver.DiskGuard.Err reports a full disk this way.
 	Writable func() error
+	// TracerProvider, if set, traces appends and projection applies (see
+	// Store.Append and Runner); nil traces nothing, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -81,7 +88,12 @@ type Store struct {
 	// updates): a position at or below it is proven written without
 	// asking the server.
 	end atomic.Uint64
+	// tracer is Config.TracerProvider's, or nil.
+	tracer trace.Tracer
 }
+
+// tracerName names the spans the store and its runners start.
+const tracerName = "github.com/tideline/tideline/adapters/jetstream"
 
 var _ es.Store = (*Store)(nil)
 
@@ -116,7 +128,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
 	}
-	return &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}, nil
+	st := &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}
+	if cfg.TracerProvider != nil {
+		st.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	return st, nil
 }
 
 // JetStream returns the JetStream context the store uses.
@@ -157,10 +173,33 @@ func (s *Store) sawEnd(seq uint64) {
 // whatever ctx allows: es.ErrStoreFull (kind ResourceExhausted) when the
 // server has no room, at once; kind Unavailable when the server cannot be
 // reached or does not acknowledge in time (the commit may then still land).
-func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (es.AppendResult, error) {
+//
+// With Config.TracerProvider set and a span in ctx (an RPC's, a
+// reaction's), the append is a span "append", child of that one, whose
+// W3C trace context the commit carries in its headers (wire.HeaderTraceParent):
+// the projection applies and the reactions the commit triggers continue
+// the trace from it. Without a span in ctx nothing is traced.
+func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (res es.AppendResult, err error) {
 	msg, err := encodeCommit(stream, events, opts)
 	if err != nil {
 		return es.AppendResult{}, err
+	}
+	if s.tracer != nil && trace.SpanContextFromContext(ctx).IsValid() {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "append", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", msg.Subject),
+			attribute.String("tideline.event_types", msg.Header.Get(wire.HeaderEventTypes))))
+		propagation.TraceContext{}.Inject(ctx, wire.TraceCarrier(msg.Header))
+		defer func() {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			} else {
+				span.SetAttributes(attribute.Int64("tideline.position", int64(res.Position.Seq)), attribute.Bool("tideline.duplicate", res.Duplicate))
+			}
+			span.End()
+		}()
 	}
 	if err := s.writable(); err != nil {
 		return es.AppendResult{}, err

@@ -8,6 +8,10 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tideline/tideline/domain/es"
@@ -96,7 +100,10 @@ func NotifyAlerts(n Notifier) Reaction {
 
 // LogNotifier writes a log line per alert and, when WebhookURL is set,
 // POSTs the alert as JSON (protojson AlertRaisedV2) to it; a non-2xx answer
-// is an error, so the notification is retried.
+// is an error, so the notification is retried. Within a traced reaction
+// (a span in ctx) the POST is a span "notify webhook" whose W3C trace
+// context the request carries (traceparent), so the receiver may continue
+// the trace.
 type LogNotifier struct {
 	Logger     *slog.Logger
 	WebhookURL string
@@ -104,7 +111,7 @@ type LogNotifier struct {
 }
 
 // Notify implements Notifier.
-func (n LogNotifier) Notify(ctx context.Context, a *safetyv1.AlertRaisedV2) error {
+func (n LogNotifier) Notify(ctx context.Context, a *safetyv1.AlertRaisedV2) (err error) {
 	log := n.Logger
 	if log == nil {
 		log = slog.Default()
@@ -118,11 +125,23 @@ func (n LogNotifier) Notify(ctx context.Context, a *safetyv1.AlertRaisedV2) erro
 	if err != nil {
 		return fmt.Errorf("encode alert: %w", err)
 	}
+	// The reaction's span, if any, names the tracer provider: without one
+	// this is a no-op.
+	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("github.com/tideline/tideline/adapters/reactions").
+		Start(ctx, "notify webhook", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attribute.String("tideline.alert", a.AlertId)))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.WebhookURL, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("webhook request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	client := n.Client
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}

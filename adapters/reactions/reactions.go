@@ -36,6 +36,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/wire"
@@ -86,6 +90,12 @@ type Config struct {
 	// it may redeliver; a running handler's message is marked in progress
 	// every AckWait/3, so a handler may run longer. Default 1 minute.
 	AckWait time.Duration
+	// TracerProvider, if set, traces the handling of each commit that
+	// carries a sampled trace context (wire.HeaderTraceParent): a span
+	// "react <name>", child of the commit's append span, in the ctx Handle
+	// gets, so what the handler appends or sends continues the trace.
+	// nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // PoisonStream holds the commits reactions gave up on, on subjects
@@ -178,6 +188,10 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		progress:   cfg.AckWait / 3,
 	}
 	pub := publisher{js: js}
+	var tracer trace.Tracer
+	if cfg.TracerProvider != nil {
+		tracer = cfg.TracerProvider.Tracer("github.com/tideline/tideline/adapters/reactions")
+	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("reactions: router: %w", err)
@@ -196,7 +210,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 			if i > 0 {
 				hname = fmt.Sprintf("%s#%d", name, i+1)
 			}
-			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, cfg.Logger))
+			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, tracer, cfg.Logger))
 			h.AddMiddleware(poison, retry.Middleware)
 		}
 	}
@@ -241,8 +255,8 @@ type permanentError struct{ err error }
 func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
 
-func handler(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHandlerFunc {
-	return func(msg *message.Message) error {
+func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) (err error) {
 		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
 		if err != nil {
 			return permanentError{fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)}
@@ -250,6 +264,23 @@ func handler(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHand
 		stream, err := es.ParseStreamID(msg.Metadata.Get(mdSubject))
 		if err != nil {
 			return permanentError{fmt.Errorf("reaction %s: %w", r.Name, err)}
+		}
+		ctx := msg.Context()
+		if tracer != nil {
+			if tctx := (propagation.TraceContext{}).Extract(ctx, propagation.MapCarrier(msg.Metadata)); trace.SpanContextFromContext(tctx).IsSampled() {
+				var span trace.Span
+				ctx, span = tracer.Start(tctx, "react "+r.Name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+					attribute.String("tideline.reaction", r.Name),
+					attribute.String("messaging.destination.name", msg.Metadata.Get(mdSubject)),
+					attribute.Int64("tideline.position", int64(seq))))
+				defer func() {
+					if err != nil {
+						span.RecordError(err)
+						span.SetStatus(codes.Error, err.Error())
+					}
+					span.End()
+				}()
+			}
 		}
 		h := nats.Header{}
 		for k, v := range msg.Metadata {
@@ -262,7 +293,7 @@ func handler(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHand
 			log.Warn("reaction: undecodable commit poisoned without retry", "reaction", r.Name, "seq", seq, "err", err)
 			return permanentError{fmt.Errorf("reaction %s: decode commit %d: %w", r.Name, seq, err)}
 		}
-		if err := r.Handle(msg.Context(), c); err != nil {
+		if err := r.Handle(ctx, c); err != nil {
 			log.Warn("reaction failed", "reaction", r.Name, "seq", seq, "err", err)
 			return err
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
@@ -68,6 +70,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.OpenAI.STTModel, "stt-model", "whisper-1", "the speech-to-text model (with --stt-url)")
 	fs.StringVar(&c.OpenAI.LLMURL, "llm-url", "", "restructure lecture transcripts through this OpenAI-compatible chat server (base URL with /v1: vLLM, llama.cpp, Ollama); default: TextRank, offline")
 	fs.StringVar(&c.OpenAI.LLMModel, "llm-model", "gpt-4o-mini", "the chat model (with --llm-url)")
+	fs.StringVar(&c.Tracing.Endpoint, "otlp-endpoint", "", "export OpenTelemetry traces over OTLP/HTTP to this collector, e.g. http://localhost:4318 (spans go to /v1/traces unless the URL has a path); default: the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else no tracing")
+	fs.Float64Var(&c.Tracing.SampleRatio, "trace-sample", 1, "with tracing on, the share of new traces recorded, 0 to 1 (a trace stays sampled or not through its commits, reactions and notifications)")
 	fs.DurationVar(&c.VerifyEvery, "verify-every", time.Minute, "how often the labeling verification batch decides the tasks that have their labels (idempotent; each run's decisions are events)")
 	fs.StringVar(&c.VAPIDKeyFile, "vapid-key-file", "", "the Web Push (VAPID) key pair, JSON, created on first start; browsers' push subscriptions are bound to it (default: vapid.json in --data)")
 	fs.StringVar(&c.WebPush.Subject, "vapid-subject", "mailto:admin@localhost", "how push services reach the operator: a mailto: or https: URL, sent in every Web Push")
@@ -117,6 +121,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if c.IdleTimeout <= 0 {
 		return fmt.Errorf("--idle-timeout: want a positive duration, got %s", c.IdleTimeout)
 	}
+	if c.Tracing.SampleRatio < 0 || c.Tracing.SampleRatio > 1 {
+		return fmt.Errorf("--trace-sample: want 0 to 1, got %v", c.Tracing.SampleRatio)
+	}
 	switch sync {
 	case "default":
 	case "always":
@@ -154,6 +161,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(c.Logger)
+	// Spans the collector did not take are reported here (dropped, never retried).
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { c.Logger.Warn("tracing", "err", err) }))
 	m := &server.Main{Config: c}
 	if err := m.Run(ctx); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"github.com/tideline/tideline/adapters/espeak"
 	"github.com/tideline/tideline/adapters/fcm"
 	"github.com/tideline/tideline/adapters/openai"
+	"github.com/tideline/tideline/adapters/opentelemetry"
 	"github.com/tideline/tideline/adapters/opusdec"
 	"github.com/tideline/tideline/adapters/pocketsphinx"
 	"github.com/tideline/tideline/adapters/slack"
@@ -113,6 +114,9 @@ func (m *Main) openEngines() error {
 		if e.FCM, err = fcm.New(c.FCM); err != nil {
 			return err
 		}
+	}
+	if m.tracer != nil {
+		e.Email, e.Slack, e.FCM = opentelemetry.Notifier("email", e.Email), opentelemetry.Notifier("slack", e.Slack), opentelemetry.Notifier("fcm", e.FCM)
 	}
 	m.Engines = e
 	return nil

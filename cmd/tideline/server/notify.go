@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 
+	"github.com/tideline/tideline/adapters/opentelemetry"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/notify"
@@ -20,6 +21,9 @@ func notifyModule(_ context.Context, h *Host) error {
 	push := api.PushConfig{FCM: h.Engines.FCM != nil}
 	if h.Engines.WebPush != nil {
 		e.WebPush, push.VAPIDPublicKey = h.Engines.WebPush, h.Engines.WebPush.PublicKey()
+		if h.m.tracer != nil {
+			e.WebPush = opentelemetry.Notifier("webpush", e.WebPush)
+		}
 	}
 	h.React(reactions.NotifyReactions(svc, e)...)
 	boxFeed := h.Runner(box)

@@ -20,10 +20,12 @@ import (
 
 	nserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tideline/tideline/adapters/fcm"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/opentelemetry"
 	"github.com/tideline/tideline/adapters/s3"
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/adapters/webpush"
@@ -80,6 +82,12 @@ type Config struct {
 	// OpenAI, when its URLs are set, transcribes and restructures through
 	// OpenAI-compatible servers instead of the local engines.
 	OpenAI OpenAI
+	// Tracing, when its Endpoint or the standard OTLP environment is set
+	// (opentelemetry.Configured), exports OpenTelemetry traces: each RPC
+	// through its commits' appends into the projection applies, the
+	// reactions and the notifications they send. Otherwise nothing is
+	// traced.
+	Tracing opentelemetry.Config
 	// EgressAllowPrivate lets the URLs users give (Slack webhooks, Web
 	// Push endpoints) reach loopback, private and link-local addresses,
 	// which are refused by default (egress.Config.AllowPrivate): for a
@@ -154,6 +162,10 @@ type Main struct {
 	// Users is the NATS client registry (DATA/nats-users), with NATSListen.
 	Users *natsserver.Users
 	lock  *dirlock.Lock // DATA/LOCK: one server per data dir
+	// tracer is Config.Tracing's provider, nil when tracing is off;
+	// stopTracing sends the spans still buffered.
+	tracer      trace.TracerProvider
+	stopTracing func(context.Context) error
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -210,6 +222,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if opentelemetry.Configured(c.Tracing.Endpoint) {
+		tp, err := opentelemetry.NewTracerProvider(ctx, c.Tracing)
+		if err != nil {
+			return fmt.Errorf("tracing: %w", err)
+		}
+		m.tracer, m.stopTracing = tp, tp.Shutdown
+		log.Info("tracing", "otlp_endpoint", cmp.Or(c.Tracing.Endpoint, "from the environment"), "sample", c.Tracing.SampleRatio)
+	}
 	nsCfg := natsserver.Config{
 		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
 		ClientListen: c.NATSListen,
@@ -246,7 +266,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err, TracerProvider: m.tracer})
 	if err != nil {
 		return err
 	}
@@ -317,6 +337,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	cfg.CORSOrigins = c.CORSOrigins
 	cfg.Reflection = reflection
 	cfg.Health = m.Health
+	if m.tracer != nil {
+		cfg.Interceptors = append(cfg.Interceptors, opentelemetry.Interceptor(m.tracer))
+	}
 	if m.TuneAPI != nil {
 		m.TuneAPI(&cfg)
 	}
@@ -452,6 +475,16 @@ func (m *Main) Close() error {
 	if m.ns != nil {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
+	}
+	if m.stopTracing != nil {
+		// A collector that is down loses the last spans, not the
+		// shutdown: that is no failure of the server.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := m.stopTracing(ctx); err != nil {
+			m.Config.Logger.Warn("tracing: the last spans were not sent", "err", err)
+		}
+		cancel()
+		m.stopTracing = nil
 	}
 	return m.lock.Release()
 }
