@@ -53,11 +53,26 @@ export function HeatMapView({ heat }: { heat: HeatMap | undefined }) {
       if (!fitting.current) moved.current = true;
     });
     map.current = m;
+    // The card changes size with the window (phone, desktop): redraw and refit.
+    const ro = new ResizeObserver(() => {
+      m.invalidateSize({ animate: false });
+      fit();
+    });
+    ro.observe(box.current!);
     return () => {
+      ro.disconnect();
       m.remove();
       map.current = null;
     };
   }, []);
+  const cellBounds = useRef<L.LatLngBounds | null>(null);
+  function fit() {
+    const m = map.current;
+    if (!m || moved.current || !cellBounds.current) return;
+    fitting.current = true;
+    m.fitBounds(cellBounds.current.pad(0.2), { maxZoom: 15, animate: false });
+    fitting.current = false;
+  }
   useEffect(() => {
     const m = map.current;
     const g = layer.current;
@@ -73,12 +88,8 @@ export function HeatMapView({ heat }: { heat: HeatMap | undefined }) {
         .bindTooltip(`${c.count}`)
         .addTo(g);
     }
-    if (!moved.current && heat.cells.length > 0) {
-      const all = L.latLngBounds(bounds.flatMap((b) => b as L.LatLngTuple[]));
-      fitting.current = true;
-      m.fitBounds(all.pad(0.2), { maxZoom: 15, animate: false });
-      fitting.current = false;
-    }
+    cellBounds.current = heat.cells.length > 0 ? L.latLngBounds(bounds.flatMap((b) => b as L.LatLngTuple[])) : null;
+    fit();
   }, [heat]);
   return <div class={config.mapTiles ? "map" : "map plain"} ref={box} />;
 }

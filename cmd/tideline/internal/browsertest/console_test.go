@@ -15,10 +15,12 @@ import (
 	"connectrpc.com/connect"
 	"github.com/chromedp/chromedp"
 	"github.com/pquerna/otp/totp"
+	"golang.org/x/image/font/gofont/goregular"
 
 	"github.com/tideline/tideline/cmd/tideline/internal/demo"
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/pages"
 	accountsv1 "github.com/tideline/tideline/schemas/gen/tideline/accounts/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/accounts/v1/accountsv1connect"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
@@ -42,6 +44,21 @@ func chromium(t *testing.T) string {
 	}
 	t.Skip("chromium not installed (Debian: apt-get install chromium)")
 	return ""
+}
+
+// engines says whether storytime's engines (tesseract, espeak-ng) are
+// here; under CI they must be.
+func engines(t *testing.T) bool {
+	for _, e := range []string{"tesseract", "espeak-ng"} {
+		if _, err := exec.LookPath(e); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not installed; CI must run the storytime step", e)
+			}
+			t.Logf("%s not installed: the storytime step is left out", e)
+			return false
+		}
+	}
+	return true
 }
 
 // artifacts is the folder screenshots go to.
@@ -255,6 +272,33 @@ func TestConsole(t *testing.T) {
 	}
 
 	phase("alert acknowledged")
+
+	// Storytime: a page photo uploaded in the page, its stages live, the
+	// audio playable (tesseract and espeak-ng run for real).
+	if engines(t) {
+		page, err := pages.Render(goregular.TTF, []string{"The little fox ran home", "before the rain came."}, 40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		photo := filepath.Join(t.TempDir(), "page.png")
+		if err := os.WriteFile(photo, page, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err = chromedp.Do(ctx,
+			chromedp.Navigate(s.URL+"/console/#/story"),
+			chromedp.WaitVisible(chromedp.CSS(`form[data-story-form] input[type=file]`)),
+			chromedp.SetUploadFiles(chromedp.CSS(`form[data-story-form] input[type=file]`), []string{photo}),
+			until("the photo chosen", `!document.querySelector('form[data-story-form] button[type=submit]').disabled`),
+			press(`form[data-story-form] button[type=submit]`),
+			until("the story read and spoken", `document.querySelector('[data-story-text]')?.textContent.includes('fox') && document.querySelector('[data-story-audio]') !== null`),
+			until("its audio loaded", `document.querySelector('[data-story-audio]').readyState >= 1 && document.querySelector('[data-story-audio]').duration > 1`),
+			shots(dir, "story-done"),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		phase("a story read aloud")
+	}
 	// Every other page, in English and in Korean.
 	for _, page := range []string{"steps", "devices", "story", "datasets", "users", "account"} {
 		err := chromedp.Do(ctx,
