@@ -89,7 +89,7 @@ export function Login() {
           <>
             <label>
               {t("displayName")}
-              <input name="display_name" autocomplete="name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+              <input name="display_name" autocomplete="name" required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} />
             </label>
             <label>
               {t("role")}
