@@ -157,3 +157,15 @@ export function when(ts: Timestamp | undefined): string {
 export function kstDate(d = new Date()): string {
   return new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Seoul" }).format(d);
 }
+
+// Loaded shows a call's error (with a retry), then loading until its
+// first answer, then either the empty state (when isEmpty says so) or
+// what children make of the answer.
+export function Loaded<T>({ call, isEmpty, empty, children }: { call: Call<T>; isEmpty: (d: T) => boolean; empty: string; children: (d: T) => ComponentChildren }) {
+  return (
+    <>
+      {call.error !== undefined && <ErrorBox error={call.error} retry={call.reload} />}
+      {call.data === undefined ? call.error === undefined && <Loading /> : isEmpty(call.data) ? <Empty text={empty} /> : children(call.data)}
+    </>
+  );
+}

@@ -4,7 +4,7 @@ import { useState } from "preact/hooks";
 import { safety } from "../api";
 import { Severity } from "../gen/tideline/safety/v1/events_pb";
 import { t } from "../i18n";
-import { Empty, ErrorBox, Loading, useCall, usePoll, when } from "../ui";
+import { ErrorBox, Loaded, useCall, usePoll, when } from "../ui";
 
 export function Alerts() {
   const [openOnly, setOpenOnly] = useState(true);
@@ -33,19 +33,14 @@ export function Alerts() {
         <input type="checkbox" checked={openOnly} onChange={(e) => setOpenOnly(e.currentTarget.checked)} /> {t("openOnly")}
       </label>
       {ackErr !== undefined && <ErrorBox error={ackErr} />}
-      {list.error !== undefined && <ErrorBox error={list.error} retry={list.reload} />}
-      {!list.data ? (
-        list.error === undefined && <Loading />
-      ) : list.data.alerts.length === 0 ? (
-        <Empty text={t("noAlerts")} />
-      ) : (
+      <Loaded call={list} isEmpty={(d) => d.alerts.length === 0} empty={t("noAlerts")}>{(d) => (
         <div class="scroll">
-          <table data-alerts={String(list.data.total)}>
+          <table data-alerts={String(d.total)}>
             <thead>
               <tr><th scope="col">{t("raised")}</th><th scope="col">{t("rider")}</th><th scope="col">{t("severity")}</th><th scope="col">{t("status")}</th><th scope="col"><span class="sr">{t("acknowledge")}</span></th></tr>
             </thead>
             <tbody>
-              {list.data.alerts.map((a) => {
+              {d.alerts.map((a) => {
                 const r = a.raisedV2!;
                 return (
                   <tr key={r.alertId} data-alert={r.alertId}>
@@ -66,7 +61,7 @@ export function Alerts() {
             </tbody>
           </table>
         </div>
-      )}
+      )}</Loaded>
     </div>
   );
 }

@@ -7,7 +7,7 @@ import { Code, code, stories } from "../api";
 import type { Story } from "../gen/tideline/story/v1/story_pb";
 import { Stage } from "../gen/tideline/story/v1/events_pb";
 import { t, type Key } from "../i18n";
-import { Card, Empty, ErrorBox, Loading, useCall, usePoll, when } from "../ui";
+import { Card, ErrorBox, Loaded, Loading, useCall, usePoll, when } from "../ui";
 import { pool, putFile } from "../upload";
 
 // What the server takes (domain/story: PNG or JPEG, at most 10 MiB, 100 a
@@ -32,19 +32,14 @@ export function StoryPage() {
       />
       {sel && <StoryView key={sel} id={sel} onChange={list.reload} />}
       <Card title={t("yourStories")} id="stories" wide>
-        {list.error !== undefined && <ErrorBox error={list.error} retry={list.reload} />}
-        {!list.data ? (
-          list.error === undefined && <Loading />
-        ) : list.data.stories.length === 0 ? (
-          <Empty text={t("noStories")} />
-        ) : (
+        <Loaded call={list} isEmpty={(d) => d.stories.length === 0} empty={t("noStories")}>{(d) => (
           <div class="scroll">
-            <table data-stories={String(list.data.total)}>
+            <table data-stories={String(d.total)}>
               <thead>
                 <tr><th scope="col">{t("requested")}</th><th scope="col">{t("stage")}</th><th scope="col">{t("updated")}</th><th scope="col"><span class="sr">{t("open")}</span></th></tr>
               </thead>
               <tbody>
-                {list.data.stories.map((s) => (
+                {d.stories.map((s) => (
                   <tr key={s.storyId} class={s.storyId === sel ? "sel" : ""} data-story={s.storyId} data-story-state={Stage[s.stage]}>
                     <td>{when(s.requestedAt)}</td>
                     <td><StageBadge stage={s.stage} /></td>
@@ -59,7 +54,7 @@ export function StoryPage() {
               </tbody>
             </table>
           </div>
-        )}
+        )}</Loaded>
       </Card>
     </div>
   );
