@@ -46,6 +46,11 @@ type Config struct {
 	// fails the append at once, nothing sent. The embedded server's
 	// natsserver.DiskGuard.Err reports a full disk this way.
 	Writable func() error
+	// OnAppend, if set, is called after every Append with how long it
+	// took and its error (nil: stored, or a duplicate): the metrics'
+	// append latency and conflicts. It must be quick and safe for
+	// concurrent use.
+	OnAppend func(took time.Duration, err error)
 }
 
 func (c Config) withDefaults() Config {
@@ -158,6 +163,16 @@ func (s *Store) sawEnd(seq uint64) {
 // server has no room, at once; kind Unavailable when the server cannot be
 // reached or does not acknowledge in time (the commit may then still land).
 func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (es.AppendResult, error) {
+	if s.cfg.OnAppend == nil {
+		return s.append(ctx, stream, events, opts)
+	}
+	start := time.Now()
+	res, err := s.append(ctx, stream, events, opts)
+	s.cfg.OnAppend(time.Since(start), err)
+	return res, err
+}
+
+func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (es.AppendResult, error) {
 	msg, err := encodeCommit(stream, events, opts)
 	if err != nil {
 		return es.AppendResult{}, err

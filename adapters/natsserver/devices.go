@@ -124,6 +124,40 @@ func (d *Devices) Registered(id string) safety.RegisteredDevice {
 	return r
 }
 
+// Connected returns every registered device that is not revoked, and
+// whether it has a leaf connection up now. Safe for concurrent use.
+func (d *Devices) Connected() (map[string]bool, error) {
+	d.mu.Lock()
+	srv := d.srv
+	d.mu.Unlock()
+	up := map[uint64]bool{}
+	if srv != nil {
+		lz, err := srv.Leafz(nil)
+		if err != nil {
+			return nil, fmt.Errorf("leaf connections: %w", err)
+		}
+		for _, l := range lz.Leafs {
+			up[l.ID] = true
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]bool, len(d.byID))
+	for id, dev := range d.byID {
+		if dev.Revoked {
+			continue
+		}
+		out[id] = false
+		for cid := range d.conns[id] {
+			if up[cid] {
+				out[id] = true
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
 func (d *Devices) attach(s *server.Server, domain string) {
 	d.mu.Lock()
 	d.srv = s

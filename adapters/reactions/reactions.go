@@ -86,6 +86,32 @@ type Config struct {
 	// it may redeliver; a running handler's message is marked in progress
 	// every AckWait/3, so a handler may run longer. Default 1 minute.
 	AckWait time.Duration
+	// OnOutcome, if set, is told each handling's outcome, by reaction
+	// name: the metrics. It must be quick and safe for concurrent use.
+	OnOutcome func(reaction string, o Outcome)
+}
+
+// Outcome is what became of one handling of a commit.
+type Outcome int
+
+const (
+	// Handled: the handler succeeded.
+	Handled Outcome = iota
+	// Failed: one attempt failed; the commit is retried in process, then
+	// poisoned or (transient errors) redelivered later.
+	Failed
+	// Poisoned: the commit was written to the poison queue and acked.
+	Poisoned
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Handled:
+		return "handled"
+	case Failed:
+		return "failed"
+	}
+	return "poisoned"
 }
 
 // PoisonStream holds the commits reactions gave up on, on subjects
@@ -177,13 +203,17 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*cfg.RedeliverDelay, 30*time.Second) },
 		progress:   cfg.AckWait / 3,
 	}
-	pub := publisher{js: js}
+	observe := cfg.OnOutcome
+	if observe == nil {
+		observe = func(string, Outcome) {}
+	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("reactions: router: %w", err)
 	}
 	router.AddMiddleware(middleware.Recoverer)
 	for name, r := range byName {
+		pub := publisher{js: js, poisoned: func() { observe(name, Poisoned) }}
 		poison, err := middleware.PoisonQueueWithFilter(pub, PoisonSubjectPrefix+"."+name, func(err error) bool { return !transient(err) })
 		if err != nil {
 			return nil, fmt.Errorf("reactions: poison queue: %w", err)
@@ -196,7 +226,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 			if i > 0 {
 				hname = fmt.Sprintf("%s#%d", name, i+1)
 			}
-			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, cfg.Logger))
+			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, cfg.Logger, observe))
 			h.AddMiddleware(poison, retry.Middleware)
 		}
 	}
@@ -241,7 +271,27 @@ type permanentError struct{ err error }
 func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
 
-func handler(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHandlerFunc {
+func handler(r Reaction, decode Decoder, log *slog.Logger, observe func(string, Outcome)) message.NoPublishHandlerFunc {
+	handle := handleCommit(r, decode, log)
+	return func(msg *message.Message) error {
+		returned := false
+		defer func() {
+			if !returned { // panicking: Recoverer makes it an error
+				observe(r.Name, Failed)
+			}
+		}()
+		err := handle(msg)
+		returned = true
+		if err != nil {
+			observe(r.Name, Failed)
+		} else {
+			observe(r.Name, Handled)
+		}
+		return err
+	}
+}
+
+func handleCommit(r Reaction, decode Decoder, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
 		if err != nil {
