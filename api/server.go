@@ -117,6 +117,18 @@ type Config struct {
 	// projection, the reactions): nil when all can serve, else why not.
 	// The health service answers NOT_SERVING while it fails. Optional.
 	Health func(ctx context.Context) error
+	// ReadyLag is how many events any projection may lag behind the
+	// stream while /readyz says ready; default DefaultReadyLag.
+	ReadyLag uint64
+	// Metrics, when set, is served at MetricsPath on the API's port to
+	// callers with an admin or metrics token (wrap nothing: New does).
+	Metrics http.Handler
+	// ObserveCall, when set, is told of every RPC a service handled
+	// (procedure "/pkg.Service/Method", whether it is a stream, how long
+	// it took, its error as the client gets it) and of every call to a
+	// known procedure the auth gate refused. It must be quick and safe
+	// for concurrent use.
+	ObserveCall func(procedure string, stream bool, took time.Duration, err error)
 }
 
 // Defaults of Config.
@@ -191,10 +203,17 @@ func New(d Config, services ...Service) (*API, error) {
 	if d.MaxLiveStreams <= 0 {
 		d.MaxLiveStreams = DefaultMaxLiveStreams
 	}
+	if d.ReadyLag == 0 {
+		d.ReadyLag = DefaultReadyLag
+	}
 	rt := &runtime{Config: d, closing: make(chan struct{}), live: new(atomic.Int64)}
 	limits := []connect.HandlerOption{connect.WithReadMaxBytes(d.MaxMessageBytes)}
+	interceptors := []connect.Interceptor{errorInterceptor{}}
+	if d.ObserveCall != nil {
+		interceptors = append([]connect.Interceptor{observer{d.ObserveCall}}, interceptors...)
+	}
 	opts := connect.WithHandlerOptions(append(limits,
-		connect.WithInterceptors(errorInterceptor{}),
+		connect.WithInterceptors(interceptors...),
 		// Compressing responses of a few bytes costs more than it saves.
 		connect.WithCompressMinBytes(1024),
 	)...)
@@ -225,13 +244,15 @@ func New(d Config, services ...Service) (*API, error) {
 		live:    map[string]bool{},
 		maxBody: int64(d.MaxMessageBytes) + envelopeSlack,
 		errors:  connect.NewErrorWriter(limits...),
+		observe: d.ObserveCall,
 	}
 	for _, s := range append(names, healthv1connect.HealthName) {
 		if err := g.addStreams(s); err != nil {
 			return nil, err
 		}
 	}
-	path, h := healthv1connect.NewHealthHandler(newHealthHandler(rt, names), limits...)
+	health := newHealthHandler(rt, names)
+	path, h := healthv1connect.NewHealthHandler(health, limits...)
 	mux.Handle(path, h)
 	g.open[path] = true
 	if d.Reflection != ReflectionOff {
@@ -269,6 +290,11 @@ func New(d Config, services ...Service) (*API, error) {
 		}
 		handler = plain.or(handler)
 	}
+	pr := probes{next: handler, health: health, rt: rt}
+	if d.Metrics != nil {
+		pr.metrics = MetricsHandler(d.Metrics, d.Tokens, d.IdP, false)
+	}
+	handler = pr
 	return &API{handler: handler, closing: rt.closing, live: rt.live}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/adapters/devicegate"
+	"github.com/tideline/tideline/adapters/prometheus"
 )
 
 // devicesModule wires the device gate (with --leaf-listen): the only way
@@ -45,5 +46,15 @@ func devicesModule(ctx context.Context, h *Host) error {
 		return nil
 	})
 	h.API.DeviceRejections = gate
+	if h.Metrics != nil {
+		h.Metrics.Devices(h.Devices.Connected, func() []prometheus.DeviceLane {
+			seen := gate.Seen()
+			out := make([]prometheus.DeviceLane, len(seen))
+			for i, l := range seen {
+				out[i] = prometheus.DeviceLane{Device: l.Device, Lane: string(l.Lane), LastCommit: l.LastCommit, Backlog: l.Backlog}
+			}
+			return out
+		})
+	}
 	return nil
 }
