@@ -67,6 +67,9 @@ func New() *Metrics {
 		}),
 		reactionsBy: map[string]*prom.CounterVec{},
 	}
+	for _, r := range []string{"ok", "conflict", "full", "unavailable", "error"} {
+		m.appends.WithLabelValues(r) // at 0 from the start: increase() sees the first one
+	}
 	for _, o := range []struct{ outcome, help string }{
 		{"handled", "Commits a reaction handled successfully."},
 		{"failed", "Reaction attempts that failed: each is retried in process, then the commit is poisoned or, for a transient error, redelivered later."},
@@ -147,6 +150,16 @@ func (m *Metrics) ObserveAppend(took time.Duration, err error) {
 func (m *Metrics) ObserveReaction(reaction, outcome string) {
 	if c := m.reactionsBy[outcome]; c != nil {
 		c.WithLabelValues(reaction).Inc()
+	}
+}
+
+// Reactions starts the named reactions' counters at 0, so that the first
+// commit a reaction poisons is an increase, not a new series.
+func (m *Metrics) Reactions(names ...string) {
+	for _, c := range m.reactionsBy {
+		for _, n := range names {
+			c.WithLabelValues(n)
+		}
 	}
 }
 

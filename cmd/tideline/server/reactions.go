@@ -14,6 +14,9 @@ func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reacti
 	cfg := reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: wire.DecodeCommit, Logger: m.Config.Logger}
 	if m.Metrics != nil {
 		cfg.OnOutcome = func(r string, o reactions.Outcome) { m.Metrics.ObserveReaction(r, o.String()) }
+		for _, r := range rs {
+			m.Metrics.Reactions(r.Name)
+		}
 	}
 	eng, err := reactions.New(ctx, cfg, rs...)
 	if err != nil {
