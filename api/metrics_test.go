@@ -126,6 +126,16 @@ func TestMetrics(t *testing.T) {
 	if _, ok := after.Value("tideline_jetstream_consumer_pending_messages", nil); !ok {
 		t.Errorf("no durable consumer pending; %s", after.Labels("tideline_jetstream_stream_messages"))
 	}
+	// A rebuild counts.
+	if err := f.Runner(stepsmodel.Name).Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := promtest.MustGet(t, url, adminTok)
+	if a, b := rebuilt.Value("tideline_projection_rebuilds_total", map[string]string{"projection": "steps"}); !b {
+		t.Error("no rebuilds series for steps")
+	} else if was, _ := after.Value("tideline_projection_rebuilds_total", map[string]string{"projection": "steps"}); a != was+1 {
+		t.Errorf("steps rebuilds %g after a rebuild, want %g", a, was+1)
+	}
 	for _, name := range []string{"tideline_disk_free_bytes", "tideline_disk_size_bytes", "go_goroutines", "process_resident_memory_bytes"} {
 		if v, _ := after.Value(name, nil); v <= 0 {
 			t.Errorf("%s = %g, want > 0", name, v)
