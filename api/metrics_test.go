@@ -3,8 +3,11 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -205,4 +208,60 @@ func TestProbes(t *testing.T) {
 		code, r := get(api.ReadyzPath)
 		return code == http.StatusOK && r.Ready && len(r.Lagging) == 0
 	})
+}
+
+// BenchmarkRecordStepsMetrics measures what the Prometheus metrics cost
+// RecordSteps (64 callers): a server with metrics on (the default) and
+// one with them off (--metrics=false) take turns, 500 writes at a time,
+// so both see the same machine load; ratio is the throughput with metrics
+// over without:
+//
+//	go test ./api/ -run '^$' -bench RecordStepsMetrics -benchtime 20000x -count 3
+func BenchmarkRecordStepsMetrics(b *testing.B) {
+	const chunk = 500
+	type side struct {
+		c       stepsv1connect.StepsServiceClient
+		tok     string
+		n       int
+		elapsed time.Duration
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sides []*side
+	for _, off := range []bool{false, true} {
+		f := start(b, func(m *server.Main) { m.Config.NoMetrics = off })
+		sides = append(sides, &side{c: stepsv1connect.NewStepsServiceClient(h2c, f.URL), tok: f.Token(b, "shop", auth.Service)})
+	}
+	var k atomic.Int32
+	write := func(s *side, n int) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for w := range 64 {
+			wg.Go(func() {
+				for next.Add(1) <= int64(n) {
+					req := withToken(&stepsv1.RecordStepsRequest{UserId: fmt.Sprintf("w%d", w), Date: today(), Steps: k.Add(1) % 200000}, s.tok)
+					if _, err := s.c.RecordSteps(ctx, req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		s.elapsed += time.Since(t0)
+		s.n += n
+	}
+	b.ResetTimer()
+	for done := 0; done < b.N; done += chunk {
+		for _, s := range sides {
+			write(s, min(chunk, b.N-done))
+		}
+	}
+	b.StopTimer()
+	rate := func(s *side) float64 { return float64(s.n) / s.elapsed.Seconds() }
+	b.ReportMetric(rate(sides[0]), "req/s-metrics-on")
+	b.ReportMetric(rate(sides[1]), "req/s-metrics-off")
+	b.ReportMetric(rate(sides[0])/rate(sides[1]), "ratio")
+	b.ReportMetric(0, "ns/op")
 }
