@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -142,6 +143,29 @@ func TestMetrics(t *testing.T) {
 	for _, name := range []string{"tideline_disk_free_bytes", "tideline_disk_size_bytes", "go_goroutines", "process_resident_memory_bytes"} {
 		if v, _ := after.Value(name, nil); v <= 0 {
 			t.Errorf("%s = %g, want > 0", name, v)
+		}
+	}
+}
+
+// TestMetricsListenNotLoopback: a metrics listener on every interface
+// wants a token, as the API's port does.
+func TestMetricsListenNotLoopback(t *testing.T) {
+	f := start(t, func(m *server.Main) { m.Config.MetricsListen = "0.0.0.0:0" })
+	_, port, err := net.SplitHostPort(f.MetricsAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://127.0.0.1:" + port + api.MetricsPath
+	for _, c := range []struct {
+		name, token string
+		want        int
+	}{
+		{"no_token", "", http.StatusUnauthorized},
+		{"rider", f.Token(t, "r", auth.Rider), http.StatusForbidden},
+		{"metrics", f.Token(t, "prometheus", auth.Metrics), http.StatusOK},
+	} {
+		if code, _ := promtest.Get(t, url, c.token); code != c.want {
+			t.Errorf("%s: GET /metrics on 0.0.0.0 = %d, want %d", c.name, code, c.want)
 		}
 	}
 }
