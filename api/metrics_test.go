@@ -21,6 +21,8 @@ import (
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/internal/poll"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
+	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
+	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 )
@@ -63,7 +65,17 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("RecordSteps without a token: %v, want Unauthenticated", err)
 	}
 
+	// The gRPC health service's calls count too.
+	if _, err := healthv1connect.NewHealthClient(h2c, f.URL).Check(ctx, connect.NewRequest(&healthv1.HealthCheckRequest{})); err != nil {
+		t.Fatal(err)
+	}
 	before := promtest.MustGet(t, url, metricsTok)
+	if v, _ := before.Value("tideline_rpc_requests_total", map[string]string{"service": "grpc.health.v1.Health", "method": "Check", "code": "ok"}); v != 1 {
+		t.Errorf("health checks counted %g, want 1", v)
+	}
+	if _, ok := before.Value("go_build_info", nil); !ok {
+		t.Error("no go_build_info")
+	}
 	tok := f.Token(t, "walker-m", auth.Walker)
 	var last uint64
 	const n = 5

@@ -252,7 +252,11 @@ func New(d Config, services ...Service) (*API, error) {
 		}
 	}
 	health := newHealthHandler(rt, names)
-	path, h := healthv1connect.NewHealthHandler(health, limits...)
+	healthOpts := limits
+	if d.ObserveCall != nil { // probes' calls count too
+		healthOpts = append(slices.Clip(limits), connect.WithInterceptors(observer{d.ObserveCall}))
+	}
+	path, h := healthv1connect.NewHealthHandler(health, healthOpts...)
 	mux.Handle(path, h)
 	g.open[path] = true
 	if d.Reflection != ReflectionOff {

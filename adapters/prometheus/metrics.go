@@ -41,8 +41,8 @@ type Metrics struct {
 	reactionsBy map[string]*prom.CounterVec // by outcome
 }
 
-// New returns metrics on a new registry holding the Go runtime and
-// process collectors and Tideline's own counters.
+// New returns metrics on a new registry holding the Go runtime, process
+// and build information collectors and Tideline's own counters.
 func New() *Metrics {
 	reg := prom.NewRegistry()
 	m := &Metrics{
@@ -84,6 +84,7 @@ func New() *Metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(), // go_build_info: the module version built
 		m.rpcs, m.rpcSeconds, m.appends, m.appendSecs,
 	)
 	return m
