@@ -86,6 +86,12 @@ func TestMetrics(t *testing.T) {
 		}
 		last = res.Msg.Position
 	}
+	// A retry with the same idempotency key is a duplicate append.
+	for range 2 {
+		if _, err := steps.RecordSteps(ctx, withToken(&stepsv1.RecordStepsRequest{UserId: "walker-m", Date: today(), Steps: 500, IdempotencyKey: "retry-1"}, tok)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := steps.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: []string{"walker-m"}, FromDate: today(), ToDate: today(), MinPosition: last}, tok)); err != nil {
 		t.Fatal(err)
 	}
@@ -107,19 +113,22 @@ func TestMetrics(t *testing.T) {
 		}
 		return out
 	}
-	if d := delta("tideline_rpc_requests_total", with(rpc, "code", "ok")); d != n {
-		t.Errorf("RecordSteps ok: +%g, want +%d", d, n)
+	if d := delta("tideline_rpc_requests_total", with(rpc, "code", "ok")); d != n+2 {
+		t.Errorf("RecordSteps ok: +%g, want +%d", d, n+2)
 	}
-	if d := delta("tideline_rpc_duration_seconds_count", rpc); d != n {
-		t.Errorf("RecordSteps latency observations: +%g, want +%d", d, n)
+	if d := delta("tideline_rpc_duration_seconds_count", rpc); d != n+2 {
+		t.Errorf("RecordSteps latency observations: +%g, want +%d", d, n+2)
+	}
+	if d := delta("tideline_appends_total", map[string]string{"result": "duplicate"}); d != 1 {
+		t.Errorf("duplicate appends: +%g, want +1", d)
 	}
 	for code, want := range map[string]float64{"unauthenticated": 1, "permission_denied": 1} {
 		if v, _ := after.Value("tideline_rpc_requests_total", with(rpc, "code", code)); v != want {
 			t.Errorf("RecordSteps %s: %g, want %g; %s", code, v, want, after.Labels("tideline_rpc_requests_total"))
 		}
 	}
-	if d := delta("tideline_appends_total", map[string]string{"result": "ok"}); d < n {
-		t.Errorf("appends ok: +%g, want at least +%d", d, n)
+	if d := delta("tideline_appends_total", map[string]string{"result": "ok"}); d < n+1 {
+		t.Errorf("appends ok: +%g, want at least +%d", d, n+1)
 	}
 	if d := delta("tideline_append_duration_seconds_count", nil); d < n {
 		t.Errorf("append latency observations: +%g, want at least +%d", d, n)

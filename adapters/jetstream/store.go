@@ -47,10 +47,10 @@ type Config struct {
 	// natsserver.DiskGuard.Err reports a full disk this way.
 	Writable func() error
 	// OnAppend, if set, is called after every Append with how long it
-	// took and its error (nil: stored, or a duplicate): the metrics'
-	// append latency and conflicts. It must be quick and safe for
-	// concurrent use.
-	OnAppend func(took time.Duration, err error)
+	// took, whether it was a duplicate (a retry of a stored commit, by its
+	// idempotency key) and its error: the metrics' append latency,
+	// conflicts and retries. It must be quick and safe for concurrent use.
+	OnAppend func(took time.Duration, duplicate bool, err error)
 }
 
 func (c Config) withDefaults() Config {
@@ -168,7 +168,7 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 	}
 	start := time.Now()
 	res, err := s.append(ctx, stream, events, opts)
-	s.cfg.OnAppend(time.Since(start), err)
+	s.cfg.OnAppend(time.Since(start), res.Duplicate, err)
 	return res, err
 }
 

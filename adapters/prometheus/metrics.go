@@ -58,7 +58,7 @@ func New() *Metrics {
 		}, []string{"service", "method"}),
 		appends: prom.NewCounterVec(prom.CounterOpts{
 			Name: "tideline_appends_total",
-			Help: "Commits appended to the events stream, by result: ok (stored or a duplicate), conflict (optimistic concurrency: the caller reloads and decides again, a bounded number of times), full (disk reserve), unavailable, error.",
+			Help: "Commits appended to the events stream, by result: ok (stored), duplicate (a retry with the idempotency key of a stored commit), conflict (optimistic concurrency: the caller reloads and decides again, a bounded number of times), full (disk reserve), unavailable, error.",
 		}, []string{"result"}),
 		appendSecs: prom.NewHistogram(prom.HistogramOpts{
 			Name:    "tideline_append_duration_seconds",
@@ -67,7 +67,7 @@ func New() *Metrics {
 		}),
 		reactionsBy: map[string]*prom.CounterVec{},
 	}
-	for _, r := range []string{"ok", "conflict", "full", "unavailable", "error"} {
+	for _, r := range []string{"ok", "duplicate", "conflict", "full", "unavailable", "error"} {
 		m.appends.WithLabelValues(r) // at 0 from the start: increase() sees the first one
 	}
 	for _, o := range []struct{ outcome, help string }{
@@ -129,10 +129,12 @@ func splitProcedure(p string) (service, method string) {
 }
 
 // ObserveAppend records one append (jetstream.Config.OnAppend).
-func (m *Metrics) ObserveAppend(took time.Duration, err error) {
+func (m *Metrics) ObserveAppend(took time.Duration, duplicate bool, err error) {
 	m.appendSecs.Observe(took.Seconds())
 	result := "ok"
 	switch {
+	case err == nil && duplicate:
+		result = "duplicate"
 	case err == nil:
 	case errors.Is(err, es.ErrConflict) || es.KindOf(err) == es.Conflict:
 		result = "conflict"

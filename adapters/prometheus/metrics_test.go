@@ -21,10 +21,11 @@ func TestObserved(t *testing.T) {
 	m.ObserveCall("/tideline.steps.v1.StepsService/RecordSteps", false, 3*time.Millisecond, nil)
 	m.ObserveCall("/tideline.steps.v1.StepsService/RecordSteps", false, 0, connect.NewError(connect.CodeUnauthenticated, errors.New("no token")))
 	m.ObserveCall("/step.StepService/StreamUserSteps", true, time.Minute, connect.NewError(connect.CodeCanceled, errors.New("gone")))
-	m.ObserveAppend(time.Millisecond, nil)
-	m.ObserveAppend(time.Millisecond, es.ErrConflict)
-	m.ObserveAppend(time.Millisecond, es.ErrStoreFull)
-	m.ObserveAppend(time.Millisecond, es.Errorf(es.Unavailable, "down"))
+	m.ObserveAppend(time.Millisecond, false, nil)
+	m.ObserveAppend(time.Millisecond, true, nil)
+	m.ObserveAppend(time.Millisecond, false, es.ErrConflict)
+	m.ObserveAppend(time.Millisecond, false, es.ErrStoreFull)
+	m.ObserveAppend(time.Millisecond, false, es.Errorf(es.Unavailable, "down"))
 	m.ObserveReaction("points", "handled")
 	m.ObserveReaction("points", "failed")
 	m.ObserveReaction("points", "failed")
@@ -53,11 +54,12 @@ func TestObserved(t *testing.T) {
 		{"tideline_rpc_duration_seconds_count", map[string]string{"method": "RecordSteps"}, 1}, // the refused call only counts
 		{"tideline_rpc_duration_seconds_sum", map[string]string{"method": "RecordSteps"}, 0.003},
 		{"tideline_appends_total", map[string]string{"result": "ok"}, 1},
+		{"tideline_appends_total", map[string]string{"result": "duplicate"}, 1},
 		{"tideline_appends_total", map[string]string{"result": "conflict"}, 1},
 		{"tideline_appends_total", map[string]string{"result": "full"}, 1},
 		{"tideline_appends_total", map[string]string{"result": "unavailable"}, 1},
 		{"tideline_appends_total", map[string]string{"result": "error"}, 0},
-		{"tideline_append_duration_seconds_count", nil, 4},
+		{"tideline_append_duration_seconds_count", nil, 5},
 		{"tideline_reactions_handled_total", map[string]string{"reaction": "points"}, 1},
 		{"tideline_reactions_failed_total", map[string]string{"reaction": "points"}, 2},
 		{"tideline_reactions_poisoned_total", map[string]string{"reaction": "points"}, 0},
@@ -86,7 +88,7 @@ func TestObserved(t *testing.T) {
 // TestRegistriesApart: two servers' metrics in one process do not mix.
 func TestRegistriesApart(t *testing.T) {
 	a, b := prometheus.New(), prometheus.New()
-	a.ObserveAppend(time.Millisecond, nil)
+	a.ObserveAppend(time.Millisecond, false, nil)
 	srv := httptest.NewServer(b.Handler())
 	defer srv.Close()
 	if v, _ := promtest.MustGet(t, srv.URL, "").Value("tideline_appends_total", map[string]string{"result": "ok"}); v != 0 {
