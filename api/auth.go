@@ -499,6 +499,7 @@ type gate struct {
 	live    map[string]bool // procedure paths whose response is a stream (see liveWriter)
 	maxBody int64
 	errors  *connect.ErrorWriter
+	observe func(procedure string, stream bool, took time.Duration, err error) // optional
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -506,8 +507,15 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	service := r.URL.Path[:strings.LastIndexByte(r.URL.Path, '/')+1]
 	if !g.open[service] && !publicProcedures[r.URL.Path] {
 		p, err := g.tokens.authenticate(r.Header, g.idp)
+		if err == nil && p.Role == auth.Metrics {
+			err = es.Errorf(es.Forbidden, "role %q may only read %s", p.Role, MetricsPath)
+		}
 		if err != nil {
-			g.errors.Write(w, r, toConnect(ctx, err))
+			cerr := toConnect(ctx, err)
+			if _, known := g.streams[r.URL.Path]; known && g.observe != nil {
+				g.observe(r.URL.Path, g.streams[r.URL.Path] || g.live[r.URL.Path], 0, cerr)
+			}
+			g.errors.Write(w, r, cerr)
 			return
 		}
 		ctx = auth.WithPrincipal(ctx, p)

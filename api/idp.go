@@ -49,7 +49,7 @@ type IdPConfig struct {
 	RoleClaim string
 	// Roles maps IdP groups to Tideline roles (ParseIdPRoles). When a
 	// caller's groups map to several roles, the first in auth.Roles' order
-	// wins (admin first). Device and service cannot be granted.
+	// wins (admin first). Device, service and metrics cannot be granted.
 	Roles map[string]auth.Role
 	// RefreshEvery is how often the keys are fetched again; default 10 min.
 	RefreshEvery time.Duration
@@ -151,7 +151,7 @@ func idpGrantable(r auth.Role) error {
 	if _, err := auth.ParseRole(string(r)); err != nil {
 		return err
 	}
-	if r == auth.Device || r == auth.Service {
+	if r == auth.Device || r == auth.Service || r == auth.Metrics {
 		return fmt.Errorf("role %q cannot be granted by an identity provider", r)
 	}
 	return nil

@@ -134,6 +134,18 @@ type Config struct {
 	// reflection), outside the error mapping, so they see Connect errors:
 	// tracing, built by cmd. Optional.
 	Interceptors []connect.Interceptor
+	// ReadyLag is how many events any projection may lag behind the
+	// stream while /readyz says ready; default DefaultReadyLag.
+	ReadyLag uint64
+	// Metrics, when set, is served at MetricsPath on the API's port to
+	// callers with an admin or metrics token (wrap nothing: New does).
+	Metrics http.Handler
+	// ObserveCall, when set, is told of every RPC a service handled
+	// (procedure "/pkg.Service/Method", whether it is a stream, how long
+	// it took, its error as the client gets it) and of every call to a
+	// known procedure the auth gate refused. It must be quick and safe
+	// for concurrent use.
+	ObserveCall func(procedure string, stream bool, took time.Duration, err error)
 }
 
 // Defaults of Config.
@@ -208,10 +220,20 @@ func New(d Config, services ...Service) (*API, error) {
 	if d.MaxLiveStreams <= 0 {
 		d.MaxLiveStreams = DefaultMaxLiveStreams
 	}
+	if d.ReadyLag == 0 {
+		d.ReadyLag = DefaultReadyLag
+	}
 	rt := &runtime{Config: d, closing: make(chan struct{}), live: new(atomic.Int64)}
 	limits := []connect.HandlerOption{connect.WithReadMaxBytes(d.MaxMessageBytes)}
+	// Outermost first: tracing (d.Interceptors), the metrics' observer,
+	// then the error mapping, so both see the errors clients get.
+	interceptors := slices.Clip(d.Interceptors)
+	if d.ObserveCall != nil {
+		interceptors = append(interceptors, observer{d.ObserveCall})
+	}
+	interceptors = append(interceptors, errorInterceptor{})
 	opts := connect.WithHandlerOptions(append(limits,
-		connect.WithInterceptors(append(slices.Clip(d.Interceptors), errorInterceptor{})...),
+		connect.WithInterceptors(interceptors...),
 		// Compressing responses of a few bytes costs more than it saves.
 		connect.WithCompressMinBytes(1024),
 	)...)
@@ -245,13 +267,19 @@ func New(d Config, services ...Service) (*API, error) {
 		live:    map[string]bool{},
 		maxBody: int64(d.MaxMessageBytes) + envelopeSlack,
 		errors:  connect.NewErrorWriter(limits...),
+		observe: d.ObserveCall,
 	}
 	for _, s := range append(names, healthv1connect.HealthName) {
 		if err := g.addStreams(s); err != nil {
 			return nil, err
 		}
 	}
-	path, h := healthv1connect.NewHealthHandler(newHealthHandler(rt, names), limits...)
+	health := newHealthHandler(rt, names)
+	healthOpts := limits
+	if d.ObserveCall != nil { // probes' calls count too
+		healthOpts = append(slices.Clip(limits), connect.WithInterceptors(observer{d.ObserveCall}))
+	}
+	path, h := healthv1connect.NewHealthHandler(health, healthOpts...)
 	mux.Handle(path, h)
 	g.open[path] = true
 	if d.Reflection != ReflectionOff {
@@ -292,6 +320,11 @@ func New(d Config, services ...Service) (*API, error) {
 	if d.Console != nil {
 		handler = toConsole(handler)
 	}
+	pr := probes{next: handler, health: health, rt: rt}
+	if d.Metrics != nil {
+		pr.metrics = MetricsHandler(d.Metrics, d.Tokens, d.IdP, false)
+	}
+	handler = pr
 	return &API{handler: handler, closing: rt.closing, live: rt.live}, nil
 }
 

@@ -304,6 +304,7 @@ func (f *forwarder) encodeCommit(msgs []localMsgRec, expected uint64) *nats.Msg 
 	h.Set(wire.HeaderEdgeSeq, strconv.FormatUint(last, 10))
 	h.Set(wire.HeaderEdgeFirstSeq, strconv.FormatUint(first, 10))
 	h.Set(wire.HeaderEdgeEpoch, l.epoch)
+	h.Set(wire.HeaderEdgeStored, strconv.FormatUint(max(f.stored.Load(), last), 10))
 	return &nats.Msg{Subject: l.hub, Header: h, Data: data}
 }
 

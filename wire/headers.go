@@ -30,6 +30,10 @@ const (
 	// HeaderEdgeEpoch identifies the device's local store: local sequences
 	// restart when the store is wiped, and a new epoch says so.
 	HeaderEdgeEpoch = "Tl-Edge-Epoch"
+	// HeaderEdgeStored is the local sequence of the last event the device
+	// had stored when it sent the commit: less HeaderEdgeSeq, its backlog.
+	// The gate reports it (metrics) and does not keep it.
+	HeaderEdgeStored = "Tl-Edge-Stored"
 	// HeaderEventType is an edge agent's local message's event type.
 	HeaderEventType = "Tl-Event-Type"
 

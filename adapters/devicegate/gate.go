@@ -140,6 +140,36 @@ type laneState struct {
 	busy     atomic.Bool // a commit of the lane is being decided
 	lastBusy atomic.Bool // a .last request of the lane is being answered
 	lim      *rate.Limiter
+	device   string
+	lane     safety.DeviceLane
+	seen     atomic.Int64 // unix nanos of the lane's last commit request
+	backlog  atomic.Int64 // as its last commit reported; -1: not reported
+}
+
+// LaneSeen is what the gate last heard of one device lane.
+type LaneSeen struct {
+	Device string
+	Lane   safety.DeviceLane
+	// LastCommit is when the lane's last commit request arrived.
+	LastCommit time.Time
+	// Backlog is how many events the device had stored and not yet sent
+	// when it sent that commit (header wire.HeaderEdgeStored); -1 when
+	// the device did not say.
+	Backlog int64
+}
+
+// Seen returns every device lane that sent a commit since Open. Safe for
+// concurrent use.
+func (g *Gate) Seen() []LaneSeen {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]LaneSeen, 0, len(g.lanes))
+	for _, st := range g.lanes {
+		if at := st.seen.Load(); at != 0 {
+			out = append(out, LaneSeen{Device: st.device, Lane: st.lane, LastCommit: time.Unix(0, at), Backlog: st.backlog.Load()})
+		}
+	}
+	return out
 }
 
 // Open provisions the quarantine stream and returns the gate; Run runs it.
@@ -255,7 +285,9 @@ func (g *Gate) commit(ctx context.Context, m *nats.Msg) {
 	if !ok {
 		return // not a device's, or its answer would go elsewhere than its inbox
 	}
-	st := g.lane(m.Subject)
+	st := g.lane(lane, id)
+	st.seen.Store(time.Now().UnixNano())
+	st.backlog.Store(reportedBacklog(m.Header))
 	if size := msgSize(m); size > wire.MaxDeviceCommitBytes {
 		respond(m, errorReply(413, wire.ErrTooLarge, "commit of %d bytes: at most %d", size, wire.MaxDeviceCommitBytes))
 		return
@@ -278,13 +310,28 @@ func (g *Gate) commit(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-// lane returns the state of the lane whose commits come on subject.
-func (g *Gate) lane(subject string) *laneState {
+// reportedBacklog is what a commit says its device holds beyond it: its
+// wire.HeaderEdgeStored less its wire.HeaderEdgeSeq, or -1.
+func reportedBacklog(h nats.Header) int64 {
+	stored, err1 := strconv.ParseUint(h.Get(wire.HeaderEdgeStored), 10, 63)
+	last, err2 := strconv.ParseUint(h.Get(wire.HeaderEdgeSeq), 10, 63)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	if stored < last {
+		return 0
+	}
+	return int64(stored - last)
+}
+
+// lane returns the state of device id's lane.
+func (g *Gate) lane(lane safety.DeviceLane, id string) *laneState {
+	subject := wire.CommitSubject(lane, id)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st := g.lanes[subject]
 	if st == nil {
-		st = &laneState{lim: rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst)}
+		st = &laneState{lim: rate.NewLimiter(rate.Limit(g.cfg.Rate), g.cfg.Burst), device: id, lane: lane}
 		g.lanes[subject] = st
 	}
 	return st
@@ -418,7 +465,7 @@ func (g *Gate) last(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	epoch := m.Header.Get(wire.HeaderEdgeEpoch)
-	st := g.lane(wire.CommitSubject(lane, id))
+	st := g.lane(lane, id)
 	if !st.lastBusy.CompareAndSwap(false, true) {
 		respond(m, errorReply(429, 0, "a request of this lane is being answered: send one at a time"))
 		return

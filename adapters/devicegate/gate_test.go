@@ -538,3 +538,43 @@ func TestUnknownFieldsDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestSeen: the gate reports when each device lane last sent a commit and
+// the backlog the device said it held then (Tl-Edge-Stored less
+// Tl-Edge-Seq), or -1 when it did not say; it does not keep the header.
+func TestSeen(t *testing.T) {
+	e := setup(t, devicegate.Config{})
+	dev := e.device(t, "d1")
+	before := time.Now()
+	if r := send(t, dev, safety.LaneDanger, "d1", commit(t, dangerFor("", "", "s1")), append(expect(0), "Tl-Edge-Seq", "3", "Tl-Edge-First-Seq", "3", "Tl-Edge-Epoch", "ep", wire.HeaderEdgeStored, "10")...); r.Error != nil || r.Quarantined {
+		t.Fatalf("reply %+v", r)
+	}
+	tel := &telemetryv1.SamplesRecorded{OffsetMs: []uint32{0}, AccelZMg: []int32{1000}}
+	if r := send(t, dev, safety.LaneTelemetry, "d1", commit(t, tel), expect(0)...); r.Error != nil {
+		t.Fatalf("telemetry reply %+v", r)
+	}
+	got := map[string]devicegate.LaneSeen{}
+	for _, l := range e.gate.Seen() {
+		got[l.Device+" "+string(l.Lane)] = l
+	}
+	if len(got) != 2 {
+		t.Fatalf("seen %v, want d1's two lanes", got)
+	}
+	for key, want := range map[string]int64{"d1 " + string(safety.LaneDanger): 7, "d1 " + string(safety.LaneTelemetry): -1} {
+		l := got[key]
+		if l.Backlog != want || l.LastCommit.Before(before) || l.LastCommit.After(time.Now()) {
+			t.Errorf("%s: %+v, want backlog %d, last commit just now", key, l, want)
+		}
+	}
+	st, err := e.js.Stream(context.Background(), wire.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(context.Background(), "ev.safety.device.d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(wire.HeaderEdgeSeq) != "3" || m.Header.Get(wire.HeaderEdgeStored) != "" {
+		t.Fatalf("stored commit headers %v: want Tl-Edge-Seq kept, Tl-Edge-Stored not", m.Header)
+	}
+}

@@ -92,6 +92,9 @@ type RunnerStatus struct {
 	StoppedAt uint64
 	// Reason says why the runner is Stopped, or why Run returned an error.
 	Reason string
+	// Rebuilds counts the rebuilds from position 1 this runner started
+	// (on demand, or at start for a snapshot it could not use).
+	Rebuilds uint64
 }
 
 // Snapshot object metadata keys. The object's bytes are the projection's
@@ -148,15 +151,16 @@ type Runner struct {
 	opts  RunnerOptions
 	log   *slog.Logger
 
-	pos        atomic.Uint64
-	advanced   atomic.Pointer[chan struct{}]
-	rebuilding atomic.Bool
-	running    atomic.Bool
-	halted     atomic.Pointer[halt]   // non-nil while stopped at a commit
-	failure    atomic.Pointer[string] // why the last Run returned an error
-	rebuilds   chan rebuildRequest
-	controls   chan control
-	types      map[string]struct{} // nil: the projection reads every type
+	pos             atomic.Uint64
+	advanced        atomic.Pointer[chan struct{}]
+	rebuilding      atomic.Bool
+	rebuildsStarted atomic.Uint64
+	running         atomic.Bool
+	halted          atomic.Pointer[halt]   // non-nil while stopped at a commit
+	failure         atomic.Pointer[string] // why the last Run returned an error
+	rebuilds        chan rebuildRequest
+	controls        chan control
+	types           map[string]struct{} // nil: the projection reads every type
 
 	// For a scoped projection (subjects non-nil), covered is a position up
 	// to which the stream was shown to hold nothing more for it than it
@@ -370,7 +374,7 @@ func (r *Runner) rewind(pos uint64) {
 // where and why it is stopped. Lag is 0 when the stream cannot be read.
 func (r *Runner) Status(ctx context.Context) RunnerStatus {
 	lag, _ := r.Lag(ctx)
-	st := RunnerStatus{Name: r.p.Name(), Version: r.p.Version(), Position: r.Position(), Lag: lag, State: Running}
+	st := RunnerStatus{Name: r.p.Name(), Version: r.p.Version(), Position: r.Position(), Lag: lag, State: Running, Rebuilds: r.rebuildsStarted.Load()}
 	switch h := r.halted.Load(); {
 	case !r.running.Load():
 		st.State = NotRunning
@@ -732,6 +736,7 @@ func (l *runLoop) startRebuild(ctx context.Context) error {
 	l.target = last
 	l.r.target.Store(last)
 	l.r.rebuilding.Store(last > 0)
+	l.r.rebuildsStarted.Add(1)
 	return nil
 }
 
@@ -953,6 +958,7 @@ func (l *runLoop) rebuild(ctx context.Context, target uint64) error {
 	}
 	r.target.Store(l.target)
 	r.rebuilding.Store(l.target > 0)
+	r.rebuildsStarted.Add(1)
 	r.log.Info("rebuilding from position 1", "target", l.target)
 	return l.startFeed(false)
 }

@@ -53,6 +53,11 @@ type Config struct {
 	// TracerProvider, if set, traces appends and projection applies (see
 	// Store.Append and Runner); nil traces nothing, at no cost.
 	TracerProvider trace.TracerProvider
+	// OnAppend, if set, is called after every Append with how long it
+	// took, whether it was a duplicate (a retry of a stored commit, by its
+	// idempotency key) and its error: the metrics' append latency,
+	// conflicts and retries. It must be quick and safe for concurrent use.
+	OnAppend func(took time.Duration, duplicate bool, err error)
 }
 
 func (c Config) withDefaults() Config {
@@ -179,7 +184,17 @@ func (s *Store) sawEnd(seq uint64) {
 // W3C trace context the commit carries in its headers (wire.HeaderTraceParent):
 // the projection applies and the reactions the commit triggers continue
 // the trace from it. Without a span in ctx nothing is traced.
-func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (res es.AppendResult, err error) {
+func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (es.AppendResult, error) {
+	if s.cfg.OnAppend == nil {
+		return s.append(ctx, stream, events, opts)
+	}
+	start := time.Now()
+	res, err := s.append(ctx, stream, events, opts)
+	s.cfg.OnAppend(time.Since(start), res.Duplicate, err)
+	return res, err
+}
+
+func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (res es.AppendResult, err error) {
 	msg, err := encodeCommit(stream, events, opts)
 	if err != nil {
 		return es.AppendResult{}, err

@@ -2,6 +2,7 @@ package jetstream_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -235,5 +236,33 @@ func TestClosedConnectionFailsUnavailable(t *testing.T) {
 	}
 	if _, err := s.Append(context.Background(), stream, []proto.Message{estest.Steps("alice", 2)}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); es.KindOf(err) != es.Unavailable {
 		t.Errorf("append error %v (kind %v), want unavailable", err, es.KindOf(err))
+	}
+}
+
+// TestOnAppend: the hook hears every append with its outcome: stored, a
+// duplicate (a retry by idempotency key), a conflict (a stale expected
+// version, which the repository retries).
+func TestOnAppend(t *testing.T) {
+	type call struct {
+		dup bool
+		err error
+	}
+	var calls []call
+	s := openStore(t, tljs.Config{OnAppend: func(took time.Duration, dup bool, err error) {
+		if took <= 0 {
+			t.Errorf("append took %s", took)
+		}
+		calls = append(calls, call{dup, err})
+	}})
+	stream := estest.NewStream(t)
+	opts := es.AppendOptions{ExpectedVersion: 0, IdempotencyKey: "k1"}
+	estest.MustAppend(t, s, stream, opts, estest.Steps("alice", 1))
+	estest.MustAppend(t, s, stream, opts, estest.Steps("alice", 1)) // the retry
+	_, err := s.Append(context.Background(), stream, []proto.Message{estest.Steps("alice", 2)}, es.AppendOptions{ExpectedVersion: 0})
+	if !errors.Is(err, es.ErrConflict) {
+		t.Fatalf("stale append: %v, want a conflict", err)
+	}
+	if len(calls) != 3 || calls[0] != (call{}) || !calls[1].dup || calls[1].err != nil || !errors.Is(calls[2].err, es.ErrConflict) {
+		t.Fatalf("OnAppend heard %+v, want stored, duplicate, conflict", calls)
 	}
 }

@@ -124,6 +124,23 @@ func (d *Devices) Registered(id string) safety.RegisteredDevice {
 	return r
 }
 
+// Connected returns every registered device that is not revoked, and
+// whether it has a leaf connection up now (as List says). Safe for
+// concurrent use.
+func (d *Devices) Connected() (map[string]bool, error) {
+	devs, err := d.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(devs))
+	for _, dev := range devs {
+		if !dev.Revoked {
+			out[dev.ID] = dev.Connected
+		}
+	}
+	return out, nil
+}
+
 func (d *Devices) attach(s *server.Server, domain string) {
 	d.mu.Lock()
 	d.srv = s

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -269,4 +270,34 @@ func TestDeviceAuthentication(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, startHub(t)) })
 	}
+}
+
+// TestConnected: every registered device is listed, connected while its
+// leaf link is up; a revoked one is not listed.
+func TestConnected(t *testing.T) {
+	h := startHub(t)
+	seedA := addDevice(t, h, "a")
+	addDevice(t, h, "b")
+	addDevice(t, h, "gone")
+	if _, err := natsserver.RevokeDevice(h.dir, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.devices.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	l := startLeaf(t, h, "a", seedA)
+	var got map[string]bool
+	poll.Until(t, 10*time.Second, "a connected", func() bool {
+		var err error
+		got, err = h.devices.Connected()
+		return err == nil && got["a"]
+	})
+	if want := map[string]bool{"a": true, "b": false}; !maps.Equal(got, want) {
+		t.Fatalf("Connected = %v, want %v", got, want)
+	}
+	l.ns.Shutdown()
+	poll.Until(t, 10*time.Second, "a disconnected", func() bool {
+		got, err := h.devices.Connected()
+		return err == nil && !got["a"] && len(got) == 2
+	})
 }

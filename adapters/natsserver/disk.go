@@ -204,3 +204,12 @@ func (g *DiskGuard) restart() error {
 	}
 	return nil
 }
+
+// Space returns the bytes free (available to us) and in all on the data
+// disk, read now, and the reserve under which writes are refused (< 0:
+// none); ok is false when the disk cannot be read. Safe for concurrent
+// use.
+func (g *DiskGuard) Space() (free, total uint64, reserve int64, ok bool) {
+	free, total, ok = diskSpace(g.dir)
+	return free, total, g.reserve, ok
+}

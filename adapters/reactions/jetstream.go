@@ -197,7 +197,11 @@ func unmarshal(m jetstream.Msg) (*message.Message, error) {
 
 // publisher is a watermill Publisher to JetStream: the topic is the
 // subject, metadata become headers. It is used for the poison queue.
-type publisher struct{ js jetstream.JetStream }
+// publisher writes poisoned commits; poisoned is called after each.
+type publisher struct {
+	js       jetstream.JetStream
+	poisoned func()
+}
 
 var _ message.Publisher = publisher{}
 
@@ -212,6 +216,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 		if _, err := p.js.PublishMsg(context.Background(), nm); err != nil {
 			return fmt.Errorf("publish %s: %w", topic, err)
 		}
+		p.poisoned()
 	}
 	return nil
 }

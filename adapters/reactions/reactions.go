@@ -96,6 +96,32 @@ type Config struct {
 	// gets, so what the handler appends or sends continues the trace.
 	// nil traces nothing.
 	TracerProvider trace.TracerProvider
+	// OnOutcome, if set, is told each handling's outcome, by reaction
+	// name: the metrics. It must be quick and safe for concurrent use.
+	OnOutcome func(reaction string, o Outcome)
+}
+
+// Outcome is what became of one handling of a commit.
+type Outcome int
+
+const (
+	// Handled: the handler succeeded.
+	Handled Outcome = iota
+	// Failed: one attempt failed; the commit is retried in process, then
+	// poisoned or (transient errors) redelivered later.
+	Failed
+	// Poisoned: the commit was written to the poison queue and acked.
+	Poisoned
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Handled:
+		return "handled"
+	case Failed:
+		return "failed"
+	}
+	return "poisoned"
 }
 
 // PoisonStream holds the commits reactions gave up on, on subjects
@@ -187,10 +213,13 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*cfg.RedeliverDelay, 30*time.Second) },
 		progress:   cfg.AckWait / 3,
 	}
-	pub := publisher{js: js}
 	var tracer trace.Tracer
 	if cfg.TracerProvider != nil {
 		tracer = cfg.TracerProvider.Tracer("github.com/tideline/tideline/adapters/reactions")
+	}
+	observe := cfg.OnOutcome
+	if observe == nil {
+		observe = func(string, Outcome) {}
 	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
@@ -198,6 +227,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 	}
 	router.AddMiddleware(middleware.Recoverer)
 	for name, r := range byName {
+		pub := publisher{js: js, poisoned: func() { observe(name, Poisoned) }}
 		poison, err := middleware.PoisonQueueWithFilter(pub, PoisonSubjectPrefix+"."+name, func(err error) bool { return !transient(err) })
 		if err != nil {
 			return nil, fmt.Errorf("reactions: poison queue: %w", err)
@@ -210,7 +240,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 			if i > 0 {
 				hname = fmt.Sprintf("%s#%d", name, i+1)
 			}
-			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, tracer, cfg.Logger))
+			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, tracer, cfg.Logger, observe))
 			h.AddMiddleware(poison, retry.Middleware)
 		}
 	}
@@ -255,7 +285,27 @@ type permanentError struct{ err error }
 func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
 
-func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger) message.NoPublishHandlerFunc {
+func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger, observe func(string, Outcome)) message.NoPublishHandlerFunc {
+	handle := handleCommit(r, decode, tracer, log)
+	return func(msg *message.Message) error {
+		returned := false
+		defer func() {
+			if !returned { // panicking: Recoverer makes it an error
+				observe(r.Name, Failed)
+			}
+		}()
+		err := handle(msg)
+		returned = true
+		if err != nil {
+			observe(r.Name, Failed)
+		} else {
+			observe(r.Name, Handled)
+		}
+		return err
+	}
+}
+
+func handleCommit(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) (err error) {
 		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -176,7 +177,13 @@ func TestFailingReactionIsPoisoned(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	var handled []uint64
-	e.engine(t, reactions.Reaction{
+	outcomes := map[string]int{}
+	cfg := reactions.Config{RetryInterval: 10 * time.Millisecond, MaxRetries: 3, OnOutcome: func(r string, o reactions.Outcome) {
+		mu.Lock()
+		outcomes[r+" "+o.String()]++
+		mu.Unlock()
+	}}
+	e.engineWith(t, cfg, reactions.Reaction{
 		Name:     "flaky",
 		Subjects: []string{"ev.test.>"},
 		Handle: func(_ context.Context, c es.Commit) error {
@@ -215,6 +222,14 @@ func TestFailingReactionIsPoisoned(t *testing.T) {
 	}
 	if m.Header.Get("reason_poisoned") == "" {
 		t.Fatalf("poisoned message headers = %v", m.Header)
+	}
+	// OnOutcome saw it all: the good commit handled, the bad one tried
+	// four times (MaxRetries 3) and poisoned.
+	want := map[string]int{"flaky handled": 1, "flaky failed": 4, "flaky poisoned": 1}
+	if !poll.Within(5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return maps.Equal(outcomes, want) }) {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("outcomes %v, want %v", outcomes, want)
 	}
 }
 

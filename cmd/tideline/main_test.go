@@ -404,6 +404,8 @@ func TestServeRejectsBadHardeningFlags(t *testing.T) {
 		{[]string{"--idle-timeout", "0s"}, "--idle-timeout"},
 		{[]string{"--steps-window", "0"}, "--steps-window"},
 		{[]string{"--raffle-tick", "0s"}, "--raffle-tick"},
+		{[]string{"--ready-lag", "0"}, "--ready-lag"},
+		{[]string{"--metrics=false", "--metrics-listen", "127.0.0.1:0"}, "--metrics-listen"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, tc.args...), &out, &out)

@@ -36,7 +36,13 @@ start with --public-url.
 Callers present a bearer token from 'tideline token', or with --oidc-issuer
 (or --jwks-url), --oidc-audience and --oidc-roles an access token of an
 OpenID Connect identity provider (Cognito, Keycloak, Auth0), its groups
-(--oidc-role-claim) mapped to roles.`
+(--oidc-role-claim) mapped to roles.
+
+Probes: GET /healthz (live) and /readyz (ready: store reachable, every
+projection running and within --ready-lag events; 503 with a JSON body
+otherwise) on ADDR, without a token. Prometheus metrics: /metrics on ADDR
+(admin or metrics token) and, with --metrics-listen, on a listener of
+their own.`
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("serve", serveUsage, stderr)
@@ -82,12 +88,22 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.OIDC.JWKSURL, "jwks-url", "", "the identity provider's keys (JWKS) at this URL, instead of discovering them with --oidc-issuer (without --oidc-issuer, iss is not checked)")
 	fs.StringVar(&c.OIDC.Audience, "oidc-audience", "", "identity provider tokens must have this audience (aud; or client_id in a token without aud, as Cognito's access tokens), the client id Tideline is registered with; required with --oidc-issuer or --jwks-url")
 	fs.StringVar(&c.OIDC.RoleClaim, "oidc-role-claim", api.DefaultRoleClaim, "the identity provider token's claim holding the caller's groups, a string or array; unless a claim has that very name, a dotted path reaches into objects: cognito:groups (Cognito), realm_access.roles (Keycloak)")
-	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device and service cannot be granted; a token with no mapped group is PermissionDenied")
+	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device, service and metrics cannot be granted; a token with no mapped group is PermissionDenied")
+	metrics := fs.Bool("metrics", true, "count Prometheus metrics and serve them at /metrics on --listen to admin and metrics tokens ('tideline token --role metrics'); --metrics=false counts nothing")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "also serve /metrics on this address, e.g. 127.0.0.1:9464: open when it is a loopback address, else an admin or metrics token is required; default: none")
+	fs.Uint64Var(&c.ReadyLag, "ready-lag", api.DefaultReadyLag, "/readyz answers 503 while a projection lags more than this many events behind the stream")
 	fs.StringVar(&c.MapTiles, "map-tiles", "", "the web console's map tiles, a URL template such as https://tile.openstreetmap.org/{z}/{x}/{y}.png; default: the danger map's cells on a plain canvas with a scale (for offline machines)")
 	fs.StringVar(&c.MapAttribution, "map-attribution", "", "the credit line the tiles' licence asks for, shown on the map with --map-tiles, e.g. '© OpenStreetMap contributors'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	c.NoMetrics = !*metrics
+	if c.NoMetrics && c.MetricsListen != "" {
+		return errors.New("--metrics-listen needs --metrics")
+	}
+	if c.ReadyLag < 1 {
+		return fmt.Errorf("--ready-lag: want at least 1 event, got %d", c.ReadyLag)
 	}
 	if c.MaxConns < 1 {
 		return fmt.Errorf("--max-conns: want at least 1, got %d", c.MaxConns)

@@ -18,7 +18,8 @@ const tokenUsage = `usage:
 
 The first form prints a bearer token signed with DIR's key (on stdout, for
 TOKEN=$(tideline token ...)), and its id (jti) and expiry on stderr.
-Roles: admin, walker, rider, labeler, enterprise, device, service. The
+Roles: admin, walker, rider, labeler, enterprise, device, service, and
+metrics (reads /metrics only, for Prometheus). The
 validity (--ttl) is more than 0 and at most 8760h (a year).
 
 revoke refuses a token from now on, given its id or the token itself: it
@@ -34,7 +35,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("token", tokenUsage, stderr)
 	data := fs.String("data", "./data", "data directory of the server whose key signs the token")
 	sub := fs.String("sub", "", "subject: the user, device or service id (required)")
-	role := fs.String("role", "", "role: admin, walker, rider, labeler, enterprise, device or service (required)")
+	role := fs.String("role", "", "role: admin, walker, rider, labeler, enterprise, device, service or metrics (required)")
 	ttl := fs.Duration("ttl", 30*24*time.Hour, "validity, e.g. 1h or 720h: more than 0, at most 8760h (a year)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -455,7 +455,7 @@ func (s *Service) GrantRole(ctx context.Context, p auth.Principal, userID, role 
 		return errAdminOnly
 	}
 	r, err := auth.ParseRole(role)
-	if err != nil || r == auth.Device || r == auth.Service {
+	if err != nil || r == auth.Device || r == auth.Service || r == auth.Metrics {
 		return es.Invalidf("role", "must be a person's role: admin, walker, rider, labeler or enterprise")
 	}
 	if err := s.existing(ctx, userID); err != nil {

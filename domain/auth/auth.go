@@ -19,10 +19,13 @@ const (
 	Enterprise Role = "enterprise"
 	Device     Role = "device"
 	Service    Role = "service"
+	// Metrics may only read the server's metrics (/metrics): a
+	// Prometheus server's token.
+	Metrics Role = "metrics"
 )
 
 // Roles lists every role in a stable order.
-var Roles = []Role{Admin, Walker, Rider, Labeler, Enterprise, Device, Service}
+var Roles = []Role{Admin, Walker, Rider, Labeler, Enterprise, Device, Service, Metrics}
 
 // ParseRole returns the role named s, or an error listing valid roles.
 func ParseRole(s string) (Role, error) {

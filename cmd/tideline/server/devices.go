@@ -10,6 +10,7 @@ import (
 	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/natsserver"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+	"github.com/tideline/tideline/adapters/prometheus"
 )
 
 // devicesModule wires the device gate (with --leaf-listen): the only way
@@ -50,6 +51,16 @@ func devicesModule(ctx context.Context, h *Host) error {
 	})
 	h.API.DeviceRejections = gate
 	h.API.Devices = deviceDirectory{h.Devices}
+	if h.Metrics != nil {
+		h.Metrics.Devices(h.Devices.Connected, func() []prometheus.DeviceLane {
+			seen := gate.Seen()
+			out := make([]prometheus.DeviceLane, len(seen))
+			for i, l := range seen {
+				out[i] = prometheus.DeviceLane{Device: l.Device, Lane: string(l.Lane), LastCommit: l.LastCommit, Backlog: l.Backlog}
+			}
+			return out
+		})
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/prometheus"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/media"
@@ -50,6 +51,9 @@ type Host struct {
 	// server does not: it sets Tokens, Projections, LastPosition,
 	// CORSOrigins, Reflection and Health.
 	API api.Config
+	// Metrics are the server's Prometheus metrics, to which a Module may
+	// add what it knows; nil when they are off.
+	Metrics *prometheus.Metrics
 
 	m         *Main
 	ctx       context.Context // the server's life

@@ -11,7 +11,14 @@ import (
 // startReactions runs the contexts' reactions on one engine until runCtx
 // ends, and returns once they are running.
 func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
-	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: wire.DecodeCommit, Logger: m.Config.Logger, TracerProvider: m.tracer}, rs...)
+	cfg := reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: wire.DecodeCommit, Logger: m.Config.Logger, TracerProvider: m.tracer}
+	if m.Metrics != nil {
+		cfg.OnOutcome = func(r string, o reactions.Outcome) { m.Metrics.ObserveReaction(r, o.String()) }
+		for _, r := range rs {
+			m.Metrics.Reactions(r.Name)
+		}
+	}
+	eng, err := reactions.New(ctx, cfg, rs...)
 	if err != nil {
 		return err
 	}

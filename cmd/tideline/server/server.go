@@ -26,6 +26,7 @@ import (
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/opentelemetry"
+	"github.com/tideline/tideline/adapters/prometheus"
 	"github.com/tideline/tideline/adapters/s3"
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/adapters/webpush"
@@ -117,6 +118,16 @@ type Config struct {
 	// danger map is drawn without tiles), MapAttribution its credit line.
 	MapTiles       string
 	MapAttribution string
+	// NoMetrics turns the Prometheus metrics off: nothing is counted and
+	// /metrics is not served.
+	NoMetrics bool
+	// MetricsListen, when set, also serves /metrics on this address: to
+	// anyone when it is a loopback address, else to admin and metrics
+	// tokens (the API's port always wants one).
+	MetricsListen string
+	// ReadyLag is how many events a projection may lag while /readyz
+	// says ready (0: api.DefaultReadyLag).
+	ReadyLag uint64
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -166,6 +177,21 @@ type Main struct {
 	// stopTracing sends the spans still buffered.
 	tracer      trace.TracerProvider
 	stopTracing func(context.Context) error
+	// Metrics are the server's Prometheus metrics; nil with
+	// Config.NoMetrics.
+	Metrics *prometheus.Metrics
+	// metricsHTTP serves them on Config.MetricsListen (metricsLn).
+	metricsHTTP *http.Server
+	metricsLn   net.Listener
+}
+
+// MetricsAddr returns the address of the metrics listener
+// (Config.MetricsListen) once Run has returned, or "" without one.
+func (m *Main) MetricsAddr() string {
+	if m.metricsLn == nil {
+		return ""
+	}
+	return m.metricsLn.Addr().String()
 }
 
 // Addr returns the API's listening address once Run has returned.
@@ -266,7 +292,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err, TracerProvider: m.tracer})
+	storeCfg := jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err, TracerProvider: m.tracer}
+	if !c.NoMetrics {
+		m.Metrics = prometheus.New()
+		storeCfg.OnAppend = m.Metrics.ObserveAppend
+	}
+	m.Store, err = jetstream.Open(ctx, m.nc, storeCfg)
 	if err != nil {
 		return err
 	}
@@ -302,7 +333,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openBlobs(); err != nil {
 		return err
 	}
-	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, Blobs: m.Blobs, Links: m.Links, Engines: m.Engines, m: m, ctx: runCtx}
+	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, Blobs: m.Blobs, Links: m.Links, Engines: m.Engines, Metrics: m.Metrics, m: m, ctx: runCtx}
 	h.Serve(api.BlobService(m.Links, m.Blobs))
 	for _, wire := range contexts {
 		if err := wire(ctx, h); err != nil {
@@ -340,6 +371,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.tracer != nil {
 		cfg.Interceptors = append(cfg.Interceptors, opentelemetry.Interceptor(m.tracer))
 	}
+	cfg.ReadyLag = c.ReadyLag
+	if m.Metrics != nil {
+		cfg.Metrics = m.Metrics.Handler()
+		cfg.ObserveCall = m.Metrics.ObserveCall
+	}
 	if m.TuneAPI != nil {
 		m.TuneAPI(&cfg)
 	}
@@ -347,12 +383,22 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	m.failed = make(chan error, 2) // the API's and the metrics' servers
+	if m.Metrics != nil {
+		m.collect()
+		if c.MetricsListen != "" {
+			if err := m.serveMetrics(cfg); err != nil {
+				return err
+			}
+		}
+	} else if c.MetricsListen != "" {
+		return errors.New("--metrics-listen: metrics are off")
+	}
 	m.http = api.NewServer(m.api.Handler())
 	if c.IdleTimeout > 0 {
 		m.http.IdleTimeout = c.IdleTimeout
 	}
 	ln := api.LimitListener(m.ln, cmp.Or(c.MaxConns, api.DefaultMaxConns))
-	m.failed = make(chan error, 1)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -454,6 +500,11 @@ func (m *Main) Close() error {
 			m.http.Close()
 		}
 		cancel()
+	}
+	if m.metricsHTTP != nil {
+		m.metricsHTTP.Close() // scrapes are short; none is worth waiting for
+	} else if m.metricsLn != nil {
+		m.metricsLn.Close()
 	}
 	if m.cancel != nil {
 		m.cancel()
