@@ -73,7 +73,9 @@ func BenchmarkLogin(b *testing.B) {
 	}
 	slices.Sort(lat)
 	slices.Sort(ver)
-	p := func(ds []time.Duration, q float64) float64 { return float64(ds[int(q*float64(len(ds)-1))].Microseconds()) / 1000 }
+	p := func(ds []time.Duration, q float64) float64 {
+		return float64(ds[int(q*float64(len(ds)-1))].Microseconds()) / 1000
+	}
 	b.ReportMetric(p(lat, .5), "p50-ms")
 	b.ReportMetric(p(lat, .99), "p99-ms")
 	b.ReportMetric(p(ver, .5), "verify-p50-ms")

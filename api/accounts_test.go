@@ -8,11 +8,18 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/pquerna/otp/totp"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tideline/tideline/adapters/argon2id"
+	tljs "github.com/tideline/tideline/adapters/jetstream"
+	tltotp "github.com/tideline/tideline/adapters/totp"
+	"github.com/tideline/tideline/domain/es"
 
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/accounts"
@@ -423,4 +430,54 @@ func userCommits(t *testing.T, f *servertest.Server) []string {
 		}
 	}
 	return out
+}
+
+// failUserWrites is the event store with its first append to a user
+// stream failing, as a crash between a sign-up's two commits would.
+type failUserWrites struct {
+	es.Store
+	failed atomic.Bool
+}
+
+func (f *failUserWrites) Append(ctx context.Context, s es.StreamID, evs []proto.Message, o es.AppendOptions) (es.AppendResult, error) {
+	if s.Context == "accounts" && s.Type == "user" && f.failed.CompareAndSwap(false, true) {
+		return es.AppendResult{}, es.Errorf(es.Unavailable, "store down")
+	}
+	return f.Store.Append(ctx, s, evs, o)
+}
+
+// A sign-up that claimed its e-mail but failed before writing the user
+// does not leave the e-mail taken by nobody: the next sign-up finishes it.
+func TestSignUpFinishesAnOrphanedClaim(t *testing.T) {
+	f := servertest.Start(t)
+	ctx := context.Background()
+	keys, err := tljs.OpenAccountKeys(ctx, f.Store.JetStream(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &failUserWrites{Store: f.Store}
+	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{}, tltotp.TOTP{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := accounts.SignUpInput{Email: "orphan@example.com", Password: goodPassword, Role: "walker", DisplayName: "O", Address: "192.0.2.1"}
+	if err := svc.SignUp(ctx, in); es.KindOf(err) != es.Unavailable {
+		t.Fatalf("first sign-up: %v, want Unavailable", err)
+	}
+	if _, err := svc.Login(ctx, accounts.LoginInput{Email: in.Email, Password: goodPassword, Address: "192.0.2.1"}); es.KindOf(err) != es.Unauthenticated {
+		t.Fatalf("login before the retry: %v, want Unauthenticated", err)
+	}
+	if err := svc.SignUp(ctx, in); err != nil {
+		t.Fatalf("retried sign-up: %v", err)
+	}
+	if _, err := svc.Login(ctx, accounts.LoginInput{Email: in.Email, Password: goodPassword, Address: "192.0.2.1"}); err != nil {
+		t.Fatalf("login after the retry: %v", err)
+	}
+	// Once the user exists, the e-mail is taken as before: nothing changes.
+	if err := svc.SignUp(ctx, accounts.SignUpInput{Email: in.Email, Password: "another password 99", Role: "rider", DisplayName: "X", Address: "192.0.2.2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Login(ctx, accounts.LoginInput{Email: in.Email, Password: "another password 99", Address: "192.0.2.2"}); es.KindOf(err) != es.Unauthenticated {
+		t.Fatalf("the second sign-up's password: %v, want Unauthenticated", err)
+	}
 }

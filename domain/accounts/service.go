@@ -143,12 +143,23 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	if holder, _, err := s.claims.Get(ctx, s.emailStream(email)); err != nil {
-		return err
-	} else if holder != "" {
-		return nil
-	}
 	id := strings.ToLower(rand.Text())
+	holder, _, err := s.claims.Get(ctx, s.emailStream(email))
+	if err != nil {
+		return err
+	}
+	if holder != "" {
+		u, _, err := s.users.GetAt(ctx, Stream(holder), es.Latest)
+		if err != nil {
+			return err
+		}
+		if u.ID != "" {
+			return nil // taken: said no differently from a sign-up that worked
+		}
+		// An earlier sign-up claimed the e-mail and failed before it wrote
+		// the user: finish it now, as this one, under the claimed id.
+		id = holder
+	}
 	key, err := s.keys.Create(ctx, id)
 	if err != nil {
 		return es.Wrap(es.Unavailable, "personal data keys", err)
@@ -161,12 +172,14 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.claims.Handle(ctx, s.emailStream(email), id, meta("user:"+id, "api"))
-	if errors.Is(err, ErrEmailTaken) {
-		return s.keys.Delete(ctx, id) // a concurrent sign-up won
-	}
-	if err != nil {
-		return err
+	if holder == "" {
+		_, err = s.claims.Handle(ctx, s.emailStream(email), id, meta("user:"+id, "api"))
+		if errors.Is(err, ErrEmailTaken) {
+			return s.keys.Delete(ctx, id) // a concurrent sign-up won
+		}
+		if err != nil {
+			return err
+		}
 	}
 	_, err = s.users.Handle(ctx, Stream(id), SignUp{UserID: id, Role: role, EmailSealed: emailSealed, NameSealed: nameSealed,
 		PasswordHash: hash, Now: s.now()}, meta("user:"+id, "api"))
