@@ -46,6 +46,12 @@ type Config struct {
 	// fails the append at once, nothing sent. The embedded server's
 	// natsserver.DiskGuard.Err reports a full disk this way.
 	Writable func() error
+	// FailoverWait bounds how long an append keeps retrying while the
+	// stream has no leader (a replicated stream electing a new one, a
+	// node cut off from the majority); default 15 s, longer than a NATS
+	// election (4 to 9 s) after a leader dies. Past it the append fails
+	// with kind Unavailable.
+	FailoverWait time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +69,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 5 * time.Second
+	}
+	if c.FailoverWait <= 0 {
+		c.FailoverWait = 15 * time.Second
 	}
 	c.APIPrefix = strings.TrimSuffix(c.APIPrefix, ".")
 	return c
@@ -86,7 +95,10 @@ type Store struct {
 var _ es.Store = (*Store)(nil)
 
 // Open provisions (creates or updates) the EVENTS stream and returns a
-// store on it.
+// store on it. A replicated stream (Replicas > 1) needs as many
+// JetStream servers: Open waits for them, as long as ctx allows. An
+// existing stream with fewer replicas is raised to Replicas (a stream
+// update; JetStream copies it to the new replicas).
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
 	// The ack timeout also frees the pending slot of an append that is
@@ -97,7 +109,19 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err = WhileClusterForms(ctx, cfg.Replicas, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateStream(ctx, streamConfig(cfg))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
+	}
+	return &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}, nil
+}
+
+// streamConfig is the events stream's configuration.
+func streamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "Tideline events: one message per commit, subject ev.<context>.<type>.<id>",
 		Subjects:    []string{wire.EventsSubjects},
@@ -112,12 +136,46 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
 	}
-	return &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}, nil
 }
+
+// WhileClusterForms calls provision until it succeeds, the error says
+// something other than that the JetStream cluster is not ready (no meta
+// leader yet, too few servers for the replicas), or ctx ends. With
+// replicas 1 it calls provision once: a server alone is ready when it
+// answers.
+func WhileClusterForms(ctx context.Context, replicas int, provision func(ctx context.Context) error) error {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		err := provision(ctx)
+		if err == nil || replicas <= 1 || !clusterForming(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (waiting for a JetStream cluster of %d servers: %w)", err, replicas, ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// clusterForming reports whether err is what JetStream answers while its
+// cluster is still forming.
+func clusterForming(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jsErrCodeClusterNotAvailable, jsErrCodeInsufficientResources, jsErrCodeClusterNoPeers, jsErrCodeClusterNotLeader:
+			return true
+		}
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// Replicas returns the events stream's replica count, which every stream
+// and bucket Tideline provisions beside it shares.
+func (s *Store) Replicas() int { return s.cfg.Replicas }
 
 // JetStream returns the JetStream context the store uses.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
@@ -153,18 +211,44 @@ func (s *Store) sawEnd(seq uint64) {
 	}
 }
 
-// Append implements es.Store. It returns within Config.WriteTimeout
-// whatever ctx allows: es.ErrStoreFull (kind ResourceExhausted) when the
-// server has no room, at once; kind Unavailable when the server cannot be
-// reached or does not acknowledge in time (the commit may then still land).
+// Append implements es.Store. It returns es.ErrStoreFull (kind
+// ResourceExhausted) when the server has no room, at once. On a
+// replicated stream it rides out a leader change: while the stream has no
+// leader (no responders, JetStream's "temporarily unavailable" answers, an
+// acknowledgement that does not come) it publishes the same message again,
+// with the same Nats-Msg-Id, so that the duplicate window stores it once,
+// for up to Config.FailoverWait. It then returns kind Unavailable: the
+// stream has no leader this node can reach (the commit may still land,
+// and a retry with the same idempotency key learns the outcome). The
+// wait for each acknowledgement is bounded by Config.WriteTimeout.
 func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (es.AppendResult, error) {
-	msg, err := encodeCommit(stream, events, opts)
+	msg, err := encodeCommit(stream, events, opts, s.cfg.Replicas > 1)
 	if err != nil {
 		return es.AppendResult{}, err
 	}
 	if err := s.writable(); err != nil {
 		return es.AppendResult{}, err
 	}
+	giveUp := time.Now().Add(s.cfg.FailoverWait)
+	for attempt, backoff := 0, 50*time.Millisecond; ; attempt, backoff = attempt+1, min(2*backoff, time.Second) {
+		res, err := s.publish(ctx, msg, opts, attempt > 0)
+		if err == nil || !s.retriable(err, msg) || ctx.Err() != nil {
+			return res, err
+		}
+		if time.Now().Add(backoff).After(giveUp) {
+			return es.AppendResult{}, es.Wrap(es.Unavailable, fmt.Sprintf("append commit: the event stream has no leader this node can reach (%d attempts in %v); outcome unknown", attempt+1, s.cfg.FailoverWait), err)
+		}
+		select {
+		case <-ctx.Done():
+			return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// publish sends msg once and waits for its acknowledgement. retry says an
+// earlier attempt of msg may have landed.
+func (s *Store) publish(ctx context.Context, msg *nats.Msg, opts es.AppendOptions, retry bool) (es.AppendResult, error) {
 	paf, err := s.js.PublishMsgAsync(msg)
 	if err != nil {
 		return es.AppendResult{}, appendError(err)
@@ -175,7 +259,7 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
 	case err := <-paf.Err():
 		err = appendError(err)
-		if errors.Is(err, es.ErrConflict) && opts.IdempotencyKey != "" {
+		if errors.Is(err, es.ErrConflict) && (opts.IdempotencyKey != "" || retry && msg.Header.Get(jetstream.MsgIDHeader) != "") {
 			seq, found, ferr := s.retriedCommit(ctx, msg, uint64(opts.ExpectedVersion))
 			if ferr != nil {
 				return es.AppendResult{}, ferr
@@ -190,6 +274,33 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 		// idempotency key to learn the outcome.
 		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
 	}
+}
+
+// retriable reports whether publishing msg again may succeed where err
+// failed, without storing it twice: the stream had no leader to take it
+// (nothing stored), or an acknowledgement did not come and msg has a
+// Nats-Msg-Id for the duplicate window to catch a second copy with. Only
+// a replicated stream elects a new leader; a server alone that does not
+// answer is not retried.
+func (s *Store) retriable(err error, msg *nats.Msg) bool {
+	if s.cfg.Replicas <= 1 {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jsErrCodeLastSubjectSeqNotReady, jsErrCodeClusterNotAvailable, jsErrCodeClusterNotLeader:
+			return true
+		}
+		return false
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return true
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return msg.Header.Get(jetstream.MsgIDHeader) != ""
+	}
+	return false
 }
 
 // retriedCommit finds the commit an append with an idempotency key already
@@ -214,6 +325,16 @@ const (
 	jsErrCodeStorageResourcesExceeded = 10047
 )
 
+// JetStream error codes of a cluster without a leader for the request
+// (nats-server's jetstream_errors_generated.go): nothing was stored, and
+// the request may succeed once a leader is elected.
+const (
+	jsErrCodeClusterNoPeers         = 10005 // no suitable peers for placement (too few servers yet)
+	jsErrCodeClusterNotAvailable    = 10008 // JetStream system temporarily unavailable
+	jsErrCodeClusterNotLeader       = 10009 // JetStream cluster can not handle request
+	jsErrCodeLastSubjectSeqNotReady = 10163 // expected last sequence per subject temporarily unavailable (a new leader catching up)
+)
+
 func appendError(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
@@ -223,14 +344,15 @@ func appendError(err error) error {
 		case jsErrCodeAccountResourcesExceeded, jsErrCodeInsufficientResources,
 			jsErrCodeMemoryResourcesExceeded, jsErrCodeStorageResourcesExceeded:
 			return storeFull(err)
-		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount,
+			jsErrCodeClusterNotAvailable, jsErrCodeClusterNotLeader, jsErrCodeLastSubjectSeqNotReady:
 			return es.Wrap(es.Unavailable, "append commit: event store unavailable", err)
 		}
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
 		return es.Wrap(es.Unavailable, "append commit: no acknowledgement in time; outcome unknown", err)
-	case errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
 		return es.Wrap(es.Unavailable, "append commit: event store unavailable", err)
 	}
 	return es.Wrap(es.Unavailable, "append commit", err)
@@ -294,8 +416,11 @@ func (s *Store) Healthy(ctx context.Context) error {
 }
 
 // encodeCommit builds the message for one commit. It validates the stream
-// id and the events before anything is sent.
-func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOptions) (*nats.Msg, error) {
+// id and the events before anything is sent. With alwaysID a commit
+// without an idempotency key gets a Nats-Msg-Id all the same (with its first
+// event's id), so that publishing it again after a lost acknowledgement
+// stores it once.
+func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOptions, alwaysID bool) (*nats.Msg, error) {
 	if err := stream.Validate(); err != nil {
 		return nil, err
 	}
@@ -335,6 +460,8 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 	// of append throughput, so no id is sent.
 	if opts.IdempotencyKey != "" {
 		h.Set(jetstream.MsgIDHeader, stream.String()+"/"+opts.IdempotencyKey)
+	} else if alwaysID { // a space occurs in no key: no client can pick this id
+		h.Set(jetstream.MsgIDHeader, stream.String()+" commit "+commit.Events[0].Id)
 	}
 	if opts.ExpectedVersion != es.AnyVersion {
 		if opts.ExpectedVersion < 0 {

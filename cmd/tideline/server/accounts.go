@@ -16,7 +16,7 @@ import (
 // passwords and TOTP, personal data keys in the ACCOUNT_KEYS bucket, and
 // the users list.
 func accountsModule(ctx context.Context, h *Host) error {
-	keys, err := jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), 1) // as the store: embedded, R1
+	keys, err := jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), h.Store.Replicas())
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ func devicesModule(ctx context.Context, h *Host) error {
 		return err
 	}
 	gate, err := devicegate.Open(ctx, devicegate.Config{Conn: nc, Registry: h.Devices.Registered,
-		EventsStream: h.Store.StreamName(), Rate: h.Config.DeviceRate, Burst: h.Config.DeviceBurst, Logger: h.Logger})
+		EventsStream: h.Store.StreamName(), Replicas: h.Store.Replicas(), Rate: h.Config.DeviceRate, Burst: h.Config.DeviceBurst, Logger: h.Logger})
 	if err != nil {
 		return err
 	}

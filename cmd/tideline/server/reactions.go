@@ -11,7 +11,7 @@ import (
 // startReactions runs the contexts' reactions on one engine until runCtx
 // ends, and returns once they are running.
 func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
-	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: wire.DecodeCommit, Logger: m.Config.Logger}, rs...)
+	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Replicas: m.Store.Replicas(), Decode: wire.DecodeCommit, Logger: m.Config.Logger}, rs...)
 	if err != nil {
 		return err
 	}

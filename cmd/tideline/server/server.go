@@ -7,6 +7,8 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +108,50 @@ type Config struct {
 	// OIDC, when its Issuer or JWKSURL is set, also accepts an external
 	// identity provider's access tokens (api.IdP).
 	OIDC api.IdPConfig
+	// Cluster, when enabled, makes the embedded NATS server one node of a
+	// NATS cluster with JetStream; default: a server alone.
+	Cluster natsserver.Cluster
+	// ServerName is the embedded NATS server's name, unique in a cluster;
+	// default "tideline" alone, else ClusterServerName.
+	ServerName string
+	// Replicas of the events stream and of every stream and bucket beside
+	// it; 0: Replicas(Cluster).
+	Replicas int
+	// FailoverWait bounds how long an append waits for the events stream
+	// to have a leader (jetstream.Config.FailoverWait); 0: its default.
+	FailoverWait time.Duration
+}
+
+// Replicas returns the replica count a server with cluster c gives its
+// streams and buckets by default: 3 in a cluster of at least three nodes,
+// else 1.
+func Replicas(c natsserver.Cluster) int {
+	if c.Enabled() && c.Size() >= 3 {
+		return 3
+	}
+	return 1
+}
+
+// ClusterServerName is a cluster node's default server name: the host's
+// name and a digest of the data dir's absolute path, the same at every
+// start and different for two nodes on one host.
+func ClusterServerName(dataDir string) (string, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", fmt.Errorf("server name: %w", err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("server name: %w", err)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	host = strings.Map(func(r rune) rune {
+		if r == '.' || r == ' ' || r == '*' || r == '>' {
+			return '-'
+		}
+		return r
+	}, host)
+	return host + "-" + hex.EncodeToString(sum[:4]), nil
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -211,6 +258,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ClientListen: c.NATSListen,
 		SyncAlways:   c.SyncAlways,
 		EventsStream: c.EventsStream,
+		Name:         c.ServerName,
+		Cluster:      c.Cluster,
+	}
+	replicas := c.Replicas
+	if replicas == 0 {
+		replicas = Replicas(c.Cluster)
+	}
+	if c.Cluster.Enabled() && nsCfg.Name == "" {
+		if nsCfg.Name, err = ClusterServerName(c.DataDir); err != nil {
+			return err
+		}
 	}
 	if c.NATSListen != "" {
 		if m.Users, err = natsserver.OpenUsers(NATSUserDir(c.DataDir), log); err != nil {
@@ -228,6 +286,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if c.Cluster.Enabled() {
+		log.Info("nats cluster node; waiting for the cluster to form", "cluster", c.Cluster.Name, "server_name", nsCfg.Name,
+			"route_listen", c.Cluster.Listen, "routes", strings.Join(c.Cluster.Routes, ","), "replicas", replicas)
+	}
 	if c.NATSListen != "" {
 		log.Info("nats listening (credentials required)", "url", m.ns.ClientURL(), "registry", NATSUserDir(c.DataDir))
 	}
@@ -242,7 +304,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err})
+	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow,
+		Writable: m.disk.Err, Replicas: replicas, FailoverWait: c.FailoverWait})
 	if err != nil {
 		return err
 	}
