@@ -52,6 +52,10 @@ type Config struct {
 	// election (4 to 9 s) after a leader dies. Past it the append fails
 	// with kind Unavailable.
 	FailoverWait time.Duration
+	// Shared says other processes append to the stream too (the nodes of
+	// a cluster): repositories then check for newer commits before
+	// deciding on a cached state (es.SharedStore). Default: Replicas > 1.
+	Shared bool
 }
 
 func (c Config) withDefaults() Config {
@@ -73,6 +77,7 @@ func (c Config) withDefaults() Config {
 	if c.FailoverWait <= 0 {
 		c.FailoverWait = 15 * time.Second
 	}
+	c.Shared = c.Shared || c.Replicas > 1
 	c.APIPrefix = strings.TrimSuffix(c.APIPrefix, ".")
 	return c
 }
@@ -92,7 +97,10 @@ type Store struct {
 	end atomic.Uint64
 }
 
-var _ es.Store = (*Store)(nil)
+var _ es.SharedStore = (*Store)(nil)
+
+// Shared implements es.SharedStore: Config.Shared.
+func (s *Store) Shared() bool { return s.cfg.Shared }
 
 // Open provisions (creates or updates) the EVENTS stream and returns a
 // store on it. A replicated stream (Replicas > 1) needs as many
@@ -147,7 +155,7 @@ func streamConfig(cfg Config) jetstream.StreamConfig {
 func WhileClusterForms(ctx context.Context, replicas int, provision func(ctx context.Context) error) error {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
 		err := provision(ctx)
-		if err == nil || replicas <= 1 || !clusterForming(err) {
+		if err == nil || replicas <= 1 || !wire.ClusterNotReady(err) {
 			return err
 		}
 		select {
@@ -156,21 +164,6 @@ func WhileClusterForms(ctx context.Context, replicas int, provision func(ctx con
 		case <-time.After(backoff):
 		}
 	}
-}
-
-// clusterForming reports whether err is what JetStream answers while its
-// cluster is still forming.
-func clusterForming(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case jsErrCodeClusterNotAvailable, jsErrCodeInsufficientResources, jsErrCodeClusterNoPeers, jsErrCodeClusterNotLeader:
-			return true
-		}
-		return apiErr.Code == 503
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
 // Replicas returns the events stream's replica count, which every stream
@@ -289,7 +282,7 @@ func (s *Store) retriable(err error, msg *nats.Msg) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case jsErrCodeLastSubjectSeqNotReady, jsErrCodeClusterNotAvailable, jsErrCodeClusterNotLeader:
+		case wire.JSErrCodeLastSubjectSeqNotReady, wire.JSErrCodeClusterNotAvailable, wire.JSErrCodeClusterNotLeader:
 			return true
 		}
 		return false
@@ -325,16 +318,6 @@ const (
 	jsErrCodeStorageResourcesExceeded = 10047
 )
 
-// JetStream error codes of a cluster without a leader for the request
-// (nats-server's jetstream_errors_generated.go): nothing was stored, and
-// the request may succeed once a leader is elected.
-const (
-	jsErrCodeClusterNoPeers         = 10005 // no suitable peers for placement (too few servers yet)
-	jsErrCodeClusterNotAvailable    = 10008 // JetStream system temporarily unavailable
-	jsErrCodeClusterNotLeader       = 10009 // JetStream cluster can not handle request
-	jsErrCodeLastSubjectSeqNotReady = 10163 // expected last sequence per subject temporarily unavailable (a new leader catching up)
-)
-
 func appendError(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
@@ -345,7 +328,7 @@ func appendError(err error) error {
 			jsErrCodeMemoryResourcesExceeded, jsErrCodeStorageResourcesExceeded:
 			return storeFull(err)
 		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount,
-			jsErrCodeClusterNotAvailable, jsErrCodeClusterNotLeader, jsErrCodeLastSubjectSeqNotReady:
+			wire.JSErrCodeClusterNotAvailable, wire.JSErrCodeClusterNotLeader, wire.JSErrCodeLastSubjectSeqNotReady:
 			return es.Wrap(es.Unavailable, "append commit: event store unavailable", err)
 		}
 	}
@@ -474,11 +457,83 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 }
 
 // Load implements es.Store with batched Direct Get on the aggregate's
-// subject: no consumer is created per load.
+// subject: no consumer is created per load. On a replicated stream every
+// replica answers Direct Gets, and a follower may be a few commits behind
+// the leader: Load first asks the leader for the subject's last sequence
+// and reads until the replica it reads from has it, so that a commit
+// acknowledged through any node is seen by a load through any other.
 func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]es.Commit, uint64, error) {
 	if err := stream.Validate(); err != nil {
 		return nil, 0, err
 	}
+	subj := stream.String()
+	if s.cfg.Replicas <= 1 {
+		return s.load(ctx, stream, after)
+	}
+	fence, err := s.leaderLast(ctx, subj)
+	if err != nil {
+		return nil, 0, err
+	}
+	commits, version, err := s.load(ctx, stream, after)
+	if err != nil || version >= fence {
+		return commits, version, err
+	}
+	stale := time.Now().Add(directGetTimeout)
+	for version < fence {
+		if time.Now().After(stale) {
+			return nil, 0, es.Errorf(es.Unavailable, "load %s: this node's replica stays behind the leader (at %d of %d)", subj, version, fence)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, es.Wrap(es.Unavailable, "load: direct get", ctx.Err())
+		case <-time.After(5 * time.Millisecond): // a follower applies within milliseconds
+		}
+		more, v, err := s.load(ctx, stream, version)
+		if err != nil {
+			return nil, 0, err
+		}
+		commits, version = append(commits, more...), v
+	}
+	return commits, version, nil
+}
+
+// leaderLast returns the sequence of the last message on subject as the
+// stream's leader has it (the JetStream API's message get, which only the
+// leader answers), 0 when there is none.
+func (s *Store) leaderLast(ctx context.Context, subject string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, directGetTimeout)
+	defer cancel()
+	req, _ := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+		NoHdr   bool   `json:"no_hdr"`
+	}{subject, true})
+	m, err := s.nc.RequestWithContext(ctx, s.cfg.APIPrefix+".STREAM.MSG.GET."+s.cfg.Stream, req)
+	if err != nil {
+		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", err)
+	}
+	var res struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &res); err != nil {
+		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", err)
+	}
+	switch {
+	case res.Error != nil && res.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil
+	case res.Error != nil:
+		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", res.Error)
+	case res.Message == nil:
+		return 0, es.Errorf(es.Unavailable, "load: the leader's answer for %s has no message", subject)
+	}
+	return res.Message.Seq, nil
+}
+
+// load reads the commits of stream past after from the replica that
+// answers the Direct Get.
+func (s *Store) load(ctx context.Context, stream es.StreamID, after uint64) ([]es.Commit, uint64, error) {
 	subj := stream.String()
 	inbox := s.nc.NewRespInbox()
 	// One batch and its end marker fit the channel, and the next batch is

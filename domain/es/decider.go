@@ -29,6 +29,9 @@ type Repository[S, C any] struct {
 	decider     Decider[S, C]
 	MaxAttempts int // default 5
 
+	// shared: other processes append to the store too (SharedStore).
+	shared bool
+
 	mu    sync.Mutex
 	cache map[StreamID]*list.Element
 	lru   *list.List
@@ -46,8 +49,20 @@ func NewRepository[S, C any](store Store, d Decider[S, C], cacheSize int) *Repos
 	if cacheSize <= 0 {
 		cacheSize = 10000
 	}
-	return &Repository[S, C]{store: store, decider: d, MaxAttempts: 5,
+	s, ok := store.(SharedStore)
+	return &Repository[S, C]{store: store, decider: d, MaxAttempts: 5, shared: ok && s.Shared(),
 		cache: make(map[StreamID]*list.Element), lru: list.New(), limit: cacheSize}
+}
+
+// SharedStore is a Store that may say other processes append to it as
+// well (the nodes of a cluster). A Repository on a shared store does not
+// decide on a cached state alone: a decision that returns an error or no
+// events appends nothing, so no version check would catch a state another
+// node has moved on. It asks the store for the commits past the cached
+// version first (Load with after), which is cheap when there are none.
+type SharedStore interface {
+	Store
+	Shared() bool
 }
 
 // Handle decides cmd against the stream's current state and appends the
@@ -125,7 +140,7 @@ func (r *Repository[S, C]) GetAt(ctx context.Context, stream StreamID, minVersio
 		// Copy under the lock: put updates the entry in place, and a torn
 		// read (old state, new version) would defeat the version check.
 		state, version = c.state, c.version
-		if version >= minVersion {
+		if version >= minVersion && !r.shared {
 			r.mu.Unlock()
 			return state, version, nil
 		}

@@ -16,7 +16,11 @@ import (
 // passwords and TOTP, personal data keys in the ACCOUNT_KEYS bucket, and
 // the users list.
 func accountsModule(ctx context.Context, h *Host) error {
-	keys, err := jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), h.Store.Replicas())
+	var keys *jetstream.AccountKeys
+	err := h.Provision(ctx, func(ctx context.Context) (err error) {
+		keys, err = jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), h.Store.Replicas())
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,14 @@ func (h *Host) Connect(name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// Provision runs provision (creating a stream or bucket) until it
+// succeeds; in a cluster it tries again while JetStream answers that the
+// cluster is not ready or does not answer in time (replicated streams
+// take long to create on a loaded machine), as long as ctx allows.
+func (h *Host) Provision(ctx context.Context, provision func(ctx context.Context) error) error {
+	return jetstream.WhileClusterForms(ctx, h.Store.Replicas(), provision)
+}
+
 // Go runs f until the server closes: f's ctx ends when Close begins, and
 // Close waits for f to return.
 func (h *Host) Go(f func(ctx context.Context)) { h.m.goRun(h.ctx, f) }

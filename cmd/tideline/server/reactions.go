@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/wire"
 )
@@ -11,7 +12,11 @@ import (
 // startReactions runs the contexts' reactions on one engine until runCtx
 // ends, and returns once they are running.
 func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
-	eng, err := reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Replicas: m.Store.Replicas(), Decode: wire.DecodeCommit, Logger: m.Config.Logger}, rs...)
+	var eng *reactions.Engine
+	err := jetstream.WhileClusterForms(ctx, m.Store.Replicas(), func(ctx context.Context) (err error) {
+		eng, err = reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Replicas: m.Store.Replicas(), Decode: wire.DecodeCommit, Logger: m.Config.Logger}, rs...)
+		return err
+	})
 	if err != nil {
 		return err
 	}

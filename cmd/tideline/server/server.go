@@ -305,7 +305,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	m.Store, err = jetstream.Open(ctx, m.nc, jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow,
-		Writable: m.disk.Err, Replicas: replicas, FailoverWait: c.FailoverWait})
+		Writable: m.disk.Err, Replicas: replicas, FailoverWait: c.FailoverWait, Shared: c.Cluster.Enabled()})
 	if err != nil {
 		return err
 	}
