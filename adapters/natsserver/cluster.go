@@ -3,8 +3,11 @@ package natsserver
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -154,6 +157,36 @@ func (c Cluster) apply(opts *server.Options) error {
 		}
 		u.User = url.UserPassword(RouteUser, c.Secret)
 		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// ErrStandaloneStore is returned when a cluster node is started on a
+// store a server alone wrote: nats-server would find its streams in no
+// cluster assignment and delete them as orphans
+// (https://github.com/nats-io/nats-server/issues/5467).
+var ErrStandaloneStore = errors.New("natsserver: this store was written by a server alone; as a cluster node nats-server would delete its streams as orphans. Move its events into the cluster instead (README: From one node to a cluster)")
+
+// checkStandalone returns ErrStandaloneStore when storeDir holds streams
+// but no JetStream cluster state.
+func checkStandalone(storeDir string) error {
+	js := filepath.Join(storeDir, "jetstream")
+	if _, err := os.Stat(filepath.Join(js, "$SYS", "_js_")); err == nil {
+		return nil // a cluster node's store
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("natsserver: %w", err)
+	}
+	accounts, err := os.ReadDir(js)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // a new store
+	} else if err != nil {
+		return fmt.Errorf("natsserver: %w", err)
+	}
+	for _, a := range accounts {
+		streams, err := os.ReadDir(filepath.Join(js, a.Name(), "streams"))
+		if err == nil && len(streams) > 0 {
+			return ErrStandaloneStore
+		}
 	}
 	return nil
 }

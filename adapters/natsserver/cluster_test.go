@@ -1,7 +1,10 @@
 package natsserver_test
 
 import (
+	"errors"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tideline/tideline/adapters/natsserver"
 )
@@ -35,5 +38,34 @@ func TestParseRoutes(t *testing.T) {
 		if _, err := natsserver.ParseRoutes(bad); err == nil {
 			t.Errorf("ParseRoutes(%q) accepted", bad)
 		}
+	}
+}
+
+// A store a server alone wrote is refused as a cluster node's: nats-server
+// would delete its streams as orphans.
+func TestClusterRefusesStandaloneStore(t *testing.T) {
+	dir := t.TempDir()
+	s, err := natsserver.Start(natsserver.Config{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsserver.Connect(s, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	s.Shutdown()
+	s.WaitForShutdown()
+	_, err = natsserver.Start(natsserver.Config{StoreDir: dir, Name: "n1",
+		Cluster: natsserver.Cluster{Name: "tl", Listen: "127.0.0.1:-1", Secret: "0123456789abcdef0123"}})
+	if !errors.Is(err, natsserver.ErrStandaloneStore) {
+		t.Fatalf("cluster node on a standalone store: %v, want ErrStandaloneStore", err)
 	}
 }

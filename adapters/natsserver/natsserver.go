@@ -89,6 +89,9 @@ func Start(cfg Config) (*server.Server, error) {
 		if err := cfg.Cluster.apply(opts); err != nil {
 			return nil, err
 		}
+		if err := checkStandalone(cfg.StoreDir); err != nil {
+			return nil, err
+		}
 		// nats-server starts routing only once its client listener is
 		// up: a cluster node listens on a free loopback port, where the
 		// authenticator refuses every client but registered Users.
