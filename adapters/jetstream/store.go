@@ -102,6 +102,42 @@ var _ es.SharedStore = (*Store)(nil)
 // Shared implements es.SharedStore: Config.Shared.
 func (s *Store) Shared() bool { return s.cfg.Shared }
 
+// Current implements es.SharedStore. A replicated stream's leader answers
+// the reads Load starts with; cut off from the majority it goes on
+// answering, with what it had, until it steps down (up to 10 s). Current
+// asks it whom it has heard from lately: fewer than a majority of the
+// replicas (itself included) within quorumSeen, and Current returns an
+// error of kind Unavailable. On a stream alone it returns nil.
+func (s *Store) Current(ctx context.Context) error {
+	if s.cfg.Replicas <= 1 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, directGetTimeout)
+	defer cancel()
+	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return es.Wrap(es.Unavailable, "event store: ask the stream's leader", err)
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return es.Errorf(es.Unavailable, "event store: stream %s has no leader", s.cfg.Stream)
+	}
+	heard := 1 // the leader
+	for _, p := range info.Cluster.Replicas {
+		if !p.Offline && p.Active <= quorumSeen {
+			heard++
+		}
+	}
+	if 2*heard <= s.cfg.Replicas {
+		return es.Errorf(es.Unavailable, "event store: stream %s's leader %s has heard from %d of %d replicas lately: cut off from the majority", s.cfg.Stream, info.Cluster.Leader, heard, s.cfg.Replicas)
+	}
+	return nil
+}
+
+// quorumSeen is how recently a stream's leader must have heard from a
+// replica to count it: two of NATS's Raft heartbeats (1 s apart).
+const quorumSeen = 2 * time.Second
+
 // Open provisions (creates or updates) the EVENTS stream and returns a
 // store on it. A replicated stream (Replicas > 1) needs as many
 // JetStream servers: Open waits for them, as long as ctx allows. An

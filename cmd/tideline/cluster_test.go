@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -29,6 +30,7 @@ import (
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 	"github.com/tideline/tideline/wire"
 )
 
@@ -36,10 +38,13 @@ import (
 // on loopback, and an observer: a NATS server of the test's own, without
 // JetStream, routed into the cluster with its secret, through which the
 // test asks JetStream who leads the events stream and reads the stream.
+// Every route between two nodes goes through a proxy of the test's
+// (proxies[i][j]: node i dialing node j), so that it can cut a node off.
 type testCluster struct {
 	bin, secret string
-	routes      []string // nats-route:// URLs of the nodes
+	routes      []string // nats-route:// URLs of the nodes, direct
 	nodes       []*clusterNode
+	proxies     [][]*routeProxy
 	observer    *nserver.Server
 	nc          *nats.Conn // in-process, to the observer
 	js          jetstream.JetStream
@@ -52,6 +57,90 @@ type clusterNode struct {
 	mu                   sync.Mutex
 	s                    *e2eServer
 	clients              mixedClients // through s, with the service token
+	downUntil            time.Time    // clients avoid the node until then
+}
+
+// routeProxy forwards TCP connections to a node's route listener until
+// it is cut: then it closes the ones it carries and every new one.
+type routeProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]struct{}
+}
+
+func startRouteProxy(tb testing.TB, target string) *routeProxy {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &routeProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	tb.Cleanup(func() { ln.Close(); p.setCut(true) })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.carry(in)
+		}
+	}()
+	return p
+}
+
+func (p *routeProxy) addr() string { return p.ln.Addr().String() }
+
+// carry pipes in to the target both ways until either side closes or the
+// proxy is cut.
+func (p *routeProxy) carry(in net.Conn) {
+	out, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+	if err != nil {
+		in.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.cut {
+		p.mu.Unlock()
+		in.Close()
+		out.Close()
+		return
+	}
+	p.conns[in], p.conns[out] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(out, in); done <- struct{}{} }()
+	go func() { io.Copy(in, out); done <- struct{}{} }()
+	<-done
+	in.Close()
+	out.Close()
+	p.mu.Lock()
+	delete(p.conns, in)
+	delete(p.conns, out)
+	p.mu.Unlock()
+}
+
+// setCut cuts the proxy (closing what it carries) or heals it.
+func (p *routeProxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
+}
+
+// isolate cuts (or heals) every route to and from node i.
+func (c *testCluster) isolate(i int, cut bool) {
+	for j := range c.nodes {
+		if j != i {
+			c.proxies[i][j].setCut(cut)
+			c.proxies[j][i].setCut(cut)
+		}
+	}
 }
 
 func freeAddr(tb testing.TB) string {
@@ -89,12 +178,20 @@ func startCluster(t *testing.T, bin string) *testCluster {
 		}
 	}
 	// Each node reads its settings from a config file, as a deployment
-	// would; the command line adds only what differs per run.
-	for _, n := range c.nodes {
-		cfg := fmt.Sprintf("data: %s\nlisten: 127.0.0.1:0\nlog-level: info\nserver-name: %s\ncluster:\n  name: tl-test\n  listen: %s\n  secret-file: %s\nroutes:\n",
-			n.dir, n.name, n.routeAddr, secretFile)
-		for _, r := range c.routes {
-			cfg += "  - " + r + "\n"
+	// would. It reaches every other node through a proxy. Nodes tell each
+	// other their route address (gossip), and would then route around the
+	// proxies: each advertises an address where nothing listens.
+	dead := freeAddr(t)
+	c.proxies = make([][]*routeProxy, len(c.nodes))
+	for i, n := range c.nodes {
+		c.proxies[i] = make([]*routeProxy, len(c.nodes))
+		cfg := fmt.Sprintf("data: %s\nlisten: 127.0.0.1:0\nlog-level: info\nserver-name: %s\ncluster:\n  name: tl-test\n  listen: %s\n  secret-file: %s\n  advertise: %s\nroutes:\n",
+			n.dir, n.name, n.routeAddr, secretFile, dead)
+		for j, peer := range c.nodes {
+			if j != i {
+				c.proxies[i][j] = startRouteProxy(t, peer.routeAddr)
+				cfg += "  - nats-route://" + c.proxies[i][j].addr() + "\n"
+			}
 		}
 		if err := os.WriteFile(n.dir+".yaml", []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -115,7 +212,7 @@ func startCluster(t *testing.T, bin string) *testCluster {
 func (c *testCluster) startObserver(t *testing.T) {
 	t.Helper()
 	opts := &nserver.Options{ServerName: "observer", Host: "127.0.0.1", Port: -1, NoSigs: true,
-		Cluster: nserver.ClusterOpts{Name: "tl-test", Host: "127.0.0.1", Port: -1, Username: natsserver.RouteUser, Password: c.secret}}
+		Cluster: nserver.ClusterOpts{Name: "tl-test", Host: "127.0.0.1", Port: -1, Username: natsserver.RouteUser, Password: c.secret, NoAdvertise: true}}
 	for _, r := range c.routes {
 		u, _ := url.Parse(r)
 		u.User = url.UserPassword(natsserver.RouteUser, c.secret)
@@ -183,7 +280,7 @@ func (c *testCluster) restart(t *testing.T, i int, hc *http.Client, tok string) 
 	s := spawnServe(t, c.bin, "--config", n.dir+".yaml")
 	s.waitServing(t, 60*time.Second)
 	n.mu.Lock()
-	n.s, n.clients = s, newMixedClients(hc, s.url, tok)
+	n.s, n.clients, n.downUntil = s, newMixedClients(hc, s.url, tok), time.Time{}
 	n.mu.Unlock()
 }
 
@@ -226,18 +323,29 @@ func retryable(err error) bool {
 
 // callAny sends one request through node home, and while it fails in a
 // way a retry may fix, through the next node, as a client that knows
-// every node's address does. Every request is idempotent (keys, or
-// commands that repeat as no-ops), so a retry never writes twice.
+// every node's address does; a node that failed is avoided for a while.
+// Every request is idempotent (keys, or commands that repeat as no-ops),
+// so a retry never writes twice.
 func callAny(ctx context.Context, c *testCluster, home int, stop *atomic.Bool, do func(mixedClients) (uint64, error)) (uint64, error) {
 	var err error
 	for i := 0; ctx.Err() == nil; i++ {
 		if i > 0 && stop.Load() {
 			return 0, fmt.Errorf("stopped (last: %w)", err)
 		}
+		n := c.nodes[(home+i)%len(c.nodes)]
+		n.mu.Lock()
+		down := time.Now().Before(n.downUntil)
+		n.mu.Unlock()
+		if down && i < len(c.nodes) {
+			continue
+		}
 		var pos uint64
-		if pos, err = do(c.nodes[(home+i)%len(c.nodes)].client()); err == nil || !retryable(err) {
+		if pos, err = do(n.client()); err == nil || !retryable(err) {
 			return pos, err
 		}
+		n.mu.Lock()
+		n.downUntil = time.Now().Add(5 * time.Second)
+		n.mu.Unlock()
 		if i >= len(c.nodes) {
 			select { // every node refused in turn: a moment before the next round
 			case <-ctx.Done():
@@ -424,10 +532,33 @@ func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary, runs a three-node cluster and SIGKILLs its leader under load")
 	}
-	const (
-		workers = 6
-		trials  = 2
-	)
+	clusterProof(t, 2, false)
+}
+
+// Three nodes under load; the events stream's leader is cut off from the
+// others (its routes go through proxies the test cuts) for 15 s: writes
+// through the majority go on, writes through it fail with Unavailable,
+// and after the heal it catches up: every acknowledged write once, every
+// node's read models alike.
+//
+// It runs only with TIDELINE_PARTITION_TEST=1: it fails today. After the
+// heal the cut-off node's read models lack events the majority committed
+// while it was cut off, though they report the stream's last position, and
+// a scan of the stream through the cluster missed acknowledged accepts;
+// the cause (a replica catching up under an ordered consumer, or a
+// diverged replica) is not found yet.
+func TestClusterPartition(t *testing.T) {
+	if testing.Short() || os.Getenv("TIDELINE_PARTITION_TEST") != "1" {
+		t.Skip("known failure, see the comment; set TIDELINE_PARTITION_TEST=1 to run it")
+	}
+	clusterProof(t, 0, true)
+}
+
+// clusterProof runs the load on three nodes, kills and restarts the
+// events stream's leader trials times, cuts it off once if partition,
+// then checks every acknowledged write and every node's read models.
+func clusterProof(t *testing.T, trials int, partition bool) {
+	const workers = 6
 	bin := buildTideline(t)
 	start := time.Now()
 	c := startCluster(t, bin)
@@ -488,18 +619,72 @@ func TestClusterFailover(t *testing.T) {
 		c.restart(t, leader, hc, svcTok)
 		t.Logf("trial %d: %s restarted and serving %v after the kill", trial, c.nodes[leader].name, time.Since(killed).Round(time.Millisecond))
 	}
+
+	if partition {
+		cutOff(t, c, hc, svcTok, acks)
+	}
+
 	mark := acks.count()
-	poll.Until(t, 30*time.Second, "writes through the restarted cluster", func() bool { return acks.count()-mark >= 50 || stop.Load() })
+	poll.Until(t, 30*time.Second, "writes through the cluster at the end", func() bool { return acks.count()-mark >= 50 || stop.Load() })
 	stop.Store(true)
 	wg.Wait()
 	if t.Failed() {
 		return
 	}
+	if len(gaps) > 0 {
+		slices.Sort(gaps)
+		t.Logf("FIGURE failover write unavailability over %d trials (kill -9 of the EVENTS leader, 3 nodes, R3): p50 %v, max %v",
+			len(gaps), gaps[(len(gaps)-1)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
+	}
+	clusterCheck(t, c, hc, adminTok, workers, acks)
+}
 
-	slices.Sort(gaps)
-	t.Logf("FIGURE failover write unavailability over %d trials (kill -9 of the EVENTS leader, 3 nodes, R3): p50 %v, max %v",
-		len(gaps), gaps[(len(gaps)-1)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
+// cutOff cuts the leader's routes. The majority elects another and goes
+// on; writes through the cut-off node fail with Unavailable within
+// --failover-wait, and what it acknowledged is kept.
+func cutOff(t *testing.T, c *testCluster, hc *http.Client, svcTok string, acks *clusterAcks) {
+	x, err := c.leader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := stepsv1connect.NewStepsServiceClient(hc, c.nodes[x].s.url, connect.WithInterceptors(bearerAuth(svcTok)))
+	c.isolate(x, true)
+	cut := time.Now()
+	fromCut := acks.count()
+	var refused []time.Duration
+	for n := 0; len(refused) < 2 || time.Since(cut) < 15*time.Second; n++ {
+		key := fmt.Sprintf("probe-%d", n)
+		began := time.Now()
+		r, err := probe.RecordSteps(context.Background(), connect.NewRequest(&stepsv1.RecordStepsRequest{UserId: "prober", Date: todayUTC(), Steps: int32(n + 1), IdempotencyKey: key}))
+		took := time.Since(began)
+		switch {
+		case err == nil: // taken before the node noticed: it must survive
+			acks.ack(r.Msg.Position, func() { acks.steps[key] = "prober" })
+		case connect.CodeOf(err) != connect.CodeUnavailable || took > 25*time.Second:
+			t.Fatalf("write through the cut-off %s: %v after %v, want Unavailable within --failover-wait (15 s)", c.nodes[x].name, err, took)
+		default:
+			refused = append(refused, took)
+		}
+		if time.Since(cut) > 60*time.Second {
+			t.Fatalf("the cut-off %s still takes writes 60 s after the cut", c.nodes[x].name)
+		}
+	}
+	majority := acks.count() - fromCut
+	if majority < 50 {
+		t.Errorf("%d writes acknowledged through the majority in the %v %s was cut off", majority, time.Since(cut).Round(time.Second), c.nodes[x].name)
+	}
+	c.isolate(x, false)
+	t.Logf("partition: %s (the leader) cut off for %v: %d writes through the majority; writes through it refused with Unavailable after %v and %v",
+		c.nodes[x].name, time.Since(cut).Round(time.Millisecond), majority, refused[0].Round(time.Millisecond), refused[1].Round(time.Millisecond))
+	healed := time.Now()
+	c.nodes[x].s.waitServing(t, 60*time.Second)
+	t.Logf("partition: %s serving again %v after the heal", c.nodes[x].name, time.Since(healed).Round(time.Millisecond))
+}
 
+// clusterCheck waits until every node has caught up and checks that every
+// acknowledged write is in the stream once, no order has two riders, and
+// every node's read models answer alike.
+func clusterCheck(t *testing.T, c *testCluster, hc *http.Client, adminTok string, workers int, acks *clusterAcks) {
 	// Every node catches up to the same end, and answers alike.
 	var last uint64
 	for _, n := range c.nodes {
@@ -513,13 +698,15 @@ func TestClusterFailover(t *testing.T) {
 		riders = append(riders, fmt.Sprintf("rider-%02d", i), fmt.Sprintf("rival-%02d", i))
 		walkers = append(walkers, fmt.Sprintf("walker-%02d", i))
 	}
+	walkers = append(walkers, "prober")
 	views := make([]mixedView, len(c.nodes))
 	for i, n := range c.nodes {
 		views[i] = captureMixed(t, newMixedClients(hc, n.s.url, adminTok), riders, walkers, last)
 	}
 	for i := 1; i < len(views); i++ {
 		if d := views[0].diff(views[i]); d != "" {
-			t.Errorf("%s and %s answer differently: %s", c.nodes[0].name, c.nodes[i].name, d)
+			t.Errorf("%s and %s answer differently: %s\n%s:\n%s\n%s:\n%s", c.nodes[0].name, c.nodes[i].name, d,
+				c.nodes[0].name, c.nodes[0].s.logs, c.nodes[i].name, c.nodes[i].s.logs)
 		}
 	}
 

@@ -59,10 +59,15 @@ func NewRepository[S, C any](store Store, d Decider[S, C], cacheSize int) *Repos
 // decide on a cached state alone: a decision that returns an error or no
 // events appends nothing, so no version check would catch a state another
 // node has moved on. It asks the store for the commits past the cached
-// version first (Load with after), which is cheap when there are none.
+// version first (Load with after), which is cheap when there are none,
+// and before it answers with such a decision it asks Current.
 type SharedStore interface {
 	Store
 	Shared() bool
+	// Current returns nil when what Load returned reflects every commit
+	// acknowledged anywhere; else an error of kind Unavailable (this node
+	// is cut off from the majority, whose commits it cannot see).
+	Current(ctx context.Context) error
 }
 
 // Handle decides cmd against the stream's current state and appends the
@@ -82,6 +87,13 @@ func (r *Repository[S, C]) Handle(ctx context.Context, stream StreamID, cmd C, o
 			return AppendResult{}, err
 		}
 		events, err := r.decider.Decide(state, cmd)
+		if (err != nil || len(events) == 0) && r.shared {
+			// Nothing to append, so no version check: the state must
+			// be the cluster's, not a cut-off node's.
+			if cerr := r.store.(SharedStore).Current(ctx); cerr != nil {
+				return AppendResult{}, cerr
+			}
+		}
 		if err != nil {
 			return AppendResult{}, err
 		}

@@ -24,7 +24,11 @@ func accountsModule(ctx context.Context, h *Host) error {
 	if err != nil {
 		return err
 	}
-	svc, err := accounts.NewService(ctx, h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
+	var svc *accounts.Service
+	err = h.Provision(ctx, func(ctx context.Context) (err error) {
+		svc, err = accounts.NewService(ctx, h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
+		return err
+	})
 	if err != nil {
 		return err
 	}
