@@ -92,3 +92,61 @@ func BenchmarkAppendReplicas(b *testing.B) {
 		})
 	}
 }
+
+// A cluster's stream and buckets with one replica are raised to three by
+// opening them with Replicas 3, keeping what they hold: the upgrade the
+// README describes for a cluster started with --replicas 1.
+func TestClusterRaisesReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	_, conns := natstest.StartCluster(t, 3)
+	ctx := context.Background()
+	s1, err := tljs.Open(ctx, conns[0], tljs.Config{Replicas: 1, Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds, err := tljs.OpenSeeds(ctx, s1.JetStream(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := seeds.Seed(ctx, "raffle-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := estest.NewStream(t)
+	for n := range 50 {
+		estest.MustAppend(t, s1, stream, es.AppendOptions{ExpectedVersion: es.AnyVersion}, estest.Steps("alice", int32(n)))
+	}
+
+	s3, err := tljs.Open(ctx, conns[1], tljs.Config{Replicas: 3})
+	if err != nil {
+		t.Fatalf("reopen with 3 replicas: %v", err)
+	}
+	seeds3, err := tljs.OpenSeeds(ctx, s3.JetStream(), 3)
+	if err != nil {
+		t.Fatalf("reopen seeds with 3 replicas: %v", err)
+	}
+	if again, err := seeds3.Seed(ctx, "raffle-1"); err != nil || string(again) != string(seed) {
+		t.Errorf("seed after the raise: %x, %v; want %x", again, err, seed)
+	}
+	for _, name := range []string{"EVENTS", "KV_" + tljs.SeedsBucket} {
+		st, err := s3.JetStream().Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.Replicas; got != 3 {
+			t.Errorf("stream %s has %d replicas after the raise, want 3", name, got)
+		}
+	}
+	for i, nc := range conns {
+		s, err := tljs.Open(ctx, nc, tljs.Config{Replicas: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		commits, _, err := s.Load(ctx, stream, 0)
+		if err != nil || len(commits) != 50 {
+			t.Errorf("load through node %d after the raise: %d commits, %v; want 50", i, len(commits), err)
+		}
+	}
+}

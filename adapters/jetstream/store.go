@@ -153,7 +153,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
-	err = WhileClusterForms(ctx, cfg.Replicas, func(ctx context.Context) error {
+	err = WhileClusterForms(ctx, cfg.Shared, func(ctx context.Context) error {
 		_, err := js.CreateOrUpdateStream(ctx, streamConfig(cfg))
 		return err
 	})
@@ -185,18 +185,18 @@ func streamConfig(cfg Config) jetstream.StreamConfig {
 
 // WhileClusterForms calls provision until it succeeds, the error says
 // something other than that the JetStream cluster is not ready (no meta
-// leader yet, too few servers for the replicas), or ctx ends. With
-// replicas 1 it calls provision once: a server alone is ready when it
+// leader yet, too few servers for the replicas), or ctx ends. Unless
+// clustered it calls provision once: a server alone is ready when it
 // answers.
-func WhileClusterForms(ctx context.Context, replicas int, provision func(ctx context.Context) error) error {
+func WhileClusterForms(ctx context.Context, clustered bool, provision func(ctx context.Context) error) error {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
 		err := provision(ctx)
-		if err == nil || replicas <= 1 || !wire.ClusterNotReady(err) {
+		if err == nil || !clustered || !wire.ClusterNotReady(err) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (waiting for a JetStream cluster of %d servers: %w)", err, replicas, ctx.Err())
+			return fmt.Errorf("%w (waiting for the JetStream cluster: %w)", err, ctx.Err())
 		case <-time.After(backoff):
 		}
 	}

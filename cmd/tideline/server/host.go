@@ -90,7 +90,7 @@ func (h *Host) Connect(name string) (*nats.Conn, error) {
 // cluster is not ready or does not answer in time (replicated streams
 // take long to create on a loaded machine), as long as ctx allows.
 func (h *Host) Provision(ctx context.Context, provision func(ctx context.Context) error) error {
-	return jetstream.WhileClusterForms(ctx, h.Store.Replicas(), provision)
+	return jetstream.WhileClusterForms(ctx, h.Store.Shared(), provision)
 }
 
 // Go runs f until the server closes: f's ctx ends when Close begins, and

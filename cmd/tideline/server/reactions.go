@@ -13,7 +13,7 @@ import (
 // ends, and returns once they are running.
 func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
 	var eng *reactions.Engine
-	err := jetstream.WhileClusterForms(ctx, m.Store.Replicas(), func(ctx context.Context) (err error) {
+	err := jetstream.WhileClusterForms(ctx, m.Store.Shared(), func(ctx context.Context) (err error) {
 		eng, err = reactions.New(ctx, reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Replicas: m.Store.Replicas(), Decode: wire.DecodeCommit, Logger: m.Config.Logger}, rs...)
 		return err
 	})
