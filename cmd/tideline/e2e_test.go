@@ -152,6 +152,22 @@ func (s *e2eServer) waitServing(tb testing.TB, within time.Duration) {
 	}
 }
 
+// stop sends SIGTERM and waits for the process to shut down cleanly.
+func (s *e2eServer) stop(tb testing.TB) {
+	tb.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		tb.Fatalf("stop: %v", err)
+	}
+	select {
+	case <-s.done:
+		if s.err != nil {
+			tb.Fatalf("serve exited with %v after SIGTERM\n%s", s.err, s.logs)
+		}
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("serve did not exit 30s after SIGTERM\n%s", s.logs)
+	}
+}
+
 // kill sends SIGKILL and reaps the process.
 func (s *e2eServer) kill(tb testing.TB) {
 	tb.Helper()
