@@ -554,10 +554,11 @@ func TestClusterRollingRestart(t *testing.T) {
 //
 // It runs only with TIDELINE_PARTITION_TEST=1: it fails today. After the
 // heal the cut-off node's read models lack events the majority committed
-// while it was cut off, though they report the stream's last position, and
-// a scan of the stream through the cluster missed acknowledged accepts;
-// the cause (a replica catching up under an ordered consumer, or a
-// diverged replica) is not found yet.
+// while it was cut off, though the node reports them caught up. Its log
+// shows every projection's ordered consumer losing its heartbeats at the
+// cut and failing to write snapshots, then nothing: the feeds do not seem
+// to resume after the heal. Once, a scan of the stream through the cluster
+// also missed two acknowledged accepts. The cause is not found yet.
 func TestClusterPartition(t *testing.T) {
 	if testing.Short() || os.Getenv("TIDELINE_PARTITION_TEST") != "1" {
 		t.Skip("known failure, see the comment; set TIDELINE_PARTITION_TEST=1 to run it")
@@ -758,9 +759,11 @@ func clusterCheck(t *testing.T, c *testCluster, hc *http.Client, adminTok string
 		if n := accepts["ev.delivery.order."+order]; n != 1 {
 			t.Errorf("order %s accepted %d times", order, n)
 		}
-		o, err := admin.delivery.GetOrder(context.Background(), connect.NewRequest(&deliveryv1.GetOrderRequest{OrderId: order, MinPosition: last}))
-		if err != nil || o.Msg.Order.Status < status || o.Msg.Order.RiderId != acks.winner[order] {
-			t.Errorf("order %s acked as %v by %s, now %v, %v", order, status, acks.winner[order], o.Msg.GetOrder(), err)
+		for _, n := range c.nodes { // orders are read from the event store, through each node's replica
+			o, err := newMixedClients(hc, n.s.url, adminTok).delivery.GetOrder(context.Background(), connect.NewRequest(&deliveryv1.GetOrderRequest{OrderId: order, MinPosition: last}))
+			if err != nil || o.Msg.Order.Status < status || o.Msg.Order.RiderId != acks.winner[order] {
+				t.Errorf("order %s acked as %v by %s, through %s now %v, %v", order, status, acks.winner[order], n.name, o.Msg.GetOrder(), err)
+			}
 		}
 	}
 	for rider, events := range acks.danger {
