@@ -88,6 +88,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.ServerName, "server-name", "", "this node's NATS server name, unique in the cluster (default: the host name and a digest of --data)")
 	fs.IntVar(&c.Replicas, "replicas", 0, "replicas of the EVENTS stream and of every stream and bucket beside it; 0: 3 in a cluster of at least three nodes (counted from --routes), else 1. Raising it on an existing data dir updates the streams")
 	fs.DurationVar(&c.FailoverWait, "failover-wait", 15*time.Second, "how long a write waits for the EVENTS stream to have a leader (a cluster electing one, a node cut off from the majority) before failing with Unavailable")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "use this existing NATS server or cluster with JetStream (e.g. nats://a:4222,nats://b:4222) instead of the embedded server; the events stay on it (replicas: --replicas, or 3 when it is a cluster)")
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "the credentials file (.creds) to connect to --nats-url with")
 	configFile := fs.String(configFlag, "", "read flags from this YAML (or JSON) file: keys are flag names (cluster-listen: ..., or nested cluster: {listen: ...}); flags on the command line win")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -195,6 +197,15 @@ func clusterFlags(c *server.Config, routes, secretFile string) error {
 	}
 	if c.FailoverWait <= 0 {
 		return fmt.Errorf("--failover-wait: want a positive duration, got %s", c.FailoverWait)
+	}
+	if c.NATSCreds != "" && c.NATSURL == "" {
+		return errors.New("--nats-creds goes with --nats-url")
+	}
+	if c.NATSURL != "" {
+		if c.Cluster.Enabled() || secretFile != "" || c.NATSListen != "" || c.LeafListen != "" {
+			return errors.New("--nats-url uses a NATS server that is not ours: the cluster flags, --nats-listen and --leaf-listen configure the embedded one")
+		}
+		return nil
 	}
 	if !c.Cluster.Enabled() {
 		if secretFile != "" || c.Cluster.Advertise != "" {

@@ -74,10 +74,11 @@ func (h *Host) Serve(ss ...api.Service) { h.services = append(h.services, ss...)
 // Check adds a health check: while it fails the server is NOT_SERVING.
 func (h *Host) Check(check func(ctx context.Context) error) { h.m.checks = append(h.m.checks, check) }
 
-// Connect opens an in-process NATS connection of the Module's own (its
-// traffic apart from the store's); it is closed when the server closes.
+// Connect opens a NATS connection of the Module's own (its traffic apart
+// from the store's): in-process to the embedded server, else to
+// Config.NATSURL; it is closed when the server closes.
 func (h *Host) Connect(name string) (*nats.Conn, error) {
-	nc, err := natsserver.Connect(h.m.ns, name)
+	nc, err := h.m.connect(name)
 	if err != nil {
 		return nil, err
 	}
