@@ -58,6 +58,16 @@ type Config struct {
 	// idempotency key) and its error: the metrics' append latency,
 	// conflicts and retries. It must be quick and safe for concurrent use.
 	OnAppend func(took time.Duration, duplicate bool, err error)
+	// FailoverWait bounds how long an append keeps retrying while the
+	// stream has no leader (a replicated stream electing a new one, a
+	// node cut off from the majority); default 15 s, longer than a NATS
+	// election (4 to 9 s) after a leader dies. Past it the append fails
+	// with kind Unavailable.
+	FailoverWait time.Duration
+	// Shared says other processes append to the stream too (the nodes of
+	// a cluster): repositories then check for newer commits before
+	// deciding on a cached state (es.SharedStore). Default: Replicas > 1.
+	Shared bool
 }
 
 func (c Config) withDefaults() Config {
@@ -76,6 +86,10 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 5 * time.Second
 	}
+	if c.FailoverWait <= 0 {
+		c.FailoverWait = 15 * time.Second
+	}
+	c.Shared = c.Shared || c.Replicas > 1
 	c.APIPrefix = strings.TrimSuffix(c.APIPrefix, ".")
 	return c
 }
@@ -100,10 +114,52 @@ type Store struct {
 // tracerName names the spans the store and its runners start.
 const tracerName = "github.com/tideline/tideline/adapters/jetstream"
 
-var _ es.Store = (*Store)(nil)
+var _ es.SharedStore = (*Store)(nil)
+
+// Shared implements es.SharedStore: Config.Shared.
+func (s *Store) Shared() bool { return s.cfg.Shared }
+
+// Current implements es.SharedStore. A replicated stream's leader answers
+// the reads Load starts with; cut off from the majority it goes on
+// answering, with what it had, until it steps down (up to 10 s). Current
+// asks it whom it has heard from lately: fewer than a majority of the
+// replicas (itself included) within quorumSeen, and Current returns an
+// error of kind Unavailable. On a stream alone it returns nil.
+func (s *Store) Current(ctx context.Context) error {
+	if s.cfg.Replicas <= 1 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, directGetTimeout)
+	defer cancel()
+	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return es.Wrap(es.Unavailable, "event store: ask the stream's leader", err)
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return es.Errorf(es.Unavailable, "event store: stream %s has no leader", s.cfg.Stream)
+	}
+	heard := 1 // the leader
+	for _, p := range info.Cluster.Replicas {
+		if !p.Offline && p.Active <= quorumSeen {
+			heard++
+		}
+	}
+	if 2*heard <= s.cfg.Replicas {
+		return es.Errorf(es.Unavailable, "event store: stream %s's leader %s has heard from %d of %d replicas lately: cut off from the majority", s.cfg.Stream, info.Cluster.Leader, heard, s.cfg.Replicas)
+	}
+	return nil
+}
+
+// quorumSeen is how recently a stream's leader must have heard from a
+// replica to count it: two of NATS's Raft heartbeats (1 s apart).
+const quorumSeen = 2 * time.Second
 
 // Open provisions (creates or updates) the EVENTS stream and returns a
-// store on it.
+// store on it. A replicated stream (Replicas > 1) needs as many
+// JetStream servers: Open waits for them, as long as ctx allows. An
+// existing stream with fewer replicas is raised to Replicas (a stream
+// update; JetStream copies it to the new replicas).
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
 	// The ack timeout also frees the pending slot of an append that is
@@ -114,7 +170,23 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err = WhileClusterForms(ctx, cfg.Shared, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateStream(ctx, streamConfig(cfg))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
+	}
+	st := &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}
+	if cfg.TracerProvider != nil {
+		st.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	return st, nil
+}
+
+// streamConfig is the events stream's configuration.
+func streamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "Tideline events: one message per commit, subject ev.<context>.<type>.<id>",
 		Subjects:    []string{wire.EventsSubjects},
@@ -129,16 +201,31 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
 	}
-	st := &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}
-	if cfg.TracerProvider != nil {
-		st.tracer = cfg.TracerProvider.Tracer(tracerName)
-	}
-	return st, nil
 }
+
+// WhileClusterForms calls provision until it succeeds, the error says
+// something other than that the JetStream cluster is not ready (no meta
+// leader yet, too few servers for the replicas), or ctx ends. Unless
+// clustered it calls provision once: a server alone is ready when it
+// answers.
+func WhileClusterForms(ctx context.Context, clustered bool, provision func(ctx context.Context) error) error {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		err := provision(ctx)
+		if err == nil || !clustered || !wire.ClusterNotReady(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (waiting for the JetStream cluster: %w)", err, ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// Replicas returns the events stream's replica count, which every stream
+// and bucket Tideline provisions beside it shares.
+func (s *Store) Replicas() int { return s.cfg.Replicas }
 
 // JetStream returns the JetStream context the store uses.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
@@ -174,10 +261,16 @@ func (s *Store) sawEnd(seq uint64) {
 	}
 }
 
-// Append implements es.Store. It returns within Config.WriteTimeout
-// whatever ctx allows: es.ErrStoreFull (kind ResourceExhausted) when the
-// server has no room, at once; kind Unavailable when the server cannot be
-// reached or does not acknowledge in time (the commit may then still land).
+// Append implements es.Store. It returns es.ErrStoreFull (kind
+// ResourceExhausted) when the server has no room, at once. On a
+// replicated stream it rides out a leader change: while the stream has no
+// leader (no responders, JetStream's "temporarily unavailable" answers, an
+// acknowledgement that does not come) it publishes the same message again,
+// with the same Nats-Msg-Id, so that the duplicate window stores it once,
+// for up to Config.FailoverWait. It then returns kind Unavailable: the
+// stream has no leader this node can reach (the commit may still land,
+// and a retry with the same idempotency key learns the outcome). The
+// wait for each acknowledgement is bounded by Config.WriteTimeout.
 //
 // With Config.TracerProvider set and a span in ctx (an RPC's, a
 // reaction's), the append is a span "append", child of that one, whose
@@ -195,7 +288,7 @@ func (s *Store) Append(ctx context.Context, stream es.StreamID, events []proto.M
 }
 
 func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.Message, opts es.AppendOptions) (res es.AppendResult, err error) {
-	msg, err := encodeCommit(stream, events, opts)
+	msg, err := encodeCommit(stream, events, opts, s.cfg.Replicas > 1)
 	if err != nil {
 		return es.AppendResult{}, err
 	}
@@ -219,6 +312,26 @@ func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.M
 	if err := s.writable(); err != nil {
 		return es.AppendResult{}, err
 	}
+	giveUp := time.Now().Add(s.cfg.FailoverWait)
+	for attempt, backoff := 0, 50*time.Millisecond; ; attempt, backoff = attempt+1, min(2*backoff, time.Second) {
+		res, err := s.publish(ctx, msg, opts, attempt > 0)
+		if err == nil || !s.retriable(err, msg) || ctx.Err() != nil {
+			return res, err
+		}
+		if time.Now().Add(backoff).After(giveUp) {
+			return es.AppendResult{}, es.Wrap(es.Unavailable, fmt.Sprintf("append commit: the event stream has no leader this node can reach (%d attempts in %v); outcome unknown", attempt+1, s.cfg.FailoverWait), err)
+		}
+		select {
+		case <-ctx.Done():
+			return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// publish sends msg once and waits for its acknowledgement. retry says an
+// earlier attempt of msg may have landed.
+func (s *Store) publish(ctx context.Context, msg *nats.Msg, opts es.AppendOptions, retry bool) (es.AppendResult, error) {
 	paf, err := s.js.PublishMsgAsync(msg)
 	if err != nil {
 		return es.AppendResult{}, appendError(err)
@@ -229,7 +342,7 @@ func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.M
 		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
 	case err := <-paf.Err():
 		err = appendError(err)
-		if errors.Is(err, es.ErrConflict) && opts.IdempotencyKey != "" {
+		if errors.Is(err, es.ErrConflict) && (opts.IdempotencyKey != "" || retry && msg.Header.Get(jetstream.MsgIDHeader) != "") {
 			seq, found, ferr := s.retriedCommit(ctx, msg, uint64(opts.ExpectedVersion))
 			if ferr != nil {
 				return es.AppendResult{}, ferr
@@ -244,6 +357,33 @@ func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.M
 		// idempotency key to learn the outcome.
 		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
 	}
+}
+
+// retriable reports whether publishing msg again may succeed where err
+// failed, without storing it twice: the stream had no leader to take it
+// (nothing stored), or an acknowledgement did not come and msg has a
+// Nats-Msg-Id for the duplicate window to catch a second copy with. Only
+// a replicated stream elects a new leader; a server alone that does not
+// answer is not retried.
+func (s *Store) retriable(err error, msg *nats.Msg) bool {
+	if s.cfg.Replicas <= 1 {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case wire.JSErrCodeLastSubjectSeqNotReady, wire.JSErrCodeClusterNotAvailable, wire.JSErrCodeClusterNotLeader:
+			return true
+		}
+		return false
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return true
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return msg.Header.Get(jetstream.MsgIDHeader) != ""
+	}
+	return false
 }
 
 // retriedCommit finds the commit an append with an idempotency key already
@@ -277,14 +417,15 @@ func appendError(err error) error {
 		case jsErrCodeAccountResourcesExceeded, jsErrCodeInsufficientResources,
 			jsErrCodeMemoryResourcesExceeded, jsErrCodeStorageResourcesExceeded:
 			return storeFull(err)
-		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount,
+			wire.JSErrCodeClusterNotAvailable, wire.JSErrCodeClusterNotLeader, wire.JSErrCodeLastSubjectSeqNotReady:
 			return es.Wrap(es.Unavailable, "append commit: event store unavailable", err)
 		}
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
 		return es.Wrap(es.Unavailable, "append commit: no acknowledgement in time; outcome unknown", err)
-	case errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
 		return es.Wrap(es.Unavailable, "append commit: event store unavailable", err)
 	}
 	return es.Wrap(es.Unavailable, "append commit", err)
@@ -348,8 +489,11 @@ func (s *Store) Healthy(ctx context.Context) error {
 }
 
 // encodeCommit builds the message for one commit. It validates the stream
-// id and the events before anything is sent.
-func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOptions) (*nats.Msg, error) {
+// id and the events before anything is sent. With alwaysID a commit
+// without an idempotency key gets a Nats-Msg-Id all the same (with its first
+// event's id), so that publishing it again after a lost acknowledgement
+// stores it once.
+func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOptions, alwaysID bool) (*nats.Msg, error) {
 	if err := stream.Validate(); err != nil {
 		return nil, err
 	}
@@ -389,6 +533,8 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 	// of append throughput, so no id is sent.
 	if opts.IdempotencyKey != "" {
 		h.Set(jetstream.MsgIDHeader, stream.String()+"/"+opts.IdempotencyKey)
+	} else if alwaysID { // a space occurs in no key: no client can pick this id
+		h.Set(jetstream.MsgIDHeader, stream.String()+" commit "+commit.Events[0].Id)
 	}
 	if opts.ExpectedVersion != es.AnyVersion {
 		if opts.ExpectedVersion < 0 {
@@ -401,11 +547,83 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 }
 
 // Load implements es.Store with batched Direct Get on the aggregate's
-// subject: no consumer is created per load.
+// subject: no consumer is created per load. On a replicated stream every
+// replica answers Direct Gets, and a follower may be a few commits behind
+// the leader: Load first asks the leader for the subject's last sequence
+// and reads until the replica it reads from has it, so that a commit
+// acknowledged through any node is seen by a load through any other.
 func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]es.Commit, uint64, error) {
 	if err := stream.Validate(); err != nil {
 		return nil, 0, err
 	}
+	subj := stream.String()
+	if s.cfg.Replicas <= 1 {
+		return s.load(ctx, stream, after)
+	}
+	fence, err := s.leaderLast(ctx, subj)
+	if err != nil {
+		return nil, 0, err
+	}
+	commits, version, err := s.load(ctx, stream, after)
+	if err != nil || version >= fence {
+		return commits, version, err
+	}
+	stale := time.Now().Add(directGetTimeout)
+	for version < fence {
+		if time.Now().After(stale) {
+			return nil, 0, es.Errorf(es.Unavailable, "load %s: this node's replica stays behind the leader (at %d of %d)", subj, version, fence)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, es.Wrap(es.Unavailable, "load: direct get", ctx.Err())
+		case <-time.After(5 * time.Millisecond): // a follower applies within milliseconds
+		}
+		more, v, err := s.load(ctx, stream, version)
+		if err != nil {
+			return nil, 0, err
+		}
+		commits, version = append(commits, more...), v
+	}
+	return commits, version, nil
+}
+
+// leaderLast returns the sequence of the last message on subject as the
+// stream's leader has it (the JetStream API's message get, which only the
+// leader answers), 0 when there is none.
+func (s *Store) leaderLast(ctx context.Context, subject string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, directGetTimeout)
+	defer cancel()
+	req, _ := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+		NoHdr   bool   `json:"no_hdr"`
+	}{subject, true})
+	m, err := s.nc.RequestWithContext(ctx, s.cfg.APIPrefix+".STREAM.MSG.GET."+s.cfg.Stream, req)
+	if err != nil {
+		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", err)
+	}
+	var res struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &res); err != nil {
+		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", err)
+	}
+	switch {
+	case res.Error != nil && res.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil
+	case res.Error != nil:
+		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", res.Error)
+	case res.Message == nil:
+		return 0, es.Errorf(es.Unavailable, "load: the leader's answer for %s has no message", subject)
+	}
+	return res.Message.Seq, nil
+}
+
+// load reads the commits of stream past after from the replica that
+// answers the Direct Get.
+func (s *Store) load(ctx context.Context, stream es.StreamID, after uint64) ([]es.Commit, uint64, error) {
 	subj := stream.String()
 	inbox := s.nc.NewRespInbox()
 	// One batch and its end marker fit the channel, and the next batch is

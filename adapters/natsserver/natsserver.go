@@ -30,8 +30,12 @@ type Config struct {
 	// one node at a large cost in throughput. Default: the server's
 	// periodic sync, which already survives kill -9 with no acked loss.
 	SyncAlways bool
-	// Name of the server; defaults to "tideline".
+	// Name of the server; defaults to "tideline". Each node of a cluster
+	// needs a name of its own (required with Cluster).
 	Name string
+	// Cluster, when enabled, makes this server one node of a NATS cluster
+	// with JetStream (see Cluster); default: a server alone.
+	Cluster Cluster
 	// Logs enables nats-server's own logging to stderr.
 	Logs bool
 	// JetStreamDomain names this server's JetStream domain. Leaf nodes that
@@ -80,6 +84,20 @@ func Start(cfg Config) (*server.Server, error) {
 		NoSigs:             true,
 		MaxPayload:         8 << 20,
 		JetStreamMaxMemory: 1 << 30,
+	}
+	if cfg.Cluster.Enabled() {
+		if err := cfg.Cluster.apply(opts); err != nil {
+			return nil, err
+		}
+		if err := checkStandalone(cfg.StoreDir); err != nil {
+			return nil, err
+		}
+		// nats-server starts routing only once its client listener is
+		// up: a cluster node listens on a free loopback port, where the
+		// authenticator refuses every client but registered Users.
+		if cfg.ClientListen == "" {
+			opts.DontListen, opts.Host, opts.Port = false, "127.0.0.1", -1
+		}
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "tideline"

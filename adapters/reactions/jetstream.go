@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tideline/tideline/wire"
 )
 
 // subscriber is a watermill Subscriber over JetStream durable consumers.
@@ -55,7 +57,21 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, err
 	}
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+	// In a cluster the consumer is one for all nodes, replicated as the
+	// stream; creating it waits out a cluster that is forming or too
+	// loaded to answer in time (ctx ends the wait; Close waits for it).
+	var cons jetstream.Consumer
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		if cons, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg); err == nil || !wire.ClusterNotReady(err) {
+			break
+		}
+		s.log.Warn("consumer not ready; trying again", "consumer", cfg.Durable, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		case <-time.After(backoff):
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}

@@ -71,6 +71,9 @@ type Config struct {
 	Conn *nats.Conn
 	// Stream is the events stream; default wire.EventsStream.
 	Stream string
+	// Replicas of the poison stream, as the events stream's; default 1.
+	// The reactions' durable consumers take the events stream's.
+	Replicas int
 	// Decode decodes commits (required).
 	Decode Decoder
 	Logger *slog.Logger
@@ -173,6 +176,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		Description: "commits that reactions failed to handle, with the reason in headers",
 		Subjects:    []string{PoisonSubjectPrefix + ".>"},
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(cfg.Replicas, 1),
 	}); err != nil {
 		return nil, fmt.Errorf("reactions: provision %s stream: %w", PoisonStream, err)
 	}

@@ -101,36 +101,70 @@ func (l *serveLog) String() string {
 // still running.
 func startServe(tb testing.TB, bin, dir string) *e2eServer {
 	tb.Helper()
+	s := spawnServe(tb, bin, "--data", dir, "--listen", "127.0.0.1:0", "--log-level", "info")
+	s.waitServing(tb, 30*time.Second)
+	return s
+}
+
+// spawnServe starts `tideline serve args...` and returns at once. The
+// test's cleanup kills it if it is still running.
+func spawnServe(tb testing.TB, bin string, args ...string) *e2eServer {
+	tb.Helper()
 	s := &e2eServer{logs: &serveLog{url: make(chan string, 1)}, done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-level", "info")
+	s.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
 	s.cmd.Stderr = s.logs
 	if err := s.cmd.Start(); err != nil {
 		tb.Fatalf("start serve: %v", err)
 	}
 	go func() { s.err = s.cmd.Wait(); close(s.done) }()
 	tb.Cleanup(func() { s.kill(tb) })
+	return s
+}
 
-	deadline := time.After(30 * time.Second)
-	select {
-	case s.url = <-s.logs.url:
-	case <-s.done:
-		tb.Fatalf("serve exited before serving: %v\n%s", s.err, s.logs)
-	case <-deadline:
-		tb.Fatalf("serve logged no url within 30s\n%s", s.logs)
+// waitServing returns once s has logged its URL (unless it already has)
+// and answers health checks with SERVING, failing tb if that takes longer
+// than within.
+func (s *e2eServer) waitServing(tb testing.TB, within time.Duration) {
+	tb.Helper()
+	deadline := time.After(within)
+	if s.url == "" {
+		select {
+		case s.url = <-s.logs.url:
+		case <-s.done:
+			tb.Fatalf("serve exited before serving: %v\n%s", s.err, s.logs)
+		case <-deadline:
+			tb.Fatalf("serve logged no url within %v\n%s", within, s.logs)
+		}
 	}
 	health := healthv1connect.NewHealthClient(http.DefaultClient, s.url)
 	for {
 		res, err := health.Check(context.Background(), connect.NewRequest(&healthv1.HealthCheckRequest{}))
 		if err == nil && res.Msg.Status == healthv1.HealthCheckResponse_SERVING {
-			return s
+			return
 		}
 		select {
 		case <-s.done:
 			tb.Fatalf("serve exited: %v\n%s", s.err, s.logs)
 		case <-deadline:
-			tb.Fatalf("serve not healthy within 30s: %v\n%s", err, s.logs)
+			tb.Fatalf("serve not healthy within %v: %v\n%s", within, err, s.logs)
 		case <-time.After(10 * time.Millisecond): // poll interval
 		}
+	}
+}
+
+// stop sends SIGTERM and waits for the process to shut down cleanly.
+func (s *e2eServer) stop(tb testing.TB) {
+	tb.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		tb.Fatalf("stop: %v", err)
+	}
+	select {
+	case <-s.done:
+		if s.err != nil {
+			tb.Fatalf("serve exited with %v after SIGTERM\n%s", s.err, s.logs)
+		}
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("serve did not exit 30s after SIGTERM\n%s", s.logs)
 	}
 }
 

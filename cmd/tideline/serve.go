@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 
+	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
@@ -95,7 +96,26 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.MapTiles, "map-tiles", "", "the web console's map tiles, a URL template such as https://tile.openstreetmap.org/{z}/{x}/{y}.png; default: the danger map's cells on a plain canvas with a scale (for offline machines)")
 	fs.StringVar(&c.MapAttribution, "map-attribution", "", "the credit line the tiles' licence asks for, shown on the map with --map-tiles, e.g. '© OpenStreetMap contributors'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.Cluster.Name, "cluster-name", "", "join a NATS cluster of this name (the same on every node), with --cluster-listen, --routes and --cluster-secret-file; default: a server alone")
+	fs.StringVar(&c.Cluster.Listen, "cluster-listen", "", "accept the other cluster nodes' routes on this address, e.g. 0.0.0.0:6222")
+	fs.StringVar(&c.Cluster.Advertise, "cluster-advertise", "", "the host:port the other nodes reach this node's routes at, when not --cluster-listen's (0.0.0.0, NAT)")
+	routes := fs.String("routes", "", "the cluster nodes' route URLs, comma-separated, this node's own may be among them: nats-route://a:6222,nats-route://b:6222,nats-route://c:6222")
+	secretFile := fs.String("cluster-secret-file", "", "a file holding the cluster's shared secret (the same on every node): routes present it and accept only it; required with --cluster-name")
+	fs.StringVar(&c.ServerName, "server-name", "", "this node's NATS server name, unique in the cluster (default: the host name and a digest of --data)")
+	fs.IntVar(&c.Replicas, "replicas", 0, "replicas of the EVENTS stream and of every stream and bucket beside it; 0: 3 in a cluster of at least three nodes (counted from --routes), else 1. Raising it on an existing data dir updates the streams")
+	fs.DurationVar(&c.FailoverWait, "failover-wait", 15*time.Second, "how long a write waits for the EVENTS stream to have a leader (a cluster electing one, a node cut off from the majority) before failing with Unavailable")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "use this existing NATS server or cluster with JetStream (e.g. nats://a:4222,nats://b:4222) instead of the embedded server; the events stay on it (replicas: --replicas, or 3 when it is a cluster)")
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "the credentials file (.creds) to connect to --nats-url with")
+	configFile := fs.String(configFlag, "", "read flags from this YAML (or JSON) file: keys are flag names (cluster-listen: ..., or nested cluster: {listen: ...}); flags on the command line win")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return err
+		}
+	}
+	if err := clusterFlags(&c, *routes, *secretFile); err != nil {
 		return err
 	}
 	c.NoMetrics = !*metrics
@@ -191,4 +211,52 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		c.Logger.Error("stopping", "err", err)
 	}
 	return errors.Join(err, m.Close())
+}
+
+// clusterFlags checks the cluster flags and sets c.Cluster's routes and
+// secret: a cluster needs a name, a route listener and a secret.
+func clusterFlags(c *server.Config, routes, secretFile string) error {
+	var err error
+	if c.Cluster.Routes, err = natsserver.ParseRoutes(routes); err != nil {
+		return fmt.Errorf("--routes: %w", err)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("--replicas: want 0 (automatic) to 5, got %d", c.Replicas)
+	}
+	if c.FailoverWait <= 0 {
+		return fmt.Errorf("--failover-wait: want a positive duration, got %s", c.FailoverWait)
+	}
+	if c.NATSCreds != "" && c.NATSURL == "" {
+		return errors.New("--nats-creds goes with --nats-url")
+	}
+	if c.NATSURL != "" {
+		if c.Cluster.Enabled() || secretFile != "" || c.NATSListen != "" || c.LeafListen != "" {
+			return errors.New("--nats-url uses a NATS server that is not ours: the cluster flags, --nats-listen and --leaf-listen configure the embedded one")
+		}
+		return nil
+	}
+	if !c.Cluster.Enabled() {
+		if secretFile != "" || c.Cluster.Advertise != "" {
+			return errors.New("--cluster-secret-file and --cluster-advertise go with --cluster-name")
+		}
+		if c.Replicas > 1 {
+			return fmt.Errorf("--replicas %d needs a cluster (--cluster-name): a server alone holds one replica", c.Replicas)
+		}
+		return nil
+	}
+	if c.Cluster.Name == "" || c.Cluster.Listen == "" {
+		return errors.New("a cluster node needs --cluster-name and --cluster-listen (and --routes to the other nodes)")
+	}
+	if secretFile == "" {
+		return errors.New("--cluster-name needs --cluster-secret-file: routes must authenticate, or anyone reaching the route port could join and read every event")
+	}
+	secret, err := os.ReadFile(secretFile)
+	if err != nil {
+		return fmt.Errorf("--cluster-secret-file: %w", err)
+	}
+	c.Cluster.Secret = strings.TrimSpace(string(secret))
+	if len(c.Cluster.Secret) < 16 {
+		return fmt.Errorf("--cluster-secret-file %s: want a secret of at least 16 characters, e.g. from 'openssl rand -hex 32'", secretFile)
+	}
+	return nil
 }

@@ -29,6 +29,9 @@ type Repository[S, C any] struct {
 	decider     Decider[S, C]
 	MaxAttempts int // default 5
 
+	// shared: other processes append to the store too (SharedStore).
+	shared bool
+
 	mu    sync.Mutex
 	cache map[StreamID]*list.Element
 	lru   *list.List
@@ -46,8 +49,25 @@ func NewRepository[S, C any](store Store, d Decider[S, C], cacheSize int) *Repos
 	if cacheSize <= 0 {
 		cacheSize = 10000
 	}
-	return &Repository[S, C]{store: store, decider: d, MaxAttempts: 5,
+	s, ok := store.(SharedStore)
+	return &Repository[S, C]{store: store, decider: d, MaxAttempts: 5, shared: ok && s.Shared(),
 		cache: make(map[StreamID]*list.Element), lru: list.New(), limit: cacheSize}
+}
+
+// SharedStore is a Store that may say other processes append to it as
+// well (the nodes of a cluster). A Repository on a shared store does not
+// decide on a cached state alone: a decision that returns an error or no
+// events appends nothing, so no version check would catch a state another
+// node has moved on. It asks the store for the commits past the cached
+// version first (Load with after), which is cheap when there are none,
+// and before it answers with such a decision it asks Current.
+type SharedStore interface {
+	Store
+	Shared() bool
+	// Current returns nil when what Load returned reflects every commit
+	// acknowledged anywhere; else an error of kind Unavailable (this node
+	// is cut off from the majority, whose commits it cannot see).
+	Current(ctx context.Context) error
 }
 
 // Handle decides cmd against the stream's current state and appends the
@@ -67,6 +87,13 @@ func (r *Repository[S, C]) Handle(ctx context.Context, stream StreamID, cmd C, o
 			return AppendResult{}, err
 		}
 		events, err := r.decider.Decide(state, cmd)
+		if (err != nil || len(events) == 0) && r.shared {
+			// Nothing to append, so no version check: the state must
+			// be the cluster's, not a cut-off node's.
+			if cerr := r.store.(SharedStore).Current(ctx); cerr != nil {
+				return AppendResult{}, cerr
+			}
+		}
 		if err != nil {
 			return AppendResult{}, err
 		}
@@ -125,7 +152,7 @@ func (r *Repository[S, C]) GetAt(ctx context.Context, stream StreamID, minVersio
 		// Copy under the lock: put updates the entry in place, and a torn
 		// read (old state, new version) would defeat the version check.
 		state, version = c.state, c.version
-		if version >= minVersion {
+		if version >= minVersion && !r.shared {
 			r.mu.Unlock()
 			return state, version, nil
 		}

@@ -16,11 +16,19 @@ import (
 // passwords and TOTP, personal data keys in the ACCOUNT_KEYS bucket, and
 // the users list.
 func accountsModule(ctx context.Context, h *Host) error {
-	keys, err := jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), 1) // as the store: embedded, R1
+	var keys *jetstream.AccountKeys
+	err := h.Provision(ctx, func(ctx context.Context) (err error) {
+		keys, err = jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), h.Store.Replicas())
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	svc, err := accounts.NewService(ctx, h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
+	var svc *accounts.Service
+	err = h.Provision(ctx, func(ctx context.Context) (err error) {
+		svc, err = accounts.NewService(ctx, h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,11 @@ func (m *Main) openBlobs() error {
 	if c.S3.Endpoint != "" {
 		m.Blobs, err = s3.New(c.S3)
 	} else {
-		m.Blobs, err = objectstore.New(m.nc, objectstore.Config{Writable: m.disk.Err})
+		var writable func() error
+		if m.disk != nil {
+			writable = m.disk.Err
+		}
+		m.Blobs, err = objectstore.New(m.nc, objectstore.Config{Writable: writable, Replicas: m.Store.Replicas()})
 	}
 	if err != nil {
 		return err

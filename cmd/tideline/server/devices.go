@@ -24,8 +24,12 @@ func devicesModule(ctx context.Context, h *Host) error {
 	if err != nil {
 		return err
 	}
-	gate, err := devicegate.Open(ctx, devicegate.Config{Conn: nc, Registry: h.Devices.Registered,
-		EventsStream: h.Store.StreamName(), Rate: h.Config.DeviceRate, Burst: h.Config.DeviceBurst, Logger: h.Logger})
+	var gate *devicegate.Gate
+	err = h.Provision(ctx, func(ctx context.Context) (err error) {
+		gate, err = devicegate.Open(ctx, devicegate.Config{Conn: nc, Registry: h.Devices.Registered,
+			EventsStream: h.Store.StreamName(), Replicas: h.Store.Replicas(), Rate: h.Config.DeviceRate, Burst: h.Config.DeviceBurst, Logger: h.Logger})
+		return err
+	})
 	if err != nil {
 		return err
 	}

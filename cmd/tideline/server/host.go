@@ -78,15 +78,24 @@ func (h *Host) Serve(ss ...api.Service) { h.services = append(h.services, ss...)
 // Check adds a health check: while it fails the server is NOT_SERVING.
 func (h *Host) Check(check func(ctx context.Context) error) { h.m.checks = append(h.m.checks, check) }
 
-// Connect opens an in-process NATS connection of the Module's own (its
-// traffic apart from the store's); it is closed when the server closes.
+// Connect opens a NATS connection of the Module's own (its traffic apart
+// from the store's): in-process to the embedded server, else to
+// Config.NATSURL; it is closed when the server closes.
 func (h *Host) Connect(name string) (*nats.Conn, error) {
-	nc, err := natsserver.Connect(h.m.ns, name)
+	nc, err := h.m.connect(name)
 	if err != nil {
 		return nil, err
 	}
 	h.m.closers = append(h.m.closers, nc.Close)
 	return nc, nil
+}
+
+// Provision runs provision (creating a stream or bucket) until it
+// succeeds; in a cluster it tries again while JetStream answers that the
+// cluster is not ready or does not answer in time (replicated streams
+// take long to create on a loaded machine), as long as ctx allows.
+func (h *Host) Provision(ctx context.Context, provision func(ctx context.Context) error) error {
+	return jetstream.WhileClusterForms(ctx, h.Store.Shared(), provision)
 }
 
 // Go runs f until the server closes: f's ctx ends when Close begins, and

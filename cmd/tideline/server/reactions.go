@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/wire"
 )
@@ -11,14 +12,18 @@ import (
 // startReactions runs the contexts' reactions on one engine until runCtx
 // ends, and returns once they are running.
 func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
-	cfg := reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Decode: wire.DecodeCommit, Logger: m.Config.Logger, TracerProvider: m.tracer}
+	cfg := reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Replicas: m.Store.Replicas(), Decode: wire.DecodeCommit, Logger: m.Config.Logger, TracerProvider: m.tracer}
 	if m.Metrics != nil {
 		cfg.OnOutcome = func(r string, o reactions.Outcome) { m.Metrics.ObserveReaction(r, o.String()) }
 		for _, r := range rs {
 			m.Metrics.Reactions(r.Name)
 		}
 	}
-	eng, err := reactions.New(ctx, cfg, rs...)
+	var eng *reactions.Engine
+	err := jetstream.WhileClusterForms(ctx, m.Store.Shared(), func(ctx context.Context) (err error) {
+		eng, err = reactions.New(ctx, cfg, rs...)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,11 @@ const DefaultRaffleTick = 5 * time.Second
 // people of their points and of draws in their inbox, and a ticker that
 // draws raffles once their draw time comes (Config.RaffleTick).
 func rewardsModule(ctx context.Context, h *Host) error {
-	seeds, err := jetstream.OpenSeeds(ctx, h.Store.JetStream(), 1) // as the store: embedded, R1
+	var seeds *jetstream.Seeds
+	err := h.Provision(ctx, func(ctx context.Context) (err error) {
+		seeds, err = jetstream.OpenSeeds(ctx, h.Store.JetStream(), h.Store.Replicas())
+		return err
+	})
 	if err != nil {
 		return err
 	}

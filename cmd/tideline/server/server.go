@@ -7,6 +7,8 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,6 +131,56 @@ type Config struct {
 	// ReadyLag is how many events a projection may lag while /readyz
 	// says ready (0: api.DefaultReadyLag).
 	ReadyLag uint64
+	// Cluster, when enabled, makes the embedded NATS server one node of a
+	// NATS cluster with JetStream; default: a server alone.
+	Cluster natsserver.Cluster
+	// ServerName is the embedded NATS server's name, unique in a cluster;
+	// default "tideline" alone, else ClusterServerName.
+	ServerName string
+	// Replicas of the events stream and of every stream and bucket beside
+	// it; 0: Replicas(Cluster).
+	Replicas int
+	// FailoverWait bounds how long an append waits for the events stream
+	// to have a leader (jetstream.Config.FailoverWait); 0: its default.
+	FailoverWait time.Duration
+	// NATSURL, when set, is an existing NATS server or cluster with
+	// JetStream to use instead of the embedded server (NATSCreds: its
+	// credentials file). NATSListen, LeafListen and Cluster then do not
+	// apply, nor does the disk guard: the data is on the NATS servers.
+	NATSURL   string
+	NATSCreds string
+}
+
+// Replicas returns the replica count a server with cluster c gives its
+// streams and buckets by default: 3 in a cluster of at least three nodes,
+// else 1.
+func Replicas(c natsserver.Cluster) int {
+	if c.Enabled() && c.Size() >= 3 {
+		return 3
+	}
+	return 1
+}
+
+// ClusterServerName is a cluster node's default server name: the host's
+// name and a digest of the data dir's absolute path, the same at every
+// start and different for two nodes on one host.
+func ClusterServerName(dataDir string) (string, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", fmt.Errorf("server name: %w", err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("server name: %w", err)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	host = strings.Map(func(r rune) rune {
+		if r == '.' || r == ' ' || r == '*' || r == '>' {
+			return '-'
+		}
+		return r
+	}, host)
+	return host + "-" + hex.EncodeToString(sum[:4]), nil
 }
 
 // Main is a running server: embedded NATS, the event store, and what
@@ -256,43 +309,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.tracer, m.stopTracing = tp, tp.Shutdown
 		log.Info("tracing", "otlp_endpoint", cmp.Or(c.Tracing.Endpoint, "from the environment"), "sample", c.Tracing.SampleRatio)
 	}
-	nsCfg := natsserver.Config{
-		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
-		ClientListen: c.NATSListen,
-		SyncAlways:   c.SyncAlways,
-		EventsStream: c.EventsStream,
-	}
-	if c.NATSListen != "" {
-		if m.Users, err = natsserver.OpenUsers(NATSUserDir(c.DataDir), log); err != nil {
+	replicas, shared := c.Replicas, c.Cluster.Enabled()
+	var writable func() error // the disk guard's, with an embedded server
+	if c.NATSURL != "" {
+		if replicas, err = m.connectExternal(); err != nil {
 			return err
 		}
-		nsCfg.Users = m.Users
-	}
-	if c.LeafListen != "" {
-		if m.Devices, err = natsserver.OpenDevices(DeviceDir(c.DataDir), log); err != nil {
+		shared = true // other tideline servers may write to it too
+	} else {
+		if replicas, err = m.startEmbedded(); err != nil {
 			return err
 		}
-		nsCfg.LeafListen, nsCfg.Devices, nsCfg.JetStreamDomain = c.LeafListen, m.Devices, natsserver.HubDomain
+		writable = m.disk.Err
 	}
-	m.ns, err = natsserver.Start(nsCfg)
-	if err != nil {
-		return err
-	}
-	if c.NATSListen != "" {
-		log.Info("nats listening (credentials required)", "url", m.ns.ClientURL(), "registry", NATSUserDir(c.DataDir))
-	}
-	if c.LeafListen != "" {
-		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", DeviceDir(c.DataDir))
-	}
-	m.nc, err = natsserver.Connect(m.ns, "tideline")
-	if err != nil {
-		return err
-	}
-	m.disk, err = natsserver.NewDiskGuard(m.ns, natsserver.DiskGuardConfig{Reserve: c.DiskReserve, Logger: log})
-	if err != nil {
-		return err
-	}
-	storeCfg := jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow, Writable: m.disk.Err, TracerProvider: m.tracer}
+	storeCfg := jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow,
+		Writable: writable, Replicas: replicas, FailoverWait: c.FailoverWait, Shared: shared, TracerProvider: m.tracer}
 	if !c.NoMetrics {
 		m.Metrics = prometheus.New()
 		storeCfg.OnAppend = m.Metrics.ObserveAppend
@@ -301,14 +332,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-
-	diskCtx, diskCancel := context.WithCancel(context.Background())
-	diskDone := make(chan struct{})
-	go func() {
-		defer close(diskDone)
-		m.disk.Run(diskCtx)
-	}()
-	m.diskStop = func() { diskCancel(); <-diskDone }
+	if m.disk != nil {
+		diskCtx, diskCancel := context.WithCancel(context.Background())
+		diskDone := make(chan struct{})
+		go func() {
+			defer close(diskDone)
+			m.disk.Run(diskCtx)
+		}()
+		m.diskStop = func() { diskCancel(); <-diskDone }
+	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
@@ -409,6 +441,110 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir, "reflection", reflection)
 	log.Info("get a token: tideline token --data " + c.DataDir + " --sub alice --role walker")
 	return nil
+}
+
+// startEmbedded starts the embedded NATS server (alone, or a node of
+// Config.Cluster), connects in-process and guards the data disk. It
+// returns the replica count of the streams and buckets.
+func (m *Main) startEmbedded() (replicas int, err error) {
+	c, log := &m.Config, m.Config.Logger
+	nsCfg := natsserver.Config{
+		StoreDir:     filepath.Join(c.DataDir, "jetstream"),
+		ClientListen: c.NATSListen,
+		SyncAlways:   c.SyncAlways,
+		EventsStream: c.EventsStream,
+		Name:         c.ServerName,
+		Cluster:      c.Cluster,
+	}
+	replicas = c.Replicas
+	if replicas == 0 {
+		replicas = Replicas(c.Cluster)
+	}
+	if c.Cluster.Enabled() && nsCfg.Name == "" {
+		if nsCfg.Name, err = ClusterServerName(c.DataDir); err != nil {
+			return 0, err
+		}
+	}
+	if c.NATSListen != "" {
+		if m.Users, err = natsserver.OpenUsers(NATSUserDir(c.DataDir), log); err != nil {
+			return 0, err
+		}
+		nsCfg.Users = m.Users
+	}
+	if c.LeafListen != "" {
+		if m.Devices, err = natsserver.OpenDevices(DeviceDir(c.DataDir), log); err != nil {
+			return 0, err
+		}
+		nsCfg.LeafListen, nsCfg.Devices, nsCfg.JetStreamDomain = c.LeafListen, m.Devices, natsserver.HubDomain
+	}
+	m.ns, err = natsserver.Start(nsCfg)
+	if err != nil {
+		return 0, err
+	}
+	if c.Cluster.Enabled() {
+		log.Info("nats cluster node; waiting for the cluster to form", "cluster", c.Cluster.Name, "server_name", nsCfg.Name,
+			"route_listen", c.Cluster.Listen, "routes", strings.Join(c.Cluster.Routes, ","), "replicas", replicas)
+	}
+	if c.NATSListen != "" {
+		log.Info("nats listening (credentials required)", "url", m.ns.ClientURL(), "registry", NATSUserDir(c.DataDir))
+	}
+	if c.LeafListen != "" {
+		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", DeviceDir(c.DataDir))
+	}
+	m.nc, err = natsserver.Connect(m.ns, "tideline")
+	if err != nil {
+		return 0, err
+	}
+	m.disk, err = natsserver.NewDiskGuard(m.ns, natsserver.DiskGuardConfig{Reserve: c.DiskReserve, Logger: log})
+	if err != nil {
+		return 0, err
+	}
+	return replicas, nil
+}
+
+// connectExternal connects to the NATS server or cluster at Config.NATSURL
+// (with Config.NATSCreds) instead of starting one. It returns the replica
+// count of the streams and buckets: Config.Replicas, or 3 when the server
+// is in a cluster, else 1.
+func (m *Main) connectExternal() (replicas int, err error) {
+	c, log := &m.Config, m.Config.Logger
+	if c.NATSListen != "" || c.LeafListen != "" || c.Cluster.Enabled() {
+		return 0, errors.New("--nats-url: the NATS server is not ours: --nats-listen, --leaf-listen and the cluster flags configure the embedded one")
+	}
+	if m.nc, err = m.dialExternal("tideline"); err != nil {
+		return 0, err
+	}
+	replicas = c.Replicas
+	if replicas == 0 {
+		replicas = 1
+		if m.nc.ConnectedClusterName() != "" {
+			replicas = 3
+		}
+	}
+	log.Info("using an external NATS server", "url", m.nc.ConnectedUrlRedacted(), "cluster", m.nc.ConnectedClusterName(), "replicas", replicas)
+	return replicas, nil
+}
+
+// dialExternal opens a connection named name to Config.NATSURL.
+func (m *Main) dialExternal(name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if m.Config.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(m.Config.NATSCreds))
+	}
+	nc, err := nats.Connect(m.Config.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", m.Config.NATSURL, err)
+	}
+	return nc, nil
+}
+
+// connect opens a connection of a Module's own: in-process to the
+// embedded server, else to the external one.
+func (m *Main) connect(name string) (*nats.Conn, error) {
+	if m.ns == nil {
+		return m.dialExternal(name)
+	}
+	return natsserver.Connect(m.ns, name)
 }
 
 // Health returns why the server cannot serve: the event store refuses

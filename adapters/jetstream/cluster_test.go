@@ -1,0 +1,152 @@
+package jetstream_test
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/es/estest"
+)
+
+// openClusterStores opens a store with three replicas through each node
+// of a three-node cluster.
+func openClusterStores(tb testing.TB) []*tljs.Store {
+	tb.Helper()
+	_, conns := natstest.StartCluster(tb, 3)
+	stores := make([]*tljs.Store, len(conns))
+	for i, nc := range conns {
+		s, err := tljs.Open(context.Background(), nc, tljs.Config{Replicas: 3})
+		if err != nil {
+			tb.Fatalf("open store through node %d: %v", i, err)
+		}
+		stores[i] = s
+	}
+	return stores
+}
+
+// A commit acknowledged through one node is in every load through
+// another at once, though Direct Gets are answered by any replica.
+func TestClusterLoadSeesWritesOfOtherNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	stores := openClusterStores(t)
+	ctx := context.Background()
+	for i, s := range stores {
+		if !s.Shared() || s.Replicas() != 3 {
+			t.Fatalf("store %d: shared %v, replicas %d; want shared, 3", i, s.Shared(), s.Replicas())
+		}
+		if err := s.Current(ctx); err != nil {
+			t.Fatalf("store %d: Current: %v", i, err)
+		}
+	}
+	stream := estest.NewStream(t)
+	version := uint64(0)
+	for n := range 200 {
+		w, r := stores[n%3], stores[(n+1)%3]
+		res, err := w.Append(ctx, stream, []proto.Message{estest.Steps("alice", int32(n))}, es.AppendOptions{ExpectedVersion: int64(version)})
+		if err != nil {
+			t.Fatalf("append %d: %v", n, err)
+		}
+		version = res.Position.Seq
+		commits, v, err := r.Load(ctx, stream, 0)
+		if err != nil || v != version || len(commits) != n+1 {
+			t.Fatalf("load after append %d through another node: %d commits, version %d, %v; want %d, %d", n, len(commits), v, err, n+1, version)
+		}
+	}
+}
+
+// BenchmarkAppendReplicas compares appends to a server alone (R1, the
+// default) with appends to a three-node cluster (R3), in one run:
+//
+//	go test -run '^$' -bench AppendReplicas -benchtime 5s ./adapters/jetstream/
+func BenchmarkAppendReplicas(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		store func(b *testing.B) *tljs.Store
+	}{
+		{"R1", func(b *testing.B) *tljs.Store { return openStore(b, tljs.Config{}) }},
+		{"R3", func(b *testing.B) *tljs.Store { return openClusterStores(b)[0] }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := bc.store(b)
+			ctx := context.Background()
+			events := []proto.Message{estest.Steps("alice", 1000)}
+			opts := es.AppendOptions{ExpectedVersion: es.AnyVersion}
+			b.SetParallelism(writers)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				stream := estest.NewStream(b)
+				for pb.Next() {
+					if _, err := s.Append(ctx, stream, events, opts); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+		})
+	}
+}
+
+// A cluster's stream and buckets with one replica are raised to three by
+// opening them with Replicas 3, keeping what they hold: the upgrade the
+// README describes for a cluster started with --replicas 1.
+func TestClusterRaisesReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	_, conns := natstest.StartCluster(t, 3)
+	ctx := context.Background()
+	s1, err := tljs.Open(ctx, conns[0], tljs.Config{Replicas: 1, Shared: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds, err := tljs.OpenSeeds(ctx, s1.JetStream(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := seeds.Seed(ctx, "raffle-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := estest.NewStream(t)
+	for n := range 50 {
+		estest.MustAppend(t, s1, stream, es.AppendOptions{ExpectedVersion: es.AnyVersion}, estest.Steps("alice", int32(n)))
+	}
+
+	s3, err := tljs.Open(ctx, conns[1], tljs.Config{Replicas: 3})
+	if err != nil {
+		t.Fatalf("reopen with 3 replicas: %v", err)
+	}
+	seeds3, err := tljs.OpenSeeds(ctx, s3.JetStream(), 3)
+	if err != nil {
+		t.Fatalf("reopen seeds with 3 replicas: %v", err)
+	}
+	if again, err := seeds3.Seed(ctx, "raffle-1"); err != nil || string(again) != string(seed) {
+		t.Errorf("seed after the raise: %x, %v; want %x", again, err, seed)
+	}
+	for _, name := range []string{"EVENTS", "KV_" + tljs.SeedsBucket} {
+		st, err := s3.JetStream().Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.Replicas; got != 3 {
+			t.Errorf("stream %s has %d replicas after the raise, want 3", name, got)
+		}
+	}
+	for i, nc := range conns {
+		s, err := tljs.Open(ctx, nc, tljs.Config{Replicas: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		commits, _, err := s.Load(ctx, stream, 0)
+		if err != nil || len(commits) != 50 {
+			t.Errorf("load through node %d after the raise: %d commits, %v; want 50", i, len(commits), err)
+		}
+	}
+}
