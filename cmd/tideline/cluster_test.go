@@ -756,12 +756,15 @@ func clusterCheck(t *testing.T, c *testCluster, hc *http.Client, adminTok string
 	}
 	admin := newMixedClients(hc, c.nodes[0].s.url, adminTok)
 	for order, status := range acks.orders {
-		if n := accepts["ev.delivery.order."+order]; n != 1 {
-			t.Errorf("order %s accepted %d times", order, n)
+		// An order whose accepts the end of the load cut short has none
+		// acknowledged: it may hold one that landed unacknowledged, never two.
+		placedOnly := status == deliveryv1.OrderStatus_ORDER_STATUS_PLACED
+		if n := accepts["ev.delivery.order."+order]; n > 1 || n == 0 && !placedOnly {
+			t.Errorf("order %s (acknowledged as %v) accepted %d times", order, status, n)
 		}
 		for _, n := range c.nodes { // orders are read from the event store, through each node's replica
 			o, err := newMixedClients(hc, n.s.url, adminTok).delivery.GetOrder(context.Background(), connect.NewRequest(&deliveryv1.GetOrderRequest{OrderId: order, MinPosition: last}))
-			if err != nil || o.Msg.Order.Status < status || o.Msg.Order.RiderId != acks.winner[order] {
+			if err != nil || o.Msg.Order.Status < status || !placedOnly && o.Msg.Order.RiderId != acks.winner[order] {
 				t.Errorf("order %s acked as %v by %s, through %s now %v, %v", order, status, acks.winner[order], n.name, o.Msg.GetOrder(), err)
 			}
 		}

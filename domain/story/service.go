@@ -37,7 +37,7 @@ func NewService(store es.Store, blobs media.Blobs, now func() time.Time) *Servic
 }
 
 // ErrNotStoryUser is returned to principals that may not use storytime.
-var ErrNotStoryUser = &es.Error{Kind: es.Forbidden, Message: "devices and services may not use storytime"}
+var ErrNotStoryUser = &es.Error{Kind: es.Forbidden, Message: "only people may use storytime: not devices, services or metrics tokens"}
 
 // upload returns the reference of p's upload name, checking it is p's,
 // was uploaded, and is a page image.
