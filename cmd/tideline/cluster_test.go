@@ -532,6 +532,7 @@ func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary, runs a three-node cluster and SIGKILLs its leader under load")
 	}
+	t.Parallel() // it mostly waits (elections, restarts): beside the rest of the package
 	clusterProof(t, 2, false, false)
 }
 
@@ -543,6 +544,7 @@ func TestClusterRollingRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and restarts a three-node cluster under load")
 	}
+	t.Parallel()
 	clusterProof(t, 0, false, true)
 }
 
