@@ -58,6 +58,7 @@ func wantCode(t *testing.T, err error, code connect.Code, what string) {
 }
 
 func TestAccountsEndToEnd(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
@@ -151,6 +152,7 @@ func TestAccountsBadInputAppendsNothing(t *testing.T) {
 }
 
 func TestAccountsRateLimit(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
@@ -171,6 +173,7 @@ func TestAccountsRateLimit(t *testing.T) {
 }
 
 func TestAccountsTOTP(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
@@ -212,6 +215,7 @@ func TestAccountsTOTP(t *testing.T) {
 }
 
 func TestAccountsAdmin(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	ctx := context.Background()
 	c := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
@@ -397,6 +401,7 @@ func rawCall(t *testing.T, url string) connect.Code {
 // Racing sign-ups of one e-mail open one account: the claim stream's
 // version check lets one win.
 func TestAccountsSignUpRace(t *testing.T) {
+	t.Parallel()
 	f := start(t)
 	c := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
 	var wg sync.WaitGroup
@@ -449,6 +454,7 @@ func (f *failUserWrites) Append(ctx context.Context, s es.StreamID, evs []proto.
 // A sign-up that claimed its e-mail but failed before writing the user
 // does not leave the e-mail taken by nobody: the next sign-up finishes it.
 func TestSignUpFinishesAnOrphanedClaim(t *testing.T) {
+	t.Parallel()
 	f := servertest.Start(t)
 	ctx := context.Background()
 	keys, err := tljs.OpenAccountKeys(ctx, f.Store.JetStream(), 1)
