@@ -42,10 +42,21 @@ const final = new Set([Code.InvalidArgument, Code.PermissionDenied, Code.Unauthe
 // useStream follows a server stream, keeping its last message; a broken
 // stream is reopened with backoff (1 s doubling to 15 s) unless the error
 // is final.
+// Open streams, ended when the page goes away: a stream left open by a
+// page being unloaded (or kept in the back-forward cache) holds one of
+// the browser's six HTTP/1.1 connections to the server until it times
+// out, and a few reloads would leave the next page waiting for one.
+const streams = new Set<AbortController>();
+addEventListener("pagehide", () => {
+  for (const ac of streams) ac.abort();
+  streams.clear();
+});
+
 export function useStream<T>(open: (signal: AbortSignal) => AsyncIterable<T>, deps: unknown[]): Stream<T> {
   const [state, setState] = useState<Stream<T>>({ live: false });
   useEffect(() => {
     const ac = new AbortController();
+    streams.add(ac);
     let backoff = 1000;
     (async () => {
       while (!ac.signal.aborted) {
@@ -64,7 +75,10 @@ export function useStream<T>(open: (signal: AbortSignal) => AsyncIterable<T>, de
         backoff = Math.min(backoff * 2, 15000);
       }
     })();
-    return () => ac.abort();
+    return () => {
+      streams.delete(ac);
+      ac.abort();
+    };
   }, deps);
   return state;
 }

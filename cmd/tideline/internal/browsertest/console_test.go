@@ -77,7 +77,7 @@ func artifacts(t *testing.T) string {
 
 // browser starts a headless Chromium (flags that keep it off the
 // network it cannot reach) and returns its context.
-func browser(t *testing.T, path string) context.Context {
+func browser(t *testing.T, path string, limit time.Duration) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
@@ -85,7 +85,7 @@ func browser(t *testing.T, path string) context.Context {
 		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelC := context.WithTimeout(bctx, 120*time.Second)
+	ctx, cancelC := context.WithTimeout(bctx, limit)
 	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
 	if err := chromedp.Do(bctx); err != nil { // starts the browser (bound to bctx, not to the timeout)
 		t.Fatalf("start chromium: %v", err)
@@ -157,7 +157,7 @@ func TestConsole(t *testing.T) {
 	path := chromium(t)
 	s := servertest.Start(t)
 	dir := artifacts(t)
-	ctx := browser(t, path)
+	ctx := browser(t, path, 120*time.Second)
 	operator := s.Token(t, "root", auth.Admin)
 	users := accountsv1connect.NewAccountServiceClient(http.DefaultClient, s.URL)
 	const email, password = "Mina.Kim@Example.com", "tideline-console-7"
@@ -380,6 +380,18 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	phase("logged in with a recovery code")
+
+	// Reloads do not pile up live streams: each page's stream ends with
+	// it, or the browser's six connections per server would leave the
+	// seventh page waiting for one (it waited a minute once).
+	for i := range 8 {
+		err := chromedp.Do(ctx, chromedp.Navigate(fmt.Sprintf("%s/console/?reload=%d#/dashboard", s.URL, i)),
+			until(fmt.Sprintf("reload %d live", i+1), `document.querySelector('.dot.on') !== null`))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	phase("eight reloads, each live")
 	t.Logf("screenshots in %s", dir)
 }
 

@@ -35,7 +35,7 @@ func TestDashboardFirstPaint(t *testing.T) {
 		t.Skip("a measurement: set TIDELINE_PAINT_ORDERS=100000 to run it")
 	}
 	path := chromium(t)
-	ctx := browser(t, path)
+	ctx := browser(t, path, 25*time.Minute)
 	base := paint(t, ctx, 100)
 	big := paint(t, ctx, n)
 	t.Logf("first dashboard paint: p50 %.0f ms with %d orders, %.0f ms with 100 (ratio %.2f)", big, n, base, big/base)
