@@ -9,8 +9,8 @@ import (
 
 	"github.com/tideline/tideline/adapters/devicegate"
 	"github.com/tideline/tideline/adapters/natsserver"
-	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/adapters/prometheus"
+	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 )
 
 // devicesModule wires the device gate (with --leaf-listen): the only way

@@ -122,9 +122,18 @@ func lifecycle(c deliveryv1connect.DeliveryServiceClient, shop, rtok, rider, id 
 		return fmt.Errorf("place %s: %w", id, err)
 	}
 	for _, call := range []func() error{
-		func() error { _, err := c.AcceptOrder(ctx, bearer(&deliveryv1.AcceptOrderRequest{OrderId: id, RiderId: rider}, rtok)); return err },
-		func() error { _, err := c.PickUpOrder(ctx, bearer(&deliveryv1.PickUpOrderRequest{OrderId: id, RiderId: rider}, rtok)); return err },
-		func() error { _, err := c.DeliverOrder(ctx, bearer(&deliveryv1.DeliverOrderRequest{OrderId: id, RiderId: rider}, rtok)); return err },
+		func() error {
+			_, err := c.AcceptOrder(ctx, bearer(&deliveryv1.AcceptOrderRequest{OrderId: id, RiderId: rider}, rtok))
+			return err
+		},
+		func() error {
+			_, err := c.PickUpOrder(ctx, bearer(&deliveryv1.PickUpOrderRequest{OrderId: id, RiderId: rider}, rtok))
+			return err
+		},
+		func() error {
+			_, err := c.DeliverOrder(ctx, bearer(&deliveryv1.DeliverOrderRequest{OrderId: id, RiderId: rider}, rtok))
+			return err
+		},
 		func() error {
 			_, err := c.RateOrder(ctx, bearer(&deliveryv1.RateOrderRequest{OrderId: id, Stars: 3 + rng.Int32N(3)}, shop))
 			return err
