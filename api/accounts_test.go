@@ -487,3 +487,55 @@ func TestSignUpFinishesAnOrphanedClaim(t *testing.T) {
 		t.Fatalf("the second sign-up's password: %v, want Unauthenticated", err)
 	}
 }
+
+// holdUserWrites is the event store with its first append to a user
+// stream held until release is closed.
+type holdUserWrites struct {
+	es.Store
+	held             atomic.Bool
+	holding, release chan struct{}
+}
+
+func (h *holdUserWrites) Append(ctx context.Context, s es.StreamID, evs []proto.Message, o es.AppendOptions) (es.AppendResult, error) {
+	if s.Context == "accounts" && s.Type == "user" && h.held.CompareAndSwap(false, true) {
+		close(h.holding)
+		<-h.release
+	}
+	return h.Store.Append(ctx, s, evs, o)
+}
+
+// A sign-up still writing its user while a second one for the same
+// e-mail finishes the claim first is told what any taken e-mail is:
+// nothing, no error; one user exists.
+func TestSignUpRacingAnOrphanFinisher(t *testing.T) {
+	t.Parallel()
+	f := servertest.Start(t)
+	ctx := context.Background()
+	keys, err := tljs.OpenAccountKeys(ctx, f.Store.JetStream(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &holdUserWrites{Store: f.Store, holding: make(chan struct{}), release: make(chan struct{})}
+	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{}, tltotp.TOTP{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := accounts.SignUpInput{Email: "slow@example.com", Password: goodPassword, Role: "walker", DisplayName: "S", Address: "192.0.2.1"}
+	first := make(chan error, 1)
+	go func() { first <- svc.SignUp(ctx, in) }()
+	<-store.holding
+	in.Address = "192.0.2.2"
+	if err := svc.SignUp(ctx, in); err != nil {
+		t.Fatalf("second sign-up: %v", err)
+	}
+	close(store.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first sign-up, overtaken: %v, want nil", err)
+	}
+	if n := len(userCommits(t, f)); n != 1 {
+		t.Fatalf("%d commits on user streams, want one sign-up", n)
+	}
+	if _, err := svc.Login(ctx, accounts.LoginInput{Email: in.Email, Password: goodPassword, Address: "192.0.2.3"}); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+}

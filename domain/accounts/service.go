@@ -183,6 +183,12 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 	}
 	_, err = s.users.Handle(ctx, Stream(id), SignUp{UserID: id, Role: role, EmailSealed: emailSealed, NameSealed: nameSealed,
 		PasswordHash: hash, Now: s.now()}, meta("user:"+id, "api"))
+	if es.KindOf(err) == es.Conflict {
+		// A concurrent sign-up took the claim as an orphan and wrote the
+		// user first (or this one did so to a claim still in flight): the
+		// e-mail is taken, said no differently.
+		return nil
+	}
 	return err
 }
 
