@@ -1,7 +1,10 @@
 package wire
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -108,4 +111,42 @@ func ReadDirectGet(m *nats.Msg) (DirectGetReply, error) {
 	r := DirectGetReply{Found: true, Seq: seq, Subject: h.Get(jetstream.SubjectHeader)}
 	r.Time, _ = time.Parse(time.RFC3339Nano, h.Get(jetstream.TimeStampHeaer))
 	return r, nil
+}
+
+// MsgGetRequest is the body of a request to the JetStream API's message
+// get ($JS.API.STREAM.MSG.GET.<stream>), which only the stream's leader
+// answers, unlike a Direct Get, which any replica answers however far
+// behind it is: from Seq on, the first message on NextBySubject, or the
+// last on LastBySubject.
+type MsgGetRequest struct {
+	Seq           uint64 `json:"seq,omitempty"`
+	LastBySubject string `json:"last_by_subj,omitempty"`
+	NextBySubject string `json:"next_by_subj,omitempty"`
+	NoHeaders     bool   `json:"no_hdr,omitempty"`
+}
+
+// MsgGetReply is the JetStream API's answer to a MsgGetRequest.
+type MsgGetReply struct {
+	Message *struct {
+		Seq    uint64 `json:"seq"`
+		Header []byte `json:"hdrs"`
+	} `json:"message"`
+	Error *jetstream.APIError `json:"error"`
+}
+
+// MsgHeaders parses a stored message's header block ("NATS/1.0\r\n"
+// then MIME headers) as the message get's reply carries it.
+func MsgHeaders(block []byte) (nats.Header, error) {
+	if len(block) == 0 {
+		return nats.Header{}, nil
+	}
+	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(block)))
+	if _, err := r.ReadLine(); err != nil {
+		return nil, fmt.Errorf("message headers: %w", err)
+	}
+	h, err := r.ReadMIMEHeader()
+	if err != nil {
+		return nil, fmt.Errorf("message headers: %w", err)
+	}
+	return nats.Header(h), nil
 }

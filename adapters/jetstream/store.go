@@ -391,8 +391,18 @@ func (s *Store) retriable(err error, msg *nats.Msg) bool {
 // subject sequence before the duplicate window, so the retry of a commit
 // that landed reports a conflict; under optimistic concurrency that commit
 // can only be the first on the subject after the expected version.
+// On a replicated stream it asks the leader, which has every commit that
+// was acknowledged, where a follower might not yet.
 func (s *Store) retriedCommit(ctx context.Context, msg *nats.Msg, expected uint64) (uint64, bool, error) {
-	m, r, err := s.next(ctx, "append commit: find retried commit", msg.Subject, expected+1)
+	const op = "append commit: find retried commit"
+	if s.cfg.Replicas > 1 {
+		seq, h, found, err := s.leaderGet(ctx, op, wire.MsgGetRequest{Seq: expected + 1, NextBySubject: msg.Subject})
+		if err != nil || !found || h.Get(jetstream.MsgIDHeader) != msg.Header.Get(jetstream.MsgIDHeader) {
+			return 0, false, err
+		}
+		return seq, true, nil
+	}
+	m, r, err := s.next(ctx, op, msg.Subject, expected+1)
 	if err != nil || !r.Found || m.Header.Get(jetstream.MsgIDHeader) != msg.Header.Get(jetstream.MsgIDHeader) {
 		return 0, false, err
 	}
@@ -588,37 +598,41 @@ func (s *Store) Load(ctx context.Context, stream es.StreamID, after uint64) ([]e
 }
 
 // leaderLast returns the sequence of the last message on subject as the
-// stream's leader has it (the JetStream API's message get, which only the
-// leader answers), 0 when there is none.
+// stream's leader has it, 0 when there is none.
 func (s *Store) leaderLast(ctx context.Context, subject string) (uint64, error) {
+	seq, _, _, err := s.leaderGet(ctx, "load: ask the leader for the last commit", wire.MsgGetRequest{LastBySubject: subject, NoHeaders: true})
+	return seq, err
+}
+
+// leaderGet asks the stream's leader for a message (the JetStream API's
+// message get, which only the leader answers, where a Direct Get may be
+// answered by a follower still behind it, such as one that was cut off):
+// its sequence and headers, found false when none matches. op names the
+// caller in errors.
+func (s *Store) leaderGet(ctx context.Context, op string, req wire.MsgGetRequest) (seq uint64, h nats.Header, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, directGetTimeout)
 	defer cancel()
-	req, _ := json.Marshal(struct {
-		LastFor string `json:"last_by_subj"`
-		NoHdr   bool   `json:"no_hdr"`
-	}{subject, true})
-	m, err := s.nc.RequestWithContext(ctx, s.cfg.APIPrefix+".STREAM.MSG.GET."+s.cfg.Stream, req)
+	body, _ := json.Marshal(req)
+	m, err := s.nc.RequestWithContext(ctx, s.cfg.APIPrefix+".STREAM.MSG.GET."+s.cfg.Stream, body)
 	if err != nil {
-		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", err)
+		return 0, nil, false, es.Wrap(es.Unavailable, op, err)
 	}
-	var res struct {
-		Message *struct {
-			Seq uint64 `json:"seq"`
-		} `json:"message"`
-		Error *jetstream.APIError `json:"error"`
-	}
+	var res wire.MsgGetReply
 	if err := json.Unmarshal(m.Data, &res); err != nil {
-		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", err)
+		return 0, nil, false, es.Wrap(es.Unavailable, op, err)
 	}
 	switch {
 	case res.Error != nil && res.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return 0, nil
+		return 0, nil, false, nil
 	case res.Error != nil:
-		return 0, es.Wrap(es.Unavailable, "load: ask the leader for the last commit", res.Error)
+		return 0, nil, false, es.Wrap(es.Unavailable, op, res.Error)
 	case res.Message == nil:
-		return 0, es.Errorf(es.Unavailable, "load: the leader's answer for %s has no message", subject)
+		return 0, nil, false, es.Errorf(es.Unavailable, "%s: the leader's answer has no message", op)
 	}
-	return res.Message.Seq, nil
+	if h, err = wire.MsgHeaders(res.Message.Header); err != nil {
+		return 0, nil, false, es.Wrap(es.Internal, op, err)
+	}
+	return res.Message.Seq, h, true, nil
 }
 
 // load reads the commits of stream past after from the replica that
@@ -694,7 +708,13 @@ const directGetTimeout = 5 * time.Second
 
 // nextOn returns the sequence of the first message at or after from on
 // subject (wildcards allowed), with one Direct Get.
+// On a replicated stream it asks the leader instead: a follower that is
+// behind would say "none" for a message it has not received yet.
 func (s *Store) nextOn(ctx context.Context, subject string, from uint64) (uint64, bool, error) {
+	if s.cfg.Replicas > 1 {
+		seq, _, found, err := s.leaderGet(ctx, "next on "+subject, wire.MsgGetRequest{Seq: from, NextBySubject: subject, NoHeaders: true})
+		return seq, found, err
+	}
 	_, r, err := s.next(ctx, "direct get next", subject, from)
 	return r.Seq, r.Found, err
 }

@@ -559,16 +559,15 @@ func TestClusterRollingRestart(t *testing.T) {
 // and after the heal it catches up: every acknowledged write once, every
 // node's read models alike.
 //
-// It runs only with TIDELINE_PARTITION_TEST=1: it fails today. After the
-// heal the cut-off node's read models lack events the majority committed
-// while it was cut off, though the node reports them caught up. Its log
-// shows every projection's ordered consumer losing its heartbeats at the
-// cut and failing to write snapshots, then nothing: the feeds do not seem
-// to resume after the heal. Once, a scan of the stream through the cluster
-// also missed two acknowledged accepts. The cause is not found yet.
+// It found that a node back from the cut reported its scoped read models
+// caught up while they lacked what the majority had committed: they
+// proved "nothing of mine up to here" with Direct Gets, which the node's
+// own replica, still behind, answered. They now ask the leader.
+//
+// It takes 90 s: it runs with TIDELINE_CLUSTER_SLOW=1.
 func TestClusterPartition(t *testing.T) {
-	if testing.Short() || os.Getenv("TIDELINE_PARTITION_TEST") != "1" {
-		t.Skip("known failure, see the comment; set TIDELINE_PARTITION_TEST=1 to run it")
+	if testing.Short() || os.Getenv("TIDELINE_CLUSTER_SLOW") != "1" {
+		t.Skip("builds the binary and cuts a node of a three-node cluster off under load for 25 s; set TIDELINE_CLUSTER_SLOW=1")
 	}
 	clusterProof(t, 0, true, false)
 }
