@@ -58,6 +58,10 @@ type Config struct {
 	// idempotency key) and its error: the metrics' append latency,
 	// conflicts and retries. It must be quick and safe for concurrent use.
 	OnAppend func(took time.Duration, duplicate bool, err error)
+	// OnRetry, if set, is called each time an append publishes its
+	// commit again because the stream had no leader it could reach (a
+	// leader change), with that attempt's error. Quick and concurrency-safe.
+	OnRetry func(err error)
 	// FailoverWait bounds how long an append keeps retrying while the
 	// stream has no leader (a replicated stream electing a new one, a
 	// node cut off from the majority); default 15 s, longer than a NATS
@@ -320,6 +324,9 @@ func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.M
 		}
 		if time.Now().Add(backoff).After(giveUp) {
 			return es.AppendResult{}, es.Wrap(es.Unavailable, fmt.Sprintf("append commit: the event stream has no leader this node can reach (%d attempts in %v); outcome unknown", attempt+1, s.cfg.FailoverWait), err)
+		}
+		if s.cfg.OnRetry != nil {
+			s.cfg.OnRetry(err)
 		}
 		select {
 		case <-ctx.Done():

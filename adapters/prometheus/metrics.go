@@ -38,6 +38,7 @@ type Metrics struct {
 	rpcSeconds  *prom.HistogramVec
 	appends     *prom.CounterVec
 	appendSecs  prom.Histogram
+	retries     prom.Counter
 	reactionsBy map[string]*prom.CounterVec // by outcome
 }
 
@@ -65,6 +66,10 @@ func New() *Metrics {
 			Help:    "Latency of appends to the events stream, whatever their result.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
 		}),
+		retries: prom.NewCounter(prom.CounterOpts{
+			Name: "tideline_append_retries_total",
+			Help: "Times an append published its commit again because the events stream had no leader this node could reach (a leader change, a node cut off): each counts once; the append's result is counted in tideline_appends_total.",
+		}),
 		reactionsBy: map[string]*prom.CounterVec{},
 	}
 	for _, r := range []string{"ok", "duplicate", "conflict", "full", "unavailable", "error"} {
@@ -85,7 +90,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(), // go_build_info: the module version built
-		m.rpcs, m.rpcSeconds, m.appends, m.appendSecs,
+		m.rpcs, m.rpcSeconds, m.appends, m.appendSecs, m.retries,
 	)
 	return m
 }
@@ -147,6 +152,9 @@ func (m *Metrics) ObserveAppend(took time.Duration, duplicate bool, err error) {
 	}
 	m.appends.WithLabelValues(result).Inc()
 }
+
+// ObserveRetry records an append's retry (jetstream.Config.OnRetry).
+func (m *Metrics) ObserveRetry(error) { m.retries.Inc() }
 
 // ObserveReaction records one handling by the named reaction; outcome is
 // handled, failed or poisoned (reactions.Outcome's String).

@@ -29,6 +29,8 @@ func TestObserved(t *testing.T) {
 	m.ObserveReaction("points", "handled")
 	m.ObserveReaction("points", "failed")
 	m.ObserveReaction("points", "failed")
+	m.ObserveRetry(nil)
+	m.ObserveRetry(nil)
 	m.ObserveReaction("story", "poisoned")
 	m.Disk(func() (uint64, uint64, int64, bool) { return 5 << 30, 100 << 30, 64 << 20, true })
 	seen := time.Unix(1_700_000_000, 0)
@@ -60,6 +62,7 @@ func TestObserved(t *testing.T) {
 		{"tideline_appends_total", map[string]string{"result": "unavailable"}, 1},
 		{"tideline_appends_total", map[string]string{"result": "error"}, 0},
 		{"tideline_append_duration_seconds_count", nil, 5},
+		{"tideline_append_retries_total", nil, 2},
 		{"tideline_reactions_handled_total", map[string]string{"reaction": "points"}, 1},
 		{"tideline_reactions_failed_total", map[string]string{"reaction": "points"}, 2},
 		{"tideline_reactions_poisoned_total", map[string]string{"reaction": "points"}, 0},

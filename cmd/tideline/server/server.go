@@ -327,6 +327,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if !c.NoMetrics {
 		m.Metrics = prometheus.New()
 		storeCfg.OnAppend = m.Metrics.ObserveAppend
+		storeCfg.OnRetry = m.Metrics.ObserveRetry
 	}
 	m.Store, err = jetstream.Open(ctx, m.nc, storeCfg)
 	if err != nil {
