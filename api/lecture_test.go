@@ -30,9 +30,11 @@ import (
 const librivox = "/usr/share/pocketsphinx/test/data/librivox"
 
 // lectureAudio is the LibriVox recordings Debian's pocketsphinx-testdata
-// ships, one after another with a second of silence between, as 16 kHz
-// PCM, and their reference text.
-func lectureAudio(tb testing.TB) (pcm []byte, reference string) {
+// ships (29 s in all), one after another with a second of silence
+// between, as 16 kHz PCM, and their reference text: the first n of them,
+// or all five for n = 0. Each second decoded costs about a second of CPU
+// under -race: tests of other paths than the decoder's take fewer.
+func lectureAudio(tb testing.TB, n int) (pcm []byte, reference string) {
 	tb.Helper()
 	mediatest.Need(tb, "pocketsphinx_continuous", "pocketsphinx")
 	mediatest.NeedFile(tb, filepath.Join(librivox, "transcription"), "pocketsphinx-testdata")
@@ -42,7 +44,8 @@ func lectureAudio(tb testing.TB) (pcm []byte, reference string) {
 	}
 	defer f.Close()
 	var ref []string
-	for sc := bufio.NewScanner(f); sc.Scan(); {
+	taken := 0
+	for sc := bufio.NewScanner(f); sc.Scan() && (n == 0 || taken < n); {
 		line := sc.Text()
 		open, close := strings.LastIndexByte(line, '('), strings.LastIndexByte(line, ')')
 		if open < 0 || close < open {
@@ -59,6 +62,7 @@ func lectureAudio(tb testing.TB) (pcm []byte, reference string) {
 		pcm = append(append(pcm, p...), make([]byte, 2*media.SampleRate)...)
 		words := strings.Fields(line[:open])
 		ref = append(ref, slices.DeleteFunc(words, func(w string) bool { return w == "<s>" || w == "</s>" })...)
+		taken++
 	}
 	return pcm, strings.Join(ref, " ")
 }
@@ -135,7 +139,7 @@ func transcript(segs []*transcriptionv1.Segment) string {
 // A lecture streamed as it is spoken comes back as final segments, each
 // stored as an event, then restructured into paragraphs.
 func TestLectureStreamEndToEnd(t *testing.T) {
-	pcm, reference := lectureAudio(t)
+	pcm, reference := lectureAudio(t, 0)
 	t.Parallel()
 	f := start(t)
 	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
@@ -214,7 +218,7 @@ func TestLectureStreamEndToEnd(t *testing.T) {
 // microphone sends, for how long after an utterance's last audio its
 // final segment arrives (p50, p99). It reports the word error rate too.
 func BenchmarkLectureStream(b *testing.B) {
-	pcm, reference := lectureAudio(b)
+	pcm, reference := lectureAudio(b, 0)
 	f := start(b)
 	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
 	kim := f.Token(b, "kim", auth.Walker)
@@ -238,7 +242,7 @@ func BenchmarkLectureStream(b *testing.B) {
 // A whole recording uploaded through a signed URL is transcribed in the
 // background; a watcher sees the lecture grow and end.
 func TestLectureRecordingEndToEnd(t *testing.T) {
-	pcm, reference := lectureAudio(t)
+	pcm, reference := lectureAudio(t, 3)
 	t.Parallel()
 	f := start(t)
 	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
@@ -309,14 +313,14 @@ func opus(tb testing.TB, pcm []byte) []byte {
 // uploaded as an Ogg Opus file, read as well as the PCM does; bytes that
 // are not Opus end the stream with InvalidArgument.
 func TestLectureInOggOpus(t *testing.T) {
-	pcm, reference := lectureAudio(t)
+	pcm, reference := lectureAudio(t, 2)
 	ogg := opus(t, pcm)
 	t.Parallel()
 	f := start(t)
 	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
 	kim := f.Token(t, "kim", auth.Walker)
 	finals, _, _, ended := streamAudio(t, c, kim, "opus-1", "ogg-opus", ogg, 0)
-	if ended == nil || len(finals) < 3 {
+	if ended == nil || len(finals) < 1 {
 		t.Fatalf("ended %v after %d finals", ended, len(finals))
 	}
 	if wer := mediatest.WordErrorRate(reference, transcript(finals)); wer > 0.5 {
