@@ -88,7 +88,10 @@ func (p *Pool) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	cmd := exec.CommandContext(runCtx, c.Name, c.Args...)
 	cmd.Stdin = bytes.NewReader(c.Stdin)
 	cmd.Dir = c.Dir
-	cmd.WaitDelay = time.Second
+	// After the engine exits, its output is still copied from the pipes:
+	// on a loaded machine (CI under -race) that has taken over a second.
+	// WaitDelay only bounds a stray child that holds the pipes open.
+	cmd.WaitDelay = 10 * time.Second
 	if len(c.Env) > 0 {
 		cmd.Env = append(os.Environ(), c.Env...)
 	}
