@@ -41,7 +41,10 @@ OpenID Connect identity provider (Cognito, Keycloak, Auth0), its groups
 
 Probes: GET /healthz (live) and /readyz (ready: store reachable, every
 projection running and within --ready-lag events; 503 with a JSON body
-otherwise) on ADDR, without a token. Prometheus metrics: /metrics on ADDR
+otherwise) on ADDR, without a token. The gRPC health service says
+NOT_SERVING while a projection is stopped, or catching up after a start
+(until it is first within --ready-lag): use it or /readyz for readiness,
+/healthz for liveness (a long replay must not get the server killed). Prometheus metrics: /metrics on ADDR
 (admin or metrics token) and, with --metrics-listen, on a listener of
 their own.`
 
@@ -92,7 +95,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device, service and metrics cannot be granted; a token with no mapped group is PermissionDenied")
 	metrics := fs.Bool("metrics", true, "count Prometheus metrics and serve them at /metrics on --listen to admin and metrics tokens ('tideline token --role metrics'); --metrics=false counts nothing")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "also serve /metrics on this address, e.g. 127.0.0.1:9464: open when it is a loopback address, else an admin or metrics token is required; default: none")
-	fs.Uint64Var(&c.ReadyLag, "ready-lag", api.DefaultReadyLag, "/readyz answers 503 while a projection lags more than this many events behind the stream")
+	fs.Uint64Var(&c.ReadyLag, "ready-lag", api.DefaultReadyLag, "/readyz answers 503 while a projection lags more than this many events behind the stream; gRPC health says NOT_SERVING until every projection has been within it once since start")
 	fs.StringVar(&c.MapTiles, "map-tiles", "", "the web console's map tiles, a URL template such as https://tile.openstreetmap.org/{z}/{x}/{y}.png; default: the danger map's cells on a plain canvas with a scale (for offline machines)")
 	fs.StringVar(&c.MapAttribution, "map-attribution", "", "the credit line the tiles' licence asks for, shown on the map with --map-tiles, e.g. '© OpenStreetMap contributors'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
