@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
@@ -66,6 +67,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&c.MaxConns, "max-conns", api.DefaultMaxConns, "most API connections open at once; more are reset at once")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", api.DefaultIdleTimeout, "close API connections without a call for this long")
 	fs.IntVar(&c.StepsWindow, "steps-window", stepsmodel.DefaultWindow, fmt.Sprintf("dates the steps read model holds in full, back from the newest date recorded (1 to %d); counts of older dates are read from the event store, their leaderboards keep their top %d. A change rebuilds the model at start", stepsmodel.MaxWindow, stepsmodel.SummaryTop))
+	fs.DurationVar(&c.ReactionMaxAge, "reaction-max-age", reactions.DefaultMaxAge, "notify (push, e-mail, Slack, safety alerts) only of events recorded at most this long ago; older ones are skipped as history (counted in tideline_reactions_skipped_history_total), as when a new server replays an old stream; 0: no bound")
 	fs.DurationVar(&c.RaffleTick, "raffle-tick", server.DefaultRaffleTick, "how often raffles whose draw time has come are drawn")
 	fs.StringVar(&c.Reflection, "reflection", "auto", "gRPC reflection: 'auto' (open when --listen is loopback, else token required), 'on' (open), 'token' or 'off'")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the server's URL as clients reach it, which blob upload and download links start with, e.g. https://tideline.example (default http://<--listen address>)")
@@ -127,6 +129,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if c.ReadyLag < 1 {
 		return fmt.Errorf("--ready-lag: want at least 1 event, got %d", c.ReadyLag)
+	}
+	if c.ReactionMaxAge < 0 {
+		return fmt.Errorf("--reaction-max-age: want 0 (no bound) or more, got %v", c.ReactionMaxAge)
 	}
 	if c.MaxConns < 1 {
 		return fmt.Errorf("--max-conns: want at least 1, got %d", c.MaxConns)

@@ -128,6 +128,10 @@ type Config struct {
 	// anyone when it is a loopback address, else to admin and metrics
 	// tokens (the API's port always wants one).
 	MetricsListen string
+	// ReactionMaxAge is how long after it was recorded a commit still
+	// makes the notifying reactions tell people (reactions.Config.MaxAge);
+	// older ones are skipped as history. 0: no bound.
+	ReactionMaxAge time.Duration
 	// ReadyLag is how many events a projection may lag while /readyz
 	// says ready (0: api.DefaultReadyLag).
 	ReadyLag uint64
@@ -579,8 +583,14 @@ func (m *Main) Health(ctx context.Context) error {
 		if _, ok := m.caughtUp.Load(r); ok {
 			continue
 		}
-		if st.Lag > readyLag {
-			return fmt.Errorf("projection %s catching up: at %d, %d events behind (ready within %d)", st.Name, st.Position, st.Lag, readyLag)
+		// Status says lag 0 when it cannot tell: ask again, and take no
+		// answer for no.
+		lag, err := r.Lag(ctx)
+		if err != nil {
+			return fmt.Errorf("projection %s catching up: lag unknown: %w", st.Name, err)
+		}
+		if lag > readyLag {
+			return fmt.Errorf("projection %s catching up: at %d, %d events behind (ready within %d)", st.Name, r.Position(), lag, readyLag)
 		}
 		m.caughtUp.Store(r, struct{}{})
 	}
