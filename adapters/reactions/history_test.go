@@ -1,12 +1,14 @@
 package reactions_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,8 +16,16 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/objectstore"
 	"github.com/tideline/tideline/adapters/reactions"
+	"github.com/tideline/tideline/adapters/smtp"
+	"github.com/tideline/tideline/adapters/smtp/smtptest"
+	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/domain/media/mediatest"
+	"github.com/tideline/tideline/domain/story"
 	"github.com/tideline/tideline/internal/poll"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
@@ -118,4 +128,114 @@ func TestMaxAgeZeroNotifiesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 10*time.Second, "the alert notified", func() bool { got, _ := n.count(); return got == 1 })
+}
+
+// fakeLinks signs nothing: a link is the blob's name.
+type fakeLinks struct{}
+
+func (fakeLinks) UploadURL(u media.Upload, _ time.Duration) (string, time.Time, error) {
+	return "https://blobs.test/" + u.Bucket + "/" + u.Name, time.Time{}, nil
+}
+
+func (fakeLinks) DownloadURL(ref media.BlobRef, _ time.Duration) (string, time.Time, error) {
+	return "https://blobs.test/" + ref.Bucket + "/" + ref.Name, time.Time{}, nil
+}
+
+// TestStoryFromHistoryIsReadButNotMailed: a story requested (as the
+// reactions' clock sees it) two hours ago is still read and spoken, the
+// user may be waiting for it, but finished long ago by that clock, it is
+// not mailed; a story finished now is mailed through a real SMTP server.
+func TestStoryFromHistoryIsReadButNotMailed(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	nc, err := natsserver.Connect(e.ns, "blobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	blobs, err := objectstore.New(nc, objectstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mail := smtptest.Start(t, nil)
+	mailer, err := smtp.New(smtp.Config{Host: mail.Host, Port: mail.Port, TLS: smtp.NoTLS, From: "noreply@tideline.example", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := story.NewService(e.store, blobs, nil)
+	var ahead atomic.Int64
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	cfg := reactions.Config{RetryInterval: 10 * time.Millisecond, MaxRetries: 3, MaxAge: time.Hour,
+		Now: func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) },
+		OnOutcome: func(r string, o reactions.Outcome) {
+			mu.Lock()
+			outcomes[r+" "+o.String()]++
+			mu.Unlock()
+		}}
+	e.engineWith(t, cfg, reactions.StoryReactions(svc, reactions.StoryEngines{Blobs: blobs, OCR: mediatest.FakeOCR{},
+		Speaker: mediatest.FakeSpeaker{}, Links: fakeLinks{}, Email: mailer, Concurrency: 1})...)
+	kim := auth.Principal{Subject: "kim", Role: auth.Walker}
+	if _, err := svc.SetNotifications(ctx, kim, story.Notifications{Email: "kim@family.example"}); err != nil {
+		t.Fatal(err)
+	}
+	request := func(text string) string {
+		t.Helper()
+		name := story.UploadPrefix("kim") + strings.ReplaceAll(text, " ", "-")
+		if _, err := blobs.Put(ctx, story.Bucket, name, "image/png", bytes.NewReader(mediatest.TextPNG(text)), story.MaxImageBytes); err != nil {
+			t.Fatal(err)
+		}
+		id, _, _, err := svc.Request(ctx, kim, name, []string{"en"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	storyAt := func(id string) story.Story {
+		t.Helper()
+		st, _, err := svc.Story(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	ahead.Store(int64(2 * time.Hour))
+	old := request("once upon a time")
+	poll.Until(t, 30*time.Second, "the old story read, spoken and every commit of it passed by the notifier", func() bool {
+		if !storyAt(old).Done() {
+			return false
+		}
+		info, err := e.store.JetStream().Consumer(ctx, e.store.StreamName(), "reaction-"+reactions.StoryNotifyName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, err := info.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ci.NumPending == 0 && ci.NumAckPending == 0
+	})
+	mu.Lock()
+	if outcomes[reactions.StoryNotifyName+" skipped_history"] == 0 || outcomes[reactions.StoryNotifyName+" handled"] != 0 {
+		t.Fatalf("story-notify outcomes %v; want only skips", outcomes)
+	}
+	mu.Unlock()
+	if st := storyAt(old); st.Text != "once upon a time" || st.Channel != "" {
+		t.Fatalf("old story: text %q, notified by %q; want read, not notified", st.Text, st.Channel)
+	}
+
+	ahead.Store(0)
+	live := request("the end")
+	poll.Until(t, 30*time.Second, "the live story mailed", func() bool { return storyAt(live).Channel == "email" })
+	mails := mail.Received()
+	if len(mails) != 1 || mails[0].To[0] != "kim@family.example" {
+		t.Fatalf("mails: %+v; want one, of the live story", mails)
+	}
+	if _, _, text := smtptest.Read(t, mails[0].Data); !strings.Contains(text, "the end") || strings.Contains(text, "once upon") {
+		t.Errorf("mail is not of the live story alone:\n%s", text)
+	}
+	if st := storyAt(old); st.Channel != "" {
+		t.Errorf("old story notified by %q after the clock was set right", st.Channel)
+	}
 }
