@@ -79,6 +79,7 @@ func New() *Metrics {
 		{"handled", "Commits a reaction handled successfully."},
 		{"failed", "Reaction attempts that failed: each is retried in process, then the commit is poisoned or, for a transient error, redelivered later."},
 		{"poisoned", "Commits a reaction gave up on, written to the POISON stream."},
+		{"skipped_history", "Commits a notifying reaction skipped as history: recorded longer than --reaction-max-age ago, so no one was told."},
 	} {
 		m.reactionsBy[o.outcome] = prom.NewCounterVec(prom.CounterOpts{
 			Name: "tideline_reactions_" + o.outcome + "_total",
@@ -157,7 +158,8 @@ func (m *Metrics) ObserveAppend(took time.Duration, duplicate bool, err error) {
 func (m *Metrics) ObserveRetry(error) { m.retries.Inc() }
 
 // ObserveReaction records one handling by the named reaction; outcome is
-// handled, failed or poisoned (reactions.Outcome's String).
+// handled, failed, poisoned or skipped_history (reactions.Outcome's
+// String).
 func (m *Metrics) ObserveReaction(reaction, outcome string) {
 	if c := m.reactionsBy[outcome]; c != nil {
 		c.WithLabelValues(reaction).Inc()

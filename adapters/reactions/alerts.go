@@ -38,11 +38,14 @@ type AlertRules struct {
 // every alert the event triggered through the alert aggregate. The alert
 // id is deterministic and raising is idempotent per id (the aggregate
 // decides nothing for a raised alert; the id is also the append's
-// idempotency key), so redelivery and replay never raise twice.
+// idempotency key), so redelivery and replay never raise twice. It
+// notifies (Reaction.Notifies): a danger recorded longer than
+// Config.MaxAge ago raises no alert.
 func RaiseAlerts(svc *safety.Service, rules AlertRules) Reaction {
 	return Reaction{
 		Name:     RaiseAlertsName,
 		Subjects: []string{"ev.safety.device.>", "ev.safety.rider.>"},
+		Notifies: true, // an alert for a danger long past calls no one to act
 		Handle: func(ctx context.Context, c es.Commit) error {
 			var dangers []*safetyv1.DangerDetected
 			for _, e := range c.Events {
@@ -80,11 +83,13 @@ type Notifier interface {
 }
 
 // NotifyAlerts is the reaction that notifies of each raised alert, at
-// least once: a failing notifier is retried, then poisoned.
+// least once: a failing notifier is retried, then poisoned. An alert
+// recorded longer than Config.MaxAge ago is skipped as history.
 func NotifyAlerts(n Notifier) Reaction {
 	return Reaction{
 		Name:     NotifyAlertsName,
 		Subjects: []string{"ev.safety.alert.>"},
+		Notifies: true,
 		Handle: func(ctx context.Context, c es.Commit) error {
 			for _, e := range c.Events {
 				if a, ok := e.Data.(*safetyv1.AlertRaisedV2); ok { // stored AlertRaised events arrive upcast

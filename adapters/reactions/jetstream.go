@@ -208,6 +208,7 @@ func unmarshal(m jetstream.Msg) (*message.Message, error) {
 	}
 	wm.Metadata.Set(mdSubject, m.Subject())
 	wm.Metadata.Set(mdSeq, seq)
+	wm.Metadata.Set(mdRecorded, md.Timestamp.UTC().Format(time.RFC3339Nano))
 	return wm, nil
 }
 

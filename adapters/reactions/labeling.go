@@ -266,9 +266,10 @@ type Poster func(ctx context.Context, userID string, n notify.Notification) erro
 // rejected (with the reason) and when its preprocessing is finished
 // (tasks made, items failed), in their inbox and by push (topic
 // TOPIC_DATASET). Each notification's id derives from its event's, so
-// a redelivered commit notifies once.
+// a redelivered commit notifies once; one older than Config.MaxAge
+// notifies not at all (Reaction.Notifies).
 func LabelingNotifications(svc *labeling.Service, post Poster) Reaction {
-	return Reaction{Name: LabelingNotifyName, Subjects: []string{"ev.labeling.dataset.>"}, Handle: func(ctx context.Context, c es.Commit) error {
+	return Reaction{Name: LabelingNotifyName, Subjects: []string{"ev.labeling.dataset.>"}, Notifies: true, Handle: func(ctx context.Context, c es.Commit) error {
 		for _, ev := range c.Events {
 			var id, title, body string
 			switch e := ev.Data.(type) {

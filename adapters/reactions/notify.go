@@ -30,13 +30,14 @@ type PushEngines struct {
 // service that is unavailable has the commit redelivered later; the
 // subscriptions already served are not sent it again (the user's state
 // records each delivery), nor is a notification older than the last
-// notify.MaxTracked.
+// notify.MaxTracked. A notification posted longer than Config.MaxAge ago
+// is skipped as history: it stays in the inbox, unpushed.
 func NotifyReactions(svc *notify.Service, e PushEngines) []Reaction {
 	if e.Logger == nil {
 		e.Logger = slog.Default()
 	}
 	p := &pusher{svc: svc, e: e}
-	return []Reaction{{Name: NotifyPushName, Subjects: []string{"ev.notify.user.>"}, Handle: p.push, Concurrency: 4}}
+	return []Reaction{{Name: NotifyPushName, Subjects: []string{"ev.notify.user.>"}, Handle: p.push, Notifies: true, Concurrency: 4}}
 }
 
 type pusher struct {

@@ -82,10 +82,11 @@ func LabelingPoints(svc *rewards.Service, p Points) Reaction {
 // and of raffle draws (TOPIC_RAFFLE_RESULT: the winners that they won,
 // every other entrant that the draw is done), in their inbox and by push.
 // Each notification's id derives from its event and person, so a commit
-// handled again notifies once.
+// handled again notifies once; one older than Config.MaxAge notifies not
+// at all (Reaction.Notifies).
 func RewardsNotifications(svc *rewards.Service, post Poster) Reaction {
 	admin := auth.Principal{Role: auth.Admin, Subject: RewardsNotifyName}
-	return Reaction{Name: RewardsNotifyName, Subjects: []string{"ev.rewards.>"}, Handle: func(ctx context.Context, c es.Commit) error {
+	return Reaction{Name: RewardsNotifyName, Subjects: []string{"ev.rewards.>"}, Notifies: true, Handle: func(ctx context.Context, c es.Commit) error {
 		for _, ev := range c.Events {
 			switch e := ev.Data.(type) {
 			case *rewardsv1.PointsCredited:

@@ -21,6 +21,16 @@
 // poisoned but redelivered later (after RedeliverDelay times its delivery
 // count, at most 30 s), again and again until the condition clears, so
 // nothing is lost while an operator fixes it.
+//
+// A reaction that tells people (Reaction.Notifies: push, e-mail, Slack, a
+// safety alert) skips commits recorded longer than Config.MaxAge ago: a
+// new consumer on an old stream (a server started on a restored store, a
+// renamed reaction) or one far behind would otherwise send weeks-old news.
+// Such a commit is acked unhandled, counted (Outcome SkippedAsHistory) and
+// logged. Reactions that do work the user still waits for or that keeps
+// the books (OCR, speech, transcription, preprocessing, points, raffle
+// entries) handle every commit, however old: their results are recorded
+// now, so the notifications they cause are live ones.
 package reactions
 
 import (
@@ -29,6 +39,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -58,6 +69,10 @@ type Reaction struct {
 	// Handle is called once per commit, at least once, in stream order;
 	// it must be idempotent. An error retries, then poisons the commit.
 	Handle func(ctx context.Context, c es.Commit) error
+	// Notifies marks a reaction that tells people (push, e-mail, Slack,
+	// raising a safety alert): commits older than Config.MaxAge are
+	// skipped as history, not handled.
+	Notifies bool
 	// Concurrency is how many commits Handle may take at once (default 1:
 	// one at a time, in stream order). Above 1 the order across commits
 	// is lost: for reactions whose commits are independent, such as one
@@ -102,7 +117,19 @@ type Config struct {
 	// OnOutcome, if set, is told each handling's outcome, by reaction
 	// name: the metrics. It must be quick and safe for concurrent use.
 	OnOutcome func(reaction string, o Outcome)
+	// MaxAge is how long after it was recorded a commit is still news to
+	// the reactions that notify (Reaction.Notifies); older ones are
+	// skipped as history. 0: no bound, every commit notifies.
+	// A notification held up longer than MaxAge (a push service down for
+	// hours, redelivered all the while) is skipped too: set MaxAge above
+	// the longest outage that should still be made up for.
+	MaxAge time.Duration
+	// Now tells the time MaxAge is measured against; default time.Now.
+	Now func() time.Time
 }
+
+// DefaultMaxAge is the `--reaction-max-age` default: an hour.
+const DefaultMaxAge = time.Hour
 
 // Outcome is what became of one handling of a commit.
 type Outcome int
@@ -115,6 +142,9 @@ const (
 	Failed
 	// Poisoned: the commit was written to the poison queue and acked.
 	Poisoned
+	// SkippedAsHistory: a notifying reaction acked a commit older than
+	// Config.MaxAge without handling it.
+	SkippedAsHistory
 )
 
 func (o Outcome) String() string {
@@ -123,6 +153,8 @@ func (o Outcome) String() string {
 		return "handled"
 	case Failed:
 		return "failed"
+	case SkippedAsHistory:
+		return "skipped_history"
 	}
 	return "poisoned"
 }
@@ -166,6 +198,12 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = time.Minute
+	}
+	if cfg.MaxAge < 0 {
+		return nil, fmt.Errorf("reactions: MaxAge: want 0 (no bound) or more, got %v", cfg.MaxAge)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	js, err := jetstream.New(cfg.Conn)
 	if err != nil {
@@ -230,6 +268,10 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		return nil, fmt.Errorf("reactions: router: %w", err)
 	}
 	router.AddMiddleware(middleware.Recoverer)
+	var past *history // nil: no reaction skips history
+	if cfg.MaxAge > 0 {
+		past = &history{maxAge: cfg.MaxAge, now: cfg.Now, log: cfg.Logger}
+	}
 	for name, r := range byName {
 		pub := publisher{js: js, poisoned: func() { observe(name, Poisoned) }}
 		poison, err := middleware.PoisonQueueWithFilter(pub, PoisonSubjectPrefix+"."+name, func(err error) bool { return !transient(err) })
@@ -244,7 +286,7 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 			if i > 0 {
 				hname = fmt.Sprintf("%s#%d", name, i+1)
 			}
-			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, tracer, cfg.Logger, observe))
+			h := router.AddConsumerHandler(hname, name, sub, handler(r, cfg.Decode, tracer, cfg.Logger, observe, past))
 			h.AddMiddleware(poison, retry.Middleware)
 		}
 	}
@@ -277,8 +319,9 @@ func transient(err error) bool {
 
 // Metadata keys the unmarshaler sets.
 const (
-	mdSubject = "tl_subject"
-	mdSeq     = "tl_seq"
+	mdSubject  = "tl_subject"
+	mdSeq      = "tl_seq"
+	mdRecorded = "tl_recorded" // the stream's timestamp, RFC 3339 with nanoseconds
 )
 
 // permanentError marks a commit no retry can help (it cannot be
@@ -289,8 +332,49 @@ type permanentError struct{ err error }
 func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
 
-func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger, observe func(string, Outcome)) message.NoPublishHandlerFunc {
-	handle := handleCommit(r, decode, tracer, log)
+// history decides which commits are too old for the notifying reactions
+// and logs the skips: the first of a run at info, then every
+// historyLogEvery-th, so replaying a long history logs a few lines.
+type history struct {
+	maxAge time.Duration
+	now    func() time.Time
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	skipped map[string]uint64 // by reaction: skips since the last handled commit
+}
+
+const historyLogEvery = 1000
+
+// skip reports whether reaction r should pass a commit recorded at
+// recorded, and logs it if so. A commit handled ends r's run of skips.
+func (h *history) skip(r Reaction, seq uint64, recorded time.Time) bool {
+	if h == nil || !r.Notifies {
+		return false
+	}
+	age := h.now().Sub(recorded)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.skipped == nil {
+		h.skipped = map[string]uint64{}
+	}
+	if age <= h.maxAge {
+		if n := h.skipped[r.Name]; n > 0 {
+			h.log.Info("reaction: live again after skipping history", "reaction", r.Name, "skipped", n, "seq", seq)
+			delete(h.skipped, r.Name)
+		}
+		return false
+	}
+	h.skipped[r.Name]++
+	if n := h.skipped[r.Name]; n%historyLogEvery == 1 {
+		h.log.Info("reaction: skipping history, no notification for a commit older than the max age",
+			"reaction", r.Name, "seq", seq, "age", age.Round(time.Second), "max_age", h.maxAge, "skipped", n)
+	}
+	return true
+}
+
+func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger, observe func(string, Outcome), past *history) message.NoPublishHandlerFunc {
+	handle := handleCommit(r, decode, tracer, log, past)
 	return func(msg *message.Message) error {
 		returned := false
 		defer func() {
@@ -298,26 +382,33 @@ func handler(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger, 
 				observe(r.Name, Failed)
 			}
 		}()
-		err := handle(msg)
+		o, err := handle(msg)
 		returned = true
 		if err != nil {
 			observe(r.Name, Failed)
 		} else {
-			observe(r.Name, Handled)
+			observe(r.Name, o)
 		}
 		return err
 	}
 }
 
-func handleCommit(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger) message.NoPublishHandlerFunc {
-	return func(msg *message.Message) (err error) {
+func handleCommit(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Logger, past *history) func(msg *message.Message) (Outcome, error) {
+	return func(msg *message.Message) (_ Outcome, err error) {
 		seq, err := strconv.ParseUint(msg.Metadata.Get(mdSeq), 10, 64)
 		if err != nil {
-			return permanentError{fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)}
+			return Failed, permanentError{fmt.Errorf("reaction %s: message without sequence: %w", r.Name, err)}
 		}
 		stream, err := es.ParseStreamID(msg.Metadata.Get(mdSubject))
 		if err != nil {
-			return permanentError{fmt.Errorf("reaction %s: %w", r.Name, err)}
+			return Failed, permanentError{fmt.Errorf("reaction %s: %w", r.Name, err)}
+		}
+		recorded, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(mdRecorded))
+		if err != nil {
+			return Failed, permanentError{fmt.Errorf("reaction %s: message without its recorded time: %w", r.Name, err)}
+		}
+		if past.skip(r, seq, recorded) {
+			return SkippedAsHistory, nil
 		}
 		ctx := msg.Context()
 		if tracer != nil {
@@ -338,19 +429,22 @@ func handleCommit(r Reaction, decode Decoder, tracer trace.Tracer, log *slog.Log
 		}
 		h := nats.Header{}
 		for k, v := range msg.Metadata {
-			if k != mdSeq && k != mdSubject {
+			if k != mdSeq && k != mdSubject && k != mdRecorded {
 				h.Set(k, v)
 			}
 		}
 		c, err := decode(stream, seq, h, msg.Payload)
 		if err != nil {
 			log.Warn("reaction: undecodable commit poisoned without retry", "reaction", r.Name, "seq", seq, "err", err)
-			return permanentError{fmt.Errorf("reaction %s: decode commit %d: %w", r.Name, seq, err)}
+			return Failed, permanentError{fmt.Errorf("reaction %s: decode commit %d: %w", r.Name, seq, err)}
+		}
+		for i := range c.Events {
+			c.Events[i].RecordedAt = recorded
 		}
 		if err := r.Handle(ctx, c); err != nil {
 			log.Warn("reaction failed", "reaction", r.Name, "seq", seq, "err", err)
-			return err
+			return Failed, err
 		}
-		return nil
+		return Handled, nil
 	}
 }

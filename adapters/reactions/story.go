@@ -58,6 +58,11 @@ type StoryEngines struct {
 // refuses (media.ErrUnusable) fails the story with the engine's reason;
 // any other engine error is retried Attempts times, then fails the story
 // with its reason. Nothing is dropped silently.
+//
+// Only telling the user notifies (Reaction.Notifies): the fan-out, OCR
+// and speech run for a story however old its request, since the user
+// still waits for it, and the story done now is news; a story that was
+// done longer than Config.MaxAge ago is not told again.
 func StoryReactions(svc *story.Service, e StoryEngines) []Reaction {
 	if e.LinkTTL <= 0 {
 		e.LinkTTL = 7 * 24 * time.Hour
@@ -82,7 +87,7 @@ func StoryReactions(svc *story.Service, e StoryEngines) []Reaction {
 		{Name: StoryBatchName, Subjects: []string{"ev.story.batch.>"}, Handle: p.fanout},
 		{Name: StoryReadName, Subjects: []string{"ev.story.story.>"}, Handle: p.read, Concurrency: e.Concurrency},
 		{Name: StorySpeakName, Subjects: []string{"ev.story.story.>"}, Handle: p.speak, Concurrency: e.Concurrency},
-		{Name: StoryNotifyName, Subjects: []string{"ev.story.story.>"}, Handle: p.notify},
+		{Name: StoryNotifyName, Subjects: []string{"ev.story.story.>"}, Handle: p.notify, Notifies: true},
 	}
 }
 

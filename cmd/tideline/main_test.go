@@ -405,6 +405,7 @@ func TestServeRejectsBadHardeningFlags(t *testing.T) {
 		{[]string{"--steps-window", "0"}, "--steps-window"},
 		{[]string{"--raffle-tick", "0s"}, "--raffle-tick"},
 		{[]string{"--ready-lag", "0"}, "--ready-lag"},
+		{[]string{"--reaction-max-age", "-1s"}, "--reaction-max-age"},
 		{[]string{"--metrics=false", "--metrics-listen", "127.0.0.1:0"}, "--metrics-listen"},
 	} {
 		var out bytes.Buffer

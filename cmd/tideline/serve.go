@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
@@ -41,7 +42,10 @@ OpenID Connect identity provider (Cognito, Keycloak, Auth0), its groups
 
 Probes: GET /healthz (live) and /readyz (ready: store reachable, every
 projection running and within --ready-lag events; 503 with a JSON body
-otherwise) on ADDR, without a token. Prometheus metrics: /metrics on ADDR
+otherwise) on ADDR, without a token. The gRPC health service says
+NOT_SERVING while a projection is stopped, or catching up after a start
+(until it is first within --ready-lag): use it or /readyz for readiness,
+/healthz for liveness (a long replay must not get the server killed). Prometheus metrics: /metrics on ADDR
 (admin or metrics token) and, with --metrics-listen, on a listener of
 their own.`
 
@@ -63,6 +67,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&c.MaxConns, "max-conns", api.DefaultMaxConns, "most API connections open at once; more are reset at once")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", api.DefaultIdleTimeout, "close API connections without a call for this long")
 	fs.IntVar(&c.StepsWindow, "steps-window", stepsmodel.DefaultWindow, fmt.Sprintf("dates the steps read model holds in full, back from the newest date recorded (1 to %d); counts of older dates are read from the event store, their leaderboards keep their top %d. A change rebuilds the model at start", stepsmodel.MaxWindow, stepsmodel.SummaryTop))
+	fs.DurationVar(&c.ReactionMaxAge, "reaction-max-age", reactions.DefaultMaxAge, "notify (push, e-mail, Slack, safety alerts) only of events recorded at most this long ago; older ones are skipped as history (counted in tideline_reactions_skipped_history_total), as when a new server replays an old stream; 0: no bound")
 	fs.DurationVar(&c.RaffleTick, "raffle-tick", server.DefaultRaffleTick, "how often raffles whose draw time has come are drawn")
 	fs.StringVar(&c.Reflection, "reflection", "auto", "gRPC reflection: 'auto' (open when --listen is loopback, else token required), 'on' (open), 'token' or 'off'")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the server's URL as clients reach it, which blob upload and download links start with, e.g. https://tideline.example (default http://<--listen address>)")
@@ -92,7 +97,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	oidcRoles := fs.String("oidc-roles", "", "map identity provider groups to Tideline roles, e.g. 'admins=admin,riders=rider'; the first role in the order admin, walker, rider, labeler, enterprise wins; device, service and metrics cannot be granted; a token with no mapped group is PermissionDenied")
 	metrics := fs.Bool("metrics", true, "count Prometheus metrics and serve them at /metrics on --listen to admin and metrics tokens ('tideline token --role metrics'); --metrics=false counts nothing")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "also serve /metrics on this address, e.g. 127.0.0.1:9464: open when it is a loopback address, else an admin or metrics token is required; default: none")
-	fs.Uint64Var(&c.ReadyLag, "ready-lag", api.DefaultReadyLag, "/readyz answers 503 while a projection lags more than this many events behind the stream")
+	fs.Uint64Var(&c.ReadyLag, "ready-lag", api.DefaultReadyLag, "/readyz answers 503 while a projection lags more than this many events behind the stream; gRPC health says NOT_SERVING until every projection has been within it once since start")
 	fs.StringVar(&c.MapTiles, "map-tiles", "", "the web console's map tiles, a URL template such as https://tile.openstreetmap.org/{z}/{x}/{y}.png; default: the danger map's cells on a plain canvas with a scale (for offline machines)")
 	fs.StringVar(&c.MapAttribution, "map-attribution", "", "the credit line the tiles' licence asks for, shown on the map with --map-tiles, e.g. '© OpenStreetMap contributors'")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -124,6 +129,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if c.ReadyLag < 1 {
 		return fmt.Errorf("--ready-lag: want at least 1 event, got %d", c.ReadyLag)
+	}
+	if c.ReactionMaxAge < 0 {
+		return fmt.Errorf("--reaction-max-age: want 0 (no bound) or more, got %v", c.ReactionMaxAge)
 	}
 	if c.MaxConns < 1 {
 		return fmt.Errorf("--max-conns: want at least 1, got %d", c.MaxConns)

@@ -12,7 +12,8 @@ import (
 // startReactions runs the contexts' reactions on one engine until runCtx
 // ends, and returns once they are running.
 func (m *Main) startReactions(ctx, runCtx context.Context, rs []reactions.Reaction) error {
-	cfg := reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Replicas: m.Store.Replicas(), Decode: wire.DecodeCommit, Logger: m.Config.Logger, TracerProvider: m.tracer}
+	cfg := reactions.Config{Conn: m.nc, Stream: m.Store.StreamName(), Replicas: m.Store.Replicas(), Decode: wire.DecodeCommit, Logger: m.Config.Logger, TracerProvider: m.tracer,
+		MaxAge: m.Config.ReactionMaxAge}
 	if m.Metrics != nil {
 		cfg.OnOutcome = func(r string, o reactions.Outcome) { m.Metrics.ObserveReaction(r, o.String()) }
 		for _, r := range rs {

@@ -128,6 +128,10 @@ type Config struct {
 	// anyone when it is a loopback address, else to admin and metrics
 	// tokens (the API's port always wants one).
 	MetricsListen string
+	// ReactionMaxAge is how long after it was recorded a commit still
+	// makes the notifying reactions tell people (reactions.Config.MaxAge);
+	// older ones are skipped as history. 0: no bound.
+	ReactionMaxAge time.Duration
 	// ReadyLag is how many events a projection may lag while /readyz
 	// says ready (0: api.DefaultReadyLag).
 	ReadyLag uint64
@@ -213,6 +217,9 @@ type Main struct {
 	asOf    *jetstream.AsOfLimits
 	// reactionsDone is set once the reactions' router has returned.
 	reactionsDone atomic.Bool
+	// caughtUp holds the runners that have been within Config.ReadyLag of
+	// the stream since they last started running (see Health).
+	caughtUp sync.Map // *jetstream.Runner → struct{}
 	// checks are the Modules' own health checks (Host.Check).
 	checks []func(ctx context.Context) error
 	// closers run once everything started has stopped (Host.Connect).
@@ -549,20 +556,44 @@ func (m *Main) connect(name string) (*nats.Conn, error) {
 }
 
 // Health returns why the server cannot serve: the event store refuses
-// writes or cannot be reached, a projection is stopped or not running, the
-// reactions have stopped, or a Module's own check fails (the device gate
-// is not serving). The health service answers with it.
+// writes or cannot be reached, a projection is stopped or not running or
+// still catching up, the reactions have stopped, or a Module's own check
+// fails (the device gate is not serving). The health service and /readyz
+// answer with it.
+//
+// A projection catches up when it starts (restoring its snapshot, or
+// replaying the whole stream without one): until its lag has once been
+// within Config.ReadyLag it would answer queries from a model behind the
+// stream, so the server is not ready. Once caught up, a passing lag (a
+// burst of writes) no longer makes the server unhealthy here; /readyz
+// still lists every lagging projection.
 func (m *Main) Health(ctx context.Context) error {
 	if err := m.Store.Healthy(ctx); err != nil {
 		return err
 	}
+	readyLag := cmp.Or(m.Config.ReadyLag, api.DefaultReadyLag)
 	for _, r := range m.runners {
-		switch st := r.Status(ctx); st.State {
+		st := r.Status(ctx)
+		switch st.State {
 		case jetstream.Stopped:
 			return fmt.Errorf("projection %s stopped at %d: %s", st.Name, st.StoppedAt, st.Reason)
 		case jetstream.NotRunning:
+			m.caughtUp.Delete(r) // a restart restores and catches up again
 			return fmt.Errorf("projection %s not running: %s", st.Name, cmp.Or(st.Reason, "starting"))
 		}
+		if _, ok := m.caughtUp.Load(r); ok {
+			continue
+		}
+		// Status says lag 0 when it cannot tell: ask again, and take no
+		// answer for no.
+		lag, err := r.Lag(ctx)
+		if err != nil {
+			return fmt.Errorf("projection %s catching up: lag unknown: %w", st.Name, err)
+		}
+		if lag > readyLag {
+			return fmt.Errorf("projection %s catching up: at %d, %d events behind (ready within %d)", st.Name, r.Position(), lag, readyLag)
+		}
+		m.caughtUp.Store(r, struct{}{})
 	}
 	if m.reactionsDone.Load() {
 		return errors.New("reactions stopped")
