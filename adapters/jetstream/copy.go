@@ -87,11 +87,19 @@ func CopyStreams(ctx context.Context, src, dst *nats.Conn, replicas int, done fu
 			done(c)
 		}
 	}
-	if replicas > 1 {
-		for _, c := range copied {
-			if err := raiseReplicas(ctx, dst, djs, c.Name, replicas); err != nil {
-				return copied, fmt.Errorf("copy streams: raise %s to %d replicas: %w", c.Name, replicas, err)
-			}
+	if replicas <= 1 {
+		return copied, nil
+	}
+	// Raised all at once, the streams' new replicas catch up together.
+	for _, c := range copied {
+		if err := raiseReplicas(ctx, dst, c.Name, replicas); err != nil {
+			return copied, fmt.Errorf("copy streams: raise %s to %d replicas: %w", c.Name, replicas, err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, c := range copied {
+		if err := awaitReplicas(ctx, djs, c.Name, replicas, deadline); err != nil {
+			return copied, fmt.Errorf("copy streams: raise %s to %d replicas: %w", c.Name, replicas, err)
 		}
 	}
 	return copied, nil
@@ -254,11 +262,10 @@ func restoreChunk(ctx context.Context, nc *nats.Conn, subject string, chunk []by
 	return nil
 }
 
-// raiseReplicas updates stream name on nc to replicas and waits until
-// every replica is current. The update sends back the stream's own
-// configuration, as JSON, so no field a client library does not know is
-// lost.
-func raiseReplicas(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, name string, replicas int) error {
+// raiseReplicas updates stream name on nc to replicas. The update sends
+// back the stream's own configuration, as JSON, so no field a client
+// library does not know is lost.
+func raiseReplicas(ctx context.Context, nc *nats.Conn, name string, replicas int) error {
 	var info struct {
 		Config map[string]json.RawMessage `json:"config"`
 	}
@@ -267,22 +274,28 @@ func raiseReplicas(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, n
 	}
 	info.Config["num_replicas"] = json.RawMessage(fmt.Sprint(replicas))
 	var updated struct{}
-	err := WhileClusterForms(ctx, true, func(ctx context.Context) error {
+	return WhileClusterForms(ctx, true, func(ctx context.Context) error {
 		return apiRequest(ctx, nc, "$JS.API.STREAM.UPDATE."+name, info.Config, &updated)
 	})
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for tick := time.NewTicker(50 * time.Millisecond); ; <-tick.C {
+}
+
+// awaitReplicas polls until stream name has a leader and replicas-1
+// current followers, or deadline.
+func awaitReplicas(ctx context.Context, js jetstream.JetStream, name string, replicas int, deadline time.Time) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		st, err := js.Stream(ctx, name)
 		if err == nil && current(st.CachedInfo(), replicas) {
-			tick.Stop()
 			return nil
 		}
 		if time.Now().After(deadline) {
-			tick.Stop()
-			return fmt.Errorf("replicas not current within 2 minutes (%v)", err)
+			return fmt.Errorf("replicas not current in time (%v)", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
 		}
 	}
 }

@@ -109,6 +109,31 @@ func rawMessages(tb testing.TB, nc *nats.Conn, stream string) map[uint64]rawMsg 
 	return msgs
 }
 
+// ackFloors returns the ack floor (stream sequence) of every durable
+// consumer of stream on nc, by name.
+func ackFloors(tb testing.TB, nc *nats.Conn, stream string) map[string]uint64 {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	floors := map[string]uint64{}
+	l := st.ListConsumers(context.Background())
+	for ci := range l.Info() {
+		if ci.Config.Durable != "" { // not the runners' ordered consumers
+			floors[ci.Name] = ci.AckFloor.Stream
+		}
+	}
+	if err := l.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return floors
+}
+
 // A store a server alone wrote (events through the API, a KV entry, an
 // object) is copied into a three-node NATS cluster by 'tideline
 // cluster-import': every message keeps its sequence, subject, headers and
@@ -157,6 +182,7 @@ func TestClusterImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := rawMessages(t, oldNC, wire.EventsStream)
+	floors := ackFloors(t, oldNC, wire.EventsStream)
 	oldNC.Close()
 	if len(events) == 0 || events[last].Subject == "" {
 		t.Fatalf("%d events, the last at %d: %+v", len(events), last, events[last])
@@ -201,6 +227,9 @@ func TestClusterImport(t *testing.T) {
 		if g.Subject != w.Subject || !bytes.Equal(g.Data, w.Data) || !g.Time.Equal(w.Time) || fmt.Sprint(g.Header) != fmt.Sprint(w.Header) {
 			t.Errorf("event %d in the cluster: %s at %s, want %s at %s (or its data or headers differ)", seq, g.Subject, g.Time, w.Subject, w.Time)
 		}
+	}
+	if got := ackFloors(t, nc, wire.EventsStream); len(floors) == 0 || fmt.Sprint(got) != fmt.Sprint(floors) {
+		t.Errorf("the reactions' consumers in the cluster: %v, want %v", got, floors)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
