@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/internal/dirlock"
 	"github.com/tideline/tideline/wire"
 )
@@ -32,7 +34,10 @@ read.
 It refuses, copying nothing, when the cluster already has a stream of one
 of those names (an import done already, or a server started on the
 cluster first), when DIR is in use, or when DIR holds no Tideline store.
-If a copy fails, the streams copied so far are removed again.`
+If a copy fails, the streams copied so far are removed again. Once all
+are copied, DIR/IMPORTED says so, and 'tideline serve' refuses to serve
+DIR alone again (it would take writes the cluster never sees); with
+--nats-url it may.`
 
 func clusterImportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("cluster-import", clusterImportUsage, stderr)
@@ -108,18 +113,41 @@ func clusterImportCmd(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return fmt.Errorf("cluster-import: %w", err)
 	}
+	// The old server must not take writes the cluster would never see.
+	mark := fmt.Sprintf("by tideline cluster-import into %s at %s, up to position %d\n",
+		dst.ConnectedUrlRedacted(), time.Now().UTC().Format(time.RFC3339), lastSeq(copied))
+	if err := writeFile(filepath.Join(*data, server.ImportedFile), []byte(mark)); err != nil {
+		return fmt.Errorf("cluster-import: copied, but %w: do not serve %s alone any more", err, *data)
+	}
 	var msgs, bytes uint64
 	var secs float64
 	for _, c := range copied {
 		msgs, bytes, secs = msgs+c.Msgs, bytes+c.Bytes, secs+c.Took.Seconds()
 	}
 	fmt.Fprintf(stdout, "%-28s %12d %14d %9.2f\n", fmt.Sprintf("total (%d streams)", len(copied)), msgs, bytes, secs)
-	i := slices.IndexFunc(copied, func(c jetstream.Copied) bool { return c.Name == wire.EventsStream })
 	fmt.Fprintf(stdout, "checked: every stream has its messages and first and last sequences; %s up to position %d, %d replicas\n",
-		wire.EventsStream, copied[i].LastSeq, *replicas)
+		wire.EventsStream, lastSeq(copied), *replicas)
 	fmt.Fprintf(stdout, "next: copy %s and %s into each node's --data, start 'tideline serve --nats-url %s' there, and keep %s stopped\n",
 		filepath.Join(*data, "keys"), filepath.Join(*data, "vapid.json"), *url, *data)
 	return nil
+}
+
+// lastSeq returns the events stream's last sequence among copied.
+func lastSeq(copied []jetstream.Copied) uint64 {
+	i := slices.IndexFunc(copied, func(c jetstream.Copied) bool { return c.Name == wire.EventsStream })
+	if i < 0 {
+		return 0
+	}
+	return copied[i].LastSeq
+}
+
+// writeFile writes path whole or not at all.
+func writeFile(path string, b []byte) error {
+	tmp := path + ".partial"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func clusterName(nc *nats.Conn) string {

@@ -139,7 +139,8 @@ func ackFloors(tb testing.TB, nc *nats.Conn, stream string) map[string]uint64 {
 // cluster-import': every message keeps its sequence, subject, headers and
 // time, every stream gets three replicas, and a server on the cluster
 // answers from it. The import refuses a data dir in use, one without a
-// store, and a cluster that has the streams already.
+// store, and a cluster that has the streams already; the dir is not
+// served alone again.
 func TestClusterImport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node NATS cluster")
@@ -245,8 +246,21 @@ func TestClusterImport(t *testing.T) {
 		}
 	}
 
-	// A server on the cluster answers from the copied store.
-	m := &server.Main{Config: server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", NATSURL: urls, Logger: logger}}
+	err = run(ctx, []string{"cluster-import", "--data", dir, "--nats-url", urls}, io.Discard, io.Discard)
+	if es.KindOf(err) != es.FailedPrecondition || !strings.Contains(err.Error(), "already has stream") {
+		t.Fatalf("a second import: %v, want FailedPrecondition 'already has stream'", err)
+	}
+	if after := rawMessages(t, nc, wire.EventsStream); len(after) != len(events) {
+		t.Errorf("%d events after the refused import, want %d", len(after), len(events))
+	}
+	alone := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: logger}}
+	if err := alone.Run(ctx); err == nil || !strings.Contains(err.Error(), "was copied into a cluster") {
+		t.Fatalf("serving the imported dir alone: %v, want 'was copied into a cluster'", err)
+	}
+
+	// A server on the cluster, with the old dir's keys, answers from the
+	// copied store and accepts the old server's tokens.
+	m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", NATSURL: urls, Logger: logger}}
 	if err := m.Run(ctx); err != nil {
 		t.Fatalf("serve on the cluster: %v", err)
 	}
@@ -258,7 +272,6 @@ func TestClusterImport(t *testing.T) {
 	if m.Store.Replicas() != 3 {
 		t.Errorf("the store on the cluster has %d replicas, want 3", m.Store.Replicas())
 	}
-	tok = mainToken(t, m, "ingest", auth.Service)
 	c = stepsv1connect.NewStepsServiceClient(http.DefaultClient, "http://"+m.Addr())
 	again, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"walker-0", "walker-3"}, FromDate: todayUTC(), MinPosition: last}, tok))
 	if err != nil {
@@ -288,11 +301,4 @@ func TestClusterImport(t *testing.T) {
 		t.Errorf("object through the cluster: %d bytes, %v; want the %d put", len(b), err, len(blob))
 	}
 
-	err = run(ctx, []string{"cluster-import", "--data", dir, "--nats-url", urls}, io.Discard, io.Discard)
-	if es.KindOf(err) != es.FailedPrecondition || !strings.Contains(err.Error(), "already has stream") {
-		t.Fatalf("a second import: %v, want FailedPrecondition 'already has stream'", err)
-	}
-	if after := rawMessages(t, nc, wire.EventsStream); len(after) != len(events)+1 {
-		t.Errorf("%d events after the refused import, want %d", len(after), len(events)+1)
-	}
 }
