@@ -39,7 +39,8 @@ const copyTimeout = 30 * time.Second
 // Before copying anything it refuses with a FailedPrecondition error
 // naming the stream when dst already has a stream of one of those names.
 // When a copy fails, it deletes the streams it created, leaving dst as it
-// found it. src must not change meanwhile (its server stopped, or alone).
+// found it. When only the raise fails, it returns the copied streams with
+// the error. src must not change meanwhile (its server stopped, or alone).
 func CopyStreams(ctx context.Context, src, dst *nats.Conn, replicas int, done func(Copied)) ([]Copied, error) {
 	sjs, err := jetstream.New(src)
 	if err != nil {

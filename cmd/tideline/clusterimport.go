@@ -110,14 +110,18 @@ func clusterImportCmd(ctx context.Context, args []string, stdout, stderr io.Writ
 	copied, err := jetstream.CopyStreams(ctx, src, dst, *replicas, func(c jetstream.Copied) {
 		fmt.Fprintf(stdout, "%-28s %12d %14d %9.2f\n", c.Name, c.Msgs, c.Bytes, c.Took.Seconds())
 	})
-	if err != nil {
+	if err != nil && copied == nil {
 		return fmt.Errorf("cluster-import: %w", err)
 	}
-	// The old server must not take writes the cluster would never see.
+	// Copied (whatever the raise did): the old server must not take
+	// writes the cluster would never see.
 	mark := fmt.Sprintf("by tideline cluster-import into %s at %s, up to position %d\n",
 		dst.ConnectedUrlRedacted(), time.Now().UTC().Format(time.RFC3339), lastSeq(copied))
 	if err := writeFile(filepath.Join(*data, server.ImportedFile), []byte(mark)); err != nil {
 		return fmt.Errorf("cluster-import: copied, but %w: do not serve %s alone any more", err, *data)
+	}
+	if err != nil {
+		return fmt.Errorf("cluster-import: every stream is copied, but %w; 'tideline serve --nats-url %s --replicas %d' raises them as it starts", err, *url, *replicas)
 	}
 	var msgs, bytes uint64
 	var secs float64
