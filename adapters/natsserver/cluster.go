@@ -165,7 +165,7 @@ func (c Cluster) apply(opts *server.Options) error {
 // store a server alone wrote: nats-server would find its streams in no
 // cluster assignment and delete them as orphans
 // (https://github.com/nats-io/nats-server/issues/5467).
-var ErrStandaloneStore = errors.New("natsserver: this store was written by a server alone; as a cluster node nats-server would delete its streams as orphans. Move its events into the cluster instead (README: From one node to a cluster)")
+var ErrStandaloneStore = errors.New("natsserver: this store was written by a server alone; as a cluster node nats-server would delete its streams as orphans. Copy its streams into a NATS cluster with 'tideline cluster-import' instead (README: From one node to a cluster)")
 
 // checkStandalone returns ErrStandaloneStore when storeDir holds streams
 // but no JetStream cluster state.

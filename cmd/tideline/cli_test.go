@@ -37,6 +37,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"nats-user", "add", "-h"}, "-role"},
 		{[]string{"nats-user", "list", "-h"}, "tideline nats-user list"},
 		{[]string{"export", "-h"}, "tideline export [--format jsonl|parquet]"},
+		{[]string{"cluster-import", "-h"}, "usage: tideline cluster-import"},
 		{[]string{"bench", "-h"}, "usage: tideline bench"},
 		{[]string{"demo", "-h"}, "usage: tideline demo"},
 	}

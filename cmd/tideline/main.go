@@ -5,6 +5,7 @@
 //	tideline projections  list read models; rebuild, resume or skip a commit
 //	tideline device       register, revoke and list edge devices
 //	tideline nats-user    register, revoke and list NATS client users
+//	tideline cluster-import  copy a server alone's store into a NATS cluster
 //	tideline bench        measure Tideline against raw JetStream and connect-go
 //	tideline demo         drive a realistic day through the public API
 //	tideline version      print the version, VCS revision and Go version
@@ -36,6 +37,7 @@ usage:
   tideline export [--format jsonl|parquet] [flags]      export events for analysis
   tideline device add|revoke|list [ID] [flags]          manage edge devices
   tideline nats-user add|revoke|list [NAME] [flags]     manage NATS clients (--nats-listen)
+  tideline cluster-import --data DIR --nats-url URL     copy a server alone's store into a NATS cluster
   tideline bench [--json] [flags]                       run the benchmarks
   tideline demo [--server URL --data DIR] [flags]       drive a realistic day through the API
   tideline version                                      print the version and exit
@@ -101,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return deviceCmd(args[1:], stdout, stderr)
 	case "nats-user":
 		return natsUserCmd(args[1:], stdout, stderr)
+	case "cluster-import":
+		return clusterImportCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return bench.Run(ctx, args[1:], stdout, stderr)
 	case "demo":

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -287,6 +288,23 @@ func DeviceDir(dataDir string) string { return filepath.Join(dataDir, "devices")
 // written for it.
 func NATSUserDir(dataDir string) string { return filepath.Join(dataDir, "nats-users") }
 
+// ImportedFile, in a data dir, says that 'tideline cluster-import' copied
+// its store into a cluster: what a server alone on it wrote afterwards
+// would be acknowledged and never reach the cluster, so serve refuses it
+// (with --nats-url, the store is elsewhere and the dir only lends keys).
+const ImportedFile = "IMPORTED"
+
+func checkNotImported(dataDir string) error {
+	path := filepath.Join(dataDir, ImportedFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	return fmt.Errorf("data dir %s was copied into a cluster (%s): a server alone here would take writes the cluster never sees. Serve the cluster with --nats-url, or remove %s to serve this copy anyway", dataDir, strings.TrimSpace(string(b)), path)
+}
+
 // Run starts everything and returns once the API accepts requests. The
 // caller must call Close.
 func (m *Main) Run(ctx context.Context) (err error) {
@@ -303,6 +321,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.lock, err = dirlock.Acquire(c.DataDir, dirlock.Holder{Program: "tideline serve", Addr: c.Listen})
 	if err != nil {
 		return err
+	}
+	if c.NATSURL == "" {
+		if err := checkNotImported(c.DataDir); err != nil {
+			return err
+		}
 	}
 	m.Tokens, err = api.LoadOrCreateTokens(c.DataDir)
 	if err != nil {
