@@ -270,7 +270,7 @@ func TestFigureCommands(t *testing.T) {
 // TestFigureSynthesisedEnglish prints pocketsphinx's word error rate on
 // English sentences synthesised by espeak-ng and by flite's rms voice,
 // the proxy for intelligibility by which adapters/espeak speaks English
-// with flite:
+// with flite (on three of its six sentences without -v):
 //
 //	go test -v -run TestFigureSynthesisedEnglish ./adapters/pocketsphinx/
 func TestFigureSynthesisedEnglish(t *testing.T) {
@@ -283,6 +283,9 @@ func TestFigureSynthesisedEnglish(t *testing.T) {
 		"traffic is heavy on the main road today",
 		"i will be there in five minutes",
 		"the weather is cold and the streets are wet",
+	}
+	if !testing.Verbose() {
+		sentences = sentences[:3] // the comparison still holds by far; the figure wants all six
 	}
 	r := pocketsphinx.New(pocketsphinx.Config{})
 	synth := map[string]func(string) []byte{
