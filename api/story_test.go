@@ -300,7 +300,7 @@ func BenchmarkStoryBurst(b *testing.B) {
 func TestStoryBurstLosesNone(t *testing.T) {
 	needStoryEngines(t)
 	t.Parallel()
-	storyBurst(t, 20)
+	storyBurst(t, 10) // more pages than engine slots; BenchmarkStoryBurst takes 200
 }
 
 type burstFigures struct {
