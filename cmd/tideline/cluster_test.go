@@ -915,6 +915,7 @@ func clusterCheck(t *testing.T, c *testCluster, hc *http.Client, adminTok string
 	// Every node catches up to the same end, and answers alike.
 	var last uint64
 	for _, n := range c.nodes {
+		t.Logf("%s settling", n.name)
 		last = max(last, settle(t, newMixedClients(hc, n.s.url, adminTok)))
 	}
 	if last < acks.maxPos {
