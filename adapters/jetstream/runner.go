@@ -1165,8 +1165,11 @@ func (f *feed) receive(d delivery, pending uint64, ok bool) {
 }
 
 func (f *feed) stop() {
-	f.cc.Stop()
 	close(f.stopped)
+	// The ordered consumer's Stop waits for its lock, which a reset
+	// holds while it retries creating the consumer, 10 s per try, for as
+	// long as the cluster has no meta leader: Run does not wait for it.
+	go f.cc.Stop()
 }
 
 // batchCh and closedCh are nil for no feed: they never fire.

@@ -859,7 +859,7 @@ func lastStops(t *testing.T, c *testCluster, hc *http.Client, svcTok string) {
 	stopping.Store(true)
 	took := last.s.stop(t, stopWithin)
 	for _, l := range strings.Split(last.s.logs.String(), "\n") {
-		if strings.Contains(l, "shut") {
+		if strings.Contains(l, `msg="shut`) {
 			t.Logf("%s: %s", last.name, l)
 		}
 	}

@@ -718,7 +718,16 @@ func (m *Main) Close() error {
 		// Stuck on a cluster without a majority (creating a consumer
 		// retries for as long as it has none): the NATS shutdown below
 		// fails what they wait for. Nothing they hold is acknowledged.
-		log.Warn("shutdown: runners or reactions still busy; stopping NATS under them", "waited", stopWait)
+		var busy []string
+		stateOnly, cancel := context.WithCancel(context.Background())
+		cancel() // Status then reads no lag from the store
+		for _, r := range m.runners {
+			if r.Status(stateOnly).State != jetstream.NotRunning {
+				busy = append(busy, r.Name())
+			}
+		}
+		log.Warn("shutdown: still busy; stopping NATS under them", "waited", stopWait,
+			"projections", strings.Join(busy, ","), "reactions_done", m.reactionsDone.Load())
 	}
 	step("runners and reactions")
 	for _, close := range m.closers {
