@@ -678,8 +678,12 @@ func (m *Main) Close() error {
 		log = slog.Default()
 	}
 	began, last := time.Now(), time.Now()
-	step := func(name string) {
-		log.Info("shutdown step", "step", name, "took", time.Since(last).Round(time.Millisecond))
+	step := func(name string) { // a slow one is worth an operator's eye
+		level, took := slog.LevelDebug, time.Since(last)
+		if took >= time.Second {
+			level = slog.LevelInfo
+		}
+		log.Log(context.Background(), level, "shutdown step", "step", name, "took", took.Round(time.Millisecond))
 		last = time.Now()
 	}
 	if m.http == nil && m.ln != nil { // Run failed between listening and serving
