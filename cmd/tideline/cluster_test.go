@@ -772,6 +772,7 @@ func clusterProof(t *testing.T, kills []victim, partition, rolling bool) {
 	if rolling {
 		for i, n := range c.nodes {
 			from := acks.count()
+			leaders := c.leaders()
 			began := time.Now()
 			exited := n.s.stop(t, stopWithin)
 			c.restart(t, i, hc, svcTok)
@@ -780,8 +781,8 @@ func clusterProof(t *testing.T, kills []victim, partition, rolling bool) {
 			gap := longestGap(acks.at, began)
 			acks.mu.Unlock()
 			gaps["SIGTERM, rolling restart"] = append(gaps["SIGTERM, rolling restart"], gap)
-			t.Logf("rolling restart: %s exited %v after SIGTERM, serving again in %v; writes stopped for at most %v; %d writes acknowledged meanwhile",
-				n.name, exited.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), gap.Round(time.Millisecond), acks.count()-from)
+			t.Logf("rolling restart: %s (before: %s) exited %v after SIGTERM, serving again in %v; writes stopped for at most %v; %d writes acknowledged meanwhile",
+				n.name, leaders, exited.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), gap.Round(time.Millisecond), acks.count()-from)
 		}
 	}
 
