@@ -3,6 +3,10 @@ package jetstream_test
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"google.golang.org/protobuf/proto"
 
@@ -148,5 +152,65 @@ func TestClusterRaisesReplicas(t *testing.T) {
 		if err != nil || len(commits) != 50 {
 			t.Errorf("load through node %d after the raise: %d commits, %v; want 50", i, len(commits), err)
 		}
+	}
+}
+
+// A runner whose node is left without a majority (its two peers gone)
+// still returns promptly once its context ends: its final snapshot, which
+// no majority will take, is abandoned rather than waited for a minute.
+// (A `tideline serve` node took that long to exit after SIGTERM.)
+func TestClusterRunnerStopsWithoutMajority(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	servers, conns := natstest.StartCluster(t, 3)
+	s, err := tljs.Open(context.Background(), conns[0], tljs.Config{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tljs.NewRunner(s, newCountingProjection("counts", 1), tljs.RunnerOptions{Logger: quietLogger})
+	stop := startRunner(t, r)
+	waitFor(t, r, appendCommits(t, s, 0, 30))
+	// The snapshot bucket's leader stays: an upload is then taken and
+	// never acknowledged, not refused at once for want of a leader.
+	leadOn(t, conns[0], "OBJ_projections", "node0")
+	for _, peer := range servers[1:] {
+		peer.Shutdown()
+		peer.WaitForShutdown()
+	}
+	began := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Run returned %v after its context ended, its peers gone", time.Since(began).Round(time.Millisecond))
+}
+
+// leadOn makes server the leader of stream, stepping its leader down
+// (JetStream's preferred placement) until it is.
+func leadOn(tb testing.TB, nc *nats.Conn, stream, server string) {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := js.Stream(ctx, stream)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx)
+		}
+		cancel()
+		if err == nil && info.Cluster != nil && info.Cluster.Leader == server {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s not the leader of %s within 20s: %v", server, stream, err)
+		}
+		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
+			_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, []byte(`{"placement":{"preferred":"`+server+`"}}`), 2*time.Second)
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
 	}
 }

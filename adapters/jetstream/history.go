@@ -136,7 +136,7 @@ func (r *Runner) keepHistory(ctx context.Context, pos uint64, meta map[string]st
 	if err != nil || obs == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, snapshotWriteTimeout)
 	defer cancel()
 	ctx, stop := r.store.whileWritable(ctx)
 	defer stop()

@@ -116,11 +116,17 @@ const (
 	// lost (JetStream restarted after a full disk) is recreated after two
 	// missed, rather than the ordered consumer's default 2×5s.
 	feedHeartbeat = time.Second
-	// snapshotWriteTimeout bounds one snapshot upload, including the final
-	// one written after Run's context is done; snapshotReadTimeout bounds
-	// reading one back.
+	// snapshotWriteTimeout bounds one snapshot upload; snapshotReadTimeout
+	// bounds reading one back.
 	snapshotWriteTimeout = time.Minute
 	snapshotReadTimeout  = time.Minute
+	// finalSnapshotWait bounds how long Run, once its context is done,
+	// waits for the upload in flight and the final snapshot together: a
+	// server's shutdown waits for it. A node leaving a cluster that has
+	// lost its majority would otherwise wait out snapshotWriteTimeout per
+	// upload; an upload cut short costs the next Run a longer replay from
+	// the snapshot stored before, nothing more.
+	finalSnapshotWait = 4 * time.Second
 	// noSnapshot is the snapshot position when the stored snapshot does not
 	// match the model (none, another version, or a rebuild is under way).
 	noSnapshot = ^uint64(0)
@@ -522,7 +528,8 @@ func (r *Runner) awaitPast(ctx context.Context, pos uint64) error {
 // model and starts from position 1), then applies every later commit in
 // order until ctx is done, skipping the commits recorded skip decisions
 // name. It snapshots every SnapshotEvery or SnapshotAfter events, and once
-// more on the way out. It returns nil when ctx is done, an error when the
+// more on the way out, waiting for that (and an upload in flight) at most
+// 4 s after ctx is done. It returns nil when ctx is done, an error when the
 // snapshot bucket or the consumer fail; at most one Run may run at a time.
 // A commit it cannot apply stops it there (see Runner) without returning.
 func (r *Runner) Run(ctx context.Context) error {
@@ -560,7 +567,12 @@ func (r *Runner) run(ctx context.Context) error {
 			r.log.Warn("snapshot history unavailable", "error", err)
 		}
 	}
-	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}}
+	// Uploads outlive ctx (the final snapshot is written once it is
+	// done), by finalSnapshotWait at most.
+	uploads, cutUploads := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutUploads()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(finalSnapshotWait, cutUploads) })()
+	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}, uploads: uploads}
 	l.seg, _ = r.p.(projections.Segmented)
 	l.loadSkips(ctx)
 	if err := l.restore(ctx); err != nil {
@@ -579,6 +591,9 @@ type runLoop struct {
 	since   int    // events applied since the last snapshot was taken
 	writing bool   // a snapshot upload is in flight; it reports on written
 	written chan snapshotWritten
+	// uploads is the snapshot uploads' context: it ends
+	// finalSnapshotWait after Run's.
+	uploads context.Context
 	skips   map[uint64]struct{} // commits recorded skip decisions name
 	// dirty: Apply panicked part-way through a commit, so the model may
 	// hold part of it. It is never snapshotted, and resuming restores the
@@ -750,14 +765,14 @@ func (l *runLoop) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return l.stop(ctx, nil)
+			return l.stop(nil)
 		case <-l.feed.closedCh():
-			return l.stop(ctx, errors.New("consumer stopped"))
+			return l.stop(errors.New("consumer stopped"))
 		case req := <-r.rebuilds:
 			err := l.rebuild(ctx, req.target)
 			req.done <- err
 			if err != nil {
-				return l.stop(ctx, err)
+				return l.stop(err)
 			}
 		case c := <-r.controls:
 			if c.skip != 0 {
@@ -774,10 +789,10 @@ func (l *runLoop) run(ctx context.Context) error {
 			err := l.resume(ctx)
 			c.done <- err
 			if err != nil {
-				return l.stop(ctx, err)
+				return l.stop(err)
 			}
 		case <-tick.C:
-			l.snapshot(ctx)
+			l.snapshot()
 		case w := <-l.written:
 			l.wrote(w)
 		case batch := <-l.feed.batchCh():
@@ -786,7 +801,7 @@ func (l *runLoop) run(ctx context.Context) error {
 				// was blocked: a commit may have been skipped.
 				r.log.Error("consumer delivered out of order; rebuilding")
 				if err := l.rebuild(ctx, r.Position()); err != nil {
-					return l.stop(ctx, err)
+					return l.stop(err)
 				}
 				continue
 			}
@@ -803,11 +818,11 @@ func (l *runLoop) run(ctx context.Context) error {
 				// old feed still held is delivered again by the new one.
 				l.stopFeed()
 				if err := l.startFeed(true); err != nil {
-					return l.stop(ctx, err)
+					return l.stop(err)
 				}
 			}
 			if l.since >= r.opts.SnapshotAfter {
-				l.snapshot(ctx)
+				l.snapshot()
 			}
 		}
 	}
@@ -966,7 +981,7 @@ func (l *runLoop) rebuild(ctx context.Context, target uint64) error {
 // snapshot takes the model's snapshot on Run's goroutine and uploads it in
 // the background, unless one is in flight, the model is unchanged, or it
 // may hold part of a commit.
-func (l *runLoop) snapshot(ctx context.Context) {
+func (l *runLoop) snapshot() {
 	pos := l.r.Position()
 	if l.writing || pos == l.snapPos || l.dirty || l.r.store.writable() != nil {
 		return // a store refusing writes (disk full) is retried at the next tick
@@ -978,7 +993,7 @@ func (l *runLoop) snapshot(ctx context.Context) {
 	}
 	l.since = 0
 	l.writing = true
-	go func() { l.written <- upload(ctx) }()
+	go func() { l.written <- upload(l.uploads) }()
 }
 
 // take takes the model's snapshot at pos and returns its upload. A whole
@@ -1044,8 +1059,9 @@ func (r *Runner) snapshotMeta(pos uint64, format string) map[string]string {
 }
 
 // stop ends the feed and writes a final snapshot if the model changed
-// since the last one (and holds no part of a commit). It returns err.
-func (l *runLoop) stop(ctx context.Context, err error) error {
+// since the last one (and holds no part of a commit); l.uploads bounds
+// it and the upload in flight. It returns err.
+func (l *runLoop) stop(err error) error {
 	l.stopFeed()
 	if l.writing {
 		l.wrote(<-l.written)
@@ -1060,7 +1076,7 @@ func (l *runLoop) stop(ctx context.Context, err error) error {
 		if upload, serr := l.take(pos); serr != nil {
 			l.r.log.Error("final snapshot", "position", pos, "error", serr)
 		} else {
-			l.wrote(upload(ctx)) // logs an error
+			l.wrote(upload(l.uploads)) // logs an error
 		}
 	}
 	return err
@@ -1149,8 +1165,11 @@ func (f *feed) receive(d delivery, pending uint64, ok bool) {
 }
 
 func (f *feed) stop() {
-	f.cc.Stop()
 	close(f.stopped)
+	// The ordered consumer's Stop waits for its lock, which a reset
+	// holds while it retries creating the consumer, 10 s per try, for as
+	// long as the cluster has no meta leader: Run does not wait for it.
+	go f.cc.Stop()
 }
 
 // batchCh and closedCh are nil for no feed: they never fire.

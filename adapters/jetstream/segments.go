@@ -202,7 +202,7 @@ func (l *runLoop) restoreSegments(ctx context.Context, data []byte, pos uint64) 
 // segmentObjects lists the bucket's segment objects of the projection,
 // and the delete markers of those deleted by other hands.
 func (l *runLoop) segmentObjects(ctx context.Context) []string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotReadTimeout)
+	ctx, cancel := context.WithTimeout(ctx, snapshotReadTimeout)
 	defer cancel()
 	infos, err := l.obs.List(ctx, jetstream.ListObjectsShowDeleted())
 	if err != nil {
@@ -223,7 +223,7 @@ func (l *runLoop) segmentObjects(ctx context.Context) []string {
 // removeObject deletes obj and then its delete marker, which the object
 // store would keep for good: segment names are never reused.
 func (l *runLoop) removeObject(ctx context.Context, obj string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, snapshotWriteTimeout)
 	defer cancel()
 	if err := l.obs.Delete(ctx, obj); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return err
@@ -239,7 +239,7 @@ func (l *runLoop) removeObject(ctx context.Context, obj string) error {
 // put writes an object, within snapshotWriteTimeout and while the store
 // takes writes.
 func (l *runLoop) put(ctx context.Context, meta jetstream.ObjectMeta, data []byte) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, snapshotWriteTimeout)
 	defer cancel()
 	ctx, stop := l.r.store.whileWritable(ctx)
 	defer stop()

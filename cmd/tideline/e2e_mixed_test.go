@@ -207,18 +207,23 @@ func settle(tb testing.TB, c mixedClients) uint64 {
 	tb.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var last uint64
+	var behind []string
 	stable := 0
 	for stable < 5 {
 		if time.Now().After(deadline) {
-			tb.Fatalf("stream or projections still moving after 30s (at %d)", last)
+			tb.Fatalf("stream or projections still moving after 30s (at %d; behind: %v)", last, behind)
 		}
 		l, err := c.admin.ListProjections(context.Background(), connect.NewRequest(&adminv1.ListProjectionsRequest{}))
 		if err != nil {
 			tb.Fatalf("list projections: %v", err)
 		}
 		caughtUp := true
+		behind = behind[:0]
 		for _, p := range l.Msg.Projections {
 			caughtUp = caughtUp && p.Lag == 0
+			if p.Lag > 0 {
+				behind = append(behind, fmt.Sprintf("%s at %d (lag %d, %v %s)", p.Name, p.Position, p.Lag, p.State, p.Reason))
+			}
 		}
 		if caughtUp && l.Msg.LastPosition == last {
 			stable++

@@ -152,9 +152,13 @@ func (s *e2eServer) waitServing(tb testing.TB, within time.Duration) {
 	}
 }
 
-// stop sends SIGTERM and waits for the process to shut down cleanly.
-func (s *e2eServer) stop(tb testing.TB) {
+// stop sends SIGTERM and waits, up to within, for the process to shut
+// down cleanly; it returns how long that took. A process still running
+// then is sent SIGQUIT, so that its goroutines' stacks are in the logs
+// the failure shows.
+func (s *e2eServer) stop(tb testing.TB, within time.Duration) time.Duration {
 	tb.Helper()
+	began := time.Now()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		tb.Fatalf("stop: %v", err)
 	}
@@ -163,9 +167,16 @@ func (s *e2eServer) stop(tb testing.TB) {
 		if s.err != nil {
 			tb.Fatalf("serve exited with %v after SIGTERM\n%s", s.err, s.logs)
 		}
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("serve did not exit 30s after SIGTERM\n%s", s.logs)
+		return time.Since(began)
+	case <-time.After(within):
 	}
+	s.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+	}
+	tb.Fatalf("serve did not exit %v after SIGTERM\n%s", within, s.logs)
+	return 0
 }
 
 // kill sends SIGKILL and reaps the process.

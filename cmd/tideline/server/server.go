@@ -210,8 +210,10 @@ type Main struct {
 	ln      net.Listener
 	cancel  context.CancelFunc
 	failed  chan error // the HTTP server stopped on its own
-	wg      sync.WaitGroup
-	runners []*jetstream.Runner
+	// endRequests ends the contexts of the API's calls in flight.
+	endRequests context.CancelFunc
+	wg          sync.WaitGroup
+	runners     []*jetstream.Runner
 	// history answers ProjectionAt (Host.Past); asOf bounds every
 	// runner's as-of replays together.
 	history map[string]api.Past
@@ -458,6 +460,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return errors.New("--metrics-listen: metrics are off")
 	}
 	m.http = api.NewServer(m.api.Handler())
+	requests, endRequests := context.WithCancel(context.Background())
+	m.http.BaseContext = func(net.Listener) context.Context { return requests }
+	m.endRequests = endRequests
 	if c.IdleTimeout > 0 {
 		m.http.IdleTimeout = c.IdleTimeout
 	}
@@ -629,7 +634,8 @@ func (m *Main) Health(ctx context.Context) error {
 	return nil
 }
 
-// goRun runs f(ctx) until it returns; Close waits for it.
+// goRun runs f(ctx) until it returns; Close waits for it (stopWait at
+// most).
 func (m *Main) goRun(ctx context.Context, f func(ctx context.Context)) {
 	m.wg.Add(1)
 	go func() {
@@ -675,10 +681,34 @@ func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetst
 	return r
 }
 
+// Shutdown bounds: Close gives the API's calls in flight requestGrace
+// to finish, the runners (each writes a final snapshot within 4 s,
+// jetstream.Runner.Run), the reactions and every goRun stopWait to
+// return, and the connection's drain drainWait.
+const (
+	requestGrace = 4 * time.Second
+	stopWait     = 5 * time.Second
+	drainWait    = 2 * time.Second
+)
+
 // Close shuts down in order: stop accepting requests and end live
 // streams, let in-flight requests finish (bounded), stop runners (each
-// writes a final snapshot), flush the connection, stop NATS.
+// writes a final snapshot, bounded), flush the connection, stop NATS.
+// It returns within seconds even on a cluster node whose peers are gone.
 func (m *Main) Close() error {
+	log := m.Config.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	began, last := time.Now(), time.Now()
+	step := func(name string) { // a slow one is worth an operator's eye
+		level, took := slog.LevelDebug, time.Since(last)
+		if took >= time.Second {
+			level = slog.LevelInfo
+		}
+		log.Log(context.Background(), level, "shutdown step", "step", name, "took", took.Round(time.Millisecond))
+		last = time.Now()
+	}
 	if m.http == nil && m.ln != nil { // Run failed between listening and serving
 		m.ln.Close()
 	}
@@ -686,12 +716,23 @@ func (m *Main) Close() error {
 		m.api.Close()
 	}
 	if m.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := m.http.Shutdown(ctx); err != nil {
-			m.http.Close()
-		}
+		// Calls in flight get requestGrace to finish. Then their contexts
+		// end: a write still waiting for a leader fails (Unavailable,
+		// outcome unknown; its client retries with the same key through
+		// another node), and what is left is closed.
+		ctx, cancel := context.WithTimeout(context.Background(), requestGrace)
+		err := m.http.Shutdown(ctx)
 		cancel()
+		if err != nil {
+			m.endRequests()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := m.http.Shutdown(ctx); err != nil {
+				m.http.Close()
+			}
+			cancel()
+		}
 	}
+	step("http")
 	if m.metricsHTTP != nil {
 		m.metricsHTTP.Close() // scrapes are short; none is worth waiting for
 	} else if m.metricsLn != nil {
@@ -700,7 +741,22 @@ func (m *Main) Close() error {
 	if m.cancel != nil {
 		m.cancel()
 	}
-	m.wg.Wait()
+	if !waitAtMost(&m.wg, stopWait) {
+		// Stuck on a cluster without a majority (creating a consumer
+		// retries for as long as it has none): the NATS shutdown below
+		// fails what they wait for. Nothing they hold is acknowledged.
+		var busy []string
+		stateOnly, cancel := context.WithCancel(context.Background())
+		cancel() // Status then reads no lag from the store
+		for _, r := range m.runners {
+			if r.Status(stateOnly).State != jetstream.NotRunning {
+				busy = append(busy, r.Name())
+			}
+		}
+		log.Warn("shutdown: still busy; stopping NATS under them", "waited", stopWait,
+			"projections", strings.Join(busy, ","), "reactions_done", m.reactionsDone.Load())
+	}
+	step("runners and reactions")
 	for _, close := range m.closers {
 		close()
 	}
@@ -711,13 +767,19 @@ func (m *Main) Close() error {
 		closed := make(chan struct{})
 		m.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 		if err := m.nc.Drain(); err == nil {
-			<-closed
+			select {
+			case <-closed:
+			case <-time.After(drainWait):
+				m.nc.Close()
+			}
 		}
 	}
+	step("nats connection")
 	if m.ns != nil {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
 	}
+	step("nats server")
 	if m.stopTracing != nil {
 		// A collector that is down loses the last spans, not the
 		// shutdown: that is no failure of the server.
@@ -728,7 +790,22 @@ func (m *Main) Close() error {
 		cancel()
 		m.stopTracing = nil
 	}
+	log.Info("shut down", "took", time.Since(began).Round(time.Millisecond))
 	return m.lock.Release()
+}
+
+// waitAtMost waits for wg, d at most, and reports whether it is done.
+func waitAtMost(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // runnerControl adapts a runner to the admin API.
