@@ -101,7 +101,13 @@ func (e *sharedEncodings) ofRaw(raw []byte) *encoding {
 func (enc *encoding) gzipped() ([]byte, error) {
 	enc.gzOnce.Do(func() {
 		var b bytes.Buffer
-		w := gzip.NewWriter(&b)
+		w, _ := gzipWriters.Get().(*gzip.Writer)
+		if w == nil {
+			w = gzip.NewWriter(&b)
+		} else {
+			w.Reset(&b)
+		}
+		defer gzipWriters.Put(w)
 		if _, err := w.Write(enc.raw); err != nil {
 			enc.gzErr = err
 			return
@@ -111,6 +117,10 @@ func (enc *encoding) gzipped() ([]byte, error) {
 	})
 	return enc.gz, enc.gzErr
 }
+
+// gzipWriters keeps gzip writers for shared encodings: each holds most of
+// a megabyte.
+var gzipWriters sync.Pool
 
 // options are the handler options that make streams use the shared
 // encodings: a "proto" codec and a "gzip" compressor.

@@ -19,6 +19,13 @@
 // grows with history: about 30 bytes per zone-hour with orders (13 in a
 // snapshot) and 145 per danger event (93 in a snapshot)
 // (BenchmarkFootprint).
+//
+// Cost: a query costs what it returns, not what the model holds. Apply
+// keeps, beside the state, what the queries would otherwise sort or sum
+// per call (the board's counts and active list, the rider ranking, each
+// month's riders by danger events, the zones; see index), and each
+// zone's forecast is memoised. None of it is in the snapshot: Restore
+// derives it.
 package dashboard
 
 import (
