@@ -227,6 +227,66 @@ func TestWatchDashboardPushesAppends(t *testing.T) {
 	}
 }
 
+// TestWatchersOfOneQueryGetOneAnswer opens watchers of the default query
+// over every protocol, some sending gzip, and appends a change big enough
+// to be compressed: each watcher gets the same answer, computed once (down
+// to its generated_at), with the figures GetDashboard gives.
+func TestWatchersOfOneQueryGetOneAnswer(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tok := f.Token(t, "ops", auth.Admin)
+	var watchers []<-chan *dashboardv1.Dashboard
+	for _, p := range protocols {
+		for _, opts := range [][]connect.ClientOption{p.opts, append(slices.Clip(p.opts), connect.WithSendGzip())} {
+			for range 2 {
+				c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL, opts...)
+				s, err := c.WatchDashboard(ctx, withToken(&dashboardv1.WatchDashboardRequest{}, tok))
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := make(chan *dashboardv1.Dashboard, 16)
+				go func() {
+					defer close(out)
+					defer s.Close()
+					for s.Receive() {
+						out <- s.Msg().Dashboard
+					}
+				}()
+				await(t, out, 0)
+				watchers = append(watchers, out)
+			}
+		}
+	}
+	now := time.Now()
+	var msgs []proto.Message
+	for z := range 40 {
+		id := fmt.Sprintf("fan-%d", z)
+		msgs = append(msgs, &deliveryv1.OrderPlaced{OrderId: id, Zone: fmt.Sprintf("zone-%02d", z), Amount: 12000, PlacedAt: timestamppb.New(now)})
+	}
+	pos := appendTo(t, f, "fan", msgs...)
+	first := await(t, watchers[0], pos)
+	if size := proto.Size(first); size < 2048 || len(first.Zones) != 40 {
+		t.Fatalf("update of %d bytes with %d zones, want 40 zones and over 2 KB", size, len(first.Zones))
+	}
+	for i, w := range watchers[1:] {
+		if d := await(t, w, pos); !proto.Equal(d, first) {
+			t.Fatalf("watcher %d got another answer: position %d generated at %v, not %d at %v", i+1, d.Position, d.GeneratedAt.AsTime(), first.Position, first.GeneratedAt.AsTime())
+		}
+	}
+	c := dashboardv1connect.NewDashboardServiceClient(h2c, f.URL, connect.WithSendGzip())
+	res, err := c.GetDashboard(ctx, withToken(&dashboardv1.GetDashboardRequest{MinPosition: pos}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.Msg.Dashboard
+	got.Position, got.GeneratedAt, first.Position, first.GeneratedAt = 0, nil, 0, nil
+	if !proto.Equal(got, first) {
+		t.Fatal("the watchers' figures differ from GetDashboard's")
+	}
+}
+
 // BenchmarkDashboardFreshness measures event append → pushed dashboard
 // update through the real server: the time from calling Append to
 // receiving the first WatchDashboard update that includes the event.

@@ -19,6 +19,13 @@
 // grows with history: about 30 bytes per zone-hour with orders (13 in a
 // snapshot) and 145 per danger event (93 in a snapshot)
 // (BenchmarkFootprint).
+//
+// Cost: a query costs what it returns, not what the model holds. Apply
+// keeps, beside the state, what the queries would otherwise sort or sum
+// per call (the board's counts and active list, the rider ranking, each
+// month's riders by danger events, the zones; see index), and each
+// zone's forecast is memoised. None of it is in the snapshot: Restore
+// derives it.
 package dashboard
 
 import (
@@ -118,6 +125,9 @@ type Model struct {
 	mu   sync.RWMutex
 	s    state
 	seen map[string]bool // danger keys (rider/event_id) in s.Danger
+	x    index
+	// forecastMu guards x.forecasts while queries share the read lock.
+	forecastMu sync.Mutex
 }
 
 var _ projections.Projection = (*Model)(nil)
@@ -163,6 +173,7 @@ func (m *Model) Reset() {
 	defer m.mu.Unlock()
 	m.s = emptyState()
 	m.seen = map[string]bool{}
+	m.x = newIndex()
 }
 
 // Position returns the position of the last event applied.
@@ -229,6 +240,10 @@ func (m *Model) Apply(e es.Event) {
 		}
 		t := at(d.PlacedAt, e)
 		m.s.Orders[d.OrderId] = &order{Zone: d.Zone, Amount: d.Amount, State: statePlaced, PlacedAt: t}
+		m.x.placed++
+		if m.s.Days[d.Zone] == nil {
+			m.x.addZone(d.Zone)
+		}
 		st := m.day(d.Zone, dayOf(t))
 		st.Orders++
 		st.Amount += d.Amount
@@ -239,16 +254,23 @@ func (m *Model) Apply(e es.Event) {
 		}
 		h := hourOf(t)
 		hours[h]++
-		if first, ok := m.s.FirstHour[d.Zone]; !ok || h < first {
+		first, ok := m.s.FirstHour[d.Zone]
+		if !ok || h < first {
 			m.s.FirstHour[d.Zone] = h
 		}
+		m.x.placedIn(d.Zone, h, m.s.FirstHour[d.Zone], !ok || h < first)
 	case *deliveryv1.OrderAccepted:
 		if o := m.s.Orders[d.OrderId]; o != nil && o.State == statePlaced {
 			o.State, o.Rider, o.AcceptedAt = stateAccepted, d.RiderId, at(d.AcceptedAt, e)
+			m.x.placed--
+			m.x.accepted++
+			m.x.active = insertSorted(m.x.active, activeKey{o.AcceptedAt, d.OrderId}, compareActive)
 		}
 	case *deliveryv1.OrderPickedUp:
 		if o := m.s.Orders[d.OrderId]; o != nil && o.State == stateAccepted {
 			o.State, o.PickedUpAt = statePickedUp, at(d.PickedUpAt, e)
+			m.x.accepted--
+			m.x.pickedUp++
 			if d.RiderId != "" {
 				o.Rider = d.RiderId
 			}
@@ -262,14 +284,14 @@ func (m *Model) Apply(e es.Event) {
 		st := m.day(o.Zone, dayOf(t))
 		st.Delivered++
 		st.DeliveryMs += t - o.AcceptedAt
-		delete(m.s.Orders, d.OrderId)
+		m.closeOrder(d.OrderId, o)
 	case *deliveryv1.OrderCancelled:
 		o := m.s.Orders[d.OrderId]
 		if o == nil {
 			return
 		}
 		m.day(o.Zone, dayOf(at(d.CancelledAt, e))).Cancelled++
-		delete(m.s.Orders, d.OrderId)
+		m.closeOrder(d.OrderId, o)
 	case *deliveryv1.OrderRated:
 		if d.RiderId == "" || d.Stars < 1 || d.Stars > 5 {
 			return
@@ -279,8 +301,10 @@ func (m *Model) Apply(e es.Event) {
 			r = &rating{}
 			m.s.Ratings[d.RiderId] = r
 		}
+		old := *r
 		r.Stars += int64(d.Stars)
 		r.N++
+		m.x.rate(d.RiderId, old, *r)
 	case *safetyv1.DangerDetected:
 		key := d.RiderId + "/" + d.EventId // rider ids are tokens: no "/"
 		if d.EventId == "" || m.seen[key] {
@@ -299,8 +323,25 @@ func (m *Model) Apply(e es.Event) {
 				m.s.RiderDanger[d.RiderId] = days
 			}
 			days[dayOf(p.At)]++
+			m.x.danger(d.RiderId, dayOf(p.At), 1)
 		}
 	}
+}
+
+// closeOrder forgets the open order id, delivered or cancelled.
+func (m *Model) closeOrder(id string, o *order) {
+	switch o.State {
+	case statePlaced:
+		m.x.placed--
+	case stateAccepted:
+		m.x.accepted--
+	case statePickedUp:
+		m.x.pickedUp--
+	}
+	if o.State == stateAccepted || o.State == statePickedUp {
+		m.x.active = removeSorted(m.x.active, activeKey{o.AcceptedAt, id}, compareActive)
+	}
+	delete(m.s.Orders, id)
 }
 
 func dangerBefore(a, b danger) bool {
@@ -363,8 +404,14 @@ func (m *Model) Restore(data []byte) error {
 			return fmt.Errorf("dashboard snapshot: order %q is empty", id)
 		}
 	}
+	for id, r := range s.Ratings {
+		if r == nil || r.N <= 0 {
+			return fmt.Errorf("dashboard snapshot: rider %q has a rating without ratings", id)
+		}
+	}
+	x := s.index()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.s, m.seen = s, seen
+	m.s, m.seen, m.x = s, seen, x
 	return nil
 }

@@ -428,6 +428,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"other_magic", "tlsafety1xxxxxxxx"},
 		{"bad_json", "tldashboard1\n{"},
 		{"missing_parts", "tldashboard1\n{\"orders\":null}"},
+		{"rating_without_ratings", "tldashboard1\n{\"orders\":{},\"days\":{},\"hours\":{},\"firstHour\":{},\"ratings\":{\"r1\":{\"s\":0,\"n\":0}},\"riderDanger\":{},\"danger\":null}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := dashboard.New().Restore([]byte(tc.data)); err == nil {

@@ -26,7 +26,20 @@ func (m *Model) Forecast(zone string, hourStart time.Time) float64 {
 	return m.forecast(zone, hourOf(hourStart.UnixMilli()))
 }
 
+// forecast memoises one target per zone: every watcher and query asks
+// for the same next hour, and a forecast reads the zone's whole history.
 func (m *Model) forecast(zone string, target int64) float64 {
+	m.forecastMu.Lock()
+	defer m.forecastMu.Unlock()
+	if f, ok := m.x.forecasts[zone]; ok && f.target == target {
+		return f.value
+	}
+	v := m.computeForecast(zone, target)
+	m.x.forecasts[zone] = forecastMemo{target, v}
+	return v
+}
+
+func (m *Model) computeForecast(zone string, target int64) float64 {
 	first, ok := m.s.FirstHour[zone]
 	if !ok || first >= target {
 		return 0

@@ -77,12 +77,7 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 
 	var allToday, allMonth dayStats
 	nextHour := now.Truncate(time.Hour).Add(time.Hour) // KST is a whole-hour offset
-	zones := make([]string, 0, len(m.s.Days))
-	for z := range m.s.Days {
-		zones = append(zones, z)
-	}
-	sort.Strings(zones)
-	for _, z := range zones {
+	for _, z := range m.x.zones {
 		days := m.s.Days[z]
 		var zToday, zMonth dayStats
 		if st := days[todayN]; st != nil {
@@ -112,7 +107,7 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 	out.Today, out.ThisMonth = allToday.proto(), allMonth.proto()
 
 	out.RiderRanking, out.RatedRiders = m.ranking(q.RankingLimit)
-	out.DangerTrends = m.trends(q.RiderID, monthFrom, monthTo, q.TrendLimit)
+	out.DangerTrends = m.trends(q.RiderID, monthOf(now), monthFrom, monthTo, q.TrendLimit)
 	out.HeatMap = m.heatMap(q.HeatFrom, q.HeatTo, q.CellDeg)
 	return out
 }
@@ -129,46 +124,27 @@ func (d dayStats) proto() *dashboardv1.PeriodStats {
 }
 
 func (m *Model) board(today int32, limit int) *dashboardv1.Board {
-	b := &dashboardv1.Board{}
-	type active struct {
-		id string
-		o  *order
-	}
-	var list []active
-	for id, o := range m.s.Orders {
-		switch o.State {
-		case statePlaced:
-			b.Placed++
-		case stateAccepted:
-			b.Accepted++
-			list = append(list, active{id, o})
-		case statePickedUp:
-			b.PickedUp++
-			list = append(list, active{id, o})
-		}
-	}
-	for _, days := range m.s.Days {
-		if st := days[today]; st != nil {
+	b := &dashboardv1.Board{Placed: m.x.placed, Accepted: m.x.accepted, PickedUp: m.x.pickedUp}
+	for _, z := range m.x.zones {
+		if st := m.s.Days[z][today]; st != nil {
 			b.DeliveredToday += st.Delivered
 			b.CancelledToday += st.Cancelled
 		}
 	}
-	slices.SortFunc(list, func(a, b active) int {
-		return cmp.Or(cmp.Compare(a.o.AcceptedAt, b.o.AcceptedAt), cmp.Compare(a.id, b.id))
-	})
-	for _, a := range list[:min(limit, len(list))] {
+	for _, a := range m.x.active[:min(limit, len(m.x.active))] {
+		o := m.s.Orders[a.id]
 		d := &dashboardv1.ActiveDelivery{
 			OrderId:    a.id,
-			RiderId:    a.o.Rider,
-			Zone:       a.o.Zone,
+			RiderId:    o.Rider,
+			Zone:       o.Zone,
 			State:      dashboardv1.DeliveryState_DELIVERY_STATE_ACCEPTED,
-			Amount:     a.o.Amount,
-			PlacedAt:   timestamppb.New(time.UnixMilli(a.o.PlacedAt)),
-			AcceptedAt: timestamppb.New(time.UnixMilli(a.o.AcceptedAt)),
+			Amount:     o.Amount,
+			PlacedAt:   timestamppb.New(time.UnixMilli(o.PlacedAt)),
+			AcceptedAt: timestamppb.New(time.UnixMilli(o.AcceptedAt)),
 		}
-		if a.o.State == statePickedUp {
+		if o.State == statePickedUp {
 			d.State = dashboardv1.DeliveryState_DELIVERY_STATE_PICKED_UP
-			d.PickedUpAt = timestamppb.New(time.UnixMilli(a.o.PickedUpAt))
+			d.PickedUpAt = timestamppb.New(time.UnixMilli(o.PickedUpAt))
 		}
 		b.Active = append(b.Active, d)
 	}
@@ -178,20 +154,15 @@ func (m *Model) board(today int32, limit int) *dashboardv1.Board {
 // ranking orders riders by average stars, then by more ratings, then by
 // id; equal averages and counts share a rank.
 func (m *Model) ranking(limit int) ([]*dashboardv1.RiderRating, int32) {
-	all := make([]*dashboardv1.RiderRating, 0, len(m.s.Ratings))
-	for id, r := range m.s.Ratings {
-		all = append(all, &dashboardv1.RiderRating{RiderId: id, AverageStars: float64(r.Stars) / float64(r.N), Ratings: r.N})
-	}
-	slices.SortFunc(all, func(a, b *dashboardv1.RiderRating) int {
-		return cmp.Or(cmp.Compare(b.AverageStars, a.AverageStars), cmp.Compare(b.Ratings, a.Ratings), cmp.Compare(a.RiderId, b.RiderId))
-	})
-	for i, r := range all {
-		r.Rank = int32(i + 1)
-		if i > 0 && r.AverageStars == all[i-1].AverageStars && r.Ratings == all[i-1].Ratings {
-			r.Rank = all[i-1].Rank
+	top := m.x.ranked[:min(limit, len(m.x.ranked))]
+	out := make([]*dashboardv1.RiderRating, len(top))
+	for i, r := range top {
+		out[i] = &dashboardv1.RiderRating{Rank: int32(i + 1), RiderId: r.id, AverageStars: r.avg, Ratings: r.n}
+		if i > 0 && r.avg == top[i-1].avg && r.n == top[i-1].n {
+			out[i].Rank = out[i-1].Rank
 		}
 	}
-	return all[:min(limit, len(all))], int32(len(all))
+	return out, int32(len(m.x.ranked))
 }
 
 func (m *Model) trend(rider string, from, to int32) *dashboardv1.RiderDangerTrend {
@@ -204,20 +175,21 @@ func (m *Model) trend(rider string, from, to int32) *dashboardv1.RiderDangerTren
 	return t
 }
 
-func (m *Model) trends(rider string, from, to int32, limit int) []*dashboardv1.RiderDangerTrend {
+// trends returns rider's trend over the days [from, to) of month, or, for
+// no rider, those of the limit riders with the most events in it.
+func (m *Model) trends(rider string, month, from, to int32, limit int) []*dashboardv1.RiderDangerTrend {
 	if rider != "" {
 		return []*dashboardv1.RiderDangerTrend{m.trend(rider, from, to)}
 	}
-	var all []*dashboardv1.RiderDangerTrend
-	for r := range m.s.RiderDanger {
-		if t := m.trend(r, from, to); t.Total > 0 {
-			all = append(all, t)
-		}
+	md := m.x.months[month]
+	if md == nil {
+		return nil
 	}
-	slices.SortFunc(all, func(a, b *dashboardv1.RiderDangerTrend) int {
-		return cmp.Or(cmp.Compare(b.Total, a.Total), cmp.Compare(a.RiderId, b.RiderId))
-	})
-	return all[:min(limit, len(all))]
+	var out []*dashboardv1.RiderDangerTrend
+	for _, r := range md.ranked[:min(limit, len(md.ranked))] {
+		out = append(out, m.trend(r.id, from, to))
+	}
+	return out
 }
 
 func (m *Model) heatMap(from, to time.Time, cell float64) *dashboardv1.HeatMap {

@@ -265,3 +265,41 @@ func BenchmarkDashboard(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/event")
 	})
 }
+
+// TestIndexFollowsEveryEvent queries a model as events arrive, some out
+// of order, and compares each dashboard with that of a model restored
+// from its snapshot, whose index and forecasts are computed afresh: what
+// Apply keeps up to date (the board, rankings, this month's danger
+// ranking, memoised forecasts) must never drift from the state.
+func TestIndexFollowsEveryEvent(t *testing.T) {
+	start, end := kst(2026, 9, 20, 0, 0), kst(2026, 11, 3, 18, 0)
+	msgs, _ := stream(11, 1500, 400, start, end)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range len(msgs) - 40 { // late arrivals, up to 40 events behind
+		if rng.IntN(10) == 0 {
+			j := i + 1 + rng.IntN(40)
+			msgs[i], msgs[j] = msgs[j], msgs[i]
+		}
+	}
+	live := dashboard.New()
+	for i := range msgs {
+		apply(live, msgs[i:i+1], i)
+		if i%37 != 0 && i != len(msgs)-1 {
+			continue
+		}
+		snap, err := live.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh := dashboard.New()
+		if err := fresh.Restore(snap); err != nil {
+			t.Fatal(err)
+		}
+		for _, now := range []time.Time{end, kst(2026, 10, 1, 0, 30), kst(2026, 10, 19, 12, 0), kst(2026, 11, 1, 9, 0), end} { // end last and first: its memoised forecast must follow the events between
+			q := dashboard.Query{Now: now, RankingLimit: 7, ActiveLimit: 9, TrendLimit: 5}
+			if got, want := live.Dashboard(q), fresh.Dashboard(q); !proto.Equal(got, want) {
+				t.Fatalf("after event %d, at %v: live dashboard differs from a restored one:\n%s\nrestored:\n%s", i+1, now, prototext.Format(got), prototext.Format(want))
+			}
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package dashboard_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections/dashboard"
+	"github.com/tideline/tideline/projections/projtest"
+)
+
+// history builds a model of n events of projtest.DeliveryHistory and
+// returns it with the time of its last event.
+func history(tb testing.TB, n int) (*dashboard.Model, time.Time) {
+	tb.Helper()
+	var end time.Time
+	m := dashboard.New()
+	seq := uint64(0)
+	for msg := range projtest.DeliveryHistory(n, time.Date(2026, 3, 1, 0, 0, 0, 0, dashboard.Zone), &end) {
+		seq++
+		m.Apply(es.Event{Type: string(msg.ProtoReflect().Descriptor().FullName()), Data: msg, Position: es.Position{Seq: seq}})
+	}
+	return m, end
+}
+
+// BenchmarkDashboardHistory is one default dashboard query (GetDashboard,
+// or one watcher's update before sharing) over a short and a long
+// history of the same city at the same pace: its cost must not grow with
+// the history. Compare the two in one run:
+//
+//	go test ./projections/dashboard -run '^$' -bench DashboardHistory -benchtime 2s
+func BenchmarkDashboardHistory(b *testing.B) {
+	for _, n := range []int{10_000, 1_000_000} {
+		b.Run(fmt.Sprintf("events=%s", count(n)), func(b *testing.B) {
+			m, end := history(b, n)
+			var size int
+			for b.Loop() {
+				size = proto.Size(m.Dashboard(dashboard.Query{Now: end}))
+			}
+			b.ReportMetric(float64(size), "response-B")
+		})
+	}
+}
+
+func count(n int) string {
+	switch {
+	case n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}

@@ -1,0 +1,192 @@
+package dashboard
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// index holds what the queries read that the state only implies: kept
+// up to date by Apply, so that a query costs what it returns rather than
+// what the model holds. It is not in the snapshot; Restore rebuilds it.
+type index struct {
+	zones                      []string // every zone with a day's stats, sorted
+	placed, accepted, pickedUp int32    // open orders by state
+	active                     []activeKey
+	ranked                     []rankedRider
+	months                     map[int32]*monthDanger // KST month number -> riders' danger events in it
+	// forecasts memoises each zone's last forecast; Apply drops a zone's
+	// memo when an order lands in an hour it reads. Queries fill it under
+	// the read lock, so forecastMu guards it there.
+	forecasts map[string]forecastMemo
+}
+
+func newIndex() index {
+	return index{months: map[int32]*monthDanger{}, forecasts: map[string]forecastMemo{}}
+}
+
+// activeKey orders accepted and picked-up orders: oldest acceptance first,
+// then by order id.
+type activeKey struct {
+	at int64
+	id string
+}
+
+func compareActive(a, b activeKey) int {
+	return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.id, b.id))
+}
+
+// rankedRider is a rated rider in ranking order: average stars, then more
+// ratings, then id.
+type rankedRider struct {
+	id  string
+	avg float64
+	n   int32
+}
+
+func compareRanked(a, b rankedRider) int {
+	return cmp.Or(cmp.Compare(b.avg, a.avg), cmp.Compare(b.n, a.n), cmp.Compare(a.id, b.id))
+}
+
+// monthDanger is one KST month's danger events per rider, and the riders
+// by most events then id.
+type monthDanger struct {
+	total  map[string]int32
+	ranked []riderTotal
+}
+
+type riderTotal struct {
+	id    string
+	total int32
+}
+
+func compareTotals(a, b riderTotal) int {
+	return cmp.Or(cmp.Compare(b.total, a.total), cmp.Compare(a.id, b.id))
+}
+
+type forecastMemo struct {
+	target int64
+	value  float64
+}
+
+// insertSorted inserts v into the sorted list s.
+func insertSorted[T any](s []T, v T, compare func(a, b T) int) []T {
+	i, _ := slices.BinarySearchFunc(s, v, compare)
+	return slices.Insert(s, i, v)
+}
+
+// removeSorted removes v from the sorted list s, if there.
+func removeSorted[T any](s []T, v T, compare func(a, b T) int) []T {
+	if i, ok := slices.BinarySearchFunc(s, v, compare); ok {
+		return slices.Delete(s, i, i+1)
+	}
+	return s
+}
+
+// monthOfDay returns the KST month number (12*year + month-1) of day d.
+func monthOfDay(d int32) int32 {
+	t := time.Unix(int64(d)*86400-zoneOffset, 0).In(Zone)
+	return monthOf(t)
+}
+
+func monthOf(t time.Time) int32 {
+	t = t.In(Zone)
+	return int32(t.Year()*12 + int(t.Month()) - 1)
+}
+
+// addZone records zone in the sorted zone list.
+func (x *index) addZone(zone string) {
+	if i, ok := slices.BinarySearch(x.zones, zone); !ok {
+		x.zones = slices.Insert(x.zones, i, zone)
+	}
+}
+
+// rate moves rider from its old place in the ranking (none when n is 0)
+// to the one of r.
+func (x *index) rate(rider string, old, r rating) {
+	if old.N > 0 {
+		x.ranked = removeSorted(x.ranked, rankedOf(rider, old), compareRanked)
+	}
+	x.ranked = insertSorted(x.ranked, rankedOf(rider, r), compareRanked)
+}
+
+func rankedOf(rider string, r rating) rankedRider {
+	return rankedRider{id: rider, avg: float64(r.Stars) / float64(r.N), n: r.N}
+}
+
+// danger counts n more of rider's danger events on day d.
+func (x *index) danger(rider string, d int32, n int32) {
+	key := monthOfDay(d)
+	md := x.months[key]
+	if md == nil {
+		md = &monthDanger{total: map[string]int32{}}
+		x.months[key] = md
+	}
+	old := md.total[rider]
+	if old > 0 {
+		md.ranked = removeSorted(md.ranked, riderTotal{rider, old}, compareTotals)
+	}
+	md.total[rider] = old + n
+	md.ranked = insertSorted(md.ranked, riderTotal{rider, old + n}, compareTotals)
+}
+
+// placedIn drops the forecast memo of zone if an order placed in hour h
+// changes it. A forecast reads the zone's first hour and the hours a
+// whole number of weeks before its target, or, in the zone's first week,
+// every hour before it.
+func (x *index) placedIn(zone string, h, first int64, firstChanged bool) {
+	f, ok := x.forecasts[zone]
+	if !ok {
+		return
+	}
+	if firstChanged || (h < f.target && ((f.target-first)/weekHours == 0 || (f.target-h)%weekHours == 0)) {
+		delete(x.forecasts, zone)
+	}
+}
+
+// rebuild derives the index from s.
+func (s *state) index() index {
+	x := newIndex()
+	for z := range s.Days {
+		x.zones = append(x.zones, z)
+	}
+	slices.Sort(x.zones)
+	for id, o := range s.Orders {
+		switch o.State {
+		case statePlaced:
+			x.placed++
+		case stateAccepted:
+			x.accepted++
+		case statePickedUp:
+			x.pickedUp++
+		}
+		if o.State == stateAccepted || o.State == statePickedUp {
+			x.active = append(x.active, activeKey{o.AcceptedAt, id})
+		}
+	}
+	slices.SortFunc(x.active, compareActive)
+	for id, r := range s.Ratings {
+		if r.N > 0 {
+			x.ranked = append(x.ranked, rankedOf(id, *r))
+		}
+	}
+	slices.SortFunc(x.ranked, compareRanked)
+	for rider, days := range s.RiderDanger {
+		for d, n := range days {
+			key := monthOfDay(d)
+			md := x.months[key]
+			if md == nil {
+				md = &monthDanger{total: map[string]int32{}}
+				x.months[key] = md
+			}
+			md.total[rider] += n
+		}
+	}
+	for _, md := range x.months {
+		for rider, n := range md.total {
+			md.ranked = append(md.ranked, riderTotal{rider, n})
+		}
+		slices.SortFunc(md.ranked, compareTotals)
+	}
+	return x
+}
