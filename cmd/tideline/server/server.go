@@ -689,6 +689,9 @@ const (
 	requestGrace = 4 * time.Second
 	stopWait     = 5 * time.Second
 	drainWait    = 2 * time.Second
+	// stepDownWait bounds the wait for the others to elect new leaders
+	// for what a cluster node led: about a second when they are there.
+	stepDownWait = 2 * time.Second
 )
 
 // Close shuts down in order: stop accepting requests and end live
@@ -708,6 +711,15 @@ func (m *Main) Close() error {
 		}
 		log.Log(context.Background(), level, "shutdown step", "step", name, "took", took.Round(time.Millisecond))
 		last = time.Now()
+	}
+	if m.ns != nil && m.Config.Cluster.Enabled() {
+		// Leaving on purpose: hand this node's leaderships to the others
+		// first, so that writes through every node go on (NATS's lame duck
+		// mode does the same).
+		if moved, pending := natsserver.StepDown(m.ns, stepDownWait); moved > 0 {
+			log.Info("shutdown: stepped down as leader", "groups", moved, "without_a_new_leader", pending)
+		}
+		step("step down")
 	}
 	if m.http == nil && m.ln != nil { // Run failed between listening and serving
 		m.ln.Close()
