@@ -34,7 +34,7 @@ func fromAddress(url string, n int) accountsv1connect.AccountServiceClient {
 //
 //	go test ./api/ -run '^$' -bench Login -benchtime 60x
 func BenchmarkLogin(b *testing.B) {
-	f := servertest.Start(b)
+	f := servertest.Start(b, servertest.ProductionPasswords())
 	const users = 8
 	var clients []accountsv1connect.AccountServiceClient
 	for i := range 200 {

@@ -462,7 +462,7 @@ func TestSignUpFinishesAnOrphanedClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &failUserWrites{Store: f.Store}
-	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{}, tltotp.TOTP{}, nil)
+	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{Time: 1, Memory: 1024}, tltotp.TOTP{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestSignUpRacingAnOrphanFinisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &holdUserWrites{Store: f.Store, holding: make(chan struct{}), release: make(chan struct{})}
-	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{}, tltotp.TOTP{}, nil)
+	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{Time: 1, Memory: 1024}, tltotp.TOTP{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@
 package argon2id
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -40,17 +41,21 @@ func idKey(password string, salt []byte, t, m uint32, p uint8, n uint32) []byte 
 
 // Hasher is the Argon2id accounts.Passwords. Safe for concurrent use;
 // at most MaxConcurrent hashes run at once in a process.
-type Hasher struct{}
+// Hasher hashes with argon2id at Time passes over Memory KiB; zero
+// values take the defaults above (RFC 9106's second recommendation).
+// Verify reads the cost from the hash, so hashes made at any cost verify.
+type Hasher struct{ Time, Memory uint32 }
 
 var _ accounts.Passwords = Hasher{}
 
 // Hash returns password's hash with a fresh salt.
-func (Hasher) Hash(password string) (string, error) {
+func (h Hasher) Hash(password string) (string, error) {
+	t, m := cmp.Or(h.Time, Time), cmp.Or(h.Memory, Memory)
 	salt := make([]byte, SaltLen)
 	rand.Read(salt)
-	key := idKey(password, salt, Time, Memory, Threads, KeyLen)
+	key := idKey(password, salt, t, m, Threads, KeyLen)
 	b64 := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, Memory, Time, Threads,
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, m, t, Threads,
 		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 }
 

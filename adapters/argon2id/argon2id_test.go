@@ -57,3 +57,22 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	})
 }
+
+// A hasher at a lower cost writes its cost into the hash, and the hash
+// verifies with any hasher: the cost is read from it.
+func TestHasherCost(t *testing.T) {
+	cheap := argon2id.Hasher{Time: 1, Memory: 1024}
+	h, err := cheap.Hash("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h, "$m=1024,t=1,p=2$") {
+		t.Fatalf("hash %q does not carry its cost", h)
+	}
+	if !(argon2id.Hasher{}).Verify(h, "correct horse") || (argon2id.Hasher{}).Verify(h, "wrong horse") {
+		t.Fatal("a cheap hash does not verify as it should")
+	}
+	if d, _ := (argon2id.Hasher{}).Hash("x"); !strings.Contains(d, "$m=65536,t=2,p=2$") {
+		t.Fatalf("default hash %q", d)
+	}
+}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 
-	"github.com/tideline/tideline/adapters/argon2id"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/totp"
 	"github.com/tideline/tideline/api"
@@ -26,7 +25,7 @@ func accountsModule(ctx context.Context, h *Host) error {
 	}
 	var svc *accounts.Service
 	err = h.Provision(ctx, func(ctx context.Context) (err error) {
-		svc, err = accounts.NewService(ctx, h.Store, keys, argon2id.Hasher{}, totp.TOTP{}, nil)
+		svc, err = accounts.NewService(ctx, h.Store, keys, h.Config.PasswordHashing, totp.TOTP{}, nil)
 		return err
 	})
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tideline/tideline/adapters/argon2id"
 	"github.com/tideline/tideline/adapters/fcm"
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
@@ -133,6 +134,10 @@ type Config struct {
 	// makes the notifying reactions tell people (reactions.Config.MaxAge);
 	// older ones are skipped as history. 0: no bound.
 	ReactionMaxAge time.Duration
+	// PasswordHashing is argon2id's cost for new password hashes; zero
+	// values are its defaults (64 MiB, two passes). Not a flag: the API's
+	// tests lower it (servertest), since they hash by the dozen under -race.
+	PasswordHashing argon2id.Hasher
 	// ReadyLag is how many events a projection may lag while /readyz
 	// says ready (0: api.DefaultReadyLag).
 	ReadyLag uint64

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tideline/tideline/adapters/argon2id"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
 	"github.com/tideline/tideline/domain/auth"
@@ -30,6 +31,12 @@ func API(f func(*api.Config)) Option {
 	return func(m *server.Main) { m.TuneAPI = f }
 }
 
+// ProductionPasswords hashes passwords at argon2id's production cost
+// (benchmarks of log-in).
+func ProductionPasswords() Option {
+	return func(m *server.Main) { m.Config.PasswordHashing = argon2id.Hasher{} }
+}
+
 // Start runs a server and returns once it is healthy (every projection
 // running, the reactions running); the test's cleanup closes it. Warnings
 // and errors go to the test's log.
@@ -39,6 +46,9 @@ func Start(tb testing.TB, opts ...Option) *Server {
 		DataDir: tb.TempDir(),
 		Listen:  "127.0.0.1:0",
 		Logger:  slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// argon2id itself, at its lowest cost: the tests hash passwords
+		// by the dozen under -race. ProductionPasswords restores it.
+		PasswordHashing: argon2id.Hasher{Time: 1, Memory: 1024},
 	}}
 	for _, o := range opts {
 		o(m)
