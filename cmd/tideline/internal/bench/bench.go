@@ -266,12 +266,20 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 		if err != nil {
 			return err
 		}
+		// Every aggregate exists before the rounds, so that they measure
+		// updates of c.writers × c.aggregates subjects, not their creation.
+		if _, err := rawOCC.publish(ctx, true); err != nil {
+			return fmt.Errorf("append warm-up: %w", err)
+		}
+		if _, err := c.occAppend(ctx, store, tl, true); err != nil {
+			return fmt.Errorf("append warm-up: %w", err)
+		}
 		c.logf("append: raw JetStream async publish (window %d), raw async publish with Nats-Expected-Last-Subject-Sequence and es.Store.Append with OCC (%d writers × %d aggregates = %d), %d × %d B per round",
 			c.writers, c.writers, c.aggregates, c.writers*c.aggregates, c.n, benchPayload)
 		rates, err := c.bestOf("append",
 			func(int) (float64, error) { return raw.publish(ctx) },
-			func(int) (float64, error) { return rawOCC.publish(ctx) },
-			func(int) (float64, error) { return c.occAppend(ctx, store, tl) })
+			func(int) (float64, error) { return rawOCC.publish(ctx, false) },
+			func(int) (float64, error) { return c.occAppend(ctx, store, tl, false) })
 		if err != nil {
 			return err
 		}
@@ -285,7 +293,7 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 				return err
 			}
 		}
-	} else if _, err := c.occAppend(ctx, store, tl); err != nil { // rebuild needs events
+	} else if _, err := c.occAppend(ctx, store, tl, false); err != nil { // rebuild needs events
 		return err
 	}
 	if c.wants("rebuild") {
@@ -428,9 +436,9 @@ func (c *benchConfig) newOCCWriters(id func(w, a int) string) *occWriters {
 
 // run makes c.n writes from the writers, each writing its aggregates in
 // turn with write (which returns the aggregate's new version), and returns
-// writes/s.
-func (o *occWriters) run(write func(w, a int, k int, version uint64) (uint64, error)) (float64, error) {
-	n := int64(o.c.n)
+// writes/s; with each, every writer writes each of its aggregates once.
+func (o *occWriters) run(each bool, write func(w, a int, k int, version uint64) (uint64, error)) (float64, error) {
+	n := o.writes(each)
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -440,7 +448,7 @@ func (o *occWriters) run(write func(w, a int, k int, version uint64) (uint64, er
 		wg.Go(func() {
 			versions := o.versions[w]
 			for k := 0; ; k++ {
-				if next.Add(1) > n {
+				if each && k == len(versions) || !each && next.Add(1) > n {
 					return
 				}
 				a := k % len(versions)
@@ -462,9 +470,18 @@ func (o *occWriters) run(write func(w, a int, k int, version uint64) (uint64, er
 	return float64(n) / elapsed.Seconds(), nil
 }
 
+// writes is how many writes run makes.
+func (o *occWriters) writes(each bool) int64 {
+	if each {
+		return int64(len(o.ids) * len(o.ids[0]))
+	}
+	return int64(o.c.n)
+}
+
 // occAppend appends c.n one-event commits through store from the writers
-// of o, with the expected version tracked, and returns events/s.
-func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, o *occWriters) (float64, error) {
+// of o (one to each aggregate with each), with the expected version
+// tracked, and returns events/s.
+func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, o *occWriters, each bool) (float64, error) {
 	first, err := store.LastPosition(ctx)
 	if err != nil {
 		return 0, err
@@ -479,7 +496,7 @@ func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, o *occWr
 			users[w] = append(users[w], benchUser(s.ID, date))
 		}
 	}
-	rate, err := o.run(func(w, a, k int, version uint64) (uint64, error) {
+	rate, err := o.run(each, func(w, a, k int, version uint64) (uint64, error) {
 		ev := &stepsv1.StepsRecorded{UserId: users[w][a], Date: date, Steps: int32(k)}
 		res, err := store.Append(ctx, streams[w][a], []proto.Message{ev}, es.AppendOptions{ExpectedVersion: int64(version)})
 		return res.Position.Seq, err
@@ -491,8 +508,8 @@ func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, o *occWr
 	if err != nil {
 		return 0, err
 	}
-	if last-first != uint64(c.n) {
-		return 0, fmt.Errorf("stream gained %d commits, want %d", last-first, c.n)
+	if want := uint64(o.writes(each)); last-first != want {
+		return 0, fmt.Errorf("stream gained %d commits, want %d", last-first, want)
 	}
 	return rate, nil
 }
@@ -522,14 +539,15 @@ func (c *benchConfig) newRawOCC(ctx context.Context, nc *nats.Conn) (*rawOCC, er
 	return &rawOCC{js: js, stream: st, w: w}, nil
 }
 
-// publish publishes c.n messages from the writers and returns msgs/s.
-func (p *rawOCC) publish(ctx context.Context) (float64, error) {
+// publish publishes c.n messages from the writers (one to each aggregate
+// with each) and returns msgs/s.
+func (p *rawOCC) publish(ctx context.Context, each bool) (float64, error) {
 	before, err := p.stream.Info(ctx)
 	if err != nil {
 		return 0, err
 	}
 	payload := make([]byte, benchPayload)
-	rate, err := p.w.run(func(w, a, _ int, version uint64) (uint64, error) {
+	rate, err := p.w.run(each, func(w, a, _ int, version uint64) (uint64, error) {
 		msg := &nats.Msg{Subject: p.w.ids[w][a], Header: nats.Header{}, Data: payload}
 		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(version, 10))
 		paf, err := p.js.PublishMsgAsync(msg)
@@ -552,8 +570,8 @@ func (p *rawOCC) publish(ctx context.Context) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if got := after.State.Msgs - before.State.Msgs; got != uint64(p.w.c.n) {
-		return 0, fmt.Errorf("raw OCC stream gained %d messages, want %d", got, p.w.c.n)
+	if got, want := after.State.Msgs-before.State.Msgs, uint64(p.w.writes(each)); got != want {
+		return 0, fmt.Errorf("raw OCC stream gained %d messages, want %d", got, want)
 	}
 	return rate, nil
 }
