@@ -34,25 +34,52 @@ func AppendEncodedEvent(buf, event []byte) []byte {
 // AppendEvent appends one Commit.events entry to buf, a commit being
 // built, from its fields.
 func AppendEvent(buf []byte, id, typ string, at *timestamppb.Timestamp, data []byte) []byte {
-	secs, nanos := uint64(at.GetSeconds()), uint64(int64(at.GetNanos()))
-	ts := 0
-	if secs != 0 {
-		ts += protowire.SizeTag(1) + protowire.SizeVarint(secs)
+	buf = appendEventHead(buf, id, typ, at.GetSeconds(), at.GetNanos(), len(data))
+	return append(buf, data...)
+}
+
+// AppendEventMessage appends one Commit.events entry to buf, a commit
+// being built, with m marshalled as its data: what AppendEvent(buf,
+// string(id), typ, timestamppb.New(at), proto.Marshal(m)) appends, without
+// allocating. The append path builds every commit with it.
+func AppendEventMessage(buf, id []byte, typ string, at time.Time, m proto.Message) ([]byte, error) {
+	n := proto.Size(m)
+	buf = appendEventHead(buf, id, typ, at.Unix(), int32(at.Nanosecond()), n)
+	start := len(buf)
+	buf, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(buf, m)
+	if err != nil {
+		return nil, err
 	}
-	if nanos != 0 {
-		ts += protowire.SizeTag(2) + protowire.SizeVarint(nanos)
+	if len(buf)-start != n { // m changed between sizing and marshalling
+		return nil, fmt.Errorf("marshal %s: %d bytes, sized %d", typ, len(buf)-start, n)
+	}
+	return buf, nil
+}
+
+// appendEventHead appends a Commit.events entry up to its data, which is
+// dataLen bytes long: the tag and length of the data field included when
+// dataLen > 0, as proto.Marshal omits empty bytes.
+func appendEventHead[S string | []byte](buf []byte, id S, typ string, secs int64, nanos int32, dataLen int) []byte {
+	s, ns := uint64(secs), uint64(int64(nanos))
+	ts := 0
+	if s != 0 {
+		ts += protowire.SizeTag(1) + protowire.SizeVarint(s)
+	}
+	if ns != 0 {
+		ts += protowire.SizeTag(2) + protowire.SizeVarint(ns)
 	}
 	n := protowire.SizeTag(3) + protowire.SizeBytes(ts)
-	for _, f := range []int{len(id), len(typ), len(data)} {
+	for _, f := range [...]int{len(id), len(typ), dataLen} {
 		if f > 0 {
 			n += protowire.SizeTag(1) + protowire.SizeBytes(f)
 		}
 	}
 	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
 	buf = protowire.AppendVarint(buf, uint64(n))
-	if id != "" {
+	if len(id) > 0 {
 		buf = protowire.AppendTag(buf, 1, protowire.BytesType)
-		buf = protowire.AppendString(buf, id)
+		buf = protowire.AppendVarint(buf, uint64(len(id)))
+		buf = append(buf, id...)
 	}
 	if typ != "" {
 		buf = protowire.AppendTag(buf, 2, protowire.BytesType)
@@ -60,17 +87,17 @@ func AppendEvent(buf []byte, id, typ string, at *timestamppb.Timestamp, data []b
 	}
 	buf = protowire.AppendTag(buf, 3, protowire.BytesType)
 	buf = protowire.AppendVarint(buf, uint64(ts))
-	if secs != 0 {
+	if s != 0 {
 		buf = protowire.AppendTag(buf, 1, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, secs)
+		buf = protowire.AppendVarint(buf, s)
 	}
-	if nanos != 0 {
+	if ns != 0 {
 		buf = protowire.AppendTag(buf, 2, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, nanos)
+		buf = protowire.AppendVarint(buf, ns)
 	}
-	if len(data) > 0 {
+	if dataLen > 0 {
 		buf = protowire.AppendTag(buf, 4, protowire.BytesType)
-		buf = protowire.AppendBytes(buf, data)
+		buf = protowire.AppendVarint(buf, uint64(dataLen))
 	}
 	return buf
 }

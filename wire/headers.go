@@ -49,17 +49,27 @@ const (
 var EdgeHeaders = []string{HeaderEdgeSeq, HeaderEdgeFirstSeq, HeaderEdgeEpoch}
 
 // SetCommitHeaders sets a commit's Tl-* headers on h: the event types in
-// commit order, and each of meta's fields that is not empty.
+// commit order, and each of meta's fields that is not empty. The values
+// share one backing array: every append calls it.
 func SetCommitHeaders(h nats.Header, types []string, meta es.Metadata) {
-	h.Set(HeaderEventTypes, strings.Join(types, ","))
-	for _, kv := range [...]struct{ k, v string }{
+	fields := [...]struct{ k, v string }{
+		{HeaderEventTypes, strings.Join(types, ",")},
 		{HeaderCorrelationID, meta.CorrelationID},
 		{HeaderCausationID, meta.CausationID},
 		{HeaderActor, meta.Actor},
 		{HeaderSource, meta.Source},
-	} {
-		if kv.v != "" {
-			h.Set(kv.k, kv.v)
+	}
+	n := 0
+	for i, f := range fields {
+		if i == 0 || f.v != "" {
+			n++
+		}
+	}
+	vals := make([]string, 0, n)
+	for i, f := range fields {
+		if i == 0 || f.v != "" { // the types always, even none
+			vals = append(vals, f.v)
+			h[f.k] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
 	}
 }

@@ -25,10 +25,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/es"
-	esv1 "github.com/tideline/tideline/schemas/gen/tideline/es/v1"
 	"github.com/tideline/tideline/wire"
 )
 
@@ -520,38 +518,51 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 	if err := es.ValidateIdempotencyKey("idempotency_key", opts.IdempotencyKey); err != nil {
 		return nil, err
 	}
-	now := opts.Now
+	// The envelope is written straight into the message's data
+	// (wire.AppendEventMessage) rather than built as an esv1.Commit and
+	// marshalled: appends pay neither the generated structs nor a copy of
+	// each event.
+	now, ms := opts.Now, uint64(0)
 	if now.IsZero() {
 		now = time.Now()
+		ms = ulid.Timestamp(now)
+	} else {
+		ms = ulid.Now() // ids sort by when they were made, whatever Now says
 	}
-	ts := timestamppb.New(now)
-	commit := &esv1.Commit{Events: make([]*esv1.Event, len(events))}
-	types := make([]string, len(events))
+	var one [1]string
+	types := one[:0]
+	if len(events) > 1 {
+		types = make([]string, 0, len(events))
+	}
+	var firstID [ulid.EncodedSize]byte
+	data := make([]byte, 0, 512)
 	for i, e := range events {
-		data, err := proto.Marshal(e)
-		if err != nil {
+		typ := string(e.ProtoReflect().Descriptor().FullName())
+		if next, old := wire.Superseded(typ); old {
+			return nil, es.Errorf(es.Internal, "append %s: an old version of %s, which readers get upcast: append that", typ, next)
+		}
+		types = append(types, typ)
+		var id [ulid.EncodedSize]byte
+		_ = ulid.MustNew(ms, ulid.DefaultEntropy()).MarshalTextTo(id[:]) // cannot fail: id is EncodedSize long
+		if i == 0 {
+			firstID = id
+		}
+		var err error
+		if data, err = wire.AppendEventMessage(data, id[:], typ, now, e); err != nil {
 			return nil, es.Wrap(es.Internal, "marshal event", err)
 		}
-		types[i] = string(e.ProtoReflect().Descriptor().FullName())
-		if next, old := wire.Superseded(types[i]); old {
-			return nil, es.Errorf(es.Internal, "append %s: an old version of %s, which readers get upcast: append that", types[i], next)
-		}
-		commit.Events[i] = &esv1.Event{Id: ulid.Make().String(), Type: types[i], OccurredAt: ts, Data: data}
 	}
-	data, err := proto.Marshal(commit)
-	if err != nil {
-		return nil, es.Wrap(es.Internal, "marshal commit", err)
-	}
-	h := make(nats.Header, 8)
+	subject := stream.String()
+	h := make(nats.Header, 4)
 	// Dedup is stream-wide in JetStream, and clients pick their keys: a
 	// key counts only on its own aggregate's subject. '/' occurs in no
 	// subject, so the id is unambiguous. Without a key there is nothing
 	// a retry could repeat, and the server's dedup bookkeeping costs ~15%
 	// of append throughput, so no id is sent.
 	if opts.IdempotencyKey != "" {
-		h.Set(jetstream.MsgIDHeader, stream.String()+"/"+opts.IdempotencyKey)
+		h.Set(jetstream.MsgIDHeader, subject+"/"+opts.IdempotencyKey)
 	} else if alwaysID { // a space occurs in no key: no client can pick this id
-		h.Set(jetstream.MsgIDHeader, stream.String()+" commit "+commit.Events[0].Id)
+		h.Set(jetstream.MsgIDHeader, subject+" commit "+string(firstID[:]))
 	}
 	if opts.ExpectedVersion != es.AnyVersion {
 		if opts.ExpectedVersion < 0 {
@@ -560,7 +571,7 @@ func encodeCommit(stream es.StreamID, events []proto.Message, opts es.AppendOpti
 		h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatInt(opts.ExpectedVersion, 10))
 	}
 	wire.SetCommitHeaders(h, types, opts.Meta)
-	return &nats.Msg{Subject: stream.String(), Header: h, Data: data}, nil
+	return &nats.Msg{Subject: subject, Header: h, Data: data}, nil
 }
 
 // Load implements es.Store with batched Direct Get on the aggregate's

@@ -70,23 +70,40 @@ func (c *benchConfig) wants(name string) bool { return len(c.only) == 0 || c.onl
 // best rate of each: load elsewhere on the machine then spoils a round
 // rather than one side.
 func (c *benchConfig) best(name string, baseline, value func(round int) (float64, error)) (b, v float64, err error) {
-	for r := range c.rounds {
-		rb, err := baseline(r)
-		if err != nil {
-			return 0, 0, fmt.Errorf("%s baseline: %w", name, err)
-		}
-		rv, err := value(r)
-		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", name, err)
-		}
-		c.logf("%s round %d/%d: %.0f vs baseline %.0f", name, r+1, c.rounds, rv, rb)
-		b, v = max(b, rb), max(v, rv)
+	rates, err := c.bestOf(name, baseline, value)
+	if err != nil {
+		return 0, 0, err
 	}
-	return b, v, nil
+	return rates[0], rates[1], nil
+}
+
+// bestOf runs each of runs in turn, c.rounds times, and returns the best
+// rate of each; runs[0] is the baseline the others are compared with in
+// the progress lines.
+func (c *benchConfig) bestOf(name string, runs ...func(round int) (float64, error)) ([]float64, error) {
+	best := make([]float64, len(runs))
+	for r := range c.rounds {
+		line := fmt.Sprintf("%s round %d/%d:", name, r+1, c.rounds)
+		rates := make([]float64, len(runs))
+		for i, run := range runs {
+			rate, err := run(r)
+			if err != nil {
+				return nil, fmt.Errorf("%s run %d: %w", name, i, err)
+			}
+			rates[i], best[i] = rate, max(best[i], rate)
+			if i == 0 {
+				line += fmt.Sprintf(" baseline %.0f", rate)
+			} else {
+				line += fmt.Sprintf(", %.0f (%.2f)", rate, rate/rates[0])
+			}
+		}
+		c.logf("%s", line)
+	}
+	return best, nil
 }
 
 // benchFigures names the figures in the order they run.
-var benchFigures = []string{"append", "rebuild", "record_steps", "stream_ingest"}
+var benchFigures = []string{"append", "append_occ", "rebuild", "record_steps", "stream_ingest"}
 
 // benchPayload is the size of every raw message and of every event.
 const benchPayload = 256
@@ -103,6 +120,7 @@ Measures Tideline against raw JetStream and bare connect-go, in one run, on
 an embedded server in a temporary directory (removed afterwards):
 
   append         OCC appends through es.Store  vs  raw JetStream async publish
+  append_occ     the same appends              vs  raw publish with the same OCC header
   rebuild        steps projection rebuild       vs  raw ordered-consumer replay
   record_steps   RecordSteps on a real server   vs  the same RPC, trivial handler
   stream_ingest  StreamUserSteps on the server  vs  the same stream, trivial handler
@@ -116,6 +134,7 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	fs.IntVar(&c.rpcN, "rpc-n", 0, "requests or messages per round of record_steps and stream_ingest (default n/4)")
 	fs.IntVar(&c.writers, "concurrency", 256, "concurrent OCC writers in append; also the raw publish window")
 	fs.IntVar(&c.aggregates, "aggregates", 4, "aggregates per append writer")
+	total := fs.Int("total-aggregates", 0, "aggregates in all, spread over the append writers (sets --aggregates to this / --concurrency, rounded up)")
 	fs.IntVar(&c.rpcConc, "rpc-concurrency", 64, "concurrent callers in record_steps")
 	fs.IntVar(&c.streams, "streams", 16, "concurrent client streams in stream_ingest")
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds per figure, baseline and value alternately; the best of each counts")
@@ -135,6 +154,12 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	}
 	if c.rpcN == 0 {
 		c.rpcN = max(c.n/4, 1)
+	}
+	if *total < 0 {
+		return errors.New("bench: --total-aggregates must not be negative")
+	}
+	if *total > 0 && c.writers > 0 {
+		c.aggregates = (*total + c.writers - 1) / c.writers
 	}
 	if c.n < 1 || c.rpcN < 1 || c.writers < 1 || c.aggregates < 1 || c.rpcConc < 1 || c.streams < 1 || c.rounds < 1 {
 		return errors.New("bench: --n, --rpc-n, --concurrency, --aggregates, --rpc-concurrency, --streams and --rounds must be positive")
@@ -214,7 +239,7 @@ func printTable(w io.Writer, figs []figure) {
 // embedded server of its own, as EVENTS takes every ev.> subject; both
 // servers are configured alike and their streams grow alike.
 func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(figure) error) error {
-	if !c.wants("append") && !c.wants("rebuild") {
+	if !c.wants("append") && !c.wants("append_occ") && !c.wants("rebuild") {
 		return nil
 	}
 	nc, stop, err := startNATS(filepath.Join(dir, "events"))
@@ -226,7 +251,8 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 	if err != nil {
 		return err
 	}
-	if c.wants("append") {
+	tl := c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("w%d-a%d", w, a) })
+	if c.wants("append") || c.wants("append_occ") {
 		rawNC, stopRaw, err := startNATS(filepath.Join(dir, "raw"))
 		if err != nil {
 			return err
@@ -236,18 +262,38 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 		if err != nil {
 			return err
 		}
-		c.logf("append: raw JetStream async publish (window %d) vs es.Store.Append with OCC (%d writers × %d aggregates), %d × %d B per round",
-			c.writers, c.writers, c.aggregates, c.n, benchPayload)
-		base, val, err := c.best("append",
-			func(int) (float64, error) { return raw.publish(ctx) },
-			func(r int) (float64, error) { return c.occAppend(ctx, store, r) })
+		rawOCC, err := c.newRawOCC(ctx, rawNC)
 		if err != nil {
 			return err
 		}
-		if err := emit(figure{Name: "append", Value: val, Unit: "events/s", Baseline: base, target: 0.7}); err != nil {
+		// Every aggregate exists before the rounds, so that they measure
+		// updates of c.writers × c.aggregates subjects, not their creation.
+		if _, err := rawOCC.publish(ctx, true); err != nil {
+			return fmt.Errorf("append warm-up: %w", err)
+		}
+		if _, err := c.occAppend(ctx, store, tl, true); err != nil {
+			return fmt.Errorf("append warm-up: %w", err)
+		}
+		c.logf("append: raw JetStream async publish (window %d), raw async publish with Nats-Expected-Last-Subject-Sequence and es.Store.Append with OCC (%d writers × %d aggregates = %d), %d × %d B per round",
+			c.writers, c.writers, c.aggregates, c.writers*c.aggregates, c.n, benchPayload)
+		rates, err := c.bestOf("append",
+			func(int) (float64, error) { return raw.publish(ctx) },
+			func(int) (float64, error) { return rawOCC.publish(ctx, false) },
+			func(int) (float64, error) { return c.occAppend(ctx, store, tl, false) })
+		if err != nil {
 			return err
 		}
-	} else if _, err := c.occAppend(ctx, store, 0); err != nil { // rebuild needs events
+		if c.wants("append") {
+			if err := emit(figure{Name: "append", Value: rates[2], Unit: "events/s", Baseline: rates[0], target: 0.7}); err != nil {
+				return err
+			}
+		}
+		if c.wants("append_occ") {
+			if err := emit(figure{Name: "append_occ", Value: rates[2], Unit: "events/s", Baseline: rates[1], target: 0.9}); err != nil {
+				return err
+			}
+		}
+	} else if _, err := c.occAppend(ctx, store, tl, false); err != nil { // rebuild needs events
 		return err
 	}
 	if c.wants("rebuild") {
@@ -305,9 +351,18 @@ func (c *benchConfig) newRawPublisher(ctx context.Context, nc *nats.Conn) (*rawP
 	if err != nil {
 		return nil, err
 	}
-	p.stream, err = p.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:        "BENCH_RAW",
-		Subjects:    []string{"ev.bench.raw.>"},
+	p.stream, err = p.js.CreateStream(ctx, rawStreamConfig("BENCH_RAW", "ev.bench.raw.>"))
+	if err != nil {
+		return nil, fmt.Errorf("create raw stream: %w", err)
+	}
+	return p, nil
+}
+
+// rawStreamConfig configures a raw baseline's stream like EVENTS.
+func rawStreamConfig(name, subjects string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Subjects:    []string{subjects},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardNew,
@@ -318,11 +373,7 @@ func (c *benchConfig) newRawPublisher(ctx context.Context, nc *nats.Conn) (*rawP
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create raw stream: %w", err)
 	}
-	return p, nil
 }
 
 // publish publishes c.n messages, waits for every ack and returns msgs/s.
@@ -361,42 +412,53 @@ func (p *rawPublisher) publish(ctx context.Context) (float64, error) {
 	return float64(n) / elapsed.Seconds(), nil
 }
 
-// occAppend appends c.n one-event commits from c.writers goroutines, each
-// on c.aggregates new aggregates of its own with the expected version
-// tracked, and returns events/s.
-func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, round int) (float64, error) {
-	first, err := store.LastPosition(ctx)
-	if err != nil {
-		return 0, err
+// occWriters is the state of c.writers OCC writers, each with
+// c.aggregates aggregates of its own: their names and the version each
+// writer last saw, kept across rounds, so that a stream holds
+// c.writers × c.aggregates subjects once every aggregate was written.
+type occWriters struct {
+	c        *benchConfig
+	ids      [][]string
+	versions [][]uint64
+}
+
+func (c *benchConfig) newOCCWriters(id func(w, a int) string) *occWriters {
+	o := &occWriters{c: c, ids: make([][]string, c.writers), versions: make([][]uint64, c.writers)}
+	for w := range o.ids {
+		o.ids[w] = make([]string, c.aggregates)
+		o.versions[w] = make([]uint64, c.aggregates)
+		for a := range o.ids[w] {
+			o.ids[w][a] = id(w, a)
+		}
 	}
-	date := time.Now().UTC().Format("2006-01-02")
+	return o
+}
+
+// run makes c.n writes from the writers, each writing its aggregates in
+// turn with write (which returns the aggregate's new version), and returns
+// writes/s; with each, every writer writes each of its aggregates once.
+func (o *occWriters) run(each bool, write func(w, a int, k int, version uint64) (uint64, error)) (float64, error) {
+	n := o.writes(each)
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
 	t0 := time.Now()
-	for w := range c.writers {
+	for w := range o.ids {
 		wg.Go(func() {
-			streams := make([]es.StreamID, c.aggregates)
-			users := make([]string, c.aggregates)
-			versions := make([]int64, c.aggregates)
-			for a := range streams {
-				streams[a] = steps.Stream(fmt.Sprintf("r%d-w%d-a%d", round, w, a)) // the steps projection rebuilds over these
-				users[a] = benchUser(streams[a].ID, date)
-			}
+			versions := o.versions[w]
 			for k := 0; ; k++ {
-				if next.Add(1) > int64(c.n) {
+				if each && k == len(versions) || !each && next.Add(1) > n {
 					return
 				}
-				a := k % c.aggregates
-				ev := &stepsv1.StepsRecorded{UserId: users[a], Date: date, Steps: int32(k)}
-				res, err := store.Append(ctx, streams[a], []proto.Message{ev}, es.AppendOptions{ExpectedVersion: versions[a]})
+				a := k % len(versions)
+				v, err := write(w, a, k, versions[a])
 				if err != nil {
 					once.Do(func() { firstErr = err })
-					next.Store(int64(c.n)) // stop everyone
+					next.Store(n) // stop everyone
 					return
 				}
-				versions[a] = int64(res.Position.Seq)
+				versions[a] = v
 			}
 		})
 	}
@@ -405,14 +467,113 @@ func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, round in
 	if firstErr != nil {
 		return 0, firstErr
 	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// writes is how many writes run makes.
+func (o *occWriters) writes(each bool) int64 {
+	if each {
+		return int64(len(o.ids) * len(o.ids[0]))
+	}
+	return int64(o.c.n)
+}
+
+// occAppend appends c.n one-event commits through store from the writers
+// of o (one to each aggregate with each), with the expected version
+// tracked, and returns events/s.
+func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, o *occWriters, each bool) (float64, error) {
+	first, err := store.LastPosition(ctx)
+	if err != nil {
+		return 0, err
+	}
+	date := time.Now().UTC().Format("2006-01-02")
+	streams := make([][]es.StreamID, len(o.ids))
+	users := make([][]string, len(o.ids))
+	for w, ids := range o.ids {
+		for _, id := range ids {
+			s := steps.Stream(id) // the steps projection rebuilds over these
+			streams[w] = append(streams[w], s)
+			users[w] = append(users[w], benchUser(s.ID, date))
+		}
+	}
+	rate, err := o.run(each, func(w, a, k int, version uint64) (uint64, error) {
+		ev := &stepsv1.StepsRecorded{UserId: users[w][a], Date: date, Steps: int32(k)}
+		res, err := store.Append(ctx, streams[w][a], []proto.Message{ev}, es.AppendOptions{ExpectedVersion: int64(version)})
+		return res.Position.Seq, err
+	})
+	if err != nil {
+		return 0, err
+	}
 	last, err := store.LastPosition(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if last-first != uint64(c.n) {
-		return 0, fmt.Errorf("stream gained %d commits, want %d", last-first, c.n)
+	if want := uint64(o.writes(each)); last-first != want {
+		return 0, fmt.Errorf("stream gained %d commits, want %d", last-first, want)
 	}
-	return float64(c.n) / elapsed.Seconds(), nil
+	return rate, nil
+}
+
+// rawOCC is the baseline of append_occ: the writers of occAppend, each
+// publishing benchPayload-byte messages asynchronously with
+// Nats-Expected-Last-Subject-Sequence set from its own acks, one in flight
+// per writer, to a stream configured like EVENTS (on the raw server, so
+// that it and EVENTS hold as many subjects).
+type rawOCC struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	w      *occWriters
+}
+
+func (c *benchConfig) newRawOCC(ctx context.Context, nc *nats.Conn) (*rawOCC, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	cfg := rawStreamConfig("BENCH_RAW_OCC", "ev.bench.occ.>")
+	st, err := js.CreateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create raw OCC stream: %w", err)
+	}
+	w := c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("ev.bench.occ.w%d-a%d", w, a) })
+	return &rawOCC{js: js, stream: st, w: w}, nil
+}
+
+// publish publishes c.n messages from the writers (one to each aggregate
+// with each) and returns msgs/s.
+func (p *rawOCC) publish(ctx context.Context, each bool) (float64, error) {
+	before, err := p.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	payload := make([]byte, benchPayload)
+	rate, err := p.w.run(each, func(w, a, _ int, version uint64) (uint64, error) {
+		msg := &nats.Msg{Subject: p.w.ids[w][a], Header: nats.Header{}, Data: payload}
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(version, 10))
+		paf, err := p.js.PublishMsgAsync(msg)
+		if err != nil {
+			return 0, err
+		}
+		select {
+		case ack := <-paf.Ok():
+			return ack.Sequence, nil
+		case err := <-paf.Err():
+			return 0, err
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	after, err := p.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if got, want := after.State.Msgs-before.State.Msgs, uint64(p.w.writes(each)); got != want {
+		return 0, fmt.Errorf("raw OCC stream gained %d messages, want %d", got, want)
+	}
+	return rate, nil
 }
 
 // benchUser pads id into a user id that makes a StepsRecorded of

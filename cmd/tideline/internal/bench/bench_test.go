@@ -41,7 +41,7 @@ func TestBenchSmoke(t *testing.T) {
 		}
 		names = append(names, f.Name)
 	}
-	if got, want := strings.Join(names, ","), "append,rebuild,record_steps,stream_ingest"; got != want {
+	if got, want := strings.Join(names, ","), "append,append_occ,rebuild,record_steps,stream_ingest"; got != want {
 		t.Errorf("figures %s, want %s\nstderr:\n%s", got, want, stderr.String())
 	}
 }
