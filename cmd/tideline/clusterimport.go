@@ -268,11 +268,21 @@ func awaitJetStream(ctx context.Context, nc *nats.Conn, wait time.Duration) erro
 // refuses when it is there already.
 func beginImport(ctx context.Context, js natsjs.JetStream) error {
 	host, _ := os.Hostname()
+	// The description is this import's own: a create of the same name by
+	// another fails, as the creates of one are idempotent.
 	cfg := natsjs.StreamConfig{Name: wire.ImportingStream, Subjects: []string{"tideline.importing"}, Replicas: 1,
-		Description: fmt.Sprintf("tideline cluster-import under way: pid %d on %s since %s", os.Getpid(), host, time.Now().UTC().Format(time.RFC3339))}
+		Description: fmt.Sprintf("tideline cluster-import under way: pid %d on %s since %s", os.Getpid(), host, time.Now().UTC().Format(time.RFC3339Nano))}
 	ctx, cancel := context.WithTimeout(ctx, joinWait)
 	defer cancel()
 	err := jetstream.WhileClusterForms(ctx, true, func(ctx context.Context) error {
+		if st, err := js.Stream(ctx, cfg.Name); err == nil {
+			if st.CachedInfo().Config.Description == cfg.Description {
+				return nil // ours: a create that answered too late
+			}
+			return natsjs.ErrStreamNameAlreadyInUse
+		} else if !errors.Is(err, natsjs.ErrStreamNotFound) {
+			return err
+		}
 		_, err := js.CreateStream(ctx, cfg)
 		return err
 	})

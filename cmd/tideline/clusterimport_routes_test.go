@@ -254,16 +254,60 @@ func TestClusterImportThroughRoutes(t *testing.T) {
 		t.Errorf("stream %s after the refused import: %v, want none", wire.ImportingStream, err)
 	}
 
-	// Started again, still with --await-import, a node serves at once.
+	// While a stream TIDELINE_IMPORTING is there (an import under way),
+	// another import is refused and a node started with --await-import
+	// waits, though EVENTS is there; once it is gone, the node serves.
+	joined, err := joinCluster(natsserver.Cluster{Name: "tl-import", Routes: routes, Secret: testClusterSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { joined.Shutdown(); joined.WaitForShutdown() }()
+	jnc, err := natsserver.Connect(joined, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jnc.Close()
+	if err := awaitJetStream(ctx, jnc, joinWait); err != nil {
+		t.Fatal(err)
+	}
+	jjs, err := jetstream.New(jnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := beginImport(ctx, jjs); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, args, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "another import is under way") {
+		t.Fatalf("an import while %s is there: %v, want 'another import is under way'", wire.ImportingStream, err)
+	}
 	if err := nodes[2].Close(); err != nil {
 		t.Fatal(err)
 	}
 	nodes[2] = awaitingNode(dirs[2], listens[2], routeListens[2], routes, logger)
-	restart := time.Now()
-	if err := nodes[2].Run(ctx); err != nil {
-		t.Fatalf("node2 restarted with --await-import: %v", err)
+	go func() { errs <- nodes[2].Run(ctx) }()
+	poll.Until(t, 30*time.Second, "node2 restarted awaiting the import", func() bool {
+		code, reason := readyz(t, listens[2])
+		return code == http.StatusServiceUnavailable && strings.Contains(reason, "awaiting")
+	})
+	select { // its absence cannot be polled for: a bounded look
+	case err := <-errs:
+		t.Fatalf("node2 started while %s is there: %v", wire.ImportingStream, err)
+	case <-time.After(2 * time.Second):
 	}
-	t.Logf("node2 restarted with --await-import in %s", time.Since(restart).Round(time.Millisecond))
+	if err := endImport(ctx, jjs); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatalf("node2 once %s is gone: %v", wire.ImportingStream, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("node2 still awaiting 30s after %s is gone", wire.ImportingStream)
+	}
+	if code, reason := readyz(t, listens[2]); strings.Contains(reason, "awaiting") {
+		t.Errorf("node2's /readyz once serving: %d %s", code, reason)
+	}
 	for _, m := range nodes {
 		if err := m.Close(); err != nil {
 			t.Errorf("close: %v", err)
