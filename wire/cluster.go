@@ -8,6 +8,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ImportingStream is the stream 'tideline cluster-import' keeps on a
+// cluster while it copies a store into it: a node started with
+// --await-import opens its store once the events stream exists and this
+// one does not (the copy, every stream of it, is done).
+const ImportingStream = "TIDELINE_IMPORTING"
+
 // JetStream error codes of a cluster without a leader for a request
 // (nats-server's jetstream_errors_generated.go): nothing was done, and
 // the request may succeed once the cluster has formed or elected one.

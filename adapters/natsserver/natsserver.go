@@ -19,8 +19,14 @@ import (
 
 // Config configures an embedded server.
 type Config struct {
-	// StoreDir holds JetStream's files. Required.
+	// StoreDir holds JetStream's files. Required unless NoJetStream.
 	StoreDir string
+	// NoJetStream runs the server without JetStream: routed into a
+	// cluster (Cluster), it reaches the cluster's JetStream but holds no
+	// replica and joins no Raft group, and leaves no trace once shut
+	// down ('tideline cluster-import' passing through). Its route
+	// listener is not advertised to the others.
+	NoJetStream bool
 	// ClientListen is host:port for NATS clients; empty means in-process
 	// only (no TCP listener). Port -1 picks a free port. Clients on it
 	// must be registered in Users; in-process connections (the hub's
@@ -66,7 +72,7 @@ type Config struct {
 // Start starts the server and waits until it accepts connections.
 // The caller must call Shutdown (and WaitForShutdown) on the result.
 func Start(cfg Config) (*server.Server, error) {
-	if cfg.StoreDir == "" {
+	if cfg.StoreDir == "" && !cfg.NoJetStream {
 		return nil, errors.New("natsserver: StoreDir is required")
 	}
 	// The guard matches API subjects token by token: a name that is not
@@ -77,7 +83,7 @@ func Start(cfg Config) (*server.Server, error) {
 	}
 	opts := &server.Options{
 		ServerName:         cfg.Name,
-		JetStream:          true,
+		JetStream:          !cfg.NoJetStream,
 		StoreDir:           cfg.StoreDir,
 		SyncAlways:         cfg.SyncAlways,
 		DontListen:         cfg.ClientListen == "",
@@ -89,7 +95,9 @@ func Start(cfg Config) (*server.Server, error) {
 		if err := cfg.Cluster.apply(opts); err != nil {
 			return nil, err
 		}
-		if err := checkStandalone(cfg.StoreDir); err != nil {
+		if cfg.NoJetStream {
+			opts.Cluster.NoAdvertise = true
+		} else if err := checkStandalone(cfg.StoreDir); err != nil {
 			return nil, err
 		}
 		// nats-server starts routing only once its client listener is

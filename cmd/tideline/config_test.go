@@ -120,6 +120,8 @@ func TestServeRefusesClusterWithoutSecret(t *testing.T) {
 		"no_listen":      {[]string{"--cluster-name", "tl", "--cluster-secret-file", short}, "--cluster-listen"},
 		"route_with_pwd": {[]string{"--routes", "nats-route://u:p@a:6222"}, "credentials come from the cluster secret"},
 		"replicas_alone": {[]string{"--replicas", "3"}, "needs a cluster"},
+		"await_alone":    {[]string{"--await-import"}, "--await-import goes with --cluster-name"},
+		"await_nats_url": {[]string{"--await-import", "--nats-url", "nats://127.0.0.1:1"}, "--await-import goes with --cluster-name"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"--data", t.TempDir()}, c.args...)

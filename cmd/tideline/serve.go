@@ -109,6 +109,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.ServerName, "server-name", "", "this node's NATS server name, unique in the cluster (default: the host name and a digest of --data)")
 	fs.IntVar(&c.Replicas, "replicas", 0, "replicas of the EVENTS stream and of every stream and bucket beside it; 0: 3 in a cluster of at least three nodes (counted from --routes), else 1. Raising it on an existing data dir updates the streams")
 	fs.DurationVar(&c.FailoverWait, "failover-wait", 15*time.Second, "how long a write waits for the EVENTS stream to have a leader (a cluster electing one, a node cut off from the majority) before failing with Unavailable")
+	fs.BoolVar(&c.AwaitImport, "await-import", false, "a new cluster node: join the cluster, then wait (not ready, /readyz 503) until 'tideline cluster-import --routes ...' has copied a server alone's store into it, before opening the store; harmless once the cluster has it")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "use this existing NATS server or cluster with JetStream (e.g. nats://a:4222,nats://b:4222) instead of the embedded server; the events stay on it (replicas: --replicas, or 3 when it is a cluster)")
 	fs.StringVar(&c.NATSCreds, "nats-creds", "", "the credentials file (.creds) to connect to --nats-url with")
 	configFile := fs.String(configFlag, "", "read flags from this YAML (or JSON) file: keys are flag names (cluster-listen: ..., or nested cluster: {listen: ...}); flags on the command line win")
@@ -209,6 +210,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { c.Logger.Warn("tracing", "err", err) }))
 	m := &server.Main{Config: c}
 	if err := m.Run(ctx); err != nil {
+		if c.AwaitImport && ctx.Err() != nil { // stopped while awaiting the import
+			c.Logger.Info("shut down while awaiting the import")
+			return nil
+		}
 		return err
 	}
 	var err error
@@ -237,6 +242,9 @@ func clusterFlags(c *server.Config, routes, secretFile string) error {
 	if c.NATSCreds != "" && c.NATSURL == "" {
 		return errors.New("--nats-creds goes with --nats-url")
 	}
+	if c.AwaitImport && (c.NATSURL != "" || !c.Cluster.Enabled()) {
+		return errors.New("--await-import goes with --cluster-name and --routes: it waits for 'tideline cluster-import' to copy a store in through the cluster's routes, which a server alone or --nats-url has none of (it would wait forever)")
+	}
 	if c.NATSURL != "" {
 		if c.Cluster.Enabled() || secretFile != "" || c.NATSListen != "" || c.LeafListen != "" {
 			return errors.New("--nats-url uses a NATS server that is not ours: the cluster flags, --nats-listen and --leaf-listen configure the embedded one")
@@ -258,13 +266,20 @@ func clusterFlags(c *server.Config, routes, secretFile string) error {
 	if secretFile == "" {
 		return errors.New("--cluster-name needs --cluster-secret-file: routes must authenticate, or anyone reaching the route port could join and read every event")
 	}
-	secret, err := os.ReadFile(secretFile)
+	c.Cluster.Secret, err = readClusterSecret(secretFile)
+	return err
+}
+
+// readClusterSecret reads the cluster's shared secret from
+// --cluster-secret-file: at least 16 characters, spaces around trimmed.
+func readClusterSecret(secretFile string) (string, error) {
+	b, err := os.ReadFile(secretFile)
 	if err != nil {
-		return fmt.Errorf("--cluster-secret-file: %w", err)
+		return "", fmt.Errorf("--cluster-secret-file: %w", err)
 	}
-	c.Cluster.Secret = strings.TrimSpace(string(secret))
-	if len(c.Cluster.Secret) < 16 {
-		return fmt.Errorf("--cluster-secret-file %s: want a secret of at least 16 characters, e.g. from 'openssl rand -hex 32'", secretFile)
+	secret := strings.TrimSpace(string(b))
+	if len(secret) < 16 {
+		return "", fmt.Errorf("--cluster-secret-file %s: want a secret of at least 16 characters, e.g. from 'openssl rand -hex 32'", secretFile)
 	}
-	return nil
+	return secret, nil
 }

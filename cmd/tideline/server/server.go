@@ -159,6 +159,14 @@ type Config struct {
 	// apply, nor does the disk guard: the data is on the NATS servers.
 	NATSURL   string
 	NATSCreds string
+	// AwaitImport makes a cluster node wait, its NATS server up and in
+	// the cluster, until 'tideline cluster-import' has copied a store
+	// into the cluster, before it opens the event store (which would
+	// create the streams the import refuses to overwrite). Meanwhile the
+	// API's port serves only the probes, not ready. Once the cluster has
+	// the store, it waits no more: keeping it set is harmless. It needs
+	// Cluster.
+	AwaitImport bool
 }
 
 // Replicas returns the replica count a server with cluster c gives its
@@ -251,6 +259,15 @@ type Main struct {
 	// metricsHTTP serves them on Config.MetricsListen (metricsLn).
 	metricsHTTP *http.Server
 	metricsLn   net.Listener
+	// handler is what m.http serves: the probes alone while awaiting an
+	// import (Config.AwaitImport), then the API.
+	handler atomic.Pointer[http.Handler]
+	// awaitMu guards awaitStop, set while Run awaits an import, and
+	// awaitEnded, set once Close has ended that wait: Run closes it as it
+	// returns, and Close then cleans up.
+	awaitMu    sync.Mutex
+	awaitStop  context.CancelFunc
+	awaitEnded chan struct{}
 }
 
 // MetricsAddr returns the address of the metrics listener
@@ -321,10 +338,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	log := c.Logger
 	defer func() {
+		m.awaitMu.Lock()
+		ended := m.awaitEnded
+		m.awaitMu.Unlock()
+		if ended != nil { // Close ended the wait for an import: it cleans up
+			close(ended)
+			return
+		}
 		if err != nil {
 			m.Close()
 		}
 	}()
+	if c.AwaitImport && (!c.Cluster.Enabled() || c.NATSURL != "") {
+		return errors.New("--await-import needs a cluster node (--cluster-name, --routes): it waits for 'tideline cluster-import' to copy a store in through the cluster's routes, which a server alone or --nats-url has none of")
+	}
+	m.failed = make(chan error, 2) // the API's and the metrics' servers
 	m.lock, err = dirlock.Acquire(c.DataDir, dirlock.Holder{Program: "tideline serve", Addr: c.Listen})
 	if err != nil {
 		return err
@@ -358,6 +386,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 		writable = m.disk.Err
+		if c.AwaitImport {
+			if err := m.awaitImport(ctx); err != nil {
+				return err
+			}
+		}
 	}
 	storeCfg := jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow,
 		Writable: writable, Replicas: replicas, FailoverWait: c.FailoverWait, Shared: shared, TracerProvider: m.tracer}
@@ -390,11 +423,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	// Listening before the Modules run gives the blob links their
 	// address; requests wait until the API serves.
-	m.ln, err = net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if err := m.lock.Update(dirlock.Holder{PID: os.Getpid(), Program: "tideline serve", Addr: m.Addr(), Started: m.lock.Holder().Started}); err != nil {
+	if err := m.listen(); err != nil {
 		return err
 	}
 	if err := m.openEngines(); err != nil {
@@ -449,11 +478,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.TuneAPI != nil {
 		m.TuneAPI(&cfg)
 	}
-	m.api, err = api.New(cfg, h.services...)
+	full, err := api.New(cfg, h.services...)
 	if err != nil {
 		return err
 	}
-	m.failed = make(chan error, 2) // the API's and the metrics' servers
+	probes := m.api // the probes' own while awaiting an import, else nil
+	m.api = full
 	if m.Metrics != nil {
 		m.collect()
 		if c.MetricsListen != "" {
@@ -464,21 +494,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	} else if c.MetricsListen != "" {
 		return errors.New("--metrics-listen: metrics are off")
 	}
-	m.http = api.NewServer(m.api.Handler())
-	requests, endRequests := context.WithCancel(context.Background())
-	m.http.BaseContext = func(net.Listener) context.Context { return requests }
-	m.endRequests = endRequests
-	if c.IdleTimeout > 0 {
-		m.http.IdleTimeout = c.IdleTimeout
+	m.serve(m.api.Handler())
+	if probes != nil {
+		probes.Close()
 	}
-	ln := api.LimitListener(m.ln, cmp.Or(c.MaxConns, api.DefaultMaxConns))
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		if err := m.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.failed <- fmt.Errorf("http server: %w", err)
-		}
-	}()
 	log.Info("tideline serving Connect, gRPC and gRPC-Web", "url", "http://"+m.Addr(), "data", c.DataDir, "reflection", reflection)
 	log.Info("get a token: tideline token --data " + c.DataDir + " --sub alice --role walker")
 	return nil
@@ -702,6 +721,8 @@ const (
 // Close shuts down in order: stop accepting requests and end live
 // streams, let in-flight requests finish (bounded), stop runners (each
 // writes a final snapshot, bounded), flush the connection, stop NATS.
+// Called while Run awaits an import (Config.AwaitImport), it ends the
+// wait, and Run returns an error.
 // It returns within seconds even on a cluster node whose peers are gone.
 func (m *Main) Close() error {
 	log := m.Config.Logger
@@ -716,6 +737,9 @@ func (m *Main) Close() error {
 		}
 		log.Log(context.Background(), level, "shutdown step", "step", name, "took", took.Round(time.Millisecond))
 		last = time.Now()
+	}
+	if ended := m.endAwait(); ended != nil { // Run awaits an import: end it
+		<-ended
 	}
 	if m.ns != nil && m.Config.Cluster.Enabled() {
 		// Leaving on purpose: hand this node's leaderships to the others
