@@ -21,6 +21,7 @@ import (
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/internal/pages"
+	"github.com/tideline/tideline/internal/poll"
 	accountsv1 "github.com/tideline/tideline/schemas/gen/tideline/accounts/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/accounts/v1/accountsv1connect"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
@@ -183,9 +184,17 @@ func TestConsole(t *testing.T) {
 	}
 	phase("signed up")
 	// An operator makes her an admin (sign-up grants walker, rider or labeler only).
-	list, err := users.ListUsers(ctx, bearer(&accountsv1.ListUsersRequest{}, operator))
-	if err != nil || len(list.Msg.Users) != 1 || list.Msg.Users[0].Email != "mina.kim@example.com" {
-		t.Fatalf("users after sign-up: %v, %v", list, err)
+	// The users list is a read model: it has the sign-up a moment later.
+	var list *connect.Response[accountsv1.ListUsersResponse]
+	poll.Until(t, 10*time.Second, "the sign-up in the users list", func() bool {
+		list, err = users.ListUsers(ctx, bearer(&accountsv1.ListUsersRequest{}, operator))
+		if err != nil {
+			t.Fatalf("list users: %v", err)
+		}
+		return len(list.Msg.Users) > 0
+	})
+	if len(list.Msg.Users) != 1 || list.Msg.Users[0].Email != "mina.kim@example.com" {
+		t.Fatalf("users after sign-up: %v", list.Msg.Users)
 	}
 	mina := list.Msg.Users[0].UserId
 	if _, err := users.GrantRole(ctx, bearer(&accountsv1.GrantRoleRequest{UserId: mina, Role: "admin"}, operator)); err != nil {
