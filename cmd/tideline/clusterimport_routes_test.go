@@ -20,7 +20,6 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
-	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/internal/poll"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -139,25 +138,7 @@ func TestClusterImportThroughRoutes(t *testing.T) {
 	}
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
-	old := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: logger}}
-	if err := old.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	tok := mainToken(t, old, "ingest", auth.Service)
-	c := stepsv1connect.NewStepsServiceClient(http.DefaultClient, "http://"+old.Addr())
-	var last uint64
-	for i := range 30 {
-		res, err := c.RecordSteps(ctx, authed(&stepsv1.RecordStepsRequest{UserId: fmt.Sprintf("walker-%d", i%7), Date: todayUTC(), Steps: int32(100 + i)}, tok))
-		if err != nil {
-			t.Fatalf("record: %v", err)
-		}
-		last = res.Msg.Position
-	}
-	want, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"walker-0", "walker-3"}, FromDate: todayUTC(), MinPosition: last}, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, old, tok, last, want := aloneWithSteps(t, logger)
 	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	nserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -147,25 +148,7 @@ func TestClusterImport(t *testing.T) {
 	}
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
-	old := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: logger}}
-	if err := old.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	tok := mainToken(t, old, "ingest", auth.Service)
-	c := stepsv1connect.NewStepsServiceClient(http.DefaultClient, "http://"+old.Addr())
-	var last uint64
-	for i := range 30 {
-		res, err := c.RecordSteps(ctx, authed(&stepsv1.RecordStepsRequest{UserId: fmt.Sprintf("walker-%d", i%7), Date: todayUTC(), Steps: int32(100 + i)}, tok))
-		if err != nil {
-			t.Fatalf("record: %v", err)
-		}
-		last = res.Msg.Position
-	}
-	want, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"walker-0", "walker-3"}, FromDate: todayUTC(), MinPosition: last}, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, old, tok, last, want := aloneWithSteps(t, logger)
 	seeds, err := tljs.OpenSeeds(ctx, old.Store.JetStream(), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +255,7 @@ func TestClusterImport(t *testing.T) {
 	if m.Store.Replicas() != 3 {
 		t.Errorf("the store on the cluster has %d replicas, want 3", m.Store.Replicas())
 	}
-	c = stepsv1connect.NewStepsServiceClient(http.DefaultClient, "http://"+m.Addr())
+	c := stepsv1connect.NewStepsServiceClient(http.DefaultClient, "http://"+m.Addr())
 	again, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"walker-0", "walker-3"}, FromDate: todayUTC(), MinPosition: last}, tok))
 	if err != nil {
 		t.Fatalf("steps through the cluster: %v", err)
@@ -300,5 +283,32 @@ func TestClusterImport(t *testing.T) {
 	if err != nil || !bytes.Equal(b, blob) {
 		t.Errorf("object through the cluster: %d bytes, %v; want the %d put", len(b), err, len(blob))
 	}
+}
 
+// aloneWithSteps runs a server alone on a new data dir, records 30 steps
+// commits through its API, and returns it with an ingest token, the last
+// position and walker-0's and walker-3's steps as it answers them.
+func aloneWithSteps(t *testing.T, logger *slog.Logger) (string, *server.Main, string, uint64, *connect.Response[stepsv1.GetStepsResponse]) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	old := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: logger}}
+	if err := old.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok := mainToken(t, old, "ingest", auth.Service)
+	c := stepsv1connect.NewStepsServiceClient(http.DefaultClient, "http://"+old.Addr())
+	var last uint64
+	for i := range 30 {
+		res, err := c.RecordSteps(ctx, authed(&stepsv1.RecordStepsRequest{UserId: fmt.Sprintf("walker-%d", i%7), Date: todayUTC(), Steps: int32(100 + i)}, tok))
+		if err != nil {
+			t.Fatalf("record: %v", err)
+		}
+		last = res.Msg.Position
+	}
+	want, err := c.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{"walker-0", "walker-3"}, FromDate: todayUTC(), MinPosition: last}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, old, tok, last, want
 }
