@@ -73,7 +73,7 @@ type Devices struct {
 	mu     sync.Mutex
 	byKey  map[string]Device
 	byID   map[string]Device
-	conns  map[string]map[uint64]struct{} // device id → leaf connection ids
+	conns  map[string]map[uint64]time.Time // device id → leaf connection ids, with when each authenticated
 	srv    *server.Server
 	domain string
 	stamp  string
@@ -91,7 +91,7 @@ func OpenDevices(dir string, log *slog.Logger) (*Devices, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}
-	d := &Devices{dir: dir, log: log, conns: map[string]map[uint64]struct{}{}}
+	d := &Devices{dir: dir, log: log, conns: map[string]map[uint64]time.Time{}}
 	if _, err := d.Reload(); err != nil {
 		return nil, err
 	}
@@ -171,9 +171,9 @@ func (d *Devices) Check(c server.ClientAuthentication) bool {
 	})
 	d.mu.Lock()
 	if d.conns[dev.ID] == nil {
-		d.conns[dev.ID] = map[uint64]struct{}{}
+		d.conns[dev.ID] = map[uint64]time.Time{}
 	}
-	d.conns[dev.ID][c.GetID()] = struct{}{}
+	d.conns[dev.ID][c.GetID()] = time.Now()
 	d.mu.Unlock()
 	d.log.Info("edge device connected", "device", dev.ID, "rider", dev.RiderID, "remote", addr(c))
 	return true
@@ -189,6 +189,11 @@ type DeviceState struct {
 // List returns every registered device (revoked ones too), sorted by id,
 // each with whether one of its leaf-node links is open. Links that have
 // closed are forgotten on the way.
+// linkGrace is how long after it authenticated a device's link may be
+// missing from the server's leaf links before List forgets it: the server
+// lists a leaf link only once its handshake is done.
+const linkGrace = 30 * time.Second
+
 func (d *Devices) List() ([]DeviceState, error) {
 	d.mu.Lock()
 	srv := d.srv
@@ -208,10 +213,13 @@ func (d *Devices) List() ([]DeviceState, error) {
 	out := make([]DeviceState, 0, len(d.byID))
 	for id, dev := range d.byID {
 		st := DeviceState{Device: dev}
-		for cid := range d.conns[id] {
-			if open[cid] {
+		for cid, authenticated := range d.conns[id] {
+			switch {
+			case open[cid]:
 				st.Connected = true
-			} else {
+			case time.Since(authenticated) > linkGrace:
+				// Closed, or never linked. A link authenticated moments
+				// ago may not be among the leaf links yet: it is kept.
 				delete(d.conns[id], cid)
 			}
 		}

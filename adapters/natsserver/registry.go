@@ -60,7 +60,7 @@ func readEntry[T any](path, what string) (T, error) {
 // dropRevoked removes from conns (name → connection ids) every name that
 // is no longer live, calling revoked for each, and returns the ids of
 // their connections to cut. The caller holds the registry's lock.
-func dropRevoked(conns map[string]map[uint64]struct{}, live func(name string) bool, revoked func(name string)) []uint64 {
+func dropRevoked[V any](conns map[string]map[uint64]V, live func(name string) bool, revoked func(name string)) []uint64 {
 	var kick []uint64
 	for name, cids := range conns {
 		if live(name) {
