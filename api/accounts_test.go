@@ -457,15 +457,7 @@ func TestSignUpFinishesAnOrphanedClaim(t *testing.T) {
 	t.Parallel()
 	f := servertest.Start(t)
 	ctx := context.Background()
-	keys, err := tljs.OpenAccountKeys(ctx, f.Store.JetStream(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &failUserWrites{Store: f.Store}
-	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{Time: 1, Memory: 1024}, tltotp.TOTP{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := accountsOn(t, f, &failUserWrites{Store: f.Store})
 	in := accounts.SignUpInput{Email: "orphan@example.com", Password: goodPassword, Role: "walker", DisplayName: "O", Address: "192.0.2.1"}
 	if err := svc.SignUp(ctx, in); es.KindOf(err) != es.Unavailable {
 		t.Fatalf("first sign-up: %v, want Unavailable", err)
@@ -511,15 +503,8 @@ func TestSignUpRacingAnOrphanFinisher(t *testing.T) {
 	t.Parallel()
 	f := servertest.Start(t)
 	ctx := context.Background()
-	keys, err := tljs.OpenAccountKeys(ctx, f.Store.JetStream(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	store := &holdUserWrites{Store: f.Store, holding: make(chan struct{}), release: make(chan struct{})}
-	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{Time: 1, Memory: 1024}, tltotp.TOTP{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := accountsOn(t, f, store)
 	in := accounts.SignUpInput{Email: "slow@example.com", Password: goodPassword, Role: "walker", DisplayName: "S", Address: "192.0.2.1"}
 	first := make(chan error, 1)
 	go func() { first <- svc.SignUp(ctx, in) }()
@@ -538,4 +523,20 @@ func TestSignUpRacingAnOrphanFinisher(t *testing.T) {
 	if _, err := svc.Login(ctx, accounts.LoginInput{Email: in.Email, Password: goodPassword, Address: "192.0.2.3"}); err != nil {
 		t.Fatalf("login: %v", err)
 	}
+}
+
+// accountsOn is an accounts service on f's personal data keys, writing
+// through store (f's store, wrapped), hashing at argon2id's lowest cost.
+func accountsOn(t *testing.T, f *servertest.Server, store es.Store) *accounts.Service {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := tljs.OpenAccountKeys(ctx, f.Store.JetStream(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := accounts.NewService(ctx, store, keys, argon2id.Hasher{Time: 1, Memory: 1024}, tltotp.TOTP{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }

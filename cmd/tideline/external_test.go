@@ -70,19 +70,7 @@ func TestServeOnExternalNATS(t *testing.T) {
 		t.Fatalf("get steps: %v %v, want alice at 1234", got, err)
 	}
 
-	nc, err := nats.Connect(ext.ClientURL(), nats.UserInfo("tideline", "s3cret-pass"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(context.Background(), wire.EventsStream)
-	if err != nil {
-		t.Fatalf("the events stream on the external server: %v", err)
-	}
+	st := eventsStreamOn(t, ext.ClientURL(), nats.UserInfo("tideline", "s3cret-pass"))
 	if info := st.CachedInfo(); info.State.LastSeq != res.Msg.Position || info.Config.Replicas != 1 {
 		t.Errorf("external %s: last %d, replicas %d; want %d, 1", wire.EventsStream, info.State.LastSeq, info.Config.Replicas, res.Msg.Position)
 	}
@@ -121,7 +109,7 @@ func TestServeOnExternalNATSWithCreds(t *testing.T) {
 		return kp, pub
 	}
 	_, sysPub := account(false)
-	tenant, tenantPub := account(true)
+	tenant, _ := account(true)
 	creds := func(signer nkeys.KeyPair) string {
 		user, _ := nkeys.CreateUser()
 		pub, _ := user.PublicKey()
@@ -178,20 +166,28 @@ func TestServeOnExternalNATSWithCreds(t *testing.T) {
 	}
 
 	// The events are in the tenant's account, seen with the same creds.
-	nc, err := nats.Connect(ext.ClientURL(), nats.UserCredentials(tenantCreds))
+	st := eventsStreamOn(t, ext.ClientURL(), nats.UserCredentials(tenantCreds))
+	if last := st.CachedInfo().State.LastSeq; last != res.Msg.Position {
+		t.Errorf("external %s: last %d, want %d", wire.EventsStream, last, res.Msg.Position)
+	}
+}
+
+// eventsStreamOn reads the events stream's info on the NATS server at url,
+// logged in with login.
+func eventsStreamOn(t *testing.T, url string, login nats.Option) jetstream.Stream {
+	t.Helper()
+	nc, err := nats.Connect(url, login)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st, err := js.Stream(context.Background(), wire.EventsStream)
 	if err != nil {
-		t.Fatalf("the events stream in account %s: %v", tenantPub, err)
+		t.Fatalf("the events stream on %s: %v", url, err)
 	}
-	if last := st.CachedInfo().State.LastSeq; last != res.Msg.Position {
-		t.Errorf("external %s: last %d, want %d", wire.EventsStream, last, res.Msg.Position)
-	}
+	return st
 }
