@@ -236,9 +236,9 @@ func (r *Runner) replay(ctx context.Context, m projections.Projection, from, to 
 			for i := range batch {
 				d := &batch[i]
 				if d.seq > to {
-					return read, applied, nil
+					return int(to - from), applied, nil
 				}
-				read++
+				read = int(d.seq - from) // runs of messages not of m come as their last
 				if _, skip := skips[d.seq]; skip {
 					continue
 				}

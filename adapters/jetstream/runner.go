@@ -48,6 +48,9 @@ type RunnerOptions struct {
 	// AsOf bounds AsOf queries; share one among a server's runners.
 	// Default: NewAsOfLimits(0, 0, 0) of the runner's own.
 	AsOf *AsOfLimits
+	// Replay, when set, is a pass over the stream the runner's replay
+	// shares with the other runners created with it (see Replay).
+	Replay *Replay
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -253,6 +256,9 @@ func NewRunner(store *Store, p projections.Projection, opts RunnerOptions) *Runn
 	}
 	ch := make(chan struct{})
 	r.advanced.Store(&ch)
+	if opts.Replay != nil {
+		opts.Replay.expect(r)
+	}
 	return r
 }
 
@@ -658,6 +664,7 @@ func (l *runLoop) restore(ctx context.Context) error {
 	data, pos, err := l.readSnapshot(ctx)
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
+		r.log.Info("no snapshot; applying from position 1")
 		r.p.Reset()
 		r.rewind(0)
 		return nil
@@ -828,9 +835,18 @@ func (l *runLoop) run(ctx context.Context) error {
 	}
 }
 
-// startFeed starts a feed after the applied position.
+// startFeed starts a feed after the applied position: on the shared
+// pass (RunnerOptions.Replay) when it is unfiltered and the pass can
+// give it, else on a consumer of its own.
 func (l *runLoop) startFeed(filtered bool) error {
-	f, err := l.r.startFeed(l.r.pos.Load(), filtered)
+	r := l.r
+	if !filtered && r.opts.Replay != nil {
+		if f, ok := r.opts.Replay.attach(r, r.pos.Load()); ok {
+			l.feed = f
+			return nil
+		}
+	}
+	f, err := r.startFeed(r.pos.Load(), filtered)
 	if err != nil {
 		return err
 	}
@@ -1092,13 +1108,20 @@ func (r *Runner) broadcast() {
 type feed struct {
 	filtered bool          // on the projection's subjects only
 	pending  atomic.Uint64 // messages after the last one received
-	cc       jetstream.ConsumeContext
+	cc       jetstream.ConsumeContext // nil on a shared pass
+	// On a shared pass (pass non-nil): the runner it feeds, which has
+	// applied up to after.
+	pass   *Replay
+	runner *Runner
+	after  uint64
 	batches  chan []delivery
 	stopped  chan struct{}   // closed by stop: unblocks a callback waiting on batches
 	closed   <-chan struct{} // closed when the consumer has stopped, by stop or not
 
 	mu    sync.Mutex // serializes callbacks, which overlap if the consumer resets mid-callback
 	batch []delivery
+	n     int    // messages the batch stands for
+	skip  uint64 // the last message since the batch's last delivery with nothing to apply
 }
 
 // delivery is one stream message: a decoded commit, a message skipped (no
@@ -1131,7 +1154,7 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ordered consumer: %w", err)
 	}
-	f := &feed{filtered: filtered, batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
+	f := newFeed(filtered)
 	f.cc, err = cons.Consume(func(m jetstream.Msg) { f.receive(r.decode(m)) },
 		jetstream.PullMaxMessages(pullMaxMessages), jetstream.PullHeartbeat(feedHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -1144,28 +1167,47 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 	return f, nil
 }
 
+func newFeed(filtered bool) *feed {
+	return &feed{filtered: filtered, batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
+}
+
 // receive adds d to the batch and hands the batch over when the stream
-// has nothing more pending or the batch is full: while replaying, one
-// notification covers a whole batch.
+// has nothing more pending or the batch stands for maxBatch messages:
+// while replaying, one notification covers a whole batch. Messages with
+// nothing to apply (another projection's) only move the position, so a
+// run of them is handed over as its last one.
 func (f *feed) receive(d delivery, pending uint64, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pending.Store(pending)
 	if ok {
-		f.batch = append(f.batch, d)
+		f.n++
+		if d.err == nil && len(d.commit.Events) == 0 {
+			f.skip = d.seq
+		} else {
+			f.batch = append(f.batch, d)
+			f.skip = 0
+		}
 	}
-	if len(f.batch) == 0 || (pending > 0 && len(f.batch) < maxBatch) {
+	if f.n == 0 || (pending > 0 && f.n < maxBatch) {
 		return
+	}
+	if f.skip != 0 {
+		f.batch = append(f.batch, delivery{seq: f.skip})
 	}
 	select {
 	case f.batches <- f.batch:
 	case <-f.stopped:
 	}
-	f.batch = make([]delivery, 0, maxBatch)
+	f.batch, f.n, f.skip = make([]delivery, 0, maxBatch), 0, 0
 }
 
 func (f *feed) stop() {
 	close(f.stopped)
+	if f.pass != nil {
+		f.pass.detach(f)
+		return
+	}
 	// The ordered consumer's Stop waits for its lock, which a reset
 	// holds while it retries creating the consumer, 10 s per try, for as
 	// long as the cluster has no meta leader: Run does not wait for it.
@@ -1195,22 +1237,45 @@ func (f *feed) closedCh() <-chan struct{} {
 // it. A message on a stream's subject that does not decode is delivered
 // with its error, and stops the runner there.
 func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
-	var recorded time.Time
-	d.seq, pending, recorded, ok = ackSequences(m.Reply())
+	meta, ok := readMessage(m)
+	if !ok {
+		r.log.Error("message without stream metadata", "subject", m.Subject())
+		return delivery{}, 0, false
+	}
+	return r.decodeMeta(m, meta)
+}
+
+// messageMeta is what every runner reads of a message alike.
+type messageMeta struct {
+	seq, pending uint64
+	recorded     time.Time
+	stream       es.StreamID
+	streamErr    error // the subject is not a valid stream's
+}
+
+// readMessage reads m's stream metadata and stream; ok is false for a
+// message without stream metadata.
+func readMessage(m jetstream.Msg) (meta messageMeta, ok bool) {
+	meta.seq, meta.pending, meta.recorded, ok = ackSequences(m.Reply())
 	if !ok {
 		md, err := m.Metadata()
 		if err != nil {
-			r.log.Error("message without stream metadata", "subject", m.Subject(), "error", err)
-			return delivery{}, 0, false
+			return messageMeta{}, false
 		}
-		d.seq, pending, recorded = md.Sequence.Stream, md.NumPending, md.Timestamp
+		meta.seq, meta.pending, meta.recorded = md.Sequence.Stream, md.NumPending, md.Timestamp
 	}
-	stream, err := es.ParseStreamID(m.Subject())
-	if err == nil {
-		err = stream.Validate()
+	meta.stream, meta.streamErr = es.ParseStreamID(m.Subject())
+	if meta.streamErr == nil {
+		meta.streamErr = meta.stream.Validate()
 	}
-	if err != nil {
-		r.log.Warn("skipping message on a non-stream subject", "seq", d.seq, "subject", m.Subject(), "error", err)
+	return meta, true
+}
+
+// decodeMeta is decode, given what readMessage read of m.
+func (r *Runner) decodeMeta(m jetstream.Msg, meta messageMeta) (d delivery, pending uint64, ok bool) {
+	d.seq, pending = meta.seq, meta.pending
+	if meta.streamErr != nil {
+		r.log.Warn("skipping message on a non-stream subject", "seq", d.seq, "subject", m.Subject(), "error", meta.streamErr)
 		return d, pending, true
 	}
 	if r.types != nil && !r.wants(m.Headers().Get(wire.HeaderEventTypes)) {
@@ -1219,7 +1284,8 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 	if r.subjects != nil && !matchesAny(r.subjects, m.Subject()) {
 		return d, pending, true // an unfiltered replay: not ours
 	}
-	if d.commit, err = wire.DecodeCommit(stream, d.seq, m.Headers(), m.Data()); err != nil {
+	var err error
+	if d.commit, err = wire.DecodeCommit(meta.stream, d.seq, m.Headers(), m.Data()); err != nil {
 		d.err = err
 	}
 	if r.store.tracer != nil {
@@ -1228,7 +1294,7 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 		}
 	}
 	for i := range d.commit.Events {
-		d.commit.Events[i].RecordedAt = recorded
+		d.commit.Events[i].RecordedAt = meta.recorded
 	}
 	return d, pending, true
 }

@@ -74,3 +74,55 @@ func waitCaughtUp(b *testing.B, r *tljs.Runner) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkStartShared measures a start without snapshots: n runners
+// (trivial projections) replay the whole stream from nothing, each on a
+// consumer of its own ("alone") and all on one shared Replay ("shared"),
+// alternating with a raw replay of the same stream. shared/raw is the
+// issue's "one replay pass ≥ 0.8 of raw replay".
+func BenchmarkStartShared(b *testing.B) {
+	for _, n := range []int{5, 13} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			s := filledStore(b)
+			start := func(round int, mode string, pass *tljs.Replay) time.Duration {
+				runners := make([]*tljs.Runner, n)
+				for i := range runners {
+					name := "tally-" + mode + "-" + strconv.Itoa(round) + "-" + strconv.Itoa(i) // no snapshot to restore
+					runners[i] = tljs.NewRunner(s, &namedTally{name: name}, tljs.RunnerOptions{
+						SnapshotAfter: 1 << 30, SnapshotEvery: time.Hour, HistoryEvery: -1, Logger: quietLogger, Replay: pass})
+				}
+				if pass != nil {
+					pass.Gathered()
+				}
+				began := time.Now()
+				stops := make([]func() error, n)
+				for i, r := range runners {
+					stops[i] = startRunner(b, r)
+				}
+				for _, r := range runners {
+					waitCaughtUp(b, r)
+				}
+				took := time.Since(began)
+				for _, stop := range stops {
+					_ = stop()
+				}
+				return took
+			}
+			b.ResetTimer()
+			var raw, alone, shared time.Duration
+			events, round := 0, 0
+			for ; events < b.N; events += benchCommits {
+				began := time.Now()
+				replayRaw(b, s, benchCommits)
+				raw += time.Since(began)
+				alone += start(round, "alone", nil)
+				shared += start(round, "shared", tljs.NewReplay(s, quietLogger))
+				round++
+			}
+			b.ReportMetric(float64(events)/raw.Seconds(), "raw-events/s")
+			b.ReportMetric(raw.Seconds()/alone.Seconds(), "alone/raw")
+			b.ReportMetric(raw.Seconds()/shared.Seconds(), "shared/raw")
+			b.ReportMetric(alone.Seconds()/shared.Seconds(), "shared/alone")
+		})
+	}
+}

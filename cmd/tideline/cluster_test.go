@@ -204,11 +204,32 @@ func startCluster(t *testing.T, bin string) *testCluster {
 	for _, n := range c.nodes {
 		n.s = spawnServe(t, bin, "--config", n.dir+".yaml")
 	}
+	t.Cleanup(func() { c.keepLogs(t) })
 	for _, n := range c.nodes {
 		n.s.waitServing(t, 60*time.Second)
 	}
 	c.startObserver(t)
 	return c
+}
+
+// keepLogs writes each node's log (of its latest process) to the folder
+// TIDELINE_CLUSTER_LOGS names, when the test has failed and it is set.
+func (c *testCluster) keepLogs(t *testing.T) {
+	dir := os.Getenv("TIDELINE_CLUSTER_LOGS")
+	if !t.Failed() || dir == "" {
+		return
+	}
+	for _, n := range c.nodes {
+		n.mu.Lock()
+		s := n.s
+		n.mu.Unlock()
+		f := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+n.name+".log")
+		if err := os.WriteFile(f, []byte(s.logs.String()), 0o644); err != nil {
+			t.Logf("keep %s's log: %v", n.name, err)
+			continue
+		}
+		t.Logf("%s's log: %s", n.name, f)
+	}
 }
 
 // startObserver routes a JetStream-less NATS server of the test's own into

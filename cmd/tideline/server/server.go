@@ -138,6 +138,10 @@ type Config struct {
 	// values are its defaults (64 MiB, two passes). Not a flag: the API's
 	// tests lower it (servertest), since they hash by the dozen under -race.
 	PasswordHashing argon2id.Hasher
+	// SeparateReplays gives each projection's replay a consumer of its
+	// own, as before the shared pass (jetstream.Replay). Not a flag: a
+	// benchmark compares the two.
+	SeparateReplays bool
 	// ReadyLag is how many events a projection may lag while /readyz
 	// says ready (0: api.DefaultReadyLag).
 	ReadyLag uint64
@@ -231,6 +235,8 @@ type Main struct {
 	// runner's as-of replays together.
 	history map[string]api.Past
 	asOf    *jetstream.AsOfLimits
+	// replay is the pass the runners share at the start (nil: none).
+	replay *jetstream.Replay
 	// reactionsDone is set once the reactions' router has returned.
 	reactionsDone atomic.Bool
 	// caughtUp holds the runners that have been within Config.ReadyLag of
@@ -434,10 +440,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, Blobs: m.Blobs, Links: m.Links, Engines: m.Engines, Metrics: m.Metrics, m: m, ctx: runCtx}
 	h.Serve(api.BlobService(m.Links, m.Blobs))
+	// The runners the contexts start replay the stream in one pass.
+	if !c.SeparateReplays {
+		m.replay = jetstream.NewReplay(m.Store, log)
+	}
 	for _, wire := range contexts {
 		if err := wire(ctx, h); err != nil {
 			return err
 		}
+	}
+	if m.replay != nil {
+		m.replay.Gathered()
 	}
 	if len(h.reactions) > 0 {
 		if err := m.startReactions(ctx, runCtx, h.reactions); err != nil {
@@ -668,13 +681,23 @@ func (m *Main) goRun(ctx context.Context, f func(ctx context.Context)) {
 	}()
 }
 
+// ReplayStats counts the replays of the runners Run started that joined
+// the shared pass, and those that read on consumers of their own (zero
+// with SeparateReplays).
+func (m *Main) ReplayStats() jetstream.ReplayStats {
+	if m.replay == nil {
+		return jetstream.ReplayStats{}
+	}
+	return m.replay.Stats()
+}
+
 // startRunner runs a runner for p until ctx ends, restarting it when it
 // fails.
 func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetstream.Runner {
 	if m.asOf == nil {
 		m.asOf = jetstream.NewAsOfLimits(0, 0, 0)
 	}
-	r := jetstream.NewRunner(m.Store, p, jetstream.RunnerOptions{Logger: m.Config.Logger, AsOf: m.asOf})
+	r := jetstream.NewRunner(m.Store, p, jetstream.RunnerOptions{Logger: m.Config.Logger, AsOf: m.asOf, Replay: m.replay})
 	m.runners = append(m.runners, r)
 	m.wg.Add(1)
 	go func() {

@@ -1,0 +1,237 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Replay is one pass over the events stream shared by the runners of a
+// server that start together (RunnerOptions.Replay): a start without
+// snapshots, or with old ones, reads the stream once rather than once per
+// projection. Each runner still decodes, filters and applies on its own;
+// what they share is the server's read and its delivery.
+//
+// The pass gathers first: once Gathered says every runner it feeds has
+// been created, it starts when each has asked for its replay (or
+// gatherWait after the first one did), at the lowest position they asked
+// for; each runner skips what it already has.
+// A runner that asks later joins the pass if the pass has not gone past
+// its position, and otherwise reads on a consumer of its own, as does
+// every runner once the pass is over: a scoped runner leaves the pass
+// when caught up (for a consumer on its own subjects), and the pass ends
+// when the last runner has left it. A rebuild never joins: the pass is
+// past position 1 by then.
+//
+// Runners on one pass move at the pace of the slowest: that runner's
+// replay takes as long as before, the others' no longer than it.
+type Replay struct {
+	store *Store
+	log   *slog.Logger
+
+	mu        sync.Mutex
+	state     replayState
+	expected  map[*Runner]struct{} // created with the pass, not attached yet
+	gathered  bool                 // no more runners are to be created with it
+	feeds     []*feed              // attached; replaced, never changed in place, so deliver reads it unlocked
+	last      uint64               // the last sequence the pass delivered
+	gathering *time.Timer
+	cc        jetstream.ConsumeContext
+	closed    chan struct{} // closed when the pass's consumer has stopped
+
+	joined, alone atomic.Int64
+}
+
+type replayState int
+
+const (
+	replayGathering replayState = iota
+	replayRunning
+	replayOver
+)
+
+// gatherWait bounds how long a pass waits for the runners created with it
+// after the first asks for its replay: restoring a snapshot takes up to a
+// few seconds. A runner that comes later still joins if its snapshot is
+// ahead of the pass.
+const gatherWait = 3 * time.Second
+
+// NewReplay returns a pass over store's events stream, for the runners
+// created with it.
+func NewReplay(store *Store, log *slog.Logger) *Replay {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Replay{store: store, log: log, expected: map[*Runner]struct{}{}, closed: make(chan struct{})}
+}
+
+// ReplayStats counts the runners' replays: Joined were fed by the shared
+// pass, Alone read on a consumer of their own (they came after the pass
+// had gone past their position, or it was over).
+type ReplayStats struct {
+	Joined, Alone int64
+}
+
+// Stats returns how many replays joined the pass and how many did not.
+func (p *Replay) Stats() ReplayStats {
+	return ReplayStats{Joined: p.joined.Load(), Alone: p.alone.Load()}
+}
+
+// expect registers r: the pass waits for it (gatherWait at most).
+func (p *Replay) expect(r *Runner) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == replayGathering {
+		p.expected[r] = struct{}{}
+	}
+}
+
+// attach returns a feed of r's commits after after from the pass, or
+// false if the pass cannot give them all (it is past after, or over).
+func (p *Replay) attach(r *Runner, after uint64) (*feed, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == replayOver || (p.state == replayRunning && after < p.last) {
+		p.alone.Add(1)
+		return nil, false
+	}
+	f := newFeed(false)
+	f.pass, f.runner, f.after, f.closed = p, r, after, p.closed
+	p.feeds = append(slices.Clone(p.feeds), f)
+	p.joined.Add(1)
+	if p.state == replayGathering {
+		delete(p.expected, r)
+		if p.gathering == nil {
+			p.gathering = time.AfterFunc(gatherWait, p.start)
+		}
+		p.startIfAllLocked()
+	}
+	return f, true
+}
+
+// Gathered tells the pass that every runner it is to feed has been
+// created: it starts as soon as they have all asked for their replays.
+func (p *Replay) Gathered() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gathered = true
+	p.startIfAllLocked()
+}
+
+func (p *Replay) startIfAllLocked() {
+	if p.gathered && len(p.expected) == 0 && len(p.feeds) > 0 {
+		p.startLocked()
+	}
+}
+
+func (p *Replay) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.startLocked()
+}
+
+// startLocked starts the pass's consumer after the lowest position asked
+// for. With no runner attached (they stopped while it gathered), or if
+// the consumer cannot be made, the pass is over: its runners then see
+// their feed closed, and start again on consumers of their own.
+func (p *Replay) startLocked() {
+	if p.state != replayGathering {
+		return
+	}
+	if p.gathering != nil {
+		p.gathering.Stop()
+	}
+	if len(p.feeds) == 0 {
+		p.endLocked()
+		return
+	}
+	from := p.feeds[0].after
+	for _, f := range p.feeds[1:] {
+		from = min(from, f.after)
+	}
+	cc, err := p.consume(from)
+	if err != nil {
+		p.log.Warn("shared replay unavailable; each projection replays on its own", "error", err)
+		p.endLocked()
+		close(p.closed)
+		return
+	}
+	p.state, p.cc, p.last = replayRunning, cc, from
+	go func() {
+		<-cc.Closed() // ended, or failed: no runner joins it any more
+		p.mu.Lock()
+		p.state = replayOver
+		p.mu.Unlock()
+		close(p.closed)
+	}()
+	p.log.Info("replaying once for every projection", "after", from, "projections", len(p.feeds))
+}
+
+func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := p.store.js.OrderedConsumer(ctx, p.store.cfg.Stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   after + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer: %w", err)
+	}
+	cc, err := cons.Consume(p.deliver,
+		jetstream.PullMaxMessages(pullMaxMessages), jetstream.PullHeartbeat(feedHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			p.log.Warn("shared replay consumer", "error", err)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("consume: %w", err)
+	}
+	return cc, nil
+}
+
+// deliver hands m to every attached feed that has not had it yet, each
+// decoded by its own runner.
+func (p *Replay) deliver(m jetstream.Msg) {
+	meta, ok := readMessage(m)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	p.last = meta.seq
+	feeds := p.feeds
+	p.mu.Unlock()
+	for _, f := range feeds {
+		if meta.seq > f.after {
+			f.receive(f.runner.decodeMeta(m, meta))
+		}
+	}
+}
+
+// detach removes f, which its runner has stopped; the pass ends with its
+// last feed.
+func (p *Replay) detach(f *feed) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.feeds = slices.DeleteFunc(slices.Clone(p.feeds), func(g *feed) bool { return g == f })
+	if len(p.feeds) == 0 && p.state == replayRunning {
+		p.log.Info("shared replay ended: every projection is on its own feed", "at", p.last)
+		p.endLocked()
+	}
+}
+
+// endLocked ends the pass; its consumer stops in the background (see
+// feed.stop).
+func (p *Replay) endLocked() {
+	if p.state == replayRunning {
+		go p.cc.Stop()
+	}
+	p.state = replayOver
+	if p.gathering != nil {
+		p.gathering.Stop()
+	}
+}

@@ -1,0 +1,103 @@
+package jetstream_test
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections"
+)
+
+// Runners created with one Replay are fed by one pass: each applies what
+// a runner of its own would (scoped ones only their subjects, one with a
+// snapshot only what follows it), and carries on live once the pass is
+// over. A runner that comes after the pass has gone past its position,
+// and a rebuild, read on consumers of their own.
+func TestReplaySharedPass(t *testing.T) {
+	s := runnerStore(t)
+	ctx := context.Background()
+	other := es.StreamID{Context: "other", Type: "thing", ID: "x"}
+	appendOther := func() uint64 {
+		t.Helper()
+		res, err := s.Append(ctx, other, []proto.Message{wrapperspb.String("not steps")}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Position.Seq
+	}
+	appendCommits(t, s, 0, 300)
+	appendOther()
+	mid := appendCommits(t, s, 300, 300)
+	otherBefore := 1
+
+	// "ahead" has a snapshot at mid: a runner of its own writes it.
+	ahead := newCountingProjection("ahead", 1)
+	r := tljs.NewRunner(s, ahead, tljs.RunnerOptions{Logger: quietLogger})
+	stop := startRunner(t, r)
+	waitFor(t, r, mid)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		appendOther()
+		otherBefore++
+	}
+	last := appendCommits(t, s, 600, 200)
+
+	pass := tljs.NewReplay(s, quietLogger)
+	all := newCountingProjection("all", 1)
+	scoped := scopedProjection{newCountingProjection("scoped", 1)}
+	ahead = newCountingProjection("ahead", 1)
+	var runners []*tljs.Runner
+	for _, p := range []projections.Projection{all, scoped, ahead} {
+		runners = append(runners, tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger, Replay: pass}))
+	}
+	pass.Gathered()
+	for _, r := range runners {
+		startRunner(t, r)
+	}
+	for _, r := range runners {
+		waitFor(t, r, last)
+	}
+	if st := pass.Stats(); st.Joined != 3 || st.Alone != 0 {
+		t.Fatalf("after the start: %+v, want all 3 joined", st)
+	}
+	wantSteps := eventsIn(0, 800)
+	checkModel(t, all.model(), wantSteps+otherBefore)
+	checkModel(t, scoped.model(), wantSteps)
+	if m := ahead.model(); len(m.Seen) != wantSteps+otherBefore || len(m.Disorder) != 0 {
+		t.Fatalf("the runner with a snapshot saw %d events (disorder %v), want %d", len(m.Seen), m.Disorder, wantSteps+otherBefore)
+	}
+
+	// Live: the pass goes on for the unscoped runners; the scoped one
+	// follows its own subjects.
+	appendOther()
+	end := appendCommits(t, s, 800, 50)
+	for _, r := range runners {
+		waitFor(t, r, end)
+	}
+	wantSteps = eventsIn(0, 850)
+	checkModel(t, all.model(), wantSteps+otherBefore+1)
+	checkModel(t, scoped.model(), wantSteps)
+
+	// Too late for the pass: a runner of its own.
+	late := newCountingProjection("late", 1)
+	lr := tljs.NewRunner(s, late, tljs.RunnerOptions{Logger: quietLogger, Replay: pass})
+	startRunner(t, lr)
+	waitFor(t, lr, end)
+	checkModel(t, late.model(), wantSteps+otherBefore+1)
+	if err := runners[1].Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, scoped.model(), wantSteps)
+	if st := pass.Stats(); st.Joined != 3 || st.Alone != 2 {
+		t.Fatalf("after a late runner and a rebuild: %+v, want 3 joined, 2 alone", st)
+	}
+	if m := freshModel(t, s, "fresh-all", end); len(m.Seen) != len(all.model().Seen) {
+		t.Fatalf("a fresh runner saw %d events, the shared one %d", len(m.Seen), len(all.model().Seen))
+	}
+}
