@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"time"
@@ -169,17 +168,14 @@ func (r *Runner) restoreOne(ctx context.Context, m projections.Projection, pos u
 	if err != nil {
 		return err
 	}
-	defer res.Close()
 	info, err := res.Info()
 	if err != nil {
+		res.Close()
 		return err
 	}
-	data, err := io.ReadAll(res)
+	data, err := readObject(res)
 	if err != nil {
 		return err
-	}
-	if uint64(len(data)) != info.Size {
-		return fmt.Errorf("read %d of %d bytes", len(data), info.Size)
 	}
 	seg, isSeg := m.(projections.Segmented)
 	if (info.Metadata[snapshotMetaFormat] == historySegmentsFormat) != isSeg {

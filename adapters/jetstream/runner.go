@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -660,9 +659,37 @@ var errOtherSnapshot = errors.New("snapshot of another version")
 // failed digest, a panicking Restore), or that claims a position past the
 // stream's end, is discarded and the model rebuilt from position 1.
 func (l *runLoop) restore(ctx context.Context) error {
+	for try := 1; ; try++ {
+		err := l.restoreOnce(ctx)
+		if !errors.Is(err, errStalled) {
+			return err
+		}
+		if try == restoreTries {
+			l.r.log.Warn("discarding snapshot that cannot be read; rebuilding from position 1", "error", err, "tries", try)
+			return l.startRebuild(ctx)
+		}
+		l.r.log.Warn("snapshot read stalled; reading it again", "error", err, "try", try)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// restoreTries is how many times restore reads a snapshot whose read
+// stalls (see snapshotStall) before it rebuilds the model instead: a
+// replica behind its peers catches up within seconds.
+const restoreTries = 3
+
+// restoreOnce is one try of restore; it returns an errStalled error,
+// having changed nothing, when reading the snapshot stalls.
+func (l *runLoop) restoreOnce(ctx context.Context) error {
 	r := l.r
 	data, pos, err := l.readSnapshot(ctx)
 	switch {
+	case errors.Is(err, errStalled):
+		return err
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 		r.log.Info("no snapshot; applying from position 1")
 		r.p.Reset()
@@ -692,6 +719,10 @@ func (l *runLoop) restore(ctx context.Context) error {
 	} else {
 		err = restoreModel(r.p, data)
 	}
+	if errors.Is(err, errStalled) {
+		r.p.Reset() // it may hold some segments
+		return err
+	}
 	if err != nil {
 		r.log.Warn("discarding snapshot that does not restore; rebuilding from position 1", "error", err)
 		return l.startRebuild(ctx)
@@ -715,9 +746,9 @@ func (l *runLoop) readSnapshot(ctx context.Context) ([]byte, uint64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("get snapshot: %w", err)
 	}
-	defer res.Close()
 	info, err := res.Info()
 	if err != nil {
+		res.Close()
 		return nil, 0, fmt.Errorf("get snapshot: %w", err)
 	}
 	version, verr := strconv.Atoi(info.Metadata[snapshotMetaVersion])
@@ -727,12 +758,9 @@ func (l *runLoop) readSnapshot(ctx context.Context) ([]byte, uint64, error) {
 		return nil, 0, fmt.Errorf("%w: name %q, version %q, format %q", errOtherSnapshot,
 			info.Metadata[snapshotMetaName], info.Metadata[snapshotMetaVersion], info.Metadata[snapshotMetaFormat])
 	}
-	data, err := io.ReadAll(res)
+	data, err := readObject(res)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read snapshot: %w", err)
-	}
-	if uint64(len(data)) != info.Size {
-		return nil, 0, fmt.Errorf("read snapshot: %d of %d bytes", len(data), info.Size)
 	}
 	return data, pos, nil
 }
@@ -1106,17 +1134,17 @@ func (r *Runner) broadcast() {
 // feed is one ordered consumer. Its callback decodes messages in
 // parallel with Run applying them and hands them over in batches.
 type feed struct {
-	filtered bool          // on the projection's subjects only
-	pending  atomic.Uint64 // messages after the last one received
+	filtered bool                     // on the projection's subjects only
+	pending  atomic.Uint64            // messages after the last one received
 	cc       jetstream.ConsumeContext // nil on a shared pass
 	// On a shared pass (pass non-nil): the runner it feeds, which has
 	// applied up to after.
-	pass   *Replay
-	runner *Runner
-	after  uint64
-	batches  chan []delivery
-	stopped  chan struct{}   // closed by stop: unblocks a callback waiting on batches
-	closed   <-chan struct{} // closed when the consumer has stopped, by stop or not
+	pass    *Replay
+	runner  *Runner
+	after   uint64
+	batches chan []delivery
+	stopped chan struct{}   // closed by stop: unblocks a callback waiting on batches
+	closed  <-chan struct{} // closed when the consumer has stopped, by stop or not
 
 	mu    sync.Mutex // serializes callbacks, which overlap if the consumer resets mid-callback
 	batch []delivery

@@ -715,3 +715,47 @@ func TestRunnerScopedProjection(t *testing.T) {
 		t.Fatalf("rebuilt model saw %d events, want %d", len(m.Seen), eventsIn(0, 3))
 	}
 }
+
+// A snapshot whose metadata names chunks that are gone (as on a cluster
+// node whose replica is behind its peers' purge) stalls when read: the
+// runner reads it again a few times, then rebuilds from the events,
+// rather than wait out the read's deadline with the model at 0.
+func TestRunnerSnapshotReadStalls(t *testing.T) {
+	old := tljs.SetSnapshotStall(300 * time.Millisecond)
+	t.Cleanup(func() { tljs.SetSnapshotStall(old) })
+	s := runnerStore(t)
+	p1 := newCountingProjection("counts", 1)
+	r1 := tljs.NewRunner(s, p1, tljs.RunnerOptions{Logger: quietLogger})
+	stop := startRunner(t, r1)
+	last := appendCommits(t, s, 0, 40)
+	waitFor(t, r1, last)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := shortCtx(t)
+	info, err := snapshotBucket(t, s).GetInfo(ctx, "counts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.JetStream().Stream(ctx, "OBJ_projections")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject("$O.projections.C."+info.NUID)); err != nil {
+		t.Fatal(err)
+	}
+
+	p2 := newCountingProjection("counts", 1)
+	r2 := tljs.NewRunner(s, p2, tljs.RunnerOptions{Logger: quietLogger})
+	startRunner(t, r2)
+	waitFor(t, r2, last)
+	if n := p2.applies.Load(); n != int64(eventsIn(0, 40)) {
+		t.Errorf("rebuilt runner applied %d events, want all %d", n, eventsIn(0, 40))
+	}
+	if !reflect.DeepEqual(p2.model(), p1.model()) {
+		t.Errorf("rebuilt model differs from the one snapshotted")
+	}
+	if st := r2.Status(ctx); st.Rebuilds != 1 {
+		t.Errorf("status %+v; want one rebuild", st)
+	}
+}

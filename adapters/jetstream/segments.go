@@ -176,9 +176,13 @@ func (l *runLoop) restoreSegments(ctx context.Context, data []byte, pos uint64) 
 		ref := refs[name]
 		ctx, cancel := context.WithTimeout(ctx, snapshotReadTimeout)
 		defer cancel()
-		data, err := l.obs.GetBytes(ctx, ref.Object)
+		res, err := l.obs.Get(ctx, ref.Object)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", ref.Object, err)
+		}
+		data, err := readObject(res)
+		if err != nil {
+			return nil, err
 		}
 		if sum := sha256.Sum256(data); len(data) != ref.Size || hex.EncodeToString(sum[:]) != ref.SHA256 {
 			return nil, fmt.Errorf("read %s: %d bytes or their digest differ from the manifest's", ref.Object, len(data))
