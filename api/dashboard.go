@@ -2,9 +2,7 @@ package api
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -33,9 +31,11 @@ const (
 // its runner and its past (nil: as-of queries are Unavailable).
 func DashboardServices(model *dashboard.Model, feed ReadModel, past Past) []Service {
 	return []Service{{Name: dashboardv1connect.DashboardServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
-		watches := &dashboardWatches{encodings: newSharedEncodings(), byQuery: map[watchKey]*watchedDashboard{}}
-		h := &dashboardHandler{rt: rt, model: model, feed: feed, past: past, watches: watches}
-		return dashboardv1connect.NewDashboardServiceHandler(h, connect.WithHandlerOptions(opts, watches.encodings.options()))
+		h := &dashboardHandler{rt: rt, model: model, feed: feed, past: past}
+		h.watches = newSharedAnswers(rt, feed, watchRefresh, h.watched, func(a, b *dashboardv1.WatchDashboardResponse) bool {
+			return sameFigures(a.Dashboard, b.Dashboard)
+		})
+		return dashboardv1connect.NewDashboardServiceHandler(h, connect.WithHandlerOptions(opts, h.watches.enc.options()))
 	}}}
 }
 
@@ -45,7 +45,7 @@ type dashboardHandler struct {
 	model   *dashboard.Model
 	feed    ReadModel
 	past    Past
-	watches *dashboardWatches
+	watches *sharedAnswers[watchKey, *dashboardv1.WatchDashboardResponse]
 }
 
 // query checks the caller's role and q's fields, and resolves the heat
@@ -145,31 +145,24 @@ func (h *dashboardHandler) GetDashboard(ctx context.Context, req *connect.Reques
 // read model and every watchRefresh (a live stream, see live: at once
 // after a quiet spell, else liveMinGap after the previous update, so a
 // burst of events costs one update). An update with no figure changed is
-// not sent. The watchers of one query share its answer: computed, encoded
-// and compressed once per change (see dashboardWatches), and a watcher
-// slower than the changes gets the latest.
+// not sent. The watchers of one query share its answer (sharedAnswers):
+// computed, encoded and compressed once per change, waking its watchers
+// only when a figure changed; a watcher slower than the changes gets the
+// latest.
 func (h *dashboardHandler) WatchDashboard(ctx context.Context, req *connect.Request[dashboardv1.WatchDashboardRequest], s *connect.ServerStream[dashboardv1.WatchDashboardResponse]) error {
 	q, err := h.query(ctx, req.Msg.Query, time.Now())
 	if err != nil {
 		return err
 	}
-	fixedHeat := req.Msg.Query.GetHeatFrom() != nil || req.Msg.Query.GetHeatTo() != nil
 	key := watchKey{rider: q.RiderID, cell: q.CellDeg, ranking: q.RankingLimit, active: q.ActiveLimit, trend: q.TrendLimit}
-	if fixedHeat {
-		key.heatFrom, key.heatTo = q.HeatFrom.UnixNano(), q.HeatTo.UnixNano()
+	if req.Msg.Query.GetHeatFrom() != nil || req.Msg.Query.GetHeatTo() != nil {
+		key.fixedHeat, key.heatFrom, key.heatTo = true, q.HeatFrom.UnixNano(), q.HeatTo.UnixNano()
 	}
 	w := h.watches.join(key)
 	defer h.watches.leave(key, w)
 	var sent uint64 // the version of the figures last sent
-	return live(ctx, h.rt, h.feed, watchRefresh, s, func(now time.Time) []*dashboardv1.WatchDashboardResponse {
-		msg, version := w.latest(h.watches.encodings, h.feed, now, func(now time.Time) *dashboardv1.Dashboard {
-			q.Now = now
-			if !fixedHeat { // the default heat map follows today
-				q.HeatFrom = dashboard.StartOfDay(now)
-				q.HeatTo = q.HeatFrom.AddDate(0, 0, 1)
-			}
-			return h.dashboard(q)
-		})
+	return live(ctx, h.rt, w, 0, s, func(time.Time) []*dashboardv1.WatchDashboardResponse {
+		msg, version := w.latest()
 		if version == sent {
 			return nil
 		}
@@ -178,87 +171,28 @@ func (h *dashboardHandler) WatchDashboard(ctx context.Context, req *connect.Requ
 	})
 }
 
-// dashboardWatches shares one answer among the watchers of the same
-// query. Safe for concurrent use.
-type dashboardWatches struct {
-	encodings *sharedEncodings
-	mu        sync.Mutex
-	byQuery   map[watchKey]*watchedDashboard
-}
-
-// watchKey is a watch's query as resolved; a heat map without a range
-// (zero) follows today.
+// watchKey is a watched dashboard's query as resolved; a heat map without
+// a fixed range follows today.
 type watchKey struct {
 	rider                  string
+	fixedHeat              bool
 	heatFrom, heatTo       int64
 	cell                   float64
 	ranking, active, trend int
 }
 
-// watchedDashboard is the latest answer to one query. Its figures are a
-// function of the read model's position and of the hour of "now" (today,
-// this month and the next hour follow it; KST is a whole-hour offset), so
-// an answer is computed again only when either moves; version counts the
-// answers whose figures changed.
-type watchedDashboard struct {
-	refs int // guarded by dashboardWatches.mu
-
-	mu      sync.Mutex
-	msg     *dashboardv1.WatchDashboardResponse // shared: never changed once set
-	pos     uint64
-	hour    int64
-	version uint64
-}
-
-func (ws *dashboardWatches) join(key watchKey) *watchedDashboard {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	w := ws.byQuery[key]
-	if w == nil {
-		w = &watchedDashboard{}
-		ws.byQuery[key] = w
+// watched computes the answer to a watched query now. Its figures depend
+// on the read model and on the hour (today, this month and the next hour
+// follow it), which the shared answer's refresh catches.
+func (h *dashboardHandler) watched(k watchKey) *dashboardv1.WatchDashboardResponse {
+	q := dashboard.Query{Now: time.Now(), RiderID: k.rider, CellDeg: k.cell, RankingLimit: k.ranking, ActiveLimit: k.active, TrendLimit: k.trend}
+	if k.fixedHeat {
+		q.HeatFrom, q.HeatTo = time.Unix(0, k.heatFrom), time.Unix(0, k.heatTo)
+	} else {
+		q.HeatFrom = dashboard.StartOfDay(q.Now)
+		q.HeatTo = q.HeatFrom.AddDate(0, 0, 1)
 	}
-	w.refs++
-	return w
-}
-
-func (ws *dashboardWatches) leave(key watchKey, w *watchedDashboard) {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if w.refs--; w.refs > 0 {
-		return
-	}
-	delete(ws.byQuery, key)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.msg != nil {
-		ws.encodings.unshare(w.msg)
-	}
-}
-
-// latest returns the answer at feed's position and now's hour, computing
-// it with compute if no watcher has yet, and the version of its figures.
-// Watchers that ask together wait for one computation.
-func (w *watchedDashboard) latest(enc *sharedEncodings, feed ReadModel, now time.Time, compute func(time.Time) *dashboardv1.Dashboard) (*dashboardv1.WatchDashboardResponse, uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	hour := now.Unix() / 3600
-	if w.msg != nil && w.pos == feed.Position() && w.hour == hour {
-		return w.msg, w.version
-	}
-	d := compute(now)
-	if w.msg == nil || !sameFigures(w.msg.Dashboard, d) {
-		w.version++
-	}
-	old := w.msg
-	w.msg, w.pos, w.hour = &dashboardv1.WatchDashboardResponse{Dashboard: d}, d.Position, hour
-	if err := enc.share(w.msg); err != nil { // then each stream encodes it, and fails as it would have
-		slog.Warn("dashboard watch: shared encoding", "err", err)
-	}
-	if old != nil {
-		enc.unshare(old)
-	}
-	return w.msg, w.version
+	return &dashboardv1.WatchDashboardResponse{Dashboard: h.dashboard(q)}
 }
 
 // sameFigures compares two dashboards ignoring their position and time.

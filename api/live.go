@@ -22,7 +22,7 @@ const liveMinGap = 50 * time.Millisecond
 // liveMinGap. So a watcher costs the write path nothing and a burst of
 // events costs it one update. A Send the client does not take within
 // rt.SendTimeout ends the stream with ResourceExhausted (see sendWithin).
-func live[T any](ctx context.Context, rt *runtime, feed ReadModel, refresh time.Duration, s *connect.ServerStream[T], next func(now time.Time) []*T) error {
+func live[T any](ctx context.Context, rt *runtime, feed advancing, refresh time.Duration, s *connect.ServerStream[T], next func(now time.Time) []*T) error {
 	release, err := rt.liveSlot()
 	if err != nil {
 		return err
@@ -62,6 +62,12 @@ func live[T any](ctx context.Context, rt *runtime, feed ReadModel, refresh time.
 			}
 		}
 	}
+}
+
+// advancing is what a live stream waits on: a read model, or a shared
+// answer (sharedAnswers).
+type advancing interface {
+	Advanced() <-chan struct{}
 }
 
 // liveSlot takes one of rt.MaxLiveStreams; release gives it back.

@@ -3,12 +3,8 @@ package api
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"io"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -72,71 +68,5 @@ func TestSharedEncodingIsTheMessages(t *testing.T) {
 	enc.unshare(msg)
 	if enc.ofMsg(msg) != nil || enc.ofRaw(raw) != nil || len(enc.byMsg) != 0 || len(enc.byHash) != 0 {
 		t.Fatal("unshare left the message shared")
-	}
-}
-
-// feedAt is a read model standing at a position.
-type feedAt struct{ pos atomic.Uint64 }
-
-func (f *feedAt) Position() uint64                      { return f.pos.Load() }
-func (f *feedAt) WaitFor(context.Context, uint64) error { return nil }
-func (f *feedAt) Advanced() <-chan struct{}             { return nil }
-
-// TestWatchersShareOneAnswer has many watchers of one query ask for the
-// dashboard together: it is computed once per position and hour, and its
-// version moves only when a figure changes.
-func TestWatchersShareOneAnswer(t *testing.T) {
-	enc := newSharedEncodings()
-	feed := &feedAt{}
-	var computed atomic.Int32
-	placed := atomic.Int32{}
-	compute := func(now time.Time) *dashboardv1.Dashboard {
-		computed.Add(1)
-		return &dashboardv1.Dashboard{Position: feed.Position(), Board: &dashboardv1.Board{Placed: placed.Load()}}
-	}
-	w := &watchedDashboard{}
-	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
-	ask := func(now time.Time) uint64 {
-		t.Helper()
-		var wg sync.WaitGroup
-		versions := make([]uint64, 100)
-		msgs := make([]*dashboardv1.WatchDashboardResponse, 100)
-		for i := range versions {
-			wg.Go(func() { msgs[i], versions[i] = w.latest(enc, feed, now, compute) })
-		}
-		wg.Wait()
-		for i := range msgs {
-			if msgs[i] != msgs[0] || versions[i] != versions[0] {
-				t.Fatalf("watcher %d got another answer", i)
-			}
-		}
-		if enc.ofMsg(msgs[0]) == nil || len(enc.byMsg) != 1 {
-			t.Fatalf("%d answers shared, want the latest only", len(enc.byMsg))
-		}
-		return versions[0]
-	}
-	steps := []struct {
-		name          string
-		advance, more bool
-		later         time.Duration
-		computed      int32
-		version       uint64
-	}{
-		{"first", false, false, 0, 1, 1},
-		{"same_position_same_hour", false, false, 30 * time.Minute, 1, 1},
-		{"event_changing_nothing", true, false, 30 * time.Minute, 2, 1},
-		{"event_changing_a_figure", true, true, 30 * time.Minute, 3, 2},
-		{"next_hour", false, false, time.Hour, 4, 2},
-	}
-	for _, s := range steps {
-		if s.advance {
-			feed.pos.Add(1)
-		}
-		if s.more {
-			placed.Add(1)
-		}
-		if v := ask(now.Add(s.later)); v != s.version || computed.Load() != s.computed {
-			t.Fatalf("%s: version %d after %d computations, want %d after %d", s.name, v, computed.Load(), s.version, s.computed)
-		}
 	}
 }

@@ -55,7 +55,10 @@ func StepsServices(svc *steps.Service, model *stepsmodel.Model, feed ReadModel, 
 			return stepconnect.NewStepServiceHandler(&stepHandler{deps(rt)}, opts)
 		}},
 		{Name: stepsv1connect.StepsServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
-			return stepsv1connect.NewStepsServiceHandler(&stepsHandler{deps(rt)}, opts)
+			boards := newSharedAnswers(rt, feed, 0, func(k leaderboardKey) *stepsv1.WatchLeaderboardResponse {
+				return &stepsv1.WatchLeaderboardResponse{Leaderboard: leaderboardOf(model, feed.Position(), k.date, k.limit, k.user)}
+			}, func(a, b *stepsv1.WatchLeaderboardResponse) bool { return sameRanking(a.Leaderboard, b.Leaderboard) })
+			return stepsv1connect.NewStepsServiceHandler(&stepsHandler{deps(rt), boards}, connect.WithHandlerOptions(opts, boards.enc.options()))
 		}},
 	}
 }
@@ -268,7 +271,17 @@ func legacyFields(err error) error {
 }
 
 // stepsHandler serves tideline.steps.v1.StepsService.
-type stepsHandler struct{ stepsDeps }
+type stepsHandler struct {
+	stepsDeps
+	boards *sharedAnswers[leaderboardKey, *stepsv1.WatchLeaderboardResponse] // the watched leaderboards
+}
+
+// leaderboardKey is a watched leaderboard's query.
+type leaderboardKey struct {
+	date  string
+	limit int
+	user  string
+}
 
 func (h *stepsHandler) RecordSteps(ctx context.Context, req *connect.Request[stepsv1.RecordStepsRequest]) (*connect.Response[stepsv1.RecordStepsResponse], error) {
 	m := req.Msg
@@ -371,30 +384,36 @@ func (h *stepsHandler) GetLeaderboard(ctx context.Context, req *connect.Request[
 }
 
 // WatchLeaderboard sends the leaderboard, then again whenever it changes
-// (a live stream, see live: bursts are coalesced into one update).
+// (a live stream, see live: bursts are coalesced into one update). The
+// watchers of one leaderboard share it (sharedAnswers): a write wakes
+// them only if it changed the leaderboard they watch.
 func (h *stepsHandler) WatchLeaderboard(ctx context.Context, req *connect.Request[stepsv1.WatchLeaderboardRequest], s *connect.ServerStream[stepsv1.WatchLeaderboardResponse]) error {
 	m := req.Msg
 	limit, user, err := h.leaderboardArgs(ctx, m.Date, m.Limit, m.UserId)
 	if err != nil {
 		return err
 	}
-	var prev *stepsv1.Leaderboard
-	return live(ctx, h.rt, h.feed, 0, s, func(time.Time) []*stepsv1.WatchLeaderboardResponse {
-		lb := h.leaderboard(m.Date, limit, user)
-		if prev != nil && sameRanking(prev, lb) {
+	key := leaderboardKey{date: m.Date, limit: limit, user: user}
+	board := h.boards.join(key)
+	defer h.boards.leave(key, board)
+	var sent uint64 // the version last sent
+	return live(ctx, h.rt, board, 0, s, func(time.Time) []*stepsv1.WatchLeaderboardResponse {
+		msg, version := board.latest()
+		if version == sent {
 			return nil
 		}
-		prev = lb
-		return []*stepsv1.WatchLeaderboardResponse{{Leaderboard: lb}}
+		sent = version
+		return []*stepsv1.WatchLeaderboardResponse{msg}
 	})
 }
 
-// sameRanking compares two leaderboards ignoring their positions.
+// sameRanking compares two leaderboards ignoring their positions. a may
+// be shared with streams encoding it, so only b is touched.
 func sameRanking(a, b *stepsv1.Leaderboard) bool {
-	pa, pb := a.Position, b.Position
-	a.Position, b.Position = 0, 0
+	pb := b.Position
+	b.Position = a.Position
 	eq := proto.Equal(a, b)
-	a.Position, b.Position = pa, pb
+	b.Position = pb
 	return eq
 }
 

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"sync"
@@ -38,9 +39,9 @@ type stream interface {
 }
 
 // stallWatchers opens n live streams (WatchLeaderboard and StreamSteps in
-// turn), each on its own connection, that never read. Closing ctx ends
-// them.
-func stallWatchers(tb testing.TB, ctx context.Context, f *servertest.Server, n, window int) []stream {
+// turn, of date), each on its own connection, that never read. Closing
+// ctx ends them.
+func stallWatchers(tb testing.TB, ctx context.Context, f *servertest.Server, n, window int, date string) []stream {
 	tb.Helper()
 	users := make([]string, 64)
 	for i := range users {
@@ -51,14 +52,14 @@ func stallWatchers(tb testing.TB, ctx context.Context, f *servertest.Server, n, 
 		hc := stalledClient(window)
 		tok := f.Token(tb, fmt.Sprintf("watcher-%d", i), auth.Walker)
 		if i%2 == 0 {
-			s, err := stepsv1connect.NewStepsServiceClient(hc, f.URL).WatchLeaderboard(ctx, withToken(&stepsv1.WatchLeaderboardRequest{Date: today(), Limit: 100}, tok))
+			s, err := stepsv1connect.NewStepsServiceClient(hc, f.URL).WatchLeaderboard(ctx, withToken(&stepsv1.WatchLeaderboardRequest{Date: date, Limit: 100}, tok))
 			if err != nil {
 				tb.Fatal(err)
 			}
 			out = append(out, s)
 			continue
 		}
-		s, err := stepconnect.NewStepServiceClient(hc, f.URL).StreamSteps(ctx, withToken(&steppb.GetStepsByUuidsInput{UserIds: users, Date: today()}, tok))
+		s, err := stepconnect.NewStepServiceClient(hc, f.URL).StreamSteps(ctx, withToken(&steppb.GetStepsByUuidsInput{UserIds: users, Date: date}, tok))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -67,14 +68,21 @@ func stallWatchers(tb testing.TB, ctx context.Context, f *servertest.Server, n, 
 	return out
 }
 
+var (
+	benchWatchers  = flag.Int("watchers.n", 100, "live streams BenchmarkRecordStepsWithWatchers opens")
+	benchYesterday = flag.Bool("watchers.yesterday", false, "BenchmarkRecordStepsWithWatchers' streams watch yesterday, which the writes do not change")
+)
+
 // BenchmarkRecordStepsWithWatchers measures RecordSteps throughput (64
 // callers, each write changing the leaderboard) on a server without live
-// streams and on one with 100 whose clients never read (1 MiB windows,
-// so they stay open through the run). The two servers take turns, 500
+// streams and on one with -watchers.n (100) whose clients never read (1
+// MiB windows, so they stay open through the run), half watching the
+// leaderboard, half users' counts (of today, which every write changes,
+// or with -watchers.yesterday of yesterday, which none does). The two servers take turns, 500
 // writes at a time, so both see the same machine load; the ratio metric
 // is the throughput with watchers over without:
 //
-//	go test ./api/ -run '^$' -bench RecordStepsWithWatchers -benchtime 20000x -count 3
+//	go test ./api/ -run '^$' -bench RecordStepsWithWatchers -benchtime 20000x -count 3 -args -watchers.n=500
 func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 	const chunk = 500
 	type side struct {
@@ -86,9 +94,13 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var sides []*side
-	for _, watchers := range []int{0, 100} {
+	for _, watchers := range []int{0, *benchWatchers} {
 		f := start(b)
-		stallWatchers(b, ctx, f, watchers, 1<<20)
+		date := today()
+		if *benchYesterday {
+			date = time.Now().UTC().AddDate(0, 0, -1).Format("2006-01-02")
+		}
+		stallWatchers(b, ctx, f, watchers, 1<<20, date)
 		sides = append(sides, &side{c: stepsv1connect.NewStepsServiceClient(h2c, f.URL), tok: f.Token(b, "shop", auth.Service)})
 	}
 	var k atomic.Int32
@@ -120,7 +132,7 @@ func BenchmarkRecordStepsWithWatchers(b *testing.B) {
 	b.StopTimer()
 	rate := func(s *side) float64 { return float64(s.n) / s.elapsed.Seconds() }
 	b.ReportMetric(rate(sides[0]), "req/s-0-watchers")
-	b.ReportMetric(rate(sides[1]), "req/s-100-watchers")
+	b.ReportMetric(rate(sides[1]), "req/s-watchers")
 	b.ReportMetric(rate(sides[1])/rate(sides[0]), "ratio")
 	b.ReportMetric(0, "ns/op")
 }
@@ -136,7 +148,7 @@ func TestStalledWatchersDoNotStallWrites(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	peak := heapPeak(t)
-	watchers := stallWatchers(t, ctx, f, 100, 16<<10)
+	watchers := stallWatchers(t, ctx, f, 100, 16<<10, today())
 	if !poll.Within(5*time.Second, func() bool { return f.API().LiveStreams() == 100 }) {
 		t.Fatalf("%d live streams open, want 100", f.API().LiveStreams())
 	}
