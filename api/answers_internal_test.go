@@ -19,7 +19,7 @@ type advancingModel struct {
 	ch  chan struct{}
 }
 
-func (m *advancingModel) Position() uint64 { m.mu.Lock(); defer m.mu.Unlock(); return m.pos }
+func (m *advancingModel) Position() uint64                      { m.mu.Lock(); defer m.mu.Unlock(); return m.pos }
 func (m *advancingModel) WaitFor(context.Context, uint64) error { return nil }
 func (m *advancingModel) Advanced() <-chan struct{} {
 	m.mu.Lock()
