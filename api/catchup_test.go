@@ -287,8 +287,29 @@ func BenchmarkStartWithoutSnapshots(b *testing.B) {
 		}
 		ran := time.Since(began)
 		var ready time.Duration
+		// When each read model caught up, for the log.
+		caught := make([]string, 0, len(m.Runners()))
+		var caughtMu sync.Mutex
+		var watch sync.WaitGroup
+		defer watch.Wait()
+		last, err := m.Store.LastPosition(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range m.Runners() {
+			watch.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				defer cancel()
+				if r.WaitFor(ctx, last) == nil {
+					caughtMu.Lock()
+					caught = append(caught, fmt.Sprintf("%s %v", r.Name(), time.Since(began).Round(time.Millisecond)))
+					caughtMu.Unlock()
+				}
+			})
+		}
 		defer func() {
-			b.Logf("separate replays %v: Run returned after %v, ready after %v", separate, ran.Round(time.Millisecond), ready.Round(time.Millisecond))
+			watch.Wait()
+			b.Logf("separate replays %v: Run returned after %v, ready after %v; caught up: %s", separate, ran.Round(time.Millisecond), ready.Round(time.Millisecond), strings.Join(caught, ", "))
 			h2c.CloseIdleConnections()
 			if err := m.Close(); err != nil {
 				b.Error(err)

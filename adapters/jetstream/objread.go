@@ -17,8 +17,13 @@ import (
 // wait for them until its deadline, the model not restored meanwhile.
 var snapshotStall = 10 * time.Second
 
+// errRetryRead marks a snapshot read that may succeed if tried again:
+// it stalled (see snapshotStall), or a segment its manifest names is
+// not found (the node's replica may be behind).
+var errRetryRead = errors.New("not readable yet")
+
 // errStalled marks an object read given up for want of data.
-var errStalled = errors.New("stalled")
+var errStalled = fmt.Errorf("%w: stalled", errRetryRead)
 
 // readObject reads res whole and checks its size against its metadata,
 // giving up (errStalled) when no byte comes for snapshotStall. It closes

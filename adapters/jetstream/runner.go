@@ -661,14 +661,14 @@ var errOtherSnapshot = errors.New("snapshot of another version")
 func (l *runLoop) restore(ctx context.Context) error {
 	for try := 1; ; try++ {
 		err := l.restoreOnce(ctx)
-		if !errors.Is(err, errStalled) {
+		if !errors.Is(err, errRetryRead) {
 			return err
 		}
 		if try == restoreTries {
 			l.r.log.Warn("discarding snapshot that cannot be read; rebuilding from position 1", "error", err, "tries", try)
 			return l.startRebuild(ctx)
 		}
-		l.r.log.Warn("snapshot read stalled; reading it again", "error", err, "try", try)
+		l.r.log.Warn("snapshot not readable yet; reading it again", "error", err, "try", try)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -677,18 +677,18 @@ func (l *runLoop) restore(ctx context.Context) error {
 	}
 }
 
-// restoreTries is how many times restore reads a snapshot whose read
-// stalls (see snapshotStall) before it rebuilds the model instead: a
+// restoreTries is how many times restore reads a snapshot that is not
+// readable yet (errRetryRead) before it rebuilds the model instead: a
 // replica behind its peers catches up within seconds.
 const restoreTries = 3
 
-// restoreOnce is one try of restore; it returns an errStalled error,
-// having changed nothing, when reading the snapshot stalls.
+// restoreOnce is one try of restore; it returns an errRetryRead error,
+// having changed nothing, when the snapshot is not readable yet.
 func (l *runLoop) restoreOnce(ctx context.Context) error {
 	r := l.r
 	data, pos, err := l.readSnapshot(ctx)
 	switch {
-	case errors.Is(err, errStalled):
+	case errors.Is(err, errRetryRead):
 		return err
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 		r.log.Info("no snapshot; applying from position 1")
@@ -719,7 +719,7 @@ func (l *runLoop) restoreOnce(ctx context.Context) error {
 	} else {
 		err = restoreModel(r.p, data)
 	}
-	if errors.Is(err, errStalled) {
+	if errors.Is(err, errRetryRead) {
 		r.p.Reset() // it may hold some segments
 		return err
 	}

@@ -177,6 +177,11 @@ func (l *runLoop) restoreSegments(ctx context.Context, data []byte, pos uint64) 
 		ctx, cancel := context.WithTimeout(ctx, snapshotReadTimeout)
 		defer cancel()
 		res, err := l.obs.Get(ctx, ref.Object)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			// The manifest names it: on a cluster, this node's replica
+			// may not have it yet.
+			return nil, fmt.Errorf("read %s: %w: %w", ref.Object, errRetryRead, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", ref.Object, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,7 +214,8 @@ func startCluster(t *testing.T, bin string) *testCluster {
 }
 
 // keepLogs writes each node's log (of its latest process) to the folder
-// TIDELINE_CLUSTER_LOGS names, when the test has failed and it is set.
+// TIDELINE_CLUSTER_LOGS names, when the test has failed and it is set,
+// ending with the goroutines of each process still running (SIGQUIT).
 func (c *testCluster) keepLogs(t *testing.T) {
 	dir := os.Getenv("TIDELINE_CLUSTER_LOGS")
 	if !t.Failed() || dir == "" {
@@ -223,6 +225,16 @@ func (c *testCluster) keepLogs(t *testing.T) {
 		n.mu.Lock()
 		s := n.s
 		n.mu.Unlock()
+		select {
+		case <-s.done:
+		default:
+			if err := s.cmd.Process.Signal(syscall.SIGQUIT); err == nil {
+				select {
+				case <-s.done:
+				case <-time.After(10 * time.Second):
+				}
+			}
+		}
 		f := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+n.name+".log")
 		if err := os.WriteFile(f, []byte(s.logs.String()), 0o644); err != nil {
 			t.Logf("keep %s's log: %v", n.name, err)

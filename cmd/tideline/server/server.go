@@ -291,6 +291,9 @@ func (m *Main) Addr() string { return m.ln.Addr().String() }
 // API returns the Connect API once Run has returned.
 func (m *Main) API() *api.API { return m.api }
 
+// Runners returns the projections' runners once Run has returned.
+func (m *Main) Runners() []*jetstream.Runner { return m.runners }
+
 // Runner returns the named projection's runner, or nil.
 func (m *Main) Runner(name string) *jetstream.Runner {
 	for _, r := range m.runners {
