@@ -122,6 +122,9 @@ const (
 	// bounds reading one back.
 	snapshotWriteTimeout = time.Minute
 	snapshotReadTimeout  = time.Minute
+	// historyLoadTimeout bounds opening and listing the snapshot history
+	// when Run starts.
+	historyLoadTimeout = 10 * time.Second
 	// finalSnapshotWait bounds how long Run, once its context is done,
 	// waits for the upload in flight and the final snapshot together: a
 	// server's shutdown waits for it. A node leaving a cluster that has
@@ -566,18 +569,23 @@ func (r *Runner) run(ctx context.Context) error {
 		return fmt.Errorf("snapshot bucket %s: %w", r.opts.Bucket, err)
 	}
 	if r.opts.HistoryEvery > 0 {
-		if hist, err := r.historyBucket(ctx, true); err != nil {
+		// Bounded: on a cluster node whose JetStream is not ready yet a
+		// listing can wait for ever, and the history is an optimisation
+		// (without it this Run keeps none).
+		hctx, cancel := context.WithTimeout(ctx, historyLoadTimeout)
+		if hist, err := r.historyBucket(hctx, true); err != nil {
 			r.log.Warn("snapshot history unavailable", "error", err)
-		} else if err := r.loadHistory(ctx, hist, true); err != nil {
+		} else if err := r.loadHistory(hctx, hist, true); err != nil {
 			r.log.Warn("snapshot history unavailable", "error", err)
 		}
+		cancel()
 	}
 	// Uploads outlive ctx (the final snapshot is written once it is
 	// done), by finalSnapshotWait at most.
 	uploads, cutUploads := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutUploads()
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(finalSnapshotWait, cutUploads) })()
-	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}, uploads: uploads}
+	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}, uploads: uploads, cutUploads: cutUploads}
 	l.seg, _ = r.p.(projections.Segmented)
 	l.loadSkips(ctx)
 	if err := l.restore(ctx); err != nil {
@@ -598,8 +606,9 @@ type runLoop struct {
 	written chan snapshotWritten
 	// uploads is the snapshot uploads' context: it ends
 	// finalSnapshotWait after Run's.
-	uploads context.Context
-	skips   map[uint64]struct{} // commits recorded skip decisions name
+	uploads    context.Context
+	cutUploads context.CancelFunc
+	skips      map[uint64]struct{} // commits recorded skip decisions name
 	// dirty: Apply panicked part-way through a commit, so the model may
 	// hold part of it. It is never snapshotted, and resuming restores the
 	// last snapshot first.
@@ -1106,6 +1115,13 @@ func (r *Runner) snapshotMeta(pos uint64, format string) map[string]string {
 // since the last one (and holds no part of a commit); l.uploads bounds
 // it and the upload in flight. It returns err.
 func (l *runLoop) stop(err error) error {
+	if err != nil {
+		// Run ends on an error, its context still live: bound the
+		// snapshots as its end would, so that it returns and starts
+		// again.
+		t := time.AfterFunc(finalSnapshotWait, l.cutUploads)
+		defer t.Stop()
+	}
 	l.stopFeed()
 	if l.writing {
 		l.wrote(<-l.written)
