@@ -348,4 +348,5 @@ func BenchmarkStartWithoutSnapshots(b *testing.B) {
 	b.ReportMetric(rawT.Seconds()/sharedT.Seconds(), "shared/raw")
 	b.ReportMetric(rawT.Seconds()/separateT.Seconds(), "separate/raw")
 	b.ReportMetric(float64(st.Joined), "joined")
+	b.ReportMetric(float64(st.Alone), "alone")
 }

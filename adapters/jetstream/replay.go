@@ -185,8 +185,13 @@ func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
 	}
 	cc, err := cons.Consume(p.deliver,
 		jetstream.PullMaxMessages(pullMaxMessages), jetstream.PullHeartbeat(feedHeartbeat),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			p.log.Warn("shared replay consumer", "error", err)
+		jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
+			// Any trouble ends the pass: its runners see their feed
+			// closed and start again on consumers of their own, as
+			// without a pass, rather than all wait on this one (seen on
+			// a cluster node whose JetStream was not ready yet).
+			p.log.Warn("shared replay consumer failed; each projection replays on its own", "error", err)
+			go cc.Stop()
 		}))
 	if err != nil {
 		return nil, fmt.Errorf("consume: %w", err)
