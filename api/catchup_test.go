@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
 	"os"
@@ -36,10 +37,17 @@ import (
 	tlwire "github.com/tideline/tideline/wire"
 )
 
-// writeHistory appends n step commits to a store in dataDir with no
-// projection running, so that a server started on it has no snapshot and
-// replays them all.
-func writeHistory(tb testing.TB, dataDir string, n int) {
+// historyCommit is one commit of a history written before a server
+// starts.
+type historyCommit struct {
+	stream es.StreamID
+	ev     proto.Message
+}
+
+// appendHistory appends commits (16 writers) to a store in dataDir with
+// no projection running, so that a server started on it has no snapshot
+// and replays them all.
+func appendHistory(tb testing.TB, dataDir string, commits iter.Seq[historyCommit]) {
 	tb.Helper()
 	ns, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dataDir, "jetstream")})
 	if err != nil {
@@ -51,22 +59,29 @@ func writeHistory(tb testing.TB, dataDir string, n int) {
 		tb.Fatal(err)
 	}
 	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
+	ch := make(chan historyCommit, 1024)
+	go func() {
+		defer close(ch)
+		for c := range commits {
+			ch <- c
+		}
+	}()
 	const writers = 16
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
-	for w := range writers {
+	for range writers {
 		wg.Go(func() {
-			for i := w; i < n; i += writers {
-				user := fmt.Sprintf("walker-%d", i%500)
-				ev := &stepsv1.StepsRecorded{UserId: user, Date: today(), Steps: int32(i)}
-				if _, err := store.Append(ctx, steps.Stream(user), []proto.Message{ev}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+			for c := range ch {
+				if _, err := store.Append(ctx, c.stream, []proto.Message{c.ev}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
 					errs <- err
+					for range ch { // let the producer finish
+					}
 					return
 				}
 			}
@@ -77,6 +92,19 @@ func writeHistory(tb testing.TB, dataDir string, n int) {
 	for err := range errs {
 		tb.Fatal(err)
 	}
+}
+
+// writeHistory writes n step commits of 500 walkers (appendHistory).
+func writeHistory(tb testing.TB, dataDir string, n int) {
+	tb.Helper()
+	appendHistory(tb, dataDir, func(yield func(historyCommit) bool) {
+		for i := range n {
+			user := fmt.Sprintf("walker-%d", i%500)
+			if !yield(historyCommit{steps.Stream(user), &stepsv1.StepsRecorded{UserId: user, Date: today(), Steps: int32(i)}}) {
+				return
+			}
+		}
+	})
 }
 
 // TestNotReadyWhileCatchingUp: a server started without snapshots on a
@@ -155,70 +183,35 @@ func TestNotReadyWhileCatchingUp(t *testing.T) {
 	}
 }
 
-// writeMixedHistory appends n commits to a store in dataDir with no
-// projection running: half step counts of 10,000 walkers, half a city's
-// orders and danger reports (projtest.DeliveryHistory), interleaved.
+// writeMixedHistory writes n commits (appendHistory): half step counts
+// of 10,000 walkers, half a city's orders and danger reports
+// (projtest.DeliveryHistory), interleaved. Each order's events are
+// minutes apart in the history and the writers take them in turn, so
+// they land in order in practice; AnyVersion appends keep any
+// reordering harmless for a benchmark.
 func writeMixedHistory(tb testing.TB, dataDir string, n int) {
 	tb.Helper()
-	ns, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dataDir, "jetstream")})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	nc, err := natsserver.Connect(ns, "history")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	store, err := jetstream.Open(ctx, nc, jetstream.Config{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	type commit struct {
-		stream es.StreamID
-		ev     proto.Message
-	}
-	commits := make(chan commit, 1024)
-	go func() {
-		defer close(commits)
+	appendHistory(tb, dataDir, func(yield func(historyCommit) bool) {
 		var end time.Time
 		i := 0
 		for ev := range projtest.DeliveryHistory(n/2, time.Now().Add(-48*time.Hour-time.Duration(n)*time.Minute/5), &end) { // over by two days ago: no alert fires
 			user := fmt.Sprintf("walker-%d", i%10000)
-			commits <- commit{steps.Stream(user), &stepsv1.StepsRecorded{UserId: user, Date: today(), Steps: int32(i)}}
 			i++
+			if !yield(historyCommit{steps.Stream(user), &stepsv1.StepsRecorded{UserId: user, Date: today(), Steps: int32(i)}}) {
+				return
+			}
+			var c historyCommit
 			switch e := ev.(type) {
 			case interface{ GetOrderId() string }:
-				commits <- commit{delivery.Stream(e.GetOrderId()), ev}
+				c = historyCommit{delivery.Stream(e.GetOrderId()), ev}
 			case *safetyv1.DangerDetected:
-				commits <- commit{safety.ReportStream(e.GetRiderId()), ev}
+				c = historyCommit{safety.ReportStream(e.GetRiderId()), ev}
+			}
+			if c.ev != nil && !yield(c) {
+				return
 			}
 		}
-	}()
-	// Each order's events in order: one writer per order would be exact;
-	// its events are minutes apart in the history, so 16 writers taking
-	// them in turn keep them ordered in practice, and AnyVersion appends
-	// keep any reordering harmless for a benchmark.
-	const writers = 16
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for range writers {
-		wg.Go(func() {
-			for c := range commits {
-				if _, err := store.Append(ctx, c.stream, []proto.Message{c.ev}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		tb.Fatal(err)
-	}
+	})
 }
 
 var startCommits = flag.Int("start.commits", 100_000, "commits of history BenchmarkStartWithoutSnapshots replays")

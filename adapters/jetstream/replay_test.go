@@ -4,11 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/wrapperspb"
-
 	tljs "github.com/tideline/tideline/adapters/jetstream"
-	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections"
 )
 
@@ -20,15 +16,7 @@ import (
 func TestReplaySharedPass(t *testing.T) {
 	s := runnerStore(t)
 	ctx := context.Background()
-	other := es.StreamID{Context: "other", Type: "thing", ID: "x"}
-	appendOther := func() uint64 {
-		t.Helper()
-		res, err := s.Append(ctx, other, []proto.Message{wrapperspb.String("not steps")}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.Position.Seq
-	}
+	appendOther := func() uint64 { t.Helper(); return appendOther(t, s) }
 	appendCommits(t, s, 0, 300)
 	appendOther()
 	mid := appendCommits(t, s, 300, 300)

@@ -652,18 +652,24 @@ type scopedProjection struct{ *countingProjection }
 
 func (scopedProjection) Subjects() []string { return []string{"ev.steps.>"} }
 
+// otherStream is a stream of no steps projection's.
+var otherStream = es.StreamID{Context: "other", Type: "thing", ID: "x"}
+
+// appendOther appends a commit to otherStream and returns its position.
+func appendOther(tb testing.TB, s *tljs.Store) uint64 {
+	tb.Helper()
+	res, err := s.Append(context.Background(), otherStream, []proto.Message{wrapperspb.String("not steps")}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res.Position.Seq
+}
+
 func TestRunnerScopedProjection(t *testing.T) {
 	s := runnerStore(t)
 	ctx := context.Background()
-	other := es.StreamID{Context: "other", Type: "thing", ID: "x"}
-	appendOther := func() uint64 {
-		t.Helper()
-		res, err := s.Append(ctx, other, []proto.Message{wrapperspb.String("not steps")}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.Position.Seq
-	}
+	other := otherStream
+	appendOther := func() uint64 { t.Helper(); return appendOther(t, s) }
 	p := scopedProjection{newCountingProjection("scoped", 1)}
 	r := tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger})
 
