@@ -234,14 +234,14 @@ func BenchmarkStartWithoutSnapshots(b *testing.B) {
 		}
 		return dir
 	}
-	raw := func() time.Duration {
+	raw := func() (time.Duration, time.Duration) {
 		dir := fresh()
 		ns, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dir, "jetstream")})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		began := time.Now()
+		began, cpu := time.Now(), cpuTime(b)
 		nc, err := natsserver.Connect(ns, "raw")
 		if err != nil {
 			b.Fatal(err)
@@ -266,15 +266,15 @@ func BenchmarkStartWithoutSnapshots(b *testing.B) {
 			b.Fatal(err)
 		}
 		<-done
-		took := time.Since(began)
+		took, cpu := time.Since(began), cpuTime(b)-cpu
 		cc.Stop()
-		return took
+		return took, cpu
 	}
-	start := func(separate bool) (time.Duration, jetstream.ReplayStats) {
+	start := func(separate bool) (time.Duration, time.Duration, jetstream.ReplayStats) {
 		dir := fresh()
 		m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", ReadyLag: 1, SeparateReplays: separate,
 			Logger: slog.New(slog.DiscardHandler)}}
-		began := time.Now()
+		began, cpu := time.Now(), cpuTime(b)
 		if err := m.Run(context.Background()); err != nil {
 			b.Fatal(err)
 		}
@@ -323,18 +323,24 @@ func BenchmarkStartWithoutSnapshots(b *testing.B) {
 			time.Sleep(50 * time.Millisecond) // poll interval: each check asks the server for every projection's lag
 		}
 		ready = time.Since(began)
-		return ready, m.ReplayStats()
+		return ready, cpuTime(b) - cpu, m.ReplayStats()
 	}
-	var rawT, sharedT, separateT time.Duration
+	var rawT, sharedT, separateT, rawCPU, sharedCPU, separateCPU time.Duration
 	var st jetstream.ReplayStats
 	b.ResetTimer()
 	for range b.N {
-		rawT += raw()
-		t, s := start(false)
-		sharedT, st = sharedT+t, s
-		t, _ = start(true)
-		separateT += t
+		t, cpu := raw()
+		rawT, rawCPU = rawT+t, rawCPU+cpu
+		t, cpu, st = start(false)
+		sharedT, sharedCPU = sharedT+t, sharedCPU+cpu
+		t, cpu, _ = start(true)
+		separateT, separateCPU = separateT+t, separateCPU+cpu
 	}
+	// CPU of the whole process (the embedded NATS server included) over
+	// the timed span.
+	b.ReportMetric(rawCPU.Seconds()/float64(b.N), "raw-cpu-s")
+	b.ReportMetric(sharedCPU.Seconds()/float64(b.N), "shared-cpu-s")
+	b.ReportMetric(separateCPU.Seconds()/float64(b.N), "separate-cpu-s")
 	n := float64(*startCommits * b.N)
 	b.ReportMetric(n/rawT.Seconds(), "raw-commits/s")
 	b.ReportMetric(n/sharedT.Seconds(), "shared-commits/s")
