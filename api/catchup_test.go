@@ -174,10 +174,11 @@ func TestNotReadyWhileCatchingUp(t *testing.T) {
 		return true
 	})
 	t.Logf("%d commits replayed; SERVING %v after Run returned (Run took %v)", commits, took.Round(time.Millisecond), ran.Round(time.Millisecond))
-	// One pass fed them all.
+	// One pass fed them all, and ended with the replay.
 	if st := m.ReplayStats(); st.Joined < 10 || st.Alone != 0 {
 		t.Errorf("replays: %+v; want every projection's (more than 10) on the shared pass", st)
 	}
+	poll.Until(t, 10*time.Second, "every projection off the shared pass", func() bool { return m.ReplayStats().On == 0 })
 	if !sawNotReady || !sawCatchingUp {
 		t.Fatalf("never saw NOT_SERVING for catching up (503 seen: %v, reason seen: %v)", sawNotReady, sawCatchingUp)
 	}

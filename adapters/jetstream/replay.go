@@ -24,10 +24,11 @@ import (
 // for; each runner skips what it already has.
 // A runner that asks later joins the pass if the pass has not gone past
 // its position, and otherwise reads on a consumer of its own, as does
-// every runner once the pass is over: a scoped runner leaves the pass
-// when caught up (for a consumer on its own subjects), and the pass ends
-// when the last runner has left it. A rebuild never joins: the pass is
-// past position 1 by then.
+// every runner once the pass is over: a runner leaves the pass when
+// caught up (for a consumer of its own, on its own subjects if it has
+// any), and the pass ends when the last runner has left it, so it serves
+// replays only. A rebuild never joins: the pass is past position 1 by
+// then.
 //
 // Runners on one pass move at the pace of the slowest: that runner's
 // replay takes as long as before, the others' no longer than it.
@@ -73,14 +74,19 @@ func NewReplay(store *Store, log *slog.Logger) *Replay {
 
 // ReplayStats counts the runners' replays: Joined were fed by the shared
 // pass, Alone read on a consumer of their own (they came after the pass
-// had gone past their position, or it was over).
+// had gone past their position, or it was over); On are on the pass now.
 type ReplayStats struct {
 	Joined, Alone int64
+	On            int
 }
 
-// Stats returns how many replays joined the pass and how many did not.
+// Stats returns how many replays joined the pass, how many did not, and
+// how many are on it.
 func (p *Replay) Stats() ReplayStats {
-	return ReplayStats{Joined: p.joined.Load(), Alone: p.alone.Load()}
+	p.mu.Lock()
+	on := len(p.feeds)
+	p.mu.Unlock()
+	return ReplayStats{Joined: p.joined.Load(), Alone: p.alone.Load(), On: on}
 }
 
 // expect registers r: the pass waits for it (gatherWait at most).
@@ -224,7 +230,7 @@ func (p *Replay) detach(f *feed) {
 	defer p.mu.Unlock()
 	p.feeds = slices.DeleteFunc(slices.Clone(p.feeds), func(g *feed) bool { return g == f })
 	if len(p.feeds) == 0 && p.state == replayRunning {
-		p.log.Info("shared replay ended: every projection is on its own feed", "at", p.last)
+		p.log.Info("shared replay ended: every projection caught up, each on its own feed", "at", p.last)
 		p.endLocked()
 	}
 }

@@ -857,11 +857,12 @@ func (l *runLoop) run(ctx context.Context) error {
 			if l.feed == nil {
 				continue // halted
 			}
-			if r.subjects != nil && !l.feed.filtered && l.feed.pending.Load() == 0 {
-				// Caught up: follow only our subjects from here. What the
-				// old feed still held is delivered again by the new one.
+			if (l.feed.pass != nil || (r.subjects != nil && !l.feed.filtered)) && l.feed.pending.Load() == 0 {
+				// Caught up: leave the shared pass, and follow only our
+				// subjects from here if we have any. What the old feed
+				// still held is delivered again by the new one.
 				l.stopFeed()
-				if err := l.startFeed(true); err != nil {
+				if err := l.startOwnFeed(r.subjects != nil); err != nil {
 					return l.stop(err)
 				}
 			}
@@ -883,7 +884,12 @@ func (l *runLoop) startFeed(filtered bool) error {
 			return nil
 		}
 	}
-	f, err := r.startFeed(r.pos.Load(), filtered)
+	return l.startOwnFeed(filtered)
+}
+
+// startOwnFeed starts a feed on a consumer of the runner's own.
+func (l *runLoop) startOwnFeed(filtered bool) error {
+	f, err := l.r.startFeed(l.r.pos.Load(), filtered)
 	if err != nil {
 		return err
 	}
