@@ -230,7 +230,7 @@ func (p *Replay) detach(f *feed) {
 	defer p.mu.Unlock()
 	p.feeds = slices.DeleteFunc(slices.Clone(p.feeds), func(g *feed) bool { return g == f })
 	if len(p.feeds) == 0 && p.state == replayRunning {
-		p.log.Info("shared replay ended: every projection caught up, each on its own feed", "at", p.last)
+		p.log.Info("shared replay ended: no projection is on it any more", "at", p.last)
 		p.endLocked()
 	}
 }
