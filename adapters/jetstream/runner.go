@@ -681,10 +681,13 @@ func (l *runLoop) restore(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(restorePause):
 		}
 	}
 }
+
+// restorePause spaces restore's tries.
+var restorePause = time.Second
 
 // restoreTries is how many times restore reads a snapshot that is not
 // readable yet (errRetryRead) before it rebuilds the model instead: a

@@ -727,8 +727,8 @@ func TestRunnerScopedProjection(t *testing.T) {
 // runner reads it again a few times, then rebuilds from the events,
 // rather than wait out the read's deadline with the model at 0.
 func TestRunnerSnapshotReadStalls(t *testing.T) {
-	old := tljs.SetSnapshotStall(300 * time.Millisecond)
-	t.Cleanup(func() { tljs.SetSnapshotStall(old) })
+	stall, pause := tljs.SetSnapshotStall(300*time.Millisecond, 100*time.Millisecond)
+	t.Cleanup(func() { tljs.SetSnapshotStall(stall, pause) })
 	s := runnerStore(t)
 	p1 := newCountingProjection("counts", 1)
 	r1 := tljs.NewRunner(s, p1, tljs.RunnerOptions{Logger: quietLogger})
