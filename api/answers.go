@@ -89,27 +89,28 @@ func (s *sharedAnswers[K, M]) drive(key K, a *sharedAnswer[M], advanced <-chan s
 		defer t.Stop()
 		tick = t.C
 	}
-	for {
+	// wait waits for ch or tick; false once the watchers have left or the
+	// server closes.
+	wait := func(ch <-chan struct{}, tick <-chan time.Time) bool {
 		select {
 		case <-a.stop:
-			return
+			return false
 		case <-s.closing:
-			return
+			return false
 		case <-tick:
-		case <-advanced:
+		case <-ch:
 		}
+		return true
+	}
+	for wait(advanced, tick) {
 		at := time.Now()
 		advanced = s.feed.Advanced()
 		s.set(a, s.compute(key))
-		t := time.NewTimer(liveMinGap - time.Since(at))
-		select {
-		case <-a.stop:
-			t.Stop()
+		gap := time.NewTimer(liveMinGap - time.Since(at))
+		ok := wait(nil, gap.C)
+		gap.Stop()
+		if !ok {
 			return
-		case <-s.closing:
-			t.Stop()
-			return
-		case <-t.C:
 		}
 	}
 }

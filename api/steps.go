@@ -55,10 +55,11 @@ func StepsServices(svc *steps.Service, model *stepsmodel.Model, feed ReadModel, 
 			return stepconnect.NewStepServiceHandler(&stepHandler{deps(rt)}, opts)
 		}},
 		{Name: stepsv1connect.StepsServiceName, mount: func(rt *runtime, opts connect.HandlerOption) (string, http.Handler) {
-			boards := newSharedAnswers(rt, feed, 0, func(k leaderboardKey) *stepsv1.WatchLeaderboardResponse {
-				return &stepsv1.WatchLeaderboardResponse{Leaderboard: leaderboardOf(model, feed.Position(), k.date, k.limit, k.user)}
+			h := &stepsHandler{stepsDeps: deps(rt)}
+			h.boards = newSharedAnswers(rt, feed, 0, func(k leaderboardKey) *stepsv1.WatchLeaderboardResponse {
+				return &stepsv1.WatchLeaderboardResponse{Leaderboard: h.leaderboard(k.date, k.limit, k.user)}
 			}, func(a, b *stepsv1.WatchLeaderboardResponse) bool { return sameRanking(a.Leaderboard, b.Leaderboard) })
-			return stepsv1connect.NewStepsServiceHandler(&stepsHandler{deps(rt), boards}, connect.WithHandlerOptions(opts, boards.enc.options()))
+			return stepsv1connect.NewStepsServiceHandler(h, connect.WithHandlerOptions(opts, h.boards.enc.options()))
 		}},
 	}
 }
