@@ -298,7 +298,7 @@ func TestE2EKill9LosesNoAckedWrite(t *testing.T) {
 		t.Skip("builds the binary and SIGKILLs it under load")
 	}
 	const writers = 16
-	killAfter := []int64{1000, 3000, 5000} // acks before each cycle's SIGKILL
+	killAfter := []int64{1000, 3000} // acks before each cycle's SIGKILL (two cycles: a restart after a restart; CI's time)
 	testStart := time.Now()
 	bin := buildTideline(t)
 	t.Logf("go build: %v", time.Since(testStart).Round(time.Millisecond))
