@@ -170,7 +170,15 @@ func TestClusterRunnerStopsWithoutMajority(t *testing.T) {
 	}
 	r := tljs.NewRunner(s, newCountingProjection("counts", 1), tljs.RunnerOptions{Logger: quietLogger})
 	stop := startRunner(t, r)
-	waitFor(t, r, appendCommits(t, s, 0, 30))
+	// On a cluster just formed, listing the snapshot history can wait
+	// out its 10 s bound ("snapshot history unavailable", 1 run in 10
+	// here), which is all of waitFor's time.
+	pos := appendCommits(t, s, 0, 30)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.WaitFor(ctx, pos); err != nil {
+		t.Fatalf("WaitFor(%d): %v (position %d)", pos, err, r.Position())
+	}
 	// The snapshot bucket's leader stays: an upload is then taken and
 	// never acknowledged, not refused at once for want of a leader.
 	leadOn(t, conns[0], "OBJ_projections", "node0")
