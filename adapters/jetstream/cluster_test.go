@@ -2,6 +2,8 @@ package jetstream_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -220,5 +222,43 @@ func leadOn(tb testing.TB, nc *nats.Conn, stream, server string) {
 			_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, []byte(`{"placement":{"preferred":"`+server+`"}}`), 2*time.Second)
 		}
 		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+}
+
+// While a cluster forms, a provisioning request can go unanswered: each
+// try is bounded (1 s, then doubling to 5 s) so that the first try after
+// the cluster has formed is not a 5 s time-out away; an error that does
+// not say the cluster is not ready ends the tries, and a server alone is
+// tried once.
+func TestWhileClusterFormsBoundsEachTry(t *testing.T) {
+	var bounds []time.Duration
+	err := tljs.WhileClusterForms(context.Background(), true, func(ctx context.Context) error {
+		d, ok := ctx.Deadline()
+		if !ok {
+			t.Fatal("a try without a deadline")
+		}
+		bounds = append(bounds, time.Until(d).Round(time.Second))
+		if len(bounds) < 4 {
+			return context.DeadlineExceeded // as a try that timed out
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second}; !slices.Equal(bounds, want) {
+		t.Fatalf("tries bounded at %v, want %v", bounds, want)
+	}
+
+	refused := errors.New("refused")
+	tries := 0
+	err = tljs.WhileClusterForms(context.Background(), true, func(context.Context) error { tries++; return refused })
+	if !errors.Is(err, refused) || tries != 1 {
+		t.Fatalf("an error other than not-ready: %v after %d tries, want it after 1", err, tries)
+	}
+	tries = 0
+	err = tljs.WhileClusterForms(context.Background(), false, func(context.Context) error { tries++; return context.DeadlineExceeded })
+	if !errors.Is(err, context.DeadlineExceeded) || tries != 1 {
+		t.Fatalf("alone: %v after %d tries, want a time-out after 1", err, tries)
 	}
 }

@@ -180,7 +180,10 @@ func copyStream(ctx context.Context, src, dst *nats.Conn, djs jetstream.JetStrea
 		DeliverSubject string `json:"deliver_subject"`
 	}
 	restoreReq := map[string]json.RawMessage{"config": snap.Config, "state": snap.State}
-	err = WhileClusterForms(ctx, true, func(ctx context.Context) error {
+	// Not bounded per try (ctx, not the try's): a restore is not
+	// idempotent, so a try that timed out after the request was taken
+	// would fail the next with "already in use".
+	err = WhileClusterForms(ctx, true, func(context.Context) error {
 		return apiRequest(ctx, dst, "$JS.API.STREAM.RESTORE."+name, restoreReq, &restored)
 	})
 	if err != nil {

@@ -61,11 +61,14 @@ func (r *Runner) historyBucket(ctx context.Context, create bool) (jetstream.Obje
 	name := r.opts.Bucket + historySuffix
 	var err error
 	if create {
-		obs, err = r.store.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket:      name,
-			Description: "Tideline projection snapshot history, for as-of queries",
-			Storage:     jetstream.FileStorage,
-			Replicas:    r.store.cfg.Replicas,
+		err = WhileClusterForms(ctx, r.store.cfg.Shared, func(ctx context.Context) (err error) {
+			obs, err = r.store.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+				Bucket:      name,
+				Description: "Tideline projection snapshot history, for as-of queries",
+				Storage:     jetstream.FileStorage,
+				Replicas:    r.store.cfg.Replicas,
+			})
+			return err
 		})
 	} else {
 		obs, err = r.store.js.ObjectStore(ctx, name)

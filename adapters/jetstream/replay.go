@@ -47,6 +47,7 @@ type Replay struct {
 	closed    chan struct{} // closed when the pass's consumer has stopped
 
 	joined, alone atomic.Int64
+	over          atomic.Bool // state is replayOver, read without mu
 }
 
 type replayState int
@@ -173,6 +174,7 @@ func (p *Replay) startLocked() {
 		<-cc.Closed() // ended, or failed: no runner joins it any more
 		p.mu.Lock()
 		p.state = replayOver
+		p.over.Store(true)
 		p.mu.Unlock()
 		close(p.closed)
 	}()
@@ -195,7 +197,13 @@ func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
 			// Any trouble ends the pass: its runners see their feed
 			// closed and start again on consumers of their own, as
 			// without a pass, rather than all wait on this one (seen on
-			// a cluster node whose JetStream was not ready yet).
+			// a cluster node whose JetStream was not ready yet). Once
+			// the pass is over its consumer may still be ending (its
+			// Stop is not waited for): that is no one's concern.
+			if p.over.Load() {
+				go cc.Stop()
+				return
+			}
 			p.log.Warn("shared replay consumer failed; each projection replays on its own", "error", err)
 			go cc.Stop()
 		}))
@@ -242,6 +250,7 @@ func (p *Replay) endLocked() {
 		go p.cc.Stop()
 	}
 	p.state = replayOver
+	p.over.Store(true)
 	if p.gathering != nil {
 		p.gathering.Stop()
 	}

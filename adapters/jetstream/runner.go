@@ -559,11 +559,15 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 func (r *Runner) run(ctx context.Context) error {
-	obs, err := r.store.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      r.opts.Bucket,
-		Description: "Tideline projection snapshots, one object per projection",
-		Storage:     jetstream.FileStorage,
-		Replicas:    r.store.cfg.Replicas,
+	var obs jetstream.ObjectStore
+	err := WhileClusterForms(ctx, r.store.cfg.Shared, func(ctx context.Context) (err error) {
+		obs, err = r.store.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      r.opts.Bucket,
+			Description: "Tideline projection snapshots, one object per projection",
+			Storage:     jetstream.FileStorage,
+			Replicas:    r.store.cfg.Replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("snapshot bucket %s: %w", r.opts.Bucket, err)
@@ -1211,6 +1215,14 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 	f.cc, err = cons.Consume(func(m jetstream.Msg) { f.receive(r.decode(m)) },
 		jetstream.PullMaxMessages(pullMaxMessages), jetstream.PullHeartbeat(feedHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			select {
+			case <-f.stopped:
+				// stop lets the consumer end on its own, which can take
+				// long after Run has returned (see stop): what it says
+				// then is no one's concern, and no logger's.
+				return
+			default:
+			}
 			r.log.Warn("consumer", "error", err)
 		}))
 	if err != nil {

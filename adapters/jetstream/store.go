@@ -211,10 +211,24 @@ func streamConfig(cfg Config) jetstream.StreamConfig {
 // leader yet, too few servers for the replicas), or ctx ends. Unless
 // clustered it calls provision once: a server alone is ready when it
 // answers.
+//
+// While the cluster forms, a request can go unanswered (no meta leader to
+// answer it): each try is bounded, 1 s at first and doubling up to 5 s
+// (nats.go's own default), so that the first try after the cluster has
+// formed comes within about a second, not after a 5 s time-out. So
+// provision must be idempotent (create or update, or get what exists):
+// a try can time out after its request was taken.
 func WhileClusterForms(ctx context.Context, clustered bool, provision func(ctx context.Context) error) error {
+	if !clustered {
+		return provision(ctx)
+	}
+	wait := time.Second
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		err := provision(ctx)
-		if err == nil || !clustered || !wire.ClusterNotReady(err) {
+		tctx, cancel := context.WithTimeout(ctx, wait)
+		err := provision(tctx)
+		cancel()
+		wait = min(2*wait, 5*time.Second)
+		if err == nil || !wire.ClusterNotReady(err) {
 			return err
 		}
 		select {
