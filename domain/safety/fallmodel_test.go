@@ -355,17 +355,28 @@ func TestFallModel(t *testing.T) {
 	if len(subjects) != fallSubjects {
 		t.Fatalf("%d subjects with candidates, want %d", len(subjects), fallSubjects)
 	}
+	// Each fold holds out one subject; under the race detector (CI's
+	// test command), which slows training tenfold, each holds out three
+	// (every sixth subject in order: two young, one elderly). Measured:
+	// 0.993 / 0.996 that way, against 0.991 / 0.996 one by one.
+	slices.Sort(subjects)
+	folds := len(subjects)
+	how := "leave-one-subject-out"
+	if raceEnabled {
+		folds, how = len(subjects)/3, "three subjects held out per fold"
+	}
 	score := make([]float64, len(ex))
-	parallel(len(subjects), func(k int) {
+	parallel(folds, func(k int) {
+		out := func(e *example) bool { return slices.Index(subjects, e.tr.subject)%folds == k }
 		var fit []example
-		for _, e := range ex {
-			if e.tr.subject != subjects[k] {
-				fit = append(fit, e)
+		for i := range ex {
+			if !out(&ex[i]) {
+				fit = append(fit, ex[i])
 			}
 		}
 		m := train(fit)
 		for i := range ex {
-			if ex[i].tr.subject == subjects[k] {
+			if out(&ex[i]) {
 				score[i] = m.score(&ex[i].f)
 			}
 		}
@@ -377,7 +388,7 @@ func TestFallModel(t *testing.T) {
 		}
 		return verdict{}
 	})
-	t.Log("leave-one-subject-out cross-validation (SisFall dev split, body profile):\n" + r.String())
+	t.Log(how + " cross-validation (SisFall dev split, body profile):\n" + r.String())
 	if r.sensitivity() < 0.98 || r.specificity() < 0.99 {
 		t.Errorf("cross-validated sensitivity %.4f, specificity %.4f: want at least 0.98 and 0.99", r.sensitivity(), r.specificity())
 	}
