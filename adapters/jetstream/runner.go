@@ -573,16 +573,23 @@ func (r *Runner) run(ctx context.Context) error {
 		return fmt.Errorf("snapshot bucket %s: %w", r.opts.Bucket, err)
 	}
 	if r.opts.HistoryEvery > 0 {
-		// Bounded: on a cluster node whose JetStream is not ready yet a
-		// listing can wait for ever, and the history is an optimisation
-		// (without it this Run keeps none).
+		// Beside the start, and bounded: the history is an optimisation
+		// (until it is loaded no snapshot is kept in it, and as-of reads
+		// load it themselves; without it this Run keeps none), and on a
+		// cluster node whose JetStream is not ready yet, or just
+		// restarted, listing it can wait out its bound, which held up
+		// the model's start by 10 s.
 		hctx, cancel := context.WithTimeout(ctx, historyLoadTimeout)
-		if hist, err := r.historyBucket(hctx, true); err != nil {
-			r.log.Warn("snapshot history unavailable", "error", err)
-		} else if err := r.loadHistory(hctx, hist, true); err != nil {
-			r.log.Warn("snapshot history unavailable", "error", err)
-		}
-		cancel()
+		loaded := make(chan struct{})
+		go func() {
+			defer close(loaded)
+			if hist, err := r.historyBucket(hctx, true); err != nil {
+				r.log.Warn("snapshot history unavailable", "error", err)
+			} else if err := r.loadHistory(hctx, hist, true); err != nil && ctx.Err() == nil {
+				r.log.Warn("snapshot history unavailable", "error", err)
+			}
+		}()
+		defer func() { cancel(); <-loaded }()
 	}
 	// Uploads outlive ctx (the final snapshot is written once it is
 	// done), by finalSnapshotWait at most.
