@@ -8,8 +8,9 @@
 // anyone who reads the events test guessed addresses.
 //
 // Personal data (e-mail, display name, TOTP secret) is sealed in the
-// events with a per-user key (Keys); ForgetUser deletes the key, after
-// which that data reads "forgotten" while the user's other facts stay.
+// events with a per-user key (domain/personal); ForgetUser deletes the
+// key, after which that data reads "forgotten", in this context and in
+// every other that sealed with it, while the user's other facts stay.
 package accounts
 
 import (
@@ -27,6 +28,7 @@ import (
 
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/personal"
 	accountsv1 "github.com/tideline/tideline/schemas/gen/tideline/accounts/v1"
 )
 
@@ -37,7 +39,7 @@ const (
 	MaxEmailBytes   = 254
 	MaxNameBytes    = 100
 	RecoveryCodes   = 10
-	Forgotten       = "forgotten" // what sealed data reads once its key is deleted
+	Forgotten       = personal.Forgotten // what sealed data reads once its key is deleted
 	RefreshTokenTTL = 30 * 24 * time.Hour
 	AccessTokenTTL  = 15 * time.Minute
 )

@@ -2,8 +2,6 @@ package accounts
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,29 +14,12 @@ import (
 
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/personal"
 )
 
-// KeyBytes is the size of a user's personal data key (AES-256).
-const KeyBytes = 32
-
-// EmailIndexKey is the name, in Keys, of the key of e-mail claims'
-// digests (not a user id: those have no '-').
+// EmailIndexKey is the name, in the personal data keys, of the key of
+// e-mail claims' digests (not a user id: those have no '-').
 const EmailIndexKey = "email-index"
-
-// Keys keeps each user's personal data key. Implementations are safe
-// for concurrent use.
-type Keys interface {
-	// Create makes userID's key (KeyBytes random bytes) if it has none
-	// and returns the one stored.
-	Create(ctx context.Context, userID string) ([]byte, error)
-	// Key returns userID's key; an error wrapping ErrNoKey once deleted.
-	Key(ctx context.Context, userID string) ([]byte, error)
-	// Delete deletes userID's key for good. Deleting twice is no error.
-	Delete(ctx context.Context, userID string) error
-}
-
-// ErrNoKey is wrapped by Keys.Key for a user without a key.
-var ErrNoKey = errors.New("no personal data key")
 
 // Passwords hashes and checks passwords (adapters/argon2id).
 type Passwords interface {
@@ -67,7 +48,8 @@ const (
 type Service struct {
 	users     *es.Repository[User, Command]
 	claims    *es.Repository[string, string]
-	keys      Keys
+	keys      personal.Keys
+	data      personal.Data
 	passwords Passwords
 	otp       OTP
 	dummy     string // a hash to verify for unknown e-mails
@@ -80,7 +62,7 @@ type Service struct {
 
 // NewService returns a service over store, reading (or creating) the
 // e-mail index key from keys. now nil means time.Now.
-func NewService(ctx context.Context, store es.Store, keys Keys, passwords Passwords, otp OTP, now func() time.Time) (*Service, error) {
+func NewService(ctx context.Context, store es.Store, keys personal.Keys, passwords Passwords, otp OTP, now func() time.Time) (*Service, error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -94,7 +76,7 @@ func NewService(ctx context.Context, store es.Store, keys Keys, passwords Passwo
 	}
 	return &Service{
 		users: es.NewRepository(store, Decider, 0), claims: es.NewRepository(store, Claim, 0),
-		keys: keys, passwords: passwords, otp: otp, dummy: dummy, emailKey: emailKey,
+		keys: keys, data: personal.Data{Keys: keys}, passwords: passwords, otp: otp, dummy: dummy, emailKey: emailKey,
 		byAccount: NewLimiter(AttemptsPerAccount, AttemptWindow),
 		byAddress: NewLimiter(AttemptsPerAddress, AttemptWindow),
 		signUps:   NewLimiter(SignUpsPerAddress, AttemptWindow),
@@ -164,11 +146,11 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 	if err != nil {
 		return es.Wrap(es.Unavailable, "personal data keys", err)
 	}
-	emailSealed, err := seal(key, id, email)
+	emailSealed, err := personal.Seal(key, id, email)
 	if err != nil {
 		return err
 	}
-	nameSealed, err := seal(key, id, name)
+	nameSealed, err := personal.Seal(key, id, name)
 	if err != nil {
 		return err
 	}
@@ -268,7 +250,7 @@ func (s *Service) second(ctx context.Context, u User, code string) error {
 	if code == "" || len(code) > 64 {
 		return ErrBadCode
 	}
-	if secret, err := s.reveal(ctx, u.ID, u.TOTPSecret); err == nil && s.otp.Validate(code, secret, s.now()) {
+	if secret, err := s.data.Reveal(ctx, u.ID, u.TOTPSecret); err == nil && s.otp.Validate(code, secret, s.now()) {
 		return nil
 	}
 	_, err := s.users.Handle(ctx, Stream(u.ID), UseRecovery{Hash: Digest(normRecovery(code))}, meta("user:"+u.ID, "api"))
@@ -414,7 +396,7 @@ func (s *Service) VerifyTOTP(ctx context.Context, p auth.Principal, code string)
 	if u.TOTPPending == nil {
 		return nil, ErrNoTOTPPending
 	}
-	secret, err := s.reveal(ctx, u.ID, u.TOTPPending)
+	secret, err := s.data.Reveal(ctx, u.ID, u.TOTPPending)
 	if err != nil {
 		return nil, err
 	}
@@ -517,60 +499,20 @@ func (s *Service) ForgetUser(ctx context.Context, p auth.Principal, userID strin
 // Reveal opens a user's sealed data (from events or a read model), or
 // returns Forgotten once their key is deleted.
 func (s *Service) Reveal(ctx context.Context, userID string, sealed []byte) (string, error) {
-	v, err := s.reveal(ctx, userID, sealed)
-	if errors.Is(err, ErrNoKey) {
+	v, err := s.data.Reveal(ctx, userID, sealed)
+	if errors.Is(err, personal.ErrForgotten) {
 		return Forgotten, nil
 	}
 	return v, err
 }
 
-func (s *Service) reveal(ctx context.Context, userID string, sealed []byte) (string, error) {
-	key, err := s.keys.Key(ctx, userID)
-	if err != nil {
-		return "", err
-	}
-	return unseal(key, userID, sealed)
-}
-
 func (s *Service) sealFor(ctx context.Context, userID, plain string) ([]byte, error) {
-	key, err := s.keys.Key(ctx, userID)
-	if err != nil {
+	sealed, err := s.data.Seal(ctx, userID, plain)
+	if errors.Is(err, personal.ErrForgotten) {
 		return nil, es.Wrap(es.FailedPrecondition, "the user's personal data key is gone", err)
 	}
-	return seal(key, userID, plain)
-}
-
-// seal encrypts plain with AES-256-GCM, bound to userID: nonce then
-// ciphertext.
-func seal(key []byte, userID, plain string) ([]byte, error) {
-	aead, err := gcm(key)
 	if err != nil {
-		return nil, err
+		return nil, es.Wrap(es.Unavailable, "personal data keys", err)
 	}
-	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
-	rand.Read(nonce)
-	return aead.Seal(nonce, nonce, []byte(plain), []byte(userID)), nil
-}
-
-func unseal(key []byte, userID string, sealed []byte) (string, error) {
-	aead, err := gcm(key)
-	if err != nil {
-		return "", err
-	}
-	if len(sealed) < aead.NonceSize() {
-		return "", errors.New("sealed data too short")
-	}
-	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(userID))
-	if err != nil {
-		return "", fmt.Errorf("open sealed data: %w", err)
-	}
-	return string(plain), nil
-}
-
-func gcm(key []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("personal data key: %w", err)
-	}
-	return cipher.NewGCM(block)
+	return sealed, nil
 }

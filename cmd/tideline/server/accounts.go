@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 
-	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/totp"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/accounts"
@@ -12,20 +11,12 @@ import (
 )
 
 // accountsModule wires accounts: sign-up and login with argon2id
-// passwords and TOTP, personal data keys in the ACCOUNT_KEYS bucket, and
+// passwords and TOTP, personal data sealed with Host.PersonalKeys, and
 // the users list.
 func accountsModule(ctx context.Context, h *Host) error {
-	var keys *jetstream.AccountKeys
-	err := h.Provision(ctx, func(ctx context.Context) (err error) {
-		keys, err = jetstream.OpenAccountKeys(ctx, h.Store.JetStream(), h.Store.Replicas())
-		return err
-	})
-	if err != nil {
-		return err
-	}
 	var svc *accounts.Service
-	err = h.Provision(ctx, func(ctx context.Context) (err error) {
-		svc, err = accounts.NewService(ctx, h.Store, keys, h.Config.PasswordHashing, totp.TOTP{}, nil)
+	err := h.Provision(ctx, func(ctx context.Context) (err error) {
+		svc, err = accounts.NewService(ctx, h.Store, h.PersonalKeys, h.Config.PasswordHashing, totp.TOTP{}, nil)
 		return err
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/domain/personal"
 	"github.com/tideline/tideline/projections"
 )
 
@@ -47,6 +48,10 @@ type Host struct {
 	Links media.Links
 	// Engines are the media engines and notifiers (see Engines).
 	Engines Engines
+	// PersonalKeys keep users' personal data keys (the ACCOUNT_KEYS
+	// bucket), with which every context seals the personal data it
+	// writes into events (domain/personal); deleting one forgets a user.
+	PersonalKeys personal.Keys
 	// API is the API's shared configuration. A Module may set what the
 	// server does not: it sets Tokens, Projections, LastPosition,
 	// CORSOrigins, Reflection and Health.

@@ -443,6 +443,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	h := &Host{Config: c, Logger: log, Store: m.Store, Conn: m.nc, Devices: m.Devices, Blobs: m.Blobs, Links: m.Links, Engines: m.Engines, Metrics: m.Metrics, m: m, ctx: runCtx}
 	h.Serve(api.BlobService(m.Links, m.Blobs))
+	err = h.Provision(ctx, func(ctx context.Context) (err error) {
+		h.PersonalKeys, err = jetstream.OpenAccountKeys(ctx, m.Store.JetStream(), m.Store.Replicas())
+		return err
+	})
+	if err != nil {
+		return err
+	}
 	// The runners the contexts start replay the stream in one pass.
 	if !c.SeparateReplays {
 		m.replay = jetstream.NewReplay(m.Store, log)
