@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	smtpadapter "github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/adapters/smtp/smtptest"
@@ -24,6 +26,8 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/media/mediatest"
 	"github.com/tideline/tideline/internal/poll"
+	accountsv1 "github.com/tideline/tideline/schemas/gen/tideline/accounts/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/accounts/v1/accountsv1connect"
 	storyv1 "github.com/tideline/tideline/schemas/gen/tideline/story/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/story/v1/storyv1connect"
 )
@@ -227,6 +231,77 @@ func TestStorytimeRefusals(t *testing.T) {
 	}
 	if f.Last(t) != last {
 		t.Error("refused requests appended")
+	}
+}
+
+// TestStorytimeForgottenUser: a user with an account sets the address
+// to be told at, then forgets themselves (ForgetUser deletes their
+// personal data key, which sealed it): their story is recorded told by
+// "forgotten" and nothing is mailed, while another user's story is; the
+// address is in neither the event stream nor any answer, and it can no
+// longer be set.
+func TestStorytimeForgottenUser(t *testing.T) {
+	mediatest.Need(t, "tesseract", "tesseract-ocr") // blank pages: OCR fails them, no speech
+	t.Parallel()
+	f, mail := storyServer(t)
+	c := storyv1connect.NewStoryServiceClient(h2c, f.URL)
+	ac := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
+	ctx := context.Background()
+	signUp(t, ac, "choi@example.com")
+	session := login(t, ac, "choi@example.com", "")
+	choi := session.AccessToken
+	lee := f.Token(t, "lee", auth.Walker) // no account: a key is made for the address
+	for tok, email := range map[string]string{choi: "choi.story@family.example", lee: "lee.story@family.example"} {
+		if _, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{Email: email}, tok)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ac.ForgetUser(ctx, withToken(&accountsv1.ForgetUserRequest{UserId: session.UserId}, choi)); err != nil {
+		t.Fatalf("forget oneself: %v", err)
+	}
+
+	var answers bytes.Buffer // what GetStory and ListStories answered
+	tell := func(tok string) *storyv1.Story {
+		t.Helper()
+		req, err := c.RequestStory(ctx, withToken(&storyv1.RequestStoryRequest{UploadName: upload(t, c, tok, blank())}, tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := waitStory(t, c, tok, req.Msg.StoryId, notified)
+		list, err := c.ListStories(ctx, withToken(&storyv1.ListStoriesRequest{}, tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []proto.Message{st, list.Msg} {
+			b, _ := protojson.Marshal(m)
+			answers.Write(b)
+		}
+		return st
+	}
+	if st := tell(choi); st.Stage != storyv1.Stage_STAGE_FAILED || st.NotifiedChannel != "forgotten" {
+		t.Errorf("forgotten choi's story: %v, told by %q", st.Stage, st.NotifiedChannel)
+	}
+	if st := tell(lee); st.NotifiedChannel != "email" {
+		t.Errorf("lee's story told by %q", st.NotifiedChannel)
+	}
+	var to []string
+	for _, m := range mail.Received() {
+		to = append(to, m.To...)
+	}
+	if !slices.Equal(to, []string{"lee.story@family.example"}) {
+		t.Errorf("mailed %v; want lee alone", to)
+	}
+	_, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{Email: "choi@family.example"}, choi))
+	wantCode(t, err, connect.CodeFailedPrecondition, "a forgotten user setting an address")
+
+	raw := rawStream(t, f)
+	for _, secret := range []string{"choi.story", "lee.story", "choi@"} {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Errorf("%q in the raw event stream", secret)
+		}
+		if bytes.Contains(answers.Bytes(), []byte(secret)) {
+			t.Errorf("%q in an answer: %s", secret, answers.Bytes())
+		}
 	}
 }
 

@@ -16,8 +16,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/tideline/tideline/adapters/natsserver"
-	"github.com/tideline/tideline/adapters/objectstore"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/adapters/smtp/smtptest"
@@ -148,21 +146,12 @@ func (fakeLinks) DownloadURL(ref media.BlobRef, _ time.Duration) (string, time.T
 func TestStoryFromHistoryIsReadButNotMailed(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	nc, err := natsserver.Connect(e.ns, "blobs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	blobs, err := objectstore.New(nc, objectstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, blobs, _ := storyService(t, e)
 	mail := smtptest.Start(t, nil)
 	mailer, err := smtp.New(smtp.Config{Host: mail.Host, Port: mail.Port, TLS: smtp.NoTLS, From: "noreply@tideline.example", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := story.NewService(e.store, blobs, nil)
 	var ahead atomic.Int64
 	var mu sync.Mutex
 	outcomes := map[string]int{}

@@ -59,6 +59,9 @@ type StoryEngines struct {
 // any other engine error is retried Attempts times, then fails the story
 // with its reason. Nothing is dropped silently.
 //
+// A user whose personal data was forgotten (their key deleted) is told
+// nothing: the story is recorded notified by "forgotten".
+//
 // Only telling the user notifies (Reaction.Notifies): the fan-out, OCR
 // and speech run for a story however old its request, since the user
 // still waits for it, and the story done now is news; a story that was
@@ -319,13 +322,18 @@ func (p *storyPipeline) notifyBatch(ctx context.Context, id string) error {
 // send tells user about stories by every channel they chose and have a
 // notifier. It returns the channels used ("email", "slack",
 // "email,slack", "none" when none is set, "undeliverable" when every
-// channel refused the message) and the masked recipients. An unavailable
-// channel is an Unavailable error: the commit is retried later (the
-// user may then be told twice by the channel that had worked).
+// channel refused the message, "forgotten" when the user's personal data
+// was forgotten: nothing is sent) and the masked recipients. An
+// unavailable channel is an Unavailable error: the commit is retried
+// later (the user may then be told twice by the channel that had worked).
 func (p *storyPipeline) send(ctx context.Context, user string, stories []story.Story) (channel, recipient string, err error) {
 	prefs, err := p.svc.Notifications(ctx, user)
 	if err != nil {
 		return "", "", err
+	}
+	if prefs.Forgotten {
+		p.e.Logger.Info("story notification not sent: the user's personal data was forgotten", "user", user)
+		return "forgotten", "", nil
 	}
 	msg, err := p.message(stories)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/media"
+	"github.com/tideline/tideline/domain/personal"
 )
 
 // Service runs storytime's commands against an event store, reading
@@ -17,14 +18,16 @@ import (
 type Service struct {
 	stories *es.Repository[Story, Command]
 	batches *es.Repository[Batch, BatchCommand]
-	users   *es.Repository[Notifications, Notifications]
+	users   *es.Repository[Settings, SetNotifications]
+	data    personal.Data
 	blobs   media.Blobs
 	now     func() time.Time
 }
 
-// NewService returns a service over store and blobs. now is the clock;
-// nil means time.Now.
-func NewService(store es.Store, blobs media.Blobs, now func() time.Time) *Service {
+// NewService returns a service over store and blobs, sealing users'
+// notification addresses with their keys in keys. now is the clock; nil
+// means time.Now.
+func NewService(store es.Store, blobs media.Blobs, keys personal.Keys, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
@@ -32,6 +35,7 @@ func NewService(store es.Store, blobs media.Blobs, now func() time.Time) *Servic
 		stories: es.NewRepository(store, Decider, 0),
 		batches: es.NewRepository(store, BatchDecider, 1000),
 		users:   es.NewRepository(store, NotificationsDecider, 0),
+		data:    personal.Data{Keys: keys},
 		blobs:   blobs, now: now,
 	}
 }
@@ -212,21 +216,78 @@ func (s *Service) MarkBatchNotified(ctx context.Context, id string, cmd MarkBatc
 	return err
 }
 
-// SetNotifications sets where p is told. Errors: Forbidden; Invalid
-// naming email or slack_webhook.
+// SetNotifications sets where p is told, the address sealed with p's
+// personal data key (made when p has none). The settings p has already
+// append nothing. Errors: Forbidden; Invalid naming email or
+// slack_webhook; FailedPrecondition once p's personal data was
+// forgotten; Unavailable when the keys cannot be reached; store errors.
 func (s *Service) SetNotifications(ctx context.Context, p auth.Principal, n Notifications) (es.AppendResult, error) {
 	if err := MayUse(p); err != nil {
 		return es.AppendResult{}, err
 	}
-	n, err := ValidateNotifications(n)
+	n, err := ValidateNotifications(Notifications{Email: n.Email, SlackWebhook: n.SlackWebhook})
 	if err != nil {
 		return es.AppendResult{}, err
 	}
-	return s.users.Handle(ctx, UserStream(p.Subject), n, meta(p, "api"))
+	stream := UserStream(p.Subject)
+	if err := stream.Validate(); err != nil {
+		return es.AppendResult{}, err
+	}
+	// The key is made even for no address, so that p's forgetting is
+	// known to the reactions whichever channels p chose.
+	var sealed []byte
+	if n.Email != "" {
+		sealed, err = s.data.Seal(ctx, p.Subject, n.Email)
+	} else {
+		_, err = s.data.Keys.Create(ctx, p.Subject)
+	}
+	if errors.Is(err, personal.ErrForgotten) {
+		return es.AppendResult{}, es.Wrap(es.FailedPrecondition, "your personal data was forgotten", err)
+	}
+	if err != nil {
+		return es.AppendResult{}, es.Wrap(es.Unavailable, "personal data keys", err)
+	}
+	cur, version, err := s.users.Get(ctx, stream)
+	if err != nil {
+		return es.AppendResult{}, err
+	}
+	if was, err := s.reveal(ctx, p.Subject, cur); err == nil && was == n {
+		return es.AppendResult{Position: es.Position{Seq: version}}, nil
+	}
+	return s.users.Handle(ctx, stream, SetNotifications{EmailSealed: sealed, SlackWebhook: n.SlackWebhook}, meta(p, "api"))
 }
 
-// Notifications returns where user is told, as the store has it now.
+// Notifications returns where user is told, as the store has it now, in
+// plain; Forgotten (and nothing else) once their personal data key was
+// deleted. A setting of before the addresses were sealed reads as it
+// was written, unless the user is forgotten.
 func (s *Service) Notifications(ctx context.Context, user string) (Notifications, error) {
-	n, _, err := s.users.GetAt(ctx, UserStream(user), es.Latest)
+	set, _, err := s.users.GetAt(ctx, UserStream(user), es.Latest)
+	if err != nil {
+		return Notifications{}, err
+	}
+	n, err := s.reveal(ctx, user, set)
+	if errors.Is(err, personal.ErrForgotten) {
+		return Notifications{Forgotten: true}, nil
+	}
+	return n, err
+}
+
+// reveal opens user's settings; an error wrapping personal.ErrForgotten
+// once their key was deleted.
+func (s *Service) reveal(ctx context.Context, user string, set Settings) (Notifications, error) {
+	n := Notifications{Email: set.PlainEmail, SlackWebhook: set.SlackWebhook}
+	if set.EmailSealed != nil {
+		email, err := s.data.Reveal(ctx, user, set.EmailSealed)
+		n.Email = email
+		return n, err
+	}
+	if n == (Notifications{}) {
+		return n, nil
+	}
+	forgotten, err := s.data.Forgotten(ctx, user)
+	if forgotten {
+		return Notifications{}, fmt.Errorf("user %s: %w", user, personal.ErrForgotten)
+	}
 	return n, err
 }

@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -294,23 +293,46 @@ var BatchDecider = es.Decider[Batch, BatchCommand]{
 	},
 }
 
-// Notifications are where a user is told.
-type Notifications struct{ Email, SlackWebhook string }
+// Notifications are where a user is told, in plain: what they set, and
+// what reactions read (Service.Notifications). Forgotten: the user's
+// personal data key was deleted, so nothing may be sent to them (Email
+// and SlackWebhook are then empty).
+type Notifications struct {
+	Email, SlackWebhook string
+	Forgotten           bool
+}
 
-// NotificationsDecider holds a user's notification settings.
-var NotificationsDecider = es.Decider[Notifications, Notifications]{
-	Initial: func() Notifications { return Notifications{} },
-	Decide: func(cur Notifications, want Notifications) ([]proto.Message, error) {
-		if cur == want {
-			return nil, nil
-		}
-		return []proto.Message{&storyv1.NotificationsSet{Email: want.Email, SlackWebhook: want.SlackWebhook}}, nil
+// Settings are a user's notification settings as their events have
+// them: the address sealed with the user's personal data key
+// (domain/personal), never in plain.
+type Settings struct {
+	EmailSealed []byte
+	// PlainEmail is the address of a NotificationsSet written before
+	// email_sealed existed: read for compatibility, never written.
+	PlainEmail   string
+	SlackWebhook string
+}
+
+// SetNotifications records a user's settings; EmailSealed is the address
+// sealed (nil: none).
+type SetNotifications struct {
+	EmailSealed  []byte
+	SlackWebhook string
+}
+
+// NotificationsDecider holds a user's notification settings. It records
+// every SetNotifications: whether a sealed address is the one already
+// set only the user's key can tell, so Service.SetNotifications asks.
+var NotificationsDecider = es.Decider[Settings, SetNotifications]{
+	Initial: func() Settings { return Settings{} },
+	Decide: func(_ Settings, c SetNotifications) ([]proto.Message, error) {
+		return []proto.Message{&storyv1.NotificationsSet{EmailSealed: c.EmailSealed, SlackWebhook: c.SlackWebhook}}, nil
 	},
-	Evolve: func(_ Notifications, ev proto.Message) Notifications {
+	Evolve: func(cur Settings, ev proto.Message) Settings {
 		if e, ok := ev.(*storyv1.NotificationsSet); ok {
-			return Notifications{Email: e.Email, SlackWebhook: e.SlackWebhook}
+			return Settings{EmailSealed: e.EmailSealed, PlainEmail: e.Email, SlackWebhook: e.SlackWebhook}
 		}
-		return Notifications{}
+		return cur
 	},
 }
 
@@ -362,17 +384,18 @@ func ValidateLangs(langs []string) ([]string, error) {
 	return out, nil
 }
 
-// Mask hides most of a recipient for events and logs:
-// "kim@example.com" → "k***@example.com", a webhook → its host.
+// Mask hides a recipient for events and logs: of an e-mail address all
+// but its domain ("kim@example.com" → "***@example.com"), so that the
+// events hold nothing of the address a forgetting could not erase; of a
+// webhook all but its host.
 func Mask(channel, recipient string) string {
 	switch channel {
 	case "email":
-		local, domain, ok := strings.Cut(recipient, "@")
-		if !ok || local == "" {
+		_, domain, ok := strings.Cut(recipient, "@")
+		if !ok {
 			return "***"
 		}
-		r, _ := utf8.DecodeRuneInString(local)
-		return string(r) + "***@" + domain
+		return "***@" + domain
 	case "slack":
 		if u, err := url.Parse(recipient); err == nil {
 			return u.Host

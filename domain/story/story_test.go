@@ -43,7 +43,7 @@ var (
 	request = story.Request{UserID: "kim", Image: page, Langs: []string{"ko"}, Now: now}
 	text    = story.RecordText{Text: "옛날 옛적에", Lang: "kor", Confidence: 0.9, Words: 2}
 	speech  = story.RecordSpeech{Audio: media.BlobRef{Bucket: story.Bucket, Name: "s-speech", ContentType: "audio/ogg"}, Duration: 2 * time.Second}
-	told    = story.MarkNotified{Channel: "email", Recipient: "k***@example.com"}
+	told    = story.MarkNotified{Channel: "email", Recipient: "***@example.com"}
 )
 
 func TestPipeline(t *testing.T) {
@@ -160,8 +160,30 @@ func TestMayUse(t *testing.T) {
 	}
 }
 
+// Settings hold the address sealed, never in plain; a plain address,
+// in an event written before the sealing, is still read.
+func TestNotificationsSettings(t *testing.T) {
+	d := story.NotificationsDecider
+	sealed := []byte("nonce and ciphertext")
+	evs, err := d.Decide(d.Initial(), story.SetNotifications{EmailSealed: sealed, SlackWebhook: "https://hooks.slack.com/x"})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("decide: %v, %v", evs, err)
+	}
+	set, ok := evs[0].(*storyv1.NotificationsSet)
+	if !ok || set.GetEmail() != "" || string(set.EmailSealed) != string(sealed) {
+		t.Fatalf("event %v: want the address only sealed", evs[0])
+	}
+	if got := d.Evolve(d.Initial(), set); string(got.EmailSealed) != string(sealed) || got.PlainEmail != "" || got.SlackWebhook != "https://hooks.slack.com/x" {
+		t.Errorf("evolved %+v", got)
+	}
+	old := &storyv1.NotificationsSet{Email: "kim@example.com"}
+	if got := d.Evolve(d.Evolve(d.Initial(), set), old); got.PlainEmail != "kim@example.com" || got.EmailSealed != nil || got.SlackWebhook != "" {
+		t.Errorf("an event of before the sealing evolved into %+v", got)
+	}
+}
+
 func TestMask(t *testing.T) {
-	if got := story.Mask("email", "kim@example.com"); got != "k***@example.com" {
+	if got := story.Mask("email", "kim@example.com"); got != "***@example.com" {
 		t.Errorf("email mask = %q", got)
 	}
 	if got := story.Mask("slack", "https://hooks.slack.com/services/T/B/secret"); got != "hooks.slack.com" {

@@ -12,9 +12,10 @@ import (
 
 // storyModule wires storytime: page images uploaded through signed URLs,
 // the stories list, and the pipeline's reactions (OCR, speech, the
-// user's e-mail or Slack message).
+// user's e-mail or Slack message); notification addresses are sealed
+// with Host.PersonalKeys.
 func storyModule(_ context.Context, h *Host) error {
-	svc := story.NewService(h.Store, h.Blobs, nil)
+	svc := story.NewService(h.Store, h.Blobs, h.PersonalKeys, nil)
 	list := storymodel.New()
 	h.React(reactions.StoryReactions(svc, reactions.StoryEngines{
 		Blobs: h.Blobs, OCR: h.Engines.OCR, Speaker: h.Engines.Speaker, Links: h.Links,

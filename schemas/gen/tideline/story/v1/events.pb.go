@@ -432,9 +432,15 @@ func (x *StoryFailed) GetReason() string {
 type UserNotified struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	StoryId string                 `protobuf:"bytes,1,opt,name=story_id,json=storyId,proto3" json:"story_id,omitempty"`
-	// channel is "email", "slack", or "none" when the user set no channel.
+	// channel is "email", "slack" or "email,slack"; "none" when the user
+	// set no channel, "undeliverable" when every channel refused the
+	// message, "forgotten" when nothing was sent because the user's
+	// personal data key was deleted.
 	Channel string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
-	// recipient is masked (e.g. "k***@example.com").
+	// recipient is masked: of an e-mail address only its domain
+	// ("***@example.com"; events older than that kept its first letter,
+	// "k***@example.com"), of a Slack webhook its host; empty when nothing
+	// was sent.
 	Recipient     string `protobuf:"bytes,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -581,10 +587,11 @@ func (x *BatchRequested) GetRequestedAt() *timestamppb.Timestamp {
 
 // BatchNotified says the user got the batch's combined message.
 type BatchNotified struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BatchId       string                 `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	Channel       string                 `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
-	Recipient     string                 `protobuf:"bytes,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BatchId string                 `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// channel and recipient are as in UserNotified.
+	Channel       string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	Recipient     string `protobuf:"bytes,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -641,12 +648,22 @@ func (x *BatchNotified) GetRecipient() string {
 }
 
 // NotificationsSet records where a user wants to be told that a story is
-// ready (ev.story.user.<user_id>). Both empty: not told.
+// ready (ev.story.user.<user_id>). No address and no webhook: not told.
 type NotificationsSet struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Email         string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
-	SlackWebhook  string                 `protobuf:"bytes,3,opt,name=slack_webhook,json=slackWebhook,proto3" json:"slack_webhook,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// email is deprecated: the address in plain, as written before
+	// email_sealed. Never written now; still read, for the events that
+	// have it (they cannot be shredded: the stream denies deletes).
+	//
+	// Deprecated: Marked as deprecated in tideline/story/v1/events.proto.
+	Email        string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	SlackWebhook string `protobuf:"bytes,3,opt,name=slack_webhook,json=slackWebhook,proto3" json:"slack_webhook,omitempty"`
+	// email_sealed is the address sealed with the user's personal data key
+	// (AES-256-GCM, the user id as additional data: nonce, then
+	// ciphertext; domain/personal), as accounts seals its personal data:
+	// once the key is deleted, it can no longer be read.
+	EmailSealed   []byte `protobuf:"bytes,4,opt,name=email_sealed,json=emailSealed,proto3" json:"email_sealed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -688,6 +705,7 @@ func (x *NotificationsSet) GetUserId() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in tideline/story/v1/events.proto.
 func (x *NotificationsSet) GetEmail() string {
 	if x != nil {
 		return x.Email
@@ -700,6 +718,13 @@ func (x *NotificationsSet) GetSlackWebhook() string {
 		return x.SlackWebhook
 	}
 	return ""
+}
+
+func (x *NotificationsSet) GetEmailSealed() []byte {
+	if x != nil {
+		return x.EmailSealed
+	}
+	return nil
 }
 
 var File_tideline_story_v1_events_proto protoreflect.FileDescriptor
@@ -748,11 +773,12 @@ const file_tideline_story_v1_events_proto_rawDesc = "" +
 	"\rBatchNotified\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x1c\n" +
-	"\trecipient\x18\x03 \x01(\tR\trecipient\"f\n" +
+	"\trecipient\x18\x03 \x01(\tR\trecipient\"\x8d\x01\n" +
 	"\x10NotificationsSet\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
-	"\x05email\x18\x02 \x01(\tR\x05email\x12#\n" +
-	"\rslack_webhook\x18\x03 \x01(\tR\fslackWebhook*\x91\x01\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
+	"\x05email\x18\x02 \x01(\tB\x02\x18\x01R\x05email\x12#\n" +
+	"\rslack_webhook\x18\x03 \x01(\tR\fslackWebhook\x12!\n" +
+	"\femail_sealed\x18\x04 \x01(\fR\vemailSealed*\x91\x01\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_REQUESTED\x10\x01\x12\x18\n" +

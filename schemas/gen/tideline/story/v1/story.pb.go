@@ -446,7 +446,9 @@ type Story struct {
 	// failed_stage and failure say where and why a failed story failed.
 	FailedStage Stage  `protobuf:"varint,12,opt,name=failed_stage,json=failedStage,proto3,enum=tideline.story.v1.Stage" json:"failed_stage,omitempty"`
 	Failure     string `protobuf:"bytes,13,opt,name=failure,proto3" json:"failure,omitempty"`
-	// notified_channel is "email", "slack" or "none" once notified.
+	// notified_channel is, once notified, the channel of UserNotified:
+	// "email", "slack", "email,slack", "none", "undeliverable", or
+	// "forgotten" (nothing sent: the user's personal data was forgotten).
 	NotifiedChannel string                 `protobuf:"bytes,14,opt,name=notified_channel,json=notifiedChannel,proto3" json:"notified_channel,omitempty"`
 	BatchIds        []string               `protobuf:"bytes,15,rep,name=batch_ids,json=batchIds,proto3" json:"batch_ids,omitempty"`
 	RequestedAt     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`

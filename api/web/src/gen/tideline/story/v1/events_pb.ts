@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tideline/story/v1/events.proto.
  */
 export const file_tideline_story_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch50aWRlbGluZS9zdG9yeS92MS9ldmVudHMucHJvdG8SEXRpZGVsaW5lLnN0b3J5LnYxIrEBCg5TdG9yeVJlcXVlc3RlZBIQCghzdG9yeV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEikKBWltYWdlGAMgASgLMhoudGlkZWxpbmUubWVkaWEudjEuQmxvYlJlZhINCgVsYW5ncxgEIAMoCRIQCghiYXRjaF9pZBgFIAEoCRIwCgxyZXF1ZXN0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKEVN0b3J5QWRkZWRUb0JhdGNoEhAKCHN0b3J5X2lkGAEgASgJEhAKCGJhdGNoX2lkGAIgASgJImAKDVRleHRFeHRyYWN0ZWQSEAoIc3RvcnlfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIMCgRsYW5nGAMgASgJEhIKCmNvbmZpZGVuY2UYBCABKAESDQoFd29yZHMYBSABKAUiZQoRU3BlZWNoU3ludGhlc2l6ZWQSEAoIc3RvcnlfaWQYASABKAkSKQoFYXVkaW8YAiABKAsyGi50aWRlbGluZS5tZWRpYS52MS5CbG9iUmVmEhMKC2R1cmF0aW9uX21zGAMgASgDIlgKC1N0b3J5RmFpbGVkEhAKCHN0b3J5X2lkGAEgASgJEicKBXN0YWdlGAIgASgOMhgudGlkZWxpbmUuc3RvcnkudjEuU3RhZ2USDgoGcmVhc29uGAMgASgJIkQKDFVzZXJOb3RpZmllZBIQCghzdG9yeV9pZBgBIAEoCRIPCgdjaGFubmVsGAIgASgJEhEKCXJlY2lwaWVudBgDIAEoCSKzAQoOQmF0Y2hSZXF1ZXN0ZWQSEAoIYmF0Y2hfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIRCglzdG9yeV9pZHMYAyADKAkSKgoGaW1hZ2VzGAQgAygLMhoudGlkZWxpbmUubWVkaWEudjEuQmxvYlJlZhINCgVsYW5ncxgFIAMoCRIwCgxyZXF1ZXN0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkUKDUJhdGNoTm90aWZpZWQSEAoIYmF0Y2hfaWQYASABKAkSDwoHY2hhbm5lbBgCIAEoCRIRCglyZWNpcGllbnQYAyABKAkiSQoQTm90aWZpY2F0aW9uc1NldBIPCgd1c2VyX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEhUKDXNsYWNrX3dlYmhvb2sYAyABKAkqkQEKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEwoPU1RBR0VfUkVRVUVTVEVEEAESGAoUU1RBR0VfVEVYVF9FWFRSQUNURUQQAhIcChhTVEFHRV9TUEVFQ0hfU1lOVEhFU0laRUQQAxISCg5TVEFHRV9OT1RJRklFRBAEEhAKDFNUQUdFX0ZBSUxFRBAFYgZwcm90bzM", [file_google_protobuf_timestamp, file_tideline_media_v1_blob]);
+  fileDesc("Ch50aWRlbGluZS9zdG9yeS92MS9ldmVudHMucHJvdG8SEXRpZGVsaW5lLnN0b3J5LnYxIrEBCg5TdG9yeVJlcXVlc3RlZBIQCghzdG9yeV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEikKBWltYWdlGAMgASgLMhoudGlkZWxpbmUubWVkaWEudjEuQmxvYlJlZhINCgVsYW5ncxgEIAMoCRIQCghiYXRjaF9pZBgFIAEoCRIwCgxyZXF1ZXN0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKEVN0b3J5QWRkZWRUb0JhdGNoEhAKCHN0b3J5X2lkGAEgASgJEhAKCGJhdGNoX2lkGAIgASgJImAKDVRleHRFeHRyYWN0ZWQSEAoIc3RvcnlfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIMCgRsYW5nGAMgASgJEhIKCmNvbmZpZGVuY2UYBCABKAESDQoFd29yZHMYBSABKAUiZQoRU3BlZWNoU3ludGhlc2l6ZWQSEAoIc3RvcnlfaWQYASABKAkSKQoFYXVkaW8YAiABKAsyGi50aWRlbGluZS5tZWRpYS52MS5CbG9iUmVmEhMKC2R1cmF0aW9uX21zGAMgASgDIlgKC1N0b3J5RmFpbGVkEhAKCHN0b3J5X2lkGAEgASgJEicKBXN0YWdlGAIgASgOMhgudGlkZWxpbmUuc3RvcnkudjEuU3RhZ2USDgoGcmVhc29uGAMgASgJIkQKDFVzZXJOb3RpZmllZBIQCghzdG9yeV9pZBgBIAEoCRIPCgdjaGFubmVsGAIgASgJEhEKCXJlY2lwaWVudBgDIAEoCSKzAQoOQmF0Y2hSZXF1ZXN0ZWQSEAoIYmF0Y2hfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIRCglzdG9yeV9pZHMYAyADKAkSKgoGaW1hZ2VzGAQgAygLMhoudGlkZWxpbmUubWVkaWEudjEuQmxvYlJlZhINCgVsYW5ncxgFIAMoCRIwCgxyZXF1ZXN0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkUKDUJhdGNoTm90aWZpZWQSEAoIYmF0Y2hfaWQYASABKAkSDwoHY2hhbm5lbBgCIAEoCRIRCglyZWNpcGllbnQYAyABKAkiYwoQTm90aWZpY2F0aW9uc1NldBIPCgd1c2VyX2lkGAEgASgJEhEKBWVtYWlsGAIgASgJQgIYARIVCg1zbGFja193ZWJob29rGAMgASgJEhQKDGVtYWlsX3NlYWxlZBgEIAEoDCqRAQoFU3RhZ2USFQoRU1RBR0VfVU5TUEVDSUZJRUQQABITCg9TVEFHRV9SRVFVRVNURUQQARIYChRTVEFHRV9URVhUX0VYVFJBQ1RFRBACEhwKGFNUQUdFX1NQRUVDSF9TWU5USEVTSVpFRBADEhIKDlNUQUdFX05PVElGSUVEEAQSEAoMU1RBR0VfRkFJTEVEEAViBnByb3RvMw", [file_google_protobuf_timestamp, file_tideline_media_v1_blob]);
 
 /**
  * StoryRequested starts a story: a user uploaded a page image and asked
@@ -205,14 +205,20 @@ export type UserNotified = Message<"tideline.story.v1.UserNotified"> & {
   storyId: string;
 
   /**
-   * channel is "email", "slack", or "none" when the user set no channel.
+   * channel is "email", "slack" or "email,slack"; "none" when the user
+   * set no channel, "undeliverable" when every channel refused the
+   * message, "forgotten" when nothing was sent because the user's
+   * personal data key was deleted.
    *
    * @generated from field: string channel = 2;
    */
   channel: string;
 
   /**
-   * recipient is masked (e.g. "k***@example.com").
+   * recipient is masked: of an e-mail address only its domain
+   * ("***@example.com"; events older than that kept its first letter,
+   * "k***@example.com"), of a Slack webhook its host; empty when nothing
+   * was sent.
    *
    * @generated from field: string recipient = 3;
    */
@@ -286,6 +292,8 @@ export type BatchNotified = Message<"tideline.story.v1.BatchNotified"> & {
   batchId: string;
 
   /**
+   * channel and recipient are as in UserNotified.
+   *
    * @generated from field: string channel = 2;
    */
   channel: string;
@@ -305,7 +313,7 @@ export const BatchNotifiedSchema: GenMessage<BatchNotified> = /*@__PURE__*/
 
 /**
  * NotificationsSet records where a user wants to be told that a story is
- * ready (ev.story.user.<user_id>). Both empty: not told.
+ * ready (ev.story.user.<user_id>). No address and no webhook: not told.
  *
  * @generated from message tideline.story.v1.NotificationsSet
  */
@@ -316,7 +324,12 @@ export type NotificationsSet = Message<"tideline.story.v1.NotificationsSet"> & {
   userId: string;
 
   /**
-   * @generated from field: string email = 2;
+   * email is deprecated: the address in plain, as written before
+   * email_sealed. Never written now; still read, for the events that
+   * have it (they cannot be shredded: the stream denies deletes).
+   *
+   * @generated from field: string email = 2 [deprecated = true];
+   * @deprecated
    */
   email: string;
 
@@ -324,6 +337,16 @@ export type NotificationsSet = Message<"tideline.story.v1.NotificationsSet"> & {
    * @generated from field: string slack_webhook = 3;
    */
   slackWebhook: string;
+
+  /**
+   * email_sealed is the address sealed with the user's personal data key
+   * (AES-256-GCM, the user id as additional data: nonce, then
+   * ciphertext; domain/personal), as accounts seals its personal data:
+   * once the key is deleted, it can no longer be read.
+   *
+   * @generated from field: bytes email_sealed = 4;
+   */
+  emailSealed: Uint8Array;
 };
 
 /**

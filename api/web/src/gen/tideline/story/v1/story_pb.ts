@@ -284,7 +284,9 @@ export type Story = Message<"tideline.story.v1.Story"> & {
   failure: string;
 
   /**
-   * notified_channel is "email", "slack" or "none" once notified.
+   * notified_channel is, once notified, the channel of UserNotified:
+   * "email", "slack", "email,slack", "none", "undeliverable", or
+   * "forgotten" (nothing sent: the user's personal data was forgotten).
    *
    * @generated from field: string notified_channel = 14;
    */
