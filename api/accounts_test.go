@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,6 +173,63 @@ func TestAccountsRateLimit(t *testing.T) {
 			Password: goodPassword, Role: "rider", DisplayName: "S"}))
 	}
 	wantCode(t, err, connect.CodeResourceExhausted, "a sign-up past the limit")
+}
+
+// TestAccountsRateLimitPerAddress: one client address trying logins
+// across many accounts (no account's own limit is reached) is refused
+// past AttemptsPerAddress, even with the right password, and told when to
+// retry. The limit keys on the connection's address: the API trusts no
+// proxy header, so an X-Forwarded-For does not buy a fresh allowance,
+// while another address is still served.
+func TestAccountsRateLimitPerAddress(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	ctx := context.Background()
+	c := accountsv1connect.NewAccountServiceClient(h2c, f.URL)
+	signUp(t, c, "kept@example.com")
+	for i := range accounts.AttemptsPerAddress {
+		_, err := c.Login(ctx, connect.NewRequest(&accountsv1.LoginRequest{Email: fmt.Sprintf("a%d@example.com", i), Password: "a wrong guess"}))
+		wantCode(t, err, connect.CodeUnauthenticated, fmt.Sprintf("attempt %d of %d", i+1, accounts.AttemptsPerAddress))
+	}
+	right := &accountsv1.LoginRequest{Email: "kept@example.com", Password: goodPassword}
+	_, err := c.Login(ctx, connect.NewRequest(right))
+	wantCode(t, err, connect.CodeResourceExhausted, "the right password past the address's limit")
+	m := regexp.MustCompile(`from this address: retry in (\d+) s`).FindStringSubmatch(err.Error())
+	if m == nil {
+		t.Fatalf("no retry hint: %v", err)
+	}
+	if s, _ := strconv.Atoi(m[1]); s < 1 || s > int(accounts.AttemptWindow.Seconds()) {
+		t.Fatalf("retry in %d s, want 1 to %v", s, accounts.AttemptWindow)
+	}
+
+	spoofed := connect.NewRequest(right)
+	spoofed.Header().Set("X-Forwarded-For", "198.51.100.7")
+	spoofed.Header().Set("X-Real-Ip", "198.51.100.7")
+	_, err = c.Login(ctx, spoofed)
+	wantCode(t, err, connect.CodeResourceExhausted, "past the limit, claiming another address in headers")
+
+	t.Run("another_address_served", func(t *testing.T) {
+		other := clientFrom(t, "127.0.0.2")
+		login(t, accountsv1connect.NewAccountServiceClient(other, f.URL), right.Email, "")
+	})
+}
+
+// clientFrom is an h2c client whose connections leave from the loopback
+// address ip: another client address for a server on 127.0.0.1. Linux
+// routes all of 127.0.0.0/8 to the loopback; elsewhere it skips.
+func clientFrom(t *testing.T, ip string) *http.Client {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Skipf("no loopback address %s here: %v", ip, err)
+	}
+	ln.Close()
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	tr := &http.Transport{Protocols: &p, DialContext: d.DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
 }
 
 func TestAccountsTOTP(t *testing.T) {
