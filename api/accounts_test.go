@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/pquerna/otp/totp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/adapters/argon2id"
@@ -167,6 +169,9 @@ func TestAccountsRateLimit(t *testing.T) {
 	if !strings.Contains(err.Error(), "retry in") {
 		t.Fatalf("no retry hint: %v", err)
 	}
+	if d := retryInfo(t, err); d <= 0 || d > accounts.AttemptWindow {
+		t.Fatalf("RetryInfo.retry_delay %v", d)
+	}
 
 	for i := range accounts.SignUpsPerAddress + 1 {
 		_, err = c.SignUp(ctx, connect.NewRequest(&accountsv1.SignUpRequest{Email: fmt.Sprintf("s%d@example.com", i),
@@ -198,8 +203,12 @@ func TestAccountsRateLimitPerAddress(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no retry hint: %v", err)
 	}
-	if s, _ := strconv.Atoi(m[1]); s < 1 || s > int(accounts.AttemptWindow.Seconds()) {
+	s, _ := strconv.Atoi(m[1])
+	if s < 1 || s > int(accounts.AttemptWindow.Seconds()) {
 		t.Fatalf("retry in %d s, want 1 to %v", s, accounts.AttemptWindow)
+	}
+	if got := retryInfo(t, err); got != time.Duration(s)*time.Second {
+		t.Fatalf("RetryInfo.retry_delay %v, the message says %d s", got, s)
 	}
 
 	spoofed := connect.NewRequest(right)
@@ -212,6 +221,30 @@ func TestAccountsRateLimitPerAddress(t *testing.T) {
 		other := clientFrom(t, "127.0.0.2")
 		login(t, accountsv1connect.NewAccountServiceClient(other, f.URL), right.Email, "")
 	})
+}
+
+// retryInfo returns the retry delay of err's one google.rpc.RetryInfo
+// detail.
+func retryInfo(t *testing.T, err error) time.Duration {
+	t.Helper()
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("not a Connect error: %v", err)
+	}
+	var infos []*errdetails.RetryInfo
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if derr != nil {
+			t.Fatalf("detail %s: %v", d.Type(), derr)
+		}
+		if ri, ok := v.(*errdetails.RetryInfo); ok {
+			infos = append(infos, ri)
+		}
+	}
+	if len(infos) != 1 {
+		t.Fatalf("%d RetryInfo details in %v, want 1", len(infos), err)
+	}
+	return infos[0].RetryDelay.AsDuration()
 }
 
 // clientFrom is an h2c client whose connections leave from the loopback

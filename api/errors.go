@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tideline/tideline/domain/es"
 )
@@ -24,8 +26,8 @@ var kindCodes = map[es.Kind]connect.Code{
 
 // toConnect is the one mapping from domain errors to Connect errors.
 // Coded errors keep their client-safe message (with the field for
-// invalid input); anything else is logged and reported as Internal
-// without details.
+// invalid input) and their RetryAfter as a google.rpc.RetryInfo detail;
+// anything else is logged and reported as Internal without details.
 func toConnect(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
@@ -50,7 +52,13 @@ func toConnect(ctx context.Context, err error) error {
 			if e.Kind == es.Unavailable && e.Err != nil {
 				slog.WarnContext(ctx, "unavailable", "err", err)
 			}
-			return connect.NewError(code, errors.New(msg))
+			ce := connect.NewError(code, errors.New(msg))
+			if e.RetryAfter > 0 {
+				if d, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)}); err == nil {
+					ce.AddDetail(d)
+				}
+			}
+			return ce
 		}
 	}
 	slog.ErrorContext(ctx, "internal error", "err", err)

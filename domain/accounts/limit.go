@@ -1,9 +1,12 @@
 package accounts
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"time"
+
+	"github.com/tideline/tideline/domain/es"
 )
 
 // Limiter counts attempts per key in a sliding window: at most Max in
@@ -64,6 +67,14 @@ func (l *Limiter) take(key string, now time.Time, record bool) (bool, time.Durat
 		l.hits[key] = append(hs, now)
 	}
 	return true, 0
+}
+
+// tooMany is the ResourceExhausted of a rate limit: "too many <what>:
+// retry in N s", with RetryAfter the same N seconds.
+func tooMany(what string, retry time.Duration) error {
+	n := retrySeconds(retry)
+	return &es.Error{Kind: es.ResourceExhausted, Message: fmt.Sprintf("too many %s: retry in %d s", what, n),
+		RetryAfter: time.Duration(n) * time.Second}
 }
 
 // retrySeconds rounds a wait up to whole seconds, at least 1.

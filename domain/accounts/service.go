@@ -119,7 +119,7 @@ func (s *Service) SignUp(ctx context.Context, in SignUpInput) error {
 		return err
 	}
 	if ok, retry := s.signUps.Allow(in.Address, s.now()); !ok {
-		return es.Errorf(es.ResourceExhausted, "too many sign-ups from this address: retry in %d s", retrySeconds(retry))
+		return tooMany("sign-ups from this address", retry)
 	}
 	hash, err := s.passwords.Hash(in.Password)
 	if err != nil {
@@ -203,10 +203,10 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (Session, error) {
 	}
 	now := s.now()
 	if ok, retry := s.byAddress.Allow(in.Address, now); !ok {
-		return Session{}, es.Errorf(es.ResourceExhausted, "too many login attempts from this address: retry in %d s", retrySeconds(retry))
+		return Session{}, tooMany("login attempts from this address", retry)
 	}
 	if ok, retry := s.byAccount.Check(email, now); !ok {
-		return Session{}, es.Errorf(es.ResourceExhausted, "too many failed logins for this account: retry in %d s", retrySeconds(retry))
+		return Session{}, tooMany("failed logins for this account", retry)
 	}
 	sess, err := s.login(ctx, email, in)
 	if es.KindOf(err) == es.Unauthenticated {

@@ -3,6 +3,7 @@ package es
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies an error for clients; api/ maps each kind to one
@@ -47,12 +48,15 @@ func (k Kind) String() string {
 }
 
 // Error is a coded domain error. Field names the offending input for
-// Invalid errors. Message is safe to show to clients.
+// Invalid errors. Message is safe to show to clients. RetryAfter, when
+// set, is how long a client should wait before trying again (a rate
+// limit's ResourceExhausted); api/ also answers it as a detail.
 type Error struct {
-	Kind    Kind
-	Field   string
-	Message string
-	Err     error // optional cause, never shown to clients
+	Kind       Kind
+	Field      string
+	Message    string
+	Err        error // optional cause, never shown to clients
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
