@@ -28,16 +28,19 @@ import (
 	"github.com/tideline/tideline/domain/es"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/admin/v1/adminv1connect"
+	rewardsv1 "github.com/tideline/tideline/schemas/gen/tideline/rewards/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/rewards/v1/rewardsv1connect"
 )
 
 // fakeIdP is an identity provider started by a test: a discovery document
 // and a JWKS the test changes at will.
 type fakeIdP struct {
-	URL     string // the issuer
-	mu      sync.Mutex
-	keys    []map[string]string
-	failing bool
-	fetches atomic.Int64 // JWKS fetches
+	URL         string // the issuer
+	mu          sync.Mutex
+	keys        []map[string]string
+	failing     bool
+	fetches     atomic.Int64 // JWKS fetches
+	discoveries atomic.Int64 // discovery document fetches
 }
 
 func startIdP(tb testing.TB) *fakeIdP {
@@ -45,6 +48,7 @@ func startIdP(tb testing.TB) *fakeIdP {
 	f := &fakeIdP{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		f.discoveries.Add(1)
 		json.NewEncoder(w).Encode(map[string]string{"issuer": f.URL, "jwks_uri": f.URL + "/jwks"})
 	})
 	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
@@ -385,6 +389,97 @@ func TestIdPThroughTheServer(t *testing.T) {
 		if tc.name == "idp_no_mapped_role" && !strings.Contains(err.Error(), "maps to a Tideline role") {
 			t.Errorf("%s: unclear message: %v", tc.name, err)
 		}
+	}
+}
+
+// TestIdPJWKSURLThroughTheServer: with a JWKS URL and no issuer
+// (--jwks-url alone), the server takes the IdP's keys from that URL, never
+// asking for a discovery document, and accepts the IdP's tokens by their
+// mapped role and subject, whatever their iss (none is configured to check
+// it against); it refuses a token signed by another key, one for another
+// audience, and one claiming the server's own issuer.
+func TestIdPJWKSURLThroughTheServer(t *testing.T) {
+	t.Parallel()
+	idpSrv := startIdP(t)
+	k := newIdPKeys(t)
+	idpSrv.publish(map[string]any{"rsa1": k.rsa, "ed1": k.ed})
+	f := start(t, func(m *server.Main) {
+		m.Config.OIDC = api.IdPConfig{JWKSURL: idpSrv.URL + "/jwks", Audience: testAudience,
+			Roles: map[string]auth.Role{"admins": auth.Admin, "riders": auth.Rider}}
+	})
+	admin := adminv1connect.NewAdminServiceClient(h2c, f.URL)
+	rewards := rewardsv1connect.NewRewardsServiceClient(h2c, f.URL)
+	ctx := context.Background()
+	with := func(iss string, edit func(jwt.MapClaims), groups ...string) jwt.MapClaims {
+		c := idpClaims(iss, groups...)
+		edit(c)
+		return c
+	}
+	for _, tc := range []struct {
+		name  string
+		token string
+		code  connect.Code // of ListProjections, admin only; 0: accepted
+	}{
+		{"admin_rs256", idpSign(t, jwt.SigningMethodRS256, "rsa1", idpClaims(idpSrv.URL, "admins"), k.rsa), 0},
+		{"admin_eddsa", idpSign(t, jwt.SigningMethodEdDSA, "ed1", idpClaims(idpSrv.URL, "admins"), k.ed), 0},
+		{"admin_any_issuer", idpSign(t, jwt.SigningMethodRS256, "rsa1", idpClaims("https://sso.elsewhere.example", "admins"), k.rsa), 0},
+		{"admin_no_issuer", idpSign(t, jwt.SigningMethodRS256, "rsa1", with("", func(c jwt.MapClaims) { delete(c, "iss") }, "admins"), k.rsa), 0},
+		{"rider", idpSign(t, jwt.SigningMethodRS256, "rsa1", idpClaims(idpSrv.URL, "riders"), k.rsa), connect.CodePermissionDenied},
+		{"no_mapped_role", idpSign(t, jwt.SigningMethodRS256, "rsa1", idpClaims(idpSrv.URL, "guests"), k.rsa), connect.CodePermissionDenied},
+		{"another_key_under_a_published_kid", idpSign(t, jwt.SigningMethodRS256, "rsa1", idpClaims(idpSrv.URL, "admins"), k.other), connect.CodeUnauthenticated},
+		{"another_key_unknown_kid", idpSign(t, jwt.SigningMethodRS256, "other", idpClaims(idpSrv.URL, "admins"), k.other), connect.CodeUnauthenticated},
+		{"wrong_audience", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(idpSrv.URL, func(c jwt.MapClaims) { c["aud"] = "other-app" }, "admins"), k.rsa), connect.CodeUnauthenticated},
+		{"no_audience", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(idpSrv.URL, func(c jwt.MapClaims) { delete(c, "aud") }, "admins"), k.rsa), connect.CodeUnauthenticated},
+		{"expired", idpSign(t, jwt.SigningMethodRS256, "rsa1", with(idpSrv.URL, func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() }, "admins"), k.rsa), connect.CodeUnauthenticated},
+		{"our_issuer", idpSign(t, jwt.SigningMethodRS256, "rsa1", with("tideline", func(c jwt.MapClaims) { c["role"] = "admin" }, "admins"), k.rsa), connect.CodeUnauthenticated},
+		{"own_admin", f.Token(t, "root", auth.Admin), 0},
+	} {
+		_, err := admin.ListProjections(ctx, withToken(&adminv1.ListProjectionsRequest{}, tc.token))
+		if tc.code == 0 && err != nil || tc.code != 0 && connect.CodeOf(err) != tc.code {
+			t.Errorf("%s: ListProjections: %v, want code %v", tc.name, err, tc.code)
+		}
+	}
+	rider := idpSign(t, jwt.SigningMethodRS256, "rsa1", with(idpSrv.URL, func(c jwt.MapClaims) { c["sub"] = "rider-7" }, "riders", "guests"), k.rsa)
+	res, err := rewards.GetAccount(ctx, withToken(&rewardsv1.GetAccountRequest{}, rider))
+	if err != nil || res.Msg.Account.UserId != api.IdPSubjectPrefix+"rider-7" {
+		t.Fatalf("a rider's own account: %v, %v", res, err)
+	}
+	if n := idpSrv.discoveries.Load(); n != 0 {
+		t.Errorf("the discovery document fetched %d times, with a JWKS URL", n)
+	}
+	if idpSrv.fetches.Load() == 0 {
+		t.Error("the JWKS was never fetched")
+	}
+}
+
+// TestIdPJWKSURLWithIssuer: a JWKS URL with an issuer takes the keys from
+// the URL, without discovery, and still checks iss.
+func TestIdPJWKSURLWithIssuer(t *testing.T) {
+	t.Parallel()
+	f := startIdP(t)
+	k := newIdPKeys(t)
+	f.publish(map[string]any{"ec1": k.ec})
+	const iss = "https://sso.example/realms/tideline" // not where the keys are
+	cfg := idpConfig(f)
+	cfg.Issuer, cfg.JWKSURL = iss, f.URL+"/jwks"
+	idp, err := api.NewIdP(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := idp.Verify(idpSign(t, jwt.SigningMethodES256, "ec1", idpClaims(iss, "riders"), k.ec)); err != nil || p.Role != auth.Rider {
+		t.Fatalf("the issuer's token: %v, %v", p, err)
+	}
+	for name, c := range map[string]jwt.MapClaims{
+		"wrong_issuer":   idpClaims(f.URL, "riders"),
+		"no_issuer":      func() jwt.MapClaims { c := idpClaims(iss, "riders"); delete(c, "iss"); return c }(),
+		"wrong_audience": func() jwt.MapClaims { c := idpClaims(iss, "riders"); c["aud"] = "other-app"; return c }(),
+	} {
+		if _, err := idp.Verify(idpSign(t, jwt.SigningMethodES256, "ec1", c, k.ec)); es.KindOf(err) != es.Unauthenticated {
+			t.Errorf("%s: Verify = %v, want Unauthenticated", name, err)
+		}
+	}
+	if n := f.discoveries.Load(); n != 0 {
+		t.Errorf("the discovery document fetched %d times, with a JWKS URL", n)
 	}
 }
 
