@@ -757,7 +757,7 @@ func TestClusterPartition(t *testing.T) {
 // acknowledged write and every node's read models, and that the last
 // node, its peers gone, stops promptly.
 func clusterProof(t *testing.T, kills []victim, partition, rolling bool) {
-	const workers = 6
+	const workers = 4 // enough for every check; more only loads CI's 2 cores
 	bin := buildTideline(t)
 	start := time.Now()
 	c := startCluster(t, bin)
