@@ -130,6 +130,7 @@ type MsgGetReply struct {
 	Message *struct {
 		Seq    uint64 `json:"seq"`
 		Header []byte `json:"hdrs"`
+		Data   []byte `json:"data"`
 	} `json:"message"`
 	Error *jetstream.APIError `json:"error"`
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,6 +70,53 @@ func TestAccountKeys(t *testing.T) {
 			t.Fatalf("the deleted key is still at seq %d", seq)
 		} else if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Fatal(err)
+		}
+	}
+}
+
+// On a cluster, users' keys created at once through every node agree,
+// and each node reads every key straight after: a replica behind the
+// others never calls a user with a key keyless (reads go to the bucket
+// stream's leader). It failed a node's start in CI: three nodes creating
+// the e-mail index key at once, and one read "no personal data key".
+func TestAccountKeysOnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	stores := openClusterStores(t)
+	ctx := context.Background()
+	var nodes []*tljs.AccountKeys
+	for _, s := range stores {
+		err := tljs.WhileClusterForms(ctx, true, func(ctx context.Context) (err error) {
+			k, err := tljs.OpenAccountKeys(ctx, s.JetStream(), 3)
+			if err == nil {
+				nodes = append(nodes, k)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for u := range 20 {
+		user := fmt.Sprintf("u%d", u)
+		got := make([][]byte, len(nodes))
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, k := range nodes {
+			wg.Go(func() { got[i], errs[i] = k.Create(ctx, user) })
+		}
+		wg.Wait()
+		for i := range nodes {
+			if errs[i] != nil {
+				t.Fatalf("%s created through node %d: %v", user, i, errs[i])
+			}
+			if !bytes.Equal(got[i], got[0]) {
+				t.Fatalf("%s: node %d has key %x, node 0 %x", user, i, got[i], got[0])
+			}
+			if read, err := nodes[(i+1)%len(nodes)].Key(ctx, user); err != nil || !bytes.Equal(read, got[0]) {
+				t.Fatalf("%s read through node %d straight after: %x, %v", user, (i+1)%len(nodes), read, err)
+			}
 		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/internal/freeport"
 	"github.com/tideline/tideline/internal/poll"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
@@ -150,12 +151,7 @@ func (c *testCluster) isolate(i int, cut bool) {
 
 func freeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(tb)
 }
 
 // startCluster starts three nodes sharing one signing key (a token of one

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/internal/dirlock"
+	"github.com/tideline/tideline/internal/freeport"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
 	"github.com/tideline/tideline/wire"
@@ -37,12 +39,8 @@ func startNATSCluster(tb testing.TB, n int) string {
 	ports := make([]int, n)
 	var routes []*url.URL
 	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		_, port, _ := net.SplitHostPort(freeport.Addr(tb))
+		ports[i], _ = strconv.Atoi(port)
 		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
 	}
 	servers := make([]*nserver.Server, n)

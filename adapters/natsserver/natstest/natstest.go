@@ -4,7 +4,6 @@ package natstest
 
 import (
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/internal/freeport"
 )
 
 // Start returns a running server and an in-process connection to it.
@@ -42,12 +42,7 @@ func StartCluster(tb testing.TB, n int) ([]*server.Server, []*nats.Conn) {
 	addrs := make([]string, n)
 	routes := make([]string, n)
 	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
+		addrs[i] = freeport.Addr(tb)
 		routes[i] = "nats-route://" + addrs[i]
 	}
 	servers := make([]*server.Server, n)
