@@ -145,7 +145,7 @@ func TestLectureStreamEndToEnd(t *testing.T) {
 	c := transcriptionv1connect.NewTranscriptionServiceClient(h2c, f.URL)
 	kim := f.Token(t, "kim", auth.Walker)
 	finals, _, _, ended := streamLecture(t, c, kim, "austen-1", pcm, 0)
-	if ended == nil || int(ended.Segments) != len(finals) || len(finals) < 3 {
+	if ended == nil || int(ended.Segments) != len(finals) || len(finals) < 2 { // one a recording at least
 		t.Fatalf("ended %v after %d finals", ended, len(finals))
 	}
 	for i, s := range finals {
