@@ -496,7 +496,7 @@ func callAny(ctx context.Context, c *testCluster, home int, stop *atomic.Bool, d
 // accept raced by a rival rider through the next node, with steps and
 // danger reports, until stop is set.
 // clusterPace is the least time a cluster worker takes per order.
-const clusterPace = 300 * time.Millisecond
+const clusterPace = 500 * time.Millisecond
 
 func clusterWorker(t *testing.T, c *testCluster, id int, acks *clusterAcks, stop *atomic.Bool) {
 	home := id % len(c.nodes)
@@ -515,7 +515,7 @@ func clusterWorker(t *testing.T, c *testCluster, id int, acks *clusterAcks, stop
 		stop.Store(true)
 	}
 	// Paced: one order's lifecycle (6 writes) each clusterPace at most, so
-	// that the load is steady (about 80 writes/s from 4 workers) rather
+	// that the load is steady (about 50 writes/s from 4 workers) rather
 	// than all 2 cores can take, which left CI's other tests starved.
 	next := time.Now()
 	for n := 0; !stop.Load(); n++ {

@@ -40,7 +40,7 @@ func buildTideline(tb testing.TB) string {
 		if binDir, buildErr = os.MkdirTemp("", "tideline-e2e"); buildErr != nil {
 			return
 		}
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "tideline"), ".").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", filepath.Join(binDir, "tideline"), ".").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
