@@ -26,6 +26,7 @@ import (
 	tltotp "github.com/tideline/tideline/adapters/totp"
 	"github.com/tideline/tideline/domain/es"
 
+	"github.com/tideline/tideline/adapters/jetstream/jstest"
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/accounts"
 	"github.com/tideline/tideline/domain/auth"
@@ -384,7 +385,7 @@ func TestAccountsAdmin(t *testing.T) {
 	}
 
 	// No plaintext e-mail or name in the raw events stream.
-	raw := rawStream(t, f)
+	raw := jstest.RawStream(t, f.Store)
 	for _, secret := range []string{"choi@example.com", "jung@example.com", "Kim Ha-neul", "choi@", "example.com"} {
 		if bytes.Contains(raw, []byte(secret)) {
 			t.Fatalf("%q in the raw event stream", secret)
@@ -410,36 +411,6 @@ func waitUsers(t *testing.T, c accountsv1connect.AccountServiceClient, admin str
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// rawStream returns every message of the events stream, headers and data.
-func rawStream(t *testing.T, f *servertest.Server) []byte {
-	t.Helper()
-	ctx := context.Background()
-	st, err := f.Store.JetStream().Stream(ctx, f.Store.StreamName())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		msg, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		out.WriteString(msg.Subject)
-		for k, vs := range msg.Header {
-			out.WriteString(k + strings.Join(vs, ""))
-		}
-		out.Write(msg.Data)
-	}
-	if out.Len() == 0 {
-		t.Fatal("empty stream")
-	}
-	return out.Bytes()
 }
 
 // TestAccountsPublicProcedures: of every AccountService procedure, only

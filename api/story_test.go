@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tideline/tideline/adapters/jetstream/jstest"
 	smtpadapter "github.com/tideline/tideline/adapters/smtp"
 	"github.com/tideline/tideline/adapters/smtp/smtptest"
 	"github.com/tideline/tideline/adapters/tesseract/pagetest"
@@ -294,7 +295,7 @@ func TestStorytimeForgottenUser(t *testing.T) {
 	_, err := c.SetNotifications(ctx, withToken(&storyv1.SetNotificationsRequest{Email: "choi@family.example"}, choi))
 	wantCode(t, err, connect.CodeFailedPrecondition, "a forgotten user setting an address")
 
-	raw := rawStream(t, f)
+	raw := jstest.RawStream(t, f.Store)
 	for _, secret := range []string{"choi.story", "lee.story", "choi@"} {
 		if bytes.Contains(raw, []byte(secret)) {
 			t.Errorf("%q in the raw event stream", secret)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/jetstream/jstest"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/objectstore"
 	"github.com/tideline/tideline/adapters/reactions"
@@ -175,7 +176,7 @@ func TestStoryForgottenUserIsNotMailed(t *testing.T) {
 	if _, err := svc.SetNotifications(ctx, walker("kim"), story.Notifications{Email: "kim@family.example"}); es.KindOf(err) != es.FailedPrecondition {
 		t.Errorf("forgotten kim setting an address: %v, want FailedPrecondition", err)
 	}
-	raw := rawEvents(t, e.store)
+	raw := jstest.RawStream(t, e.store)
 	for _, secret := range []string{"kim.secret", "lee.secret"} {
 		if bytes.Contains(raw, []byte(secret)) {
 			t.Errorf("%q in the raw event stream", secret)
@@ -188,32 +189,4 @@ func TestStoryForgottenUserIsNotMailed(t *testing.T) {
 	if !bytes.Contains(raw, []byte("old.plain@family.example")) {
 		t.Error("the plain address of before the sealing is gone from the stream: did the test write it?")
 	}
-}
-
-// rawEvents returns every message of s's events stream, subject, headers
-// and data.
-func rawEvents(t *testing.T, s *tljs.Store) []byte {
-	t.Helper()
-	ctx := context.Background()
-	st, err := s.JetStream().Stream(ctx, s.StreamName())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out.WriteString(m.Subject)
-		for k, vs := range m.Header {
-			out.WriteString(k + strings.Join(vs, ""))
-		}
-		out.Write(m.Data)
-	}
-	return out.Bytes()
 }
