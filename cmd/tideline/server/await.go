@@ -33,17 +33,8 @@ var errAwaitingImport = errors.New("awaiting 'tideline cluster-import': the clus
 // It returns early, with an error, when ctx ends or Close is called.
 func (m *Main) awaitImport(ctx context.Context) error {
 	c := &m.Config
-	if err := m.listen(); err != nil {
-		return err
-	}
-	probes, err := api.New(api.Config{Tokens: m.Tokens, ReadyLag: c.ReadyLag, Reflection: api.ReflectionOff,
-		Health: func(context.Context) error { return errAwaitingImport }})
-	if err != nil {
-		return err
-	}
-	m.api = probes
-	m.serve(probes.Handler())
-
+	// Close may end the wait from the moment the probes answer, so the
+	// wait can be ended before they are served.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	m.awaitMu.Lock()
@@ -54,6 +45,16 @@ func (m *Main) awaitImport(ctx context.Context) error {
 		m.awaitStop = nil
 		m.awaitMu.Unlock()
 	}()
+	if err := m.listen(); err != nil {
+		return err
+	}
+	probes, err := api.New(api.Config{Tokens: m.Tokens, ReadyLag: c.ReadyLag, Reflection: api.ReflectionOff,
+		Health: func(context.Context) error { return errAwaitingImport }})
+	if err != nil {
+		return err
+	}
+	m.api = probes
+	m.serve(probes.Handler())
 
 	js, err := natsjs.New(m.nc)
 	if err != nil {
