@@ -228,8 +228,9 @@ func leadOn(tb testing.TB, nc *nats.Conn, stream, server string) {
 // While a cluster forms, a provisioning request can go unanswered: each
 // try is bounded (1 s, then doubling to 5 s) so that the first try after
 // the cluster has formed is not a 5 s time-out away; an error that does
-// not say the cluster is not ready ends the tries, and a server alone is
-// tried once.
+// not say the cluster is not ready ends the tries. A server alone is
+// tried again after a time-out (it may be busy), with no bound of
+// WhileClusterForms's own on a try.
 func TestWhileClusterFormsBoundsEachTry(t *testing.T) {
 	var bounds []time.Duration
 	err := tljs.WhileClusterForms(context.Background(), true, func(ctx context.Context) error {
@@ -257,8 +258,27 @@ func TestWhileClusterFormsBoundsEachTry(t *testing.T) {
 		t.Fatalf("an error other than not-ready: %v after %d tries, want it after 1", err, tries)
 	}
 	tries = 0
-	err = tljs.WhileClusterForms(context.Background(), false, func(context.Context) error { tries++; return context.DeadlineExceeded })
+	err = tljs.WhileClusterForms(context.Background(), false, func(ctx context.Context) error {
+		if _, ok := ctx.Deadline(); ok {
+			t.Fatal("alone: a try bounded by WhileClusterForms; want the requests' own time-outs")
+		}
+		if tries++; tries < 3 {
+			return context.DeadlineExceeded // a server busy restoring snapshots
+		}
+		return nil
+	})
+	if err != nil || tries != 3 {
+		t.Fatalf("alone, busy: %v after %d tries, want success at the 3rd", err, tries)
+	}
+	tries = 0
+	err = tljs.WhileClusterForms(context.Background(), false, func(context.Context) error { tries++; return refused })
+	if !errors.Is(err, refused) || tries != 1 {
+		t.Fatalf("alone: %v after %d tries, want it after 1", err, tries)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tries = 0
+	err = tljs.WhileClusterForms(ctx, false, func(context.Context) error { tries++; cancel(); return context.DeadlineExceeded })
 	if !errors.Is(err, context.DeadlineExceeded) || tries != 1 {
-		t.Fatalf("alone: %v after %d tries, want a time-out after 1", err, tries)
+		t.Fatalf("alone, ctx ended: %v after %d tries, want the time-out after 1", err, tries)
 	}
 }

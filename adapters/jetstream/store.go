@@ -206,11 +206,17 @@ func streamConfig(cfg Config) jetstream.StreamConfig {
 	}
 }
 
+// aloneBusyWait bounds WhileClusterForms's retries on a server alone.
+const aloneBusyWait = 2 * time.Minute
+
 // WhileClusterForms calls provision until it succeeds, the error says
 // something other than that the JetStream cluster is not ready (no meta
-// leader yet, too few servers for the replicas), or ctx ends. Unless
-// clustered it calls provision once: a server alone is ready when it
-// answers.
+// leader yet, too few servers for the replicas), or ctx ends.
+//
+// A server alone is ready when it answers, but it may answer late: while
+// it restores a large store's snapshots, a request can time out. Unless
+// clustered, provision is tried again after a time-out (each try with
+// the requests' own time-outs) for up to aloneBusyWait in all.
 //
 // While the cluster forms, a request can go unanswered (no meta leader to
 // answer it): each try is bounded, 1 s at first and doubling up to 5 s
@@ -220,7 +226,18 @@ func streamConfig(cfg Config) jetstream.StreamConfig {
 // a try can time out after its request was taken.
 func WhileClusterForms(ctx context.Context, clustered bool, provision func(ctx context.Context) error) error {
 	if !clustered {
-		return provision(ctx)
+		began := time.Now()
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+			err := provision(ctx)
+			if err == nil || time.Since(began) > aloneBusyWait || !wire.ClusterNotReady(err) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(backoff):
+			}
+		}
 	}
 	wait := time.Second
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
