@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +37,8 @@ type RunnerOptions struct {
 	// 30s. A final snapshot is also written when Run returns.
 	SnapshotEvery time.Duration
 	// SnapshotAfter snapshots after this many events applied since the
-	// last snapshot; default 100000.
+	// last snapshot; default 100000. While the runner replays history it
+	// waits for at least half its position's worth (see snapshotAfter).
 	SnapshotAfter int
 	// HistoryEvery keeps a snapshot in the snapshot history (for AsOf)
 	// when it lies at least this many positions past the newest kept
@@ -880,11 +882,27 @@ func (l *runLoop) run(ctx context.Context) error {
 					return l.stop(err)
 				}
 			}
-			if l.since >= r.opts.SnapshotAfter {
+			if l.since >= l.snapshotAfter() {
 				l.snapshot()
 			}
 		}
 	}
+}
+
+// snapshotAfter is how many events applied since the last snapshot call
+// for the next: RunnerOptions.SnapshotAfter, but while the runner
+// replays history (its feed has more pending) at least half its position.
+// Each snapshot of a whole model encodes all of it, so a snapshot every
+// SnapshotAfter events made a replay of N events cost O(N²) (at 10M
+// events, 100 snapshots of each model); spaced out geometrically they
+// cost a few whole snapshots' worth. SnapshotEvery still bounds what a
+// crash during the replay loses.
+func (l *runLoop) snapshotAfter() int {
+	after := l.r.opts.SnapshotAfter
+	if l.feed != nil && l.feed.pending.Load() > 0 {
+		after = max(after, int(min(l.r.Position()/2, math.MaxInt32)))
+	}
+	return after
 }
 
 // startFeed starts a feed after the applied position: on the shared
