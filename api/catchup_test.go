@@ -23,31 +23,21 @@ import (
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
-	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/domain/steps"
+	"github.com/tideline/tideline/internal/city"
 	"github.com/tideline/tideline/internal/poll"
-	"github.com/tideline/tideline/projections/projtest"
 	stepsmodel "github.com/tideline/tideline/projections/steps"
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 	"github.com/tideline/tideline/schemas/gen/grpc/health/v1/healthv1connect"
-	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	tlwire "github.com/tideline/tideline/wire"
 )
 
-// historyCommit is one commit of a history written before a server
-// starts.
-type historyCommit struct {
-	stream es.StreamID
-	ev     proto.Message
-}
-
 // appendHistory appends commits (16 writers) to a store in dataDir with
 // no projection running, so that a server started on it has no snapshot
 // and replays them all.
-func appendHistory(tb testing.TB, dataDir string, commits iter.Seq[historyCommit]) {
+func appendHistory(tb testing.TB, dataDir string, commits iter.Seq[city.Commit]) {
 	tb.Helper()
 	ns, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dataDir, "jetstream")})
 	if err != nil {
@@ -65,7 +55,7 @@ func appendHistory(tb testing.TB, dataDir string, commits iter.Seq[historyCommit
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ch := make(chan historyCommit, 1024)
+	ch := make(chan city.Commit, 1024)
 	go func() {
 		defer close(ch)
 		for c := range commits {
@@ -78,7 +68,7 @@ func appendHistory(tb testing.TB, dataDir string, commits iter.Seq[historyCommit
 	for range writers {
 		wg.Go(func() {
 			for c := range ch {
-				if _, err := store.Append(ctx, c.stream, []proto.Message{c.ev}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+				if _, err := store.Append(ctx, c.Stream, []proto.Message{c.Event}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
 					errs <- err
 					for range ch { // let the producer finish
 					}
@@ -97,10 +87,10 @@ func appendHistory(tb testing.TB, dataDir string, commits iter.Seq[historyCommit
 // writeHistory writes n step commits of 500 walkers (appendHistory).
 func writeHistory(tb testing.TB, dataDir string, n int) {
 	tb.Helper()
-	appendHistory(tb, dataDir, func(yield func(historyCommit) bool) {
+	appendHistory(tb, dataDir, func(yield func(city.Commit) bool) {
 		for i := range n {
 			user := fmt.Sprintf("walker-%d", i%500)
-			if !yield(historyCommit{steps.Stream(user), &stepsv1.StepsRecorded{UserId: user, Date: today(), Steps: int32(i)}}) {
+			if !yield(city.Commit{Stream: steps.Stream(user), Event: &stepsv1.StepsRecorded{UserId: user, Date: today(), Steps: int32(i)}}) {
 				return
 			}
 		}
@@ -185,34 +175,15 @@ func TestNotReadyWhileCatchingUp(t *testing.T) {
 }
 
 // writeMixedHistory writes n commits (appendHistory): half step counts
-// of 10,000 walkers, half a city's orders and danger reports
-// (projtest.DeliveryHistory), interleaved. Each order's events are
-// minutes apart in the history and the writers take them in turn, so
-// they land in order in practice; AnyVersion appends keep any
-// reordering harmless for a benchmark.
+// of 10,000 walkers today, half a city's orders and danger reports
+// (city.Mixed), interleaved, the city's over by two days ago so that
+// no alert fires. AnyVersion appends keep any reordering harmless for a
+// benchmark.
 func writeMixedHistory(tb testing.TB, dataDir string, n int) {
 	tb.Helper()
-	appendHistory(tb, dataDir, func(yield func(historyCommit) bool) {
-		var end time.Time
-		i := 0
-		for ev := range projtest.DeliveryHistory(n/2, time.Now().Add(-48*time.Hour-time.Duration(n)*time.Minute/5), &end) { // over by two days ago: no alert fires
-			user := fmt.Sprintf("walker-%d", i%10000)
-			i++
-			if !yield(historyCommit{steps.Stream(user), &stepsv1.StepsRecorded{UserId: user, Date: today(), Steps: int32(i)}}) {
-				return
-			}
-			var c historyCommit
-			switch e := ev.(type) {
-			case interface{ GetOrderId() string }:
-				c = historyCommit{delivery.Stream(e.GetOrderId()), ev}
-			case *safetyv1.DangerDetected:
-				c = historyCommit{safety.ReportStream(e.GetRiderId()), ev}
-			}
-			if c.ev != nil && !yield(c) {
-				return
-			}
-		}
-	})
+	now := time.Now()
+	appendHistory(tb, dataDir, city.Mixed(n, city.Mix{Walkers: 10000, Days: 1,
+		DeliveryStart: now.Add(-48*time.Hour - time.Duration(n)*time.Minute/5)}, now))
 }
 
 var startCommits = flag.Int("start.commits", 100_000, "commits of history BenchmarkStartWithoutSnapshots replays")

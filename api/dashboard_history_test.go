@@ -13,8 +13,8 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/city"
 	"github.com/tideline/tideline/projections/dashboard"
-	"github.com/tideline/tideline/projections/projtest"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
 )
@@ -28,7 +28,7 @@ func (s standing) Advanced() <-chan struct{}             { return nil }
 
 // BenchmarkGetDashboardHistory is GetDashboard over Connect (gzip
 // accepted, as connect-go clients do) from a model holding 10k and 1M
-// events of projtest.DeliveryHistory, applied in-process (so no NATS):
+// events of city.Delivery, applied in-process (so no NATS):
 // its cost must not grow with the history. Run it with:
 //
 //	go test ./api/ -run '^$' -bench GetDashboardHistory -benchtime 2000x
@@ -39,7 +39,7 @@ func BenchmarkGetDashboardHistory(b *testing.B) {
 			var end time.Time
 			seq := uint64(0)
 			start := time.Now().Add(-time.Duration(n*10/54) * time.Minute) // about 5.4 events a minute: the history ends about now
-			for msg := range projtest.DeliveryHistory(n, start, &end) {
+			for msg := range city.Delivery(n, start, &end) {
 				seq++
 				m.Apply(es.Event{Type: string(msg.ProtoReflect().Descriptor().FullName()), Data: msg, Position: es.Position{Seq: seq}})
 			}

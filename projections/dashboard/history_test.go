@@ -8,18 +8,18 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/city"
 	"github.com/tideline/tideline/projections/dashboard"
-	"github.com/tideline/tideline/projections/projtest"
 )
 
-// history builds a model of n events of projtest.DeliveryHistory and
+// history builds a model of n events of city.Delivery and
 // returns it with the time of its last event.
 func history(tb testing.TB, n int) (*dashboard.Model, time.Time) {
 	tb.Helper()
 	var end time.Time
 	m := dashboard.New()
 	seq := uint64(0)
-	for msg := range projtest.DeliveryHistory(n, time.Date(2026, 3, 1, 0, 0, 0, 0, dashboard.Zone), &end) {
+	for msg := range city.Delivery(n, time.Date(2026, 3, 1, 0, 0, 0, 0, dashboard.Zone), &end) {
 		seq++
 		m.Apply(es.Event{Type: string(msg.ProtoReflect().Descriptor().FullName()), Data: msg, Position: es.Position{Seq: seq}})
 	}

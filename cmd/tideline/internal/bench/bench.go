@@ -125,6 +125,14 @@ an embedded server in a temporary directory (removed afterwards):
   record_steps   RecordSteps on a real server   vs  the same RPC, trivial handler
   stream_ingest  StreamUserSteps on the server  vs  the same stream, trivial handler
 
+With --scale N[,N...] it measures growth instead: for each size, a store of
+N events of a city's mix (half walkers' step counts over 30 dates, half
+orders and danger reports) is served by a real 'tideline serve' process,
+started without snapshots, queried, watched, stopped and started again from
+its snapshots. The table has a column per size: start times, RSS, snapshot
+and store sizes, query p50/p99 at --clients callers, and how soon a change
+reaches --watchers dashboard watchers.
+
 Progress goes to stderr; the table (or JSON lines) to stdout.`)
 		fs.PrintDefaults()
 	}
@@ -140,8 +148,30 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds per figure, baseline and value alternately; the best of each counts")
 	only := fs.String("only", "", "comma-separated figures to run (default all)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (server included) to this file")
+	scale := fs.String("scale", "", "measure growth at these sizes instead, events separated by commas, e.g. 10k,1M,10M")
+	sc := scaleConfig{progress: stderr}
+	fs.IntVar(&sc.clients, "clients", 32, "with --scale: concurrent callers of each query")
+	fs.DurationVar(&sc.queryTime, "query-time", 3*time.Second, "with --scale: how long each query is called")
+	fs.IntVar(&sc.watchers, "watchers", 100, "with --scale: WatchDashboard streams a change is timed to")
+	fs.IntVar(&sc.pushes, "pushes", 20, "with --scale: changes timed")
+	fs.StringVar(&sc.server, "server", "", "with --scale: the tideline binary to serve with (default: this one)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *scale != "" {
+		var err error
+		if sc.sizes, err = parseSizes(*scale); err != nil {
+			return err
+		}
+		if sc.clients < 1 || sc.queryTime <= 0 || sc.watchers < 0 || sc.pushes < 0 {
+			return errors.New("bench: --clients and --query-time must be positive, --watchers and --pushes not negative")
+		}
+		if sc.server == "" {
+			if sc.server, err = os.Executable(); err != nil {
+				return fmt.Errorf("bench: --server: %w", err)
+			}
+		}
+		return sc.run(ctx, stdout, *asJSON)
 	}
 	if *only != "" {
 		c.only = map[string]bool{}

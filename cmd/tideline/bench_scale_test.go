@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// `tideline bench --scale` loads a store, serves it with the binary
+// twice (without and with snapshots) and reports every figure of its
+// growth table.
+func TestBenchScale(t *testing.T) {
+	t.Parallel()
+	bin := buildTideline(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args := []string{"bench", "--scale", "3k", "--json", "--server", bin, "--clients", "4", "--query-time", "200ms", "--watchers", "5", "--pushes", "2"}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("tideline %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	var row struct {
+		Events, Walkers, Watchers int
+		StoreBytes                int64   `json:"store_bytes"`
+		SnapshotBytes             int64   `json:"snapshot_bytes"`
+		ColdStart                 float64 `json:"start_without_snapshots_s"`
+		WarmStart                 float64 `json:"start_from_snapshots_s"`
+		ColdRSS                   int64   `json:"rss_after_replay_bytes"`
+		WarmRSS                   int64   `json:"rss_from_snapshots_bytes"`
+		PeakRSS                   int64   `json:"peak_rss_bytes"`
+		Queries                   map[string]struct{ N int }
+		Push                      struct{ N int } `json:"watcher_push"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &row); err != nil {
+		t.Fatalf("output %q: %v", stdout.String(), err)
+	}
+	if row.Events != 3000 || row.Walkers != 1000 || row.Watchers != 5 {
+		t.Errorf("events %d, walkers %d, watchers %d; want 3000, 1000, 5", row.Events, row.Walkers, row.Watchers)
+	}
+	for name, v := range map[string]float64{"store_bytes": float64(row.StoreBytes), "snapshot_bytes": float64(row.SnapshotBytes),
+		"start_without_snapshots_s": row.ColdStart, "start_from_snapshots_s": row.WarmStart,
+		"rss_after_replay_bytes": float64(row.ColdRSS), "rss_from_snapshots_bytes": float64(row.WarmRSS), "peak_rss_bytes": float64(row.PeakRSS)} {
+		if v <= 0 {
+			t.Errorf("%s = %v, want positive\n%s", name, v, stdout.String())
+		}
+	}
+	for _, q := range []string{"dashboard", "leaderboard", "steps", "nearby"} {
+		for _, k := range []string{q + "/1", q + "/4"} {
+			if row.Queries[k].N == 0 {
+				t.Errorf("query %s: no calls timed\n%s", k, stdout.String())
+			}
+		}
+	}
+	if row.Push.N != 5*2 {
+		t.Errorf("watcher pushes timed: %d, want 10 (5 watchers × 2 changes)", row.Push.N)
+	}
+	if err := run(ctx, []string{"bench", "--scale", "10"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "at least 1000") {
+		t.Errorf("--scale 10: %v, want 'at least 1000'", err)
+	}
+}

@@ -1,0 +1,613 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/api"
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/internal/city"
+	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
+	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/delivery/v1/deliveryv1connect"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
+	"github.com/tideline/tideline/wire"
+)
+
+// scaleConfig is `tideline bench --scale`: for each size, a store of
+// that many events of a city's mix, served by a real `tideline serve`
+// process started twice, without and with snapshots.
+type scaleConfig struct {
+	sizes     []int
+	server    string        // the tideline binary that serves
+	clients   int           // concurrent callers per query
+	queryTime time.Duration // how long each query is called
+	watchers  int           // WatchDashboard streams
+	pushes    int           // changes each watcher is timed on
+	progress  io.Writer
+}
+
+// latency is a query's or a push's figures.
+type latency struct {
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	Rate  float64 `json:"per_s,omitempty"`
+	Count int     `json:"n"`
+}
+
+// scaleRow is one size's line of the growth table; its JSON form is the
+// --json output.
+type scaleRow struct {
+	Events        int     `json:"events"`
+	Walkers       int     `json:"walkers"`
+	LoadPerS      float64 `json:"load_events_per_s"`
+	StoreBytes    int64   `json:"store_bytes"`
+	ColdStartS    float64 `json:"start_without_snapshots_s"`
+	ColdRSS       int64   `json:"rss_after_replay_bytes"`
+	SteadyRSS     int64   `json:"rss_after_queries_bytes"`
+	PeakRSS       int64   `json:"peak_rss_bytes"`
+	StopS         float64 `json:"stop_s"`
+	SnapshotBytes int64   `json:"snapshot_bytes"`
+	WarmStartS    float64 `json:"start_from_snapshots_s"`
+	WarmRSS       int64   `json:"rss_from_snapshots_bytes"`
+	// Queries are by queryKey: name/callers.
+	Queries        map[string]latency `json:"queries"`
+	Push           latency            `json:"watcher_push"`
+	WatchersPushed int                `json:"watchers"`
+	Clients        int                `json:"clients"`
+}
+
+// scaleQueries names the timed queries in the order they run.
+var scaleQueries = []string{"dashboard", "leaderboard", "steps", "nearby"}
+
+// scaleDays is how many dates the walkers' counts spread over.
+const scaleDays = 30
+
+func (c *scaleConfig) logf(format string, args ...any) {
+	fmt.Fprintf(c.progress, "bench: "+format+"\n", args...)
+}
+
+// parseSizes reads --scale: sizes separated by commas, each a number of
+// events with an optional k or M.
+func parseSizes(s string) ([]int, error) {
+	var sizes []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		mult := 1
+		switch {
+		case strings.HasSuffix(f, "k"):
+			mult = 1000
+		case strings.HasSuffix(f, "M"):
+			mult = 1000_000
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSuffix(f, "k"), "M"))
+		if err != nil || n*mult < 1000 {
+			return nil, fmt.Errorf("bench: --scale: %q is not a number of events of at least 1000 (e.g. 10k,1M)", f)
+		}
+		sizes = append(sizes, n*mult)
+	}
+	return sizes, nil
+}
+
+// runScale measures every size in turn and prints the table (or a JSON
+// line per size).
+func (c *scaleConfig) run(ctx context.Context, stdout io.Writer, asJSON bool) error {
+	var rows []scaleRow
+	for _, n := range c.sizes {
+		dir, err := os.MkdirTemp("", "tideline-scale-")
+		if err != nil {
+			return fmt.Errorf("bench: temp dir: %w", err)
+		}
+		row, err := c.measure(ctx, dir, n)
+		os.RemoveAll(dir)
+		if err != nil {
+			return fmt.Errorf("bench: %d events: %w", n, err)
+		}
+		rows = append(rows, row)
+		if asJSON {
+			b, err := json.Marshal(row)
+			if err != nil {
+				return err
+			}
+			if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil {
+				return err
+			}
+		}
+	}
+	if !asJSON {
+		printScale(stdout, rows)
+	}
+	return nil
+}
+
+// measure loads n events into a store in dir, then serves it: first
+// without snapshots (every read model replays the history), stopped
+// cleanly as soon as it is ready (the stop writes the snapshots); then
+// from the snapshots, timing the queries and the watchers' pushes.
+func (c *scaleConfig) measure(ctx context.Context, dir string, n int) (scaleRow, error) {
+	row := scaleRow{Events: n, Walkers: max(1000, n/2/scaleDays), Queries: map[string]latency{}, Clients: c.clients}
+	began := time.Now()
+	if err := c.load(ctx, dir, n, row.Walkers); err != nil {
+		return row, fmt.Errorf("load: %w", err)
+	}
+	row.LoadPerS = float64(n) / time.Since(began).Seconds()
+	streams, err := streamBytes(dir)
+	if err != nil {
+		return row, err
+	}
+	row.StoreBytes = streams[wire.EventsStream]
+	c.logf("%d events: loaded at %.0f/s, %s on disk", n, row.LoadPerS, mb(row.StoreBytes))
+
+	tokens, err := api.LoadOrCreateTokens(dir)
+	if err != nil {
+		return row, err
+	}
+	token, err := tokens.Issue(auth.Principal{Subject: "bench", Role: auth.Admin}, 24*time.Hour)
+	if err != nil {
+		return row, err
+	}
+
+	cold, took, err := c.serve(ctx, dir)
+	if err != nil {
+		return row, fmt.Errorf("start without snapshots: %w", err)
+	}
+	defer cold.kill()
+	row.ColdStartS, row.ColdRSS = took.Seconds(), cold.rss("VmRSS")
+	c.logf("%d events: ready without snapshots after %.1f s, RSS %s", n, row.ColdStartS, mb(row.ColdRSS))
+	stopped := time.Now()
+	if err := cold.stop(); err != nil {
+		return row, err
+	}
+	row.StopS, row.PeakRSS = time.Since(stopped).Seconds(), cold.peak
+	streams, err = streamBytes(dir)
+	if err != nil {
+		return row, err
+	}
+	for name, b := range streams {
+		if strings.HasPrefix(name, "OBJ_") {
+			row.SnapshotBytes += b
+		}
+	}
+	c.logf("%d events: stopped in %.1f s; snapshots %s; peak RSS %s", n, row.StopS, mb(row.SnapshotBytes), mb(row.PeakRSS))
+
+	// The queries and the watchers are timed on the server started from
+	// its snapshots: a server in its steady state, not one still writing
+	// the first snapshots of what it replayed.
+	srv, took, err := c.serve(ctx, dir)
+	if err != nil {
+		return row, fmt.Errorf("start from snapshots: %w", err)
+	}
+	defer srv.kill()
+	row.WarmStartS, row.WarmRSS = took.Seconds(), srv.rss("VmRSS")
+	c.logf("%d events: ready from snapshots after %.1f s, RSS %s", n, row.WarmStartS, mb(row.WarmRSS))
+	for _, q := range scaleQueries {
+		for _, clients := range []int{1, c.clients} {
+			l, err := c.query(ctx, srv.url, token, q, row.Walkers, clients)
+			if err != nil {
+				return row, fmt.Errorf("query %s: %w", q, err)
+			}
+			row.Queries[queryKey(q, clients)] = l
+			c.logf("%d events: %s p50 %.2f ms, p99 %.2f ms, %.0f/s at %d clients", n, q, l.P50, l.P99, l.Rate, clients)
+		}
+	}
+	if row.Push, err = c.push(ctx, srv.url, token); err != nil {
+		return row, fmt.Errorf("watchers: %w", err)
+	}
+	row.WatchersPushed = c.watchers
+	c.logf("%d events: a change reached %d watchers: p50 %.1f ms, p99 %.1f ms", n, c.watchers, row.Push.P50, row.Push.P99)
+	row.SteadyRSS = srv.rss("VmRSS")
+	if err := srv.stop(); err != nil {
+		return row, err
+	}
+	row.PeakRSS = max(row.PeakRSS, srv.peak)
+	return row, nil
+}
+
+// load appends n commits of city.Mixed to a store in dir, with no read
+// model running, so that the first start replays them all.
+func (c *scaleConfig) load(ctx context.Context, dir string, n, walkers int) error {
+	ns, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dir, "jetstream")})
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	nc, err := natsserver.Connect(ns, "tideline-bench")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	store, err := tljs.Open(ctx, nc, tljs.Config{})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	// The city's history ends two days ago, so no alert fires for it; an
+	// order a minute, and 5.4 events a minute.
+	mix := city.Mix{Walkers: walkers, Days: scaleDays,
+		DeliveryStart: now.Add(-48*time.Hour - time.Duration(n/2)*time.Minute*10/54)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	commits := make(chan city.Commit, 4096)
+	go func() {
+		defer close(commits)
+		for cm := range city.Mixed(n, mix, now) {
+			select {
+			case commits <- cm:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	const writers = 128
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	var first error
+	var once sync.Once
+	for range writers {
+		wg.Go(func() {
+			for cm := range commits {
+				if _, err := store.Append(ctx, cm.Stream, []proto.Message{cm.Event}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+				if k := done.Add(1); k%1_000_000 == 0 {
+					c.logf("loaded %d of %d events", k, n)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// served is a `tideline serve` process.
+type served struct {
+	cmd  *exec.Cmd
+	url  string
+	log  *bytes.Buffer
+	peak int64 // VmHWM, read as it stops
+	done chan error
+}
+
+// serve starts `tideline serve` on dir and returns once /readyz says it
+// is ready (every read model caught up), with the time that took.
+func (c *scaleConfig) serve(ctx context.Context, dir string) (*served, time.Duration, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, 0, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &served{url: "http://" + addr, log: &bytes.Buffer{}, done: make(chan error, 1)}
+	s.cmd = exec.CommandContext(ctx, c.server, "serve", "--data", dir, "--listen", addr, "--log-level", "warn")
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	began := time.Now()
+	if err := s.cmd.Start(); err != nil {
+		return nil, 0, err
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	for {
+		res, err := http.Get(s.url + api.ReadyzPath)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return s, time.Since(began), nil
+			}
+		}
+		select {
+		case err := <-s.done:
+			return nil, 0, fmt.Errorf("tideline serve ended: %v\n%s", err, s.log)
+		case <-time.After(50 * time.Millisecond): // each /readyz asks every read model's lag
+		}
+		if time.Since(began) > 30*time.Minute {
+			s.kill()
+			return nil, 0, fmt.Errorf("not ready after 30 minutes\n%s", s.log)
+		}
+	}
+}
+
+// rss returns a /proc/PID/status figure (VmRSS, VmHWM) in bytes, or 0.
+func (s *served) rss(field string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// stop stops the server as an operator would (SIGTERM: the read models
+// write their snapshots) and waits for it.
+func (s *served) stop() error {
+	s.peak = s.rss("VmHWM")
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case err := <-s.done:
+		s.done <- err // for kill
+		if err != nil {
+			return fmt.Errorf("tideline serve: %v\n%s", err, s.log)
+		}
+		return nil
+	case <-time.After(5 * time.Minute):
+		s.kill()
+		return fmt.Errorf("tideline serve still running 5 minutes after SIGTERM\n%s", s.log)
+	}
+}
+
+// kill ends the process if it still runs.
+func (s *served) kill() {
+	select {
+	case err := <-s.done:
+		s.done <- err
+	default:
+		s.cmd.Process.Kill()
+	}
+}
+
+// queryKey is a query's key in scaleRow.Queries: its name and callers.
+func queryKey(name string, clients int) string { return fmt.Sprintf("%s/%d", name, clients) }
+
+// query calls one query from clients callers for c.queryTime.
+func (c *scaleConfig) query(ctx context.Context, url, token, name string, walkers, clients int) (latency, error) {
+	hc := h2cClient()
+	defer hc.CloseIdleConnections()
+	dash := dashboardv1connect.NewDashboardServiceClient(hc, url)
+	st := stepsv1connect.NewStepsServiceClient(hc, url)
+	dl := deliveryv1connect.NewDeliveryServiceClient(hc, url)
+	today := time.Now().UTC()
+	call := func(k int) error {
+		var err error
+		switch user := fmt.Sprintf("walker-%d", k*7919%walkers); name {
+		case "dashboard":
+			_, err = dash.GetDashboard(ctx, authed(&dashboardv1.GetDashboardRequest{}, token))
+		case "leaderboard":
+			_, err = st.GetLeaderboard(ctx, authed(&stepsv1.GetLeaderboardRequest{Date: today.Format(time.DateOnly), Limit: 10, UserId: user}, token))
+		case "steps":
+			_, err = st.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{user},
+				FromDate: today.AddDate(0, 0, -6).Format(time.DateOnly), ToDate: today.Format(time.DateOnly)}, token))
+		case "nearby":
+			_, err = dl.SearchNearbyOrders(ctx, authed(&deliveryv1.SearchNearbyOrdersRequest{Lat: 37.55, Lng: 126.99, RadiusM: 3000}, token))
+		}
+		return err
+	}
+	if err := call(0); err != nil { // the connection, and a clear error
+		return latency{}, err
+	}
+	var mu sync.Mutex
+	var all []time.Duration
+	var first error
+	var wg sync.WaitGroup
+	began := time.Now()
+	for w := range clients {
+		wg.Go(func() {
+			var mine []time.Duration
+			for k := w; time.Since(began) < c.queryTime; k += clients {
+				t := time.Now()
+				if err := call(k); err != nil {
+					mu.Lock()
+					first = cmpErr(first, err)
+					mu.Unlock()
+					return
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return latency{}, first
+	}
+	l := summarise(all)
+	l.Rate = float64(len(all)) / time.Since(began).Seconds()
+	return l, nil
+}
+
+// push opens c.watchers WatchDashboard streams and times, c.pushes
+// times, how long after a PlaceOrder is acknowledged each watcher has
+// the changed dashboard.
+func (c *scaleConfig) push(ctx context.Context, url, token string) (latency, error) {
+	if c.watchers == 0 || c.pushes == 0 {
+		return latency{}, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hc := h2cClient()
+	defer hc.CloseIdleConnections()
+	dash := dashboardv1connect.NewDashboardServiceClient(hc, url)
+	got := make(chan time.Time, c.watchers*4)
+	errs := make(chan error, c.watchers)
+	var opened sync.WaitGroup
+	opened.Add(c.watchers)
+	for range c.watchers {
+		go func() {
+			s, err := dash.WatchDashboard(ctx, authed(&dashboardv1.WatchDashboardRequest{}, token))
+			if err != nil {
+				errs <- err
+				opened.Done()
+				return
+			}
+			defer s.Close()
+			first := true
+			for s.Receive() {
+				if first { // the dashboard as it is
+					first = false
+					opened.Done()
+					continue
+				}
+				got <- time.Now()
+			}
+			if first {
+				opened.Done()
+			}
+			if ctx.Err() == nil {
+				errs <- cmpErr(s.Err(), errors.New("the watch ended"))
+			}
+		}()
+	}
+	opened.Wait()
+	select {
+	case err := <-errs:
+		return latency{}, err
+	default:
+	}
+	dl := deliveryv1connect.NewDeliveryServiceClient(hc, url)
+	var all []time.Duration
+	for p := range c.pushes {
+		sent := time.Now()
+		if _, err := dl.PlaceOrder(ctx, authed(&deliveryv1.PlaceOrderRequest{OrderId: fmt.Sprintf("bench-%d-%d", sent.UnixNano(), p), StoreId: "bench",
+			Pickup: &deliveryv1.LatLng{Lat: 37.55, Lng: 126.99}, Dropoff: &deliveryv1.LatLng{Lat: 37.56, Lng: 126.98}, Amount: 12000}, token)); err != nil {
+			return latency{}, fmt.Errorf("place order: %w", err)
+		}
+		deadline := time.After(30 * time.Second)
+		for range c.watchers {
+			select {
+			case at := <-got:
+				all = append(all, at.Sub(sent))
+			case err := <-errs:
+				return latency{}, err
+			case <-deadline:
+				return latency{}, fmt.Errorf("push %d: not every watcher had the change after 30 s", p)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // apart: bursts are coalesced, and one change is timed at a time
+		for len(got) > 0 {                 // a second update of the same change (a figure that follows it)
+			<-got
+		}
+	}
+	return summarise(all), nil
+}
+
+// authed wraps msg in a request with the bearer token.
+func authed[T any](msg *T, token string) *connect.Request[T] {
+	r := connect.NewRequest(msg)
+	r.Header().Set("Authorization", "Bearer "+token)
+	return r
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// summarise returns the p50 and p99 of ds in milliseconds.
+func summarise(ds []time.Duration) latency {
+	if len(ds) == 0 {
+		return latency{}
+	}
+	slices.Sort(ds)
+	at := func(q float64) float64 {
+		return float64(ds[min(len(ds)-1, int(q*float64(len(ds))))]) / float64(time.Millisecond)
+	}
+	return latency{P50: at(0.50), P99: at(0.99), Count: len(ds)}
+}
+
+// streamBytes returns the bytes on disk of every JetStream stream under
+// dir, by stream name (EVENTS, OBJ_projections, ...).
+func streamBytes(dir string) (map[string]int64, error) {
+	out := map[string]int64{}
+	err := filepath.WalkDir(filepath.Join(dir, "jetstream"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		parts := strings.Split(filepath.ToSlash(path), "/")
+		for i := len(parts) - 2; i > 0; i-- {
+			if parts[i-1] == "streams" {
+				info, err := d.Info()
+				if err != nil {
+					return err
+				}
+				out[parts[i]] += info.Size()
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+
+// printScale prints the growth table: one column per size.
+func printScale(w io.Writer, rows []scaleRow) {
+	if len(rows) == 0 {
+		return
+	}
+	line := func(name string, f func(r scaleRow) string) {
+		fmt.Fprintf(w, "%-34s", name)
+		for _, r := range rows {
+			fmt.Fprintf(w, " %16s", f(r))
+		}
+		fmt.Fprintln(w)
+	}
+	line("events", func(r scaleRow) string { return strconv.Itoa(r.Events) })
+	line("walkers (30 dates each)", func(r scaleRow) string { return strconv.Itoa(r.Walkers) })
+	line("load, events/s", func(r scaleRow) string { return fmt.Sprintf("%.0f", r.LoadPerS) })
+	line("events stream on disk", func(r scaleRow) string { return mb(r.StoreBytes) })
+	line("start without snapshots, s", func(r scaleRow) string { return fmt.Sprintf("%.1f", r.ColdStartS) })
+	line("RSS after the replay", func(r scaleRow) string { return mb(r.ColdRSS) })
+	line("stop (final snapshots), s", func(r scaleRow) string { return fmt.Sprintf("%.1f", r.StopS) })
+	line("snapshots on disk", func(r scaleRow) string { return mb(r.SnapshotBytes) })
+	line("start from snapshots, s", func(r scaleRow) string { return fmt.Sprintf("%.1f", r.WarmStartS) })
+	line("RSS from snapshots", func(r scaleRow) string { return mb(r.WarmRSS) })
+	line("RSS after the queries", func(r scaleRow) string { return mb(r.SteadyRSS) })
+	line("peak RSS (both starts)", func(r scaleRow) string { return mb(r.PeakRSS) })
+	clients := slices.Sorted(func(yield func(int) bool) { yield(1); yield(rows[0].Clients) })
+	for _, q := range scaleQueries {
+		for _, n := range clients {
+			k := queryKey(q, n)
+			line(fmt.Sprintf("%s p50 / p99, ms, %d callers", q, n), func(r scaleRow) string {
+				return fmt.Sprintf("%.2f / %.2f", r.Queries[k].P50, r.Queries[k].P99)
+			})
+		}
+	}
+	line("watcher push p50 / p99, ms", func(r scaleRow) string { return fmt.Sprintf("%.1f / %.1f", r.Push.P50, r.Push.P99) })
+	if base := rows[0]; len(rows) > 1 {
+		fmt.Fprintf(w, "\nquery p50 against %d events (same run):\n", base.Events)
+		for _, q := range scaleQueries {
+			for _, n := range clients {
+				k := queryKey(q, n)
+				line(fmt.Sprintf("%s, %d callers", q, n), func(r scaleRow) string { return fmt.Sprintf("%.2fx", r.Queries[k].P50/base.Queries[k].P50) })
+			}
+		}
+	}
+}
