@@ -13,8 +13,8 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/internal/city"
 	"github.com/tideline/tideline/projections/dashboard"
+	"github.com/tideline/tideline/projections/projtest/city"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
 )

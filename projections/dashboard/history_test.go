@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/internal/city"
 	"github.com/tideline/tideline/projections/dashboard"
+	"github.com/tideline/tideline/projections/projtest/city"
 )
 
 // history builds a model of n events of city.Delivery and

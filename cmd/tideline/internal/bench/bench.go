@@ -155,6 +155,7 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	fs.IntVar(&sc.watchers, "watchers", 100, "with --scale: WatchDashboard streams a change is timed to")
 	fs.IntVar(&sc.pushes, "pushes", 20, "with --scale: changes timed")
 	fs.StringVar(&sc.server, "server", "", "with --scale: the tideline binary to serve with (default: this one)")
+	fs.StringVar(&sc.keep, "keep", "", "with --scale: keep each size's data dir (its store and snapshots) in this directory, for a look afterwards; default: removed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

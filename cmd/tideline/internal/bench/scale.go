@@ -30,7 +30,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
-	"github.com/tideline/tideline/internal/city"
+	"github.com/tideline/tideline/projections/projtest/city"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1/dashboardv1connect"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
@@ -50,6 +50,7 @@ type scaleConfig struct {
 	queryTime time.Duration // how long each query is called
 	watchers  int           // WatchDashboard streams
 	pushes    int           // changes each watcher is timed on
+	keep      string        // keep each size's data dir in this dir; "" removes them
 	progress  io.Writer
 }
 
@@ -120,12 +121,16 @@ func parseSizes(s string) ([]int, error) {
 func (c *scaleConfig) run(ctx context.Context, stdout io.Writer, asJSON bool) error {
 	var rows []scaleRow
 	for _, n := range c.sizes {
-		dir, err := os.MkdirTemp("", "tideline-scale-")
+		dir, err := os.MkdirTemp(c.keep, "tideline-scale-")
 		if err != nil {
 			return fmt.Errorf("bench: temp dir: %w", err)
 		}
 		row, err := c.measure(ctx, dir, n)
-		os.RemoveAll(dir)
+		if c.keep == "" {
+			os.RemoveAll(dir)
+		} else {
+			c.logf("%d events: kept the data dir %s ('tideline serve --data %s' serves it)", n, dir, dir)
+		}
 		if err != nil {
 			return fmt.Errorf("bench: %d events: %w", n, err)
 		}

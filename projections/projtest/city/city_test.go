@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tideline/tideline/internal/city"
+	"github.com/tideline/tideline/projections/projtest/city"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
 
