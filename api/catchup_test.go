@@ -17,13 +17,11 @@ import (
 
 	"connectrpc.com/connect"
 	natsjs "github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/cmd/tideline/server"
-	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
 	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/projections/projtest/city"
@@ -55,31 +53,7 @@ func appendHistory(tb testing.TB, dataDir string, commits iter.Seq[city.Commit])
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ch := make(chan city.Commit, 1024)
-	go func() {
-		defer close(ch)
-		for c := range commits {
-			ch <- c
-		}
-	}()
-	const writers = 16
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for range writers {
-		wg.Go(func() {
-			for c := range ch {
-				if _, err := store.Append(ctx, c.Stream, []proto.Message{c.Event}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
-					errs <- err
-					for range ch { // let the producer finish
-					}
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := city.Append(ctx, store, commits, 16, nil); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -4,8 +4,12 @@
 package city
 
 import (
+	"context"
 	"fmt"
+	"hash/fnv"
 	"iter"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -134,4 +138,57 @@ func Mixed(n int, mix Mix, now time.Time) iter.Seq[Commit] {
 			}
 		}
 	}
+}
+
+// Append appends commits to store, writers at a time, each with no
+// expected version, and returns the first error (the rest are then not
+// appended). A stream's commits all go through one writer, in the order
+// given, so each aggregate's events are stored in order (an order's
+// acceptance after its placing). progress, if not nil, is called with the
+// count appended after every million.
+func Append(ctx context.Context, store es.Store, commits iter.Seq[Commit], writers int, progress func(done int64)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	writers = max(writers, 1)
+	chs := make([]chan Commit, writers)
+	for i := range chs {
+		chs[i] = make(chan Commit, 256)
+	}
+	go func() {
+		defer func() {
+			for _, ch := range chs {
+				close(ch)
+			}
+		}()
+		for c := range commits {
+			h := fnv.New32a()
+			h.Write([]byte(c.Stream.String()))
+			select {
+			case chs[h.Sum32()%uint32(writers)] <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	var first error
+	var once sync.Once
+	for _, ch := range chs {
+		wg.Go(func() {
+			for c := range ch {
+				if _, err := store.Append(ctx, c.Stream, []proto.Message{c.Event}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+					once.Do(func() { first = err; cancel() })
+					for range ch { // let the producer see ctx end
+					}
+					return
+				}
+				if k := done.Add(1); progress != nil && k%1_000_000 == 0 {
+					progress(k)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }

@@ -4,7 +4,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections/projtest/city"
+	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
 
@@ -35,5 +39,44 @@ func TestMixed(t *testing.T) {
 	}
 	if len(dates) != days || dates["2026-12-02"] == 0 || dates["2026-11-03"] == 0 {
 		t.Errorf("dates %v, want %d ending 2026-12-02", dates, days)
+	}
+}
+
+// Append stores each aggregate's events in the order given, however many
+// writers take them: no order is accepted before it was placed.
+func TestAppendKeepsEachStreamInOrder(t *testing.T) {
+	_, nc := natstest.Start(t)
+	store, err := jetstream.Open(t.Context(), nc, jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var orders []es.StreamID
+	seen := map[es.StreamID]bool{}
+	for c := range city.Mixed(4000, city.Mix{Walkers: 50, Days: 3, DeliveryStart: now.Add(-72 * time.Hour)}, now) {
+		if c.Stream.Context == "delivery" && !seen[c.Stream] {
+			seen[c.Stream] = true
+			orders = append(orders, c.Stream)
+		}
+	}
+	if err := city.Append(t.Context(), store, city.Mixed(4000, city.Mix{Walkers: 50, Days: 3, DeliveryStart: now.Add(-72 * time.Hour)}, now), 64, nil); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, o := range orders {
+		commits, _, err := store.Load(t.Context(), o, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(commits) == 0 {
+			t.Fatalf("%s: no commits stored", o)
+		}
+		if _, ok := commits[0].Events[0].Data.(*deliveryv1.OrderPlaced); !ok {
+			t.Fatalf("%s: first event %T, want OrderPlaced", o, commits[0].Events[0].Data)
+		}
+		checked++
+	}
+	if checked < 300 {
+		t.Fatalf("%d orders checked, want hundreds", checked)
 	}
 }
