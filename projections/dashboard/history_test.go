@@ -54,3 +54,20 @@ func count(n int) string {
 	}
 	return fmt.Sprint(n)
 }
+
+// BenchmarkDashboardReplay is the cost per event of building the model
+// from a short and a long history of the same city (a start without
+// snapshots): it must not grow with the history. The 5M events are the
+// delivery half of `tideline bench --scale 10M`.
+//
+//	go test ./projections/dashboard -run '^$' -bench DashboardReplay -benchtime 1x
+func BenchmarkDashboardReplay(b *testing.B) {
+	for _, n := range []int{100_000, 5_000_000} {
+		b.Run(fmt.Sprintf("events=%s", count(n)), func(b *testing.B) {
+			for b.Loop() {
+				history(b, n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+		})
+	}
+}
