@@ -225,31 +225,23 @@ const aloneBusyWait = 2 * time.Minute
 // provision must be idempotent (create or update, or get what exists):
 // a try can time out after its request was taken.
 func WhileClusterForms(ctx context.Context, clustered bool, provision func(ctx context.Context) error) error {
-	if !clustered {
-		began := time.Now()
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-			err := provision(ctx)
-			if err == nil || time.Since(began) > aloneBusyWait || !wire.ClusterNotReady(err) {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return err
-			case <-time.After(backoff):
-			}
-		}
-	}
-	wait := time.Second
+	began, wait := time.Now(), time.Second
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		tctx, cancel := context.WithTimeout(ctx, wait)
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if clustered {
+			tctx, cancel = context.WithTimeout(ctx, wait)
+			wait = min(2*wait, 5*time.Second)
+		}
 		err := provision(tctx)
 		cancel()
-		wait = min(2*wait, 5*time.Second)
-		if err == nil || !wire.ClusterNotReady(err) {
+		if err == nil || !wire.ClusterNotReady(err) || !clustered && time.Since(began) > aloneBusyWait {
 			return err
 		}
 		select {
 		case <-ctx.Done():
+			if !clustered {
+				return err
+			}
 			return fmt.Errorf("%w (waiting for the JetStream cluster: %w)", err, ctx.Err())
 		case <-time.After(backoff):
 		}

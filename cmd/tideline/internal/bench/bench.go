@@ -799,13 +799,11 @@ const benchUsers = 64
 // recognised as a resend.
 func (c *benchConfig) unary(ctx context.Context, client stepconnect.StepServiceClient, token, date, prefix string) (float64, error) {
 	call := func(w, k int) error {
-		req := connect.NewRequest(&steppb.StepInput{
+		_, err := client.RecordSteps(ctx, authed(&steppb.StepInput{
 			UserId: fmt.Sprintf("%s-%d-%d", prefix, w, k%benchUsers),
 			Steps:  int32(k / benchUsers),
 			Date:   date,
-		})
-		req.Header().Set("Authorization", "Bearer "+token)
-		_, err := client.RecordSteps(ctx, req)
+		}, token))
 		return err
 	}
 	// Warm up: one connection, and each caller's first request.
