@@ -150,9 +150,10 @@ func TestNotReadyWhileCatchingUp(t *testing.T) {
 
 // writeMixedHistory writes n commits (appendHistory): half step counts
 // of 10,000 walkers today, half a city's orders and danger reports
-// (city.Mixed), interleaved, the city's over by two days ago so that
-// no alert fires. AnyVersion appends keep any reordering harmless for a
-// benchmark.
+// (city.Mixed), interleaved, the city's over by two days ago. Its
+// commits are new to the store, so the alert reaction still raises
+// alerts for its dangers beside the replay; readiness does not wait for
+// them. Each stream's commits are appended in order (city.Append).
 func writeMixedHistory(tb testing.TB, dataDir string, n int) {
 	tb.Helper()
 	now := time.Now()
