@@ -1,7 +1,6 @@
 package api
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -206,27 +205,24 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 }
 
 // StreamUserSteps records each update as it arrives. Updates are
-// validated in order as they are read and appended in a bounded window
-// (counts are max-merged, so landing order does not matter). An invalid
-// update ends the stream with InvalidArgument naming it; earlier updates
-// stay recorded and the error says how many.
+// validated in order as they are read and appended by an ingest: each
+// user's updates that queued while earlier ones were being written go
+// to the store together, one commit of one event per update (counts are
+// max-merged, so landing order does not matter). An invalid update ends
+// the stream with InvalidArgument naming it; earlier updates stay
+// recorded and the error says how many.
 func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStream[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
-	const window = 64
 	p := caller(ctx)
-	sem := make(chan struct{}, window)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var storeErr error
+	g := newIngest(func(batch []steps.Record) error {
+		_, err := h.svc.RecordAll(ctx, p, batch)
+		return err
+	})
 	n := 0
-	finish := func() error {
-		wg.Wait()
-		return storeErr
-	}
 	for s.Receive() {
 		m := s.Msg()
 		cmd := steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps}
 		if _, err := steps.Decide(p, cmd, time.Now()); err != nil {
-			if serr := finish(); serr != nil {
+			if serr := g.close(); serr != nil {
 				return nil, serr
 			}
 			var e *es.Error
@@ -235,19 +231,13 @@ func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStre
 			}
 			return nil, err
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if _, err := h.svc.Record(ctx, p, cmd); err != nil {
-				mu.Lock()
-				storeErr = cmp.Or(storeErr, err)
-				mu.Unlock()
-			}
-		}()
+		if err := g.add(cmd); err != nil {
+			g.close()
+			return nil, err
+		}
 		n++
 	}
-	if err := finish(); err != nil {
+	if err := g.close(); err != nil {
 		return nil, err
 	}
 	if err := s.Err(); err != nil {

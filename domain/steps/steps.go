@@ -111,6 +111,39 @@ func (s *Service) Record(ctx context.Context, p auth.Principal, cmd Record) (es.
 	})
 }
 
+// RecordAll validates, authorizes and appends cmds, counts of one user
+// without idempotency keys, as one commit: one StepsRecorded event each,
+// in order, all stored or none. It is Record for a batch (a client
+// stream's updates): one write to the store instead of len(cmds).
+func (s *Service) RecordAll(ctx context.Context, p auth.Principal, cmds []Record) (es.AppendResult, error) {
+	if len(cmds) == 0 {
+		return es.AppendResult{}, es.Invalidf("updates", "no update to record")
+	}
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
+	evs := make([]proto.Message, len(cmds))
+	for i, cmd := range cmds {
+		if cmd.UserID != cmds[0].UserID {
+			return es.AppendResult{}, es.Invalidf(fmt.Sprintf("update[%d].user_id", i), "is %q; one commit holds one user's counts (%q)", cmd.UserID, cmds[0].UserID)
+		}
+		if cmd.IdempotencyKey != "" {
+			return es.AppendResult{}, es.Invalidf(fmt.Sprintf("update[%d].idempotency_key", i), "a batch of counts has no idempotency keys")
+		}
+		ev, err := Decide(p, cmd, now)
+		if err != nil {
+			return es.AppendResult{}, err
+		}
+		evs[i] = ev
+	}
+	return s.Store.Append(ctx, Stream(cmds[0].UserID), evs, es.AppendOptions{
+		ExpectedVersion: es.AnyVersion,
+		Meta:            es.Metadata{Actor: p.String(), Source: "api"},
+		Now:             now,
+	})
+}
+
 // Count is a user's count for one date.
 type Count struct {
 	Date  string

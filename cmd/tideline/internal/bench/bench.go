@@ -746,7 +746,7 @@ func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figu
 		if err != nil {
 			return err
 		}
-		return emit(figure{Name: "stream_ingest", Value: val, Unit: "msgs/s", Baseline: base})
+		return emit(figure{Name: "stream_ingest", Value: val, Unit: "msgs/s", Baseline: base, target: 0.8})
 	}
 	return nil
 }

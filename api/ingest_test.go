@@ -1,0 +1,88 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/tideline/tideline/domain/auth"
+	"github.com/tideline/tideline/domain/steps"
+	steppb "github.com/tideline/tideline/schemas/gen/step"
+	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
+)
+
+// TestStreamUserStepsKeepsEveryUpdateInOrder streams many updates for a
+// few users, interleaved, and reads the store: every update is its own
+// event, each user's in the order sent (the ingest batches a user's
+// updates into commits, one commit per user at a time), and the read
+// model has each user's highest count.
+func TestStreamUserStepsKeepsEveryUpdateInOrder(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	ctx := context.Background()
+	c := stepconnect.NewStepServiceClient(h2c, f.URL, connect.WithGRPC())
+	tok := f.Token(t, "importer", auth.Service)
+	users := []string{"ina", "jon", "kai"}
+	const per = 3000
+	stream := c.StreamUserSteps(ctx)
+	stream.RequestHeader().Set("Authorization", "Bearer "+tok)
+	for k := range per * len(users) {
+		// 0..999 three times over: a count out of order shows.
+		msg := &steppb.StepInput{UserId: users[k%len(users)], Steps: int32(k/len(users)) % 1000, Date: today()}
+		if err := stream.Send(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := stream.CloseAndReceive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("ok: %d recorded", per*len(users)); res.Msg.Message != want {
+		t.Fatalf("message = %q, want %q", res.Msg.Message, want)
+	}
+	for _, u := range users {
+		commits, _, err := f.Store.Load(ctx, steps.Stream(u), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int32
+		for _, c := range commits {
+			for _, e := range c.Events {
+				got = append(got, e.Data.(*stepsv1.StepsRecorded).Steps)
+			}
+		}
+		if len(got) != per {
+			t.Fatalf("%s: %d events in %d commits, want %d", u, len(got), len(commits), per)
+		}
+		for i, n := range got {
+			if n != int32(i%1000) {
+				t.Fatalf("%s: event %d has %d steps, want %d (out of order)", u, i, n, i%1000)
+			}
+		}
+		t.Logf("%s: %d updates in %d commits", u, per, len(commits))
+	}
+	q := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := q.GetSteps(ctx, withToken(&stepsv1.GetStepsRequest{UserIds: users, FromDate: today()}, tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := len(r.Msg.Steps) == len(users)
+		for _, d := range r.Msg.Steps {
+			ok = ok && d.Steps == 999
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read model after 10 s: %v, want 999 each", r.Msg.Steps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
