@@ -3,6 +3,7 @@ package api
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -11,7 +12,7 @@ import (
 // sharedAnswers keeps the latest answer to each query that live streams
 // watch, shared by every watcher of the query. One goroutine per query
 // (its driver) computes the answer again after the read model advances,
-// liveMinGap apart at most, and wakes the query's watchers only when the
+// liveGap apart at most, and wakes the query's watchers only when the
 // answer's content changed; each then sends the one encoding of it
 // (sharedEncodings). So a write costs one computation per distinct query
 // watched, whatever the number of watchers, and wakes no watcher whose
@@ -22,6 +23,7 @@ type sharedAnswers[K comparable, M proto.Message] struct {
 	refresh time.Duration // also compute every refresh (0: only after advances)
 	enc     *sharedEncodings
 	closing <-chan struct{}
+	live    *atomic.Int64 // the server's open live streams, for liveGap
 	compute func(K) M
 	same    func(a, b M) bool // same content (positions aside)
 
@@ -44,7 +46,7 @@ type sharedAnswer[M proto.Message] struct {
 // feed, after each advance and, unless refresh is 0, every refresh (for
 // answers that depend on the time too).
 func newSharedAnswers[K comparable, M proto.Message](rt *runtime, feed ReadModel, refresh time.Duration, compute func(K) M, same func(a, b M) bool) *sharedAnswers[K, M] {
-	return &sharedAnswers[K, M]{feed: feed, refresh: refresh, enc: newSharedEncodings(), closing: rt.closing, compute: compute, same: same, byKey: map[K]*sharedAnswer[M]{}}
+	return &sharedAnswers[K, M]{feed: feed, refresh: refresh, enc: newSharedEncodings(), closing: rt.closing, live: rt.live, compute: compute, same: same, byKey: map[K]*sharedAnswer[M]{}}
 }
 
 // join returns the answer to key, computing it and starting its driver
@@ -106,7 +108,7 @@ func (s *sharedAnswers[K, M]) drive(key K, a *sharedAnswer[M], advanced <-chan s
 		at := time.Now()
 		advanced = s.feed.Advanced()
 		s.set(a, s.compute(key))
-		gap := time.NewTimer(liveMinGap - time.Since(at))
+		gap := time.NewTimer(liveGap(s.live.Load()) - time.Since(at))
 		ok := wait(nil, gap.C)
 		gap.Stop()
 		if !ok {

@@ -42,7 +42,7 @@ func TestSharedAnswersWakeOnlyOnChange(t *testing.T) {
 	var computes atomic.Int64
 	var mu sync.Mutex
 	values := map[string]string{"a": "a0", "b": "b0"}
-	rt := &runtime{closing: make(chan struct{})}
+	rt := &runtime{closing: make(chan struct{}), live: new(atomic.Int64)}
 	defer close(rt.closing)
 	answers := newSharedAnswers(rt, feed, 0, func(k string) *wrapperspb.StringValue {
 		computes.Add(1)
@@ -123,7 +123,7 @@ func TestSharedAnswersWakeOnlyOnChange(t *testing.T) {
 func TestSharedAnswersRefresh(t *testing.T) {
 	feed := &advancingModel{ch: make(chan struct{})}
 	var hour atomic.Int64
-	rt := &runtime{closing: make(chan struct{})}
+	rt := &runtime{closing: make(chan struct{}), live: new(atomic.Int64)}
 	defer close(rt.closing)
 	answers := newSharedAnswers(rt, feed, 10*time.Millisecond, func(string) *wrapperspb.Int64Value {
 		return wrapperspb.Int64(hour.Load())

@@ -143,7 +143,7 @@ func (h *dashboardHandler) GetDashboard(ctx context.Context, req *connect.Reques
 
 // WatchDashboard sends the dashboard now, then after each advance of the
 // read model and every watchRefresh (a live stream, see live: at once
-// after a quiet spell, else liveMinGap after the previous update, so a
+// after a quiet spell, else liveGap after the previous update, so a
 // burst of events costs one update). An update with no figure changed is
 // not sent. The watchers of one query share its answer (sharedAnswers):
 // computed, encoded and compressed once per change, waking its watchers
