@@ -13,9 +13,16 @@ import (
 	healthv1 "github.com/tideline/tideline/schemas/gen/grpc/health/v1"
 )
 
-// healthEvery is how long one health verdict stands: health checks from
+// healthEvery is how long a serving verdict stands: health checks from
 // load balancers arrive often, and each verdict asks the store.
-const healthEvery = 500 * time.Millisecond
+// unhealthyEvery is how long a not-serving verdict stands: a server
+// catching up becomes ready within it of the moment it has, not half a
+// second later (a check costs a request to the store, well under a
+// millisecond).
+const (
+	healthEvery    = 500 * time.Millisecond
+	unhealthyEvery = 50 * time.Millisecond
+)
 
 // maxServiceName bounds the service name a health request may carry.
 const maxServiceName = 256
@@ -37,14 +44,19 @@ func newHealthHandler(rt *runtime, services []string) *healthHandler {
 }
 
 // check returns why the server cannot serve, or nil; at most one check per
-// healthEvery reaches Config.Health. A change of verdict is logged once.
+// healthEvery (unhealthyEvery while not serving) reaches Config.Health. A
+// change of verdict is logged once.
 func (h *healthHandler) check(ctx context.Context) error {
 	if h.rt.Health == nil {
 		return nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.at.IsZero() && time.Since(h.at) < healthEvery {
+	stands := healthEvery
+	if h.err != nil {
+		stands = unhealthyEvery
+	}
+	if !h.at.IsZero() && time.Since(h.at) < stands {
 		return h.err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
