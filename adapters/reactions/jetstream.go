@@ -39,6 +39,59 @@ type subscriber struct {
 	closed  bool
 	closing chan struct{}
 	wg      sync.WaitGroup
+	made    map[string]jetstream.Consumer // by topic, made by provision
+}
+
+// provision creates or updates every topic's durable consumer, all at
+// once: on a long stream the server counts a new filtered consumer's
+// pending messages as it makes it, and the router subscribes one topic
+// after another. Subscribe then takes the consumer made here.
+func (s *subscriber) provision(ctx context.Context, topics []string) error {
+	made := make([]jetstream.Consumer, len(topics))
+	errs := make([]error, len(topics))
+	var wg sync.WaitGroup
+	for i, topic := range topics {
+		wg.Go(func() {
+			cfg, err := s.consumer(topic)
+			if err == nil {
+				made[i], err = s.create(ctx, cfg)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.made = make(map[string]jetstream.Consumer, len(topics))
+	for i, topic := range topics {
+		s.made[topic] = made[i]
+	}
+	return nil
+}
+
+// create creates or updates the durable consumer cfg. In a cluster the
+// consumer is one for all nodes, replicated as the stream; creating it
+// waits out a cluster that is forming or too loaded to answer in time
+// (ctx ends the wait; Close waits for it).
+func (s *subscriber) create(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+		if err == nil {
+			return cons, nil
+		}
+		if !wire.ClusterNotReady(err) {
+			return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		}
+		s.log.Warn("consumer not ready; trying again", "consumer", cfg.Durable, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		case <-time.After(backoff):
+		}
+	}
 }
 
 var _ message.Subscriber = (*subscriber)(nil)
@@ -57,23 +110,11 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, err
 	}
-	// In a cluster the consumer is one for all nodes, replicated as the
-	// stream; creating it waits out a cluster that is forming or too
-	// loaded to answer in time (ctx ends the wait; Close waits for it).
-	var cons jetstream.Consumer
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		if cons, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg); err == nil || !wire.ClusterNotReady(err) {
-			break
+	cons := s.made[topic]
+	if cons == nil {
+		if cons, err = s.create(ctx, cfg); err != nil {
+			return nil, err
 		}
-		s.log.Warn("consumer not ready; trying again", "consumer", cfg.Durable, "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
-		case <-time.After(backoff):
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
 	// Pulls expire after 5 s (the client's default is 30 s): a pull the
 	// server dropped (a loaded machine, a reconnect) then costs a reaction

@@ -38,6 +38,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -254,6 +256,9 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 		},
 		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*cfg.RedeliverDelay, 30*time.Second) },
 		progress:   cfg.AckWait / 3,
+	}
+	if err := sub.provision(ctx, slices.Sorted(maps.Keys(byName))); err != nil {
+		return nil, fmt.Errorf("reactions: %w", err)
 	}
 	var tracer trace.Tracer
 	if cfg.TracerProvider != nil {

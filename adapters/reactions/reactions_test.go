@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -356,4 +357,51 @@ func TestConcurrentReaction(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the two commits were not handled at once")
 	}
+}
+
+// TestNewProvisionsEveryConsumer: New makes each reaction's durable
+// consumer, on the reaction's subjects, before the engine runs (all at
+// once, rather than one by one as the router subscribes).
+func TestNewProvisionsEveryConsumer(t *testing.T) {
+	e := setup(t)
+	nc, err := natsserver.Connect(e.ns, "reactions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	noop := func(context.Context, es.Commit) error { return nil }
+	rs := []reactions.Reaction{
+		{Name: "one", Subjects: []string{"events.a.>"}, Handle: noop},
+		{Name: "two", Subjects: []string{"events.b.>", "events.c.>"}, Handle: noop, Concurrency: 3},
+	}
+	eng, err := reactions.New(context.Background(), reactions.Config{Conn: nc, Decode: wire.DecodeCommit, Logger: slog.New(slog.DiscardHandler)}, rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		c, err := js.Consumer(context.Background(), e.store.StreamName(), "reaction-"+r.Name)
+		if err != nil {
+			t.Fatalf("reaction %s: no consumer before Run: %v", r.Name, err)
+		}
+		if got := c.CachedInfo().Config.FilterSubjects; !slices.Equal(got, r.Subjects) {
+			t.Errorf("reaction %s: consumer on %v, want %v", r.Name, got, r.Subjects)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(context.Background()) }()
+	select {
+	case <-eng.Running():
+	case err := <-done:
+		t.Fatalf("engine stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine did not start")
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
 }
