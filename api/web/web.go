@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 )
 
 //go:embed dist
@@ -45,9 +46,10 @@ type Config struct {
 
 // file is one served file: its bytes, gzipped bytes and ETag.
 type file struct {
-	body, gz []byte
-	ctype    string
-	etag     string
+	body  []byte
+	gz    func() []byte // the body gzipped, made at the first request that takes it; nil: not worth it
+	ctype string
+	etag  string
 }
 
 // Handler serves the console under Prefix: the app's files (with ETags
@@ -127,8 +129,10 @@ func Handler(c Config) (http.Handler, error) {
 		}
 		body := f.body
 		if f.gz != nil && acceptsGzip(r) {
-			h.Set("Content-Encoding", "gzip")
-			body = f.gz
+			if gz := f.gz(); gz != nil {
+				h.Set("Content-Encoding", "gzip")
+				body = gz
+			}
 		}
 		h.Set("Content-Length", fmt.Sprint(len(body)))
 		if r.Method == http.MethodHead {
@@ -144,14 +148,19 @@ func newFile(b []byte, ctype string) *file {
 	}
 	sum := sha256.Sum256(b)
 	f := &file{body: b, ctype: ctype, etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`}
+	// Compressing the bundle at the best level takes tens of
+	// milliseconds: not at the server's start, which it would delay.
 	if len(b) > 1024 {
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-		_, _ = zw.Write(b)
-		_ = zw.Close()
-		if buf.Len() < len(b) {
-			f.gz = buf.Bytes()
-		}
+		f.gz = sync.OnceValue(func() []byte {
+			var buf bytes.Buffer
+			zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+			_, _ = zw.Write(b)
+			_ = zw.Close()
+			if buf.Len() >= len(b) {
+				return nil
+			}
+			return buf.Bytes()
+		})
 	}
 	return f
 }
