@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tideline/tideline/domain/auth"
@@ -52,7 +53,7 @@ type Service struct {
 	data      personal.Data
 	passwords Passwords
 	otp       OTP
-	dummy     string // a hash to verify for unknown e-mails
+	dummy     func() (string, error) // a hash to verify for unknown e-mails
 	emailKey  []byte
 	byAccount *Limiter
 	byAddress *Limiter
@@ -70,10 +71,11 @@ func NewService(ctx context.Context, store es.Store, keys personal.Keys, passwor
 	if err != nil {
 		return nil, fmt.Errorf("e-mail index key: %w", err)
 	}
-	dummy, err := passwords.Hash(rand.Text())
-	if err != nil {
-		return nil, fmt.Errorf("dummy password hash: %w", err)
-	}
+	// Hashing takes a tenth of a second of both cores at production
+	// cost: it is done beside the server's start, not before it, and a
+	// log-in for an unknown e-mail waits for it.
+	dummy := sync.OnceValues(func() (string, error) { return passwords.Hash(rand.Text()) })
+	go dummy()
 	return &Service{
 		users: es.NewRepository(store, Decider, 0), claims: es.NewRepository(store, Claim, 0),
 		keys: keys, data: personal.Data{Keys: keys}, passwords: passwords, otp: otp, dummy: dummy, emailKey: emailKey,
@@ -233,7 +235,11 @@ func (s *Service) login(ctx context.Context, email string, in LoginInput) (Sessi
 		}
 	}
 	if u.ID == "" {
-		s.passwords.Verify(s.dummy, in.Password)
+		dummy, err := s.dummy()
+		if err != nil {
+			return Session{}, fmt.Errorf("dummy password hash: %w", err)
+		}
+		s.passwords.Verify(dummy, in.Password)
 		return Session{}, ErrBadCredentials
 	}
 	if !s.passwords.Verify(u.PasswordHash, in.Password) {
