@@ -93,11 +93,19 @@ func (e *env) engineWith(t *testing.T, cfg reactions.Config, rs ...reactions.Rea
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(nc.Close) // after the engine's (cleanups run last first)
 	cfg.Conn, cfg.Decode, cfg.Logger = nc, wire.DecodeCommit, slog.New(slog.DiscardHandler)
 	eng, err := reactions.New(context.Background(), cfg, rs...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	run(t, eng)
+	return eng
+}
+
+// run runs eng until the test ends, and returns once it consumes.
+func run(t *testing.T, eng *reactions.Engine) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(context.Background()) }()
 	select {
@@ -107,8 +115,7 @@ func (e *env) engineWith(t *testing.T, cfg reactions.Config, rs ...reactions.Rea
 	case <-time.After(10 * time.Second):
 		t.Fatal("engine did not start")
 	}
-	t.Cleanup(func() { eng.Close(); <-done; nc.Close() })
-	return eng
+	t.Cleanup(func() { eng.Close(); <-done })
 }
 
 func (e *env) raiseAndNotify(n reactions.Notifier) []reactions.Reaction {
@@ -368,7 +375,7 @@ func TestNewProvisionsEveryConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close) // after the engine's
 	noop := func(context.Context, es.Commit) error { return nil }
 	rs := []reactions.Reaction{
 		{Name: "one", Subjects: []string{"events.a.>"}, Handle: noop},
@@ -391,17 +398,5 @@ func TestNewProvisionsEveryConsumer(t *testing.T) {
 			t.Errorf("reaction %s: consumer on %v, want %v", r.Name, got, r.Subjects)
 		}
 	}
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(context.Background()) }()
-	select {
-	case <-eng.Running():
-	case err := <-done:
-		t.Fatalf("engine stopped: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("engine did not start")
-	}
-	if err := eng.Close(); err != nil {
-		t.Fatal(err)
-	}
-	<-done
+	run(t, eng) // and the consumers made serve it
 }
