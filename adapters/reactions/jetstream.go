@@ -75,7 +75,7 @@ func (s *subscriber) provision(ctx context.Context, topics []string) error {
 // create creates or updates the durable consumer cfg. In a cluster the
 // consumer is one for all nodes, replicated as the stream; creating it
 // waits out a cluster that is forming or too loaded to answer in time
-// (ctx ends the wait; Close waits for it).
+// (ctx ends the wait).
 func (s *subscriber) create(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
 		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
@@ -96,8 +96,8 @@ func (s *subscriber) create(ctx context.Context, cfg jetstream.ConsumerConfig) (
 
 var _ message.Subscriber = (*subscriber)(nil)
 
-// Subscribe creates or updates topic's durable consumer and delivers its
-// messages one at a time: the next is fetched once the previous one is
+// Subscribe delivers the messages of topic's durable consumer (made by
+// provision) one at a time: the next is fetched once the previous one is
 // acked or nacked. A message neither acked nor nacked when the
 // subscription ends is redelivered by JetStream after AckWait.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -112,9 +112,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	cons := s.made[topic]
 	if cons == nil {
-		if cons, err = s.create(ctx, cfg); err != nil {
-			return nil, err
-		}
+		return nil, fmt.Errorf("consumer %s: not provisioned", cfg.Durable)
 	}
 	// Pulls expire after 5 s (the client's default is 30 s): a pull the
 	// server dropped (a loaded machine, a reconnect) then costs a reaction

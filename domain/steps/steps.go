@@ -95,20 +95,7 @@ type Service struct {
 // again, harmlessly: read models keep the highest count. (Deduplicating
 // every count by default would cost the store ~15% of its throughput.)
 func (s *Service) Record(ctx context.Context, p auth.Principal, cmd Record) (es.AppendResult, error) {
-	now := time.Now()
-	if s.Now != nil {
-		now = s.Now()
-	}
-	ev, err := Decide(p, cmd, now)
-	if err != nil {
-		return es.AppendResult{}, err
-	}
-	return s.Store.Append(ctx, Stream(cmd.UserID), []proto.Message{ev}, es.AppendOptions{
-		ExpectedVersion: es.AnyVersion,
-		IdempotencyKey:  cmd.IdempotencyKey,
-		Meta:            es.Metadata{Actor: p.String(), Source: "api"},
-		Now:             now,
-	})
+	return s.record(ctx, p, []Record{cmd})
 }
 
 // RecordAll validates, authorizes and appends cmds, counts of one user
@@ -119,6 +106,17 @@ func (s *Service) RecordAll(ctx context.Context, p auth.Principal, cmds []Record
 	if len(cmds) == 0 {
 		return es.AppendResult{}, es.Invalidf("updates", "no update to record")
 	}
+	for i, cmd := range cmds {
+		if cmd.IdempotencyKey != "" {
+			return es.AppendResult{}, es.Invalidf(fmt.Sprintf("update[%d].idempotency_key", i), "a batch of counts has no idempotency keys")
+		}
+	}
+	return s.record(ctx, p, cmds)
+}
+
+// record decides cmds, all of one user, and appends their events as one
+// commit, with the first command's idempotency key.
+func (s *Service) record(ctx context.Context, p auth.Principal, cmds []Record) (es.AppendResult, error) {
 	now := time.Now()
 	if s.Now != nil {
 		now = s.Now()
@@ -128,9 +126,6 @@ func (s *Service) RecordAll(ctx context.Context, p auth.Principal, cmds []Record
 		if cmd.UserID != cmds[0].UserID {
 			return es.AppendResult{}, es.Invalidf(fmt.Sprintf("update[%d].user_id", i), "is %q; one commit holds one user's counts (%q)", cmd.UserID, cmds[0].UserID)
 		}
-		if cmd.IdempotencyKey != "" {
-			return es.AppendResult{}, es.Invalidf(fmt.Sprintf("update[%d].idempotency_key", i), "a batch of counts has no idempotency keys")
-		}
 		ev, err := Decide(p, cmd, now)
 		if err != nil {
 			return es.AppendResult{}, err
@@ -139,6 +134,7 @@ func (s *Service) RecordAll(ctx context.Context, p auth.Principal, cmds []Record
 	}
 	return s.Store.Append(ctx, Stream(cmds[0].UserID), evs, es.AppendOptions{
 		ExpectedVersion: es.AnyVersion,
+		IdempotencyKey:  cmds[0].IdempotencyKey,
 		Meta:            es.Metadata{Actor: p.String(), Source: "api"},
 		Now:             now,
 	})
