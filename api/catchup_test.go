@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -161,7 +162,11 @@ func writeMixedHistory(tb testing.TB, dataDir string, n int) {
 		DeliveryStart: now.Add(-48*time.Hour - time.Duration(n)*time.Minute/5)}, now))
 }
 
-var startCommits = flag.Int("start.commits", 100_000, "commits of history BenchmarkStartWithoutSnapshots replays")
+var (
+	startCommits  = flag.Int("start.commits", 100_000, "commits of history BenchmarkStartWithoutSnapshots replays")
+	startSeparate = flag.Bool("start.separate", true, "BenchmarkStartWithoutSnapshots also starts with one replay per read model")
+	startProfile  = flag.String("start.cpuprofile", "", "BenchmarkStartWithoutSnapshots writes a CPU profile of its first start with one replay pass (from Run to ready) to this file")
+)
 
 // BenchmarkStartWithoutSnapshots: a server starting on a store of mixed
 // history (-start.commits) without snapshots, until /readyz says every
@@ -219,7 +224,7 @@ func BenchmarkStartWithoutSnapshots(b *testing.B) {
 	}
 	start := func(separate bool) (time.Duration, time.Duration, jetstream.ReplayStats) {
 		dir := fresh()
-		m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", ReadyLag: 1, SeparateReplays: separate,
+		m := &server.Main{Config: server.Config{DataDir: dir, Listen: "127.0.0.1:0", ReadyLag: 1, SeparateReplays: separate, ReactionMaxAge: time.Nanosecond,
 			Logger: slog.New(slog.DiscardHandler)}}
 		began, cpu := time.Now(), cpuTime(b)
 		if err := m.Run(context.Background()); err != nil {
@@ -275,24 +280,55 @@ func BenchmarkStartWithoutSnapshots(b *testing.B) {
 	var rawT, sharedT, separateT, rawCPU, sharedCPU, separateCPU time.Duration
 	var st jetstream.ReplayStats
 	b.ResetTimer()
-	for range b.N {
+	for i := range b.N {
 		t, cpu := raw()
 		rawT, rawCPU = rawT+t, rawCPU+cpu
-		t, cpu, st = start(false)
+		if i == 0 && *startProfile != "" {
+			stop := profileCPU(b, *startProfile)
+			t, cpu, st = start(false)
+			stop()
+		} else {
+			t, cpu, st = start(false)
+		}
 		sharedT, sharedCPU = sharedT+t, sharedCPU+cpu
-		t, cpu, _ = start(true)
-		separateT, separateCPU = separateT+t, separateCPU+cpu
+		if *startSeparate {
+			t, cpu, _ = start(true)
+			separateT, separateCPU = separateT+t, separateCPU+cpu
+		}
 	}
 	// CPU of the whole process (the embedded NATS server included) over
 	// the timed span.
 	b.ReportMetric(rawCPU.Seconds()/float64(b.N), "raw-cpu-s")
 	b.ReportMetric(sharedCPU.Seconds()/float64(b.N), "shared-cpu-s")
-	b.ReportMetric(separateCPU.Seconds()/float64(b.N), "separate-cpu-s")
+	if *startSeparate {
+		b.ReportMetric(separateCPU.Seconds()/float64(b.N), "separate-cpu-s")
+	}
 	n := float64(*startCommits * b.N)
 	b.ReportMetric(n/rawT.Seconds(), "raw-commits/s")
 	b.ReportMetric(n/sharedT.Seconds(), "shared-commits/s")
 	b.ReportMetric(rawT.Seconds()/sharedT.Seconds(), "shared/raw")
-	b.ReportMetric(rawT.Seconds()/separateT.Seconds(), "separate/raw")
+	if *startSeparate {
+		b.ReportMetric(rawT.Seconds()/separateT.Seconds(), "separate/raw")
+	}
 	b.ReportMetric(float64(st.Joined), "joined")
 	b.ReportMetric(float64(st.Alone), "alone")
+}
+
+// profileCPU writes a CPU profile to path until the returned func is
+// called.
+func profileCPU(b *testing.B, path string) func() {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
 }

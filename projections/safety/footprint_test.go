@@ -1,6 +1,7 @@
 package safety_test
 
 import (
+	"flag"
 	"testing"
 
 	"github.com/tideline/tideline/projections"
@@ -21,4 +22,16 @@ func BenchmarkFootprint(b *testing.B) {
 		}
 		return m
 	})
+}
+
+var stallEvents = flag.Int("stall.events", 1_000_000, "events of a city's history BenchmarkSnapshotStall loads")
+
+// BenchmarkSnapshotStall reports the longest an Apply waits for a snapshot
+// (projtest.SnapshotStall) with the model holding a city's history of
+// -stall.events events (the delivery half of `tideline bench --scale
+// 10M` is 5M), as its last 300k stream in. Run it with -benchtime 1x.
+func BenchmarkSnapshotStall(b *testing.B) {
+	m := safety.New()
+	tail := projtest.CityHistory(*stallEvents, 300_000, t0, m.Apply)
+	projtest.SnapshotStall(b, m, tail, 3)
 }

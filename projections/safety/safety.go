@@ -10,7 +10,12 @@ package safety
 
 import (
 	"errors"
+	"fmt"
+	"iter"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,15 +34,37 @@ const Name = "safety"
 const MaxPerRider = 10000
 
 // Model is riders' danger events. Safe for concurrent queries during Apply.
+//
+// It is projections.Segmented: its snapshot is a segment per partition of
+// riders (projections.Parts), and a capture encodes only the partitions
+// whose riders changed since the previous one. A capture hands those
+// partitions' maps to their Encodes as they stand, and neither they, the
+// lists in them nor the messages are changed in place after that: the
+// next change to a partition copies its map first (projections.Parted),
+// the next change to a rider's list copies the list first (once per
+// capture), and a merge replaces the message with a merged copy. So a
+// capture takes O(partitions), and Apply never waits for an encoding.
 type Model struct {
-	mu      sync.RWMutex
-	byRider map[string][]*safetyv1.DangerDetected // ascending by detected_at, event_id
-	byID    map[eventKey]*safetyv1.DangerDetected
-	pos     uint64
+	mu     sync.RWMutex
+	riders *projections.Parted[rider]
+	byID   map[eventKey]*safetyv1.DangerDetected
+	pos    uint64
+	gen    uint64 // captures taken: a rider's list of an older gen may be read by an Encode
+	parts  projections.Parts
 }
 
-var _ projections.Projection = (*Model)(nil)
-var _ projections.Scoped = (*Model)(nil)
+// rider is one rider's events: a value in riders, replaced, never
+// changed in place.
+type rider struct {
+	events []*safetyv1.DangerDetected // ascending by detected_at, event_id
+	gen    uint64                     // the Model.gen events was made in
+}
+
+var (
+	_ projections.Projection = (*Model)(nil)
+	_ projections.Scoped     = (*Model)(nil)
+	_ projections.Segmented  = (*Model)(nil)
+)
 
 // Subjects lists the streams the model reads.
 func (m *Model) Subjects() []string { return []string{"ev.safety.>"} }
@@ -57,15 +84,23 @@ func New() *Model {
 }
 
 func (m *Model) Name() string { return Name }
-func (m *Model) Version() int { return 1 }
+
+// Version changes with Apply's meaning or the snapshot's format. 2:
+// segmented snapshots.
+func (m *Model) Version() int { return 2 }
 
 // Reset empties the model.
 func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byRider = map[string][]*safetyv1.DangerDetected{}
+	m.reset()
+}
+
+func (m *Model) reset() {
+	m.parts.Reset()
+	m.riders = projections.NewParted[rider](&m.parts)
 	m.byID = map[eventKey]*safetyv1.DangerDetected{}
-	m.pos = 0
+	m.pos, m.gen = 0, 0
 }
 
 // Position returns the last applied position.
@@ -95,7 +130,7 @@ func (m *Model) Apply(e es.Event) {
 		return
 	}
 	if old, seen := m.byID[keyOf(d)]; seen {
-		merge(old, d)
+		m.merge(old, d)
 		return
 	}
 	d = proto.Clone(d).(*safetyv1.DangerDetected)
@@ -109,18 +144,43 @@ func (m *Model) Apply(e es.Event) {
 	m.insert(d)
 }
 
+// own returns rider id's list, empty if new, copied unless made since
+// the last capture: the caller may change it in place, and sets it with
+// setEvents.
+func (m *Model) own(id string) []*safetyv1.DangerDetected {
+	r, _ := m.riders.Get(id)
+	if r.gen != m.gen {
+		return slices.Clone(r.events)
+	}
+	return r.events
+}
+
+func (m *Model) setEvents(id string, events []*safetyv1.DangerDetected) {
+	m.riders.Set(id, rider{events: events, gen: m.gen})
+}
+
 func (m *Model) insert(d *safetyv1.DangerDetected) {
-	list := m.byRider[d.RiderId]
+	list := m.own(d.RiderId)
 	i := sort.Search(len(list), func(i int) bool { return !before(list[i], d) })
-	list = append(list, nil)
-	copy(list[i+1:], list[i:])
-	list[i] = d
+	list = slices.Insert(list, i, d)
 	if len(list) > MaxPerRider {
 		delete(m.byID, keyOf(list[0]))
 		list = list[1:]
 	}
-	m.byRider[d.RiderId] = list
+	m.setEvents(d.RiderId, list)
 	m.byID[keyOf(d)] = d
+}
+
+// merge replaces old, a kept event, with old merged with d (see
+// mergeInto): a copy, since an Encode may be reading old.
+func (m *Model) merge(old, d *safetyv1.DangerDetected) {
+	merged := proto.CloneOf(old)
+	mergeInto(merged, d)
+	list := m.own(old.RiderId)
+	i := sort.Search(len(list), func(i int) bool { return !before(list[i], old) })
+	list[i] = merged
+	m.setEvents(old.RiderId, list)
+	m.byID[keyOf(old)] = merged
 }
 
 func before(a, b *safetyv1.DangerDetected) bool {
@@ -131,7 +191,8 @@ func before(a, b *safetyv1.DangerDetected) bool {
 	return a.EventId < b.EventId
 }
 
-func merge(into, d *safetyv1.DangerDetected) {
+// mergeInto merges d, a later report of into's detection, into into.
+func mergeInto(into, d *safetyv1.DangerDetected) {
 	if d.Severity > into.Severity {
 		into.Severity = d.Severity
 	}
@@ -149,7 +210,8 @@ func merge(into, d *safetyv1.DangerDetected) {
 func (m *Model) List(rider string, since time.Time, limit int) ([]*safetyv1.DangerDetected, int) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	list := m.byRider[rider]
+	r, _ := m.riders.Get(rider)
+	list := r.events
 	var out []*safetyv1.DangerDetected
 	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
 		if !since.IsZero() && list[i].DetectedAt.AsTime().Before(since) {
@@ -160,42 +222,140 @@ func (m *Model) List(rider string, since time.Time, limit int) ([]*safetyv1.Dang
 	return out, len(list)
 }
 
-var snapshotFormat = projections.Framed{Magic: "tlsafety1"}
+var (
+	snapshotFormat = projections.Framed{Magic: "tlsafety1"}
+	partFormat     = projections.Framed{Magic: "tlsafety-riders1"}
+)
+
+// partSegment prefixes the name of a partition's segment.
+const partSegment = "riders-"
 
 // Snapshot encodes the model: every event, riders and events in order.
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	riders := make([]string, 0, len(m.byRider))
-	for r := range m.byRider {
-		riders = append(riders, r)
-	}
-	sort.Strings(riders)
 	var msgs []proto.Message
-	for _, r := range riders {
-		for _, d := range m.byRider[r] {
+	for _, r := range sortedRiders(m.riders.All()) {
+		for _, d := range r.events {
 			msgs = append(msgs, d)
 		}
 	}
 	return snapshotFormat.Marshal(m.pos, msgs)
 }
 
+// named is a rider's list with the rider's id.
+type named struct {
+	id     string
+	events []*safetyv1.DangerDetected
+}
+
+// sortedRiders returns riders' lists by rider id.
+func sortedRiders(riders iter.Seq2[string, rider]) []named {
+	var rs []named
+	for id, r := range riders {
+		rs = append(rs, named{id, r.events})
+	}
+	slices.SortFunc(rs, func(a, b named) int { return strings.Compare(a.id, b.id) })
+	return rs
+}
+
 // Restore replaces the model with a snapshot; on error the model is unchanged.
 func (m *Model) Restore(data []byte) error {
 	n := New()
-	pos, err := snapshotFormat.Unmarshal(data, func() proto.Message { return &safetyv1.DangerDetected{} }, func(msg proto.Message) error {
+	pos, err := snapshotFormat.Unmarshal(data, newDanger, n.restoreEvent(-1))
+	if err != nil {
+		return err
+	}
+	n.pos = pos
+	m.replace(n, false)
+	return nil
+}
+
+// Capture returns the model's position and a segment per partition of
+// riders, encoding those whose riders changed since the previous capture:
+// each holds its riders' events, riders and events in order, with the
+// partition's number in place of a position.
+func (m *Model) Capture(full bool) (uint64, []projections.Segment) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gen++
+	return m.pos, m.parts.Capture(partSegment, full, func(k int) func() ([]byte, error) {
+		part := m.riders.Freeze(k)
+		return func() ([]byte, error) {
+			var msgs []proto.Message
+			for _, r := range sortedRiders(maps.All(part)) {
+				for _, d := range r.events {
+					msgs = append(msgs, d)
+				}
+			}
+			return partFormat.Marshal(uint64(k), msgs)
+		}
+	})
+}
+
+// RestoreSegments replaces the model with the segments of a Capture at
+// pos: every partition's, once each. On error the model is unchanged.
+func (m *Model) RestoreSegments(pos uint64, names []string, read func(name string) ([]byte, error)) error {
+	n := New()
+	var got [projections.PartCount]bool
+	for _, name := range names {
+		k, ok := projections.ParsePart(partSegment, name)
+		if !ok || got[k] {
+			return fmt.Errorf("safety snapshot: segment %q unknown or repeated", name)
+		}
+		got[k] = true
+		data, err := read(name)
+		if err != nil {
+			return fmt.Errorf("safety snapshot: %w", err)
+		}
+		at, err := partFormat.Unmarshal(data, newDanger, n.restoreEvent(k))
+		if err == nil && at != uint64(k) {
+			err = fmt.Errorf("segment %s holds partition %d", name, at)
+		}
+		if err != nil {
+			return fmt.Errorf("safety snapshot: %w", err)
+		}
+	}
+	if missing := slices.Index(got[:], false); missing >= 0 {
+		return fmt.Errorf("safety snapshot: no segment %s", projections.PartName(partSegment, missing))
+	}
+	n.pos = pos
+	m.replace(n, true)
+	return nil
+}
+
+func newDanger() proto.Message { return &safetyv1.DangerDetected{} }
+
+// restoreEvent returns a Framed.Unmarshal callback that inserts each
+// event into n, refusing events without ids, repeated ones and, unless k
+// is -1, riders of another partition than k.
+func (n *Model) restoreEvent(k int) func(proto.Message) error {
+	return func(msg proto.Message) error {
 		d := msg.(*safetyv1.DangerDetected)
 		if d.EventId == "" || d.RiderId == "" || n.byID[keyOf(d)] != nil {
 			return errors.New("bad or repeated event")
 		}
+		if k >= 0 && projections.PartOf(d.RiderId) != k {
+			return fmt.Errorf("rider %q is not of partition %d", d.RiderId, k)
+		}
 		n.insert(d)
 		return nil
-	})
-	if err != nil {
-		return err
 	}
+}
+
+// replace makes m's state n's; segmented says n was restored from
+// segments, which are then stored.
+func (m *Model) replace(n *Model, segmented bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byRider, m.byID, m.pos = n.byRider, n.byID, pos
-	return nil
+	// n's maps and lists are its own: no Encode reads them.
+	m.byID, m.pos, m.gen, m.parts = n.byID, n.pos, n.gen, n.parts
+	m.riders = projections.NewParted[rider](&m.parts)
+	for id, r := range n.riders.All() {
+		m.riders.Set(id, r)
+	}
+	m.parts.Reset()
+	if segmented {
+		m.parts.Restored()
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections/projtest"
 	"github.com/tideline/tideline/projections/safety"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
@@ -143,4 +144,32 @@ func TestKeepsAtMostMaxPerRider(t *testing.T) {
 	if total != safety.MaxPerRider || len(got) != safety.MaxPerRider || got[len(got)-1].EventId != "e000005" {
 		t.Fatalf("kept %d (total %d), oldest %s", len(got), total, got[len(got)-1].EventId)
 	}
+}
+
+// The segmented snapshot restores the model, an Apply during an Encode
+// changes nothing it reads, and events of a few riders re-encode only
+// their partitions.
+func TestSegments(t *testing.T) {
+	var evs []es.Event
+	seq := uint64(0)
+	for d := range projtest.DangerEvents(200, 5, t0) {
+		seq++
+		evs = append(evs, ev(seq, d))
+	}
+	// next: the first events again (merged: severity rises) and new ones
+	// of the same riders, some detected before their kept ones.
+	var next []es.Event
+	for i, e := range evs[:400] {
+		d := proto.CloneOf(e.Data.(*safetyv1.DangerDetected))
+		if i%2 == 0 {
+			d.Severity = safetyv1.Severity_SEVERITY_CRITICAL
+		} else {
+			d.EventId += "-early"
+			d.DetectedAt = timestamppb.New(d.DetectedAt.AsTime().Add(-time.Hour))
+		}
+		seq++
+		next = append(next, ev(seq, d))
+	}
+	later := []es.Event{ev(seq+1, danger("late-1", "rider-0001", 5, 2)), ev(seq+2, danger("late-2", "rider-0002", 6, 2))}
+	projtest.Segments(t, func() projtest.SegmentedModel { return safety.New() }, evs, next, later)
 }
