@@ -151,3 +151,10 @@ func (p *Parted[V]) Freeze(k int) map[string]V {
 	p.frozen[k] = true
 	return p.parts[k]
 }
+
+// Moved returns p marking its changes in marks instead, for a model that
+// takes over another's map (a restore); p is not to be used after.
+func (p *Parted[V]) Moved(marks *Parts) *Parted[V] {
+	p.marks = marks
+	return p
+}

@@ -23,12 +23,24 @@
 // rider's next one starts, and older ids. It grows with alerts: about 530
 // bytes per alert (with its danger event) in memory and 200 in a snapshot
 // (BenchmarkFootprint, 50,000 alerts).
+//
+// Snapshots are segmented (projections.Segmented): a "state" segment with
+// the deduplication ids, and a segment per partition (projections.Parts)
+// of incidents (by rider), alerts due (by triggering event) and alerts
+// (by id), encoded only when it changed since the previous snapshot. A
+// capture hands the partitions' maps to their Encodes, and nothing they
+// hold is changed in place after that (projections.Parted; incidents and
+// alerts are replaced by changed copies), so Apply waits for a capture,
+// O(partitions + 100,000 ids copied), never for an encoding.
 package alerts
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -86,18 +98,22 @@ type Model struct {
 	rules Rules
 
 	mu        sync.RWMutex
-	incidents map[string]*incident // by rider
+	parts     projections.Parts
+	incidents *projections.Parted[incident] // by rider
 	seen      map[string]bool
 	seenOrder []string // ring of seen ids, oldest at seenNext
 	seenNext  int
-	triggered map[string][]*safetyv1.AlertRaisedV2 // by triggering event id
-	trigger   map[string]string                    // alert id -> triggering event id, until raised
-	alerts    map[string]*safetyv1.Alert
+	triggered *projections.Parted[[]*safetyv1.AlertRaisedV2] // by triggering event id; lists replaced, not changed
+	trigger   map[string]string                              // alert id -> triggering event id, until raised
+	alerts    *projections.Parted[*safetyv1.Alert]           // replaced, not changed
 	pos       uint64
 }
 
-var _ projections.Projection = (*Model)(nil)
-var _ projections.Scoped = (*Model)(nil)
+var (
+	_ projections.Projection = (*Model)(nil)
+	_ projections.Scoped     = (*Model)(nil)
+	_ projections.Segmented  = (*Model)(nil)
+)
 
 // Subjects lists the streams the model reads.
 func (m *Model) Subjects() []string { return []string{"ev.safety.>"} }
@@ -123,9 +139,10 @@ func New(r Rules) *Model {
 
 func (m *Model) Name() string { return Name }
 
-// Version changes when the rules' meaning changes. 2: alerts are
-// AlertRaisedV2 (a version 1 snapshot holds AlertRaised).
-func (m *Model) Version() int { return 2 }
+// Version changes when the rules' meaning or the snapshot's format
+// changes. 2: alerts are AlertRaisedV2 (a version 1 snapshot holds
+// AlertRaised). 3: segmented snapshots.
+func (m *Model) Version() int { return 3 }
 
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
@@ -140,12 +157,13 @@ func (m *Model) Reset() {
 }
 
 func (m *Model) reset() {
-	m.incidents = map[string]*incident{}
+	m.parts.Reset()
+	m.incidents = projections.NewParted[incident](&m.parts)
 	m.seen = map[string]bool{}
 	m.seenOrder, m.seenNext = nil, 0
-	m.triggered = map[string][]*safetyv1.AlertRaisedV2{}
+	m.triggered = projections.NewParted[[]*safetyv1.AlertRaisedV2](&m.parts)
 	m.trigger = map[string]string{}
-	m.alerts = map[string]*safetyv1.Alert{}
+	m.alerts = projections.NewParted[*safetyv1.Alert](&m.parts)
 	m.pos = 0
 }
 
@@ -165,27 +183,25 @@ func (m *Model) Apply(e es.Event) {
 	case *safetyv1.DangerDetected:
 		m.danger(d)
 	case *safetyv1.AlertRaisedV2:
-		if d.AlertId == "" || m.alerts[d.AlertId] != nil {
+		if _, raised := m.alerts.Get(d.AlertId); d.AlertId == "" || raised {
 			return
 		}
-		m.alerts[d.AlertId] = &safetyv1.Alert{RaisedV2: proto.CloneOf(d)}
+		m.alerts.Set(d.AlertId, &safetyv1.Alert{RaisedV2: proto.CloneOf(d)})
 		if ev, ok := m.trigger[d.AlertId]; ok {
 			delete(m.trigger, d.AlertId)
-			rest := m.triggered[ev][:0:0]
-			for _, a := range m.triggered[ev] {
-				if a.AlertId != d.AlertId {
-					rest = append(rest, a)
-				}
-			}
+			due, _ := m.triggered.Get(ev)
+			rest := slices.DeleteFunc(slices.Clone(due), func(a *safetyv1.AlertRaisedV2) bool { return a.AlertId == d.AlertId })
 			if len(rest) == 0 {
-				delete(m.triggered, ev)
+				m.triggered.Delete(ev)
 			} else {
-				m.triggered[ev] = rest
+				m.triggered.Set(ev, rest)
 			}
 		}
 	case *safetyv1.AlertAcknowledged:
-		if a := m.alerts[d.AlertId]; a != nil && a.Acknowledged == nil {
-			a.Acknowledged = proto.Clone(d).(*safetyv1.AlertAcknowledged)
+		if a, ok := m.alerts.Get(d.AlertId); ok && a.Acknowledged == nil {
+			acked := proto.CloneOf(a)
+			acked.Acknowledged = proto.CloneOf(d)
+			m.alerts.Set(d.AlertId, acked)
 		}
 	}
 }
@@ -214,21 +230,23 @@ func (m *Model) danger(d *safetyv1.DangerDetected) {
 	}
 	it := item{ID: d.EventId, At: d.DetectedAt.AsTime(), Severity: d.Severity, Kind: d.Kind}
 	w := m.rules.Window
-	inc := m.incidents[d.RiderId]
+	inc, ok := m.incidents.Get(d.RiderId)
 	switch {
-	case inc == nil || it.At.After(inc.Last.Add(w)):
-		inc = &incident{FirstID: it.ID, First: it.At, Last: it.At}
-		m.incidents[d.RiderId] = inc
+	case !ok || it.At.After(inc.Last.Add(w)):
+		inc = incident{FirstID: it.ID, First: it.At, Last: it.At}
 	case it.At.Before(inc.First.Add(-w)):
 		// A late report of an older incident (a device that was offline):
 		// judged on its own, without disturbing the current incident.
-		old := &incident{FirstID: it.ID, First: it.At, Last: it.At}
+		old := incident{FirstID: it.ID, First: it.At, Last: it.At}
 		old.add(it)
-		m.judge(d.RiderId, old, it)
+		m.judge(d.RiderId, &old, it)
 		return
+	default:
+		inc.Items = slices.Clone(inc.Items) // a capture may hold them
 	}
 	inc.add(it)
-	m.judge(d.RiderId, inc, it)
+	m.judge(d.RiderId, &inc, it)
+	m.incidents.Set(d.RiderId, inc)
 }
 
 func (inc *incident) add(it item) {
@@ -271,10 +289,11 @@ func (m *Model) judge(rider string, inc *incident, it item) {
 		a.EventIds = append(a.EventIds, x.ID)
 		a.Severity = max(a.Severity, x.Severity)
 	}
-	if m.alerts[a.AlertId] != nil { // already raised (e.g. rebuilt after the reaction ran)
+	if _, raised := m.alerts.Get(a.AlertId); raised { // e.g. rebuilt after the reaction ran
 		return
 	}
-	m.triggered[it.ID] = append(m.triggered[it.ID], a)
+	due, _ := m.triggered.Get(it.ID)
+	m.triggered.Set(it.ID, append(slices.Clip(due), a))
 	m.trigger[a.AlertId] = it.ID
 }
 
@@ -296,7 +315,8 @@ func (m *Model) Triggered(eventID string) []*safetyv1.AlertRaisedV2 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var out []*safetyv1.AlertRaisedV2
-	for _, a := range m.triggered[eventID] {
+	due, _ := m.triggered.Get(eventID)
+	for _, a := range due {
 		out = append(out, proto.CloneOf(a))
 	}
 	return out
@@ -308,7 +328,7 @@ func (m *Model) Pending() []*safetyv1.AlertRaisedV2 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var out []*safetyv1.AlertRaisedV2
-	for _, list := range m.triggered {
+	for _, list := range m.triggered.All() {
 		for _, a := range list {
 			out = append(out, proto.CloneOf(a))
 		}
@@ -324,7 +344,7 @@ func (m *Model) List(rider string, openOnly bool, limit int) ([]*safetyv1.Alert,
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var match []*safetyv1.Alert
-	for _, a := range m.alerts {
+	for _, a := range m.alerts.All() {
 		if (rider == "" || a.RaisedV2.RiderId == rider) && (!openOnly || a.Acknowledged == nil) {
 			match = append(match, a)
 		}
@@ -341,7 +361,7 @@ func (m *Model) List(rider string, openOnly bool, limit int) ([]*safetyv1.Alert,
 func (m *Model) Get(id string) *safetyv1.Alert {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if a := m.alerts[id]; a != nil {
+	if a, ok := m.alerts.Get(id); ok {
 		return answer(a)
 	}
 	return nil
@@ -389,7 +409,7 @@ func toLower(s string) string {
 type snapshot struct {
 	Magic     string
 	Pos       uint64
-	Incidents map[string]*incident
+	Incidents map[string]incident
 	SeenOrder []string
 	SeenNext  int
 	Triggered map[string][][]byte
@@ -398,35 +418,84 @@ type snapshot struct {
 
 const magic = "tlalerts2"
 
+// Segments: the state, and one per partition.
+const (
+	stateSegment = "state"
+	partSegment  = "part-"
+	stateMagic   = "tlalerts-state3"
+)
+
+// stateSnapshot is the state segment.
+type stateSnapshot struct {
+	Magic     string
+	SeenOrder []string
+	SeenNext  int
+}
+
+// partSnapshot is a partition's segment: what snapshot holds of the
+// incidents, alerts due and alerts of the partition.
+type partSnapshot struct {
+	Part      int
+	Incidents map[string]incident
+	Triggered map[string][][]byte
+	Alerts    [][]byte
+}
+
 // Snapshot encodes the model.
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	triggered, alerts, err := encodeAlerts(m.triggered.All(), m.alerts.All())
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(snapshot{Magic: magic, Pos: m.pos, Incidents: maps.Collect(m.incidents.All()),
+		SeenOrder: m.seenOrder, SeenNext: m.seenNext, Triggered: triggered, Alerts: alerts}) // map keys are sorted: deterministic
+}
+
+// encodeAlerts encodes alerts due by triggering event, and alerts by id.
+func encodeAlerts(triggered iter.Seq2[string, []*safetyv1.AlertRaisedV2], alerts iter.Seq2[string, *safetyv1.Alert]) (map[string][][]byte, [][]byte, error) {
 	opts := proto.MarshalOptions{Deterministic: true}
-	s := snapshot{Magic: magic, Pos: m.pos, Incidents: m.incidents, SeenOrder: m.seenOrder, SeenNext: m.seenNext,
-		Triggered: map[string][][]byte{}}
-	for ev, list := range m.triggered {
+	due := map[string][][]byte{}
+	for ev, list := range triggered {
 		for _, a := range list {
 			b, err := opts.Marshal(a)
 			if err != nil {
-				return nil, fmt.Errorf("encode alert: %w", err)
+				return nil, nil, fmt.Errorf("encode alert: %w", err)
 			}
-			s.Triggered[ev] = append(s.Triggered[ev], b)
+			due[ev] = append(due[ev], b)
 		}
 	}
-	ids := make([]string, 0, len(m.alerts))
-	for id := range m.alerts {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		b, err := opts.Marshal(m.alerts[id])
+	byID := maps.Collect(alerts)
+	var out [][]byte
+	for _, id := range slices.Sorted(maps.Keys(byID)) {
+		b, err := opts.Marshal(byID[id])
 		if err != nil {
-			return nil, fmt.Errorf("encode alert: %w", err)
+			return nil, nil, fmt.Errorf("encode alert: %w", err)
 		}
-		s.Alerts = append(s.Alerts, b)
+		out = append(out, b)
 	}
-	return json.Marshal(s) // map keys are sorted: deterministic
+	return due, out, nil
+}
+
+// Capture returns the model's position, its state segment and a segment
+// per partition, encoding the state and the partitions changed since the
+// previous capture.
+func (m *Model) Capture(full bool) (uint64, []projections.Segment) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := stateSnapshot{Magic: stateMagic, SeenOrder: slices.Clone(m.seenOrder), SeenNext: m.seenNext}
+	segs := []projections.Segment{{Name: stateSegment, Encode: func() ([]byte, error) { return json.Marshal(st) }}}
+	return m.pos, append(segs, m.parts.Capture(partSegment, full, func(k int) func() ([]byte, error) {
+		incidents, triggered, alerts := m.incidents.Freeze(k), m.triggered.Freeze(k), m.alerts.Freeze(k)
+		return func() ([]byte, error) {
+			due, raised, err := encodeAlerts(maps.All(triggered), maps.All(alerts))
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(partSnapshot{Part: k, Incidents: incidents, Triggered: due, Alerts: raised})
+		}
+	})...)
 }
 
 // Restore replaces the model with a snapshot; on error it is unchanged.
@@ -435,28 +504,112 @@ func (m *Model) Restore(data []byte) error {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return fmt.Errorf("alerts snapshot: %w", err)
 	}
-	if s.Magic != magic || s.SeenNext < 0 || (len(s.SeenOrder) > 0 && s.SeenNext >= len(s.SeenOrder)) {
+	if s.Magic != magic {
 		return errors.New("alerts snapshot: bad header")
 	}
 	n := New(m.rules)
-	n.pos, n.seenOrder, n.seenNext = s.Pos, s.SeenOrder, s.SeenNext
-	if s.Incidents != nil {
-		n.incidents = s.Incidents
+	if err := n.restoreSeen(s.SeenOrder, s.SeenNext); err != nil {
+		return err
 	}
-	for _, id := range s.SeenOrder {
+	if err := n.restorePart(-1, s.Incidents, s.Triggered, s.Alerts); err != nil {
+		return err
+	}
+	n.pos = s.Pos
+	m.replace(n, false)
+	return nil
+}
+
+// RestoreSegments replaces the model with the segments of a Capture at
+// pos: the state's, then every partition's once. On error the model is
+// unchanged.
+func (m *Model) RestoreSegments(pos uint64, names []string, read func(name string) ([]byte, error)) error {
+	n := New(m.rules)
+	var got [projections.PartCount]bool
+	for i, name := range names {
+		data, err := read(name)
+		if err != nil {
+			return fmt.Errorf("alerts snapshot: %w", err)
+		}
+		if i == 0 {
+			var st stateSnapshot
+			if name != stateSegment {
+				return fmt.Errorf("alerts snapshot: segment %q, want %s first", name, stateSegment)
+			}
+			if err := json.Unmarshal(data, &st); err != nil || st.Magic != stateMagic {
+				return fmt.Errorf("alerts snapshot: bad %s segment (%v)", stateSegment, err)
+			}
+			if err := n.restoreSeen(st.SeenOrder, st.SeenNext); err != nil {
+				return err
+			}
+			continue
+		}
+		k, ok := projections.ParsePart(partSegment, name)
+		if !ok || got[k] {
+			return fmt.Errorf("alerts snapshot: segment %q unknown or repeated", name)
+		}
+		got[k] = true
+		var p partSnapshot
+		if err := json.Unmarshal(data, &p); err != nil {
+			return fmt.Errorf("alerts snapshot: segment %s: %w", name, err)
+		}
+		if p.Part != k {
+			return fmt.Errorf("alerts snapshot: segment %s holds partition %d", name, p.Part)
+		}
+		if err := n.restorePart(k, p.Incidents, p.Triggered, p.Alerts); err != nil {
+			return err
+		}
+	}
+	if missing := slices.Index(got[:], false); missing >= 0 {
+		return fmt.Errorf("alerts snapshot: no segment %s", projections.PartName(partSegment, missing))
+	}
+	n.pos = pos
+	m.replace(n, true)
+	return nil
+}
+
+// restoreSeen restores the deduplication ids into the new model n.
+func (n *Model) restoreSeen(order []string, next int) error {
+	if next < 0 || (len(order) > 0 && next >= len(order)) || len(order) > maxSeen {
+		return errors.New("alerts snapshot: bad header")
+	}
+	n.seenOrder, n.seenNext = order, next
+	for _, id := range order {
 		n.seen[id] = true
 	}
-	for ev, list := range s.Triggered {
+	return nil
+}
+
+// restorePart restores incidents, alerts due and alerts into the new
+// model n, all of partition k (any, for -1).
+func (n *Model) restorePart(k int, incidents map[string]incident, triggered map[string][][]byte, alerts [][]byte) error {
+	ofPart := func(key string) error {
+		if k >= 0 && projections.PartOf(key) != k {
+			return fmt.Errorf("alerts snapshot: %q is not of partition %d", key, k)
+		}
+		return nil
+	}
+	for rider, inc := range incidents {
+		if err := ofPart(rider); err != nil {
+			return err
+		}
+		n.incidents.Set(rider, inc)
+	}
+	for ev, list := range triggered {
+		if err := ofPart(ev); err != nil {
+			return err
+		}
+		var due []*safetyv1.AlertRaisedV2
 		for _, b := range list {
 			a := &safetyv1.AlertRaisedV2{}
 			if err := proto.Unmarshal(b, a); err != nil {
 				return fmt.Errorf("alerts snapshot: %w", err)
 			}
-			n.triggered[ev] = append(n.triggered[ev], a)
+			due = append(due, a)
 			n.trigger[a.AlertId] = ev
 		}
+		n.triggered.Set(ev, due)
 	}
-	for _, b := range s.Alerts {
+	for _, b := range alerts {
 		a := &safetyv1.Alert{}
 		if err := proto.Unmarshal(b, a); err != nil {
 			return fmt.Errorf("alerts snapshot: %w", err)
@@ -464,13 +617,28 @@ func (m *Model) Restore(data []byte) error {
 		if a.RaisedV2 == nil || a.RaisedV2.AlertId == "" {
 			return errors.New("alerts snapshot: alert without id")
 		}
-		n.alerts[a.RaisedV2.AlertId] = a
+		if err := ofPart(a.RaisedV2.AlertId); err != nil {
+			return err
+		}
+		n.alerts.Set(a.RaisedV2.AlertId, a)
 	}
+	return nil
+}
+
+// replace makes m's state n's; segmented says n was restored from
+// segments, which are then stored. Nothing of n is frozen: no Encode
+// reads it.
+func (m *Model) replace(n *Model, segmented bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.incidents, m.seen, m.seenOrder, m.seenNext = n.incidents, n.seen, n.seenOrder, n.seenNext
-	m.triggered, m.trigger, m.alerts, m.pos = n.triggered, n.trigger, n.alerts, n.pos
-	return nil
+	m.parts = projections.Parts{}
+	m.incidents = n.incidents.Moved(&m.parts)
+	m.triggered = n.triggered.Moved(&m.parts)
+	m.alerts = n.alerts.Moved(&m.parts)
+	m.seen, m.seenOrder, m.seenNext, m.trigger, m.pos = n.seen, n.seenOrder, n.seenNext, n.trigger, n.pos
+	if segmented {
+		m.parts.Restored()
+	}
 }
 
 // answer is a copy of a for a query, with Alert.raised filled in for the

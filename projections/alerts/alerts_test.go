@@ -12,6 +12,7 @@ import (
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/projections/alerts"
+	"github.com/tideline/tideline/projections/projtest"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
@@ -189,4 +190,44 @@ func TestSnapshotAndRebuildAreDeterministic(t *testing.T) {
 	if err := restored.Restore([]byte("junk")); err == nil {
 		t.Fatal("restored junk")
 	}
+}
+
+// The segmented snapshot restores the model, an Apply during an Encode
+// changes nothing it reads (incidents grown in the middle, alerts
+// acknowledged), and a few riders' events re-encode only their
+// partitions.
+func TestSegments(t *testing.T) {
+	live := &feeder{m: alerts.New(alerts.Rules{})}
+	var evs []es.Event
+	add := func(p proto.Message) {
+		live.apply(p)
+		evs = append(evs, es.Event{Data: p, Position: es.Position{Seq: live.seq}})
+	}
+	// first: 100 riders' dangers, a minute apart, raising what is due as
+	// the reaction would.
+	var raised []string
+	for i := range 1200 {
+		d := danger{fmt.Sprintf("r%03d", i%100), fmt.Sprintf("e%04d", i), float64(i / 100), safetyv1.Severity(1 + i%3)}
+		add(d.event())
+		for _, a := range live.m.Triggered(d.id) {
+			add(a)
+			raised = append(raised, a.AlertId)
+		}
+	}
+	first := len(evs)
+	// next: every other alert acknowledged, and dangers detected between
+	// the incidents' events.
+	for i, id := range raised {
+		if i%2 == 0 {
+			add(&safetyv1.AlertAcknowledged{AlertId: id, By: "admin:ops"})
+		}
+	}
+	for i := range 100 {
+		add(danger{fmt.Sprintf("r%03d", i), fmt.Sprintf("mid%03d", i), 5.5, low}.event())
+	}
+	later := []es.Event{
+		{Data: danger{"r001", "late-1", 11.2, low}.event(), Position: es.Position{Seq: live.seq + 1}},
+		{Data: danger{"r001", "late-2", 11.5, high}.event(), Position: es.Position{Seq: live.seq + 2}},
+	}
+	projtest.Segments(t, func() projtest.SegmentedModel { return alerts.New(alerts.Rules{}) }, evs[:first], evs[first:], later)
 }

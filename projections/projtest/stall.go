@@ -21,10 +21,13 @@ import (
 // for a Segmented one (segments-*). *-cpu-ms is the longest step of the
 // applying thread in CPU time (what the model costs it, where the
 // platform can tell: Linux); *-wall-ms in wall time, which on a shared
-// machine also holds time it was not scheduled. Run it with -benchtime
-// 1x.
-func SnapshotStall(b *testing.B, m SegmentedModel, tail []es.Event, snapshots int) {
+// machine also holds time it was not scheduled. apply applies an event
+// (nil: m.Apply). Run it with -benchtime 1x.
+func SnapshotStall(b *testing.B, m SegmentedModel, tail []es.Event, snapshots int, apply func(es.Event)) {
 	b.Helper()
+	if apply == nil {
+		apply = m.Apply
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	third := len(tail) / 3
@@ -40,7 +43,7 @@ func SnapshotStall(b *testing.B, m SegmentedModel, tail []es.Event, snapshots in
 				lastWall, lastCPU = time.Now(), threadCPU(b)
 				snap()
 			}
-			m.Apply(e)
+			apply(e)
 			nowWall, nowCPU := time.Now(), threadCPU(b)
 			wall, cpu = max(wall, nowWall.Sub(lastWall)), max(cpu, nowCPU-lastCPU)
 			lastWall, lastCPU = nowWall, nowCPU

@@ -33,5 +33,5 @@ var stallEvents = flag.Int("stall.events", 1_000_000, "events of a city's histor
 func BenchmarkSnapshotStall(b *testing.B) {
 	m := safety.New()
 	tail := projtest.CityHistory(*stallEvents, 300_000, t0, m.Apply)
-	projtest.SnapshotStall(b, m, tail, 3)
+	projtest.SnapshotStall(b, m, tail, 3, nil)
 }

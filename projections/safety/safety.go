@@ -349,12 +349,8 @@ func (m *Model) replace(n *Model, segmented bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// n's maps and lists are its own: no Encode reads them.
-	m.byID, m.pos, m.gen, m.parts = n.byID, n.pos, n.gen, n.parts
-	m.riders = projections.NewParted[rider](&m.parts)
-	for id, r := range n.riders.All() {
-		m.riders.Set(id, r)
-	}
-	m.parts.Reset()
+	m.byID, m.pos, m.gen, m.parts = n.byID, n.pos, n.gen, projections.Parts{}
+	m.riders = n.riders.Moved(&m.parts)
 	if segmented {
 		m.parts.Restored()
 	}
