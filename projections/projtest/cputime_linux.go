@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// threadCPU returns the CPU time the calling OS thread has used.
-func threadCPU(b *testing.B) time.Duration {
+// ThreadCPU returns the CPU time the calling OS thread has used.
+func ThreadCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_THREAD, &ru); err != nil {
 		b.Fatal(err)

@@ -36,15 +36,15 @@ func SnapshotStall(b *testing.B, m SegmentedModel, tail []es.Event, snapshots in
 	// longest step from one Apply's end to the next's. Before snap it
 	// calls settle, untimed.
 	stall := func(evs []es.Event, settle, snap func()) (wall, cpu time.Duration) {
-		lastWall, lastCPU := time.Now(), threadCPU(b)
+		lastWall, lastCPU := time.Now(), ThreadCPU(b)
 		for i, e := range evs {
 			if i%every == 0 {
 				settle()
-				lastWall, lastCPU = time.Now(), threadCPU(b)
+				lastWall, lastCPU = time.Now(), ThreadCPU(b)
 				snap()
 			}
 			apply(e)
-			nowWall, nowCPU := time.Now(), threadCPU(b)
+			nowWall, nowCPU := time.Now(), ThreadCPU(b)
 			wall, cpu = max(wall, nowWall.Sub(lastWall)), max(cpu, nowCPU-lastCPU)
 			lastWall, lastCPU = nowWall, nowCPU
 		}
