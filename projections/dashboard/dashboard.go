@@ -32,7 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
 	"sync"
 	"time"
 
@@ -103,8 +103,10 @@ type danger struct {
 	Lng    float64 `json:"ln,omitempty"`
 }
 
-// state is everything the model holds; its JSON encoding is the snapshot
-// (encoding/json sorts map keys, so equal states give equal bytes).
+// state is everything the model holds, in the shape of its whole
+// snapshot: its JSON encoding (encoding/json sorts map keys, so equal
+// states give equal bytes). The model keeps the live part (live) and
+// months (see month), and makes a state for Snapshot and from Restore.
 type state struct {
 	Pos    uint64                         `json:"pos"`
 	Orders map[string]*order              `json:"orders"`
@@ -119,19 +121,41 @@ type state struct {
 	Danger []danger `json:"danger"`
 }
 
+// live is the part of the state that is not kept by month.
+type live struct {
+	Pos       uint64
+	Orders    map[string]*order
+	FirstHour map[string]int64
+	Ratings   map[string]*rating
+}
+
 // Model is the dashboard read model. Safe for concurrent queries during
 // Apply.
+//
+// It is projections.Segmented: its snapshot is a live segment (open
+// orders, zones' first hours, ratings: copied at capture, as they do not
+// grow with history) and a segment per month (see month), encoded only
+// when the month changed since the previous capture. So a capture costs
+// the live part, and the first change to a month after it a copy of that
+// month; Apply never waits for an encoding.
 type Model struct {
-	mu   sync.RWMutex
-	s    state
-	seen map[string]bool // danger keys (rider/event_id) in s.Danger
-	x    index
+	mu        sync.RWMutex
+	s         live
+	months    map[int32]*month // by KST month number
+	monthKeys []int32          // keys of months, ascending
+	changed   map[int32]bool   // months changed since the last capture
+	issued    bool             // a capture issued every segment
+	seen      map[string]bool  // danger keys (rider/event_id) of the danger events
+	x         index
 	// forecastMu guards x.forecasts while queries share the read lock.
 	forecastMu sync.Mutex
 }
 
-var _ projections.Projection = (*Model)(nil)
-var _ projections.Scoped = (*Model)(nil)
+var (
+	_ projections.Projection = (*Model)(nil)
+	_ projections.Scoped     = (*Model)(nil)
+	_ projections.Segmented  = (*Model)(nil)
+)
 
 // Subjects lists the streams the model reads.
 func (m *Model) Subjects() []string { return []string{"ev.delivery.>", "ev.safety.>"} }
@@ -147,8 +171,9 @@ func New() *Model {
 
 func (m *Model) Name() string { return Name }
 
-// Version is 1.
-func (m *Model) Version() int { return 2 } // 2: danger events keyed by rider and event id
+// Version changes with Apply's meaning or the snapshot's format. 2:
+// danger events keyed by rider and event id. 3: segmented snapshots.
+func (m *Model) Version() int { return 3 }
 
 // EventTypes lists the delivery and safety events the model reads.
 func (m *Model) EventTypes() []string {
@@ -171,7 +196,8 @@ func emptyState() state {
 func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.s = emptyState()
+	m.s = live{Orders: map[string]*order{}, FirstHour: map[string]int64{}, Ratings: map[string]*rating{}}
+	m.months, m.monthKeys, m.changed, m.issued = map[int32]*month{}, nil, map[int32]bool{}, false
 	m.seen = map[string]bool{}
 	m.x = newIndex()
 }
@@ -206,20 +232,6 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-func (m *Model) day(zone string, d int32) *dayStats {
-	days := m.s.Days[zone]
-	if days == nil {
-		days = map[int32]*dayStats{}
-		m.s.Days[zone] = days
-	}
-	st := days[d]
-	if st == nil {
-		st = &dayStats{}
-		days[d] = st
-	}
-	return st
-}
-
 // Apply folds delivery and safety events in. Events of an order the model
 // does not know as open (never placed, or already delivered or cancelled)
 // change nothing but ratings, which carry their rider (the delivery domain
@@ -241,19 +253,10 @@ func (m *Model) Apply(e es.Event) {
 		t := at(d.PlacedAt, e)
 		m.s.Orders[d.OrderId] = &order{Zone: d.Zone, Amount: d.Amount, State: statePlaced, PlacedAt: t}
 		m.x.placed++
-		if m.s.Days[d.Zone] == nil {
-			m.x.addZone(d.Zone)
-		}
-		st := m.day(d.Zone, dayOf(t))
-		st.Orders++
-		st.Amount += d.Amount
-		hours := m.s.Hours[d.Zone]
-		if hours == nil {
-			hours = map[int64]int32{}
-			m.s.Hours[d.Zone] = hours
-		}
+		m.x.addZone(d.Zone)
+		m.addDay(d.Zone, dayOf(t), dayStats{Orders: 1, Amount: d.Amount})
 		h := hourOf(t)
-		hours[h]++
+		m.ownMonth(monthOfHour(h)).zone(d.Zone).hours[h]++
 		first, ok := m.s.FirstHour[d.Zone]
 		if !ok || h < first {
 			m.s.FirstHour[d.Zone] = h
@@ -281,16 +284,14 @@ func (m *Model) Apply(e es.Event) {
 			return
 		}
 		t := at(d.DeliveredAt, e)
-		st := m.day(o.Zone, dayOf(t))
-		st.Delivered++
-		st.DeliveryMs += t - o.AcceptedAt
+		m.addDay(o.Zone, dayOf(t), dayStats{Delivered: 1, DeliveryMs: t - o.AcceptedAt})
 		m.closeOrder(d.OrderId, o)
 	case *deliveryv1.OrderCancelled:
 		o := m.s.Orders[d.OrderId]
 		if o == nil {
 			return
 		}
-		m.day(o.Zone, dayOf(at(d.CancelledAt, e))).Cancelled++
+		m.addDay(o.Zone, dayOf(at(d.CancelledAt, e)), dayStats{Cancelled: 1})
 		m.closeOrder(d.OrderId, o)
 	case *deliveryv1.OrderRated:
 		if d.RiderId == "" || d.Stars < 1 || d.Stars > 5 {
@@ -317,13 +318,9 @@ func (m *Model) Apply(e es.Event) {
 		}
 		m.insertDanger(p)
 		if d.RiderId != "" {
-			days := m.s.RiderDanger[d.RiderId]
-			if days == nil {
-				days = map[int32]int32{}
-				m.s.RiderDanger[d.RiderId] = days
-			}
-			days[dayOf(p.At)]++
-			m.x.danger(d.RiderId, dayOf(p.At), 1)
+			day := dayOf(p.At)
+			m.ownMonth(monthOfDay(day)).riderDanger[riderDay{d.RiderId, day}]++
+			m.x.danger(d.RiderId, day, 1)
 		}
 	}
 }
@@ -351,20 +348,6 @@ func dangerBefore(a, b danger) bool {
 	return a.ID < b.ID
 }
 
-// insertDanger keeps s.Danger sorted; events mostly arrive in order, so
-// this is usually an append.
-func (m *Model) insertDanger(p danger) {
-	list := m.s.Danger
-	i := len(list)
-	if i > 0 && dangerBefore(p, list[i-1]) {
-		i = sort.Search(len(list), func(i int) bool { return dangerBefore(p, list[i]) })
-	}
-	list = append(list, danger{})
-	copy(list[i+1:], list[i:])
-	list[i] = p
-	m.s.Danger = list
-}
-
 const magic = "tldashboard1\n"
 
 // Snapshot encodes the model canonically (equal models give equal bytes):
@@ -372,11 +355,34 @@ const magic = "tldashboard1\n"
 func (m *Model) Snapshot() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	b, err := json.Marshal(&m.s)
+	b, err := json.Marshal(m.state())
 	if err != nil {
 		return nil, fmt.Errorf("encode dashboard: %w", err)
 	}
 	return append([]byte(magic), b...), nil
+}
+
+// state returns the model's state; it shares the live part's orders and
+// ratings.
+func (m *Model) state() state {
+	s := emptyState()
+	s.Pos, s.Orders, s.FirstHour, s.Ratings = m.s.Pos, m.s.Orders, m.s.FirstHour, m.s.Ratings
+	for _, k := range m.monthKeys {
+		ms := m.months[k].snapshot(k)
+		for zone, days := range ms.Days {
+			for d, st := range days {
+				inner(s.Days, zone)[d] = &st
+			}
+		}
+		for zone, hours := range ms.Hours {
+			maps.Copy(inner(s.Hours, zone), hours)
+		}
+		for rider, days := range ms.RiderDanger {
+			maps.Copy(inner(s.RiderDanger, rider), days)
+		}
+		s.Danger = append(s.Danger, ms.Danger...)
+	}
+	return s
 }
 
 // Restore replaces the model with a snapshot; on error the model is
@@ -392,6 +398,12 @@ func (m *Model) Restore(data []byte) error {
 	if s.Orders == nil || s.Days == nil || s.Hours == nil || s.FirstHour == nil || s.Ratings == nil || s.RiderDanger == nil {
 		return errors.New("dashboard snapshot: missing part")
 	}
+	return m.restore(s, false)
+}
+
+// restore checks s and makes it the model's; segmented says it came from
+// segments, which are then stored.
+func (m *Model) restore(s state, segmented bool) error {
 	seen := make(map[string]bool, len(s.Danger))
 	for i, p := range s.Danger {
 		if seen[p.ID] || (i > 0 && !dangerBefore(s.Danger[i-1], p)) {
@@ -410,8 +422,30 @@ func (m *Model) Restore(data []byte) error {
 		}
 	}
 	x := s.index()
+	n := New()
+	n.s = live{Pos: s.Pos, Orders: s.Orders, FirstHour: s.FirstHour, Ratings: s.Ratings}
+	for zone, days := range s.Days {
+		for d, st := range days {
+			n.ownMonth(monthOfDay(d)).zone(zone).days[d] = *st
+		}
+	}
+	for zone, hours := range s.Hours {
+		for h, c := range hours {
+			n.ownMonth(monthOfHour(h)).zone(zone).hours[h] = c
+		}
+	}
+	for rider, days := range s.RiderDanger {
+		for d, c := range days {
+			n.ownMonth(monthOfDay(d)).riderDanger[riderDay{rider, d}] = c
+		}
+	}
+	for _, p := range s.Danger { // in order: each is an append
+		mo := n.ownMonth(monthOfDay(dayOf(p.At)))
+		mo.danger = append(mo.danger, p)
+	}
+	clear(n.changed)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.s, m.seen, m.x = s, seen, x
+	m.s, m.months, m.monthKeys, m.changed, m.issued, m.seen, m.x = n.s, n.months, n.monthKeys, n.changed, segmented, seen, x
 	return nil
 }

@@ -1,6 +1,7 @@
 package dashboard_test
 
 import (
+	"flag"
 	"fmt"
 	"testing"
 	"time"
@@ -57,4 +58,16 @@ func BenchmarkFootprint(b *testing.B) {
 			return m
 		})
 	})
+}
+
+var stallEvents = flag.Int("stall.events", 1_000_000, "events of a city's history BenchmarkSnapshotStall loads")
+
+// BenchmarkSnapshotStall reports the longest an Apply waits for a snapshot
+// (projtest.SnapshotStall) with the model holding a city's history of
+// -stall.events events (the delivery half of `tideline bench --scale
+// 10M` is 5M), as its last 300k stream in. Run it with -benchtime 1x.
+func BenchmarkSnapshotStall(b *testing.B) {
+	m := dashboard.New()
+	tail := projtest.CityHistory(*stallEvents, 300_000, time.Date(2026, 3, 1, 0, 0, 0, 0, dashboard.Zone), m.Apply)
+	projtest.SnapshotStall(b, m, tail, 3, nil)
 }

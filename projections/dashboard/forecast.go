@@ -44,20 +44,17 @@ func (m *Model) computeForecast(zone string, target int64) float64 {
 	if !ok || first >= target {
 		return 0
 	}
-	hours := m.s.Hours[zone]
 	weeks := (target - first) / weekHours
 	if weeks == 0 {
 		var sum int64
-		for h, n := range hours {
-			if h >= first && h < target {
-				sum += int64(n)
-			}
+		for h := first; h < target; h++ {
+			sum += int64(m.hourCount(zone, h))
 		}
 		return float64(sum) / float64(target-first)
 	}
-	level := float64(hours[target-weeks*weekHours])
+	level := float64(m.hourCount(zone, target-weeks*weekHours))
 	for j := weeks - 1; j >= 1; j-- {
-		level = Alpha*float64(hours[target-j*weekHours]) + (1-Alpha)*level
+		level = Alpha*float64(m.hourCount(zone, target-j*weekHours)) + (1-Alpha)*level
 	}
 	return level
 }

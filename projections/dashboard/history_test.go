@@ -2,14 +2,19 @@ package dashboard_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections/dashboard"
+	"github.com/tideline/tideline/projections/projtest"
 	"github.com/tideline/tideline/projections/projtest/city"
+	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
+	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
 // history builds a model of n events of city.Delivery and
@@ -70,4 +75,32 @@ func BenchmarkDashboardReplay(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
 		})
 	}
+}
+
+// The segmented snapshot restores the model, an Apply during an Encode
+// changes nothing it reads (orders, ratings, days, hours and danger
+// events of months already captured), and events of the newest month
+// re-encode only it and the live segment.
+func TestSegments(t *testing.T) {
+	var end time.Time
+	var evs []es.Event
+	seq := uint64(0)
+	// 60k events are about 8 days: from March 28, two months.
+	for msg := range city.Delivery(60_000, time.Date(2026, 3, 28, 0, 0, 0, 0, dashboard.Zone), &end) {
+		seq++
+		evs = append(evs, es.Event{Type: string(msg.ProtoReflect().Descriptor().FullName()), Data: msg, Position: es.Position{Seq: seq}})
+	}
+	// next: late reports of earlier days and months, among the rest.
+	next := slices.Clone(evs[50_000:])
+	for i := range 200 {
+		seq++
+		next = append(next, es.Event{Data: &safetyv1.DangerDetected{EventId: fmt.Sprintf("late%03d", i), RiderId: "r00001",
+			DetectedAt: timestamppb.New(time.Date(2026, 3, 28+i%8, 12, 0, 0, 0, dashboard.Zone)),
+			Location:   &safetyv1.Location{Lat: 37.5, Lng: 127}}, Position: es.Position{Seq: seq}})
+	}
+	later := []es.Event{
+		{Data: &deliveryv1.OrderPlaced{OrderId: "late-order", Zone: "z01", Amount: 9000, PlacedAt: timestamppb.New(end)}, Position: es.Position{Seq: seq + 1}},
+		{Data: &deliveryv1.OrderRated{OrderId: "o0000001", RiderId: "r00001", Stars: 4}, Position: es.Position{Seq: seq + 2}},
+	}
+	projtest.Segments(t, func() projtest.SegmentedModel { return dashboard.New() }, evs[:50_000], next, later)
 }

@@ -104,10 +104,21 @@ func moveSorted[T any](s []T, old, v T, compare func(a, b T) int) []T {
 	return s
 }
 
-// monthOfDay returns the KST month number (12*year + month-1) of day d.
+// monthOfDay returns the KST month number (12*year + month-1) of KST day
+// d, in integers (Apply asks it for every event): the civil date of day
+// d (days since 1970-01-01), after Howard Hinnant's civil_from_days.
 func monthOfDay(d int32) int32 {
-	t := time.Unix(int64(d)*86400-zoneOffset, 0).In(Zone)
-	return monthOf(t)
+	z := int64(d) + 719468 // days since 0000-03-01
+	era := floorDiv(z, 146097)
+	doe := z - era*146097                                  // day of the 400-year era
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // year of the era
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // day of the year, from March 1
+	mp := (5*doy + 2) / 153                                // month, from March = 0
+	y, mon := yoe+era*400, mp+3
+	if mp >= 10 {
+		y, mon = y+1, mp-9
+	}
+	return int32(y*12 + mon - 1)
 }
 
 func monthOf(t time.Time) int32 {

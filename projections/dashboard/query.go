@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"math"
 	"slices"
-	"sort"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -77,16 +76,19 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 
 	var allToday, allMonth dayStats
 	nextHour := now.Truncate(time.Hour).Add(time.Hour) // KST is a whole-hour offset
+	mo := m.peek(monthOfDay(todayN))                   // today's, which holds the month's days and today's hours
+	if mo == nil {
+		mo = newMonth()
+	}
 	for _, z := range m.x.zones {
-		days := m.s.Days[z]
-		var zToday, zMonth dayStats
-		if st := days[todayN]; st != nil {
-			zToday = *st
+		zm := mo.zones[z]
+		if zm == nil {
+			zm = &zoneMonth{}
 		}
+		zToday := zm.days[todayN]
+		var zMonth dayStats
 		for d := monthFrom; d < monthTo; d++ {
-			if st := days[d]; st != nil {
-				zMonth.add(*st)
-			}
+			zMonth.add(zm.days[d])
 		}
 		allToday.add(zToday)
 		allMonth.add(zMonth)
@@ -100,7 +102,7 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 		}
 		h0 := hourOf(today.UnixMilli())
 		for h := range zs.HourlyOrders {
-			zs.HourlyOrders[h] = m.s.Hours[z][h0+int64(h)]
+			zs.HourlyOrders[h] = zm.hours[h0+int64(h)]
 		}
 		out.Zones = append(out.Zones, zs)
 	}
@@ -126,10 +128,9 @@ func (d dayStats) proto() *dashboardv1.PeriodStats {
 func (m *Model) board(today int32, limit int) *dashboardv1.Board {
 	b := &dashboardv1.Board{Placed: m.x.placed, Accepted: m.x.accepted, PickedUp: m.x.pickedUp}
 	for _, z := range m.x.zones {
-		if st := m.s.Days[z][today]; st != nil {
-			b.DeliveredToday += st.Delivered
-			b.CancelledToday += st.Cancelled
-		}
+		st := m.dayStats(z, today)
+		b.DeliveredToday += st.Delivered
+		b.CancelledToday += st.Cancelled
 	}
 	for _, a := range m.x.active[:min(limit, len(m.x.active))] {
 		o := m.s.Orders[a.id]
@@ -167,10 +168,14 @@ func (m *Model) ranking(limit int) ([]*dashboardv1.RiderRating, int32) {
 
 func (m *Model) trend(rider string, from, to int32) *dashboardv1.RiderDangerTrend {
 	t := &dashboardv1.RiderDangerTrend{RiderId: rider, Daily: make([]int32, to-from)}
-	days := m.s.RiderDanger[rider]
+	mo := m.peek(monthOfDay(from)) // [from, to) is in one month
+	if mo == nil {
+		return t
+	}
 	for d := from; d < to; d++ {
-		t.Daily[d-from] = days[d]
-		t.Total += days[d]
+		n := mo.riderDanger[riderDay{rider, d}]
+		t.Daily[d-from] = n
+		t.Total += n
 	}
 	return t
 }
@@ -194,20 +199,16 @@ func (m *Model) trends(rider string, month, from, to int32, limit int) []*dashbo
 
 func (m *Model) heatMap(from, to time.Time, cell float64) *dashboardv1.HeatMap {
 	h := &dashboardv1.HeatMap{From: timestamppb.New(from), To: timestamppb.New(to), CellDeg: cell}
-	lo, hi := from.UnixMilli(), to.UnixMilli()
-	list := m.s.Danger
-	i := sort.Search(len(list), func(i int) bool { return list[i].At >= lo })
 	type key struct{ lat, lng int64 }
 	counts := map[key]int32{}
-	for ; i < len(list) && list[i].At < hi; i++ {
+	m.dangersIn(from.UnixMilli(), to.UnixMilli(), func(p danger) {
 		h.Total++
-		p := list[i]
 		if !p.HasLoc {
 			h.WithoutLocation++
-			continue
+			return
 		}
 		counts[key{int64(math.Floor(p.Lat / cell)), int64(math.Floor(p.Lng / cell))}]++
-	}
+	})
 	for k, n := range counts {
 		h.Cells = append(h.Cells, &dashboardv1.HeatCell{LatIndex: k.lat, LngIndex: k.lng, Lat: float64(k.lat) * cell, Lng: float64(k.lng) * cell, Count: n})
 	}
