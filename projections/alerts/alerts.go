@@ -35,6 +35,7 @@
 package alerts
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,6 +108,78 @@ type Model struct {
 	trigger   map[string]string                              // alert id -> triggering event id, until raised
 	alerts    *projections.Parted[*safetyv1.Alert]           // replaced, not changed
 	pos       uint64
+	// listed is what List reads, kept by Apply, derived on restore (not
+	// in the snapshot): so a query costs what it returns, not what the
+	// model holds.
+	listed listing
+}
+
+// listing is the alerts in List's order, all and by rider, and the open
+// ones (not acknowledged) the same way. Each list is ascending: List
+// reads it from the end, newest first.
+type listing struct {
+	all, open            []listKey
+	byRider, openByRider map[string][]listKey
+}
+
+// listKey orders alerts as List returns them, reversed: raised_at, then
+// alert id.
+type listKey struct {
+	sec  int64 // raised_at
+	nsec int
+	id   string
+}
+
+func keyOfAlert(a *safetyv1.AlertRaisedV2) listKey {
+	t := a.RaisedAt.AsTime()
+	return listKey{t.Unix(), t.Nanosecond(), a.AlertId}
+}
+
+func compareKeys(a, b listKey) int {
+	return cmp.Or(cmp.Compare(a.sec, b.sec), cmp.Compare(a.nsec, b.nsec), cmp.Compare(a.id, b.id))
+}
+
+func newListing() listing {
+	return listing{byRider: map[string][]listKey{}, openByRider: map[string][]listKey{}}
+}
+
+// add lists a raised alert; open says it is not acknowledged.
+func (l *listing) add(a *safetyv1.Alert) {
+	k, rider := keyOfAlert(a.RaisedV2), a.RaisedV2.RiderId
+	l.all = insertKey(l.all, k)
+	l.byRider[rider] = insertKey(l.byRider[rider], k)
+	if a.Acknowledged == nil {
+		l.open = insertKey(l.open, k)
+		l.openByRider[rider] = insertKey(l.openByRider[rider], k)
+	}
+}
+
+// acknowledged takes a listed alert off the open lists.
+func (l *listing) acknowledged(a *safetyv1.AlertRaisedV2) {
+	k := keyOfAlert(a)
+	l.open = removeKey(l.open, k)
+	if rest := removeKey(l.openByRider[a.RiderId], k); len(rest) > 0 {
+		l.openByRider[a.RiderId] = rest
+	} else {
+		delete(l.openByRider, a.RiderId)
+	}
+}
+
+// insertKey inserts k into the ascending list; alerts are mostly raised
+// in order, so this is usually an append.
+func insertKey(list []listKey, k listKey) []listKey {
+	if n := len(list); n == 0 || compareKeys(list[n-1], k) < 0 {
+		return append(list, k)
+	}
+	i, _ := slices.BinarySearchFunc(list, k, compareKeys)
+	return slices.Insert(list, i, k)
+}
+
+func removeKey(list []listKey, k listKey) []listKey {
+	if i, ok := slices.BinarySearchFunc(list, k, compareKeys); ok {
+		return slices.Delete(list, i, i+1)
+	}
+	return list
 }
 
 var (
@@ -165,6 +238,7 @@ func (m *Model) reset() {
 	m.trigger = map[string]string{}
 	m.alerts = projections.NewParted[*safetyv1.Alert](&m.parts)
 	m.pos = 0
+	m.listed = newListing()
 }
 
 // Position returns the last applied position.
@@ -186,7 +260,9 @@ func (m *Model) Apply(e es.Event) {
 		if _, raised := m.alerts.Get(d.AlertId); d.AlertId == "" || raised {
 			return
 		}
-		m.alerts.Set(d.AlertId, &safetyv1.Alert{RaisedV2: proto.CloneOf(d)})
+		a := &safetyv1.Alert{RaisedV2: proto.CloneOf(d)}
+		m.alerts.Set(d.AlertId, a)
+		m.listed.add(a)
 		if ev, ok := m.trigger[d.AlertId]; ok {
 			delete(m.trigger, d.AlertId)
 			due, _ := m.triggered.Get(ev)
@@ -202,6 +278,7 @@ func (m *Model) Apply(e es.Event) {
 			acked := proto.CloneOf(a)
 			acked.Acknowledged = proto.CloneOf(d)
 			m.alerts.Set(d.AlertId, acked)
+			m.listed.acknowledged(a.RaisedV2)
 		}
 	}
 }
@@ -343,18 +420,23 @@ func (m *Model) Pending() []*safetyv1.AlertRaisedV2 {
 func (m *Model) List(rider string, openOnly bool, limit int) ([]*safetyv1.Alert, int) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var match []*safetyv1.Alert
-	for _, a := range m.alerts.All() {
-		if (rider == "" || a.RaisedV2.RiderId == rider) && (!openOnly || a.Acknowledged == nil) {
-			match = append(match, a)
-		}
+	var list []listKey
+	switch {
+	case rider == "" && openOnly:
+		list = m.listed.open
+	case rider == "":
+		list = m.listed.all
+	case openOnly:
+		list = m.listed.openByRider[rider]
+	default:
+		list = m.listed.byRider[rider]
 	}
-	sort.Slice(match, func(i, j int) bool { return newer(match[i].RaisedV2, match[j].RaisedV2) })
-	out := make([]*safetyv1.Alert, 0, min(limit, len(match)))
-	for _, a := range match[:min(limit, len(match))] {
+	out := make([]*safetyv1.Alert, 0, max(0, min(limit, len(list))))
+	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
+		a, _ := m.alerts.Get(list[i].id)
 		out = append(out, answer(a))
 	}
-	return out, len(match)
+	return out, len(list)
 }
 
 // Get returns a copy of alert id, or nil.
@@ -620,7 +702,11 @@ func (n *Model) restorePart(k int, incidents map[string]incident, triggered map[
 		if err := ofPart(a.RaisedV2.AlertId); err != nil {
 			return err
 		}
+		if _, dup := n.alerts.Get(a.RaisedV2.AlertId); dup {
+			return fmt.Errorf("alerts snapshot: alert %s repeated", a.RaisedV2.AlertId)
+		}
 		n.alerts.Set(a.RaisedV2.AlertId, a)
+		n.listed.add(a)
 	}
 	return nil
 }
@@ -636,6 +722,7 @@ func (m *Model) replace(n *Model, segmented bool) {
 	m.triggered = n.triggered.Moved(&m.parts)
 	m.alerts = n.alerts.Moved(&m.parts)
 	m.seen, m.seenOrder, m.seenNext, m.trigger, m.pos = n.seen, n.seenOrder, n.seenNext, n.trigger, n.pos
+	m.listed = n.listed
 	if segmented {
 		m.parts.Restored()
 	}

@@ -2,7 +2,10 @@ package alerts_test
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -230,4 +233,73 @@ func TestSegments(t *testing.T) {
 		{Data: danger{"r001", "late-2", 11.5, high}.event(), Position: es.Position{Seq: live.seq + 2}},
 	}
 	projtest.Segments(t, func() projtest.SegmentedModel { return alerts.New(alerts.Rules{}) }, evs[:first], evs[first:], later)
+}
+
+// List answers from lists Apply keeps: the same as sorting every alert,
+// for all riders or one, open only or not, after raises out of order,
+// acknowledgements (repeated, and of unknown alerts) and a restore.
+func TestListMatchesEveryAlert(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	f := &feeder{m: alerts.New(alerts.Rules{})}
+	raised := map[string]*safetyv1.AlertRaisedV2{}
+	acked := map[string]bool{}
+	for i := range 600 {
+		switch rng.IntN(4) {
+		case 0, 1, 2:
+			a := &safetyv1.AlertRaisedV2{AlertId: fmt.Sprintf("al%04d", i), RiderId: fmt.Sprintf("r%d", rng.IntN(5)),
+				RaisedAt: timestamppb.New(t0.Add(time.Duration(rng.IntN(300)) * time.Second))} // equal times too
+			f.apply(a)
+			raised[a.AlertId] = a
+		default:
+			id := fmt.Sprintf("al%04d", rng.IntN(i+1))
+			f.apply(&safetyv1.AlertAcknowledged{AlertId: id, By: "admin:ops"})
+			if raised[id] != nil {
+				acked[id] = true
+			}
+		}
+	}
+	want := func(rider string, openOnly bool) []string {
+		var out []*safetyv1.AlertRaisedV2
+		for id, a := range raised {
+			if (rider == "" || a.RiderId == rider) && (!openOnly || !acked[id]) {
+				out = append(out, a)
+			}
+		}
+		slices.SortFunc(out, func(a, b *safetyv1.AlertRaisedV2) int {
+			return cmp.Or(b.RaisedAt.AsTime().Compare(a.RaisedAt.AsTime()), cmp.Compare(b.AlertId, a.AlertId))
+		})
+		ids := make([]string, len(out))
+		for i, a := range out {
+			ids[i] = a.AlertId
+		}
+		return ids
+	}
+	snap, err := f.m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := alerts.New(alerts.Rules{})
+	if err := restored.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*alerts.Model{f.m, restored} {
+		for _, rider := range []string{"", "r0", "r3", "nobody"} {
+			for _, openOnly := range []bool{false, true} {
+				all := want(rider, openOnly)
+				for _, limit := range []int{0, 1, 7, 1000} {
+					got, total := m.List(rider, openOnly, limit)
+					ids := make([]string, len(got))
+					for i, a := range got {
+						ids[i] = a.RaisedV2.AlertId
+						if a.Acknowledged != nil == !acked[ids[i]] {
+							t.Fatalf("alert %s acknowledged: %v", ids[i], a.Acknowledged)
+						}
+					}
+					if total != len(all) || !slices.Equal(ids, all[:min(limit, len(all))]) {
+						t.Fatalf("List(%q, %v, %d) = %v (total %d), want %v (total %d)", rider, openOnly, limit, ids, total, all[:min(limit, len(all))], len(all))
+					}
+				}
+			}
+		}
+	}
 }

@@ -2,7 +2,11 @@ package alerts_test
 
 import (
 	"flag"
+	"fmt"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections"
@@ -53,4 +57,28 @@ func BenchmarkSnapshotStall(b *testing.B) {
 	}
 	tail := projtest.CityHistory(*stallEvents, 300_000, t0, apply)
 	projtest.SnapshotStall(b, m, tail, 3, apply)
+}
+
+// BenchmarkList is the alerts page's query, the newest 50 of every rider's
+// alerts, with 1,000 and 100,000 alerts kept (a fifth acknowledged): it
+// must not grow with them.
+func BenchmarkList(b *testing.B) {
+	for _, n := range []int{1000, 100_000} {
+		b.Run(fmt.Sprintf("alerts=%d", n), func(b *testing.B) {
+			m := alerts.New(alerts.DefaultRules())
+			for i := range n {
+				id := fmt.Sprintf("al%07d", i)
+				m.Apply(es.Event{Data: &safetyv1.AlertRaisedV2{AlertId: id, RiderId: fmt.Sprintf("r%04d", i%1000),
+					RaisedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Second))}, Position: es.Position{Seq: uint64(2*i + 1)}})
+				if i%5 == 0 {
+					m.Apply(es.Event{Data: &safetyv1.AlertAcknowledged{AlertId: id, By: "admin:ops"}, Position: es.Position{Seq: uint64(2*i + 2)}})
+				}
+			}
+			for b.Loop() {
+				if got, total := m.List("", false, 50); len(got) != 50 || total != n {
+					b.Fatalf("%d alerts of %d", len(got), total)
+				}
+			}
+		})
+	}
 }
