@@ -20,7 +20,7 @@
 // acknowledgement, for good; and each rider's current incident (at most
 // 256 events), the ids of the last 100,000 danger events (to deduplicate)
 // and the alerts due but not raised yet. It forgets an incident once the
-// rider's next one starts, and older ids. It grows with alerts: about 550
+// rider's next one starts, and older ids. It grows with alerts: about 720
 // bytes per alert (with its danger event) in memory and 200 in a snapshot
 // (BenchmarkFootprint, 50,000 alerts).
 //
