@@ -126,7 +126,7 @@ type live struct {
 	Pos       uint64
 	Orders    map[string]*order
 	FirstHour map[string]int64
-	Ratings   map[string]*rating
+	Ratings   *projections.Parted[rating] // values replaced, not changed
 }
 
 // Model is the dashboard read model. Safe for concurrent queries during
@@ -147,6 +147,9 @@ type Model struct {
 	issued    bool             // a capture issued every segment
 	seen      map[string]bool  // danger keys (rider/event_id) of the danger events
 	x         index
+	// ratingMarks are s.Ratings' marks, which no one reads: a capture
+	// freezes every partition of the ratings.
+	ratingMarks projections.Parts
 	// forecastMu guards x.forecasts while queries share the read lock.
 	forecastMu sync.Mutex
 }
@@ -196,7 +199,7 @@ func emptyState() state {
 func (m *Model) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.s = live{Orders: map[string]*order{}, FirstHour: map[string]int64{}, Ratings: map[string]*rating{}}
+	m.s = live{Orders: map[string]*order{}, FirstHour: map[string]int64{}, Ratings: projections.NewParted[rating](&m.ratingMarks)}
 	m.months, m.monthKeys, m.changed, m.issued = map[int32]*month{}, nil, map[int32]bool{}, false
 	m.seen = map[string]bool{}
 	m.x = newIndex()
@@ -297,15 +300,10 @@ func (m *Model) Apply(e es.Event) {
 		if d.RiderId == "" || d.Stars < 1 || d.Stars > 5 {
 			return
 		}
-		r := m.s.Ratings[d.RiderId]
-		if r == nil {
-			r = &rating{}
-			m.s.Ratings[d.RiderId] = r
-		}
-		old := *r
-		r.Stars += int64(d.Stars)
-		r.N++
-		m.x.rate(d.RiderId, old, *r)
+		old, _ := m.s.Ratings.Get(d.RiderId)
+		r := rating{Stars: old.Stars + int64(d.Stars), N: old.N + 1}
+		m.s.Ratings.Set(d.RiderId, r)
+		m.x.rate(d.RiderId, old, r)
 	case *safetyv1.DangerDetected:
 		key := d.RiderId + "/" + d.EventId // rider ids are tokens: no "/"
 		if d.EventId == "" || m.seen[key] {
@@ -366,7 +364,10 @@ func (m *Model) Snapshot() ([]byte, error) {
 // ratings.
 func (m *Model) state() state {
 	s := emptyState()
-	s.Pos, s.Orders, s.FirstHour, s.Ratings = m.s.Pos, m.s.Orders, m.s.FirstHour, m.s.Ratings
+	s.Pos, s.Orders, s.FirstHour = m.s.Pos, m.s.Orders, m.s.FirstHour
+	for id, r := range m.s.Ratings.All() {
+		s.Ratings[id] = &r
+	}
 	for _, k := range m.monthKeys {
 		ms := m.months[k].snapshot(k)
 		for zone, days := range ms.Days {
@@ -423,7 +424,10 @@ func (m *Model) restore(s state, segmented bool) error {
 	}
 	x := s.index()
 	n := New()
-	n.s = live{Pos: s.Pos, Orders: s.Orders, FirstHour: s.FirstHour, Ratings: s.Ratings}
+	n.s.Pos, n.s.Orders, n.s.FirstHour = s.Pos, s.Orders, s.FirstHour
+	for id, r := range s.Ratings {
+		n.s.Ratings.Set(id, *r)
+	}
 	for zone, days := range s.Days {
 		for d, st := range days {
 			n.ownMonth(monthOfDay(d)).zone(zone).days[d] = *st
@@ -447,5 +451,6 @@ func (m *Model) restore(s state, segmented bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.s, m.months, m.monthKeys, m.changed, m.issued, m.seen, m.x = n.s, n.months, n.monthKeys, n.changed, segmented, seen, x
+	m.s.Ratings = n.s.Ratings.Moved(&m.ratingMarks)
 	return nil
 }

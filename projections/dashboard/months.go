@@ -178,23 +178,30 @@ func parseMonth(s string) (int32, bool) {
 	return int32(t.Year()*12 + int(t.Month()) - 1), true
 }
 
-// Capture returns the model's position, its live segment (copied here:
-// it holds the open orders and a rating per rider, not history) and a
-// segment per month, encoding the months changed since the previous
-// capture; it freezes those (see month).
+// Capture returns the model's position, its live segment (the open
+// orders and first hours copied here, as they do not grow with history;
+// the ratings' partitions frozen) and a segment per month, encoding the
+// months changed since the previous capture; it freezes those (see
+// month).
 func (m *Model) Capture(full bool) (uint64, []projections.Segment) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	live := liveSnapshot{Magic: liveMagic, Orders: make(map[string]order, len(m.s.Orders)), FirstHour: maps.Clone(m.s.FirstHour),
-		Ratings: make(map[string]rating, len(m.s.Ratings))}
+	live := liveSnapshot{Magic: liveMagic, Orders: make(map[string]order, len(m.s.Orders)), FirstHour: maps.Clone(m.s.FirstHour)}
 	for id, o := range m.s.Orders {
 		live.Orders[id] = *o
 	}
-	for id, r := range m.s.Ratings {
-		live.Ratings[id] = *r
+	ratings := make([]map[string]rating, projections.PartCount)
+	for k := range ratings {
+		ratings[k] = m.s.Ratings.Freeze(k)
 	}
 	segs := make([]projections.Segment, 0, 1+len(m.monthKeys))
-	segs = append(segs, projections.Segment{Name: liveSegment, Encode: func() ([]byte, error) { return json.Marshal(live) }})
+	segs = append(segs, projections.Segment{Name: liveSegment, Encode: func() ([]byte, error) {
+		live.Ratings = map[string]rating{}
+		for _, part := range ratings {
+			maps.Copy(live.Ratings, part)
+		}
+		return json.Marshal(live)
+	}})
 	for _, k := range m.monthKeys {
 		seg := projections.Segment{Name: monthSegment + monthName(k)}
 		if mo := m.months[k]; full || !m.issued || m.changed[k] {
