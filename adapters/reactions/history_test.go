@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -226,5 +227,56 @@ func TestStoryFromHistoryIsReadButNotMailed(t *testing.T) {
 	}
 	if st := storyAt(old); st.Channel != "" {
 		t.Errorf("old story notified by %q after the clock was set right", st.Channel)
+	}
+}
+
+// TestNewNotifyingReactionStartsAfterHistory: notifying reactions made on
+// a store whose commits are all older than MaxAge start after them: the
+// server never delivers them (none is even skipped), and a commit
+// recorded after is handled. Made again, on a restart, they keep where
+// they started.
+func TestNewNotifyingReactionStartsAfterHistory(t *testing.T) {
+	const maxAge = 2 * time.Second
+	e := setup(t)
+	ctx := context.Background()
+	dev := es.StreamID{Context: "safety", Type: "device", ID: "dev1"}
+	for i := range 20 {
+		if _, err := e.store.Append(ctx, dev, []proto.Message{danger(fmt.Sprintf("dev1:old:%d", i), "r-old", safetyv1.Severity_SEVERITY_HIGH, time.Now())}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The history ages past MaxAge (a clock to pass, not a state to wait for).
+	time.Sleep(maxAge + 200*time.Millisecond)
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	cfg := reactions.Config{RetryInterval: 10 * time.Millisecond, MaxRetries: 3, MaxAge: maxAge,
+		OnOutcome: func(r string, o reactions.Outcome) {
+			mu.Lock()
+			outcomes[r+" "+o.String()]++
+			mu.Unlock()
+		}}
+	start := func() {
+		e.engineWith(t, cfg, e.raiseAndNotify(reactions.LogNotifier{Logger: slog.New(slog.DiscardHandler)})...)
+	}
+	start()
+	if _, err := e.store.Append(ctx, dev, []proto.Message{danger("dev1:new", "r-new", safetyv1.Severity_SEVERITY_HIGH, time.Now())}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the live alert raised and notified", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return outcomes[reactions.RaiseAlertsName+" handled"] == 1 && outcomes[reactions.NotifyAlertsName+" handled"] == 1
+	})
+	// A second engine on the same consumers: made again, not refused.
+	start()
+	mu.Lock()
+	defer mu.Unlock()
+	for k, n := range outcomes {
+		if strings.HasSuffix(k, " skipped_history") && n > 0 {
+			t.Errorf("%s: %d; the history should not have been delivered at all (all: %v)", k, n, outcomes)
+		}
+	}
+	if list, _ := e.model.List("r-old", false, 10); len(list) != 0 {
+		t.Errorf("r-old's alerts = %v; want none", list)
 	}
 }

@@ -27,6 +27,10 @@ type subscriber struct {
 	js       jetstream.JetStream
 	stream   string
 	consumer func(topic string) (jetstream.ConsumerConfig, error)
+	// startAt returns where topic's consumer starts when it is new: the
+	// stream's first message for zero, else the first stored at or after
+	// it (a reaction that would skip what is older as history).
+	startAt func(topic string) time.Time
 	// retryDelay is the redelivery delay after a nack of a message
 	// delivered n times.
 	retryDelay func(n uint64) time.Duration
@@ -54,7 +58,11 @@ func (s *subscriber) provision(ctx context.Context, topics []string) error {
 		wg.Go(func() {
 			cfg, err := s.consumer(topic)
 			if err == nil {
-				made[i], err = s.create(ctx, cfg)
+				var start time.Time
+				if s.startAt != nil {
+					start = s.startAt(topic)
+				}
+				made[i], err = s.create(ctx, cfg, start)
 			}
 			errs[i] = err
 		})
@@ -72,13 +80,15 @@ func (s *subscriber) provision(ctx context.Context, topics []string) error {
 	return nil
 }
 
-// create creates or updates the durable consumer cfg. In a cluster the
+// create creates or updates the durable consumer cfg. A new one starts at
+// start, unless it is zero (see startAt); one that exists keeps where it
+// started, as JetStream does not let that change. In a cluster the
 // consumer is one for all nodes, replicated as the stream; creating it
 // waits out a cluster that is forming or too loaded to answer in time
 // (ctx ends the wait).
-func (s *subscriber) create(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+func (s *subscriber) create(ctx context.Context, cfg jetstream.ConsumerConfig, start time.Time) (jetstream.Consumer, error) {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		cons, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+		cons, err := s.createOnce(ctx, cfg, start)
 		if err == nil {
 			return cons, nil
 		}
@@ -92,6 +102,31 @@ func (s *subscriber) create(ctx context.Context, cfg jetstream.ConsumerConfig) (
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// createOnce is one try of create.
+func (s *subscriber) createOnce(ctx context.Context, cfg jetstream.ConsumerConfig, start time.Time) (jetstream.Consumer, error) {
+	if start.IsZero() {
+		return s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+	}
+	for range 3 { // made by another node meanwhile: update it instead
+		cons, err := s.js.Consumer(ctx, s.stream, cfg.Durable)
+		switch {
+		case err == nil:
+			old := cons.CachedInfo().Config
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = old.DeliverPolicy, old.OptStartSeq, old.OptStartTime
+			return s.js.UpdateConsumer(ctx, s.stream, cfg)
+		case !errors.Is(err, jetstream.ErrConsumerNotFound):
+			return nil, err
+		}
+		fresh := cfg
+		fresh.DeliverPolicy, fresh.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+		cons, err = s.js.CreateConsumer(ctx, s.stream, fresh)
+		if !errors.Is(err, jetstream.ErrConsumerExists) {
+			return cons, err
+		}
+	}
+	return nil, fmt.Errorf("consumer %s: made and changed by others meanwhile, three times", cfg.Durable)
 }
 
 var _ message.Subscriber = (*subscriber)(nil)

@@ -254,6 +254,16 @@ func New(ctx context.Context, cfg Config, rs ...Reaction) (*Engine, error) {
 				MaxAckPending:  max(1, r.Concurrency), // 1: in stream order, one at a time
 			}, nil
 		},
+		// A new consumer of a notifying reaction starts MaxAge ago: it
+		// would skip every older commit as history, one at a time, and on
+		// a long stream each takes the server a filtered search (a
+		// reaction made on a 10M-event store took ~300 commits a second).
+		startAt: func(topic string) time.Time {
+			if r := byName[topic]; r.Notifies && cfg.MaxAge > 0 {
+				return cfg.Now().Add(-cfg.MaxAge)
+			}
+			return time.Time{}
+		},
 		retryDelay: func(n uint64) time.Duration { return min(time.Duration(n)*cfg.RedeliverDelay, 30*time.Second) },
 		progress:   cfg.AckWait / 3,
 	}
