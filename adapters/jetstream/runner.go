@@ -1070,11 +1070,12 @@ func (l *runLoop) rebuild(ctx context.Context, target uint64) error {
 }
 
 // snapshot takes the model's snapshot on Run's goroutine and uploads it in
-// the background, unless one is in flight, the model is unchanged, or it
-// may hold part of a commit.
+// the background, unless one is in flight, the model is unchanged (and
+// the history is not due to keep it: the history loads beside the start,
+// and may load after the last change), or it may hold part of a commit.
 func (l *runLoop) snapshot() {
 	pos := l.r.Position()
-	if l.writing || pos == l.snapPos || l.dirty || l.r.store.writable() != nil {
+	if l.writing || pos == l.snapPos && !l.r.historyDue(pos) || l.dirty || l.r.store.writable() != nil {
 		return // a store refusing writes (disk full) is retried at the next tick
 	}
 	upload, err := l.take(pos)
