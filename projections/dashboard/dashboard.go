@@ -256,11 +256,13 @@ func (m *Model) Apply(e es.Event) {
 		t := at(d.PlacedAt, e)
 		m.s.Orders[d.OrderId] = &order{Zone: d.Zone, Amount: d.Amount, State: statePlaced, PlacedAt: t}
 		m.x.placed++
-		m.x.addZone(d.Zone)
+		first, ok := m.s.FirstHour[d.Zone] // every zone with an order has one
+		if !ok {
+			m.x.addZone(d.Zone)
+		}
 		m.addDay(d.Zone, dayOf(t), dayStats{Orders: 1, Amount: d.Amount})
 		h := hourOf(t)
 		m.ownMonth(monthOfHour(h)).zone(d.Zone).hours[h]++
-		first, ok := m.s.FirstHour[d.Zone]
 		if !ok || h < first {
 			m.s.FirstHour[d.Zone] = h
 		}
