@@ -1,8 +1,14 @@
 package steps_test
 
 import (
+	"bytes"
+	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"testing"
 	"time"
 
@@ -42,7 +48,7 @@ func newBenchBoard(b *testing.B, users int) *benchBoard {
 }
 
 // BenchmarkApply raises a random ranked user's count: the steady-state
-// update, a treap delete and insert.
+// update: a move from one count to another.
 func BenchmarkApply(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(size.name, func(b *testing.B) {
@@ -163,14 +169,74 @@ func BenchmarkFootprint(b *testing.B) {
 	})
 }
 
+var (
+	bigUsers = flag.Int("footprint.users", 0, "BenchmarkFootprintAtScale: users, each recording every date (0 skips it)")
+	bigDays  = flag.Int("footprint.days", 30, "BenchmarkFootprintAtScale: consecutive dates")
+)
+
+// BenchmarkFootprintAtScale builds historyModel(-footprint.users,
+// -footprint.days), with ids as long as a ULID, and reports the live heap
+// per user-day, the process's resident memory with the model held
+// (rss-MB), with GOMEMLIMIT if the environment sets it, and the build's
+// peak (peak-rss-MB). Run it alone, with -benchtime 1x: for 10M users and
+// 30 days it takes minutes and about 4 GB.
+func BenchmarkFootprintAtScale(b *testing.B) {
+	if *bigUsers == 0 {
+		b.Skip("set -footprint.users")
+	}
+	users, days := *bigUsers, *bigDays
+	for b.Loop() {
+		before := liveHeap()
+		m := historyModelIDs(users, days, 26)
+		heap := liveHeap() - before
+		debug.FreeOSMemory()
+		b.ReportMetric(float64(heap)/float64(users*days), "B/user-day")
+		b.ReportMetric(float64(heap)/(1<<20), "heap-MB")
+		b.ReportMetric(float64(procStatus(b, "VmRSS"))/(1<<10), "rss-MB")
+		b.ReportMetric(float64(procStatus(b, "VmHWM"))/(1<<10), "peak-rss-MB")
+		runtime.KeepAlive(m)
+	}
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// procStatus returns a "kB" field of /proc/self/status, in KiB.
+func procStatus(b *testing.B, field string) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skip(err)
+	}
+	for line := range bytes.Lines(data) {
+		if name, rest, ok := bytes.Cut(line, []byte(":")); ok && string(name) == field {
+			kb, err := strconv.ParseInt(string(bytes.TrimSuffix(bytes.TrimSpace(rest), []byte(" kB"))), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb
+		}
+	}
+	b.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
+
 // historyModel returns a model where users recorded a random count for
 // each of days consecutive dates, date after date.
 func historyModel(users, days int, opts ...steps.Option) *steps.Model {
+	return historyModelIDs(users, days, 12, opts...)
+}
+
+// historyModelIDs is historyModel with ids of idLen bytes (at least 12).
+func historyModelIDs(users, days, idLen int, opts ...steps.Option) *steps.Model {
 	m := steps.New(opts...)
 	rng := rand.New(rand.NewPCG(uint64(users), uint64(days)))
 	ids := make([]string, users)
 	for u := range ids {
-		ids[u] = fmt.Sprintf("user-%07d", u)
+		ids[u] = fmt.Sprintf("user-%0*d", idLen-5, u)
 	}
 	rec := &stepsv1.StepsRecorded{}
 	seq := uint64(0)

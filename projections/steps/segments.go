@@ -76,7 +76,12 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 		encoding.Add(1)
 		return append(segs, projections.Segment{Name: name, Encode: func() ([]byte, error) {
 			defer encoding.Add(-1)
-			return appendBoard(make([]byte, 0, 16*int(view.len)), date, ids, view), nil
+			ranked := view.ranked(ids)
+			return appendBoard(make([]byte, 0, 16*len(ranked)), date, ids, int32(len(ranked)), func(visit func(uid, steps int32) bool) {
+				for _, c := range ranked {
+					visit(c.uid, c.steps)
+				}
+			}), nil
 		}})
 	}
 	segs = append(segs, projections.Segment{Name: name})
@@ -86,11 +91,7 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 	if b.changed == 0 {
 		return segs
 	}
-	counts := make([]count, 0, b.changed)
-	for _, n := range b.takeChanged() {
-		t := b.get(n)
-		counts = append(counts, count{t.uid, t.steps})
-	}
+	counts := b.takeChanged()
 	b.deltas++
 	b.deltaCounts += len(counts)
 	ids, encoding := m.ids, m.encoding
@@ -100,8 +101,6 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 		return appendDelta(ids, counts), nil
 	}})
 }
-
-type count struct{ uid, steps int32 }
 
 // appendDelta encodes counts: a uvarint count, then each user's id and
 // steps (a zigzag varint), by user id.

@@ -29,7 +29,8 @@ func (m *Model) Snapshot() ([]byte, error) {
 	buf = m.appendSummaries(buf, m.summed)
 	buf = binary.AppendUvarint(buf, uint64(len(m.dates)))
 	for _, date := range m.dates {
-		buf = appendBoard(buf, date, m.ids, m.days[date])
+		b := m.days[date]
+		buf = appendBoard(buf, date, m.ids, b.total(), b.walk)
 	}
 	return buf, nil
 }
@@ -52,14 +53,14 @@ func (m *Model) appendSummaries(buf []byte, dates []string) []byte {
 	return buf
 }
 
-// appendBoard appends date and b's entries; ids maps b's uids. b may be
-// a capture's copy, read while the model changes.
-func appendBoard(buf []byte, date string, ids []string, b *board) []byte {
-	buf = binary.AppendUvarint(appendString(buf, date), uint64(b.total()))
+// appendBoard appends date and its total users, which walk visits in
+// rank order; ids maps their uids.
+func appendBoard(buf []byte, date string, ids []string, total int32, walk func(visit func(uid, steps int32) bool)) []byte {
+	buf = binary.AppendUvarint(appendString(buf, date), uint64(total))
 	first, prev := true, int32(0)
-	b.walk(func(t *node) bool {
-		buf = appendRanked(buf, first, ids[t.uid], t.steps, prev)
-		first, prev = false, t.steps
+	walk(func(uid, steps int32) bool {
+		buf = appendRanked(buf, first, ids[uid], steps, prev)
+		first, prev = false, steps
 		return true
 	})
 	return buf
@@ -173,29 +174,30 @@ func (m *Model) decodeBoard(r *reader) *board {
 		r.fail("date %q has no users", date)
 		return nil
 	}
-	b := newBoard(n)
+	b := newBoard()
+	var prevUser string
+	var prevSteps int32
 	for i := range n {
-		var prev int32
-		if i > 0 {
-			prev = b.get(b.len - 1).steps
-		}
-		user, steps := r.ranked(i == 0, prev)
+		user, steps := r.ranked(i == 0, prevSteps)
 		if r.err != nil {
 			return nil
 		}
+		if i > 0 && !(prevSteps > steps || prevSteps == steps && prevUser < user) {
+			r.fail("date %q: user %q out of order or twice", date, user)
+			return nil
+		}
+		prevUser, prevSteps = user, steps
 		uid, ok := m.uids[user]
 		if !ok {
 			uid = m.newUser(user)
 		}
-		t := node{uid: uid, steps: steps, size: 1, prio: priority(user)}
-		if i > 0 && !before(m.ids, b.get(b.len-1), &t) || b.at[uid] != 0 {
-			r.fail("date %q: user %q out of order or twice", date, user)
+		if _, twice := b.get(uid); twice {
+			r.fail("date %q: user %q twice", date, user)
 			return nil
 		}
-		b.at[uid] = b.add(t)
+		b.append(uid, steps)
 		m.held[uid]++
 	}
-	b.build()
 	m.days[date] = b
 	m.dates = append(m.dates, date)
 	return b

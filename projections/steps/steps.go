@@ -99,9 +99,11 @@ func Window(days int) Option {
 // records gives the same answers.
 //
 // A date's leaderboard orders users by steps descending, then user id
-// ascending; a user who recorded 0 steps is ranked. It is an
-// order-statistic treap, so updates and Rank take O(log N) and Top(n)
-// O(log N + n).
+// ascending; a user who recorded 0 steps is ranked. It counts the users
+// at each count in a Fenwick tree and keeps each count's users ordered by
+// id, so that for V distinct counts updates and Rank take O(log V) and a
+// binary search among the users at the same count, and Top(n) O(log V)
+// per count it reaches plus n (see board).
 //
 // Model is safe for queries concurrent with Apply.
 type Model struct {
@@ -214,29 +216,21 @@ func (m *Model) record(user, date string, steps int32) {
 	if !known {
 		uid = m.newUser(user)
 	}
-	if n, changed := m.raise(b, uid, steps); changed {
-		b.mark(n)
-	}
+	m.raise(b, uid, steps)
 }
 
 // raise sets uid's count on b to steps unless it is already at least
-// that, and returns uid's node and whether it changed.
-func (m *Model) raise(b *board, uid, steps int32) (int32, bool) {
-	n := b.at[uid]
-	if n != 0 && steps <= b.get(n).steps {
-		return n, false
+// that, and marks it changed if it did.
+func (m *Model) raise(b *board, uid, steps int32) {
+	old, ok := b.get(uid)
+	if ok && steps <= old {
+		return
 	}
-	if n == 0 {
-		n = b.add(node{uid: uid, steps: steps, size: 1, prio: priority(m.ids[uid])})
-		b.at[uid] = n
+	if !ok {
 		m.held[uid]++
-	} else {
-		b.root = b.remove(m.ids, b.root, n, b.mut(n))
 	}
-	t := b.mut(n)
-	*t = node{uid: uid, steps: steps, size: 1, prio: t.prio}
-	b.root = b.insert(m.ids, b.root, n, t)
-	return n, true
+	b.set(m.ids, uid, steps)
+	b.mark(uid)
 }
 
 // open adds date's board, moving the window when date is the newest
@@ -254,7 +248,7 @@ func (m *Model) open(date string) *board {
 		m.cutoff = day.AddDate(0, 0, 1-m.window).Format(dateLayout)
 		m.summarizeBefore(m.cutoff)
 	}
-	b := newBoard(0)
+	b := newBoard()
 	m.days[date] = b
 	i, _ := slices.BinarySearch(m.dates, date)
 	m.dates = slices.Insert(m.dates, i, date)
@@ -268,16 +262,16 @@ func (m *Model) summarizeBefore(cutoff string) {
 		date := m.dates[0]
 		b := m.days[date]
 		s := &summary{total: int64(b.total()), top: make([]Entry, 0, min(int(b.total()), SummaryTop))}
-		b.walk(func(t *node) bool {
-			s.top = append(s.top, Entry{Rank: int64(len(s.top) + 1), UserID: m.ids[t.uid], Steps: t.steps})
+		b.walk(func(uid, steps int32) bool {
+			s.top = append(s.top, Entry{Rank: int64(len(s.top) + 1), UserID: m.ids[uid], Steps: steps})
 			return len(s.top) < SummaryTop
 		})
 		m.summaries[date] = s
 		m.summed = append(m.summed, date) // dates leave in ascending order
 		m.changedMonths[date[:7]] = true
-		b.each(func(t *node) {
-			if m.held[t.uid]--; m.held[t.uid] == 0 {
-				m.leaving = append(m.leaving, t.uid)
+		b.each(func(uid, _ int32) {
+			if m.held[uid]--; m.held[uid] == 0 {
+				m.leaving = append(m.leaving, uid)
 			}
 		})
 		delete(m.days, date)
@@ -304,17 +298,16 @@ func (m *Model) newUser(user string) int32 {
 	return uid
 }
 
-// lookup returns date's board and userID's node on it, 0 if none.
-func (m *Model) lookup(date, userID string) (*board, int32) {
-	b := m.days[date]
-	if b == nil {
-		return nil, 0
+// lookup returns userID's count for date, and false if it has none.
+func (m *Model) lookup(date, userID string) (b *board, uid, steps int32, ok bool) {
+	if b = m.days[date]; b == nil {
+		return nil, 0, 0, false
 	}
-	uid, ok := m.uids[userID]
-	if !ok {
-		return b, 0
+	if uid, ok = m.uids[userID]; !ok {
+		return b, 0, 0, false
 	}
-	return b, b.at[uid]
+	steps, ok = b.get(uid)
+	return b, uid, steps, ok
 }
 
 // Reset empties the model.
@@ -361,11 +354,8 @@ func (m *Model) Horizon() string {
 func (m *Model) Steps(userID, date string) (int32, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	b, n := m.lookup(date, userID)
-	if n == 0 {
-		return 0, false
-	}
-	return b.get(n).steps, true
+	_, _, steps, ok := m.lookup(date, userID)
+	return steps, ok
 }
 
 // Range returns userID's counts for the dates from..to inclusive
@@ -382,9 +372,8 @@ func (m *Model) Range(userID, from, to string) (days []Daily, horizon string) {
 	}
 	i, _ := slices.BinarySearch(m.dates, from)
 	for ; i < len(m.dates) && m.dates[i] <= to; i++ {
-		b := m.days[m.dates[i]]
-		if n := b.at[uid]; n != 0 {
-			days = append(days, Daily{UserID: userID, Date: m.dates[i], Steps: b.get(n).steps})
+		if steps, ok := m.days[m.dates[i]].get(uid); ok {
+			days = append(days, Daily{UserID: userID, Date: m.dates[i], Steps: steps})
 		}
 	}
 	return days, m.cutoff
@@ -408,8 +397,8 @@ func (m *Model) Top(date string, n int) []Entry {
 		return nil
 	}
 	out := make([]Entry, 0, min(n, int(b.total())))
-	b.walk(func(t *node) bool {
-		out = append(out, Entry{Rank: int64(len(out) + 1), UserID: m.ids[t.uid], Steps: t.steps})
+	b.walk(func(uid, steps int32) bool {
+		out = append(out, Entry{Rank: int64(len(out) + 1), UserID: m.ids[uid], Steps: steps})
 		return len(out) < n
 	})
 	return out
@@ -429,11 +418,11 @@ func (m *Model) Rank(date, userID string) (Entry, bool) {
 		}
 		return Entry{}, false
 	}
-	b, n := m.lookup(date, userID)
-	if n == 0 {
+	b, uid, steps, ok := m.lookup(date, userID)
+	if !ok {
 		return Entry{}, false
 	}
-	return Entry{Rank: b.rank(m.ids, n), UserID: userID, Steps: b.get(n).steps}, true
+	return Entry{Rank: b.rank(m.ids, uid, steps), UserID: userID, Steps: steps}, true
 }
 
 // Total returns the number of users ranked on date (for a date before the

@@ -1,0 +1,485 @@
+package steps
+
+import (
+	"cmp"
+	"math/bits"
+	"slices"
+)
+
+// board is one date's counts and leaderboard, in three parts:
+//
+//   - a column of each user's count, indexed by uid, in chunks of 1024
+//     users (4 bytes a user and a presence bit);
+//   - a Fenwick tree counting the users at each count from 0 to
+//     denseLimit-1, which gives how many users rank ahead of a count in
+//     O(log V), and the counts outside that range (negative, or beyond
+//     any real day's steps: the API accepts none) in a short sorted list;
+//   - per count, its users ordered by id, in parts of at most maxPart, so
+//     that a user's place among equal counts is a binary search.
+//
+// A (user, date) costs about 9 bytes: 4 in the column, 4 and some slack
+// in its count's part. Nothing in it holds a pointer per user, so the
+// garbage collector scans none of it.
+//
+// A capture shares the column with a view it encodes elsewhere (share);
+// from then on a write copies the chunk it writes to first, once. The
+// ranking is not shared: a view sorts what it encodes.
+type board struct {
+	col   []colChunk // uid u is col[u>>colShift]; a nil chunk holds nobody
+	gen   uint32     // a chunk of an older gen is shared with a capture
+	users int32      // users with a count
+
+	fen   []int32  // Fenwick tree over counts 0..len(fen)-2, 1-based; len(fen)-1 is a power of two
+	dense []bucket // count → its users, for counts the tree covers
+	odd   []oddCount
+
+	// dirty has a bit per uid whose count changed since the last capture;
+	// changed counts them.
+	dirty   []uint64
+	changed int
+	// The segments stored of this board: based once a capture issued its
+	// leaderboard, then deltas more segments of deltaCounts counts.
+	based       bool
+	deltas      int
+	deltaCounts int
+}
+
+const (
+	colShift = 10
+	colMask  = 1<<colShift - 1
+
+	// denseLimit bounds the counts the Fenwick tree covers: above the
+	// API's largest daily count (domain/steps MaxSteps, 200,000). The
+	// tree grows by doubling to the largest count it holds, from minFen.
+	denseLimit = 1 << 18
+	minFen     = 64
+
+	// maxPart bounds a part of a count's users; a full part splits in two.
+	maxPart = 512
+)
+
+type colChunk struct {
+	c   *colData
+	gen uint32 // the board's gen when the chunk was made or copied
+}
+
+type colData struct {
+	steps [1 << colShift]int32
+	has   [1 << colShift / 64]uint64
+}
+
+// bucket is the users at one count, ordered by id: parts in order, each
+// non-empty and holding at most maxPart.
+type bucket struct {
+	parts [][]int32
+}
+
+// oddCount is a count outside 0..denseLimit-1 and its users.
+type oddCount struct {
+	steps int32
+	users *bucket
+}
+
+func newBoard() *board {
+	return &board{fen: make([]int32, minFen+1), dense: make([]bucket, minFen)}
+}
+
+// count is a user's count on a board.
+type count struct{ uid, steps int32 }
+
+// get returns uid's count and whether it has one.
+func (b *board) get(uid int32) (int32, bool) {
+	i := int(uid >> colShift)
+	if i >= len(b.col) || b.col[i].c == nil {
+		return 0, false
+	}
+	return readCol(b.col[i].c, uid)
+}
+
+func readCol(c *colData, uid int32) (int32, bool) {
+	j := uid & colMask
+	if c.has[j>>6]&(1<<(j&63)) == 0 {
+		return 0, false
+	}
+	return c.steps[j], true
+}
+
+// put sets uid's count in the column, copying its chunk first if a
+// capture shares it.
+func (b *board) put(uid, steps int32) {
+	i := int(uid >> colShift)
+	if i >= len(b.col) {
+		b.col = append(b.col, make([]colChunk, i+1-len(b.col))...)
+	}
+	ch := &b.col[i]
+	switch {
+	case ch.c == nil:
+		ch.c, ch.gen = new(colData), b.gen
+	case ch.gen != b.gen:
+		c := *ch.c
+		ch.c, ch.gen = &c, b.gen
+	}
+	j := uid & colMask
+	ch.c.steps[j] = steps
+	ch.c.has[j>>6] |= 1 << (j & 63)
+}
+
+func (b *board) total() int32 { return b.users }
+
+// set gives uid (with id ids[uid]) the count steps, moving it from the
+// count it had, if any.
+func (b *board) set(ids []string, uid, steps int32) {
+	if old, ok := b.get(uid); ok {
+		b.bucketOf(old, false).remove(ids, uid)
+		b.tally(old, -1)
+	} else {
+		b.users++
+	}
+	b.put(uid, steps)
+	b.bucketOf(steps, true).insert(ids, uid)
+	b.tally(steps, 1)
+}
+
+// append adds uid at steps behind every user the board holds, which must
+// all rank ahead of it: a restore reads users in rank order.
+func (b *board) append(uid, steps int32) {
+	b.users++
+	b.put(uid, steps)
+	bk := b.bucketOf(steps, true)
+	if n := len(bk.parts); n == 0 || len(bk.parts[n-1]) == maxPart {
+		bk.parts = append(bk.parts, make([]int32, 0, 4))
+	}
+	last := &bk.parts[len(bk.parts)-1]
+	*last = append(*last, uid)
+	b.tally(steps, 1)
+}
+
+// bucketOf returns the users at steps. For a count the board has no
+// place for yet, it makes one when create is true and returns nil
+// otherwise. The pointer is valid until the next bucketOf.
+func (b *board) bucketOf(steps int32, create bool) *bucket {
+	if 0 <= steps && steps < denseLimit {
+		for create && int(steps) >= len(b.dense) {
+			b.grow()
+		}
+		if int(steps) >= len(b.dense) {
+			return nil
+		}
+		return &b.dense[steps]
+	}
+	i, found := b.findOdd(steps)
+	if !found {
+		if !create {
+			return nil
+		}
+		b.odd = slices.Insert(b.odd, i, oddCount{steps: steps, users: &bucket{}})
+	}
+	return b.odd[i].users
+}
+
+// findOdd returns where steps is or belongs in b.odd, which is ordered by
+// count descending.
+func (b *board) findOdd(steps int32) (int, bool) {
+	return slices.BinarySearchFunc(b.odd, steps, func(o oddCount, s int32) int { return cmp.Compare(s, o.steps) })
+}
+
+// tally adds d users at steps to the tree, and drops the bucket of a
+// count that no user has any more.
+func (b *board) tally(steps int32, d int32) {
+	if 0 <= steps && steps < denseLimit {
+		for i := int(steps) + 1; i < len(b.fen); i += i & -i {
+			b.fen[i] += d
+		}
+		if d < 0 && b.dense[steps].empty() {
+			b.dense[steps] = bucket{} // its parts' array goes
+		}
+		return
+	}
+	if i, _ := b.findOdd(steps); d < 0 && b.odd[i].users.empty() {
+		b.odd = slices.Delete(b.odd, i, i+1)
+	}
+}
+
+// grow doubles the tree's range: the new upper half is empty, so every
+// old node keeps its sum and the new root holds them all.
+func (b *board) grow() {
+	n := len(b.fen) - 1
+	fen := make([]int32, 2*n+1)
+	copy(fen, b.fen)
+	fen[2*n] = b.below(int32(n))
+	b.fen = fen
+	b.dense = append(b.dense, make([]bucket, n)...)
+}
+
+// below returns how many users have a count from 0 to v-1, for v from 0
+// to the tree's range.
+func (b *board) below(v int32) int32 {
+	s := int32(0)
+	for i := int(v); i > 0; i -= i & -i {
+		s += b.fen[i]
+	}
+	return s
+}
+
+// denseUsers returns how many users the tree counts.
+func (b *board) denseUsers() int32 { return b.below(int32(len(b.fen) - 1)) }
+
+// kth returns the count of the k-th user (1-based) of those the tree
+// counts, lowest count first: the least v with below(v+1) >= k.
+func (b *board) kth(k int32) int32 {
+	pos, n := 0, len(b.fen)-1
+	for step := n; step > 0; step >>= 1 {
+		if next := pos + step; next <= n && b.fen[next] < k {
+			pos = next
+			k -= b.fen[next]
+		}
+	}
+	return int32(pos)
+}
+
+// ahead returns how many users have a count above steps.
+func (b *board) ahead(steps int32) int64 {
+	r := int64(0)
+	for _, o := range b.odd {
+		if o.steps <= steps {
+			break
+		}
+		r += int64(o.users.len())
+	}
+	switch {
+	case steps < 0:
+		r += int64(b.denseUsers())
+	case steps < int32(len(b.fen)-1):
+		r += int64(b.denseUsers() - b.below(steps+1))
+	}
+	return r
+}
+
+// rank returns the 1-based rank of uid, whose count is steps.
+func (b *board) rank(ids []string, uid, steps int32) int64 {
+	return b.ahead(steps) + int64(b.bucketOf(steps, false).index(ids, uid)) + 1
+}
+
+// walk visits the users in rank order until visit returns false.
+func (b *board) walk(visit func(uid, steps int32) bool) {
+	each := func(steps int32, bk *bucket) bool {
+		for _, p := range bk.parts {
+			for _, uid := range p {
+				if !visit(uid, steps) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	i := 0
+	for ; i < len(b.odd) && b.odd[i].steps >= 0; i++ {
+		if !each(b.odd[i].steps, b.odd[i].users) {
+			return
+		}
+	}
+	for k := b.denseUsers(); k > 0; {
+		v := b.kth(k)
+		if !each(v, &b.dense[v]) {
+			return
+		}
+		k = b.below(v)
+	}
+	for ; i < len(b.odd); i++ {
+		if !each(b.odd[i].steps, b.odd[i].users) {
+			return
+		}
+	}
+}
+
+// each visits every user's count, in uid order.
+func (b *board) each(visit func(uid, steps int32)) {
+	for i, ch := range b.col {
+		if ch.c != nil {
+			eachCol(ch.c, int32(i)<<colShift, visit)
+		}
+	}
+}
+
+func eachCol(c *colData, base int32, visit func(uid, steps int32)) {
+	for w, word := range c.has {
+		for ; word != 0; word &= word - 1 {
+			j := int32(w<<6 | bits.TrailingZeros64(word))
+			visit(base+j, c.steps[j])
+		}
+	}
+}
+
+// view is a board's counts as they were when share made it.
+type view struct {
+	col   []colChunk
+	users int32
+}
+
+// share returns a view of b's counts as they are, to read on another
+// goroutine while b changes.
+func (b *board) share() *view {
+	b.gen++
+	return &view{col: slices.Clone(b.col), users: b.users}
+}
+
+// ranked returns the view's counts in rank order; ids maps its uids. It
+// places them by count in two passes (counts outside 0..denseLimit-1 are
+// sorted), then sorts each run of equal counts by id.
+func (v *view) ranked(ids []string) []count {
+	var odd []count
+	var at []int32 // count → users with a count above it, then where the next one goes
+	for i, ch := range v.col {
+		if ch.c != nil {
+			eachCol(ch.c, int32(i)<<colShift, func(uid, steps int32) {
+				if steps < 0 || steps >= denseLimit {
+					odd = append(odd, count{uid, steps})
+					return
+				}
+				if int(steps) >= len(at) {
+					at = append(at, make([]int32, int(steps)+1-len(at))...)
+				}
+				at[steps]++
+			})
+		}
+	}
+	byRank := func(a, c count) int {
+		if a.steps != c.steps {
+			return cmp.Compare(c.steps, a.steps)
+		}
+		return cmp.Compare(ids[a.uid], ids[c.uid])
+	}
+	slices.SortFunc(odd, byRank)
+	high := 0 // odd counts above the dense ones
+	for high < len(odd) && odd[high].steps >= 0 {
+		high++
+	}
+	sum := int32(high)
+	for s := len(at) - 1; s >= 0; s-- {
+		sum, at[s] = sum+at[s], sum
+	}
+	out := make([]count, v.users)
+	copy(out, odd[:high])
+	copy(out[sum:], odd[high:])
+	for i, ch := range v.col {
+		if ch.c != nil {
+			eachCol(ch.c, int32(i)<<colShift, func(uid, steps int32) {
+				if steps >= 0 && steps < denseLimit {
+					out[at[steps]] = count{uid, steps}
+					at[steps]++
+				}
+			})
+		}
+	}
+	for i := high; i < int(sum); {
+		j := i + 1
+		for j < int(sum) && out[j].steps == out[i].steps {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortFunc(out[i:j], byRank)
+		}
+		i = j
+	}
+	return out
+}
+
+// mark records that uid's count changed since the last capture.
+func (b *board) mark(uid int32) {
+	w := int(uid >> 6)
+	if w >= len(b.dirty) {
+		b.dirty = append(b.dirty, make([]uint64, w+1-len(b.dirty))...)
+	}
+	if bit := uint64(1) << (uid & 63); b.dirty[w]&bit == 0 {
+		b.dirty[w] |= bit
+		b.changed++
+	}
+}
+
+// takeChanged returns the counts changed since the last capture, by uid,
+// and forgets them.
+func (b *board) takeChanged() []count {
+	out := make([]count, 0, b.changed)
+	for w, word := range b.dirty {
+		for ; word != 0; word &= word - 1 {
+			uid := int32(w<<6 | bits.TrailingZeros64(word))
+			steps, _ := b.get(uid)
+			out = append(out, count{uid, steps})
+		}
+	}
+	b.forgetChanged()
+	return out
+}
+
+func (b *board) forgetChanged() {
+	clear(b.dirty)
+	b.changed = 0
+}
+
+func (bk *bucket) empty() bool { return bk == nil || len(bk.parts) == 0 }
+
+func (bk *bucket) len() int {
+	n := 0
+	for _, p := range bk.parts {
+		n += len(p)
+	}
+	return n
+}
+
+// find returns the part uid's id is or belongs in, and its place there.
+func (bk *bucket) find(ids []string, uid int32) (part, at int) {
+	id := ids[uid]
+	part, _ = slices.BinarySearchFunc(bk.parts, id, func(p []int32, id string) int {
+		return cmp.Compare(ids[p[len(p)-1]], id)
+	})
+	if part == len(bk.parts) {
+		part-- // after every id: the last part's end
+	}
+	at, _ = slices.BinarySearchFunc(bk.parts[part], id, func(u int32, id string) int { return cmp.Compare(ids[u], id) })
+	return part, at
+}
+
+// insert adds uid, which the bucket does not hold.
+func (bk *bucket) insert(ids []string, uid int32) {
+	if len(bk.parts) == 0 {
+		bk.parts = append(bk.parts, append(make([]int32, 0, 4), uid))
+		return
+	}
+	pi, at := bk.find(ids, uid)
+	p := bk.parts[pi]
+	if len(p) == cap(p) {
+		grown := make([]int32, len(p), min(maxPart, len(p)+len(p)/2+4))
+		copy(grown, p)
+		p = grown
+	}
+	p = slices.Insert(p, at, uid)
+	if len(p) <= maxPart {
+		bk.parts[pi] = p
+		return
+	}
+	half := len(p) / 2
+	lo := append(make([]int32, 0, half+half/4), p[:half]...)
+	hi := append(make([]int32, 0, len(p)-half+half/4), p[half:]...)
+	bk.parts[pi] = lo
+	bk.parts = slices.Insert(bk.parts, pi+1, hi)
+}
+
+// remove takes out uid, which the bucket holds.
+func (bk *bucket) remove(ids []string, uid int32) {
+	pi, at := bk.find(ids, uid)
+	p := slices.Delete(bk.parts[pi], at, at+1)
+	if len(p) == 0 {
+		bk.parts = slices.Delete(bk.parts, pi, pi+1)
+		return
+	}
+	bk.parts[pi] = p
+}
+
+// index returns uid's place in the bucket, from 0.
+func (bk *bucket) index(ids []string, uid int32) int {
+	pi, at := bk.find(ids, uid)
+	for _, p := range bk.parts[:pi] {
+		at += len(p)
+	}
+	return at
+}

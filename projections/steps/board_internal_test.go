@@ -1,0 +1,280 @@
+package steps
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tideline/tideline/domain/es"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+)
+
+// TestBoardMatchesSorting applies random raises to one board, with counts
+// in the tree's range, beyond it and negative, few users at many counts and
+// many at few (so parts split and empty), sharing it now and then, and
+// after each batch checks every answer against sorting the counts, the
+// board's own bookkeeping, and that each view still reads what it shared.
+func TestBoardMatchesSorting(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		users, counts int32
+		odd           bool
+	}{
+		{"spread", 3000, 100_000, false},
+		{"crowded", 5000, 3, false},
+		{"odd_counts", 2000, 40, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(7, uint64(tc.users)))
+			ids := make([]string, tc.users)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("u%05d", rng.IntN(1_000_000)) + fmt.Sprint(i) // unique, not in uid order
+			}
+			b := newBoard()
+			want := map[int32]int32{}
+			type shared struct {
+				v    *view
+				want map[int32]int32
+			}
+			var views []shared
+			for batch := range 20 {
+				for range 1000 {
+					uid := rng.Int32N(tc.users)
+					steps := rng.Int32N(tc.counts)
+					if tc.odd && rng.IntN(4) == 0 {
+						steps = []int32{-1 << 31, -7, denseLimit, denseLimit + 1, 1<<31 - 1}[rng.IntN(5)]
+					}
+					if old, ok := want[uid]; ok && old == steps {
+						continue
+					}
+					b.set(ids, uid, steps)
+					want[uid] = steps
+				}
+				checkBoard(t, b, ids, want)
+				if batch%3 == 0 {
+					views = append(views, shared{b.share(), maps.Clone(want)})
+				}
+			}
+			for i, s := range views {
+				if got, want := s.v.ranked(ids), sortedCounts(ids, s.want); !slices.Equal(got, want) || int(s.v.users) != len(want) {
+					t.Fatalf("view %d ranks %d counts (users %d) other than the %d it shared", i, len(got), s.v.users, len(want))
+				}
+			}
+		})
+	}
+}
+
+// sortedCounts returns want's counts, uid → count, in rank order.
+func sortedCounts(ids []string, want map[int32]int32) []count {
+	sorted := make([]count, 0, len(want))
+	for uid, steps := range want {
+		sorted = append(sorted, count{uid, steps})
+	}
+	slices.SortFunc(sorted, func(a, c count) int {
+		if a.steps != c.steps {
+			return cmp.Compare(c.steps, a.steps)
+		}
+		return cmp.Compare(ids[a.uid], ids[c.uid])
+	})
+	return sorted
+}
+
+// checkBoard checks b against want, uid → count: walk, rank, get and
+// total against sorting, then the tree, buckets and parts themselves.
+func checkBoard(tb testing.TB, b *board, ids []string, want map[int32]int32) {
+	tb.Helper()
+	sorted := sortedCounts(ids, want)
+	var walked []count
+	b.walk(func(uid, steps int32) bool {
+		walked = append(walked, count{uid, steps})
+		return true
+	})
+	if !slices.Equal(walked, sorted) {
+		tb.Fatalf("walk differs from sorting: %d users walked, %d held", len(walked), len(sorted))
+	}
+	if int(b.total()) != len(sorted) {
+		tb.Fatalf("total %d, want %d", b.total(), len(sorted))
+	}
+	for i, c := range sorted {
+		if got := b.rank(ids, c.uid, c.steps); got != int64(i+1) {
+			tb.Fatalf("uid %d (%d steps) ranks %d, want %d", c.uid, c.steps, got, i+1)
+		}
+		if got, ok := b.get(c.uid); !ok || got != c.steps {
+			tb.Fatalf("uid %d has %d, %v; want %d", c.uid, got, ok, c.steps)
+		}
+	}
+	var inCol int
+	b.each(func(uid, steps int32) {
+		inCol++
+		if w, ok := want[uid]; !ok || w != steps {
+			tb.Fatalf("column holds uid %d at %d", uid, steps)
+		}
+	})
+	if inCol != len(want) {
+		tb.Fatalf("column holds %d counts, want %d", inCol, len(want))
+	}
+	// The tree counts each dense count's users; empty counts keep no bucket.
+	n := len(b.fen) - 1
+	if n&(n-1) != 0 || len(b.dense) != n {
+		tb.Fatalf("tree of %d, %d buckets", n, len(b.dense))
+	}
+	for v := range int32(n) {
+		users := b.dense[v].len()
+		if got := b.below(v+1) - b.below(v); got != int32(users) {
+			tb.Fatalf("tree counts %d users at %d, bucket %d", got, v, users)
+		}
+		if b.dense[v].parts != nil && users == 0 {
+			tb.Fatalf("empty bucket kept at %d", v)
+		}
+		checkBucket(tb, &b.dense[v], ids)
+	}
+	for i, o := range b.odd {
+		if i > 0 && b.odd[i-1].steps <= o.steps || o.users.empty() || 0 <= o.steps && o.steps < denseLimit {
+			tb.Fatalf("odd count %d out of place or empty", o.steps)
+		}
+		checkBucket(tb, o.users, ids)
+	}
+}
+
+func checkBucket(tb testing.TB, bk *bucket, ids []string) {
+	tb.Helper()
+	if bk == nil {
+		return
+	}
+	var prev string
+	for i, p := range bk.parts {
+		if len(p) == 0 || len(p) > maxPart {
+			tb.Fatalf("part of %d users", len(p))
+		}
+		for j, uid := range p {
+			if (i > 0 || j > 0) && ids[uid] <= prev {
+				tb.Fatalf("bucket out of id order at %q", ids[uid])
+			}
+			prev = ids[uid]
+		}
+	}
+}
+
+// TestCrowdedCountStaysFast: 262,144 users at one count keep parts of
+// at most maxPart, so a raise into or out of it moves at most maxPart
+// uids and a rank sums part lengths rather than walking users.
+func TestCrowdedCountStaysFast(t *testing.T) {
+	const users = 1 << 18
+	m := New()
+	for i := range users {
+		m.record(fmt.Sprintf("user-%07d", (i*7919)%users), "2025-06-01", 5) // ids out of order
+	}
+	b := m.days["2025-06-01"]
+	bk := &b.dense[5]
+	if got := bk.len(); got != users {
+		t.Fatalf("bucket holds %d", got)
+	}
+	for _, p := range bk.parts {
+		if len(p) > maxPart || len(p) < maxPart/4 {
+			t.Fatalf("part of %d users", len(p))
+		}
+	}
+	if e, ok := m.Rank("2025-06-01", "user-0131072"); !ok || e.Rank != 131073 {
+		t.Errorf("Rank = %+v, %v", e, ok)
+	}
+	m.record("user-0131072", "2025-06-01", 6)
+	if e, _ := m.Rank("2025-06-01", "user-0131072"); e.Rank != 1 {
+		t.Errorf("raised user ranks %d, want 1", e.Rank)
+	}
+	if e, _ := m.Rank("2025-06-01", "user-0131073"); e.Rank != 131074 {
+		t.Errorf("next user ranks %d, want 131074", e.Rank)
+	}
+}
+
+// TestChurnDoesNotGrowTheModel: users who leave with their last date in
+// the window are forgotten and their slots reused, so a model whose users
+// change every day stays the size of its window, whether it is captured
+// or not; only while a capture's Encodes have not run are slots kept.
+func TestChurnDoesNotGrowTheModel(t *testing.T) {
+	const perDay, window = 100, 3
+	m := New(Window(window))
+	day := 0
+	churn := func(days int, capture bool) {
+		for range days {
+			date := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, day).Format(dateLayout)
+			for u := range perDay {
+				m.Apply(es.Event{Data: &stepsv1.StepsRecorded{UserId: fmt.Sprintf("day%d-user%d", day, u), Date: date, Steps: int32(u)}})
+			}
+			if capture {
+				for _, s := range captureEncodes(m) {
+					s()
+				}
+			}
+			day++
+		}
+	}
+	most := perDay * (window + 1)
+	churn(50, true)
+	if got := len(m.ids); got > most {
+		t.Errorf("captured daily: %d user slots for %d users a day over a %d-day window, want at most %d", got, perDay, window, most)
+	}
+	churn(50, false)
+	if got := len(m.ids); got > most {
+		t.Errorf("never captured: %d user slots, want at most %d", got, most)
+	}
+	encodes := captureEncodes(m) // not run: the slots their ids are in stay
+	churn(10, false)
+	if got := len(m.ids); got <= most {
+		t.Errorf("with a capture's Encodes pending, %d user slots: slots were reused under them", got)
+	}
+	for _, e := range encodes {
+		e()
+	}
+	grown := len(m.ids)
+	churn(10, false)
+	if got := len(m.ids); got != grown {
+		t.Errorf("once the Encodes ran, user slots went from %d to %d, want reused", grown, got)
+	}
+	if got := len(m.uids); got != perDay*window {
+		t.Errorf("%d users held, want %d", got, perDay*window)
+	}
+	if len(m.summaries) != day-window || len(m.days) != window {
+		t.Errorf("%d summaries and %d dates held", len(m.summaries), len(m.days))
+	}
+}
+
+// captureEncodes captures m and returns its Encodes.
+func captureEncodes(m *Model) []func() {
+	_, segs := m.Capture(false)
+	var out []func()
+	for _, s := range segs {
+		if s.Encode != nil {
+			out = append(out, func() { s.Encode() })
+		}
+	}
+	return out
+}
+
+// TestLeavingUsersAreForgottenAFewAtATime: when a date leaves the window,
+// its users no other date holds are forgotten over the next Applies, and
+// one who records again meanwhile is kept.
+func TestLeavingUsersAreForgottenAFewAtATime(t *testing.T) {
+	m := New(Window(1))
+	seq := uint64(0)
+	rec := func(user, date string, n int32) {
+		seq++
+		m.Apply(es.Event{Data: &stepsv1.StepsRecorded{UserId: user, Date: date, Steps: n}, Position: es.Position{Seq: seq}})
+	}
+	for u := range 100 {
+		rec(fmt.Sprintf("user-%03d", u), "2025-06-01", int32(u))
+	}
+	rec("user-000", "2025-06-02", 7) // 2025-06-01 leaves: 99 users with it
+	if got := len(m.uids); got <= 1 || got > 100-forgetPerApply+1 {
+		t.Errorf("%d users held right after the date left, want all but the first few", got)
+	}
+	for i := range 20 {
+		rec("user-000", "2025-06-02", int32(8+i))
+	}
+	if got, ok := m.Steps("user-000", "2025-06-02"); len(m.uids) != 1 || len(m.leaving) != 0 || !ok || got != 27 {
+		t.Errorf("%d users held, %d leaving, user-000 has %d, %v; want only user-000, with 27", len(m.uids), len(m.leaving), got, ok)
+	}
+}
