@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"bytes"
 	"cmp"
 	"math/bits"
 	"slices"
@@ -18,7 +19,8 @@ import (
 //     that a user's place among equal counts is a binary search.
 //
 // A (user, date) costs about 9 bytes: 4 in the column, 4 and some slack
-// in its count's part. Nothing in it holds a pointer per user, so the
+// in its count's part; a board's tree and count slots, about 1 MB for
+// counts up to 32,767. Nothing in it holds a pointer per user, so the
 // garbage collector scans none of it.
 //
 // A capture shares the column with a view it encodes elsewhere (share);
@@ -126,17 +128,17 @@ func (b *board) put(uid, steps int32) {
 
 func (b *board) total() int32 { return b.users }
 
-// set gives uid (with id ids[uid]) the count steps, moving it from the
+// set gives uid (with id ns.of(uid)) the count steps, moving it from the
 // count it had, if any.
-func (b *board) set(ids []string, uid, steps int32) {
+func (b *board) set(ns names, uid, steps int32) {
 	if old, ok := b.get(uid); ok {
-		b.bucketOf(old, false).remove(ids, uid)
+		b.bucketOf(old, false).remove(ns, uid)
 		b.tally(old, -1)
 	} else {
 		b.users++
 	}
 	b.put(uid, steps)
-	b.bucketOf(steps, true).insert(ids, uid)
+	b.bucketOf(steps, true).insert(ns, uid)
 	b.tally(steps, 1)
 }
 
@@ -256,8 +258,8 @@ func (b *board) ahead(steps int32) int64 {
 }
 
 // rank returns the 1-based rank of uid, whose count is steps.
-func (b *board) rank(ids []string, uid, steps int32) int64 {
-	return b.ahead(steps) + int64(b.bucketOf(steps, false).index(ids, uid)) + 1
+func (b *board) rank(ns names, uid, steps int32) int64 {
+	return b.ahead(steps) + int64(b.bucketOf(steps, false).index(ns, uid)) + 1
 }
 
 // walk visits the users in rank order until visit returns false.
@@ -323,10 +325,10 @@ func (b *board) share() *view {
 	return &view{col: slices.Clone(b.col), users: b.users}
 }
 
-// ranked returns the view's counts in rank order; ids maps its uids. It
+// ranked returns the view's counts in rank order; ns names its uids. It
 // places them by count in two passes (counts outside 0..denseLimit-1 are
 // sorted), then sorts each run of equal counts by id.
-func (v *view) ranked(ids []string) []count {
+func (v *view) ranked(ns names) []count {
 	var odd []count
 	var at []int32 // count → users with a count above it, then where the next one goes
 	for i, ch := range v.col {
@@ -347,7 +349,7 @@ func (v *view) ranked(ids []string) []count {
 		if a.steps != c.steps {
 			return cmp.Compare(c.steps, a.steps)
 		}
-		return cmp.Compare(ids[a.uid], ids[c.uid])
+		return ns.compare(a.uid, c.uid)
 	}
 	slices.SortFunc(odd, byRank)
 	high := 0 // odd counts above the dense ones
@@ -427,25 +429,25 @@ func (bk *bucket) len() int {
 }
 
 // find returns the part uid's id is or belongs in, and its place there.
-func (bk *bucket) find(ids []string, uid int32) (part, at int) {
-	id := ids[uid]
-	part, _ = slices.BinarySearchFunc(bk.parts, id, func(p []int32, id string) int {
-		return cmp.Compare(ids[p[len(p)-1]], id)
+func (bk *bucket) find(ns names, uid int32) (part, at int) {
+	id := ns.of(uid)
+	part, _ = slices.BinarySearchFunc(bk.parts, id, func(p []int32, id []byte) int {
+		return bytes.Compare(ns.of(p[len(p)-1]), id)
 	})
 	if part == len(bk.parts) {
 		part-- // after every id: the last part's end
 	}
-	at, _ = slices.BinarySearchFunc(bk.parts[part], id, func(u int32, id string) int { return cmp.Compare(ids[u], id) })
+	at, _ = slices.BinarySearchFunc(bk.parts[part], id, func(u int32, id []byte) int { return bytes.Compare(ns.of(u), id) })
 	return part, at
 }
 
 // insert adds uid, which the bucket does not hold.
-func (bk *bucket) insert(ids []string, uid int32) {
+func (bk *bucket) insert(ns names, uid int32) {
 	if len(bk.parts) == 0 {
 		bk.parts = append(bk.parts, append(make([]int32, 0, 4), uid))
 		return
 	}
-	pi, at := bk.find(ids, uid)
+	pi, at := bk.find(ns, uid)
 	p := bk.parts[pi]
 	if len(p) == cap(p) {
 		grown := make([]int32, len(p), min(maxPart, len(p)+len(p)/2+4))
@@ -465,8 +467,8 @@ func (bk *bucket) insert(ids []string, uid int32) {
 }
 
 // remove takes out uid, which the bucket holds.
-func (bk *bucket) remove(ids []string, uid int32) {
-	pi, at := bk.find(ids, uid)
+func (bk *bucket) remove(ns names, uid int32) {
+	pi, at := bk.find(ns, uid)
 	p := slices.Delete(bk.parts[pi], at, at+1)
 	if len(p) == 0 {
 		bk.parts = slices.Delete(bk.parts, pi, pi+1)
@@ -476,8 +478,8 @@ func (bk *bucket) remove(ids []string, uid int32) {
 }
 
 // index returns uid's place in the bucket, from 0.
-func (bk *bucket) index(ids []string, uid int32) int {
-	pi, at := bk.find(ids, uid)
+func (bk *bucket) index(ns names, uid int32) int {
+	pi, at := bk.find(ns, uid)
 	for _, p := range bk.parts[:pi] {
 		at += len(p)
 	}

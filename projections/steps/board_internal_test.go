@@ -30,9 +30,9 @@ func TestBoardMatchesSorting(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(7, uint64(tc.users)))
-			ids := make([]string, tc.users)
-			for i := range ids {
-				ids[i] = fmt.Sprintf("u%05d", rng.IntN(1_000_000)) + fmt.Sprint(i) // unique, not in uid order
+			var ids names
+			for i := range tc.users {
+				ids.set(i, fmt.Sprintf("u%05d", rng.IntN(1_000_000))+fmt.Sprint(i)) // unique, not in uid order
 			}
 			b := newBoard()
 			want := map[int32]int32{}
@@ -69,7 +69,7 @@ func TestBoardMatchesSorting(t *testing.T) {
 }
 
 // sortedCounts returns want's counts, uid → count, in rank order.
-func sortedCounts(ids []string, want map[int32]int32) []count {
+func sortedCounts(ids names, want map[int32]int32) []count {
 	sorted := make([]count, 0, len(want))
 	for uid, steps := range want {
 		sorted = append(sorted, count{uid, steps})
@@ -78,14 +78,14 @@ func sortedCounts(ids []string, want map[int32]int32) []count {
 		if a.steps != c.steps {
 			return cmp.Compare(c.steps, a.steps)
 		}
-		return cmp.Compare(ids[a.uid], ids[c.uid])
+		return ids.compare(a.uid, c.uid)
 	})
 	return sorted
 }
 
 // checkBoard checks b against want, uid → count: walk, rank, get and
 // total against sorting, then the tree, buckets and parts themselves.
-func checkBoard(tb testing.TB, b *board, ids []string, want map[int32]int32) {
+func checkBoard(tb testing.TB, b *board, ids names, want map[int32]int32) {
 	tb.Helper()
 	sorted := sortedCounts(ids, want)
 	var walked []count
@@ -140,7 +140,7 @@ func checkBoard(tb testing.TB, b *board, ids []string, want map[int32]int32) {
 	}
 }
 
-func checkBucket(tb testing.TB, bk *bucket, ids []string) {
+func checkBucket(tb testing.TB, bk *bucket, ids names) {
 	tb.Helper()
 	if bk == nil {
 		return
@@ -151,10 +151,10 @@ func checkBucket(tb testing.TB, bk *bucket, ids []string) {
 			tb.Fatalf("part of %d users", len(p))
 		}
 		for j, uid := range p {
-			if (i > 0 || j > 0) && ids[uid] <= prev {
-				tb.Fatalf("bucket out of id order at %q", ids[uid])
+			if (i > 0 || j > 0) && ids.str(uid) <= prev {
+				tb.Fatalf("bucket out of id order at %q", ids.str(uid))
 			}
-			prev = ids[uid]
+			prev = ids.str(uid)
 		}
 	}
 }
@@ -214,27 +214,27 @@ func TestChurnDoesNotGrowTheModel(t *testing.T) {
 	}
 	most := perDay * (window + 1)
 	churn(50, true)
-	if got := len(m.ids); got > most {
+	if got := len(m.names.at); got > most {
 		t.Errorf("captured daily: %d user slots for %d users a day over a %d-day window, want at most %d", got, perDay, window, most)
 	}
 	churn(50, false)
-	if got := len(m.ids); got > most {
+	if got := len(m.names.at); got > most {
 		t.Errorf("never captured: %d user slots, want at most %d", got, most)
 	}
 	encodes := captureEncodes(m) // not run: the slots their ids are in stay
 	churn(10, false)
-	if got := len(m.ids); got <= most {
+	if got := len(m.names.at); got <= most {
 		t.Errorf("with a capture's Encodes pending, %d user slots: slots were reused under them", got)
 	}
 	for _, e := range encodes {
 		e()
 	}
-	grown := len(m.ids)
+	grown := len(m.names.at)
 	churn(10, false)
-	if got := len(m.ids); got != grown {
+	if got := len(m.names.at); got != grown {
 		t.Errorf("once the Encodes ran, user slots went from %d to %d, want reused", grown, got)
 	}
-	if got := len(m.uids); got != perDay*window {
+	if got := m.index.n; got != perDay*window {
 		t.Errorf("%d users held, want %d", got, perDay*window)
 	}
 	if len(m.summaries) != day-window || len(m.days) != window {
@@ -268,13 +268,113 @@ func TestLeavingUsersAreForgottenAFewAtATime(t *testing.T) {
 		rec(fmt.Sprintf("user-%03d", u), "2025-06-01", int32(u))
 	}
 	rec("user-000", "2025-06-02", 7) // 2025-06-01 leaves: 99 users with it
-	if got := len(m.uids); got <= 1 || got > 100-forgetPerApply+1 {
+	if got := m.index.n; got <= 1 || got > 100-forgetPerApply+1 {
 		t.Errorf("%d users held right after the date left, want all but the first few", got)
 	}
 	for i := range 20 {
 		rec("user-000", "2025-06-02", int32(8+i))
 	}
-	if got, ok := m.Steps("user-000", "2025-06-02"); len(m.uids) != 1 || len(m.leaving) != 0 || !ok || got != 27 {
-		t.Errorf("%d users held, %d leaving, user-000 has %d, %v; want only user-000, with 27", len(m.uids), len(m.leaving), got, ok)
+	if got, ok := m.Steps("user-000", "2025-06-02"); m.index.n != 1 || len(m.leaving) != 0 || !ok || got != 27 {
+		t.Errorf("%d users held, %d leaving, user-000 has %d, %v; want only user-000, with 27", m.index.n, len(m.leaving), got, ok)
+	}
+}
+
+// TestUserIndexMatchesMap adds and removes random users, reusing freed
+// uids with ids of other lengths as the model does, and checks every
+// lookup, present or not, against a map; then compacts the ids and checks
+// again.
+func TestUserIndexMatchesMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	var ns names
+	x := newUserIndex()
+	want := map[string]int32{}
+	var free []int32
+	user := func() string { return fmt.Sprintf("%0*d", 1+rng.IntN(30), rng.IntN(3000)) }
+	check := func(stage string) {
+		t.Helper()
+		if x.n != len(want) {
+			t.Fatalf("%s: index holds %d, want %d", stage, x.n, len(want))
+		}
+		for id, uid := range want {
+			if got, ok := x.lookup(ns, id); !ok || got != uid {
+				t.Fatalf("%s: lookup(%q) = %d, %v; want %d", stage, id, got, ok, uid)
+			}
+		}
+		for range 2000 {
+			if id := user(); want[id] == 0 {
+				if uid, ok := x.lookup(ns, id); ok && want[id] != uid {
+					t.Fatalf("%s: lookup(%q) found %d", stage, id, uid)
+				}
+			}
+		}
+	}
+	for round := range 20 {
+		for range 1000 {
+			id := user()
+			if uid, ok := want[id]; ok {
+				x.remove(ns, uid)
+				delete(want, id)
+				free = append(free, uid)
+				continue
+			}
+			uid := int32(len(ns.at))
+			if len(free) > 0 && rng.IntN(2) == 0 {
+				uid, free = free[len(free)-1], free[:len(free)-1]
+			}
+			ns.set(uid, id)
+			x.add(ns, uid)
+			want[id] = uid
+		}
+		check(fmt.Sprintf("round %d", round))
+	}
+	before := len(ns.data)
+	ns = ns.compact(x.each)
+	check("compacted")
+	live := 0
+	for id := range want {
+		live += len(id)
+	}
+	if len(ns.data) != live || before <= live {
+		t.Errorf("compacted to %d bytes from %d, live %d", len(ns.data), before, live)
+	}
+}
+
+// TestChurnOfLongerIDsKeepsTheIDsBounded: when each day's users have
+// longer ids than the last, no freed id has room for its successor, and
+// the ids' bytes are compacted rather than growing with history.
+func TestChurnOfLongerIDsKeepsTheIDsBounded(t *testing.T) {
+	const perDay = 1000
+	m := New(Window(1))
+	seq := uint64(0)
+	for day := range 200 {
+		date := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, day).Format(dateLayout)
+		for u := range perDay {
+			seq++
+			id := fmt.Sprintf("%0*d", 10+day%100, u)
+			m.Apply(es.Event{Data: &stepsv1.StepsRecorded{UserId: id, Date: date, Steps: int32(u)}, Position: es.Position{Seq: seq}})
+		}
+	}
+	live := 0
+	m.index.each(func(uid int32) { live += len(m.names.of(uid)) })
+	if live != m.idBytes || len(m.names.data) > 2*live+compactAfter {
+		t.Errorf("%d bytes of ids held for %d live (counted %d)", len(m.names.data), live, m.idBytes)
+	}
+	if got, ok := m.Rank(m.dates[0], fmt.Sprintf("%0*d", 10+199%100, 7)); !ok || got.Steps != 7 {
+		t.Errorf("Rank after compactions = %+v, %v", got, ok)
+	}
+}
+
+// TestOverlongUserIDIsIgnored: a record whose id is longer than
+// MaxUserID changes nothing (an id's length has 24 bits in names).
+func TestOverlongUserIDIsIgnored(t *testing.T) {
+	m := New()
+	long := string(make([]byte, MaxUserID+1))
+	m.Apply(es.Event{Data: &stepsv1.StepsRecorded{UserId: long, Date: "2025-06-01", Steps: 5}, Position: es.Position{Seq: 1}})
+	m.Apply(es.Event{Data: &stepsv1.StepsRecorded{UserId: long[:MaxUserID], Date: "2025-06-01", Steps: 6}, Position: es.Position{Seq: 2}})
+	if m.Total("2025-06-01") != 1 || m.index.n != 1 {
+		t.Fatalf("%d ranked, %d users held; want only the id of MaxUserID bytes", m.Total("2025-06-01"), m.index.n)
+	}
+	if e, ok := m.Rank("2025-06-01", long[:MaxUserID]); !ok || e.Steps != 6 || e.UserID != long[:MaxUserID] {
+		t.Errorf("Rank = %d steps, %v", e.Steps, ok)
 	}
 }

@@ -1,7 +1,6 @@
 package steps
 
 import (
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -70,14 +69,14 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 	b := m.days[date]
 	name := dateSegment + date
 	if full || !b.based || b.changed > 0 && (b.deltas == MaxDeltas || 2*(b.deltaCounts+b.changed) > int(b.total())) {
-		view, ids, encoding := b.share(), m.ids, m.encoding
+		view, ns, encoding := b.share(), m.names, m.encoding
 		b.forgetChanged()
 		b.based, b.deltas, b.deltaCounts = true, 0, 0
 		encoding.Add(1)
 		return append(segs, projections.Segment{Name: name, Encode: func() ([]byte, error) {
 			defer encoding.Add(-1)
-			ranked := view.ranked(ids)
-			return appendBoard(make([]byte, 0, 16*len(ranked)), date, ids, int32(len(ranked)), func(visit func(uid, steps int32) bool) {
+			ranked := view.ranked(ns)
+			return appendBoard(make([]byte, 0, 16*len(ranked)), date, ns, int32(len(ranked)), func(visit func(uid, steps int32) bool) {
 				for _, c := range ranked {
 					visit(c.uid, c.steps)
 				}
@@ -94,21 +93,21 @@ func (m *Model) captureBoard(segs []projections.Segment, date string, full bool)
 	counts := b.takeChanged()
 	b.deltas++
 	b.deltaCounts += len(counts)
-	ids, encoding := m.ids, m.encoding
+	ns, encoding := m.names, m.encoding
 	encoding.Add(1)
 	return append(segs, projections.Segment{Name: name + "+" + strconv.Itoa(b.deltas), Encode: func() ([]byte, error) {
 		defer encoding.Add(-1)
-		return appendDelta(ids, counts), nil
+		return appendDelta(ns, counts), nil
 	}})
 }
 
 // appendDelta encodes counts: a uvarint count, then each user's id and
 // steps (a zigzag varint), by user id.
-func appendDelta(ids []string, counts []count) []byte {
-	slices.SortFunc(counts, func(a, b count) int { return cmp.Compare(ids[a.uid], ids[b.uid]) })
+func appendDelta(ns names, counts []count) []byte {
+	slices.SortFunc(counts, func(a, b count) int { return ns.compare(a.uid, b.uid) })
 	buf := binary.AppendUvarint(make([]byte, 0, 16*len(counts)), uint64(len(counts)))
 	for _, c := range counts {
-		buf = binary.AppendVarint(appendString(buf, ids[c.uid]), int64(c.steps))
+		buf = binary.AppendVarint(appendString(buf, ns.of(c.uid)), int64(c.steps))
 	}
 	return buf
 }
@@ -199,7 +198,11 @@ func (m *Model) decodeDelta(r *reader, b *board) {
 			return
 		}
 		prev = user
-		uid, ok := m.uids[user]
+		if len(user) > MaxUserID {
+			r.fail("user id of %d bytes", len(user))
+			return
+		}
+		uid, ok := m.index.lookup(m.names, user)
 		if !ok {
 			uid = m.newUser(user)
 		}

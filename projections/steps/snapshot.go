@@ -30,7 +30,7 @@ func (m *Model) Snapshot() ([]byte, error) {
 	buf = binary.AppendUvarint(buf, uint64(len(m.dates)))
 	for _, date := range m.dates {
 		b := m.days[date]
-		buf = appendBoard(buf, date, m.ids, b.total(), b.walk)
+		buf = appendBoard(buf, date, m.names, b.total(), b.walk)
 	}
 	return buf, nil
 }
@@ -54,12 +54,12 @@ func (m *Model) appendSummaries(buf []byte, dates []string) []byte {
 }
 
 // appendBoard appends date and its total users, which walk visits in
-// rank order; ids maps their uids.
-func appendBoard(buf []byte, date string, ids []string, total int32, walk func(visit func(uid, steps int32) bool)) []byte {
+// rank order; ns names their uids.
+func appendBoard(buf []byte, date string, ns names, total int32, walk func(visit func(uid, steps int32) bool)) []byte {
 	buf = binary.AppendUvarint(appendString(buf, date), uint64(total))
 	first, prev := true, int32(0)
 	walk(func(uid, steps int32) bool {
-		buf = appendRanked(buf, first, ids[uid], steps, prev)
+		buf = appendRanked(buf, first, ns.of(uid), steps, prev)
 		first, prev = false, steps
 		return true
 	})
@@ -68,7 +68,7 @@ func appendBoard(buf []byte, date string, ids []string, total int32, walk func(v
 
 // appendRanked appends an entry of a ranking: its id, then its steps, or
 // for all but the first entry their drop from prev.
-func appendRanked(buf []byte, first bool, id string, steps, prev int32) []byte {
+func appendRanked[S string | []byte](buf []byte, first bool, id S, steps, prev int32) []byte {
 	buf = appendString(buf, id)
 	if first {
 		return binary.AppendVarint(buf, int64(steps))
@@ -187,7 +187,11 @@ func (m *Model) decodeBoard(r *reader) *board {
 			return nil
 		}
 		prevUser, prevSteps = user, steps
-		uid, ok := m.uids[user]
+		if len(user) > MaxUserID {
+			r.fail("date %q: user id of %d bytes", date, len(user))
+			return nil
+		}
+		uid, ok := m.index.lookup(m.names, user)
 		if !ok {
 			uid = m.newUser(user)
 		}
@@ -228,7 +232,7 @@ func validDate(s string) bool {
 	return err == nil && d.Format(dateLayout) == s
 }
 
-func appendString(buf []byte, s string) []byte {
+func appendString[S string | []byte](buf []byte, s S) []byte {
 	return append(binary.AppendUvarint(buf, uint64(len(s))), s...)
 }
 

@@ -15,13 +15,18 @@
 // window changes nothing here: it stays in the event store, where older
 // counts are read on demand (domain/steps Service.History), and a date's
 // summary keeps the entries as they were when it left. A record whose
-// date is not a YYYY-MM-DD date is ignored (the API stores none).
+// date is not a YYYY-MM-DD date, or whose user id is longer than
+// MaxUserID, is ignored (the API stores neither).
 //
 // Memory is therefore bounded by the users active in the window, not by
-// history: measured (BenchmarkFootprint, 100k users × 35 dates) about 39
-// bytes per user-day in the window plus 70 per user (1.4 KB for a user
-// active on all 35 dates); a snapshot takes about 14 bytes per user-day
-// and 1.4 KB per summarised date. README has the figures.
+// history. A user-day costs about 9 bytes (4 in its date's column of
+// counts, 4 and some slack among the users at its count), a user about
+// 50 beyond its id's bytes (users.go), and a date in the window about
+// 1 MB for its tree and its slots of counts. Measured: 11.4 bytes per
+// user-day in all at 10M users × 30 dates (BenchmarkFootprintAtScale,
+// 3.3 GB), 27 at 100k users × 35 dates, where a date's own megabyte
+// weighs more (BenchmarkFootprint). A snapshot takes about 14 bytes per
+// user-day and 1.4 KB per summarised date. README has the figures.
 //
 // # Snapshots
 //
@@ -114,11 +119,12 @@ type Model struct {
 
 // state is everything Reset and Restore replace.
 type state struct {
-	ids   []string         // user ids by uid
-	uids  map[string]int32 // user id → uid, for every user on a board
-	held  []uint16         // uid → boards holding it
-	free  []int32          // uids no board holds, to reuse
-	freed []int32          // uids released while an Encode may still read their ids
+	names   names     // user ids by uid
+	index   userIndex // user id → uid, for every user on a board
+	idBytes int       // the bytes of the ids index holds; names.data's others are garbage
+	held    []uint16  // uid → boards holding it
+	free    []int32   // uids no board holds, to reuse
+	freed   []int32   // uids released while an Encode may still read their ids
 	// leaving are uids whose last board left the window, forgotten a
 	// few per Apply so that a day many users leave costs no long Apply.
 	leaving []int32
@@ -199,20 +205,24 @@ func (m *Model) forget(n int) {
 		uid := m.leaving[len(m.leaving)-1]
 		m.leaving = m.leaving[:len(m.leaving)-1]
 		if m.held[uid] == 0 {
-			delete(m.uids, m.ids[uid])
+			m.idBytes -= len(m.names.of(uid))
+			m.index.remove(m.names, uid)
 			m.freed = append(m.freed, uid)
 		}
 	}
 }
 
 func (m *Model) record(user, date string, steps int32) {
+	if len(user) > MaxUserID {
+		return
+	}
 	b := m.days[date]
 	if b == nil {
 		if b = m.open(date); b == nil {
 			return
 		}
 	}
-	uid, known := m.uids[user]
+	uid, known := m.index.lookup(m.names, user)
 	if !known {
 		uid = m.newUser(user)
 	}
@@ -229,7 +239,7 @@ func (m *Model) raise(b *board, uid, steps int32) {
 	if !ok {
 		m.held[uid]++
 	}
-	b.set(m.ids, uid, steps)
+	b.set(m.names, uid, steps)
 	b.mark(uid)
 }
 
@@ -263,7 +273,7 @@ func (m *Model) summarizeBefore(cutoff string) {
 		b := m.days[date]
 		s := &summary{total: int64(b.total()), top: make([]Entry, 0, min(int(b.total()), SummaryTop))}
 		b.walk(func(uid, steps int32) bool {
-			s.top = append(s.top, Entry{Rank: int64(len(s.top) + 1), UserID: m.ids[uid], Steps: steps})
+			s.top = append(s.top, Entry{Rank: int64(len(s.top) + 1), UserID: m.names.str(uid), Steps: steps})
 			return len(s.top) < SummaryTop
 		})
 		m.summaries[date] = s
@@ -279,31 +289,39 @@ func (m *Model) summarizeBefore(cutoff string) {
 	}
 }
 
-// newUser gives user a uid, reusing a released one.
+// newUser gives user a uid, reusing a released one. Once most of the
+// ids' bytes are garbage, it copies the others to new arrays.
 func (m *Model) newUser(user string) int32 {
 	if len(m.free) == 0 && len(m.freed) > 0 && (m.encoding == nil || m.encoding.Load() <= 0) {
 		m.free, m.freed = append(m.free, m.freed...), m.freed[:0]
+	}
+	if len(m.names.data) > 2*m.idBytes+compactAfter {
+		m.names = m.names.compact(m.index.each)
 	}
 	var uid int32
 	if n := len(m.free); n > 0 {
 		uid = m.free[n-1]
 		m.free = m.free[:n-1]
-		m.ids[uid] = user
 	} else {
-		uid = int32(len(m.ids))
-		m.ids = append(m.ids, user)
+		uid = int32(len(m.names.at))
 		m.held = append(m.held, 0)
 	}
-	m.uids[user] = uid
+	m.names.set(uid, user)
+	m.index.add(m.names, uid)
+	m.idBytes += len(user)
 	return uid
 }
+
+// compactAfter is the garbage, in bytes of ids, that newUser leaves
+// before it compacts the ids, beyond as many bytes as the live ones.
+const compactAfter = 64 << 10
 
 // lookup returns userID's count for date, and false if it has none.
 func (m *Model) lookup(date, userID string) (b *board, uid, steps int32, ok bool) {
 	if b = m.days[date]; b == nil {
 		return nil, 0, 0, false
 	}
-	if uid, ok = m.uids[userID]; !ok {
+	if uid, ok = m.index.lookup(m.names, userID); !ok {
 		return b, 0, 0, false
 	}
 	steps, ok = b.get(uid)
@@ -319,7 +337,7 @@ func (m *Model) Reset() {
 
 func (m *Model) reset() {
 	m.state = state{
-		uids:          map[string]int32{},
+		index:         newUserIndex(),
 		days:          map[string]*board{},
 		summaries:     map[string]*summary{},
 		changedMonths: map[string]bool{},
@@ -366,7 +384,7 @@ func (m *Model) Steps(userID, date string) (int32, bool) {
 func (m *Model) Range(userID, from, to string) (days []Daily, horizon string) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	uid, ok := m.uids[userID]
+	uid, ok := m.index.lookup(m.names, userID)
 	if !ok {
 		return nil, m.cutoff
 	}
@@ -398,7 +416,7 @@ func (m *Model) Top(date string, n int) []Entry {
 	}
 	out := make([]Entry, 0, min(n, int(b.total())))
 	b.walk(func(uid, steps int32) bool {
-		out = append(out, Entry{Rank: int64(len(out) + 1), UserID: m.ids[uid], Steps: steps})
+		out = append(out, Entry{Rank: int64(len(out) + 1), UserID: m.names.str(uid), Steps: steps})
 		return len(out) < n
 	})
 	return out
@@ -422,7 +440,7 @@ func (m *Model) Rank(date, userID string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return Entry{Rank: b.rank(m.ids, uid, steps), UserID: userID, Steps: steps}, true
+	return Entry{Rank: b.rank(m.names, uid, steps), UserID: userID, Steps: steps}, true
 }
 
 // Total returns the number of users ranked on date (for a date before the
