@@ -33,7 +33,7 @@ type board struct {
 
 	fen   []int32  // Fenwick tree over counts 0..len(fen)-2, 1-based; len(fen)-1 is a power of two
 	dense []bucket // count → its users, for counts the tree covers
-	odd   []oddCount
+	odd   oddSet
 
 	// dirty has a bit per uid whose count changed since the last capture;
 	// changed counts them.
@@ -76,9 +76,21 @@ type bucket struct {
 	parts [][]int32
 }
 
-// oddCount is a count outside 0..denseLimit-1 and its users.
+// oddSet is the counts outside 0..denseLimit-1 that users have,
+// descending, in parts of at most maxPart counts that know their users'
+// total, so that a rank sums parts rather than every count.
+type oddSet struct {
+	parts []oddPart
+}
+
+type oddPart struct {
+	counts []oddCount // descending, never empty
+	users  int64
+}
+
 type oddCount struct {
 	steps int32
+	n     int32 // users at steps
 	users *bucket
 }
 
@@ -169,20 +181,96 @@ func (b *board) bucketOf(steps int32, create bool) *bucket {
 		}
 		return &b.dense[steps]
 	}
-	i, found := b.findOdd(steps)
-	if !found {
-		if !create {
-			return nil
-		}
-		b.odd = slices.Insert(b.odd, i, oddCount{steps: steps, users: &bucket{}})
-	}
-	return b.odd[i].users
+	return b.odd.bucket(steps, create)
 }
 
-// findOdd returns where steps is or belongs in b.odd, which is ordered by
-// count descending.
-func (b *board) findOdd(steps int32) (int, bool) {
-	return slices.BinarySearchFunc(b.odd, steps, func(o oddCount, s int32) int { return cmp.Compare(s, o.steps) })
+// find returns the part and place where steps is or belongs, and
+// whether it is there.
+func (o *oddSet) find(steps int32) (pi, i int, found bool) {
+	pi, _ = slices.BinarySearchFunc(o.parts, steps, func(p oddPart, s int32) int {
+		return cmp.Compare(s, p.counts[len(p.counts)-1].steps)
+	})
+	if pi == len(o.parts) { // below every count: the last part's end
+		if pi == 0 {
+			return 0, 0, false
+		}
+		pi--
+		return pi, len(o.parts[pi].counts), false
+	}
+	i, found = slices.BinarySearchFunc(o.parts[pi].counts, steps, func(c oddCount, s int32) int { return cmp.Compare(s, c.steps) })
+	return pi, i, found
+}
+
+// bucket is board.bucketOf for a count outside the tree's range.
+func (o *oddSet) bucket(steps int32, create bool) *bucket {
+	pi, i, found := o.find(steps)
+	switch {
+	case found:
+		return o.parts[pi].counts[i].users
+	case !create:
+		return nil
+	case len(o.parts) == 0:
+		o.parts = append(o.parts, oddPart{})
+	}
+	p := &o.parts[pi]
+	bk := &bucket{}
+	p.counts = slices.Insert(p.counts, i, oddCount{steps: steps, users: bk})
+	if len(p.counts) > maxPart {
+		half := len(p.counts) / 2
+		hi := oddPart{counts: slices.Clone(p.counts[half:])}
+		for _, c := range hi.counts {
+			hi.users += int64(c.n)
+		}
+		p.counts = slices.Clip(p.counts[:half])
+		p.users -= hi.users
+		o.parts = slices.Insert(o.parts, pi+1, hi)
+	}
+	return bk
+}
+
+// tally adds d users at steps, which has a place, and drops the place
+// once nobody has that count.
+func (o *oddSet) tally(steps, d int32) {
+	pi, i, _ := o.find(steps)
+	p := &o.parts[pi]
+	p.users += int64(d)
+	if p.counts[i].n += d; p.counts[i].n > 0 {
+		return
+	}
+	if p.counts = slices.Delete(p.counts, i, i+1); len(p.counts) == 0 {
+		o.parts = slices.Delete(o.parts, pi, pi+1)
+	}
+}
+
+// above returns how many users have a count above steps.
+func (o *oddSet) above(steps int32) int64 {
+	r := int64(0)
+	for _, p := range o.parts {
+		if p.counts[len(p.counts)-1].steps > steps {
+			r += p.users
+			continue
+		}
+		for _, c := range p.counts {
+			if c.steps <= steps {
+				break
+			}
+			r += int64(c.n)
+		}
+		break
+	}
+	return r
+}
+
+// each visits the counts, descending: the negative ones or the others.
+func (o *oddSet) each(negative bool, visit func(steps int32, users *bucket) bool) bool {
+	for _, p := range o.parts {
+		for _, c := range p.counts {
+			if (c.steps < 0) == negative && !visit(c.steps, c.users) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // tally adds d users at steps to the tree, and drops the bucket of a
@@ -197,9 +285,7 @@ func (b *board) tally(steps int32, d int32) {
 		}
 		return
 	}
-	if i, _ := b.findOdd(steps); d < 0 && b.odd[i].users.empty() {
-		b.odd = slices.Delete(b.odd, i, i+1)
-	}
+	b.odd.tally(steps, d)
 }
 
 // grow doubles the tree's range: the new upper half is empty, so every
@@ -241,13 +327,7 @@ func (b *board) kth(k int32) int32 {
 
 // ahead returns how many users have a count above steps.
 func (b *board) ahead(steps int32) int64 {
-	r := int64(0)
-	for _, o := range b.odd {
-		if o.steps <= steps {
-			break
-		}
-		r += int64(o.users.len())
-	}
+	r := b.odd.above(steps)
 	switch {
 	case steps < 0:
 		r += int64(b.denseUsers())
@@ -274,11 +354,8 @@ func (b *board) walk(visit func(uid, steps int32) bool) {
 		}
 		return true
 	}
-	i := 0
-	for ; i < len(b.odd) && b.odd[i].steps >= 0; i++ {
-		if !each(b.odd[i].steps, b.odd[i].users) {
-			return
-		}
+	if !b.odd.each(false, each) {
+		return
 	}
 	for k := b.denseUsers(); k > 0; {
 		v := b.kth(k)
@@ -287,11 +364,7 @@ func (b *board) walk(visit func(uid, steps int32) bool) {
 		}
 		k = b.below(v)
 	}
-	for ; i < len(b.odd); i++ {
-		if !each(b.odd[i].steps, b.odd[i].users) {
-			return
-		}
-	}
+	b.odd.each(true, each)
 }
 
 // each visits every user's count, in uid order.

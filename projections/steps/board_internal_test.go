@@ -22,11 +22,12 @@ func TestBoardMatchesSorting(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		users, counts int32
-		odd           bool
+		odd, wide     bool
 	}{
-		{"spread", 3000, 100_000, false},
-		{"crowded", 5000, 3, false},
-		{"odd_counts", 2000, 40, true},
+		{"spread", 3000, 100_000, false, false},
+		{"crowded", 5000, 3, false, false},
+		{"odd_counts", 2000, 40, true, false},
+		{"many_odd_counts", 4000, 100, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(7, uint64(tc.users)))
@@ -47,6 +48,9 @@ func TestBoardMatchesSorting(t *testing.T) {
 					steps := rng.Int32N(tc.counts)
 					if tc.odd && rng.IntN(4) == 0 {
 						steps = []int32{-1 << 31, -7, denseLimit, denseLimit + 1, 1<<31 - 1}[rng.IntN(5)]
+					}
+					if tc.wide && rng.IntN(2) == 0 { // thousands of counts beyond the tree: its parts split
+						steps = []int32{denseLimit + rng.Int32N(4000), -1 - rng.Int32N(4000)}[rng.IntN(2)]
 					}
 					if old, ok := want[uid]; ok && old == steps {
 						continue
@@ -132,11 +136,24 @@ func checkBoard(tb testing.TB, b *board, ids names, want map[int32]int32) {
 		}
 		checkBucket(tb, &b.dense[v], ids)
 	}
-	for i, o := range b.odd {
-		if i > 0 && b.odd[i-1].steps <= o.steps || o.users.empty() || 0 <= o.steps && o.steps < denseLimit {
-			tb.Fatalf("odd count %d out of place or empty", o.steps)
+	var prevOdd *oddCount
+	for _, p := range b.odd.parts {
+		if len(p.counts) == 0 || len(p.counts) > maxPart {
+			tb.Fatalf("odd part of %d counts", len(p.counts))
 		}
-		checkBucket(tb, o.users, ids)
+		users := int64(0)
+		for i := range p.counts {
+			o := &p.counts[i]
+			if prevOdd != nil && prevOdd.steps <= o.steps || o.n == 0 || int(o.n) != o.users.len() || 0 <= o.steps && o.steps < denseLimit {
+				tb.Fatalf("odd count %d out of place, or its %d users miscounted", o.steps, o.users.len())
+			}
+			users += int64(o.n)
+			prevOdd = o
+			checkBucket(tb, o.users, ids)
+		}
+		if users != p.users {
+			tb.Fatalf("odd part counts %d users, holds %d", p.users, users)
+		}
 	}
 }
 
