@@ -35,7 +35,6 @@
 package alerts
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,74 +111,6 @@ type Model struct {
 	// in the snapshot): so a query costs what it returns, not what the
 	// model holds.
 	listed listing
-}
-
-// listing is the alerts in List's order, all and by rider, and the open
-// ones (not acknowledged) the same way. Each list is ascending: List
-// reads it from the end, newest first.
-type listing struct {
-	all, open            []listKey
-	byRider, openByRider map[string][]listKey
-}
-
-// listKey orders alerts as List returns them, reversed: raised_at, then
-// alert id.
-type listKey struct {
-	sec  int64 // raised_at
-	nsec int
-	id   string
-}
-
-func keyOfAlert(a *safetyv1.AlertRaisedV2) listKey {
-	t := a.RaisedAt.AsTime()
-	return listKey{t.Unix(), t.Nanosecond(), a.AlertId}
-}
-
-func compareKeys(a, b listKey) int {
-	return cmp.Or(cmp.Compare(a.sec, b.sec), cmp.Compare(a.nsec, b.nsec), cmp.Compare(a.id, b.id))
-}
-
-func newListing() listing {
-	return listing{byRider: map[string][]listKey{}, openByRider: map[string][]listKey{}}
-}
-
-// add lists a raised alert; open says it is not acknowledged.
-func (l *listing) add(a *safetyv1.Alert) {
-	k, rider := keyOfAlert(a.RaisedV2), a.RaisedV2.RiderId
-	l.all = insertKey(l.all, k)
-	l.byRider[rider] = insertKey(l.byRider[rider], k)
-	if a.Acknowledged == nil {
-		l.open = insertKey(l.open, k)
-		l.openByRider[rider] = insertKey(l.openByRider[rider], k)
-	}
-}
-
-// acknowledged takes a listed alert off the open lists.
-func (l *listing) acknowledged(a *safetyv1.AlertRaisedV2) {
-	k := keyOfAlert(a)
-	l.open = removeKey(l.open, k)
-	if rest := removeKey(l.openByRider[a.RiderId], k); len(rest) > 0 {
-		l.openByRider[a.RiderId] = rest
-	} else {
-		delete(l.openByRider, a.RiderId)
-	}
-}
-
-// insertKey inserts k into the ascending list; alerts are mostly raised
-// in order, so this is usually an append.
-func insertKey(list []listKey, k listKey) []listKey {
-	if n := len(list); n == 0 || compareKeys(list[n-1], k) < 0 {
-		return append(list, k)
-	}
-	i, _ := slices.BinarySearchFunc(list, k, compareKeys)
-	return slices.Insert(list, i, k)
-}
-
-func removeKey(list []listKey, k listKey) []listKey {
-	if i, ok := slices.BinarySearchFunc(list, k, compareKeys); ok {
-		return slices.Delete(list, i, i+1)
-	}
-	return list
 }
 
 var (
@@ -420,23 +351,23 @@ func (m *Model) Pending() []*safetyv1.AlertRaisedV2 {
 func (m *Model) List(rider string, openOnly bool, limit int) ([]*safetyv1.Alert, int) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var list []listKey
+	var list *keyList
 	switch {
 	case rider == "" && openOnly:
-		list = m.listed.open
+		list = &m.listed.open
 	case rider == "":
-		list = m.listed.all
+		list = &m.listed.all
 	case openOnly:
 		list = m.listed.openByRider[rider]
 	default:
 		list = m.listed.byRider[rider]
 	}
-	out := make([]*safetyv1.Alert, 0, max(0, min(limit, len(list))))
-	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
-		a, _ := m.alerts.Get(list[i].id)
+	out := make([]*safetyv1.Alert, 0, max(0, min(limit, list.len())))
+	list.newest(limit, func(k listKey) {
+		a, _ := m.alerts.Get(k.id)
 		out = append(out, answer(a))
-	}
-	return out, len(list)
+	})
+	return out, list.len()
 }
 
 // Get returns a copy of alert id, or nil.
