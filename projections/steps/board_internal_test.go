@@ -231,24 +231,24 @@ func TestChurnDoesNotGrowTheModel(t *testing.T) {
 	}
 	most := perDay * (window + 1)
 	churn(50, true)
-	if got := len(m.names.at); got > most {
+	if got := int(m.names.at.len()); got > most {
 		t.Errorf("captured daily: %d user slots for %d users a day over a %d-day window, want at most %d", got, perDay, window, most)
 	}
 	churn(50, false)
-	if got := len(m.names.at); got > most {
+	if got := int(m.names.at.len()); got > most {
 		t.Errorf("never captured: %d user slots, want at most %d", got, most)
 	}
 	encodes := captureEncodes(m) // not run: the slots their ids are in stay
 	churn(10, false)
-	if got := len(m.names.at); got <= most {
+	if got := int(m.names.at.len()); got <= most {
 		t.Errorf("with a capture's Encodes pending, %d user slots: slots were reused under them", got)
 	}
 	for _, e := range encodes {
 		e()
 	}
-	grown := len(m.names.at)
+	grown := int(m.names.at.len())
 	churn(10, false)
-	if got := len(m.names.at); got != grown {
+	if got := int(m.names.at.len()); got != grown {
 		t.Errorf("once the Encodes ran, user slots went from %d to %d, want reused", grown, got)
 	}
 	if got := m.index.n; got != perDay*window {
@@ -334,7 +334,7 @@ func TestUserIndexMatchesMap(t *testing.T) {
 				free = append(free, uid)
 				continue
 			}
-			uid := int32(len(ns.at))
+			uid := ns.at.len()
 			if len(free) > 0 && rng.IntN(2) == 0 {
 				uid, free = free[len(free)-1], free[:len(free)-1]
 			}
@@ -344,15 +344,15 @@ func TestUserIndexMatchesMap(t *testing.T) {
 		}
 		check(fmt.Sprintf("round %d", round))
 	}
-	before := len(ns.data)
+	before := ns.size
 	ns = ns.compact(x.each)
 	check("compacted")
 	live := 0
 	for id := range want {
 		live += len(id)
 	}
-	if len(ns.data) != live || before <= live {
-		t.Errorf("compacted to %d bytes from %d, live %d", len(ns.data), before, live)
+	if ns.size != live || before <= live {
+		t.Errorf("compacted to %d bytes from %d, live %d", ns.size, before, live)
 	}
 }
 
@@ -373,8 +373,8 @@ func TestChurnOfLongerIDsKeepsTheIDsBounded(t *testing.T) {
 	}
 	live := 0
 	m.index.each(func(uid int32) { live += len(m.names.of(uid)) })
-	if live != m.idBytes || len(m.names.data) > 2*live+compactAfter {
-		t.Errorf("%d bytes of ids held for %d live (counted %d)", len(m.names.data), live, m.idBytes)
+	if live != m.idBytes || m.names.size > 2*live+compactAfter {
+		t.Errorf("%d bytes of ids held for %d live (counted %d)", m.names.size, live, m.idBytes)
 	}
 	if got, ok := m.Rank(m.dates[0], fmt.Sprintf("%0*d", 10+199%100, 7)); !ok || got.Steps != 7 {
 		t.Errorf("Rank after compactions = %+v, %v", got, ok)

@@ -1,13 +1,16 @@
 package steps_test
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections/projtest"
+	"github.com/tideline/tideline/projections/steps"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
 
@@ -52,4 +55,32 @@ func BenchmarkSnapshotStall(b *testing.B) {
 		tail = append(tail, es.Event{Data: rec, Position: es.Position{Seq: seq}})
 	}
 	projtest.SnapshotStall(b, m, tail, 3, nil)
+}
+
+var growUsers = flag.Int("grow.users", 2_000_000, "BenchmarkGrowStall: new users")
+
+// BenchmarkGrowStall reports the longest step of the applying thread, in
+// CPU time, while -grow.users new users each record one count, and the
+// model's tables of users grow from none to all of them.
+func BenchmarkGrowStall(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ids := make([]string, *growUsers)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("01JD%022d", i)
+	}
+	var longest time.Duration
+	for b.Loop() {
+		m := steps.New()
+		rec := &stepsv1.StepsRecorded{Date: benchDate}
+		last := projtest.ThreadCPU(b)
+		for i, id := range ids {
+			rec.UserId, rec.Steps = id, int32(i%20000)
+			m.Apply(es.Event{Data: rec, Position: es.Position{Seq: uint64(i + 1)}})
+			now := projtest.ThreadCPU(b)
+			longest = max(longest, now-last)
+			last = now
+		}
+	}
+	b.ReportMetric(float64(longest.Microseconds())/1000, "longest-cpu-ms")
 }

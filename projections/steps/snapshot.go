@@ -200,7 +200,7 @@ func (m *Model) decodeBoard(r *reader) *board {
 			return nil
 		}
 		b.append(uid, steps)
-		m.held[uid]++
+		*m.held.at(uid)++
 	}
 	m.days[date] = b
 	m.dates = append(m.dates, date)

@@ -119,12 +119,12 @@ type Model struct {
 
 // state is everything Reset and Restore replace.
 type state struct {
-	names   names     // user ids by uid
-	index   userIndex // user id → uid, for every user on a board
-	idBytes int       // the bytes of the ids index holds; names.data's others are garbage
-	held    []uint16  // uid → boards holding it
-	free    []int32   // uids no board holds, to reuse
-	freed   []int32   // uids released while an Encode may still read their ids
+	names   names               // user ids by uid
+	index   userIndex           // user id → uid, for every user on a board
+	idBytes int                 // the bytes of the ids index holds; names.data's others are garbage
+	held    stableArray[uint16] // uid → boards holding it
+	free    []int32             // uids no board holds, to reuse
+	freed   []int32             // uids released while an Encode may still read their ids
 	// leaving are uids whose last board left the window, forgotten a
 	// few per Apply so that a day many users leave costs no long Apply.
 	leaving []int32
@@ -204,7 +204,7 @@ func (m *Model) forget(n int) {
 	for ; n > 0 && len(m.leaving) > 0; n-- {
 		uid := m.leaving[len(m.leaving)-1]
 		m.leaving = m.leaving[:len(m.leaving)-1]
-		if m.held[uid] == 0 {
+		if *m.held.at(uid) == 0 {
 			m.idBytes -= len(m.names.of(uid))
 			m.index.remove(m.names, uid)
 			m.freed = append(m.freed, uid)
@@ -237,7 +237,7 @@ func (m *Model) raise(b *board, uid, steps int32) {
 		return
 	}
 	if !ok {
-		m.held[uid]++
+		*m.held.at(uid)++
 	}
 	b.set(m.names, uid, steps)
 	b.mark(uid)
@@ -280,7 +280,8 @@ func (m *Model) summarizeBefore(cutoff string) {
 		m.summed = append(m.summed, date) // dates leave in ascending order
 		m.changedMonths[date[:7]] = true
 		b.each(func(uid, _ int32) {
-			if m.held[uid]--; m.held[uid] == 0 {
+			h := m.held.at(uid)
+			if *h--; *h == 0 {
 				m.leaving = append(m.leaving, uid)
 			}
 		})
@@ -295,7 +296,7 @@ func (m *Model) newUser(user string) int32 {
 	if len(m.free) == 0 && len(m.freed) > 0 && (m.encoding == nil || m.encoding.Load() <= 0) {
 		m.free, m.freed = append(m.free, m.freed...), m.freed[:0]
 	}
-	if len(m.names.data) > 2*m.idBytes+compactAfter {
+	if m.names.size > 2*m.idBytes+compactAfter {
 		m.names = m.names.compact(m.index.each)
 	}
 	var uid int32
@@ -303,8 +304,8 @@ func (m *Model) newUser(user string) int32 {
 		uid = m.free[n-1]
 		m.free = m.free[:n-1]
 	} else {
-		uid = int32(len(m.names.at))
-		m.held = append(m.held, 0)
+		uid = m.names.at.len()
+		m.held.push(0)
 	}
 	m.names.set(uid, user)
 	m.index.add(m.names, uid)
