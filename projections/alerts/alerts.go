@@ -362,12 +362,16 @@ func (m *Model) List(rider string, openOnly bool, limit int) ([]*safetyv1.Alert,
 	default:
 		list = m.listed.byRider[rider]
 	}
-	out := make([]*safetyv1.Alert, 0, max(0, min(limit, list.len())))
-	list.newest(limit, func(k listKey) {
+	total := list.Len()
+	out := make([]*safetyv1.Alert, 0, max(0, min(limit, total)))
+	for k := range list.Backward() {
+		if len(out) >= limit {
+			break
+		}
 		a, _ := m.alerts.Get(k.id)
 		out = append(out, answer(a))
-	})
-	return out, list.len()
+	}
+	return out, total
 }
 
 // Get returns a copy of alert id, or nil.

@@ -1,10 +1,11 @@
 package steps
 
 import (
-	"bytes"
 	"cmp"
 	"math/bits"
 	"slices"
+
+	"github.com/tideline/tideline/projections"
 )
 
 // board is one date's counts and leaderboard, in three parts:
@@ -15,7 +16,7 @@ import (
 //     denseLimit-1, which gives how many users rank ahead of a count in
 //     O(log V), and the counts outside that range (negative, or beyond
 //     any real day's steps: the API accepts none) in a short sorted list;
-//   - per count, its users ordered by id, in parts of at most maxPart, so
+//   - per count, its users ordered by id, in parts (projections.Sorted), so
 //     that a user's place among equal counts is a binary search.
 //
 // A (user, date) costs about 9 bytes: 4 in the column, 4 and some slack
@@ -56,7 +57,7 @@ const (
 	denseLimit = 1 << 18
 	minFen     = 64
 
-	// maxPart bounds a part of a count's users; a full part splits in two.
+	// maxPart bounds a part of the counts outside the tree's range.
 	maxPart = 512
 )
 
@@ -70,11 +71,9 @@ type colData struct {
 	has   [1 << colShift / 64]uint64
 }
 
-// bucket is the users at one count, ordered by id: parts in order, each
-// non-empty and holding at most maxPart.
-type bucket struct {
-	parts [][]int32
-}
+// bucket is the users at one count, ordered by id, in parts of at most
+// projections.SortedPart.
+type bucket = projections.Sorted[int32]
 
 // oddSet is the counts outside 0..denseLimit-1 that users have,
 // descending, in parts of at most maxPart counts that know their users'
@@ -143,14 +142,15 @@ func (b *board) total() int32 { return b.users }
 // set gives uid (with id ns.of(uid)) the count steps, moving it from the
 // count it had, if any.
 func (b *board) set(ns names, uid, steps int32) {
+	to := ns.to(uid)
 	if old, ok := b.get(uid); ok {
-		b.bucketOf(old, false).remove(ns, uid)
+		b.bucketOf(old, false).Remove(to)
 		b.tally(old, -1)
 	} else {
 		b.users++
 	}
 	b.put(uid, steps)
-	b.bucketOf(steps, true).insert(ns, uid)
+	b.bucketOf(steps, true).Insert(uid, to)
 	b.tally(steps, 1)
 }
 
@@ -159,12 +159,7 @@ func (b *board) set(ns names, uid, steps int32) {
 func (b *board) append(uid, steps int32) {
 	b.users++
 	b.put(uid, steps)
-	bk := b.bucketOf(steps, true)
-	if n := len(bk.parts); n == 0 || len(bk.parts[n-1]) == maxPart {
-		bk.parts = append(bk.parts, make([]int32, 0, 4))
-	}
-	last := &bk.parts[len(bk.parts)-1]
-	*last = append(*last, uid)
+	b.bucketOf(steps, true).Append(uid)
 	b.tally(steps, 1)
 }
 
@@ -280,7 +275,7 @@ func (b *board) tally(steps int32, d int32) {
 		for i := int(steps) + 1; i < len(b.fen); i += i & -i {
 			b.fen[i] += d
 		}
-		if d < 0 && b.dense[steps].empty() {
+		if d < 0 && b.dense[steps].Empty() {
 			b.dense[steps] = bucket{} // its parts' array goes
 		}
 		return
@@ -339,17 +334,15 @@ func (b *board) ahead(steps int32) int64 {
 
 // rank returns the 1-based rank of uid, whose count is steps.
 func (b *board) rank(ns names, uid, steps int32) int64 {
-	return b.ahead(steps) + int64(b.bucketOf(steps, false).index(ns, uid)) + 1
+	return b.ahead(steps) + int64(b.bucketOf(steps, false).Index(ns.to(uid))) + 1
 }
 
 // walk visits the users in rank order until visit returns false.
 func (b *board) walk(visit func(uid, steps int32) bool) {
 	each := func(steps int32, bk *bucket) bool {
-		for _, p := range bk.parts {
-			for _, uid := range p {
-				if !visit(uid, steps) {
-					return false
-				}
+		for uid := range bk.All() {
+			if !visit(uid, steps) {
+				return false
 			}
 		}
 		return true
@@ -489,72 +482,4 @@ func (b *board) takeChanged() []count {
 func (b *board) forgetChanged() {
 	clear(b.dirty)
 	b.changed = 0
-}
-
-func (bk *bucket) empty() bool { return bk == nil || len(bk.parts) == 0 }
-
-func (bk *bucket) len() int {
-	n := 0
-	for _, p := range bk.parts {
-		n += len(p)
-	}
-	return n
-}
-
-// find returns the part uid's id is or belongs in, and its place there.
-func (bk *bucket) find(ns names, uid int32) (part, at int) {
-	id := ns.of(uid)
-	part, _ = slices.BinarySearchFunc(bk.parts, id, func(p []int32, id []byte) int {
-		return bytes.Compare(ns.of(p[len(p)-1]), id)
-	})
-	if part == len(bk.parts) {
-		part-- // after every id: the last part's end
-	}
-	at, _ = slices.BinarySearchFunc(bk.parts[part], id, func(u int32, id []byte) int { return bytes.Compare(ns.of(u), id) })
-	return part, at
-}
-
-// insert adds uid, which the bucket does not hold.
-func (bk *bucket) insert(ns names, uid int32) {
-	if len(bk.parts) == 0 {
-		bk.parts = append(bk.parts, append(make([]int32, 0, 4), uid))
-		return
-	}
-	pi, at := bk.find(ns, uid)
-	p := bk.parts[pi]
-	if len(p) == cap(p) {
-		grown := make([]int32, len(p), min(maxPart, len(p)+len(p)/2+4))
-		copy(grown, p)
-		p = grown
-	}
-	p = slices.Insert(p, at, uid)
-	if len(p) <= maxPart {
-		bk.parts[pi] = p
-		return
-	}
-	half := len(p) / 2
-	lo := append(make([]int32, 0, half+half/4), p[:half]...)
-	hi := append(make([]int32, 0, len(p)-half+half/4), p[half:]...)
-	bk.parts[pi] = lo
-	bk.parts = slices.Insert(bk.parts, pi+1, hi)
-}
-
-// remove takes out uid, which the bucket holds.
-func (bk *bucket) remove(ns names, uid int32) {
-	pi, at := bk.find(ns, uid)
-	p := slices.Delete(bk.parts[pi], at, at+1)
-	if len(p) == 0 {
-		bk.parts = slices.Delete(bk.parts, pi, pi+1)
-		return
-	}
-	bk.parts[pi] = p
-}
-
-// index returns uid's place in the bucket, from 0.
-func (bk *bucket) index(ns names, uid int32) int {
-	pi, at := bk.find(ns, uid)
-	for _, p := range bk.parts[:pi] {
-		at += len(p)
-	}
-	return at
 }

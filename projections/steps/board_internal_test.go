@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/projections"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
 
@@ -121,18 +122,15 @@ func checkBoard(tb testing.TB, b *board, ids names, want map[int32]int32) {
 	if inCol != len(want) {
 		tb.Fatalf("column holds %d counts, want %d", inCol, len(want))
 	}
-	// The tree counts each dense count's users; empty counts keep no bucket.
+	// The tree counts each dense count's users.
 	n := len(b.fen) - 1
 	if n&(n-1) != 0 || len(b.dense) != n {
 		tb.Fatalf("tree of %d, %d buckets", n, len(b.dense))
 	}
 	for v := range int32(n) {
-		users := b.dense[v].len()
+		users := b.dense[v].Len()
 		if got := b.below(v+1) - b.below(v); got != int32(users) {
 			tb.Fatalf("tree counts %d users at %d, bucket %d", got, v, users)
-		}
-		if b.dense[v].parts != nil && users == 0 {
-			tb.Fatalf("empty bucket kept at %d", v)
 		}
 		checkBucket(tb, &b.dense[v], ids)
 	}
@@ -144,8 +142,8 @@ func checkBoard(tb testing.TB, b *board, ids names, want map[int32]int32) {
 		users := int64(0)
 		for i := range p.counts {
 			o := &p.counts[i]
-			if prevOdd != nil && prevOdd.steps <= o.steps || o.n == 0 || int(o.n) != o.users.len() || 0 <= o.steps && o.steps < denseLimit {
-				tb.Fatalf("odd count %d out of place, or its %d users miscounted", o.steps, o.users.len())
+			if prevOdd != nil && prevOdd.steps <= o.steps || o.n == 0 || int(o.n) != o.users.Len() || 0 <= o.steps && o.steps < denseLimit {
+				tb.Fatalf("odd count %d out of place, or its %d users miscounted", o.steps, o.users.Len())
 			}
 			users += int64(o.n)
 			prevOdd = o
@@ -162,22 +160,22 @@ func checkBucket(tb testing.TB, bk *bucket, ids names) {
 	if bk == nil {
 		return
 	}
+	for _, n := range bk.Parts() {
+		if n == 0 || n > projections.SortedPart {
+			tb.Fatalf("part of %d users", n)
+		}
+	}
 	var prev string
-	for i, p := range bk.parts {
-		if len(p) == 0 || len(p) > maxPart {
-			tb.Fatalf("part of %d users", len(p))
+	for i, uid := range slices.Collect(bk.All()) {
+		if i > 0 && ids.str(uid) <= prev {
+			tb.Fatalf("bucket out of id order at %q", ids.str(uid))
 		}
-		for j, uid := range p {
-			if (i > 0 || j > 0) && ids.str(uid) <= prev {
-				tb.Fatalf("bucket out of id order at %q", ids.str(uid))
-			}
-			prev = ids.str(uid)
-		}
+		prev = ids.str(uid)
 	}
 }
 
 // TestCrowdedCountStaysFast: 262,144 users at one count keep parts of
-// at most maxPart, so a raise into or out of it moves at most maxPart
+// at most projections.SortedPart, so a raise into or out of it moves at most that many
 // uids and a rank sums part lengths rather than walking users.
 func TestCrowdedCountStaysFast(t *testing.T) {
 	const users = 1 << 18
@@ -187,12 +185,12 @@ func TestCrowdedCountStaysFast(t *testing.T) {
 	}
 	b := m.days["2025-06-01"]
 	bk := &b.dense[5]
-	if got := bk.len(); got != users {
+	if got := bk.Len(); got != users {
 		t.Fatalf("bucket holds %d", got)
 	}
-	for _, p := range bk.parts {
-		if len(p) > maxPart || len(p) < maxPart/4 {
-			t.Fatalf("part of %d users", len(p))
+	for _, n := range bk.Parts() {
+		if n > projections.SortedPart || n < projections.SortedPart/4 {
+			t.Fatalf("part of %d users", n)
 		}
 	}
 	if e, ok := m.Rank("2025-06-01", "user-0131072"); !ok || e.Rank != 131073 {

@@ -49,6 +49,12 @@ func (n names) str(uid int32) string { return string(n.of(uid)) }
 // compare orders uids by id.
 func (n names) compare(a, b int32) int { return bytes.Compare(n.of(a), n.of(b)) }
 
+// to returns the comparison of a uid's id to uid's, which it reads once.
+func (n names) to(uid int32) func(int32) int {
+	id := n.of(uid)
+	return func(u int32) int { return bytes.Compare(n.of(u), id) }
+}
+
 // set gives uid, which is at most n.at.len(), the id user (at most
 // MaxUserID bytes): in place of its previous id if that is at least as
 // long, else added.
