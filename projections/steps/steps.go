@@ -37,9 +37,10 @@
 // counts that changed since. A capture writes a date's segment again only
 // once its changes reach half of its users (or MaxDeltas deltas); until
 // then it adds the changed counts as one more delta. Capture copies
-// nothing but changed counts: a leaderboard it hands to Encode is shared,
-// and an Apply copies the chunks of 1024 nodes it writes to (copy on
-// write). A user's slot is reused only once no Encode can read its id.
+// nothing but changed counts: a date's column of counts it hands to
+// Encode is shared, and an Apply copies the chunk of 1024 users it writes
+// to (copy on write); the Encode puts the counts in rank order itself. A
+// user's slot is reused only once no Encode can read its id.
 package steps
 
 import (
