@@ -22,9 +22,9 @@
 // history. A user-day costs about 9 bytes (4 in its date's column of
 // counts, 4 and some slack among the users at its count), a user about
 // 50 beyond its id's bytes (users.go), and a date in the window about
-// 1 MB for its tree and its slots of counts. Measured: 11.4 bytes per
+// 1 MB for its tree and its slots of counts. Measured: 11.2 bytes per
 // user-day in all at 10M users × 30 dates (BenchmarkFootprintAtScale,
-// 3.3 GB), 27 at 100k users × 35 dates, where a date's own megabyte
+// 3.1 GiB), 27 at 100k users × 35 dates, where a date's own megabyte
 // weighs more (BenchmarkFootprint). A snapshot takes about 14 bytes per
 // user-day and 1.4 KB per summarised date. README has the figures.
 //
