@@ -299,12 +299,22 @@ func TestLeavingUsersAreForgottenAFewAtATime(t *testing.T) {
 // lookup, present or not, against a map; then compacts the ids and checks
 // again.
 func TestUserIndexMatchesMap(t *testing.T) {
+	var empty names // an empty id needs no chunk, even when there is none
+	empty.set(0, "")
+	if len(empty.of(0)) != 0 || empty.size != 0 {
+		t.Fatalf("empty id read as %q", empty.of(0))
+	}
 	rng := rand.New(rand.NewPCG(11, 11))
 	var ns names
 	x := newUserIndex()
 	want := map[string]int32{}
 	var free []int32
-	user := func() string { return fmt.Sprintf("%0*d", 1+rng.IntN(30), rng.IntN(3000)) }
+	user := func() string {
+		if rng.IntN(100) == 0 {
+			return "" // an empty id has no bytes to place
+		}
+		return fmt.Sprintf("%0*d", 1+rng.IntN(30), rng.IntN(3000))
+	}
 	check := func(stage string) {
 		t.Helper()
 		if x.n != len(want) {
@@ -345,6 +355,17 @@ func TestUserIndexMatchesMap(t *testing.T) {
 	before := ns.size
 	ns = ns.compact(x.each)
 	check("compacted")
+	for _, id := range []string{"", "after-compaction"} { // a freed uid has no bytes now
+		if _, ok := want[id]; ok || len(free) == 0 {
+			continue
+		}
+		uid := free[len(free)-1]
+		free = free[:len(free)-1]
+		ns.set(uid, id)
+		x.add(ns, uid)
+		want[id] = uid
+	}
+	check("reused after compaction")
 	live := 0
 	for id := range want {
 		live += len(id)

@@ -122,7 +122,7 @@ type Model struct {
 type state struct {
 	names   names               // user ids by uid
 	index   userIndex           // user id → uid, for every user on a board
-	idBytes int                 // the bytes of the ids index holds; names.data's others are garbage
+	idBytes int                 // the bytes of the ids index holds; names.size beyond them is garbage
 	held    stableArray[uint16] // uid → boards holding it
 	free    []int32             // uids no board holds, to reuse
 	freed   []int32             // uids released while an Encode may still read their ids

@@ -39,6 +39,9 @@ type names struct {
 // of returns uid's id, aliasing data.
 func (n names) of(uid int32) []byte {
 	a := *n.at.at(uid)
+	if a&MaxUserID == 0 {
+		return nil // "", or a uid compaction emptied: no chunk to index
+	}
 	off := a >> idLenBits & (dataChunk - 1)
 	return n.data[a>>(idOffBits+idLenBits)][off : off+a&MaxUserID]
 }
@@ -61,7 +64,12 @@ func (n names) to(uid int32) func(int32) int {
 func (n *names) set(uid int32, user string) {
 	if uid == n.at.len() {
 		n.at.push(0)
-	} else if old := *n.at.at(uid); int(old&MaxUserID) >= len(user) {
+	}
+	if user == "" {
+		*n.at.at(uid) = 0
+		return
+	}
+	if old := *n.at.at(uid); int(old&MaxUserID) >= len(user) {
 		off := old >> idLenBits & (dataChunk - 1)
 		copy(n.data[old>>(idOffBits+idLenBits)][off:], user)
 		*n.at.at(uid) = old&^MaxUserID | uint64(len(user))
