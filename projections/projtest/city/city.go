@@ -99,7 +99,8 @@ type Mix struct {
 // counts are spread evenly over the dates from Days-1 days ago to today,
 // in date order, the walkers taking turns: with n/2 = Walkers × Days each
 // walker counts once a date (otherwise some count twice on a date, the
-// later count replacing the earlier, or miss one). Each order's events are minutes apart, so writers
+// higher count standing, or miss one). Counts are spread below 25,000,
+// as a day's are, within what the API accepts (domain/steps MaxSteps). Each order's events are minutes apart, so writers
 // taking the commits in turn append them in order in practice.
 func Mixed(n int, mix Mix, now time.Time) iter.Seq[Commit] {
 	return func(yield func(Commit) bool) {
@@ -114,7 +115,7 @@ func Mixed(n int, mix Mix, now time.Time) iter.Seq[Commit] {
 			user := fmt.Sprintf("walker-%d", s%max(mix.Walkers, 1))
 			date := today.AddDate(0, 0, s*days/stepCommits-(days-1)).Format(time.DateOnly)
 			s++
-			return yield(Commit{steps.Stream(user), &stepsv1.StepsRecorded{UserId: user, Date: date, Steps: int32(s)}})
+			return yield(Commit{steps.Stream(user), &stepsv1.StepsRecorded{UserId: user, Date: date, Steps: int32(s * 7919 % 25000)}})
 		}
 		var end time.Time
 		for ev := range Delivery(n/2, mix.DeliveryStart, &end) {

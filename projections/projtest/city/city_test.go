@@ -7,6 +7,7 @@ import (
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/steps"
 	"github.com/tideline/tideline/projections/projtest/city"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -29,6 +30,9 @@ func TestMixed(t *testing.T) {
 			stepCount++
 			dates[s.Date]++
 			seen[s.UserId+"/"+s.Date]++
+			if s.Steps < 0 || s.Steps > steps.MaxSteps {
+				t.Fatalf("count %d, want 0 to %d (the API's bound)", s.Steps, steps.MaxSteps)
+			}
 		}
 	}
 	if total != n || stepCount != n-n/2 {
