@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tideline/tideline/adapters/procstatus"
 	"github.com/tideline/tideline/cmd/tideline/server/servertest"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
@@ -186,20 +184,14 @@ func runExport(tb testing.TB, bin string, f *servertest.Server, format, out stri
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	var hwm int64
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if b, err := os.ReadFile(status); err == nil {
-			for line := range strings.Lines(string(b)) {
-				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-					kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-					hwm = max(hwm, kb)
-				}
-			}
+		if b, err := procstatus.Bytes(cmd.Process.Pid, "VmHWM"); err == nil {
+			hwm = max(hwm, b>>10)
 		}
 		select {
 		case err := <-done:

@@ -24,9 +24,9 @@ func Footprint(b *testing.B, n int, build func() projections.Projection) {
 	b.Helper()
 	var heap, snap float64
 	for b.Loop() {
-		before := heapAlloc()
+		before := HeapAlloc()
 		p := build()
-		heap = float64(heapAlloc()) - float64(before)
+		heap = float64(HeapAlloc()) - float64(before)
 		data, err := p.Snapshot()
 		if err != nil {
 			b.Fatal(err)
@@ -38,7 +38,8 @@ func Footprint(b *testing.B, n int, build func() projections.Projection) {
 	b.ReportMetric(snap/float64(n), "snapshot-B/entity")
 }
 
-func heapAlloc() uint64 {
+// HeapAlloc collects garbage and returns the live heap, in bytes.
+func HeapAlloc() uint64 {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

@@ -1,17 +1,15 @@
 package steps_test
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/tideline/tideline/adapters/procstatus"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/projections"
 	"github.com/tideline/tideline/projections/projtest"
@@ -186,42 +184,25 @@ func BenchmarkFootprintAtScale(b *testing.B) {
 	}
 	users, days := *bigUsers, *bigDays
 	for b.Loop() {
-		before := liveHeap()
+		before := projtest.HeapAlloc()
 		m := historyModelIDs(users, days, 26)
-		heap := liveHeap() - before
+		heap := projtest.HeapAlloc() - before
 		debug.FreeOSMemory()
 		b.ReportMetric(float64(heap)/float64(users*days), "B/user-day")
 		b.ReportMetric(float64(heap)/(1<<20), "heap-MB")
-		b.ReportMetric(float64(procStatus(b, "VmRSS"))/(1<<10), "rss-MB")
-		b.ReportMetric(float64(procStatus(b, "VmHWM"))/(1<<10), "peak-rss-MB")
+		b.ReportMetric(rssMB(b, "VmRSS"), "rss-MB")
+		b.ReportMetric(rssMB(b, "VmHWM"), "peak-rss-MB")
 		runtime.KeepAlive(m)
 	}
 }
 
-func liveHeap() uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
-}
-
-// procStatus returns a "kB" field of /proc/self/status, in KiB.
-func procStatus(b *testing.B, field string) int64 {
-	data, err := os.ReadFile("/proc/self/status")
+// rssMB returns the process's status field (VmRSS, VmHWM) in MiB.
+func rssMB(b *testing.B, field string) float64 {
+	v, err := procstatus.Bytes(procstatus.Self, field)
 	if err != nil {
 		b.Skip(err)
 	}
-	for line := range bytes.Lines(data) {
-		if name, rest, ok := bytes.Cut(line, []byte(":")); ok && string(name) == field {
-			kb, err := strconv.ParseInt(string(bytes.TrimSuffix(bytes.TrimSpace(rest), []byte(" kB"))), 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return kb
-		}
-	}
-	b.Fatalf("no %s in /proc/self/status", field)
-	return 0
+	return float64(v) / (1 << 20)
 }
 
 // historyModel returns a model where users recorded a random count for

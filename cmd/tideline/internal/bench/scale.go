@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -26,6 +25,7 @@ import (
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/procstatus"
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/projections/projtest/city"
@@ -316,19 +316,8 @@ func (c *scaleConfig) serve(ctx context.Context, dir string) (*served, time.Dura
 
 // rss returns a /proc/PID/status figure (VmRSS, VmHWM) in bytes, or 0.
 func (s *served) rss(field string) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	v, _ := procstatus.Bytes(s.cmd.Process.Pid, field)
+	return v
 }
 
 // stop stops the server as an operator would (SIGTERM: the read models
