@@ -251,6 +251,7 @@ func (r *Runner) replay(ctx context.Context, m projections.Projection, from, to 
 					return read, applied, nil
 				}
 			}
+			f.recycle(batch)
 		}
 	}
 }

@@ -856,7 +856,10 @@ func (l *runLoop) run(ctx context.Context) error {
 		case w := <-l.written:
 			l.wrote(w)
 		case batch := <-l.feed.batchCh():
-			if !l.apply(batch) {
+			from := l.feed // apply may replace it
+			ok := l.apply(batch)
+			from.recycle(batch)
+			if !ok {
 				// Only possible if the consumer reset while a callback
 				// was blocked: a commit may have been skipped.
 				r.log.Error("consumer delivered out of order; rebuilding")
@@ -1198,6 +1201,11 @@ type feed struct {
 	runner  *Runner
 	after   uint64
 	batches chan []delivery
+	// free holds batches the runner has applied, for the callback to fill
+	// again: a replay would otherwise allocate (and zero) maxBatch
+	// deliveries per maxBatch messages for each runner, even for one
+	// that skips them all.
+	free    chan []delivery
 	stopped chan struct{}   // closed by stop: unblocks a callback waiting on batches
 	closed  <-chan struct{} // closed when the consumer has stopped, by stop or not
 
@@ -1259,7 +1267,27 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 }
 
 func newFeed(filtered bool) *feed {
-	return &feed{filtered: filtered, batches: make(chan []delivery, 4), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
+	return &feed{filtered: filtered, batches: make(chan []delivery, 4), free: make(chan []delivery, 2), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
+}
+
+// recycle gives back a batch the runner has applied. Its deliveries are
+// cleared first, so that it holds on to no commit while it waits.
+func (f *feed) recycle(batch []delivery) {
+	clear(batch)
+	select {
+	case f.free <- batch[:0]:
+	default:
+	}
+}
+
+// fresh returns an empty batch: a recycled one if there is one.
+func (f *feed) fresh() []delivery {
+	select {
+	case b := <-f.free:
+		return b
+	default:
+		return make([]delivery, 0, maxBatch)
+	}
 }
 
 // receive adds d to the batch and hands the batch over when the stream
@@ -1290,7 +1318,7 @@ func (f *feed) receive(d delivery, pending uint64, ok bool) {
 	case f.batches <- f.batch:
 	case <-f.stopped:
 	}
-	f.batch, f.n, f.skip = make([]delivery, 0, maxBatch), 0, 0
+	f.batch, f.n, f.skip = f.fresh(), 0, 0
 }
 
 func (f *feed) stop() {
