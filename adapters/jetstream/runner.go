@@ -1202,9 +1202,10 @@ type feed struct {
 	after   uint64
 	batches chan []delivery
 	// free holds batches the runner has applied, for the callback to fill
-	// again: a replay would otherwise allocate (and zero) maxBatch
-	// deliveries per maxBatch messages for each runner, even for one
-	// that skips them all.
+	// again. A batch grows as it is filled, and one that grew is reused:
+	// a replay allocates little once its batches have grown, and a live
+	// commit, handed over alone, costs one delivery rather than a batch of
+	// maxBatch.
 	free    chan []delivery
 	stopped chan struct{}   // closed by stop: unblocks a callback waiting on batches
 	closed  <-chan struct{} // closed when the consumer has stopped, by stop or not
@@ -1267,7 +1268,7 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 }
 
 func newFeed(filtered bool) *feed {
-	return &feed{filtered: filtered, batches: make(chan []delivery, 4), free: make(chan []delivery, 2), stopped: make(chan struct{}), batch: make([]delivery, 0, maxBatch)}
+	return &feed{filtered: filtered, batches: make(chan []delivery, 4), free: make(chan []delivery, 2), stopped: make(chan struct{})}
 }
 
 // recycle gives back a batch the runner has applied. Its deliveries are
@@ -1280,13 +1281,14 @@ func (f *feed) recycle(batch []delivery) {
 	}
 }
 
-// fresh returns an empty batch: a recycled one if there is one.
+// fresh returns an empty batch: a recycled one if there is one, else
+// none yet (append makes it).
 func (f *feed) fresh() []delivery {
 	select {
 	case b := <-f.free:
 		return b
 	default:
-		return make([]delivery, 0, maxBatch)
+		return nil
 	}
 }
 
