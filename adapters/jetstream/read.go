@@ -52,8 +52,11 @@ func (s *Store) Read(ctx context.Context, sel es.Selection, fn func(es.LogBatch)
 	b := es.LogBatch{Commits: make([]es.Commit, 0, readBatch)}
 	read := 0 // messages read since the last handover
 	hand := func() error {
+		// The next batch is made as large as this one: following the log
+		// live, a commit handed over alone costs one, not readBatch.
+		size := max(len(b.Commits), 1)
 		err := fn(b)
-		b.Commits, read = make([]es.Commit, 0, readBatch), 0
+		b.Commits, read = make([]es.Commit, 0, size), 0
 		return err
 	}
 	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {

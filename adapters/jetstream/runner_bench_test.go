@@ -187,3 +187,41 @@ func BenchmarkLiveCommit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFollowCommit appends one commit at a time to the log a Read
+// follows live and waits until Read has handed it over; bytes and
+// allocations per op are the whole process's, as in BenchmarkLiveCommit.
+func BenchmarkFollowCommit(b *testing.B) {
+	s := runnerStore(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan uint64, 1)
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- s.Read(ctx, es.Selection{From: 1}, func(lb es.LogBatch) error {
+			if len(lb.Commits) > 0 {
+				got <- lb.Commits[len(lb.Commits)-1].Seq
+			}
+			return nil
+		})
+	}()
+	stream := es.StreamID{Context: "steps", Type: "day", ID: "user-1"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		ev := &stepsv1.StepsRecorded{UserId: stream.ID, Date: "2026-01-01", Steps: int32(i)}
+		res, err := s.Append(ctx, stream, []proto.Message{ev}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for seq := uint64(0); seq < res.Position.Seq; {
+			select {
+			case seq = <-got:
+			case err := <-readErr:
+				b.Fatalf("read stopped: %v", err)
+			case <-time.After(time.Minute):
+				b.Fatalf("commit %d not read within a minute", res.Position.Seq)
+			}
+		}
+	}
+}
