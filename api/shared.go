@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"slices"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -22,12 +23,17 @@ type sharedEncodings struct {
 	mu     sync.Mutex
 	seed   maphash.Seed
 	byMsg  map[proto.Message]*encoding
-	byHash map[uint64][]*encoding // by maphash of raw
+	byHash map[uint64][]*encoding // by maphash of raw; one per distinct content
 }
 
+// encoding is one content's: the messages shared with that content (refs)
+// all send it. Many live answers are alike (say, the counts of users who
+// walked as much), so an encoding per message would leave thousands of
+// equal ones under one hash, each sought and removed in turn.
 type encoding struct {
 	raw    []byte
 	hash   uint64
+	refs   int // messages shared with this encoding; guarded by sharedEncodings.mu
 	gzOnce sync.Once
 	gz     []byte
 	gzErr  error
@@ -44,11 +50,19 @@ func (e *sharedEncodings) share(msg proto.Message) error {
 	if err != nil {
 		return fmt.Errorf("encode shared message: %w", err)
 	}
-	enc := &encoding{raw: raw, hash: maphash.Bytes(e.seed, raw)}
+	h := maphash.Bytes(e.seed, raw)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if old := e.byMsg[msg]; old != nil { // shared again: counted once
+		e.release(old)
+	}
+	enc := e.findLocked(h, raw)
+	if enc == nil {
+		enc = &encoding{raw: raw, hash: h}
+		e.byHash[h] = append(e.byHash[h], enc)
+	}
+	enc.refs++
 	e.byMsg[msg] = enc
-	e.byHash[enc.hash] = append(e.byHash[enc.hash], enc)
 	return nil
 }
 
@@ -61,18 +75,30 @@ func (e *sharedEncodings) unshare(msg proto.Message) {
 		return
 	}
 	delete(e.byMsg, msg)
-	list := e.byHash[enc.hash]
-	for i, x := range list {
-		if x == enc {
-			list = append(list[:i:i], list[i+1:]...)
-			break
-		}
+	e.release(enc)
+}
+
+// release drops one message's hold on enc, and enc with the last.
+func (e *sharedEncodings) release(enc *encoding) {
+	if enc.refs--; enc.refs > 0 {
+		return
 	}
+	list := slices.DeleteFunc(e.byHash[enc.hash], func(x *encoding) bool { return x == enc })
 	if len(list) == 0 {
 		delete(e.byHash, enc.hash)
 	} else {
 		e.byHash[enc.hash] = list
 	}
+}
+
+// findLocked returns the encoding of raw, whose hash is h, if any.
+func (e *sharedEncodings) findLocked(h uint64, raw []byte) *encoding {
+	for _, enc := range e.byHash[h] {
+		if bytes.Equal(enc.raw, raw) {
+			return enc
+		}
+	}
+	return nil
 }
 
 func (e *sharedEncodings) ofMsg(msg any) *encoding {
@@ -89,12 +115,7 @@ func (e *sharedEncodings) ofRaw(raw []byte) *encoding {
 	h := maphash.Bytes(e.seed, raw)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, enc := range e.byHash[h] {
-		if bytes.Equal(enc.raw, raw) {
-			return enc
-		}
-	}
-	return nil
+	return e.findLocked(h, raw)
 }
 
 // gzipped returns raw compressed, computing it once.

@@ -70,3 +70,44 @@ func TestSharedEncodingIsTheMessages(t *testing.T) {
 		t.Fatal("unshare left the message shared")
 	}
 }
+
+// TestAlikeAnswersShareOneEncoding checks that messages of equal content
+// share one encoding, which lasts until the last of them is unshared.
+func TestAlikeAnswersShareOneEncoding(t *testing.T) {
+	enc := newSharedEncodings()
+	alike := make([]*dashboardv1.WatchDashboardResponse, 1000)
+	for i := range alike {
+		alike[i] = &dashboardv1.WatchDashboardResponse{Dashboard: &dashboardv1.Dashboard{Position: 7}}
+		if err := enc.share(alike[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := &dashboardv1.WatchDashboardResponse{Dashboard: &dashboardv1.Dashboard{Position: 8}}
+	if err := enc.share(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.share(other); err != nil { // shared again: still one
+		t.Fatal(err)
+	}
+	raw, _ := proto.Marshal(alike[0])
+	one := enc.ofRaw(raw)
+	if one == nil || len(enc.byHash) != 2 || one.refs != len(alike) {
+		t.Fatalf("%d hashes, the shared encoding %+v: want 2 hashes and one encoding for all %d alike", len(enc.byHash), one, len(alike))
+	}
+	for i, m := range alike {
+		if enc.ofMsg(m) != one {
+			t.Fatalf("message %d does not send the one encoding", i)
+		}
+		enc.unshare(m)
+		if left := enc.ofRaw(raw); (left != nil) != (i < len(alike)-1) {
+			t.Fatalf("after unsharing %d of %d alike, their encoding is kept: %v", i+1, len(alike), left != nil)
+		}
+	}
+	if enc.ofMsg(other) == nil {
+		t.Fatal("unsharing the alike unshared another message")
+	}
+	enc.unshare(other)
+	if len(enc.byMsg) != 0 || len(enc.byHash) != 0 {
+		t.Fatalf("left %d messages and %d hashes", len(enc.byMsg), len(enc.byHash))
+	}
+}
