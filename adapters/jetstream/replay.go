@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tideline/tideline/wire"
 )
 
 // Replay is one pass over the events stream shared by the runners of a
@@ -36,12 +38,17 @@ type Replay struct {
 	store *Store
 	log   *slog.Logger
 
-	mu        sync.Mutex
-	state     replayState
-	expected  map[*Runner]struct{} // created with the pass, not attached yet
-	gathered  bool                 // no more runners are to be created with it
-	feeds     []*feed              // attached; replaced, never changed in place, so deliver reads it unlocked
-	last      uint64               // the last sequence the pass delivered
+	mu       sync.Mutex
+	state    replayState
+	expected map[*Runner]struct{} // created with the pass, not attached yet
+	gathered bool                 // no more runners are to be created with it
+	feeds    []*feed              // attached; replaced, never changed in place, so deliver reads it unlocked
+	// wanting maps a commit's event-types header to the feeds (bits by
+	// index in feeds) whose runners read one of its types, so that a
+	// commit's header is matched once per distinct header rather than
+	// once per runner; emptied whenever feeds is replaced.
+	wanting   map[string]uint64
+	last      uint64 // the last sequence the pass delivered
 	gathering *time.Timer
 	cc        jetstream.ConsumeContext
 	closed    chan struct{} // closed when the pass's consumer has stopped
@@ -111,6 +118,7 @@ func (p *Replay) attach(r *Runner, after uint64) (*feed, bool) {
 	f := newFeed(false)
 	f.pass, f.runner, f.after, f.closed = p, r, after, p.closed
 	p.feeds = append(slices.Clone(p.feeds), f)
+	clear(p.wanting)
 	p.joined.Add(1)
 	if p.state == replayGathering {
 		delete(p.expected, r)
@@ -214,22 +222,60 @@ func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
 }
 
 // deliver hands m to every attached feed that has not had it yet, each
-// decoded by its own runner.
+// decoded by its own runner; a runner that reads none of m's types gets
+// it as a message with nothing to apply, undecoded.
 func (p *Replay) deliver(m jetstream.Msg) {
 	meta, ok := readMessage(m)
 	if !ok {
 		return
 	}
+	types := m.Headers().Get(wire.HeaderEventTypes)
 	p.mu.Lock()
 	p.last = meta.seq
 	feeds := p.feeds
+	wanting := p.wantingLocked(types, meta)
 	p.mu.Unlock()
-	for _, f := range feeds {
-		if meta.seq > f.after {
-			f.receive(f.runner.decodeMeta(m, meta))
+	for i, f := range feeds {
+		if meta.seq <= f.after {
+			continue
 		}
+		if wanting&(1<<i) == 0 {
+			f.receive(delivery{seq: meta.seq}, meta.pending, true)
+			continue
+		}
+		f.receive(f.runner.decodeMeta(m, meta))
 	}
 }
+
+// wantingLocked returns the feeds that read a commit with the event-types
+// header types (bits by index in feeds). Every feed is asked to decode a
+// commit without the header, one not on a stream's subject (its runner
+// logs it), and any commit once there are more feeds than bits.
+func (p *Replay) wantingLocked(types string, meta messageMeta) uint64 {
+	if types == "" || meta.streamErr != nil || len(p.feeds) > 64 {
+		return ^uint64(0)
+	}
+	if w, ok := p.wanting[types]; ok {
+		return w
+	}
+	var w uint64
+	for i, f := range p.feeds {
+		if r := f.runner; r.types == nil || r.wants(types) {
+			w |= 1 << i
+		}
+	}
+	if p.wanting == nil {
+		p.wanting = map[string]uint64{}
+	}
+	if len(p.wanting) < maxWanting {
+		p.wanting[types] = w
+	}
+	return w
+}
+
+// maxWanting bounds Replay.wanting: a header lists a commit's every event,
+// so commits of many events make headers without end, each seen rarely.
+const maxWanting = 256
 
 // detach removes f, which its runner has stopped; the pass ends with its
 // last feed.
@@ -237,6 +283,7 @@ func (p *Replay) detach(f *feed) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.feeds = slices.DeleteFunc(slices.Clone(p.feeds), func(g *feed) bool { return g == f })
+	clear(p.wanting)
 	if len(p.feeds) == 0 && p.state == replayRunning {
 		p.log.Info("shared replay ended: no projection is on it any more", "at", p.last)
 		p.endLocked()
