@@ -1,7 +1,6 @@
 package jetstream
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -144,7 +143,9 @@ func (r *Runner) keepHistory(ctx context.Context, pos uint64, meta map[string]st
 	ctx, stop := r.store.whileWritable(ctx)
 	defer stop()
 	name := historyName(r.p, pos)
-	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "kept snapshot of projection " + r.p.Name(), Metadata: meta}, bytes.NewReader(data)); err != nil {
+	r.uploaded.mark()
+	defer r.uploaded.mark()
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "kept snapshot of projection " + r.p.Name(), Metadata: meta}, r.uploaded.reader(data)); err != nil {
 		r.log.Warn("keep snapshot in history", "position", pos, "error", err)
 		return
 	}

@@ -1,9 +1,11 @@
 package jetstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"strconv"
@@ -128,12 +130,17 @@ const (
 	// when Run starts.
 	historyLoadTimeout = 10 * time.Second
 	// finalSnapshotWait bounds how long Run, once its context is done,
-	// waits for the upload in flight and the final snapshot together: a
-	// server's shutdown waits for it. A node leaving a cluster that has
-	// lost its majority would otherwise wait out snapshotWriteTimeout per
-	// upload; an upload cut short costs the next Run a longer replay from
-	// the snapshot stored before, nothing more.
+	// waits for the upload in flight and the final snapshot while they
+	// make no progress (no byte of them taken for that long), and
+	// finalSnapshotMax how long in all: a server's shutdown waits for
+	// them. A node leaving a cluster that has lost its majority would
+	// otherwise wait out snapshotWriteTimeout per upload; an upload cut
+	// short costs the next Run a longer replay from the snapshot stored
+	// before, nothing more. A fixed 4 s cut the final uploads of a model
+	// of 10M events, which take longer, on every stop after a start
+	// without snapshots, so the next start replayed millions of events.
 	finalSnapshotWait = 4 * time.Second
+	finalSnapshotMax  = time.Minute
 	// noSnapshot is the snapshot position when the stored snapshot does not
 	// match the model (none, another version, or a rebuild is under way).
 	noSnapshot = ^uint64(0)
@@ -163,6 +170,8 @@ type Runner struct {
 	p     projections.Projection
 	opts  RunnerOptions
 	log   *slog.Logger
+	// uploaded is when a snapshot upload last made progress.
+	uploaded uploadWatch
 
 	pos             atomic.Uint64
 	advanced        atomic.Pointer[chan struct{}]
@@ -594,10 +603,10 @@ func (r *Runner) run(ctx context.Context) error {
 		defer func() { cancel(); <-loaded }()
 	}
 	// Uploads outlive ctx (the final snapshot is written once it is
-	// done), by finalSnapshotWait at most.
+	// done), for as long as they progress (finalSnapshotWait).
 	uploads, cutUploads := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutUploads()
-	defer context.AfterFunc(ctx, func() { time.AfterFunc(finalSnapshotWait, cutUploads) })()
+	defer context.AfterFunc(ctx, func() { r.uploaded.cutWhenIdle(uploads, cutUploads, finalSnapshotWait, finalSnapshotMax) })()
 	l := &runLoop{r: r, obs: obs, snapPos: noSnapshot, written: make(chan snapshotWritten, 1), skips: map[uint64]struct{}{}, uploads: uploads, cutUploads: cutUploads}
 	l.seg, _ = r.p.(projections.Segmented)
 	l.loadSkips(ctx)
@@ -1161,8 +1170,7 @@ func (l *runLoop) stop(err error) error {
 		// Run ends on an error, its context still live: bound the
 		// snapshots as its end would, so that it returns and starts
 		// again.
-		t := time.AfterFunc(finalSnapshotWait, l.cutUploads)
-		defer t.Stop()
+		go l.r.uploaded.cutWhenIdle(l.uploads, l.cutUploads, finalSnapshotWait, finalSnapshotMax) // ends with Run's uploads
 	}
 	l.stopFeed()
 	if l.writing {
@@ -1182,6 +1190,60 @@ func (l *runLoop) stop(err error) error {
 		}
 	}
 	return err
+}
+
+// UploadedAt returns when a snapshot upload of r last made progress (a
+// byte taken, or an upload begun or ended): a server stopping waits for
+// runners whose final snapshots still progress. Zero if none ever did.
+func (r *Runner) UploadedAt() time.Time {
+	if ns := r.uploaded.last.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// uploadWatch records when snapshot uploads last made progress.
+type uploadWatch struct{ last atomic.Int64 } // unix nanoseconds
+
+func (w *uploadWatch) mark() { w.last.Store(time.Now().UnixNano()) }
+
+// reader returns a reader of data that marks progress as it is read.
+func (w *uploadWatch) reader(data []byte) io.Reader {
+	return &watchedReader{r: bytes.NewReader(data), w: w}
+}
+
+type watchedReader struct {
+	r *bytes.Reader
+	w *uploadWatch
+}
+
+func (r *watchedReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.w.mark()
+	}
+	return n, err
+}
+
+// cutWhenIdle cancels uploads (cut) once they have made no progress for
+// idle, or most after it was called, whichever comes first; it returns
+// when uploads is done. Run passes finalSnapshotWait and finalSnapshotMax.
+func (w *uploadWatch) cutWhenIdle(uploads context.Context, cut context.CancelFunc, idle, most time.Duration) {
+	w.mark() // the wait starts now
+	began := time.Now()
+	t := time.NewTicker(idle / 16)
+	defer t.Stop()
+	for {
+		select {
+		case <-uploads.Done():
+			return
+		case now := <-t.C:
+			if now.Sub(began) >= most || now.Sub(time.Unix(0, w.last.Load())) >= idle {
+				cut()
+				return
+			}
+		}
+	}
 }
 
 func (r *Runner) broadcast() {

@@ -1,7 +1,6 @@
 package jetstream
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -252,6 +251,8 @@ func (l *runLoop) put(ctx context.Context, meta jetstream.ObjectMeta, data []byt
 	defer cancel()
 	ctx, stop := l.r.store.whileWritable(ctx)
 	defer stop()
-	_, err := l.obs.Put(ctx, meta, bytes.NewReader(data))
+	l.r.uploaded.mark()
+	_, err := l.obs.Put(ctx, meta, l.r.uploaded.reader(data))
+	l.r.uploaded.mark()
 	return err
 }

@@ -739,9 +739,10 @@ func (m *Main) startRunner(ctx context.Context, p projections.Projection) *jetst
 }
 
 // Shutdown bounds: Close gives the API's calls in flight requestGrace
-// to finish, the runners (each writes a final snapshot within 4 s,
-// jetstream.Runner.Run), the reactions and every goRun stopWait to
-// return, and the connection's drain drainWait.
+// to finish, the runners, the reactions and every goRun stopWait to
+// return (longer while a runner's final snapshot upload still makes
+// progress: see jetstream.Runner.Run, which cuts an upload idle for 4 s
+// and any after a minute), and the connection's drain drainWait.
 const (
 	requestGrace = 4 * time.Second
 	stopWait     = 5 * time.Second
@@ -815,7 +816,7 @@ func (m *Main) Close() error {
 	if m.cancel != nil {
 		m.cancel()
 	}
-	if !waitAtMost(&m.wg, stopWait) {
+	if !waitWhileUploading(&m.wg, m.runners, stopWait) {
 		// Stuck on a cluster without a majority (creating a consumer
 		// retries for as long as it has none): the NATS shutdown below
 		// fails what they wait for. Nothing they hold is acknowledged.
@@ -868,17 +869,30 @@ func (m *Main) Close() error {
 	return m.lock.Release()
 }
 
-// waitAtMost waits for wg, d at most, and reports whether it is done.
-func waitAtMost(wg *sync.WaitGroup, d time.Duration) bool {
+// waitWhileUploading waits for wg, and reports whether it is done: d at
+// most, or until d has passed since any of runners' snapshot uploads
+// last progressed.
+func waitWhileUploading(wg *sync.WaitGroup, runners []*jetstream.Runner, d time.Duration) bool {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	t := time.NewTimer(d)
+	began := time.Now()
+	t := time.NewTicker(d / 20)
 	defer t.Stop()
-	select {
-	case <-done:
-		return true
-	case <-t.C:
-		return false
+	for {
+		select {
+		case <-done:
+			return true
+		case now := <-t.C:
+			last := began
+			for _, r := range runners {
+				if at := r.UploadedAt(); at.After(last) {
+					last = at
+				}
+			}
+			if now.Sub(last) >= d {
+				return false
+			}
+		}
 	}
 }
 
