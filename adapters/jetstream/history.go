@@ -143,9 +143,7 @@ func (r *Runner) keepHistory(ctx context.Context, pos uint64, meta map[string]st
 	ctx, stop := r.store.whileWritable(ctx)
 	defer stop()
 	name := historyName(r.p, pos)
-	r.uploaded.mark()
-	defer r.uploaded.mark()
-	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "kept snapshot of projection " + r.p.Name(), Metadata: meta}, r.uploaded.reader(data)); err != nil {
+	if err := r.uploaded.put(ctx, obs, jetstream.ObjectMeta{Name: name, Description: "kept snapshot of projection " + r.p.Name(), Metadata: meta}, data); err != nil {
 		r.log.Warn("keep snapshot in history", "position", pos, "error", err)
 		return
 	}

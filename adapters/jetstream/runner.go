@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"strconv"
@@ -1207,9 +1206,13 @@ type uploadWatch struct{ last atomic.Int64 } // unix nanoseconds
 
 func (w *uploadWatch) mark() { w.last.Store(time.Now().UnixNano()) }
 
-// reader returns a reader of data that marks progress as it is read.
-func (w *uploadWatch) reader(data []byte) io.Reader {
-	return &watchedReader{r: bytes.NewReader(data), w: w}
+// put writes data to obs as meta says, marking progress as it begins,
+// as each byte is taken and as it ends.
+func (w *uploadWatch) put(ctx context.Context, obs jetstream.ObjectStore, meta jetstream.ObjectMeta, data []byte) error {
+	w.mark()
+	defer w.mark()
+	_, err := obs.Put(ctx, meta, &watchedReader{r: bytes.NewReader(data), w: w})
+	return err
 }
 
 type watchedReader struct {

@@ -251,8 +251,5 @@ func (l *runLoop) put(ctx context.Context, meta jetstream.ObjectMeta, data []byt
 	defer cancel()
 	ctx, stop := l.r.store.whileWritable(ctx)
 	defer stop()
-	l.r.uploaded.mark()
-	_, err := l.obs.Put(ctx, meta, l.r.uploaded.reader(data))
-	l.r.uploaded.mark()
-	return err
+	return l.r.uploaded.put(ctx, l.obs, meta, data)
 }
