@@ -57,8 +57,9 @@ const (
 	denseLimit = 1 << 18
 	minFen     = 64
 
-	// maxPart bounds a part of the counts outside the tree's range.
-	maxPart = 512
+	// maxPart bounds a part of the counts outside the tree's range, as
+	// projections.SortedPart bounds a part of a count's users.
+	maxPart = projections.SortedPart
 )
 
 type colChunk struct {
