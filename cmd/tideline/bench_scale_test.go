@@ -31,14 +31,18 @@ func TestBenchScale(t *testing.T) {
 		ColdRSS                   int64   `json:"rss_after_replay_bytes"`
 		WarmRSS                   int64   `json:"rss_from_snapshots_bytes"`
 		PeakRSS                   int64   `json:"peak_rss_bytes"`
-		Queries                   map[string]struct{ N int }
-		Push                      struct{ N int } `json:"watcher_push"`
+		Queries                   map[string]struct {
+			N           int
+			AnswerBytes float64 `json:"answer_bytes"`
+		}
+		Push struct{ N int } `json:"watcher_push"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &row); err != nil {
 		t.Fatalf("output %q: %v", stdout.String(), err)
 	}
-	if row.Events != 3000 || row.Walkers != 1000 || row.Watchers != 5 {
-		t.Errorf("events %d, walkers %d, watchers %d; want 3000, 1000, 5", row.Events, row.Walkers, row.Watchers)
+	// 1,500 step counts: 50 walkers counting on each of 30 dates.
+	if row.Events != 3000 || row.Walkers != 50 || row.Watchers != 5 {
+		t.Errorf("events %d, walkers %d, watchers %d; want 3000, 50, 5", row.Events, row.Walkers, row.Watchers)
 	}
 	for name, v := range map[string]float64{"store_bytes": float64(row.StoreBytes), "snapshot_bytes": float64(row.SnapshotBytes),
 		"start_without_snapshots_s": row.ColdStart, "start_from_snapshots_s": row.WarmStart,
@@ -49,8 +53,8 @@ func TestBenchScale(t *testing.T) {
 	}
 	for _, q := range []string{"dashboard", "leaderboard", "steps", "nearby"} {
 		for _, k := range []string{q + "/1", q + "/4"} {
-			if row.Queries[k].N == 0 {
-				t.Errorf("query %s: no calls timed\n%s", k, stdout.String())
+			if row.Queries[k].N == 0 || row.Queries[k].AnswerBytes <= 0 {
+				t.Errorf("query %s: %d calls timed, answers of %v bytes; want some of each\n%s", k, row.Queries[k].N, row.Queries[k].AnswerBytes, stdout.String())
 			}
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver"
@@ -58,6 +59,9 @@ type latency struct {
 	P99   float64 `json:"p99_ms"`
 	Rate  float64 `json:"per_s,omitempty"`
 	Count int     `json:"n"`
+	// AnswerBytes is a query's mean answer size, its protobuf encoding:
+	// a query whose answer grows with the data is not one of constant cost.
+	AnswerBytes float64 `json:"answer_bytes,omitempty"`
 }
 
 // scaleRow is one size's line of the growth table; its JSON form is the
@@ -91,6 +95,13 @@ const scaleReactionMaxAge = time.Second
 
 // scaleDays is how many dates the walkers' counts spread over.
 const scaleDays = 30
+
+// scaleWalkers is how many walkers n events hold: as many as count once
+// on each of the scaleDays dates, so that at every size a walker's
+// GetSteps over a week answers 7 days. (With more walkers than that at
+// small sizes, each would count on only some dates, and the larger sizes'
+// ratios would measure their larger answers, not their larger history.)
+func scaleWalkers(n int) int { return max(1, n/2/scaleDays) }
 
 func (c *scaleConfig) logf(format string, args ...any) {
 	fmt.Fprintf(c.progress, "bench: "+format+"\n", args...)
@@ -158,7 +169,7 @@ func (c *scaleConfig) run(ctx context.Context, stdout io.Writer, asJSON bool) er
 // cleanly as soon as it is ready (the stop writes the snapshots); then
 // from the snapshots, timing the queries and the watchers' pushes.
 func (c *scaleConfig) measure(ctx context.Context, dir string, n int) (scaleRow, error) {
-	row := scaleRow{Events: n, Walkers: max(1000, n/2/scaleDays), Queries: map[string]latency{}, Clients: c.clients}
+	row := scaleRow{Events: n, Walkers: scaleWalkers(n), Queries: map[string]latency{}, Clients: c.clients}
 	began := time.Now()
 	if err := c.load(ctx, dir, n, row.Walkers); err != nil {
 		return row, fmt.Errorf("load: %w", err)
@@ -361,44 +372,54 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 	st := stepsv1connect.NewStepsServiceClient(hc, url)
 	dl := deliveryv1connect.NewDeliveryServiceClient(hc, url)
 	today := time.Now().UTC()
-	call := func(k int) error {
+	// call makes the k-th call and returns its answer's size.
+	call := func(k int) (int, error) {
+		var answer proto.Message
 		var err error
 		switch user := fmt.Sprintf("walker-%d", k*7919%walkers); name {
 		case "dashboard":
-			_, err = dash.GetDashboard(ctx, authed(&dashboardv1.GetDashboardRequest{}, token))
+			answer, err = msg(dash.GetDashboard(ctx, authed(&dashboardv1.GetDashboardRequest{}, token)))
 		case "leaderboard":
-			_, err = st.GetLeaderboard(ctx, authed(&stepsv1.GetLeaderboardRequest{Date: today.Format(time.DateOnly), Limit: 10, UserId: user}, token))
+			answer, err = msg(st.GetLeaderboard(ctx, authed(&stepsv1.GetLeaderboardRequest{Date: today.Format(time.DateOnly), Limit: 10, UserId: user}, token)))
 		case "steps":
-			_, err = st.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{user},
-				FromDate: today.AddDate(0, 0, -6).Format(time.DateOnly), ToDate: today.Format(time.DateOnly)}, token))
+			answer, err = msg(st.GetSteps(ctx, authed(&stepsv1.GetStepsRequest{UserIds: []string{user},
+				FromDate: today.AddDate(0, 0, -6).Format(time.DateOnly), ToDate: today.Format(time.DateOnly)}, token)))
 		case "nearby":
-			_, err = dl.SearchNearbyOrders(ctx, authed(&deliveryv1.SearchNearbyOrdersRequest{Lat: 37.55, Lng: 126.99, RadiusM: 3000}, token))
+			answer, err = msg(dl.SearchNearbyOrders(ctx, authed(&deliveryv1.SearchNearbyOrdersRequest{Lat: 37.55, Lng: 126.99, RadiusM: 3000}, token)))
 		}
-		return err
+		if err != nil {
+			return 0, err
+		}
+		return proto.Size(answer), nil
 	}
-	if err := call(0); err != nil { // the connection, and a clear error
+	if _, err := call(0); err != nil { // the connection, and a clear error
 		return latency{}, err
 	}
 	var mu sync.Mutex
 	var all []time.Duration
+	var bytes int64
 	var first error
 	var wg sync.WaitGroup
 	began := time.Now()
 	for w := range clients {
 		wg.Go(func() {
 			var mine []time.Duration
+			var size int64
 			for k := w; time.Since(began) < c.queryTime; k += clients {
 				t := time.Now()
-				if err := call(k); err != nil {
+				n, err := call(k)
+				if err != nil {
 					mu.Lock()
 					first = cmp.Or(first, err)
 					mu.Unlock()
 					return
 				}
 				mine = append(mine, time.Since(t))
+				size += int64(n)
 			}
 			mu.Lock()
 			all = append(all, mine...)
+			bytes += size
 			mu.Unlock()
 		})
 	}
@@ -408,7 +429,21 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 	}
 	l := summarise(all)
 	l.Rate = float64(len(all)) / time.Since(began).Seconds()
+	if len(all) > 0 {
+		l.AnswerBytes = float64(bytes) / float64(len(all))
+	}
 	return l, nil
+}
+
+// msg returns a unary call's answer as a proto.Message.
+func msg[T any, PT interface {
+	*T
+	proto.Message
+}](res *connect.Response[T], err error) (proto.Message, error) {
+	if err != nil {
+		return nil, err
+	}
+	return PT(res.Msg), nil
 }
 
 // push opens c.watchers WatchDashboard streams and times, c.pushes
@@ -563,6 +598,10 @@ func printScale(w io.Writer, rows []scaleRow) {
 				return fmt.Sprintf("%.2f / %.2f", r.Queries[k].P50, r.Queries[k].P99)
 			})
 		}
+	}
+	for _, q := range scaleQueries {
+		k := queryKey(q, 1)
+		line(fmt.Sprintf("%s answer, mean bytes", q), func(r scaleRow) string { return fmt.Sprintf("%.0f", r.Queries[k].AnswerBytes) })
 	}
 	line("watcher push p50 / p99, ms", func(r scaleRow) string { return fmt.Sprintf("%.1f / %.1f", r.Push.P50, r.Push.P99) })
 	if base := rows[0]; len(rows) > 1 {
