@@ -75,7 +75,8 @@ type serveLog struct {
 	sent bool
 }
 
-var servingURL = regexp.MustCompile(`url=(http://\S+)`)
+// servingURL finds the API's URL in the log (other listeners log theirs).
+var servingURL = regexp.MustCompile(`msg="tideline serving[^"]*" url=(http://\S+)`)
 
 func (l *serveLog) Write(p []byte) (int, error) {
 	l.mu.Lock()

@@ -406,6 +406,8 @@ func TestServeRejectsBadHardeningFlags(t *testing.T) {
 		{[]string{"--raffle-tick", "0s"}, "--raffle-tick"},
 		{[]string{"--ready-lag", "0"}, "--ready-lag"},
 		{[]string{"--reaction-max-age", "-1s"}, "--reaction-max-age"},
+		{[]string{"--memory-limit", "3GB"}, "--memory-limit"},
+		{[]string{"--memory-limit", "1KiB"}, "--memory-limit"},
 		{[]string{"--metrics=false", "--metrics-listen", "127.0.0.1:0"}, "--metrics-listen"},
 	} {
 		var out bytes.Buffer
