@@ -49,7 +49,11 @@ type figure struct {
 	Unit     string  `json:"unit"`
 	Baseline float64 `json:"baseline"`
 	Ratio    float64 `json:"ratio"`
-	target   float64 // minimum ratio; 0 when the figure has none
+	// RoundRatio is the median over the rounds of value/baseline within
+	// each round: beside Ratio (best against best), a figure that a
+	// single fast or slow round of either side does not decide.
+	RoundRatio float64 `json:"round_ratio"`
+	target     float64 // minimum ratio; 0 when the figure has none
 }
 
 type benchConfig struct {
@@ -67,39 +71,60 @@ type benchConfig struct {
 func (c *benchConfig) wants(name string) bool { return len(c.only) == 0 || c.only[name] }
 
 // best runs baseline and value alternately c.rounds times and returns the
-// best rate of each: load elsewhere on the machine then spoils a round
-// rather than one side.
-func (c *benchConfig) best(name string, baseline, value func(round int) (float64, error)) (b, v float64, err error) {
-	rates, err := c.bestOf(name, baseline, value)
+// best rate of each (load elsewhere on the machine then spoils a round
+// rather than one side) and the median of the rounds' ratios.
+func (c *benchConfig) best(name string, baseline, value func(round int) (float64, error)) (b, v, median float64, err error) {
+	r, err := c.bestOf(name, baseline, value)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return rates[0], rates[1], nil
+	return r.best[0], r.best[1], r.median(1, 0), nil
 }
 
-// bestOf runs each of runs in turn, c.rounds times, and returns the best
-// rate of each; runs[0] is the baseline the others are compared with in
-// the progress lines.
-func (c *benchConfig) bestOf(name string, runs ...func(round int) (float64, error)) ([]float64, error) {
-	best := make([]float64, len(runs))
+// rates are bestOf's rates: the best of each run, and each round's.
+type rates struct {
+	best   []float64
+	rounds [][]float64 // by round, then run
+}
+
+// median returns the median over the rounds of run v's rate over run
+// base's.
+func (r rates) median(v, base int) float64 {
+	ratios := make([]float64, len(r.rounds))
+	for i, round := range r.rounds {
+		ratios[i] = round[v] / round[base]
+	}
+	slices.Sort(ratios)
+	if n := len(ratios); n%2 == 0 {
+		return (ratios[n/2-1] + ratios[n/2]) / 2
+	}
+	return ratios[len(ratios)/2]
+}
+
+// bestOf runs each of runs in turn, c.rounds times, and returns the rates;
+// runs[0] is the baseline the others are compared with in the progress
+// lines.
+func (c *benchConfig) bestOf(name string, runs ...func(round int) (float64, error)) (rates, error) {
+	out := rates{best: make([]float64, len(runs))}
 	for r := range c.rounds {
 		line := fmt.Sprintf("%s round %d/%d:", name, r+1, c.rounds)
-		rates := make([]float64, len(runs))
+		round := make([]float64, len(runs))
 		for i, run := range runs {
 			rate, err := run(r)
 			if err != nil {
-				return nil, fmt.Errorf("%s run %d: %w", name, i, err)
+				return rates{}, fmt.Errorf("%s run %d: %w", name, i, err)
 			}
-			rates[i], best[i] = rate, max(best[i], rate)
+			round[i], out.best[i] = rate, max(out.best[i], rate)
 			if i == 0 {
 				line += fmt.Sprintf(" baseline %.0f", rate)
 			} else {
-				line += fmt.Sprintf(", %.0f (%.2f)", rate, rate/rates[0])
+				line += fmt.Sprintf(", %.0f (%.2f)", rate, rate/round[0])
 			}
 		}
+		out.rounds = append(out.rounds, round)
 		c.logf("%s", line)
 	}
-	return best, nil
+	return out, nil
 }
 
 // benchFigures names the figures in the order they run.
@@ -217,7 +242,7 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	emit := func(f figure) error {
 		f.Ratio = f.Value / f.Baseline
 		figs = append(figs, f)
-		c.logf("%s: %.0f %s vs %.0f baseline: ratio %.2f", f.Name, f.Value, f.Unit, f.Baseline, f.Ratio)
+		c.logf("%s: %.0f %s vs %.0f baseline: ratio %.2f (the rounds' median %.2f)", f.Name, f.Value, f.Unit, f.Baseline, f.Ratio, f.RoundRatio)
 		if !*asJSON {
 			return nil
 		}
@@ -252,8 +277,8 @@ func (c *benchConfig) logf(format string, args ...any) {
 }
 
 func printTable(w io.Writer, figs []figure) {
-	const row = "%-14s %10s %-9s %10s %6s %7s %s\n"
-	fmt.Fprintf(w, row, "name", "value", "unit", "baseline", "ratio", "target", "result")
+	const row = "%-14s %10s %-9s %10s %6s %7s %7s %s\n"
+	fmt.Fprintf(w, row, "name", "value", "unit", "baseline", "ratio", "rounds", "target", "result")
 	for _, f := range figs {
 		target, result := "-", "-"
 		if f.target > 0 {
@@ -262,7 +287,7 @@ func printTable(w io.Writer, figs []figure) {
 				result = "PASS"
 			}
 		}
-		fmt.Fprintf(w, row, f.Name, fmt.Sprintf("%.0f", f.Value), f.Unit, fmt.Sprintf("%.0f", f.Baseline), fmt.Sprintf("%.2f", f.Ratio), target, result)
+		fmt.Fprintf(w, row, f.Name, fmt.Sprintf("%.0f", f.Value), f.Unit, fmt.Sprintf("%.0f", f.Baseline), fmt.Sprintf("%.2f", f.Ratio), fmt.Sprintf("%.2f", f.RoundRatio), target, result)
 	}
 }
 
@@ -307,7 +332,7 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 		}
 		c.logf("append: raw JetStream async publish (window %d), raw async publish with Nats-Expected-Last-Subject-Sequence and es.Store.Append with OCC (%d writers × %d aggregates = %d), %d × %d B per round",
 			c.writers, c.writers, c.aggregates, c.writers*c.aggregates, c.n, benchPayload)
-		rates, err := c.bestOf("append",
+		r, err := c.bestOf("append",
 			func(int) (float64, error) { return raw.publish(ctx) },
 			func(int) (float64, error) { return rawOCC.publish(ctx, false) },
 			func(int) (float64, error) { return c.occAppend(ctx, store, tl, false) })
@@ -315,12 +340,12 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 			return err
 		}
 		if c.wants("append") {
-			if err := emit(figure{Name: "append", Value: rates[2], Unit: "events/s", Baseline: rates[0], target: 0.7}); err != nil {
+			if err := emit(figure{Name: "append", Value: r.best[2], Unit: "events/s", Baseline: r.best[0], RoundRatio: r.median(2, 0), target: 0.7}); err != nil {
 				return err
 			}
 		}
 		if c.wants("append_occ") {
-			if err := emit(figure{Name: "append_occ", Value: rates[2], Unit: "events/s", Baseline: rates[1], target: 0.9}); err != nil {
+			if err := emit(figure{Name: "append_occ", Value: r.best[2], Unit: "events/s", Baseline: r.best[1], RoundRatio: r.median(2, 1), target: 0.9}); err != nil {
 				return err
 			}
 		}
@@ -328,11 +353,11 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 		return err
 	}
 	if c.wants("rebuild") {
-		base, val, err := c.replayFigures(ctx, store)
+		base, val, med, err := c.replayFigures(ctx, store)
 		if err != nil {
 			return err
 		}
-		return emit(figure{Name: "rebuild", Value: val, Unit: "events/s", Baseline: base, target: 0.7})
+		return emit(figure{Name: "rebuild", Value: val, Unit: "events/s", Baseline: base, RoundRatio: med, target: 0.7})
 	}
 	return nil
 }
@@ -620,11 +645,12 @@ func benchUser(id, date string) string {
 
 // replayFigures reads the whole events stream with a raw ordered consumer
 // and by rebuilding the steps projection through a running Runner, and
-// returns the best rate of each in events/s.
-func (c *benchConfig) replayFigures(ctx context.Context, store *tljs.Store) (replay, rebuild float64, err error) {
+// returns the best rate of each in events/s and the median of the rounds'
+// ratios.
+func (c *benchConfig) replayFigures(ctx context.Context, store *tljs.Store) (replay, rebuild, median float64, err error) {
 	last, err := store.LastPosition(ctx)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	runner := tljs.NewRunner(store, stepsmodel.New(), tljs.RunnerOptions{Logger: c.logger()})
 	runCtx, cancel := context.WithCancel(ctx)
@@ -652,7 +678,7 @@ func (c *benchConfig) replayFigures(ctx context.Context, store *tljs.Store) (rep
 		}
 	}()
 	if err := runner.WaitFor(wctx, last); err != nil {
-		return 0, 0, fmt.Errorf("initial build of steps projection at %d of %d: %w", runner.Position(), last, err)
+		return 0, 0, 0, fmt.Errorf("initial build of steps projection at %d of %d: %w", runner.Position(), last, err)
 	}
 	c.logf("rebuild: raw ordered consumer vs steps projection Runner.Rebuild, %d events per round", last)
 	return c.best("rebuild",
@@ -727,26 +753,26 @@ func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figu
 	if c.wants("record_steps") {
 		c.logf("record_steps: unary RPC to a trivial handler vs RecordSteps on a real server, %d requests per round, %d concurrent",
 			c.rpcN, c.rpcConc)
-		base, val, err := c.best("record_steps",
+		base, val, med, err := c.best("record_steps",
 			func(r int) (float64, error) { return c.unary(ctx, bare, token, date, fmt.Sprint("b", r)) },
 			func(r int) (float64, error) { return c.unary(ctx, tl, token, date, fmt.Sprint("r", r)) })
 		if err != nil {
 			return err
 		}
-		if err := emit(figure{Name: "record_steps", Value: val, Unit: "req/s", Baseline: base, target: 0.8}); err != nil {
+		if err := emit(figure{Name: "record_steps", Value: val, Unit: "req/s", Baseline: base, RoundRatio: med, target: 0.8}); err != nil {
 			return err
 		}
 	}
 	if c.wants("stream_ingest") {
 		c.logf("stream_ingest: client streams to a trivial handler vs StreamUserSteps on a real server, %d streams, %d messages per round",
 			c.streams, c.rpcN)
-		base, val, err := c.best("stream_ingest",
+		base, val, med, err := c.best("stream_ingest",
 			func(r int) (float64, error) { return c.ingest(ctx, bare, token, date, fmt.Sprint("b", r)) },
 			func(r int) (float64, error) { return c.ingest(ctx, tl, token, date, fmt.Sprint("i", r)) })
 		if err != nil {
 			return err
 		}
-		return emit(figure{Name: "stream_ingest", Value: val, Unit: "msgs/s", Baseline: base, target: 0.8})
+		return emit(figure{Name: "stream_ingest", Value: val, Unit: "msgs/s", Baseline: base, RoundRatio: med, target: 0.8})
 	}
 	return nil
 }
