@@ -372,8 +372,8 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 	st := stepsv1connect.NewStepsServiceClient(hc, url)
 	dl := deliveryv1connect.NewDeliveryServiceClient(hc, url)
 	today := time.Now().UTC()
-	// call makes the k-th call and returns its answer's size.
-	call := func(k int) (int, error) {
+	// call makes the k-th call and returns its answer.
+	call := func(k int) (proto.Message, error) {
 		var answer proto.Message
 		var err error
 		switch user := fmt.Sprintf("walker-%d", k*7919%walkers); name {
@@ -387,10 +387,7 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 		case "nearby":
 			answer, err = msg(dl.SearchNearbyOrders(ctx, authed(&deliveryv1.SearchNearbyOrdersRequest{Lat: 37.55, Lng: 126.99, RadiusM: 3000}, token)))
 		}
-		if err != nil {
-			return 0, err
-		}
-		return proto.Size(answer), nil
+		return answer, err
 	}
 	if _, err := call(0); err != nil { // the connection, and a clear error
 		return latency{}, err
@@ -407,15 +404,16 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 			var size int64
 			for k := w; time.Since(began) < c.queryTime; k += clients {
 				t := time.Now()
-				n, err := call(k)
+				answer, err := call(k)
+				took := time.Since(t) // without sizing the answer
 				if err != nil {
 					mu.Lock()
 					first = cmp.Or(first, err)
 					mu.Unlock()
 					return
 				}
-				mine = append(mine, time.Since(t))
-				size += int64(n)
+				mine = append(mine, took)
+				size += int64(proto.Size(answer))
 			}
 			mu.Lock()
 			all = append(all, mine...)
