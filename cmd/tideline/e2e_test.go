@@ -111,8 +111,17 @@ func startServe(tb testing.TB, bin, dir string) *e2eServer {
 // test's cleanup kills it if it is still running.
 func spawnServe(tb testing.TB, bin string, args ...string) *e2eServer {
 	tb.Helper()
+	return spawnServeEnv(tb, bin, nil, args...)
+}
+
+// spawnServeEnv is spawnServe with env added to the environment.
+func spawnServeEnv(tb testing.TB, bin string, env []string, args ...string) *e2eServer {
+	tb.Helper()
 	s := &e2eServer{logs: &serveLog{url: make(chan string, 1)}, done: make(chan struct{})}
 	s.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
+	if env != nil {
+		s.cmd.Env = append(os.Environ(), env...)
+	}
 	s.cmd.Stderr = s.logs
 	if err := s.cmd.Start(); err != nil {
 		tb.Fatalf("start serve: %v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -217,6 +218,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if mem.Bytes > 0 {
 		debug.SetMemoryLimit(mem.Bytes)
 		c.Logger.Info("memory limit", "bytes", mem.Bytes, "from", mem.Source)
+	} else {
+		debug.SetMemoryLimit(math.MaxInt64) // none, not even the runtime's from GOMEMLIMIT under --memory-limit off
 	}
 	// Spans the collector did not take are reported here (dropped, never retried).
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { c.Logger.Warn("tracing", "err", err) }))
