@@ -64,4 +64,12 @@ func TestBenchScale(t *testing.T) {
 	if err := run(ctx, []string{"bench", "--scale", "10"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "at least 1000") {
 		t.Errorf("--scale 10: %v, want 'at least 1000'", err)
 	}
+	// --serve-args reach the served binary: a bad value fails its start.
+	args = []string{"bench", "--scale", "1k", "--server", bin, "--serve-args", "--memory-limit 3GB"}
+	if err := run(ctx, args, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+		t.Errorf("tideline %s: %v, want the server's --memory-limit error", strings.Join(args, " "), err)
+	}
+	if err := run(ctx, []string{"bench", "--serve-args", "--memory-limit 1GiB"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "--scale") {
+		t.Errorf("--serve-args without --scale: %v, want an error naming --scale", err)
+	}
 }

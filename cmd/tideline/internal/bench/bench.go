@@ -180,13 +180,20 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	fs.IntVar(&sc.watchers, "watchers", 100, "with --scale: WatchDashboard streams a change is timed to")
 	fs.IntVar(&sc.pushes, "pushes", 20, "with --scale: changes timed")
 	fs.StringVar(&sc.server, "server", "", "with --scale: the tideline binary to serve with (default: this one)")
+	serveArgs := fs.String("serve-args", "", "with --scale: more flags for 'tideline serve', separated by spaces, e.g. '--memory-limit 2500MiB' (the bench sets --data, --listen and --log-level)")
 	fs.StringVar(&sc.keep, "keep", "", "with --scale: keep each size's data dir (its store and snapshots) in this directory, for a look afterwards; default: removed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *serveArgs != "" && *scale == "" {
+		return errors.New("bench: --serve-args goes with --scale")
+	}
 	if *scale != "" {
 		var err error
 		if sc.sizes, err = parseSizes(*scale); err != nil {
+			return err
+		}
+		if sc.serveArgs, err = parseServeArgs(*serveArgs); err != nil {
 			return err
 		}
 		if sc.clients < 1 || sc.queryTime <= 0 || sc.watchers < 0 || sc.pushes < 0 {

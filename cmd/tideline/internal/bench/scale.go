@@ -50,6 +50,7 @@ type scaleConfig struct {
 	watchers  int           // WatchDashboard streams
 	pushes    int           // changes each watcher is timed on
 	keep      string        // keep each size's data dir in this dir; "" removes them
+	serveArgs []string      // more flags for the served binary
 	progress  io.Writer
 }
 
@@ -105,6 +106,19 @@ func scaleWalkers(n int) int { return max(1, n/2/scaleDays) }
 
 func (c *scaleConfig) logf(format string, args ...any) {
 	fmt.Fprintf(c.progress, "bench: "+format+"\n", args...)
+}
+
+// parseServeArgs reads --serve-args: flags separated by spaces, none of
+// those the bench sets itself.
+func parseServeArgs(s string) ([]string, error) {
+	args := strings.Fields(s)
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && slices.Contains([]string{"data", "listen", "log-level"}, name) {
+			return nil, fmt.Errorf("--serve-args: %s is the bench's to set", a)
+		}
+	}
+	return args, nil
 }
 
 // parseSizes reads --scale: sizes separated by commas, each a number of
@@ -297,8 +311,8 @@ func (c *scaleConfig) serve(ctx context.Context, dir string) (*served, time.Dura
 	// left to tell. Without the bound the alert reaction would raise an
 	// alert for every danger of the history (165k at 10M events), beside
 	// everything measured.
-	s.cmd = exec.CommandContext(ctx, c.server, "serve", "--data", dir, "--listen", addr, "--log-level", "warn",
-		"--reaction-max-age", scaleReactionMaxAge.String())
+	args := []string{"serve", "--data", dir, "--listen", addr, "--log-level", "warn", "--reaction-max-age", scaleReactionMaxAge.String()}
+	s.cmd = exec.CommandContext(ctx, c.server, append(args, c.serveArgs...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	began := time.Now()
 	if err := s.cmd.Start(); err != nil {

@@ -35,3 +35,15 @@ func TestScaleWalkersCountOnEveryDate(t *testing.T) {
 		}
 	}
 }
+
+func TestParseServeArgs(t *testing.T) {
+	got, err := parseServeArgs(" --memory-limit 2500MiB  --steps-window=35 ")
+	if err != nil || len(got) != 3 || got[0] != "--memory-limit" || got[1] != "2500MiB" || got[2] != "--steps-window=35" {
+		t.Errorf("parseServeArgs = %q, %v", got, err)
+	}
+	for _, bad := range []string{"--data /tmp/x", "-listen=:1", "--log-level debug"} {
+		if _, err := parseServeArgs(bad); err == nil {
+			t.Errorf("parseServeArgs(%q): no error, want one (the bench sets it)", bad)
+		}
+	}
+}
