@@ -235,22 +235,24 @@ func (p *Replay) deliver(m jetstream.Msg) {
 	feeds := p.feeds
 	wanting := p.wantingLocked(types, meta)
 	p.mu.Unlock()
+	matched := len(feeds) <= 64 // the bits say; past them, each feed matches on its own
 	for i, f := range feeds {
 		if meta.seq <= f.after {
 			continue
 		}
-		if wanting&(1<<i) == 0 {
+		if matched && wanting&(1<<i) == 0 {
 			f.receive(delivery{seq: meta.seq}, meta.pending, true)
 			continue
 		}
-		f.receive(f.runner.decodeMeta(m, meta))
+		f.receive(f.runner.decodeMeta(m, meta, matched))
 	}
 }
 
 // wantingLocked returns the feeds that read a commit with the event-types
 // header types (bits by index in feeds). Every feed is asked to decode a
 // commit without the header, one not on a stream's subject (its runner
-// logs it), and any commit once there are more feeds than bits.
+// logs it), and any commit once there are more feeds than bits (each
+// then matches the header itself).
 func (p *Replay) wantingLocked(types string, meta messageMeta) uint64 {
 	if types == "" || meta.streamErr != nil || len(p.feeds) > 64 {
 		return ^uint64(0)

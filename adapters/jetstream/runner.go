@@ -1428,7 +1428,7 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 		r.log.Error("message without stream metadata", "subject", m.Subject())
 		return delivery{}, 0, false
 	}
-	return r.decodeMeta(m, meta)
+	return r.decodeMeta(m, meta, false)
 }
 
 // messageMeta is what every runner reads of a message alike.
@@ -1457,14 +1457,16 @@ func readMessage(m jetstream.Msg) (meta messageMeta, ok bool) {
 	return meta, true
 }
 
-// decodeMeta is decode, given what readMessage read of m.
-func (r *Runner) decodeMeta(m jetstream.Msg, meta messageMeta) (d delivery, pending uint64, ok bool) {
+// decodeMeta is decode, given what readMessage read of m; matched says
+// the caller has already found that r reads one of m's event types (the
+// shared pass matches each header once for all its runners).
+func (r *Runner) decodeMeta(m jetstream.Msg, meta messageMeta, matched bool) (d delivery, pending uint64, ok bool) {
 	d.seq, pending = meta.seq, meta.pending
 	if meta.streamErr != nil {
 		r.log.Warn("skipping message on a non-stream subject", "seq", d.seq, "subject", m.Subject(), "error", meta.streamErr)
 		return d, pending, true
 	}
-	if r.types != nil && !r.wants(m.Headers().Get(wire.HeaderEventTypes)) {
+	if !matched && r.types != nil && !r.wants(m.Headers().Get(wire.HeaderEventTypes)) {
 		return d, pending, true
 	}
 	if r.subjects != nil && !matchesAny(r.subjects, m.Subject()) {
