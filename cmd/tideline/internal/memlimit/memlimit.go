@@ -56,15 +56,16 @@ func Choose(flag, env, root, selfCgroup string) (Choice, error) {
 		}
 		return Choice{Bytes: n, Source: "--memory-limit"}, nil
 	}
-	if env != "" && env != Off {
+	switch env {
+	case "":
+	case Off:
+		return Choice{Source: "none"}, nil
+	default:
 		n, err := ParseSize(env)
 		if err != nil {
 			return Choice{}, fmt.Errorf("GOMEMLIMIT: %w", err)
 		}
 		return Choice{Bytes: n, Source: "GOMEMLIMIT"}, nil
-	}
-	if env == Off {
-		return Choice{Source: "none"}, nil
 	}
 	limit, file := cgroupLimit(root, selfCgroup)
 	if limit <= 0 {
