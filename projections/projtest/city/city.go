@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"iter"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,32 @@ func Delivery(n int, start time.Time, end *time.Time) iter.Seq[proto.Message] {
 			if k%2 == 0 && !emit(&safetyv1.DangerDetected{EventId: fmt.Sprintf("d%07d", k), RiderId: rider(k * 3), DeviceId: "bike",
 				Kind: safetyv1.DangerKind_DANGER_KIND_CRASH, Severity: safetyv1.Severity_SEVERITY_HIGH, DetectedAt: timestamppb.New(at),
 				Location: &safetyv1.Location{Lat: 37.45 + float64(k*17%200)/1000, Lng: 126.9 + float64(k*29%200)/1000}}) {
+				return
+			}
+		}
+	}
+}
+
+// Waiting yields n orders placed at at and not accepted yet, the orders a
+// city has waiting for a rider at one moment (Delivery's history keeps
+// only about two waiting: each is accepted 2 minutes after it is placed).
+// Their pickups are spread evenly over the area of Delivery's (latitude
+// 37.48–37.66, longitude 126.90–127.10, about 20 × 18 km), by an additive
+// recurrence that covers it without clumps, so a search of 3 km around a
+// point near its middle finds about 8 % of them. Ids are "w" and six
+// digits, apart from Delivery's.
+func Waiting(n int, at time.Time) iter.Seq[Commit] {
+	return func(yield func(Commit) bool) {
+		// The R2 sequence: k·(1/φ₂, 1/φ₂²) mod 1, φ₂ the plastic number.
+		const a1, a2 = 0.7548776662466927, 0.5698402909980532
+		for k := range n {
+			fx, fy := math.Mod(0.5+float64(k)*a1, 1), math.Mod(0.5+float64(k)*a2, 1)
+			pickup := &deliveryv1.LatLng{Lat: 37.48 + 0.18*fx, Lng: 126.9 + 0.2*fy}
+			id := fmt.Sprintf("w%06d", k)
+			ev := &deliveryv1.OrderPlaced{OrderId: id, StoreId: fmt.Sprintf("s%04d", k%500), Pickup: pickup,
+				Dropoff: &deliveryv1.LatLng{Lat: pickup.Lat + 0.01, Lng: pickup.Lng - 0.01}, Amount: int64(8000 + k*37%60*500),
+				Zone: delivery.Zone(pickup.Lat, pickup.Lng), PlacedAt: timestamppb.New(at)}
+			if !yield(Commit{delivery.Stream(id), ev}) {
 				return
 			}
 		}

@@ -6,8 +6,10 @@ import (
 
 	"github.com/tideline/tideline/adapters/jetstream"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/domain/delivery"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
+	"github.com/tideline/tideline/projections/nearby"
 	"github.com/tideline/tideline/projections/projtest/city"
 	deliveryv1 "github.com/tideline/tideline/schemas/gen/tideline/delivery/v1"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
@@ -82,5 +84,45 @@ func TestAppendKeepsEachStreamInOrder(t *testing.T) {
 	}
 	if checked < 300 {
 		t.Fatalf("%d orders checked, want hundreds", checked)
+	}
+}
+
+// Waiting's orders are each placed once, inside the city's area, and
+// spread so that a search of 3 km around a point near its middle finds
+// more than the 20 an answer holds by default, wherever it asks.
+func TestWaiting(t *testing.T) {
+	at := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
+	idx := nearby.New()
+	ids := map[string]bool{}
+	seq := uint64(0)
+	for c := range city.Waiting(1000, at) {
+		e, ok := c.Event.(*deliveryv1.OrderPlaced)
+		if !ok {
+			t.Fatalf("event %T, want OrderPlaced", c.Event)
+		}
+		if c.Stream != delivery.Stream(e.OrderId) || ids[e.OrderId] {
+			t.Fatalf("order %s on %v: want its own stream, once", e.OrderId, c.Stream)
+		}
+		ids[e.OrderId] = true
+		p := e.Pickup
+		if p.Lat < 37.48 || p.Lat > 37.66 || p.Lng < 126.9 || p.Lng > 127.1 || !e.PlacedAt.AsTime().Equal(at) {
+			t.Fatalf("order %s: pickup %v at %v, want within the city at %v", e.OrderId, p, e.PlacedAt.AsTime(), at)
+		}
+		if err := delivery.ValidateLatLng("pickup", delivery.LatLng{Lat: p.Lat, Lng: p.Lng}); err != nil {
+			t.Fatal(err)
+		}
+		seq++
+		idx.Apply(es.Event{Data: e, Position: es.Position{Seq: seq}})
+	}
+	if len(ids) != 1000 {
+		t.Fatalf("%d orders, want 1000", len(ids))
+	}
+	// Around the scale bench's point (37.55, 126.99) and at the corners
+	// of a 10 km square about the middle.
+	for _, q := range [][2]float64{{37.55, 126.99}, {37.53, 126.95}, {37.61, 127.05}, {37.53, 127.05}, {37.61, 126.95}} {
+		within := len(idx.Nearby(q[0], q[1], 3000, 1000))
+		if within < 50 || within > 130 {
+			t.Errorf("%v: %d orders within 3 km, want about 80 (8 %% of 1,000)", q, within)
+		}
 	}
 }
