@@ -350,6 +350,26 @@ func TestDashboardFigures(t *testing.T) {
 			},
 		},
 		{
+			// More hours with orders in the month than a day has: the
+			// query asks for today's hours rather than walk them all.
+			name: "orders_per_zone_per_hour_today_in_a_busy_month",
+			events: func() []proto.Message {
+				var evs []proto.Message
+				for h := range 30 { // hours of the 1st and 2nd of the month
+					evs = append(evs, placed(fmt.Sprintf("early%d", h), "z1", 1, kst(2026, 11, 1, 0, 0).Add(time.Duration(h)*time.Hour)))
+				}
+				return append(evs, placed("o1", "z1", 1, today(0, 10)), placed("o2", "z1", 1, today(7, 0)), placed("o3", "z1", 1, today(7, 59)))
+			}(),
+			check: func(t *testing.T, d *dashboardv1.Dashboard) {
+				want := make([]int32, 24)
+				want[0], want[7] = 1, 2
+				wantEqual(t, "hourly", zone(d, "z1").HourlyOrders, want)
+				if got := zone(d, "z1").ThisMonth.Orders; got != 33 {
+					t.Errorf("orders this month = %d, want 33", got)
+				}
+			},
+		},
+		{
 			name: "expected_next_hour_smooths_the_same_hour_of_week",
 			events: []proto.Message{
 				// Sundays 15:00 KST, three weeks back: 4, 2, then 6 orders.

@@ -51,14 +51,6 @@ func (mo *month) zone(z string) *zoneMonth {
 	return zm
 }
 
-// day returns zone z's figures for day d of the month.
-func (mo *month) day(z string, d int32) dayStats {
-	if zm := mo.zones[z]; zm != nil {
-		return zm.days[d]
-	}
-	return dayStats{}
-}
-
 // monthOfHour returns the KST month number of KST hour h.
 func monthOfHour(h int64) int32 { return monthOfDay(int32(floorDiv(h, 24))) }
 
@@ -84,14 +76,6 @@ func (m *Model) ownMonth(k int32) *month {
 	}
 	m.changed[k] = true
 	return mo
-}
-
-// dayStats returns zone's figures for KST day d.
-func (m *Model) dayStats(zone string, d int32) dayStats {
-	if mo := m.peek(monthOfDay(d)); mo != nil {
-		return mo.day(zone, d)
-	}
-	return dayStats{}
 }
 
 // addDay adds o to zone's figures for day d.

@@ -72,7 +72,7 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 		Month:         now.Format("2006-01"),
 		ForecastAlpha: Alpha,
 	}
-	out.Board = m.board(todayN, q.ActiveLimit)
+	out.Board = m.board(q.ActiveLimit)
 
 	var allToday, allMonth dayStats
 	nextHour := now.Truncate(time.Hour).Add(time.Hour) // KST is a whole-hour offset
@@ -80,33 +80,47 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 	if mo == nil {
 		mo = newMonth()
 	}
+	h0 := hourOf(today.UnixMilli())
+	out.Zones = make([]*dashboardv1.ZoneStats, 0, len(m.x.zones))
 	for _, z := range m.x.zones {
-		zm := mo.zones[z]
-		if zm == nil {
-			zm = &zoneMonth{}
-		}
-		zToday := zm.days[todayN]
-		var zMonth dayStats
-		for d := monthFrom; d < monthTo; d++ {
-			zMonth.add(zm.days[d])
+		// A city has hundreds of zones, most with a few days and hours
+		// of orders in a month: a zone's maps are walked rather than
+		// asked for each of the month's days and today's hours, where
+		// that is less work.
+		var zToday, zMonth dayStats
+		hourly := make([]int32, 24)
+		if zm := mo.zones[z]; zm != nil {
+			zToday = zm.days[todayN]
+			for d, st := range zm.days { // the month's: at most 31
+				if d >= monthFrom && d < monthTo {
+					zMonth.add(st)
+				}
+			}
+			if len(zm.hours) <= len(hourly) {
+				for h, n := range zm.hours {
+					if i := h - h0; i >= 0 && i < int64(len(hourly)) {
+						hourly[i] = n
+					}
+				}
+			} else {
+				for i := range hourly {
+					hourly[i] = zm.hours[h0+int64(i)]
+				}
+			}
 		}
 		allToday.add(zToday)
 		allMonth.add(zMonth)
-		zs := &dashboardv1.ZoneStats{
+		out.Zones = append(out.Zones, &dashboardv1.ZoneStats{
 			Zone:             z,
 			Today:            zToday.proto(),
 			ThisMonth:        zMonth.proto(),
-			HourlyOrders:     make([]int32, 24),
+			HourlyOrders:     hourly,
 			NextHourStart:    timestamppb.New(nextHour),
 			ExpectedNextHour: m.forecast(z, hourOf(nextHour.UnixMilli())),
-		}
-		h0 := hourOf(today.UnixMilli())
-		for h := range zs.HourlyOrders {
-			zs.HourlyOrders[h] = zm.hours[h0+int64(h)]
-		}
-		out.Zones = append(out.Zones, zs)
+		})
 	}
 	out.Today, out.ThisMonth = allToday.proto(), allMonth.proto()
+	out.Board.DeliveredToday, out.Board.CancelledToday = allToday.Delivered, allToday.Cancelled
 
 	out.RiderRanking, out.RatedRiders = m.ranking(q.RankingLimit)
 	out.DangerTrends = m.trends(q.RiderID, monthOf(now), monthFrom, monthTo, q.TrendLimit)
@@ -125,13 +139,10 @@ func (d dayStats) proto() *dashboardv1.PeriodStats {
 	return p
 }
 
-func (m *Model) board(today int32, limit int) *dashboardv1.Board {
+// board returns the live board but for its counts of today, which
+// Dashboard sums with the zones' figures.
+func (m *Model) board(limit int) *dashboardv1.Board {
 	b := &dashboardv1.Board{Placed: m.x.placed, Accepted: m.x.accepted, PickedUp: m.x.pickedUp}
-	for _, z := range m.x.zones {
-		st := m.dayStats(z, today)
-		b.DeliveredToday += st.Delivered
-		b.CancelledToday += st.Cancelled
-	}
 	for _, a := range m.x.active[:min(limit, len(m.x.active))] {
 		o := m.s.Orders[a.id]
 		d := &dashboardv1.ActiveDelivery{
