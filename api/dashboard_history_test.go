@@ -28,13 +28,17 @@ func (s standing) Advanced() <-chan struct{}             { return nil }
 
 // BenchmarkGetDashboardHistory is GetDashboard over Connect (gzip
 // accepted, as connect-go clients do) from a model holding 10k and 1M
-// events of city.Delivery, applied in-process (so no NATS):
-// its cost must not grow with the history. Run it with:
+// events of city.Delivery, applied in-process (so no NATS): its cost
+// must not grow with the history. Each is run again with 1,000 orders
+// waiting (city.Waiting), in the city's real zones (about 400 of them,
+// where the history's orders are in 25): an answer lists every zone. Run
+// it with:
 //
 //	go test ./api/ -run '^$' -bench GetDashboardHistory -benchtime 2000x
 func BenchmarkGetDashboardHistory(b *testing.B) {
-	for _, n := range []int{10_000, 1_000_000} {
-		b.Run(fmt.Sprintf("events=%dk", n/1000), func(b *testing.B) {
+	for _, c := range []struct{ n, waiting int }{{10_000, 0}, {1_000_000, 0}, {10_000, 1000}, {1_000_000, 1000}} {
+		n := c.n
+		b.Run(fmt.Sprintf("events=%dk/waiting=%d", n/1000, c.waiting), func(b *testing.B) {
 			m := dashboard.New()
 			var end time.Time
 			seq := uint64(0)
@@ -42,6 +46,10 @@ func BenchmarkGetDashboardHistory(b *testing.B) {
 			for msg := range city.Delivery(n, start, &end) {
 				seq++
 				m.Apply(es.Event{Type: string(msg.ProtoReflect().Descriptor().FullName()), Data: msg, Position: es.Position{Seq: seq}})
+			}
+			for w := range city.Waiting(c.waiting, end) {
+				seq++
+				m.Apply(es.Event{Type: string(w.Event.ProtoReflect().Descriptor().FullName()), Data: w.Event, Position: es.Position{Seq: seq}})
 			}
 			tokens, err := api.LoadOrCreateTokens(b.TempDir())
 			if err != nil {

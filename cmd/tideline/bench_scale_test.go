@@ -24,6 +24,7 @@ func TestBenchScale(t *testing.T) {
 	}
 	var row struct {
 		Events, Walkers, Watchers int
+		Waiting                   int     `json:"waiting_orders"`
 		StoreBytes                int64   `json:"store_bytes"`
 		SnapshotBytes             int64   `json:"snapshot_bytes"`
 		ColdStart                 float64 `json:"start_without_snapshots_s"`
@@ -57,6 +58,11 @@ func TestBenchScale(t *testing.T) {
 				t.Errorf("query %s: %d calls timed, answers of %v bytes; want some of each\n%s", k, row.Queries[k].N, row.Queries[k].AnswerBytes, stdout.String())
 			}
 		}
+	}
+	// The orders waiting: nearby answers its default 20 of about 80
+	// within 3 km, each order some 60 bytes.
+	if row.Waiting != 1000 || row.Queries["nearby/1"].AnswerBytes < 20*40 {
+		t.Errorf("%d orders waiting, nearby answers of %v bytes; want 1000, and 20 orders in each answer\n%s", row.Waiting, row.Queries["nearby/1"].AnswerBytes, stdout.String())
 	}
 	if row.Push.N != 5*2 {
 		t.Errorf("watcher pushes timed: %d, want 10 (5 watchers × 2 changes)", row.Push.N)

@@ -152,7 +152,8 @@ an embedded server in a temporary directory (removed afterwards):
 
 With --scale N[,N...] it measures growth instead: for each size, a store of
 N events of a city's mix (half walkers' step counts over 30 dates, half
-orders and danger reports) is served by a real 'tideline serve' process,
+orders and danger reports), then 1,000 orders waiting for a rider, is
+served by a real 'tideline serve' process,
 started without snapshots, queried, watched, stopped and started again from
 its snapshots. The table has a column per size: start times, RSS, snapshot
 and store sizes, query p50/p99 at --clients callers, and how soon a change

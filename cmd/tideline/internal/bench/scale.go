@@ -70,6 +70,7 @@ type latency struct {
 type scaleRow struct {
 	Events        int     `json:"events"`
 	Walkers       int     `json:"walkers"`
+	Waiting       int     `json:"waiting_orders"`
 	LoadPerS      float64 `json:"load_events_per_s"`
 	StoreBytes    int64   `json:"store_bytes"`
 	ColdStartS    float64 `json:"start_without_snapshots_s"`
@@ -96,6 +97,14 @@ const scaleReactionMaxAge = time.Second
 
 // scaleDays is how many dates the walkers' counts spread over.
 const scaleDays = 30
+
+// scaleWaiting is how many orders wait for a rider when the servers
+// start, at every size: beyond the n events of history, placed as the
+// load ends (city.Waiting). The history's own orders are accepted 2
+// minutes after they are placed, so it leaves about two waiting, and
+// SearchNearbyOrders would time a search that finds nothing; with these
+// it finds its 20 nearest among about 80 within 3 km.
+const scaleWaiting = 1000
 
 // scaleWalkers is how many walkers n events hold: as many as count once
 // on each of the scaleDays dates, so that at every size a walker's
@@ -183,7 +192,7 @@ func (c *scaleConfig) run(ctx context.Context, stdout io.Writer, asJSON bool) er
 // cleanly as soon as it is ready (the stop writes the snapshots); then
 // from the snapshots, timing the queries and the watchers' pushes.
 func (c *scaleConfig) measure(ctx context.Context, dir string, n int) (scaleRow, error) {
-	row := scaleRow{Events: n, Walkers: scaleWalkers(n), Queries: map[string]latency{}, Clients: c.clients}
+	row := scaleRow{Events: n, Walkers: scaleWalkers(n), Waiting: scaleWaiting, Queries: map[string]latency{}, Clients: c.clients}
 	began := time.Now()
 	if err := c.load(ctx, dir, n, row.Walkers); err != nil {
 		return row, fmt.Errorf("load: %w", err)
@@ -261,8 +270,9 @@ func (c *scaleConfig) measure(ctx context.Context, dir string, n int) (scaleRow,
 	return row, nil
 }
 
-// load appends n commits of city.Mixed to a store in dir, with no read
-// model running, so that the first start replays them all.
+// load appends n commits of city.Mixed to a store in dir, then
+// scaleWaiting orders placed now (city.Waiting), with no read model
+// running, so that the first start replays them all.
 func (c *scaleConfig) load(ctx context.Context, dir string, n, walkers int) error {
 	ns, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dir, "jetstream")})
 	if err != nil {
@@ -284,7 +294,10 @@ func (c *scaleConfig) load(ctx context.Context, dir string, n, walkers int) erro
 	// --reaction-max-age makes them past for the reactions (see serve).
 	mix := city.Mix{Walkers: walkers, Days: scaleDays,
 		DeliveryStart: now.Add(-48*time.Hour - time.Duration(n/2)*time.Minute*10/54)}
-	return city.Append(ctx, store, city.Mixed(n, mix, now), 128, func(done int64) { c.logf("loaded %d of %d events", done, n) })
+	if err := city.Append(ctx, store, city.Mixed(n, mix, now), 128, func(done int64) { c.logf("loaded %d of %d events", done, n) }); err != nil {
+		return err
+	}
+	return city.Append(ctx, store, city.Waiting(scaleWaiting, now), 128, nil)
 }
 
 // served is a `tideline serve` process.
@@ -592,6 +605,7 @@ func printScale(w io.Writer, rows []scaleRow) {
 	}
 	line("events", func(r scaleRow) string { return strconv.Itoa(r.Events) })
 	line("walkers (30 dates each)", func(r scaleRow) string { return strconv.Itoa(r.Walkers) })
+	line("orders waiting (beyond the events)", func(r scaleRow) string { return strconv.Itoa(r.Waiting) })
 	line("load, events/s", func(r scaleRow) string { return fmt.Sprintf("%.0f", r.LoadPerS) })
 	line("events stream on disk", func(r scaleRow) string { return mb(r.StoreBytes) })
 	line("start without snapshots, s", func(r scaleRow) string { return fmt.Sprintf("%.1f", r.ColdStartS) })
