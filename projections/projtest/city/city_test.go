@@ -118,7 +118,7 @@ func TestWaiting(t *testing.T) {
 		t.Fatalf("%d orders, want 1000", len(ids))
 	}
 	// Around the scale bench's point (37.55, 126.99) and at the corners
-	// of a 10 km square about the middle.
+	// of a square of about 9 km about the middle.
 	for _, q := range [][2]float64{{37.55, 126.99}, {37.53, 126.95}, {37.61, 127.05}, {37.53, 127.05}, {37.61, 126.95}} {
 		within := len(idx.Nearby(q[0], q[1], 3000, 1000))
 		if within < 50 || within > 130 {
