@@ -421,7 +421,7 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 	}
 	var mu sync.Mutex
 	var all []time.Duration
-	var bytes int64
+	var answered int64 // bytes of the answers timed
 	var first error
 	var wg sync.WaitGroup
 	began := time.Now()
@@ -444,7 +444,7 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 			}
 			mu.Lock()
 			all = append(all, mine...)
-			bytes += size
+			answered += size
 			mu.Unlock()
 		})
 	}
@@ -455,7 +455,7 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 	l := summarise(all)
 	l.Rate = float64(len(all)) / time.Since(began).Seconds()
 	if len(all) > 0 {
-		l.AnswerBytes = float64(bytes) / float64(len(all))
+		l.AnswerBytes = float64(answered) / float64(len(all))
 	}
 	return l, nil
 }
