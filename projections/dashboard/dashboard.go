@@ -24,8 +24,11 @@
 // keeps, beside the state, what the queries would otherwise sort or sum
 // per call (the board's counts and active list, the rider ranking, each
 // month's riders by danger events, the zones; see index), and each
-// zone's forecast is memoised. None of it is in the snapshot: Restore
-// derives it.
+// zone's forecast is memoised. A zone's row of a dashboard (its figures
+// for today, the month, today's hours and the next hour) is kept for the
+// next query of the same day and hour until an event changes the zone:
+// a query makes again only the rows of zones that changed. None of it is
+// in the snapshot: Restore derives it.
 package dashboard
 
 import (
@@ -260,7 +263,7 @@ func (m *Model) Apply(e es.Event) {
 		if !ok {
 			m.x.addZone(d.Zone)
 		}
-		m.addDay(d.Zone, dayOf(t), dayStats{Orders: 1, Amount: d.Amount})
+		m.addDay(d.Zone, dayOf(t), dayStats{Orders: 1, Amount: d.Amount}) // drops the zone's row, which the hour is in too
 		h := hourOf(t)
 		m.ownMonth(monthOfHour(h)).zone(d.Zone).hours[h]++
 		if !ok || h < first {

@@ -3,15 +3,20 @@ package dashboard
 import (
 	"cmp"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
+
+	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 )
 
 // index holds what the queries read that the state only implies: kept
 // up to date by Apply, so that a query costs what it returns rather than
 // what the model holds. It is not in the snapshot; Restore rebuilds it.
 type index struct {
-	zones                      []string // every zone with a day's stats, sorted
-	placed, accepted, pickedUp int32    // open orders by state
+	zones                      []*zoneEntry // every zone with a day's stats, by name
+	zoneOf                     map[string]*zoneEntry
+	placed, accepted, pickedUp int32 // open orders by state
 	active                     []activeKey
 	ranked                     []rankedRider
 	months                     map[int32]*monthDanger // KST month number -> riders' danger events in it
@@ -22,7 +27,33 @@ type index struct {
 }
 
 func newIndex() index {
-	return index{months: map[int32]*monthDanger{}, forecasts: map[string]forecastMemo{}}
+	return index{zoneOf: map[string]*zoneEntry{}, months: map[int32]*monthDanger{}, forecasts: map[string]forecastMemo{}}
+}
+
+// zoneEntry is a zone of the index, with its last row of a dashboard.
+type zoneEntry struct {
+	name string
+	// row is the zone's row of the last query that made one; it stands
+	// for later queries of the same day and next hour until Apply changes
+	// the zone (touch drops it). Most of a city's zones are quiet between
+	// two queries: a query reuses their rows rather than making them
+	// again. Queries fill it under the read lock.
+	row atomic.Pointer[zoneRow]
+}
+
+// zoneRow is a zone's row of a dashboard for one day and next hour.
+type zoneRow struct {
+	day          int32 // KST day number of the query's today
+	nextHour     int64 // KST hour number of its next hour
+	today, month dayStats
+	msg          *dashboardv1.ZoneStats // in every answer with the row: never changed
+}
+
+// touch drops zone's row: Apply changed what it shows.
+func (x *index) touch(zone string) {
+	if e := x.zoneOf[zone]; e != nil {
+		e.row.Store(nil)
+	}
 }
 
 // activeKey orders accepted and picked-up orders: oldest acceptance first,
@@ -128,9 +159,13 @@ func monthOf(t time.Time) int32 {
 
 // addZone records zone in the sorted zone list.
 func (x *index) addZone(zone string) {
-	if i, ok := slices.BinarySearch(x.zones, zone); !ok {
-		x.zones = slices.Insert(x.zones, i, zone)
+	if x.zoneOf[zone] != nil {
+		return
 	}
+	e := &zoneEntry{name: zone}
+	i, _ := slices.BinarySearchFunc(x.zones, zone, func(e *zoneEntry, z string) int { return strings.Compare(e.name, z) })
+	x.zones = slices.Insert(x.zones, i, e)
+	x.zoneOf[zone] = e
 }
 
 // rate moves rider from its old place in the ranking (none when n is 0)
@@ -182,9 +217,11 @@ func (x *index) placedIn(zone string, h, first int64, firstChanged bool) {
 func (s *state) index() index {
 	x := newIndex()
 	for z := range s.Days {
-		x.zones = append(x.zones, z)
+		e := &zoneEntry{name: z}
+		x.zones = append(x.zones, e)
+		x.zoneOf[z] = e
 	}
-	slices.Sort(x.zones)
+	slices.SortFunc(x.zones, func(a, b *zoneEntry) int { return strings.Compare(a.name, b.name) })
 	for id, o := range s.Orders {
 		switch o.State {
 		case statePlaced:

@@ -80,6 +80,7 @@ func (m *Model) ownMonth(k int32) *month {
 
 // addDay adds o to zone's figures for day d.
 func (m *Model) addDay(zone string, d int32, o dayStats) {
+	m.x.touch(zone)
 	days := m.ownMonth(monthOfDay(d)).zone(zone).days
 	st := days[d]
 	st.add(o)

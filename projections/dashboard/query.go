@@ -43,7 +43,9 @@ func StartOfDay(t time.Time) time.Time {
 }
 
 // Dashboard returns every figure relative to q. The result is a fresh
-// message the caller owns.
+// message the caller owns, but for its zones' rows (Zones' elements):
+// answers share a zone's row until the zone changes, so they must not
+// be changed.
 func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 	now := q.Now.In(Zone)
 	today := StartOfDay(now)
@@ -76,48 +78,23 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 
 	var allToday, allMonth dayStats
 	nextHour := now.Truncate(time.Hour).Add(time.Hour) // KST is a whole-hour offset
-	mo := m.peek(monthOfDay(todayN))                   // today's, which holds the month's days and today's hours
-	if mo == nil {
-		mo = newMonth()
-	}
-	h0 := hourOf(today.UnixMilli())
-	out.Zones = make([]*dashboardv1.ZoneStats, 0, len(m.x.zones))
-	for _, z := range m.x.zones {
-		// A city has hundreds of zones, most with a few days and hours
-		// of orders in a month: a zone's maps are walked rather than
-		// asked for each of the month's days and today's hours, where
-		// that is less work.
-		var zToday, zMonth dayStats
-		hourly := make([]int32, 24)
-		if zm := mo.zones[z]; zm != nil {
-			zToday = zm.days[todayN]
-			for d, st := range zm.days { // the month's: at most 31
-				if d >= monthFrom && d < monthTo {
-					zMonth.add(st)
+	nextHourN := hourOf(nextHour.UnixMilli())
+	var mo *month // today's, which holds the month's days and today's hours: found for the first row to make
+	out.Zones = make([]*dashboardv1.ZoneStats, len(m.x.zones))
+	for i, e := range m.x.zones {
+		r := e.row.Load()
+		if r == nil || r.day != todayN || r.nextHour != nextHourN {
+			if mo == nil {
+				if mo = m.peek(monthOfDay(todayN)); mo == nil {
+					mo = newMonth()
 				}
 			}
-			if len(zm.hours) <= len(hourly) {
-				for h, n := range zm.hours {
-					if i := h - h0; i >= 0 && i < int64(len(hourly)) {
-						hourly[i] = n
-					}
-				}
-			} else {
-				for i := range hourly {
-					hourly[i] = zm.hours[h0+int64(i)]
-				}
-			}
+			r = m.zoneRow(e.name, mo.zones[e.name], todayN, monthFrom, monthTo, hourOf(today.UnixMilli()), nextHour)
+			e.row.Store(r)
 		}
-		allToday.add(zToday)
-		allMonth.add(zMonth)
-		out.Zones = append(out.Zones, &dashboardv1.ZoneStats{
-			Zone:             z,
-			Today:            zToday.proto(),
-			ThisMonth:        zMonth.proto(),
-			HourlyOrders:     hourly,
-			NextHourStart:    timestamppb.New(nextHour),
-			ExpectedNextHour: m.forecast(z, hourOf(nextHour.UnixMilli())),
-		})
+		allToday.add(r.today)
+		allMonth.add(r.month)
+		out.Zones[i] = r.msg
 	}
 	out.Today, out.ThisMonth = allToday.proto(), allMonth.proto()
 	out.Board.DeliveredToday, out.Board.CancelledToday = allToday.Delivered, allToday.Cancelled
@@ -126,6 +103,46 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 	out.DangerTrends = m.trends(q.RiderID, monthOf(now), monthFrom, monthTo, q.TrendLimit)
 	out.HeatMap = m.heatMap(q.HeatFrom, q.HeatTo, q.CellDeg)
 	return out
+}
+
+// zoneRow makes zone's row of a dashboard whose today is KST day today
+// (its first hour h0) in the month of days [monthFrom, monthTo), from
+// the zone's figures of that month (nil without any).
+func (m *Model) zoneRow(zone string, zm *zoneMonth, today, monthFrom, monthTo int32, h0 int64, nextHour time.Time) *zoneRow {
+	// A city has hundreds of zones, most with a few days and hours of
+	// orders in a month: a zone's maps are walked rather than asked for
+	// each of the month's days and today's hours, where that is less
+	// work.
+	r := &zoneRow{day: today, nextHour: hourOf(nextHour.UnixMilli())}
+	hourly := make([]int32, 24)
+	if zm != nil {
+		r.today = zm.days[today]
+		for d, st := range zm.days { // the month's: at most 31
+			if d >= monthFrom && d < monthTo {
+				r.month.add(st)
+			}
+		}
+		if len(zm.hours) <= len(hourly) {
+			for h, n := range zm.hours {
+				if i := h - h0; i >= 0 && i < int64(len(hourly)) {
+					hourly[i] = n
+				}
+			}
+		} else {
+			for i := range hourly {
+				hourly[i] = zm.hours[h0+int64(i)]
+			}
+		}
+	}
+	r.msg = &dashboardv1.ZoneStats{
+		Zone:             zone,
+		Today:            r.today.proto(),
+		ThisMonth:        r.month.proto(),
+		HourlyOrders:     hourly,
+		NextHourStart:    timestamppb.New(nextHour),
+		ExpectedNextHour: m.forecast(zone, r.nextHour),
+	}
+	return r
 }
 
 func (d dayStats) proto() *dashboardv1.PeriodStats {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -270,7 +271,8 @@ func BenchmarkDashboard(b *testing.B) {
 // of order, and compares each dashboard with that of a model restored
 // from its snapshot, whose index and forecasts are computed afresh: what
 // Apply keeps up to date (the board, rankings, this month's danger
-// ranking, memoised forecasts) must never drift from the state.
+// ranking, memoised forecasts, the zones' rows) must never drift from
+// the state.
 func TestIndexFollowsEveryEvent(t *testing.T) {
 	start, end := kst(2026, 9, 20, 0, 0), kst(2026, 11, 3, 18, 0)
 	msgs, _ := stream(11, 1500, 400, start, end)
@@ -301,5 +303,85 @@ func TestIndexFollowsEveryEvent(t *testing.T) {
 				t.Fatalf("after event %d, at %v: live dashboard differs from a restored one:\n%s\nrestored:\n%s", i+1, now, prototext.Format(got), prototext.Format(want))
 			}
 		}
+	}
+}
+
+// TestQuietZonesShareRows: a zone's row of a dashboard is made once and
+// shared by later answers of the same day and next hour until an event
+// changes the zone; the answers stay those of a model that never made
+// one before (TestIndexFollowsEveryEvent checks the figures through
+// every event).
+func TestQuietZonesShareRows(t *testing.T) {
+	start, end := kst(2026, 11, 1, 0, 0), kst(2026, 11, 3, 18, 0)
+	msgs, _ := stream(5, 400, 0, start, end)
+	m := dashboard.New()
+	apply(m, msgs, 0)
+	q := dashboard.Query{Now: end.Add(10 * time.Minute)}
+	first, again := m.Dashboard(q), m.Dashboard(q)
+	if len(first.Zones) != 8 {
+		t.Fatalf("%d zones, want 8", len(first.Zones))
+	}
+	for i, z := range again.Zones {
+		if z != first.Zones[i] {
+			t.Errorf("zone %s: a second answer at the same time made its row again", z.Zone)
+		}
+	}
+	// An order in z3: its row is made again, with it; the others' are not.
+	apply(m, []proto.Message{placed("late", "z3", 12000, end.Add(5*time.Minute))}, len(msgs))
+	after := m.Dashboard(q)
+	for i, z := range after.Zones {
+		if shared := z == first.Zones[i]; shared != (z.Zone != "z3") {
+			t.Errorf("zone %s: row shared with the answer before the order: %v", z.Zone, shared)
+		}
+	}
+	if got, want := zone(after, "z3").Today.Orders, zone(first, "z3").Today.Orders+1; got != want {
+		t.Errorf("z3 today: %d orders, want %d", got, want)
+	}
+	fresh := dashboard.New()
+	apply(fresh, append(slices.Clone(msgs), placed("late", "z3", 12000, end.Add(5*time.Minute))), 0)
+	if want := fresh.Dashboard(q); !proto.Equal(after, want) {
+		t.Fatalf("after the order: differs from a model that never answered before:\n%s\nfresh:\n%s", prototext.Format(after), prototext.Format(want))
+	}
+	// The next hour: every row is made again.
+	q.Now = q.Now.Add(time.Hour)
+	later := m.Dashboard(q)
+	for i, z := range later.Zones {
+		if z == after.Zones[i] {
+			t.Errorf("zone %s: row of the hour before reused", z.Zone)
+		}
+	}
+	if want := fresh.Dashboard(q); !proto.Equal(later, want) {
+		t.Fatalf("an hour later: differs from a model that never answered before:\n%s\nfresh:\n%s", prototext.Format(later), prototext.Format(want))
+	}
+}
+
+// TestSharedRowsUnderConcurrentQueries: queries that share rows, encode
+// them and run beside Apply (go test -race finds what they race on).
+func TestSharedRowsUnderConcurrentQueries(t *testing.T) {
+	start, end := kst(2026, 11, 1, 0, 0), kst(2026, 11, 3, 18, 0)
+	msgs, _ := stream(9, 600, 50, start, end)
+	m := dashboard.New()
+	half := len(msgs) / 2
+	apply(m, msgs[:half], 0)
+	q := dashboard.Query{Now: end}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 30 {
+				if _, err := proto.Marshal(m.Dashboard(q)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for i := half; i < len(msgs); i++ {
+		apply(m, msgs[i:i+1], i)
+	}
+	wg.Wait()
+	fresh := dashboard.New()
+	apply(fresh, msgs, 0)
+	if got, want := m.Dashboard(q), fresh.Dashboard(q); !proto.Equal(got, want) {
+		t.Fatalf("differs from a model that never answered:\n%s\nfresh:\n%s", prototext.Format(got), prototext.Format(want))
 	}
 }
