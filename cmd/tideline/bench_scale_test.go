@@ -11,14 +11,15 @@ import (
 
 // `tideline bench --scale` loads a store, serves it with the binary
 // twice (without and with snapshots) and reports every figure of its
-// growth table.
+// growth table; a second size's queries alternate with the first's
+// server, which says how they compare.
 func TestBenchScale(t *testing.T) {
 	t.Parallel()
 	bin := buildTideline(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	args := []string{"bench", "--scale", "3k", "--json", "--server", bin, "--clients", "4", "--query-time", "200ms", "--watchers", "5", "--pushes", "2"}
+	args := []string{"bench", "--scale", "1k,3k", "--json", "--server", bin, "--clients", "4", "--query-time", "200ms", "--watchers", "5", "--pushes", "2"}
 	if err := run(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("tideline %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
@@ -36,9 +37,18 @@ func TestBenchScale(t *testing.T) {
 			N           int
 			AnswerBytes float64 `json:"answer_bytes"`
 		}
-		Push struct{ N int } `json:"watcher_push"`
+		Push    struct{ N int }    `json:"watcher_push"`
+		VsFirst map[string]float64 `json:"p50_vs_first"`
 	}
-	if err := json.Unmarshal(stdout.Bytes(), &row); err != nil {
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("output %q: want a line for each of 2 sizes", stdout.String())
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &row); err != nil || row.Events != 1000 || row.VsFirst != nil {
+		t.Errorf("first line %q (%v): want 1000 events, not compared with itself", lines[0], err)
+	}
+	row.VsFirst = nil
+	if err := json.Unmarshal([]byte(lines[1]), &row); err != nil {
 		t.Fatalf("output %q: %v", stdout.String(), err)
 	}
 	// 1,500 step counts: 50 walkers counting on each of 30 dates.
@@ -56,6 +66,9 @@ func TestBenchScale(t *testing.T) {
 		for _, k := range []string{q + "/1", q + "/4"} {
 			if row.Queries[k].N == 0 || row.Queries[k].AnswerBytes <= 0 {
 				t.Errorf("query %s: %d calls timed, answers of %v bytes; want some of each\n%s", k, row.Queries[k].N, row.Queries[k].AnswerBytes, stdout.String())
+			}
+			if row.VsFirst[k] <= 0 {
+				t.Errorf("query %s: p50 against the first size's %v, want a ratio\n%s", k, row.VsFirst[k], stdout.String())
 			}
 		}
 	}

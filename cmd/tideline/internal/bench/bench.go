@@ -154,10 +154,12 @@ With --scale N[,N...] it measures growth instead: for each size, a store of
 N events of a city's mix (half walkers' step counts over 30 dates, half
 orders and danger reports), then 1,000 orders waiting for a rider, is
 served by a real 'tideline serve' process,
-started without snapshots, queried, watched, stopped and started again from
-its snapshots. The table has a column per size: start times, RSS, snapshot
-and store sizes, query p50/p99 at --clients callers, and how soon a change
-reaches --watchers dashboard watchers.
+started without snapshots, stopped and started again from its snapshots,
+queried and watched. The table has a column per size: start times, RSS,
+snapshot and store sizes, query p50/p99 at 1 and --clients callers, and
+how soon a change reaches --watchers dashboard watchers. The first size's
+server is kept running: each later size's queries alternate with it in 3
+rounds, and the table's ratios against the first size come from those.
 
 Progress goes to stderr; the table (or JSON lines) to stdout.`)
 		fs.PrintDefaults()

@@ -62,7 +62,8 @@ type latency struct {
 	Count int     `json:"n"`
 	// AnswerBytes is a query's mean answer size, its protobuf encoding:
 	// a query whose answer grows with the data is not one of constant cost.
-	AnswerBytes float64 `json:"answer_bytes,omitempty"`
+	AnswerBytes float64         `json:"answer_bytes,omitempty"`
+	took        []time.Duration // the calls timed, for pooling rounds
 }
 
 // scaleRow is one size's line of the growth table; its JSON form is the
@@ -82,11 +83,21 @@ type scaleRow struct {
 	WarmStartS    float64 `json:"start_from_snapshots_s"`
 	WarmRSS       int64   `json:"rss_from_snapshots_bytes"`
 	// Queries are by queryKey: name/callers.
-	Queries        map[string]latency `json:"queries"`
+	Queries map[string]latency `json:"queries"`
+	// VsFirst is, at every size after the first, each query's p50 over
+	// the first size's, by queryKey, from rounds that alternate between
+	// this size's server and the first size's (kept running for that),
+	// so that both sides see the machine alike.
+	VsFirst        map[string]float64 `json:"p50_vs_first,omitempty"`
 	Push           latency            `json:"watcher_push"`
 	WatchersPushed int                `json:"watchers"`
 	Clients        int                `json:"clients"`
 }
+
+// scaleRounds is how many rounds of each query alternate between a size's
+// server and the first size's, each c.queryTime/scaleRounds long on each
+// side.
+const scaleRounds = 3
 
 // scaleQueries names the timed queries in the order they run.
 var scaleQueries = []string{"dashboard", "leaderboard", "steps", "nearby"}
@@ -156,16 +167,28 @@ func parseSizes(s string) ([]int, error) {
 // line per size).
 func (c *scaleConfig) run(ctx context.Context, stdout io.Writer, asJSON bool) error {
 	var rows []scaleRow
-	for _, n := range c.sizes {
+	var first *warm // the first size's server, while later sizes are measured against it
+	var firstDir string
+	defer func() {
+		if first != nil {
+			first.srv.kill()
+			c.finish(firstDir)
+		}
+	}()
+	for i, n := range c.sizes {
 		dir, err := os.MkdirTemp(c.keep, "tideline-scale-")
 		if err != nil {
 			return fmt.Errorf("bench: temp dir: %w", err)
 		}
-		row, err := c.measure(ctx, dir, n)
-		if c.keep == "" {
-			os.RemoveAll(dir)
-		} else {
-			c.logf("%d events: kept the data dir %s ('tideline serve --data %s' serves it)", n, dir, dir)
+		row, srv, err := c.measure(ctx, dir, n, first)
+		switch {
+		case err == nil && i == 0 && len(c.sizes) > 1:
+			first, firstDir = srv, dir // stopped after the last size
+		case err == nil:
+			err = srv.srv.stop()
+			c.finish(dir)
+		default:
+			c.finish(dir)
 		}
 		if err != nil {
 			return fmt.Errorf("bench: %d events: %w", n, err)
@@ -181,54 +204,88 @@ func (c *scaleConfig) run(ctx context.Context, stdout io.Writer, asJSON bool) er
 			}
 		}
 	}
+	if first != nil {
+		if err := first.srv.stop(); err != nil {
+			return fmt.Errorf("bench: %d events: %w", c.sizes[0], err)
+		}
+	}
 	if !asJSON {
 		printScale(stdout, rows)
 	}
 	return nil
 }
 
+// finish removes a size's data dir, or says where it is kept.
+func (c *scaleConfig) finish(dir string) {
+	if c.keep == "" {
+		os.RemoveAll(dir)
+		return
+	}
+	c.logf("kept the data dir %s ('tideline serve --data %s' serves it)", dir, dir)
+}
+
+// warm is a size's server started from its snapshots, with what its
+// queries need.
+type warm struct {
+	srv     *served
+	token   string
+	walkers int
+}
+
 // measure loads n events into a store in dir, then serves it: first
 // without snapshots (every read model replays the history), stopped
 // cleanly as soon as it is ready (the stop writes the snapshots); then
-// from the snapshots, timing the queries and the watchers' pushes.
-func (c *scaleConfig) measure(ctx context.Context, dir string, n int) (scaleRow, error) {
+// from the snapshots, timing the queries and the watchers' pushes. With
+// first (the first size's server), each query alternates between the
+// two servers. It returns the server started from snapshots, running:
+// the caller stops it.
+func (c *scaleConfig) measure(ctx context.Context, dir string, n int, first *warm) (scaleRow, *warm, error) {
+	row, srv, err := c.measureServed(ctx, dir, n, first)
+	if err != nil && srv != nil {
+		srv.srv.kill()
+		return row, nil, err
+	}
+	return row, srv, err
+}
+
+func (c *scaleConfig) measureServed(ctx context.Context, dir string, n int, first *warm) (scaleRow, *warm, error) {
 	row := scaleRow{Events: n, Walkers: scaleWalkers(n), Waiting: scaleWaiting, Queries: map[string]latency{}, Clients: c.clients}
 	began := time.Now()
 	if err := c.load(ctx, dir, n, row.Walkers); err != nil {
-		return row, fmt.Errorf("load: %w", err)
+		return row, nil, fmt.Errorf("load: %w", err)
 	}
 	row.LoadPerS = float64(n) / time.Since(began).Seconds()
 	streams, err := streamBytes(dir)
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	row.StoreBytes = streams[wire.EventsStream]
 	c.logf("%d events: loaded at %.0f/s, %s on disk", n, row.LoadPerS, mb(row.StoreBytes))
 
 	tokens, err := api.LoadOrCreateTokens(dir)
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	token, err := tokens.Issue(auth.Principal{Subject: "bench", Role: auth.Admin}, 24*time.Hour)
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 
 	cold, took, err := c.serve(ctx, dir)
 	if err != nil {
-		return row, fmt.Errorf("start without snapshots: %w", err)
+		return row, nil, fmt.Errorf("start without snapshots: %w", err)
 	}
 	defer cold.kill()
 	row.ColdStartS, row.ColdRSS = took.Seconds(), cold.rss("VmRSS")
 	c.logf("%d events: ready without snapshots after %.1f s, RSS %s", n, row.ColdStartS, mb(row.ColdRSS))
 	stopped := time.Now()
 	if err := cold.stop(); err != nil {
-		return row, err
+		return row, nil, err
 	}
 	row.StopS, row.PeakRSS = time.Since(stopped).Seconds(), cold.peak
 	streams, err = streamBytes(dir)
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	for name, b := range streams {
 		if strings.HasPrefix(name, "OBJ_") {
@@ -242,32 +299,79 @@ func (c *scaleConfig) measure(ctx context.Context, dir string, n int) (scaleRow,
 	// the first snapshots of what it replayed.
 	srv, took, err := c.serve(ctx, dir)
 	if err != nil {
-		return row, fmt.Errorf("start from snapshots: %w", err)
+		return row, nil, fmt.Errorf("start from snapshots: %w", err)
 	}
-	defer srv.kill()
+	w := &warm{srv: srv, token: token, walkers: row.Walkers}
 	row.WarmStartS, row.WarmRSS = took.Seconds(), srv.rss("VmRSS")
 	c.logf("%d events: ready from snapshots after %.1f s, RSS %s", n, row.WarmStartS, mb(row.WarmRSS))
+	if first != nil {
+		row.VsFirst = map[string]float64{}
+	}
 	for _, q := range scaleQueries {
 		for _, clients := range []int{1, c.clients} {
-			l, err := c.query(ctx, srv.url, token, q, row.Walkers, clients)
+			l, vs, err := c.timeQuery(ctx, w, first, q, clients)
 			if err != nil {
-				return row, fmt.Errorf("query %s: %w", q, err)
+				return row, w, fmt.Errorf("query %s: %w", q, err)
 			}
 			row.Queries[queryKey(q, clients)] = l
-			c.logf("%d events: %s p50 %.2f ms, p99 %.2f ms, %.0f/s at %d clients", n, q, l.P50, l.P99, l.Rate, clients)
+			if first != nil {
+				row.VsFirst[queryKey(q, clients)] = vs
+				c.logf("%d events: %s p50 %.2f ms (%.2fx the first size's in alternating rounds), p99 %.2f ms, %.0f/s at %d clients", n, q, l.P50, vs, l.P99, l.Rate, clients)
+			} else {
+				c.logf("%d events: %s p50 %.2f ms, p99 %.2f ms, %.0f/s at %d clients", n, q, l.P50, l.P99, l.Rate, clients)
+			}
 		}
 	}
 	if row.Push, err = c.push(ctx, srv.url, token); err != nil {
-		return row, fmt.Errorf("watchers: %w", err)
+		return row, w, fmt.Errorf("watchers: %w", err)
 	}
 	row.WatchersPushed = c.watchers
 	c.logf("%d events: a change reached %d watchers: p50 %.1f ms, p99 %.1f ms", n, c.watchers, row.Push.P50, row.Push.P99)
 	row.SteadyRSS = srv.rss("VmRSS")
-	if err := srv.stop(); err != nil {
-		return row, err
+	row.PeakRSS = max(row.PeakRSS, srv.rss("VmHWM")) // as stop reads it: the caller stops the server
+	return row, w, nil
+}
+
+// timeQuery times query name at clients callers on w for c.queryTime.
+// With first, it alternates scaleRounds rounds between w and first
+// (c.queryTime on each in all) and also returns w's p50 over first's in
+// those rounds.
+func (c *scaleConfig) timeQuery(ctx context.Context, w, first *warm, name string, clients int) (latency, float64, error) {
+	if first == nil {
+		l, err := c.query(ctx, w.srv.url, w.token, name, w.walkers, clients, c.queryTime)
+		return l, 0, err
 	}
-	row.PeakRSS = max(row.PeakRSS, srv.peak)
-	return row, nil
+	var mine, theirs []time.Duration
+	var rate, answered float64
+	each := c.queryTime / scaleRounds
+	for round := range scaleRounds {
+		sides := []*warm{w, first}
+		if round%2 == 1 {
+			sides[0], sides[1] = first, w
+		}
+		for _, s := range sides {
+			l, err := c.query(ctx, s.srv.url, s.token, name, s.walkers, clients, each)
+			if err != nil {
+				return latency{}, 0, err
+			}
+			if s == w {
+				mine = append(mine, l.took...)
+				rate += l.Rate / scaleRounds
+				answered += l.AnswerBytes * float64(len(l.took))
+			} else {
+				theirs = append(theirs, l.took...)
+			}
+		}
+	}
+	l, base := summarise(mine), summarise(theirs)
+	l.Rate = rate
+	if l.Count > 0 {
+		l.AnswerBytes = answered / float64(l.Count)
+	}
+	if base.P50 == 0 {
+		return l, 0, fmt.Errorf("no call timed on the first size's server")
+	}
+	return l, l.P50 / base.P50, nil
 }
 
 // load appends n commits of city.Mixed to a store in dir, then
@@ -391,8 +495,8 @@ func (s *served) kill() {
 // queryKey is a query's key in scaleRow.Queries: its name and callers.
 func queryKey(name string, clients int) string { return fmt.Sprintf("%s/%d", name, clients) }
 
-// query calls one query from clients callers for c.queryTime.
-func (c *scaleConfig) query(ctx context.Context, url, token, name string, walkers, clients int) (latency, error) {
+// query calls one query from clients callers for d.
+func (c *scaleConfig) query(ctx context.Context, url, token, name string, walkers, clients int, d time.Duration) (latency, error) {
 	hc := h2cClient()
 	defer hc.CloseIdleConnections()
 	dash := dashboardv1connect.NewDashboardServiceClient(hc, url)
@@ -429,7 +533,7 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 		wg.Go(func() {
 			var mine []time.Duration
 			var size int64
-			for k := w; time.Since(began) < c.queryTime; k += clients {
+			for k := w; time.Since(began) < d; k += clients {
 				t := time.Now()
 				answer, err := call(k)
 				took := time.Since(t) // without sizing the answer
@@ -453,6 +557,7 @@ func (c *scaleConfig) query(ctx context.Context, url, token, name string, walker
 		return latency{}, first
 	}
 	l := summarise(all)
+	l.took = all
 	l.Rate = float64(len(all)) / time.Since(began).Seconds()
 	if len(all) > 0 {
 		l.AnswerBytes = float64(answered) / float64(len(all))
@@ -631,11 +736,16 @@ func printScale(w io.Writer, rows []scaleRow) {
 	}
 	line("watcher push p50 / p99, ms", func(r scaleRow) string { return fmt.Sprintf("%.1f / %.1f", r.Push.P50, r.Push.P99) })
 	if base := rows[0]; len(rows) > 1 {
-		fmt.Fprintf(w, "\nquery p50 against %d events (same run):\n", base.Events)
+		fmt.Fprintf(w, "\nquery p50 against %d events (rounds alternating with its server):\n", base.Events)
 		for _, q := range scaleQueries {
 			for _, n := range clients {
 				k := queryKey(q, n)
-				line(fmt.Sprintf("%s, %d callers", q, n), func(r scaleRow) string { return fmt.Sprintf("%.2fx", r.Queries[k].P50/base.Queries[k].P50) })
+				line(fmt.Sprintf("%s, %d callers", q, n), func(r scaleRow) string {
+					if r.VsFirst == nil {
+						return "1.00x"
+					}
+					return fmt.Sprintf("%.2fx", r.VsFirst[k])
+				})
 			}
 		}
 	}
