@@ -78,18 +78,18 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 
 	var allToday, allMonth dayStats
 	nextHour := now.Truncate(time.Hour).Add(time.Hour) // KST is a whole-hour offset
-	nextHourN := hourOf(nextHour.UnixMilli())
+	f := rowFrame{day: todayN, monthFrom: monthFrom, monthTo: monthTo, h0: hourOf(today.UnixMilli()), nextHour: hourOf(nextHour.UnixMilli()), nextHourStart: nextHour}
 	var mo *month // today's, which holds the month's days and today's hours: found for the first row to make
 	out.Zones = make([]*dashboardv1.ZoneStats, len(m.x.zones))
 	for i, e := range m.x.zones {
 		r := e.row.Load()
-		if r == nil || r.day != todayN || r.nextHour != nextHourN {
+		if r == nil || r.day != f.day || r.nextHour != f.nextHour {
 			if mo == nil {
 				if mo = m.peek(monthOfDay(todayN)); mo == nil {
 					mo = newMonth()
 				}
 			}
-			r = m.zoneRow(e.name, mo.zones[e.name], todayN, monthFrom, monthTo, hourOf(today.UnixMilli()), nextHour)
+			r = m.zoneRow(e.name, mo.zones[e.name], f)
 			e.row.Store(r)
 		}
 		allToday.add(r.today)
@@ -105,32 +105,39 @@ func (m *Model) Dashboard(q Query) *dashboardv1.Dashboard {
 	return out
 }
 
-// zoneRow makes zone's row of a dashboard whose today is KST day today
-// (its first hour h0) in the month of days [monthFrom, monthTo), from
-// the zone's figures of that month (nil without any).
-func (m *Model) zoneRow(zone string, zm *zoneMonth, today, monthFrom, monthTo int32, h0 int64, nextHour time.Time) *zoneRow {
+// rowFrame is the time a dashboard's zone rows are relative to.
+type rowFrame struct {
+	day                int32 // KST day number of today
+	monthFrom, monthTo int32 // today's month: its days [monthFrom, monthTo)
+	h0, nextHour       int64 // KST hour numbers of today's first hour and of the next hour
+	nextHourStart      time.Time
+}
+
+// zoneRow makes zone's row of a dashboard relative to f, from the zone's
+// figures of f's month (nil without any).
+func (m *Model) zoneRow(zone string, zm *zoneMonth, f rowFrame) *zoneRow {
 	// A city has hundreds of zones, most with a few days and hours of
 	// orders in a month: a zone's maps are walked rather than asked for
 	// each of the month's days and today's hours, where that is less
 	// work.
-	r := &zoneRow{day: today, nextHour: hourOf(nextHour.UnixMilli())}
+	r := &zoneRow{day: f.day, nextHour: f.nextHour}
 	hourly := make([]int32, 24)
 	if zm != nil {
-		r.today = zm.days[today]
+		r.today = zm.days[f.day]
 		for d, st := range zm.days { // the month's: at most 31
-			if d >= monthFrom && d < monthTo {
+			if d >= f.monthFrom && d < f.monthTo {
 				r.month.add(st)
 			}
 		}
 		if len(zm.hours) <= len(hourly) {
 			for h, n := range zm.hours {
-				if i := h - h0; i >= 0 && i < int64(len(hourly)) {
+				if i := h - f.h0; i >= 0 && i < int64(len(hourly)) {
 					hourly[i] = n
 				}
 			}
 		} else {
 			for i := range hourly {
-				hourly[i] = zm.hours[h0+int64(i)]
+				hourly[i] = zm.hours[f.h0+int64(i)]
 			}
 		}
 	}
@@ -139,7 +146,7 @@ func (m *Model) zoneRow(zone string, zm *zoneMonth, today, monthFrom, monthTo in
 		Today:            r.today.proto(),
 		ThisMonth:        r.month.proto(),
 		HourlyOrders:     hourly,
-		NextHourStart:    timestamppb.New(nextHour),
+		NextHourStart:    timestamppb.New(f.nextHourStart),
 		ExpectedNextHour: m.forecast(zone, r.nextHour),
 	}
 	return r
