@@ -18,7 +18,10 @@ import (
 // position 1. An Apply that panics stops the projection at that commit
 // (the runner recovers; the server goes on) until the code is fixed or an
 // operator records the decision to skip the commit; so release locks with
-// defer.
+// defer. Apply must not change the event or its Data: a replay pass
+// decodes a commit once and gives the same events to every projection
+// that reads them, each on its own goroutine (keep a proto.Clone of Data
+// to change or hold it).
 type Projection interface {
 	// Name is stable; renaming a projection is a migration (it changes
 	// where its checkpoint lives).

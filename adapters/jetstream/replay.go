@@ -221,9 +221,10 @@ func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
 	return cc, nil
 }
 
-// deliver hands m to every attached feed that has not had it yet, each
-// decoded by its own runner; a runner that reads none of m's types gets
-// it as a message with nothing to apply, undecoded.
+// deliver hands m to every attached feed that has not had it yet: those
+// whose runners read it get its commit, decoded once for all of them
+// (Projection.Apply does not change an event); the others a message with
+// nothing to apply.
 func (p *Replay) deliver(m jetstream.Msg) {
 	meta, ok := readMessage(m)
 	if !ok {
@@ -236,15 +237,20 @@ func (p *Replay) deliver(m jetstream.Msg) {
 	wanting := p.wantingLocked(types, meta)
 	p.mu.Unlock()
 	matched := len(feeds) <= 64 // the bits say; past them, each feed matches on its own
+	var decoded *delivery
 	for i, f := range feeds {
 		if meta.seq <= f.after {
 			continue
 		}
-		if matched && wanting&(1<<i) == 0 {
+		if matched && wanting&(1<<i) == 0 || !f.runner.reads(m, meta, matched) {
 			f.receive(delivery{seq: meta.seq}, meta.pending, true)
 			continue
 		}
-		f.receive(f.runner.decodeMeta(m, meta, matched))
+		if decoded == nil {
+			d := p.store.decodeMessage(m, meta)
+			decoded = &d
+		}
+		f.receive(*decoded, meta.pending, true)
 	}
 }
 

@@ -2,10 +2,14 @@ package jetstream_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/projections"
 )
@@ -90,5 +94,71 @@ func TestReplaySharedPass(t *testing.T) {
 	}
 	if m := freshModel(t, s, "fresh-all", end); len(m.Seen) != len(all.model().Seen) {
 		t.Fatalf("a fresh runner saw %d events, the shared one %d", len(m.Seen), len(all.model().Seen))
+	}
+}
+
+// dataProjection records the Data of every event it applies.
+type dataProjection struct {
+	*countingProjection
+	mu   sync.Mutex
+	data map[es.Position]proto.Message
+}
+
+func (p *dataProjection) Apply(e es.Event) {
+	p.countingProjection.Apply(e)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.data[e.Position] = e.Data
+}
+
+// A pass decodes each commit once for all its runners: every projection
+// it feeds gets the same events (Projection.Apply does not change them).
+// A runner on a consumer of its own decodes its own.
+func TestReplayDecodesOnce(t *testing.T) {
+	s := runnerStore(t)
+	appendOther(t, s)
+	last := appendCommits(t, s, 0, 200)
+	pass := tljs.NewReplay(s, quietLogger)
+	var ps []*dataProjection
+	var runners []*tljs.Runner
+	for _, name := range []string{"a", "b", "alone"} {
+		p := &dataProjection{countingProjection: newCountingProjection(name, 1), data: map[es.Position]proto.Message{}}
+		opts := tljs.RunnerOptions{Logger: quietLogger, Replay: pass}
+		if name == "alone" {
+			opts.Replay = nil
+		}
+		ps = append(ps, p)
+		runners = append(runners, tljs.NewRunner(s, p, opts))
+	}
+	pass.Gathered()
+	for _, r := range runners {
+		startRunner(t, r)
+	}
+	for _, r := range runners {
+		waitFor(t, r, last)
+	}
+	if st := pass.Stats(); st.Joined != 2 {
+		t.Fatalf("%+v, want 2 joined", st)
+	}
+	a, b, alone := ps[0], ps[1], ps[2]
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	alone.mu.Lock()
+	defer alone.mu.Unlock()
+	if want := eventsIn(0, 200) + 1; len(a.data) != want || len(b.data) != want || len(alone.data) != want {
+		t.Fatalf("applied %d, %d and %d events, want %d each", len(a.data), len(b.data), len(alone.data), want)
+	}
+	for pos, d := range a.data {
+		if d == nil {
+			t.Fatalf("event at %v: no data", pos)
+		}
+		if b.data[pos] != d {
+			t.Fatalf("event at %v: the pass's runners got two decodings of it", pos)
+		}
+		if alone.data[pos] == d || !proto.Equal(alone.data[pos], d) {
+			t.Fatalf("event at %v: the runner of its own got %v, want its own decoding of %v", pos, alone.data[pos], d)
+		}
 	}
 }

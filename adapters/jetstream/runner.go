@@ -1461,22 +1461,36 @@ func readMessage(m jetstream.Msg) (meta messageMeta, ok bool) {
 // the caller has already found that r reads one of m's event types (the
 // shared pass matches each header once for all its runners).
 func (r *Runner) decodeMeta(m jetstream.Msg, meta messageMeta, matched bool) (d delivery, pending uint64, ok bool) {
-	d.seq, pending = meta.seq, meta.pending
+	if !r.reads(m, meta, matched) {
+		return delivery{seq: meta.seq}, meta.pending, true
+	}
+	return r.store.decodeMessage(m, meta), meta.pending, true
+}
+
+// reads reports whether r applies m's commit: it is on a stream's subject
+// (else it is logged, and delivered without events), carries one of r's
+// event types (matched: the caller found it does) and is on r's subjects.
+func (r *Runner) reads(m jetstream.Msg, meta messageMeta, matched bool) bool {
 	if meta.streamErr != nil {
-		r.log.Warn("skipping message on a non-stream subject", "seq", d.seq, "subject", m.Subject(), "error", meta.streamErr)
-		return d, pending, true
+		r.log.Warn("skipping message on a non-stream subject", "seq", meta.seq, "subject", m.Subject(), "error", meta.streamErr)
+		return false
 	}
 	if !matched && r.types != nil && !r.wants(m.Headers().Get(wire.HeaderEventTypes)) {
-		return d, pending, true
+		return false
 	}
-	if r.subjects != nil && !matchesAny(r.subjects, m.Subject()) {
-		return d, pending, true // an unfiltered replay: not ours
-	}
+	return r.subjects == nil || matchesAny(r.subjects, m.Subject()) // else an unfiltered replay: not ours
+}
+
+// decodeMessage decodes m's commit, which is on a stream's subject, for
+// every runner that reads it: the result is the same for each, so the
+// shared pass decodes a commit once and hands it to all of them.
+func (s *Store) decodeMessage(m jetstream.Msg, meta messageMeta) (d delivery) {
+	d.seq = meta.seq
 	var err error
 	if d.commit, err = wire.DecodeCommit(meta.stream, d.seq, m.Headers(), m.Data()); err != nil {
 		d.err = err
 	}
-	if r.store.tracer != nil {
+	if s.tracer != nil {
 		if h := m.Headers(); len(h[wire.HeaderTraceParent]) > 0 {
 			d.header = h
 		}
@@ -1484,7 +1498,7 @@ func (r *Runner) decodeMeta(m jetstream.Msg, meta messageMeta, matched bool) (d 
 	for i := range d.commit.Events {
 		d.commit.Events[i].RecordedAt = meta.recorded
 	}
-	return d, pending, true
+	return d
 }
 
 // wants reports whether a commit's event-types header names a type the
