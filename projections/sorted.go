@@ -96,13 +96,48 @@ func (s *Sorted[T]) insertAt(pi, i int, v T) {
 // it.
 func (s *Sorted[T]) Remove(cmp func(T) int) bool {
 	pi, i, found := s.find(cmp)
-	if !found {
-		return false
+	if found {
+		s.removeAt(pi, i)
 	}
+	return found
+}
+
+func (s *Sorted[T]) removeAt(pi, i int) {
 	if p := slices.Delete(s.parts[pi], i, i+1); len(p) > 0 {
 		s.parts[pi] = p
 	} else {
 		s.parts = slices.Delete(s.parts, pi, pi+1)
+	}
+}
+
+// Move replaces the element old looks up by v, which s does not hold
+// otherwise (cmp compares an element to v), and reports whether s held
+// it; it inserts v when s did not. When v's place is in the part old is
+// in, only the elements between the two places move: a ranking whose
+// entries move a few places at a time pays for those places, not for
+// half a part twice.
+func (s *Sorted[T]) Move(old func(T) int, v T, cmp func(T) int) bool {
+	pi, i, found := s.find(old)
+	if !found {
+		s.Insert(v, cmp)
+		return false
+	}
+	pj, j, _ := s.find(cmp) // v's place, old still in
+	if pj != pi {
+		if pj > pi && len(s.parts[pi]) == 1 {
+			pj-- // old's part goes with it
+		}
+		s.removeAt(pi, i)
+		s.insertAt(pj, j, v)
+		return true
+	}
+	p := s.parts[pi]
+	if j > i { // v sorts after old: the elements between move down a place
+		copy(p[i:j-1], p[i+1:j])
+		p[j-1] = v
+	} else { // at or before old's place: they move up one
+		copy(p[j+1:i+1], p[j:i])
+		p[j] = v
 	}
 	return true
 }

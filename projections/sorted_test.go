@@ -113,3 +113,54 @@ func TestNilSortedIsEmpty(t *testing.T) {
 		t.Error("a nil list is not empty")
 	}
 }
+
+// TestSortedMove moves keys a few places (within a part, mostly) and far
+// (across parts), up and down, to their own place, and moves a key the
+// list does not hold (inserted): the list equals a sorted slice after
+// each round.
+func TestSortedMove(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var l projections.Sorted[key]
+	var want []key
+	held := map[key]bool{}
+	for len(want) < 5*projections.SortedPart {
+		k := key{at: rng.Int64N(100_000), id: fmt.Sprint(rng.IntN(1000))}
+		if !held[k] {
+			held[k] = true
+			l.Insert(k, to(k))
+			i, _ := slices.BinarySearchFunc(want, k, compareKeys)
+			want = slices.Insert(want, i, k)
+		}
+	}
+	for range 20 {
+		for range 500 {
+			old := want[rng.IntN(len(want))]
+			v := old
+			switch rng.IntN(4) {
+			case 0: // a few places
+				v.at += rng.Int64N(41) - 20
+			case 1: // anywhere
+				v.at = rng.Int64N(100_000)
+			case 2: // its own place
+			case 3: // a key not held: inserted
+				old = key{at: -1, id: "absent"}
+				v.at = rng.Int64N(100_000)
+			}
+			if v != old && held[v] {
+				continue
+			}
+			if got := l.Move(to(old), v, to(v)); got != held[old] {
+				t.Fatalf("Move of %v reported %v, want %v", old, got, held[old])
+			}
+			if held[old] {
+				i, _ := slices.BinarySearchFunc(want, old, compareKeys)
+				want = slices.Delete(want, i, i+1)
+				delete(held, old)
+			}
+			i, _ := slices.BinarySearchFunc(want, v, compareKeys)
+			want = slices.Insert(want, i, v)
+			held[v] = true
+		}
+		checkSorted(t, &l, want)
+	}
+}

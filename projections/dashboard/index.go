@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tideline/tideline/projections"
 	dashboardv1 "github.com/tideline/tideline/schemas/gen/tideline/dashboard/v1"
 )
 
@@ -18,8 +19,13 @@ type index struct {
 	zoneOf                     map[string]*zoneEntry
 	placed, accepted, pickedUp int32 // open orders by state
 	active                     []activeKey
-	ranked                     []rankedRider
-	months                     map[int32]*monthDanger // KST month number -> riders' danger events in it
+	// ranked and each month's ranked are in parts (projections.Sorted):
+	// a rating or a danger event moves a rider within one part, where
+	// one slice moved every rider between its old place and its new one
+	// (at 10M events, riders with equal totals are many: a tenth of the
+	// replay's CPU).
+	ranked projections.Sorted[rankedRider]
+	months map[int32]*monthDanger // KST month number -> riders' danger events in it
 	// forecasts memoises each zone's last forecast; Apply drops a zone's
 	// memo when an order lands in an hour it reads. Queries fill it under
 	// the read lock, so forecastMu guards it there.
@@ -83,7 +89,7 @@ func compareRanked(a, b rankedRider) int {
 // by most events then id.
 type monthDanger struct {
 	total  map[string]int32
-	ranked []riderTotal
+	ranked projections.Sorted[riderTotal]
 }
 
 type riderTotal struct {
@@ -110,27 +116,6 @@ func insertSorted[T any](s []T, v T, compare func(a, b T) int) []T {
 func removeSorted[T any](s []T, v T, compare func(a, b T) int) []T {
 	if i, ok := slices.BinarySearchFunc(s, v, compare); ok {
 		return slices.Delete(s, i, i+1)
-	}
-	return s
-}
-
-// moveSorted replaces old by v in the sorted list s (inserts v when old
-// is not there), shifting only the entries between their places: a
-// rider's ranking moves a few places on a rating, where removing and
-// inserting moved every entry after them twice (a quarter of a 10M-event
-// replay's CPU).
-func moveSorted[T any](s []T, old, v T, compare func(a, b T) int) []T {
-	i, ok := slices.BinarySearchFunc(s, old, compare)
-	if !ok {
-		return insertSorted(s, v, compare)
-	}
-	j, _ := slices.BinarySearchFunc(s, v, compare) // with old still in s
-	if j > i {                                     // v sorts after old: the entries between move up
-		copy(s[i:j-1], s[i+1:j])
-		s[j-1] = v
-	} else { // v sorts at or before old's place: they move down
-		copy(s[j+1:i+1], s[j:i])
-		s[j] = v
 	}
 	return s
 }
@@ -171,11 +156,18 @@ func (x *index) addZone(zone string) {
 // rate moves rider from its old place in the ranking (none when n is 0)
 // to the one of r.
 func (x *index) rate(rider string, old, r rating) {
+	v := rankedOf(rider, r)
 	if old.N > 0 {
-		x.ranked = moveSorted(x.ranked, rankedOf(rider, old), rankedOf(rider, r), compareRanked)
+		x.ranked.Move(orderOf(rankedOf(rider, old), compareRanked), v, orderOf(v, compareRanked))
 		return
 	}
-	x.ranked = insertSorted(x.ranked, rankedOf(rider, r), compareRanked)
+	x.ranked.Insert(v, orderOf(v, compareRanked))
+}
+
+// orderOf returns the order of the elements of a projections.Sorted by
+// compare relative to v.
+func orderOf[T any](v T, compare func(a, b T) int) func(T) int {
+	return func(e T) int { return compare(e, v) }
 }
 
 func rankedOf(rider string, r rating) rankedRider {
@@ -192,11 +184,12 @@ func (x *index) danger(rider string, d int32, n int32) {
 	}
 	old := md.total[rider]
 	md.total[rider] = old + n
+	v := riderTotal{rider, old + n}
 	if old > 0 {
-		md.ranked = moveSorted(md.ranked, riderTotal{rider, old}, riderTotal{rider, old + n}, compareTotals)
+		md.ranked.Move(orderOf(riderTotal{rider, old}, compareTotals), v, orderOf(v, compareTotals))
 		return
 	}
-	md.ranked = insertSorted(md.ranked, riderTotal{rider, old + n}, compareTotals)
+	md.ranked.Insert(v, orderOf(v, compareTotals))
 }
 
 // placedIn drops the forecast memo of zone if an order placed in hour h
@@ -236,12 +229,13 @@ func (s *state) index() index {
 		}
 	}
 	slices.SortFunc(x.active, compareActive)
+	var ranked []rankedRider
 	for id, r := range s.Ratings {
 		if r.N > 0 {
-			x.ranked = append(x.ranked, rankedOf(id, *r))
+			ranked = append(ranked, rankedOf(id, *r))
 		}
 	}
-	slices.SortFunc(x.ranked, compareRanked)
+	x.ranked = sortedOf(ranked, compareRanked)
 	for rider, days := range s.RiderDanger {
 		for d, n := range days {
 			key := monthOfDay(d)
@@ -254,10 +248,21 @@ func (s *state) index() index {
 		}
 	}
 	for _, md := range x.months {
+		totals := make([]riderTotal, 0, len(md.total))
 		for rider, n := range md.total {
-			md.ranked = append(md.ranked, riderTotal{rider, n})
+			totals = append(totals, riderTotal{rider, n})
 		}
-		slices.SortFunc(md.ranked, compareTotals)
+		md.ranked = sortedOf(totals, compareTotals)
 	}
 	return x
+}
+
+// sortedOf sorts s and returns it as a projections.Sorted.
+func sortedOf[T any](s []T, compare func(a, b T) int) projections.Sorted[T] {
+	slices.SortFunc(s, compare)
+	var out projections.Sorted[T]
+	for _, v := range s {
+		out.Append(v)
+	}
+	return out
 }

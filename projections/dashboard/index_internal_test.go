@@ -1,34 +1,13 @@
 package dashboard
 
 import (
-	"cmp"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
 )
-
-// moveSorted keeps the list sorted and equal to removing old and
-// inserting v, for moves up, down and in place.
-func TestMoveSorted(t *testing.T) {
-	r := rand.New(rand.NewPCG(1, 2))
-	var s []int
-	for range 200 {
-		s = insertSorted(s, r.IntN(100), cmp.Compare[int])
-	}
-	for k := range 5000 {
-		old := s[r.IntN(len(s))]
-		v := r.IntN(100)
-		want := insertSorted(removeSorted(slices.Clone(s), old, cmp.Compare[int]), v, cmp.Compare[int])
-		s = moveSorted(s, old, v, cmp.Compare[int])
-		if !slices.Equal(s, want) {
-			t.Fatalf("move %d: %d to %d: %v, want %v", k, old, v, s, want)
-		}
-	}
-	if got := moveSorted([]int{1, 3}, 2, 2, cmp.Compare[int]); !slices.Equal(got, []int{1, 2, 3}) {
-		t.Fatalf("moving an entry not there: %v, want it inserted", got)
-	}
-}
 
 // monthOfDay and monthOfHour agree with the calendar (time in Zone) from
 // 1900 to 2199, month ends and leap days included.
@@ -40,6 +19,60 @@ func TestMonthOfDay(t *testing.T) {
 		}
 		if got := monthOfHour(int64(d)*24 + 23); got != monthOf(at) {
 			t.Fatalf("day %d's last hour: month %d, want %d", d, got, monthOf(at))
+		}
+	}
+}
+
+// The index's rankings (riders by rating, each month's riders by danger
+// events) follow ratings and danger events as sorting every rider again
+// would, for more riders than one part of a projections.Sorted holds.
+func TestIndexRankings(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	x := newIndex()
+	ratings := map[string]rating{}
+	totals := map[int32]map[string]int32{}
+	day := int32(20400) // a KST day number; months from its month on
+	for k := range 20000 {
+		rider := fmt.Sprintf("rider-%04d", r.IntN(3000))
+		if r.IntN(2) == 0 {
+			old := ratings[rider]
+			next := rating{Stars: old.Stars + int64(1+r.IntN(5)), N: old.N + 1}
+			x.rate(rider, old, next)
+			ratings[rider] = next
+		} else {
+			d := day + int32(r.IntN(60))
+			n := int32(1 + r.IntN(2))
+			x.danger(rider, d, n)
+			month := monthOfDay(d)
+			if totals[month] == nil {
+				totals[month] = map[string]int32{}
+			}
+			totals[month][rider] += n
+		}
+		if k%4999 != 0 {
+			continue
+		}
+		var want []rankedRider
+		for id, rt := range ratings {
+			want = append(want, rankedOf(id, rt))
+		}
+		slices.SortFunc(want, compareRanked)
+		if got := slices.Collect(x.ranked.All()); !slices.Equal(got, want) {
+			t.Fatalf("after %d events: the rating ranking differs from a sort of every rider (%d riders, %d ranked)", k+1, len(want), len(got))
+		}
+		if len(x.months) != len(totals) {
+			t.Fatalf("after %d events: %d months, want %d", k+1, len(x.months), len(totals))
+		}
+		for month, ts := range totals {
+			var want []riderTotal
+			for id, n := range ts {
+				want = append(want, riderTotal{id, n})
+			}
+			slices.SortFunc(want, compareTotals)
+			md := x.months[month]
+			if got := slices.Collect(md.ranked.All()); !slices.Equal(got, want) || !maps.Equal(md.total, ts) {
+				t.Fatalf("after %d events: month %d's danger ranking differs from a sort of every rider", k+1, month)
+			}
 		}
 	}
 }

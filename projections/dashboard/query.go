@@ -190,15 +190,20 @@ func (m *Model) board(limit int) *dashboardv1.Board {
 // ranking orders riders by average stars, then by more ratings, then by
 // id; equal averages and counts share a rank.
 func (m *Model) ranking(limit int) ([]*dashboardv1.RiderRating, int32) {
-	top := m.x.ranked[:min(limit, len(m.x.ranked))]
-	out := make([]*dashboardv1.RiderRating, len(top))
-	for i, r := range top {
-		out[i] = &dashboardv1.RiderRating{Rank: int32(i + 1), RiderId: r.id, AverageStars: r.avg, Ratings: r.n}
-		if i > 0 && r.avg == top[i-1].avg && r.n == top[i-1].n {
+	var out []*dashboardv1.RiderRating
+	var prev rankedRider
+	for r := range m.x.ranked.All() {
+		if len(out) == limit {
+			break
+		}
+		i := len(out)
+		out = append(out, &dashboardv1.RiderRating{Rank: int32(i + 1), RiderId: r.id, AverageStars: r.avg, Ratings: r.n})
+		if i > 0 && r.avg == prev.avg && r.n == prev.n {
 			out[i].Rank = out[i-1].Rank
 		}
+		prev = r
 	}
-	return out, int32(len(m.x.ranked))
+	return out, int32(m.x.ranked.Len())
 }
 
 func (m *Model) trend(rider string, from, to int32) *dashboardv1.RiderDangerTrend {
@@ -226,7 +231,10 @@ func (m *Model) trends(rider string, month, from, to int32, limit int) []*dashbo
 		return nil
 	}
 	var out []*dashboardv1.RiderDangerTrend
-	for _, r := range md.ranked[:min(limit, len(md.ranked))] {
+	for r := range md.ranked.All() {
+		if len(out) == limit {
+			break
+		}
 		out = append(out, m.trend(r.id, from, to))
 	}
 	return out
