@@ -17,8 +17,9 @@ import (
 // Replay is one pass over the events stream shared by the runners of a
 // server that start together (RunnerOptions.Replay): a start without
 // snapshots, or with old ones, reads the stream once rather than once per
-// projection. Each runner still decodes, filters and applies on its own;
-// what they share is the server's read and its delivery.
+// projection, and decodes each commit once, for all the runners that read
+// it (Projection.Apply does not change an event); each runner filters and
+// applies on its own.
 //
 // The pass gathers first: once Gathered says every runner it feeds has
 // been created, it starts when each has asked for its replay (or
