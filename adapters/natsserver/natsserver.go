@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -174,9 +175,10 @@ func LeafURL(s *server.Server) string {
 	return "nats-leaf://" + net.JoinHostPort(host, strconv.Itoa(v.LeafNode.Port))
 }
 
-// Connect opens an in-process client connection to s.
-func Connect(s *server.Server, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name(name), nats.MaxReconnects(-1))
+// Connect opens an in-process client connection to s, with opts after
+// its own.
+func Connect(s *server.Server, name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(s), nats.Name(name), nats.MaxReconnects(-1)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect in-process: %w", err)
 	}
@@ -198,4 +200,19 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("listen address %q: bad port", addr)
 	}
 	return host, port, nil
+}
+
+// LogAsyncErrors is a connection's option that logs the errors the client
+// meets outside any call (a subscription that could not keep up and had
+// messages dropped, a permissions violation, a JetStream problem) to log,
+// warning with the connection's name and the subscription's subject,
+// rather than printing them to stderr as the client does by default.
+func LogAsyncErrors(log *slog.Logger) nats.Option {
+	return nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		attrs := []any{"connection", nc.Opts.Name, "error", err}
+		if sub != nil {
+			attrs = append(attrs, "subject", sub.Subject)
+		}
+		log.Warn("nats client error", attrs...)
+	})
 }

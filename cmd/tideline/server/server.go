@@ -574,7 +574,7 @@ func (m *Main) startEmbedded() (replicas int, err error) {
 	if c.LeafListen != "" {
 		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", DeviceDir(c.DataDir))
 	}
-	m.nc, err = natsserver.Connect(m.ns, "tideline")
+	m.nc, err = natsserver.Connect(m.ns, "tideline", natsserver.LogAsyncErrors(log))
 	if err != nil {
 		return 0, err
 	}
@@ -610,7 +610,7 @@ func (m *Main) connectExternal() (replicas int, err error) {
 
 // dialExternal opens a connection named name to Config.NATSURL.
 func (m *Main) dialExternal(name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), natsserver.LogAsyncErrors(m.Config.Logger)}
 	if m.Config.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(m.Config.NATSCreds))
 	}
@@ -627,7 +627,7 @@ func (m *Main) connect(name string) (*nats.Conn, error) {
 	if m.ns == nil {
 		return m.dialExternal(name)
 	}
-	return natsserver.Connect(m.ns, name)
+	return natsserver.Connect(m.ns, name, natsserver.LogAsyncErrors(m.Config.Logger))
 }
 
 // Health returns why the server cannot serve: the event store refuses
