@@ -1,10 +1,7 @@
 package natsserver_test
 
 import (
-	"bytes"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,30 +12,12 @@ import (
 	"github.com/tideline/tideline/internal/poll"
 )
 
-// lockedBuffer is a log's output, safe to read while the client writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A subscription that cannot keep up has messages dropped: with
 // LogAsyncErrors the client says so in the log, naming the connection
 // and the subject, not on stderr.
 func TestLogAsyncErrors(t *testing.T) {
 	ns, _ := natstest.Start(t)
-	var out lockedBuffer
+	var out syncBuf // devices_test.go
 	nc, err := natsserver.Connect(ns, "slow-reader", natsserver.LogAsyncErrors(slog.New(slog.NewTextHandler(&out, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -57,12 +36,11 @@ func TestLogAsyncErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 10*time.Second, "the dropped messages in the log", func() bool {
-		return strings.Contains(out.String(), "slow consumer")
+		return out.count("slow consumer") > 0
 	})
-	line := out.String()
 	for _, want := range []string{"level=WARN", `msg="nats client error"`, "connection=slow-reader", "subject=slow.subject"} {
-		if !strings.Contains(line, want) {
-			t.Errorf("log %q lacks %s", line, want)
+		if out.count(want) == 0 {
+			t.Errorf("the log lacks %s", want)
 		}
 	}
 }
