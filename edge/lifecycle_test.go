@@ -10,12 +10,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tideline/tideline/domain/safety"
 	"github.com/tideline/tideline/edge"
+	"github.com/tideline/tideline/internal/logtest"
 	"github.com/tideline/tideline/internal/poll"
 )
 
@@ -87,7 +87,7 @@ func TestAlarmCommandTimeout(t *testing.T) {
 	cmd := fmt.Sprintf(`if mkdir %[1]q 2>/dev/null; then sleep 1000 & echo $! > %[1]q/pid; wait; else echo "$TIDELINE_SEVERITY" >> %[2]q; fi`,
 		dir+"/hung", dir+"/fired")
 	const timeout = 3 * time.Second
-	var logs syncBuffer
+	var logs logtest.Buffer
 	a, err := edge.Open(context.Background(), edge.Config{
 		Creds: creds, Hub: h.leafURL, DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		Source: &edge.Replay{Path: trace}, Profile: safety.ProfileBike, AlarmCmd: cmd, AlarmTimeout: timeout,
@@ -223,22 +223,4 @@ func agentGoroutines() []string {
 func stacks() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

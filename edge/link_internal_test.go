@@ -1,34 +1,17 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tideline/tideline/internal/logtest"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.b.String()), "\n")
-}
-
-func testLinkLog(t *testing.T, httpPort bool) (*linkLog, *lockedBuffer, *time.Time) {
-	buf := &lockedBuffer{}
+func testLinkLog(t *testing.T, httpPort bool) (*linkLog, *logtest.Buffer, *time.Time) {
+	buf := &logtest.Buffer{}
 	l := newLinkLog(context.Background(), slog.New(slog.NewTextHandler(buf, nil)), "hub.example:7422")
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	l.now = func() time.Time { return now }
@@ -60,7 +43,7 @@ func TestLinkLogExplains(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l, buf, _ := testLinkLog(t, false)
 			l.Errorf("%s", tc.errorf)
-			line := buf.lines()[0]
+			line := buf.Lines()[0]
 			if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "no link to the hub") {
 				t.Fatalf("logged %q, want a warning that there is no link to the hub", line)
 			}
@@ -81,7 +64,7 @@ func TestLinkLogNotNATS(t *testing.T) {
 		l.Noticef("%s", `127.0.0.1:8080 - lid:5 - Leafnode connection created for account: $G `)
 		l.Noticef("%s", `127.0.0.1:8080 - lid:5 - Leafnode connection closed: Read Error`)
 		l.probes.Wait()
-		lines := buf.lines()
+		lines := buf.Lines()
 		want := "is not a NATS leaf port"
 		if httpPort {
 			want = "speaks HTTP: it is a web port"
@@ -98,7 +81,7 @@ func TestLinkLogNotNATS(t *testing.T) {
 	l.Errorf("%s", `127.0.0.1:4222 - lid:8 - attempted to connect to wrong port`)
 	l.Noticef("%s", `127.0.0.1:4222 - lid:8 - Leafnode connection closed: Incorrect Port`)
 	l.probes.Wait()
-	if lines := buf.lines(); len(lines) != 1 || !strings.Contains(lines[0], "client port") {
+	if lines := buf.Lines(); len(lines) != 1 || !strings.Contains(lines[0], "client port") {
 		t.Fatalf("logged %q, want only the wrong port", lines)
 	}
 }
@@ -112,7 +95,7 @@ func TestLinkLogRateLimits(t *testing.T) {
 		l.Errorf(auth, i)
 		*now = now.Add(time.Second)
 	}
-	lines := buf.lines()
+	lines := buf.Lines()
 	if len(lines) != 2 || !strings.Contains(lines[0], "no link to the hub") ||
 		!strings.Contains(lines[1], "still no link to the hub") || !strings.Contains(lines[1], "attempts=30") {
 		t.Fatalf("50 refusals in 49 s logged:\n%s\nwant the first, then one after 30 s counting 30 more attempts", strings.Join(lines, "\n"))
@@ -121,14 +104,14 @@ func TestLinkLogRateLimits(t *testing.T) {
 	l.Errorf("%s", `Error trying to connect as leafnode to remote server "hub.example:7422" (attempt 1): dial tcp: connect: connection refused`)
 	l.linkChanged(true)
 	l.Errorf(auth, 99)
-	lines = buf.lines()[2:]
+	lines = buf.Lines()[2:]
 	if len(lines) != 3 || !strings.Contains(lines[0], "connection refused") || !strings.Contains(lines[1], "hub link up") ||
 		!strings.Contains(lines[2], "refuses this device") {
 		t.Fatalf("a new problem, the link up, then the old problem again logged:\n%s", strings.Join(lines, "\n"))
 	}
 
 	l.Errorf("%s", "JetStream: something unrelated went wrong")
-	if last := buf.lines()[len(buf.lines())-1]; !strings.Contains(last, "level=ERROR") || !strings.Contains(last, "something unrelated") {
+	if last := buf.Lines()[len(buf.Lines())-1]; !strings.Contains(last, "level=ERROR") || !strings.Contains(last, "something unrelated") {
 		t.Fatalf("an unrelated server error logged as %q", last)
 	}
 }

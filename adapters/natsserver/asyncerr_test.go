@@ -9,6 +9,7 @@ import (
 
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/internal/logtest"
 	"github.com/tideline/tideline/internal/poll"
 )
 
@@ -17,7 +18,7 @@ import (
 // and the subject, not on stderr.
 func TestLogAsyncErrors(t *testing.T) {
 	ns, _ := natstest.Start(t)
-	var out syncBuf // devices_test.go
+	var out logtest.Buffer
 	nc, err := natsserver.Connect(ns, "slow-reader", natsserver.LogAsyncErrors(slog.New(slog.NewTextHandler(&out, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -36,10 +37,10 @@ func TestLogAsyncErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 10*time.Second, "the dropped messages in the log", func() bool {
-		return out.count("slow consumer") > 0
+		return out.Count("slow consumer") > 0
 	})
 	for _, want := range []string{"level=WARN", `msg="nats client error"`, "connection=slow-reader", "subject=slow.subject"} {
-		if out.count(want) == 0 {
+		if out.Count(want) == 0 {
 			t.Errorf("the log lacks %s", want)
 		}
 	}

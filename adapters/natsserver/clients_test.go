@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/internal/logtest"
 	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/wire"
 )
@@ -49,7 +50,7 @@ const (
 // default.
 func startClientHub(tb testing.TB, stream string) *clientHub {
 	tb.Helper()
-	h := &clientHub{testHub: &testHub{dir: filepath.Join(tb.TempDir(), "devices"), logs: &syncBuf{}},
+	h := &clientHub{testHub: &testHub{dir: filepath.Join(tb.TempDir(), "devices"), logs: &logtest.Buffer{}},
 		usersDir: filepath.Join(tb.TempDir(), "nats-users"), stream: cmp.Or(stream, wire.EventsStream)}
 	log := slog.New(slog.NewTextHandler(h.logs, nil))
 	var err error

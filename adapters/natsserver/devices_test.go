@@ -1,13 +1,11 @@
 package natsserver_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"maps"
 	"net/url"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,27 +16,10 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/internal/logtest"
 	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/wire"
 )
-
-// syncBuf is a log sink tests can search.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) count(sub string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), sub)
-}
 
 type testHub struct {
 	ns      *server.Server
@@ -46,12 +27,12 @@ type testHub struct {
 	js      jetstream.JetStream
 	dir     string
 	devices *natsserver.Devices
-	logs    *syncBuf
+	logs    *logtest.Buffer
 }
 
 func startHub(tb testing.TB) *testHub {
 	tb.Helper()
-	h := &testHub{dir: filepath.Join(tb.TempDir(), "devices"), logs: &syncBuf{}}
+	h := &testHub{dir: filepath.Join(tb.TempDir(), "devices"), logs: &logtest.Buffer{}}
 	var err error
 	h.devices, err = natsserver.OpenDevices(h.dir, slog.New(slog.NewTextHandler(h.logs, nil)))
 	if err != nil {
@@ -154,7 +135,7 @@ func TestDeviceAuthentication(t *testing.T) {
 			kp, _ := nkeys.CreateUser()
 			seed, _ := kp.Seed()
 			startLeaf(t, h, "x", seed)
-			poll.Until(t, 10*time.Second, "refusal", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
+			poll.Until(t, 10*time.Second, "refusal", func() bool { return h.devices.Refused() >= 2 && h.logs.Count("edge device refused") >= 1 })
 			if n := h.ns.NumLeafNodes(); n != 0 {
 				t.Fatalf("%d leaf nodes connected", n)
 			}
@@ -169,7 +150,7 @@ func TestDeviceAuthentication(t *testing.T) {
 			defer cancel()
 			go h.devices.Watch(ctx, 50*time.Millisecond) // as serve does: no restart
 			poll.Until(t, 10*time.Second, "revoked device cut", func() bool { return h.ns.NumLeafNodes() == 0 })
-			poll.Until(t, 10*time.Second, "reconnect refused", func() bool { return h.devices.Refused() >= 2 && h.logs.count("edge device refused") >= 1 })
+			poll.Until(t, 10*time.Second, "reconnect refused", func() bool { return h.devices.Refused() >= 2 && h.logs.Count("edge device refused") >= 1 })
 			if n := h.ns.NumLeafNodes(); n != 0 {
 				t.Fatalf("revoked device connected again (%d leaf nodes)", n)
 			}

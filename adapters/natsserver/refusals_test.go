@@ -15,10 +15,10 @@ func TestRefusedDeviceLoggedOnce(t *testing.T) {
 	seed, _ := kp.Seed()
 	startLeaf(t, h, "x", seed)
 	poll.Until(t, 10*time.Second, "5 refusals", func() bool { return h.devices.Refused() >= 5 })
-	if n := h.logs.count("edge device refused"); n != 1 {
+	if n := h.logs.Count("edge device refused"); n != 1 {
 		t.Fatalf("%d refusals logged %d times, want once", h.devices.Refused(), n)
 	}
-	if n := h.logs.count("refusals=1"); n != 1 {
+	if n := h.logs.Count("refusals=1"); n != 1 {
 		t.Fatalf("the refusal line does not count it: %d", n)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/tideline/tideline/api"
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/internal/dirlock"
+	"github.com/tideline/tideline/internal/logtest"
 	"github.com/tideline/tideline/internal/poll"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 	"github.com/tideline/tideline/schemas/gen/tideline/steps/v1/stepsv1connect"
@@ -125,24 +125,6 @@ func TestTokenTTLRefused(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to read while another goroutine writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // `tideline token` beside a server that holds the data dir's lock but has
 // not written its key yet waits for the key; with no live server it fails
 // at once.
@@ -155,7 +137,7 @@ func TestTokenWaitsForStartingServer(t *testing.T) {
 		}
 		defer lock.Release()
 		var stdout bytes.Buffer
-		var stderr syncBuffer
+		var stderr logtest.Buffer
 		done := make(chan error, 1)
 		go func() {
 			done <- run(context.Background(), []string{"token", "--data", dir, "--sub", "alice", "--role", "walker"}, &stdout, &stderr)
