@@ -1428,7 +1428,10 @@ func (r *Runner) decode(m jetstream.Msg) (d delivery, pending uint64, ok bool) {
 		r.log.Error("message without stream metadata", "subject", m.Subject())
 		return delivery{}, 0, false
 	}
-	return r.decodeMeta(m, meta, false)
+	if !r.reads(m, meta, false) {
+		return delivery{seq: meta.seq}, meta.pending, true
+	}
+	return r.store.decodeMessage(m, meta), meta.pending, true
 }
 
 // messageMeta is what every runner reads of a message alike.
@@ -1457,19 +1460,11 @@ func readMessage(m jetstream.Msg) (meta messageMeta, ok bool) {
 	return meta, true
 }
 
-// decodeMeta is decode, given what readMessage read of m; matched says
-// the caller has already found that r reads one of m's event types (the
-// shared pass matches each header once for all its runners).
-func (r *Runner) decodeMeta(m jetstream.Msg, meta messageMeta, matched bool) (d delivery, pending uint64, ok bool) {
-	if !r.reads(m, meta, matched) {
-		return delivery{seq: meta.seq}, meta.pending, true
-	}
-	return r.store.decodeMessage(m, meta), meta.pending, true
-}
-
 // reads reports whether r applies m's commit: it is on a stream's subject
 // (else it is logged, and delivered without events), carries one of r's
-// event types (matched: the caller found it does) and is on r's subjects.
+// event types and is on r's subjects. matched says the caller has already
+// found that r reads one of m's types (the shared pass matches each
+// header once for all its runners).
 func (r *Runner) reads(m jetstream.Msg, meta messageMeta, matched bool) bool {
 	if meta.streamErr != nil {
 		r.log.Warn("skipping message on a non-stream subject", "seq", meta.seq, "subject", m.Subject(), "error", meta.streamErr)

@@ -574,7 +574,7 @@ func (m *Main) startEmbedded() (replicas int, err error) {
 	if c.LeafListen != "" {
 		log.Info("edge devices accepted", "leaf_url", natsserver.LeafURL(m.ns), "registry", DeviceDir(c.DataDir))
 	}
-	m.nc, err = natsserver.Connect(m.ns, "tideline", natsserver.LogAsyncErrors(log))
+	m.nc, err = m.connect("tideline")
 	if err != nil {
 		return 0, err
 	}
