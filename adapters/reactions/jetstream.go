@@ -149,44 +149,72 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if cons == nil {
 		return nil, fmt.Errorf("consumer %s: not provisioned", cfg.Durable)
 	}
-	// Pulls expire after 5 s (the client's default is 30 s): a pull the
-	// server dropped (a loaded machine, a reconnect) then costs a reaction
-	// at most that long before the next one, not half a minute.
-	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
-	}
 	out := make(chan *message.Message)
-	done := make(chan struct{})
+	stop, cancel := context.WithCancel(ctx)
 	s.wg.Add(2)
-	go func() { // ends the iterator, which ends the loop below
+	go func() { // ends a pull in flight, and the loop below
 		defer s.wg.Done()
 		select {
-		case <-ctx.Done():
+		case <-stop.Done():
 		case <-s.closing:
-		case <-done:
 		}
-		it.Stop()
+		cancel()
 	}()
 	go func() {
 		defer s.wg.Done()
 		defer close(out)
-		defer close(done)
-		for {
-			m, err := it.Next()
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		defer cancel()
+		for backoff := time.Duration(0); ; {
+			m, err := fetch(stop, cons)
+			if stop.Err() != nil {
 				return
 			}
-			if err != nil {
+			if err != nil { // no connection, no consumer: try again, less often
 				s.log.Debug("consumer", "consumer", cfg.Durable, "err", err)
+				backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+				select {
+				case <-stop.Done():
+					return
+				case <-time.After(backoff):
+				}
 				continue
 			}
-			if !s.deliver(ctx, m, out) {
+			backoff = 0
+			if m != nil && !s.deliver(ctx, m, out) {
 				return
 			}
 		}
 	}()
 	return out, nil
+}
+
+// pullWait is how long a pull waits for a message before the next one is
+// sent (the client's default is 30 s): a pull the server dropped (a loaded
+// machine, a reconnect) then holds a reaction up at most this long.
+const pullWait = 5 * time.Second
+
+// fetch pulls cons's next message, waiting up to pullWait; nil when none
+// came. Each message is a pull of its own, without heartbeats, rather than
+// the client's Messages iterator: that one buffers only as many messages
+// as it pulls at once, one here, and shares the buffer with the pull's
+// heartbeats and expiry notices. When the client reads a heartbeat and a
+// message in one go (a process starved of CPU, a connection busy with a
+// bulk read) it drops the message, and JetStream redelivers it only after
+// AckWait. A pull of one has room for its message and its one status.
+func fetch(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, pullWait)
+	defer cancel()
+	batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := <-batch.Messages(); ok {
+		return m, nil
+	}
+	if err := batch.Error(); err != nil && fctx.Err() == nil {
+		return nil, err
+	}
+	return nil, nil // expired
 }
 
 // deliver hands m to the router and settles it; false means stop.

@@ -65,7 +65,7 @@ type env struct {
 	svc    *safety.Service
 }
 
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	t.Helper()
 	ns, nc := natstest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,13 +81,13 @@ func setup(t *testing.T) *env {
 	return &env{ns: ns, store: store, model: model, runner: runner, svc: safety.NewService(store)}
 }
 
-func (e *env) engine(t *testing.T, rs ...reactions.Reaction) *reactions.Engine {
+func (e *env) engine(t testing.TB, rs ...reactions.Reaction) *reactions.Engine {
 	t.Helper()
 	return e.engineWith(t, reactions.Config{RetryInterval: 10 * time.Millisecond, MaxRetries: 3}, rs...)
 }
 
 // engineWith runs rs with cfg (Conn, Decode and Logger filled in).
-func (e *env) engineWith(t *testing.T, cfg reactions.Config, rs ...reactions.Reaction) *reactions.Engine {
+func (e *env) engineWith(t testing.TB, cfg reactions.Config, rs ...reactions.Reaction) *reactions.Engine {
 	t.Helper()
 	nc, err := natsserver.Connect(e.ns, "reactions")
 	if err != nil {
@@ -104,7 +104,7 @@ func (e *env) engineWith(t *testing.T, cfg reactions.Config, rs ...reactions.Rea
 }
 
 // run runs eng until the test ends, and returns once it consumes.
-func run(t *testing.T, eng *reactions.Engine) {
+func run(t testing.TB, eng *reactions.Engine) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(context.Background()) }()
