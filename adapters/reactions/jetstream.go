@@ -164,13 +164,19 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		defer s.wg.Done()
 		defer close(out)
 		defer cancel()
+		failing := false // since the last warning
 		for backoff := time.Duration(0); ; {
 			m, err := fetch(stop, cons)
 			if stop.Err() != nil {
 				return
 			}
-			if err != nil { // no connection, no consumer: try again, less often
-				s.log.Debug("consumer", "consumer", cfg.Durable, "err", err)
+			if err != nil { // no consumer, no leader, no connection: try again, less often
+				if !failing {
+					s.log.Warn("reaction cannot pull; trying again", "consumer", cfg.Durable, "err", err)
+					failing = true
+				} else {
+					s.log.Debug("reaction cannot pull", "consumer", cfg.Durable, "err", err)
+				}
 				backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
 				select {
 				case <-stop.Done():
@@ -178,6 +184,10 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 				case <-time.After(backoff):
 				}
 				continue
+			}
+			if failing {
+				s.log.Info("reaction pulls again", "consumer", cfg.Durable)
+				failing = false
 			}
 			backoff = 0
 			if m != nil && !s.deliver(ctx, m, out) {

@@ -11,12 +11,14 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/reactions"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/internal/logtest"
+	"github.com/tideline/tideline/internal/poll"
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 	"github.com/tideline/tideline/wire"
 )
@@ -164,5 +166,62 @@ func TestReactionAfterAStall(t *testing.T) {
 	}
 	if n := logs.Count("slow consumer"); n > 0 {
 		t.Errorf("the client dropped messages %d times:\n%s", n, logs)
+	}
+}
+
+// TestReactionWarnsWhenItCannotPull: with its consumer gone a reaction
+// says so, once, and keeps trying; once the consumer is back it says so
+// too, and handles what comes.
+func TestReactionWarnsWhenItCannotPull(t *testing.T) {
+	e := setup(t)
+	nc, err := natsserver.Connect(e.ns, "reactions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	logs := &logtest.Buffer{}
+	handled := make(chan struct{}, 1)
+	eng, err := reactions.New(context.Background(), reactions.Config{Conn: nc, Decode: wire.DecodeCommit, Logger: slog.New(slog.NewTextHandler(logs, nil))},
+		reactions.Reaction{Name: "gone", Subjects: []string{"ev.safety.>"}, Handle: func(context.Context, es.Commit) error {
+			select {
+			case handled <- struct{}{}:
+			default:
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(context.Background(), e.store.StreamName(), "reaction-gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cons.CachedInfo().Config
+	if err := js.DeleteConsumer(context.Background(), e.store.StreamName(), "reaction-gone"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "a warning that the reaction cannot pull", func() bool { return logs.Count("reaction cannot pull; trying again") > 0 })
+	if _, err := js.CreateConsumer(context.Background(), e.store.StreamName(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Append(context.Background(), es.StreamID{Context: "safety", Type: "rider", ID: "r1"},
+		[]proto.Message{&safetyv1.DangerDetected{EventId: "e1"}}, es.AppendOptions{ExpectedVersion: es.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the commit was not handled once the consumer was back:\n%s", logs)
+	}
+	if n := logs.Count("reaction cannot pull; trying again"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, logs)
+	}
+	if n := logs.Count("reaction pulls again"); n != 1 {
+		t.Errorf("%d notes that it pulls again, want 1:\n%s", n, logs)
 	}
 }
