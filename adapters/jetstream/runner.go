@@ -593,9 +593,12 @@ func (r *Runner) run(ctx context.Context) error {
 		loaded := make(chan struct{})
 		go func() {
 			defer close(loaded)
-			if hist, err := r.historyBucket(hctx, true); err != nil {
-				r.log.Warn("snapshot history unavailable", "error", err)
-			} else if err := r.loadHistory(hctx, hist, true); err != nil && ctx.Err() == nil {
+			hist, err := r.historyBucket(hctx, true)
+			if err == nil {
+				err = r.loadHistory(hctx, hist, true)
+			}
+			// Canceled, Run is over: stopped, or failed and said why.
+			if err != nil && !errors.Is(hctx.Err(), context.Canceled) {
 				r.log.Warn("snapshot history unavailable", "error", err)
 			}
 		}()
