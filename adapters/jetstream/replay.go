@@ -238,7 +238,8 @@ func (p *Replay) deliver(m jetstream.Msg) {
 	wanting := p.wantingLocked(types, meta)
 	p.mu.Unlock()
 	matched := len(feeds) <= 64 // the bits say; past them, each feed matches on its own
-	var decoded *delivery
+	var decoded delivery // a value, not a pointer: it stays off the heap
+	have := false
 	for i, f := range feeds {
 		if meta.seq <= f.after {
 			continue
@@ -247,11 +248,10 @@ func (p *Replay) deliver(m jetstream.Msg) {
 			f.receive(delivery{seq: meta.seq}, meta.pending, true)
 			continue
 		}
-		if decoded == nil {
-			d := p.store.decodeMessage(m, meta)
-			decoded = &d
+		if !have {
+			decoded, have = p.store.decodeMessage(m, meta), true
 		}
-		f.receive(*decoded, meta.pending, true)
+		f.receive(decoded, meta.pending, true)
 	}
 }
 
