@@ -238,7 +238,8 @@ func (p *Replay) deliver(m jetstream.Msg) {
 	wanting := p.wantingLocked(types, meta)
 	p.mu.Unlock()
 	matched := len(feeds) <= 64 // the bits say; past them, each feed matches on its own
-	var decoded delivery // a value, not a pointer: it stays off the heap
+	// The decoded commit is a value, not a pointer: it stays off the heap.
+	var decoded delivery
 	have := false
 	for i, f := range feeds {
 		if meta.seq <= f.after {
