@@ -1335,8 +1335,15 @@ func (r *Runner) startFeed(after uint64, filtered bool) (*feed, error) {
 	return f, nil
 }
 
+// feedQueue is how many batches a feed holds for its runner.
+const feedQueue = 4
+
 func newFeed(filtered bool) *feed {
-	return &feed{filtered: filtered, batches: make(chan []delivery, 4), free: make(chan []delivery, 2), stopped: make(chan struct{})}
+	// Every batch in flight can be given back: those queued, the one the
+	// runner applies and the one being filled. With fewer free places a
+	// replay that outpaces its runner made a new batch for about one in
+	// ten.
+	return &feed{filtered: filtered, batches: make(chan []delivery, feedQueue), free: make(chan []delivery, feedQueue+2), stopped: make(chan struct{})}
 }
 
 // recycle gives back a batch the runner has applied. Its deliveries are
