@@ -14,8 +14,9 @@ import (
 	safetyv1 "github.com/tideline/tideline/schemas/gen/tideline/safety/v1"
 )
 
-// BenchmarkReaction: commits a reaction of Concurrency 1 with a handler
-// that does nothing takes, one at a time, from a backlog of b.N.
+// BenchmarkReaction: the time per commit of a reaction (Concurrency 1, a
+// handler that does nothing) working through a backlog of b.N commits:
+// `go test ./adapters/reactions -run '^$' -bench Reaction -benchtime 10000x`.
 func BenchmarkReaction(b *testing.B) {
 	e := setup(b)
 	for i := range b.N {

@@ -67,12 +67,12 @@ func (s StreamID) Validate() error {
 // no allocation.
 func ParseStreamID(subject string) (StreamID, error) {
 	rest, ev := strings.CutPrefix(subject, "ev.")
-	context, rest, ok1 := strings.Cut(rest, ".")
+	bc, rest, ok1 := strings.Cut(rest, ".")
 	typ, id, ok2 := strings.Cut(rest, ".")
 	if !ev || !ok1 || !ok2 || strings.Contains(id, ".") {
 		return StreamID{}, fmt.Errorf("subject %q is not ev.<context>.<type>.<id>", subject)
 	}
-	return StreamID{Context: context, Type: typ, ID: id}, nil
+	return StreamID{Context: bc, Type: typ, ID: id}, nil
 }
 
 // MaxIdempotencyKeyLen bounds client-supplied idempotency keys.
