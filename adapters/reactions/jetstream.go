@@ -152,7 +152,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	out := make(chan *message.Message)
 	stop, cancel := context.WithCancel(ctx)
 	s.wg.Add(2)
-	go func() { // ends a pull in flight, and the loop below
+	go func() { // ends the consumption below
 		defer s.wg.Done()
 		select {
 		case <-stop.Done():
@@ -162,36 +162,34 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}()
 	go func() {
 		defer s.wg.Done()
-		defer close(out)
+		defer close(out) // once no callback runs any more: after Closed
 		defer cancel()
-		failing := false // since the last warning
+		p := &pulling{log: s.log, consumer: cfg.Durable}
 		for backoff := time.Duration(0); ; {
-			m, err := fetch(stop, cons)
-			if stop.Err() != nil {
-				return
-			}
-			if err != nil { // no consumer, no leader, no connection: try again, less often
-				if !failing {
-					s.log.Warn("reaction cannot pull; trying again", "consumer", cfg.Durable, "err", err)
-					failing = true
-				} else {
-					s.log.Debug("reaction cannot pull", "consumer", cfg.Durable, "err", err)
+			cc, err := cons.Consume(func(m jetstream.Msg) {
+				p.pulled()
+				if stop.Err() == nil && !s.deliver(stop, m, out) {
+					cancel()
 				}
-				backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+			}, jetstream.PullMaxMessages(1), jetstream.PullExpiry(pullWait), jetstream.PullHeartbeat(2*time.Second),
+				jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { p.failed(err) }))
+			if err == nil {
 				select {
 				case <-stop.Done():
+					cc.Stop()
+					<-cc.Closed()
 					return
-				case <-time.After(backoff):
+				case <-cc.Closed(): // ended on its own: the consumer is gone
+					backoff = 0
 				}
-				continue
+			} else {
+				p.failed(err)
 			}
-			if failing {
-				s.log.Info("reaction pulls again", "consumer", cfg.Durable)
-				failing = false
-			}
-			backoff = 0
-			if m != nil && !s.deliver(ctx, m, out) {
+			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+			select {
+			case <-stop.Done():
 				return
+			case <-time.After(backoff):
 			}
 		}
 	}()
@@ -203,28 +201,46 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // machine, a reconnect) then holds a reaction up at most this long.
 const pullWait = 5 * time.Second
 
-// fetch pulls cons's next message, waiting up to pullWait; nil when none
-// came. Each message is a pull of its own, without heartbeats, rather than
-// the client's Messages iterator: that one buffers only as many messages
-// as it pulls at once, one here, and shares the buffer with the pull's
-// heartbeats and expiry notices. When the client reads a heartbeat and a
-// message in one go (a process starved of CPU, a connection busy with a
-// bulk read) it drops the message, and JetStream redelivers it only after
-// AckWait. A pull of one has room for its message and its one status.
-func fetch(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
-	fctx, cancel := context.WithTimeout(ctx, pullWait)
-	defer cancel()
-	batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
-	if err != nil {
-		return nil, err
+// pulling tells how one fetcher's pulls go: the first error of a run of
+// them is a warning, the next message after it a note.
+//
+// The fetcher consumes with a callback, one message a pull, rather than
+// with the client's Messages iterator: that one buffers only as many
+// messages as it pulls at once, one here, in a channel shared with the
+// pull's heartbeats and expiry notices, and when the client read a
+// heartbeat and a message in one go (a process starved of CPU, a
+// connection busy with a bulk read) it dropped the message, which
+// JetStream redelivers only after AckWait. A callback's subscription
+// queues what arrives. The next pull is sent once the callback returns,
+// so a fetcher busy with a long commit holds no other back.
+type pulling struct {
+	log      *slog.Logger
+	consumer string
+	mu       sync.Mutex
+	failing  bool
+}
+
+func (p *pulling) failed(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case errors.Is(err, jetstream.ErrNoHeartbeat): // a busy server: the client pulls again
+		p.log.Debug("reaction pull", "consumer", p.consumer, "err", err)
+	case !p.failing:
+		p.log.Warn("reaction cannot pull; trying again", "consumer", p.consumer, "err", err)
+		p.failing = true
+	default:
+		p.log.Debug("reaction cannot pull", "consumer", p.consumer, "err", err)
 	}
-	if m, ok := <-batch.Messages(); ok {
-		return m, nil
+}
+
+func (p *pulling) pulled() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failing {
+		p.log.Info("reaction pulls again", "consumer", p.consumer)
+		p.failing = false
 	}
-	if err := batch.Error(); err != nil && fctx.Err() == nil {
-		return nil, err
-	}
-	return nil, nil // expired
 }
 
 // deliver hands m to the router and settles it; false means stop.
