@@ -243,7 +243,8 @@ func (p *pulling) pulled() {
 	}
 }
 
-// deliver hands m to the router and settles it; false means stop.
+// deliver hands m to the router and settles it; false means stop. ctx
+// ends when the subscription ends or the subscriber closes.
 func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *message.Message) bool {
 	wm, err := unmarshal(m)
 	if err != nil { // not a JetStream message: nothing to redeliver
@@ -257,8 +258,6 @@ func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *m
 	select {
 	case out <- wm:
 	case <-ctx.Done():
-		return false
-	case <-s.closing:
 		return false
 	}
 	// A handler may run longer than AckWait (a long recording to
@@ -290,8 +289,6 @@ func (s *subscriber) deliver(ctx context.Context, m jetstream.Msg, out chan<- *m
 				s.log.Warn("nak", "subject", m.Subject(), "err", err)
 			}
 		case <-ctx.Done():
-			return false
-		case <-s.closing:
 			return false
 		}
 		return true
