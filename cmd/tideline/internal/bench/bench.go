@@ -58,7 +58,8 @@ type figure struct {
 
 type benchConfig struct {
 	n          int // events per round of append; rebuild replays them all
-	rpcN       int // requests or messages per round of the RPC figures
+	rpcN       int // requests per round of record_steps
+	streamN    int // messages per round of stream_ingest
 	writers    int // concurrent OCC writers in append
 	aggregates int // aggregates per writer
 	rpcConc    int // concurrent unary callers in record_steps
@@ -150,6 +151,10 @@ an embedded server in a temporary directory (removed afterwards):
   record_steps   RecordSteps on a real server   vs  the same RPC, trivial handler
   stream_ingest  StreamUserSteps on the server  vs  the same stream, trivial handler
 
+After each round of record_steps and stream_ingest on the real server, the
+bench waits (untimed) until every read model has applied what the round
+wrote, so that the projections' work does not slow the next baseline round.
+
 With --scale N[,N...] it measures growth instead: for each size, a store of
 N events of a city's mix (half walkers' step counts over 30 dates, half
 orders and danger reports), then 1,000 orders waiting for a rider, is
@@ -167,7 +172,8 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	asJSON := fs.Bool("json", false, "print one JSON object per figure: name, value, unit, baseline, ratio")
 	c := benchConfig{progress: stderr}
 	fs.IntVar(&c.n, "n", 50000, "events per round of append (rebuild replays all rounds' events)")
-	fs.IntVar(&c.rpcN, "rpc-n", 0, "requests or messages per round of record_steps and stream_ingest (default n/4)")
+	fs.IntVar(&c.rpcN, "rpc-n", 0, "requests per round of record_steps (default n/4)")
+	fs.IntVar(&c.streamN, "stream-n", 0, "messages per round of stream_ingest, over all its streams (default n)")
 	fs.IntVar(&c.writers, "concurrency", 256, "concurrent OCC writers in append; also the raw publish window")
 	fs.IntVar(&c.aggregates, "aggregates", 4, "aggregates per append writer")
 	total := fs.Int("total-aggregates", 0, "aggregates in all, spread over the append writers (sets --aggregates to this / --concurrency, rounded up)")
@@ -221,14 +227,17 @@ Progress goes to stderr; the table (or JSON lines) to stdout.`)
 	if c.rpcN == 0 {
 		c.rpcN = max(c.n/4, 1)
 	}
+	if c.streamN == 0 {
+		c.streamN = c.n
+	}
 	if *total < 0 {
 		return errors.New("bench: --total-aggregates must not be negative")
 	}
 	if *total > 0 && c.writers > 0 {
 		c.aggregates = (*total + c.writers - 1) / c.writers
 	}
-	if c.n < 1 || c.rpcN < 1 || c.writers < 1 || c.aggregates < 1 || c.rpcConc < 1 || c.streams < 1 || c.rounds < 1 {
-		return errors.New("bench: --n, --rpc-n, --concurrency, --aggregates, --rpc-concurrency, --streams and --rounds must be positive")
+	if c.n < 1 || c.rpcN < 1 || c.streamN < 1 || c.writers < 1 || c.aggregates < 1 || c.rpcConc < 1 || c.streams < 1 || c.rounds < 1 {
+		return errors.New("bench: --n, --rpc-n, --stream-n, --concurrency, --aggregates, --rpc-concurrency, --streams and --rounds must be positive")
 	}
 	dir, err := os.MkdirTemp("", "tideline-bench-")
 	if err != nil {
@@ -759,13 +768,22 @@ func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figu
 	bare := stepconnect.NewStepServiceClient(h2cClient(), bareURL)
 	tl := stepconnect.NewStepServiceClient(h2cClient(), "http://"+m.Addr())
 	date := time.Now().UTC().Format("2006-01-02")
+	// settled waits, untimed, until every read model has applied what a
+	// round of Tideline's wrote: the projections' work is not the RPC's,
+	// and it must not spill into the next baseline round.
+	settled := func(rate float64, err error) (float64, error) {
+		if err != nil {
+			return 0, err
+		}
+		return rate, waitCaughtUp(ctx, m)
+	}
 
 	if c.wants("record_steps") {
 		c.logf("record_steps: unary RPC to a trivial handler vs RecordSteps on a real server, %d requests per round, %d concurrent",
 			c.rpcN, c.rpcConc)
 		base, val, med, err := c.best("record_steps",
 			func(r int) (float64, error) { return c.unary(ctx, bare, token, date, fmt.Sprint("b", r)) },
-			func(r int) (float64, error) { return c.unary(ctx, tl, token, date, fmt.Sprint("r", r)) })
+			func(r int) (float64, error) { return settled(c.unary(ctx, tl, token, date, fmt.Sprint("r", r))) })
 		if err != nil {
 			return err
 		}
@@ -775,14 +793,31 @@ func (c *benchConfig) apiFigures(ctx context.Context, dir string, emit func(figu
 	}
 	if c.wants("stream_ingest") {
 		c.logf("stream_ingest: client streams to a trivial handler vs StreamUserSteps on a real server, %d streams, %d messages per round",
-			c.streams, c.rpcN)
+			c.streams, c.streamN)
 		base, val, med, err := c.best("stream_ingest",
 			func(r int) (float64, error) { return c.ingest(ctx, bare, token, date, fmt.Sprint("b", r)) },
-			func(r int) (float64, error) { return c.ingest(ctx, tl, token, date, fmt.Sprint("i", r)) })
+			func(r int) (float64, error) { return settled(c.ingest(ctx, tl, token, date, fmt.Sprint("i", r))) })
 		if err != nil {
 			return err
 		}
 		return emit(figure{Name: "stream_ingest", Value: val, Unit: "msgs/s", Baseline: base, RoundRatio: med, target: 0.8})
+	}
+	return nil
+}
+
+// waitCaughtUp waits until every read model of m has applied the last
+// commit in its store, for a minute at most.
+func waitCaughtUp(ctx context.Context, m *server.Main) error {
+	last, err := m.Store.LastPosition(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, r := range m.Runners() {
+		if err := r.WaitFor(ctx, last); err != nil {
+			return fmt.Errorf("read model %s did not catch up with commit %d: %w", r.Name(), last, err)
+		}
 	}
 	return nil
 }
@@ -875,7 +910,7 @@ func (c *benchConfig) unary(ctx context.Context, client stepconnect.StepServiceC
 	return float64(c.rpcN) / elapsed.Seconds(), nil
 }
 
-// ingest sends c.rpcN StepInput messages over c.streams concurrent
+// ingest sends c.streamN StepInput messages over c.streams concurrent
 // StreamUserSteps client streams and returns msgs/s, counted when every
 // stream's response has arrived.
 func (c *benchConfig) ingest(ctx context.Context, client stepconnect.StepServiceClient, token, date, prefix string) (float64, error) {
@@ -883,8 +918,8 @@ func (c *benchConfig) ingest(ctx context.Context, client stepconnect.StepService
 	var wg sync.WaitGroup
 	t0 := time.Now()
 	for s := range c.streams {
-		count := c.rpcN / c.streams
-		if s < c.rpcN%c.streams {
+		count := c.streamN / c.streams
+		if s < c.streamN%c.streams {
 			count++
 		}
 		wg.Go(func() {
@@ -911,5 +946,5 @@ func (c *benchConfig) ingest(ctx context.Context, client stepconnect.StepService
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
-	return float64(c.rpcN) / elapsed.Seconds(), nil
+	return float64(c.streamN) / elapsed.Seconds(), nil
 }
