@@ -61,3 +61,16 @@ func TestRoundsMedian(t *testing.T) {
 		t.Errorf("median of 3 rounds = %v, want 0.5", got)
 	}
 }
+
+func TestBenchRejectsCountsBelowOne(t *testing.T) {
+	for _, flag := range []string{"--n", "--rpc-n", "--stream-n", "--streams", "--rounds"} {
+		var stdout, stderr bytes.Buffer
+		err := Run(context.Background(), []string{flag, "-1"}, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "must be positive") || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s -1: error %v, want one saying %s must be positive", flag, err, flag)
+		}
+		if stdout.Len() > 0 {
+			t.Errorf("%s -1: printed %q", flag, stdout.String())
+		}
+	}
+}
