@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -12,8 +13,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/minio/highwayhash"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Block files: a cheap read of an embedded stream's history.
@@ -39,9 +43,52 @@ import (
 // nanoseconds, and hash is HighwayHash-64 keyed with
 // sha256("<stream>-<N>") over seq, ts, subj, hdr and msg.
 
+// blockMessage is a blockMsg as a jetstream.Msg, so that the replay pass
+// hands it on like a consumer's: Metadata gives its stream sequence, time
+// and pending count; it has no reply subject and takes no acknowledgement.
+type blockMessage struct {
+	m       blockMsg
+	pending uint64
+	header  nats.Header
+}
+
+var errNotConsumed = errors.New("read from the stream's files: nothing to acknowledge")
+
+func (b *blockMessage) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: b.m.Seq}, NumPending: b.pending,
+		Timestamp: time.Unix(0, b.m.Time).UTC(), Stream: "", Consumer: ""}, nil
+}
+func (b *blockMessage) Data() []byte                     { return b.m.Data }
+func (b *blockMessage) Headers() nats.Header             { return b.header }
+func (b *blockMessage) Subject() string                  { return string(b.m.Subject) }
+func (b *blockMessage) Reply() string                    { return "" }
+func (b *blockMessage) Ack() error                       { return errNotConsumed }
+func (b *blockMessage) DoubleAck(context.Context) error  { return errNotConsumed }
+func (b *blockMessage) Nak() error                       { return errNotConsumed }
+func (b *blockMessage) NakWithDelay(time.Duration) error { return errNotConsumed }
+func (b *blockMessage) InProgress() error                { return errNotConsumed }
+func (b *blockMessage) Term() error                      { return errNotConsumed }
+func (b *blockMessage) TermWithReason(string) error      { return errNotConsumed }
+
+// newBlockMessage makes m a jetstream.Msg with pending messages after it.
+// Headers that do not parse make an error: the caller reads on from m's
+// sequence through the server instead.
+func newBlockMessage(m blockMsg, pending uint64) (*blockMessage, error) {
+	b := &blockMessage{m: m, pending: pending}
+	if len(m.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(m.Header)
+		if err != nil {
+			return nil, fmt.Errorf("%w: sequence %d: headers: %v", errBlockFormat, m.Seq, err)
+		}
+		b.header = h
+	}
+	return b, nil
+}
+
 // blockMsg is one message read from a block file. Subject, Header (the
-// raw NATS header block, nil without headers) and Data alias the block's
-// buffer: they are valid only during the call they are passed to.
+// raw NATS header block, nil without headers) and Data alias the block as
+// read, a buffer of its own that is never reused: they stay valid, and
+// must not be changed.
 type blockMsg struct {
 	Seq     uint64
 	Time    int64 // Unix nanoseconds
@@ -86,7 +133,6 @@ func readBlocks(dir, stream string, after, upTo uint64, fn func(blockMsg) error)
 	if err != nil {
 		return last, err
 	}
-	var buf []byte
 	for i, b := range blocks {
 		// A block whose successor starts at or before after+1 holds
 		// nothing to read.
@@ -99,7 +145,8 @@ func readBlocks(dir, stream string, after, upTo uint64, fn func(blockMsg) error)
 				continue
 			}
 		}
-		if buf, err = readFileInto(b.path, buf); err != nil {
+		buf, err := os.ReadFile(b.path)
+		if err != nil {
 			return last, fmt.Errorf("%w: %v", errBlockFormat, err)
 		}
 		key := sha256.Sum256([]byte(stream + "-" + strconv.FormatUint(uint64(b.index), 10)))
@@ -226,24 +273,4 @@ func firstSeq(path string) (uint64, error) {
 		return 0, fmt.Errorf("%w: %s: %v", errBlockFormat, path, err)
 	}
 	return binary.LittleEndian.Uint64(head[4:]) &^ (blockErasedBit | blockTombBit), nil
-}
-
-// readFileInto reads path into buf, grown as needed.
-func readFileInto(path string, buf []byte) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return buf, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return buf, err
-	}
-	size := int(st.Size())
-	if cap(buf) < size {
-		buf = make([]byte, size)
-	}
-	buf = buf[:size]
-	n, err := io.ReadFull(f, buf)
-	return buf[:n], err
 }

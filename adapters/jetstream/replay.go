@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -55,7 +56,8 @@ type Replay struct {
 	closed    chan struct{} // closed when the pass's consumer has stopped
 
 	joined, alone atomic.Int64
-	over          atomic.Bool // state is replayOver, read without mu
+	files         atomic.Int64 // commits read from the stream's files
+	over          atomic.Bool  // state is replayOver, read without mu
 }
 
 type replayState int
@@ -84,9 +86,12 @@ func NewReplay(store *Store, log *slog.Logger) *Replay {
 // ReplayStats counts the runners' replays: Joined were fed by the shared
 // pass, Alone read on a consumer of their own (they came after the pass
 // had gone past their position, or it was over); On are on the pass now.
+// Files counts the commits the pass read from the stream's files
+// (Config.BlockDir) rather than through the server.
 type ReplayStats struct {
 	Joined, Alone int64
 	On            int
+	Files         int64
 }
 
 // Stats returns how many replays joined the pass, how many did not, and
@@ -95,7 +100,7 @@ func (p *Replay) Stats() ReplayStats {
 	p.mu.Lock()
 	on := len(p.feeds)
 	p.mu.Unlock()
-	return ReplayStats{Joined: p.joined.Load(), Alone: p.alone.Load(), On: on}
+	return ReplayStats{Joined: p.joined.Load(), Alone: p.alone.Load(), On: on, Files: p.files.Load()}
 }
 
 // expect registers r: the pass waits for it (gatherWait at most).
@@ -171,14 +176,26 @@ func (p *Replay) startLocked() {
 	for _, f := range p.feeds[1:] {
 		from = min(from, f.after)
 	}
-	cc, err := p.consume(from)
+	p.state, p.last = replayRunning, from
+	p.log.Info("replaying once for every projection", "after", from, "projections", len(p.feeds))
+	if p.store.cfg.BlockDir != "" {
+		go p.readFiles(from)
+		return
+	}
+	p.consumeLocked(from)
+}
+
+// consumeLocked goes on with the pass's consumer after after. If it cannot
+// be made the pass is over.
+func (p *Replay) consumeLocked(after uint64) {
+	cc, err := p.consume(after)
 	if err != nil {
 		p.log.Warn("shared replay unavailable; each projection replays on its own", "error", err)
 		p.endLocked()
 		close(p.closed)
 		return
 	}
-	p.state, p.cc, p.last = replayRunning, cc, from
+	p.cc = cc
 	go func() {
 		<-cc.Closed() // ended, or failed: no runner joins it any more
 		p.mu.Lock()
@@ -187,7 +204,49 @@ func (p *Replay) startLocked() {
 		p.mu.Unlock()
 		close(p.closed)
 	}()
-	p.log.Info("replaying once for every projection", "after", from, "projections", len(p.feeds))
+}
+
+// errPassOver stops readFiles: the pass has no runner left.
+var errPassOver = errors.New("replay over")
+
+// readFiles delivers the commits after from that the stream held when it
+// began from the stream's block files (Config.BlockDir), and goes on with
+// the consumer after the last of them: where the files end, or where
+// readBlocks stopped before a record it could not vouch for.
+func (p *Replay) readFiles(from uint64) {
+	began := time.Now()
+	last, err := from, error(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	upTo, err := p.store.LastPosition(ctx)
+	cancel()
+	if err == nil && upTo > from {
+		last, err = readBlocks(p.store.cfg.BlockDir, p.store.cfg.Stream, from, upTo, func(m blockMsg) error {
+			if p.over.Load() {
+				return errPassOver
+			}
+			bm, err := newBlockMessage(m, upTo-m.Seq)
+			if err != nil {
+				return err
+			}
+			p.deliver(bm)
+			p.files.Add(1)
+			return nil
+		})
+	}
+	switch {
+	case errors.Is(err, errPassOver):
+	case err != nil:
+		p.log.Warn("cannot read the history from the stream's files; reading on through the server", "after", last, "error", err)
+	case last > from:
+		p.log.Info("history read from the stream's files", "from", from+1, "to", last, "took", time.Since(began).Round(time.Millisecond))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == replayOver {
+		close(p.closed)
+		return
+	}
+	p.consumeLocked(last)
 }
 
 func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
@@ -303,7 +362,7 @@ func (p *Replay) detach(f *feed) {
 // endLocked ends the pass; its consumer stops in the background (see
 // feed.stop).
 func (p *Replay) endLocked() {
-	if p.state == replayRunning {
+	if p.state == replayRunning && p.cc != nil {
 		go p.cc.Stop()
 	}
 	p.state = replayOver

@@ -2,6 +2,9 @@ package jetstream_test
 
 import (
 	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -9,9 +12,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
+	"github.com/tideline/tideline/adapters/natsserver"
+	"github.com/tideline/tideline/adapters/natsserver/natstest"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/internal/poll"
 	"github.com/tideline/tideline/projections"
+	"github.com/tideline/tideline/wire"
 )
 
 // Runners created with one Replay are fed by one pass: each applies what
@@ -19,8 +25,34 @@ import (
 // snapshot only what follows it), and carries on live once the pass is
 // over. A runner that comes after the pass has gone past its position,
 // and a rebuild, read on consumers of their own.
+//
+// It runs twice: reading through the server, and from the stream's files
+// (Config.BlockDir), which give every commit the pass reads.
 func TestReplaySharedPass(t *testing.T) {
-	s := runnerStore(t)
+	t.Run("through the server", func(t *testing.T) { testReplaySharedPass(t, runnerStore(t), false) })
+	t.Run("from the files", func(t *testing.T) { testReplaySharedPass(t, blockDirStore(t), true) })
+}
+
+// blockDirStore is runnerStore reading replays from the stream's files.
+func blockDirStore(tb testing.TB) *tljs.Store {
+	tb.Helper()
+	s, _ := blockDirStoreAt(tb)
+	return s
+}
+
+// blockDirStoreAt is blockDirStore, and the stream's directory.
+func blockDirStoreAt(tb testing.TB) (*tljs.Store, string) {
+	tb.Helper()
+	ns, nc := natstest.Start(tb)
+	dir := natsserver.StreamDir(ns, wire.EventsStream)
+	s, err := tljs.Open(context.Background(), nc, tljs.Config{BlockDir: dir})
+	if err != nil {
+		tb.Fatalf("open store: %v", err)
+	}
+	return s, dir
+}
+
+func testReplaySharedPass(t *testing.T, s *tljs.Store, files bool) {
 	ctx := context.Background()
 	appendOther := func() uint64 { t.Helper(); return appendOther(t, s) }
 	appendCommits(t, s, 0, 300)
@@ -59,6 +91,9 @@ func TestReplaySharedPass(t *testing.T) {
 	}
 	if st := pass.Stats(); st.Joined != 3 || st.Alone != 0 {
 		t.Fatalf("after the start: %+v, want all 3 joined", st)
+	}
+	if st := pass.Stats(); files && st.Files != int64(last) || !files && st.Files != 0 {
+		t.Fatalf("%d commits read from the files, want %d", st.Files, map[bool]uint64{true: last}[files])
 	}
 	// Caught up, each leaves the pass for a consumer of its own.
 	poll.Until(t, 10*time.Second, "every runner off the pass", func() bool { return pass.Stats().On == 0 })
@@ -161,4 +196,121 @@ func TestReplayDecodesOnce(t *testing.T) {
 			t.Fatalf("event at %v: the runner of its own got %v, want its own decoding of %v", pos, alone.data[pos], d)
 		}
 	}
+}
+
+// Commits appended while the pass reads the stream's files reach every
+// runner once, in order: the files give what the stream held when the
+// pass began, the server the rest.
+func TestReplayFromFilesWithWritesMeanwhile(t *testing.T) {
+	s := blockDirStore(t)
+	appendOther(t, s)
+	before := appendCommits(t, s, 0, 3000)
+	pass := tljs.NewReplay(s, quietLogger)
+	all := newCountingProjection("all", 1)
+	scoped := scopedProjection{newCountingProjection("scoped", 1)}
+	var runners []*tljs.Runner
+	for _, p := range []projections.Projection{all, scoped} {
+		runners = append(runners, tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger, Replay: pass}))
+	}
+	pass.Gathered()
+	writes := make(chan uint64, 1)
+	go func() {
+		last, err := tryAppendCommits(s, 3000, 600)
+		if err != nil {
+			t.Error(err)
+		}
+		writes <- last
+	}()
+	for _, r := range runners {
+		startRunner(t, r)
+	}
+	last := <-writes
+	for _, r := range runners {
+		waitFor(t, r, last)
+	}
+	st := pass.Stats()
+	if st.Files < int64(before) || st.Files > int64(last) {
+		t.Fatalf("%d commits read from the files, want at least the %d stored before the pass and at most %d", st.Files, before, last)
+	}
+	want := eventsIn(0, 3600)
+	checkModel(t, all.model(), want+1)
+	checkModel(t, scoped.model(), want)
+	if m := freshModel(t, s, "fresh", last); len(m.Seen) != len(all.model().Seen) {
+		t.Fatalf("a runner through the server saw %d events, the one fed from the files %d", len(m.Seen), len(all.model().Seen))
+	}
+}
+
+// A pass whose runners all stop while it reads the files ends there: a
+// runner that comes later reads on a consumer of its own.
+func TestReplayFromFilesLeftEarly(t *testing.T) {
+	s := blockDirStore(t)
+	last := appendCommits(t, s, 0, 3000)
+	pass := tljs.NewReplay(s, quietLogger)
+	first := tljs.NewRunner(s, newCountingProjection("first", 1), tljs.RunnerOptions{Logger: quietLogger, Replay: pass})
+	pass.Gathered()
+	stop := startRunner(t, first)
+	poll.Until(t, 10*time.Second, "the pass under way", func() bool { return pass.Stats().Files > 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the pass left", func() bool { return pass.Stats().On == 0 })
+	late := newCountingProjection("late", 1)
+	lr := tljs.NewRunner(s, late, tljs.RunnerOptions{Logger: quietLogger, Replay: pass})
+	startRunner(t, lr)
+	waitFor(t, lr, last)
+	checkModel(t, late.model(), eventsIn(0, 3000))
+	if st := pass.Stats(); st.Alone != 1 {
+		t.Fatalf("%+v: want the late runner alone", st)
+	}
+}
+
+// A record the files cannot vouch for (here a flipped byte on disk, where
+// the server still has the block in memory) stops the read from the
+// files just before it; the pass goes on through the server from there,
+// and every runner gets every commit once.
+func TestReplayFromFilesStopsAtDamage(t *testing.T) {
+	s, dir := blockDirStoreAt(t)
+	appendOther(t, s)
+	last := appendCommits(t, s, 0, 999)
+	// Flip the last byte of the 500th record's payload.
+	path := filepath.Join(dir, "msgs", "1.blk")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := 0
+	for range 499 {
+		at += int(binary.LittleEndian.Uint32(b[at:]) &^ (1 << 31))
+	}
+	end := at + int(binary.LittleEndian.Uint32(b[at:])&^(1<<31)) - 8 - 1
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{b[end] ^ 0x01}, int64(end)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	pass := tljs.NewReplay(s, quietLogger)
+	all := newCountingProjection("all", 1)
+	scoped := scopedProjection{newCountingProjection("scoped", 1)}
+	var runners []*tljs.Runner
+	for _, p := range []projections.Projection{all, scoped} {
+		runners = append(runners, tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger, Replay: pass}))
+	}
+	pass.Gathered()
+	for _, r := range runners {
+		startRunner(t, r)
+	}
+	for _, r := range runners {
+		waitFor(t, r, last)
+	}
+	if st := pass.Stats(); st.Files != 499 {
+		t.Fatalf("%d commits read from the files, want the 499 before the damaged one", st.Files)
+	}
+	checkModel(t, all.model(), eventsIn(0, 999)+1)
+	checkModel(t, scoped.model(), eventsIn(0, 999))
 }

@@ -66,6 +66,12 @@ type Config struct {
 	// election (4 to 9 s) after a leader dies. Past it the append fails
 	// with kind Unavailable.
 	FailoverWait time.Duration
+	// BlockDir, if set, is the events stream's directory in the file
+	// store of the embedded server this process runs, alone (no cluster):
+	// a Replay then reads the history stored before it starts from the
+	// stream's block files, at about a fifth of a consumer's cost, and
+	// goes on through the server from where they end (see readBlocks).
+	BlockDir string
 	// Shared says other processes append to the stream too (the nodes of
 	// a cluster): repositories then check for newer commits before
 	// deciding on a cached state (es.SharedStore). Default: Replicas > 1.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -200,6 +201,17 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("listen address %q: bad port", addr)
 	}
 	return host, port, nil
+}
+
+// StreamDir returns the directory of stream's files in s's file store
+// (every stream of an embedded server is in its global account), or ""
+// when s runs no JetStream.
+func StreamDir(s *server.Server, stream string) string {
+	js := s.JetStreamConfig()
+	if js == nil || js.StoreDir == "" {
+		return ""
+	}
+	return filepath.Join(js.StoreDir, s.GlobalAccount().GetName(), "streams", stream)
 }
 
 // LogAsyncErrors is a connection's option that logs the errors the client

@@ -41,6 +41,7 @@ import (
 	"github.com/tideline/tideline/internal/dirlock"
 	"github.com/tideline/tideline/projections"
 	adminv1 "github.com/tideline/tideline/schemas/gen/tideline/admin/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // Config is everything `tideline serve` takes.
@@ -403,6 +404,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	storeCfg := jetstream.Config{Stream: c.EventsStream, DuplicateWindow: c.DuplicateWindow,
 		Writable: writable, Replicas: replicas, FailoverWait: c.FailoverWait, Shared: shared, TracerProvider: m.tracer}
+	if m.ns != nil && !c.Cluster.Enabled() {
+		// One embedded node: replays read history from the stream's files.
+		storeCfg.BlockDir = natsserver.StreamDir(m.ns, cmp.Or(c.EventsStream, wire.EventsStream))
+	}
 	if !c.NoMetrics {
 		m.Metrics = prometheus.New()
 		storeCfg.OnAppend = m.Metrics.ObserveAppend
