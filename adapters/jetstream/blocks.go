@@ -116,8 +116,10 @@ const (
 // after the last. It returns the last sequence it passed to fn (after when
 // none). It stops without error past upTo or at the end of the files, and
 // with an error wrapping errBlockFormat before a record it cannot vouch
-// for: a torn or corrupt record, a gap, an erased message or a tombstone,
-// which the stream's configuration rules out. What it returned is then
+// for: a corrupt record, one cut short in an older block, a gap, an erased
+// message or a tombstone, which the stream's configuration rules out. A
+// record cut short at the end of the newest block is one being written:
+// it stops there without error. What it returned is then
 // still good: the caller reads on from last+1 through the server, and
 // nothing is skipped or given twice. An error of fn stops it and is
 // returned as it is.
@@ -155,7 +157,7 @@ func readBlocks(dir, stream string, after, upTo uint64, fn func(blockMsg) error)
 			return last, fmt.Errorf("%w: %v", errBlockFormat, err)
 		}
 		var done bool
-		if last, done, err = readBlock(buf, b.path, hh, last, upTo, fn); err != nil || done {
+		if last, done, err = readBlock(buf, b.path, hh, last, upTo, i == len(blocks)-1, fn); err != nil || done {
 			return last, err
 		}
 	}
@@ -163,8 +165,11 @@ func readBlocks(dir, stream string, after, upTo uint64, fn func(blockMsg) error)
 }
 
 // readBlock reads one block's records after last, as readBlocks does; done
-// says it passed upTo.
-func readBlock(buf []byte, path string, hh *highwayhash.Digest64, last, upTo uint64, fn func(blockMsg) error) (uint64, bool, error) {
+// says it passed upTo, or reached the end of the newest block (final) in
+// the middle of a record: one the server is writing (a tail torn by a
+// crash is cut off when the server starts), which the caller reads
+// through the server.
+func readBlock(buf []byte, path string, hh *highwayhash.Digest64, last, upTo uint64, final bool, fn func(blockMsg) error) (uint64, bool, error) {
 	le := binary.LittleEndian
 	bad := func(at int, why string) (uint64, bool, error) {
 		return last, true, fmt.Errorf("%w: %s at offset %d, after sequence %d: %s", errBlockFormat, path, at, last, why)
@@ -172,12 +177,18 @@ func readBlock(buf []byte, path string, hh *highwayhash.Digest64, last, upTo uin
 	var sum [highwayhash.Size64]byte
 	for at := 0; at < len(buf); {
 		if len(buf)-at < blockRecordHead+blockRecordHash {
+			if final {
+				return last, true, nil
+			}
 			return bad(at, "a record cut short")
 		}
 		rec := buf[at:]
 		rl := le.Uint32(rec)
 		hasHeader := rl&blockHeaderBit != 0
 		n := int(rl &^ blockHeaderBit)
+		if final && n > len(rec) && n <= blockMaxRecord {
+			return last, true, nil
+		}
 		if n < blockRecordHead+blockRecordHash || n > blockMaxRecord || n > len(rec) {
 			return bad(at, fmt.Sprintf("record length %d", n))
 		}

@@ -178,7 +178,7 @@ func (p *Replay) startLocked() {
 	}
 	p.state, p.last = replayRunning, from
 	p.log.Info("replaying once for every projection", "after", from, "projections", len(p.feeds))
-	if p.store.cfg.BlockDir != "" {
+	if p.store.cfg.BlockDir != "" && p.store.cfg.Replicas <= 1 {
 		go p.readFiles(from)
 		return
 	}
@@ -214,8 +214,7 @@ var errPassOver = errors.New("replay over")
 // the consumer after the last of them: where the files end, or where
 // readBlocks stopped before a record it could not vouch for.
 func (p *Replay) readFiles(from uint64) {
-	began := time.Now()
-	last, err := from, error(nil)
+	began, last := time.Now(), from
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	upTo, err := p.store.LastPosition(ctx)
 	cancel()
