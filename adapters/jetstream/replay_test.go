@@ -205,14 +205,7 @@ func TestReplayFromFilesWithWritesMeanwhile(t *testing.T) {
 	s := blockDirStore(t)
 	appendOther(t, s)
 	before := appendCommits(t, s, 0, 3000)
-	pass := tljs.NewReplay(s, quietLogger)
-	all := newCountingProjection("all", 1)
-	scoped := scopedProjection{newCountingProjection("scoped", 1)}
-	var runners []*tljs.Runner
-	for _, p := range []projections.Projection{all, scoped} {
-		runners = append(runners, tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger, Replay: pass}))
-	}
-	pass.Gathered()
+	pass, all, scoped, runners := allAndScoped(s)
 	writes := make(chan uint64, 1)
 	go func() {
 		last, err := tryAppendCommits(s, 3000, 600)
@@ -294,14 +287,7 @@ func TestReplayFromFilesStopsAtDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pass := tljs.NewReplay(s, quietLogger)
-	all := newCountingProjection("all", 1)
-	scoped := scopedProjection{newCountingProjection("scoped", 1)}
-	var runners []*tljs.Runner
-	for _, p := range []projections.Projection{all, scoped} {
-		runners = append(runners, tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger, Replay: pass}))
-	}
-	pass.Gathered()
+	pass, all, scoped, runners := allAndScoped(s)
 	for _, r := range runners {
 		startRunner(t, r)
 	}
@@ -313,4 +299,18 @@ func TestReplayFromFilesStopsAtDamage(t *testing.T) {
 	}
 	checkModel(t, all.model(), eventsIn(0, 999)+1)
 	checkModel(t, scoped.model(), eventsIn(0, 999))
+}
+
+// allAndScoped returns a pass, gathered, and two runners on it not yet
+// started: one of every event and one scoped to the steps context.
+func allAndScoped(s *tljs.Store) (*tljs.Replay, *countingProjection, scopedProjection, []*tljs.Runner) {
+	pass := tljs.NewReplay(s, quietLogger)
+	all := newCountingProjection("all", 1)
+	scoped := scopedProjection{newCountingProjection("scoped", 1)}
+	var runners []*tljs.Runner
+	for _, p := range []projections.Projection{all, scoped} {
+		runners = append(runners, tljs.NewRunner(s, p, tljs.RunnerOptions{Logger: quietLogger, Replay: pass}))
+	}
+	pass.Gathered()
+	return pass, all, scoped, runners
 }
