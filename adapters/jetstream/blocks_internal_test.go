@@ -3,13 +3,13 @@ package jetstream
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -259,7 +259,7 @@ func TestReadBlocksStopsBeforeADamagedRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 99 {
-			offset += int(uint32(buf[offset]) | uint32(buf[offset+1])<<8 | uint32(buf[offset+2])<<16 | uint32(buf[offset+3]&0x7f)<<24)
+			offset += int(binary.LittleEndian.Uint32(buf[offset:]) &^ blockHeaderBit)
 		}
 		flipped := damage(t, func(_ string, b []byte) []byte {
 			b[offset+200] ^= 0x20
@@ -267,58 +267,4 @@ func TestReadBlocksStopsBeforeADamagedRecord(t *testing.T) {
 		}, files[0].path)
 		check(t, flipped, 100, true)
 	})
-}
-
-// BenchmarkReadBlocks reads a stream of 100,000 commits of about 250 B
-// from its block files and, alternately, with an ordered consumer (the raw
-// replay's read), and reports both and their ratio of time and of the
-// process's CPU: `go test ./adapters/jetstream -run '^$' -bench
-// ReadBlocks -benchtime 5x`. One op is one read of each.
-func BenchmarkReadBlocks(b *testing.B) {
-	const n = 100_000
-	s, _, dir := blockStore(b, n, 200)
-	var blocksT, consT, blocksCPU, consCPU time.Duration
-	b.ResetTimer()
-	for range b.N {
-		t0, c0 := time.Now(), processCPU(b)
-		read := 0
-		if last, err := readBlocks(dir, s.StreamName(), 0, n, func(blockMsg) error { read++; return nil }); err != nil || last != n || read != n {
-			b.Fatalf("blocks: %d read, to %d, %v", read, last, err)
-		}
-		blocksT, blocksCPU = blocksT+time.Since(t0), blocksCPU+processCPU(b)-c0
-
-		t0, c0 = time.Now(), processCPU(b)
-		cons, err := s.js.OrderedConsumer(context.Background(), s.StreamName(), jetstream.OrderedConsumerConfig{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan struct{})
-		read = 0
-		cc, err := cons.Consume(func(jetstream.Msg) {
-			if read++; read == n {
-				close(done)
-			}
-		}, jetstream.PullMaxMessages(2048))
-		if err != nil {
-			b.Fatal(err)
-		}
-		<-done
-		cc.Stop()
-		consT, consCPU = consT+time.Since(t0), consCPU+processCPU(b)-c0
-	}
-	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N*n) }
-	b.ReportMetric(per(blocksT), "blocks-ns/msg")
-	b.ReportMetric(per(consT), "consumer-ns/msg")
-	b.ReportMetric(per(blocksCPU), "blocks-cpu-ns/msg")
-	b.ReportMetric(per(consCPU), "consumer-cpu-ns/msg")
-	b.ReportMetric(consT.Seconds()/blocksT.Seconds(), "consumer/blocks")
-}
-
-// processCPU is the CPU time this process has used.
-func processCPU(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

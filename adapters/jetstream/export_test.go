@@ -10,3 +10,11 @@ func SetSnapshotStall(stall, pause time.Duration) (oldStall, oldPause time.Durat
 	snapshotStall, restorePause = stall, pause
 	return oldStall, oldPause
 }
+
+// ReadBlocks reads s's stream from its files (Config.BlockDir) from the
+// start through upTo, and returns how many messages it read and the last
+// sequence.
+func (s *Store) ReadBlocks(upTo uint64) (n int, last uint64, err error) {
+	last, err = readBlocks(s.cfg.BlockDir, s.cfg.Stream, 0, upTo, func(blockMsg) error { n++; return nil })
+	return n, last, err
+}

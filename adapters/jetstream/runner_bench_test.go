@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +25,12 @@ const benchCommits = 50000
 // one ~256-byte event each, over 1000 streams.
 func filledStore(b *testing.B) *tljs.Store {
 	b.Helper()
-	s := runnerStore(b)
+	return fillStore(b, runnerStore(b))
+}
+
+// fillStore appends filledStore's commits to s and returns it.
+func fillStore(b *testing.B, s *tljs.Store) *tljs.Store {
+	b.Helper()
 	pad := strings.Repeat("x", 180)
 	const writers = 64
 	var wg sync.WaitGroup
@@ -96,6 +102,42 @@ func BenchmarkRebuildVsRaw(b *testing.B) {
 	b.ReportMetric(float64(events)/raw.Seconds(), "raw-events/s")
 	b.ReportMetric(float64(events)/rebuilt.Seconds(), "rebuild-events/s")
 	b.ReportMetric(raw.Seconds()/rebuilt.Seconds(), "rebuild/raw")
+}
+
+// BenchmarkReadBlocks reads the stream from its block files
+// (Config.BlockDir) and, alternately, with an ordered consumer (the raw
+// replay's read), and reports both per message, in time and in the
+// process's CPU, and their ratio of time: `go test ./adapters/jetstream
+// -run '^$' -bench ReadBlocks -benchtime 5x`. One op is one read of each.
+func BenchmarkReadBlocks(b *testing.B) {
+	s := fillStore(b, blockDirStore(b))
+	var blocksT, consT, blocksCPU, consCPU time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0, c0 := time.Now(), processCPU(b)
+		if n, last, err := s.ReadBlocks(benchCommits); err != nil || last != benchCommits || n != benchCommits {
+			b.Fatalf("blocks: %d read, to %d, %v", n, last, err)
+		}
+		blocksT, blocksCPU = blocksT+time.Since(t0), blocksCPU+processCPU(b)-c0
+		t0, c0 = time.Now(), processCPU(b)
+		replayRaw(b, s, benchCommits)
+		consT, consCPU = consT+time.Since(t0), consCPU+processCPU(b)-c0
+	}
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N*benchCommits) }
+	b.ReportMetric(per(blocksT), "blocks-ns/msg")
+	b.ReportMetric(per(consT), "consumer-ns/msg")
+	b.ReportMetric(per(blocksCPU), "blocks-cpu-ns/msg")
+	b.ReportMetric(per(consCPU), "consumer-cpu-ns/msg")
+	b.ReportMetric(consT.Seconds()/blocksT.Seconds(), "consumer/blocks")
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // replayRaw reads the first n messages of the stream.

@@ -69,7 +69,7 @@ type Config struct {
 	// BlockDir, if set, is the events stream's directory in the file
 	// store of the embedded server this process runs, alone (no cluster):
 	// a Replay then reads the history stored before it starts from the
-	// stream's block files, at about a fifth of a consumer's cost, and
+	// stream's block files, at a quarter of a consumer's CPU or less, and
 	// goes on through the server from where they end (see readBlocks).
 	BlockDir string
 	// Shared says other processes append to the stream too (the nodes of
