@@ -70,19 +70,27 @@ func (b *blockMessage) InProgress() error                { return errNotConsumed
 func (b *blockMessage) Term() error                      { return errNotConsumed }
 func (b *blockMessage) TermWithReason(string) error      { return errNotConsumed }
 
-// newBlockMessage makes m a jetstream.Msg with pending messages after it.
+// makeBlockMessage makes m a jetstream.Msg with pending messages after it.
 // Headers that do not parse make an error: the caller reads on from m's
 // sequence through the server instead.
-func newBlockMessage(m blockMsg, pending uint64) (*blockMessage, error) {
-	b := &blockMessage{m: m, subject: string(m.Subject), pending: pending}
+func makeBlockMessage(m blockMsg, pending uint64) (blockMessage, error) {
+	b := blockMessage{m: m, subject: string(m.Subject), pending: pending}
 	if len(m.Header) > 0 {
 		h, err := nats.DecodeHeadersMsg(m.Header)
 		if err != nil {
-			return nil, fmt.Errorf("%w: sequence %d: headers: %v", errBlockFormat, m.Seq, err)
+			return blockMessage{}, fmt.Errorf("%w: sequence %d: headers: %v", errBlockFormat, m.Seq, err)
 		}
 		b.header = h
 	}
 	return b, nil
+}
+
+// meta is readMessage's answer for b, without the MsgMetadata that
+// Metadata allocates.
+func (b *blockMessage) meta() messageMeta {
+	meta := messageMeta{seq: b.m.Seq, pending: b.pending, recorded: time.Unix(0, b.m.Time).UTC()}
+	meta.readStream(b.subject)
+	return meta
 }
 
 // blockMsg is one message read from a block file. Subject, Header (the

@@ -213,24 +213,18 @@ var errPassOver = errors.New("replay over")
 // began from the stream's block files (Config.BlockDir), and goes on with
 // the consumer after the last of them: where the files end, or where
 // readBlocks stopped before a record it could not vouch for.
+//
+// It reads on two goroutines, so that a start keeps both of a small
+// machine's cores busy: this one reads and checks the records and parses
+// their headers, handing them on in batches of fileBatch; the other
+// decodes and delivers them (deliverMeta), in order.
 func (p *Replay) readFiles(from uint64) {
 	began, last := time.Now(), from
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	upTo, err := p.store.LastPosition(ctx)
 	cancel()
 	if err == nil && upTo > from {
-		last, err = readBlocks(p.store.cfg.BlockDir, p.store.cfg.Stream, from, upTo, func(m blockMsg) error {
-			if p.over.Load() {
-				return errPassOver
-			}
-			bm, err := newBlockMessage(m, upTo-m.Seq)
-			if err != nil {
-				return err
-			}
-			p.deliver(bm)
-			p.files.Add(1)
-			return nil
-		})
+		last, err = p.readFilesThrough(from, upTo)
 	}
 	switch {
 	case errors.Is(err, errPassOver):
@@ -246,6 +240,72 @@ func (p *Replay) readFiles(from uint64) {
 		return
 	}
 	p.consumeLocked(last)
+}
+
+// fileBatch is how many messages readFiles hands from its reading
+// goroutine to its delivering one at a time.
+const fileBatch = 256
+
+// fileMessage is a message read from the files, ready to deliver.
+type fileMessage struct {
+	m    blockMessage
+	meta messageMeta
+}
+
+// readFilesThrough delivers the commits after from through upTo from the
+// files, and returns the last one delivered: every message readBlocks
+// passed on has been delivered when it returns.
+func (p *Replay) readFilesThrough(from, upTo uint64) (uint64, error) {
+	full := make(chan []fileMessage, 2)
+	free := make(chan []fileMessage, 3)
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		for batch := range full {
+			for i := range batch {
+				// deliverMeta keeps no reference to the message: the
+				// batch is filled again once given back.
+				p.deliverMeta(&batch[i].m, batch[i].meta)
+			}
+			p.files.Add(int64(len(batch)))
+			clear(batch)
+			select {
+			case free <- batch[:0]:
+			default:
+			}
+		}
+	}()
+	var batch []fileMessage
+	last, err := readBlocks(p.store.cfg.BlockDir, p.store.cfg.Stream, from, upTo, func(m blockMsg) error {
+		if p.over.Load() {
+			return errPassOver
+		}
+		bm, err := makeBlockMessage(m, upTo-m.Seq)
+		if err != nil {
+			return err
+		}
+		if batch == nil {
+			select {
+			case batch = <-free:
+			default:
+				batch = make([]fileMessage, 0, fileBatch)
+			}
+		}
+		batch = append(batch, fileMessage{m: bm})
+		fm := &batch[len(batch)-1]
+		fm.meta = fm.m.meta()
+		if len(batch) == fileBatch {
+			full <- batch
+			batch = nil
+		}
+		return nil
+	})
+	if len(batch) > 0 {
+		full <- batch
+	}
+	close(full)
+	<-delivered
+	return last, err
 }
 
 func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
@@ -285,10 +345,14 @@ func (p *Replay) consume(after uint64) (jetstream.ConsumeContext, error) {
 // (Projection.Apply does not change an event); the others a message with
 // nothing to apply.
 func (p *Replay) deliver(m jetstream.Msg) {
-	meta, ok := readMessage(m)
-	if !ok {
-		return
+	if meta, ok := readMessage(m); ok {
+		p.deliverMeta(m, meta)
 	}
+}
+
+// deliverMeta is deliver with m's metadata read. It keeps no reference to
+// m once it returns.
+func (p *Replay) deliverMeta(m jetstream.Msg, meta messageMeta) {
 	types := m.Headers().Get(wire.HeaderEventTypes)
 	p.mu.Lock()
 	p.last = meta.seq

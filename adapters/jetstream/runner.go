@@ -1463,11 +1463,17 @@ func readMessage(m jetstream.Msg) (meta messageMeta, ok bool) {
 		}
 		meta.seq, meta.pending, meta.recorded = md.Sequence.Stream, md.NumPending, md.Timestamp
 	}
-	meta.stream, meta.streamErr = es.ParseStreamID(m.Subject())
+	meta.readStream(m.Subject())
+	return meta, true
+}
+
+// readStream sets the stream a message's subject names, or why it names
+// none.
+func (meta *messageMeta) readStream(subject string) {
+	meta.stream, meta.streamErr = es.ParseStreamID(subject)
 	if meta.streamErr == nil {
 		meta.streamErr = meta.stream.Validate()
 	}
-	return meta, true
 }
 
 // reads reports whether r applies m's commit: it is on a stream's subject
