@@ -343,6 +343,12 @@ func (r *Runner) Lag(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return r.LagAt(ctx, last)
+}
+
+// LagAt is Lag against last, the stream's last sequence as the caller
+// read it (Store.LastPosition): one read serves every runner it asks.
+func (r *Runner) LagAt(ctx context.Context, last uint64) (uint64, error) {
 	if pos := r.Position(); last > pos {
 		if covered, err := r.cover(ctx, last); err != nil || !covered {
 			return last - pos, err
@@ -398,6 +404,13 @@ func (r *Runner) rewind(pos uint64) {
 // where and why it is stopped. Lag is 0 when the stream cannot be read.
 func (r *Runner) Status(ctx context.Context) RunnerStatus {
 	lag, _ := r.Lag(ctx)
+	return r.status(lag)
+}
+
+// State is Status without the lag (0): it asks nothing of the store.
+func (r *Runner) State() RunnerStatus { return r.status(0) }
+
+func (r *Runner) status(lag uint64) RunnerStatus {
 	st := RunnerStatus{Name: r.p.Name(), Version: r.p.Version(), Position: r.Position(), Lag: lag, State: Running, Rebuilds: r.rebuildsStarted.Load()}
 	switch h := r.halted.Load(); {
 	case !r.running.Load():

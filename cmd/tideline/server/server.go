@@ -652,8 +652,12 @@ func (m *Main) Health(ctx context.Context) error {
 		return err
 	}
 	readyLag := cmp.Or(m.Config.ReadyLag, api.DefaultReadyLag)
+	// The stream's end, read once, for the first runner not known to be
+	// caught up.
+	var last uint64
+	readLast := false
 	for _, r := range m.runners {
-		st := r.Status(ctx)
+		st := r.State()
 		switch st.State {
 		case jetstream.Stopped:
 			return fmt.Errorf("projection %s stopped at %d: %s", st.Name, st.StoppedAt, st.Reason)
@@ -664,9 +668,14 @@ func (m *Main) Health(ctx context.Context) error {
 		if _, ok := m.caughtUp.Load(r); ok {
 			continue
 		}
-		// Status says lag 0 when it cannot tell: ask again, and take no
-		// answer for no.
-		lag, err := r.Lag(ctx)
+		if !readLast {
+			var err error
+			if last, err = m.Store.LastPosition(ctx); err != nil {
+				return fmt.Errorf("projection %s catching up: lag unknown: %w", st.Name, err)
+			}
+			readLast = true
+		}
+		lag, err := r.LagAt(ctx, last)
 		if err != nil {
 			return fmt.Errorf("projection %s catching up: lag unknown: %w", st.Name, err)
 		}
