@@ -32,7 +32,9 @@ import (
 // caught up (for a consumer of its own, on its own subjects if it has
 // any), and the pass ends when the last runner has left it, so it serves
 // replays only. A rebuild never joins: the pass is past position 1 by
-// then.
+// then. Where the store reads its stream's files, a runner far behind
+// that cannot join (a rebuild, a runner that came late) replays on a pass
+// of its own instead (newOwnReplay), to read them too.
 //
 // Runners on one pass move at the pace of the slowest: that runner's
 // replay takes as long as before, the others' no longer than it.
@@ -54,6 +56,8 @@ type Replay struct {
 	gathering *time.Timer
 	cc        jetstream.ConsumeContext
 	closed    chan struct{} // closed when the pass's consumer has stopped
+
+	own bool // a pass for one runner alone (newOwnReplay)
 
 	joined, alone atomic.Int64
 	files         atomic.Int64 // commits read from the stream's files
@@ -82,6 +86,22 @@ func NewReplay(store *Store, log *slog.Logger) *Replay {
 	}
 	return &Replay{store: store, log: log, expected: map[*Runner]struct{}{}, closed: make(chan struct{})}
 }
+
+// newOwnReplay returns a pass for one runner alone (see runLoop.startFeed),
+// so that its replay reads from the stream's files too.
+func newOwnReplay(store *Store, log *slog.Logger) *Replay {
+	p := NewReplay(store, log)
+	p.own = true
+	return p
+}
+
+// readsFiles says whether a pass reads from the stream's files: on the
+// embedded server alone.
+func (s *Store) readsFiles() bool { return s.cfg.BlockDir != "" && s.cfg.Replicas <= 1 }
+
+// FilesRead returns how many commits passes on s, shared or a runner's
+// own, have read from the stream's files (Config.BlockDir).
+func (s *Store) FilesRead() int64 { return s.filesRead.Load() }
 
 // ReplayStats counts the runners' replays: Joined were fed by the shared
 // pass, Alone read on a consumer of their own (they came after the pass
@@ -177,8 +197,10 @@ func (p *Replay) startLocked() {
 		from = min(from, f.after)
 	}
 	p.state, p.last = replayRunning, from
-	p.log.Info("replaying once for every projection", "after", from, "projections", len(p.feeds))
-	if p.store.cfg.BlockDir != "" && p.store.cfg.Replicas <= 1 {
+	if !p.own {
+		p.log.Info("replaying once for every projection", "after", from, "projections", len(p.feeds))
+	}
+	if p.store.readsFiles() {
 		go p.readFiles(from)
 		return
 	}
@@ -268,6 +290,7 @@ func (p *Replay) readFilesThrough(from, upTo uint64) (uint64, error) {
 				p.deliverMeta(&batch[i].m, batch[i].meta)
 			}
 			p.files.Add(int64(len(batch)))
+			p.store.filesRead.Add(int64(len(batch)))
 			clear(batch)
 			select {
 			case free <- batch[:0]:

@@ -314,3 +314,31 @@ func allAndScoped(s *tljs.Store) (*tljs.Replay, *countingProjection, scopedProje
 	pass.Gathered()
 	return pass, all, scoped, runners
 }
+
+// A runner alone, or rebuilding, on a store that reads its stream's files
+// replays from them on a pass of its own: its model is whole, and the
+// files gave what they held.
+func TestOwnPassReadsFromFiles(t *testing.T) {
+	s := blockDirStore(t)
+	first := appendCommits(t, s, 0, 5000)
+	all := newCountingProjection("all", 1)
+	r := tljs.NewRunner(s, all, tljs.RunnerOptions{Logger: quietLogger})
+	startRunner(t, r)
+	waitFor(t, r, first)
+	checkModel(t, all.model(), eventsIn(0, 5000))
+	if got := s.FilesRead(); got != int64(first) {
+		t.Fatalf("a lone runner's replay read %d commits from the files, want %d", got, first)
+	}
+
+	last := appendCommits(t, s, 5000, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, last)
+	checkModel(t, all.model(), eventsIn(0, 5100))
+	if got := s.FilesRead() - int64(first); got != int64(last) {
+		t.Fatalf("the rebuild read %d commits from the files, want %d", got, last)
+	}
+}

@@ -934,7 +934,10 @@ func (l *runLoop) snapshotAfter() int {
 
 // startFeed starts a feed after the applied position: on the shared
 // pass (RunnerOptions.Replay) when it is unfiltered and the pass can
-// give it, else on a consumer of its own.
+// give it; else, when the store reads its stream's files and the runner
+// is ownPassMin commits or more behind (a rebuild, a runner that came
+// after the shared pass), on a pass of its own, which reads what it can
+// from the files; else on a consumer of its own.
 func (l *runLoop) startFeed(filtered bool) error {
 	r := l.r
 	if !filtered && r.opts.Replay != nil {
@@ -943,8 +946,21 @@ func (l *runLoop) startFeed(filtered bool) error {
 			return nil
 		}
 	}
+	if pos := r.pos.Load(); !filtered && r.store.readsFiles() && r.store.knownEnd() >= pos+ownPassMin {
+		p := newOwnReplay(r.store, r.log)
+		if f, ok := p.attach(r, pos); ok {
+			p.Gathered()
+			l.feed = f
+			return nil
+		}
+	}
 	return l.startOwnFeed(filtered)
 }
+
+// ownPassMin is how far behind the stream's end a runner must be for a
+// pass of its own to read the files: a few commits are read sooner
+// through the server than by reading the block that holds them.
+const ownPassMin = 4096
 
 // startOwnFeed starts a feed on a consumer of the runner's own.
 func (l *runLoop) startOwnFeed(filtered bool) error {

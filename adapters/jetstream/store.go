@@ -111,10 +111,11 @@ type Store struct {
 	cfg       Config
 	directGet string
 	// end is a stream sequence known to exist, the highest seen in
-	// appends' acks and LastPosition (give or take a race between two
-	// updates): a position at or below it is proven written without
+	// appends' acks, LastPosition and Open (give or take a race between
+	// two updates): a position at or below it is proven written without
 	// asking the server.
-	end atomic.Uint64
+	end       atomic.Uint64
+	filesRead atomic.Int64 // see FilesRead
 	// tracer is Config.TracerProvider's, or nil.
 	tracer trace.Tracer
 }
@@ -178,14 +179,17 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
+	var stream jetstream.Stream
 	err = WhileClusterForms(ctx, cfg.Shared, func(ctx context.Context) error {
-		_, err := js.CreateOrUpdateStream(ctx, streamConfig(cfg))
+		var err error
+		stream, err = js.CreateOrUpdateStream(ctx, streamConfig(cfg))
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
 	}
 	st := &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}
+	st.sawEnd(stream.CachedInfo().State.LastSeq)
 	if cfg.TracerProvider != nil {
 		st.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}

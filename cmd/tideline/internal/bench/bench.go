@@ -39,6 +39,7 @@ import (
 	steppb "github.com/tideline/tideline/schemas/gen/step"
 	"github.com/tideline/tideline/schemas/gen/step/stepconnect"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
+	"github.com/tideline/tideline/wire"
 )
 
 // figure is one measurement beside its baseline. Its JSON form is the
@@ -317,18 +318,18 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 	if !c.wants("append") && !c.wants("append_occ") && !c.wants("rebuild") {
 		return nil
 	}
-	nc, stop, err := startNATS(filepath.Join(dir, "events"))
+	nc, blockDir, stop, err := startNATS(filepath.Join(dir, "events"))
 	if err != nil {
 		return err
 	}
 	defer stop()
-	store, err := tljs.Open(ctx, nc, tljs.Config{})
+	store, err := tljs.Open(ctx, nc, tljs.Config{BlockDir: blockDir})
 	if err != nil {
 		return err
 	}
 	tl := c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("w%d-a%d", w, a) })
 	if c.wants("append") || c.wants("append_occ") {
-		rawNC, stopRaw, err := startNATS(filepath.Join(dir, "raw"))
+		rawNC, _, stopRaw, err := startNATS(filepath.Join(dir, "raw"))
 		if err != nil {
 			return err
 		}
@@ -382,17 +383,19 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 }
 
 // startNATS starts an embedded server storing in dir and connects to it.
-func startNATS(dir string) (*nats.Conn, func(), error) {
+// blockDir is where it keeps the events stream's files, for a store on it
+// that reads them as the server's does (tljs.Config.BlockDir).
+func startNATS(dir string) (nc *nats.Conn, blockDir string, stop func(), err error) {
 	ns, err := natsserver.Start(natsserver.Config{StoreDir: dir, Name: "bench"})
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
-	nc, err := natsserver.Connect(ns, "tideline-bench")
+	nc, err = natsserver.Connect(ns, "tideline-bench")
 	if err != nil {
 		ns.Shutdown()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
-	return nc, func() {
+	return nc, natsserver.StreamDir(ns, wire.EventsStream), func() {
 		nc.Close()
 		ns.Shutdown()
 		ns.WaitForShutdown()
