@@ -24,7 +24,8 @@ import (
 // a runner of its own would (scoped ones only their subjects, one with a
 // snapshot only what follows it), and carries on live once the pass is
 // over. A runner that comes after the pass has gone past its position,
-// and a rebuild, read on consumers of their own.
+// and a rebuild, read on consumers of their own (the history is shorter
+// than a pass of their own needs: see TestOwnPassReadsFromFiles).
 //
 // It runs twice: reading through the server, and from the stream's files
 // (Config.BlockDir), which give every commit the pass reads.
