@@ -26,6 +26,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 	"google.golang.org/protobuf/proto"
 
 	tljs "github.com/tideline/tideline/adapters/jetstream"
@@ -130,7 +131,7 @@ func (c *benchConfig) bestOf(name string, runs ...func(round int) (float64, erro
 }
 
 // benchFigures names the figures in the order they run.
-var benchFigures = []string{"append", "append_occ", "rebuild", "record_steps", "stream_ingest"}
+var benchFigures = []string{"append", "append_occ", "append_wire", "rebuild", "record_steps", "stream_ingest"}
 
 // benchPayload is the size of every raw message and of every event.
 const benchPayload = 256
@@ -148,6 +149,9 @@ an embedded server in a temporary directory (removed afterwards):
 
   append         OCC appends through es.Store  vs  raw JetStream async publish
   append_occ     the same appends              vs  raw publish with the same OCC header
+  append_wire    the same appends              vs  raw publish of Tideline's own message
+                 (its envelope and headers, the same OCC header): no target; what
+                 Tideline's code costs beyond the size of what it stores
   rebuild        steps projection rebuild       vs  raw ordered-consumer replay
   record_steps   RecordSteps on a real server   vs  the same RPC, trivial handler
   stream_ingest  StreamUserSteps on the server  vs  the same stream, trivial handler
@@ -315,7 +319,8 @@ func printTable(w io.Writer, figs []figure) {
 // embedded server of its own, as EVENTS takes every ev.> subject; both
 // servers are configured alike and their streams grow alike.
 func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(figure) error) error {
-	if !c.wants("append") && !c.wants("append_occ") && !c.wants("rebuild") {
+	appends := c.wants("append") || c.wants("append_occ") || c.wants("append_wire")
+	if !appends && !c.wants("rebuild") {
 		return nil
 	}
 	nc, blockDir, stop, err := startNATS(filepath.Join(dir, "events"))
@@ -328,7 +333,7 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 		return err
 	}
 	tl := c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("w%d-a%d", w, a) })
-	if c.wants("append") || c.wants("append_occ") {
+	if appends {
 		rawNC, _, stopRaw, err := startNATS(filepath.Join(dir, "raw"))
 		if err != nil {
 			return err
@@ -338,34 +343,45 @@ func (c *benchConfig) storeFigures(ctx context.Context, dir string, emit func(fi
 		if err != nil {
 			return err
 		}
-		rawOCC, err := c.newRawOCC(ctx, rawNC)
+		rawSeq, err := c.newRawOCC(ctx, rawNC, "BENCH_RAW_OCC", "ev.bench.occ", false)
+		if err != nil {
+			return err
+		}
+		rawWire, err := c.newRawOCC(ctx, rawNC, "BENCH_RAW_WIRE", "ev.bench.wire", true)
 		if err != nil {
 			return err
 		}
 		// Every aggregate exists before the rounds, so that they measure
 		// updates of c.writers × c.aggregates subjects, not their creation.
-		if _, err := rawOCC.publish(ctx, true); err != nil {
-			return fmt.Errorf("append warm-up: %w", err)
+		for _, p := range []*rawOCC{rawSeq, rawWire} {
+			if _, err := p.publish(ctx, true); err != nil {
+				return fmt.Errorf("append warm-up: %w", err)
+			}
 		}
 		if _, err := c.occAppend(ctx, store, tl, true); err != nil {
 			return fmt.Errorf("append warm-up: %w", err)
 		}
-		c.logf("append: raw JetStream async publish (window %d), raw async publish with Nats-Expected-Last-Subject-Sequence and es.Store.Append with OCC (%d writers × %d aggregates = %d), %d × %d B per round",
+		c.logf("append: raw JetStream async publish (window %d), raw async publish with Nats-Expected-Last-Subject-Sequence, the same with Tideline's message, and es.Store.Append with OCC (%d writers × %d aggregates = %d), %d × %d B per round",
 			c.writers, c.writers, c.aggregates, c.writers*c.aggregates, c.n, benchPayload)
 		r, err := c.bestOf("append",
 			func(int) (float64, error) { return raw.publish(ctx) },
-			func(int) (float64, error) { return rawOCC.publish(ctx, false) },
+			func(int) (float64, error) { return rawSeq.publish(ctx, false) },
+			func(int) (float64, error) { return rawWire.publish(ctx, false) },
 			func(int) (float64, error) { return c.occAppend(ctx, store, tl, false) })
 		if err != nil {
 			return err
 		}
-		if c.wants("append") {
-			if err := emit(figure{Name: "append", Value: r.best[2], Unit: "events/s", Baseline: r.best[0], RoundRatio: r.median(2, 0), target: 0.7}); err != nil {
-				return err
+		const tideline = 3 // r's index of es.Store.Append
+		for _, f := range []figure{
+			{Name: "append", Value: r.best[tideline], Baseline: r.best[0], RoundRatio: r.median(tideline, 0), target: 0.7},
+			{Name: "append_occ", Value: r.best[tideline], Baseline: r.best[1], RoundRatio: r.median(tideline, 1), target: 0.9},
+			{Name: "append_wire", Value: r.best[tideline], Baseline: r.best[2], RoundRatio: r.median(tideline, 2)},
+		} {
+			if !c.wants(f.Name) {
+				continue
 			}
-		}
-		if c.wants("append_occ") {
-			if err := emit(figure{Name: "append_occ", Value: r.best[2], Unit: "events/s", Baseline: r.best[1], RoundRatio: r.median(2, 1), target: 0.9}); err != nil {
+			f.Unit = "events/s"
+			if err := emit(f); err != nil {
 				return err
 			}
 		}
@@ -592,29 +608,63 @@ func (c *benchConfig) occAppend(ctx context.Context, store *tljs.Store, o *occWr
 	return rate, nil
 }
 
-// rawOCC is the baseline of append_occ: the writers of occAppend, each
-// publishing benchPayload-byte messages asynchronously with
+// rawOCC is the baseline of append_occ and append_wire: the writers of
+// occAppend, each publishing asynchronously with
 // Nats-Expected-Last-Subject-Sequence set from its own acks, one in flight
 // per writer, to a stream configured like EVENTS (on the raw server, so
-// that it and EVENTS hold as many subjects).
+// that it and EVENTS hold as many subjects). For append_occ each message
+// is benchPayload bytes; for append_wire (asTideline) it is what es.Store.Append
+// stores for occAppend's event: the same envelope bytes (wire.AppendEventMessage)
+// and commit headers (wire.SetCommitHeaders), made once and sent as they are.
 type rawOCC struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	w      *occWriters
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	w       *occWriters
+	payload []byte
+	types   []string // the commit's event types, for wire's headers; nil for append_occ
 }
 
-func (c *benchConfig) newRawOCC(ctx context.Context, nc *nats.Conn) (*rawOCC, error) {
+func (c *benchConfig) newRawOCC(ctx context.Context, nc *nats.Conn, name, prefix string, asTideline bool) (*rawOCC, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		return nil, err
 	}
-	cfg := rawStreamConfig("BENCH_RAW_OCC", "ev.bench.occ.>")
-	st, err := js.CreateStream(ctx, cfg)
+	st, err := js.CreateStream(ctx, rawStreamConfig(name, prefix+".>"))
 	if err != nil {
-		return nil, fmt.Errorf("create raw OCC stream: %w", err)
+		return nil, fmt.Errorf("create raw stream %s: %w", name, err)
 	}
-	w := c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("ev.bench.occ.w%d-a%d", w, a) })
-	return &rawOCC{js: js, stream: st, w: w}, nil
+	p := &rawOCC{js: js, stream: st, payload: make([]byte, benchPayload),
+		w: c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("%s.w%d-a%d", prefix, w, a) })}
+	if asTideline {
+		if p.payload, p.types, err = wireMessage(); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// wireMessage returns the data and event types of the commit es.Store.Append
+// stores for one of occAppend's events.
+func wireMessage() ([]byte, []string, error) {
+	date := time.Now().UTC().Format("2006-01-02")
+	ev := &stepsv1.StepsRecorded{UserId: benchUser(steps.Stream("w0-a0").ID, date), Date: date, Steps: 1 << 20}
+	typ := string(ev.ProtoReflect().Descriptor().FullName())
+	id := ulid.Make().String()
+	data, err := wire.AppendEventMessage(nil, []byte(id), typ, time.Now(), ev)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode the raw baseline's commit: %w", err)
+	}
+	return data, []string{typ}, nil
+}
+
+// message is writer w's message to aggregate a, expecting version.
+func (p *rawOCC) message(w, a int, version uint64) *nats.Msg {
+	msg := &nats.Msg{Subject: p.w.ids[w][a], Header: nats.Header{}, Data: p.payload}
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(version, 10))
+	if p.types != nil {
+		wire.SetCommitHeaders(msg.Header, p.types, es.Metadata{})
+	}
+	return msg
 }
 
 // publish publishes c.n messages from the writers (one to each aggregate
@@ -624,11 +674,8 @@ func (p *rawOCC) publish(ctx context.Context, each bool) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	payload := make([]byte, benchPayload)
 	rate, err := p.w.run(each, func(w, a, _ int, version uint64) (uint64, error) {
-		msg := &nats.Msg{Subject: p.w.ids[w][a], Header: nats.Header{}, Data: payload}
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(version, 10))
-		paf, err := p.js.PublishMsgAsync(msg)
+		paf, err := p.js.PublishMsgAsync(p.message(w, a, version))
 		if err != nil {
 			return 0, err
 		}
@@ -649,7 +696,7 @@ func (p *rawOCC) publish(ctx context.Context, each bool) (float64, error) {
 		return 0, err
 	}
 	if got, want := after.State.Msgs-before.State.Msgs, uint64(p.w.writes(each)); got != want {
-		return 0, fmt.Errorf("raw OCC stream gained %d messages, want %d", got, want)
+		return 0, fmt.Errorf("raw stream gained %d messages, want %d", got, want)
 	}
 	return rate, nil
 }

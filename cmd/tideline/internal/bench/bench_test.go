@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	tljs "github.com/tideline/tideline/adapters/jetstream"
 )
 
 func TestBenchSmoke(t *testing.T) {
@@ -45,7 +48,7 @@ func TestBenchSmoke(t *testing.T) {
 		}
 		names = append(names, f.Name)
 	}
-	if got, want := strings.Join(names, ","), "append,append_occ,rebuild,record_steps,stream_ingest"; got != want {
+	if got, want := strings.Join(names, ","), "append,append_occ,append_wire,rebuild,record_steps,stream_ingest"; got != want {
 		t.Errorf("figures %s, want %s\nstderr:\n%s", got, want, stderr.String())
 	}
 }
@@ -72,5 +75,54 @@ func TestBenchRejectsCountsBelowOne(t *testing.T) {
 		if stdout.Len() > 0 {
 			t.Errorf("%s -1: printed %q", flag, stdout.String())
 		}
+	}
+}
+
+// append_wire's baseline sends what es.Store.Append stores for the
+// bench's event: the same headers, and as many bytes of data give or take
+// a few (the event's count and the envelope's nanoseconds are varints).
+func TestWireBaselineSendsTidelinesMessage(t *testing.T) {
+	ctx := context.Background()
+	c := &benchConfig{writers: 1, aggregates: 1}
+	nc, _, stop, err := startNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	store, err := tljs.Open(ctx, nc, tljs.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.occAppend(ctx, store, c.newOCCWriters(func(w, a int) string { return "w0-a0" }), true); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.JetStream().Stream(ctx, store.StreamName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rawNC, _, stopRaw, err := startNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopRaw()
+	p, err := c.newRawOCC(ctx, rawNC, "BENCH_RAW_WIRE", "ev.bench.wire", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the server adds to a message it returns.
+	for _, h := range []string{"Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp"} {
+		stored.Header.Del(h)
+	}
+	sent := p.message(0, 0, 0)
+	if !reflect.DeepEqual(sent.Header, stored.Header) {
+		t.Errorf("headers %v, want es.Store.Append's %v", sent.Header, stored.Header)
+	}
+	if d := len(sent.Data) - len(stored.Data); d < -8 || d > 8 {
+		t.Errorf("%d bytes of data, es.Store.Append stored %d", len(sent.Data), len(stored.Data))
 	}
 }
