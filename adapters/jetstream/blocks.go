@@ -145,8 +145,9 @@ func readBlocks(dir, stream string, after, upTo uint64, fn func(blockMsg) error)
 	}
 	for i, b := range blocks {
 		// A block whose successor starts at or before after+1 holds
-		// nothing to read.
-		if i+1 < len(blocks) {
+		// nothing to read. Once one block has been read the next ones
+		// all follow it: none is skipped, and their heads need no look.
+		if last == after && i+1 < len(blocks) {
 			first, err := firstSeq(blocks[i+1].path)
 			if err != nil {
 				return last, err

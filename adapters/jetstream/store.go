@@ -271,13 +271,22 @@ func (s *Store) StreamName() string { return s.cfg.Stream }
 // LastPosition returns the stream's last sequence: the position every
 // read model is measured against. It costs one stream info request.
 func (s *Store) LastPosition(ctx context.Context) (uint64, error) {
-	st, err := s.js.Stream(ctx, s.cfg.Stream) // asks for the stream's info
+	last, err := s.streamEnd(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
 	}
-	info := st.CachedInfo()
-	s.sawEnd(info.State.LastSeq)
-	return info.State.LastSeq, nil
+	return last, nil
+}
+
+// streamEnd asks for the stream's info and returns its last sequence.
+func (s *Store) streamEnd(ctx context.Context) (uint64, error) {
+	st, err := s.js.Stream(ctx, s.cfg.Stream) // asks for the stream's info
+	if err != nil {
+		return 0, err
+	}
+	last := st.CachedInfo().State.LastSeq
+	s.sawEnd(last)
+	return last, nil
 }
 
 // knownEnd returns a stream sequence known to exist, without asking the
@@ -524,13 +533,22 @@ const writableEvery = 50 * time.Millisecond
 // *es.Error of kind ResourceExhausted (es.ErrStoreFull) when the disk is
 // full, of kind Unavailable when the stream cannot be reached.
 func (s *Store) Healthy(ctx context.Context) error {
+	_, err := s.HealthyAt(ctx)
+	return err
+}
+
+// HealthyAt is Healthy that also returns the stream's last sequence, read
+// with the same request (a health check measures every read model's lag
+// against it).
+func (s *Store) HealthyAt(ctx context.Context) (uint64, error) {
 	if err := s.writable(); err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := s.js.Stream(ctx, s.cfg.Stream); err != nil {
-		return es.Wrap(es.Unavailable, "event store unavailable", err)
+	last, err := s.streamEnd(ctx)
+	if err != nil {
+		return 0, es.Wrap(es.Unavailable, "event store unavailable", err)
 	}
-	return nil
+	return last, nil
 }
 
 // encodeCommit builds the message for one commit. It validates the stream

@@ -648,14 +648,11 @@ func (m *Main) connect(name string) (*nats.Conn, error) {
 // burst of writes) no longer makes the server unhealthy here; /readyz
 // still lists every lagging projection.
 func (m *Main) Health(ctx context.Context) error {
-	if err := m.Store.Healthy(ctx); err != nil {
+	last, err := m.Store.HealthyAt(ctx) // the stream's end, for every runner not known to be caught up
+	if err != nil {
 		return err
 	}
 	readyLag := cmp.Or(m.Config.ReadyLag, api.DefaultReadyLag)
-	// The stream's end, read once, for the first runner not known to be
-	// caught up.
-	var last uint64
-	readLast := false
 	for _, r := range m.runners {
 		st := r.State()
 		switch st.State {
@@ -667,13 +664,6 @@ func (m *Main) Health(ctx context.Context) error {
 		}
 		if _, ok := m.caughtUp.Load(r); ok {
 			continue
-		}
-		if !readLast {
-			var err error
-			if last, err = m.Store.LastPosition(ctx); err != nil {
-				return fmt.Errorf("projection %s catching up: lag unknown: %w", st.Name, err)
-			}
-			readLast = true
 		}
 		lag, err := r.LagAt(ctx, last)
 		if err != nil {

@@ -633,12 +633,11 @@ func (c *benchConfig) newRawOCC(ctx context.Context, nc *nats.Conn, name, prefix
 	if err != nil {
 		return nil, fmt.Errorf("create raw stream %s: %w", name, err)
 	}
-	p := &rawOCC{js: js, stream: st, payload: make([]byte, benchPayload),
-		w: c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("%s.w%d-a%d", prefix, w, a) })}
-	if asTideline {
-		if p.payload, p.types, err = wireMessage(); err != nil {
-			return nil, err
-		}
+	p := &rawOCC{js: js, stream: st, w: c.newOCCWriters(func(w, a int) string { return fmt.Sprintf("%s.w%d-a%d", prefix, w, a) })}
+	if !asTideline {
+		p.payload = make([]byte, benchPayload)
+	} else if p.payload, p.types, err = wireMessage(); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
