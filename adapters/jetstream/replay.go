@@ -268,6 +268,11 @@ func (p *Replay) readFiles(from uint64) {
 // goroutine to its delivering one at a time.
 const fileBatch = 256
 
+// fileDeliverPause, set by a test, runs before the delivering goroutine
+// of readFilesThrough delivers each batch: it makes that goroutine the
+// slow one, to show that the consumer waits for it.
+var fileDeliverPause func()
+
 // fileMessage is a message read from the files, ready to deliver.
 type fileMessage struct {
 	m    blockMessage
@@ -284,6 +289,9 @@ func (p *Replay) readFilesThrough(from, upTo uint64) (uint64, error) {
 	go func() {
 		defer close(delivered)
 		for batch := range full {
+			if fileDeliverPause != nil {
+				fileDeliverPause()
+			}
 			for i := range batch {
 				// deliverMeta keeps no reference to the message: the
 				// batch is filled again once given back.

@@ -234,6 +234,50 @@ func TestReplayFromFilesWithWritesMeanwhile(t *testing.T) {
 	}
 }
 
+// The pass's consumer starts only once the last commit read from the
+// files has been delivered, however slow the delivering goroutine: here
+// each of its batches waits, and commits the consumer is to give are
+// already stored, so a consumer that started early would hand them on
+// first.
+func TestReplayFromFilesDeliveredBeforeConsumer(t *testing.T) {
+	s := blockDirStore(t)
+	before := appendCommits(t, s, 0, 3000)
+	var once sync.Once
+	appended := make(chan uint64, 1)
+	tljs.SetFileDeliverPause(t, func() {
+		once.Do(func() {
+			last, err := tryAppendCommits(s, 3000, 200)
+			if err != nil {
+				t.Error(err)
+			}
+			appended <- last
+		})
+		time.Sleep(20 * time.Millisecond) // a slow batch, not a wait for anything
+	})
+	pass, all, scoped, runners := allAndScoped(s)
+	for _, r := range runners {
+		startRunner(t, r)
+	}
+	var last uint64
+	select {
+	case last = <-appended:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pass delivered nothing from the files in 30 s")
+	}
+	if last != before+200 {
+		t.Fatalf("appended through %d, want %d", last, before+200)
+	}
+	for _, r := range runners {
+		waitFor(t, r, last)
+	}
+	if st := pass.Stats(); st.Files != int64(before) {
+		t.Fatalf("%d commits read from the files, want the %d stored before the pass", st.Files, before)
+	}
+	want := eventsIn(0, 3200)
+	checkModel(t, all.model(), want)
+	checkModel(t, scoped.model(), want)
+}
+
 // A pass whose runners all stop while it reads the files ends there: a
 // runner that comes later reads on a consumer of its own.
 func TestReplayFromFilesLeftEarly(t *testing.T) {
