@@ -103,11 +103,12 @@ func (c Config) withDefaults() Config {
 }
 
 // Store is the JetStream event store. It is safe for concurrent use;
-// concurrent Appends are pipelined over one connection (async publish),
-// each waiting only for its own ack.
+// concurrent Appends are pipelined over one connection, each waiting only
+// for its own ack (acks).
 type Store struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
+	acks      *acks // appends' publishes and acknowledgements
 	cfg       Config
 	directGet string
 	// end is a stream sequence known to exist, the highest seen in
@@ -171,11 +172,8 @@ const quorumSeen = 2 * time.Second
 // update; JetStream copies it to the new replicas).
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
-	// The ack timeout also frees the pending slot of an append that is
-	// never acknowledged; without it 8192 of them would stall every later
-	// append until a restart.
-	js, err := jetstream.NewWithAPIPrefix(nc, cfg.APIPrefix,
-		jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(cfg.WriteTimeout))
+	// Appends publish through acks (newAcks), not js.
+	js, err := jetstream.NewWithAPIPrefix(nc, cfg.APIPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
@@ -188,7 +186,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", cfg.Stream, err)
 	}
-	st := &Store{nc: nc, js: js, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}
+	acks, err := newAcks(nc, cfg.WriteTimeout)
+	if err != nil {
+		return nil, err
+	}
+	st := &Store{nc: nc, js: js, acks: acks, cfg: cfg, directGet: wire.DirectGetSubject(cfg.APIPrefix, cfg.Stream)}
 	st.sawEnd(stream.CachedInfo().State.LastSeq)
 	if cfg.TracerProvider != nil {
 		st.tracer = cfg.TracerProvider.Tracer(tracerName)
@@ -376,15 +378,16 @@ func (s *Store) append(ctx context.Context, stream es.StreamID, events []proto.M
 // publish sends msg once and waits for its acknowledgement. retry says an
 // earlier attempt of msg may have landed.
 func (s *Store) publish(ctx context.Context, msg *nats.Msg, opts es.AppendOptions, retry bool) (es.AppendResult, error) {
-	paf, err := s.js.PublishMsgAsync(msg)
-	if err != nil {
-		return es.AppendResult{}, appendError(err)
-	}
-	select {
-	case ack := <-paf.Ok():
+	ack, err := s.acks.publish(ctx, msg)
+	switch {
+	case err == nil:
 		s.sawEnd(ack.Sequence)
 		return es.AppendResult{Position: es.Position{Seq: ack.Sequence}, Duplicate: ack.Duplicate}, nil
-	case err := <-paf.Err():
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		// The commit may still land; the caller retries with its
+		// idempotency key to learn the outcome.
+		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
+	default:
 		err = appendError(err)
 		if errors.Is(err, es.ErrConflict) && (opts.IdempotencyKey != "" || retry && msg.Header.Get(jetstream.MsgIDHeader) != "") {
 			seq, found, ferr := s.retriedCommit(ctx, msg, uint64(opts.ExpectedVersion))
@@ -396,10 +399,6 @@ func (s *Store) publish(ctx context.Context, msg *nats.Msg, opts es.AppendOption
 			}
 		}
 		return es.AppendResult{}, err
-	case <-ctx.Done():
-		// The commit may still land; the caller retries with its
-		// idempotency key to learn the outcome.
-		return es.AppendResult{}, es.Wrap(es.Unavailable, "append commit: outcome unknown", ctx.Err())
 	}
 }
 
