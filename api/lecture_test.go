@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -285,6 +286,10 @@ func TestLectureRecordingEndToEnd(t *testing.T) {
 	}
 	cancel()
 	if l == nil || l.State != transcriptionv1.LectureState_LECTURE_STATE_ENDED || updates < 2 {
+		// Seen twice in CI (ci39, ci78), never here: two segments, then
+		// nothing for 5 minutes and no warning. Where the pipeline waits
+		// says why, next time.
+		t.Logf("goroutines of the lecture pipelines and engines:\n%s", stacksWith("lecturePipeline", "enginerun", "pocketsphinx", "Repository"))
 		t.Fatalf("watch: %d updates, last %v (err %v)", updates, l, w.Err())
 	}
 	if wer := mediatest.WordErrorRate(reference, transcript(l.Segments)); wer > 0.5 {
@@ -293,6 +298,20 @@ func TestLectureRecordingEndToEnd(t *testing.T) {
 	if l.DurationMs < media.PCMDuration(pcm).Milliseconds()-100 {
 		t.Errorf("duration %d ms, the recording is %v", l.DurationMs, media.PCMDuration(pcm))
 	}
+}
+
+// stacksWith returns the stacks of the process's goroutines that mention
+// any of names.
+func stacksWith(names ...string) string {
+	buf := make([]byte, 64<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if slices.ContainsFunc(names, func(n string) bool { return strings.Contains(g, n) }) {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
 
 // opus encodes PCM as Ogg Opus, as a phone would send it.
