@@ -66,23 +66,24 @@ func newAcks(nc *nats.Conn, timeout time.Duration) (*acks, error) {
 }
 
 // sweep ends, every period, the waits that have lasted beyond the
-// timeout, until the connection is closed.
+// timeout; once the connection is closed, every wait, and itself.
 func (a *acks) sweep(period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for range t.C {
-		if a.nc.IsClosed() {
-			return
-		}
+		closed := a.nc.IsClosed()
 		now := time.Now()
 		a.mu.Lock()
 		for id, w := range a.waiting {
-			if now.Sub(w.sent) >= a.timeout {
+			if closed || now.Sub(w.sent) >= a.timeout {
 				delete(a.waiting, id)
 				w.ch <- nil // never blocks: whoever deletes the entry sends
 			}
 		}
 		a.mu.Unlock()
+		if closed {
+			return
+		}
 	}
 }
 

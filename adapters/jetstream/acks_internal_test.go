@@ -11,7 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tideline/tideline/adapters/natsserver"
 	"github.com/tideline/tideline/adapters/natsserver/natstest"
+	"github.com/tideline/tideline/internal/poll"
 )
 
 // parseAck reads what the server sends as encoding/json would: flat
@@ -79,7 +81,7 @@ func FuzzParseAck(f *testing.F) {
 // Against a real server: what an append waits on ends as
 // PublishMsgAsync's would, with the same errors.
 func TestAcksEnds(t *testing.T) {
-	_, nc := natstest.Start(t)
+	ns, nc := natstest.Start(t)
 	ctx := context.Background()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -140,5 +142,35 @@ func TestAcksEnds(t *testing.T) {
 	a.receive(&nats.Msg{Subject: a.prefix + "not-an-id"})
 	if ack, _, err := send(ctx, "s.c", nil); err != nil || ack.Sequence != 3 {
 		t.Fatalf("after all that: %+v, %v; want 3", ack, err)
+	}
+
+	// A wait in flight when its connection closes ends then, not at the
+	// timeout (nor never: nothing will come).
+	closing, err := natsserver.Connect(ns, "closing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newAcks(closing, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := b.publish(ctx, &nats.Msg{Subject: "mute", Data: []byte("x")})
+		ended <- err
+	}()
+	poll.Until(t, 10*time.Second, "the wait registered", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.waiting) == 1
+	})
+	closing.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+			t.Fatalf("closed: %v, want %v", err, jetstream.ErrAsyncPublishTimeout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a wait outlived its connection by 30 s")
 	}
 }
