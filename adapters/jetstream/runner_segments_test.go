@@ -59,10 +59,20 @@ func segmentObjects(tb testing.TB, s *tljs.Store, name string, pos uint64, stopp
 		info, err := obs.GetInfo(ctx, name)
 		return err == nil && info.Metadata["tideline-position"] == strconv.FormatUint(pos, 10)
 	})
-	infos, err := obs.List(ctx, jetstream.ListObjectsShowDeleted())
-	if err != nil {
-		tb.Fatal(err)
-	}
+	// A list watches the bucket until it has seen every object, and it
+	// can miss its end while a running snapshot writes and removes
+	// objects (it waited 9 minutes in ci80): each try is bounded.
+	var infos []*jetstream.ObjectInfo
+	poll.Until(tb, time.Minute, "the bucket's objects listed", func() bool {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		infos, err = obs.List(lctx, jetstream.ListObjectsShowDeleted())
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			tb.Fatal(err)
+		}
+		return err == nil
+	})
 	out := map[string]bool{}
 	for _, info := range infos {
 		if strings.HasPrefix(info.Name, name+"/") {
