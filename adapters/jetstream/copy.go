@@ -176,6 +176,14 @@ func copyStream(ctx context.Context, src, dst *nats.Conn, djs jetstream.JetStrea
 	if err := json.Unmarshal(snap.State, &want); err != nil {
 		return Copied{}, started, fmt.Errorf("snapshot state: %w", err)
 	}
+	// The source's first chunk before the restore: the destination gives
+	// up on a restore that gets no chunk for 5 s (nats-server's
+	// activityInterval), and on a loaded machine the first chunk has come
+	// later than that (TestClusterImport in ci81).
+	chunk, err := chunks.NextMsg(copyTimeout)
+	if err != nil {
+		return Copied{}, started, fmt.Errorf("snapshot chunk: %w", err)
+	}
 	var restored struct {
 		DeliverSubject string `json:"deliver_subject"`
 	}
@@ -190,13 +198,12 @@ func copyStream(ctx context.Context, src, dst *nats.Conn, djs jetstream.JetStrea
 		return Copied{}, false, err
 	}
 	started = true
-	for {
-		if err := ctx.Err(); err != nil {
-			return Copied{}, started, err
-		}
-		chunk, err := chunks.NextMsg(copyTimeout)
+	for ; ; chunk, err = chunks.NextMsg(copyTimeout) {
 		if err != nil {
 			return Copied{}, started, fmt.Errorf("snapshot chunk: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return Copied{}, started, err
 		}
 		if len(chunk.Data) == 0 {
 			if st := chunk.Header.Get("Status"); st != "" && st != "204" {
