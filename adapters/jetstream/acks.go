@@ -249,14 +249,15 @@ func parseFlatAck(b []byte) (ack jetstream.PubAck, ok bool) {
 				ack.Sequence = n
 			}
 			kind, i = '0', j
-		case c == 't' && len(b)-i >= 4 && string(b[i:i+4]) == "true":
-			ack.Duplicate = ack.Duplicate || key == "duplicate"
-			kind, i = 'b', i+4
-		case c == 'f' && len(b)-i >= 5 && string(b[i:i+5]) == "false":
-			if key == "duplicate" {
-				ack.Duplicate = false
+		case c == 't' || c == 'f':
+			v, next, ok := flatBool(b, i)
+			if !ok {
+				return ack, false
 			}
-			kind, i = 'b', i+5
+			if key == "duplicate" {
+				ack.Duplicate = v
+			}
+			kind, i = 'b', next
 		default: // an object (an error), an array, null: encoding/json's
 			return ack, false
 		}
@@ -309,6 +310,17 @@ func flatString(b []byte, i int) (s string, next int, ok bool) {
 		}
 	}
 	return "", 0, false
+}
+
+// flatBool reads the JSON true or false at b[i:], and returns it and the
+// index after it.
+func flatBool(b []byte, i int) (v bool, next int, ok bool) {
+	for _, w := range [...]string{"true", "false"} {
+		if len(b)-i >= len(w) && string(b[i:i+len(w)]) == w {
+			return w == "true", i + len(w), true
+		}
+	}
+	return false, 0, false
 }
 
 func skipSpace(b []byte, i int) int {
