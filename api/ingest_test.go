@@ -17,10 +17,10 @@ import (
 )
 
 // TestStreamUserStepsKeepsEveryUpdateInOrder streams many updates for a
-// few users, interleaved, and reads the store: every update is its own
-// event, each user's in the order sent (the ingest batches a user's
-// updates into commits, one commit per user at a time), and the read
-// model has each user's highest count.
+// few users, interleaved, and reads the store: every update is kept,
+// each user's in the order sent (the ingest batches a user's updates into
+// commits of one event each, one commit per user at a time), and the
+// read model has each user's highest count.
 func TestStreamUserStepsKeepsEveryUpdateInOrder(t *testing.T) {
 	t.Parallel()
 	f := start(t)
@@ -51,20 +51,35 @@ func TestStreamUserStepsKeepsEveryUpdateInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got []int32
+		batches := 0
 		for _, c := range commits {
-			for _, e := range c.Events {
-				got = append(got, e.Data.(*stepsv1.StepsRecorded).Steps)
+			if len(c.Events) != 1 {
+				t.Fatalf("%s: commit %d has %d events, want 1", u, c.Seq, len(c.Events))
+			}
+			switch e := c.Events[0].Data.(type) {
+			case *stepsv1.StepsRecorded:
+				got = append(got, e.Steps)
+			case *stepsv1.StepsBatchRecorded:
+				batches++
+				for _, d := range e.Days {
+					if d.Date != today() {
+						t.Fatalf("%s: a batch holds date %s, want only %s", u, d.Date, today())
+					}
+					got = append(got, d.Steps...)
+				}
+			default:
+				t.Fatalf("%s: event %T", u, e)
 			}
 		}
 		if len(got) != per {
-			t.Fatalf("%s: %d events in %d commits, want %d", u, len(got), len(commits), per)
+			t.Fatalf("%s: %d counts in %d commits, want %d", u, len(got), len(commits), per)
 		}
 		for i, n := range got {
 			if n != int32(i%1000) {
 				t.Fatalf("%s: event %d has %d steps, want %d (out of order)", u, i, n, i%1000)
 			}
 		}
-		t.Logf("%s: %d updates in %d commits", u, per, len(commits))
+		t.Logf("%s: %d updates in %d commits, %d of them batches", u, per, len(commits), batches)
 	}
 	q := stepsv1connect.NewStepsServiceClient(h2c, f.URL)
 	deadline := time.Now().Add(10 * time.Second)

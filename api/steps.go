@@ -207,8 +207,9 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 // StreamUserSteps records each update as it arrives. Updates are
 // validated in order as they are read and appended by an ingest: each
 // user's updates that queued while earlier ones were being written go
-// to the store together, one commit of one event per update (counts are
-// max-merged, so landing order does not matter). An invalid update ends
+// to the store together, one commit of one event (steps.DecideAll: a
+// StepsBatchRecorded holding them in order, or a StepsRecorded for one;
+// counts are max-merged, so landing order does not matter). An invalid update ends
 // the stream with InvalidArgument naming it; earlier updates stay
 // recorded and the error says how many.
 func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStream[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
@@ -221,7 +222,7 @@ func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStre
 	for s.Receive() {
 		m := s.Msg()
 		cmd := steps.Record{UserID: m.UserId, Date: m.Date, Steps: m.Steps}
-		if _, err := steps.Decide(p, cmd, time.Now()); err != nil {
+		if err := steps.Validate(p, cmd, time.Now()); err != nil {
 			if serr := g.close(); serr != nil {
 				return nil, serr
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -159,6 +160,56 @@ func TestExportReadByDuckDB(t *testing.T) {
 			t.Errorf("duckdb %v; want 18 events summing %v", rows, total)
 		}
 	})
+	t.Run("readme_query_reads_batches_too", func(t *testing.T) {
+		// A client stream's batch for a fourth user, with a date that
+		// comes back: the README's query takes both kinds of event.
+		batch := &stepsv1.StepsBatchRecorded{UserId: "dia", Days: []*stepsv1.DayCounts{
+			{Date: yesterday, Steps: []int32{100, 4000, 3000}}, {Date: today, Steps: []int32{5}}, {Date: yesterday, Steps: []int32{4200}},
+		}}
+		res, err := f.Store.Append(ctx, es.StreamID{Context: "steps", Type: "user", ID: "dia"}, []proto.Message{batch}, es.AppendOptions{ExpectedVersion: es.AnyVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := append(users, "dia")
+		model, err := steps.GetSteps(ctx, adminRequest(&stepsv1.GetStepsRequest{UserIds: all, FromDate: yesterday, ToDate: today, MinPosition: res.Position.Seq}, admin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		both := filepath.Join(dir, "steps.jsonl")
+		if err := run(ctx, []string{"export", "--server", f.URL, "--data", f.Config.DataDir, "--out", both, "--context", "steps"}, &stdout, &stderr); err != nil {
+			t.Fatalf("export jsonl: %v\n%s", err, stderr.String())
+		}
+		rows := query(strings.ReplaceAll(readmeSQL(t, "read_json('events.jsonl'"), "'events.jsonl'", "'"+both+"'"))
+		got := map[string]int32{}
+		for _, r := range rows {
+			got[fmt.Sprint(r["user_id"], "/", r["date"])] = int32(r["steps"].(float64))
+		}
+		want := map[string]int32{}
+		for _, s := range model.Msg.Steps {
+			want[s.UserId+"/"+s.Date] = s.Steps
+		}
+		if len(rows) != len(want) || !maps.Equal(got, want) || got["dia/"+yesterday] != 4200 {
+			t.Errorf("README query: %v; read model: %v", rows, want)
+		}
+	})
+}
+
+// readmeSQL returns the README's first duckdb heredoc (duckdb <<'SQL')
+// that contains marker.
+func readmeSQL(tb testing.TB, marker string) string {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, block := range strings.Split(string(b), "duckdb <<'SQL'\n")[1:] {
+		sql, _, ok := strings.Cut(block, "\nSQL\n")
+		if ok && strings.Contains(sql, marker) {
+			return sql
+		}
+	}
+	tb.Fatalf("README.md has no duckdb <<'SQL' block with %q", marker)
+	return ""
 }
 
 func TestExportRejectsBadInput(t *testing.T) {

@@ -53,31 +53,91 @@ func ValidateDate(field, date string, now time.Time) error {
 }
 
 // Decide validates and authorizes cmd for principal p at time now and
-// returns the event to record. It returns Invalid errors naming the field
-// (user_id, date, steps, idempotency_key) and Forbidden when a walker
-// records someone else's steps.
+// returns the event to record. Its errors are Validate's.
 func Decide(p auth.Principal, cmd Record, now time.Time) (*stepsv1.StepsRecorded, error) {
-	if err := es.ValidateToken("user_id", cmd.UserID); err != nil {
+	if err := Validate(p, cmd, now); err != nil {
 		return nil, err
+	}
+	return &stepsv1.StepsRecorded{UserId: cmd.UserID, Date: cmd.Date, Steps: cmd.Steps}, nil
+}
+
+// Validate validates and authorizes cmd for principal p at time now. It
+// returns Invalid errors naming the field (user_id, date, steps,
+// idempotency_key) and Forbidden when a walker records someone else's
+// steps.
+func Validate(p auth.Principal, cmd Record, now time.Time) error {
+	if err := es.ValidateToken("user_id", cmd.UserID); err != nil {
+		return err
 	}
 	if err := ValidateDate("date", cmd.Date, now); err != nil {
-		return nil, err
+		return err
 	}
 	if cmd.Steps < 0 || cmd.Steps > MaxSteps {
-		return nil, es.Invalidf("steps", "must be between 0 and %d, got %d", MaxSteps, cmd.Steps)
+		return es.Invalidf("steps", "must be between 0 and %d, got %d", MaxSteps, cmd.Steps)
 	}
 	if err := es.ValidateIdempotencyKey("idempotency_key", cmd.IdempotencyKey); err != nil {
-		return nil, err
+		return err
 	}
 	switch {
 	case p.Privileged():
 	case p.Role == auth.Walker && p.Subject == cmd.UserID:
 	case p.Role == auth.Walker:
-		return nil, ErrNotYourSteps
+		return ErrNotYourSteps
 	default:
-		return nil, es.Errorf(es.Forbidden, "role %q may not record steps", p.Role)
+		return es.Errorf(es.Forbidden, "role %q may not record steps", p.Role)
 	}
-	return &stepsv1.StepsRecorded{UserId: cmd.UserID, Date: cmd.Date, Steps: cmd.Steps}, nil
+	return nil
+}
+
+// DecideAll validates and authorizes cmds, counts of one user, for
+// principal p at time now, and returns the one event that records them
+// all: a StepsRecorded for one count, else a StepsBatchRecorded holding
+// them in order. Its errors are Validate's, the first command's that
+// fails, and Invalid (update[i].user_id) for a second user.
+func DecideAll(p auth.Principal, cmds []Record, now time.Time) (proto.Message, error) {
+	if len(cmds) == 0 {
+		return nil, es.Invalidf("updates", "no update to record")
+	}
+	for i, cmd := range cmds {
+		if cmd.UserID != cmds[0].UserID {
+			return nil, es.Invalidf(fmt.Sprintf("update[%d].user_id", i), "is %q; one commit holds one user's counts (%q)", cmd.UserID, cmds[0].UserID)
+		}
+		if err := Validate(p, cmd, now); err != nil {
+			return nil, err
+		}
+	}
+	if len(cmds) == 1 {
+		c := cmds[0]
+		return &stepsv1.StepsRecorded{UserId: c.UserID, Date: c.Date, Steps: c.Steps}, nil
+	}
+	b := &stepsv1.StepsBatchRecorded{UserId: cmds[0].UserID}
+	var day *stepsv1.DayCounts
+	for i, c := range cmds {
+		if day == nil || c.Date != day.Date {
+			day = &stepsv1.DayCounts{Date: c.Date, Steps: make([]int32, 0, len(cmds)-i)}
+			b.Days = append(b.Days, day)
+		}
+		day.Steps = append(day.Steps, c.Steps)
+	}
+	return b, nil
+}
+
+// Highest calls f with the highest count of each date ev reports: once
+// for a StepsRecorded, once per run of one date for a
+// StepsBatchRecorded (a date may come again in a later run), never for
+// any other event. Counts are max-merged, so f may take the highest of
+// what it is given.
+func Highest(ev proto.Message, f func(userID, date string, steps int32)) {
+	switch e := ev.(type) {
+	case *stepsv1.StepsRecorded:
+		f(e.GetUserId(), e.GetDate(), e.GetSteps())
+	case *stepsv1.StepsBatchRecorded:
+		for _, d := range e.GetDays() {
+			if len(d.GetSteps()) > 0 {
+				f(e.GetUserId(), d.GetDate(), slices.Max(d.GetSteps()))
+			}
+		}
+	}
 }
 
 // ErrNotYourSteps is returned when a walker records another user's steps.
@@ -99,9 +159,10 @@ func (s *Service) Record(ctx context.Context, p auth.Principal, cmd Record) (es.
 }
 
 // RecordAll validates, authorizes and appends cmds, counts of one user
-// without idempotency keys, as one commit: one StepsRecorded event each,
-// in order, all stored or none. It is Record for a batch (a client
-// stream's updates): one write to the store instead of len(cmds).
+// without idempotency keys, as one commit of one event (DecideAll): a
+// StepsBatchRecorded holding them in order, or a StepsRecorded for one,
+// all stored or none. It is Record for a batch (a client stream's
+// updates): one write to the store instead of len(cmds).
 func (s *Service) RecordAll(ctx context.Context, p auth.Principal, cmds []Record) (es.AppendResult, error) {
 	if len(cmds) == 0 {
 		return es.AppendResult{}, es.Invalidf("updates", "no update to record")
@@ -114,25 +175,18 @@ func (s *Service) RecordAll(ctx context.Context, p auth.Principal, cmds []Record
 	return s.record(ctx, p, cmds)
 }
 
-// record decides cmds, all of one user, and appends their events as one
-// commit, with the first command's idempotency key.
+// record decides cmds, all of one user, and appends their event
+// (DecideAll) as one commit, with the first command's idempotency key.
 func (s *Service) record(ctx context.Context, p auth.Principal, cmds []Record) (es.AppendResult, error) {
 	now := time.Now()
 	if s.Now != nil {
 		now = s.Now()
 	}
-	evs := make([]proto.Message, len(cmds))
-	for i, cmd := range cmds {
-		if cmd.UserID != cmds[0].UserID {
-			return es.AppendResult{}, es.Invalidf(fmt.Sprintf("update[%d].user_id", i), "is %q; one commit holds one user's counts (%q)", cmd.UserID, cmds[0].UserID)
-		}
-		ev, err := Decide(p, cmd, now)
-		if err != nil {
-			return es.AppendResult{}, err
-		}
-		evs[i] = ev
+	ev, err := DecideAll(p, cmds, now)
+	if err != nil {
+		return es.AppendResult{}, err
 	}
-	return s.Store.Append(ctx, Stream(cmds[0].UserID), evs, es.AppendOptions{
+	return s.Store.Append(ctx, Stream(cmds[0].UserID), []proto.Message{ev}, es.AppendOptions{
 		ExpectedVersion: es.AnyVersion,
 		IdempotencyKey:  cmds[0].IdempotencyKey,
 		Meta:            es.Metadata{Actor: p.String(), Source: "api"},
@@ -160,13 +214,14 @@ func (s *Service) History(ctx context.Context, userID, from, to string) ([]Count
 	best := map[string]int32{}
 	for _, c := range commits {
 		for _, e := range c.Events {
-			rec, ok := e.Data.(*stepsv1.StepsRecorded)
-			if !ok || rec.GetUserId() != userID || rec.GetDate() < from || rec.GetDate() > to {
-				continue
-			}
-			if n, seen := best[rec.GetDate()]; !seen || rec.GetSteps() > n {
-				best[rec.GetDate()] = rec.GetSteps()
-			}
+			Highest(e.Data, func(user, date string, steps int32) {
+				if user != userID || date < from || date > to {
+					return
+				}
+				if n, seen := best[date]; !seen || steps > n {
+					best[date] = steps
+				}
+			})
 		}
 	}
 	out := make([]Count, 0, len(best))

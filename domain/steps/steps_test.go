@@ -13,6 +13,7 @@ import (
 	"github.com/tideline/tideline/domain/auth"
 	"github.com/tideline/tideline/domain/es"
 	"github.com/tideline/tideline/domain/steps"
+	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
 
 func TestDecide(t *testing.T) {
@@ -65,6 +66,82 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+func TestDecideAll(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	alice := auth.Principal{Subject: "alice", Role: auth.Walker}
+	rec := func(date string, n int32) steps.Record { return steps.Record{UserID: "alice", Date: date, Steps: n} }
+
+	one, err := steps.DecideAll(alice, []steps.Record{rec("2026-11-22", 5)}, now)
+	if want := (&stepsv1.StepsRecorded{UserId: "alice", Date: "2026-11-22", Steps: 5}); err != nil || !proto.Equal(one, want) {
+		t.Fatalf("one count: %v, %v; want %v", one, err, want)
+	}
+	// Runs of one date keep the order: a date that comes back opens a
+	// new run.
+	many, err := steps.DecideAll(alice, []steps.Record{
+		rec("2026-11-21", 900), rec("2026-11-21", 950), rec("2026-11-22", 3), rec("2026-11-21", 990), rec("2026-11-22", 2),
+	}, now)
+	want := &stepsv1.StepsBatchRecorded{UserId: "alice", Days: []*stepsv1.DayCounts{
+		{Date: "2026-11-21", Steps: []int32{900, 950}},
+		{Date: "2026-11-22", Steps: []int32{3}},
+		{Date: "2026-11-21", Steps: []int32{990}},
+		{Date: "2026-11-22", Steps: []int32{2}},
+	}}
+	if err != nil || !proto.Equal(many, want) {
+		t.Fatalf("many counts: %v, %v; want %v", many, err, want)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		who   auth.Principal
+		cmds  []steps.Record
+		kind  es.Kind
+		field string
+	}{
+		{"none", alice, nil, es.Invalid, "updates"},
+		{"second_user", auth.Principal{Subject: "ops", Role: auth.Admin}, []steps.Record{rec("2026-11-22", 1), {UserID: "bob", Date: "2026-11-22", Steps: 2}}, es.Invalid, "update[1].user_id"},
+		{"bad_count_anywhere", alice, []steps.Record{rec("2026-11-22", 1), rec("2026-11-22", -4)}, es.Invalid, "steps"},
+		{"bad_date_anywhere", alice, []steps.Record{rec("2026-11-22", 1), rec("2026-13-01", 4)}, es.Invalid, "date"},
+		{"not_yours", alice, []steps.Record{{UserID: "bob", Date: "2026-11-22", Steps: 1}, {UserID: "bob", Date: "2026-11-22", Steps: 2}}, es.Forbidden, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := steps.DecideAll(tc.who, tc.cmds, now)
+			var e *es.Error
+			if !errors.As(err, &e) || e.Kind != tc.kind || e.Field != tc.field || ev != nil {
+				t.Fatalf("DecideAll = %v, %#v; want kind %v field %q", ev, err, tc.kind, tc.field)
+			}
+		})
+	}
+}
+
+func TestHighest(t *testing.T) {
+	type got struct {
+		user, date string
+		steps      int32
+	}
+	for _, tc := range []struct {
+		name string
+		ev   proto.Message
+		want []got
+	}{
+		{"one_count", &stepsv1.StepsRecorded{UserId: "ann", Date: "2026-11-22", Steps: 7}, []got{{"ann", "2026-11-22", 7}}},
+		{"each_run_its_highest", &stepsv1.StepsBatchRecorded{UserId: "ann", Days: []*stepsv1.DayCounts{
+			{Date: "2026-11-21", Steps: []int32{900, 1200, 950}},
+			{Date: "2026-11-22", Steps: []int32{3}},
+			{Date: "2026-11-21", Steps: []int32{990}},
+			{Date: "2026-11-22"}, // no count: nothing to say
+		}}, []got{{"ann", "2026-11-21", 1200}, {"ann", "2026-11-22", 3}, {"ann", "2026-11-21", 990}}},
+		{"other_events_say_nothing", &stepsv1.DayCounts{Date: "2026-11-22", Steps: []int32{5}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out []got
+			steps.Highest(tc.ev, func(user, date string, n int32) { out = append(out, got{user, date, n}) })
+			if !slices.Equal(out, tc.want) {
+				t.Fatalf("Highest = %v, want %v", out, tc.want)
+			}
+		})
+	}
+}
+
 // memStore is an es.Store of commits appended in order, for History.
 type memStore struct{ commits []es.Commit }
 
@@ -103,12 +180,21 @@ func TestHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A client stream's batch counts as its counts do, each date's highest.
+	if _, err := svc.RecordAll(context.Background(), ops, []steps.Record{
+		{UserID: "ann", Date: "2026-09-03", Steps: 10},
+		{UserID: "ann", Date: "2026-09-03", Steps: 45},
+		{UserID: "ann", Date: "2026-09-04", Steps: 60},
+		{UserID: "ann", Date: "2026-09-03", Steps: 40},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, user, from, to string
 		want                 []steps.Count
 	}{
-		{"highest_count_wins_in_date_order", "ann", "2026-09-01", "2026-09-30", []steps.Count{{"2026-09-01", 9000}, {"2026-09-03", 30}}},
-		{"bounds_are_inclusive", "ann", "2026-09-03", "2026-11-22", []steps.Count{{"2026-09-03", 30}, {"2026-11-22", 1}}},
+		{"highest_count_wins_in_date_order", "ann", "2026-09-01", "2026-09-30", []steps.Count{{"2026-09-01", 9000}, {"2026-09-03", 45}, {"2026-09-04", 60}}},
+		{"bounds_are_inclusive", "ann", "2026-09-04", "2026-11-22", []steps.Count{{"2026-09-04", 60}, {"2026-11-22", 1}}},
 		{"other_users_are_apart", "bob", "2026-01-01", "2026-12-31", []steps.Count{{"2026-09-02", 77}}},
 		{"no_records", "cat", "2026-01-01", "2026-12-31", []steps.Count{}},
 	}

@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/tideline/tideline/domain/es"
+	"github.com/tideline/tideline/domain/steps"
 	"github.com/tideline/tideline/projections"
 	stepsv1 "github.com/tideline/tideline/schemas/gen/tideline/steps/v1"
 )
@@ -175,7 +176,7 @@ func (m *Model) Subjects() []string { return []string{"ev.steps.>"} }
 
 // EventTypes lists the events the model reads.
 func (m *Model) EventTypes() []string {
-	return projections.TypeNames((*stepsv1.StepsRecorded)(nil))
+	return projections.TypeNames((*stepsv1.StepsRecorded)(nil), (*stepsv1.StepsBatchRecorded)(nil))
 }
 
 // Name returns Name.
@@ -184,15 +185,14 @@ func (m *Model) Name() string { return Name }
 // Version returns the model's version.
 func (m *Model) Version() int { return version }
 
-// Apply folds e into the model. Events other than StepsRecorded only
+// Apply folds e into the model: each date's highest count of a
+// StepsRecorded or StepsBatchRecorded (steps.Highest). Other events only
 // advance Position.
 func (m *Model) Apply(e es.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pos = e.Position.Seq
-	if rec, ok := e.Data.(*stepsv1.StepsRecorded); ok {
-		m.record(rec.GetUserId(), rec.GetDate(), rec.GetSteps())
-	}
+	steps.Highest(e.Data, m.record)
 	m.forget(forgetPerApply)
 }
 

@@ -530,3 +530,63 @@ func TestQueriesDuringApply(t *testing.T) {
 	wg.Wait()
 	assertMatchesBruteForce(t, m, records, []string{"2025-06-01", "2025-06-02"})
 }
+
+// TestBatchesApplyAsTheirCounts applies the same counts twice: one
+// StepsRecorded each, and grouped into StepsBatchRecorded events as a
+// client stream's ingest writes them (a user's counts, runs of one date).
+// The two models answer alike.
+func TestBatchesApplyAsTheirCounts(t *testing.T) {
+	if got, want := steps.New().EventTypes(), []string{"tideline.steps.v1.StepsRecorded", "tideline.steps.v1.StepsBatchRecorded"}; !slices.Equal(got, want) {
+		t.Fatalf("EventTypes = %v, want %v", got, want)
+	}
+	r := rand.New(rand.NewPCG(4, 2))
+	users := []string{"ann", "bob", "cat", "dan"}
+	dates := []string{"2025-06-01", "2025-06-02", "2025-06-03"}
+	var records []record
+	for range 3000 {
+		records = append(records, record{users[r.IntN(len(users))], dates[r.IntN(len(dates))], r.Int32N(20000)})
+	}
+	one := build(t, records...)
+
+	batched := steps.New()
+	seq := uint64(0)
+	for rest := records; len(rest) > 0; {
+		// The next batch: up to 40 counts of the first record's user.
+		user, n := rest[0].user, 1+r.IntN(40)
+		b := &stepsv1.StepsBatchRecorded{UserId: user}
+		var left []record
+		for _, rec := range rest {
+			if rec.user != user || n == 0 {
+				left = append(left, rec)
+				continue
+			}
+			n--
+			if k := len(b.Days); k == 0 || b.Days[k-1].Date != rec.date {
+				b.Days = append(b.Days, &stepsv1.DayCounts{Date: rec.date})
+			}
+			d := b.Days[len(b.Days)-1]
+			d.Steps = append(d.Steps, rec.steps)
+		}
+		seq++
+		batched.Apply(event(seq, b))
+		rest = left
+	}
+	if seq >= uint64(len(records))/2 {
+		t.Fatalf("%d batches for %d counts: hardly batched", seq, len(records))
+	}
+	for _, d := range dates {
+		if got, want := batched.Top(d, len(users)), one.Top(d, len(users)); !slices.Equal(got, want) {
+			t.Errorf("Top(%s) = %v, want %v", d, got, want)
+		}
+		if got, want := batched.Total(d), one.Total(d); got != want {
+			t.Errorf("Total(%s) = %d, want %d", d, got, want)
+		}
+		for _, u := range users {
+			got, gok := batched.Steps(u, d)
+			want, wok := one.Steps(u, d)
+			if got != want || gok != wok {
+				t.Errorf("Steps(%s, %s) = %d, %v; want %d, %v", u, d, got, gok, want, wok)
+			}
+		}
+	}
+}

@@ -85,6 +85,123 @@ func (x *StepsRecorded) GetSteps() int32 {
 	return 0
 }
 
+// StepsBatchRecorded says a pedometer reported several of a user's
+// cumulative counts at once: the counts of one client stream
+// (StreamUserSteps) that are written in one commit. It means what one
+// StepsRecorded per count would: a day's value is the highest count
+// seen. One event holds them because a stream's counts come many a
+// second: as one StepsRecorded each, a count took ~100 bytes of the
+// store (its own event id, type name, time and user); here it takes its
+// varint, 1 to 3 bytes.
+type StepsBatchRecorded struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// days holds the counts in the order they arrived, grouped by date:
+	// a new entry starts whenever a count's date differs from the one
+	// before it, so no order is lost.
+	Days          []*DayCounts `protobuf:"bytes,2,rep,name=days,proto3" json:"days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepsBatchRecorded) Reset() {
+	*x = StepsBatchRecorded{}
+	mi := &file_tideline_steps_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepsBatchRecorded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepsBatchRecorded) ProtoMessage() {}
+
+func (x *StepsBatchRecorded) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_steps_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepsBatchRecorded.ProtoReflect.Descriptor instead.
+func (*StepsBatchRecorded) Descriptor() ([]byte, []int) {
+	return file_tideline_steps_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StepsBatchRecorded) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *StepsBatchRecorded) GetDays() []*DayCounts {
+	if x != nil {
+		return x.Days
+	}
+	return nil
+}
+
+// DayCounts is a run of counts for one date, in arrival order.
+type DayCounts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// date is the local calendar date, YYYY-MM-DD.
+	Date          string  `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
+	Steps         []int32 `protobuf:"varint,2,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DayCounts) Reset() {
+	*x = DayCounts{}
+	mi := &file_tideline_steps_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DayCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DayCounts) ProtoMessage() {}
+
+func (x *DayCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_tideline_steps_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DayCounts.ProtoReflect.Descriptor instead.
+func (*DayCounts) Descriptor() ([]byte, []int) {
+	return file_tideline_steps_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DayCounts) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+func (x *DayCounts) GetSteps() []int32 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
 var File_tideline_steps_v1_events_proto protoreflect.FileDescriptor
 
 const file_tideline_steps_v1_events_proto_rawDesc = "" +
@@ -93,7 +210,13 @@ const file_tideline_steps_v1_events_proto_rawDesc = "" +
 	"\rStepsRecorded\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x12\n" +
 	"\x04date\x18\x02 \x01(\tR\x04date\x12\x14\n" +
-	"\x05steps\x18\x03 \x01(\x05R\x05stepsB\xce\x01\n" +
+	"\x05steps\x18\x03 \x01(\x05R\x05steps\"_\n" +
+	"\x12StepsBatchRecorded\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x120\n" +
+	"\x04days\x18\x02 \x03(\v2\x1c.tideline.steps.v1.DayCountsR\x04days\"5\n" +
+	"\tDayCounts\x12\x12\n" +
+	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
+	"\x05steps\x18\x02 \x03(\x05R\x05stepsB\xce\x01\n" +
 	"\x15com.tideline.steps.v1B\vEventsProtoP\x01ZBgithub.com/tideline/tideline/schemas/gen/tideline/steps/v1;stepsv1\xa2\x02\x03TSX\xaa\x02\x11Tideline.Steps.V1\xca\x02\x11Tideline\\Steps\\V1\xe2\x02\x1dTideline\\Steps\\V1\\GPBMetadata\xea\x02\x13Tideline::Steps::V1b\x06proto3"
 
 var (
@@ -108,16 +231,19 @@ func file_tideline_steps_v1_events_proto_rawDescGZIP() []byte {
 	return file_tideline_steps_v1_events_proto_rawDescData
 }
 
-var file_tideline_steps_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_tideline_steps_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_tideline_steps_v1_events_proto_goTypes = []any{
-	(*StepsRecorded)(nil), // 0: tideline.steps.v1.StepsRecorded
+	(*StepsRecorded)(nil),      // 0: tideline.steps.v1.StepsRecorded
+	(*StepsBatchRecorded)(nil), // 1: tideline.steps.v1.StepsBatchRecorded
+	(*DayCounts)(nil),          // 2: tideline.steps.v1.DayCounts
 }
 var file_tideline_steps_v1_events_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	2, // 0: tideline.steps.v1.StepsBatchRecorded.days:type_name -> tideline.steps.v1.DayCounts
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_tideline_steps_v1_events_proto_init() }
@@ -131,7 +257,7 @@ func file_tideline_steps_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tideline_steps_v1_events_proto_rawDesc), len(file_tideline_steps_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
