@@ -208,10 +208,10 @@ func (h *stepHandler) StreamSteps(ctx context.Context, req *connect.Request[step
 // validated in order as they are read and appended by an ingest: each
 // user's updates that queued while earlier ones were being written go
 // to the store together, one commit of one event (steps.DecideAll: a
-// StepsBatchRecorded holding them in order, or a StepsRecorded for one;
-// counts are max-merged, so landing order does not matter). An invalid update ends
-// the stream with InvalidArgument naming it; earlier updates stay
-// recorded and the error says how many.
+// StepsBatchRecorded holding them in order, or a StepsRecorded for
+// one; counts are max-merged, so landing order does not matter). An
+// invalid update ends the stream with InvalidArgument naming it;
+// earlier updates stay recorded and the error says how many.
 func (h *stepHandler) StreamUserSteps(ctx context.Context, s *connect.ClientStream[steppb.StepInput]) (*connect.Response[steppb.StepResponse], error) {
 	p := caller(ctx)
 	g := newIngest(func(batch []steps.Record) error {

@@ -111,13 +111,17 @@ func DecideAll(p auth.Principal, cmds []Record, now time.Time) (proto.Message, e
 		return &stepsv1.StepsRecorded{UserId: c.UserID, Date: c.Date, Steps: c.Steps}, nil
 	}
 	b := &stepsv1.StepsBatchRecorded{UserId: cmds[0].UserID}
-	var day *stepsv1.DayCounts
-	for i, c := range cmds {
-		if day == nil || c.Date != day.Date {
-			day = &stepsv1.DayCounts{Date: c.Date, Steps: make([]int32, 0, len(cmds)-i)}
-			b.Days = append(b.Days, day)
+	for i := 0; i < len(cmds); {
+		run := 1 // the commands from i on with cmds[i]'s date
+		for i+run < len(cmds) && cmds[i+run].Date == cmds[i].Date {
+			run++
 		}
-		day.Steps = append(day.Steps, c.Steps)
+		day := &stepsv1.DayCounts{Date: cmds[i].Date, Steps: make([]int32, run)}
+		for k := range run {
+			day.Steps[k] = cmds[i+k].Steps
+		}
+		b.Days = append(b.Days, day)
+		i += run
 	}
 	return b, nil
 }
