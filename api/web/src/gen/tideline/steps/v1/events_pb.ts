@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tideline/steps/v1/events.proto.
  */
 export const file_tideline_steps_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch50aWRlbGluZS9zdGVwcy92MS9ldmVudHMucHJvdG8SEXRpZGVsaW5lLnN0ZXBzLnYxIj0KDVN0ZXBzUmVjb3JkZWQSDwoHdXNlcl9pZBgBIAEoCRIMCgRkYXRlGAIgASgJEg0KBXN0ZXBzGAMgASgFYgZwcm90bzM");
+  fileDesc("Ch50aWRlbGluZS9zdGVwcy92MS9ldmVudHMucHJvdG8SEXRpZGVsaW5lLnN0ZXBzLnYxIj0KDVN0ZXBzUmVjb3JkZWQSDwoHdXNlcl9pZBgBIAEoCRIMCgRkYXRlGAIgASgJEg0KBXN0ZXBzGAMgASgFIlEKElN0ZXBzQmF0Y2hSZWNvcmRlZBIPCgd1c2VyX2lkGAEgASgJEioKBGRheXMYAiADKAsyHC50aWRlbGluZS5zdGVwcy52MS5EYXlDb3VudHMiKAoJRGF5Q291bnRzEgwKBGRhdGUYASABKAkSDQoFc3RlcHMYAiADKAViBnByb3RvMw");
 
 /**
  * StepsRecorded says a pedometer reported a user's cumulative step count
@@ -44,4 +44,65 @@ export type StepsRecorded = Message<"tideline.steps.v1.StepsRecorded"> & {
  */
 export const StepsRecordedSchema: GenMessage<StepsRecorded> = /*@__PURE__*/
   messageDesc(file_tideline_steps_v1_events, 0);
+
+/**
+ * StepsBatchRecorded says a pedometer reported several of a user's
+ * cumulative counts at once: the counts of one client stream
+ * (StreamUserSteps) that are written in one commit. It means what one
+ * StepsRecorded per count would: a day's value is the highest count
+ * seen. One event holds them because a stream's counts come many a
+ * second: as one StepsRecorded each, a count took ~100 bytes of the
+ * store (its own event id, type name, time and user); here it takes its
+ * varint, 1 to 3 bytes.
+ *
+ * @generated from message tideline.steps.v1.StepsBatchRecorded
+ */
+export type StepsBatchRecorded = Message<"tideline.steps.v1.StepsBatchRecorded"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * days holds the counts in the order they arrived, grouped by date:
+   * a new entry starts whenever a count's date differs from the one
+   * before it, so no order is lost.
+   *
+   * @generated from field: repeated tideline.steps.v1.DayCounts days = 2;
+   */
+  days: DayCounts[];
+};
+
+/**
+ * Describes the message tideline.steps.v1.StepsBatchRecorded.
+ * Use `create(StepsBatchRecordedSchema)` to create a new message.
+ */
+export const StepsBatchRecordedSchema: GenMessage<StepsBatchRecorded> = /*@__PURE__*/
+  messageDesc(file_tideline_steps_v1_events, 1);
+
+/**
+ * DayCounts is a run of counts for one date, in arrival order.
+ *
+ * @generated from message tideline.steps.v1.DayCounts
+ */
+export type DayCounts = Message<"tideline.steps.v1.DayCounts"> & {
+  /**
+   * date is the local calendar date, YYYY-MM-DD.
+   *
+   * @generated from field: string date = 1;
+   */
+  date: string;
+
+  /**
+   * @generated from field: repeated int32 steps = 2;
+   */
+  steps: number[];
+};
+
+/**
+ * Describes the message tideline.steps.v1.DayCounts.
+ * Use `create(DayCountsSchema)` to create a new message.
+ */
+export const DayCountsSchema: GenMessage<DayCounts> = /*@__PURE__*/
+  messageDesc(file_tideline_steps_v1_events, 2);
 
