@@ -101,3 +101,46 @@ func TestStreamUserStepsKeepsEveryUpdateInOrder(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// BenchmarkStreamIngestStorage streams 64,000 updates of 64 users over
+// one StreamUserSteps stream per iteration, as fast as the client sends,
+// and reports what the events stream grew by per update (B/update) and
+// how many updates a commit held.
+func BenchmarkStreamIngestStorage(b *testing.B) {
+	f := start(b)
+	ctx := context.Background()
+	c := stepconnect.NewStepServiceClient(h2c, f.URL)
+	tok := f.Token(b, "importer", auth.Service)
+	str, err := f.Store.JetStream().Stream(ctx, f.Store.StreamName())
+	if err != nil {
+		b.Fatal(err)
+	}
+	state := func() (msgs, bytes uint64) {
+		info, err := str.Info(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return info.State.Msgs, info.State.Bytes
+	}
+	const n, users = 64000, 64
+	msgs0, bytes0 := state()
+	b.ResetTimer()
+	for i := range b.N {
+		s := c.StreamUserSteps(ctx)
+		s.RequestHeader().Set("Authorization", "Bearer "+tok)
+		for k := range n {
+			if err := s.Send(&steppb.StepInput{UserId: fmt.Sprintf("w%d-%d", i, k%users), Steps: int32(k / users), Date: today()}); err != nil {
+				break // CloseAndReceive says why
+			}
+		}
+		if _, err := s.CloseAndReceive(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	msgs, bytes := state()
+	updates := float64(b.N * n)
+	b.ReportMetric(float64(bytes-bytes0)/updates, "B/update")
+	b.ReportMetric(updates/float64(msgs-msgs0), "updates/commit")
+	b.ReportMetric(updates/b.Elapsed().Seconds(), "updates/s")
+}
