@@ -58,7 +58,12 @@ func Decide(p auth.Principal, cmd Record, now time.Time) (*stepsv1.StepsRecorded
 	if err := Validate(p, cmd, now); err != nil {
 		return nil, err
 	}
-	return &stepsv1.StepsRecorded{UserId: cmd.UserID, Date: cmd.Date, Steps: cmd.Steps}, nil
+	return recorded(cmd), nil
+}
+
+// recorded is the event of one validated count.
+func recorded(cmd Record) *stepsv1.StepsRecorded {
+	return &stepsv1.StepsRecorded{UserId: cmd.UserID, Date: cmd.Date, Steps: cmd.Steps}
 }
 
 // Validate validates and authorizes cmd for principal p at time now. It
@@ -107,8 +112,7 @@ func DecideAll(p auth.Principal, cmds []Record, now time.Time) (proto.Message, e
 		}
 	}
 	if len(cmds) == 1 {
-		c := cmds[0]
-		return &stepsv1.StepsRecorded{UserId: c.UserID, Date: c.Date, Steps: c.Steps}, nil
+		return recorded(cmds[0]), nil
 	}
 	b := &stepsv1.StepsBatchRecorded{UserId: cmds[0].UserID}
 	for i := 0; i < len(cmds); {
